@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine (README): `make estimate` and `make test`.
+# Each creates .venv and installs what it needs by itself.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch: the CPU wheel on this machine's disk; an unpinned torch pulls a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+DEEPSPEED_SPEC ?= deepspeed>=0.16
+
+.PHONY: estimate test lint clean
+
+$(VENV)/.core-installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	touch $@
+
+# deepspeed is an sdist whose build imports torch: install torch first, then deepspeed without
+# build isolation, or pip fetches a CUDA torch into the build environment.
+$(VENV)/.dev-installed: $(VENV)/.core-installed
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q --no-build-isolation "$(DEEPSPEED_SPEC)"
+	$(PIP) install -q -e '.[train,dev]'
+	touch $@
+
+estimate: $(VENV)/.core-installed
+	$(VENV)/bin/evaplan estimate --model eva-clip-18b --hardware h100-sxm --gpus 256 --offering aws-p5
+
+test: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q
+
+lint: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

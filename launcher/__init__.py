@@ -1,0 +1,1 @@
+"""evaplan's command line and job launcher: render bundles, submit them, watch them run."""

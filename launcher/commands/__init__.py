@@ -1,0 +1,1 @@
+"""One module per `evaplan` command group; `launcher.cli` registers them."""

@@ -1,0 +1,243 @@
+"""Find, load and validate profiles (models, hardware, offerings) from YAML.
+
+Bundled profiles ship inside the wheel (the `profiles` package). Users add or override profiles
+from a folder given by `--profiles-dir` or the `EVAPLAN_PROFILES_DIR` environment variable
+(several folders separated by the OS path separator); a user profile wins over a bundled one
+with the same name. The folder layout is the bundled one: `models/`, `hardware/`, `offerings/`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from planner.errors import ProfileError
+from planner.spec import HardwareSpec, ModelSpec, OfferingSpec
+
+ENV_VAR = "EVAPLAN_PROFILES_DIR"
+
+KINDS: dict[str, type[BaseModel]] = {
+    "models": ModelSpec,
+    "hardware": HardwareSpec,
+    "offerings": OfferingSpec,
+}
+# The singular a user may type: `evaplan profiles show --kind model`.
+KIND_ALIASES = {"model": "models", "hardware": "hardware", "offering": "offerings"}
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def bundled_dir() -> Path:
+    import profiles  # the package-data folder shipped in the wheel
+
+    return Path(profiles.__file__).resolve().parent
+
+
+def search_dirs(user_dirs: Sequence[str | Path] | None = None) -> list[Path]:
+    """Folders to read, lowest priority first: bundled, then $EVAPLAN_PROFILES_DIR, then flags."""
+    dirs = [bundled_dir()]
+    env = os.environ.get(ENV_VAR, "")
+    for part in env.split(os.pathsep):
+        if part.strip():
+            dirs.append(Path(part).expanduser())
+    for d in user_dirs or ():
+        dirs.append(Path(d).expanduser())
+    for d in dirs[1:]:
+        if not d.is_dir():
+            raise ProfileError(
+                f"profiles folder {d} does not exist",
+                hint=f"create it with models/, hardware/ or offerings/ inside, or fix {ENV_VAR} / --profiles-dir",
+            )
+    return dirs
+
+
+@dataclass(frozen=True)
+class ProfileRef:
+    kind: str
+    name: str
+    path: Path
+    bundled: bool
+
+
+def _format_loc(loc: Iterable[Any]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _fix_for(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return "remove it or check its spelling against `evaplan profiles show` of a bundled profile"
+    if kind == "missing":
+        return "add it"
+    if kind in ("finite_number",):
+        return "give a finite number"
+    if kind.startswith("greater_than") or kind.startswith("less_than"):
+        return "use a value in range"
+    return "fix the value"
+
+
+def format_validation_error(path: Path | str, exc: ValidationError) -> str:
+    """One line per problem: `file: field: message (fix)`; the first line leads."""
+    lines = []
+    for err in exc.errors():
+        loc = _format_loc(err.get("loc", ()))
+        msg = err.get("msg", "invalid")
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        lines.append(f"{path}: {loc}: {msg} ({_fix_for(err)})")
+    return "; ".join(lines)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read ({e.strerror})", hint="check the path") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ProfileError(f"{path}:{where}: malformed YAML: {problem}", hint="fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: expected a mapping of keys at the top level", hint="see a bundled profile")
+    _reject_nan(path, data, ())
+    return data
+
+
+def _reject_nan(path: Path, node: Any, loc: tuple[Any, ...]) -> None:
+    # YAML's .nan/.inf reach pydantic as floats; allow_inf_nan catches most, but say it plainly.
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ProfileError(f"{path}: {_format_loc(loc)}: {node} is not a finite number", hint="give a finite number")
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _reject_nan(path, v, (*loc, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _reject_nan(path, v, (*loc, i))
+
+
+def load_file(path: str | Path, kind: str | None = None) -> BaseModel:
+    """Load one profile file; the kind comes from its folder name unless given."""
+    path = Path(path)
+    kind = kind or _kind_from_path(path)
+    model = KINDS[kind]
+    data = _read_yaml(path)
+    try:
+        obj = model.model_validate(data)
+    except ValidationError as e:
+        raise ProfileError(format_validation_error(path, e)) from None
+    expected = path.stem
+    if getattr(obj, "name", expected) != expected:
+        raise ProfileError(
+            f"{path}: name: '{obj.name}' differs from the file name '{expected}'",  # type: ignore[attr-defined]
+            hint=f"rename the file to {obj.name}.yaml or set name: {expected}",  # type: ignore[attr-defined]
+        )
+    return obj
+
+
+def _kind_from_path(path: Path) -> str:
+    parent = path.resolve().parent.name
+    if parent in KINDS:
+        return parent
+    raise ProfileError(
+        f"{path}: cannot tell the profile kind from its folder '{parent}'",
+        hint="put it in a models/, hardware/ or offerings/ folder",
+    )
+
+
+def index(kind: str, user_dirs: Sequence[str | Path] | None = None) -> dict[str, ProfileRef]:
+    """Every profile of a kind, by name; later folders override earlier ones."""
+    kind = normalize_kind(kind)
+    found: dict[str, ProfileRef] = {}
+    for i, d in enumerate(search_dirs(user_dirs)):
+        folder = d / kind
+        if not folder.is_dir():
+            continue
+        for p in sorted(folder.glob("*.yaml")):
+            found[p.stem] = ProfileRef(kind=kind, name=p.stem, path=p, bundled=(i == 0))
+    return dict(sorted(found.items()))
+
+
+def normalize_kind(kind: str) -> str:
+    if kind in KINDS:
+        return kind
+    if kind in KIND_ALIASES:
+        return KIND_ALIASES[kind]
+    raise ProfileError(f"unknown profile kind '{kind}'", hint=f"use one of {', '.join(KINDS)}")
+
+
+def _load(kind: str, name: str, user_dirs: Sequence[str | Path] | None) -> BaseModel:
+    refs = index(kind, user_dirs)
+    if name not in refs:
+        close = [n for n in refs if name.replace("_", "-").lower() in n or n in name.lower()]
+        hint = f"did you mean {', '.join(close[:3])}?" if close else f"choose one of: {', '.join(refs)}"
+        raise ProfileError(f"no {kind} profile named '{name}'", hint=hint)
+    return _load_cached(kind, str(refs[name].path))
+
+
+@cache
+def _load_cached(kind: str, path: str) -> BaseModel:
+    return load_file(path, kind)
+
+
+def load_model(name: str, user_dirs: Sequence[str | Path] | None = None) -> ModelSpec:
+    return _load("models", name, user_dirs)  # type: ignore[return-value]
+
+
+def load_hardware(name: str, user_dirs: Sequence[str | Path] | None = None) -> HardwareSpec:
+    return _load("hardware", name, user_dirs)  # type: ignore[return-value]
+
+
+def load_offering(name: str, user_dirs: Sequence[str | Path] | None = None) -> OfferingSpec:
+    off: OfferingSpec = _load("offerings", name, user_dirs)  # type: ignore[assignment]
+    hw = load_hardware(off.hardware, user_dirs) if off.hardware in index("hardware", user_dirs) else None
+    if hw is None:
+        raise ProfileError(
+            f"offering '{name}' names hardware '{off.hardware}', which has no profile",
+            hint="add profiles/hardware/" + off.hardware + ".yaml or fix the offering",
+        )
+    if hw.gpus_per_node != off.gpus_per_node:
+        raise ProfileError(
+            f"offering '{name}' has {off.gpus_per_node} GPUs per node but hardware '{hw.name}' has {hw.gpus_per_node}",
+            hint="make them agree",
+        )
+    return off
+
+
+def offerings_for(hardware: str, user_dirs: Sequence[str | Path] | None = None) -> list[OfferingSpec]:
+    """Every offering of a hardware profile, sorted by name."""
+    out = []
+    for name in index("offerings", user_dirs):
+        off = load_offering(name, user_dirs)
+        if off.hardware == hardware:
+            out.append(off)
+    return out
+
+
+def load_all(kind: str, user_dirs: Sequence[str | Path] | None = None) -> list[BaseModel]:
+    return [_load(normalize_kind(kind), n, user_dirs) for n in index(kind, user_dirs)]
+
+
+def validate_paths(paths: Sequence[str | Path]) -> list[tuple[Path, BaseModel]]:
+    """Validate files or folders (recursively); raises on the first bad file."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(p.rglob("*.yaml")))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise ProfileError(f"{p}: no such file or folder", hint="check the path")
+    if not files:
+        raise ProfileError("no .yaml files found in the given paths", hint="name profile files or folders")
+    return [(f, load_file(f)) for f in files]

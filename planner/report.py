@@ -1,0 +1,55 @@
+"""Formatting of results people compare: tables, CSV, JSON, Markdown, YAML.
+
+Pure functions from plain rows (lists of dicts) to text; commands decide what the rows are.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import yaml
+from tabulate import tabulate
+
+Format = Literal["table", "json", "csv", "markdown", "yaml"]
+FORMATS: tuple[str, ...] = ("table", "json", "csv", "markdown", "yaml")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """pydantic models, dates and tuples to plain JSON types."""
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return obj
+
+
+def dumps_json(obj: Any) -> str:
+    return json.dumps(to_jsonable(obj), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+def format_rows(rows: Sequence[dict[str, Any]], fmt: str, *, floatfmt: str = ",.4g") -> str:
+    """Rows of equal keys as the chosen format; the key order of the first row is the column order."""
+    rows = [to_jsonable(r) for r in rows]
+    if fmt == "json":
+        return dumps_json(rows)
+    if fmt == "yaml":
+        return yaml.safe_dump(rows, sort_keys=False, allow_unicode=True)
+    headers = list(rows[0].keys()) if rows else []
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=headers, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+        return buf.getvalue()
+    table = [[r.get(h) for h in headers] for r in rows]
+    tablefmt = "github" if fmt == "markdown" else "simple"
+    return tabulate(table, headers=headers, tablefmt=tablefmt, floatfmt=floatfmt) + "\n"

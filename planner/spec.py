@@ -1,0 +1,400 @@
+"""Validated domain objects: what a model, a GPU node, a priced offering and a plan are.
+
+Every profile model forbids unknown keys (a typo in a YAML file is an error, not a silently
+ignored setting) and rejects NaN/inf. Every hardware and price figure is a `Sourced` value that
+carries where it came from and when it was observed, so that any number the planner prints can
+name its source (DESIGN.md: "units in names and a source on every constant").
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*[a-z0-9]$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=2, max_length=63)]
+
+
+class StrictModel(BaseModel):
+    """Base for every profile model: unknown keys, NaN and inf are errors."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+# --------------------------------------------------------------------------- sourced values
+class Sourced(StrictModel):
+    """A number with its provenance: `{value: 80, source: "NVIDIA H100 datasheet", observed: 2026-11-01}`."""
+
+    value: float = Field(gt=0)
+    source: str = Field(min_length=3)
+    observed: date
+    note: str | None = None
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+
+class SourcedFraction(Sourced):
+    """A sourced share in (0, 1]: an efficiency, a PUE-free ratio, a rate per month."""
+
+    value: float = Field(gt=0, le=1)
+
+
+class SourcedNonNegative(Sourced):
+    """A sourced number that may be zero (a free egress, a zero-cost storage tier)."""
+
+    value: float = Field(ge=0)
+
+
+# --------------------------------------------------------------------------- models
+class VisionTower(StrictModel):
+    """EVA ViT, in the terms of the official `vision_cfg` (EVA_MODELS.md explains each key)."""
+
+    image_size: int = Field(gt=0, description="input resolution in pixels (square)")
+    patch_size: int = Field(gt=0)
+    width: int = Field(gt=0)
+    depth: int = Field(gt=0, description="number of transformer blocks (`layers`)")
+    head_width: int = Field(gt=0)
+    mlp_ratio: float = Field(gt=0)
+    mlp: Literal["gelu", "swiglu"] = Field(description="`naiveswiglu: true` → swiglu")
+    norm: Literal["layernorm", "rmsnorm"] = Field(description="`use_rms_norm: true` → rmsnorm")
+    qkv_bias: bool = Field(description="q- and v-bias (no k-bias), as the official code")
+    subln: bool = Field(description="extra norms before attn out-proj and MLP out-proj")
+    rope: bool = Field(description="2-D rotary position embedding on patch tokens")
+    postnorm: bool = Field(description="norm after each sub-layer instead of before")
+    xattn: bool = Field(description="memory-efficient attention in the official run")
+    drop_path_rate: float = Field(ge=0, lt=1)
+    norm_eps: float = Field(default=1e-6, gt=0)
+
+    @property
+    def heads(self) -> int:
+        return self.width // self.head_width
+
+    @property
+    def mlp_hidden(self) -> int:
+        # The official code takes int(width * mlp_ratio): 768 × 2.6667 → 2048, 1024 × 2.6667 → 2730.
+        return int(self.width * self.mlp_ratio)
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid**2
+
+    @property
+    def seq_len(self) -> int:
+        """Patch tokens plus one CLS token."""
+        return self.num_patches + 1
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> VisionTower:
+        if self.width % self.head_width:
+            raise ValueError(
+                f"width {self.width} is not divisible by head_width {self.head_width} "
+                f"({self.width} / {self.head_width} = {self.width / self.head_width:.3f} heads)"
+            )
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}"
+            )
+        if self.rope and self.head_width % 4:
+            raise ValueError(f"2-D RoPE needs head_width divisible by 4, got {self.head_width}")
+        return self
+
+
+class TextTower(StrictModel):
+    """OpenCLIP causal text transformer, in the terms of the official `text_cfg`."""
+
+    context_length: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    width: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    layers: int = Field(gt=0)
+    mlp_ratio: float = Field(default=4.0, gt=0)
+    xattn: bool = False
+    norm_eps: float = Field(default=1e-5, gt=0)
+
+    @property
+    def head_width(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.width * self.mlp_ratio)
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> TextTower:
+        if self.width % self.heads:
+            raise ValueError(
+                f"width {self.width} is not divisible by heads {self.heads} "
+                f"({self.width} / {self.heads} = {self.width / self.heads:.3f})"
+            )
+        return self
+
+
+class Recipe(StrictModel):
+    """The published training run of a model (EVA_MODELS.md, "Published training runs")."""
+
+    samples_seen: float = Field(gt=0, description="total image-text pairs seen")
+    global_batch: int = Field(gt=0)
+    image_size: int = Field(gt=0)
+    patch_dropout: float = Field(ge=0, lt=1, description="share of patch tokens dropped")
+    precision: Literal["bf16", "fp16", "fp32"]
+    optimizer: Literal["lamb", "adamw"]
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = Field(default=1e-6, gt=0)
+    weight_decay: float = Field(default=0.05, ge=0)
+    image_lr: float = Field(gt=0)
+    image_layer_decay: float = Field(gt=0, le=1)
+    text_lr: float = Field(gt=0)
+    text_layer_decay: float = Field(gt=0, le=1)
+    warmup_steps: int = Field(ge=0)
+    schedule: Literal["cosine"] = "cosine"
+    grad_clip: float | None = Field(default=None, gt=0)
+    zero_stage: int = Field(ge=0, le=3)
+    grad_ckpt: bool
+    flash_attn: bool = False
+    reference_gpus: int = Field(gt=0, description="GPUs of the published run")
+    reference_hardware: str = Field(min_length=2, description="e.g. A100-40GB")
+    source: str = Field(min_length=3)
+
+
+class Published(StrictModel):
+    """Published totals and results, for sanity checks (not used in any formula)."""
+
+    vision_params: float = Field(gt=0)
+    total_params: float = Field(gt=0)
+    imagenet_zero_shot_top1: float | None = Field(default=None, gt=0, le=100)
+    source: str = Field(min_length=3)
+
+
+class ModelSpec(StrictModel):
+    """One EVA-CLIP size: both towers, the joint embedding and the published recipe."""
+
+    name: Name
+    display_name: str
+    config_source: str = Field(min_length=3, description="where the architecture comes from")
+    embed_dim: int = Field(gt=0)
+    vision: VisionTower
+    text: TextTower
+    recipe: Recipe
+    published: Published | None = None
+    debug: bool = Field(default=False, description="a tiny model for CPU tests")
+
+    @model_validator(mode="after")
+    def _check_recipe(self) -> ModelSpec:
+        if self.recipe.image_size % self.vision.patch_size:
+            raise ValueError(
+                f"recipe.image_size {self.recipe.image_size} is not divisible by "
+                f"vision.patch_size {self.vision.patch_size}"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- hardware
+class KubernetesLabels(StrictModel):
+    """How a node with this GPU is found and scheduled (LAUNCH.md, "Hardware specifics")."""
+
+    gpu_resource: str = Field(min_length=3, description="e.g. nvidia.com/gpu, amd.com/gpu")
+    product_label: str = Field(min_length=3, description="node label key naming the GPU product")
+    product: str = Field(min_length=1, description="that label's value")
+    taint: str | None = Field(default=None, description="taint key to tolerate (NoSchedule)")
+
+
+class CollectiveBandwidth(StrictModel):
+    """Measured collective bus bandwidth (nccl-tests / rccl-tests busbw, large messages)."""
+
+    intra_node_allreduce_gbps: Sourced = Field(description="GB/s busbw, all GPUs of one node")
+    intra_node_allgather_gbps: Sourced = Field(description="GB/s busbw all-gather/reduce-scatter")
+    inter_node_gbps: Sourced = Field(description="GB/s busbw per GPU across nodes (multi-node)")
+    small_group_gbps: Sourced | None = Field(
+        default=None, description="GB/s busbw for a 2-GPU group where it is much lower (MI300X)"
+    )
+    alpha_intra_us: Sourced = Field(description="per-step latency of an intra-node ring hop")
+    alpha_inter_us: Sourced = Field(description="per-step latency of an inter-node ring hop")
+
+
+class HardwareSpec(StrictModel):
+    """One accelerator in its usual node (8-GPU HGX / OAM baseboards, or a CPU host)."""
+
+    name: Name
+    display_name: str
+    vendor: Literal["nvidia", "amd", "cpu"]
+    collectives: Literal["nccl", "rccl", "gloo"]
+    hbm_gib: Sourced = Field(description="device memory per GPU, GiB")
+    hbm_tbps: Sourced = Field(description="device memory bandwidth, TB/s")
+    bf16_dense_tflops: Sourced
+    fp8_dense_tflops: Sourced | None = None
+    tdp_w: Sourced
+    gpus_per_node: int = Field(gt=0, le=64)
+    intra_node_fabric: str = Field(min_length=2, description="NVLink4, xGMI, ...")
+    intra_node_link_gbps: Sourced = Field(description="GB/s bidirectional scale-up per GPU")
+    nics_per_node: int = Field(ge=0)
+    nic_gbit: Sourced = Field(description="Gbit/s per NIC")
+    collective: CollectiveBandwidth
+    pcie_h2d_gbps: Sourced = Field(description="GB/s host↔device per GPU (offload)")
+    host_ram_gib: Sourced = Field(description="host RAM per node, GiB")
+    nvme_tb: Sourced = Field(description="local NVMe per node, TB")
+    nvme_write_gbps: Sourced = Field(description="GB/s aggregate local NVMe write per node")
+    cpu_adam_gparams_per_s: Sourced = Field(
+        description="DeepSpeedCPUAdam throughput per node, billions of params per second"
+    )
+    node_power_kw: Sourced = Field(description="whole node at full load, incl. host")
+    mfu_default: SourcedFraction = Field(description="achievable end-to-end MFU before calibration")
+    matmul_efficiency: SourcedFraction = Field(description="max achievable dense BF16 matmul / peak")
+    memory_reserved_gib: Sourced = Field(
+        description="HBM taken by the runtime context and allocator fragmentation"
+    )
+    kubernetes: KubernetesLabels | None = None
+
+    @property
+    def hbm_bytes(self) -> float:
+        return self.hbm_gib.value * 2**30
+
+
+# --------------------------------------------------------------------------- offerings
+class OnPremCost(StrictModel):
+    """Amortised capex + power, for an owned cluster."""
+
+    capex_usd_per_node: Sourced
+    amortization_years: float = Field(gt=0, le=10)
+    utilization: float = Field(gt=0, le=1, description="share of hours the node does paid work")
+    opex_usd_per_node_year: Sourced = Field(description="space, support, network")
+    power_usd_per_kwh: Sourced
+
+    def usd_per_node_hour(self, node_power_kw: float, pue: float) -> float:
+        """capex / (years · 8766 h · utilization) + opex / (8766 · utilization) + power · PUE."""
+        hours = self.amortization_years * 8766.0 * self.utilization
+        capex = self.capex_usd_per_node.value / hours
+        opex = self.opex_usd_per_node_year.value / (8766.0 * self.utilization)
+        power = node_power_kw * pue * self.power_usd_per_kwh.value
+        return capex + opex + power
+
+
+class OfferingSpec(StrictModel):
+    """A priced node type: where the hardware is bought and what an hour of a node costs."""
+
+    name: Name
+    display_name: str
+    provider: str = Field(min_length=2)
+    kind: Literal["cloud", "on_prem"]
+    hardware: Name
+    gpus_per_node: int = Field(gt=0, le=64)
+    instance_type: str | None = None
+    on_demand_usd_per_node_hour: Sourced | None = None
+    spot_usd_per_node_hour: Sourced | None = None
+    committed_usd_per_node_hour: Sourced | None = None
+    committed_term: str | None = Field(default=None, description="e.g. 1-yr, 3-yr")
+    spot_interruptions_per_node_month: SourcedNonNegative | None = None
+    on_prem: OnPremCost | None = None
+    host_ram_gib: Sourced | None = Field(default=None, description="overrides the hardware's")
+    nvme_tb: Sourced | None = None
+    network_gbit: Sourced | None = None
+    storage_usd_per_gb_month: SourcedNonNegative
+    egress_usd_per_gb: SourcedNonNegative
+    pue: Sourced = Field(description="power usage effectiveness, ≥ 1")
+    grid_gco2_per_kwh: SourcedNonNegative
+    restart_s: Sourced = Field(description="time to get a replacement node and restart the job")
+
+    @model_validator(mode="after")
+    def _check_prices(self) -> OfferingSpec:
+        if self.kind == "cloud" and self.on_demand_usd_per_node_hour is None:
+            raise ValueError("a cloud offering needs on_demand_usd_per_node_hour")
+        if self.kind == "on_prem" and self.on_prem is None:
+            raise ValueError("an on_prem offering needs an on_prem section (capex, power)")
+        if self.spot_usd_per_node_hour is not None and self.spot_interruptions_per_node_month is None:
+            raise ValueError("a spot price needs spot_interruptions_per_node_month")
+        if self.committed_usd_per_node_hour is not None and not self.committed_term:
+            raise ValueError("a committed price needs committed_term (e.g. 1-yr)")
+        if self.pue.value < 1:
+            raise ValueError(f"pue must be ≥ 1, got {self.pue.value}")
+        return self
+
+
+# --------------------------------------------------------------------------- plans
+OffloadDevice = Literal["none", "cpu", "nvme"]
+Precision = Literal["bf16", "fp16", "fp32"]
+
+
+class ParallelPlan(StrictModel):
+    """How a run is laid out: data parallelism with DeepSpeed ZeRO over `nodes × gpus_per_node`.
+
+    EVA-CLIP is trained data-parallel only (no tensor or pipeline parallelism), so every GPU is
+    a data-parallel rank and the global batch is micro_batch × grad_accum × world_size.
+    Names follow DeepSpeed's config vocabulary where one exists.
+    """
+
+    nodes: int = Field(gt=0, le=4096)
+    gpus_per_node: int = Field(gt=0, le=64)
+    zero_stage: int = Field(ge=0, le=3)
+    offload_optimizer: OffloadDevice = "none"
+    offload_param: OffloadDevice = "none"
+    micro_batch: int = Field(gt=0, description="train_micro_batch_size_per_gpu")
+    grad_accum: int = Field(gt=0, description="gradient_accumulation_steps")
+    grad_ckpt: bool = Field(description="activation checkpointing of every transformer block")
+    precision: Precision = "bf16"
+    overlap_comm: bool = True
+    hpz_partition_size: int = Field(default=1, ge=1, description="ZeRO++ zero_hpz_partition_size")
+    quantized_weights: bool = Field(default=False, description="ZeRO++ zero_quantized_weights")
+    quantized_gradients: bool = Field(default=False, description="ZeRO++ zero_quantized_gradients")
+    local_loss: bool = True
+    gather_with_grad: bool = True
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+    @property
+    def global_batch(self) -> int:
+        return self.micro_batch * self.grad_accum * self.world_size
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> ParallelPlan:
+        if self.offload_param != "none" and self.zero_stage != 3:
+            raise ValueError(
+                f"offload_param={self.offload_param} needs zero_stage 3 (got {self.zero_stage}): "
+                "DeepSpeed offloads parameters only in stage 3"
+            )
+        if self.offload_optimizer != "none" and self.zero_stage == 0:
+            raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3 (got 0)")
+        if self.offload_optimizer == "nvme" and self.zero_stage != 3:
+            raise ValueError(
+                f"offload_optimizer=nvme needs zero_stage 3 (got {self.zero_stage}): "
+                "DeepSpeed's NVMe offload (ZeRO-Infinity) is stage 3 only"
+            )
+        zeropp = self.hpz_partition_size > 1 or self.quantized_weights or self.quantized_gradients
+        if zeropp and self.zero_stage != 3:
+            raise ValueError(f"ZeRO++ options need zero_stage 3 (got {self.zero_stage})")
+        if self.hpz_partition_size > 1 and self.world_size % self.hpz_partition_size:
+            raise ValueError(
+                f"hpz_partition_size {self.hpz_partition_size} does not divide the world size "
+                f"{self.world_size} = {self.nodes} nodes × {self.gpus_per_node} GPUs"
+            )
+        return self
+
+
+class TrainingSpec(StrictModel):
+    """What is to be trained: how many samples, at what batch and resolution."""
+
+    samples: float = Field(gt=0, description="image-text pairs to see")
+    global_batch: int = Field(gt=0)
+    image_size: int = Field(gt=0)
+    patch_dropout: float = Field(ge=0, lt=1)
+    precision: Precision = "bf16"
+    checkpoint_every_s: float | None = Field(
+        default=None, gt=0, description="checkpoint interval; None → Young/Daly optimum"
+    )
+    checkpoints_kept: int = Field(default=3, ge=1)
+    dataset_tb: float = Field(default=0.0, ge=0, description="training data kept in object storage")
+
+    @field_validator("samples")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("samples must be finite")
+        return v
