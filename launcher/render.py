@@ -1,0 +1,392 @@
+"""Render a plan into the files of a bundle: the DeepSpeed config, the trainer's run config and the
+Kubernetes manifests of one of three flavours (LAUNCH.md): `indexed-job`, `pytorchjob`, `jobset`.
+
+Everything is derived here, in Python, and the Jinja2 templates (templates/, `StrictUndefined`)
+only lay the values out; every value goes in through `tojson`, a YAML-safe JSON encoder, so a user
+string renders as exactly its literal or is refused beforehand (launcher/names.py). Rendering is
+deterministic (sorted keys where order does not matter, no timestamps) and imports neither torch,
+deepspeed nor kubernetes.
+
+Pod sizing (memory, CPU, /dev/shm, grace period) lives in launcher/sizing.py, the launch options
+and their validation in launcher/render_options.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from evaclip.config import CheckpointConfig, DataConfig, RunConfig
+from launcher import names
+from launcher.render_options import FLAVORS, Flavor, RenderOptions
+from launcher.sizing import (
+    WEBDATASET_WORKERS_DEFAULT,
+    PlanInputs,
+    Sizing,
+    checkpoint_bytes_per_node,
+    inputs_from_estimate,
+    size_pod,
+)
+from planner.deepspeed_config import deepspeed_config
+from planner.errors import EvaplanError
+
+__all__ = [
+    "FLAVORS", "JOB_LABEL", "Flavor", "PlanInputs", "RenderOptions", "Rendered", "Sizing",
+    "checkpoint_bytes_per_node", "inputs_from_estimate", "pod_selector", "render",
+]
+
+# The label on every object and every pod of a job: `status`, `logs` and `stop` select pods with
+# `evaplan.io/job=<name>` whatever the flavour (pod_selector()).
+JOB_LABEL = "evaplan.io/job"
+FLAVOR_LABEL = "evaplan.io/flavor"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # Kueue docs, "Run a Kubernetes Job"
+MULTUS_NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"  # Multus CNI, secondary networks (SR-IOV)
+# The Indexed Job controller annotates each pod with its index (Kubernetes docs, "Job" → completion mode).
+COMPLETION_INDEX_FIELD = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+
+CONFIG_MOUNT = "/etc/evaplan"  # the ConfigMap's mount; the trainer's flags name files under it
+CHECKPOINT_MOUNT = "/checkpoints"
+OUTPUT_MOUNT = "/output"
+NVME_MOUNT = "/local_nvme"
+DATA_MOUNT = "/data"  # --data-pvc, read-only
+DS_CONFIG_FILE = "ds_config.json"
+RUN_CONFIG_FILE = "run_config.json"
+JOBSET_REPLICATED_JOB = "node"
+# Kubernetes caps a ConfigMap's data at 1 MiB (MaxSecretSize, applied to ConfigMaps too).
+CONFIGMAP_MAX_BYTES = 1024 * 1024
+# evaclip.train exits with this code on a configuration error (the CLI convention of
+# planner/errors.py: user error → 2); the Job's podFailurePolicy fails fast on it.
+CONFIG_ERROR_EXIT_CODE = 2
+
+
+def build_run_config(inputs: PlanInputs, opts: RenderOptions, data_workers: int) -> RunConfig:
+    """The trainer's run config: the model's published recipe, laid out by the plan.
+
+    total_steps = ceil(samples / global batch); warmup is the recipe's, capped below total_steps.
+    """
+    model, plan, training, recipe = inputs.model, inputs.plan, inputs.training, inputs.model.recipe
+    if plan.global_batch != training.global_batch:
+        raise EvaplanError(
+            f"the plan's global batch {plan.global_batch} = {plan.micro_batch} micro × {plan.grad_accum} "
+            f"accumulation × {plan.world_size} GPUs differs from the training's {training.global_batch}",
+            hint="re-plan with a global batch the layout reaches",
+        )
+    total_steps = math.ceil(training.samples / plan.global_batch)
+    data = (DataConfig(kind="webdataset", url=opts.data_url, num_workers=data_workers)
+            if opts.data_url else DataConfig(kind="synthetic", num_workers=data_workers))
+    checkpoint = CheckpointConfig(
+        dir=CHECKPOINT_MOUNT,
+        every_s=training.checkpoint_every_s or inputs.checkpoint_every_s,
+        keep=training.checkpoints_kept,
+        s3_uri=opts.checkpoint_s3_uri,
+    )
+    return RunConfig(
+        job_name=opts.job_name,
+        model=model,
+        hardware=inputs.hardware,
+        total_steps=total_steps,
+        image_size=training.image_size,
+        patch_dropout=training.patch_dropout,
+        grad_ckpt=plan.grad_ckpt,
+        local_loss=plan.local_loss,
+        gather_with_grad=plan.gather_with_grad,
+        optimizer=opts.optimizer or recipe.optimizer,
+        image_lr=recipe.image_lr,
+        text_lr=recipe.text_lr,
+        image_layer_decay=recipe.image_layer_decay,
+        text_layer_decay=recipe.text_layer_decay,
+        weight_decay=recipe.weight_decay,
+        betas=recipe.betas,
+        eps=recipe.eps,
+        warmup_steps=min(recipe.warmup_steps, total_steps - 1),
+        grad_clip=recipe.grad_clip,
+        data=data,
+        checkpoint=checkpoint,
+        output_dir=OUTPUT_MOUNT,
+        comms_logger=opts.comms_logger,
+    )
+
+
+def build_ds_config(inputs: PlanInputs, opts: RenderOptions) -> dict[str, Any]:
+    recipe = inputs.model.recipe
+    uses_nvme = "nvme" in (inputs.plan.offload_optimizer, inputs.plan.offload_param)
+    if uses_nvme and not opts.nvme_host_path:
+        raise EvaplanError("the plan offloads to NVMe, which needs a local NVMe folder on every node",
+                           hint="pass --nvme-host-path /local_nvme (a host folder on the NVMe drives)")
+    return deepspeed_config(
+        inputs.plan,
+        grad_clip=recipe.grad_clip,
+        comms_logger=opts.comms_logger,
+        nvme_path=NVME_MOUNT if uses_nvme else None,
+        optimizer=opts.optimizer or recipe.optimizer,
+        lr=recipe.image_lr,
+        betas=recipe.betas,
+        eps=recipe.eps,
+        weight_decay=recipe.weight_decay,
+    )
+
+
+# --------------------------------------------------------------------------- jinja
+_YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
+
+
+def yaml_tojson(value: Any, indent: int | None = None) -> str:
+    """JSON text that YAML 1.1 and 1.2 parsers read back as the same value.
+
+    JSON is YAML, except for characters YAML treats as line breaks or as non-printable inside a
+    double-quoted scalar (C1 controls, NEL, U+2028/2029, BOM, non-characters): those are written
+    as \\u escapes. Non-BMP characters stay literal: PyYAML would read a JSON surrogate-pair escape
+    back as two lone surrogates.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True, indent=indent, allow_nan=False)
+    except ValueError as e:
+        raise EvaplanError(f"cannot render {value!r}: {e}", hint="use finite numbers") from None
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def yaml_literal(text: str, indent: int) -> str:
+    """A YAML literal block (`|`) holding `text` exactly: ASCII printable lines ending in a newline."""
+    if not text.endswith("\n") or text.startswith((" ", "\n")) or any(c != "\n" and not " " <= c <= "~" for c in text):
+        raise EvaplanError("internal: a literal block must be ASCII lines ending in a newline",
+                           hint="report this as a bug")
+    pad = " " * indent
+    return "|\n" + "\n".join(pad + line if line else "" for line in text[:-1].split("\n"))
+
+
+@cache
+def _environment() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("templates", ""),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=False,
+    )
+    env.filters["tojson"] = yaml_tojson
+    env.filters["yaml_literal"] = yaml_literal
+    return env
+
+
+def render_template(name: str, **context: Any) -> str:
+    import jinja2
+
+    try:
+        text = _environment().get_template(name).render(**context)
+    except jinja2.UndefinedError as e:
+        raise EvaplanError(f"template {name}: {e.message}", hint="report this as a bug") from None
+    return text if text.endswith("\n") else text + "\n"
+
+
+# --------------------------------------------------------------------------- manifests
+def pod_selector(job_name: str) -> str:
+    """The label selector that finds every pod of a job, whatever the flavour."""
+    return f"{JOB_LABEL}={job_name}"
+
+
+def common_labels(opts: RenderOptions) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/managed-by": "evaplan",
+        "app.kubernetes.io/name": "evaclip",
+        FLAVOR_LABEL: opts.flavor,
+        JOB_LABEL: opts.job_name,
+    }
+
+
+def _env(inputs: PlanInputs, opts: RenderOptions, sizing: Sizing) -> list[dict[str, str]]:
+    hw = inputs.hardware
+    env: dict[str, dict[str, str]] = {}
+
+    def put(name: str, value: str | None = None, field_path: str | None = None) -> None:
+        env[name] = {"name": name, "value": value, "field_path": field_path}
+
+    if opts.flavor in ("indexed-job", "jobset"):
+        put("NODE_RANK", field_path=COMPLETION_INDEX_FIELD)
+    if opts.flavor != "pytorchjob":  # the training operator sets PYTHONUNBUFFERED itself (envvar.go)
+        put("PYTHONUNBUFFERED", "1")
+    put("OMP_NUM_THREADS", str(sizing.omp_threads))
+    # LAUNCH.md, "collectives env": RCCL reads the NCCL_* variables too.
+    put("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    put("NCCL_DEBUG", opts.nccl_debug)
+    if opts.socket_ifname:
+        put("NCCL_SOCKET_IFNAME", opts.socket_ifname)
+        put("GLOO_SOCKET_IFNAME", opts.socket_ifname)
+    if opts.ib_hca:
+        put("NCCL_IB_HCA", opts.ib_hca)
+    roce = opts.roce if opts.roce is not None else hw.vendor == "amd"
+    if roce:
+        put("NCCL_IB_GID_INDEX", "3")  # RoCE v2 GID (LAUNCH.md)
+    if hw.vendor == "amd":
+        put("HSA_FORCE_FINE_GRAIN_PCIE", "1")
+        put("GPU_MAX_HW_QUEUES", "2")
+        put("RCCL_MSCCL_ENABLE", "0")
+        put("TORCH_NCCL_HIGH_PRIORITY", "1")
+    for key, value in opts.env:  # the user's last word, in the order given
+        put(key, value)
+    return list(env.values())
+
+
+def _command(inputs: PlanInputs, opts: RenderOptions) -> list[str]:
+    plan = inputs.plan
+    if opts.flavor == "indexed-job":
+        rank, addr, port = "$(NODE_RANK)", f"{opts.job_name}-0.{opts.job_name}", str(opts.master_port)
+    elif opts.flavor == "jobset":
+        addr = f"{opts.job_name}-{JOBSET_REPLICATED_JOB}-0-0.{opts.job_name}"
+        rank, port = "$(NODE_RANK)", str(opts.master_port)
+    else:  # the training operator injects these (LAUNCH.md)
+        rank, addr, port = "$(PET_NODE_RANK)", "$(PET_MASTER_ADDR)", "$(PET_MASTER_PORT)"
+    return [
+        "torchrun",
+        f"--nnodes={plan.nodes}",
+        f"--nproc-per-node={plan.gpus_per_node}",
+        f"--node-rank={rank}",
+        f"--master-addr={addr}",
+        f"--master-port={port}",
+        "-m", "evaclip.train",
+        "--ds-config", f"{CONFIG_MOUNT}/{DS_CONFIG_FILE}",
+        "--run-config", f"{CONFIG_MOUNT}/{RUN_CONFIG_FILE}",
+    ]
+
+
+def _pod(inputs: PlanInputs, opts: RenderOptions, sizing: Sizing, replica_type: str | None = None) -> dict[str, Any]:
+    hw, plan = inputs.hardware, inputs.plan
+    k8s = hw.kubernetes
+    if k8s is None:
+        raise EvaplanError(f"hardware profile '{hw.name}' has no kubernetes section (GPU resource, node label)",
+                           hint="add kubernetes: {gpu_resource, product_label, product} to its profile")
+    labels = common_labels(opts)
+    if replica_type:
+        labels["evaplan.io/replica-type"] = replica_type.lower()
+    resources: dict[str, str | int] = {
+        "cpu": str(sizing.cpu),
+        "memory": f"{sizing.memory_gib}Gi",
+        k8s.gpu_resource: plan.gpus_per_node,
+    }
+    if opts.rdma_resource:
+        resources[opts.rdma_resource] = opts.rdma_per_node
+    ipc_lock = opts.ipc_lock if opts.ipc_lock is not None else opts.rdma_resource is not None
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "mount_path": CONFIG_MOUNT, "read_only": True, "kind": "configMap",
+         "source": f"{opts.job_name}-config"},
+        {"name": "dshm", "mount_path": "/dev/shm", "kind": "emptyDir", "medium": "Memory",
+         "size_limit": f"{sizing.shm_gib}Gi"},
+        {"name": "checkpoints", "mount_path": CHECKPOINT_MOUNT,
+         "kind": "persistentVolumeClaim" if opts.checkpoint_pvc else "emptyDir", "source": opts.checkpoint_pvc},
+        {"name": "output", "mount_path": OUTPUT_MOUNT, "kind": "emptyDir"},
+    ]
+    if opts.data_pvc:
+        volumes.append({"name": "data", "mount_path": DATA_MOUNT, "read_only": True, "kind": "persistentVolumeClaim",
+                        "source": opts.data_pvc})
+    if opts.nvme_host_path and "nvme" in (plan.offload_optimizer, plan.offload_param):
+        volumes.append({"name": "nvme", "mount_path": NVME_MOUNT, "kind": "hostPath", "source": opts.nvme_host_path})
+    # Every key present: the templates run under StrictUndefined.
+    volumes = [{"read_only": False, "source": None, "medium": None, "size_limit": None, **v} for v in volumes]
+    is_pytorchjob = opts.flavor == "pytorchjob"
+    return {
+        "labels": labels,
+        "annotations": {MULTUS_NETWORKS_ANNOTATION: opts.network_annotation} if opts.network_annotation else {},
+        "restart_policy": None if is_pytorchjob else "Never",  # the operator sets it from the replica spec
+        "subdomain": opts.job_name if opts.flavor == "indexed-job" else None,
+        "termination_grace_period_s": sizing.termination_grace_period_s,
+        "service_account": opts.service_account,
+        "priority_class": opts.priority_class,
+        "image_pull_secret": opts.image_pull_secret,
+        "node_selector": {k8s.product_label: k8s.product},
+        "tolerations": [{"key": k8s.taint, "effect": "NoSchedule"}] if k8s.taint else [],
+        "container_name": "pytorch" if is_pytorchjob else "trainer",  # PyTorchJob requires `pytorch`
+        "image": opts.image,
+        "image_pull_policy": opts.image_pull_policy,
+        "command": _command(inputs, opts),
+        "port_name": "pytorchjob-port" if is_pytorchjob else "rendezvous",
+        "port": opts.master_port,
+        "env": _env(inputs, opts, sizing),
+        "env_from_secrets": [opts.s3_secret] if opts.s3_secret else [],
+        "requests": resources,
+        "limits": resources,
+        "capabilities": ["IPC_LOCK"] if ipc_lock else [],
+        "volumes": volumes,
+    }
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The bundle's file contents, exactly as written."""
+
+    files: dict[str, str]  # file name → text
+    job_name: str
+    namespace: str
+    flavor: str
+    sizing: Sizing
+    warnings: tuple[str, ...] = ()
+
+
+def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
+    """Every file of a bundle, as text. Deterministic: the same inputs give the same bytes."""
+    plan = inputs.plan
+    names.check_job_name(opts.job_name, opts.flavor, plan.nodes)
+    if inputs.hardware.gpus_per_node != plan.gpus_per_node:
+        raise EvaplanError(
+            f"the plan uses {plan.gpus_per_node} GPUs per node but a {inputs.hardware.name} node has "
+            f"{inputs.hardware.gpus_per_node}",
+            hint="one pod takes a whole node: plan with the hardware's GPUs per node",
+        )
+    data_workers = opts.data_workers if opts.data_workers is not None else (
+        WEBDATASET_WORKERS_DEFAULT if opts.data_url else 0)
+    sizing = size_pod(inputs, opts, data_workers)
+    ds_config = build_ds_config(inputs, opts)
+    run_config = build_run_config(inputs, opts, data_workers)
+
+    files: dict[str, str] = {}
+    files[DS_CONFIG_FILE] = render_template("deepspeed.json.j2", ds_config=ds_config)
+    files[RUN_CONFIG_FILE] = json.dumps(run_config.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    files["plan.json"] = json.dumps(inputs.estimate_json, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+    labels = common_labels(opts)
+    job = {
+        "name": opts.job_name,
+        "namespace": opts.namespace,
+        "labels": labels,
+        "workload_labels": {**labels, **({KUEUE_QUEUE_LABEL: opts.queue} if opts.queue else {})},
+        "suspend": opts.queue is not None,  # Kueue admits (unsuspends) queued workloads
+        "config_map": f"{opts.job_name}-config",
+        "selector_key": JOB_LABEL,
+        "nodes": plan.nodes,
+        "gpus_per_node": plan.gpus_per_node,
+        "max_restarts": opts.max_restarts,
+        "config_error_exit_code": CONFIG_ERROR_EXIT_CODE,
+        "replicated_job": JOBSET_REPLICATED_JOB,
+    }
+    if opts.flavor == "indexed-job":
+        # One node failure can fail every pod (the others' collectives time out), so the budget is
+        # max_restarts gang failures; preemptions are ignored by the podFailurePolicy.
+        job["backoff_limit"] = opts.max_restarts * plan.nodes
+    elif opts.flavor == "pytorchjob":
+        job["backoff_limit"] = opts.max_restarts * plan.nodes
+        job["replicas"] = [{"type": "Master", "count": 1, "pod": _pod(inputs, opts, sizing, "Master")}]
+        if plan.nodes > 1:
+            job["replicas"].append({"type": "Worker", "count": plan.nodes - 1,
+                                    "pod": _pod(inputs, opts, sizing, "Worker")})
+    file_texts = {"ds_config": files[DS_CONFIG_FILE], "run_config": files[RUN_CONFIG_FILE]}
+    config_bytes = sum(len(t.encode()) for t in file_texts.values())
+    if config_bytes > CONFIGMAP_MAX_BYTES:
+        raise EvaplanError(f"the ConfigMap would hold {config_bytes:,} bytes, over Kubernetes' limit of "
+                           f"{CONFIGMAP_MAX_BYTES:,}", hint="report this: the run config should not be this large")
+    files["manifests.yaml"] = render_template(f"k8s/{opts.flavor}.yaml.j2", job=job, pod=_pod(inputs, opts, sizing),
+                                              files=file_texts)
+    kind, _, subject = opts.rbac_subject.partition(":")
+    rbac = {"role": "evaplan-launcher", "namespace": opts.namespace, "subject_kind": kind, "subject_name": subject,
+            "labels": {"app.kubernetes.io/managed-by": "evaplan", "app.kubernetes.io/name": "evaplan-launcher"}}
+    files["rbac.yaml"] = render_template("k8s/rbac.yaml.j2", rbac=rbac)
+    warnings = []
+    if plan.nodes > 1 and not (opts.checkpoint_s3_uri or opts.checkpoint_pvc):
+        # evaclip/checkpoint.py: across nodes the checkpoint folder must be a shared filesystem or S3.
+        warnings.append(f"{plan.nodes} nodes with neither --checkpoint-s3-uri nor --checkpoint-pvc: each pod "
+                        "checkpoints to its own emptyDir, which a restart loses, so the run cannot resume")
+    return Rendered(files=files, job_name=opts.job_name, namespace=opts.namespace, flavor=opts.flavor, sizing=sizing,
+                    warnings=tuple(warnings))

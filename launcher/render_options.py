@@ -1,0 +1,165 @@
+"""What a launch needs besides the plan: names, image, cluster specifics (`evaplan render` flags).
+
+Every user string is checked here (launcher/names.py) so that it renders as exactly its literal or
+is refused with one line naming the flag, the rule and an example.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from launcher import names
+from planner.errors import EvaplanError
+
+Flavor = Literal["indexed-job", "pytorchjob", "jobset"]
+FLAVORS: tuple[str, ...] = ("indexed-job", "pytorchjob", "jobset")
+# torchrun's default --master-port (torch/distributed/run.py).
+DEFAULT_MASTER_PORT = 29500
+# boto3 multipart upload from one node (10 threads × 8 MiB parts by default) — an evaplan
+# assumption, conservative for a 100+ Gbit NIC; calibrate with a real upload.
+S3_UPLOAD_GBPS_DEFAULT = 1.0
+
+
+class RenderOptions(BaseModel):
+    """Everything about a launch that is not in the plan: names, image, cluster specifics."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_name: str
+    image: str
+    flavor: Flavor = "indexed-job"
+    namespace: str = "default"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_secret: str | None = None
+    service_account: str | None = None
+    # RDMA NICs: a device-plugin resource (rdma/rdma_shared_device_a, nvidia.com/hostdev, rdma/ib),
+    # with IPC_LOCK so the verbs library can pin memory (LAUNCH.md).
+    rdma_resource: str | None = None
+    rdma_per_node: int = Field(default=1, gt=0)
+    ipc_lock: bool | None = Field(default=None, description="default: on when rdma_resource is set")
+    roce: bool | None = Field(default=None, description="NCCL_IB_GID_INDEX=3; default: on for AMD")
+    network_annotation: str | None = Field(default=None, description="Multus networks, e.g. sriov-a,sriov-b")
+    socket_ifname: str | None = None
+    ib_hca: str | None = None
+    nccl_debug: Literal["VERSION", "WARN", "INFO", "TRACE"] = "WARN"
+    env: tuple[tuple[str, str], ...] = ()
+    s3_secret: str | None = Field(default=None, description="Secret with AWS_* keys, as envFrom secretRef")
+    checkpoint_s3_uri: str | None = None
+    checkpoint_pvc: str | None = None
+    data_url: str | None = None
+    data_pvc: str | None = Field(default=None, description="claim mounted read-only at /data for local shards")
+    data_workers: int | None = Field(default=None, ge=0)
+    nvme_host_path: str | None = None
+    queue: str | None = None
+    priority_class: str | None = None
+    max_restarts: int = Field(default=3, ge=0)
+    master_port: int = Field(default=DEFAULT_MASTER_PORT, ge=1, le=65535)
+    cpu_per_node: int | None = Field(default=None, gt=0)
+    checkpoint_write_gbps: float | None = Field(default=None, gt=0)
+    s3_upload_gbps: float = Field(default=S3_UPLOAD_GBPS_DEFAULT, gt=0)
+    comms_logger: bool = False
+    optimizer: Literal["lamb", "adamw"] | None = Field(default=None, description="default: the model's recipe")
+    rbac_subject: str = Field(default="Group:evaplan-launchers", description="Kind:name for the RoleBinding")
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        return names.check_dns1123_label(v, "--namespace")
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        return names.check_image(v, "--image")
+
+    @field_validator("image_pull_secret", "service_account", "priority_class", "s3_secret", "checkpoint_pvc", "data_pvc")
+    @classmethod
+    def _subdomain(cls, v: str | None, info: Any) -> str | None:
+        return None if v is None else names.check_dns1123_subdomain(v, f"--{info.field_name.replace('_', '-')}")
+
+    @field_validator("rdma_resource")
+    @classmethod
+    def _rdma(cls, v: str | None) -> str | None:
+        return None if v is None else names.check_qualified_name(v, "--rdma-resource")
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, v: str | None) -> str | None:
+        return None if v is None else names.check_label_value(v, "--queue")
+
+    @field_validator("socket_ifname")
+    @classmethod
+    def _ifname(cls, v: str | None) -> str | None:
+        return None if v is None else names.check_ifname_list(v, "--socket-ifname")
+
+    @field_validator("ib_hca")
+    @classmethod
+    def _hca(cls, v: str | None) -> str | None:
+        return None if v is None else names.check_hca_list(v, "--ib-hca")
+
+    @field_validator("network_annotation")
+    @classmethod
+    def _networks(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        for part in v.split(","):
+            ns, _, net = part.strip().rpartition("/")
+            names.check_dns1123_subdomain(net.split("@", 1)[0], "--network-annotation network")
+            if ns:
+                names.check_dns1123_label(ns, "--network-annotation namespace")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        for key, value in v:
+            names.check_env_name(key, "--env name")
+            names.check_text(value, f"--env {key} value")
+        return v
+
+    @field_validator("checkpoint_s3_uri")
+    @classmethod
+    def _s3(cls, v: str | None) -> str | None:
+        return None if v is None else names.check_s3_uri(v, "--checkpoint-s3-uri")
+
+    @field_validator("data_url")
+    @classmethod
+    def _data(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        if v.startswith("s3://"):
+            return names.check_s3_uri(v, "--data-url")
+        names.check_text(v, "--data-url")
+        if not v.startswith("/"):
+            raise EvaplanError(f"--data-url {v!r} is neither s3://bucket/prefix nor an absolute path in the pod",
+                               hint="e.g. s3://my-bucket/laion-shards or /data/shards on a mounted volume")
+        return v
+
+    @field_validator("nvme_host_path")
+    @classmethod
+    def _nvme(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        names.check_text(v, "--nvme-host-path")
+        if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", v) or {".", ".."} & set(v.split("/")):
+            raise EvaplanError(f"--nvme-host-path {v!r} is not an absolute path of plain names",
+                               hint="e.g. /local_nvme")
+        return v
+
+    @field_validator("rbac_subject")
+    @classmethod
+    def _subject(cls, v: str) -> str:
+        kind, sep, name = v.partition(":")
+        if not sep or kind not in ("User", "Group", "ServiceAccount"):
+            raise EvaplanError(f"--rbac-subject {v!r} is not Kind:name with Kind User, Group or ServiceAccount",
+                               hint="e.g. Group:ml-infra or ServiceAccount:evaplan")
+        if kind == "ServiceAccount":
+            names.check_dns1123_subdomain(name, "--rbac-subject service account")
+        else:
+            names.check_text(name, "--rbac-subject name")
+            if not name or name != name.strip() or any(c in name for c in "\n\r\t"):
+                raise EvaplanError(f"--rbac-subject name {name!r} is empty or has surrounding whitespace",
+                                   hint="e.g. Group:ml-infra")
+        return v

@@ -1,0 +1,88 @@
+"""Fixtures for the renderer's tests: fixed plan inputs (no planner physics, so golden files only
+change when rendering changes) and validators for core kinds and CRDs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from launcher.bundle import pod_templates
+from launcher.render import PlanInputs, RenderOptions
+from planner.params import count_params
+from planner.profiles import load_hardware, load_model
+from planner.spec import ParallelPlan, TrainingSpec
+
+CRD_FILES = {"PyTorchJob": "kubeflow.org_pytorchjobs.yaml", "JobSet": "jobset.x-k8s.io_jobsets.yaml"}
+
+
+def plan_inputs(hardware: str = "h100-sxm", *, model: str = "eva-clip-8b", nodes: int = 4, zero_stage: int = 3,
+                offload_optimizer: str = "none", micro_batch: int = 32, grad_accum: int = 2) -> PlanInputs:
+    m, hw = load_model(model), load_hardware(hardware)
+    plan = ParallelPlan(nodes=nodes, gpus_per_node=hw.gpus_per_node, zero_stage=zero_stage,
+                        offload_optimizer=offload_optimizer, micro_batch=micro_batch, grad_accum=grad_accum,
+                        grad_ckpt=True)
+    training = TrainingSpec(samples=1e8, global_batch=plan.global_batch, image_size=m.recipe.image_size,
+                            patch_dropout=m.recipe.patch_dropout)
+    # Figures fixed here, as the planner would give them (plan.json stands in for its Estimate).
+    return PlanInputs(model=m, hardware=hw, plan=plan, training=training,
+                      estimate_json={"plan": plan.model_dump(mode="json"), "host_ram_per_node_gib": 96.0},
+                      host_ram_per_node_gib=96.0, params=float(count_params(m).total), step_time_s=4.0,
+                      host_ram_available_gib=hw.host_ram_gib.value)
+
+
+def options(**kw: Any) -> RenderOptions:
+    base: dict[str, Any] = {"job_name": "eva8b-run1", "image": "ghcr.io/acme/evaclip:1.0", "namespace": "ml"}
+    base.update(kw)
+    return RenderOptions(**base)
+
+
+@pytest.fixture
+def make_inputs():
+    return plan_inputs
+
+
+@pytest.fixture
+def make_options():
+    return options
+
+
+@pytest.fixture(scope="session")
+def crd_schemas(shared_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """(kind, apiVersion) → openAPIV3Schema of each served version."""
+    out = {}
+    for kind, name in CRD_FILES.items():
+        crd = yaml.safe_load((shared_dir / "k8s-crds" / name).read_text())
+        group = crd["spec"]["group"]
+        for v in crd["spec"]["versions"]:
+            if v.get("served"):
+                out[(kind, f"{group}/{v['name']}")] = v["schema"]["openAPIV3Schema"]
+    return out
+
+
+@pytest.fixture(scope="session")
+def validate_object(crd_schemas):
+    """Validate one rendered object: core kinds with kubernetes-validate --strict (1.30), CRDs with
+    their schema plus each embedded pod template as a strict v1 PodTemplate."""
+    kv = pytest.importorskip("kubernetes_validate")
+    jsonschema = pytest.importorskip("jsonschema")
+
+    from kubernetes_validate.utils import latest_version
+
+    versions = ("1.30", latest_version())  # the oldest supported release and the newest known
+
+    def check(obj: dict[str, Any]) -> None:
+        key = (obj["kind"], obj["apiVersion"])
+        for version in versions:
+            if key in crd_schemas:
+                jsonschema.Draft7Validator(crd_schemas[key]).validate(obj)
+                for tpl in pod_templates(obj):
+                    kv.validate({"apiVersion": "v1", "kind": "PodTemplate",
+                                 "metadata": {"name": "check", "namespace": obj["metadata"]["namespace"]},
+                                 "template": tpl}, version, strict=True)
+            else:
+                kv.validate(obj, version, strict=True)
+
+    return check
