@@ -22,6 +22,14 @@ from planner.errors import EvaplanError
 # never pays for the kubernetes client or torch.
 COMMANDS: list[tuple[str, str]] = [
     ("profiles", "profiles"),
+    ("estimate", "estimate"),
+    ("render", "render"),
+    ("launch", "launch"),
+    ("status", "status"),
+    ("logs", "logs"),
+    ("stop", "stop"),
+    ("list", "list_jobs"),
+    ("watch", "watch"),
 ]
 
 

@@ -1,0 +1,121 @@
+"""Wall time, GPU-hours, dollars, storage, energy and CO2 of a training run.
+
+Arithmetic on floats or numpy arrays (one value per candidate plan). Sources per constant below;
+formulas from PLANNER_MODEL.md ("Cost") and docs/planner-model.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Num = Any
+
+HOURS_PER_MONTH = 730.0  # 8766 h / 12, the cloud billing month (AWS pricing pages)
+# Unplanned interruptions of healthy on-demand hardware: Llama 3 (arXiv 2407.21783 §3.3.4) saw 419
+# unexpected interruptions in 54 days on 16,384 H100 GPUs → one per 16384·54·24/419 ≈ 50,700
+# GPU-hours, i.e. ≈ 6,340 hours per 8-GPU node. evaplan uses it for every GPU kind until calibrated.
+NODE_MTBF_H_ON_DEMAND = 16384 * 54 * 24 / 419 / 8
+# Bytes of a full training checkpoint per parameter: 16-bit params 2 + fp32 master 4 + two fp32
+# optimizer moments 8 (HARDWARE_PRICING.md: "≈ 14–16 bytes per parameter"; gradients are not saved).
+CHECKPOINT_BYTES_PER_PARAM = 14.0
+GB = 1e9
+
+
+def checkpoint_write_s(psi: Num, nodes: Num, nvme_write_gbps: float) -> Num:
+    """Each node writes its shard of the training state to local NVMe in parallel (upload to
+    object storage continues in the background): 14Ψ / (nodes × NVMe write GB/s)."""
+    return CHECKPOINT_BYTES_PER_PARAM * psi / (nodes * nvme_write_gbps * GB)
+
+
+def interruption_rate_per_s(nodes: Num, spot_interruptions_per_node_month: Num) -> Num:
+    """Cluster-wide interruption rate: hardware failures (Llama 3 MTBF) plus spot reclaims."""
+    hw = nodes / (NODE_MTBF_H_ON_DEMAND * 3600.0)
+    spot = nodes * spot_interruptions_per_node_month / (HOURS_PER_MONTH * 3600.0)
+    return hw + spot
+
+
+def young_daly_interval_s(write_s: Num, rate_per_s: Num) -> Num:
+    """Young/Daly optimum checkpoint interval √(2 · C · MTBF), MTBF = 1 / rate."""
+    return np.sqrt(2.0 * write_s / rate_per_s)
+
+
+@dataclass(frozen=True)
+class WallTime:
+    steps: Num
+    train_s: Num  # steps × step time
+    checkpoint_interval_s: Num
+    checkpoints: Num
+    checkpoint_stall_s: Num  # training pauses while each checkpoint is written
+    startup_s: Num
+    expected_interruptions: Num
+    rework_s: Num  # lost work + restarts
+    wall_s: Num
+
+
+def wall_time(
+    *,
+    samples: Num,
+    global_batch: Num,
+    step_s: Num,
+    startup_s: Num,
+    write_s: Num,
+    rate_per_s: Num,
+    restart_s: Num,
+    checkpoint_every_s: Num | None = None,
+) -> WallTime:
+    """Wall time = start-up + steps × step + checkpoint stalls + expected rework.
+
+    Each interruption loses on average half a checkpoint interval plus a restart; with W the wall
+    time, interruptions = rate · W, so W = (start-up + train + stalls) / (1 − rate · (τ/2 + R)).
+    """
+    steps = np.ceil(samples / global_batch)
+    train = steps * step_s
+    tau = young_daly_interval_s(write_s, rate_per_s) if checkpoint_every_s is None else checkpoint_every_s
+    tau = np.maximum(tau, step_s)
+    checkpoints = np.floor(train / tau)
+    stalls = checkpoints * write_s
+    base = startup_s + train + stalls
+    loss_per_interruption = tau / 2.0 + restart_s
+    # Capped at 10× the failure-free time: beyond that the plan is hopeless, not infinite.
+    frac = np.minimum(rate_per_s * loss_per_interruption, 0.9)
+    wall = base / (1.0 - frac)
+    interruptions = rate_per_s * wall
+    return WallTime(steps, train, tau, checkpoints, stalls, startup_s, interruptions, wall - base, wall)
+
+
+@dataclass(frozen=True)
+class Money:
+    gpu_hours: Num
+    node_hours: Num
+    usd_per_node_hour: Num
+    compute_usd: Num
+    storage_usd: Num
+    total_usd: Num
+
+
+def money(nodes: Num, gpus_per_node: Num, wall_s: Num, usd_per_node_hour: Num, storage_usd: Num) -> Money:
+    node_h = nodes * wall_s / 3600.0
+    compute = node_h * usd_per_node_hour
+    return Money(node_h * gpus_per_node, node_h, usd_per_node_hour, compute, storage_usd, compute + storage_usd)
+
+
+def storage_usd(psi: Num, checkpoints_kept: Num, dataset_tb: Num, wall_s: Num, usd_per_gb_month: float) -> Num:
+    """Checkpoints kept (14 bytes/param each) plus the dataset, held in object storage for the run."""
+    months = wall_s / (HOURS_PER_MONTH * 3600.0)
+    gb = checkpoints_kept * CHECKPOINT_BYTES_PER_PARAM * psi / GB + dataset_tb * 1000.0
+    return gb * usd_per_gb_month * months
+
+
+@dataclass(frozen=True)
+class Energy:
+    kwh: Num
+    co2_kg: Num
+
+
+def energy(nodes: Num, node_power_kw: float, wall_s: Num, pue: float, grid_gco2_per_kwh: float) -> Energy:
+    """kWh = nodes × node kW (at full load, host included) × hours × PUE; CO2 = kWh × grid intensity."""
+    kwh = nodes * node_power_kw * wall_s / 3600.0 * pue
+    return Energy(kwh, kwh * grid_gco2_per_kwh / 1000.0)

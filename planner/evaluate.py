@@ -1,0 +1,176 @@
+"""The headline figures of many candidate plans at once (numpy arrays), computed by the very
+functions `planner.estimate.estimate` uses for one plan, so both agree to the byte.
+
+A vectorised search passes arrays (one element per candidate) for any plan or training setting;
+`estimate()` passes Python scalars and reads the same terms. Sums run over the terms in one fixed
+order in both cases (floating-point addition is not associative).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from planner import comm, compute, cost, memory
+from planner import deepspeed_defaults as dsd
+from planner.offload import offload_time_s
+from planner.params import count_params, zero3_residency
+from planner.spec import HardwareSpec, ModelSpec
+
+Num = Any
+GIB = 2**30
+
+
+def ordered_sum(terms: dict[str, Num]) -> Num:
+    total: Num = 0.0
+    for v in terms.values():
+        total = total + v
+    return total
+
+
+def activation_bytes_per_sample(model: ModelSpec, image_size: Num, patch_dropout: Num, grad_ckpt: Num) -> dict[str, Num]:
+    v, t = model.vision, model.text
+    patches = np.floor_divide(image_size, v.patch_size) ** 2
+    s_v = memory.vision_tokens(patches, patch_dropout)
+    v_extra = memory.vision_extra_bytes(image_size, patches, v.width, s_v)
+    t_extra = memory.text_extra_bytes(t.context_length, t.width)
+    vis = memory.tower_activation_bytes(compute.vision_shape(model), s_v, grad_ckpt, v.xattn, v_extra)
+    txt = memory.tower_activation_bytes(compute.text_shape(model), float(t.context_length), grad_ckpt, t.xattn, t_extra)
+    return {"vision": vis, "text": txt}
+
+
+def gpu_memory_terms(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    *,
+    nodes: Num,
+    zero_stage: Num,
+    offload_optimizer: Num,
+    offload_param: Num,
+    nvme_optimizer: Num = False,
+    nvme_param: Num = False,
+    micro_batch: Num,
+    grad_ckpt: Num,
+    image_size: Num,
+    patch_dropout: Num,
+    overlap_comm: Num = True,
+    hpz_partition_size: Num = 1,
+    local_loss: Num = True,
+    gather_with_grad: Num = True,
+) -> tuple[dict[str, Num], memory.ModelStates, dict[str, Num]]:
+    """Per-GPU bytes by term (in the order they are summed), the model states, activations/sample."""
+    counts = count_params(model)
+    res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
+    G = hardware.gpus_per_node
+    ms = memory.zero_model_states(counts.total, counts.largest_layer, G, nodes, zero_stage, offload_optimizer,
+                                  offload_param, nvme_optimizer, nvme_param)
+    act = activation_bytes_per_sample(model, image_size, patch_dropout, grad_ckpt)
+    terms = {
+        "params_16bit": ms.params_16bit,
+        "grads_16bit": ms.grads_16bit,
+        "grads_fp32": ms.grads_fp32,
+        "master_params_fp32": ms.master_params_fp32,
+        "optimizer_states_fp32": ms.optimizer_states_fp32,
+        "zero3_largest_layer": ms.zero3_largest_layer,
+        "deepspeed_estimator_margin": ms.estimator_margin,
+        "zero_buffers": memory.zero_buffer_bytes(counts.total, zero_stage, overlap_comm, res.persistent),
+        "hpz_secondary_shard": memory.hpz_secondary_bytes(counts.total, hpz_partition_size),
+        "activations_vision": micro_batch * act["vision"],
+        "activations_text": micro_batch * act["text"],
+        "clip_loss": memory.clip_loss_bytes(micro_batch, nodes * G, model.embed_dim, local_loss, gather_with_grad),
+        "runtime_reserved": hardware.memory_reserved_gib.value * GIB,
+    }
+    return terms, ms, act
+
+
+def host_memory_terms(ms: memory.ModelStates, gpus_per_node: int) -> dict[str, Num]:
+    return {
+        "model_states": ms.host_per_node,
+        "dataloader": memory.DATALOADER_HOST_GIB_PER_GPU * GIB * gpus_per_node,
+    }
+
+
+def step_terms(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    *,
+    nodes: Num,
+    zero_stage: Num,
+    offload_optimizer: Num,
+    offload_param: Num,
+    nvme_optimizer: Num = False,
+    nvme_param: Num = False,
+    micro_batch: Num,
+    grad_accum: Num,
+    grad_ckpt: Num,
+    image_size: Num,
+    patch_dropout: Num,
+    overlap_comm: Num = True,
+    hpz_partition_size: Num = 1,
+    quantized_weights: Num = False,
+    quantized_gradients: Num = False,
+    local_loss: Num = True,
+    gather_with_grad: Num = True,
+    comm_dtype_bytes: Num = 2,
+) -> dict[str, Num]:
+    """compute_s, comm_total_s, comm_exposed_s, offload_s, step_s for each candidate."""
+    counts = count_params(model)
+    res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
+    G = hardware.gpus_per_node
+    n = nodes * G
+    B = micro_batch * grad_accum * n
+    fwd = compute.forward_flops_per_sample(model, image_size, patch_dropout, B,
+                                           np.where(local_loss, 1.0, B / micro_batch))
+    tf = compute.train_flops_per_sample(fwd, grad_ckpt)
+    compute_s = compute.compute_time_s(tf.hardware * micro_batch * grad_accum, hardware.bf16_dense_tflops.value * 1e12,
+                                       hardware.mfu_default.value)
+    stages = np.asarray(zero_stage)
+    total_s: Num = 0.0
+    exposed_s: Num = 0.0
+    for stage in sorted({int(s) for s in np.unique(stages)}):
+        colls = comm.zero_collectives(
+            psi=counts.total, gathered=res.gathered, persistent=res.persistent, regathered=res.regathered_backward,
+            gather_calls=res.modules_gathered, regather_calls=res.modules_regathered, world=n, gpus_per_node=G,
+            zero_stage=stage, grad_accum=grad_accum, micro_batch=micro_batch, embed_dim=model.embed_dim,
+            comm_dtype_bytes=comm_dtype_bytes, hpz_partition_size=hpz_partition_size,
+            quantized_weights=quantized_weights, quantized_gradients=quantized_gradients,
+            gather_with_grad=gather_with_grad,
+        )
+        ct = comm.exposed_comm_time_s(colls, hardware, compute_s, overlap_comm)
+        here = stages == stage
+        total_s = np.where(here, ct.total_s, total_s)
+        exposed_s = np.where(here, ct.exposed_s, exposed_s)
+    off = offload_time_s(counts.total, n, nodes, grad_accum, offload_optimizer, offload_param, nvme_optimizer,
+                         nvme_param, hardware.pcie_h2d_gbps.value, hardware.cpu_adam_gparams_per_s.value,
+                         hardware.nvme_write_gbps.value)
+    step = compute_s + exposed_s + off
+    return {"compute_s": compute_s, "comm_total_s": total_s, "comm_exposed_s": exposed_s, "offload_s": off,
+            "step_s": step, "model_flops_per_sample": tf.model, "hardware_flops_per_sample": tf.hardware}
+
+
+def wall_and_cost(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    *,
+    nodes: Num,
+    samples: Num,
+    global_batch: Num,
+    step_s: Num,
+    restart_s: float,
+    spot_interruptions_per_node_month: Num = 0.0,
+    checkpoint_every_s: Num | None = None,
+    usd_per_node_hour: Num = 0.0,
+    storage_usd_per_gb_month: float = 0.0,
+    checkpoints_kept: Num = 3,
+    dataset_tb: Num = 0.0,
+) -> dict[str, Num]:
+    """Wall time (with checkpoint stalls and expected rework) and the cost at one price."""
+    psi = count_params(model).total
+    write_s = cost.checkpoint_write_s(psi, nodes, hardware.nvme_write_gbps.value)
+    rate = cost.interruption_rate_per_s(nodes, spot_interruptions_per_node_month)
+    w = cost.wall_time(samples=samples, global_batch=global_batch, step_s=step_s, startup_s=restart_s,
+                       write_s=write_s, rate_per_s=rate, restart_s=restart_s, checkpoint_every_s=checkpoint_every_s)
+    stor = cost.storage_usd(psi, checkpoints_kept, dataset_tb, w.wall_s, storage_usd_per_gb_month)
+    mo = cost.money(nodes, hardware.gpus_per_node, w.wall_s, usd_per_node_hour, stor)
+    return {"wall_s": w.wall_s, "write_s": write_s, "wall": w, "money": mo}

@@ -1,0 +1,237 @@
+"""Memory per GPU and per host for data-parallel DeepSpeed ZeRO training of an EVA-CLIP model.
+
+Every function is plain arithmetic that works on Python numbers and on numpy arrays alike
+(broadcasting; `np.where` instead of `if`), so that a vectorised search over many candidate plans
+and the scalar `planner.estimate.estimate` compute the very same bytes.
+
+Sources (docs/planner-model.md has the derivations):
+- Model states: DeepSpeed 0.19.8 `estimate_zero2_model_states_mem_needs` (stage_1_and_2.py) and
+  `estimate_zero3_model_states_mem_needs` (stage3.py) — reproduced to the byte, including their
+  `int()` truncation and their 1.5 host buffer factor; ZeRO-0/1 follow the same per-parameter
+  bookkeeping (DeepSpeed keeps fp32 gradients: 2 + 2 + 4 + 4 + 8 bytes per parameter).
+- Activations: Korthikanti et al., arXiv 2205.05198 §4 (34·s·b·h + 5·a·s²·b bytes per layer), recounted
+  tensor by tensor for EVA's blocks (no dropout, GELU or SwiGLU MLP, sub-LN, RoPE).
+- Buffers: planner/deepspeed_defaults.py (the values evaplan renders into the DeepSpeed config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from planner import deepspeed_defaults as dsd
+
+Num = Any  # a float or a numpy array of floats (one value per candidate plan)
+
+# DeepSpeed's estimators multiply host memory by this "additional_buffer_factor" (default 1.5).
+DS_HOST_BUFFER_FACTOR = 1.5
+BYTES_16BIT = 2
+BYTES_FP32 = 4
+# Host RAM for data loading per GPU: decode workers, WebDataset shuffle buffer and pinned batches.
+# evaplan assumption (open_clip/EVA use 8-10 workers per GPU, each holding ~0.5-1 GiB of decoded
+# shards and a 1000-sample shuffle buffer); calibrate with `evaplan calibrate`.
+DATALOADER_HOST_GIB_PER_GPU = 8.0
+# Pinned host swap buffers for NVMe offload per GPU: DeepSpeed's offload_param default
+# buffer_count 5 × buffer_size 1e8 elements × 2 bytes (runtime/zero/offload_config.py), plus
+# the same again for the optimizer's swap pipeline (evaplan assumption).
+NVME_SWAP_BUFFER_BYTES_PER_GPU = 2 * 5 * 1e8 * BYTES_16BIT
+
+
+def _f(x: Num) -> Num:
+    return np.asarray(x, dtype=np.float64) if isinstance(x, np.ndarray) else float(x)
+
+
+# ------------------------------------------------------------------------------------- model states
+@dataclass(frozen=True)
+class ModelStates:
+    """Bytes of model states per GPU (by term) and per node of host RAM / NVMe."""
+
+    params_16bit: Num
+    grads_16bit: Num
+    grads_fp32: Num
+    master_params_fp32: Num
+    optimizer_states_fp32: Num
+    zero3_largest_layer: Num  # DeepSpeed's 4 × largest_layer_params (gathered 16-bit params + grads)
+    estimator_margin: Num  # DeepSpeed's total minus the terms above (stage 3: 2Ψ/N, plus int() rounding)
+    gpu_total: Num  # what DeepSpeed's estimator returns (int-truncated like it)
+    host_per_node: Num  # DeepSpeed's cpu_mem (with its 1.5 buffer factor)
+    nvme_per_node: Num
+
+
+def zero_model_states(
+    psi: Num,
+    largest_layer: Num,
+    gpus_per_node: Num,
+    nodes: Num,
+    zero_stage: Num,
+    offload_optimizer: Num,
+    offload_param: Num,
+    nvme_optimizer: Num = False,
+    nvme_param: Num = False,
+) -> ModelStates:
+    """Model-state bytes for ZeRO stage 0..3 with optional optimizer/param offload.
+
+    psi: parameter count Ψ; largest_layer: DeepSpeed's largest_layer_params; offload_* are truthy when
+    offloaded to cpu or nvme; nvme_* say the offload target is NVMe (then host RAM holds only buffers).
+    For stages 2 and 3 `gpu_total` and `host_per_node` equal DeepSpeed's estimators exactly
+    (zero_init=True for stage 3, the way evaplan's trainer builds the model).
+    """
+    psi, L = _f(psi), _f(largest_layer)
+    G, M = _f(gpus_per_node), _f(nodes)
+    n = G * M
+    stage = np.asarray(zero_stage)
+    off_o = np.asarray(offload_optimizer, dtype=bool)
+    off_p = np.asarray(offload_param, dtype=bool) & (stage == 3)
+    s3, s2, s1 = stage == 3, stage == 2, stage == 1
+    s0 = stage == 0
+    off_o = off_o & ~s0
+
+    # Bytes per parameter that each term costs, and whether the term is partitioned over n GPUs.
+    def share(bytes_per_param: float, partitioned: Any) -> Num:
+        return np.where(partitioned, bytes_per_param * psi / n, bytes_per_param * psi)
+
+    params_16 = np.where(off_p, 0.0, share(2, s3))
+    grads_16 = np.where(off_o & (s2 | s3), 0.0, share(2, s2 | s3))
+    # ZeRO-3 converts 16-bit gradient partitions to fp32 one sub-group at a time inside step(), so no
+    # persistent fp32 gradient buffer; DeepSpeed's estimator still budgets 18 bytes/param (see
+    # `estimator_margin` below).
+    grads_32 = np.where(off_o | s3, 0.0, share(4, ~s0))
+    master_32 = np.where(off_o, 0.0, share(4, ~s0))
+    optim_32 = np.where(off_o, 0.0, share(8, ~s0))
+    live = np.where(s3, 4 * L, 0.0)
+
+    # Totals as DeepSpeed computes them: the partitioned part is int(k · Ψ / n) in one go.
+    k_part = np.where(
+        s3,
+        np.where(off_o, np.where(off_p, 0, 2), np.where(off_p, 16, 18)),
+        np.where(s2, np.where(off_o, 0, 18), np.where(s1, np.where(off_o, 0, 16), 0)),
+    )
+    k_repl = np.where(s3, 0, np.where(s2, 2, np.where(s1, 4, 20)))
+    gpu_total = k_repl * psi + np.floor(k_part * psi / n) + live
+
+    f = DS_HOST_BUFFER_FACTOR
+    gpus_factor = 1 / M
+    host_z2 = np.where(off_o, psi * np.maximum(4 * n, 16) * f, psi * 4 * G * f)
+    host_z3 = np.where(
+        off_o,
+        np.where(off_p, psi * 18 * gpus_factor * f, psi * 16 * gpus_factor * f),
+        np.where(off_p, psi * 2 * gpus_factor * f + L * 4 * G * f, L * 4 * G * f),
+    )
+    # Stages 0/1 hold the fp32 model on the host at load time like stage 2 without offload.
+    host = np.floor(np.where(s3, host_z3, np.where(s2 | s1, host_z2, psi * 4 * G * f)))
+    # NVMe targets (ZeRO-Infinity, stage 3): the offloaded states live on the node's drives and host
+    # RAM keeps pinned swap buffers instead of them.
+    nvme_o = np.asarray(nvme_optimizer, dtype=bool) & off_o & s3
+    nvme_p = np.asarray(nvme_param, dtype=bool) & off_p
+    nvme = np.where(nvme_o, 16 * psi / M, 0.0) + np.where(nvme_p, 2 * psi / M, 0.0)
+    swap = np.where(nvme_o | nvme_p, NVME_SWAP_BUFFER_BYTES_PER_GPU * G, 0.0)
+    host = host - np.where(nvme_o, 16 * psi * gpus_factor * f, 0.0) - np.where(nvme_p, 2 * psi * gpus_factor * f, 0.0)
+    host = host + swap
+    margin = gpu_total - (params_16 + grads_16 + grads_32 + master_32 + optim_32 + live)
+    return ModelStates(params_16, grads_16, grads_32, master_32, optim_32, live, margin, gpu_total, host, nvme)
+
+
+# ------------------------------------------------------------------------------------- activations
+@dataclass(frozen=True)
+class TowerShape:
+    """What the activation and FLOP formulas need to know about one transformer tower."""
+
+    layers: int
+    width: int
+    heads: int
+    mlp_hidden: int
+    swiglu: bool
+    subln: bool
+    rope: bool
+
+
+def layer_bytes_per_token(t: TowerShape) -> float:
+    """16-bit bytes one block keeps for backward per token, without recompute and with
+    memory-efficient attention (no s² term). Korthikanti's 34·h per token minus the two dropout
+    masks (EVA trains without dropout), tensor by tensor:
+
+    attention: norm input 2h + qkv-proj input 2h + q, k, v 6h + attention output (proj input) 2h;
+      + RoPE-rotated q, k 4h; + sub-LN output 2h.
+    MLP: norm input 2h + fc1 input 2h; GELU: GELU input 2f + fc2 input 2f;
+      SwiGLU: w1 out 2f, silu out 2f, w2 out 2f, product 2f; + sub-LN output 2f.
+    """
+    h, f = t.width, t.mlp_hidden
+    attn = 12 * h + (4 * h if t.rope else 0) + (2 * h if t.subln else 0)
+    mlp = 4 * h + (8 * f if t.swiglu else 4 * f) + (2 * f if t.subln else 0)
+    return float(attn + mlp)
+
+
+def tower_activation_bytes(
+    t: TowerShape, seq: Num, grad_ckpt: Num, flash: Num, extra_tokens_bytes: Num = 0.0
+) -> Num:
+    """Activation bytes per sample for one tower.
+
+    No recompute: layers × (s · per-token bytes + [math attention] 2·a·s² for the softmax output).
+    Full recompute (activation checkpointing of every block): layers × 2·h·s for each block's input,
+    plus one block's full working set while it is recomputed in backward.
+    """
+    per_layer = seq * layer_bytes_per_token(t) + np.where(flash, 0.0, 2.0 * t.heads * seq * seq)
+    kept = np.where(grad_ckpt, t.layers * 2.0 * t.width * seq + per_layer, t.layers * per_layer)
+    return kept + extra_tokens_bytes
+
+
+def vision_tokens(num_patches: Num, patch_dropout: Num) -> Num:
+    """Tokens through the blocks: CLS + the patches PatchDropout keeps, max(1, int(P·(1−r)))."""
+    return np.maximum(1.0, np.floor(num_patches * (1.0 - patch_dropout))) + 1.0
+
+
+def vision_extra_bytes(image_size: Num, num_patches: Num, width: int, seq: Num) -> Num:
+    """Per-sample activations outside the vision blocks (kept with or without recompute): the input
+    pixels saved by the patch-embed conv (3·image², 16-bit), the embedded tokens before patch dropout
+    2·h·(P+1), and the final norm's input 2·h·s."""
+    return 3 * image_size * image_size * 2.0 + 2.0 * width * (num_patches + 1) + 2.0 * width * seq
+
+
+def text_extra_bytes(context_length: int, width: int) -> float:
+    """Per-sample activations outside the text blocks: embeddings 2·h·s and ln_final's input 2·h·s."""
+    return 2 * 2.0 * width * context_length
+
+
+# ------------------------------------------------------------------------------------- CLIP loss
+def clip_loss_bytes(micro_batch: Num, world: Num, embed_dim: int, local_loss: Num, gather_with_grad: Num) -> Num:
+    """Per-GPU bytes of the contrastive loss.
+
+    Logits: image→text and text→image, fp32, each with its log-softmax kept for backward
+    (2 matrices × 2 tensors × 4 bytes); local loss: b × B rows; without it every GPU builds B × B.
+    Gathered features: image and text features of the whole global batch, 16-bit, once for the
+    values and (gather_with_grad) once for their gradients.
+    """
+    B = micro_batch * world
+    rows = np.where(local_loss, micro_batch, B)
+    logits = 2 * 2 * BYTES_FP32 * rows * B
+    feats = 2 * BYTES_16BIT * B * embed_dim * np.where(gather_with_grad, 2.0, 1.0)
+    return logits + feats
+
+
+# ------------------------------------------------------------------------------------- buffers
+def zero_buffer_bytes(psi: Num, zero_stage: Num, overlap_comm: Num, persistent_numel: Num) -> Num:
+    """Communication buckets and ZeRO-3 prefetch/persistent buffers, 16-bit.
+
+    Stages 1/2: the gradient bucket of reduce_bucket_size elements (two with overlap_comm, one being
+    filled while the other is reduced). Stage 3: one reduce bucket, the prefetch bucket of
+    stage3_prefetch_bucket_size gathered elements, and the persistent (never partitioned) params.
+    A bucket never exceeds the model.
+    """
+    stage = np.asarray(zero_stage)
+    reduce = np.minimum(dsd.REDUCE_BUCKET_SIZE, psi) * BYTES_16BIT
+    prefetch = np.minimum(dsd.STAGE3_PREFETCH_BUCKET_SIZE, psi) * BYTES_16BIT
+    s12 = reduce * np.where(overlap_comm, 2.0, 1.0)
+    s3 = reduce + prefetch + persistent_numel * BYTES_16BIT
+    return np.where(stage == 3, s3, np.where(stage >= 1, s12, reduce))
+
+
+def hpz_secondary_bytes(psi: Num, hpz_partition_size: Num) -> Num:
+    """ZeRO++ hpZ keeps a secondary 16-bit shard of all params within the hpZ group: 2Ψ/hpz."""
+    return np.where(np.asarray(hpz_partition_size) > 1, BYTES_16BIT * psi / hpz_partition_size, 0.0)
+
+
+def as_floats(obj: Any) -> dict[str, float]:
+    """A dataclass of scalar results as plain floats (for pydantic models and JSON)."""
+    return {f.name: float(getattr(obj, f.name)) for f in fields(obj)}

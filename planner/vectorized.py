@@ -1,0 +1,158 @@
+"""Every figure of every candidate plan at once: planner.evaluate's array-friendly functions (the very
+ones `planner.estimate.estimate` calls for one plan) applied to the columns of a `planner.grid.Grid`.
+
+Candidates are evaluated one ZeRO stage at a time (the set of collectives differs by stage, and
+`planner.comm.zero_collectives` takes the stage as a Python int); every other setting is an array.
+The result agrees to the byte with `estimate()` on each candidate (tests/search/test_agreement.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from planner import cost
+from planner import evaluate as ev
+from planner.errors import InfeasibleError
+from planner.grid import Grid
+from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, TrainingSpec
+
+Pricing = Literal["on_demand", "spot", "committed", "on_prem"]
+PRICINGS: tuple[str, ...] = ("on_demand", "spot", "committed", "on_prem")
+GIB = 2**30
+# What estimate() assumes without an offering: start-up / restart 900 s (planner/estimate.py).
+RESTART_S_WITHOUT_OFFERING = 900.0
+
+
+@dataclass(frozen=True)
+class Option:
+    """One thing to plan on: a hardware profile, optionally priced by an offering at one pricing."""
+
+    hardware: HardwareSpec
+    offering: OfferingSpec | None = None
+    pricing: Pricing | None = None
+
+    @property
+    def name(self) -> str:
+        return self.offering.name if self.offering is not None else self.hardware.name
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.pricing.replace('_', '-')})" if self.pricing else self.name
+
+    @property
+    def priced(self) -> bool:
+        return self.offering is not None
+
+    def usd_per_node_hour(self) -> float:
+        o = self.offering
+        if o is None:
+            return 0.0
+        if self.pricing == "on_prem":
+            assert o.on_prem is not None  # guaranteed by make_option
+            return o.on_prem.usd_per_node_hour(self.hardware.node_power_kw.value, o.pue.value)
+        price = {"on_demand": o.on_demand_usd_per_node_hour, "spot": o.spot_usd_per_node_hour,
+                 "committed": o.committed_usd_per_node_hour}[self.pricing or "on_demand"]
+        assert price is not None
+        return price.value
+
+    def spot_rate(self) -> float:
+        o = self.offering
+        if self.pricing == "spot" and o is not None and o.spot_interruptions_per_node_month is not None:
+            return o.spot_interruptions_per_node_month.value
+        return 0.0
+
+    @property
+    def host_ram_bytes(self) -> float:
+        o = self.offering
+        return (o.host_ram_gib if o is not None and o.host_ram_gib else self.hardware.host_ram_gib).value * GIB
+
+    @property
+    def nvme_bytes(self) -> float:
+        o = self.offering
+        return (o.nvme_tb if o is not None and o.nvme_tb else self.hardware.nvme_tb).value * 1e12
+
+
+def available_pricings(offering: OfferingSpec) -> list[str]:
+    have = {"on_demand": offering.on_demand_usd_per_node_hour is not None,
+            "spot": offering.spot_usd_per_node_hour is not None,
+            "committed": offering.committed_usd_per_node_hour is not None,
+            "on_prem": offering.on_prem is not None}
+    return [p for p in PRICINGS if have[p]]
+
+
+def make_option(hardware: HardwareSpec, offering: OfferingSpec | None, pricing: str | None) -> Option:
+    """An option with its pricing resolved: the list price (on-demand, or on-premises cost) unless one is asked."""
+    if offering is None:
+        return Option(hardware)
+    have = available_pricings(offering)
+    if pricing is None:
+        pricing = "on_demand" if "on_demand" in have else have[0]
+    if pricing not in have:
+        raise InfeasibleError(f"offering '{offering.name}' has no {pricing} price",
+                              hint=f"it has: {', '.join(have)}; choose another --pricing or offering")
+    return Option(hardware, offering, pricing)  # type: ignore[arg-type]
+
+
+def evaluate_grid(model: ModelSpec, option: Option, training: TrainingSpec, grid: Grid, *,
+                  detail: bool = False) -> dict[str, np.ndarray]:
+    """Per-GPU memory total, host RAM, NVMe, step-time terms, wall time, money and energy of every
+    candidate (arrays of len(grid)); with detail, also every per-GPU memory term (`mem.<term>`).
+    Keys follow estimate()'s report names."""
+    hw, off = option.hardware, option.offering
+    n = len(grid)
+    out: dict[str, np.ndarray] = {}
+
+    def put(key: str, idx: slice, value: Any) -> None:
+        if key not in out:
+            out[key] = np.zeros(n, dtype=np.float64)
+        out[key][idx] = value
+
+    restart_s = off.restart_s.value if off is not None else RESTART_S_WITHOUT_OFFERING
+    stor = off.storage_usd_per_gb_month.value if off is not None else 0.0
+    usd = option.usd_per_node_hour()
+    spot = option.spot_rate()
+    for _stage, idx in grid.stage_slices():
+        g = grid.take(idx)
+        plan_kw = dict(
+            nodes=g.nodes, zero_stage=g.zero_stage, offload_optimizer=g.offload_optimizer != 0,
+            offload_param=g.offload_param != 0, nvme_optimizer=g.offload_optimizer == 2,
+            nvme_param=g.offload_param == 2, micro_batch=g.micro_batch, grad_ckpt=g.grad_ckpt,
+            overlap_comm=True, hpz_partition_size=g.hpz_partition_size, local_loss=True, gather_with_grad=True,
+        )
+        terms, ms, _act = ev.gpu_memory_terms(model, hw, image_size=training.image_size,
+                                             patch_dropout=training.patch_dropout, **plan_kw)
+        if detail:
+            for k, v in terms.items():
+                put(f"mem.{k}", idx, v)
+        put("gpu_total_bytes", idx, ev.ordered_sum(terms))
+        put("host_per_node_bytes", idx, ev.ordered_sum(ev.host_memory_terms(ms, hw.gpus_per_node)))
+        put("nvme_per_node_bytes", idx, ms.nvme_per_node)
+        st = ev.step_terms(model, hw, image_size=training.image_size, patch_dropout=training.patch_dropout,
+                           grad_accum=g.grad_accum, **plan_kw)
+        for k in ("compute_s", "comm_total_s", "comm_exposed_s", "offload_s", "step_s"):
+            put(k, idx, st[k])
+        B = g.global_batch
+        common = dict(nodes=g.nodes, samples=training.samples, global_batch=B, step_s=st["step_s"],
+                      restart_s=restart_s, checkpoint_every_s=training.checkpoint_every_s,
+                      storage_usd_per_gb_month=stor, checkpoints_kept=training.checkpoints_kept,
+                      dataset_tb=training.dataset_tb)
+        base = ev.wall_and_cost(model, hw, usd_per_node_hour=0.0, spot_interruptions_per_node_month=0.0, **common)
+        run = base if (usd == 0.0 and spot == 0.0) else ev.wall_and_cost(
+            model, hw, usd_per_node_hour=usd, spot_interruptions_per_node_month=spot, **common)
+        put("wall_s", idx, run["wall"].wall_s)
+        put("gpu_hours", idx, run["money"].gpu_hours)
+        put("total_usd", idx, run["money"].total_usd)
+        put("storage_usd", idx, run["money"].storage_usd)
+        if off is not None:
+            # Energy as estimate() reports it: from the failure-only wall time (no spot reclaims).
+            en = cost.energy(g.nodes, hw.node_power_kw.value, base["wall"].wall_s, off.pue.value,
+                             off.grid_gco2_per_kwh.value)
+        else:
+            # Unpriced: IT energy at PUE 1 and no grid figure (no CO2).
+            en = cost.energy(g.nodes, hw.node_power_kw.value, base["wall"].wall_s, 1.0, 0.0)
+        put("energy_kwh", idx, en.kwh)
+        put("co2_kg", idx, en.co2_kg if off is not None else np.nan)
+    return out

@@ -1,0 +1,115 @@
+"""`estimate()` end to end and `evaplan estimate`: the report, JSON round trip, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from planner import profiles as prof
+from planner.choose import Request, choose
+from planner.errors import InfeasibleError
+from planner.estimate import Estimate, estimate
+from planner.spec import ParallelPlan, TrainingSpec
+
+MAIN = ["estimate", "--model", "eva-clip-18b", "--hardware", "h100-sxm", "--gpus", "256", "--offering", "aws-p5"]
+
+
+def _err(result) -> str:
+    return (getattr(result, "stderr", None) or result.output).strip()
+
+
+def test_estimate_round_trips_and_is_consistent():
+    m, hw, off = prof.load_model("eva-clip-18b"), prof.load_hardware("h100-sxm"), prof.load_offering("aws-p5")
+    plan = ParallelPlan(nodes=32, gpus_per_node=8, zero_stage=3, micro_batch=211, grad_accum=2, grad_ckpt=True)
+    tr = TrainingSpec(samples=6e9, global_batch=108_032, image_size=224, patch_dropout=0.5)
+    e = estimate(m, hw, plan, tr, off)
+    assert Estimate.model_validate_json(e.model_dump_json()) == e
+    assert e.fits and e.params.total == 18_325_483_777
+    assert e.compute.step_s == pytest.approx(e.compute.compute_s + e.comm.exposed_s + e.compute.offload_s)
+    assert e.compute.samples_per_s == pytest.approx(108_032 / e.compute.step_s)
+    assert e.time.steps == 55_540  # ceil(6e9 / 108,032)
+    od = next(p for p in e.cost.prices if p.pricing == "on_demand")
+    assert od.compute_usd == pytest.approx(od.node_hours * 55.04)
+    assert {p.pricing for p in e.cost.prices} == {"on_demand", "spot", "committed"}
+    # every figure of the derivation carries a formula
+    assert all(f.formula for f in e.derivation)
+    assert e.figure("params.total").value == 18_325_483_777
+
+
+def test_choose_picks_simplest_feasible_and_says_so():
+    m, hw = prof.load_model("eva-clip-18b"), prof.load_hardware("h100-sxm")
+    e = choose(m, hw, Request(gpus=256))
+    assert e.fits and e.plan.global_batch == 108_032 and e.plan.grad_accum == 1
+    assert any(c.startswith("global_batch=108032") for c in e.chosen)
+    assert any(c.startswith("micro_batch=") for c in e.chosen)
+    # a stage-2 request on 8 GPUs escalates what was left open (checkpointing already on by recipe) …
+    e2 = choose(m, hw, Request(gpus=8, global_batch=64))
+    assert e2.fits and e2.plan.zero_stage == 3
+    # … but never a setting the user fixed: stage 0 for 18B on 8 GPUs cannot fit
+    e3 = choose(m, hw, Request(gpus=8, global_batch=64, zero_stage=0))
+    assert not e3.fits
+
+
+@pytest.mark.parametrize("kw,needle", [
+    ({"gpus": 100}, "not a multiple of the 8 GPUs"),
+    ({"gpus": 256, "global_batch": 108_000}, "not reachable on 256 GPUs"),
+    ({"gpus": 256, "micro_batch": 5}, "not reachable with micro-batch 5"),
+    ({}, "no cluster size"),
+])
+def test_choose_rejects_impossible_requests(kw, needle):
+    m, hw = prof.load_model("eva-clip-18b"), prof.load_hardware("h100-sxm")
+    with pytest.raises(InfeasibleError) as exc:
+        choose(m, hw, Request(**kw))
+    assert needle in exc.value.line() and "(" in exc.value.line()  # names the problem and the fix
+
+
+def test_cli_main_report(cli):
+    r = cli(*MAIN)
+    assert r.exit_code == 0, r.output
+    for word in ("memory/GPU", "comm/step", "samples/s", "on_demand", "fits:", "chosen"):
+        assert word in r.output
+
+
+def test_cli_json_and_explain(cli):
+    r = cli(*MAIN, "--format", "json")
+    assert r.exit_code == 0
+    e = Estimate.model_validate(json.loads(r.output))
+    assert e.offering == "aws-p5"
+    r = cli(*MAIN, "--explain")
+    assert r.exit_code == 0 and "formula:" in r.output and "source:" in r.output
+    r = cli(*MAIN, "--format", "csv")
+    assert r.exit_code == 0 and r.output.startswith("section,figure,value")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--gpus", "100"], "not a multiple"),
+    (["--gpus", "256", "--global-batch", "108000"], "not reachable"),
+    (["--gpus", "8", "--zero-stage", "0", "--no-grad-ckpt", "--global-batch", "512"], "does not fit"),
+    (["--gpus", "256", "--offering", "azure-nd-mi300x-v5"], "sells mi300x"),
+    (["--gpus", "256", "--zero-stage", "2", "--offload-param", "cpu"], "zero_stage 3"),
+])
+def test_cli_bad_requests_exit_2_with_one_line(cli, args, needle):
+    r = cli("estimate", "--model", "eva-clip-18b", "--hardware", "h100-sxm", *args)
+    assert r.exit_code == 2
+    err = _err(r).splitlines()[-1]
+    assert err.startswith("error: ") and needle in err
+
+
+def test_cli_unknown_model(cli):
+    r = cli("estimate", "--model", "eva-clip-99b", "--hardware", "h100-sxm", "--gpus", "8")
+    assert r.exit_code == 2 and "no models profile named 'eva-clip-99b'" in _err(r)
+
+
+def test_cli_reads_user_profiles(cli, user_profiles):
+    import yaml
+
+    src = prof.index("models")["eva-clip-debug"].path
+    data = yaml.safe_load(src.read_text())
+    data["name"] = "my-tiny-clip"
+    (user_profiles / "models" / "my-tiny-clip.yaml").write_text(yaml.safe_dump(data))
+    r = cli("--profiles-dir", str(user_profiles), "estimate", "--model", "my-tiny-clip", "--hardware", "h100-sxm",
+            "--gpus", "8", "--format", "json")
+    assert r.exit_code == 0, r.output
+    e = Estimate.model_validate_json(r.output)
+    assert e.model == "my-tiny-clip" and e.params.total == 1_724_465
