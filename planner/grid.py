@@ -30,6 +30,7 @@ class SearchSpace:
     grad_ckpt: tuple[bool, ...] = (False, True)
     hpz: bool = True
     max_micro_batch: int | None = None
+    gpus: int | None = None  # a fixed GPU count (whole nodes) instead of 1..max_nodes nodes
 
 
 @dataclass(frozen=True)
@@ -82,13 +83,30 @@ def divisors(n: int) -> list[int]:
     return small + large[::-1]
 
 
-def per_gpu_batch(global_batch: int, world: int, tolerance: float) -> int | None:
-    """Samples per GPU per optimizer step: exact when the world size divides the global batch, else the
-    nearest multiple of the world size if it lies within ±tolerance of the requested global batch."""
+def micro_batch_ladder(limit: int) -> list[int]:
+    """1, 2, 3, 4, 6, 8, 12, 16, 24, ... up to limit: powers of two and 1.5 × powers of two."""
+    out, k = [], 1
+    while k <= limit:
+        out += [k] + ([k * 3 // 2] if k >= 2 and k * 3 // 2 <= limit else [])
+        k *= 2
+    return sorted(set(out))
+
+
+def shapes_for(global_batch: int, world: int, tolerance: float, max_micro_batch: int | None) -> list[tuple[int, int]]:
+    """(micro_batch, gradient_accumulation_steps) pairs whose global batch micro × gas × world is the
+    requested one (every divisor of the samples per GPU) or, with a tolerance, within ±tolerance of it
+    (micro-batches from a 1-2-3-4-6-8 ladder, gas rounded to the nearest step)."""
+    shapes: dict[int, int] = {}
     if global_batch % world == 0:
-        return global_batch // world
-    p = max(1, round(global_batch / world))
-    return p if abs(p * world - global_batch) <= tolerance * global_batch else None
+        p = global_batch // world
+        shapes.update({b: p // b for b in divisors(p)})
+    if tolerance > 0:
+        target = global_batch / world
+        for b in micro_batch_ladder(max(1, int(target * (1 + tolerance)))):
+            gas = max(1, round(target / b))
+            if b not in shapes and abs(b * gas * world - global_batch) <= tolerance * global_batch:
+                shapes[b] = gas
+    return sorted((b, g) for b, g in shapes.items() if max_micro_batch is None or b <= max_micro_batch)
 
 
 def settings_combos(space: SearchSpace, gpus_per_node: int) -> np.ndarray:
@@ -112,39 +130,44 @@ def settings_combos(space: SearchSpace, gpus_per_node: int) -> np.ndarray:
 
 
 def build_grid(space: SearchSpace, gpus_per_node: int, global_batch: int, tolerance: float) -> Grid:
-    """Every candidate for node counts 1..max_nodes; micro-batches are the divisors of the samples per
-    GPU (so micro_batch × gradient_accumulation_steps × GPUs is the global batch exactly)."""
+    """Every candidate for node counts 1..max_nodes with the (micro-batch, gradient accumulation) pairs
+    of `shapes_for`."""
     combos = settings_combos(space, gpus_per_node)
     ckpt = np.array(sorted(set(space.grad_ckpt)), dtype=bool)
     if not len(combos) or not len(ckpt):
         raise InfeasibleError("the search space is empty", hint="allow more ZeRO stages or offload devices")
     per_setting = len(combos) * len(ckpt)
     nodes_l, b_l, gas_l = [], [], []
-    for m in range(1, space.max_nodes + 1):
-        p = per_gpu_batch(global_batch, m * gpus_per_node, tolerance)
-        if p is None:
+    if space.gpus is not None:
+        if space.gpus % gpus_per_node:
+            raise InfeasibleError(f"--gpus {space.gpus} is not a multiple of the {gpus_per_node} GPUs per node",
+                                  hint="use whole nodes")
+        node_counts = [space.gpus // gpus_per_node]
+    else:
+        node_counts = list(range(1, space.max_nodes + 1))
+    for m in node_counts:
+        shapes = shapes_for(global_batch, m * gpus_per_node, tolerance, space.max_micro_batch)
+        if not shapes:
             continue
-        bs = [b for b in divisors(p) if space.max_micro_batch is None or b <= space.max_micro_batch]
-        nodes_l.append(np.full(len(bs), m, dtype=np.int64))
-        b_l.append(np.array(bs, dtype=np.int64))
-        gas_l.append(p // np.array(bs, dtype=np.int64))
+        nodes_l.append(np.full(len(shapes), m, dtype=np.int64))
+        b_l.append(np.array([b for b, _ in shapes], dtype=np.int64))
+        gas_l.append(np.array([g for _, g in shapes], dtype=np.int64))
     if not nodes_l:
+        where = f"{space.gpus} GPUs cannot reach" if space.gpus is not None else \
+            f"no node count from 1 to {space.max_nodes} reaches"
         raise InfeasibleError(
-            f"no node count from 1 to {space.max_nodes} reaches the global batch {global_batch:,} with "
+            f"{where} the global batch {global_batch:,} with "
             f"{gpus_per_node} GPUs per node within ±{tolerance:.0%}",
             hint="raise --batch-tolerance or choose a global batch divisible by a multiple of the node size",
         )
     nodes = np.concatenate(nodes_l)
     b = np.concatenate(b_l)
     gas = np.concatenate(gas_l)
-    # Candidate order: node count, micro-batch, then settings, then checkpointing (deterministic).
+    # Candidate order: settings (combos are sorted by ZeRO stage, so each stage's candidates form one
+    # contiguous slice), then checkpointing, then node count and micro-batch. Deterministic.
     k = len(nodes)
-    rep = np.repeat(np.arange(k), per_setting)
-    combo_idx = np.tile(np.repeat(np.arange(len(combos)), len(ckpt)), k)
-    ck = np.tile(ckpt, k * len(combos))
-    c = combos[combo_idx]
-    grid = Grid(nodes=nodes[rep], gpus_per_node=gpus_per_node, zero_stage=c[:, 0], offload_optimizer=c[:, 1],
-                offload_param=c[:, 2], hpz_partition_size=c[:, 3], grad_ckpt=ck, micro_batch=b[rep],
-                grad_accum=gas[rep])
-    # Stage-major order, so that each stage's candidates are one contiguous slice (evaluated together).
-    return grid.take(np.argsort(grid.zero_stage, kind="stable"))
+    c = [np.repeat(combos[:, j], len(ckpt) * k) for j in range(4)]  # contiguous columns
+    return Grid(nodes=np.tile(nodes, per_setting), gpus_per_node=gpus_per_node, zero_stage=c[0],
+                offload_optimizer=c[1], offload_param=c[2], hpz_partition_size=c[3],
+                grad_ckpt=np.tile(np.repeat(ckpt, k), len(combos)), micro_batch=np.tile(b, per_setting),
+                grad_accum=np.tile(gas, per_setting))

@@ -139,9 +139,10 @@ def evaluate_grid(model: ModelSpec, option: Option, training: TrainingSpec, grid
                       restart_s=restart_s, checkpoint_every_s=training.checkpoint_every_s,
                       storage_usd_per_gb_month=stor, checkpoints_kept=training.checkpoints_kept,
                       dataset_tb=training.dataset_tb)
-        base = ev.wall_and_cost(model, hw, usd_per_node_hour=0.0, spot_interruptions_per_node_month=0.0, **common)
-        run = base if (usd == 0.0 and spot == 0.0) else ev.wall_and_cost(
-            model, hw, usd_per_node_hour=usd, spot_interruptions_per_node_month=spot, **common)
+        run = ev.wall_and_cost(model, hw, usd_per_node_hour=usd, spot_interruptions_per_node_month=spot, **common)
+        # The wall time does not depend on the price; only spot reclaims change it.
+        base = run if spot == 0.0 else ev.wall_and_cost(
+            model, hw, usd_per_node_hour=0.0, spot_interruptions_per_node_month=0.0, **common)
         put("wall_s", idx, run["wall"].wall_s)
         put("gpu_hours", idx, run["money"].gpu_hours)
         put("total_usd", idx, run["money"].total_usd)

@@ -1,0 +1,311 @@
+"""`evaplan plan`: the best settings and GPU count for one model, with the ranked alternatives, the
+cost-vs-time Pareto frontier, the binding constraints and why the plans next to the choice lost."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from planner import profiles as prof
+from planner.errors import EvaplanError
+from planner.grid import SearchSpace
+from planner.report import dumps_json, format_rows
+from planner.search import (
+    Candidate,
+    Constraints,
+    SearchResult,
+    as_dict,
+    fmt_duration,
+    fmt_usd,
+    search,
+    thin_frontier,
+)
+from planner.spec import ModelSpec, TrainingSpec
+from planner.vectorized import PRICINGS, Option, make_option
+
+GIB = 2**30
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(w|d|h|m|min|s)\s*$", re.IGNORECASE)
+_SECONDS = {"w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0}
+_MONEY = re.compile(r"^\s*\$?\s*(\d+(?:[.,]\d+)*)\s*([kmb])?\s*$", re.IGNORECASE)
+_SCALE = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9}
+
+
+def parse_duration_s(text: str, flag: str = "--deadline") -> float:
+    """'30d', '12h', '90m', '2w', '3600s' → seconds."""
+    m = _DURATION.match(text)
+    if not m or float(m.group(1)) <= 0:
+        raise EvaplanError(f"{flag} {text!r} is not a duration", hint="write it like 30d, 12h, 90m or 2w")
+    return float(m.group(1)) * _SECONDS[m.group(2).lower()]
+
+
+def parse_usd(text: str, flag: str = "--budget") -> float:
+    """'2.5M', '800k', '1200', '$1,200' → dollars."""
+    m = _MONEY.match(text)
+    if not m:
+        raise EvaplanError(f"{flag} {text!r} is not an amount of dollars", hint="write it like 2.5M, 800k or 1200")
+    digits = m.group(1).replace(",", "")
+    try:
+        value = float(digits) * _SCALE[(m.group(2) or "").lower()]
+    except ValueError:
+        raise EvaplanError(f"{flag} {text!r} is not an amount of dollars",
+                           hint="write it like 2.5M, 800k or 1200") from None
+    if value <= 0:
+        raise EvaplanError(f"{flag} must be positive, got {text!r}", hint="write it like 2.5M, 800k or 1200")
+    return value
+
+
+class MultiValueCommand(click.Command):
+    """Lets `--hardware h100-sxm mi300x` mean `--hardware h100-sxm --hardware mi300x`: bare words after a
+    value of a repeatable flag are more values of it (these commands take no positional arguments)."""
+
+    multi_flags: tuple[str, ...] = ("--hardware", "--offering")
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        current: str | None = None
+        expecting_value = False
+        for a in args:
+            if expecting_value:
+                out.append(a)
+                expecting_value = False
+                continue
+            if a in self.multi_flags:
+                current, expecting_value = a, True
+                out.append(a)
+            elif a.startswith("-"):
+                current = next((f for f in self.multi_flags if a.startswith(f + "=")), None)
+                out.append(a)
+            elif current is not None:
+                out += [current, a]
+            else:
+                out.append(a)
+        return super().parse_args(ctx, out)
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        out += [x for x in v.split(",") if x.strip()]
+    return [x.strip() for x in out]
+
+
+def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The flags `plan` and `compare` share."""
+    opts = [
+        click.option("--model", "model_name", required=True, help="Model profile, e.g. eva-clip-18b."),
+        click.option("--hardware", "hardware_names", multiple=True,
+                     help="Hardware profile(s), unpriced (GPU-hours); repeatable, or several after one flag."),
+        click.option("--offering", "offering_names", multiple=True,
+                     help="Priced offering(s), e.g. aws-p5 tensorwave-mi300x; the hardware follows from each."),
+        click.option("--pricing", type=click.Choice(PRICINGS), default=None,
+                     help="Price used for offerings (default: on-demand, or on-premises cost)."),
+        click.option("--objective", type=click.Choice(["cost", "time", "energy"]), default="cost", show_default=True),
+        click.option("--deadline", default=None, help="Wall-clock limit, e.g. 30d, 12h, 90m."),
+        click.option("--budget", default=None, help="Dollar limit, e.g. 2.5M, 800k, 1200 (needs --offering)."),
+        click.option("--max-gpus", type=click.IntRange(min=1), default=None, help="At most this many GPUs."),
+        click.option("--gpus", type=click.IntRange(min=1), default=None,
+                     help="Exactly this many GPUs (whole nodes) instead of searching the node count."),
+        click.option("--max-nodes", type=click.IntRange(1, 4096), default=512, show_default=True,
+                     help="Node counts searched: 1..N."),
+        click.option("--min-dp-group", type=click.IntRange(min=1), default=None,
+                     help="Smallest data-parallel (and hpZ) group; default: a node where the hardware profile has "
+                          "collective.small_group_gbps (MI300X), else 1."),
+        click.option("--samples", type=float, default=None, help="Image-text pairs to see (default: the recipe's)."),
+        click.option("--global-batch", type=click.IntRange(min=1), default=None,
+                     help="Global batch (default: the recipe's)."),
+        click.option("--batch-tolerance", type=click.FloatRange(0, 0.5), default=0.02, show_default=True,
+                     help="Share the global batch may deviate from --global-batch (0: exact)."),
+        click.option("--image-size", type=click.IntRange(min=1), default=None),
+        click.option("--patch-dropout", type=click.FloatRange(0, 1, max_open=True), default=None),
+        click.option("--hbm-headroom", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
+                     help="Share of HBM to keep free."),
+        click.option("--host-headroom", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
+                     help="Share of host RAM to keep free."),
+        click.option("--zero-stage", "zero_stages", type=click.IntRange(0, 3), multiple=True,
+                     help="Restrict to these ZeRO stages (repeatable)."),
+        click.option("--no-offload", is_flag=True, help="Never offload optimizer or parameters."),
+        click.option("--no-hpz", is_flag=True, help="Never use ZeRO++ hpZ."),
+        click.option("--checkpoint-every", "checkpoint_every_s", type=click.FloatRange(min=0, min_open=True),
+                     default=None, help="Seconds between checkpoints (default: Young/Daly optimum)."),
+        click.option("--dataset-tb", type=click.FloatRange(min=0), default=0.0, help="Dataset in object storage, TB."),
+        click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+                     help="Write a PNG: cost vs time with the Pareto frontier, and per-GPU memory of the choice."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _dirs(ctx: click.Context) -> list[str]:
+    return ctx.obj.get("profiles_dirs", []) if ctx.obj else []
+
+
+def resolve_options(ctx: click.Context, hardware_names: tuple[str, ...], offering_names: tuple[str, ...],
+                    pricing: str | None) -> list[Option]:
+    dirs = _dirs(ctx)
+    hw_names, off_names = _split(hardware_names), _split(offering_names)
+    if not hw_names and not off_names:
+        raise EvaplanError("nothing to plan on", hint="name --hardware (e.g. h100-sxm mi300x) or --offering (e.g. aws-p5)")
+    options: list[Option] = []
+    seen: set[str] = set()
+    for name in off_names:
+        off = prof.load_offering(name, dirs)
+        if off.name not in seen:
+            seen.add(off.name)
+            options.append(make_option(prof.load_hardware(off.hardware, dirs), off, pricing))
+    for name in hw_names:
+        hw = prof.load_hardware(name, dirs)
+        if hw.name not in seen:
+            seen.add(hw.name)
+            options.append(make_option(hw, None, None))
+    return options
+
+
+def training_for(model: ModelSpec, kw: dict[str, Any]) -> TrainingSpec:
+    r = model.recipe
+    return TrainingSpec(
+        samples=kw["samples"] if kw["samples"] is not None else r.samples_seen,
+        global_batch=kw["global_batch"] if kw["global_batch"] is not None else r.global_batch,
+        image_size=kw["image_size"] if kw["image_size"] is not None else r.image_size,
+        patch_dropout=kw["patch_dropout"] if kw["patch_dropout"] is not None else r.patch_dropout,
+        precision=r.precision if r.precision != "fp32" else "bf16",
+        checkpoint_every_s=kw["checkpoint_every_s"], dataset_tb=kw["dataset_tb"],
+    )
+
+
+def run_search(ctx: click.Context, kw: dict[str, Any]) -> SearchResult:
+    """Parse the shared flags and search; used by `plan` and `compare`."""
+    dirs = _dirs(ctx)
+    model = prof.load_model(kw["model_name"], dirs)
+    options = resolve_options(ctx, kw["hardware_names"], kw["offering_names"], kw["pricing"])
+    image_size = kw["image_size"] or model.recipe.image_size
+    if image_size % model.vision.patch_size:
+        raise EvaplanError(f"image size {image_size} is not a multiple of the patch size {model.vision.patch_size}",
+                           hint=f"use a multiple of {model.vision.patch_size}")
+    space = SearchSpace(
+        max_nodes=kw["max_nodes"], zero_stages=tuple(sorted(set(kw["zero_stages"]))) or (0, 1, 2, 3),
+        offload_optimizer=("none",) if kw["no_offload"] else ("none", "cpu", "nvme"),
+        offload_param=("none",) if kw["no_offload"] else ("none", "cpu", "nvme"), hpz=not kw["no_hpz"],
+        gpus=kw["gpus"],
+    )
+    constraints = Constraints(
+        batch_tolerance=kw["batch_tolerance"],
+        deadline_s=parse_duration_s(kw["deadline"]) if kw["deadline"] else None,
+        budget_usd=parse_usd(kw["budget"]) if kw["budget"] else None,
+        max_gpus=kw["max_gpus"], hbm_headroom=kw["hbm_headroom"], host_headroom=kw["host_headroom"],
+        min_dp_group=kw["min_dp_group"],
+    )
+    return search(model, options, training_for(model, kw), objective=kw["objective"], space=space,
+                  constraints=constraints)
+
+
+def row(c: Candidate) -> dict[str, Any]:
+    """A readable table row."""
+    return {
+        "option": c.option.label, "GPUs": f"{c.plan.nodes}×{c.plan.gpus_per_node}", "settings": c.settings(),
+        "wall": fmt_duration(c.wall_s), "GPU-hours": f"{c.gpu_hours:,.0f}",
+        "cost": fmt_usd(c.total_usd) if c.total_usd is not None else "-",
+        "energy": f"{c.energy_kwh / 1000:,.1f} MWh",
+        "GiB/GPU": f"{c.gpu_total_bytes / GIB:.1f}/{c.hbm_bytes / GIB:.0f}",
+    }
+
+
+def chosen_rows(res: SearchResult) -> list[dict[str, str]]:
+    c = res.chosen
+    p = c.plan
+    rows = [
+        ("model", f"{res.model.name}: {res.training.samples:,.0f} samples, global batch target "
+                  f"{res.training.global_batch:,} (±{res.constraints.batch_tolerance:.0%})"),
+        ("objective", res.objective + ("" if c.total_usd is not None or res.objective != "cost"
+                                       else " (unpriced: GPU-hours; name --offering for dollars)")),
+        ("option", c.option.label),
+        ("cluster", f"{p.nodes} nodes × {p.gpus_per_node} {c.option.hardware.name} = {p.world_size} GPUs"),
+        ("deepspeed", f"zero_optimization.stage {p.zero_stage}, offload_optimizer {p.offload_optimizer}, "
+                      f"offload_param {p.offload_param}, zero_hpz_partition_size {p.hpz_partition_size}"),
+        ("batch", f"train_micro_batch_size_per_gpu {p.micro_batch} × gradient_accumulation_steps {p.grad_accum} "
+                  f"× {p.world_size} = {p.global_batch:,}"),
+        ("activation checkpointing", "on" if p.grad_ckpt else "off"),
+        ("memory/GPU", f"{c.gpu_total_bytes / GIB:.1f} of {c.hbm_bytes / GIB:.0f} GiB "
+                       f"({(c.hbm_bytes - c.gpu_total_bytes) / GIB:.1f} GiB headroom)"),
+        ("host RAM/node", f"{c.host_per_node_bytes / GIB:,.0f} of {c.host_ram_bytes / GIB:,.0f} GiB"),
+        ("step", f"{c.step_s:.2f} s"),
+        ("wall", fmt_duration(c.wall_s)),
+        ("GPU-hours", f"{c.gpu_hours:,.0f}"),
+    ]
+    if c.total_usd is not None:
+        rows.append(("cost", f"{fmt_usd(c.total_usd)} ({c.option.pricing})"))
+    rows.append(("energy", f"{c.energy_kwh / 1000:,.1f} MWh" + (f", {c.co2_kg / 1000:,.1f} t CO2e" if c.co2_kg is not None else "")))
+    rows.append(("searched", f"{res.candidates_evaluated:,} candidates, {int(res.feasible.sum()):,} feasible"))
+    if res.objective == "cost" and res.constraints.deadline_s is None:
+        rows.append(("note", "no --deadline: cost barely falls with fewer GPUs, so the cheapest plan can be slow; "
+                             "the Pareto frontier below shows what time costs"))
+    return [{"figure": k, "value": v} for k, v in rows]
+
+
+def result_json(res: SearchResult) -> dict[str, Any]:
+    return {
+        "model": res.model.name, "objective": res.objective,
+        "training": res.training, "candidates_evaluated": res.candidates_evaluated,
+        "feasible": int(res.feasible.sum()),
+        "constraints": {"batch_tolerance": res.constraints.batch_tolerance, "deadline_s": res.constraints.deadline_s,
+                        "budget_usd": res.constraints.budget_usd, "max_gpus": res.constraints.max_gpus,
+                        "hbm_headroom": res.constraints.hbm_headroom, "host_headroom": res.constraints.host_headroom},
+        "chosen": as_dict(res.chosen),
+        "ranked": [as_dict(c) for c in res.ranked],
+        "pareto": [as_dict(c) for c in res.frontier],
+        "binding": [{"constraint": b.constraint, "reason": b.reason, "plan": as_dict(b.candidate)} for b in res.binding],
+        "alternatives": [{"change": a.change, "reason": a.reason, "plan": as_dict(a.candidate)}
+                         for a in res.alternatives],
+    }
+
+
+def render(res: SearchResult, fmt: str) -> str:
+    if fmt == "json":
+        return dumps_json(result_json(res))
+    if fmt == "csv":
+        rows = [{"section": "ranked", "rank": k + 1, **as_dict(c)} for k, c in enumerate(res.ranked)]
+        rows += [{"section": "pareto", "rank": k + 1, **as_dict(c)} for k, c in enumerate(res.frontier)]
+        return format_rows(rows, "csv")
+    head = (lambda s: f"\n### {s}\n\n") if fmt == "markdown" else (lambda s: f"\n{s}\n")
+    out = [head("chosen plan").lstrip("\n"), format_rows(chosen_rows(res), fmt)]
+    out += [head("ranked alternatives"), format_rows([{"rank": k + 1, **row(c)} for k, c in enumerate(res.ranked)], fmt)]
+    shown = thin_frontier(res.frontier)
+    out += [head(f"Pareto frontier (cost vs time): {len(res.frontier)} plans, {len(shown)} shown ≥1% apart in cost"),
+            format_rows([row(c) for c in shown], fmt)]
+    if res.binding:
+        out += [head("binding constraints"),
+                format_rows([{"constraint": b.constraint, "why": b.reason} for b in res.binding], fmt)]
+    else:
+        out += [head("binding constraints"), "none: the choice is the unconstrained optimum of the searched grid\n"]
+    if res.alternatives:
+        out += [head("why close alternatives lost"),
+                format_rows([{"change": a.change, "plan": f"{a.candidate.gpus} GPUs, {a.candidate.settings()}",
+                              "why": a.reason} for a in res.alternatives], fmt)]
+    return "".join(out)
+
+
+def write_plot(res: SearchResult, path: str, title: str) -> None:
+    from planner.plots import plot_search
+
+    plot_search(res, path, title=title)
+
+
+@click.command("plan", cls=MultiValueCommand)
+@search_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table",
+              show_default=True)
+@click.pass_context
+def command(ctx: click.Context, fmt: str, plot_path: str | None, **kw: Any) -> None:
+    """Search node count, ZeRO stage, offload, hpZ, checkpointing and micro-batch for the best plan.
+
+    Prints the choice, the ranked alternatives, the cost-vs-time Pareto frontier, the constraints that
+    bind the choice and why the plans next to it lost. Exit code 2 when no plan meets the constraints
+    (the message names the closest plan and by how much it misses).
+    """
+    res = run_search(ctx, kw)
+    click.echo(render(res, fmt), nl=False)
+    if plot_path:
+        write_plot(res, plot_path, f"evaplan plan: {res.model.name}, objective {res.objective}")

@@ -1,0 +1,569 @@
+"""The plan search: enumerate → evaluate (vectorised) → check constraints → rank, Pareto, explain.
+
+`search()` evaluates every candidate of `planner.grid` on every option (hardware, or offering at a
+pricing) with planner.vectorized (numpy, the same term functions as `estimate()`), applies the
+constraints as boolean masks, and returns the chosen plan, the ranked alternatives, the cost-vs-time
+Pareto frontier, which constraints bind the choice and why the plans next to it lost.
+
+Order is deterministic: candidates are ranked by the objective, then the other two objectives, then
+fewer GPUs, then option order and grid order.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from planner.errors import InfeasibleError
+from planner.grid import OFFLOAD_DEVICES, Grid, SearchSpace, build_grid
+from planner.spec import ModelSpec, ParallelPlan, TrainingSpec
+from planner.vectorized import GIB, Option, evaluate_grid
+
+Objective = Literal["cost", "time", "energy"]
+OBJECTIVES: tuple[str, ...] = ("cost", "time", "energy")
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """What a plan must satisfy. Fractions of headroom keep that share of HBM / host RAM free."""
+
+    batch_tolerance: float = 0.0
+    deadline_s: float | None = None
+    budget_usd: float | None = None
+    max_gpus: int | None = None
+    hbm_headroom: float = 0.0
+    host_headroom: float = 0.0
+    min_dp_group: int | None = None  # None: from the hardware profile (collective.small_group_gbps)
+
+
+def min_dp_group(option: Option, constraints: Constraints) -> int:
+    """The smallest data-parallel group worth running: where the profile measures a much lower bus
+    bandwidth for groups smaller than a node (collective.small_group_gbps, e.g. MI300X: 48 GB/s on
+    2 GPUs vs 305 GB/s on 8), a whole node; else 1."""
+    if constraints.min_dp_group is not None:
+        return constraints.min_dp_group
+    hw = option.hardware
+    return hw.gpus_per_node if hw.collective.small_group_gbps is not None else 1
+
+
+# Columns of the combined candidate table (all options): settings, then figures.
+SETTING_COLUMNS = ("option", "nodes", "gpus_per_node", "zero_stage", "offload_optimizer", "offload_param",
+                   "hpz_partition_size", "grad_ckpt", "micro_batch", "grad_accum", "global_batch")
+FIGURE_COLUMNS = ("gpu_total_bytes", "hbm_limit_bytes", "host_per_node_bytes", "host_limit_bytes",
+                  "nvme_per_node_bytes", "nvme_limit_bytes", "step_s", "wall_s", "gpu_hours", "total_usd",
+                  "energy_kwh", "co2_kg", "min_group")
+CONSTRAINT_NAMES = ("hbm", "host_ram", "nvme", "min_dp_group", "max_gpus", "deadline", "budget")
+
+
+@dataclass
+class Table:
+    """Every candidate of every option: one numpy column per name."""
+
+    cols: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return int(self.cols["nodes"].shape[0])
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.cols[key]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One evaluated plan, as plain Python values."""
+
+    index: int
+    option: Option
+    plan: ParallelPlan
+    wall_s: float
+    gpu_hours: float
+    total_usd: float | None
+    energy_kwh: float
+    co2_kg: float | None
+    gpu_total_bytes: float
+    hbm_bytes: float
+    host_per_node_bytes: float
+    host_ram_bytes: float
+    step_s: float
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def gpus(self) -> int:
+        return self.plan.world_size
+
+    def settings(self) -> str:
+        p = self.plan
+        off = f"offload opt {p.offload_optimizer}/param {p.offload_param}" \
+            if (p.offload_optimizer, p.offload_param) != ("none", "none") else "no offload"
+        hpz = f", hpZ {p.hpz_partition_size}" if p.hpz_partition_size > 1 else ""
+        return (f"ZeRO-{p.zero_stage}, {off}{hpz}, ckpt {'on' if p.grad_ckpt else 'off'}, "
+                f"micro-batch {p.micro_batch} × gas {p.grad_accum}")
+
+    def objective(self, objective: str) -> float:
+        if objective == "time":
+            return self.wall_s
+        if objective == "energy":
+            return self.energy_kwh
+        return self.total_usd if self.total_usd is not None else self.gpu_hours
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """A plan next to the chosen one (one setting changed) and why it lost."""
+
+    change: str
+    candidate: Candidate
+    reason: str
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A constraint that changes the choice: the best plan without it, and what it breaks."""
+
+    constraint: str
+    candidate: Candidate
+    reason: str
+
+
+@dataclass
+class SearchResult:
+    model: ModelSpec
+    training: TrainingSpec
+    objective: str
+    options: list[Option]
+    constraints: Constraints
+    table: Table
+    feasible: np.ndarray
+    chosen: Candidate
+    ranked: list[Candidate]
+    frontier: list[Candidate]
+    frontier_by_option: dict[str, list[Candidate]]
+    binding: list[Binding]
+    alternatives: list[Alternative]
+    candidates_evaluated: int
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+def evaluate_options(model: ModelSpec, options: list[Option], training: TrainingSpec, space: SearchSpace,
+                     constraints: Constraints, *, threads: int | None = None) -> Table:
+    """Build each option's grid and evaluate it; numpy releases the GIL, so options run in threads."""
+
+    def one(i: int) -> dict[str, np.ndarray]:
+        opt = options[i]
+        hw = opt.hardware
+        grid = build_grid(space, hw.gpus_per_node, training.global_batch, constraints.batch_tolerance)
+        r = evaluate_grid(model, opt, training, grid)
+        n = len(grid)
+        cols = _grid_columns(grid, i)
+        cols.update({k: r[k] for k in ("gpu_total_bytes", "host_per_node_bytes", "nvme_per_node_bytes", "step_s",
+                                       "wall_s", "gpu_hours", "total_usd", "energy_kwh", "co2_kg")})
+        cols["hbm_limit_bytes"] = np.full(n, hw.hbm_bytes * (1.0 - constraints.hbm_headroom))
+        cols["host_limit_bytes"] = np.full(n, opt.host_ram_bytes * (1.0 - constraints.host_headroom))
+        cols["nvme_limit_bytes"] = np.full(n, opt.nvme_bytes)
+        cols["min_group"] = np.full(n, min_dp_group(opt, constraints), dtype=np.int64)
+        if not opt.priced:
+            cols["total_usd"] = np.full(n, np.nan)
+        return cols
+
+    workers = threads if threads is not None else min(len(options), os.cpu_count() or 1)
+    if workers > 1 and len(options) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(one, range(len(options))))
+    else:
+        parts = [one(i) for i in range(len(options))]
+    return Table({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+
+
+def _grid_columns(grid: Grid, option_index: int) -> dict[str, np.ndarray]:
+    n = len(grid)
+    return {
+        "option": np.full(n, option_index, dtype=np.int64), "nodes": grid.nodes,
+        "gpus_per_node": np.full(n, grid.gpus_per_node, dtype=np.int64), "zero_stage": grid.zero_stage,
+        "offload_optimizer": grid.offload_optimizer, "offload_param": grid.offload_param,
+        "hpz_partition_size": grid.hpz_partition_size, "grad_ckpt": grid.grad_ckpt,
+        "micro_batch": grid.micro_batch, "grad_accum": grid.grad_accum, "global_batch": grid.global_batch,
+    }
+
+
+def constraint_masks(t: Table, constraints: Constraints) -> dict[str, np.ndarray]:
+    """One boolean column per constraint: True where the candidate satisfies it."""
+    world = t["nodes"] * t["gpus_per_node"]
+    hpz = t["hpz_partition_size"]
+    true = np.ones(len(t), dtype=bool)
+    return {
+        "hbm": t["gpu_total_bytes"] <= t["hbm_limit_bytes"],
+        "host_ram": t["host_per_node_bytes"] <= t["host_limit_bytes"],
+        "nvme": t["nvme_per_node_bytes"] <= t["nvme_limit_bytes"],
+        "min_dp_group": (world >= t["min_group"]) & ((hpz == 1) | (hpz >= t["min_group"])),
+        "max_gpus": world <= constraints.max_gpus if constraints.max_gpus is not None else true,
+        "deadline": t["wall_s"] <= constraints.deadline_s if constraints.deadline_s is not None else true,
+        # NaN (unpriced) compares False: a budget needs prices (the CLI insists on an offering).
+        "budget": t["total_usd"] <= constraints.budget_usd if constraints.budget_usd is not None else true,
+    }
+
+
+def objective_column(t: Table, objective: str) -> np.ndarray:
+    if objective == "time":
+        return t["wall_s"]
+    if objective == "energy":
+        return t["energy_kwh"]
+    usd = t["total_usd"]
+    return np.where(np.isnan(usd), t["gpu_hours"], usd)
+
+
+def rank_order(t: Table, objective: str, idx: np.ndarray) -> np.ndarray:
+    """idx sorted: objective, the other objectives, fewer GPUs, option, grid order (stable)."""
+    others = [o for o in OBJECTIVES if o != objective]
+    world = t["nodes"] * t["gpus_per_node"]
+    keys = [idx, t["option"][idx], world[idx], objective_column(t, others[1])[idx],
+            objective_column(t, others[0])[idx], objective_column(t, objective)[idx]]
+    return idx[np.lexsort(keys)]
+
+
+def top_order(t: Table, objective: str, idx: np.ndarray, k: int) -> np.ndarray:
+    """The first k (at least) of rank_order(idx) without sorting everything: every candidate whose
+    objective is no worse than the k-th smallest (ties included), ranked."""
+    if len(idx) <= k:
+        return rank_order(t, objective, idx)
+    obj = objective_column(t, objective)[idx]
+    kth = np.partition(obj, k - 1)[k - 1]
+    return rank_order(t, objective, idx[obj <= kth])
+
+
+def pareto_frontier(t: Table, idx: np.ndarray) -> np.ndarray:
+    """Candidates of idx that no other candidate beats on both wall time and cost (GPU-hours when
+    unpriced), sorted by wall time."""
+    if not len(idx):
+        return idx
+    cost = objective_column(t, "cost")[idx]
+    wall = t["wall_s"][idx]
+    order = np.lexsort((cost, wall))  # stable: ties keep idx (ascending) order
+    c = cost[order]
+    prev_min = np.concatenate([[np.inf], np.minimum.accumulate(c)[:-1]])
+    return idx[order[c < prev_min]]
+
+
+# ------------------------------------------------------------------------------------------ candidates
+def candidate(t: Table, i: int, options: list[Option], masks: dict[str, np.ndarray] | None = None,
+              constraints: Constraints | None = None) -> Candidate:
+    opt = options[int(t["option"][i])]
+    plan = ParallelPlan(
+        nodes=int(t["nodes"][i]), gpus_per_node=int(t["gpus_per_node"][i]), zero_stage=int(t["zero_stage"][i]),
+        offload_optimizer=OFFLOAD_DEVICES[int(t["offload_optimizer"][i])],  # type: ignore[arg-type]
+        offload_param=OFFLOAD_DEVICES[int(t["offload_param"][i])],  # type: ignore[arg-type]
+        micro_batch=int(t["micro_batch"][i]), grad_accum=int(t["grad_accum"][i]), grad_ckpt=bool(t["grad_ckpt"][i]),
+        hpz_partition_size=int(t["hpz_partition_size"][i]),
+    )
+    usd = float(t["total_usd"][i])
+    co2 = float(t["co2_kg"][i])
+    c = Candidate(
+        index=int(i), option=opt, plan=plan, wall_s=float(t["wall_s"][i]), gpu_hours=float(t["gpu_hours"][i]),
+        total_usd=None if np.isnan(usd) else usd, energy_kwh=float(t["energy_kwh"][i]),
+        co2_kg=None if np.isnan(co2) else co2, gpu_total_bytes=float(t["gpu_total_bytes"][i]),
+        hbm_bytes=opt.hardware.hbm_bytes, host_per_node_bytes=float(t["host_per_node_bytes"][i]),
+        host_ram_bytes=opt.host_ram_bytes, step_s=float(t["step_s"][i]),
+    )
+    if masks is not None and constraints is not None:
+        c.violations.extend(violations(t, i, options, masks, constraints))
+    return c
+
+
+def fmt_duration(s: float) -> str:
+    if s >= DAY_S:
+        return f"{s / DAY_S:,.1f} d"
+    if s >= 3600:
+        return f"{s / 3600:,.1f} h"
+    return f"{s / 60:,.0f} min"
+
+
+def fmt_usd(x: float) -> str:
+    if abs(x) >= 1e6:
+        return f"${x / 1e6:,.2f}M"
+    if abs(x) >= 1e5:
+        return f"${x / 1e3:,.0f}k"
+    if abs(x) >= 1e3:
+        return f"${x / 1e3:,.1f}k"
+    return f"${x:,.0f}"
+
+
+def violations(t: Table, i: int, options: list[Option], masks: dict[str, np.ndarray],
+               constraints: Constraints) -> list[str]:
+    """Each violated constraint as a phrase with its numbers, in CONSTRAINT_NAMES order."""
+    out = []
+    opt = options[int(t["option"][i])]
+    stage = int(t["zero_stage"][i])
+    world = int(t["nodes"][i] * t["gpus_per_node"][i])
+    for name in CONSTRAINT_NAMES:
+        if masks[name][i]:
+            continue
+        if name == "hbm":
+            head = f" ({constraints.hbm_headroom:.0%} kept free)" if constraints.hbm_headroom else ""
+            out.append(f"ZeRO-{stage} needs {t['gpu_total_bytes'][i] / GIB:,.1f} GiB/GPU > "
+                       f"{t['hbm_limit_bytes'][i] / GIB:,.1f} GiB HBM{head}")
+        elif name == "host_ram":
+            out.append(f"needs {t['host_per_node_bytes'][i] / GIB:,.0f} GiB host RAM per node > "
+                       f"{t['host_limit_bytes'][i] / GIB:,.0f} GiB")
+        elif name == "nvme":
+            out.append(f"needs {t['nvme_per_node_bytes'][i] / 1e12:,.1f} TB NVMe per node > "
+                       f"{t['nvme_limit_bytes'][i] / 1e12:,.1f} TB")
+        elif name == "min_dp_group":
+            g = int(t["min_group"][i])
+            sg = opt.hardware.collective.small_group_gbps
+            why = f"; {opt.hardware.name} groups under a node run at {sg.value:g} GB/s" if sg is not None else ""
+            hpz = int(t["hpz_partition_size"][i])
+            group = hpz if hpz > 1 and hpz < g else world
+            out.append(f"a {group}-GPU group is below the minimum data-parallel group of {g}{why}")
+        elif name == "max_gpus":
+            out.append(f"{world} GPUs > --max-gpus {constraints.max_gpus}")
+        elif name == "deadline":
+            out.append(f"takes {fmt_duration(float(t['wall_s'][i]))} > deadline "
+                       f"{fmt_duration(constraints.deadline_s or 0.0)}")
+        elif name == "budget":
+            usd = float(t["total_usd"][i])
+            out.append("no price (unpriced option)" if np.isnan(usd)
+                       else f"costs {fmt_usd(usd)} > budget {fmt_usd(constraints.budget_usd or 0.0)}")
+    return out
+
+
+def _pct(a: float, b: float) -> str:
+    """a relative to b, as '+12.3%'."""
+    if not b:
+        return "n/a"
+    d = (a / b - 1) * 100
+    return f"{d:+.2f}%" if abs(d) < 1 else f"{d:+.1f}%"
+
+
+def compare_line(c: Candidate, chosen: Candidate, objective: str) -> str:
+    names = {"cost": "cost" if chosen.total_usd is not None else "GPU-hours", "time": "wall time", "energy": "energy"}
+    v, w = c.objective(objective), chosen.objective(objective)
+    show = {"cost": (lambda x: fmt_usd(x)) if chosen.total_usd is not None else (lambda x: f"{x:,.0f} GPU-h"),
+            "time": fmt_duration, "energy": lambda x: f"{x / 1000:,.1f} MWh"}[objective]
+    return f"{names[objective]} {show(v)} vs {show(w)} ({_pct(v, w)})"
+
+
+# ------------------------------------------------------------------------------------------ search
+def search(model: ModelSpec, options: list[Option], training: TrainingSpec, *, objective: str = "cost",
+           space: SearchSpace | None = None, constraints: Constraints | None = None, top: int = 10,
+           threads: int | None = None) -> SearchResult:
+    """The best plan for the objective under the constraints, over every option."""
+    if objective not in OBJECTIVES:
+        raise InfeasibleError(f"unknown objective '{objective}'", hint="use cost, time or energy")
+    if not options:
+        raise InfeasibleError("nothing to plan on", hint="name --hardware or --offering")
+    space = space or SearchSpace()
+    constraints = constraints or Constraints()
+    if constraints.budget_usd is not None and not all(o.priced for o in options):
+        unpriced = ", ".join(o.name for o in options if not o.priced)
+        raise InfeasibleError(f"--budget needs prices, but {unpriced} has none",
+                              hint="name priced --offering profiles instead of --hardware")
+    t = evaluate_options(model, options, training, space, constraints, threads=threads)
+    masks = constraint_masks(t, constraints)
+    feasible = np.ones(len(t), dtype=bool)
+    for m in masks.values():
+        feasible &= m
+    idx = np.nonzero(feasible)[0]
+    if not len(idx):
+        message, hint = _why_nothing(t, masks, options, constraints, objective)
+        raise InfeasibleError(message, hint=hint)
+    ranked_idx = top_order(t, objective, idx, max(50 * top, 1000))
+    distinct = _distinct(t, ranked_idx, top)
+    if len(distinct) < top and len(ranked_idx) < len(idx):
+        distinct = _distinct(t, rank_order(t, objective, idx), top)
+    chosen = candidate(t, int(ranked_idx[0]), options)
+    ranked = [candidate(t, int(i), options) for i in distinct]
+    front = [candidate(t, int(i), options) for i in pareto_frontier(t, idx)]
+    by_option: dict[str, list[Candidate]] = {}
+    for k, opt in enumerate(options):
+        sub = idx[t["option"][idx] == k]
+        by_option[opt.label] = [candidate(t, int(i), options) for i in pareto_frontier(t, sub)]
+    binding = _binding(t, masks, options, constraints, objective, chosen)
+    alts = _alternatives(t, masks, options, constraints, objective, chosen, feasible)
+    return SearchResult(model=model, training=training, objective=objective, options=options,
+                        constraints=constraints, table=t, feasible=feasible, chosen=chosen, ranked=ranked,
+                        frontier=front, frontier_by_option=by_option, binding=binding, alternatives=alts,
+                        candidates_evaluated=len(t))
+
+
+def thin_frontier(front: list[Candidate], min_step: float = 0.01) -> list[Candidate]:
+    """The frontier for display: walking from fastest to cheapest, keep a point when its cost is at
+    least `min_step` below the last kept one (the cheapest is always kept)."""
+    out: list[Candidate] = []
+    for c in front:
+        if not out or c.objective("cost") <= out[-1].objective("cost") * (1 - min_step):
+            out.append(c)
+    if front and out[-1] is not front[-1]:
+        out.append(front[-1])
+    return out
+
+
+def _distinct(t: Table, ranked_idx: np.ndarray, top: int) -> list[int]:
+    """The first `top` ranked candidates, one per (option, nodes, ZeRO/offload/hpZ/ckpt) setting: the
+    best micro-batch of each, so the table shows different plans rather than batch-shape variants."""
+    seen: set[tuple[int, ...]] = set()
+    out: list[int] = []
+    for i in ranked_idx:
+        key = tuple(int(t[c][i]) for c in ("option", "nodes", "zero_stage", "offload_optimizer", "offload_param",
+                                           "hpz_partition_size", "grad_ckpt"))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(int(i))
+        if len(out) >= top:
+            break
+    return out
+
+
+def _best(t: Table, objective: str, mask: np.ndarray) -> int | None:
+    idx = np.nonzero(mask)[0]
+    return int(top_order(t, objective, idx, 1)[0]) if len(idx) else None
+
+
+def _why_nothing(t: Table, masks: dict[str, np.ndarray], options: list[Option], constraints: Constraints,
+                 objective: str) -> tuple[str, str]:
+    """Nothing is feasible: name the constraint(s) that cannot be met, the cheapest / fastest plan that
+    exists without them, and by how much it misses."""
+    hard = np.ones(len(t), dtype=bool)
+    for name in ("hbm", "host_ram", "nvme", "min_dp_group", "max_gpus"):
+        hard &= masks[name]
+    if not hard.any():
+        i = int(np.argmin(np.where(masks["min_dp_group"] & masks["max_gpus"], t["gpu_total_bytes"], np.inf)))
+        c = candidate(t, i, options, masks, constraints)
+        return (f"no plan fits: the most memory-frugal ({c.option.label}, {c.gpus} GPUs, {c.settings()}) "
+                f"{'; '.join(c.violations) or 'violates the limits'}",
+                "allow more nodes (--max-nodes/--max-gpus), offload, or a GPU with more memory")
+    parts = []
+    if constraints.deadline_s is not None:
+        best_t = _best(t, "time", hard & masks["budget"]) if constraints.budget_usd is not None else None
+        i = best_t if best_t is not None else _best(t, "time", hard)
+        c = candidate(t, int(i), options)  # type: ignore[arg-type]
+        if c.wall_s > constraints.deadline_s:
+            within = " within the budget" if best_t is not None else ""
+            parts.append(f"deadline {fmt_duration(constraints.deadline_s)} is impossible: the fastest plan{within} "
+                         f"takes {fmt_duration(c.wall_s)} ({fmt_duration(c.wall_s - constraints.deadline_s)} over; "
+                         f"{c.option.label}, {c.gpus} GPUs, {c.settings()})")
+    if constraints.budget_usd is not None:
+        best_c = _best(t, "cost", hard & masks["deadline"]) if constraints.deadline_s is not None else None
+        i = best_c if best_c is not None else _best(t, "cost", hard)
+        c = candidate(t, int(i), options)  # type: ignore[arg-type]
+        if c.total_usd is not None and c.total_usd > constraints.budget_usd:
+            within = " within the deadline" if best_c is not None else ""
+            parts.append(f"budget {fmt_usd(constraints.budget_usd)} is too small: the cheapest plan{within} costs "
+                         f"{fmt_usd(c.total_usd)} ({fmt_usd(c.total_usd - constraints.budget_usd)}, "
+                         f"{_pct(c.total_usd, constraints.budget_usd)} over; {c.option.label}, {c.gpus} GPUs, "
+                         f"{fmt_duration(c.wall_s)})")
+    if not parts:
+        parts.append("no plan meets the deadline and the budget together")
+    return "; ".join(parts), "relax --deadline or --budget, or add options (--offering, --max-gpus)"
+
+
+def _binding(t: Table, masks: dict[str, np.ndarray], options: list[Option], constraints: Constraints,
+             objective: str, chosen: Candidate) -> list[Binding]:
+    """A constraint binds when dropping it alone would give a better plan for the objective."""
+    out = []
+    obj = objective_column(t, objective)
+    for name in CONSTRAINT_NAMES:
+        others = np.ones(len(t), dtype=bool)
+        for other, m in masks.items():
+            if other != name:
+                others &= m
+        i = _best(t, objective, others & ~masks[name])
+        if i is None or not obj[i] < chosen.objective(objective):
+            continue
+        c = candidate(t, i, options, masks, constraints)
+        out.append(Binding(name, c, f"without it: {c.option.label}, {c.gpus} GPUs, {c.settings()} — "
+                                    f"{compare_line(c, chosen, objective)}; but {'; '.join(c.violations)}"))
+    return out
+
+
+def _alternatives(t: Table, masks: dict[str, np.ndarray], options: list[Option], constraints: Constraints,
+                  objective: str, chosen: Candidate, feasible: np.ndarray) -> list[Alternative]:
+    """The chosen plan with one setting changed (the best micro-batch for it), and why each lost."""
+    i0 = chosen.index
+    sub = np.nonzero(t["option"] == t["option"][i0])[0]
+    if len(options) > 1:
+        sub = np.arange(len(t))
+    base = {c: t[c][i0] for c in ("option", "nodes", "zero_stage", "offload_optimizer", "offload_param",
+                                  "hpz_partition_size", "grad_ckpt", "micro_batch")}
+
+    def same(cols: tuple[str, ...], idx: np.ndarray) -> np.ndarray:
+        m = np.ones(len(idx), dtype=bool)
+        for c in cols:
+            m &= t[c][idx] == base[c]
+        return m
+
+    out: list[Alternative] = []
+    settings = ("zero_stage", "offload_optimizer", "offload_param", "hpz_partition_size", "grad_ckpt")
+    opt_sub = sub[t["option"][sub] == base["option"]]
+
+    def add(change: str, pool: np.ndarray) -> None:
+        if not len(pool):
+            return
+        fe = pool[feasible[pool]]
+        pick = fe if len(fe) else pool
+        j = int(top_order(t, objective, pick, 1)[0]) if len(fe) else \
+            int(pick[np.lexsort((pick, t["gpu_total_bytes"][pick]))][0])
+        c = candidate(t, j, options, masks, constraints)
+        reason = "; ".join(c.violations) if c.violations else compare_line(c, chosen, objective)
+        out.append(Alternative(change, c, reason))
+
+    # Same nodes, micro-batch and settings except one.
+    for col in settings:
+        # A ZeRO stage change drops what the other stage cannot have (offload, hpZ): its best such plan.
+        kept = ("grad_ckpt",) if col == "zero_stage" else tuple(s for s in settings if s != col)
+        keep = (*kept, "nodes", "micro_batch")
+        pool = opt_sub[same(keep, opt_sub)]
+        for v in np.unique(t[col][pool]):
+            if v == base[col]:
+                continue
+            add(_change_label(col, int(v)), pool[t[col][pool] == v])
+    # Neighbouring node counts with the same settings (their best micro-batch).
+    keep_all = same(settings, opt_sub)
+    pool = opt_sub[keep_all]
+    node_values = np.unique(t["nodes"][pool])
+    k = int(np.searchsorted(node_values, base["nodes"]))
+    for nv in {int(node_values[j]) for j in (k - 1, k + 1) if 0 <= j < len(node_values)} - {int(base["nodes"])}:
+        add(f"{nv} nodes", pool[t["nodes"][pool] == nv])
+    # Neighbouring micro-batches at the same node count and settings.
+    pool_n = pool[t["nodes"][pool] == base["nodes"]]
+    mbs = np.unique(t["micro_batch"][pool_n])
+    k = int(np.searchsorted(mbs, base["micro_batch"]))
+    for j in (k - 1, k + 1):
+        if 0 <= j < len(mbs) and mbs[j] != base["micro_batch"]:
+            add(f"micro-batch {int(mbs[j])}", pool_n[t["micro_batch"][pool_n] == mbs[j]])
+    # Other options: their best plan.
+    for k_opt, opt in enumerate(options):
+        if k_opt != base["option"]:
+            add(f"on {opt.label}", sub[t["option"][sub] == k_opt])
+    return out
+
+
+def _change_label(col: str, v: int) -> str:
+    if col == "zero_stage":
+        return f"ZeRO-{v}"
+    if col == "offload_optimizer":
+        return f"offload optimizer {OFFLOAD_DEVICES[v]}"
+    if col == "offload_param":
+        return f"offload param {OFFLOAD_DEVICES[v]}"
+    if col == "hpz_partition_size":
+        return "no hpZ" if v == 1 else f"hpZ {v}"
+    return f"ckpt {'on' if v else 'off'}"
+
+
+def as_dict(c: Candidate) -> dict[str, Any]:
+    """A candidate as a flat JSON/CSV row."""
+    p = c.plan
+    return {
+        "option": c.option.name, "pricing": c.option.pricing or "", "hardware": c.option.hardware.name,
+        "nodes": p.nodes, "gpus": p.world_size, "zero_stage": p.zero_stage, "offload_optimizer": p.offload_optimizer,
+        "offload_param": p.offload_param, "hpz_partition_size": p.hpz_partition_size, "grad_ckpt": p.grad_ckpt,
+        "micro_batch": p.micro_batch, "grad_accum": p.grad_accum, "global_batch": p.global_batch,
+        "wall_days": round(c.wall_s / DAY_S, 4), "gpu_hours": round(c.gpu_hours, 1),
+        "usd": None if c.total_usd is None else round(c.total_usd, 2),
+        "energy_mwh": round(c.energy_kwh / 1000, 3), "co2_t": None if c.co2_kg is None else round(c.co2_kg / 1000, 3),
+        "gib_per_gpu": round(c.gpu_total_bytes / GIB, 2), "hbm_headroom_gib": round((c.hbm_bytes - c.gpu_total_bytes) / GIB, 2),
+    }
