@@ -22,6 +22,7 @@ from planner.errors import EvaplanError
 # never pays for the kubernetes client or torch.
 COMMANDS: list[tuple[str, str]] = [
     ("profiles", "profiles"),
+    ("train", "train"),
     ("estimate", "estimate"),
     ("render", "render"),
     ("launch", "launch"),
@@ -30,6 +31,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("stop", "stop"),
     ("list", "list_jobs"),
     ("watch", "watch"),
+    ("plan", "plan"),
+    ("compare", "compare"),
 ]
 
 

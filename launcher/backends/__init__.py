@@ -1,0 +1,1 @@
+"""Where jobs run: kubernetes (a cluster) and local (torchrun on this machine)."""

@@ -1,0 +1,645 @@
+"""The Kubernetes backend: preflight, server-side dry run, create in order; status, logs, stop.
+
+Works with every manifest flavour the renderer makes (LAUNCH.md): an Indexed Job + headless
+Service, a Kubeflow PyTorchJob, or a JobSet. Everything it needs is read from the rendered
+objects themselves (pod templates, GPU requests, node selectors), so the preflight checks exactly
+what will be submitted. The `kubernetes` client is imported only here (DESIGN.md: heavy
+dependencies load at the edge).
+"""
+
+from __future__ import annotations
+
+import heapq
+import queue
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from launcher.backends.base import (
+    FAILED,
+    METRICS_WINDOW,
+    PENDING,
+    RUNNING,
+    STOPPED,
+    SUCCEEDED,
+    UNKNOWN,
+    Backend,
+    Bundle,
+    JobState,
+    LogLine,
+    RankState,
+    parse_metrics_line,
+    parse_progress_line,
+)
+from launcher.backends.kube_api import Backoff, KubeApi, ResourceRef
+
+# JOB_LABEL: the label the renderer puts on every object and pod of a job (value: the job name).
+from launcher.render import JOB_LABEL, KUEUE_QUEUE_LABEL
+from planner.errors import EvaplanError, InfeasibleError
+
+# Labels the controllers put on the pods they make (LAUNCH.md, "Three manifest flavours").
+CONTROLLER_LABELS = (
+    "batch.kubernetes.io/job-name",
+    "job-name",
+    "training.kubeflow.org/job-name",
+    "jobset.sigs.k8s.io/jobset-name",
+)
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+WORKLOAD_KINDS = ("PyTorchJob", "JobSet", "Job")
+# Waiting/terminated reasons worth naming (kubelet: pkg/kubelet/images, kuberuntime).
+WAITING_PROBLEMS = frozenset(
+    {
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "InvalidImageName",
+        "RunContainerError",
+    }
+)
+POD_DELETE_WAIT_S = 120.0
+LOG_METRICS_TAIL_LINES = 200
+FOLLOW_START_POLL_S = 2.0  # how often `logs -f` re-checks a pod whose container has not started
+
+
+# --------------------------------------------------------------------------- manifest reading
+def pod_templates(obj: dict[str, Any]) -> list[tuple[dict[str, Any], int]]:
+    """(pod template, pods made from it) for each workload kind."""
+    spec = obj.get("spec", {})
+    kind = obj.get("kind")
+    if kind == "Job":
+        return [(spec.get("template", {}), int(spec.get("parallelism", 1)))]
+    if kind == "PyTorchJob":
+        return [
+            (rs.get("template", {}), int(rs.get("replicas", 1)))
+            for rs in spec.get("pytorchReplicaSpecs", {}).values()
+        ]
+    if kind == "JobSet":
+        out = []
+        for rj in spec.get("replicatedJobs", []):
+            job_spec = rj.get("template", {}).get("spec", {})
+            out.append(
+                (
+                    job_spec.get("template", {}),
+                    int(rj.get("replicas", 1)) * int(job_spec.get("parallelism", 1)),
+                )
+            )
+        return out
+    return []
+
+
+def gpu_request(template: dict[str, Any]) -> tuple[str | None, int]:
+    """The GPU resource (nvidia.com/gpu, amd.com/gpu) and how many one pod asks for."""
+    for c in template.get("spec", {}).get("containers", []):
+        res = c.get("resources", {})
+        for section in ("limits", "requests"):
+            for key, val in (res.get(section) or {}).items():
+                if key.endswith("/gpu"):
+                    return key, int(val)
+    return None, 0
+
+
+def node_selector(template: dict[str, Any]) -> dict[str, set[str]]:
+    """Required node labels: nodeSelector, plus required nodeAffinity `In` terms (first term)."""
+    spec = template.get("spec", {})
+    out: dict[str, set[str]] = {k: {str(v)} for k, v in (spec.get("nodeSelector") or {}).items()}
+    terms = (
+        spec.get("affinity", {})
+        .get("nodeAffinity", {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
+        .get("nodeSelectorTerms", [])
+    )
+    for expr in terms[0].get("matchExpressions", []) if terms else []:
+        if expr.get("operator") == "In":
+            out[expr["key"]] = set(expr.get("values", []))
+    return out
+
+
+def workload_of(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    for kind in WORKLOAD_KINDS:
+        for o in objs:
+            if o.get("kind") == kind:
+                return o
+    raise EvaplanError(
+        "the bundle's manifests hold no Job, PyTorchJob or JobSet", hint="re-render the bundle"
+    )
+
+
+def _quantity(v: Any) -> int:
+    try:
+        return int(str(v))
+    except ValueError:
+        return 0
+
+
+# --------------------------------------------------------------------------- pod status
+def pod_rank(pod: dict[str, Any], per_job: int = 1) -> int | None:
+    """The node rank of a pod from the labels its controller sets."""
+    labels = pod.get("metadata", {}).get("labels", {})
+    ann = pod.get("metadata", {}).get("annotations", {})
+    rtype = labels.get("training.kubeflow.org/replica-type")
+    if rtype is not None:
+        idx = int(labels.get("training.kubeflow.org/replica-index", 0))
+        return idx if rtype.lower() == "master" else idx + 1  # PET_NODE_RANK: master 0, workers 1..
+    index = labels.get(COMPLETION_INDEX, ann.get(COMPLETION_INDEX))
+    if index is None:
+        return None
+    gidx = labels.get("jobset.sigs.k8s.io/job-global-index", labels.get("jobset.sigs.k8s.io/job-index"))
+    return int(gidx) * per_job + int(index) if gidx is not None else int(index)
+
+
+def pod_problem(pod: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(reason, message) when a pod is not running as it should, else (None, None)."""
+    status = pod.get("status", {})
+    if status.get("reason") == "Evicted":
+        return "Evicted", status.get("message")
+    for cond in status.get("conditions", []):
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return cond.get("reason") or "Unschedulable", cond.get("message")
+    for cs in status.get("initContainerStatuses", []) + status.get("containerStatuses", []):
+        state, last = cs.get("state", {}), cs.get("lastState", {})
+        waiting = state.get("waiting") or {}
+        term = state.get("terminated") or {}
+        last_term = last.get("terminated") or {}
+        if waiting.get("reason") in WAITING_PROBLEMS:
+            msg = waiting.get("message")
+            if last_term.get("reason"):
+                msg = f"last exit: {last_term['reason']} (exit code {last_term.get('exitCode')})" + (
+                    f"; {msg}" if msg else ""
+                )
+            return waiting["reason"], msg
+        if term.get("reason") == "OOMKilled" or (
+            last_term.get("reason") == "OOMKilled" and not state.get("running")
+        ):
+            return (
+                "OOMKilled",
+                f"container {cs.get('name')} exceeded its memory limit (exit code {(term or last_term).get('exitCode')})",
+            )
+        if term and term.get("exitCode", 0) != 0:
+            return term.get(
+                "reason"
+            ) or "Error", f"exit code {term.get('exitCode')}: {term.get('message') or ''}".strip()
+    return None, None
+
+
+def _restarts(pod: dict[str, Any]) -> int:
+    return sum(int(cs.get("restartCount", 0)) for cs in pod.get("status", {}).get("containerStatuses", []))
+
+
+def _time(s: str | None) -> datetime | None:
+    if not s:
+        return None
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def workload_phase(obj: dict[str, Any] | None, pods: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """Job phase from the workload's status conditions, else from its pods."""
+    if obj is None:
+        return UNKNOWN, "the job's objects are gone from the cluster"
+    conds = {
+        c.get("type"): c for c in obj.get("status", {}).get("conditions", []) if c.get("status") == "True"
+    }
+    for t, phase in (
+        ("Complete", SUCCEEDED),
+        ("SuccessCriteriaMet", SUCCEEDED),
+        ("Succeeded", SUCCEEDED),
+        ("Completed", SUCCEEDED),
+        ("Failed", FAILED),
+        ("FailureTarget", FAILED),
+    ):
+        if t in conds:
+            c = conds[t]
+            return phase, " ".join(x for x in (c.get("reason"), c.get("message")) if x) or None
+    if "Suspended" in conds:
+        return PENDING, "suspended (waiting for quota or admission, e.g. Kueue)"
+    if "Restarting" in conds:
+        return RUNNING, "restarting: " + (conds["Restarting"].get("message") or "")
+    phases = [p.get("status", {}).get("phase") for p in pods]
+    if phases and all(ph == "Running" for ph in phases):
+        return RUNNING, None
+    if any(ph == "Running" for ph in phases):
+        return RUNNING, f"{phases.count('Running')}/{len(phases)} pods running"
+    return PENDING, None if pods else "no pods yet"
+
+
+# --------------------------------------------------------------------------- logs
+_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)? (.*)$", re.S)
+
+
+def split_timestamp(line: str) -> tuple[str, str]:
+    """`2026-11-27T10:00:00.123456789Z text` → (sortable UTC key, text); kubelet timestamps=true."""
+    m = _TS.match(line)
+    if not m:
+        return "", line
+    frac = (m.group(2) or ".0")[1:].ljust(9, "0")[:9]
+    return f"{m.group(1)}.{frac}", m.group(4)
+
+
+class KubernetesBackend(Backend):
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        namespace: str | None = None,
+        backoff: Backoff | None = None,
+        delete_wait_s: float = POD_DELETE_WAIT_S,
+    ) -> None:
+        self.kubeconfig, self.context = kubeconfig, context
+        self.api = KubeApi(kubeconfig=kubeconfig, context=context, namespace=namespace, backoff=backoff)
+        self.namespace = self.api.namespace
+        self.delete_wait_s = delete_wait_s
+        self.preflight_report: list[dict[str, Any]] = []
+
+    @classmethod
+    def for_record(cls, record: Any, backoff: Backoff | None = None) -> KubernetesBackend:
+        d = record.backend_data
+        return cls(
+            kubeconfig=d.get("kubeconfig"),
+            context=d.get("context"),
+            namespace=record.namespace,
+            backoff=backoff,
+        )
+
+    # ------------------------------------------------------------------ launch
+    def _objects(self, bundle: Bundle) -> list[dict[str, Any]]:
+        objs = []
+        for o in bundle.manifests:
+            o = {**o, "metadata": {**o.get("metadata", {})}}
+            o["metadata"].setdefault("namespace", self.namespace)
+            objs.append(o)
+        return objs
+
+    def launch(
+        self, bundle: Bundle, *, job_name: str, replace: bool, resume: bool, dry_run: bool = False
+    ) -> dict[str, Any]:
+        objs = self._objects(bundle)
+        workload = workload_of(objs)
+        refs = [self.api.ref_of(o) for o in objs]  # CRD discovery: fails fast if an operator is missing
+        existing = [
+            (r, o)
+            for r, o in zip(refs, objs, strict=True)
+            if self.api.get(r, o["metadata"]["name"], self.api.ns_of(o)) is not None
+        ]
+        if existing and not (replace or resume):
+            names = ", ".join(f"{o['kind']}/{o['metadata']['name']}" for _, o in existing)
+            raise EvaplanError(
+                f"job '{job_name}' already exists in namespace {self.namespace} ({names})",
+                hint="pass --replace to delete and recreate it, or `evaplan stop` it first",
+            )
+        self.preflight(objs, job_name=job_name, ignore_own_pods=bool(existing))
+        if dry_run:
+            # Existing objects would be deleted first; the rest must pass admission now.
+            kept = {id(o) for _, o in existing}
+            checked = [o for o in objs if id(o) not in kept]
+            for o in checked:
+                self.api.create(o, dry_run=True)
+            return {
+                "namespace": self.api.ns_of(workload),
+                "dry_run_objects": [f"{o['kind']}/{o['metadata']['name']}" for o in checked],
+            }
+        if existing:
+            self._delete(list(reversed(existing)), wait=True)
+        for o in objs:  # server-side dry run: admission, validation and quota, nothing persisted
+            self.api.create(o, dry_run=True)
+        created: list[tuple[ResourceRef, dict[str, Any]]] = []
+        try:
+            for r, o in zip(refs, objs, strict=True):
+                self.api.create(o)
+                created.append((r, o))
+        except BaseException:
+            self._delete(list(reversed(created)), wait=False)  # nothing half-created stays behind
+            raise
+        return {
+            "kubeconfig": self.kubeconfig,
+            "context": self.context,
+            "namespace": self.api.ns_of(workload),
+            "objects": [[o["apiVersion"], o["kind"], o["metadata"]["name"]] for o in objs],
+            "workload": [workload["apiVersion"], workload["kind"], workload["metadata"]["name"]],
+            # JobSet pod rank = job index × pods per child Job + completion index
+            "per_job_pods": max(
+                (
+                    int(rj.get("template", {}).get("spec", {}).get("parallelism", 1))
+                    for rj in workload.get("spec", {}).get("replicatedJobs", [])
+                ),
+                default=1,
+            ),
+        }
+
+    def preflight(self, objs: list[dict[str, Any]], *, job_name: str, ignore_own_pods: bool) -> None:
+        """Fail before anything is created when the GPUs the job asks for are not there."""
+        # Templates asking for the same thing (PyTorchJob Master + Worker) compete for the same GPUs.
+        merged: dict[tuple[str, int, frozenset[tuple[str, frozenset[str]]]], int] = {}
+        queued = False
+        for o in objs:
+            queued = queued or KUEUE_QUEUE_LABEL in (o.get("metadata", {}).get("labels") or {})
+            for tmpl, pods in pod_templates(o):
+                resource, per_pod = gpu_request(tmpl)
+                if resource and per_pod:
+                    key = (
+                        resource,
+                        per_pod,
+                        frozenset((k, frozenset(v)) for k, v in node_selector(tmpl).items()),
+                    )
+                    merged[key] = merged.get(key, 0) + pods
+        wants = [
+            (res, per_pod, pods, {k: set(v) for k, v in sel}) for (res, per_pod, sel), pods in merged.items()
+        ]
+        if not wants:
+            return
+        nodes = self.api.list(self.api.resource("v1", "Node"))
+        pods = self.api.list(self.api.resource("v1", "Pod"), all_namespaces=True)
+        used: dict[tuple[str, str], int] = {}
+        for p in pods:
+            if p.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+                continue
+            if ignore_own_pods and self._owns(p, job_name, None):
+                continue
+            node = p.get("spec", {}).get("nodeName")
+            if not node:
+                continue
+            for c in p.get("spec", {}).get("containers", []):
+                res = c.get("resources") or {}
+                # Extended resources: requests default to limits and must equal them when both are set.
+                for key, val in {**(res.get("limits") or {}), **(res.get("requests") or {})}.items():
+                    if key.endswith("/gpu"):
+                        used[(node, key)] = used.get((node, key), 0) + _quantity(val)
+        for resource, per_pod, n_pods, selector in wants:
+            matching = [
+                n
+                for n in nodes
+                if not n.get("spec", {}).get("unschedulable")
+                and all(n.get("metadata", {}).get("labels", {}).get(k) in v for k, v in selector.items())
+            ]
+            want_desc = ", ".join(f"{k}={'|'.join(sorted(v))}" for k, v in selector.items()) or resource
+            if not matching:
+                seen = sorted(
+                    {
+                        f"{n['metadata']['name']}: "
+                        + ", ".join(f"{k}={n['metadata'].get('labels', {}).get(k, '-')}" for k in selector)
+                        for n in nodes
+                    }
+                )
+                raise InfeasibleError(
+                    f"preflight: no schedulable node carries {want_desc} (the job needs {n_pods} pods × "
+                    f"{per_pod} {resource})",
+                    hint="nodes seen: "
+                    + ("; ".join(seen) if seen else "none")
+                    + " — pick --hardware matching the cluster",
+                )
+            rows, fit = [], 0
+            for n in matching:
+                name = n["metadata"]["name"]
+                alloc = _quantity(n.get("status", {}).get("allocatable", {}).get(resource, 0))
+                free = max(0, alloc - used.get((name, resource), 0))
+                fit += free // per_pod
+                rows.append({"node": name, "resource": resource, "allocatable": alloc, "free": free})
+            self.preflight_report = rows
+            if queued:
+                # Kueue admits the suspended workload when its quota allows: busy GPUs are its
+                # business, but a cluster that could never hold the job is still refused.
+                fit = sum(r["allocatable"] // per_pod for r in rows)
+                if fit < n_pods:
+                    raise InfeasibleError(
+                        f"preflight: the job needs {n_pods} pods × {per_pod} {resource} but the matching nodes "
+                        f"hold only {fit} such pods even when idle",
+                        hint="plan fewer nodes",
+                    )
+                continue
+            if fit < n_pods:
+                per_node = ", ".join(f"{r['node']} {r['free']}/{r['allocatable']}" for r in rows)
+                raise InfeasibleError(
+                    f"preflight: the job needs {n_pods} pods × {per_pod} {resource} but only {fit} fit now; "
+                    f"free {resource} per node: {per_node}",
+                    hint="wait for GPUs to free up, or plan fewer nodes",
+                )
+
+    def _delete(self, objs: list[tuple[ResourceRef, dict[str, Any]]], *, wait: bool) -> None:
+        for r, o in objs:
+            self.api.delete(r, o["metadata"]["name"], self.api.ns_of(o))
+        if not wait:
+            return
+        deadline = time.monotonic() + self.delete_wait_s
+        for r, o in objs:
+            while self.api.get(r, o["metadata"]["name"], self.api.ns_of(o)) is not None:
+                if time.monotonic() > deadline:
+                    raise EvaplanError(
+                        f"{o['kind']}/{o['metadata']['name']} is still being deleted after "
+                        f"{self.delete_wait_s:.0f}s",
+                        hint="retry later, or check its finalizers",
+                    )
+                time.sleep(1.0)
+
+    # ------------------------------------------------------------------ status
+    def _owns(self, pod: dict[str, Any], job_name: str, workload_name: str | None) -> bool:
+        labels = pod.get("metadata", {}).get("labels", {}) or {}
+        if labels.get(JOB_LABEL) == job_name:
+            return True
+        return workload_name is not None and any(labels.get(k) == workload_name for k in CONTROLLER_LABELS)
+
+    def _pods(self, record: Any) -> list[tuple[int, dict[str, Any]]]:
+        """The job's pods with their rank, latest incarnation per rank, by rank."""
+        _, _, wname = record.backend_data["workload"]
+        # kmock (and old servers) may ignore labelSelector: filter again here.
+        pods = [
+            p
+            for p in self.api.list(
+                self.api.resource("v1", "Pod"), label_selector=f"{JOB_LABEL}={record.name}"
+            )
+            if self._owns(p, record.name, wname)
+        ]
+        if not pods:
+            pods = [
+                p for p in self.api.list(self.api.resource("v1", "Pod")) if self._owns(p, record.name, wname)
+            ]
+        per_job = int(record.backend_data.get("per_job_pods", 1))
+        by_rank: dict[int, dict[str, Any]] = {}
+        unranked = []
+        for p in pods:
+            r = pod_rank(p, per_job)
+            if r is None:
+                unranked.append(p)
+                continue
+            prev = by_rank.get(r)
+            if prev is None or p["metadata"].get("creationTimestamp", "") >= prev["metadata"].get(
+                "creationTimestamp", ""
+            ):
+                by_rank[r] = p
+        nxt = max(by_rank, default=-1) + 1
+        for p in sorted(unranked, key=lambda p: p["metadata"]["name"]):
+            by_rank[nxt] = p
+            nxt += 1
+        return sorted(by_rank.items())
+
+    def state(self, record: Any) -> JobState:
+        api_version, kind, wname = record.backend_data["workload"]
+        workload = self.api.get(self.api.resource(api_version, kind), wname, record.namespace)
+        pods = self._pods(record) if workload is not None else []
+        phase, message = workload_phase(workload, [p for _, p in pods])
+        if workload is None and record.last_phase == STOPPED:
+            phase, message = STOPPED, "stopped by `evaplan stop`; its objects were deleted"
+        ranks = []
+        for rank, p in pods:
+            reason, msg = pod_problem(p)
+            ranks.append(
+                RankState(
+                    rank=rank,
+                    name=p["metadata"]["name"],
+                    phase=p.get("status", {}).get("phase", "Unknown"),
+                    reason=reason,
+                    message=msg,
+                    restarts=_restarts(p),
+                    node=p.get("spec", {}).get("nodeName"),
+                )
+            )
+        starts = [t for t in (_time(p.get("status", {}).get("startTime")) for _, p in pods) if t]
+        wstatus = (workload or {}).get("status", {})
+        started = _time(wstatus.get("startTime")) or (min(starts) if starts else None)
+        finished = _time(wstatus.get("completionTime")) if phase in (SUCCEEDED, FAILED) else None
+        return JobState(phase=phase, ranks=ranks, message=message, started_at=started, finished_at=finished)
+
+    def wait_for_change(self, record: Any, timeout_s: float) -> bool:
+        """Block until one of the job's pods changes (a watch that resumes after disconnects), or
+        `timeout_s` passes. True when something changed."""
+        pod_ref = self.api.resource("v1", "Pod")
+        _, _, wname = record.backend_data["workload"]
+        known = {p["metadata"]["name"]: p["metadata"].get("resourceVersion") for _, p in self._pods(record)}
+        result: queue.Queue[bool] = queue.Queue()
+        stop = threading.Event()
+
+        def run() -> None:
+            try:
+                for ev in self.api.watch(
+                    pod_ref, record.namespace, read_timeout_s=max(1.0, timeout_s), stop=stop
+                ):
+                    p = ev.get("object", {})
+                    if not self._owns(p, record.name, wname):
+                        continue
+                    name, rv = p.get("metadata", {}).get("name"), p.get("metadata", {}).get("resourceVersion")
+                    if ev.get("type") == "ADDED" and known.get(name, object()) == rv:
+                        continue  # replay of a state we already showed
+                    result.put(True)
+                    return
+            except Exception:  # the caller polls on timeout anyway
+                result.put(False)
+
+        threading.Thread(target=run, daemon=True, name=f"watch-{record.name}").start()
+        try:
+            return result.get(timeout=timeout_s)
+        except queue.Empty:
+            return False
+        finally:
+            stop.set()  # the watcher leaves at its next event or read timeout
+
+    # ------------------------------------------------------------------ logs and metrics
+    def _container(self, pod: dict[str, Any]) -> str | None:
+        names = [c.get("name") for c in pod.get("spec", {}).get("containers", [])]
+        if "pytorch" in names:  # the PyTorchJob convention (LAUNCH.md)
+            return "pytorch"
+        return names[0] if names else None
+
+    def _pod_lines(
+        self, rank: int, pod: dict[str, Any], follow: bool, tail: int | None, timestamps: bool = True
+    ) -> Iterator[tuple[str, int, str]]:
+        name = pod["metadata"]["name"]
+        path = f"/api/v1/namespaces/{pod['metadata'].get('namespace') or self.namespace}/pods/{name}/log"
+        query = {
+            "container": self._container(pod),
+            "follow": follow or None,
+            "tailLines": tail,
+            "timestamps": timestamps or None,
+        }
+        announced = False
+        while True:
+            try:
+                for line in self.api.stream_lines(path, query, timeout_s=None if follow else 60.0):
+                    key, text = split_timestamp(line) if timestamps else ("", line)
+                    yield key, rank, text
+                return
+            except EvaplanError as e:
+                reason, _ = pod_problem(pod)
+                phase = pod.get("status", {}).get("phase")
+                if not (follow and phase == "Pending" and reason is None):
+                    yield "", rank, f"(no log from {name}: {reason or e.message})"
+                    return
+            # Following a pod whose container has not started (400 "waiting to start"): wait for it.
+            if not announced:
+                yield "", rank, f"(waiting for {name} to start)"
+                announced = True
+            time.sleep(FOLLOW_START_POLL_S)
+            fresh = self.api.get(self.api.resource("v1", "Pod"), name, pod["metadata"].get("namespace"))
+            if fresh is None:
+                yield "", rank, f"(pod {name} is gone)"
+                return
+            pod = fresh
+
+    def logs(self, record: Any, *, follow: bool, tail: int | None, rank: int | None) -> Iterator[LogLine]:
+        pods = [(r, p) for r, p in self._pods(record) if rank is None or r == rank]
+        if rank is not None and not pods:
+            raise EvaplanError(
+                f"job '{record.name}' has no pod for rank {rank}", hint="`evaplan status` lists the ranks"
+            )
+        if not follow:
+            # A k-way merge by kubelet timestamp: one pending line per pod in memory.
+            for _, r, text in heapq.merge(
+                *(self._pod_lines(r, p, False, tail) for r, p in pods), key=lambda t: t[0]
+            ):
+                yield LogLine(rank=r, text=text)
+            return
+        yield from _follow_merged([self._pod_lines(r, p, True, tail) for r, p in pods])
+
+    def recent_metrics(self, record: Any, n: int = METRICS_WINDOW) -> list[dict[str, Any]]:
+        """Rank 0's newest step records from its log: the trainer's progress lines (or JSON metrics
+        lines, if an image prints those); the pod's metrics file is not reachable from here."""
+        pods = self._pods(record)
+        if not pods:
+            return []
+        batch = int(record.plan["cost_basis"]["global_batch"])
+        recent: deque[dict[str, Any]] = deque(maxlen=n)
+        for _, _, text in self._pod_lines(
+            pods[0][0], pods[0][1], False, LOG_METRICS_TAIL_LINES, timestamps=False
+        ):
+            rec = parse_metrics_line(text) or parse_progress_line(text, batch)
+            if rec is not None:
+                recent.append(rec)
+        return list(recent)
+
+    # ------------------------------------------------------------------ stop
+    def stop(self, record: Any) -> None:
+        objs = []
+        for api_version, kind, name in reversed(record.backend_data.get("objects", [])):
+            objs.append(
+                (
+                    self.api.resource(api_version, kind),
+                    {"kind": kind, "metadata": {"name": name, "namespace": record.namespace}},
+                )
+            )
+        self._delete(objs, wait=False)
+
+
+def _follow_merged(streams: list[Iterator[tuple[str, int, str]]]) -> Iterator[LogLine]:
+    """Interleave live streams as lines arrive (one reader thread per pod, a bounded queue)."""
+    q: queue.Queue[tuple[int, str] | None] = queue.Queue(maxsize=1000)
+
+    def pump(it: Iterator[tuple[str, int, str]]) -> None:
+        try:
+            for _, r, text in it:
+                q.put((r, text))
+        finally:
+            q.put(None)
+
+    for it in streams:
+        threading.Thread(target=pump, args=(it,), daemon=True).start()
+    open_streams = len(streams)
+    while open_streams:
+        item = q.get()
+        if item is None:
+            open_streams -= 1
+            continue
+        yield LogLine(rank=item[0], text=item[1])

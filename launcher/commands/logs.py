@@ -1,0 +1,27 @@
+"""`evaplan logs [JOB] [-f] [--tail N] [--rank R]`: every rank's log, merged, rank-prefixed."""
+
+from __future__ import annotations
+
+import click
+
+from launcher.commands._options import job_and_backend
+
+
+@click.command("logs")
+@click.argument("job", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Stream new lines until the job ends (^C to leave).")
+@click.option(
+    "--tail", type=click.IntRange(min=0), default=None, help="Only the last N lines (per rank on Kubernetes)."
+)
+@click.option(
+    "--rank",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Only this rank: the node rank (pod) on Kubernetes, the process rank locally.",
+)
+def command(job: str | None, follow: bool, tail: int | None, rank: int | None) -> None:
+    """Every rank's log merged with `[rank N]` prefixes (default job: the most recent)."""
+    _, record, backend = job_and_backend(job)
+    for line in backend.logs(record, follow=follow, tail=tail, rank=rank):
+        prefix = f"[rank {line.rank}] " if line.rank is not None else "[launcher] "
+        click.echo(prefix + line.text)

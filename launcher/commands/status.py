@@ -1,0 +1,133 @@
+"""`evaplan status [JOB] [--watch] [-o json]`: phase, each rank, progress, ETA and dollars."""
+
+from __future__ import annotations
+
+import click
+
+from launcher.backends.base import JobState
+from launcher.commands._options import job_and_backend
+from launcher.monitor import Progress, fmt_duration, fmt_usd, snapshot, watch_loop
+from launcher.state import JobRecord, JobStore
+from planner.report import dumps_json, format_rows
+
+
+def status_dict(record: JobRecord, state: JobState, prog: Progress) -> dict:
+    return {
+        "job": record.name,
+        "backend": record.backend,
+        "namespace": record.namespace,
+        "phase": state.phase,
+        "message": state.message,
+        "started_at": (state.started_at or record.started_at or record.created_at).isoformat(),
+        "ranks": [r.__dict__ for r in state.ranks],
+        "progress": {
+            k: getattr(prog, k)
+            for k in (
+                "step",
+                "total_steps",
+                "samples_seen",
+                "total_samples",
+                "samples_per_s",
+                "eta_s",
+                "elapsed_s",
+                "spent_usd",
+                "projected_usd",
+                "estimate_usd",
+                "budget_usd",
+                "usd_per_node_hour",
+                "nodes",
+            )
+        },
+    }
+
+
+def render_text(record: JobRecord, state: JobState, prog: Progress) -> str:
+    where = f" namespace {record.namespace}" if record.namespace else ""
+    lines = [
+        f"job {record.name} ({record.backend}{where}): {state.phase}"
+        + (f" — {state.message}" if state.message else "")
+    ]
+    if prog.step is not None:
+        pct = 100.0 * (prog.samples_seen or 0) / prog.total_samples if prog.total_samples else 0.0
+        sps = f"{prog.samples_per_s:,.1f} samples/s" if prog.samples_per_s else "- samples/s"
+        lines.append(
+            f"progress: step {prog.step}/{prog.total_steps}, {prog.samples_seen:,.0f}/{prog.total_samples:,} "
+            f"samples ({pct:.1f}%), {sps}, ETA {fmt_duration(prog.eta_s)}"
+        )
+    else:
+        lines.append(f"progress: no metrics yet (0/{prog.total_steps} steps)")
+    lines.append(
+        f"cost: spent {fmt_usd(prog.spent_usd)} in {fmt_duration(prog.elapsed_s)} of node time "
+        f"({prog.nodes} node(s) × {fmt_usd(prog.usd_per_node_hour)}/node-hour); projected {fmt_usd(prog.projected_usd)}; "
+        f"estimate {fmt_usd(prog.estimate_usd)}; budget {fmt_usd(prog.budget_usd)}"
+    )
+    if state.ranks:
+        rows = [
+            {
+                "rank": r.rank,
+                "worker": r.name,
+                "phase": r.phase,
+                "reason": r.reason or "",
+                "restarts": r.restarts,
+                "node": r.node or "",
+                "message": (r.message or "")[:120],
+            }
+            for r in state.ranks
+        ]
+        lines.append(format_rows(rows, "table").rstrip("\n"))
+    return "\n".join(lines)
+
+
+def remember(store: JobStore, record: JobRecord, state: JobState) -> JobRecord:
+    """Keep the phase, start and end the backend reports in the store; returns the stored record."""
+    if (
+        state.phase != record.last_phase
+        or (state.finished_at and not record.finished_at)
+        or (state.started_at and not record.started_at)
+    ):
+        record = record.with_(
+            last_phase=state.phase,
+            finished_at=state.finished_at or record.finished_at,
+            started_at=record.started_at or state.started_at,
+        )
+        store.put(record)
+    return record
+
+
+@click.command("status")
+@click.argument("job", required=False)
+@click.option("--watch", "-w", "watch", is_flag=True, help="Refresh until the job ends; enforce --max-cost.")
+@click.option(
+    "--interval",
+    "interval_s",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between refreshes with --watch.",
+)
+@click.option("-o", "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def command(job: str | None, watch: bool, interval_s: float, fmt: str) -> None:
+    """Phase, each rank (with the reason when it is not running), progress, ETA and cost of a job
+    (default: the most recent)."""
+    store, record, backend = job_and_backend(job)
+
+    current = [record]
+
+    def show(state: JobState, prog: Progress) -> None:
+        current[0] = remember(store, current[0], state)
+        click.echo(
+            dumps_json(status_dict(record, state, prog))
+            if fmt == "json"
+            else render_text(record, state, prog)
+        )
+
+    if not watch:
+        show(*snapshot(backend, record))
+        return
+    watch_loop(
+        backend,
+        record,
+        interval_s=interval_s,
+        show=show,
+        on_budget=lambda why: click.echo(f"budget guard: {why}; stopping job {record.name}", err=True),
+    )

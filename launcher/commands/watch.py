@@ -1,0 +1,48 @@
+"""`evaplan watch [JOB]`: the budget guard loop, quietly (one line per change)."""
+
+from __future__ import annotations
+
+import click
+
+from launcher.backends.base import JobState
+from launcher.commands._options import job_and_backend
+from launcher.commands.status import remember
+from launcher.monitor import Progress, fmt_duration, fmt_usd, watch_loop
+
+
+@click.command("watch")
+@click.argument("job", required=False)
+@click.option(
+    "--interval",
+    "interval_s",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between checks.",
+)
+def command(job: str | None, interval_s: float) -> None:
+    """Follow a job until it ends, stopping it when spend or projected spend passes its --max-cost."""
+    store, record, backend = job_and_backend(job)
+    last: list[str] = []
+    current = [record]
+
+    def show(state: JobState, prog: Progress) -> None:
+        current[0] = remember(store, current[0], state)
+        line = (
+            f"{record.name}: {state.phase}, step {prog.step if prog.step is not None else '-'}/{prog.total_steps}, "
+            f"spent {fmt_usd(prog.spent_usd)}, projected {fmt_usd(prog.projected_usd)}, "
+            f"budget {fmt_usd(prog.budget_usd)}, ETA {fmt_duration(prog.eta_s)}"
+        )
+        if not last or last[-1] != line:
+            click.echo(line)
+            last.append(line)
+
+    state, _ = watch_loop(
+        backend,
+        record,
+        interval_s=interval_s,
+        show=show,
+        on_budget=lambda why: click.echo(f"budget guard: {why}; stopping job {record.name}", err=True),
+    )
+    remember(store, current[0], state)
+    click.echo(f"{record.name}: {state.phase}")

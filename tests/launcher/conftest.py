@@ -1,0 +1,232 @@
+"""Fixtures for the launcher tests: a kmock Kubernetes API in a background thread, a kubeconfig
+pointing at it, a job store in a tmp dir, and real bundles from the renderer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+kmock = pytest.importorskip("kmock")
+aiohttp_web = pytest.importorskip("aiohttp.web")
+
+NAMESPACE = "ml"
+REPO = Path(__file__).resolve().parents[2]
+
+
+class DryRunAwareEmulator(kmock.KubernetesEmulator):
+    """kmock persists every create; a real API server persists nothing for `?dryRun=All`."""
+
+    async def _handle(self, request: Any) -> Any:
+        if request.params.get("dryRun") == "All" and request.action == kmock.action.CREATE:
+            return aiohttp_web.json_response(request.data, status=201)
+        return await super()._handle(request)
+
+
+class Cluster:
+    """A kmock server on 127.0.0.1 served by its own event loop thread; `do` runs code there."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="kmock")
+        self.thread.start()
+        self.handler: Any = None
+        self._stop: asyncio.Event | None = None
+        started: Future[None] = Future()
+        self._done = asyncio.run_coroutine_threadsafe(self._serve(started), self.loop)
+        started.result(timeout=30)
+
+    async def _serve(self, started: Future[None]) -> None:
+        self._stop = asyncio.Event()
+        async with DryRunAwareEmulator() as handler, kmock.Server(handler) as server:
+            self.handler = handler
+            self.url = str(server.url).rstrip("/")
+            for res, kind, namespaced in (
+                ("v1/pods", "Pod", True),
+                ("v1/nodes", "Node", False),
+                ("v1/services", "Service", True),
+                ("v1/configmaps", "ConfigMap", True),
+                ("batch/v1/jobs", "Job", True),
+            ):
+                handler.resources[res] = kmock.ResourceInfo(kind=kind, namespaced=namespaced)
+            started.set_result(None)
+            await self._stop.wait()
+
+    def do(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the server's loop (kmock's DSL and object store are not thread-safe)."""
+
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=30)
+
+    def close(self) -> None:
+        assert self._stop is not None
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self._done.result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+    # ---------------------------------------------------------------- playing the controller
+    def put(self, resource: str, namespace: str | None, name: str, obj: dict[str, Any]) -> None:
+        self.do(lambda: self.handler.objects.__setitem__((kmock.resource(resource), namespace, name), obj))
+
+    def objects(self, resource: str) -> dict[tuple[str | None, str], dict[str, Any]]:
+        def read() -> dict[tuple[str | None, str], dict[str, Any]]:
+            out = {}
+            for (res, ns, name), obj in self.handler.objects.items():
+                if res == kmock.resource(resource) and not obj.deleted:
+                    out[(ns, name)] = obj.raw
+            return out
+
+        return self.do(read)
+
+    def requests(self, method: str, path_prefix: str) -> list[Any]:
+        return self.do(
+            lambda: [
+                r
+                for r in self.handler._requests
+                if r.method.value == method.upper() and r.url.path.startswith(path_prefix)
+            ]
+        )
+
+    def add_gpu_node(self, name: str, gpus: int, product: str = "NVIDIA-H100-80GB-HBM3") -> None:
+        self.put(
+            "v1/nodes",
+            None,
+            name,
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "labels": {"nvidia.com/gpu.product": product, "nvidia.com/gpu.count": str(gpus)},
+                },
+                "status": {"allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "192", "memory": "2000Gi"}},
+            },
+        )
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "state"
+    monkeypatch.setenv("EVAPLAN_STATE_DIR", str(d))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    return d
+
+
+@pytest.fixture
+def kubeconfig(cluster: Cluster, tmp_path: Path) -> Path:
+    p = tmp_path / "kubeconfig.yaml"
+    p.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "kmock",
+                "clusters": [{"name": "kmock", "cluster": {"server": cluster.url}}],
+                "users": [{"name": "tester", "user": {"token": "test-token"}}],
+                "contexts": [
+                    {
+                        "name": "kmock",
+                        "context": {"cluster": "kmock", "user": "tester", "namespace": NAMESPACE},
+                    }
+                ],
+            }
+        )
+    )
+    return p
+
+
+@pytest.fixture
+def bundle_factory() -> Callable[..., Path]:
+    """make_bundle(dest, job_name=..., flavor=..., nodes=...) → a rendered bundle folder."""
+    return make_bundle
+
+
+@pytest.fixture
+def cpu_hardware(tmp_path: Path) -> list[str]:
+    """A user profile folder with `cpu-2`: a 2-rank CPU host (gloo), for local-backend bundles."""
+    root = tmp_path / "profiles"
+    (root / "hardware").mkdir(parents=True)
+    text = (REPO / "profiles" / "hardware" / "h100-sxm.yaml").read_text()
+    text = (
+        text.replace("name: h100-sxm", "name: cpu-2")
+        .replace("vendor: nvidia", "vendor: cpu")
+        .replace("collectives: nccl", "collectives: gloo")
+        .replace("gpus_per_node: 8", "gpus_per_node: 2")
+    )
+    (root / "hardware" / "cpu-2.yaml").write_text(text)
+    # A priced offering of it: $3.60/node-hour = $0.001 per node-second, so local cost is not $0.
+    (root / "offerings").mkdir()
+    offering = (REPO / "profiles" / "offerings" / "lambda-h100.yaml").read_text()
+    offering = re.sub(r"(?m)^name: .*$", "name: cpu-test", offering)
+    offering = re.sub(r"(?m)^hardware: .*$", "hardware: cpu-2", offering)
+    offering = re.sub(r"(?m)^gpus_per_node: .*$", "gpus_per_node: 2", offering)
+    offering = re.sub(
+        r"(?m)^on_demand_usd_per_node_hour: \{value: [0-9.]+",
+        "on_demand_usd_per_node_hour: {value: 3.6",
+        offering,
+    )
+    (root / "offerings" / "cpu-test.yaml").write_text(offering)
+    return [str(root)]
+
+
+def make_bundle(
+    dest: Path,
+    *,
+    job_name: str = "eva-test",
+    flavor: str = "indexed-job",
+    nodes: int = 2,
+    hardware: str = "h100-sxm",
+    offering: str | None = "aws-p5",
+    total_steps: int = 100,
+    profile_dirs: list[str] | None = None,
+) -> Path:
+    """A real bundle: the planner's estimate for eva-clip-debug on `nodes` nodes, rendered and written."""
+    from launcher.bundle import write_bundle
+    from launcher.render import RenderOptions, inputs_from_estimate, render
+    from planner.choose import Request, choose
+    from planner.profiles import load_hardware, load_model, load_offering
+
+    dirs = profile_dirs or []
+    model = load_model("eva-clip-debug", dirs)
+    hw = load_hardware(hardware, dirs)
+    batch = 2 * nodes * hw.gpus_per_node
+    est = choose(
+        model,
+        hw,
+        Request(
+            nodes=nodes,
+            samples=total_steps * batch,
+            global_batch=batch,
+            micro_batch=2,
+            grad_accum=1,
+            zero_stage=1,
+        ),
+        load_offering(offering, dirs) if offering else None,
+    )
+    assert est.fits, est.verdict
+    rendered = render(
+        inputs_from_estimate(est, dirs),
+        RenderOptions(
+            job_name=job_name, image="ghcr.io/acme/evaclip:1.0", flavor=flavor, namespace=NAMESPACE
+        ),
+    )
+    return write_bundle(rendered, dest)

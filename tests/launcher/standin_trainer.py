@@ -1,0 +1,51 @@
+"""A stand-in for `python -m evaclip.train` with the same contract (flags, metrics JSON lines,
+checkpoint on SIGTERM, resume), but no torch: it tests the local backend's process handling,
+logs and stop/resume quickly. The real trainer runs in test_local_backend.py's end-to-end test."""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--ds-config", required=True)
+ap.add_argument("--run-config", required=True)
+args = ap.parse_args()
+rc = json.loads(Path(args.run_config).read_text())
+ds = json.loads(Path(args.ds_config).read_text())
+rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+ckpt = Path(rc["checkpoint"]["dir"]) / "latest.json"
+metrics = Path(rc["output_dir"]) / rc["metrics_file"]
+metrics.parent.mkdir(parents=True, exist_ok=True)
+step = json.loads(ckpt.read_text())["step"] if rc["checkpoint"]["resume"] and ckpt.is_file() else 0
+print(f"rank {rank}/{world} starting at step {step}", flush=True)
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+batch = ds["train_batch_size"]
+while step < rc["total_steps"] and not stop:
+    time.sleep(0.2)
+    step += 1
+    print(f"rank {rank} step {step}", flush=True)
+    if rank == 0:
+        with open(metrics, "a") as f:
+            f.write(
+                json.dumps(
+                    {
+                        "step": step,
+                        "samples_seen": step * batch,
+                        "samples_per_s": batch / 0.2,
+                        "step_time_s": 0.2,
+                        "loss": 1.0 / step,
+                        "world_size": world,
+                    }
+                )
+                + "\n"
+            )
+if stop and rank == 0:
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.write_text(json.dumps({"step": step}))
+    print(f"rank 0 checkpointed step {step} on SIGTERM", flush=True)
+sys.exit(0)

@@ -1,0 +1,216 @@
+"""The local backend: torchrun on this machine, detached; status from metrics, merged logs,
+stop with SIGTERM (checkpoint) and --resume."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from launcher.backends import local as local_backend
+from launcher.backends.local import _parse_log_line, _tail_lines, kill_tree, world_size_of
+from launcher.state import JobStore
+
+pytest.importorskip("torch")
+STANDIN = Path(__file__).with_name("standin_trainer.py")
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes(state_dir):
+    """Whatever a failing test leaves running is killed (ranks included)."""
+    yield
+    for pid, child in list(local_backend._CHILDREN.items()):  # only processes this test process started
+        if child.poll() is None:
+            kill_tree(pid)
+            child.wait(timeout=30)
+
+
+def _wait(pred, timeout_s: float = 90.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_world_size_from_ds_config():
+    assert (
+        world_size_of(
+            {"train_batch_size": 32, "train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 8}
+        )
+        == 2
+    )
+
+
+def test_log_line_prefix_parsing_and_tail(tmp_path):
+    assert _parse_log_line("[rank1]:hello [x]\n").rank == 1
+    assert _parse_log_line("[rank1]:hello [x]\n").text == "hello [x]"
+    assert _parse_log_line("W1127 torchrun warning").rank is None
+    p = tmp_path / "m.jsonl"
+    p.write_text("".join(f'{{"step": {i}}}\n' for i in range(5000)))
+    assert _tail_lines(p, 3, block_bytes=64) == ['{"step": 4997}', '{"step": 4998}', '{"step": 4999}']
+
+
+@pytest.mark.slow
+def test_local_launch_status_logs_stop_resume(
+    cli, state_dir, tmp_path, bundle_factory, cpu_hardware, monkeypatch
+):
+    monkeypatch.setattr("launcher.backends.local.TRAINER_ENTRYPOINT", (str(STANDIN),))
+    bundle = bundle_factory(
+        tmp_path / "bundle",
+        job_name="eva-local",
+        nodes=1,
+        hardware="cpu-2",
+        total_steps=10_000,
+        offering="cpu-test",
+        profile_dirs=cpu_hardware,
+    )
+    batch = json.loads((bundle / "ds_config.json").read_text())["train_batch_size"]
+    r = cli("launch", str(bundle), "--backend", "local")
+    assert r.exit_code == 0, r.output
+    rec = JobStore().get("eva-local")
+    metrics = Path(rec.backend_data["metrics_path"])
+    _wait(lambda: metrics.is_file() and metrics.read_text().count("\n") >= 3, what="metrics")
+
+    doc = json.loads(cli("status", "eva-local", "-o", "json").output)
+    assert doc["phase"] == "Running" and len(doc["ranks"]) == 2
+    p = doc["progress"]
+    assert p["step"] >= 3 and p["samples_per_s"] == pytest.approx(batch / 0.2)
+    assert p["total_samples"] == 10_000 * batch
+    assert p["eta_s"] == pytest.approx((10_000 * batch - p["samples_seen"]) / (batch / 0.2))
+    assert p["spent_usd"] == pytest.approx(p["elapsed_s"] / 3600 * 3.6, rel=1e-6)
+
+    def both_ranks():
+        out = cli("logs", "eva-local").output
+        return "[rank 0] rank 0 step" in out and "[rank 1] rank 1 step" in out
+
+    _wait(both_ranks, what="both ranks in the log")
+    only1 = cli("logs", "eva-local", "--rank", "1", "--tail", "2").output.splitlines()
+    assert len(only1) == 2 and all(x.startswith("[rank 1] ") for x in only1)
+
+    r = cli("stop", "eva-local")
+    assert r.exit_code == 0, r.output
+    ckpt = Path(rec.backend_data["work_dir"]) / "checkpoints" / "latest.json"
+    stopped_at = json.loads(ckpt.read_text())["step"]
+    assert stopped_at >= 3
+    assert json.loads(cli("status", "eva-local", "-o", "json").output)["phase"] == "Stopped"
+    assert "checkpointed step" in cli("logs", "eva-local").output
+
+    again = cli("launch", str(bundle), "--backend", "local")
+    assert again.exit_code == 2 and "--resume" in again.output
+
+    r = cli("launch", str(bundle), "--backend", "local", "--resume")
+    assert r.exit_code == 0, r.output
+    _wait(lambda: f"starting at step {stopped_at}" in cli("logs", "eva-local").output, what="resume")
+    assert cli("stop", "eva-local").exit_code == 0
+    listing = json.loads(cli("list", "--format", "json").output)
+    assert [(j["job"], j["phase"]) for j in listing] == [("eva-local", "Stopped")]
+    assert listing[0]["spent"] > 0  # both runs' node time at $3.60/node-hour
+
+    # The budget guard: 10,000 steps at 0.2 s on 1 node × $3.60/node-hour project to ~$2 > $0.50.
+    r = cli("launch", str(bundle), "--backend", "local", "--replace", "--max-cost", "0.5")
+    assert r.exit_code == 0, r.output
+    r = cli("watch", "eva-local", "--interval", "0.5")
+    assert r.exit_code == 0, r.output
+    assert "budget guard: projected spend" in r.output and "passes the budget $0.50" in r.output
+    assert r.output.rstrip().endswith("eva-local: Stopped")
+    assert (Path(rec.backend_data["work_dir"]) / "checkpoints" / "latest.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.train
+def test_local_end_to_end_with_the_real_trainer(cli, state_dir, cpu_hardware):
+    """eva-clip-debug on 2 CPU ranks (gloo) trains for real; status reads its metrics; logs show
+    both ranks; stop leaves a SIGTERM checkpoint; --resume continues from it."""
+    pytest.importorskip("deepspeed")
+    pytest.importorskip("evaclip.train")
+    # launch renders from the planner's flags (2 CPU ranks: the cpu-2 test profile), then runs torchrun
+    flags = [
+        "--profiles-dir",
+        cpu_hardware[0],
+        "launch",
+        "--backend",
+        "local",
+        "--model",
+        "eva-clip-debug",
+        "--hardware",
+        "cpu-2",
+        "--nodes",
+        "1",
+        "--offering",
+        "cpu-test",
+        "--samples",
+        "200000",
+        "--job-name",
+        "eva-e2e",
+    ]
+    r = cli(*flags)
+    assert r.exit_code == 0, r.output
+    rec = JobStore().get("eva-e2e")
+    work = Path(rec.backend_data["work_dir"])
+
+    def steps_done() -> int:
+        doc = json.loads(cli("status", "eva-e2e", "-o", "json").output)
+        assert doc["phase"] == "Running", doc
+        return doc["progress"]["step"] or 0
+
+    _wait(lambda: steps_done() >= 3, timeout_s=180, what="3 trained steps")
+    doc = json.loads(cli("status", "eva-e2e", "-o", "json").output)
+    assert doc["progress"]["samples_per_s"] > 0 and doc["progress"]["eta_s"] > 0
+    logs = cli("logs", "eva-e2e").output
+    assert "[rank 0] step " in logs and "[rank 1] " in logs
+
+    assert cli("stop", "eva-e2e").exit_code == 0
+    tags = sorted(p.name for p in (work / "output" / "checkpoints").glob("step*"))
+    assert tags, "no checkpoint after SIGTERM"
+    assert "(sigterm)" in cli("logs", "eva-e2e", "--rank", "0").output
+    stopped_step = int(tags[-1].removeprefix("step"))
+
+    r = cli(*flags, "--resume")
+    assert r.exit_code == 0, r.output
+    _wait(
+        lambda: f"resumed from {tags[-1]} at step {stopped_step}" in cli("logs", "eva-e2e").output,
+        timeout_s=180,
+        what="the resumed run",
+    )
+    _wait(lambda: steps_done() > stopped_step, timeout_s=120, what="a step after the resume")
+    assert cli("stop", "eva-e2e").exit_code == 0
+
+
+@pytest.mark.slow
+def test_local_logs_follow_until_the_job_ends(
+    cli, state_dir, tmp_path, bundle_factory, cpu_hardware, monkeypatch
+):
+    monkeypatch.setattr("launcher.backends.local.TRAINER_ENTRYPOINT", (str(STANDIN),))
+    bundle = bundle_factory(
+        tmp_path / "bundle",
+        job_name="eva-short",
+        nodes=1,
+        hardware="cpu-2",
+        total_steps=5,
+        offering="cpu-test",
+        profile_dirs=cpu_hardware,
+    )
+    assert cli("launch", str(bundle), "--backend", "local").exit_code == 0
+    r = cli("logs", "eva-short", "-f")  # returns once torchrun has exited
+    assert r.exit_code == 0
+    for rank in (0, 1):
+        assert f"[rank {rank}] rank {rank} step 5" in r.output
+    doc = json.loads(cli("status", "eva-short", "-o", "json").output)
+    assert doc["phase"] == "Succeeded" and doc["progress"]["step"] == 5 and doc["progress"]["eta_s"] is None
+
+
+def test_local_refuses_plans_it_cannot_run(cli, state_dir, tmp_path, bundle_factory, monkeypatch):
+    import torch
+
+    r = cli("launch", str(bundle_factory(tmp_path / "b2", nodes=2)), "--backend", "local")
+    assert r.exit_code == 2 and "spans 2 nodes" in r.output
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    r = cli("launch", str(bundle_factory(tmp_path / "b1", nodes=1, job_name="eva-8")), "--backend", "local")
+    assert r.exit_code == 2 and "runs 8 ranks on one node but this machine has 2 CPUs and 0 GPUs" in r.output
+    assert not (state_dir / "jobs").exists() or not any((state_dir / "jobs").iterdir())
