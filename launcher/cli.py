@@ -33,6 +33,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("watch", "watch"),
     ("plan", "plan"),
     ("compare", "compare"),
+    ("calibrate", "calibrate"),
 ]
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from planner.calibration import CalibrationSpec
 from planner.errors import ProfileError
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec
 
@@ -28,9 +29,10 @@ KINDS: dict[str, type[BaseModel]] = {
     "models": ModelSpec,
     "hardware": HardwareSpec,
     "offerings": OfferingSpec,
+    "calibrations": CalibrationSpec,  # written by `evaplan calibrate` (planner/calibration.py)
 }
 # The singular a user may type: `evaplan profiles show --kind model`.
-KIND_ALIASES = {"model": "models", "hardware": "hardware", "offering": "offerings"}
+KIND_ALIASES = {"model": "models", "hardware": "hardware", "offering": "offerings", "calibration": "calibrations"}
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -196,6 +198,10 @@ def load_model(name: str, user_dirs: Sequence[str | Path] | None = None) -> Mode
 
 def load_hardware(name: str, user_dirs: Sequence[str | Path] | None = None) -> HardwareSpec:
     return _load("hardware", name, user_dirs)  # type: ignore[return-value]
+
+
+def load_calibration(name: str, user_dirs: Sequence[str | Path] | None = None) -> CalibrationSpec:
+    return _load("calibrations", name, user_dirs)  # type: ignore[return-value]
 
 
 def load_offering(name: str, user_dirs: Sequence[str | Path] | None = None) -> OfferingSpec:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from planner import profiles as prof
+from planner.calibration import CalibrationSpec, calibrated_hardware, comparison_rows
 from planner.choose import Request, choose, fixes_for
 from planner.errors import InfeasibleError
 from planner.estimate import Estimate
@@ -92,6 +93,19 @@ def summary_rows(e: Estimate) -> list[dict[str, str]]:
     return [{"section": s, "figure": f, "value": v} for s, f, v in rows]
 
 
+def calibration_rows(cal: CalibrationSpec | None) -> list[dict[str, str]]:
+    """Say whether a calibration was used and, if so, predicted vs measured for the runs behind it."""
+    if cal is None:
+        return []
+    rows = [{"section": "calibration", "figure": "applied",
+             "value": f"{cal.describe()} (--no-calibration to ignore it)"}]
+    for r in comparison_rows(cal):
+        rows.append({"section": "calibration", "figure": r["run"],
+                     "value": f"{r['layout']}: measured {r['measured step']}; uncalibrated {r['uncalibrated']}; "
+                              f"calibrated {r['calibrated']}"})
+    return rows
+
+
 def explain_text(e: Estimate) -> str:
     out = []
     for f in e.derivation:
@@ -130,9 +144,11 @@ def explain_text(e: Estimate) -> str:
 @click.option("--dataset-tb", type=click.FloatRange(min=0), default=0.0, help="Dataset kept in object storage, TB.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table", show_default=True)
 @click.option("--explain", is_flag=True, help="Print the derivation of every figure: formula, inputs, source.")
+@click.option("--no-calibration", is_flag=True,
+              help="Ignore the hardware's calibration (`evaplan calibrate`) and use the profile as shipped.")
 @click.pass_context
 def command(ctx: click.Context, model_name: str, hardware_name: str, offering_name: str | None, fmt: str,
-            explain: bool, **kw) -> None:
+            explain: bool, no_calibration: bool, **kw) -> None:
     """Memory per GPU and host, communication, step time, wall time and cost of one run.
 
     Settings not given are chosen (the model's published recipe first, then the simplest plan that
@@ -140,13 +156,15 @@ def command(ctx: click.Context, model_name: str, hardware_name: str, offering_na
     """
     dirs = _dirs(ctx)
     model = prof.load_model(model_name, dirs)
-    hardware = prof.load_hardware(hardware_name, dirs)
+    cal = calibrated_hardware(prof.load_hardware(hardware_name, dirs), dirs, use=not no_calibration)
     offering = prof.load_offering(offering_name, dirs) if offering_name else None
-    est = choose(model, hardware, Request(**kw), offering)
+    est = choose(model, cal.hardware, Request(**kw), offering)
     if fmt == "json":
         click.echo(dumps_json(est), nl=False)
+        if cal.calibration is not None:
+            click.echo(f"note: using the {cal.calibration.describe()} (--no-calibration to ignore it)", err=True)
     else:
-        click.echo(format_rows(summary_rows(est), fmt), nl=False)
+        click.echo(format_rows(summary_rows(est) + calibration_rows(cal.calibration), fmt), nl=False)
         if explain:
             click.echo("\nderivation\n" + explain_text(est), nl=False)
     if not est.fits:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from planner import profiles as prof
+from planner.calibration import calibrated_hardware, comparison_rows
 from planner.errors import EvaplanError
 from planner.grid import SearchSpace
 from planner.report import dumps_json, format_rows
@@ -23,7 +24,7 @@ from planner.search import (
     search,
     thin_frontier,
 )
-from planner.spec import ModelSpec, TrainingSpec
+from planner.spec import HardwareSpec, ModelSpec, TrainingSpec
 from planner.vectorized import PRICINGS, Option, make_option
 
 GIB = 2**30
@@ -131,6 +132,8 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--checkpoint-every", "checkpoint_every_s", type=click.FloatRange(min=0, min_open=True),
                      default=None, help="Seconds between checkpoints (default: Young/Daly optimum)."),
         click.option("--dataset-tb", type=click.FloatRange(min=0), default=0.0, help="Dataset in object storage, TB."),
+        click.option("--no-calibration", is_flag=True,
+                     help="Ignore hardware calibrations (`evaplan calibrate`); use the profiles as shipped."),
         click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
                      help="Write a PNG: cost vs time with the Pareto frontier, and per-GPU memory of the choice."),
     ]
@@ -144,8 +147,21 @@ def _dirs(ctx: click.Context) -> list[str]:
 
 
 def resolve_options(ctx: click.Context, hardware_names: tuple[str, ...], offering_names: tuple[str, ...],
-                    pricing: str | None) -> list[Option]:
+                    pricing: str | None, use_calibration: bool = True) -> list[Option]:
     dirs = _dirs(ctx)
+
+    def load_hardware(name: str) -> HardwareSpec:
+        # A calibration (`evaplan calibrate`) replaces the profile's efficiency factors; say so on stderr.
+        cal = calibrated_hardware(prof.load_hardware(name, dirs), dirs, use=use_calibration)
+        if cal.calibration is not None and name not in used_calibrations:
+            used_calibrations.add(name)
+            click.echo(f"note: using the {cal.calibration.describe()} (--no-calibration to ignore it)", err=True)
+            for r in comparison_rows(cal.calibration):
+                click.echo(f"  {r['run']} ({r['layout']}): measured step {r['measured step']}, uncalibrated "
+                           f"{r['uncalibrated']}, calibrated {r['calibrated']}", err=True)
+        return cal.hardware
+
+    used_calibrations: set[str] = set()
     hw_names, off_names = _split(hardware_names), _split(offering_names)
     if not hw_names and not off_names:
         raise EvaplanError("nothing to plan on", hint="name --hardware (e.g. h100-sxm mi300x) or --offering (e.g. aws-p5)")
@@ -155,9 +171,9 @@ def resolve_options(ctx: click.Context, hardware_names: tuple[str, ...], offerin
         off = prof.load_offering(name, dirs)
         if off.name not in seen:
             seen.add(off.name)
-            options.append(make_option(prof.load_hardware(off.hardware, dirs), off, pricing))
+            options.append(make_option(load_hardware(off.hardware), off, pricing))
     for name in hw_names:
-        hw = prof.load_hardware(name, dirs)
+        hw = load_hardware(name)
         if hw.name not in seen:
             seen.add(hw.name)
             options.append(make_option(hw, None, None))
@@ -180,7 +196,8 @@ def run_search(ctx: click.Context, kw: dict[str, Any]) -> SearchResult:
     """Parse the shared flags and search; used by `plan` and `compare`."""
     dirs = _dirs(ctx)
     model = prof.load_model(kw["model_name"], dirs)
-    options = resolve_options(ctx, kw["hardware_names"], kw["offering_names"], kw["pricing"])
+    options = resolve_options(ctx, kw["hardware_names"], kw["offering_names"], kw["pricing"],
+                              use_calibration=not kw.get("no_calibration", False))
     image_size = kw["image_size"] or model.recipe.image_size
     if image_size % model.vision.patch_size:
         raise EvaplanError(f"image size {image_size} is not a multiple of the patch size {model.vision.patch_size}",

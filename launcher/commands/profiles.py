@@ -31,12 +31,14 @@ def _summary(kind: str, obj) -> dict:
             "bf16_tflops": obj.bf16_dense_tflops.value,
             "gpus_per_node": obj.gpus_per_node,
         }
+    if kind == "calibrations":
+        return {"hardware": obj.hardware, "mfu": obj.mfu_default.value, "runs": len(obj.runs)}
     price = obj.on_demand_usd_per_node_hour.value if obj.on_demand_usd_per_node_hour else None
     return {"hardware": obj.hardware, "usd_per_node_hour": price, "pricing": obj.kind}
 
 
 @command.command("list")
-@click.option("--kind", "kinds", type=click.Choice(["models", "hardware", "offerings"]), multiple=True,
+@click.option("--kind", "kinds", type=click.Choice(list(prof.KINDS)), multiple=True,
               help="Only these kinds (default: all).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.pass_context
@@ -63,21 +65,23 @@ def list_(ctx: click.Context, kinds: tuple[str, ...], fmt: str) -> None:
 
 @command.command("show")
 @click.argument("name")
-@click.option("--kind", type=click.Choice(["models", "hardware", "offerings"]), default=None,
+@click.option("--kind", type=click.Choice(list(prof.KINDS)), default=None,
               help="Needed only when the name exists in more than one kind.")
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
 @click.pass_context
 def show(ctx: click.Context, name: str, kind: str | None, fmt: str) -> None:
     """One profile, fully resolved, with every source."""
     dirs = _dirs(ctx)
-    kinds = [kind] if kind else [k for k in prof.KINDS if name in prof.index(k, dirs)]
+    # A calibration is named after its hardware: `show NAME` means the hardware unless --kind calibrations.
+    kinds = [kind] if kind else [k for k in prof.KINDS if k != "calibrations" and name in prof.index(k, dirs)]
     if not kinds:
         all_names = sorted({n for k in prof.KINDS for n in prof.index(k, dirs)})
         raise prof.ProfileError(f"no profile named '{name}'", hint="`evaplan profiles list` shows " + f"{len(all_names)} names")
     if len(kinds) > 1:
         raise prof.ProfileError(f"'{name}' is a {' and a '.join(kinds)} profile", hint="add --kind")
     k = kinds[0]
-    loader = {"models": prof.load_model, "hardware": prof.load_hardware, "offerings": prof.load_offering}[k]
+    loader = {"models": prof.load_model, "hardware": prof.load_hardware, "offerings": prof.load_offering,
+              "calibrations": prof.load_calibration}[k]
     obj = loader(name, dirs)
     data = to_jsonable(obj)
     click.echo(dumps_json(data) if fmt == "json" else yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)

@@ -133,8 +133,12 @@ def command(ctx: click.Context, plan_file: str | None, out_dir: str | None, to_s
 
         if not estimate_kw.get("model_name") or not estimate_kw.get("hardware_name"):
             raise EvaplanError("no plan given", hint="pass --plan plan.json, or --model, --hardware and --gpus/--nodes")
+        from planner.calibration import calibrated_hardware
+
         model = prof.load_model(estimate_kw.pop("model_name"), dirs)
-        hardware = prof.load_hardware(estimate_kw.pop("hardware_name"), dirs)
+        use_calibration = not estimate_kw.pop("no_calibration", False)
+        hardware = calibrated_hardware(prof.load_hardware(estimate_kw.pop("hardware_name"), dirs), dirs,
+                                       use=use_calibration).hardware
         offering_name = estimate_kw.pop("offering_name", None)
         offering = prof.load_offering(offering_name, dirs) if offering_name else None
         est = choose(model, hardware, Request(**estimate_kw), offering)

@@ -1,0 +1,526 @@
+"""Close the loop: fit the efficiency factors the planner assumed from the trainer's measured runs,
+keep them as a calibration profile of the hardware, and plan with them.
+
+What a run measures (evaclip/metrics.py) and what it calibrates in the hardware profile:
+
+- step time (median `step_time_s` after the warm-up steps) → `mfu_default`, the achieved share of
+  the profile's bf16 peak that `planner.compute.compute_time_s` divides by. It is solved through the
+  physics itself (planner.estimate.estimate with the profile's bus bandwidths and overlap rule), so
+  it is the compute efficiency that makes the planner's *whole* step equal the measured one; with
+  several runs, the one value that minimises the squared relative step-time errors over all of them.
+- peak memory (`peak_mem_bytes`) → `memory_reserved_gib`, the term the memory model cannot derive:
+  measured − (predicted total − the profile's reserved term). On CPU the trainer reports the process's
+  peak RSS, which holds the whole runtime (interpreter, libraries, allocator), so the residual replaces
+  the profile's figure; on a GPU it reports `max_memory_allocated`, which does not see the CUDA/ROCm
+  context or the caching allocator's slack, so the profile's figure stays a floor.
+- communication (`comm_bytes`, with the DeepSpeed comms logger on) → recorded beside the bytes the
+  comm model predicts for the DeepSpeed-logged collectives; a check of the volume model, not a
+  bandwidth fit: one step time cannot separate compute from exposed communication, so the profile's
+  measured bus bandwidths (benchmarks/measure_cpu.py, nccl-tests) stay as they are.
+
+A calibration is a profile kind (`calibrations/<hardware>.yaml` in the user profiles folder), validated
+like every profile, that lists the runs it came from with predicted and measured figures. Applying it
+returns a copy of the HardwareSpec with the fitted factors (their sources name the runs), so
+`estimate`, `plan` and `compare` use it without any change to the physics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import Field
+
+from planner.errors import EvaplanError, ProfileError
+from planner.spec import (
+    HardwareSpec,
+    ModelSpec,
+    Name,
+    ParallelPlan,
+    Sourced,
+    SourcedFraction,
+    StrictModel,
+    TrainingSpec,
+)
+
+if TYPE_CHECKING:
+    from planner.estimate import Estimate
+
+GIB = 2**30
+# Steps skipped at the start of a run before timing it: the first steps pay for lazy initialisation
+# (allocator growth, DeepSpeed bucket set-up, gloo/NCCL connection set-up). At least 1, at most 10 %.
+WARMUP_STEPS_MIN = 1
+WARMUP_SHARE = 0.1
+# Fewest timed steps a run must have for its median step time to mean anything.
+MIN_TIMED_STEPS = 3
+# The search interval of the fitted compute efficiency (share of the bf16 peak).
+MFU_BOUNDS = (1e-4, 1.0)
+CALIBRATION_KIND = "calibrations"
+
+
+class CalibrationRun(StrictModel):
+    """One measured run behind a calibration: its layout, and predicted vs measured figures."""
+
+    job: str = Field(min_length=1)
+    metrics: str = Field(min_length=1, description="the metrics.jsonl it was read from")
+    model: Name
+    observed: date
+    world_size: int = Field(gt=0)
+    micro_batch: int = Field(gt=0)
+    grad_accum: int = Field(gt=0)
+    zero_stage: int = Field(ge=0, le=3)
+    grad_ckpt: bool
+    offload_optimizer: Literal["none", "cpu", "nvme"] = "none"
+    offload_param: Literal["none", "cpu", "nvme"] = "none"
+    image_size: int = Field(gt=0)
+    patch_dropout: float = Field(ge=0, lt=1)
+    steps_timed: int = Field(gt=0, description="step records after the warm-up steps")
+    measured_step_s: float = Field(gt=0, description="median step_time_s of the timed steps")
+    measured_step_spread: float = Field(ge=0, description="(p90 − p10) / median of the timed steps")
+    measured_mfu: float | None = Field(default=None, ge=0, description="the trainer's own MFU (median)")
+    uncalibrated_step_s: float = Field(gt=0, description="the planner's step with the profile as it was")
+    calibrated_step_s: float = Field(gt=0, description="the planner's step with this calibration")
+    measured_peak_mem_gib: float = Field(gt=0)
+    peak_mem_kind: Literal["device", "host_rss"]
+    uncalibrated_mem_gib: float = Field(gt=0, description="the planner's per-GPU total with the profile as it was")
+    comm_logged_bytes_measured: float | None = Field(default=None, ge=0)
+    comm_logged_bytes_predicted: float | None = Field(default=None, ge=0)
+
+
+class CalibrationSpec(StrictModel):
+    """calibrations/<hardware>.yaml: fitted efficiency factors of one hardware profile, and their runs."""
+
+    name: Name = Field(description="the hardware profile's name (one calibration per hardware)")
+    hardware: Name
+    fitted_at: datetime
+    bf16_dense_tflops: float = Field(gt=0, description="the profile's peak the MFU was fitted against")
+    mfu_default: SourcedFraction
+    memory_reserved_gib: Sourced
+    runs: list[CalibrationRun] = Field(min_length=1)
+
+    @property
+    def display_name(self) -> str:
+        return f"calibration of {self.hardware} ({len(self.runs)} run(s))"
+
+    def describe(self) -> str:
+        jobs = ", ".join(r.job for r in self.runs)
+        return (f"calibration of {self.hardware} from {len(self.runs)} run(s) ({jobs}), fitted "
+                f"{self.fitted_at:%Y-%m-%d %H:%M} UTC: MFU {self.mfu_default.value:.4g}, "
+                f"memory reserved {self.memory_reserved_gib.value:.3g} GiB")
+
+
+# ------------------------------------------------------------------------------------ where they live
+def user_profiles_dir(user_dirs: Sequence[str | Path] | None = None) -> Path:
+    """Where a new calibration is written: the first --profiles-dir, else the first folder of
+    $EVAPLAN_PROFILES_DIR, else the user's config dir ($XDG_CONFIG_HOME or ~/.config)/evaplan/profiles."""
+    from planner.profiles import ENV_VAR
+
+    if user_dirs:
+        return Path(user_dirs[0]).expanduser()
+    for part in os.environ.get(ENV_VAR, "").split(os.pathsep):
+        if part.strip():
+            return Path(part).expanduser()
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".config") / "evaplan" / "profiles"
+
+
+def _read_dirs(user_dirs: Sequence[str | Path] | None) -> list[str | Path]:
+    """The folders calibrations are read from: the profile search folders, plus the default user
+    folder when neither --profiles-dir nor $EVAPLAN_PROFILES_DIR names one (and it exists)."""
+    from planner.profiles import ENV_VAR
+
+    dirs = list(user_dirs or [])
+    if not dirs and not os.environ.get(ENV_VAR, "").strip():
+        default = user_profiles_dir(None)
+        if default.is_dir():
+            dirs.append(default)
+    return dirs
+
+
+def find_calibration(hardware: str, user_dirs: Sequence[str | Path] | None = None) -> CalibrationSpec | None:
+    """The calibration of a hardware profile, or None; a malformed file is an error naming it."""
+    from planner import profiles as prof
+
+    refs = prof.index(CALIBRATION_KIND, _read_dirs(user_dirs))
+    if hardware not in refs:
+        return None
+    cal = prof.load_file(refs[hardware].path, CALIBRATION_KIND)
+    assert isinstance(cal, CalibrationSpec)
+    return cal
+
+
+def apply(hardware: HardwareSpec, cal: CalibrationSpec, *, path: str | None = None) -> HardwareSpec:
+    """The hardware profile with the calibrated factors; refused when the profile's peak changed since."""
+    where = f" ({path})" if path else ""
+    if cal.hardware != hardware.name:
+        raise ProfileError(f"calibration{where}: hardware '{cal.hardware}' is not the profile '{hardware.name}'",
+                           hint="rename the file after its hardware, or re-run evaplan calibrate")
+    if not math.isclose(cal.bf16_dense_tflops, hardware.bf16_dense_tflops.value, rel_tol=1e-9):
+        raise ProfileError(
+            f"calibration of {hardware.name}{where}: bf16_dense_tflops: fitted against {cal.bf16_dense_tflops:g} TFLOP/s "
+            f"but the profile now says {hardware.bf16_dense_tflops.value:g}",
+            hint="re-run `evaplan calibrate` on the runs, or pass --no-calibration")
+    return hardware.model_copy(update={"mfu_default": cal.mfu_default,
+                                       "memory_reserved_gib": cal.memory_reserved_gib})
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """A hardware profile as the planner should use it, and the calibration applied (None: none)."""
+
+    hardware: HardwareSpec
+    calibration: CalibrationSpec | None
+
+
+def calibrated_hardware(hardware: HardwareSpec, user_dirs: Sequence[str | Path] | None = None, *,
+                        use: bool = True) -> Calibrated:
+    """What `estimate`, `plan` and `compare` call after loading a hardware profile."""
+    if not use:
+        return Calibrated(hardware, None)
+    cal = find_calibration(hardware.name, user_dirs)
+    if cal is None:
+        return Calibrated(hardware, None)
+    return Calibrated(apply(hardware, cal), cal)
+
+
+def save(cal: CalibrationSpec, user_dirs: Sequence[str | Path] | None = None) -> Path:
+    """Write calibrations/<hardware>.yaml atomically (temp file + rename) in the user profiles folder."""
+    folder = user_profiles_dir(user_dirs) / CALIBRATION_KIND
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        data = cal.model_dump(mode="json", exclude_none=True)
+        text = ("# Written by `evaplan calibrate`: fitted efficiency factors of one hardware profile and the\n"
+                "# runs they came from (planner/calibration.py explains each figure).\n"
+                + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120))
+        fd, tmp = tempfile.mkstemp(prefix=f".{cal.name}.", suffix=".yaml.tmp", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        final = folder / f"{cal.name}.yaml"
+        os.replace(tmp, final)
+    except OSError as e:
+        raise EvaplanError(f"cannot write the calibration in {folder}: {e.strerror or e}",
+                           hint="pass --profiles-dir DIR (a writable folder) or set EVAPLAN_PROFILES_DIR") from None
+    return final
+
+
+# ------------------------------------------------------------------------------------ metrics
+@dataclass(frozen=True)
+class MeasuredRun:
+    """What one metrics file says about one run (its latest start and the steps after it)."""
+
+    path: str
+    start: dict[str, Any]
+    steps: list[dict[str, Any]]
+
+
+def read_run(path: str | Path) -> MeasuredRun:
+    """A trainer metrics file, refused with one line when it is empty, truncated or not a run's."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EvaplanError(f"metrics file {p} does not exist", hint="give the job name or the run's metrics.jsonl") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise EvaplanError(f"cannot read metrics file {p}: {getattr(e, 'strerror', None) or e}",
+                           hint="check the path") from None
+    lines = text.splitlines()
+    if not any(line.strip() for line in lines):
+        raise EvaplanError(f"metrics file {p} is empty", hint="calibrate once the run has logged some steps")
+    records: list[dict[str, Any]] = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            last = i == len(lines)
+            raise EvaplanError(
+                f"metrics file {p} is truncated: line {i} is not a whole JSON record"
+                + (" (the last line: a process killed mid-write?)" if last else ""),
+                hint="delete the broken line, or calibrate from an intact copy") from None
+        if not isinstance(rec, dict) or "event" not in rec:
+            raise EvaplanError(f"metrics file {p}: line {i} is not an evaclip metrics record (no `event`)",
+                               hint="give the metrics.jsonl the trainer wrote (evaclip/metrics.py)")
+        records.append(rec)
+    starts = [k for k, r in enumerate(records) if r["event"] == "start"]
+    if not starts:
+        raise EvaplanError(f"metrics file {p} has no `start` record (truncated at the beginning?)",
+                           hint="give the whole metrics.jsonl the trainer wrote")
+    # A resumed run appends a new start: time the layout of the latest process only.
+    k = starts[-1]
+    start = records[k]
+    steps = [r for r in records[k + 1:] if r["event"] == "step"]
+    if len(starts) > 1 and not steps:
+        k = starts[-2]
+        start, steps = records[k], [r for r in records[k + 1:starts[-1]] if r["event"] == "step"]
+    for key in ("model", "world_size", "micro_batch", "grad_accum", "zero_stage", "image_size", "patch_dropout",
+                "grad_ckpt"):
+        if key not in start:
+            raise EvaplanError(f"metrics file {p}: the start record lacks `{key}`",
+                               hint="re-run with this version of evaclip (evaclip/metrics.py keys)")
+    for r in steps:
+        for key in ("step", "step_time_s", "peak_mem_bytes", "peak_mem_kind"):
+            if key not in r:
+                raise EvaplanError(f"metrics file {p}: step record {r.get('step', '?')} lacks `{key}`",
+                                   hint="re-run with this version of evaclip (evaclip/metrics.py keys)")
+    return MeasuredRun(str(p), start, steps)
+
+
+def timed_steps(run: MeasuredRun) -> list[dict[str, Any]]:
+    """The step records after the warm-up (at least WARMUP_STEPS_MIN, WARMUP_SHARE of them)."""
+    skip = max(WARMUP_STEPS_MIN, int(len(run.steps) * WARMUP_SHARE))
+    timed = run.steps[skip:]
+    if len(timed) < MIN_TIMED_STEPS:
+        raise EvaplanError(
+            f"metrics file {run.path} has {len(run.steps)} step record(s); calibration needs at least "
+            f"{MIN_TIMED_STEPS + WARMUP_STEPS_MIN} (the first {skip} are warm-up)",
+            hint="let the run log more steps (log_every_steps 1), then calibrate")
+    return timed
+
+
+# ------------------------------------------------------------------------------------ plans
+def plan_from_start(run: MeasuredRun, model: ModelSpec, hardware: HardwareSpec) -> tuple[ParallelPlan, TrainingSpec]:
+    """The plan a metrics file was trained with, read from its start record (no offload: the trainer
+    does not log it; give the job or --plan when the run offloaded)."""
+    s = run.start
+    world, G = int(s["world_size"]), hardware.gpus_per_node
+    if world % G:
+        raise EvaplanError(
+            f"metrics file {run.path}: world size {world} is not a whole number of {hardware.name} nodes ({G} per node)",
+            hint="calibrate against the hardware profile the run used (--hardware)")
+    precision = {"bfloat16": "bf16", "float16": "fp16", "bf16": "bf16", "fp16": "fp16"}.get(str(s.get("precision")), "bf16")
+    plan = ParallelPlan(nodes=world // G, gpus_per_node=G, zero_stage=int(s["zero_stage"]),
+                        micro_batch=int(s["micro_batch"]), grad_accum=int(s["grad_accum"]),
+                        grad_ckpt=bool(s["grad_ckpt"]), precision=precision)  # type: ignore[arg-type]
+    gb = plan.global_batch
+    training = TrainingSpec(samples=float(max(1, int(s.get("total_steps") or 1)) * gb), global_batch=gb,
+                            image_size=int(s["image_size"]), patch_dropout=float(s["patch_dropout"]),
+                            precision=precision)  # type: ignore[arg-type]
+    return plan, training
+
+
+def check_run_matches(run: MeasuredRun, est: Estimate, hardware: HardwareSpec) -> None:
+    """Refuse metrics that are not the planned run's: another model, hardware or layout."""
+    s = run.start
+    if s["model"] != est.model:
+        raise EvaplanError(
+            f"metrics file {run.path} is from model '{s['model']}', but the plan is for '{est.model}'",
+            hint="give the metrics of the run launched from this plan")
+    if s.get("hardware") not in (None, est.hardware):
+        raise EvaplanError(
+            f"metrics file {run.path} is from hardware '{s['hardware']}', but the plan is for '{est.hardware}'",
+            hint="give the metrics of the run launched from this plan")
+    p = est.plan
+    for key, planned in (("world_size", p.world_size), ("micro_batch", p.micro_batch), ("grad_accum", p.grad_accum),
+                         ("zero_stage", p.zero_stage), ("image_size", est.training.image_size),
+                         ("grad_ckpt", p.grad_ckpt)):
+        if s[key] != planned:
+            raise EvaplanError(f"metrics file {run.path}: {key} {s[key]} differs from the plan's {planned}",
+                               hint="give the metrics of the run launched from this plan")
+    if hardware.name != est.hardware:
+        raise EvaplanError(f"the plan is for hardware '{est.hardware}', not '{hardware.name}'",
+                           hint=f"calibrate with --hardware {est.hardware}")
+
+
+# ------------------------------------------------------------------------------------ fitting
+@dataclass(frozen=True)
+class Observation:
+    """One run ready to fit: its plan and what it measured."""
+
+    job: str
+    metrics: str
+    model: ModelSpec
+    plan: ParallelPlan
+    training: TrainingSpec
+    step_s: float
+    spread: float
+    steps_timed: int
+    trainer_mfu: float | None
+    peak_mem_bytes: float
+    peak_mem_kind: str
+    comm_logged_bytes: float | None
+
+
+def observe(job: str, run: MeasuredRun, model: ModelSpec, plan: ParallelPlan, training: TrainingSpec) -> Observation:
+    timed = timed_steps(run)
+    times = sorted(float(r["step_time_s"]) for r in timed)
+    med = statistics.median(times)
+    if med <= 0:
+        raise EvaplanError(f"metrics file {run.path}: median step time is {med} s", hint="check the run's clock")
+    q = statistics.quantiles(times, n=10) if len(times) >= 2 else [med] * 9
+    mfus = [float(r["mfu"]) for r in timed if isinstance(r.get("mfu"), int | float)]
+    comm = [sum(r["comm_bytes"].values()) for r in timed if isinstance(r.get("comm_bytes"), dict)]
+    kinds = {r["peak_mem_kind"] for r in timed}
+    if len(kinds) != 1 or not kinds <= {"device", "host_rss"}:
+        raise EvaplanError(f"metrics file {run.path}: peak_mem_kind {sorted(kinds)} is not one of device, host_rss",
+                           hint="give the metrics.jsonl the trainer wrote (evaclip/metrics.py)")
+    return Observation(
+        job=job, metrics=run.path, model=model, plan=plan, training=training, step_s=med,
+        spread=(q[-1] - q[0]) / med, steps_timed=len(timed),
+        trainer_mfu=statistics.median(mfus) if mfus else None,
+        peak_mem_bytes=float(max(r["peak_mem_bytes"] for r in timed)), peak_mem_kind=kinds.pop(),
+        comm_logged_bytes=statistics.median(comm) if comm else None,
+    )
+
+
+def observation_from_record(r: CalibrationRun, model: ModelSpec, hardware: HardwareSpec) -> Observation:
+    """An earlier run of a calibration, refitted from what the calibration file kept (its metrics file
+    need not exist any more)."""
+    if r.model != model.name:
+        raise EvaplanError(f"calibration run {r.job} is of model '{r.model}', not '{model.name}'",
+                           hint="report this: observation_from_record got the wrong model profile")
+    G = hardware.gpus_per_node
+    if r.world_size % G:
+        raise ProfileError(f"calibration run {r.job}: world_size {r.world_size} is not whole {hardware.name} nodes",
+                           hint="remove the run from the calibration file, or re-run evaplan calibrate --reset")
+    plan = ParallelPlan(nodes=r.world_size // G, gpus_per_node=G, zero_stage=r.zero_stage, micro_batch=r.micro_batch,
+                        grad_accum=r.grad_accum, grad_ckpt=r.grad_ckpt, offload_optimizer=r.offload_optimizer,
+                        offload_param=r.offload_param)
+    training = TrainingSpec(samples=float(plan.global_batch), global_batch=plan.global_batch,
+                            image_size=r.image_size, patch_dropout=r.patch_dropout)
+    return Observation(job=r.job, metrics=r.metrics, model=model, plan=plan, training=training,
+                       step_s=r.measured_step_s, spread=r.measured_step_spread, steps_timed=r.steps_timed,
+                       trainer_mfu=r.measured_mfu, peak_mem_bytes=r.measured_peak_mem_gib * GIB,
+                       peak_mem_kind=r.peak_mem_kind, comm_logged_bytes=r.comm_logged_bytes_measured)
+
+
+def _with(hardware: HardwareSpec, **values: float) -> HardwareSpec:
+    src = "evaplan calibrate (trial value)"
+    today = date.today()
+    upd: dict[str, Any] = {}
+    if "mfu" in values:
+        upd["mfu_default"] = SourcedFraction(value=values["mfu"], source=src, observed=today)
+    if "reserved_gib" in values:
+        upd["memory_reserved_gib"] = Sourced(value=values["reserved_gib"], source=src, observed=today)
+    return hardware.model_copy(update=upd)
+
+
+def predicted(obs: Observation, hardware: HardwareSpec) -> Estimate:
+    from planner.estimate import estimate
+
+    return estimate(obs.model, hardware, obs.plan, obs.training)
+
+
+def fit_mfu(observations: Sequence[Observation], hardware: HardwareSpec) -> float:
+    """The compute efficiency that minimises Σ ((predicted − measured) / measured)² over the runs,
+    predicted by the planner's own step model (compute + exposed comm + offload). The step time
+    falls monotonically as the efficiency rises, so each run alone has one root; a golden-section
+    search on log(MFU) finds the common optimum."""
+    def loss(log_mfu: float) -> float:
+        hw = _with(hardware, mfu=math.exp(log_mfu))
+        return sum(((predicted(o, hw).compute.step_s - o.step_s) / o.step_s) ** 2 for o in observations)
+
+    lo, hi = math.log(MFU_BOUNDS[0]), math.log(MFU_BOUNDS[1])
+    g = (math.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = loss(a), loss(b)
+    for _ in range(80):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = loss(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = loss(b)
+    mfu = math.exp((lo + hi) / 2)
+    if mfu >= MFU_BOUNDS[1] * 0.999:
+        worst = min(observations, key=lambda o: o.step_s)
+        raise EvaplanError(
+            f"run {worst.job} ran faster than the planner's step at 100 % of {hardware.name}'s bf16_dense_tflops "
+            f"({worst.step_s:.4g} s measured)",
+            hint="the profile's peak or bus bandwidths are too low: re-measure them (benchmarks/measure_cpu.py, "
+                 "nccl-tests), then calibrate")
+    return mfu
+
+
+def fit_reserved_gib(observations: Sequence[Observation], hardware: HardwareSpec) -> float:
+    """Runtime memory the model cannot derive: measured peak − (predicted total − reserved term), the
+    largest over the runs (planning with it never under-counts a measured run). From device-allocated
+    figures the profile's figure is a floor (the context is not in max_memory_allocated)."""
+    residuals = []
+    floor = 0.0
+    for o in observations:
+        e = predicted(o, hardware)
+        derived = e.memory.gpu_total_bytes - e.memory.gpu_terms["runtime_reserved"]
+        residuals.append((o.peak_mem_bytes - derived) / GIB)
+        if o.peak_mem_kind == "device":
+            floor = hardware.memory_reserved_gib.value
+    value = max(max(residuals), floor)
+    if value <= 0:
+        # The model over-counts what the run used; keep a token positive reserve (Sourced is > 0).
+        value = 1.0 / 1024
+    return value
+
+
+def _ds_logged_bytes(e: Estimate) -> float:
+    return sum(c.logged_bytes for c in e.comm.collectives if c.ds_logged)
+
+
+def calibrate(observations: Sequence[Observation], hardware: HardwareSpec, *,
+              now: datetime | None = None) -> CalibrationSpec:
+    """Fit the calibration of `hardware` (the profile as shipped, uncalibrated) from the runs."""
+    if not observations:
+        raise EvaplanError("no runs to calibrate from", hint="give a job name or a metrics.jsonl")
+    now = now or datetime.now(timezone.utc)
+    mfu = fit_mfu(observations, hardware)
+    reserved = fit_reserved_gib(observations, hardware)
+    fitted = _with(hardware, mfu=mfu, reserved_gib=reserved)
+    runs = []
+    for o in observations:
+        before, after = predicted(o, hardware), predicted(o, fitted)
+        runs.append(CalibrationRun(
+            job=o.job, metrics=o.metrics, model=o.model.name, observed=now.date(), world_size=o.plan.world_size,
+            micro_batch=o.plan.micro_batch, grad_accum=o.plan.grad_accum, zero_stage=o.plan.zero_stage,
+            grad_ckpt=o.plan.grad_ckpt, offload_optimizer=o.plan.offload_optimizer, offload_param=o.plan.offload_param,
+            image_size=o.training.image_size, patch_dropout=o.training.patch_dropout,
+            steps_timed=o.steps_timed, measured_step_s=o.step_s, measured_step_spread=o.spread,
+            measured_mfu=o.trainer_mfu, uncalibrated_step_s=before.compute.step_s,
+            calibrated_step_s=after.compute.step_s, measured_peak_mem_gib=o.peak_mem_bytes / GIB,
+            peak_mem_kind=o.peak_mem_kind,  # type: ignore[arg-type]
+            uncalibrated_mem_gib=before.memory.gpu_total_bytes / GIB,
+            comm_logged_bytes_measured=o.comm_logged_bytes,
+            comm_logged_bytes_predicted=_ds_logged_bytes(before) if o.comm_logged_bytes is not None else None,
+        ))
+    jobs = ", ".join(o.job for o in observations)
+    day = now.date()
+    return CalibrationSpec(
+        name=hardware.name, hardware=hardware.name, fitted_at=now, bf16_dense_tflops=hardware.bf16_dense_tflops.value,
+        mfu_default=SourcedFraction(
+            value=mfu, observed=day,
+            source=f"evaplan calibrate: compute efficiency that makes the planner's step match the median measured "
+                   f"step of {len(observations)} run(s) ({jobs}) (least squares of relative errors)"),
+        memory_reserved_gib=Sourced(
+            value=reserved, observed=day,
+            source=f"evaplan calibrate: measured peak memory − the memory model's derived terms, largest over "
+                   f"{len(observations)} run(s) ({jobs})"),
+        runs=runs,
+    )
+
+
+def comparison_rows(cal: CalibrationSpec) -> list[dict[str, str]]:
+    """Predicted vs measured for every run behind a calibration (what the reports print)."""
+    rows = []
+    for r in cal.runs:
+        def err(pred: float, meas: float) -> str:
+            return f"{(pred - meas) / meas:+.1%}"
+        rows.append({
+            "run": r.job,
+            "layout": f"{r.world_size}×, micro-batch {r.micro_batch}, accum {r.grad_accum}, ZeRO-{r.zero_stage}"
+                      + (", ckpt" if r.grad_ckpt else ""),
+            "measured step": f"{r.measured_step_s:.4g} s (±{r.measured_step_spread / 2:.0%})",
+            "uncalibrated": f"{r.uncalibrated_step_s:.4g} s ({err(r.uncalibrated_step_s, r.measured_step_s)})",
+            "calibrated": f"{r.calibrated_step_s:.4g} s ({err(r.calibrated_step_s, r.measured_step_s)})",
+            "memory measured / predicted": f"{r.measured_peak_mem_gib:.3g} / {r.uncalibrated_mem_gib:.3g} GiB "
+                                           f"({r.peak_mem_kind})",
+        })
+    return rows

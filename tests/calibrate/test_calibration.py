@@ -1,0 +1,291 @@
+"""`evaplan calibrate` and planner.calibration without torch: metrics files written from known
+efficiency factors must give those factors back through the planner's own physics; bad metrics and
+bad calibration files are refused with one line; estimate / plan use a calibration and say so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from planner import calibration as cb
+from planner.errors import EvaplanError, ProfileError
+from planner.estimate import estimate
+from planner.profiles import load_file, load_hardware, load_model
+from planner.spec import ParallelPlan, Sourced, SourcedFraction, TrainingSpec
+
+GIB = 2**30
+MODEL = "eva-clip-debug"
+HW = "cpu"
+
+
+def _plan(micro_batch: int = 4, zero_stage: int = 1, grad_accum: int = 1) -> tuple[ParallelPlan, TrainingSpec]:
+    plan = ParallelPlan(nodes=1, gpus_per_node=2, zero_stage=zero_stage, micro_batch=micro_batch,
+                        grad_accum=grad_accum, grad_ckpt=False)
+    gb = plan.global_batch
+    return plan, TrainingSpec(samples=20 * gb, global_batch=gb, image_size=32, patch_dropout=0.0)
+
+
+def _truth(plan: ParallelPlan, training: TrainingSpec, mfu: float, reserved_gib: float):
+    """The planner's estimate with known factors: what a run "measures" in these tests."""
+    hw = load_hardware(HW)
+    hw = hw.model_copy(update={
+        "mfu_default": SourcedFraction(value=mfu, source="test truth", observed="2026-11-27"),
+        "memory_reserved_gib": Sourced(value=reserved_gib, source="test truth", observed="2026-11-27")})
+    return estimate(load_model(MODEL), hw, plan, training)
+
+
+def write_metrics(path: Path, *, job: str, micro_batch: int = 4, zero_stage: int = 1, mfu: float = 0.08,
+                  reserved_gib: float = 0.4, steps: int = 12, model: str = MODEL, outlier_every: int = 0,
+                  comm_bytes: float | None = None) -> Path:
+    """A metrics.jsonl as evaclip writes it (evaclip/metrics.py keys) for a run whose step time and
+    memory are the planner's at the given factors (every `outlier_every`-th step 3× slower: a
+    contended core)."""
+    plan, training = _plan(micro_batch, zero_stage)
+    e = _truth(plan, training, mfu, reserved_gib)
+    start = {"event": "start", "job_name": job, "model": model, "hardware": HW, "world_size": plan.world_size,
+             "micro_batch": micro_batch, "grad_accum": 1, "global_batch": plan.global_batch,
+             "zero_stage": zero_stage, "precision": "bfloat16", "total_steps": steps, "image_size": 32,
+             "patch_dropout": 0.0, "grad_ckpt": False, "optimizer": "adamw", "start_step": 0, "resumed_from": None,
+             "flops_per_sample": e.compute.model_flops_per_sample, "peak_tflops": load_hardware(HW).bf16_dense_tflops.value, "device": "cpu",
+             "time": 1.0}
+    lines = [start]
+    for s in range(1, steps + 1):
+        slow = s == 1 or (outlier_every and s % outlier_every == 0)  # the first step is always slow
+        t = e.compute.step_s * (3.0 if slow else 1.0)
+        rec = {"event": "step", "step": s, "samples_seen": s * plan.global_batch, "time_s": s * t,
+               "step_time_s": t, "samples_per_s": plan.global_batch / t, "loss": 4.0, "lr": 1e-3,
+               "tflops_per_gpu": 0.0004, "mfu": 0.08, "peak_mem_bytes": int(e.memory.gpu_total_bytes),
+               "peak_mem_kind": "host_rss", "world_size": 2, "micro_batch": micro_batch, "grad_accum": 1,
+               "zero_stage": zero_stage, "attention": "sdpa"}
+        if comm_bytes is not None:
+            rec["comm_bytes"] = {"all_reduce": comm_bytes}
+            rec["comm_calls"] = {"all_reduce": 1}
+        lines.append(rec)
+    lines.append({"event": "end", "step": steps, "status": "completed", "time_s": 10.0})
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+@pytest.fixture
+def profiles_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "profiles"
+    d.mkdir()
+    monkeypatch.setenv("EVAPLAN_PROFILES_DIR", str(d))
+    monkeypatch.setenv("EVAPLAN_STATE_DIR", str(tmp_path / "state"))
+    return d
+
+
+# ----------------------------------------------------------------------------------- the fit
+def test_fit_recovers_the_factors_a_run_was_generated_with(tmp_path: Path) -> None:
+    hw = load_hardware(HW)
+    run = cb.read_run(write_metrics(tmp_path / "m.jsonl", job="a", mfu=0.08, reserved_gib=0.4))
+    plan, training = cb.plan_from_start(run, load_model(MODEL), hw)
+    cal = cb.calibrate([cb.observe("a", run, load_model(MODEL), plan, training)], hw)
+    assert cal.mfu_default.value == pytest.approx(0.08, rel=1e-6)
+    assert cal.memory_reserved_gib.value == pytest.approx(0.4, rel=1e-6)
+    r = cal.runs[0]
+    assert r.calibrated_step_s == pytest.approx(r.measured_step_s, rel=1e-6)
+    assert r.steps_timed == 11  # the slow first step is warm-up
+    # The profile as shipped assumes MFU 0.5: its prediction is 0.08/0.5 of the compute part.
+    assert r.uncalibrated_step_s < 0.5 * r.measured_step_s
+
+
+def test_fit_transfers_to_another_micro_batch_and_zero_stage(tmp_path: Path) -> None:
+    """Calibrated on run A, the planner predicts run B (other micro-batch, other ZeRO stage) exactly
+    when both share the hardware's factors; uncalibrated it is off by the MFU ratio."""
+    hw, model = load_hardware(HW), load_model(MODEL)
+    a = cb.read_run(write_metrics(tmp_path / "a.jsonl", job="a", micro_batch=4, zero_stage=1, mfu=0.05))
+    cal = cb.calibrate([cb.observe("a", a, model, *cb.plan_from_start(a, model, hw))], hw)
+    plan_b, training_b = _plan(micro_batch=16, zero_stage=2)
+    measured_b = _truth(plan_b, training_b, 0.05, 0.4).compute.step_s
+    predicted_b = estimate(model, cb.apply(hw, cal), plan_b, training_b).compute.step_s
+    assert predicted_b == pytest.approx(measured_b, rel=1e-6)
+    assert abs(estimate(model, hw, plan_b, training_b).compute.step_s / measured_b - 1) > 0.5
+
+
+def test_several_runs_are_fitted_together(tmp_path: Path) -> None:
+    hw, model = load_hardware(HW), load_model(MODEL)
+    obs = []
+    for job, mb, mfu in (("a", 4, 0.04), ("b", 16, 0.08)):
+        run = cb.read_run(write_metrics(tmp_path / f"{job}.jsonl", job=job, micro_batch=mb, mfu=mfu))
+        obs.append(cb.observe(job, run, model, *cb.plan_from_start(run, model, hw)))
+    cal = cb.calibrate(obs, hw)
+    assert 0.04 < cal.mfu_default.value < 0.08
+    errs = [(r.calibrated_step_s - r.measured_step_s) / r.measured_step_s for r in cal.runs]
+    assert errs[0] < 0 < errs[1]  # between the two: too fast for the slower run, too slow for the faster
+
+
+def test_median_ignores_contended_steps(tmp_path: Path) -> None:
+    hw, model = load_hardware(HW), load_model(MODEL)
+    run = cb.read_run(write_metrics(tmp_path / "m.jsonl", job="a", mfu=0.08, outlier_every=4))
+    o = cb.observe("a", run, model, *cb.plan_from_start(run, model, hw))
+    assert o.spread > 1.0  # p10..p90 spans the 3× outliers
+    assert cb.calibrate([o], hw).mfu_default.value == pytest.approx(0.08, rel=1e-6)
+
+
+def test_a_run_faster_than_the_peak_allows_is_refused(tmp_path: Path) -> None:
+    hw, model = load_hardware(HW), load_model(MODEL)
+    path = write_metrics(tmp_path / "m.jsonl", job="a", mfu=0.08)
+    recs = [json.loads(x) for x in path.read_text().splitlines()]
+    for r in recs:
+        if r["event"] == "step":
+            r["step_time_s"] = 1e-6
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    run = cb.read_run(path)
+    with pytest.raises(EvaplanError, match="ran faster than the planner's step at 100 %"):
+        cb.calibrate([cb.observe("a", run, model, *cb.plan_from_start(run, model, hw))], hw)
+
+
+# ----------------------------------------------------------------------------------- bad metrics
+@pytest.mark.parametrize("content, message", [
+    ("", "is empty"),
+    ("\n\n", "is empty"),
+    (None, "is truncated: line 14 is not a whole JSON record (the last line"),
+    ('{"event": "step", "step": 1}\n', "has no `start` record"),
+    ('["not", "a", "record"]\n', "is not an evaclip metrics record"),
+])
+def test_bad_metrics_files_are_refused_with_one_line(cli, profiles_dir, tmp_path, content, message) -> None:
+    path = tmp_path / "metrics.jsonl"
+    if content is None:
+        write_metrics(path, job="a")
+        path.write_text(path.read_text()[:-40])  # the end record cut mid-write
+    else:
+        path.write_text(content)
+    r = cli("calibrate", str(path), "--hardware", HW)
+    assert r.exit_code == 2
+    assert message in r.stderr and str(path) in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (profiles_dir / "calibrations").exists()
+
+
+def test_too_few_steps_are_refused(cli, profiles_dir, tmp_path) -> None:
+    path = write_metrics(tmp_path / "m.jsonl", job="a", steps=3)
+    r = cli("calibrate", str(path), "--hardware", HW)
+    assert r.exit_code == 2 and "has 3 step record(s); calibration needs at least 4" in r.stderr
+
+
+def test_metrics_of_another_model_are_refused(cli, profiles_dir, tmp_path) -> None:
+    """A job's plan is for eva-clip-debug; a metrics file of another model is not its run."""
+    from launcher.state import JobRecord, JobStore
+
+    plan, training = _plan()
+    est = estimate(load_model(MODEL), load_hardware(HW), plan, training)
+    metrics = write_metrics(tmp_path / "m.jsonl", job="a")
+    text = metrics.read_text().replace(f'"model": "{MODEL}"', '"model": "eva02-clip-b16"')
+    metrics.write_text(text)
+    JobStore().put(JobRecord(name="job-a", backend="local", bundle_dir=str(tmp_path), plan={},
+                             estimate=est.model_dump(mode="json"), backend_data={"metrics_path": str(metrics)}))
+    r = cli("calibrate", "job-a")
+    assert r.exit_code == 2
+    assert "is from model 'eva02-clip-b16', but the plan is for 'eva-clip-debug'" in r.stderr
+
+
+def test_metrics_of_another_layout_are_refused(tmp_path) -> None:
+    plan, training = _plan(micro_batch=8)
+    est = estimate(load_model(MODEL), load_hardware(HW), plan, training)
+    run = cb.read_run(write_metrics(tmp_path / "m.jsonl", job="a", micro_batch=4))
+    with pytest.raises(EvaplanError, match="micro_batch 4 differs from the plan's 8"):
+        cb.check_run_matches(run, est, load_hardware(HW))
+
+
+# ----------------------------------------------------------------------------------- calibration files
+def _write_valid(cli, tmp_path: Path) -> Path:
+    path = write_metrics(tmp_path / "a.jsonl", job="a", mfu=0.08)
+    r = cli("calibrate", str(path), "--hardware", HW)
+    assert r.exit_code == 0, r.output
+    return Path(r.stdout.split(":", 1)[0].removeprefix("wrote "))
+
+
+def test_calibration_files_are_validated_like_profiles(cli, profiles_dir, tmp_path) -> None:
+    path = _write_valid(cli, tmp_path)
+    assert path == profiles_dir / "calibrations" / "cpu.yaml"
+    assert load_file(path).mfu_default.value == pytest.approx(0.08, rel=1e-6)
+    good = path.read_text()
+
+    path.write_text(good.replace("hardware: cpu", "hardware: cpu\nmfu_fudge: 2"))
+    r = cli("estimate", "--model", MODEL, "--hardware", HW, "--gpus", "2")
+    assert r.exit_code == 2
+    assert f"{path}: mfu_fudge: Extra inputs are not permitted (remove it" in r.stderr
+
+    path.write_text(good.replace("  value: 0.08", "  value: 1.8", 1))
+    r = cli("profiles", "validate", str(path))
+    assert r.exit_code == 2 and f"{path}: mfu_default.value: Input should be less than or equal to 1" in r.stderr
+
+    path.write_text(good.replace("name: cpu", "name: h100-sxm"))
+    r = cli("estimate", "--model", MODEL, "--hardware", HW, "--gpus", "2")
+    assert r.exit_code == 2 and "name: 'h100-sxm' differs from the file name 'cpu'" in r.stderr
+
+
+def test_a_changed_profile_peak_invalidates_the_calibration(profiles_dir, cli, tmp_path) -> None:
+    path = _write_valid(cli, tmp_path)
+    cal = load_file(path)
+    hw = load_hardware(HW)
+    peak = hw.bf16_dense_tflops.value
+    faster = hw.model_copy(update={"bf16_dense_tflops": Sourced(value=2 * peak, source="re-measured", observed="2026-11-28")})
+    with pytest.raises(ProfileError, match=rf"fitted against {peak:g} TFLOP/s but the profile now says {2 * peak:g}"):
+        cb.apply(faster, cal)
+
+
+# ----------------------------------------------------------------------------------- the commands
+def test_estimate_and_plan_use_the_calibration_and_say_so(cli, profiles_dir, tmp_path) -> None:
+    _write_valid(cli, tmp_path)
+    args = ("estimate", "--model", MODEL, "--hardware", HW, "--gpus", "2", "--micro-batch", "16", "--grad-accum", "1",
+            "--zero-stage", "2", "--samples", "320")
+    calibrated = cli(*args)
+    assert calibrated.exit_code == 0, calibrated.output
+    assert "calibration  applied" in calibrated.stdout and "calibration of cpu from 1 run(s) (a)" in calibrated.stdout
+    assert "calibrated" in calibrated.stdout and "uncalibrated" in calibrated.stdout
+    plain = cli(*args, "--no-calibration")
+    assert "calibration" not in plain.stdout
+
+    def step(*extra: str) -> float:
+        return json.loads(cli(*args, *extra, "--format", "json").stdout)["compute"]["step_s"]
+
+    plan_b, training_b = _plan(micro_batch=16, zero_stage=2)
+    truth = _truth(plan_b, training_b, 0.08, 0.4).compute.step_s
+    assert step() == pytest.approx(truth, rel=1e-6)
+    assert step("--no-calibration") < 0.5 * truth
+    assert "note: using the calibration of cpu" in cli(*args, "--format", "json").stderr
+
+    planned = cli("plan", "--model", MODEL, "--hardware", HW, "--gpus", "2", "--samples", "320", "--global-batch", "32")
+    assert planned.exit_code == 0, planned.output
+    assert "note: using the calibration of cpu" in planned.stderr and "a (2×, micro-batch 4" in planned.stderr
+    assert "note:" not in cli("plan", "--model", MODEL, "--hardware", HW, "--gpus", "2", "--samples", "320",
+                              "--global-batch", "32", "--no-calibration").stderr
+    # The hardware profile is still what `profiles show cpu` means.
+    shown = cli("profiles", "show", HW)
+    assert shown.exit_code == 0 and "display_name: CPU host" in shown.stdout
+
+
+def test_calibrate_keeps_earlier_runs_unless_reset(cli, profiles_dir, tmp_path) -> None:
+    _write_valid(cli, tmp_path)
+    b = write_metrics(tmp_path / "b.jsonl", job="b", micro_batch=16, mfu=0.08)
+    r = cli("calibrate", str(b), "--hardware", HW)
+    assert r.exit_code == 0 and "from 2 run(s) (a, b)" in r.stdout and "(1 kept from the earlier calibration)" in r.stdout
+    cal = load_file(profiles_dir / "calibrations" / "cpu.yaml")
+    assert [x.job for x in cal.runs] == ["a", "b"] and cal.mfu_default.value == pytest.approx(0.08, rel=1e-6)
+    # The earlier run is refitted from the calibration file even when its metrics file is gone.
+    (tmp_path / "a.jsonl").unlink()
+    again = cli("calibrate", str(b), "--hardware", HW, "--format", "json")
+    assert [x["job"] for x in json.loads(again.stdout)["calibration"]["runs"]] == ["a", "b"]
+    reset = cli("calibrate", str(b), "--hardware", HW, "--reset")
+    assert reset.exit_code == 0 and "from 1 run(s) (b)" in reset.stdout
+
+
+def test_dry_run_writes_nothing_and_reports_comm_volume(cli, profiles_dir, tmp_path) -> None:
+    path = write_metrics(tmp_path / "a.jsonl", job="a", comm_bytes=3.0e6)
+    r = cli("calibrate", str(path), "--hardware", HW, "--dry-run")
+    assert r.exit_code == 0 and r.stdout.startswith("dry run: nothing written")
+    assert "comm volume of a (DeepSpeed comms logger): 3,000,000 B/step measured vs" in r.stdout
+    assert not (profiles_dir / "calibrations").exists()
+
+
+def test_default_folder_is_the_user_config_dir(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("EVAPLAN_PROFILES_DIR", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    assert cb.user_profiles_dir() == tmp_path / "cfg" / "evaplan" / "profiles"
+    assert cb.user_profiles_dir(["/x/y"]) == Path("/x/y")
+    monkeypatch.setenv("EVAPLAN_PROFILES_DIR", str(tmp_path / "p"))
+    assert cb.user_profiles_dir() == tmp_path / "p"

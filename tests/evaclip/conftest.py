@@ -1,0 +1,133 @@
+"""Helpers for the trainer tests: write configs and run `torchrun --standalone --nproc_per_node 2
+-m evaclip.train` (2 CPU ranks, gloo) in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NPROC = 2
+RUN_TIMEOUT_S = 240
+
+
+@dataclass
+class TrainRun:
+    returncode: int
+    log: str
+    records: list[dict[str, Any]]
+    out_dir: Path
+
+    def steps(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("event") == "step"]
+
+    def losses(self) -> dict[int, float]:
+        return {r["step"]: r["loss"] for r in self.steps()}
+
+
+def debug_run_config(out_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """A RunConfig (as a dict) for eva-clip-debug that learns the synthetic set in ~30 steps."""
+    from planner.profiles import load_model
+
+    spec = load_model("eva-clip-debug")
+    cfg: dict[str, Any] = {
+        "job_name": "evaclip-test",
+        "model": spec.model_dump(mode="json"),
+        "total_steps": 30,
+        "image_size": 32,
+        "patch_dropout": 0.0,
+        "image_lr": 3e-4,
+        "text_lr": 3e-4,
+        "warmup_steps": 3,
+        "grad_clip": 5.0,
+        "output_dir": str(out_dir),
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def ds_config_for(zero_stage: int, *, micro_batch: int = 8, grad_accum: int = 1, comms_logger: bool = False,
+                  **plan_kw: Any) -> dict[str, Any]:
+    from planner.deepspeed_config import deepspeed_config
+    from planner.spec import ParallelPlan
+
+    plan = ParallelPlan(nodes=1, gpus_per_node=NPROC, zero_stage=zero_stage, micro_batch=micro_batch,
+                        grad_accum=grad_accum, grad_ckpt=False, **plan_kw)
+    return deepspeed_config(plan, grad_clip=5.0, comms_logger=comms_logger)
+
+
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "OMP_NUM_THREADS": "1",  # 2 ranks on a 2-core machine
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+        "PYTHONWARNINGS": "ignore::FutureWarning",
+    })
+    env.pop("RANK", None)
+    env.update(extra or {})
+    return env
+
+
+def start_torchrun(workdir: Path, ds_cfg: dict[str, Any], run_cfg: dict[str, Any],
+                   env: dict[str, str] | None = None) -> subprocess.Popen:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "ds.json").write_text(json.dumps(ds_cfg))
+    (workdir / "run.json").write_text(json.dumps(run_cfg))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={NPROC}",
+           "-m", "evaclip.train", "--ds-config", str(workdir / "ds.json"), "--run-config", str(workdir / "run.json")]
+    log = open(workdir / "train.log", "ab")
+    return subprocess.Popen(cmd, cwd=workdir, env=_env(env), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, workdir: Path, run_cfg: dict[str, Any], timeout_s: float = RUN_TIMEOUT_S) -> TrainRun:
+    from evaclip.metrics import read_metrics
+
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    log = (workdir / "train.log").read_text(errors="replace")
+    metrics = Path(run_cfg["output_dir"]) / run_cfg.get("metrics_file", "metrics.jsonl")
+    records = read_metrics(metrics) if metrics.exists() else []
+    return TrainRun(proc.returncode, log, records, Path(run_cfg["output_dir"]))
+
+
+def run_torchrun(workdir: Path, ds_cfg: dict[str, Any], run_cfg: dict[str, Any],
+                 env: dict[str, str] | None = None) -> TrainRun:
+    return finish(start_torchrun(workdir, ds_cfg, run_cfg, env), workdir, run_cfg)
+
+
+def wait_for_step(run_cfg: dict[str, Any], step: int, proc: subprocess.Popen, timeout_s: float = RUN_TIMEOUT_S) -> None:
+    """Block until the metrics file records `step` (or the process ends)."""
+    from evaclip.metrics import read_metrics
+
+    path = Path(run_cfg["output_dir"]) / "metrics.jsonl"
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and any(r.get("event") == "step" and r["step"] >= step for r in read_metrics(path)):
+            return
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def trainer():
+    """The helpers above, for test modules (conftest is not importable under importlib mode)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("deepspeed")
+    from types import SimpleNamespace
+
+    return SimpleNamespace(debug_run_config=debug_run_config, ds_config_for=ds_config_for,
+                           start_torchrun=start_torchrun, finish=finish, run_torchrun=run_torchrun,
+                           wait_for_step=wait_for_step)
