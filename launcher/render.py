@@ -94,7 +94,7 @@ def build_run_config(inputs: PlanInputs, opts: RenderOptions, data_workers: int)
         grad_ckpt=plan.grad_ckpt,
         local_loss=plan.local_loss,
         gather_with_grad=plan.gather_with_grad,
-        optimizer=opts.optimizer or recipe.optimizer,
+        optimizer=resolve_optimizer(inputs, opts),
         image_lr=recipe.image_lr,
         text_lr=recipe.text_lr,
         image_layer_decay=recipe.image_layer_decay,
@@ -111,6 +111,17 @@ def build_run_config(inputs: PlanInputs, opts: RenderOptions, data_workers: int)
     )
 
 
+def resolve_optimizer(inputs: PlanInputs, opts: RenderOptions) -> str:
+    """The optimizer the run uses: --optimizer, else the recipe's, except that an offloaded optimizer
+    runs DeepSpeedCPUAdam (AdamW): DeepSpeed ships CPU Adam, Adagrad and Lion but no CPU LAMB
+    (deepspeed/ops/adam/cpu_adam.py and siblings), so a LAMB recipe cannot keep LAMB when offloading."""
+    if opts.optimizer:
+        return opts.optimizer
+    if inputs.model.recipe.optimizer == "lamb" and inputs.plan.offload_optimizer != "none":
+        return "adamw"
+    return inputs.model.recipe.optimizer
+
+
 def build_ds_config(inputs: PlanInputs, opts: RenderOptions) -> dict[str, Any]:
     recipe = inputs.model.recipe
     uses_nvme = "nvme" in (inputs.plan.offload_optimizer, inputs.plan.offload_param)
@@ -122,7 +133,7 @@ def build_ds_config(inputs: PlanInputs, opts: RenderOptions) -> dict[str, Any]:
         grad_clip=recipe.grad_clip,
         comms_logger=opts.comms_logger,
         nvme_path=NVME_MOUNT if uses_nvme else None,
-        optimizer=opts.optimizer or recipe.optimizer,
+        optimizer=resolve_optimizer(inputs, opts),
         lr=recipe.image_lr,
         betas=recipe.betas,
         eps=recipe.eps,
@@ -384,6 +395,9 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
             "labels": {"app.kubernetes.io/managed-by": "evaplan", "app.kubernetes.io/name": "evaplan-launcher"}}
     files["rbac.yaml"] = render_template("k8s/rbac.yaml.j2", rbac=rbac)
     warnings = []
+    if resolve_optimizer(inputs, opts) != inputs.model.recipe.optimizer and not opts.optimizer:
+        warnings.append(f"the recipe's {inputs.model.recipe.optimizer.upper()} has no DeepSpeed CPU implementation, "
+                        f"so the offloaded optimizer runs AdamW (DeepSpeedCPUAdam); pass --optimizer to choose")
     if plan.nodes > 1 and not (opts.checkpoint_s3_uri or opts.checkpoint_pvc):
         # evaclip/checkpoint.py: across nodes the checkpoint folder must be a shared filesystem or S3.
         warnings.append(f"{plan.nodes} nodes with neither --checkpoint-s3-uri nor --checkpoint-pvc: each pod "

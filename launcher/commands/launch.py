@@ -26,6 +26,8 @@ from planner.errors import EvaplanError
 
 # The image of a local run is never pulled (torchrun runs this checkout's evaclip): a placeholder.
 LOCAL_IMAGE = "evaclip:local"
+LOCAL_HARDWARE = "cpu"  # profiles/hardware/cpu.yaml: this kind of machine, measured by benchmarks/measure_cpu.py
+LOCAL_RANKS = 2  # two CPU ranks (gloo): the smallest world that exercises every ZeRO collective
 # `evaplan render`'s flags, taken as they are except: no output flags (launch keeps the bundle in the
 # state dir), --image optional (not needed locally), -n without a default (kubectl's rule: the
 # context's namespace).
@@ -214,6 +216,12 @@ def _render(ctx: click.Context, backend: str, given: dict[str, Any], resolved_na
                 "launch renders the bundle and needs the trainer image", hint="add --image REGISTRY/IMAGE:TAG"
             )
         given["image"] = LOCAL_IMAGE
+    if backend == "local" and not given.get("plan_file"):
+        # On this machine the "GPUs" are CPU ranks: default to the bundled `cpu` profile with two
+        # ranks (gloo), so `evaplan launch --backend local --model eva-clip-debug` runs as it reads.
+        given.setdefault("hardware_name", LOCAL_HARDWARE)
+        if not (given.get("gpus") or given.get("nodes")):
+            given["gpus"] = LOCAL_RANKS
     given.setdefault("namespace", resolved_namespace or "default")
     bundles = state_dir() / "bundles"
     bundles.mkdir(parents=True, exist_ok=True)

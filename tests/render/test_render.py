@@ -190,8 +190,14 @@ def test_grace_period_formula(make_inputs, make_options):
 
 def test_offload_adds_cpu_and_host_memory_must_fit(make_inputs, make_options):
     plain = render(make_inputs(zero_stage=2), make_options()).sizing
-    with pytest.raises(EvaplanError, match="no CPU LAMB"):  # the 8B recipe's optimizer
-        render(make_inputs(zero_stage=2, offload_optimizer="cpu"), make_options())
+    with pytest.raises(EvaplanError, match="no CPU LAMB"):  # LAMB asked for explicitly: refused
+        render(make_inputs(zero_stage=2, offload_optimizer="cpu"), make_options(optimizer="lamb"))
+    # The 8B recipe's LAMB, not asked for: the offloaded optimizer runs DeepSpeedCPUAdam, with a warning.
+    switched = render(make_inputs(zero_stage=2, offload_optimizer="cpu"), make_options())
+    assert json.loads(switched.files["ds_config.json"])["optimizer"]["type"] == "AdamW"
+    assert json.loads(switched.files["run_config.json"])["optimizer"] == "adamw"
+    assert any("no DeepSpeed CPU implementation" in w for w in switched.warnings)
+    assert not any("CPU implementation" in w for w in render(make_inputs(zero_stage=2), make_options()).warnings)
     offload = render(make_inputs(zero_stage=2, offload_optimizer="cpu"), make_options(optimizer="adamw")).sizing
     assert offload.cpu == plain.cpu + 8 * 4 and offload.omp_threads == 4
     inputs = make_inputs()
