@@ -214,3 +214,16 @@ def test_local_refuses_plans_it_cannot_run(cli, state_dir, tmp_path, bundle_fact
     r = cli("launch", str(bundle_factory(tmp_path / "b1", nodes=1, job_name="eva-8")), "--backend", "local")
     assert r.exit_code == 2 and "runs 8 ranks on one node but this machine has 2 CPUs and 0 GPUs" in r.output
     assert not (state_dir / "jobs").exists() or not any((state_dir / "jobs").iterdir())
+
+
+def test_local_launch_defaults_to_the_cpu_profile_with_two_ranks(cli, state_dir):
+    """`evaplan launch --backend local --model eva-clip-debug` needs no hardware or GPU count."""
+    r = cli("launch", "--backend", "local", "--model", "eva-clip-debug", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "would run torchrun with 2 ranks" in r.output
+    assert "nothing was created or recorded" in r.output
+    run_config = json.loads((state_dir / "bundles" / "eva-clip-debug" / "run_config.json").read_text())
+    assert run_config["hardware"]["name"] == "cpu"
+    ds_config = json.loads((state_dir / "bundles" / "eva-clip-debug" / "ds_config.json").read_text())
+    assert ds_config["train_batch_size"] == 2 * ds_config["train_micro_batch_size_per_gpu"] * ds_config[
+        "gradient_accumulation_steps"]
