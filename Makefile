@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 DEEPSPEED_SPEC ?= deepspeed>=0.16
 
-.PHONY: estimate test lint clean
+.PHONY: estimate test dev lint clean
 
 $(VENV)/.core-installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,8 @@ $(VENV)/.dev-installed: $(VENV)/.core-installed
 
 estimate: $(VENV)/.core-installed
 	$(VENV)/bin/evaplan estimate --model eva-clip-18b --hardware h100-sxm --gpus 256 --offering aws-p5
+
+dev: $(VENV)/.dev-installed
 
 test: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .
