@@ -8,6 +8,12 @@ What a run measures (evaclip/metrics.py) and what it calibrates in the hardware 
   physics itself (planner.estimate.estimate with the profile's bus bandwidths and overlap rule), so
   it is the compute efficiency that makes the planner's *whole* step equal the measured one; with
   several runs, the one value that minimises the squared relative step-time errors over all of them.
+- with ≥ 2 runs of different micro-batch or gradient accumulation, also the fixed times the step
+  model adds (planner/compute.py): `microbatch_overhead_s` (every micro-batch: kernel launches,
+  Python) and, with ≥ 3 layouts that differ in gradient accumulation, `step_overhead_s` (every
+  optimizer step). For a given MFU the step is linear in both (communication overlaps compute only), so each
+  MFU tried gets its non-negative least-squares overheads; the MFU search minimises what remains.
+  With one run (or runs of one layout) they cannot be told apart from the MFU: the derived defaults stay.
 - peak memory (`peak_mem_bytes`) → `memory_reserved_gib`, the term the memory model cannot derive:
   measured − (predicted total − the profile's reserved term). On CPU the trainer reports the process's
   peak RSS, which holds the whole runtime (interpreter, libraries, allocator), so the residual replaces
@@ -31,12 +37,13 @@ import math
 import os
 import statistics
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import Field
 
@@ -48,6 +55,7 @@ from planner.spec import (
     ParallelPlan,
     Sourced,
     SourcedFraction,
+    SourcedNonNegative,
     StrictModel,
     TrainingSpec,
 )
@@ -105,6 +113,8 @@ class CalibrationSpec(StrictModel):
     bf16_dense_tflops: float = Field(gt=0, description="the profile's peak the MFU was fitted against")
     mfu_default: SourcedFraction
     memory_reserved_gib: Sourced
+    microbatch_overhead_s: SourcedNonNegative | None = Field(default=None, description="fitted, else derived")
+    step_overhead_s: SourcedNonNegative | None = Field(default=None, description="fitted, else derived")
     runs: list[CalibrationRun] = Field(min_length=1)
 
     @property
@@ -113,8 +123,13 @@ class CalibrationSpec(StrictModel):
 
     def describe(self) -> str:
         jobs = ", ".join(r.job for r in self.runs)
+        over = ""
+        if self.microbatch_overhead_s is not None:
+            over += f", {self.microbatch_overhead_s.value * 1e3:.3g} ms per micro-batch"
+        if self.step_overhead_s is not None:
+            over += f", {self.step_overhead_s.value * 1e3:.3g} ms per step"
         return (f"calibration of {self.hardware} from {len(self.runs)} run(s) ({jobs}), fitted "
-                f"{self.fitted_at:%Y-%m-%d %H:%M} UTC: MFU {self.mfu_default.value:.4g}, "
+                f"{self.fitted_at:%Y-%m-%d %H:%M} UTC: MFU {self.mfu_default.value:.4g}{over}, "
                 f"memory reserved {self.memory_reserved_gib.value:.3g} GiB")
 
 
@@ -169,8 +184,12 @@ def apply(hardware: HardwareSpec, cal: CalibrationSpec, *, path: str | None = No
             f"calibration of {hardware.name}{where}: bf16_dense_tflops: fitted against {cal.bf16_dense_tflops:g} TFLOP/s "
             f"but the profile now says {hardware.bf16_dense_tflops.value:g}",
             hint="re-run `evaplan calibrate` on the runs, or pass --no-calibration")
-    return hardware.model_copy(update={"mfu_default": cal.mfu_default,
-                                       "memory_reserved_gib": cal.memory_reserved_gib})
+    upd: dict[str, Any] = {"mfu_default": cal.mfu_default, "memory_reserved_gib": cal.memory_reserved_gib}
+    if cal.microbatch_overhead_s is not None:
+        upd["microbatch_overhead_s"] = cal.microbatch_overhead_s
+    if cal.step_overhead_s is not None:
+        upd["step_overhead_s"] = cal.step_overhead_s
+    return hardware.model_copy(update=upd)
 
 
 @dataclass(frozen=True)
@@ -401,6 +420,9 @@ def _with(hardware: HardwareSpec, **values: float) -> HardwareSpec:
         upd["mfu_default"] = SourcedFraction(value=values["mfu"], source=src, observed=today)
     if "reserved_gib" in values:
         upd["memory_reserved_gib"] = Sourced(value=values["reserved_gib"], source=src, observed=today)
+    for key in ("microbatch_overhead_s", "step_overhead_s"):
+        if key in values:
+            upd[key] = SourcedNonNegative(value=values[key], source=src, observed=today)
     return hardware.model_copy(update=upd)
 
 
@@ -410,14 +432,80 @@ def predicted(obs: Observation, hardware: HardwareSpec) -> Estimate:
     return estimate(obs.model, hardware, obs.plan, obs.training)
 
 
+@dataclass(frozen=True)
+class StepFit:
+    """The fitted step-time factors; an overhead of None was not fitted (the derived default stays)."""
+
+    mfu: float
+    microbatch_overhead_s: float | None = None
+    step_overhead_s: float | None = None
+
+
+def fitted_overheads(observations: Sequence[Observation]) -> tuple[str, ...]:
+    """Which overheads the runs can tell apart from the MFU: the per-micro-batch one needs two layouts
+    (micro-batch or gradient accumulation); the per-step one a third layout and two gradient
+    accumulations (with grad_accum fixed it is the same per-step constant as the micro-batch one)."""
+    layouts = len({(o.plan.micro_batch, o.plan.grad_accum) for o in observations})
+    if layouts < 2:
+        return ()
+    if layouts < 3 or len({o.plan.grad_accum for o in observations}) < 2:
+        return ("microbatch_overhead_s",)
+    return ("microbatch_overhead_s", "step_overhead_s")
+
+
+def _nonnegative_lstsq(columns: dict[str, list[float]], target: list[float]) -> tuple[dict[str, float], float]:
+    """min ‖Σ x_k·column_k − target‖² over x ≥ 0, by trying every subset of free columns (at most 2)."""
+    best: tuple[dict[str, float], float] = ({k: 0.0 for k in columns}, sum(t * t for t in target))
+    names = list(columns)
+    for mask in range(1, 2 ** len(names)):
+        free = [k for i, k in enumerate(names) if mask >> i & 1]
+        a = np.array([columns[k] for k in free]).T
+        x, *_ = np.linalg.lstsq(a, np.array(target), rcond=None)
+        if np.any(x < 0):
+            continue
+        r = a @ x - np.array(target)
+        loss = float(r @ r)
+        if loss < best[1]:
+            best = ({k: (float(x[free.index(k)]) if k in free else 0.0) for k in names}, loss)
+    return best
+
+
+def fit_step(observations: Sequence[Observation], hardware: HardwareSpec) -> StepFit:
+    """MFU and, when the runs allow it (`fitted_overheads`), the overheads, minimising
+    Σ ((predicted − measured) / measured)² through the planner's own step model."""
+    which = fitted_overheads(observations)
+    if not which:
+        return StepFit(fit_mfu(observations, hardware))
+    zero = {k: 0.0 for k in which}
+
+    def inner(log_mfu: float) -> tuple[dict[str, float], float]:
+        # The step without the fitted overheads; they add gas·m + s to it (linear in both).
+        hw = _with(hardware, mfu=math.exp(log_mfu), **zero)
+        base = [predicted(o, hw).compute.step_s for o in observations]
+        per = {"microbatch_overhead_s": lambda o: o.plan.grad_accum, "step_overhead_s": lambda o: 1}
+        cols = {k: [per[k](o) / o.step_s for o in observations] for k in which}
+        target = [(o.step_s - b) / o.step_s for o, b in zip(observations, base, strict=True)]
+        return _nonnegative_lstsq(cols, target)
+
+    mfu = _golden_log_mfu(lambda lm: inner(lm)[1], observations, hardware)
+    x, _ = inner(math.log(mfu))
+    return StepFit(mfu, x.get("microbatch_overhead_s"), x.get("step_overhead_s"))
+
+
 def fit_mfu(observations: Sequence[Observation], hardware: HardwareSpec) -> float:
     """The compute efficiency that minimises Σ ((predicted − measured) / measured)² over the runs,
-    predicted by the planner's own step model (compute + exposed comm + offload). The step time
-    falls monotonically as the efficiency rises, so each run alone has one root; a golden-section
-    search on log(MFU) finds the common optimum."""
+    predicted by the planner's own step model (compute + overheads + exposed comm + offload). The
+    step time falls monotonically as the efficiency rises, so each run alone has one root; a
+    golden-section search on log(MFU) finds the common optimum."""
     def loss(log_mfu: float) -> float:
         hw = _with(hardware, mfu=math.exp(log_mfu))
         return sum(((predicted(o, hw).compute.step_s - o.step_s) / o.step_s) ** 2 for o in observations)
+
+    return _golden_log_mfu(loss, observations, hardware)
+
+
+def _golden_log_mfu(loss: Callable[[float], float], observations: Sequence[Observation],
+                    hardware: HardwareSpec) -> float:
 
     lo, hi = math.log(MFU_BOUNDS[0]), math.log(MFU_BOUNDS[1])
     g = (math.sqrt(5) - 1) / 2
@@ -472,9 +560,12 @@ def calibrate(observations: Sequence[Observation], hardware: HardwareSpec, *,
     if not observations:
         raise EvaplanError("no runs to calibrate from", hint="give a job name or a metrics.jsonl")
     now = now or datetime.now(timezone.utc)
-    mfu = fit_mfu(observations, hardware)
+    sf = fit_step(observations, hardware)
+    mfu = sf.mfu
     reserved = fit_reserved_gib(observations, hardware)
-    fitted = _with(hardware, mfu=mfu, reserved_gib=reserved)
+    over = {k: v for k, v in (("microbatch_overhead_s", sf.microbatch_overhead_s),
+                              ("step_overhead_s", sf.step_overhead_s)) if v is not None}
+    fitted = _with(hardware, mfu=mfu, reserved_gib=reserved, **over)
     runs = []
     for o in observations:
         before, after = predicted(o, hardware), predicted(o, fitted)
@@ -493,6 +584,11 @@ def calibrate(observations: Sequence[Observation], hardware: HardwareSpec, *,
         ))
     jobs = ", ".join(o.job for o in observations)
     day = now.date()
+    how = {"microbatch_overhead_s": "fixed time per micro-batch", "step_overhead_s": "fixed time per optimizer step"}
+    overheads = {k: SourcedNonNegative(
+        value=v, observed=day,
+        source=f"evaplan calibrate: {how[k]} fitted with the MFU (non-negative least squares of relative step-time "
+               f"errors) over {len(observations)} run(s) ({jobs})") for k, v in over.items()}
     return CalibrationSpec(
         name=hardware.name, hardware=hardware.name, fitted_at=now, bf16_dense_tflops=hardware.bf16_dense_tflops.value,
         mfu_default=SourcedFraction(
@@ -503,6 +599,7 @@ def calibrate(observations: Sequence[Observation], hardware: HardwareSpec, *,
             value=reserved, observed=day,
             source=f"evaplan calibrate: measured peak memory − the memory model's derived terms, largest over "
                    f"{len(observations)} run(s) ({jobs})"),
+        **overheads,
         runs=runs,
     )
 

@@ -102,6 +102,8 @@ class ComputeReport(_Frozen):
     model_flops_per_sample: float
     hardware_flops_per_sample: float
     compute_s: float
+    overhead_s: float = 0.0  # grad_accum × micro-batch overhead + step overhead (absent in older plan.json)
+    gemm_efficiency: float = 1.0
     offload_s: float
     step_s: float
     samples_per_s: float
@@ -327,8 +329,30 @@ def estimate(
                        quantized_gradients=plan.quantized_gradients,
                        comm_dtype_bytes=4 if plan.precision == "fp32" else 2, **_plan_kwargs(plan))
     compute_s = float(st["compute_s"])
-    fig("time.compute_per_step", compute_s, "s", "hardware FLOPs × b × gas / (peak × MFU)",
-        {"b": b, "gas": gas, "peak_flops": peak, "mfu": mfu}, hardware.mfu_default.source)
+    gemm_eff = fig("compute.gemm_efficiency", st["gemm_efficiency"], "", "rows / (rows + GEMM_HALF_ROWS), rows = b × s",
+                   {"rows": st["gemm_rows"], "b": b, "s": s_v, "GEMM_HALF_ROWS": compute.GEMM_HALF_ROWS},
+                   "evaplan assumption (planner/compute.py): the profile's MFU is what large micro-batches reach")
+    fig("time.compute_per_step", compute_s, "s", "hardware FLOPs × b × gas / (peak × MFU × gemm efficiency)",
+        {"b": b, "gas": gas, "peak_flops": peak, "mfu": mfu, "gemm_efficiency": gemm_eff}, hardware.mfu_default.source)
+    if hardware.microbatch_overhead_s is not None:
+        fig("time.microbatch_overhead", st["microbatch_overhead_s"], "s/micro-batch", "calibrated", {},
+            hardware.microbatch_overhead_s.source)
+    else:
+        fig("time.microbatch_overhead", st["microbatch_overhead_s"], "s/micro-batch",
+            "blocks × kernels per block forward × (3, 4 with recompute) × launch latency",
+            {"blocks": model.vision.depth + model.text.layers, "kernels_per_block_forward": compute.KERNELS_PER_BLOCK_FORWARD,
+             "launch_latency_s": compute.KERNEL_LAUNCH_S, "grad_ckpt": str(plan.grad_ckpt)},
+            "evaplan assumption (planner/compute.py): eager kernel launch + dispatch")
+    if hardware.step_overhead_s is not None:
+        fig("time.step_overhead", st["step_overhead_s"], "s/step", "calibrated", {}, hardware.step_overhead_s.source)
+    else:
+        fig("time.step_overhead", st["step_overhead_s"], "s/step",
+            "optimizer bytes/param × Ψ/N (Ψ without ZeRO; 0 with the optimizer offloaded) / HBM bandwidth",
+            {"bytes_per_param": compute.OPTIMIZER_BYTES_PER_PARAM, "Ψ": psi, "N": n if plan.zero_stage >= 1 else 1,
+             "hbm_bytes_per_s": hardware.hbm_tbps.value * 1e12},
+            f"Adam's memory-bound pass (planner/compute.py); {hardware.hbm_tbps.source}")
+    overhead_s = fig("time.overhead_per_step", st["overhead_s"], "s", "gas × micro-batch overhead + step overhead",
+                     {"gas": gas}, "")
 
     # -- communication
     colls = comm.collective_bytes(model, plan)
@@ -362,7 +386,7 @@ def estimate(
     fig("time.offload_per_step", offload_s, "s", "max(4Ψ/N / PCIe, Ψ/M / CPU-Adam) (+ NVMe, param fetch)",
         {"pcie_gbps": hardware.pcie_h2d_gbps.value, "cpu_adam_gparams_per_s": hardware.cpu_adam_gparams_per_s.value},
         "ZeRO-Offload arXiv 2101.06840; PLANNER_MODEL.md (Offload)")
-    step_s = fig("time.step", st["step_s"], "s", "compute + exposed comm + offload",
+    step_s = fig("time.step", st["step_s"], "s", "compute + overhead + exposed comm + offload",
                  {}, "")
     sps = fig("throughput.samples_per_s", B / step_s, "samples/s", "global batch / step", {"B": B}, "")
     achieved_mfu = fig("throughput.mfu", tf.model * B / n / (step_s * peak), "", "model FLOPs per GPU per step / (step × peak)",
@@ -371,7 +395,7 @@ def estimate(
         forward_flops_per_sample={"vision": float(fwd.vision), "text": float(fwd.text), "loss": float(fwd.loss),
                                   "total": float(fwd.total)},
         model_flops_per_sample=float(tf.model), hardware_flops_per_sample=float(tf.hardware), compute_s=compute_s,
-        offload_s=offload_s, step_s=step_s, samples_per_s=sps, mfu=achieved_mfu, vision_tokens=s_v,
+        overhead_s=overhead_s, gemm_efficiency=gemm_eff, offload_s=offload_s, step_s=step_s, samples_per_s=sps, mfu=achieved_mfu, vision_tokens=s_v,
     )
 
     # -- wall time and cost

@@ -114,7 +114,9 @@ def step_terms(
     gather_with_grad: Num = True,
     comm_dtype_bytes: Num = 2,
 ) -> dict[str, Num]:
-    """compute_s, comm_total_s, comm_exposed_s, offload_s, step_s for each candidate."""
+    """Step-time terms of each candidate: step_s = compute_s (FLOPs at MFU × gemm_efficiency(rows)) +
+    overhead_s (grad_accum × microbatch_overhead_s + step_overhead_s) + comm_exposed_s + offload_s.
+    Communication overlaps compute_s only (launch overheads are host time, not a window for NCCL)."""
     counts = count_params(model)
     res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
     G = hardware.gpus_per_node
@@ -123,8 +125,18 @@ def step_terms(
     fwd = compute.forward_flops_per_sample(model, image_size, patch_dropout, B,
                                            np.where(local_loss, 1.0, B / micro_batch))
     tf = compute.train_flops_per_sample(fwd, grad_ckpt)
+    gemm_rows = micro_batch * memory.vision_tokens(np.floor_divide(image_size, model.vision.patch_size) ** 2,
+                                                   patch_dropout)
+    gemm_eff = compute.gemm_efficiency(gemm_rows)
     compute_s = compute.compute_time_s(tf.hardware * micro_batch * grad_accum, hardware.bf16_dense_tflops.value * 1e12,
-                                       hardware.mfu_default.value)
+                                       hardware.mfu_default.value, gemm_eff)
+    # Fixed times: a calibration's fitted figures, else derived (planner/compute.py).
+    mb_over = hardware.microbatch_overhead_s
+    microbatch_s = mb_over.value if mb_over is not None else compute.microbatch_overhead_s(model, grad_ckpt)
+    st_over = hardware.step_overhead_s
+    step_over_s = st_over.value if st_over is not None else compute.step_overhead_s(
+        counts.total, n, zero_stage, offload_optimizer, hardware.hbm_tbps.value * 1e12)
+    overhead_s = grad_accum * microbatch_s + step_over_s
     stages = np.asarray(zero_stage)
     total_s: Num = 0.0
     exposed_s: Num = 0.0
@@ -144,9 +156,11 @@ def step_terms(
     off = offload_time_s(counts.total, n, nodes, grad_accum, offload_optimizer, offload_param, nvme_optimizer,
                          nvme_param, hardware.pcie_h2d_gbps.value, hardware.cpu_adam_gparams_per_s.value,
                          hardware.nvme_write_gbps.value)
-    step = compute_s + exposed_s + off
-    return {"compute_s": compute_s, "comm_total_s": total_s, "comm_exposed_s": exposed_s, "offload_s": off,
-            "step_s": step, "model_flops_per_sample": tf.model, "hardware_flops_per_sample": tf.hardware}
+    step = compute_s + overhead_s + exposed_s + off
+    return {"compute_s": compute_s, "overhead_s": overhead_s, "comm_total_s": total_s, "comm_exposed_s": exposed_s,
+            "offload_s": off, "step_s": step, "model_flops_per_sample": tf.model,
+            "hardware_flops_per_sample": tf.hardware, "gemm_rows": gemm_rows, "gemm_efficiency": gemm_eff,
+            "microbatch_overhead_s": microbatch_s, "step_overhead_s": step_over_s}
 
 
 def wall_and_cost(

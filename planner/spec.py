@@ -251,6 +251,13 @@ class HardwareSpec(StrictModel):
         description="HBM taken by the runtime context and allocator fragmentation"
     )
     kubernetes: KubernetesLabels | None = None
+    # Set by a calibration only (planner/calibration.py); unset, planner/compute.py derives them.
+    microbatch_overhead_s: SourcedNonNegative | None = Field(
+        default=None, exclude_if=lambda v: v is None, description="fixed time of every micro-batch, s"
+    )
+    step_overhead_s: SourcedNonNegative | None = Field(
+        default=None, exclude_if=lambda v: v is None, description="fixed time of every optimizer step, s"
+    )
 
     @property
     def hbm_bytes(self) -> float:

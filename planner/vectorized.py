@@ -132,7 +132,7 @@ def evaluate_grid(model: ModelSpec, option: Option, training: TrainingSpec, grid
         put("nvme_per_node_bytes", idx, ms.nvme_per_node)
         st = ev.step_terms(model, hw, image_size=training.image_size, patch_dropout=training.patch_dropout,
                            grad_accum=g.grad_accum, **plan_kw)
-        for k in ("compute_s", "comm_total_s", "comm_exposed_s", "offload_s", "step_s"):
+        for k in ("compute_s", "overhead_s", "comm_total_s", "comm_exposed_s", "offload_s", "step_s"):
             put(k, idx, st[k])
         B = g.global_batch
         common = dict(nodes=g.nodes, samples=training.samples, global_batch=B, step_s=st["step_s"],

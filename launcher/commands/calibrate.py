@@ -72,12 +72,19 @@ def _earlier(cal: cb.CalibrationSpec, hardware: HardwareSpec, dirs: list[str]) -
 
 
 def report_rows(before: HardwareSpec, cal: cb.CalibrationSpec) -> list[dict[str, Any]]:
-    return [
+    rows: list[dict[str, Any]] = [
         {"factor": "mfu_default", "profile": f"{before.mfu_default.value:.4g}", "calibrated": f"{cal.mfu_default.value:.4g}",
          "how": "compute efficiency that makes the planner's step match the measured median"},
         {"factor": "memory_reserved_gib", "profile": f"{before.memory_reserved_gib.value:.4g}",
          "calibrated": f"{cal.memory_reserved_gib.value:.4g}", "how": "measured peak − derived memory terms (max over runs)"},
     ]
+    for key, per in (("microbatch_overhead_s", "micro-batch"), ("step_overhead_s", "optimizer step")):
+        fitted = getattr(cal, key)
+        rows.append({"factor": key, "profile": "derived (planner/compute.py)",
+                     "calibrated": f"{fitted.value:.4g}" if fitted is not None else "derived (not fitted)",
+                     "how": f"fixed time per {per}, fitted with the MFU" if fitted is not None else
+                            "needs runs of more layouts (micro-batch, gradient accumulation)"})
+    return rows
 
 
 @click.command("calibrate")
@@ -90,8 +97,9 @@ def report_rows(before: HardwareSpec, cal: cb.CalibrationSpec) -> list[dict[str,
 @click.pass_context
 def command(ctx: click.Context, sources: tuple[str, ...], hardware_name: str | None, reset: bool, dry_run: bool,
             fmt: str) -> None:
-    """Fit achieved MFU and runtime memory from the trainer's metrics of JOBs (launched by evaplan) or
-    METRICS.jsonl files, and write the hardware's calibration profile with the runs it came from.
+    """Fit achieved MFU, fixed step overheads (given runs of ≥ 2 layouts) and runtime memory from the
+    trainer's metrics of JOBs (launched by evaplan) or METRICS.jsonl files, and write the hardware's
+    calibration profile with the runs it came from.
 
     Earlier runs of the same hardware's calibration are kept and refitted together (a run with the
     same job name is replaced) unless --reset.

@@ -68,7 +68,11 @@ def summary_rows(e: Estimate) -> list[dict[str, str]]:
         ("comm/step", "per GPU", f"{_bytes(e.comm.message_bytes_per_gpu)} (ring: {_bytes(e.comm.ring_bytes_per_gpu)} sent, "
                                  f"{_bytes(e.comm.inter_node_bytes_per_gpu)} inter-node)"),
         ("comm/step", "cluster", f"{_bytes(e.comm.cluster_ring_bytes)} sent ({_bytes(e.comm.cluster_inter_node_bytes)} inter-node)"),
-        ("time/step", "compute", _dur(c.compute_s)),
+        ("time/step", "compute", f"{_dur(c.compute_s)} (GEMM efficiency {c.gemm_efficiency:.0%} at micro-batch "
+                                 f"{e.plan.micro_batch})"),
+        ("time/step", "overhead", f"{_dur(c.overhead_s)} ({_dur(e.figure('time.microbatch_overhead').value)} per "
+                                  f"micro-batch × {e.plan.grad_accum} + {_dur(e.figure('time.step_overhead').value)} "
+                                  f"per step)"),
         ("time/step", "exposed comm", f"{_dur(e.comm.exposed_s)} of {_dur(e.comm.total_s)}"),
     ]
     if c.offload_s:

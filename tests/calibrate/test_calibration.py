@@ -13,7 +13,7 @@ from planner import calibration as cb
 from planner.errors import EvaplanError, ProfileError
 from planner.estimate import estimate
 from planner.profiles import load_file, load_hardware, load_model
-from planner.spec import ParallelPlan, Sourced, SourcedFraction, TrainingSpec
+from planner.spec import ParallelPlan, Sourced, SourcedFraction, SourcedNonNegative, TrainingSpec
 
 GIB = 2**30
 MODEL = "eva-clip-debug"
@@ -27,25 +27,31 @@ def _plan(micro_batch: int = 4, zero_stage: int = 1, grad_accum: int = 1) -> tup
     return plan, TrainingSpec(samples=20 * gb, global_batch=gb, image_size=32, patch_dropout=0.0)
 
 
-def _truth(plan: ParallelPlan, training: TrainingSpec, mfu: float, reserved_gib: float):
-    """The planner's estimate with known factors: what a run "measures" in these tests."""
+def _truth(plan: ParallelPlan, training: TrainingSpec, mfu: float, reserved_gib: float,
+           microbatch_s: float | None = None, step_over_s: float | None = None):
+    """The planner's estimate with known factors: what a run "measures" in these tests (overheads
+    None: the derived defaults)."""
     hw = load_hardware(HW)
-    hw = hw.model_copy(update={
-        "mfu_default": SourcedFraction(value=mfu, source="test truth", observed="2026-11-27"),
-        "memory_reserved_gib": Sourced(value=reserved_gib, source="test truth", observed="2026-11-27")})
-    return estimate(load_model(MODEL), hw, plan, training)
+    upd = {"mfu_default": SourcedFraction(value=mfu, source="test truth", observed="2026-11-27"),
+           "memory_reserved_gib": Sourced(value=reserved_gib, source="test truth", observed="2026-11-27")}
+    if microbatch_s is not None:
+        upd["microbatch_overhead_s"] = SourcedNonNegative(value=microbatch_s, source="test truth", observed="2026-11-27")
+    if step_over_s is not None:
+        upd["step_overhead_s"] = SourcedNonNegative(value=step_over_s, source="test truth", observed="2026-11-27")
+    return estimate(load_model(MODEL), hw.model_copy(update=upd), plan, training)
 
 
 def write_metrics(path: Path, *, job: str, micro_batch: int = 4, zero_stage: int = 1, mfu: float = 0.08,
                   reserved_gib: float = 0.4, steps: int = 12, model: str = MODEL, outlier_every: int = 0,
-                  comm_bytes: float | None = None) -> Path:
+                  comm_bytes: float | None = None, grad_accum: int = 1, microbatch_s: float | None = None,
+                  step_over_s: float | None = None) -> Path:
     """A metrics.jsonl as evaclip writes it (evaclip/metrics.py keys) for a run whose step time and
     memory are the planner's at the given factors (every `outlier_every`-th step 3× slower: a
     contended core)."""
-    plan, training = _plan(micro_batch, zero_stage)
-    e = _truth(plan, training, mfu, reserved_gib)
+    plan, training = _plan(micro_batch, zero_stage, grad_accum)
+    e = _truth(plan, training, mfu, reserved_gib, microbatch_s, step_over_s)
     start = {"event": "start", "job_name": job, "model": model, "hardware": HW, "world_size": plan.world_size,
-             "micro_batch": micro_batch, "grad_accum": 1, "global_batch": plan.global_batch,
+             "micro_batch": micro_batch, "grad_accum": grad_accum, "global_batch": plan.global_batch,
              "zero_stage": zero_stage, "precision": "bfloat16", "total_steps": steps, "image_size": 32,
              "patch_dropout": 0.0, "grad_ckpt": False, "optimizer": "adamw", "start_step": 0, "resumed_from": None,
              "flops_per_sample": e.compute.model_flops_per_sample, "peak_tflops": load_hardware(HW).bf16_dense_tflops.value, "device": "cpu",
@@ -57,7 +63,7 @@ def write_metrics(path: Path, *, job: str, micro_batch: int = 4, zero_stage: int
         rec = {"event": "step", "step": s, "samples_seen": s * plan.global_batch, "time_s": s * t,
                "step_time_s": t, "samples_per_s": plan.global_batch / t, "loss": 4.0, "lr": 1e-3,
                "tflops_per_gpu": 0.0004, "mfu": 0.08, "peak_mem_bytes": int(e.memory.gpu_total_bytes),
-               "peak_mem_kind": "host_rss", "world_size": 2, "micro_batch": micro_batch, "grad_accum": 1,
+               "peak_mem_kind": "host_rss", "world_size": 2, "micro_batch": micro_batch, "grad_accum": grad_accum,
                "zero_stage": zero_stage, "attention": "sdpa"}
         if comm_bytes is not None:
             rec["comm_bytes"] = {"all_reduce": comm_bytes}
@@ -106,15 +112,66 @@ def test_fit_transfers_to_another_micro_batch_and_zero_stage(tmp_path: Path) -> 
 
 
 def test_several_runs_are_fitted_together(tmp_path: Path) -> None:
+    """Two runs of one micro-batch and accumulation (other ZeRO stages) cannot separate a fixed time
+    from the MFU: one MFU between theirs, the derived overheads kept."""
     hw, model = load_hardware(HW), load_model(MODEL)
     obs = []
-    for job, mb, mfu in (("a", 4, 0.04), ("b", 16, 0.08)):
-        run = cb.read_run(write_metrics(tmp_path / f"{job}.jsonl", job=job, micro_batch=mb, mfu=mfu))
+    for job, stage, mfu in (("a", 1, 0.04), ("b", 2, 0.08)):
+        run = cb.read_run(write_metrics(tmp_path / f"{job}.jsonl", job=job, zero_stage=stage, mfu=mfu))
         obs.append(cb.observe(job, run, model, *cb.plan_from_start(run, model, hw)))
     cal = cb.calibrate(obs, hw)
     assert 0.04 < cal.mfu_default.value < 0.08
+    assert cal.microbatch_overhead_s is None and cal.step_overhead_s is None
     errs = [(r.calibrated_step_s - r.measured_step_s) / r.measured_step_s for r in cal.runs]
     assert errs[0] < 0 < errs[1]  # between the two: too fast for the slower run, too slow for the faster
+
+
+def _observe(tmp_path: Path, job: str, **kw) -> cb.Observation:
+    hw, model = load_hardware(HW), load_model(MODEL)
+    run = cb.read_run(write_metrics(tmp_path / f"{job}.jsonl", job=job, **kw))
+    return cb.observe(job, run, model, *cb.plan_from_start(run, model, hw))
+
+
+def test_two_micro_batches_fit_mfu_and_micro_batch_overhead(tmp_path: Path) -> None:
+    """Runs at micro-batch 4 and 16 whose steps carry a fixed 0.12 s per micro-batch (as measured here):
+    the fit gives back MFU and overhead, and predicts micro-batch 8 and gradient accumulation 2 exactly;
+    MFU alone cannot."""
+    hw, model = load_hardware(HW), load_model(MODEL)
+    truth = dict(mfu=0.2, microbatch_s=0.12)
+    obs = [_observe(tmp_path, "a", micro_batch=4, **truth), _observe(tmp_path, "b", micro_batch=16, **truth)]
+    cal = cb.calibrate(obs, hw)
+    assert cal.mfu_default.value == pytest.approx(0.2, rel=1e-6)
+    assert cal.microbatch_overhead_s.value == pytest.approx(0.12, rel=1e-6)
+    assert cal.step_overhead_s is None  # one gradient accumulation: the derived figure stays
+    assert "120 ms per micro-batch" in cal.describe()
+    for mb, gas in ((8, 1), (4, 2)):
+        plan, training = _plan(micro_batch=mb, grad_accum=gas)
+        measured = _truth(plan, training, 0.2, 0.4, microbatch_s=0.12).compute.step_s
+        assert estimate(model, cb.apply(hw, cal), plan, training).compute.step_s == pytest.approx(measured, rel=1e-6)
+    # The old single-factor fit on the same two runs misses both.
+    mfu_only = cb.fit_mfu(obs, hw)
+    hw1 = cb._with(hw, mfu=mfu_only)
+    errs = [estimate(model, hw1, o.plan, o.training).compute.step_s / o.step_s - 1 for o in obs]
+    assert max(abs(e) for e in errs) > 0.1
+
+
+def test_three_layouts_fit_step_overhead_too(tmp_path: Path) -> None:
+    hw = load_hardware(HW)
+    truth = dict(mfu=0.05, microbatch_s=0.1, step_over_s=0.03)
+    obs = [_observe(tmp_path, "a", micro_batch=4, **truth), _observe(tmp_path, "b", micro_batch=16, **truth),
+           _observe(tmp_path, "c", micro_batch=4, grad_accum=3, **truth)]
+    assert cb.fitted_overheads(obs) == ("microbatch_overhead_s", "step_overhead_s")
+    cal = cb.calibrate(obs, hw)
+    assert cal.mfu_default.value == pytest.approx(0.05, rel=1e-6)
+    assert cal.microbatch_overhead_s.value == pytest.approx(0.1, rel=1e-6)
+    assert cal.step_overhead_s.value == pytest.approx(0.03, rel=1e-5)
+    assert all(r.calibrated_step_s == pytest.approx(r.measured_step_s, rel=1e-6) for r in cal.runs)
+
+
+def test_overheads_are_never_negative() -> None:
+    x, loss = cb._nonnegative_lstsq({"m": [1.0, 2.0], "s": [1.0, 1.0]}, [1.0, 0.5])
+    # unconstrained: m = −0.5, s = 1.5; constrained: the best of s alone (0.75) and m alone (0.4)
+    assert x["m"] == 0.0 and x["s"] == pytest.approx(0.75) and loss == pytest.approx(0.125)
 
 
 def test_median_ignores_contended_steps(tmp_path: Path) -> None:

@@ -26,7 +26,20 @@ def test_estimate_round_trips_and_is_consistent():
     e = estimate(m, hw, plan, tr, off)
     assert Estimate.model_validate_json(e.model_dump_json()) == e
     assert e.fits and e.params.total == 18_325_483_777
-    assert e.compute.step_s == pytest.approx(e.compute.compute_s + e.comm.exposed_s + e.compute.offload_s)
+    # The micro-batch terms by hand: 211 × 129 vision tokens = 27,219 GEMM rows; 80 blocks (48 + 32)
+    # × 20 kernels × 4 passes (recompute) × 5 µs per micro-batch; Adam over Ψ/256 at 30 B/param, 3.35 TB/s.
+    eff = 27_219 / (27_219 + 256)
+    assert e.compute.gemm_efficiency == pytest.approx(eff, rel=1e-15)
+    assert e.compute.compute_s == pytest.approx(e.compute.hardware_flops_per_sample * 211 * 2 / (989e12 * 0.4 * eff),
+                                                 rel=1e-12)
+    micro_s = 80 * 20 * 4 * 5e-6
+    assert e.figure("time.microbatch_overhead").value == pytest.approx(micro_s, rel=1e-12)
+    assert micro_s == pytest.approx(0.032)
+    opt_s = 30 * 18_325_483_777 / 256 / 3.35e12
+    assert e.figure("time.step_overhead").value == pytest.approx(opt_s, rel=1e-12)
+    assert e.compute.overhead_s == pytest.approx(2 * micro_s + opt_s, rel=1e-12)
+    assert e.compute.step_s == pytest.approx(e.compute.compute_s + e.compute.overhead_s + e.comm.exposed_s
+                                             + e.compute.offload_s, rel=1e-12)
     assert e.compute.samples_per_s == pytest.approx(108_032 / e.compute.step_s)
     assert e.time.steps == 55_540  # ceil(6e9 / 108,032)
     od = next(p for p in e.cost.prices if p.pricing == "on_demand")

@@ -69,7 +69,8 @@ def test_multi_values_after_one_flag(cli) -> None:
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert [o["option"] for o in doc["options"]] == ["h100-sxm", "mi300x"]
-    assert doc["options"][1]["relative_to_baseline"]["summary"].endswith("than h100-sxm")
+    # "N% cheaper … than h100-sxm", or "as cheap, as fast as h100-sxm" within 0.5 %
+    assert doc["options"][1]["relative_to_baseline"]["summary"].endswith("h100-sxm")
 
 
 def test_compare_relative_figures(cli) -> None:
