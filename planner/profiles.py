@@ -183,7 +183,7 @@ def _load(kind: str, name: str, user_dirs: Sequence[str | Path] | None) -> BaseM
     if name not in refs:
         close = [n for n in refs if name.replace("_", "-").lower() in n or n in name.lower()]
         hint = f"did you mean {', '.join(close[:3])}?" if close else f"choose one of: {', '.join(refs)}"
-        raise ProfileError(f"no {kind} profile named '{name}'", hint=hint)
+        raise ProfileError(f"no {kind.removesuffix('s')} profile named '{name}'", hint=hint)
     return _load_cached(kind, str(refs[name].path))
 
 

@@ -111,7 +111,7 @@ def test_cli_bad_requests_exit_2_with_one_line(cli, args, needle):
 
 def test_cli_unknown_model(cli):
     r = cli("estimate", "--model", "eva-clip-99b", "--hardware", "h100-sxm", "--gpus", "8")
-    assert r.exit_code == 2 and "no models profile named 'eva-clip-99b'" in _err(r)
+    assert r.exit_code == 2 and "no model profile named 'eva-clip-99b'" in _err(r)
 
 
 def test_cli_reads_user_profiles(cli, user_profiles):
