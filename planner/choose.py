@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from planner.errors import InfeasibleError
 from planner.estimate import Estimate, estimate, memory_report
+from planner.grid import divisors
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, TrainingSpec
 
 
@@ -65,18 +66,6 @@ def resolve_nodes(req: Request, hardware: HardwareSpec) -> int:
     return req.nodes
 
 
-def _divisors(n: int) -> list[int]:
-    small, large = [], []
-    i = 1
-    while i * i <= n:
-        if n % i == 0:
-            small.append(i)
-            if i != n // i:
-                large.append(n // i)
-        i += 1
-    return small + large[::-1]
-
-
 def choose(model: ModelSpec, hardware: HardwareSpec, req: Request, offering: OfferingSpec | None = None) -> Estimate:
     """The estimate of the simplest feasible plan for the request; `chosen` lists what evaplan picked."""
     r = model.recipe
@@ -126,7 +115,7 @@ def choose(model: ModelSpec, hardware: HardwareSpec, req: Request, offering: Off
             raise InfeasibleError(
                 f"global batch {B} is not reachable with micro-batch {req.micro_batch}: {per_gpu} samples per GPU "
                 f"is not a multiple of {req.micro_batch}",
-                hint=f"use a micro-batch that divides {per_gpu}: {', '.join(map(str, _divisors(per_gpu)[-6:]))}",
+                hint=f"use a micro-batch that divides {per_gpu}: {', '.join(map(str, divisors(per_gpu)[-6:]))}",
             )
         shapes = [(req.micro_batch, per_gpu // req.micro_batch)]
     elif req.grad_accum is not None:
@@ -134,11 +123,11 @@ def choose(model: ModelSpec, hardware: HardwareSpec, req: Request, offering: Off
             raise InfeasibleError(
                 f"global batch {B} is not reachable with grad-accum {req.grad_accum}: {per_gpu} samples per GPU "
                 f"is not a multiple of {req.grad_accum}",
-                hint=f"use a grad-accum that divides {per_gpu}: {', '.join(map(str, _divisors(per_gpu)[:6]))}",
+                hint=f"use a grad-accum that divides {per_gpu}: {', '.join(map(str, divisors(per_gpu)[:6]))}",
             )
         shapes = [(per_gpu // req.grad_accum, req.grad_accum)]
     else:
-        shapes = [(per_gpu // g, g) for g in _divisors(per_gpu)]
+        shapes = [(per_gpu // g, g) for g in divisors(per_gpu)]
 
     training = TrainingSpec(
         samples=samples, global_batch=B, image_size=image_size, patch_dropout=patch_dropout, precision=precision,
