@@ -35,7 +35,7 @@ def command(job: str | None, interval_s: float) -> None:
         )
         if not last or last[-1] != line:
             click.echo(line)
-            last.append(line)
+            last[:] = [line]  # only the latest line matters: no growth over a long watch
 
     state, _ = watch_loop(
         backend,
