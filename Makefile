@@ -30,6 +30,7 @@ dev: $(VENV)/.dev-installed
 
 test: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest -q
 
 lint: $(VENV)/.dev-installed

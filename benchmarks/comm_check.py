@@ -24,8 +24,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DS_NAMES = {"all_reduce": "all_reduce", "all_gather": "all_gather_into_tensor",
-            "reduce_scatter": "reduce_scatter_tensor", "all_to_all": "all_to_all_single"}
+DS_NAMES = {
+    "all_reduce": "all_reduce",
+    "all_gather": "all_gather_into_tensor",
+    "reduce_scatter": "reduce_scatter_tensor",
+    "all_to_all": "all_to_all_single",
+}
 BOOKKEEPING_BYTES = 1024
 TOLERANCE = 0.05
 
@@ -48,18 +52,48 @@ def run_cell(stage: int, gas: int, steps: int, work: Path) -> tuple[list[dict], 
     from planner.spec import ParallelPlan
 
     model = load_model("eva-clip-debug")
-    plan = ParallelPlan(nodes=1, gpus_per_node=2, zero_stage=stage, micro_batch=4, grad_accum=gas, grad_ckpt=False)
-    run = RunConfig(job_name="comm-check", model=model, total_steps=steps, image_size=model.vision.image_size,
-                    patch_dropout=0.0, image_lr=3e-4, text_lr=3e-4, output_dir=str(work / "out"),
-                    checkpoint={"resume": False, "dir": str(work / "ckpt")})
+    plan = ParallelPlan(
+        nodes=1, gpus_per_node=2, zero_stage=stage, micro_batch=4, grad_accum=gas, grad_ckpt=False
+    )
+    run = RunConfig(
+        job_name="comm-check",
+        model=model,
+        total_steps=steps,
+        image_size=model.vision.image_size,
+        patch_dropout=0.0,
+        image_lr=3e-4,
+        text_lr=3e-4,
+        output_dir=str(work / "out"),
+        checkpoint={"resume": False, "dir": str(work / "ckpt")},
+    )
     (work / "ds.json").write_text(json.dumps(deepspeed_config(plan, grad_clip=5.0, comms_logger=True)))
     (work / "run.json").write_text(run.model_dump_json())
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore::FutureWarning",
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONWARNINGS": "ignore::FutureWarning",
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "evaclip.train",
-         "--ds-config", str(work / "ds.json"), "--run-config", str(work / "run.json")],
-        cwd=work, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "evaclip.train",
+            "--ds-config",
+            str(work / "ds.json"),
+            "--run-config",
+            str(work / "run.json"),
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"ZeRO-{stage} gas {gas} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -88,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                 recs, _ = run_cell(stage, gas, args.steps, work)
                 skip = 2 if stage == 3 else 1
                 steady = recs[skip:]
-                plan = ParallelPlan(nodes=1, gpus_per_node=2, zero_stage=stage, micro_batch=4, grad_accum=gas,
-                                    grad_ckpt=False)
+                plan = ParallelPlan(
+                    nodes=1, gpus_per_node=2, zero_stage=stage, micro_batch=4, grad_accum=gas, grad_ckpt=False
+                )
                 pred = predicted_logged_bytes(model, plan)
                 names = sorted(set(pred) | {k for r in steady for k in r["comm_bytes"]})
                 for name in names:
@@ -101,11 +136,16 @@ def main(argv: list[str] | None = None) -> int:
                     ok = (not compared) or err <= TOLERANCE
                     bad += not ok
                     rows.append((stage, gas, name, m, pv, err, "ok" if ok else "OFF", compared))
-                    print(f"ZeRO-{stage} gas {gas} {name:24} measured {m:12.0f} B/step  planner {pv:12.0f} B/step  "
-                          f"{'' if compared else '(bookkeeping, not compared) '}{'ok' if ok else 'OFF'}", flush=True)
+                    print(
+                        f"ZeRO-{stage} gas {gas} {name:24} measured {m:12.0f} B/step  planner {pv:12.0f} B/step  "
+                        f"{'' if compared else '(bookkeeping, not compared) '}{'ok' if ok else 'OFF'}",
+                        flush=True,
+                    )
     print("\nstage gas collective                 measured B/step   planner B/step   error")
     for stage, gas, name, m, pv, err, verdict, compared in rows:
-        print(f"{stage:>5} {gas:>3} {name:24} {m:16.0f} {pv:16.0f} {err * 100:6.2f}% {verdict}{'' if compared else ' (bookkeeping)'}")
+        print(
+            f"{stage:>5} {gas:>3} {name:24} {m:16.0f} {pv:16.0f} {err * 100:6.2f}% {verdict}{'' if compared else ' (bookkeeping)'}"
+        )
     return 1 if bad else 0
 
 

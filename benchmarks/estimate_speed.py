@@ -16,7 +16,17 @@ import sys
 import time
 from pathlib import Path
 
-ARGS = ["estimate", "--model", "eva-clip-18b", "--hardware", "h100-sxm", "--gpus", "256", "--offering", "aws-p5"]
+ARGS = [
+    "estimate",
+    "--model",
+    "eva-clip-18b",
+    "--hardware",
+    "h100-sxm",
+    "--gpus",
+    "256",
+    "--offering",
+    "aws-p5",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     from planner import profiles as prof
     from planner.choose import Request, choose
 
-    model, hw, off = prof.load_model("eva-clip-18b"), prof.load_hardware("h100-sxm"), prof.load_offering("aws-p5")
+    model, hw, off = (
+        prof.load_model("eva-clip-18b"),
+        prof.load_hardware("h100-sxm"),
+        prof.load_offering("aws-p5"),
+    )
     first = time.perf_counter() - t0
     runs = []
     for _ in range(a.repeat):

@@ -38,8 +38,14 @@ MODELS = ("eva02-clip-b16", "eva02-clip-l14")
 DEFAULT_MICRO_BATCH = {"eva02-clip-b16": 256, "eva02-clip-l14": 128}
 WARMUP_STEPS = 5
 # Which hardware profile a CUDA device name maps to (profiles/hardware/*.yaml).
-DEVICE_PROFILES = (("H200", "h200"), ("H100", "h100-sxm"), ("B200", "b200"), ("A100", "a100-80gb"),
-                   ("MI300X", "mi300x"), ("MI325X", "mi325x"))
+DEVICE_PROFILES = (
+    ("H200", "h200"),
+    ("H100", "h100-sxm"),
+    ("B200", "b200"),
+    ("A100", "a100-80gb"),
+    ("MI300X", "mi300x"),
+    ("MI325X", "mi325x"),
+)
 
 
 # --------------------------------------------------------------------------- profiles without pydantic
@@ -129,10 +135,22 @@ def predict(model_name: str, hardware: str, micro_batch: int) -> dict[str, Any]:
 
     model, hw = load_model(model_name), load_hardware(hardware)
     g = hw.gpus_per_node  # the planner plans whole nodes; per-GPU figures do not depend on it at ZeRO-0
-    plan = ParallelPlan(nodes=1, gpus_per_node=g, zero_stage=0, micro_batch=micro_batch, grad_accum=1,
-                        grad_ckpt=False, precision="bf16")
-    training = TrainingSpec(samples=1e6, global_batch=plan.global_batch, image_size=model.recipe.image_size,
-                            patch_dropout=0.0, precision="bf16")
+    plan = ParallelPlan(
+        nodes=1,
+        gpus_per_node=g,
+        zero_stage=0,
+        micro_batch=micro_batch,
+        grad_accum=1,
+        grad_ckpt=False,
+        precision="bf16",
+    )
+    training = TrainingSpec(
+        samples=1e6,
+        global_batch=plan.global_batch,
+        image_size=model.recipe.image_size,
+        patch_dropout=0.0,
+        precision="bf16",
+    )
     est = estimate(model, hw, plan, training)
     return {
         "samples_per_s_per_gpu": est.compute.samples_per_s / plan.world_size,
@@ -157,7 +175,9 @@ def load_predictions() -> tuple[dict[str, Any], str]:
     except ImportError as e:
         if PREDICTIONS_FILE.exists():
             data = json.loads(PREDICTIONS_FILE.read_text())
-            return data["predictions"], f"{PREDICTIONS_FILE.name} ({data['generated']}; planner not importable here: {e})"
+            return data[
+                "predictions"
+            ], f"{PREDICTIONS_FILE.name} ({data['generated']}; planner not importable here: {e})"
         return {}, f"none (planner not importable: {e}; no {PREDICTIONS_FILE.name})"
 
 
@@ -170,8 +190,9 @@ def _deepspeed_available() -> bool:
     return True
 
 
-def run_one(spec: Any, micro_batch: int, steps: int, backend: str, use_deepspeed: bool,
-            compile_model: bool = False) -> dict[str, Any]:
+def run_one(
+    spec: Any, micro_batch: int, steps: int, backend: str, use_deepspeed: bool, compile_model: bool = False
+) -> dict[str, Any]:
     import torch
 
     from evaclip.flops import train_flops_per_sample
@@ -199,8 +220,9 @@ def run_one(spec: Any, micro_batch: int, steps: int, backend: str, use_deepspeed
         os.environ.setdefault("WORLD_SIZE", "1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", "29513")
-        plan = ParallelPlan(nodes=1, gpus_per_node=1, zero_stage=0, micro_batch=micro_batch, grad_accum=1,
-                            grad_ckpt=False)
+        plan = ParallelPlan(
+            nodes=1, gpus_per_node=1, zero_stage=0, micro_batch=micro_batch, grad_accum=1, grad_ckpt=False
+        )
         cfg = deepspeed_config(plan, grad_clip=5.0)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05)
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=cfg)
@@ -213,8 +235,9 @@ def run_one(spec: Any, micro_batch: int, steps: int, backend: str, use_deepspeed
             return loss
     else:
         model = model.to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05,
-                                fused=True)
+        opt = torch.optim.AdamW(
+            model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05, fused=True
+        )
         forward = torch.compile(model) if compile_model else model
 
         def step() -> torch.Tensor:
@@ -245,8 +268,9 @@ def run_one(spec: Any, micro_batch: int, steps: int, backend: str, use_deepspeed
         "attention": last_attention_backend(),
         "loss": float(loss.detach().float()),
         "model_flops_per_sample": flops,
-        "trainer": "deepspeed ZeRO-0 bf16" if use_deepspeed else
-                   f"torch AdamW(fused) + bf16 autocast{' + torch.compile' if compile_model else ''}",
+        "trainer": "deepspeed ZeRO-0 bf16"
+        if use_deepspeed
+        else f"torch AdamW(fused) + bf16 autocast{' + torch.compile' if compile_model else ''}",
     }
     return result  # the model, optimizer and batch go with this frame; the caller empties the cache
 
@@ -258,10 +282,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--micro-batch", type=int, default=None, help="default: per model (B/16 256, L/14 128)")
     p.add_argument("--hardware", default=None, help="hardware profile (default: from the CUDA device name)")
     p.add_argument("--no-deepspeed", action="store_true", help="plain torch even if deepspeed imports")
-    p.add_argument("--compile", action="store_true",
-                   help="plain torch path: also time the model under torch.compile (adds compile minutes)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="plain torch path: also time the model under torch.compile (adds compile minutes)",
+    )
     p.add_argument("--predict-only", action="store_true")
-    p.add_argument("--write-predictions", action="store_true", help=f"with --predict-only: write {PREDICTIONS_FILE.name}")
+    p.add_argument(
+        "--write-predictions", action="store_true", help=f"with --predict-only: write {PREDICTIONS_FILE.name}"
+    )
     p.add_argument("--json-out", default=None, help="also write the results as JSON here")
     args = p.parse_args(argv)
 
@@ -269,9 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         preds = all_predictions()
         print(json.dumps(preds, indent=1))
         if args.write_predictions:
-            payload = {"generated": f"python benchmarks/gpu_check.py --predict-only --write-predictions, "
-                                    f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-                       "predictions": preds}
+            payload = {
+                "generated": f"python benchmarks/gpu_check.py --predict-only --write-predictions, "
+                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+                "predictions": preds,
+            }
             tmp = PREDICTIONS_FILE.with_suffix(".tmp")
             tmp.write_text(json.dumps(payload, indent=1) + "\n")
             tmp.replace(PREDICTIONS_FILE)
@@ -280,7 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print("error: no CUDA device (this check is for a GPU machine; --predict-only works anywhere)", file=sys.stderr)
+        print(
+            "error: no CUDA device (this check is for a GPU machine; --predict-only works anywhere)",
+            file=sys.stderr,
+        )
         return 2
     name = torch.cuda.get_device_name(0)
     hardware = args.hardware or next((prof for key, prof in DEVICE_PROFILES if key in name), "h100-sxm")
@@ -290,9 +324,15 @@ def main(argv: list[str] | None = None) -> int:
 
     backends = (["flash"] if _flash_attn_func() is not None else []) + ["sdpa"]
     preds, pred_source = load_predictions()
-    print(f"device: {name} → hardware profile {hardware} (bf16 dense peak {peak:.0f} TFLOP/s); torch {torch.__version__}")
-    print(f"trainer: {'DeepSpeed ZeRO-0 bf16' if use_ds else 'plain torch (deepspeed not importable): fused AdamW, bf16 autocast'}")
-    print(f"attention paths: {', '.join(backends)}{'' if 'flash' in backends else ' (flash_attn not importable)'}")
+    print(
+        f"device: {name} → hardware profile {hardware} (bf16 dense peak {peak:.0f} TFLOP/s); torch {torch.__version__}"
+    )
+    print(
+        f"trainer: {'DeepSpeed ZeRO-0 bf16' if use_ds else 'plain torch (deepspeed not importable): fused AdamW, bf16 autocast'}"
+    )
+    print(
+        f"attention paths: {', '.join(backends)}{'' if 'flash' in backends else ' (flash_attn not importable)'}"
+    )
     print(f"planner predictions: {pred_source}")
     rows: list[dict[str, Any]] = []
     t_all = time.time()
@@ -318,10 +358,15 @@ def main(argv: list[str] | None = None) -> int:
                 r["pred"] = pred
             rows.append(r)
             torch.cuda.empty_cache()
-            print(f"{m} [{r['attention']}] mb {mb}: {r['samples_per_s']:.1f} samples/s, {r['tflops']:.1f} TFLOP/s, "
-                  f"MFU {r['mfu'] * 100:.1f}%, peak {r['peak_mem_bytes'] / 2**30:.2f} GiB, loss {r['loss']:.3f}, "
-                  f"{r['step_time_s'] * 1000:.1f} ms/step", flush=True)
-    print(f"\ntotal {time.time() - t_all:.0f} s; {args.steps} timed steps after {WARMUP_STEPS} warm-up steps each")
+            print(
+                f"{m} [{r['attention']}] mb {mb}: {r['samples_per_s']:.1f} samples/s, {r['tflops']:.1f} TFLOP/s, "
+                f"MFU {r['mfu'] * 100:.1f}%, peak {r['peak_mem_bytes'] / 2**30:.2f} GiB, loss {r['loss']:.3f}, "
+                f"{r['step_time_s'] * 1000:.1f} ms/step",
+                flush=True,
+            )
+    print(
+        f"\ntotal {time.time() - t_all:.0f} s; {args.steps} timed steps after {WARMUP_STEPS} warm-up steps each"
+    )
     header = f"{'model':16} {'attn':13} {'mb':>4} {'samples/s':>10} {'pred':>9} {'MFU':>6} {'pred':>6} {'peak GiB':>9} {'pred':>7}"
     print(header)
     print("-" * len(header))
@@ -333,10 +378,14 @@ def main(argv: list[str] | None = None) -> int:
         ps = f"{pr['samples_per_s_per_gpu']:9.1f}" if pr else f"{'n/a':>9}"
         pm = f"{pr['mfu'] * 100:5.1f}%" if pr else f"{'n/a':>6}"
         pg = f"{pr['peak_mem_bytes'] / 2**30:7.2f}" if pr else f"{'n/a':>7}"
-        print(f"{r['model']:16} {r['attention']:13} {r['micro_batch']:>4} {r['samples_per_s']:10.1f} {ps} "
-              f"{r['mfu'] * 100:5.1f}% {pm} {r['peak_mem_bytes'] / 2**30:9.2f} {pg}")
+        print(
+            f"{r['model']:16} {r['attention']:13} {r['micro_batch']:>4} {r['samples_per_s']:10.1f} {ps} "
+            f"{r['mfu'] * 100:5.1f}% {pm} {r['peak_mem_bytes'] / 2**30:9.2f} {pg}"
+        )
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"device": name, "hardware": hardware, "rows": rows}, indent=1, default=str))
+        Path(args.json_out).write_text(
+            json.dumps({"device": name, "hardware": hardware, "rows": rows}, indent=1, default=str)
+        )
     return 0 if rows and all("error" not in r for r in rows) else 1
 
 

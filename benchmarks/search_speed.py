@@ -41,8 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     hardware = [prof.load_hardware(n) for n in prof.index("hardware")]
     options = [make_option(hw, None, None) for hw in hardware]
     r = model.recipe
-    training = TrainingSpec(samples=r.samples_seen, global_batch=r.global_batch, image_size=r.image_size,
-                            patch_dropout=r.patch_dropout)
+    training = TrainingSpec(
+        samples=r.samples_seen,
+        global_batch=r.global_batch,
+        image_size=r.image_size,
+        patch_dropout=r.patch_dropout,
+    )
     space = SearchSpace(max_nodes=a.max_nodes)
     constraints = Constraints(batch_tolerance=a.tolerance)
     evaluate_options(model, options[:1], training, SearchSpace(max_nodes=2), constraints)  # warm caches
@@ -64,23 +68,34 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for i in picks:
         plan = ParallelPlan(
-            nodes=int(grid.nodes[i]), gpus_per_node=grid.gpus_per_node, zero_stage=int(grid.zero_stage[i]),
+            nodes=int(grid.nodes[i]),
+            gpus_per_node=grid.gpus_per_node,
+            zero_stage=int(grid.zero_stage[i]),
             offload_optimizer=OFFLOAD_DEVICES[int(grid.offload_optimizer[i])],
-            offload_param=OFFLOAD_DEVICES[int(grid.offload_param[i])], micro_batch=int(grid.micro_batch[i]),
-            grad_accum=int(grid.grad_accum[i]), grad_ckpt=bool(grid.grad_ckpt[i]),
-            hpz_partition_size=int(grid.hpz_partition_size[i]))
+            offload_param=OFFLOAD_DEVICES[int(grid.offload_param[i])],
+            micro_batch=int(grid.micro_batch[i]),
+            grad_accum=int(grid.grad_accum[i]),
+            grad_ckpt=bool(grid.grad_ckpt[i]),
+            hpz_partition_size=int(grid.hpz_partition_size[i]),
+        )
         estimate(model, hw, plan, training.model_copy(update={"global_batch": plan.global_batch}))
     per_scalar_s = (time.perf_counter() - t0) / len(picks)
     scalar_s = per_scalar_s * n
 
-    print(f"model {model.name}; hardware: {', '.join(h.name for h in hardware)}; nodes 1..{a.max_nodes}; "
-          f"global batch {r.global_batch:,} ±{a.tolerance:.0%}; {os.cpu_count()} CPUs")
+    print(
+        f"model {model.name}; hardware: {', '.join(h.name for h in hardware)}; nodes 1..{a.max_nodes}; "
+        f"global batch {r.global_batch:,} ±{a.tolerance:.0%}; {os.cpu_count()} CPUs"
+    )
     print(f"candidates: {n:,}")
-    print(f"vectorised: {vec_s:.2f} s for the full grid = {n / vec_s:,.0f} candidates/s "
-          f"(fastest of {a.repeat}: {', '.join(f'{r:.2f}' for r in runs)} s wall; CPU time "
-          f"{', '.join(f'{r:.2f}' for r in cpu_runs)} s; load average {os.getloadavg()[0]:.1f})")
-    print(f"scalar estimate(): {per_scalar_s * 1e3:.2f} ms per candidate (sample of {len(picks)}) = "
-          f"{1 / per_scalar_s:,.0f} candidates/s → {scalar_s / 60:,.1f} min for the full grid (extrapolated)")
+    print(
+        f"vectorised: {vec_s:.2f} s for the full grid = {n / vec_s:,.0f} candidates/s "
+        f"(fastest of {a.repeat}: {', '.join(f'{r:.2f}' for r in runs)} s wall; CPU time "
+        f"{', '.join(f'{r:.2f}' for r in cpu_runs)} s; load average {os.getloadavg()[0]:.1f})"
+    )
+    print(
+        f"scalar estimate(): {per_scalar_s * 1e3:.2f} ms per candidate (sample of {len(picks)}) = "
+        f"{1 / per_scalar_s:,.0f} candidates/s → {scalar_s / 60:,.1f} min for the full grid (extrapolated)"
+    )
     print(f"ratio: vectorised is {scalar_s / vec_s:,.0f}× faster")
     print(f"target (< 2 s for the full grid): {'met' if vec_s < 2 else 'NOT met'}")
     return 0

@@ -62,7 +62,9 @@ class SyntheticPairs:
         g = torch.Generator().manual_seed(seed)
         # Prototypes on an 8×8 grid upsampled to the image: structure a patch embedding can see.
         coarse = torch.randn(classes, 3, 8, 8, generator=g)
-        self.prototypes = torch.nn.functional.interpolate(coarse, size=(image_size, image_size), mode="nearest")
+        self.prototypes = torch.nn.functional.interpolate(
+            coarse, size=(image_size, image_size), mode="nearest"
+        )
         self.tokens = get_tokenizer()([synthetic_caption(c) for c in range(classes)], context_length)
 
     def sample(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,10 +119,15 @@ def list_shards(url: str) -> list[str]:
     else:
         folder = Path(url).expanduser()
         if not folder.is_dir():
-            raise EvaplanError(f"data.url {url} is not a folder", hint="point it at a folder of *.tar shards or an s3:// prefix")
+            raise EvaplanError(
+                f"data.url {url} is not a folder",
+                hint="point it at a folder of *.tar shards or an s3:// prefix",
+            )
         shards = [str(p) for p in sorted(folder.glob("*.tar"))]
     if not shards:
-        raise EvaplanError(f"no *.tar shards under {url}", hint="write shards with evaclip.data.write_shards or fix data.url")
+        raise EvaplanError(
+            f"no *.tar shards under {url}", hint="write shards with evaclip.data.write_shards or fix data.url"
+        )
     return shards
 
 
@@ -169,8 +176,17 @@ def iter_shard_samples(
 class ShardStream(IterableDataset):
     """One rank's endless stream of (image, tokens) from its share of the shards."""
 
-    def __init__(self, url: str, *, image_size: int, context_length: int, rank: int, world_size: int,
-                 seed: int, skip_samples: int = 0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        image_size: int,
+        context_length: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        skip_samples: int = 0,
+    ) -> None:
         super().__init__()
         self.shards = list_shards(url)
         if len(self.shards) < world_size:
@@ -213,13 +229,16 @@ class ShardStream(IterableDataset):
             epoch += 1
 
 
-def shard_batches(stream: ShardStream, *, micro_batch: int, num_workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def shard_batches(
+    stream: ShardStream, *, micro_batch: int, num_workers: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     loader = DataLoader(stream, batch_size=micro_batch, num_workers=num_workers, drop_last=True)
     yield from loader
 
 
-def write_shards(pairs: list[tuple[bytes, str]], folder: str | Path, *, samples_per_shard: int,
-                 image_ext: str = "png") -> list[Path]:
+def write_shards(
+    pairs: list[tuple[bytes, str]], folder: str | Path, *, samples_per_shard: int, image_ext: str = "png"
+) -> list[Path]:
     """Write (image bytes, caption) pairs as WebDataset tar shards `shard-000000.tar`, ...;
     each shard is written to a temporary name and renamed, so no reader sees half a shard."""
     folder = Path(folder)
@@ -230,7 +249,10 @@ def write_shards(pairs: list[tuple[bytes, str]], folder: str | Path, *, samples_
         tmp = path.with_name(path.name + ".tmp")
         with tarfile.open(tmp, "w") as tar:
             for i, (img, caption) in enumerate(pairs[s : s + samples_per_shard], start=s):
-                for name, payload in ((f"{i:09d}.{image_ext}", img), (f"{i:09d}.txt", caption.encode("utf-8"))):
+                for name, payload in (
+                    (f"{i:09d}.{image_ext}", img),
+                    (f"{i:09d}.txt", caption.encode("utf-8")),
+                ):
                     info = tarfile.TarInfo(name)
                     info.size = len(payload)
                     tar.addfile(info, io.BytesIO(payload))

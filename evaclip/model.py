@@ -202,14 +202,19 @@ class EvaAttention(nn.Module):
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.separate_qkv:
-            return (F.linear(x, self.q_proj.weight, self.q_bias), self.k_proj(x),
-                    F.linear(x, self.v_proj.weight, self.v_bias))
+            return (
+                F.linear(x, self.q_proj.weight, self.q_bias),
+                self.k_proj(x),
+                F.linear(x, self.v_proj.weight, self.v_bias),
+            )
         bias = None
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         return F.linear(x, self.qkv.weight, bias).chunk(3, dim=-1)
 
-    def forward(self, x: torch.Tensor, rope: RotaryEmbedding2D | None, keep: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: RotaryEmbedding2D | None, keep: torch.Tensor | None
+    ) -> torch.Tensor:
         b, s, w = x.shape
         q, k, v = (t.view(b, s, self.heads, -1).transpose(1, 2) for t in self._qkv(x))
         if rope is not None:  # rotate the patch tokens only; the CLS token (index 0) keeps its values
@@ -251,7 +256,9 @@ class EvaBlock(nn.Module):
         self.mlp = EvaMlp(cfg)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor, rope: RotaryEmbedding2D | None, keep: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: RotaryEmbedding2D | None, keep: torch.Tensor | None
+    ) -> torch.Tensor:
         if self.postnorm:
             x = x + self.drop_path(self.norm1(self.attn(x, rope, keep)))
             return x + self.drop_path(self.norm2(self.mlp(x)))
@@ -417,15 +424,18 @@ class EvaCLIP(nn.Module):
             raise ValueError(f"patch dropout must be in [0, 1), got {prob}")
         self.visual.patch_dropout = prob
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """L2-normalised image and text features, and exp(logit_scale) clamped at 100."""
         image_features = F.normalize(self.visual(images), dim=-1)
         text_features = F.normalize(self.text(tokens), dim=-1)
         return image_features, text_features, self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()
 
 
-def build_model(spec: ModelSpec, *, image_size: int | None = None, patch_dropout: float = 0.0,
-                grad_ckpt: bool = False) -> EvaCLIP:
+def build_model(
+    spec: ModelSpec, *, image_size: int | None = None, patch_dropout: float = 0.0, grad_ckpt: bool = False
+) -> EvaCLIP:
     """The EVA-CLIP model of a profile. Build it under `torch.device("meta")` to count parameters
     or FLOPs without memory, or under `deepspeed.zero.Init` to partition it as it is built.
     `image_size` (default: the profile's) sizes the position embedding and the RoPE grid."""

@@ -53,7 +53,11 @@ def param_groups(model: nn.Module, run: RunConfig) -> list[dict[str, Any]]:
         if not p.requires_grad:
             continue
         tower, layer, top = _layer_id(name, spec.vision.depth, spec.text.layers)
-        lr, decay = (run.image_lr, run.image_layer_decay) if tower == "vision" else (run.text_lr, run.text_layer_decay)
+        lr, decay = (
+            (run.image_lr, run.image_layer_decay)
+            if tower == "vision"
+            else (run.text_lr, run.text_layer_decay)
+        )
         shape = tuple(getattr(p, "ds_shape", p.shape))
         no_wd = len(shape) <= 1 or name.endswith(".bias") or name.startswith(_NO_DECAY_NAMES)
         key = (tower, layer, no_wd)
@@ -92,8 +96,14 @@ def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
 class Lamb(torch.optim.Optimizer):
     """LAMB: Adam's direction, rescaled per tensor by the trust ratio ‖w‖ / ‖update‖."""
 
-    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-6, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+    ) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
 
     @torch.no_grad()
@@ -129,4 +139,6 @@ def build_optimizer(groups: list[dict[str, Any]], run: RunConfig) -> torch.optim
     clean = [{k: v for k, v in g.items() if k != "names"} for g in groups]
     if run.optimizer == "lamb":
         return Lamb(clean, lr=run.image_lr, betas=run.betas, eps=run.eps, weight_decay=run.weight_decay)
-    return torch.optim.AdamW(clean, lr=run.image_lr, betas=run.betas, eps=run.eps, weight_decay=run.weight_decay)
+    return torch.optim.AdamW(
+        clean, lr=run.image_lr, betas=run.betas, eps=run.eps, weight_decay=run.weight_decay
+    )

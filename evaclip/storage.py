@@ -128,7 +128,11 @@ def iter_prefixes(uri: S3Uri) -> Iterator[str]:
     """The immediate "sub-folders" of a prefix (CommonPrefixes with delimiter '/')."""
     prefix = f"{uri.key.rstrip('/')}/" if uri.key else ""
     with s3_errors(f"list {uri}"):
-        pages = list(client().get_paginator("list_objects_v2").paginate(Bucket=uri.bucket, Prefix=prefix, Delimiter="/"))
+        pages = list(
+            client()
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=uri.bucket, Prefix=prefix, Delimiter="/")
+        )
     for page in pages:
         for p in page.get("CommonPrefixes", ()):
             yield p["Prefix"][len(prefix) :].rstrip("/")

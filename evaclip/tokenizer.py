@@ -29,7 +29,11 @@ VOCAB_SIZE = 49408
 @cache
 def bytes_to_unicode() -> dict[int, str]:
     """A reversible map from utf-8 bytes to printable unicode characters (CLIP's BPE alphabet)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):

@@ -50,7 +50,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m evaclip.train", description=__doc__.split("\n")[0])
     p.add_argument("--ds-config", required=True, help="DeepSpeed config JSON (rendered by evaplan)")
     p.add_argument("--run-config", required=True, help="evaclip RunConfig JSON")
-    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher")
+    p.add_argument(
+        "--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher"
+    )
     return p.parse_args(argv)
 
 
@@ -58,7 +60,9 @@ def _read_json(path: str, what: str) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise EvaplanError(f"{what} {path} does not exist", hint="render the bundle first (evaplan launch --dry-run)") from None
+        raise EvaplanError(
+            f"{what} {path} does not exist", hint="render the bundle first (evaplan launch --dry-run)"
+        ) from None
     except json.JSONDecodeError as e:
         raise EvaplanError(f"{what} {path} is not valid JSON: {e}", hint="fix or re-render it") from None
     if not isinstance(data, dict):
@@ -74,7 +78,9 @@ def load_configs(ds_path: str, run_path: str) -> tuple[dict[str, Any], RunConfig
     ds_cfg = _read_json(ds_path, "DeepSpeed config")
     for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size"):
         if not isinstance(ds_cfg.get(key), int) or ds_cfg[key] <= 0:
-            raise EvaplanError(f"DeepSpeed config {ds_path} lacks a positive integer {key}", hint="re-render it with evaplan")
+            raise EvaplanError(
+                f"DeepSpeed config {ds_path} lacks a positive integer {key}", hint="re-render it with evaplan"
+            )
     raw = _read_json(run_path, "run config")
     try:
         run = RunConfig.model_validate(raw)
@@ -83,8 +89,12 @@ def load_configs(ds_path: str, run_path: str) -> tuple[dict[str, Any], RunConfig
     clip = float(ds_cfg.get("gradient_clipping", 0.0) or 0.0)
     if run.grad_clip is not None and clip != run.grad_clip:
         # DeepSpeed clips (gradient_clipping); the run config's value is informational here.
-        print(f"[evaclip] warning: run config grad_clip {run.grad_clip} differs from the DeepSpeed config's "
-              f"gradient_clipping {clip}; DeepSpeed's value is used", file=sys.stderr, flush=True)
+        print(
+            f"[evaclip] warning: run config grad_clip {run.grad_clip} differs from the DeepSpeed config's "
+            f"gradient_clipping {clip}; DeepSpeed's value is used",
+            file=sys.stderr,
+            flush=True,
+        )
     if "optimizer" in ds_cfg and run.optimizer != "adamw":
         raise EvaplanError(
             f"the DeepSpeed config builds its own optimizer ({ds_cfg['optimizer'].get('type')}) but the run asks for {run.optimizer}",
@@ -100,8 +110,14 @@ def _ensure_single_process_env() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK="0",
+        LOCAL_RANK="0",
+        WORLD_SIZE="1",
+        LOCAL_WORLD_SIZE="1",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
 
 
 class _Preemption:
@@ -169,7 +185,9 @@ def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
 
     torch.manual_seed(run.seed)
     with deepspeed.zero.Init(config_dict_or_path=ds_cfg, enabled=zero_stage == 3):
-        model = build_model(spec, image_size=run.image_size, patch_dropout=run.patch_dropout, grad_ckpt=run.grad_ckpt)
+        model = build_model(
+            spec, image_size=run.image_size, patch_dropout=run.patch_dropout, grad_ckpt=run.grad_ckpt
+        )
     groups = param_groups(model, run)
     client_optimizer = None if "optimizer" in ds_cfg else build_optimizer(groups, run)
     model_parameters = [{k: v for k, v in g.items() if k != "names"} for g in groups]
@@ -196,13 +214,25 @@ def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
                 print(f"[evaclip] resumed from {resumed_from} at step {start_step}", flush=True)
 
     if run.data.kind == "synthetic":
-        pairs = evdata.SyntheticPairs(image_size=run.image_size, context_length=spec.text.context_length,
-                                      classes=run.data.synthetic_classes, seed=run.data.seed)
-        batches = evdata.synthetic_batches(pairs, micro_batch=mb, rank=rank, world_size=world,
-                                           start_micro_step=start_step * gas)
+        pairs = evdata.SyntheticPairs(
+            image_size=run.image_size,
+            context_length=spec.text.context_length,
+            classes=run.data.synthetic_classes,
+            seed=run.data.seed,
+        )
+        batches = evdata.synthetic_batches(
+            pairs, micro_batch=mb, rank=rank, world_size=world, start_micro_step=start_step * gas
+        )
     else:
-        stream = evdata.ShardStream(run.data.url or "", image_size=run.image_size, context_length=spec.text.context_length,
-                                    rank=rank, world_size=world, seed=run.data.seed, skip_samples=start_step * gas * mb)
+        stream = evdata.ShardStream(
+            run.data.url or "",
+            image_size=run.image_size,
+            context_length=spec.text.context_length,
+            rank=rank,
+            world_size=world,
+            seed=run.data.seed,
+            skip_samples=start_step * gas * mb,
+        )
         batches = iter(evdata.shard_batches(stream, micro_batch=mb, num_workers=run.data.num_workers))
 
     global_batch = mb * gas * world
@@ -212,19 +242,41 @@ def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
     comms_on = bool(ds_cfg.get("comms_logger", {}).get("enabled"))
     preempt = _Preemption()
     metrics.write(
-        "start", job_name=run.job_name, model=spec.name, hardware=run.hardware.name if run.hardware else None,
-        world_size=world, micro_batch=mb, grad_accum=gas, global_batch=global_batch, zero_stage=zero_stage,
-        precision=precision, total_steps=run.total_steps, image_size=run.image_size,
-        patch_dropout=run.patch_dropout, grad_ckpt=run.grad_ckpt, optimizer=run.optimizer,
-        start_step=start_step, resumed_from=resumed_from, flops_per_sample=flops_per_sample, peak_tflops=peak_tflops,
-        device=device.type, time=time.time(),
+        "start",
+        job_name=run.job_name,
+        model=spec.name,
+        hardware=run.hardware.name if run.hardware else None,
+        world_size=world,
+        micro_batch=mb,
+        grad_accum=gas,
+        global_batch=global_batch,
+        zero_stage=zero_stage,
+        precision=precision,
+        total_steps=run.total_steps,
+        image_size=run.image_size,
+        patch_dropout=run.patch_dropout,
+        grad_ckpt=run.grad_ckpt,
+        optimizer=run.optimizer,
+        start_step=start_step,
+        resumed_from=resumed_from,
+        flops_per_sample=flops_per_sample,
+        peak_tflops=peak_tflops,
+        device=device.type,
+        time=time.time(),
     )
 
     def save(step: int, reason: str) -> None:
-        tag, secs, uploaded = checkpointer.save(engine, step, {"step": step, "samples_seen": step * global_batch})
-        metrics.write("checkpoint", step=step, tag=tag, seconds=round(secs, 3), uploaded=uploaded, reason=reason)
+        tag, secs, uploaded = checkpointer.save(
+            engine, step, {"step": step, "samples_seen": step * global_batch}
+        )
+        metrics.write(
+            "checkpoint", step=step, tag=tag, seconds=round(secs, 3), uploaded=uploaded, reason=reason
+        )
         if rank == 0:
-            print(f"[evaclip] checkpoint {tag} ({reason}) in {secs:.1f} s{' + S3' if uploaded else ''}", flush=True)
+            print(
+                f"[evaclip] checkpoint {tag} ({reason}) in {secs:.1f} s{' + S3' if uploaded else ''}",
+                flush=True,
+            )
 
     t_start = last_ckpt_time = time.time()
     step = start_step
@@ -240,7 +292,9 @@ def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
         for _ in range(gas):
             images, tokens = next(batches)
             img, txt, scale = engine(images.to(device, dtype), tokens.to(device))
-            loss = clip_loss(img, txt, scale, local_loss=run.local_loss, gather_with_grad=run.gather_with_grad)
+            loss = clip_loss(
+                img, txt, scale, local_loss=run.local_loss, gather_with_grad=run.gather_with_grad
+            )
             engine.backward(loss)
             engine.step()
             loss_sum += loss.detach().float().cpu()
@@ -251,8 +305,12 @@ def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
         comm_after = _comm_totals(ds_comm.comms_logger) if comms_on else {}
         # One small all-reduce (outside deepspeed.comm, so the comms logger does not count it) makes
         # every rank agree on the loss, on preemption and on a time-based checkpoint.
-        due_by_time = run.checkpoint.every_s is not None and time.time() - last_ckpt_time >= run.checkpoint.every_s
-        sync = torch.tensor([loss_sum.item() / gas, float(preempt.requested), float(due_by_time)], dtype=torch.float64)
+        due_by_time = (
+            run.checkpoint.every_s is not None and time.time() - last_ckpt_time >= run.checkpoint.every_s
+        )
+        sync = torch.tensor(
+            [loss_sum.item() / gas, float(preempt.requested), float(due_by_time)], dtype=torch.float64
+        )
         flags = sync[1:].clone()
         dist.all_reduce(sync[:1])
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
@@ -263,17 +321,34 @@ def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
             tflops = flops_per_sample * samples_per_s / world / 1e12
             peak, kind = _peak_mem(torch, device)
             rec: dict[str, Any] = {
-                "step": step, "samples_seen": step * global_batch, "time_s": round(time.time() - t_start, 4),
-                "step_time_s": round(step_time, 6), "samples_per_s": samples_per_s, "loss": mean_loss, "lr": lr,
-                "tflops_per_gpu": tflops, "mfu": tflops / peak_tflops if peak_tflops else None,
-                "peak_mem_bytes": peak, "peak_mem_kind": kind, "world_size": world, "micro_batch": mb,
-                "grad_accum": gas, "zero_stage": zero_stage, "attention": last_attention_backend(),
+                "step": step,
+                "samples_seen": step * global_batch,
+                "time_s": round(time.time() - t_start, 4),
+                "step_time_s": round(step_time, 6),
+                "samples_per_s": samples_per_s,
+                "loss": mean_loss,
+                "lr": lr,
+                "tflops_per_gpu": tflops,
+                "mfu": tflops / peak_tflops if peak_tflops else None,
+                "peak_mem_bytes": peak,
+                "peak_mem_kind": kind,
+                "world_size": world,
+                "micro_batch": mb,
+                "grad_accum": gas,
+                "zero_stage": zero_stage,
+                "attention": last_attention_backend(),
             }
             if comms_on:
-                rec["comm_bytes"] = {k: v[0] - comm_before.get(k, (0, 0))[0] for k, v in comm_after.items()
-                                     if v[0] - comm_before.get(k, (0, 0))[0] or v[1] - comm_before.get(k, (0, 0))[1]}
-                rec["comm_calls"] = {k: v[1] - comm_before.get(k, (0, 0))[1] for k, v in comm_after.items()
-                                     if v[1] - comm_before.get(k, (0, 0))[1]}
+                rec["comm_bytes"] = {
+                    k: v[0] - comm_before.get(k, (0, 0))[0]
+                    for k, v in comm_after.items()
+                    if v[0] - comm_before.get(k, (0, 0))[0] or v[1] - comm_before.get(k, (0, 0))[1]
+                }
+                rec["comm_calls"] = {
+                    k: v[1] - comm_before.get(k, (0, 0))[1]
+                    for k, v in comm_after.items()
+                    if v[1] - comm_before.get(k, (0, 0))[1]
+                }
             metrics.write("step", **rec)
             if rank == 0:
                 print(progress_line(rec, run.total_steps), flush=True)

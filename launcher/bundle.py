@@ -41,7 +41,15 @@ PLAN_FILE = "plan.json"
 RBAC_FILE = "rbac.yaml"
 REQUIRED_FILES = (DS_CONFIG_FILE, RUN_CONFIG_FILE, MANIFESTS_FILE, PLAN_FILE, META_FILE)
 
-__all__ = ["JOB_LABEL", "Bundle", "BundleReadError", "pod_selector", "pod_templates", "read_bundle", "write_bundle"]
+__all__ = [
+    "JOB_LABEL",
+    "Bundle",
+    "BundleReadError",
+    "pod_selector",
+    "pod_templates",
+    "read_bundle",
+    "write_bundle",
+]
 
 
 class BundleReadError(EvaplanError):
@@ -104,14 +112,18 @@ def write_bundle(rendered: Rendered, out_dir: str | Path) -> Path:
     if out.exists() and not out.is_dir():
         raise EvaplanError(f"{out} exists and is not a folder", hint="choose another -o folder")
     if out.is_dir() and any(out.iterdir()) and not (out / META_FILE).is_file():
-        raise EvaplanError(f"{out} is a non-empty folder that is not an evaplan bundle",
-                           hint="choose an empty or new -o folder; evaplan only replaces its own bundles")
+        raise EvaplanError(
+            f"{out} is a non-empty folder that is not an evaplan bundle",
+            hint="choose an empty or new -o folder; evaplan only replaces its own bundles",
+        )
     parent = out.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
     except OSError as e:
-        raise EvaplanError(f"cannot create {out}: {e.strerror}", hint="check the path and its permissions") from None
+        raise EvaplanError(
+            f"cannot create {out}: {e.strerror}", hint="check the path and its permissions"
+        ) from None
     try:
         for name, text in bundle_files(rendered).items():
             (tmp / name).write_text(text, encoding="utf-8")
@@ -125,7 +137,9 @@ def write_bundle(rendered: Rendered, out_dir: str | Path) -> Path:
             os.rename(tmp, out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise EvaplanError(f"cannot write the bundle to {out}: {e.strerror}", hint="check free space and permissions") from None
+        raise EvaplanError(
+            f"cannot write the bundle to {out}: {e.strerror}", hint="check free space and permissions"
+        ) from None
     return out
 
 
@@ -133,10 +147,14 @@ def read_bundle(path: str | Path) -> Bundle:
     """Read and check a bundle folder written by `write_bundle`."""
     p = Path(path)
     if not p.is_dir():
-        raise BundleReadError(f"bundle folder {p} does not exist", hint="make one with `evaplan render ... -o DIR`")
+        raise BundleReadError(
+            f"bundle folder {p} does not exist", hint="make one with `evaplan render ... -o DIR`"
+        )
     missing = [n for n in REQUIRED_FILES if not (p / n).is_file()]
     if missing:
-        raise BundleReadError(f"bundle {p} lacks {', '.join(missing)}", hint="re-render it with `evaplan render`")
+        raise BundleReadError(
+            f"bundle {p} lacks {', '.join(missing)}", hint="re-render it with `evaplan render`"
+        )
 
     def load_json(name: str) -> Any:
         try:
@@ -146,25 +164,44 @@ def read_bundle(path: str | Path) -> Bundle:
 
     meta = load_json(META_FILE)
     if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
-        raise BundleReadError(f"bundle {p}: {META_FILE} is not format {BUNDLE_FORMAT}",
-                              hint="re-render it with this version of evaplan")
+        raise BundleReadError(
+            f"bundle {p}: {META_FILE} is not format {BUNDLE_FORMAT}",
+            hint="re-render it with this version of evaplan",
+        )
     try:
         run_config = RunConfig.model_validate(load_json(RUN_CONFIG_FILE))
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(x) for x in first.get("loc", ()))
-        raise BundleReadError(f"bundle {p}: {RUN_CONFIG_FILE}: {loc}: {first.get('msg')}", hint="re-render it") from None
+        raise BundleReadError(
+            f"bundle {p}: {RUN_CONFIG_FILE}: {loc}: {first.get('msg')}", hint="re-render it"
+        ) from None
     try:
         manifests = [d for d in yaml.safe_load_all((p / MANIFESTS_FILE).read_text(encoding="utf-8")) if d]
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise BundleReadError(f"bundle {p}: {MANIFESTS_FILE} is unreadable ({e})", hint="re-render it") from None
+        raise BundleReadError(
+            f"bundle {p}: {MANIFESTS_FILE} is unreadable ({e})", hint="re-render it"
+        ) from None
     if not manifests or not all(isinstance(d, dict) and "kind" in d for d in manifests):
-        raise BundleReadError(f"bundle {p}: {MANIFESTS_FILE} holds no Kubernetes objects", hint="re-render it")
+        raise BundleReadError(
+            f"bundle {p}: {MANIFESTS_FILE} holds no Kubernetes objects", hint="re-render it"
+        )
     ds_config, plan = load_json(DS_CONFIG_FILE), load_json(PLAN_FILE)
     job_name = str(meta.get("job_name"))
     if run_config.job_name != job_name:
-        raise BundleReadError(f"bundle {p}: {META_FILE} names job {job_name!r} but {RUN_CONFIG_FILE} "
-                              f"names {run_config.job_name!r}", hint="re-render it; do not edit bundle files by hand")
-    return Bundle(path=p, job_name=job_name, namespace=str(meta["namespace"]), flavor=str(meta["flavor"]),
-                  selector=str(meta["selector"]), ds_config=ds_config, run_config=run_config,
-                  manifests=manifests, plan=plan)
+        raise BundleReadError(
+            f"bundle {p}: {META_FILE} names job {job_name!r} but {RUN_CONFIG_FILE} "
+            f"names {run_config.job_name!r}",
+            hint="re-render it; do not edit bundle files by hand",
+        )
+    return Bundle(
+        path=p,
+        job_name=job_name,
+        namespace=str(meta["namespace"]),
+        flavor=str(meta["flavor"]),
+        selector=str(meta["selector"]),
+        ds_config=ds_config,
+        run_config=run_config,
+        manifests=manifests,
+        plan=plan,
+    )

@@ -77,7 +77,10 @@ class EvaplanGroup(click.Group):
         except Exception as e:
             if os.environ.get("EVAPLAN_DEBUG"):
                 raise
-            _fail(f"internal error: {type(e).__name__}: {e} (rerun with EVAPLAN_DEBUG=1 for a traceback and report it)", 1)
+            _fail(
+                f"internal error: {type(e).__name__}: {e} (rerun with EVAPLAN_DEBUG=1 for a traceback and report it)",
+                1,
+            )
 
 
 def _fail(line: str, code: int) -> None:
@@ -85,7 +88,9 @@ def _fail(line: str, code: int) -> None:
     sys.exit(code)
 
 
-@click.group(cls=EvaplanGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    cls=EvaplanGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
 @click.option(
     "--profiles-dir",
     "profiles_dirs",

@@ -54,7 +54,9 @@ def check_text(value: str, what: str) -> str:
     that no YAML or JSON consumer can carry are refused: NUL (a C string ends there, so the
     container runtime would cut the value) and lone UTF-16 surrogates (not encodable as UTF-8)."""
     if "\x00" in value:
-        raise EvaplanError(f"{what} contains a NUL character", hint="remove it; a process environment cannot hold NUL")
+        raise EvaplanError(
+            f"{what} contains a NUL character", hint="remove it; a process environment cannot hold NUL"
+        )
     if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
         raise EvaplanError(f"{what} contains a lone UTF-16 surrogate", hint="pass valid UTF-8 text")
     return value
@@ -62,29 +64,49 @@ def check_text(value: str, what: str) -> str:
 
 def check_dns1123_label(value: str, what: str) -> str:
     if len(value) > DNS1123_LABEL_MAX or not _DNS1123_LABEL.fullmatch(value):
-        raise _refuse(what, value, "a DNS-1123 label is at most 63 characters of a-z, 0-9 and '-', "
-                      "starting and ending with a letter or digit", "eva-8b-run1")
+        raise _refuse(
+            what,
+            value,
+            "a DNS-1123 label is at most 63 characters of a-z, 0-9 and '-', "
+            "starting and ending with a letter or digit",
+            "eva-8b-run1",
+        )
     return value
 
 
 def check_dns1035_label(value: str, what: str) -> str:
     if len(value) > DNS1123_LABEL_MAX or not _DNS1035_LABEL.fullmatch(value):
-        raise _refuse(what, value, "a DNS-1035 label is at most 63 characters of a-z, 0-9 and '-', "
-                      "starting with a letter and ending with a letter or digit", "eva-8b-run1")
+        raise _refuse(
+            what,
+            value,
+            "a DNS-1035 label is at most 63 characters of a-z, 0-9 and '-', "
+            "starting with a letter and ending with a letter or digit",
+            "eva-8b-run1",
+        )
     return value
 
 
 def check_dns1123_subdomain(value: str, what: str) -> str:
     if len(value) > DNS1123_SUBDOMAIN_MAX or not _DNS1123_SUBDOMAIN.fullmatch(value):
-        raise _refuse(what, value, "a DNS-1123 subdomain is at most 253 characters of a-z, 0-9, '-' and '.', "
-                      "each dot-separated part starting and ending with a letter or digit", "s3-credentials")
+        raise _refuse(
+            what,
+            value,
+            "a DNS-1123 subdomain is at most 253 characters of a-z, 0-9, '-' and '.', "
+            "each dot-separated part starting and ending with a letter or digit",
+            "s3-credentials",
+        )
     return value
 
 
 def check_label_value(value: str, what: str) -> str:
     if len(value) > LABEL_VALUE_MAX or not _LABEL_VALUE.fullmatch(value):
-        raise _refuse(what, value, "a label value is at most 63 characters of A-Z, a-z, 0-9, '-', '_' and '.', "
-                      "starting and ending with a letter or digit", "team-a-queue")
+        raise _refuse(
+            what,
+            value,
+            "a label value is at most 63 characters of A-Z, a-z, 0-9, '-', '_' and '.', "
+            "starting and ending with a letter or digit",
+            "team-a-queue",
+        )
     return value
 
 
@@ -95,15 +117,24 @@ def check_qualified_name(value: str, what: str) -> str:
     if prefix:
         ok = ok and len(prefix) <= DNS1123_SUBDOMAIN_MAX and _DNS1123_SUBDOMAIN.fullmatch(prefix) is not None
     if not ok:
-        raise _refuse(what, value, "expected [prefix/]name with a DNS-1123 subdomain prefix and a name of "
-                      "letters, digits, '-', '_' and '.'", "rdma/rdma_shared_device_a")
+        raise _refuse(
+            what,
+            value,
+            "expected [prefix/]name with a DNS-1123 subdomain prefix and a name of "
+            "letters, digits, '-', '_' and '.'",
+            "rdma/rdma_shared_device_a",
+        )
     return value
 
 
 def check_env_name(value: str, what: str) -> str:
     if not _ENV_VAR_NAME.fullmatch(value):
-        raise _refuse(what, value, "an environment variable name is letters, digits, '_', '-' and '.', "
-                      "not starting with a digit", "NCCL_NET_GDR_LEVEL")
+        raise _refuse(
+            what,
+            value,
+            "an environment variable name is letters, digits, '_', '-' and '.', not starting with a digit",
+            "NCCL_NET_GDR_LEVEL",
+        )
     return value
 
 
@@ -113,30 +144,49 @@ def check_image(value: str, what: str = "image") -> str:
     if ":" in last:
         name = name[: len(name) - len(last) + last.index(":")]
     if len(name) > IMAGE_NAME_MAX or not _IMAGE_REFERENCE.fullmatch(value):
-        raise _refuse(what, value, "expected a container image reference [registry[:port]/]path[:tag][@digest] "
-                      "with a lower-case path", "ghcr.io/acme/evaclip:1.0")
+        raise _refuse(
+            what,
+            value,
+            "expected a container image reference [registry[:port]/]path[:tag][@digest] "
+            "with a lower-case path",
+            "ghcr.io/acme/evaclip:1.0",
+        )
     return value
 
 
 def check_ifname_list(value: str, what: str) -> str:
     if not _IFNAME_LIST.fullmatch(value):
-        raise _refuse(what, value, "expected network interface names or prefixes, comma-separated, "
-                      "optionally starting with ^ (exclude) or = (exact)", "eth0")
+        raise _refuse(
+            what,
+            value,
+            "expected network interface names or prefixes, comma-separated, "
+            "optionally starting with ^ (exclude) or = (exact)",
+            "eth0",
+        )
     return value
 
 
 def check_hca_list(value: str, what: str) -> str:
     if not _HCA_LIST.fullmatch(value):
-        raise _refuse(what, value, "expected HCA names with optional :port, comma-separated, optionally "
-                      "starting with ^ (exclude) or = (exact)", "mlx5_0,mlx5_1")
+        raise _refuse(
+            what,
+            value,
+            "expected HCA names with optional :port, comma-separated, optionally "
+            "starting with ^ (exclude) or = (exact)",
+            "mlx5_0,mlx5_1",
+        )
     return value
 
 
 def check_s3_uri(value: str, what: str) -> str:
     check_text(value, what)
     if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?", value):
-        raise _refuse(what, value, "expected s3://bucket[/prefix] with a valid bucket name and no whitespace",
-                      "s3://my-bucket/eva-8b")
+        raise _refuse(
+            what,
+            value,
+            "expected s3://bucket[/prefix] with a valid bucket name and no whitespace",
+            "s3://my-bucket/eva-8b",
+        )
     return value
 
 

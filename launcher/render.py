@@ -35,8 +35,17 @@ from planner.deepspeed_config import deepspeed_config
 from planner.errors import EvaplanError
 
 __all__ = [
-    "FLAVORS", "JOB_LABEL", "Flavor", "PlanInputs", "RenderOptions", "Rendered", "Sizing",
-    "checkpoint_bytes_per_node", "inputs_from_estimate", "pod_selector", "render",
+    "FLAVORS",
+    "JOB_LABEL",
+    "Flavor",
+    "PlanInputs",
+    "RenderOptions",
+    "Rendered",
+    "Sizing",
+    "checkpoint_bytes_per_node",
+    "inputs_from_estimate",
+    "pod_selector",
+    "render",
 ]
 
 # The label on every object and every pod of a job: `status`, `logs` and `stop` select pods with
@@ -76,8 +85,11 @@ def build_run_config(inputs: PlanInputs, opts: RenderOptions, data_workers: int)
             hint="re-plan with a global batch the layout reaches",
         )
     total_steps = math.ceil(training.samples / plan.global_batch)
-    data = (DataConfig(kind="webdataset", url=opts.data_url, num_workers=data_workers)
-            if opts.data_url else DataConfig(kind="synthetic", num_workers=data_workers))
+    data = (
+        DataConfig(kind="webdataset", url=opts.data_url, num_workers=data_workers)
+        if opts.data_url
+        else DataConfig(kind="synthetic", num_workers=data_workers)
+    )
     checkpoint = CheckpointConfig(
         dir=CHECKPOINT_MOUNT,
         every_s=training.checkpoint_every_s or inputs.checkpoint_every_s,
@@ -126,8 +138,10 @@ def build_ds_config(inputs: PlanInputs, opts: RenderOptions) -> dict[str, Any]:
     recipe = inputs.model.recipe
     uses_nvme = "nvme" in (inputs.plan.offload_optimizer, inputs.plan.offload_param)
     if uses_nvme and not opts.nvme_host_path:
-        raise EvaplanError("the plan offloads to NVMe, which needs a local NVMe folder on every node",
-                           hint="pass --nvme-host-path /local_nvme (a host folder on the NVMe drives)")
+        raise EvaplanError(
+            "the plan offloads to NVMe, which needs a local NVMe folder on every node",
+            hint="pass --nvme-host-path /local_nvme (a host folder on the NVMe drives)",
+        )
     return deepspeed_config(
         inputs.plan,
         grad_clip=recipe.grad_clip,
@@ -162,9 +176,14 @@ def yaml_tojson(value: Any, indent: int | None = None) -> str:
 
 def yaml_literal(text: str, indent: int) -> str:
     """A YAML literal block (`|`) holding `text` exactly: ASCII printable lines ending in a newline."""
-    if not text.endswith("\n") or text.startswith((" ", "\n")) or any(c != "\n" and not " " <= c <= "~" for c in text):
-        raise EvaplanError("internal: a literal block must be ASCII lines ending in a newline",
-                           hint="report this as a bug")
+    if (
+        not text.endswith("\n")
+        or text.startswith((" ", "\n"))
+        or any(c != "\n" and not " " <= c <= "~" for c in text)
+    ):
+        raise EvaplanError(
+            "internal: a literal block must be ASCII lines ending in a newline", hint="report this as a bug"
+        )
     pad = " " * indent
     return "|\n" + "\n".join(pad + line if line else "" for line in text[:-1].split("\n"))
 
@@ -259,18 +278,25 @@ def _command(inputs: PlanInputs, opts: RenderOptions) -> list[str]:
         f"--node-rank={rank}",
         f"--master-addr={addr}",
         f"--master-port={port}",
-        "-m", "evaclip.train",
-        "--ds-config", f"{CONFIG_MOUNT}/{DS_CONFIG_FILE}",
-        "--run-config", f"{CONFIG_MOUNT}/{RUN_CONFIG_FILE}",
+        "-m",
+        "evaclip.train",
+        "--ds-config",
+        f"{CONFIG_MOUNT}/{DS_CONFIG_FILE}",
+        "--run-config",
+        f"{CONFIG_MOUNT}/{RUN_CONFIG_FILE}",
     ]
 
 
-def _pod(inputs: PlanInputs, opts: RenderOptions, sizing: Sizing, replica_type: str | None = None) -> dict[str, Any]:
+def _pod(
+    inputs: PlanInputs, opts: RenderOptions, sizing: Sizing, replica_type: str | None = None
+) -> dict[str, Any]:
     hw, plan = inputs.hardware, inputs.plan
     k8s = hw.kubernetes
     if k8s is None:
-        raise EvaplanError(f"hardware profile '{hw.name}' has no kubernetes section (GPU resource, node label)",
-                           hint="add kubernetes: {gpu_resource, product_label, product} to its profile")
+        raise EvaplanError(
+            f"hardware profile '{hw.name}' has no kubernetes section (GPU resource, node label)",
+            hint="add kubernetes: {gpu_resource, product_label, product} to its profile",
+        )
     labels = common_labels(opts)
     if replica_type:
         labels["evaplan.io/replica-type"] = replica_type.lower()
@@ -283,25 +309,50 @@ def _pod(inputs: PlanInputs, opts: RenderOptions, sizing: Sizing, replica_type: 
         resources[opts.rdma_resource] = opts.rdma_per_node
     ipc_lock = opts.ipc_lock if opts.ipc_lock is not None else opts.rdma_resource is not None
     volumes: list[dict[str, Any]] = [
-        {"name": "config", "mount_path": CONFIG_MOUNT, "read_only": True, "kind": "configMap",
-         "source": f"{opts.job_name}-config"},
-        {"name": "dshm", "mount_path": "/dev/shm", "kind": "emptyDir", "medium": "Memory",
-         "size_limit": f"{sizing.shm_gib}Gi"},
-        {"name": "checkpoints", "mount_path": CHECKPOINT_MOUNT,
-         "kind": "persistentVolumeClaim" if opts.checkpoint_pvc else "emptyDir", "source": opts.checkpoint_pvc},
+        {
+            "name": "config",
+            "mount_path": CONFIG_MOUNT,
+            "read_only": True,
+            "kind": "configMap",
+            "source": f"{opts.job_name}-config",
+        },
+        {
+            "name": "dshm",
+            "mount_path": "/dev/shm",
+            "kind": "emptyDir",
+            "medium": "Memory",
+            "size_limit": f"{sizing.shm_gib}Gi",
+        },
+        {
+            "name": "checkpoints",
+            "mount_path": CHECKPOINT_MOUNT,
+            "kind": "persistentVolumeClaim" if opts.checkpoint_pvc else "emptyDir",
+            "source": opts.checkpoint_pvc,
+        },
         {"name": "output", "mount_path": OUTPUT_MOUNT, "kind": "emptyDir"},
     ]
     if opts.data_pvc:
-        volumes.append({"name": "data", "mount_path": DATA_MOUNT, "read_only": True, "kind": "persistentVolumeClaim",
-                        "source": opts.data_pvc})
+        volumes.append(
+            {
+                "name": "data",
+                "mount_path": DATA_MOUNT,
+                "read_only": True,
+                "kind": "persistentVolumeClaim",
+                "source": opts.data_pvc,
+            }
+        )
     if opts.nvme_host_path and "nvme" in (plan.offload_optimizer, plan.offload_param):
-        volumes.append({"name": "nvme", "mount_path": NVME_MOUNT, "kind": "hostPath", "source": opts.nvme_host_path})
+        volumes.append(
+            {"name": "nvme", "mount_path": NVME_MOUNT, "kind": "hostPath", "source": opts.nvme_host_path}
+        )
     # Every key present: the templates run under StrictUndefined.
     volumes = [{"read_only": False, "source": None, "medium": None, "size_limit": None, **v} for v in volumes]
     is_pytorchjob = opts.flavor == "pytorchjob"
     return {
         "labels": labels,
-        "annotations": {MULTUS_NETWORKS_ANNOTATION: opts.network_annotation} if opts.network_annotation else {},
+        "annotations": {MULTUS_NETWORKS_ANNOTATION: opts.network_annotation}
+        if opts.network_annotation
+        else {},
         "restart_policy": None if is_pytorchjob else "Never",  # the operator sets it from the replica spec
         "subdomain": opts.job_name if opts.flavor == "indexed-job" else None,
         "termination_grace_period_s": sizing.termination_grace_period_s,
@@ -347,8 +398,11 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
             f"{inputs.hardware.gpus_per_node}",
             hint="one pod takes a whole node: plan with the hardware's GPUs per node",
         )
-    data_workers = opts.data_workers if opts.data_workers is not None else (
-        WEBDATASET_WORKERS_DEFAULT if opts.data_url else 0)
+    data_workers = (
+        opts.data_workers
+        if opts.data_workers is not None
+        else (WEBDATASET_WORKERS_DEFAULT if opts.data_url else 0)
+    )
     sizing = size_pod(inputs, opts, data_workers)
     ds_config = build_ds_config(inputs, opts)
     run_config = build_run_config(inputs, opts, data_workers)
@@ -381,26 +435,46 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
         job["backoff_limit"] = opts.max_restarts * plan.nodes
         job["replicas"] = [{"type": "Master", "count": 1, "pod": _pod(inputs, opts, sizing, "Master")}]
         if plan.nodes > 1:
-            job["replicas"].append({"type": "Worker", "count": plan.nodes - 1,
-                                    "pod": _pod(inputs, opts, sizing, "Worker")})
+            job["replicas"].append(
+                {"type": "Worker", "count": plan.nodes - 1, "pod": _pod(inputs, opts, sizing, "Worker")}
+            )
     file_texts = {"ds_config": files[DS_CONFIG_FILE], "run_config": files[RUN_CONFIG_FILE]}
     config_bytes = sum(len(t.encode()) for t in file_texts.values())
     if config_bytes > CONFIGMAP_MAX_BYTES:
-        raise EvaplanError(f"the ConfigMap would hold {config_bytes:,} bytes, over Kubernetes' limit of "
-                           f"{CONFIGMAP_MAX_BYTES:,}", hint="report this: the run config should not be this large")
-    files["manifests.yaml"] = render_template(f"k8s/{opts.flavor}.yaml.j2", job=job, pod=_pod(inputs, opts, sizing),
-                                              files=file_texts)
+        raise EvaplanError(
+            f"the ConfigMap would hold {config_bytes:,} bytes, over Kubernetes' limit of "
+            f"{CONFIGMAP_MAX_BYTES:,}",
+            hint="report this: the run config should not be this large",
+        )
+    files["manifests.yaml"] = render_template(
+        f"k8s/{opts.flavor}.yaml.j2", job=job, pod=_pod(inputs, opts, sizing), files=file_texts
+    )
     kind, _, subject = opts.rbac_subject.partition(":")
-    rbac = {"role": "evaplan-launcher", "namespace": opts.namespace, "subject_kind": kind, "subject_name": subject,
-            "labels": {"app.kubernetes.io/managed-by": "evaplan", "app.kubernetes.io/name": "evaplan-launcher"}}
+    rbac = {
+        "role": "evaplan-launcher",
+        "namespace": opts.namespace,
+        "subject_kind": kind,
+        "subject_name": subject,
+        "labels": {"app.kubernetes.io/managed-by": "evaplan", "app.kubernetes.io/name": "evaplan-launcher"},
+    }
     files["rbac.yaml"] = render_template("k8s/rbac.yaml.j2", rbac=rbac)
     warnings = []
     if resolve_optimizer(inputs, opts) != inputs.model.recipe.optimizer and not opts.optimizer:
-        warnings.append(f"the recipe's {inputs.model.recipe.optimizer.upper()} has no DeepSpeed CPU implementation, "
-                        f"so the offloaded optimizer runs AdamW (DeepSpeedCPUAdam); pass --optimizer to choose")
+        warnings.append(
+            f"the recipe's {inputs.model.recipe.optimizer.upper()} has no DeepSpeed CPU implementation, "
+            f"so the offloaded optimizer runs AdamW (DeepSpeedCPUAdam); pass --optimizer to choose"
+        )
     if plan.nodes > 1 and not (opts.checkpoint_s3_uri or opts.checkpoint_pvc):
         # evaclip/checkpoint.py: across nodes the checkpoint folder must be a shared filesystem or S3.
-        warnings.append(f"{plan.nodes} nodes with neither --checkpoint-s3-uri nor --checkpoint-pvc: each pod "
-                        "checkpoints to its own emptyDir, which a restart loses, so the run cannot resume")
-    return Rendered(files=files, job_name=opts.job_name, namespace=opts.namespace, flavor=opts.flavor, sizing=sizing,
-                    warnings=tuple(warnings))
+        warnings.append(
+            f"{plan.nodes} nodes with neither --checkpoint-s3-uri nor --checkpoint-pvc: each pod "
+            "checkpoints to its own emptyDir, which a restart loses, so the run cannot resume"
+        )
+    return Rendered(
+        files=files,
+        job_name=opts.job_name,
+        namespace=opts.namespace,
+        flavor=opts.flavor,
+        sizing=sizing,
+        warnings=tuple(warnings),
+    )

@@ -50,7 +50,9 @@ class RenderOptions(BaseModel):
     checkpoint_s3_uri: str | None = None
     checkpoint_pvc: str | None = None
     data_url: str | None = None
-    data_pvc: str | None = Field(default=None, description="claim mounted read-only at /data for local shards")
+    data_pvc: str | None = Field(
+        default=None, description="claim mounted read-only at /data for local shards"
+    )
     data_workers: int | None = Field(default=None, ge=0)
     nvme_host_path: str | None = None
     queue: str | None = None
@@ -61,7 +63,9 @@ class RenderOptions(BaseModel):
     checkpoint_write_gbps: float | None = Field(default=None, gt=0)
     s3_upload_gbps: float = Field(default=S3_UPLOAD_GBPS_DEFAULT, gt=0)
     comms_logger: bool = False
-    optimizer: Literal["lamb", "adamw"] | None = Field(default=None, description="default: the model's recipe")
+    optimizer: Literal["lamb", "adamw"] | None = Field(
+        default=None, description="default: the model's recipe"
+    )
     rbac_subject: str = Field(default="Group:evaplan-launchers", description="Kind:name for the RoleBinding")
 
     @field_validator("namespace")
@@ -74,10 +78,14 @@ class RenderOptions(BaseModel):
     def _image(cls, v: str) -> str:
         return names.check_image(v, "--image")
 
-    @field_validator("image_pull_secret", "service_account", "priority_class", "s3_secret", "checkpoint_pvc", "data_pvc")
+    @field_validator(
+        "image_pull_secret", "service_account", "priority_class", "s3_secret", "checkpoint_pvc", "data_pvc"
+    )
     @classmethod
     def _subdomain(cls, v: str | None, info: Any) -> str | None:
-        return None if v is None else names.check_dns1123_subdomain(v, f"--{info.field_name.replace('_', '-')}")
+        return (
+            None if v is None else names.check_dns1123_subdomain(v, f"--{info.field_name.replace('_', '-')}")
+        )
 
     @field_validator("rdma_resource")
     @classmethod
@@ -133,8 +141,10 @@ class RenderOptions(BaseModel):
             return names.check_s3_uri(v, "--data-url")
         names.check_text(v, "--data-url")
         if not v.startswith("/"):
-            raise EvaplanError(f"--data-url {v!r} is neither s3://bucket/prefix nor an absolute path in the pod",
-                               hint="e.g. s3://my-bucket/laion-shards or /data/shards on a mounted volume")
+            raise EvaplanError(
+                f"--data-url {v!r} is neither s3://bucket/prefix nor an absolute path in the pod",
+                hint="e.g. s3://my-bucket/laion-shards or /data/shards on a mounted volume",
+            )
         return v
 
     @field_validator("nvme_host_path")
@@ -144,8 +154,9 @@ class RenderOptions(BaseModel):
             return None
         names.check_text(v, "--nvme-host-path")
         if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", v) or {".", ".."} & set(v.split("/")):
-            raise EvaplanError(f"--nvme-host-path {v!r} is not an absolute path of plain names",
-                               hint="e.g. /local_nvme")
+            raise EvaplanError(
+                f"--nvme-host-path {v!r} is not an absolute path of plain names", hint="e.g. /local_nvme"
+            )
         return v
 
     @field_validator("rbac_subject")
@@ -153,13 +164,17 @@ class RenderOptions(BaseModel):
     def _subject(cls, v: str) -> str:
         kind, sep, name = v.partition(":")
         if not sep or kind not in ("User", "Group", "ServiceAccount"):
-            raise EvaplanError(f"--rbac-subject {v!r} is not Kind:name with Kind User, Group or ServiceAccount",
-                               hint="e.g. Group:ml-infra or ServiceAccount:evaplan")
+            raise EvaplanError(
+                f"--rbac-subject {v!r} is not Kind:name with Kind User, Group or ServiceAccount",
+                hint="e.g. Group:ml-infra or ServiceAccount:evaplan",
+            )
         if kind == "ServiceAccount":
             names.check_dns1123_subdomain(name, "--rbac-subject service account")
         else:
             names.check_text(name, "--rbac-subject name")
             if not name or name != name.strip() or any(c in name for c in "\n\r\t"):
-                raise EvaplanError(f"--rbac-subject name {name!r} is empty or has surrounding whitespace",
-                                   hint="e.g. Group:ml-infra")
+                raise EvaplanError(
+                    f"--rbac-subject name {name!r} is empty or has surrounding whitespace",
+                    hint="e.g. Group:ml-infra",
+                )
         return v

@@ -133,8 +133,10 @@ def size_pod(inputs: PlanInputs, opts: RenderOptions, data_workers: int) -> Sizi
     )
 
     memory_gib = math.ceil(inputs.host_ram_per_node_gib + shm_gib)
-    lines.append(f"memory {memory_gib}Gi = ceil({inputs.host_ram_per_node_gib:.1f} GiB planner host RAM per node "
-                 f"+ {shm_gib} GiB /dev/shm)")
+    lines.append(
+        f"memory {memory_gib}Gi = ceil({inputs.host_ram_per_node_gib:.1f} GiB planner host RAM per node "
+        f"+ {shm_gib} GiB /dev/shm)"
+    )
     if inputs.host_ram_available_gib is not None and memory_gib > inputs.host_ram_available_gib:
         raise InfeasibleError(
             f"a node's pod needs {memory_gib} GiB of host memory but nodes have "
@@ -159,10 +161,19 @@ def size_pod(inputs: PlanInputs, opts: RenderOptions, data_workers: int) -> Sizi
     upload_s = ckpt / (opts.s3_upload_gbps * 1e9) if opts.checkpoint_s3_uri else 0.0
     step_s = inputs.step_time_s or 0.0
     grace = max(GRACE_MIN_S, math.ceil(GRACE_SAFETY * (write_s + upload_s) + step_s + GRACE_MARGIN_S))
-    upload = f" + {upload_s:.1f} s S3 upload at {opts.s3_upload_gbps:g} GB/s" if opts.checkpoint_s3_uri else ""
+    upload = (
+        f" + {upload_s:.1f} s S3 upload at {opts.s3_upload_gbps:g} GB/s" if opts.checkpoint_s3_uri else ""
+    )
     lines.append(
         f"terminationGracePeriodSeconds {grace} = max({GRACE_MIN_S}, ceil({GRACE_SAFETY:g} × ({write_s:.1f} s write "
         f"of {ckpt / 1e9:.1f} GB at {write_gbps:g} GB/s{upload}) + {step_s:.1f} s step + {GRACE_MARGIN_S} s))"
     )
-    return Sizing(cpu=cpu, memory_gib=memory_gib, shm_gib=shm_gib, termination_grace_period_s=grace,
-                  data_workers=data_workers, omp_threads=omp, lines=tuple(lines))
+    return Sizing(
+        cpu=cpu,
+        memory_gib=memory_gib,
+        shm_gib=shm_gib,
+        termination_grace_period_s=grace,
+        data_workers=data_workers,
+        omp_threads=omp,
+        lines=tuple(lines),
+    )

@@ -99,7 +99,9 @@ class CalibrationRun(StrictModel):
     calibrated_step_s: float = Field(gt=0, description="the planner's step with this calibration")
     measured_peak_mem_gib: float = Field(gt=0)
     peak_mem_kind: Literal["device", "host_rss"]
-    uncalibrated_mem_gib: float = Field(gt=0, description="the planner's per-GPU total with the profile as it was")
+    uncalibrated_mem_gib: float = Field(
+        gt=0, description="the planner's per-GPU total with the profile as it was"
+    )
     comm_logged_bytes_measured: float | None = Field(default=None, ge=0)
     comm_logged_bytes_predicted: float | None = Field(default=None, ge=0)
 
@@ -128,9 +130,11 @@ class CalibrationSpec(StrictModel):
             over += f", {self.microbatch_overhead_s.value * 1e3:.3g} ms per micro-batch"
         if self.step_overhead_s is not None:
             over += f", {self.step_overhead_s.value * 1e3:.3g} ms per step"
-        return (f"calibration of {self.hardware} from {len(self.runs)} run(s) ({jobs}), fitted "
-                f"{self.fitted_at:%Y-%m-%d %H:%M} UTC: MFU {self.mfu_default.value:.4g}{over}, "
-                f"memory reserved {self.memory_reserved_gib.value:.3g} GiB")
+        return (
+            f"calibration of {self.hardware} from {len(self.runs)} run(s) ({jobs}), fitted "
+            f"{self.fitted_at:%Y-%m-%d %H:%M} UTC: MFU {self.mfu_default.value:.4g}{over}, "
+            f"memory reserved {self.memory_reserved_gib.value:.3g} GiB"
+        )
 
 
 # ------------------------------------------------------------------------------------ where they live
@@ -177,13 +181,16 @@ def apply(hardware: HardwareSpec, cal: CalibrationSpec, *, path: str | None = No
     """The hardware profile with the calibrated factors; refused when the profile's peak changed since."""
     where = f" ({path})" if path else ""
     if cal.hardware != hardware.name:
-        raise ProfileError(f"calibration{where}: hardware '{cal.hardware}' is not the profile '{hardware.name}'",
-                           hint="rename the file after its hardware, or re-run evaplan calibrate")
+        raise ProfileError(
+            f"calibration{where}: hardware '{cal.hardware}' is not the profile '{hardware.name}'",
+            hint="rename the file after its hardware, or re-run evaplan calibrate",
+        )
     if not math.isclose(cal.bf16_dense_tflops, hardware.bf16_dense_tflops.value, rel_tol=1e-9):
         raise ProfileError(
             f"calibration of {hardware.name}{where}: bf16_dense_tflops: fitted against {cal.bf16_dense_tflops:g} TFLOP/s "
             f"but the profile now says {hardware.bf16_dense_tflops.value:g}",
-            hint="re-run `evaplan calibrate` on the runs, or pass --no-calibration")
+            hint="re-run `evaplan calibrate` on the runs, or pass --no-calibration",
+        )
     upd: dict[str, Any] = {"mfu_default": cal.mfu_default, "memory_reserved_gib": cal.memory_reserved_gib}
     if cal.microbatch_overhead_s is not None:
         upd["microbatch_overhead_s"] = cal.microbatch_overhead_s
@@ -200,8 +207,9 @@ class Calibrated:
     calibration: CalibrationSpec | None
 
 
-def calibrated_hardware(hardware: HardwareSpec, user_dirs: Sequence[str | Path] | None = None, *,
-                        use: bool = True) -> Calibrated:
+def calibrated_hardware(
+    hardware: HardwareSpec, user_dirs: Sequence[str | Path] | None = None, *, use: bool = True
+) -> Calibrated:
     """What `estimate`, `plan` and `compare` call after loading a hardware profile."""
     if not use:
         return Calibrated(hardware, None)
@@ -217,17 +225,21 @@ def save(cal: CalibrationSpec, user_dirs: Sequence[str | Path] | None = None) ->
     try:
         folder.mkdir(parents=True, exist_ok=True)
         data = cal.model_dump(mode="json", exclude_none=True)
-        text = ("# Written by `evaplan calibrate`: fitted efficiency factors of one hardware profile and the\n"
-                "# runs they came from (planner/calibration.py explains each figure).\n"
-                + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120))
+        text = (
+            "# Written by `evaplan calibrate`: fitted efficiency factors of one hardware profile and the\n"
+            "# runs they came from (planner/calibration.py explains each figure).\n"
+            + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120)
+        )
         fd, tmp = tempfile.mkstemp(prefix=f".{cal.name}.", suffix=".yaml.tmp", dir=folder)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         final = folder / f"{cal.name}.yaml"
         os.replace(tmp, final)
     except OSError as e:
-        raise EvaplanError(f"cannot write the calibration in {folder}: {e.strerror or e}",
-                           hint="pass --profiles-dir DIR (a writable folder) or set EVAPLAN_PROFILES_DIR") from None
+        raise EvaplanError(
+            f"cannot write the calibration in {folder}: {e.strerror or e}",
+            hint="pass --profiles-dir DIR (a writable folder) or set EVAPLAN_PROFILES_DIR",
+        ) from None
     return final
 
 
@@ -247,10 +259,13 @@ def read_run(path: str | Path) -> MeasuredRun:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise EvaplanError(f"metrics file {p} does not exist", hint="give the job name or the run's metrics.jsonl") from None
+        raise EvaplanError(
+            f"metrics file {p} does not exist", hint="give the job name or the run's metrics.jsonl"
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise EvaplanError(f"cannot read metrics file {p}: {getattr(e, 'strerror', None) or e}",
-                           hint="check the path") from None
+        raise EvaplanError(
+            f"cannot read metrics file {p}: {getattr(e, 'strerror', None) or e}", hint="check the path"
+        ) from None
     lines = text.splitlines()
     if not any(line.strip() for line in lines):
         raise EvaplanError(f"metrics file {p} is empty", hint="calibrate once the run has logged some steps")
@@ -265,32 +280,49 @@ def read_run(path: str | Path) -> MeasuredRun:
             raise EvaplanError(
                 f"metrics file {p} is truncated: line {i} is not a whole JSON record"
                 + (" (the last line: a process killed mid-write?)" if last else ""),
-                hint="delete the broken line, or calibrate from an intact copy") from None
+                hint="delete the broken line, or calibrate from an intact copy",
+            ) from None
         if not isinstance(rec, dict) or "event" not in rec:
-            raise EvaplanError(f"metrics file {p}: line {i} is not an evaclip metrics record (no `event`)",
-                               hint="give the metrics.jsonl the trainer wrote (evaclip/metrics.py)")
+            raise EvaplanError(
+                f"metrics file {p}: line {i} is not an evaclip metrics record (no `event`)",
+                hint="give the metrics.jsonl the trainer wrote (evaclip/metrics.py)",
+            )
         records.append(rec)
     starts = [k for k, r in enumerate(records) if r["event"] == "start"]
     if not starts:
-        raise EvaplanError(f"metrics file {p} has no `start` record (truncated at the beginning?)",
-                           hint="give the whole metrics.jsonl the trainer wrote")
+        raise EvaplanError(
+            f"metrics file {p} has no `start` record (truncated at the beginning?)",
+            hint="give the whole metrics.jsonl the trainer wrote",
+        )
     # A resumed run appends a new start: time the layout of the latest process only.
     k = starts[-1]
     start = records[k]
-    steps = [r for r in records[k + 1:] if r["event"] == "step"]
+    steps = [r for r in records[k + 1 :] if r["event"] == "step"]
     if len(starts) > 1 and not steps:
         k = starts[-2]
-        start, steps = records[k], [r for r in records[k + 1:starts[-1]] if r["event"] == "step"]
-    for key in ("model", "world_size", "micro_batch", "grad_accum", "zero_stage", "image_size", "patch_dropout",
-                "grad_ckpt"):
+        start, steps = records[k], [r for r in records[k + 1 : starts[-1]] if r["event"] == "step"]
+    for key in (
+        "model",
+        "world_size",
+        "micro_batch",
+        "grad_accum",
+        "zero_stage",
+        "image_size",
+        "patch_dropout",
+        "grad_ckpt",
+    ):
         if key not in start:
-            raise EvaplanError(f"metrics file {p}: the start record lacks `{key}`",
-                               hint="re-run with this version of evaclip (evaclip/metrics.py keys)")
+            raise EvaplanError(
+                f"metrics file {p}: the start record lacks `{key}`",
+                hint="re-run with this version of evaclip (evaclip/metrics.py keys)",
+            )
     for r in steps:
         for key in ("step", "step_time_s", "peak_mem_bytes", "peak_mem_kind"):
             if key not in r:
-                raise EvaplanError(f"metrics file {p}: step record {r.get('step', '?')} lacks `{key}`",
-                                   hint="re-run with this version of evaclip (evaclip/metrics.py keys)")
+                raise EvaplanError(
+                    f"metrics file {p}: step record {r.get('step', '?')} lacks `{key}`",
+                    hint="re-run with this version of evaclip (evaclip/metrics.py keys)",
+                )
     return MeasuredRun(str(p), start, steps)
 
 
@@ -302,12 +334,15 @@ def timed_steps(run: MeasuredRun) -> list[dict[str, Any]]:
         raise EvaplanError(
             f"metrics file {run.path} has {len(run.steps)} step record(s); calibration needs at least "
             f"{MIN_TIMED_STEPS + WARMUP_STEPS_MIN} (the first {skip} are warm-up)",
-            hint="let the run log more steps (log_every_steps 1), then calibrate")
+            hint="let the run log more steps (log_every_steps 1), then calibrate",
+        )
     return timed
 
 
 # ------------------------------------------------------------------------------------ plans
-def plan_from_start(run: MeasuredRun, model: ModelSpec, hardware: HardwareSpec) -> tuple[ParallelPlan, TrainingSpec]:
+def plan_from_start(
+    run: MeasuredRun, model: ModelSpec, hardware: HardwareSpec
+) -> tuple[ParallelPlan, TrainingSpec]:
     """The plan a metrics file was trained with, read from its start record (no offload: the trainer
     does not log it; give the job or --plan when the run offloaded)."""
     s = run.start
@@ -315,15 +350,28 @@ def plan_from_start(run: MeasuredRun, model: ModelSpec, hardware: HardwareSpec) 
     if world % G:
         raise EvaplanError(
             f"metrics file {run.path}: world size {world} is not a whole number of {hardware.name} nodes ({G} per node)",
-            hint="calibrate against the hardware profile the run used (--hardware)")
-    precision = {"bfloat16": "bf16", "float16": "fp16", "bf16": "bf16", "fp16": "fp16"}.get(str(s.get("precision")), "bf16")
-    plan = ParallelPlan(nodes=world // G, gpus_per_node=G, zero_stage=int(s["zero_stage"]),
-                        micro_batch=int(s["micro_batch"]), grad_accum=int(s["grad_accum"]),
-                        grad_ckpt=bool(s["grad_ckpt"]), precision=precision)  # type: ignore[arg-type]
+            hint="calibrate against the hardware profile the run used (--hardware)",
+        )
+    precision = {"bfloat16": "bf16", "float16": "fp16", "bf16": "bf16", "fp16": "fp16"}.get(
+        str(s.get("precision")), "bf16"
+    )
+    plan = ParallelPlan(
+        nodes=world // G,
+        gpus_per_node=G,
+        zero_stage=int(s["zero_stage"]),
+        micro_batch=int(s["micro_batch"]),
+        grad_accum=int(s["grad_accum"]),
+        grad_ckpt=bool(s["grad_ckpt"]),
+        precision=precision,
+    )  # type: ignore[arg-type]
     gb = plan.global_batch
-    training = TrainingSpec(samples=float(max(1, int(s.get("total_steps") or 1)) * gb), global_batch=gb,
-                            image_size=int(s["image_size"]), patch_dropout=float(s["patch_dropout"]),
-                            precision=precision)  # type: ignore[arg-type]
+    training = TrainingSpec(
+        samples=float(max(1, int(s.get("total_steps") or 1)) * gb),
+        global_batch=gb,
+        image_size=int(s["image_size"]),
+        patch_dropout=float(s["patch_dropout"]),
+        precision=precision,
+    )  # type: ignore[arg-type]
     return plan, training
 
 
@@ -333,21 +381,32 @@ def check_run_matches(run: MeasuredRun, est: Estimate, hardware: HardwareSpec) -
     if s["model"] != est.model:
         raise EvaplanError(
             f"metrics file {run.path} is from model '{s['model']}', but the plan is for '{est.model}'",
-            hint="give the metrics of the run launched from this plan")
+            hint="give the metrics of the run launched from this plan",
+        )
     if s.get("hardware") not in (None, est.hardware):
         raise EvaplanError(
             f"metrics file {run.path} is from hardware '{s['hardware']}', but the plan is for '{est.hardware}'",
-            hint="give the metrics of the run launched from this plan")
+            hint="give the metrics of the run launched from this plan",
+        )
     p = est.plan
-    for key, planned in (("world_size", p.world_size), ("micro_batch", p.micro_batch), ("grad_accum", p.grad_accum),
-                         ("zero_stage", p.zero_stage), ("image_size", est.training.image_size),
-                         ("grad_ckpt", p.grad_ckpt)):
+    for key, planned in (
+        ("world_size", p.world_size),
+        ("micro_batch", p.micro_batch),
+        ("grad_accum", p.grad_accum),
+        ("zero_stage", p.zero_stage),
+        ("image_size", est.training.image_size),
+        ("grad_ckpt", p.grad_ckpt),
+    ):
         if s[key] != planned:
-            raise EvaplanError(f"metrics file {run.path}: {key} {s[key]} differs from the plan's {planned}",
-                               hint="give the metrics of the run launched from this plan")
+            raise EvaplanError(
+                f"metrics file {run.path}: {key} {s[key]} differs from the plan's {planned}",
+                hint="give the metrics of the run launched from this plan",
+            )
     if hardware.name != est.hardware:
-        raise EvaplanError(f"the plan is for hardware '{est.hardware}', not '{hardware.name}'",
-                           hint=f"calibrate with --hardware {est.hardware}")
+        raise EvaplanError(
+            f"the plan is for hardware '{est.hardware}', not '{hardware.name}'",
+            hint=f"calibrate with --hardware {est.hardware}",
+        )
 
 
 # ------------------------------------------------------------------------------------ fitting
@@ -369,24 +428,37 @@ class Observation:
     comm_logged_bytes: float | None
 
 
-def observe(job: str, run: MeasuredRun, model: ModelSpec, plan: ParallelPlan, training: TrainingSpec) -> Observation:
+def observe(
+    job: str, run: MeasuredRun, model: ModelSpec, plan: ParallelPlan, training: TrainingSpec
+) -> Observation:
     timed = timed_steps(run)
     times = sorted(float(r["step_time_s"]) for r in timed)
     med = statistics.median(times)
     if med <= 0:
-        raise EvaplanError(f"metrics file {run.path}: median step time is {med} s", hint="check the run's clock")
+        raise EvaplanError(
+            f"metrics file {run.path}: median step time is {med} s", hint="check the run's clock"
+        )
     q = statistics.quantiles(times, n=10) if len(times) >= 2 else [med] * 9
     mfus = [float(r["mfu"]) for r in timed if isinstance(r.get("mfu"), int | float)]
     comm = [sum(r["comm_bytes"].values()) for r in timed if isinstance(r.get("comm_bytes"), dict)]
     kinds = {r["peak_mem_kind"] for r in timed}
     if len(kinds) != 1 or not kinds <= {"device", "host_rss"}:
-        raise EvaplanError(f"metrics file {run.path}: peak_mem_kind {sorted(kinds)} is not one of device, host_rss",
-                           hint="give the metrics.jsonl the trainer wrote (evaclip/metrics.py)")
+        raise EvaplanError(
+            f"metrics file {run.path}: peak_mem_kind {sorted(kinds)} is not one of device, host_rss",
+            hint="give the metrics.jsonl the trainer wrote (evaclip/metrics.py)",
+        )
     return Observation(
-        job=job, metrics=run.path, model=model, plan=plan, training=training, step_s=med,
-        spread=(q[-1] - q[0]) / med, steps_timed=len(timed),
+        job=job,
+        metrics=run.path,
+        model=model,
+        plan=plan,
+        training=training,
+        step_s=med,
+        spread=(q[-1] - q[0]) / med,
+        steps_timed=len(timed),
         trainer_mfu=statistics.median(mfus) if mfus else None,
-        peak_mem_bytes=float(max(r["peak_mem_bytes"] for r in timed)), peak_mem_kind=kinds.pop(),
+        peak_mem_bytes=float(max(r["peak_mem_bytes"] for r in timed)),
+        peak_mem_kind=kinds.pop(),
         comm_logged_bytes=statistics.median(comm) if comm else None,
     )
 
@@ -395,21 +467,46 @@ def observation_from_record(r: CalibrationRun, model: ModelSpec, hardware: Hardw
     """An earlier run of a calibration, refitted from what the calibration file kept (its metrics file
     need not exist any more)."""
     if r.model != model.name:
-        raise EvaplanError(f"calibration run {r.job} is of model '{r.model}', not '{model.name}'",
-                           hint="report this: observation_from_record got the wrong model profile")
+        raise EvaplanError(
+            f"calibration run {r.job} is of model '{r.model}', not '{model.name}'",
+            hint="report this: observation_from_record got the wrong model profile",
+        )
     G = hardware.gpus_per_node
     if r.world_size % G:
-        raise ProfileError(f"calibration run {r.job}: world_size {r.world_size} is not whole {hardware.name} nodes",
-                           hint="remove the run from the calibration file, or re-run evaplan calibrate --reset")
-    plan = ParallelPlan(nodes=r.world_size // G, gpus_per_node=G, zero_stage=r.zero_stage, micro_batch=r.micro_batch,
-                        grad_accum=r.grad_accum, grad_ckpt=r.grad_ckpt, offload_optimizer=r.offload_optimizer,
-                        offload_param=r.offload_param)
-    training = TrainingSpec(samples=float(plan.global_batch), global_batch=plan.global_batch,
-                            image_size=r.image_size, patch_dropout=r.patch_dropout)
-    return Observation(job=r.job, metrics=r.metrics, model=model, plan=plan, training=training,
-                       step_s=r.measured_step_s, spread=r.measured_step_spread, steps_timed=r.steps_timed,
-                       trainer_mfu=r.measured_mfu, peak_mem_bytes=r.measured_peak_mem_gib * GIB,
-                       peak_mem_kind=r.peak_mem_kind, comm_logged_bytes=r.comm_logged_bytes_measured)
+        raise ProfileError(
+            f"calibration run {r.job}: world_size {r.world_size} is not whole {hardware.name} nodes",
+            hint="remove the run from the calibration file, or re-run evaplan calibrate --reset",
+        )
+    plan = ParallelPlan(
+        nodes=r.world_size // G,
+        gpus_per_node=G,
+        zero_stage=r.zero_stage,
+        micro_batch=r.micro_batch,
+        grad_accum=r.grad_accum,
+        grad_ckpt=r.grad_ckpt,
+        offload_optimizer=r.offload_optimizer,
+        offload_param=r.offload_param,
+    )
+    training = TrainingSpec(
+        samples=float(plan.global_batch),
+        global_batch=plan.global_batch,
+        image_size=r.image_size,
+        patch_dropout=r.patch_dropout,
+    )
+    return Observation(
+        job=r.job,
+        metrics=r.metrics,
+        model=model,
+        plan=plan,
+        training=training,
+        step_s=r.measured_step_s,
+        spread=r.measured_step_spread,
+        steps_timed=r.steps_timed,
+        trainer_mfu=r.measured_mfu,
+        peak_mem_bytes=r.measured_peak_mem_gib * GIB,
+        peak_mem_kind=r.peak_mem_kind,
+        comm_logged_bytes=r.comm_logged_bytes_measured,
+    )
 
 
 def _with(hardware: HardwareSpec, **values: float) -> HardwareSpec:
@@ -453,7 +550,9 @@ def fitted_overheads(observations: Sequence[Observation]) -> tuple[str, ...]:
     return ("microbatch_overhead_s", "step_overhead_s")
 
 
-def _nonnegative_lstsq(columns: dict[str, list[float]], target: list[float]) -> tuple[dict[str, float], float]:
+def _nonnegative_lstsq(
+    columns: dict[str, list[float]], target: list[float]
+) -> tuple[dict[str, float], float]:
     """min ‖Σ x_k·column_k − target‖² over x ≥ 0, by trying every subset of free columns (at most 2)."""
     best: tuple[dict[str, float], float] = ({k: 0.0 for k in columns}, sum(t * t for t in target))
     names = list(columns)
@@ -497,6 +596,7 @@ def fit_mfu(observations: Sequence[Observation], hardware: HardwareSpec) -> floa
     predicted by the planner's own step model (compute + overheads + exposed comm + offload). The
     step time falls monotonically as the efficiency rises, so each run alone has one root; a
     golden-section search on log(MFU) finds the common optimum."""
+
     def loss(log_mfu: float) -> float:
         hw = _with(hardware, mfu=math.exp(log_mfu))
         return sum(((predicted(o, hw).compute.step_s - o.step_s) / o.step_s) ** 2 for o in observations)
@@ -504,8 +604,9 @@ def fit_mfu(observations: Sequence[Observation], hardware: HardwareSpec) -> floa
     return _golden_log_mfu(loss, observations, hardware)
 
 
-def _golden_log_mfu(loss: Callable[[float], float], observations: Sequence[Observation],
-                    hardware: HardwareSpec) -> float:
+def _golden_log_mfu(
+    loss: Callable[[float], float], observations: Sequence[Observation], hardware: HardwareSpec
+) -> float:
 
     lo, hi = math.log(MFU_BOUNDS[0]), math.log(MFU_BOUNDS[1])
     g = (math.sqrt(5) - 1) / 2
@@ -527,7 +628,8 @@ def _golden_log_mfu(loss: Callable[[float], float], observations: Sequence[Obser
             f"run {worst.job} ran faster than the planner's step at 100 % of {hardware.name}'s bf16_dense_tflops "
             f"({worst.step_s:.4g} s measured)",
             hint="the profile's peak or bus bandwidths are too low: re-measure them (benchmarks/measure_cpu.py, "
-                 "nccl-tests), then calibrate")
+            "nccl-tests), then calibrate",
+        )
     return mfu
 
 
@@ -554,8 +656,9 @@ def _ds_logged_bytes(e: Estimate) -> float:
     return sum(c.logged_bytes for c in e.comm.collectives if c.ds_logged)
 
 
-def calibrate(observations: Sequence[Observation], hardware: HardwareSpec, *,
-              now: datetime | None = None) -> CalibrationSpec:
+def calibrate(
+    observations: Sequence[Observation], hardware: HardwareSpec, *, now: datetime | None = None
+) -> CalibrationSpec:
     """Fit the calibration of `hardware` (the profile as shipped, uncalibrated) from the runs."""
     if not observations:
         raise EvaplanError("no runs to calibrate from", hint="give a job name or a metrics.jsonl")
@@ -563,42 +666,80 @@ def calibrate(observations: Sequence[Observation], hardware: HardwareSpec, *,
     sf = fit_step(observations, hardware)
     mfu = sf.mfu
     reserved = fit_reserved_gib(observations, hardware)
-    over = {k: v for k, v in (("microbatch_overhead_s", sf.microbatch_overhead_s),
-                              ("step_overhead_s", sf.step_overhead_s)) if v is not None}
+    over = {
+        k: v
+        for k, v in (
+            ("microbatch_overhead_s", sf.microbatch_overhead_s),
+            ("step_overhead_s", sf.step_overhead_s),
+        )
+        if v is not None
+    }
     fitted = _with(hardware, mfu=mfu, reserved_gib=reserved, **over)
     runs = []
     for o in observations:
         before, after = predicted(o, hardware), predicted(o, fitted)
-        runs.append(CalibrationRun(
-            job=o.job, metrics=o.metrics, model=o.model.name, observed=now.date(), world_size=o.plan.world_size,
-            micro_batch=o.plan.micro_batch, grad_accum=o.plan.grad_accum, zero_stage=o.plan.zero_stage,
-            grad_ckpt=o.plan.grad_ckpt, offload_optimizer=o.plan.offload_optimizer, offload_param=o.plan.offload_param,
-            image_size=o.training.image_size, patch_dropout=o.training.patch_dropout,
-            steps_timed=o.steps_timed, measured_step_s=o.step_s, measured_step_spread=o.spread,
-            measured_mfu=o.trainer_mfu, uncalibrated_step_s=before.compute.step_s,
-            calibrated_step_s=after.compute.step_s, measured_peak_mem_gib=o.peak_mem_bytes / GIB,
-            peak_mem_kind=o.peak_mem_kind,  # type: ignore[arg-type]
-            uncalibrated_mem_gib=before.memory.gpu_total_bytes / GIB,
-            comm_logged_bytes_measured=o.comm_logged_bytes,
-            comm_logged_bytes_predicted=_ds_logged_bytes(before) if o.comm_logged_bytes is not None else None,
-        ))
+        runs.append(
+            CalibrationRun(
+                job=o.job,
+                metrics=o.metrics,
+                model=o.model.name,
+                observed=now.date(),
+                world_size=o.plan.world_size,
+                micro_batch=o.plan.micro_batch,
+                grad_accum=o.plan.grad_accum,
+                zero_stage=o.plan.zero_stage,
+                grad_ckpt=o.plan.grad_ckpt,
+                offload_optimizer=o.plan.offload_optimizer,
+                offload_param=o.plan.offload_param,
+                image_size=o.training.image_size,
+                patch_dropout=o.training.patch_dropout,
+                steps_timed=o.steps_timed,
+                measured_step_s=o.step_s,
+                measured_step_spread=o.spread,
+                measured_mfu=o.trainer_mfu,
+                uncalibrated_step_s=before.compute.step_s,
+                calibrated_step_s=after.compute.step_s,
+                measured_peak_mem_gib=o.peak_mem_bytes / GIB,
+                peak_mem_kind=o.peak_mem_kind,  # type: ignore[arg-type]
+                uncalibrated_mem_gib=before.memory.gpu_total_bytes / GIB,
+                comm_logged_bytes_measured=o.comm_logged_bytes,
+                comm_logged_bytes_predicted=_ds_logged_bytes(before)
+                if o.comm_logged_bytes is not None
+                else None,
+            )
+        )
     jobs = ", ".join(o.job for o in observations)
     day = now.date()
-    how = {"microbatch_overhead_s": "fixed time per micro-batch", "step_overhead_s": "fixed time per optimizer step"}
-    overheads = {k: SourcedNonNegative(
-        value=v, observed=day,
-        source=f"evaplan calibrate: {how[k]} fitted with the MFU (non-negative least squares of relative step-time "
-               f"errors) over {len(observations)} run(s) ({jobs})") for k, v in over.items()}
+    how = {
+        "microbatch_overhead_s": "fixed time per micro-batch",
+        "step_overhead_s": "fixed time per optimizer step",
+    }
+    overheads = {
+        k: SourcedNonNegative(
+            value=v,
+            observed=day,
+            source=f"evaplan calibrate: {how[k]} fitted with the MFU (non-negative least squares of relative step-time "
+            f"errors) over {len(observations)} run(s) ({jobs})",
+        )
+        for k, v in over.items()
+    }
     return CalibrationSpec(
-        name=hardware.name, hardware=hardware.name, fitted_at=now, bf16_dense_tflops=hardware.bf16_dense_tflops.value,
+        name=hardware.name,
+        hardware=hardware.name,
+        fitted_at=now,
+        bf16_dense_tflops=hardware.bf16_dense_tflops.value,
         mfu_default=SourcedFraction(
-            value=mfu, observed=day,
+            value=mfu,
+            observed=day,
             source=f"evaplan calibrate: compute efficiency that makes the planner's step match the median measured "
-                   f"step of {len(observations)} run(s) ({jobs}) (least squares of relative errors)"),
+            f"step of {len(observations)} run(s) ({jobs}) (least squares of relative errors)",
+        ),
         memory_reserved_gib=Sourced(
-            value=reserved, observed=day,
+            value=reserved,
+            observed=day,
             source=f"evaplan calibrate: measured peak memory − the memory model's derived terms, largest over "
-                   f"{len(observations)} run(s) ({jobs})"),
+            f"{len(observations)} run(s) ({jobs})",
+        ),
         **overheads,
         runs=runs,
     )
@@ -608,16 +749,20 @@ def comparison_rows(cal: CalibrationSpec) -> list[dict[str, str]]:
     """Predicted vs measured for every run behind a calibration (what the reports print)."""
     rows = []
     for r in cal.runs:
+
         def err(pred: float, meas: float) -> str:
             return f"{(pred - meas) / meas:+.1%}"
-        rows.append({
-            "run": r.job,
-            "layout": f"{r.world_size}×, micro-batch {r.micro_batch}, accum {r.grad_accum}, ZeRO-{r.zero_stage}"
-                      + (", ckpt" if r.grad_ckpt else ""),
-            "measured step": f"{r.measured_step_s:.4g} s (±{r.measured_step_spread / 2:.0%})",
-            "uncalibrated": f"{r.uncalibrated_step_s:.4g} s ({err(r.uncalibrated_step_s, r.measured_step_s)})",
-            "calibrated": f"{r.calibrated_step_s:.4g} s ({err(r.calibrated_step_s, r.measured_step_s)})",
-            "memory measured / predicted": f"{r.measured_peak_mem_gib:.3g} / {r.uncalibrated_mem_gib:.3g} GiB "
-                                           f"({r.peak_mem_kind})",
-        })
+
+        rows.append(
+            {
+                "run": r.job,
+                "layout": f"{r.world_size}×, micro-batch {r.micro_batch}, accum {r.grad_accum}, ZeRO-{r.zero_stage}"
+                + (", ckpt" if r.grad_ckpt else ""),
+                "measured step": f"{r.measured_step_s:.4g} s (±{r.measured_step_spread / 2:.0%})",
+                "uncalibrated": f"{r.uncalibrated_step_s:.4g} s ({err(r.uncalibrated_step_s, r.measured_step_s)})",
+                "calibrated": f"{r.calibrated_step_s:.4g} s ({err(r.calibrated_step_s, r.measured_step_s)})",
+                "memory measured / predicted": f"{r.measured_peak_mem_gib:.3g} / {r.uncalibrated_mem_gib:.3g} GiB "
+                f"({r.peak_mem_kind})",
+            }
+        )
     return rows

@@ -66,7 +66,9 @@ def resolve_nodes(req: Request, hardware: HardwareSpec) -> int:
     return req.nodes
 
 
-def choose(model: ModelSpec, hardware: HardwareSpec, req: Request, offering: OfferingSpec | None = None) -> Estimate:
+def choose(
+    model: ModelSpec, hardware: HardwareSpec, req: Request, offering: OfferingSpec | None = None
+) -> Estimate:
     """The estimate of the simplest feasible plan for the request; `chosen` lists what evaplan picked."""
     r = model.recipe
     chosen: list[str] = []
@@ -77,7 +79,9 @@ def choose(model: ModelSpec, hardware: HardwareSpec, req: Request, offering: Off
     def pick(name: str, given, default, why: str):
         if given is not None:
             return given
-        chosen.append(f"{name}={default:g} ({why})" if isinstance(default, float) else f"{name}={default} ({why})")
+        chosen.append(
+            f"{name}={default:g} ({why})" if isinstance(default, float) else f"{name}={default} ({why})"
+        )
         return default
 
     samples = pick("samples", req.samples, r.samples_seen, "recipe")
@@ -130,8 +134,14 @@ def choose(model: ModelSpec, hardware: HardwareSpec, req: Request, offering: Off
         shapes = [(per_gpu // g, g) for g in divisors(per_gpu)]
 
     training = TrainingSpec(
-        samples=samples, global_batch=B, image_size=image_size, patch_dropout=patch_dropout, precision=precision,
-        checkpoint_every_s=req.checkpoint_every_s, checkpoints_kept=req.checkpoints_kept, dataset_tb=req.dataset_tb,
+        samples=samples,
+        global_batch=B,
+        image_size=image_size,
+        patch_dropout=patch_dropout,
+        precision=precision,
+        checkpoint_every_s=req.checkpoint_every_s,
+        checkpoints_kept=req.checkpoints_kept,
+        dataset_tb=req.dataset_tb,
     )
 
     # Escalation ladder over the settings the user left open.
@@ -141,25 +151,45 @@ def choose(model: ModelSpec, hardware: HardwareSpec, req: Request, offering: Off
         "offload_optimizer": req.offload_optimizer or "none",
         "offload_param": req.offload_param or "none",
     }
-    if req.hpz_partition_size > 1 or req.quantized_weights or req.quantized_gradients or base["offload_param"] != "none":
+    if (
+        req.hpz_partition_size > 1
+        or req.quantized_weights
+        or req.quantized_gradients
+        or base["offload_param"] != "none"
+    ):
         if req.zero_stage is None:
             base["zero_stage"] = 3
     if base["offload_optimizer"] == "nvme" and req.zero_stage is None:
         base["zero_stage"] = 3
     rungs = [dict(base)]
-    for key, value in (("grad_ckpt", True), ("zero_stage", 3), ("offload_optimizer", "cpu"), ("offload_param", "cpu")):
+    for key, value in (
+        ("grad_ckpt", True),
+        ("zero_stage", 3),
+        ("offload_optimizer", "cpu"),
+        ("offload_param", "cpu"),
+    ):
         nxt = {**rungs[-1], key: value}
         valid = (nxt["offload_optimizer"] == "none" or nxt["zero_stage"] >= 1) and (
-            nxt["offload_param"] == "none" or nxt["zero_stage"] == 3)
+            nxt["offload_param"] == "none" or nxt["zero_stage"] == 3
+        )
         if getattr(req, key) is None and rungs[-1][key] != value and valid:
             rungs.append(nxt)
 
     def plan_for(rung: dict, b: int, gas: int) -> ParallelPlan:
         return ParallelPlan(
-            nodes=nodes, gpus_per_node=G, zero_stage=rung["zero_stage"], offload_optimizer=rung["offload_optimizer"],
-            offload_param=rung["offload_param"], micro_batch=b, grad_accum=gas, grad_ckpt=rung["grad_ckpt"],
-            precision=precision, hpz_partition_size=req.hpz_partition_size, quantized_weights=req.quantized_weights,
-            quantized_gradients=req.quantized_gradients, local_loss=req.local_loss,
+            nodes=nodes,
+            gpus_per_node=G,
+            zero_stage=rung["zero_stage"],
+            offload_optimizer=rung["offload_optimizer"],
+            offload_param=rung["offload_param"],
+            micro_batch=b,
+            grad_accum=gas,
+            grad_ckpt=rung["grad_ckpt"],
+            precision=precision,
+            hpz_partition_size=req.hpz_partition_size,
+            quantized_weights=req.quantized_weights,
+            quantized_gradients=req.quantized_gradients,
+            local_loss=req.local_loss,
         )
 
     found: ParallelPlan | None = None
@@ -183,8 +213,14 @@ def choose(model: ModelSpec, hardware: HardwareSpec, req: Request, offering: Off
 
 def _plan_choices(req: Request, plan: ParallelPlan) -> list[str]:
     out = []
-    for key, label in (("zero_stage", "zero_stage"), ("grad_ckpt", "grad_ckpt"), ("offload_optimizer", "offload_optimizer"),
-                       ("offload_param", "offload_param"), ("micro_batch", "micro_batch"), ("grad_accum", "grad_accum")):
+    for key, label in (
+        ("zero_stage", "zero_stage"),
+        ("grad_ckpt", "grad_ckpt"),
+        ("offload_optimizer", "offload_optimizer"),
+        ("offload_param", "offload_param"),
+        ("micro_batch", "micro_batch"),
+        ("grad_accum", "grad_accum"),
+    ):
         if getattr(req, key) is None:
             out.append(f"{label}={getattr(plan, key)} (simplest that fits)")
     return out

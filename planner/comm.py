@@ -78,8 +78,15 @@ def ring_factor(op: Op, n: Num) -> Num:
 
 
 def _collective(
-    name: str, op: Op, phase: str, n: Num, gpus_per_node: Num, calls: Num, size: Num,
-    overlappable: bool, ds_logged: bool = True,
+    name: str,
+    op: Op,
+    phase: str,
+    n: Num,
+    gpus_per_node: Num,
+    calls: Num,
+    size: Num,
+    overlappable: bool,
+    ds_logged: bool = True,
 ) -> Collective:
     ring = ring_factor(op, n) * size
     cross = np.asarray(n) > gpus_per_node
@@ -87,8 +94,9 @@ def _collective(
     # NICs, i.e. 1/G of what each GPU sends, on average, goes inter-node.
     inter = np.where(cross, ring / gpus_per_node, 0.0)
     logged = size / n if op == "all_gather" else size
-    return Collective(name, op, phase, n, calls, size, ring, inter, ring - inter, logged, overlappable,
-                      ds_logged, cross)
+    return Collective(
+        name, op, phase, n, calls, size, ring, inter, ring - inter, logged, overlappable, ds_logged, cross
+    )
 
 
 def zero_collectives(
@@ -119,31 +127,110 @@ def zero_collectives(
     reduce_calls = np.ceil(psi / dsd.REDUCE_BUCKET_SIZE)
     if zero_stage in (0, 1, 2):
         times = gas if zero_stage == 2 else 1
-        out.append(_collective("gradient all-reduce", "all_reduce", "backward", n, G,
-                               reduce_calls * times, psi * comm_dtype_bytes * times, True))
+        out.append(
+            _collective(
+                "gradient all-reduce",
+                "all_reduce",
+                "backward",
+                n,
+                G,
+                reduce_calls * times,
+                psi * comm_dtype_bytes * times,
+                True,
+            )
+        )
         if zero_stage in (1, 2):
-            out.append(_collective("updated-parameter all-gather", "all_gather", "step", n, G,
-                                   np.ceil(psi / dsd.ALLGATHER_BUCKET_SIZE), psi * p16, False))
+            out.append(
+                _collective(
+                    "updated-parameter all-gather",
+                    "all_gather",
+                    "step",
+                    n,
+                    G,
+                    np.ceil(psi / dsd.ALLGATHER_BUCKET_SIZE),
+                    psi * p16,
+                    False,
+                )
+            )
     else:
         qw = np.where(quantized_weights, QWZ_RATIO, 1.0)
-        out.append(_collective("parameter all-gather (forward)", "all_gather", "forward", n, G,
-                               gather_calls * gas, gathered * p16 * qw * gas, True))
+        out.append(
+            _collective(
+                "parameter all-gather (forward)",
+                "all_gather",
+                "forward",
+                n,
+                G,
+                gather_calls * gas,
+                gathered * p16 * qw * gas,
+                True,
+            )
+        )
         hpz = np.asarray(hpz_partition_size)
         bwd_group = np.where(hpz > 1, hpz, n)
-        out.append(_collective("parameter all-gather (backward)", "all_gather", "backward", bwd_group, G,
-                               regather_calls * gas, regathered * p16 * gas, True))
-        out.append(_collective("persistent-parameter all-gather", "all_gather", "step", n, G,
-                               np.where(persistent > 0, 1.0, 0.0), persistent * p16, False))
+        out.append(
+            _collective(
+                "parameter all-gather (backward)",
+                "all_gather",
+                "backward",
+                bwd_group,
+                G,
+                regather_calls * gas,
+                regathered * p16 * gas,
+                True,
+            )
+        )
+        out.append(
+            _collective(
+                "persistent-parameter all-gather",
+                "all_gather",
+                "step",
+                n,
+                G,
+                np.where(persistent > 0, 1.0, 0.0),
+                persistent * p16,
+                False,
+            )
+        )
         qg = np.asarray(quantized_gradients, dtype=bool)
-        rs = _collective("gradient reduce-scatter", "reduce_scatter", "backward", n, G,
-                         reduce_calls * gas, psi * comm_dtype_bytes * gas * np.where(qg, QGZ_RATIO, 1.0), True)
+        rs = _collective(
+            "gradient reduce-scatter",
+            "reduce_scatter",
+            "backward",
+            n,
+            G,
+            reduce_calls * gas,
+            psi * comm_dtype_bytes * gas * np.where(qg, QGZ_RATIO, 1.0),
+            True,
+        )
         out.append(rs)
     feats = micro_batch * n * embed_dim * p16  # one tower's features, gathered
-    out.append(_collective("CLIP feature all-gather", "all_gather", "loss", n, G, 2.0 * gas, 2.0 * feats * gas,
-                           False, ds_logged=False))
-    out.append(_collective("CLIP feature-gradient reduce-scatter", "reduce_scatter", "loss", n, G,
-                           np.where(gather_with_grad, 2.0 * gas, 0.0),
-                           np.where(gather_with_grad, 2.0 * feats * gas, 0.0), False, ds_logged=False))
+    out.append(
+        _collective(
+            "CLIP feature all-gather",
+            "all_gather",
+            "loss",
+            n,
+            G,
+            2.0 * gas,
+            2.0 * feats * gas,
+            False,
+            ds_logged=False,
+        )
+    )
+    out.append(
+        _collective(
+            "CLIP feature-gradient reduce-scatter",
+            "reduce_scatter",
+            "loss",
+            n,
+            G,
+            np.where(gather_with_grad, 2.0 * gas, 0.0),
+            np.where(gather_with_grad, 2.0 * feats * gas, 0.0),
+            False,
+            ds_logged=False,
+        )
+    )
     return out
 
 
@@ -154,12 +241,22 @@ def collective_bytes(model: ModelSpec, plan: ParallelPlan) -> list[Collective]:
     thr, reuse = dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE
     res = zero3_residency(model, thr, reuse)
     return zero_collectives(
-        psi=counts.total, gathered=res.gathered, persistent=res.persistent, regathered=res.regathered_backward,
-        gather_calls=res.modules_gathered, regather_calls=res.modules_regathered,
-        world=plan.world_size, gpus_per_node=plan.gpus_per_node, zero_stage=plan.zero_stage,
-        grad_accum=plan.grad_accum, micro_batch=plan.micro_batch, embed_dim=model.embed_dim,
-        comm_dtype_bytes=4 if plan.precision == "fp32" else 2, hpz_partition_size=plan.hpz_partition_size,
-        quantized_weights=plan.quantized_weights, quantized_gradients=plan.quantized_gradients,
+        psi=counts.total,
+        gathered=res.gathered,
+        persistent=res.persistent,
+        regathered=res.regathered_backward,
+        gather_calls=res.modules_gathered,
+        regather_calls=res.modules_regathered,
+        world=plan.world_size,
+        gpus_per_node=plan.gpus_per_node,
+        zero_stage=plan.zero_stage,
+        grad_accum=plan.grad_accum,
+        micro_batch=plan.micro_batch,
+        embed_dim=model.embed_dim,
+        comm_dtype_bytes=4 if plan.precision == "fp32" else 2,
+        hpz_partition_size=plan.hpz_partition_size,
+        quantized_weights=plan.quantized_weights,
+        quantized_gradients=plan.quantized_gradients,
         gather_with_grad=plan.gather_with_grad,
     )
 
@@ -191,8 +288,9 @@ def bus_bandwidth_bytes_per_s(op: Op, n: Num, hw: HardwareSpec) -> Num:
 
 def collective_time_s(c: Collective, hw: HardwareSpec) -> Num:
     n = c.group_size
-    lat = ring_latency_s(c.op, n, hw.gpus_per_node, hw.collective.alpha_intra_us.value,
-                         hw.collective.alpha_inter_us.value)
+    lat = ring_latency_s(
+        c.op, n, hw.gpus_per_node, hw.collective.alpha_intra_us.value, hw.collective.alpha_inter_us.value
+    )
     bw = bus_bandwidth_bytes_per_s(c.op, n, hw)
     return np.where(np.asarray(n) > 1, c.calls * lat + c.ring_bytes_per_gpu / bw, 0.0)
 
@@ -204,7 +302,9 @@ class CommTime:
     exposed_s: Num
 
 
-def exposed_comm_time_s(collectives: list[Collective], hw: HardwareSpec, compute_s: Num, overlap_comm: Num) -> CommTime:
+def exposed_comm_time_s(
+    collectives: list[Collective], hw: HardwareSpec, compute_s: Num, overlap_comm: Num
+) -> CommTime:
     """Overlap assumption (stated in docs/planner-model.md): with overlap_comm, gradient reduction runs on
     its own stream during backward and ZeRO-3 prefetches parameters during compute, so those
     collectives hide behind the step's compute up to its length; the post-step all-gathers and the

@@ -150,7 +150,9 @@ def microbatch_overhead_s(model: ModelSpec, grad_ckpt: Num) -> Num:
     return blocks * KERNELS_PER_BLOCK_FORWARD * passes * KERNEL_LAUNCH_S
 
 
-def step_overhead_s(psi: Num, world: Num, zero_stage: Num, offload_optimizer: Num, hbm_bytes_per_s: float) -> Num:
+def step_overhead_s(
+    psi: Num, world: Num, zero_stage: Num, offload_optimizer: Num, hbm_bytes_per_s: float
+) -> Num:
     """The optimizer's memory-bound pass over this rank's partition (Ψ/N from ZeRO-1 on, Ψ without
     ZeRO); zero with the optimizer offloaded (the CPU step is in planner.offload)."""
     partition = np.where(np.asarray(zero_stage) >= 1, psi / world, psi * 1.0)

@@ -99,10 +99,14 @@ class Money:
 def money(nodes: Num, gpus_per_node: Num, wall_s: Num, usd_per_node_hour: Num, storage_usd: Num) -> Money:
     node_h = nodes * wall_s / 3600.0
     compute = node_h * usd_per_node_hour
-    return Money(node_h * gpus_per_node, node_h, usd_per_node_hour, compute, storage_usd, compute + storage_usd)
+    return Money(
+        node_h * gpus_per_node, node_h, usd_per_node_hour, compute, storage_usd, compute + storage_usd
+    )
 
 
-def storage_usd(psi: Num, checkpoints_kept: Num, dataset_tb: Num, wall_s: Num, usd_per_gb_month: float) -> Num:
+def storage_usd(
+    psi: Num, checkpoints_kept: Num, dataset_tb: Num, wall_s: Num, usd_per_gb_month: float
+) -> Num:
     """Checkpoints kept (14 bytes/param each) plus the dataset, held in object storage for the run."""
     months = wall_s / (HOURS_PER_MONTH * 3600.0)
     gb = checkpoints_kept * CHECKPOINT_BYTES_PER_PARAM * psi / GB + dataset_tb * 1000.0

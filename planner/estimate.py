@@ -173,8 +173,13 @@ class Estimate(_Frozen):
 
 
 # ----------------------------------------------------------------------------------------- checks
-def check_inputs(model: ModelSpec, hardware: HardwareSpec, plan: ParallelPlan, training: TrainingSpec,
-                 offering: OfferingSpec | None) -> None:
+def check_inputs(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    plan: ParallelPlan,
+    training: TrainingSpec,
+    offering: OfferingSpec | None,
+) -> None:
     """Inconsistent requests, each with the fix (InfeasibleError → exit 2)."""
     if plan.gpus_per_node != hardware.gpus_per_node:
         raise InfeasibleError(
@@ -208,30 +213,57 @@ def check_inputs(model: ModelSpec, hardware: HardwareSpec, plan: ParallelPlan, t
 def _plan_kwargs(plan: ParallelPlan) -> dict[str, Any]:
     """A ParallelPlan as the keyword arguments of planner.evaluate's array-friendly functions."""
     return dict(
-        nodes=plan.nodes, zero_stage=plan.zero_stage, offload_optimizer=plan.offload_optimizer != "none",
-        offload_param=plan.offload_param != "none", nvme_optimizer=plan.offload_optimizer == "nvme",
-        nvme_param=plan.offload_param == "nvme", micro_batch=plan.micro_batch, grad_ckpt=plan.grad_ckpt,
-        overlap_comm=plan.overlap_comm, hpz_partition_size=plan.hpz_partition_size, local_loss=plan.local_loss,
+        nodes=plan.nodes,
+        zero_stage=plan.zero_stage,
+        offload_optimizer=plan.offload_optimizer != "none",
+        offload_param=plan.offload_param != "none",
+        nvme_optimizer=plan.offload_optimizer == "nvme",
+        nvme_param=plan.offload_param == "nvme",
+        micro_batch=plan.micro_batch,
+        grad_ckpt=plan.grad_ckpt,
+        overlap_comm=plan.overlap_comm,
+        hpz_partition_size=plan.hpz_partition_size,
+        local_loss=plan.local_loss,
         gather_with_grad=plan.gather_with_grad,
     )
 
 
-def memory_report(model: ModelSpec, hardware: HardwareSpec, plan: ParallelPlan, training: TrainingSpec,
-                  offering: OfferingSpec | None = None) -> MemoryReport:
-    terms, ms, act = ev.gpu_memory_terms(model, hardware, image_size=training.image_size,
-                                         patch_dropout=training.patch_dropout, **_plan_kwargs(plan))
+def memory_report(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    plan: ParallelPlan,
+    training: TrainingSpec,
+    offering: OfferingSpec | None = None,
+) -> MemoryReport:
+    terms, ms, act = ev.gpu_memory_terms(
+        model,
+        hardware,
+        image_size=training.image_size,
+        patch_dropout=training.patch_dropout,
+        **_plan_kwargs(plan),
+    )
     gpu_terms = {k: float(v) for k, v in terms.items()}
     gpu_total = float(ev.ordered_sum(terms))
     hbm = hardware.hbm_bytes
     host = ev.host_memory_terms(ms, plan.gpus_per_node)
     host_terms = {k: float(v) for k, v in host.items()}
     host_total = float(ev.ordered_sum(host))
-    ram = (offering.host_ram_gib if offering is not None and offering.host_ram_gib else hardware.host_ram_gib).value * GIB
+    ram = (
+        offering.host_ram_gib if offering is not None and offering.host_ram_gib else hardware.host_ram_gib
+    ).value * GIB
     return MemoryReport(
-        gpu_terms=gpu_terms, gpu_total_bytes=gpu_total, model_states_bytes=float(ms.gpu_total), hbm_bytes=hbm,
-        gpu_headroom_bytes=hbm - gpu_total, fits_gpu=gpu_total <= hbm, host_terms=host_terms,
-        host_per_node_bytes=host_total, host_ram_bytes=ram, host_headroom_bytes=ram - host_total,
-        fits_host=host_total <= ram, nvme_per_node_bytes=float(ms.nvme_per_node),
+        gpu_terms=gpu_terms,
+        gpu_total_bytes=gpu_total,
+        model_states_bytes=float(ms.gpu_total),
+        hbm_bytes=hbm,
+        gpu_headroom_bytes=hbm - gpu_total,
+        fits_gpu=gpu_total <= hbm,
+        host_terms=host_terms,
+        host_per_node_bytes=host_total,
+        host_ram_bytes=ram,
+        host_headroom_bytes=ram - host_total,
+        fits_host=host_total <= ram,
+        nvme_per_node_bytes=float(ms.nvme_per_node),
         activation_bytes_per_sample={k: float(v) for k, v in act.items()},
     )
 
@@ -247,12 +279,20 @@ def estimate(
     check_inputs(model, hardware, plan, training, offering)
     figs: list[Figure] = []
 
-    def fig(name: str, value: Any, unit: str, formula: str, inputs: dict[str, Any] | None = None,
-            source: str = "") -> float:
+    def fig(
+        name: str, value: Any, unit: str, formula: str, inputs: dict[str, Any] | None = None, source: str = ""
+    ) -> float:
         v = float(value)
-        figs.append(Figure(name=name, value=v, unit=unit, formula=formula,
-                           inputs={k: (float(x) if not isinstance(x, str) else x) for k, x in (inputs or {}).items()},
-                           source=source))
+        figs.append(
+            Figure(
+                name=name,
+                value=v,
+                unit=unit,
+                formula=formula,
+                inputs={k: (float(x) if not isinstance(x, str) else x) for k, x in (inputs or {}).items()},
+                source=source,
+            )
+        )
         return v
 
     counts = count_params(model)
@@ -262,140 +302,384 @@ def estimate(
     b, gas = plan.micro_batch, plan.grad_accum
     B = plan.global_batch
     arch = f"{model.name} profile ({model.config_source})"
-    fig("params.vision", counts.vision, "params", "patch embed + cls + pos + Σ blocks + norm + head", {}, arch)
-    fig("params.text", counts.text, "params", "token + positional embedding + Σ blocks + ln_final + projection", {}, arch)
-    fig("params.total", psi, "params", "vision + text + logit_scale",
-        {"vision": counts.vision, "text": counts.text, "logit_scale": counts.logit_scale}, arch)
-    fig("params.largest_layer", counts.largest_layer, "params",
+    fig(
+        "params.vision", counts.vision, "params", "patch embed + cls + pos + Σ blocks + norm + head", {}, arch
+    )
+    fig(
+        "params.text",
+        counts.text,
+        "params",
+        "token + positional embedding + Σ blocks + ln_final + projection",
+        {},
+        arch,
+    )
+    fig(
+        "params.total",
+        psi,
+        "params",
+        "vision + text + logit_scale",
+        {"vision": counts.vision, "text": counts.text, "logit_scale": counts.logit_scale},
+        arch,
+    )
+    fig(
+        "params.largest_layer",
+        counts.largest_layer,
+        "params",
         "max over modules of their own parameters (DeepSpeed stage3.model_to_params)",
-        {"module": counts.largest_layer_module}, "DeepSpeed 0.19.8 runtime/zero/stage3.py")
+        {"module": counts.largest_layer_module},
+        "DeepSpeed 0.19.8 runtime/zero/stage3.py",
+    )
 
     # -- memory
     mem = memory_report(model, hardware, plan, training, offering)
-    src_ds = ("DeepSpeed 0.19.8 estimate_zero2_model_states_mem_needs / estimate_zero3_model_states_mem_needs"
-              if plan.zero_stage >= 2 else "DeepSpeed bookkeeping 2+2+4+4+8 bytes/param (no estimator for stage 0/1)")
-    fig("memory.model_states", mem.model_states_bytes, "B/GPU",
-        {0: "20Ψ", 1: "4Ψ + int(16Ψ/N)", 2: "2Ψ + int(18Ψ/N); offload: 2Ψ",
-         3: "4·L + int(18Ψ/N); offload opt: 4·L + int(2Ψ/N); + params: 4·L"}[plan.zero_stage],
-        {"Ψ": psi, "N": n, "L": counts.largest_layer, "zero_stage": plan.zero_stage,
-         "offload_optimizer": plan.offload_optimizer, "offload_param": plan.offload_param}, src_ds)
+    src_ds = (
+        "DeepSpeed 0.19.8 estimate_zero2_model_states_mem_needs / estimate_zero3_model_states_mem_needs"
+        if plan.zero_stage >= 2
+        else "DeepSpeed bookkeeping 2+2+4+4+8 bytes/param (no estimator for stage 0/1)"
+    )
+    fig(
+        "memory.model_states",
+        mem.model_states_bytes,
+        "B/GPU",
+        {
+            0: "20Ψ",
+            1: "4Ψ + int(16Ψ/N)",
+            2: "2Ψ + int(18Ψ/N); offload: 2Ψ",
+            3: "4·L + int(18Ψ/N); offload opt: 4·L + int(2Ψ/N); + params: 4·L",
+        }[plan.zero_stage],
+        {
+            "Ψ": psi,
+            "N": n,
+            "L": counts.largest_layer,
+            "zero_stage": plan.zero_stage,
+            "offload_optimizer": plan.offload_optimizer,
+            "offload_param": plan.offload_param,
+        },
+        src_ds,
+    )
     act = mem.activation_bytes_per_sample
-    s_v = float(memory.vision_tokens((training.image_size // model.vision.patch_size) ** 2, training.patch_dropout))
+    s_v = float(
+        memory.vision_tokens((training.image_size // model.vision.patch_size) ** 2, training.patch_dropout)
+    )
     ck = "layers·2hs + one layer's working set" if plan.grad_ckpt else "layers·s·(bytes/token/layer)"
-    fig("memory.activations_vision_per_sample", act["vision"], "B", ck + " (+ 2·a·s² without memory-efficient attention)",
-        {"s": s_v, "h": model.vision.width, "layers": model.vision.depth,
-         "bytes_per_token_layer": memory.layer_bytes_per_token(compute.vision_shape(model)),
-         "grad_ckpt": str(plan.grad_ckpt), "memory_efficient_attention": str(model.vision.xattn)},
-        "Korthikanti et al. arXiv 2205.05198 Table 2, recounted for EVA blocks (planner/memory.py)")
-    fig("memory.activations_text_per_sample", act["text"], "B", ck,
-        {"s": model.text.context_length, "h": model.text.width, "layers": model.text.layers,
-         "memory_efficient_attention": str(model.text.xattn)}, "arXiv 2205.05198")
-    fig("memory.activations", mem.gpu_terms["activations_vision"] + mem.gpu_terms["activations_text"], "B/GPU",
-        "micro_batch × (vision + text per sample)", {"micro_batch": b}, "")
-    fig("memory.clip_loss", mem.gpu_terms["clip_loss"], "B/GPU",
+    fig(
+        "memory.activations_vision_per_sample",
+        act["vision"],
+        "B",
+        ck + " (+ 2·a·s² without memory-efficient attention)",
+        {
+            "s": s_v,
+            "h": model.vision.width,
+            "layers": model.vision.depth,
+            "bytes_per_token_layer": memory.layer_bytes_per_token(compute.vision_shape(model)),
+            "grad_ckpt": str(plan.grad_ckpt),
+            "memory_efficient_attention": str(model.vision.xattn),
+        },
+        "Korthikanti et al. arXiv 2205.05198 Table 2, recounted for EVA blocks (planner/memory.py)",
+    )
+    fig(
+        "memory.activations_text_per_sample",
+        act["text"],
+        "B",
+        ck,
+        {
+            "s": model.text.context_length,
+            "h": model.text.width,
+            "layers": model.text.layers,
+            "memory_efficient_attention": str(model.text.xattn),
+        },
+        "arXiv 2205.05198",
+    )
+    fig(
+        "memory.activations",
+        mem.gpu_terms["activations_vision"] + mem.gpu_terms["activations_text"],
+        "B/GPU",
+        "micro_batch × (vision + text per sample)",
+        {"micro_batch": b},
+        "",
+    )
+    fig(
+        "memory.clip_loss",
+        mem.gpu_terms["clip_loss"],
+        "B/GPU",
         "2 logits matrices × (logits + log-softmax) × 4 B × rows × B + features 2 × 2 B × B × e × (2 with grad)",
-        {"rows": b if plan.local_loss else B, "B": B, "e": model.embed_dim}, "PLANNER_MODEL.md (CLIP loss)")
-    fig("memory.zero_buffers", mem.gpu_terms["zero_buffers"], "B/GPU",
+        {"rows": b if plan.local_loss else B, "B": B, "e": model.embed_dim},
+        "PLANNER_MODEL.md (CLIP loss)",
+    )
+    fig(
+        "memory.zero_buffers",
+        mem.gpu_terms["zero_buffers"],
+        "B/GPU",
         "stage 1/2: reduce bucket × 2 B (×2 with overlap_comm); stage 3: reduce + prefetch bucket + persistent params",
-        {"reduce_bucket_size": dsd.REDUCE_BUCKET_SIZE, "stage3_prefetch_bucket_size": dsd.STAGE3_PREFETCH_BUCKET_SIZE,
-         "persistent_params": res.persistent}, "planner/deepspeed_defaults.py")
-    fig("memory.runtime_reserved", mem.gpu_terms["runtime_reserved"], "B/GPU", "profile memory_reserved_gib × 2^30",
-        {}, hardware.memory_reserved_gib.source)
+        {
+            "reduce_bucket_size": dsd.REDUCE_BUCKET_SIZE,
+            "stage3_prefetch_bucket_size": dsd.STAGE3_PREFETCH_BUCKET_SIZE,
+            "persistent_params": res.persistent,
+        },
+        "planner/deepspeed_defaults.py",
+    )
+    fig(
+        "memory.runtime_reserved",
+        mem.gpu_terms["runtime_reserved"],
+        "B/GPU",
+        "profile memory_reserved_gib × 2^30",
+        {},
+        hardware.memory_reserved_gib.source,
+    )
     fig("memory.gpu_total", mem.gpu_total_bytes, "B/GPU", "Σ per-GPU terms", {}, "")
-    fig("memory.gpu_headroom", mem.gpu_headroom_bytes, "B/GPU", "HBM − total", {"hbm": mem.hbm_bytes},
-        hardware.hbm_gib.source)
-    fig("memory.host_per_node", mem.host_per_node_bytes, "B/node", "DeepSpeed cpu_mem (×1.5 buffer) + dataloader",
-        mem.host_terms, "DeepSpeed estimators; DATALOADER_HOST_GIB_PER_GPU (evaplan assumption)")
+    fig(
+        "memory.gpu_headroom",
+        mem.gpu_headroom_bytes,
+        "B/GPU",
+        "HBM − total",
+        {"hbm": mem.hbm_bytes},
+        hardware.hbm_gib.source,
+    )
+    fig(
+        "memory.host_per_node",
+        mem.host_per_node_bytes,
+        "B/node",
+        "DeepSpeed cpu_mem (×1.5 buffer) + dataloader",
+        mem.host_terms,
+        "DeepSpeed estimators; DATALOADER_HOST_GIB_PER_GPU (evaplan assumption)",
+    )
 
     # -- compute
-    fwd = compute.forward_flops_per_sample(model, training.image_size, training.patch_dropout, B,
-                                           1.0 if plan.local_loss else B / b)
+    fwd = compute.forward_flops_per_sample(
+        model, training.image_size, training.patch_dropout, B, 1.0 if plan.local_loss else B / b
+    )
     tf = compute.train_flops_per_sample(fwd, plan.grad_ckpt)
-    fig("compute.forward_flops_vision", fwd.vision, "FLOP/sample",
-        "2·P·h·3p² + layers·(6sh² + 4s²h + 2sh² + 2sh·f·k) + 2he", {"s": s_v, "P": (training.image_size // model.vision.patch_size) ** 2},
-        "FlopCounterMode conventions (planner/compute.py)")
-    fig("compute.forward_flops_text", fwd.text, "FLOP/sample", "layers·(6sh² + 4s²h + 2sh² + 4sh·f) + 2he",
-        {"s": model.text.context_length}, "FlopCounterMode conventions")
-    fig("compute.forward_flops_loss", fwd.loss, "FLOP/sample", "2 × 2·e·B (× B/b without local loss)",
-        {"B": B, "e": model.embed_dim}, "")
-    fig("compute.model_flops_per_sample", tf.model, "FLOP/sample", "3 × forward − patch-embed input grad",
-        {"forward": fwd.total}, "PLANNER_MODEL.md (training ≈ 3× forward)")
-    fig("compute.hardware_flops_per_sample", tf.hardware, "FLOP/sample", "model + recomputed block forwards",
-        {"recompute": tf.recompute}, "PLANNER_MODEL.md (≈ 4× with full recompute)")
+    fig(
+        "compute.forward_flops_vision",
+        fwd.vision,
+        "FLOP/sample",
+        "2·P·h·3p² + layers·(6sh² + 4s²h + 2sh² + 2sh·f·k) + 2he",
+        {"s": s_v, "P": (training.image_size // model.vision.patch_size) ** 2},
+        "FlopCounterMode conventions (planner/compute.py)",
+    )
+    fig(
+        "compute.forward_flops_text",
+        fwd.text,
+        "FLOP/sample",
+        "layers·(6sh² + 4s²h + 2sh² + 4sh·f) + 2he",
+        {"s": model.text.context_length},
+        "FlopCounterMode conventions",
+    )
+    fig(
+        "compute.forward_flops_loss",
+        fwd.loss,
+        "FLOP/sample",
+        "2 × 2·e·B (× B/b without local loss)",
+        {"B": B, "e": model.embed_dim},
+        "",
+    )
+    fig(
+        "compute.model_flops_per_sample",
+        tf.model,
+        "FLOP/sample",
+        "3 × forward − patch-embed input grad",
+        {"forward": fwd.total},
+        "PLANNER_MODEL.md (training ≈ 3× forward)",
+    )
+    fig(
+        "compute.hardware_flops_per_sample",
+        tf.hardware,
+        "FLOP/sample",
+        "model + recomputed block forwards",
+        {"recompute": tf.recompute},
+        "PLANNER_MODEL.md (≈ 4× with full recompute)",
+    )
     peak = hardware.bf16_dense_tflops.value * 1e12
     mfu = hardware.mfu_default.value
-    st = ev.step_terms(model, hardware, image_size=training.image_size, patch_dropout=training.patch_dropout,
-                       grad_accum=gas, quantized_weights=plan.quantized_weights,
-                       quantized_gradients=plan.quantized_gradients,
-                       comm_dtype_bytes=4 if plan.precision == "fp32" else 2, **_plan_kwargs(plan))
+    st = ev.step_terms(
+        model,
+        hardware,
+        image_size=training.image_size,
+        patch_dropout=training.patch_dropout,
+        grad_accum=gas,
+        quantized_weights=plan.quantized_weights,
+        quantized_gradients=plan.quantized_gradients,
+        comm_dtype_bytes=4 if plan.precision == "fp32" else 2,
+        **_plan_kwargs(plan),
+    )
     compute_s = float(st["compute_s"])
-    gemm_eff = fig("compute.gemm_efficiency", st["gemm_efficiency"], "", "rows / (rows + GEMM_HALF_ROWS), rows = b × s",
-                   {"rows": st["gemm_rows"], "b": b, "s": s_v, "GEMM_HALF_ROWS": compute.GEMM_HALF_ROWS},
-                   "evaplan assumption (planner/compute.py): the profile's MFU is what large micro-batches reach")
-    fig("time.compute_per_step", compute_s, "s", "hardware FLOPs × b × gas / (peak × MFU × gemm efficiency)",
-        {"b": b, "gas": gas, "peak_flops": peak, "mfu": mfu, "gemm_efficiency": gemm_eff}, hardware.mfu_default.source)
+    gemm_eff = fig(
+        "compute.gemm_efficiency",
+        st["gemm_efficiency"],
+        "",
+        "rows / (rows + GEMM_HALF_ROWS), rows = b × s",
+        {"rows": st["gemm_rows"], "b": b, "s": s_v, "GEMM_HALF_ROWS": compute.GEMM_HALF_ROWS},
+        "evaplan assumption (planner/compute.py): the profile's MFU is what large micro-batches reach",
+    )
+    fig(
+        "time.compute_per_step",
+        compute_s,
+        "s",
+        "hardware FLOPs × b × gas / (peak × MFU × gemm efficiency)",
+        {"b": b, "gas": gas, "peak_flops": peak, "mfu": mfu, "gemm_efficiency": gemm_eff},
+        hardware.mfu_default.source,
+    )
     if hardware.microbatch_overhead_s is not None:
-        fig("time.microbatch_overhead", st["microbatch_overhead_s"], "s/micro-batch", "calibrated", {},
-            hardware.microbatch_overhead_s.source)
+        fig(
+            "time.microbatch_overhead",
+            st["microbatch_overhead_s"],
+            "s/micro-batch",
+            "calibrated",
+            {},
+            hardware.microbatch_overhead_s.source,
+        )
     else:
-        fig("time.microbatch_overhead", st["microbatch_overhead_s"], "s/micro-batch",
+        fig(
+            "time.microbatch_overhead",
+            st["microbatch_overhead_s"],
+            "s/micro-batch",
             "blocks × kernels per block forward × (3, 4 with recompute) × launch latency",
-            {"blocks": model.vision.depth + model.text.layers, "kernels_per_block_forward": compute.KERNELS_PER_BLOCK_FORWARD,
-             "launch_latency_s": compute.KERNEL_LAUNCH_S, "grad_ckpt": str(plan.grad_ckpt)},
-            "evaplan assumption (planner/compute.py): eager kernel launch + dispatch")
+            {
+                "blocks": model.vision.depth + model.text.layers,
+                "kernels_per_block_forward": compute.KERNELS_PER_BLOCK_FORWARD,
+                "launch_latency_s": compute.KERNEL_LAUNCH_S,
+                "grad_ckpt": str(plan.grad_ckpt),
+            },
+            "evaplan assumption (planner/compute.py): eager kernel launch + dispatch",
+        )
     if hardware.step_overhead_s is not None:
-        fig("time.step_overhead", st["step_overhead_s"], "s/step", "calibrated", {}, hardware.step_overhead_s.source)
+        fig(
+            "time.step_overhead",
+            st["step_overhead_s"],
+            "s/step",
+            "calibrated",
+            {},
+            hardware.step_overhead_s.source,
+        )
     else:
-        fig("time.step_overhead", st["step_overhead_s"], "s/step",
+        fig(
+            "time.step_overhead",
+            st["step_overhead_s"],
+            "s/step",
             "optimizer bytes/param × Ψ/N (Ψ without ZeRO; 0 with the optimizer offloaded) / HBM bandwidth",
-            {"bytes_per_param": compute.OPTIMIZER_BYTES_PER_PARAM, "Ψ": psi, "N": n if plan.zero_stage >= 1 else 1,
-             "hbm_bytes_per_s": hardware.hbm_tbps.value * 1e12},
-            f"Adam's memory-bound pass (planner/compute.py); {hardware.hbm_tbps.source}")
-    overhead_s = fig("time.overhead_per_step", st["overhead_s"], "s", "gas × micro-batch overhead + step overhead",
-                     {"gas": gas}, "")
+            {
+                "bytes_per_param": compute.OPTIMIZER_BYTES_PER_PARAM,
+                "Ψ": psi,
+                "N": n if plan.zero_stage >= 1 else 1,
+                "hbm_bytes_per_s": hardware.hbm_tbps.value * 1e12,
+            },
+            f"Adam's memory-bound pass (planner/compute.py); {hardware.hbm_tbps.source}",
+        )
+    overhead_s = fig(
+        "time.overhead_per_step",
+        st["overhead_s"],
+        "s",
+        "gas × micro-batch overhead + step overhead",
+        {"gas": gas},
+        "",
+    )
 
     # -- communication
     colls = comm.collective_bytes(model, plan)
     creports = []
     for c in colls:
-        creports.append(CollectiveReport(
-            name=c.name, op=c.op, phase=c.phase, group_size=int(c.group_size), calls=float(c.calls),
-            message_bytes=float(c.message_bytes), ring_bytes_per_gpu=float(c.ring_bytes_per_gpu),
-            inter_node_bytes_per_gpu=float(c.inter_node_bytes_per_gpu),
-            intra_node_bytes_per_gpu=float(c.intra_node_bytes_per_gpu), logged_bytes=float(c.logged_bytes),
-            time_s=float(comm.collective_time_s(c, hardware)), overlappable=c.overlappable, ds_logged=c.ds_logged,
-        ))
+        creports.append(
+            CollectiveReport(
+                name=c.name,
+                op=c.op,
+                phase=c.phase,
+                group_size=int(c.group_size),
+                calls=float(c.calls),
+                message_bytes=float(c.message_bytes),
+                ring_bytes_per_gpu=float(c.ring_bytes_per_gpu),
+                inter_node_bytes_per_gpu=float(c.inter_node_bytes_per_gpu),
+                intra_node_bytes_per_gpu=float(c.intra_node_bytes_per_gpu),
+                logged_bytes=float(c.logged_bytes),
+                time_s=float(comm.collective_time_s(c, hardware)),
+                overlappable=c.overlappable,
+                ds_logged=c.ds_logged,
+            )
+        )
     ct = comm.exposed_comm_time_s(colls, hardware, compute_s, plan.overlap_comm)
     ring = sum(c.ring_bytes_per_gpu for c in creports)
     inter = sum(c.inter_node_bytes_per_gpu for c in creports)
     creport = CommReport(
-        collectives=creports, message_bytes_per_gpu=sum(c.message_bytes for c in creports), ring_bytes_per_gpu=ring,
-        inter_node_bytes_per_gpu=inter, intra_node_bytes_per_gpu=ring - inter, cluster_ring_bytes=ring * n,
-        cluster_inter_node_bytes=inter * n, total_s=float(st["comm_total_s"]), overlappable_s=float(ct.overlappable_s),
+        collectives=creports,
+        message_bytes_per_gpu=sum(c.message_bytes for c in creports),
+        ring_bytes_per_gpu=ring,
+        inter_node_bytes_per_gpu=inter,
+        intra_node_bytes_per_gpu=ring - inter,
+        cluster_ring_bytes=ring * n,
+        cluster_inter_node_bytes=inter * n,
+        total_s=float(st["comm_total_s"]),
+        overlappable_s=float(ct.overlappable_s),
         exposed_s=float(st["comm_exposed_s"]),
     )
     for c in creports:
-        fig(f"comm.{c.name}", c.message_bytes, "B/GPU/step", "calls × size per call (nccl-tests S)",
-            {"calls": c.calls, "ring_bytes_per_gpu": c.ring_bytes_per_gpu, "group": c.group_size, "time_s": c.time_s},
-            "DeepSpeed 0.19.8 stage_1_and_2.py / stage3.py (planner/comm.py)")
+        fig(
+            f"comm.{c.name}",
+            c.message_bytes,
+            "B/GPU/step",
+            "calls × size per call (nccl-tests S)",
+            {
+                "calls": c.calls,
+                "ring_bytes_per_gpu": c.ring_bytes_per_gpu,
+                "group": c.group_size,
+                "time_s": c.time_s,
+            },
+            "DeepSpeed 0.19.8 stage_1_and_2.py / stage3.py (planner/comm.py)",
+        )
     fig("comm.message_bytes_per_gpu", creport.message_bytes_per_gpu, "B/GPU/step", "Σ collectives", {}, "")
-    fig("comm.cluster_ring_bytes", creport.cluster_ring_bytes, "B/step", "N × Σ ring bytes per GPU", {"N": n}, "")
-    fig("time.comm_exposed", creport.exposed_s, "s", "total − min(overlappable, compute) (overlap_comm)",
-        {"total_s": creport.total_s, "overlappable_s": creport.overlappable_s}, "α-β ring; profile bus bandwidths")
+    fig(
+        "comm.cluster_ring_bytes",
+        creport.cluster_ring_bytes,
+        "B/step",
+        "N × Σ ring bytes per GPU",
+        {"N": n},
+        "",
+    )
+    fig(
+        "time.comm_exposed",
+        creport.exposed_s,
+        "s",
+        "total − min(overlappable, compute) (overlap_comm)",
+        {"total_s": creport.total_s, "overlappable_s": creport.overlappable_s},
+        "α-β ring; profile bus bandwidths",
+    )
     offload_s = float(st["offload_s"])
-    fig("time.offload_per_step", offload_s, "s", "max(4Ψ/N / PCIe, Ψ/M / CPU-Adam) (+ NVMe, param fetch)",
-        {"pcie_gbps": hardware.pcie_h2d_gbps.value, "cpu_adam_gparams_per_s": hardware.cpu_adam_gparams_per_s.value},
-        "ZeRO-Offload arXiv 2101.06840; PLANNER_MODEL.md (Offload)")
-    step_s = fig("time.step", st["step_s"], "s", "compute + overhead + exposed comm + offload",
-                 {}, "")
+    fig(
+        "time.offload_per_step",
+        offload_s,
+        "s",
+        "max(4Ψ/N / PCIe, Ψ/M / CPU-Adam) (+ NVMe, param fetch)",
+        {
+            "pcie_gbps": hardware.pcie_h2d_gbps.value,
+            "cpu_adam_gparams_per_s": hardware.cpu_adam_gparams_per_s.value,
+        },
+        "ZeRO-Offload arXiv 2101.06840; PLANNER_MODEL.md (Offload)",
+    )
+    step_s = fig("time.step", st["step_s"], "s", "compute + overhead + exposed comm + offload", {}, "")
     sps = fig("throughput.samples_per_s", B / step_s, "samples/s", "global batch / step", {"B": B}, "")
-    achieved_mfu = fig("throughput.mfu", tf.model * B / n / (step_s * peak), "", "model FLOPs per GPU per step / (step × peak)",
-                       {}, "")
+    achieved_mfu = fig(
+        "throughput.mfu",
+        tf.model * B / n / (step_s * peak),
+        "",
+        "model FLOPs per GPU per step / (step × peak)",
+        {},
+        "",
+    )
     creport_compute = ComputeReport(
-        forward_flops_per_sample={"vision": float(fwd.vision), "text": float(fwd.text), "loss": float(fwd.loss),
-                                  "total": float(fwd.total)},
-        model_flops_per_sample=float(tf.model), hardware_flops_per_sample=float(tf.hardware), compute_s=compute_s,
-        overhead_s=overhead_s, gemm_efficiency=gemm_eff, offload_s=offload_s, step_s=step_s, samples_per_s=sps, mfu=achieved_mfu, vision_tokens=s_v,
+        forward_flops_per_sample={
+            "vision": float(fwd.vision),
+            "text": float(fwd.text),
+            "loss": float(fwd.loss),
+            "total": float(fwd.total),
+        },
+        model_flops_per_sample=float(tf.model),
+        hardware_flops_per_sample=float(tf.hardware),
+        compute_s=compute_s,
+        overhead_s=overhead_s,
+        gemm_efficiency=gemm_eff,
+        offload_s=offload_s,
+        step_s=step_s,
+        samples_per_s=sps,
+        mfu=achieved_mfu,
+        vision_tokens=s_v,
     )
 
     # -- wall time and cost
@@ -407,29 +691,74 @@ def estimate(
 
     def run_at(usd_per_node_hour: float, spot_rate: float) -> dict[str, Any]:
         return ev.wall_and_cost(
-            model, hardware, nodes=M, samples=training.samples, global_batch=B, step_s=st["step_s"],
-            restart_s=restart_s, spot_interruptions_per_node_month=spot_rate,
-            checkpoint_every_s=training.checkpoint_every_s, usd_per_node_hour=usd_per_node_hour,
-            storage_usd_per_gb_month=stor, checkpoints_kept=training.checkpoints_kept, dataset_tb=training.dataset_tb)
+            model,
+            hardware,
+            nodes=M,
+            samples=training.samples,
+            global_batch=B,
+            step_s=st["step_s"],
+            restart_s=restart_s,
+            spot_interruptions_per_node_month=spot_rate,
+            checkpoint_every_s=training.checkpoint_every_s,
+            usd_per_node_hour=usd_per_node_hour,
+            storage_usd_per_gb_month=stor,
+            checkpoints_kept=training.checkpoints_kept,
+            dataset_tb=training.dataset_tb,
+        )
 
     base_run = run_at(0.0, 0.0)
     wt: cost.WallTime = base_run["wall"]
     write_s = float(base_run["write_s"])
     time_report = TimeReport(
-        steps=float(wt.steps), train_s=float(wt.train_s), startup_s=float(wt.startup_s),
-        checkpoint_bytes=cost.CHECKPOINT_BYTES_PER_PARAM * psi, checkpoint_write_s=write_s,
-        checkpoint_interval_s=float(wt.checkpoint_interval_s), checkpoints=float(wt.checkpoints),
-        checkpoint_stall_s=float(wt.checkpoint_stall_s), expected_interruptions=float(wt.expected_interruptions),
-        rework_s=float(wt.rework_s), wall_s=float(wt.wall_s),
+        steps=float(wt.steps),
+        train_s=float(wt.train_s),
+        startup_s=float(wt.startup_s),
+        checkpoint_bytes=cost.CHECKPOINT_BYTES_PER_PARAM * psi,
+        checkpoint_write_s=write_s,
+        checkpoint_interval_s=float(wt.checkpoint_interval_s),
+        checkpoints=float(wt.checkpoints),
+        checkpoint_stall_s=float(wt.checkpoint_stall_s),
+        expected_interruptions=float(wt.expected_interruptions),
+        rework_s=float(wt.rework_s),
+        wall_s=float(wt.wall_s),
     )
-    fig("time.steps", wt.steps, "steps", "ceil(samples / global batch)", {"samples": training.samples, "B": B}, "")
-    fig("time.checkpoint_write", write_s, "s", "14Ψ / (nodes × NVMe write)",
-        {"nvme_write_gbps": hardware.nvme_write_gbps.value}, hardware.nvme_write_gbps.source)
-    fig("time.checkpoint_interval", wt.checkpoint_interval_s, "s",
-        "given, or Young/Daly √(2 · write · MTBF)", {"node_mtbf_h": cost.NODE_MTBF_H_ON_DEMAND},
-        "Llama 3 arXiv 2407.21783 §3.3.4 (interruption rate)")
-    fig("time.wall", wt.wall_s, "s", "(start-up + steps × step + stalls) / (1 − rate·(τ/2 + restart))",
-        {"startup_s": startup_s, "train_s": wt.train_s, "stalls_s": wt.checkpoint_stall_s, "restart_s": restart_s}, "")
+    fig(
+        "time.steps",
+        wt.steps,
+        "steps",
+        "ceil(samples / global batch)",
+        {"samples": training.samples, "B": B},
+        "",
+    )
+    fig(
+        "time.checkpoint_write",
+        write_s,
+        "s",
+        "14Ψ / (nodes × NVMe write)",
+        {"nvme_write_gbps": hardware.nvme_write_gbps.value},
+        hardware.nvme_write_gbps.source,
+    )
+    fig(
+        "time.checkpoint_interval",
+        wt.checkpoint_interval_s,
+        "s",
+        "given, or Young/Daly √(2 · write · MTBF)",
+        {"node_mtbf_h": cost.NODE_MTBF_H_ON_DEMAND},
+        "Llama 3 arXiv 2407.21783 §3.3.4 (interruption rate)",
+    )
+    fig(
+        "time.wall",
+        wt.wall_s,
+        "s",
+        "(start-up + steps × step + stalls) / (1 − rate·(τ/2 + restart))",
+        {
+            "startup_s": startup_s,
+            "train_s": wt.train_s,
+            "stalls_s": wt.checkpoint_stall_s,
+            "restart_s": restart_s,
+        },
+        "",
+    )
 
     cost_report = None
     if offering is not None:
@@ -439,45 +768,104 @@ def estimate(
             r = run_at(usd, spot_rate)
             w, mo = r["wall"], r["money"]
             s_usd = float(mo.storage_usd)
-            prices.append(PriceReport(
-                pricing=pricing, usd_per_node_hour=usd, wall_s=float(w.wall_s), gpu_hours=float(mo.gpu_hours),
-                node_hours=float(mo.node_hours), compute_usd=float(mo.compute_usd), storage_usd=s_usd,
-                total_usd=float(mo.total_usd), expected_interruptions=float(w.expected_interruptions), source=source))
-            fig(f"cost.{pricing}", mo.total_usd, "USD", "node-hours × $/node-hour + storage",
-                {"node_hours": mo.node_hours, "usd_per_node_hour": usd, "storage_usd": s_usd}, source)
+            prices.append(
+                PriceReport(
+                    pricing=pricing,
+                    usd_per_node_hour=usd,
+                    wall_s=float(w.wall_s),
+                    gpu_hours=float(mo.gpu_hours),
+                    node_hours=float(mo.node_hours),
+                    compute_usd=float(mo.compute_usd),
+                    storage_usd=s_usd,
+                    total_usd=float(mo.total_usd),
+                    expected_interruptions=float(w.expected_interruptions),
+                    source=source,
+                )
+            )
+            fig(
+                f"cost.{pricing}",
+                mo.total_usd,
+                "USD",
+                "node-hours × $/node-hour + storage",
+                {"node_hours": mo.node_hours, "usd_per_node_hour": usd, "storage_usd": s_usd},
+                source,
+            )
 
         if offering.on_demand_usd_per_node_hour is not None:
             p = offering.on_demand_usd_per_node_hour
             price("on_demand", p.value, 0.0, f"{p.source} ({p.observed})")
-        if offering.spot_usd_per_node_hour is not None and offering.spot_interruptions_per_node_month is not None:
+        if (
+            offering.spot_usd_per_node_hour is not None
+            and offering.spot_interruptions_per_node_month is not None
+        ):
             p = offering.spot_usd_per_node_hour
-            price("spot", p.value, offering.spot_interruptions_per_node_month.value, f"{p.source} ({p.observed}); interruptions "
-                  f"{offering.spot_interruptions_per_node_month.value}/node-month")
+            price(
+                "spot",
+                p.value,
+                offering.spot_interruptions_per_node_month.value,
+                f"{p.source} ({p.observed}); interruptions "
+                f"{offering.spot_interruptions_per_node_month.value}/node-month",
+            )
         if offering.committed_usd_per_node_hour is not None:
             p = offering.committed_usd_per_node_hour
             price("committed", p.value, 0.0, f"{p.source} ({p.observed}), {offering.committed_term}")
         if offering.on_prem is not None:
             usd = offering.on_prem.usd_per_node_hour(hardware.node_power_kw.value, offering.pue.value)
             price("on_prem", usd, 0.0, "capex/(years·8766·utilization) + opex + power·PUE")
-        en = cost.energy(M, hardware.node_power_kw.value, wt.wall_s, offering.pue.value, offering.grid_gco2_per_kwh.value)
-        fig("cost.energy_kwh", en.kwh, "kWh", "nodes × node kW × hours × PUE",
-            {"node_power_kw": hardware.node_power_kw.value, "pue": offering.pue.value}, hardware.node_power_kw.source)
-        fig("cost.co2_kg", en.co2_kg, "kg CO2e", "kWh × grid gCO2e/kWh / 1000",
-            {"grid_gco2_per_kwh": offering.grid_gco2_per_kwh.value}, offering.grid_gco2_per_kwh.source)
-        cost_report = CostReport(gpu_hours=n * wt.wall_s / 3600.0, node_hours=M * wt.wall_s / 3600.0, prices=prices,
-                                 energy_kwh=float(en.kwh), co2_kg=float(en.co2_kg))
+        en = cost.energy(
+            M, hardware.node_power_kw.value, wt.wall_s, offering.pue.value, offering.grid_gco2_per_kwh.value
+        )
+        fig(
+            "cost.energy_kwh",
+            en.kwh,
+            "kWh",
+            "nodes × node kW × hours × PUE",
+            {"node_power_kw": hardware.node_power_kw.value, "pue": offering.pue.value},
+            hardware.node_power_kw.source,
+        )
+        fig(
+            "cost.co2_kg",
+            en.co2_kg,
+            "kg CO2e",
+            "kWh × grid gCO2e/kWh / 1000",
+            {"grid_gco2_per_kwh": offering.grid_gco2_per_kwh.value},
+            offering.grid_gco2_per_kwh.source,
+        )
+        cost_report = CostReport(
+            gpu_hours=n * wt.wall_s / 3600.0,
+            node_hours=M * wt.wall_s / 3600.0,
+            prices=prices,
+            energy_kwh=float(en.kwh),
+            co2_kg=float(en.co2_kg),
+        )
 
     fits = mem.fits_gpu and mem.fits_host
     verdict = verdict_line(mem)
     return Estimate(
-        model=model.name, hardware=hardware.name, offering=offering.name if offering else None, plan=plan,
+        model=model.name,
+        hardware=hardware.name,
+        offering=offering.name if offering else None,
+        plan=plan,
         training=training,
-        params=ParamReport(vision=counts.vision, text=counts.text, logit_scale=counts.logit_scale, total=psi,
-                           largest_layer=counts.largest_layer, largest_layer_module=counts.largest_layer_module,
-                           zero3_persistent=res.persistent, zero3_gathered=res.gathered,
-                           zero3_regathered_backward=res.regathered_backward),
-        memory=mem, comm=creport, compute=creport_compute, time=time_report, cost=cost_report, fits=fits,
-        verdict=verdict, derivation=figs,
+        params=ParamReport(
+            vision=counts.vision,
+            text=counts.text,
+            logit_scale=counts.logit_scale,
+            total=psi,
+            largest_layer=counts.largest_layer,
+            largest_layer_module=counts.largest_layer_module,
+            zero3_persistent=res.persistent,
+            zero3_gathered=res.gathered,
+            zero3_regathered_backward=res.regathered_backward,
+        ),
+        memory=mem,
+        comm=creport,
+        compute=creport_compute,
+        time=time_report,
+        cost=cost_report,
+        fits=fits,
+        verdict=verdict,
+        derivation=figs,
     )
 
 
@@ -485,11 +873,17 @@ def verdict_line(mem: MemoryReport) -> str:
     gib = GIB
     if not mem.fits_gpu:
         big = max(mem.gpu_terms.items(), key=lambda kv: kv[1])
-        return (f"does not fit: {mem.gpu_total_bytes / gib:.1f} GiB per GPU > {mem.hbm_bytes / gib:.0f} GiB HBM "
-                f"(largest term {big[0]} {big[1] / gib:.1f} GiB)")
+        return (
+            f"does not fit: {mem.gpu_total_bytes / gib:.1f} GiB per GPU > {mem.hbm_bytes / gib:.0f} GiB HBM "
+            f"(largest term {big[0]} {big[1] / gib:.1f} GiB)"
+        )
     if not mem.fits_host:
-        return (f"does not fit host RAM: {mem.host_per_node_bytes / gib:.0f} GiB per node > "
-                f"{mem.host_ram_bytes / gib:.0f} GiB")
-    return (f"fits: {mem.gpu_total_bytes / gib:.1f} of {mem.hbm_bytes / gib:.0f} GiB per GPU "
-            f"({mem.gpu_headroom_bytes / gib:.1f} GiB headroom); host {mem.host_per_node_bytes / gib:.0f} of "
-            f"{mem.host_ram_bytes / gib:.0f} GiB per node")
+        return (
+            f"does not fit host RAM: {mem.host_per_node_bytes / gib:.0f} GiB per node > "
+            f"{mem.host_ram_bytes / gib:.0f} GiB"
+        )
+    return (
+        f"fits: {mem.gpu_total_bytes / gib:.1f} of {mem.hbm_bytes / gib:.0f} GiB per GPU "
+        f"({mem.gpu_headroom_bytes / gib:.1f} GiB headroom); host {mem.host_per_node_bytes / gib:.0f} of "
+        f"{mem.host_ram_bytes / gib:.0f} GiB per node"
+    )

@@ -29,14 +29,18 @@ def ordered_sum(terms: dict[str, Num]) -> Num:
     return total
 
 
-def activation_bytes_per_sample(model: ModelSpec, image_size: Num, patch_dropout: Num, grad_ckpt: Num) -> dict[str, Num]:
+def activation_bytes_per_sample(
+    model: ModelSpec, image_size: Num, patch_dropout: Num, grad_ckpt: Num
+) -> dict[str, Num]:
     v, t = model.vision, model.text
     patches = np.floor_divide(image_size, v.patch_size) ** 2
     s_v = memory.vision_tokens(patches, patch_dropout)
     v_extra = memory.vision_extra_bytes(image_size, patches, v.width, s_v)
     t_extra = memory.text_extra_bytes(t.context_length, t.width)
     vis = memory.tower_activation_bytes(compute.vision_shape(model), s_v, grad_ckpt, v.xattn, v_extra)
-    txt = memory.tower_activation_bytes(compute.text_shape(model), float(t.context_length), grad_ckpt, t.xattn, t_extra)
+    txt = memory.tower_activation_bytes(
+        compute.text_shape(model), float(t.context_length), grad_ckpt, t.xattn, t_extra
+    )
     return {"vision": vis, "text": txt}
 
 
@@ -63,8 +67,17 @@ def gpu_memory_terms(
     counts = count_params(model)
     res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
     G = hardware.gpus_per_node
-    ms = memory.zero_model_states(counts.total, counts.largest_layer, G, nodes, zero_stage, offload_optimizer,
-                                  offload_param, nvme_optimizer, nvme_param)
+    ms = memory.zero_model_states(
+        counts.total,
+        counts.largest_layer,
+        G,
+        nodes,
+        zero_stage,
+        offload_optimizer,
+        offload_param,
+        nvme_optimizer,
+        nvme_param,
+    )
     act = activation_bytes_per_sample(model, image_size, patch_dropout, grad_ckpt)
     terms = {
         "params_16bit": ms.params_16bit,
@@ -78,7 +91,9 @@ def gpu_memory_terms(
         "hpz_secondary_shard": memory.hpz_secondary_bytes(counts.total, hpz_partition_size),
         "activations_vision": micro_batch * act["vision"],
         "activations_text": micro_batch * act["text"],
-        "clip_loss": memory.clip_loss_bytes(micro_batch, nodes * G, model.embed_dim, local_loss, gather_with_grad),
+        "clip_loss": memory.clip_loss_bytes(
+            micro_batch, nodes * G, model.embed_dim, local_loss, gather_with_grad
+        ),
         "runtime_reserved": hardware.memory_reserved_gib.value * GIB,
     }
     return terms, ms, act
@@ -122,45 +137,87 @@ def step_terms(
     G = hardware.gpus_per_node
     n = nodes * G
     B = micro_batch * grad_accum * n
-    fwd = compute.forward_flops_per_sample(model, image_size, patch_dropout, B,
-                                           np.where(local_loss, 1.0, B / micro_batch))
+    fwd = compute.forward_flops_per_sample(
+        model, image_size, patch_dropout, B, np.where(local_loss, 1.0, B / micro_batch)
+    )
     tf = compute.train_flops_per_sample(fwd, grad_ckpt)
-    gemm_rows = micro_batch * memory.vision_tokens(np.floor_divide(image_size, model.vision.patch_size) ** 2,
-                                                   patch_dropout)
+    gemm_rows = micro_batch * memory.vision_tokens(
+        np.floor_divide(image_size, model.vision.patch_size) ** 2, patch_dropout
+    )
     gemm_eff = compute.gemm_efficiency(gemm_rows)
-    compute_s = compute.compute_time_s(tf.hardware * micro_batch * grad_accum, hardware.bf16_dense_tflops.value * 1e12,
-                                       hardware.mfu_default.value, gemm_eff)
+    compute_s = compute.compute_time_s(
+        tf.hardware * micro_batch * grad_accum,
+        hardware.bf16_dense_tflops.value * 1e12,
+        hardware.mfu_default.value,
+        gemm_eff,
+    )
     # Fixed times: a calibration's fitted figures, else derived (planner/compute.py).
     mb_over = hardware.microbatch_overhead_s
     microbatch_s = mb_over.value if mb_over is not None else compute.microbatch_overhead_s(model, grad_ckpt)
     st_over = hardware.step_overhead_s
-    step_over_s = st_over.value if st_over is not None else compute.step_overhead_s(
-        counts.total, n, zero_stage, offload_optimizer, hardware.hbm_tbps.value * 1e12)
+    step_over_s = (
+        st_over.value
+        if st_over is not None
+        else compute.step_overhead_s(
+            counts.total, n, zero_stage, offload_optimizer, hardware.hbm_tbps.value * 1e12
+        )
+    )
     overhead_s = grad_accum * microbatch_s + step_over_s
     stages = np.asarray(zero_stage)
     total_s: Num = 0.0
     exposed_s: Num = 0.0
     for stage in sorted({int(s) for s in np.unique(stages)}):
         colls = comm.zero_collectives(
-            psi=counts.total, gathered=res.gathered, persistent=res.persistent, regathered=res.regathered_backward,
-            gather_calls=res.modules_gathered, regather_calls=res.modules_regathered, world=n, gpus_per_node=G,
-            zero_stage=stage, grad_accum=grad_accum, micro_batch=micro_batch, embed_dim=model.embed_dim,
-            comm_dtype_bytes=comm_dtype_bytes, hpz_partition_size=hpz_partition_size,
-            quantized_weights=quantized_weights, quantized_gradients=quantized_gradients,
+            psi=counts.total,
+            gathered=res.gathered,
+            persistent=res.persistent,
+            regathered=res.regathered_backward,
+            gather_calls=res.modules_gathered,
+            regather_calls=res.modules_regathered,
+            world=n,
+            gpus_per_node=G,
+            zero_stage=stage,
+            grad_accum=grad_accum,
+            micro_batch=micro_batch,
+            embed_dim=model.embed_dim,
+            comm_dtype_bytes=comm_dtype_bytes,
+            hpz_partition_size=hpz_partition_size,
+            quantized_weights=quantized_weights,
+            quantized_gradients=quantized_gradients,
             gather_with_grad=gather_with_grad,
         )
         ct = comm.exposed_comm_time_s(colls, hardware, compute_s, overlap_comm)
         here = stages == stage
         total_s = np.where(here, ct.total_s, total_s)
         exposed_s = np.where(here, ct.exposed_s, exposed_s)
-    off = offload_time_s(counts.total, n, nodes, grad_accum, offload_optimizer, offload_param, nvme_optimizer,
-                         nvme_param, hardware.pcie_h2d_gbps.value, hardware.cpu_adam_gparams_per_s.value,
-                         hardware.nvme_write_gbps.value)
+    off = offload_time_s(
+        counts.total,
+        n,
+        nodes,
+        grad_accum,
+        offload_optimizer,
+        offload_param,
+        nvme_optimizer,
+        nvme_param,
+        hardware.pcie_h2d_gbps.value,
+        hardware.cpu_adam_gparams_per_s.value,
+        hardware.nvme_write_gbps.value,
+    )
     step = compute_s + overhead_s + exposed_s + off
-    return {"compute_s": compute_s, "overhead_s": overhead_s, "comm_total_s": total_s, "comm_exposed_s": exposed_s,
-            "offload_s": off, "step_s": step, "model_flops_per_sample": tf.model,
-            "hardware_flops_per_sample": tf.hardware, "gemm_rows": gemm_rows, "gemm_efficiency": gemm_eff,
-            "microbatch_overhead_s": microbatch_s, "step_overhead_s": step_over_s}
+    return {
+        "compute_s": compute_s,
+        "overhead_s": overhead_s,
+        "comm_total_s": total_s,
+        "comm_exposed_s": exposed_s,
+        "offload_s": off,
+        "step_s": step,
+        "model_flops_per_sample": tf.model,
+        "hardware_flops_per_sample": tf.hardware,
+        "gemm_rows": gemm_rows,
+        "gemm_efficiency": gemm_eff,
+        "microbatch_overhead_s": microbatch_s,
+        "step_overhead_s": step_over_s,
+    }
 
 
 def wall_and_cost(
@@ -183,8 +240,16 @@ def wall_and_cost(
     psi = count_params(model).total
     write_s = cost.checkpoint_write_s(psi, nodes, hardware.nvme_write_gbps.value)
     rate = cost.interruption_rate_per_s(nodes, spot_interruptions_per_node_month)
-    w = cost.wall_time(samples=samples, global_batch=global_batch, step_s=step_s, startup_s=restart_s,
-                       write_s=write_s, rate_per_s=rate, restart_s=restart_s, checkpoint_every_s=checkpoint_every_s)
+    w = cost.wall_time(
+        samples=samples,
+        global_batch=global_batch,
+        step_s=step_s,
+        startup_s=restart_s,
+        write_s=write_s,
+        rate_per_s=rate,
+        restart_s=restart_s,
+        checkpoint_every_s=checkpoint_every_s,
+    )
     stor = cost.storage_usd(psi, checkpoints_kept, dataset_tb, w.wall_s, storage_usd_per_gb_month)
     mo = cost.money(nodes, hardware.gpus_per_node, w.wall_s, usd_per_node_hour, stor)
     return {"wall_s": w.wall_s, "write_s": write_s, "wall": w, "money": mo}

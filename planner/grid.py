@@ -92,7 +92,9 @@ def micro_batch_ladder(limit: int) -> list[int]:
     return sorted(set(out))
 
 
-def shapes_for(global_batch: int, world: int, tolerance: float, max_micro_batch: int | None) -> list[tuple[int, int]]:
+def shapes_for(
+    global_batch: int, world: int, tolerance: float, max_micro_batch: int | None
+) -> list[tuple[int, int]]:
     """(micro_batch, gradient_accumulation_steps) pairs whose global batch micro × gas × world is the
     requested one (every divisor of the samples per GPU) or, with a tolerance, within ±tolerance of it
     (micro-batches from a 1-2-3-4-6-8 ladder, gas rounded to the nearest step)."""
@@ -113,8 +115,11 @@ def settings_combos(space: SearchSpace, gpus_per_node: int) -> np.ndarray:
     """(zero_stage, offload_optimizer code, offload_param code, hpz) rows DeepSpeed accepts."""
     oo_codes = [OFFLOAD_DEVICES.index(d) for d in space.offload_optimizer]
     op_codes = [OFFLOAD_DEVICES.index(d) for d in space.offload_param]
-    hpz_sizes = [h for h in range(2, gpus_per_node + 1) if gpus_per_node % h == 0 and h & (h - 1) == 0] \
-        if space.hpz else []
+    hpz_sizes = (
+        [h for h in range(2, gpus_per_node + 1) if gpus_per_node % h == 0 and h & (h - 1) == 0]
+        if space.hpz
+        else []
+    )
     rows: list[tuple[int, int, int, int]] = []
     for stage in sorted(set(space.zero_stages)):
         for oo in oo_codes:
@@ -140,8 +145,10 @@ def build_grid(space: SearchSpace, gpus_per_node: int, global_batch: int, tolera
     nodes_l, b_l, gas_l = [], [], []
     if space.gpus is not None:
         if space.gpus % gpus_per_node:
-            raise InfeasibleError(f"--gpus {space.gpus} is not a multiple of the {gpus_per_node} GPUs per node",
-                                  hint="use whole nodes")
+            raise InfeasibleError(
+                f"--gpus {space.gpus} is not a multiple of the {gpus_per_node} GPUs per node",
+                hint="use whole nodes",
+            )
         node_counts = [space.gpus // gpus_per_node]
     else:
         node_counts = list(range(1, space.max_nodes + 1))
@@ -153,8 +160,11 @@ def build_grid(space: SearchSpace, gpus_per_node: int, global_batch: int, tolera
         b_l.append(np.array([b for b, _ in shapes], dtype=np.int64))
         gas_l.append(np.array([g for _, g in shapes], dtype=np.int64))
     if not nodes_l:
-        where = f"{space.gpus} GPUs cannot reach" if space.gpus is not None else \
-            f"no node count from 1 to {space.max_nodes} reaches"
+        where = (
+            f"{space.gpus} GPUs cannot reach"
+            if space.gpus is not None
+            else f"no node count from 1 to {space.max_nodes} reaches"
+        )
         raise InfeasibleError(
             f"{where} the global batch {global_batch:,} with "
             f"{gpus_per_node} GPUs per node within ±{tolerance:.0%}",
@@ -167,7 +177,14 @@ def build_grid(space: SearchSpace, gpus_per_node: int, global_batch: int, tolera
     # contiguous slice), then checkpointing, then node count and micro-batch. Deterministic.
     k = len(nodes)
     c = [np.repeat(combos[:, j], len(ckpt) * k) for j in range(4)]  # contiguous columns
-    return Grid(nodes=np.tile(nodes, per_setting), gpus_per_node=gpus_per_node, zero_stage=c[0],
-                offload_optimizer=c[1], offload_param=c[2], hpz_partition_size=c[3],
-                grad_ckpt=np.tile(np.repeat(ckpt, k), len(combos)), micro_batch=np.tile(b, per_setting),
-                grad_accum=np.tile(gas, per_setting))
+    return Grid(
+        nodes=np.tile(nodes, per_setting),
+        gpus_per_node=gpus_per_node,
+        zero_stage=c[0],
+        offload_optimizer=c[1],
+        offload_param=c[2],
+        hpz_partition_size=c[3],
+        grad_ckpt=np.tile(np.repeat(ckpt, k), len(combos)),
+        micro_batch=np.tile(b, per_setting),
+        grad_accum=np.tile(gas, per_setting),
+    )

@@ -127,10 +127,16 @@ def zero_model_states(
     nvme_p = np.asarray(nvme_param, dtype=bool) & off_p
     nvme = np.where(nvme_o, 16 * psi / M, 0.0) + np.where(nvme_p, 2 * psi / M, 0.0)
     swap = np.where(nvme_o | nvme_p, NVME_SWAP_BUFFER_BYTES_PER_GPU * G, 0.0)
-    host = host - np.where(nvme_o, 16 * psi * gpus_factor * f, 0.0) - np.where(nvme_p, 2 * psi * gpus_factor * f, 0.0)
+    host = (
+        host
+        - np.where(nvme_o, 16 * psi * gpus_factor * f, 0.0)
+        - np.where(nvme_p, 2 * psi * gpus_factor * f, 0.0)
+    )
     host = host + swap
     margin = gpu_total - (params_16 + grads_16 + grads_32 + master_32 + optim_32 + live)
-    return ModelStates(params_16, grads_16, grads_32, master_32, optim_32, live, margin, gpu_total, host, nvme)
+    return ModelStates(
+        params_16, grads_16, grads_32, master_32, optim_32, live, margin, gpu_total, host, nvme
+    )
 
 
 # ------------------------------------------------------------------------------------- activations
@@ -195,7 +201,9 @@ def text_extra_bytes(context_length: int, width: int) -> float:
 
 
 # ------------------------------------------------------------------------------------- CLIP loss
-def clip_loss_bytes(micro_batch: Num, world: Num, embed_dim: int, local_loss: Num, gather_with_grad: Num) -> Num:
+def clip_loss_bytes(
+    micro_batch: Num, world: Num, embed_dim: int, local_loss: Num, gather_with_grad: Num
+) -> Num:
     """Per-GPU bytes of the contrastive loss.
 
     Logits: image→text and text→image, fp32, each with its log-softmax kept for backward

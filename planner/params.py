@@ -74,7 +74,9 @@ def _norm(prefix: str, width: int, rms: bool, tower: Tower, block: int | None) -
     return out
 
 
-def _linear(prefix: str, n_in: int, n_out: int, bias: bool, tower: Tower, block: int | None) -> list[ParamTensor]:
+def _linear(
+    prefix: str, n_in: int, n_out: int, bias: bool, tower: Tower, block: int | None
+) -> list[ParamTensor]:
     out = [ParamTensor(f"{prefix}.weight", (n_out, n_in), tower, block)]
     if bias:
         out.append(ParamTensor(f"{prefix}.bias", (n_out,), tower, block))

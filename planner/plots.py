@@ -64,11 +64,24 @@ def plot_search(res: SearchResult, path: str, *, title: str, chosen: list[Candid
         ax.scatter(t["wall_s"][idx] / DAY_S, cost[idx], s=4, alpha=0.25, color=col)
         front = res.frontier_by_option.get(opt.label, [])
         if front:
-            ax.plot([c.wall_s / DAY_S for c in front], [c.objective("cost") for c in front], "-o", ms=3,
-                    color=col, label=f"{opt.label} Pareto frontier")
+            ax.plot(
+                [c.wall_s / DAY_S for c in front],
+                [c.objective("cost") for c in front],
+                "-o",
+                ms=3,
+                color=col,
+                label=f"{opt.label} Pareto frontier",
+            )
     ch = res.chosen
-    ax.scatter([ch.wall_s / DAY_S], [ch.objective("cost")], marker="*", s=250, color="black", zorder=5,
-               label=f"chosen: {ch.option.label}, {ch.gpus} GPUs")
+    ax.scatter(
+        [ch.wall_s / DAY_S],
+        [ch.objective("cost")],
+        marker="*",
+        s=250,
+        color="black",
+        zorder=5,
+        label=f"chosen: {ch.option.label}, {ch.gpus} GPUs",
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("wall time (days)")
@@ -87,8 +100,15 @@ def plot_search(res: SearchResult, path: str, *, title: str, chosen: list[Candid
         bottoms += vals
     for x, c in enumerate(plans):
         bx.hlines(c.hbm_bytes / GIB, x - 0.4, x + 0.4, colors="red", linestyles="--")
-        bx.text(x, c.hbm_bytes / GIB, f"HBM {c.hbm_bytes / GIB:.0f} GiB", ha="center", va="bottom", fontsize=8,
-                color="red")
+        bx.text(
+            x,
+            c.hbm_bytes / GIB,
+            f"HBM {c.hbm_bytes / GIB:.0f} GiB",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color="red",
+        )
     bx.set_ylabel("GiB per GPU")
     bx.set_title("per-GPU memory of the chosen plan" + ("s" if len(plans) > 1 else ""))
     bx.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
@@ -97,7 +117,9 @@ def plot_search(res: SearchResult, path: str, *, title: str, chosen: list[Candid
     fig.tight_layout()
     target = Path(path)
     if target.parent and not target.parent.exists():
-        raise EvaplanError(f"--plot {path}: folder {target.parent} does not exist", hint="create it or pick another path")
+        raise EvaplanError(
+            f"--plot {path}: folder {target.parent} does not exist", hint="create it or pick another path"
+        )
     fd, tmp = tempfile.mkstemp(prefix=".evaplan-plot-", suffix=".png", dir=target.parent or ".")
     os.close(fd)
     try:

@@ -32,7 +32,12 @@ KINDS: dict[str, type[BaseModel]] = {
     "calibrations": CalibrationSpec,  # written by `evaplan calibrate` (planner/calibration.py)
 }
 # The singular a user may type: `evaplan profiles show --kind model`.
-KIND_ALIASES = {"model": "models", "hardware": "hardware", "offering": "offerings", "calibration": "calibrations"}
+KIND_ALIASES = {
+    "model": "models",
+    "hardware": "hardware",
+    "offering": "offerings",
+    "calibration": "calibrations",
+}
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -111,7 +116,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ProfileError(f"{path}:{where}: malformed YAML: {problem}", hint="fix the YAML syntax") from None
     if not isinstance(data, dict):
-        raise ProfileError(f"{path}: expected a mapping of keys at the top level", hint="see a bundled profile")
+        raise ProfileError(
+            f"{path}: expected a mapping of keys at the top level", hint="see a bundled profile"
+        )
     _reject_nan(path, data, ())
     return data
 
@@ -119,7 +126,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _reject_nan(path: Path, node: Any, loc: tuple[Any, ...]) -> None:
     # YAML's .nan/.inf reach pydantic as floats; allow_inf_nan catches most, but say it plainly.
     if isinstance(node, float) and not math.isfinite(node):
-        raise ProfileError(f"{path}: {_format_loc(loc)}: {node} is not a finite number", hint="give a finite number")
+        raise ProfileError(
+            f"{path}: {_format_loc(loc)}: {node} is not a finite number", hint="give a finite number"
+        )
     if isinstance(node, dict):
         for k, v in node.items():
             _reject_nan(path, v, (*loc, k))

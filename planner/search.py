@@ -52,11 +52,34 @@ def min_dp_group(option: Option, constraints: Constraints) -> int:
 
 
 # Columns of the combined candidate table (all options): settings, then figures.
-SETTING_COLUMNS = ("option", "nodes", "gpus_per_node", "zero_stage", "offload_optimizer", "offload_param",
-                   "hpz_partition_size", "grad_ckpt", "micro_batch", "grad_accum", "global_batch")
-FIGURE_COLUMNS = ("gpu_total_bytes", "hbm_limit_bytes", "host_per_node_bytes", "host_limit_bytes",
-                  "nvme_per_node_bytes", "nvme_limit_bytes", "step_s", "wall_s", "gpu_hours", "total_usd",
-                  "energy_kwh", "co2_kg", "min_group")
+SETTING_COLUMNS = (
+    "option",
+    "nodes",
+    "gpus_per_node",
+    "zero_stage",
+    "offload_optimizer",
+    "offload_param",
+    "hpz_partition_size",
+    "grad_ckpt",
+    "micro_batch",
+    "grad_accum",
+    "global_batch",
+)
+FIGURE_COLUMNS = (
+    "gpu_total_bytes",
+    "hbm_limit_bytes",
+    "host_per_node_bytes",
+    "host_limit_bytes",
+    "nvme_per_node_bytes",
+    "nvme_limit_bytes",
+    "step_s",
+    "wall_s",
+    "gpu_hours",
+    "total_usd",
+    "energy_kwh",
+    "co2_kg",
+    "min_group",
+)
 CONSTRAINT_NAMES = ("hbm", "host_ram", "nvme", "min_dp_group", "max_gpus", "deadline", "budget")
 
 
@@ -98,11 +121,16 @@ class Candidate:
 
     def settings(self) -> str:
         p = self.plan
-        off = f"offload opt {p.offload_optimizer}/param {p.offload_param}" \
-            if (p.offload_optimizer, p.offload_param) != ("none", "none") else "no offload"
+        off = (
+            f"offload opt {p.offload_optimizer}/param {p.offload_param}"
+            if (p.offload_optimizer, p.offload_param) != ("none", "none")
+            else "no offload"
+        )
         hpz = f", hpZ {p.hpz_partition_size}" if p.hpz_partition_size > 1 else ""
-        return (f"ZeRO-{p.zero_stage}, {off}{hpz}, ckpt {'on' if p.grad_ckpt else 'off'}, "
-                f"micro-batch {p.micro_batch} × gas {p.grad_accum}")
+        return (
+            f"ZeRO-{p.zero_stage}, {off}{hpz}, ckpt {'on' if p.grad_ckpt else 'off'}, "
+            f"micro-batch {p.micro_batch} × gas {p.grad_accum}"
+        )
 
     def objective(self, objective: str) -> float:
         if objective == "time":
@@ -149,8 +177,15 @@ class SearchResult:
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-def evaluate_options(model: ModelSpec, options: list[Option], training: TrainingSpec, space: SearchSpace,
-                     constraints: Constraints, *, threads: int | None = None) -> Table:
+def evaluate_options(
+    model: ModelSpec,
+    options: list[Option],
+    training: TrainingSpec,
+    space: SearchSpace,
+    constraints: Constraints,
+    *,
+    threads: int | None = None,
+) -> Table:
     """Build each option's grid and evaluate it; numpy releases the GIL, so options run in threads."""
 
     def one(i: int) -> dict[str, np.ndarray]:
@@ -160,8 +195,22 @@ def evaluate_options(model: ModelSpec, options: list[Option], training: Training
         r = evaluate_grid(model, opt, training, grid)
         n = len(grid)
         cols = _grid_columns(grid, i)
-        cols.update({k: r[k] for k in ("gpu_total_bytes", "host_per_node_bytes", "nvme_per_node_bytes", "step_s",
-                                       "wall_s", "gpu_hours", "total_usd", "energy_kwh", "co2_kg")})
+        cols.update(
+            {
+                k: r[k]
+                for k in (
+                    "gpu_total_bytes",
+                    "host_per_node_bytes",
+                    "nvme_per_node_bytes",
+                    "step_s",
+                    "wall_s",
+                    "gpu_hours",
+                    "total_usd",
+                    "energy_kwh",
+                    "co2_kg",
+                )
+            }
+        )
         cols["hbm_limit_bytes"] = np.full(n, hw.hbm_bytes * (1.0 - constraints.hbm_headroom))
         cols["host_limit_bytes"] = np.full(n, opt.host_ram_bytes * (1.0 - constraints.host_headroom))
         cols["nvme_limit_bytes"] = np.full(n, opt.nvme_bytes)
@@ -182,11 +231,17 @@ def evaluate_options(model: ModelSpec, options: list[Option], training: Training
 def _grid_columns(grid: Grid, option_index: int) -> dict[str, np.ndarray]:
     n = len(grid)
     return {
-        "option": np.full(n, option_index, dtype=np.int64), "nodes": grid.nodes,
-        "gpus_per_node": np.full(n, grid.gpus_per_node, dtype=np.int64), "zero_stage": grid.zero_stage,
-        "offload_optimizer": grid.offload_optimizer, "offload_param": grid.offload_param,
-        "hpz_partition_size": grid.hpz_partition_size, "grad_ckpt": grid.grad_ckpt,
-        "micro_batch": grid.micro_batch, "grad_accum": grid.grad_accum, "global_batch": grid.global_batch,
+        "option": np.full(n, option_index, dtype=np.int64),
+        "nodes": grid.nodes,
+        "gpus_per_node": np.full(n, grid.gpus_per_node, dtype=np.int64),
+        "zero_stage": grid.zero_stage,
+        "offload_optimizer": grid.offload_optimizer,
+        "offload_param": grid.offload_param,
+        "hpz_partition_size": grid.hpz_partition_size,
+        "grad_ckpt": grid.grad_ckpt,
+        "micro_batch": grid.micro_batch,
+        "grad_accum": grid.grad_accum,
+        "global_batch": grid.global_batch,
     }
 
 
@@ -220,8 +275,14 @@ def rank_order(t: Table, objective: str, idx: np.ndarray) -> np.ndarray:
     """idx sorted: objective, the other objectives, fewer GPUs, option, grid order (stable)."""
     others = [o for o in OBJECTIVES if o != objective]
     world = t["nodes"] * t["gpus_per_node"]
-    keys = [idx, t["option"][idx], world[idx], objective_column(t, others[1])[idx],
-            objective_column(t, others[0])[idx], objective_column(t, objective)[idx]]
+    keys = [
+        idx,
+        t["option"][idx],
+        world[idx],
+        objective_column(t, others[1])[idx],
+        objective_column(t, others[0])[idx],
+        objective_column(t, objective)[idx],
+    ]
     return idx[np.lexsort(keys)]
 
 
@@ -249,24 +310,41 @@ def pareto_frontier(t: Table, idx: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ candidates
-def candidate(t: Table, i: int, options: list[Option], masks: dict[str, np.ndarray] | None = None,
-              constraints: Constraints | None = None) -> Candidate:
+def candidate(
+    t: Table,
+    i: int,
+    options: list[Option],
+    masks: dict[str, np.ndarray] | None = None,
+    constraints: Constraints | None = None,
+) -> Candidate:
     opt = options[int(t["option"][i])]
     plan = ParallelPlan(
-        nodes=int(t["nodes"][i]), gpus_per_node=int(t["gpus_per_node"][i]), zero_stage=int(t["zero_stage"][i]),
+        nodes=int(t["nodes"][i]),
+        gpus_per_node=int(t["gpus_per_node"][i]),
+        zero_stage=int(t["zero_stage"][i]),
         offload_optimizer=OFFLOAD_DEVICES[int(t["offload_optimizer"][i])],  # type: ignore[arg-type]
         offload_param=OFFLOAD_DEVICES[int(t["offload_param"][i])],  # type: ignore[arg-type]
-        micro_batch=int(t["micro_batch"][i]), grad_accum=int(t["grad_accum"][i]), grad_ckpt=bool(t["grad_ckpt"][i]),
+        micro_batch=int(t["micro_batch"][i]),
+        grad_accum=int(t["grad_accum"][i]),
+        grad_ckpt=bool(t["grad_ckpt"][i]),
         hpz_partition_size=int(t["hpz_partition_size"][i]),
     )
     usd = float(t["total_usd"][i])
     co2 = float(t["co2_kg"][i])
     c = Candidate(
-        index=int(i), option=opt, plan=plan, wall_s=float(t["wall_s"][i]), gpu_hours=float(t["gpu_hours"][i]),
-        total_usd=None if np.isnan(usd) else usd, energy_kwh=float(t["energy_kwh"][i]),
-        co2_kg=None if np.isnan(co2) else co2, gpu_total_bytes=float(t["gpu_total_bytes"][i]),
-        hbm_bytes=opt.hardware.hbm_bytes, host_per_node_bytes=float(t["host_per_node_bytes"][i]),
-        host_ram_bytes=opt.host_ram_bytes, step_s=float(t["step_s"][i]),
+        index=int(i),
+        option=opt,
+        plan=plan,
+        wall_s=float(t["wall_s"][i]),
+        gpu_hours=float(t["gpu_hours"][i]),
+        total_usd=None if np.isnan(usd) else usd,
+        energy_kwh=float(t["energy_kwh"][i]),
+        co2_kg=None if np.isnan(co2) else co2,
+        gpu_total_bytes=float(t["gpu_total_bytes"][i]),
+        hbm_bytes=opt.hardware.hbm_bytes,
+        host_per_node_bytes=float(t["host_per_node_bytes"][i]),
+        host_ram_bytes=opt.host_ram_bytes,
+        step_s=float(t["step_s"][i]),
     )
     if masks is not None and constraints is not None:
         c.violations.extend(violations(t, i, options, masks, constraints))
@@ -291,8 +369,9 @@ def fmt_usd(x: float) -> str:
     return f"${x:,.0f}"
 
 
-def violations(t: Table, i: int, options: list[Option], masks: dict[str, np.ndarray],
-               constraints: Constraints) -> list[str]:
+def violations(
+    t: Table, i: int, options: list[Option], masks: dict[str, np.ndarray], constraints: Constraints
+) -> list[str]:
     """Each violated constraint as a phrase with its numbers, in CONSTRAINT_NAMES order."""
     out = []
     opt = options[int(t["option"][i])]
@@ -303,30 +382,45 @@ def violations(t: Table, i: int, options: list[Option], masks: dict[str, np.ndar
             continue
         if name == "hbm":
             head = f" ({constraints.hbm_headroom:.0%} kept free)" if constraints.hbm_headroom else ""
-            out.append(f"ZeRO-{stage} needs {t['gpu_total_bytes'][i] / GIB:,.1f} GiB/GPU > "
-                       f"{t['hbm_limit_bytes'][i] / GIB:,.1f} GiB HBM{head}")
+            out.append(
+                f"ZeRO-{stage} needs {t['gpu_total_bytes'][i] / GIB:,.1f} GiB/GPU > "
+                f"{t['hbm_limit_bytes'][i] / GIB:,.1f} GiB HBM{head}"
+            )
         elif name == "host_ram":
-            out.append(f"needs {t['host_per_node_bytes'][i] / GIB:,.0f} GiB host RAM per node > "
-                       f"{t['host_limit_bytes'][i] / GIB:,.0f} GiB")
+            out.append(
+                f"needs {t['host_per_node_bytes'][i] / GIB:,.0f} GiB host RAM per node > "
+                f"{t['host_limit_bytes'][i] / GIB:,.0f} GiB"
+            )
         elif name == "nvme":
-            out.append(f"needs {t['nvme_per_node_bytes'][i] / 1e12:,.1f} TB NVMe per node > "
-                       f"{t['nvme_limit_bytes'][i] / 1e12:,.1f} TB")
+            out.append(
+                f"needs {t['nvme_per_node_bytes'][i] / 1e12:,.1f} TB NVMe per node > "
+                f"{t['nvme_limit_bytes'][i] / 1e12:,.1f} TB"
+            )
         elif name == "min_dp_group":
             g = int(t["min_group"][i])
             sg = opt.hardware.collective.small_group_gbps
-            why = f"; {opt.hardware.name} groups under a node run at {sg.value:g} GB/s" if sg is not None else ""
+            why = (
+                f"; {opt.hardware.name} groups under a node run at {sg.value:g} GB/s"
+                if sg is not None
+                else ""
+            )
             hpz = int(t["hpz_partition_size"][i])
             group = hpz if hpz > 1 and hpz < g else world
             out.append(f"a {group}-GPU group is below the minimum data-parallel group of {g}{why}")
         elif name == "max_gpus":
             out.append(f"{world} GPUs > --max-gpus {constraints.max_gpus}")
         elif name == "deadline":
-            out.append(f"takes {fmt_duration(float(t['wall_s'][i]))} > deadline "
-                       f"{fmt_duration(constraints.deadline_s or 0.0)}")
+            out.append(
+                f"takes {fmt_duration(float(t['wall_s'][i]))} > deadline "
+                f"{fmt_duration(constraints.deadline_s or 0.0)}"
+            )
         elif name == "budget":
             usd = float(t["total_usd"][i])
-            out.append("no price (unpriced option)" if np.isnan(usd)
-                       else f"costs {fmt_usd(usd)} > budget {fmt_usd(constraints.budget_usd or 0.0)}")
+            out.append(
+                "no price (unpriced option)"
+                if np.isnan(usd)
+                else f"costs {fmt_usd(usd)} > budget {fmt_usd(constraints.budget_usd or 0.0)}"
+            )
     return out
 
 
@@ -339,17 +433,32 @@ def _pct(a: float, b: float) -> str:
 
 
 def compare_line(c: Candidate, chosen: Candidate, objective: str) -> str:
-    names = {"cost": "cost" if chosen.total_usd is not None else "GPU-hours", "time": "wall time", "energy": "energy"}
+    names = {
+        "cost": "cost" if chosen.total_usd is not None else "GPU-hours",
+        "time": "wall time",
+        "energy": "energy",
+    }
     v, w = c.objective(objective), chosen.objective(objective)
-    show = {"cost": (lambda x: fmt_usd(x)) if chosen.total_usd is not None else (lambda x: f"{x:,.0f} GPU-h"),
-            "time": fmt_duration, "energy": lambda x: f"{x / 1000:,.1f} MWh"}[objective]
+    show = {
+        "cost": (lambda x: fmt_usd(x)) if chosen.total_usd is not None else (lambda x: f"{x:,.0f} GPU-h"),
+        "time": fmt_duration,
+        "energy": lambda x: f"{x / 1000:,.1f} MWh",
+    }[objective]
     return f"{names[objective]} {show(v)} vs {show(w)} ({_pct(v, w)})"
 
 
 # ------------------------------------------------------------------------------------------ search
-def search(model: ModelSpec, options: list[Option], training: TrainingSpec, *, objective: str = "cost",
-           space: SearchSpace | None = None, constraints: Constraints | None = None, top: int = 10,
-           threads: int | None = None) -> SearchResult:
+def search(
+    model: ModelSpec,
+    options: list[Option],
+    training: TrainingSpec,
+    *,
+    objective: str = "cost",
+    space: SearchSpace | None = None,
+    constraints: Constraints | None = None,
+    top: int = 10,
+    threads: int | None = None,
+) -> SearchResult:
     """The best plan for the objective under the constraints, over every option."""
     if objective not in OBJECTIVES:
         raise InfeasibleError(f"unknown objective '{objective}'", hint="use cost, time or energy")
@@ -359,8 +468,10 @@ def search(model: ModelSpec, options: list[Option], training: TrainingSpec, *, o
     constraints = constraints or Constraints()
     if constraints.budget_usd is not None and not all(o.priced for o in options):
         unpriced = ", ".join(o.name for o in options if not o.priced)
-        raise InfeasibleError(f"--budget needs prices, but {unpriced} has none",
-                              hint="name priced --offering profiles instead of --hardware")
+        raise InfeasibleError(
+            f"--budget needs prices, but {unpriced} has none",
+            hint="name priced --offering profiles instead of --hardware",
+        )
     t = evaluate_options(model, options, training, space, constraints, threads=threads)
     masks = constraint_masks(t, constraints)
     feasible = np.ones(len(t), dtype=bool)
@@ -383,10 +494,22 @@ def search(model: ModelSpec, options: list[Option], training: TrainingSpec, *, o
         by_option[opt.label] = [candidate(t, int(i), options) for i in pareto_frontier(t, sub)]
     binding = _binding(t, masks, options, constraints, objective, chosen)
     alts = _alternatives(t, masks, options, constraints, objective, chosen, feasible)
-    return SearchResult(model=model, training=training, objective=objective, options=options,
-                        constraints=constraints, table=t, feasible=feasible, chosen=chosen, ranked=ranked,
-                        frontier=front, frontier_by_option=by_option, binding=binding, alternatives=alts,
-                        candidates_evaluated=len(t))
+    return SearchResult(
+        model=model,
+        training=training,
+        objective=objective,
+        options=options,
+        constraints=constraints,
+        table=t,
+        feasible=feasible,
+        chosen=chosen,
+        ranked=ranked,
+        frontier=front,
+        frontier_by_option=by_option,
+        binding=binding,
+        alternatives=alts,
+        candidates_evaluated=len(t),
+    )
 
 
 def thin_frontier(front: list[Candidate], min_step: float = 0.01) -> list[Candidate]:
@@ -407,8 +530,18 @@ def _distinct(t: Table, ranked_idx: np.ndarray, top: int) -> list[int]:
     seen: set[tuple[int, ...]] = set()
     out: list[int] = []
     for i in ranked_idx:
-        key = tuple(int(t[c][i]) for c in ("option", "nodes", "zero_stage", "offload_optimizer", "offload_param",
-                                           "hpz_partition_size", "grad_ckpt"))
+        key = tuple(
+            int(t[c][i])
+            for c in (
+                "option",
+                "nodes",
+                "zero_stage",
+                "offload_optimizer",
+                "offload_param",
+                "hpz_partition_size",
+                "grad_ckpt",
+            )
+        )
         if key in seen:
             continue
         seen.add(key)
@@ -423,8 +556,9 @@ def _best(t: Table, objective: str, mask: np.ndarray) -> int | None:
     return int(top_order(t, objective, idx, 1)[0]) if len(idx) else None
 
 
-def _why_nothing(t: Table, masks: dict[str, np.ndarray], options: list[Option], constraints: Constraints,
-                 objective: str) -> tuple[str, str]:
+def _why_nothing(
+    t: Table, masks: dict[str, np.ndarray], options: list[Option], constraints: Constraints, objective: str
+) -> tuple[str, str]:
     """Nothing is feasible: name the constraint(s) that cannot be met, the cheapest / fastest plan that
     exists without them, and by how much it misses."""
     hard = np.ones(len(t), dtype=bool)
@@ -433,9 +567,11 @@ def _why_nothing(t: Table, masks: dict[str, np.ndarray], options: list[Option], 
     if not hard.any():
         i = int(np.argmin(np.where(masks["min_dp_group"] & masks["max_gpus"], t["gpu_total_bytes"], np.inf)))
         c = candidate(t, i, options, masks, constraints)
-        return (f"no plan fits: the most memory-frugal ({c.option.label}, {c.gpus} GPUs, {c.settings()}) "
-                f"{'; '.join(c.violations) or 'violates the limits'}",
-                "allow more nodes (--max-nodes/--max-gpus), offload, or a GPU with more memory")
+        return (
+            f"no plan fits: the most memory-frugal ({c.option.label}, {c.gpus} GPUs, {c.settings()}) "
+            f"{'; '.join(c.violations) or 'violates the limits'}",
+            "allow more nodes (--max-nodes/--max-gpus), offload, or a GPU with more memory",
+        )
     parts = []
     if constraints.deadline_s is not None:
         best_t = _best(t, "time", hard & masks["budget"]) if constraints.budget_usd is not None else None
@@ -443,26 +579,36 @@ def _why_nothing(t: Table, masks: dict[str, np.ndarray], options: list[Option], 
         c = candidate(t, int(i), options)  # type: ignore[arg-type]
         if c.wall_s > constraints.deadline_s:
             within = " within the budget" if best_t is not None else ""
-            parts.append(f"deadline {fmt_duration(constraints.deadline_s)} is impossible: the fastest plan{within} "
-                         f"takes {fmt_duration(c.wall_s)} ({fmt_duration(c.wall_s - constraints.deadline_s)} over; "
-                         f"{c.option.label}, {c.gpus} GPUs, {c.settings()})")
+            parts.append(
+                f"deadline {fmt_duration(constraints.deadline_s)} is impossible: the fastest plan{within} "
+                f"takes {fmt_duration(c.wall_s)} ({fmt_duration(c.wall_s - constraints.deadline_s)} over; "
+                f"{c.option.label}, {c.gpus} GPUs, {c.settings()})"
+            )
     if constraints.budget_usd is not None:
         best_c = _best(t, "cost", hard & masks["deadline"]) if constraints.deadline_s is not None else None
         i = best_c if best_c is not None else _best(t, "cost", hard)
         c = candidate(t, int(i), options)  # type: ignore[arg-type]
         if c.total_usd is not None and c.total_usd > constraints.budget_usd:
             within = " within the deadline" if best_c is not None else ""
-            parts.append(f"budget {fmt_usd(constraints.budget_usd)} is too small: the cheapest plan{within} costs "
-                         f"{fmt_usd(c.total_usd)} ({fmt_usd(c.total_usd - constraints.budget_usd)}, "
-                         f"{_pct(c.total_usd, constraints.budget_usd)} over; {c.option.label}, {c.gpus} GPUs, "
-                         f"{fmt_duration(c.wall_s)})")
+            parts.append(
+                f"budget {fmt_usd(constraints.budget_usd)} is too small: the cheapest plan{within} costs "
+                f"{fmt_usd(c.total_usd)} ({fmt_usd(c.total_usd - constraints.budget_usd)}, "
+                f"{_pct(c.total_usd, constraints.budget_usd)} over; {c.option.label}, {c.gpus} GPUs, "
+                f"{fmt_duration(c.wall_s)})"
+            )
     if not parts:
         parts.append("no plan meets the deadline and the budget together")
     return "; ".join(parts), "relax --deadline or --budget, or add options (--offering, --max-gpus)"
 
 
-def _binding(t: Table, masks: dict[str, np.ndarray], options: list[Option], constraints: Constraints,
-             objective: str, chosen: Candidate) -> list[Binding]:
+def _binding(
+    t: Table,
+    masks: dict[str, np.ndarray],
+    options: list[Option],
+    constraints: Constraints,
+    objective: str,
+    chosen: Candidate,
+) -> list[Binding]:
     """A constraint binds when dropping it alone would give a better plan for the objective."""
     out = []
     obj = objective_column(t, objective)
@@ -475,20 +621,44 @@ def _binding(t: Table, masks: dict[str, np.ndarray], options: list[Option], cons
         if i is None or not obj[i] < chosen.objective(objective):
             continue
         c = candidate(t, i, options, masks, constraints)
-        out.append(Binding(name, c, f"without it: {c.option.label}, {c.gpus} GPUs, {c.settings()} — "
-                                    f"{compare_line(c, chosen, objective)}; but {'; '.join(c.violations)}"))
+        out.append(
+            Binding(
+                name,
+                c,
+                f"without it: {c.option.label}, {c.gpus} GPUs, {c.settings()} — "
+                f"{compare_line(c, chosen, objective)}; but {'; '.join(c.violations)}",
+            )
+        )
     return out
 
 
-def _alternatives(t: Table, masks: dict[str, np.ndarray], options: list[Option], constraints: Constraints,
-                  objective: str, chosen: Candidate, feasible: np.ndarray) -> list[Alternative]:
+def _alternatives(
+    t: Table,
+    masks: dict[str, np.ndarray],
+    options: list[Option],
+    constraints: Constraints,
+    objective: str,
+    chosen: Candidate,
+    feasible: np.ndarray,
+) -> list[Alternative]:
     """The chosen plan with one setting changed (the best micro-batch for it), and why each lost."""
     i0 = chosen.index
     sub = np.nonzero(t["option"] == t["option"][i0])[0]
     if len(options) > 1:
         sub = np.arange(len(t))
-    base = {c: t[c][i0] for c in ("option", "nodes", "zero_stage", "offload_optimizer", "offload_param",
-                                  "hpz_partition_size", "grad_ckpt", "micro_batch")}
+    base = {
+        c: t[c][i0]
+        for c in (
+            "option",
+            "nodes",
+            "zero_stage",
+            "offload_optimizer",
+            "offload_param",
+            "hpz_partition_size",
+            "grad_ckpt",
+            "micro_batch",
+        )
+    }
 
     def same(cols: tuple[str, ...], idx: np.ndarray) -> np.ndarray:
         m = np.ones(len(idx), dtype=bool)
@@ -505,8 +675,11 @@ def _alternatives(t: Table, masks: dict[str, np.ndarray], options: list[Option],
             return
         fe = pool[feasible[pool]]
         pick = fe if len(fe) else pool
-        j = int(top_order(t, objective, pick, 1)[0]) if len(fe) else \
-            int(pick[np.lexsort((pick, t["gpu_total_bytes"][pick]))][0])
+        j = (
+            int(top_order(t, objective, pick, 1)[0])
+            if len(fe)
+            else int(pick[np.lexsort((pick, t["gpu_total_bytes"][pick]))][0])
+        )
         c = candidate(t, j, options, masks, constraints)
         reason = "; ".join(c.violations) if c.violations else compare_line(c, chosen, objective)
         out.append(Alternative(change, c, reason))
@@ -526,7 +699,9 @@ def _alternatives(t: Table, masks: dict[str, np.ndarray], options: list[Option],
     pool = opt_sub[keep_all]
     node_values = np.unique(t["nodes"][pool])
     k = int(np.searchsorted(node_values, base["nodes"]))
-    for nv in {int(node_values[j]) for j in (k - 1, k + 1) if 0 <= j < len(node_values)} - {int(base["nodes"])}:
+    for nv in {int(node_values[j]) for j in (k - 1, k + 1) if 0 <= j < len(node_values)} - {
+        int(base["nodes"])
+    }:
         add(f"{nv} nodes", pool[t["nodes"][pool] == nv])
     # Neighbouring micro-batches at the same node count and settings.
     pool_n = pool[t["nodes"][pool] == base["nodes"]]
@@ -558,12 +733,24 @@ def as_dict(c: Candidate) -> dict[str, Any]:
     """A candidate as a flat JSON/CSV row."""
     p = c.plan
     return {
-        "option": c.option.name, "pricing": c.option.pricing or "", "hardware": c.option.hardware.name,
-        "nodes": p.nodes, "gpus": p.world_size, "zero_stage": p.zero_stage, "offload_optimizer": p.offload_optimizer,
-        "offload_param": p.offload_param, "hpz_partition_size": p.hpz_partition_size, "grad_ckpt": p.grad_ckpt,
-        "micro_batch": p.micro_batch, "grad_accum": p.grad_accum, "global_batch": p.global_batch,
-        "wall_days": round(c.wall_s / DAY_S, 4), "gpu_hours": round(c.gpu_hours, 1),
+        "option": c.option.name,
+        "pricing": c.option.pricing or "",
+        "hardware": c.option.hardware.name,
+        "nodes": p.nodes,
+        "gpus": p.world_size,
+        "zero_stage": p.zero_stage,
+        "offload_optimizer": p.offload_optimizer,
+        "offload_param": p.offload_param,
+        "hpz_partition_size": p.hpz_partition_size,
+        "grad_ckpt": p.grad_ckpt,
+        "micro_batch": p.micro_batch,
+        "grad_accum": p.grad_accum,
+        "global_batch": p.global_batch,
+        "wall_days": round(c.wall_s / DAY_S, 4),
+        "gpu_hours": round(c.gpu_hours, 1),
         "usd": None if c.total_usd is None else round(c.total_usd, 2),
-        "energy_mwh": round(c.energy_kwh / 1000, 3), "co2_t": None if c.co2_kg is None else round(c.co2_kg / 1000, 3),
-        "gib_per_gpu": round(c.gpu_total_bytes / GIB, 2), "hbm_headroom_gib": round((c.hbm_bytes - c.gpu_total_bytes) / GIB, 2),
+        "energy_mwh": round(c.energy_kwh / 1000, 3),
+        "co2_t": None if c.co2_kg is None else round(c.co2_kg / 1000, 3),
+        "gib_per_gpu": round(c.gpu_total_bytes / GIB, 2),
+        "hbm_headroom_gib": round((c.hbm_bytes - c.gpu_total_bytes) / GIB, 2),
     }

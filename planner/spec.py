@@ -99,9 +99,7 @@ class VisionTower(StrictModel):
                 f"({self.width} / {self.head_width} = {self.width / self.head_width:.3f} heads)"
             )
         if self.image_size % self.patch_size:
-            raise ValueError(
-                f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}"
-            )
+            raise ValueError(f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
         if self.rope and self.head_width % 4:
             raise ValueError(f"2-D RoPE needs head_width divisible by 4, got {self.head_width}")
         return self

@@ -53,8 +53,11 @@ class Option:
         if self.pricing == "on_prem":
             assert o.on_prem is not None  # guaranteed by make_option
             return o.on_prem.usd_per_node_hour(self.hardware.node_power_kw.value, o.pue.value)
-        price = {"on_demand": o.on_demand_usd_per_node_hour, "spot": o.spot_usd_per_node_hour,
-                 "committed": o.committed_usd_per_node_hour}[self.pricing or "on_demand"]
+        price = {
+            "on_demand": o.on_demand_usd_per_node_hour,
+            "spot": o.spot_usd_per_node_hour,
+            "committed": o.committed_usd_per_node_hour,
+        }[self.pricing or "on_demand"]
         assert price is not None
         return price.value
 
@@ -67,7 +70,9 @@ class Option:
     @property
     def host_ram_bytes(self) -> float:
         o = self.offering
-        return (o.host_ram_gib if o is not None and o.host_ram_gib else self.hardware.host_ram_gib).value * GIB
+        return (
+            o.host_ram_gib if o is not None and o.host_ram_gib else self.hardware.host_ram_gib
+        ).value * GIB
 
     @property
     def nvme_bytes(self) -> float:
@@ -76,10 +81,12 @@ class Option:
 
 
 def available_pricings(offering: OfferingSpec) -> list[str]:
-    have = {"on_demand": offering.on_demand_usd_per_node_hour is not None,
-            "spot": offering.spot_usd_per_node_hour is not None,
-            "committed": offering.committed_usd_per_node_hour is not None,
-            "on_prem": offering.on_prem is not None}
+    have = {
+        "on_demand": offering.on_demand_usd_per_node_hour is not None,
+        "spot": offering.spot_usd_per_node_hour is not None,
+        "committed": offering.committed_usd_per_node_hour is not None,
+        "on_prem": offering.on_prem is not None,
+    }
     return [p for p in PRICINGS if have[p]]
 
 
@@ -91,13 +98,16 @@ def make_option(hardware: HardwareSpec, offering: OfferingSpec | None, pricing: 
     if pricing is None:
         pricing = "on_demand" if "on_demand" in have else have[0]
     if pricing not in have:
-        raise InfeasibleError(f"offering '{offering.name}' has no {pricing} price",
-                              hint=f"it has: {', '.join(have)}; choose another --pricing or offering")
+        raise InfeasibleError(
+            f"offering '{offering.name}' has no {pricing} price",
+            hint=f"it has: {', '.join(have)}; choose another --pricing or offering",
+        )
     return Option(hardware, offering, pricing)  # type: ignore[arg-type]
 
 
-def evaluate_grid(model: ModelSpec, option: Option, training: TrainingSpec, grid: Grid, *,
-                  detail: bool = False) -> dict[str, np.ndarray]:
+def evaluate_grid(
+    model: ModelSpec, option: Option, training: TrainingSpec, grid: Grid, *, detail: bool = False
+) -> dict[str, np.ndarray]:
     """Per-GPU memory total, host RAM, NVMe, step-time terms, wall time, money and energy of every
     candidate (arrays of len(grid)); with detail, also every per-GPU memory term (`mem.<term>`).
     Keys follow estimate()'s report names."""
@@ -117,40 +127,74 @@ def evaluate_grid(model: ModelSpec, option: Option, training: TrainingSpec, grid
     for _stage, idx in grid.stage_slices():
         g = grid.take(idx)
         plan_kw = dict(
-            nodes=g.nodes, zero_stage=g.zero_stage, offload_optimizer=g.offload_optimizer != 0,
-            offload_param=g.offload_param != 0, nvme_optimizer=g.offload_optimizer == 2,
-            nvme_param=g.offload_param == 2, micro_batch=g.micro_batch, grad_ckpt=g.grad_ckpt,
-            overlap_comm=True, hpz_partition_size=g.hpz_partition_size, local_loss=True, gather_with_grad=True,
+            nodes=g.nodes,
+            zero_stage=g.zero_stage,
+            offload_optimizer=g.offload_optimizer != 0,
+            offload_param=g.offload_param != 0,
+            nvme_optimizer=g.offload_optimizer == 2,
+            nvme_param=g.offload_param == 2,
+            micro_batch=g.micro_batch,
+            grad_ckpt=g.grad_ckpt,
+            overlap_comm=True,
+            hpz_partition_size=g.hpz_partition_size,
+            local_loss=True,
+            gather_with_grad=True,
         )
-        terms, ms, _act = ev.gpu_memory_terms(model, hw, image_size=training.image_size,
-                                             patch_dropout=training.patch_dropout, **plan_kw)
+        terms, ms, _act = ev.gpu_memory_terms(
+            model, hw, image_size=training.image_size, patch_dropout=training.patch_dropout, **plan_kw
+        )
         if detail:
             for k, v in terms.items():
                 put(f"mem.{k}", idx, v)
         put("gpu_total_bytes", idx, ev.ordered_sum(terms))
         put("host_per_node_bytes", idx, ev.ordered_sum(ev.host_memory_terms(ms, hw.gpus_per_node)))
         put("nvme_per_node_bytes", idx, ms.nvme_per_node)
-        st = ev.step_terms(model, hw, image_size=training.image_size, patch_dropout=training.patch_dropout,
-                           grad_accum=g.grad_accum, **plan_kw)
+        st = ev.step_terms(
+            model,
+            hw,
+            image_size=training.image_size,
+            patch_dropout=training.patch_dropout,
+            grad_accum=g.grad_accum,
+            **plan_kw,
+        )
         for k in ("compute_s", "overhead_s", "comm_total_s", "comm_exposed_s", "offload_s", "step_s"):
             put(k, idx, st[k])
         B = g.global_batch
-        common = dict(nodes=g.nodes, samples=training.samples, global_batch=B, step_s=st["step_s"],
-                      restart_s=restart_s, checkpoint_every_s=training.checkpoint_every_s,
-                      storage_usd_per_gb_month=stor, checkpoints_kept=training.checkpoints_kept,
-                      dataset_tb=training.dataset_tb)
-        run = ev.wall_and_cost(model, hw, usd_per_node_hour=usd, spot_interruptions_per_node_month=spot, **common)
+        common = dict(
+            nodes=g.nodes,
+            samples=training.samples,
+            global_batch=B,
+            step_s=st["step_s"],
+            restart_s=restart_s,
+            checkpoint_every_s=training.checkpoint_every_s,
+            storage_usd_per_gb_month=stor,
+            checkpoints_kept=training.checkpoints_kept,
+            dataset_tb=training.dataset_tb,
+        )
+        run = ev.wall_and_cost(
+            model, hw, usd_per_node_hour=usd, spot_interruptions_per_node_month=spot, **common
+        )
         # The wall time does not depend on the price; only spot reclaims change it.
-        base = run if spot == 0.0 else ev.wall_and_cost(
-            model, hw, usd_per_node_hour=0.0, spot_interruptions_per_node_month=0.0, **common)
+        base = (
+            run
+            if spot == 0.0
+            else ev.wall_and_cost(
+                model, hw, usd_per_node_hour=0.0, spot_interruptions_per_node_month=0.0, **common
+            )
+        )
         put("wall_s", idx, run["wall"].wall_s)
         put("gpu_hours", idx, run["money"].gpu_hours)
         put("total_usd", idx, run["money"].total_usd)
         put("storage_usd", idx, run["money"].storage_usd)
         if off is not None:
             # Energy as estimate() reports it: from the failure-only wall time (no spot reclaims).
-            en = cost.energy(g.nodes, hw.node_power_kw.value, base["wall"].wall_s, off.pue.value,
-                             off.grid_gco2_per_kwh.value)
+            en = cost.energy(
+                g.nodes,
+                hw.node_power_kw.value,
+                base["wall"].wall_s,
+                off.pue.value,
+                off.grid_gco2_per_kwh.value,
+            )
         else:
             # Unpriced: IT energy at PUE 1 and no grid figure (no CO2).
             en = cost.energy(g.nodes, hw.node_power_kw.value, base["wall"].wall_s, 1.0, 0.0)

@@ -12,8 +12,16 @@ from planner import profiles as prof
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec
 
 MODEL_NAMES = [
-    "eva01-clip-g14", "eva02-clip-b16", "eva02-clip-l14", "eva02-clip-l14-336", "eva02-clip-e14",
-    "eva02-clip-e14-plus", "eva-clip-8b", "eva-clip-8b-448", "eva-clip-18b", "eva-clip-debug",
+    "eva01-clip-g14",
+    "eva02-clip-b16",
+    "eva02-clip-l14",
+    "eva02-clip-l14-336",
+    "eva02-clip-e14",
+    "eva02-clip-e14-plus",
+    "eva-clip-8b",
+    "eva-clip-8b-448",
+    "eva-clip-18b",
+    "eva-clip-debug",
 ]
 HARDWARE_NAMES = ["h100-sxm", "mi300x", "a100-80gb", "h200", "b200", "mi325x"]
 REQUIRED_OFFERINGS = ["aws-p5", "azure-nd-mi300x-v5", "oci-bm-gpu-mi300x", "coreweave-h100", "lambda-h100"]
@@ -47,8 +55,13 @@ def test_model_matches_official_config(name: str, shared_dir: Path):
     official = json.loads((shared_dir / "reference" / "eva-model-configs" / cfg_name).read_text())
     v, t = official["vision_cfg"], official["text_cfg"]
     assert m.embed_dim == official["embed_dim"]
-    assert (m.vision.image_size, m.vision.patch_size, m.vision.width, m.vision.depth, m.vision.head_width) == (
-        v["image_size"], v["patch_size"], v["width"], v["layers"], v["head_width"])
+    assert (
+        m.vision.image_size,
+        m.vision.patch_size,
+        m.vision.width,
+        m.vision.depth,
+        m.vision.head_width,
+    ) == (v["image_size"], v["patch_size"], v["width"], v["layers"], v["head_width"])
     assert m.vision.mlp_ratio == v["mlp_ratio"]
     assert (m.vision.mlp == "swiglu") == bool(v.get("naiveswiglu", False))
     assert (m.vision.norm == "rmsnorm") == bool(v.get("use_rms_norm", False))
@@ -58,7 +71,12 @@ def test_model_matches_official_config(name: str, shared_dir: Path):
     assert m.vision.postnorm == v.get("postnorm", False)
     assert m.vision.drop_path_rate == v["drop_path_rate"]
     assert (m.text.context_length, m.text.vocab_size, m.text.width, m.text.heads, m.text.layers) == (
-        t["context_length"], t["vocab_size"], t["width"], t["heads"], t["layers"])
+        t["context_length"],
+        t["vocab_size"],
+        t["width"],
+        t["heads"],
+        t["layers"],
+    )
 
 
 def test_debug_model_is_tiny():
@@ -132,7 +150,9 @@ def test_user_profile_overrides_bundled(cli, user_profiles: Path):
 
 # ------------------------------------------------------------------ bad profiles: one clear line
 def _write_bad(user_profiles: Path, kind: str, name: str, mutate) -> Path:
-    data = _bundled_yaml(kind, {"hardware": "h100-sxm", "offerings": "aws-p5", "models": "eva02-clip-b16"}[kind])
+    data = _bundled_yaml(
+        kind, {"hardware": "h100-sxm", "offerings": "aws-p5", "models": "eva02-clip-b16"}[kind]
+    )
     data["name"] = name
     mutate(data)
     p = user_profiles / kind / f"{name}.yaml"
@@ -145,11 +165,24 @@ BAD_CASES = {
     "missing-key": ("hardware", lambda d: d.pop("tdp_w"), "tdp_w", "add it"),
     "wrong-type": ("hardware", lambda d: d.update(gpus_per_node="eight"), "gpus_per_node", "integer"),
     "zero-gpus": ("hardware", lambda d: d.update(gpus_per_node=0), "gpus_per_node", "greater than 0"),
-    "negative-price": ("offerings", lambda d: d["on_demand_usd_per_node_hour"].update(value=-1.0),
-                       "on_demand_usd_per_node_hour.value", "greater than 0"),
-    "nan-price": ("offerings", lambda d: d["on_demand_usd_per_node_hour"].update(value=float("nan")),
-                  "on_demand_usd_per_node_hour.value", "finite"),
-    "no-date": ("offerings", lambda d: d["on_demand_usd_per_node_hour"].pop("observed"), "observed", "add it"),
+    "negative-price": (
+        "offerings",
+        lambda d: d["on_demand_usd_per_node_hour"].update(value=-1.0),
+        "on_demand_usd_per_node_hour.value",
+        "greater than 0",
+    ),
+    "nan-price": (
+        "offerings",
+        lambda d: d["on_demand_usd_per_node_hour"].update(value=float("nan")),
+        "on_demand_usd_per_node_hour.value",
+        "finite",
+    ),
+    "no-date": (
+        "offerings",
+        lambda d: d["on_demand_usd_per_node_hour"].pop("observed"),
+        "observed",
+        "add it",
+    ),
     "bad-heads": ("models", lambda d: d["vision"].update(head_width=100), "divisible", "head_width"),
     "bad-patch": ("models", lambda d: d["vision"].update(image_size=225), "divisible", "patch_size"),
 }

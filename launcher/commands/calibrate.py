@@ -37,13 +37,16 @@ def _from_job(name: str, dirs: list[str]) -> tuple[cb.Observation, HardwareSpec]
     try:
         est = Estimate.model_validate(record.estimate)
     except ValidationError as e:
-        raise EvaplanError(f"job '{name}' has no evaplan estimate in its record ({e.errors()[0].get('msg')})",
-                           hint="calibrate from its metrics.jsonl with --hardware instead") from None
+        raise EvaplanError(
+            f"job '{name}' has no evaplan estimate in its record ({e.errors()[0].get('msg')})",
+            hint="calibrate from its metrics.jsonl with --hardware instead",
+        ) from None
     metrics = record.backend_data.get("metrics_path")
     if not metrics:
         raise EvaplanError(
             f"job '{name}' ran on {record.backend}: its metrics.jsonl is on the job's output volume, not here",
-            hint=f"copy it out (kubectl cp) and run `evaplan calibrate METRICS.jsonl --hardware {est.hardware}`")
+            hint=f"copy it out (kubectl cp) and run `evaplan calibrate METRICS.jsonl --hardware {est.hardware}`",
+        )
     run = cb.read_run(metrics)
     hardware = prof.load_hardware(est.hardware, dirs)
     model = prof.load_model(est.model, dirs)
@@ -55,11 +58,15 @@ def _from_file(path: str, hardware_name: str | None, dirs: list[str]) -> tuple[c
     run = cb.read_run(path)
     name = hardware_name or run.start.get("hardware")
     if not name:
-        raise EvaplanError(f"metrics file {path} does not name its hardware (the run had no hardware profile)",
-                           hint="add --hardware NAME")
+        raise EvaplanError(
+            f"metrics file {path} does not name its hardware (the run had no hardware profile)",
+            hint="add --hardware NAME",
+        )
     if hardware_name and run.start.get("hardware") not in (None, hardware_name):
-        raise EvaplanError(f"metrics file {path} is from hardware '{run.start['hardware']}', not '{hardware_name}'",
-                           hint=f"drop --hardware or use --hardware {run.start['hardware']}")
+        raise EvaplanError(
+            f"metrics file {path} is from hardware '{run.start['hardware']}', not '{hardware_name}'",
+            hint=f"drop --hardware or use --hardware {run.start['hardware']}",
+        )
     hardware = prof.load_hardware(name, dirs)
     model = prof.load_model(run.start["model"], dirs)
     plan, training = cb.plan_from_start(run, model, hardware)
@@ -73,30 +80,56 @@ def _earlier(cal: cb.CalibrationSpec, hardware: HardwareSpec, dirs: list[str]) -
 
 def report_rows(before: HardwareSpec, cal: cb.CalibrationSpec) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = [
-        {"factor": "mfu_default", "profile": f"{before.mfu_default.value:.4g}", "calibrated": f"{cal.mfu_default.value:.4g}",
-         "how": "compute efficiency that makes the planner's step match the measured median"},
-        {"factor": "memory_reserved_gib", "profile": f"{before.memory_reserved_gib.value:.4g}",
-         "calibrated": f"{cal.memory_reserved_gib.value:.4g}", "how": "measured peak − derived memory terms (max over runs)"},
+        {
+            "factor": "mfu_default",
+            "profile": f"{before.mfu_default.value:.4g}",
+            "calibrated": f"{cal.mfu_default.value:.4g}",
+            "how": "compute efficiency that makes the planner's step match the measured median",
+        },
+        {
+            "factor": "memory_reserved_gib",
+            "profile": f"{before.memory_reserved_gib.value:.4g}",
+            "calibrated": f"{cal.memory_reserved_gib.value:.4g}",
+            "how": "measured peak − derived memory terms (max over runs)",
+        },
     ]
     for key, per in (("microbatch_overhead_s", "micro-batch"), ("step_overhead_s", "optimizer step")):
         fitted = getattr(cal, key)
-        rows.append({"factor": key, "profile": "derived (planner/compute.py)",
-                     "calibrated": f"{fitted.value:.4g}" if fitted is not None else "derived (not fitted)",
-                     "how": f"fixed time per {per}, fitted with the MFU" if fitted is not None else
-                            "needs runs of more layouts (micro-batch, gradient accumulation)"})
+        rows.append(
+            {
+                "factor": key,
+                "profile": "derived (planner/compute.py)",
+                "calibrated": f"{fitted.value:.4g}" if fitted is not None else "derived (not fitted)",
+                "how": f"fixed time per {per}, fitted with the MFU"
+                if fitted is not None
+                else "needs runs of more layouts (micro-batch, gradient accumulation)",
+            }
+        )
     return rows
 
 
 @click.command("calibrate")
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--hardware", "hardware_name", default=None,
-              help="Hardware profile of a metrics file's run (default: the one its start record names).")
+@click.option(
+    "--hardware",
+    "hardware_name",
+    default=None,
+    help="Hardware profile of a metrics file's run (default: the one its start record names).",
+)
 @click.option("--reset", is_flag=True, help="Forget the runs of an earlier calibration of this hardware.")
 @click.option("--dry-run", is_flag=True, help="Fit and print, but write nothing.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True
+)
 @click.pass_context
-def command(ctx: click.Context, sources: tuple[str, ...], hardware_name: str | None, reset: bool, dry_run: bool,
-            fmt: str) -> None:
+def command(
+    ctx: click.Context,
+    sources: tuple[str, ...],
+    hardware_name: str | None,
+    reset: bool,
+    dry_run: bool,
+    fmt: str,
+) -> None:
     """Fit achieved MFU, fixed step overheads (given runs of ≥ 2 layouts) and runtime memory from the
     trainer's metrics of JOBs (launched by evaplan) or METRICS.jsonl files, and write the hardware's
     calibration profile with the runs it came from.
@@ -112,12 +145,16 @@ def command(ctx: click.Context, sources: tuple[str, ...], hardware_name: str | N
             obs, hw = _from_file(src, hardware_name, dirs)
         else:
             if hardware_name:
-                raise EvaplanError(f"--hardware applies to metrics files; job '{src}' has its plan's hardware",
-                                   hint="drop --hardware")
+                raise EvaplanError(
+                    f"--hardware applies to metrics files; job '{src}' has its plan's hardware",
+                    hint="drop --hardware",
+                )
             obs, hw = _from_job(src, dirs)
         if hardware is not None and hw.name != hardware.name:
-            raise EvaplanError(f"runs of two hardware profiles given ({hardware.name}, {hw.name})",
-                               hint="calibrate one hardware profile at a time")
+            raise EvaplanError(
+                f"runs of two hardware profiles given ({hardware.name}, {hw.name})",
+                hint="calibrate one hardware profile at a time",
+            )
         if any(o.job == obs.job for o in observations):
             raise EvaplanError(f"run '{obs.job}' given twice", hint="name each run once")
         hardware = hw
@@ -134,12 +171,16 @@ def command(ctx: click.Context, sources: tuple[str, ...], hardware_name: str | N
         click.echo(dumps_json({"written": str(path) if path else None, "calibration": cal}), nl=False)
         return
     where = f"wrote {path}" if path else "dry run: nothing written"
-    click.echo(f"{where}: {cal.describe()}" + (f" ({len(kept)} kept from the earlier calibration)" if kept else ""))
+    click.echo(
+        f"{where}: {cal.describe()}" + (f" ({len(kept)} kept from the earlier calibration)" if kept else "")
+    )
     click.echo(format_rows(report_rows(hardware, cal), fmt), nl=False)
     click.echo("\npredicted vs measured step time and memory per GPU, by run")
     click.echo(format_rows(cb.comparison_rows(cal), fmt), nl=False)
     for r in cal.runs:
         if r.comm_logged_bytes_measured is not None and r.comm_logged_bytes_predicted:
             ratio = r.comm_logged_bytes_measured / r.comm_logged_bytes_predicted
-            click.echo(f"comm volume of {r.job} (DeepSpeed comms logger): {r.comm_logged_bytes_measured:,.0f} B/step "
-                       f"measured vs {r.comm_logged_bytes_predicted:,.0f} B predicted ({ratio:.2f}×)")
+            click.echo(
+                f"comm volume of {r.job} (DeepSpeed comms logger): {r.comm_logged_bytes_measured:,.0f} B/step "
+                f"measured vs {r.comm_logged_bytes_predicted:,.0f} B predicted ({ratio:.2f}×)"
+            )

@@ -21,7 +21,9 @@ def best_per_option(res: SearchResult) -> list[Candidate | None]:
     out: list[Candidate | None] = []
     for k in range(len(res.options)):
         idx = (res.feasible & (t["option"] == k)).nonzero()[0]
-        out.append(candidate(t, int(top_order(t, res.objective, idx, 1)[0]), res.options) if len(idx) else None)
+        out.append(
+            candidate(t, int(top_order(t, res.objective, idx, 1)[0]), res.options) if len(idx) else None
+        )
     return out
 
 
@@ -40,7 +42,9 @@ def relation(c: Candidate, base: Candidate) -> str:
     dt = _rel(c.wall_s, base.wall_s)
     if dt is not None:
         parts.append("as fast" if abs(dt) < 0.005 else f"{abs(dt):.0%} {'faster' if dt < 0 else 'slower'}")
-    return ", ".join(parts) + (" as " if parts and parts[-1].startswith("as ") else " than ") + base.option.label
+    return (
+        ", ".join(parts) + (" as " if parts and parts[-1].startswith("as ") else " than ") + base.option.label
+    )
 
 
 def compare_rows(res: SearchResult, best: list[Candidate | None], base_k: int) -> list[dict[str, Any]]:
@@ -50,20 +54,41 @@ def compare_rows(res: SearchResult, best: list[Candidate | None], base_k: int) -
     for k, c in enumerate(best):
         opt = res.options[k]
         if c is None:
-            rows.append({"option": opt.label, "hardware": opt.hardware.name, "GPUs": "-",
-                         "settings": "no feasible plan", "wall": "-", "GPU-hours": "-", "cost": "-",
-                         "$/B samples": "-", "energy": "-", "CO2": "-", "HBM headroom": "-", "vs baseline": "-"})
+            rows.append(
+                {
+                    "option": opt.label,
+                    "hardware": opt.hardware.name,
+                    "GPUs": "-",
+                    "settings": "no feasible plan",
+                    "wall": "-",
+                    "GPU-hours": "-",
+                    "cost": "-",
+                    "$/B samples": "-",
+                    "energy": "-",
+                    "CO2": "-",
+                    "HBM headroom": "-",
+                    "vs baseline": "-",
+                }
+            )
             continue
-        rows.append({
-            "option": opt.label, "hardware": opt.hardware.name, "GPUs": c.gpus, "settings": c.settings(),
-            "wall": fmt_duration(c.wall_s), "GPU-hours": f"{c.gpu_hours:,.0f}",
-            "cost": fmt_usd(c.total_usd) if c.total_usd is not None else "-",
-            "$/B samples": fmt_usd(c.total_usd / samples * 1e9) if c.total_usd is not None else "-",
-            "energy": f"{c.energy_kwh / 1000:,.1f} MWh",
-            "CO2": f"{c.co2_kg / 1000:,.1f} t" if c.co2_kg is not None else "-",
-            "HBM headroom": f"{(c.hbm_bytes - c.gpu_total_bytes) / GIB:.1f} GiB",
-            "vs baseline": "baseline" if k == base_k else (relation(c, base) if base is not None else "-"),
-        })
+        rows.append(
+            {
+                "option": opt.label,
+                "hardware": opt.hardware.name,
+                "GPUs": c.gpus,
+                "settings": c.settings(),
+                "wall": fmt_duration(c.wall_s),
+                "GPU-hours": f"{c.gpu_hours:,.0f}",
+                "cost": fmt_usd(c.total_usd) if c.total_usd is not None else "-",
+                "$/B samples": fmt_usd(c.total_usd / samples * 1e9) if c.total_usd is not None else "-",
+                "energy": f"{c.energy_kwh / 1000:,.1f} MWh",
+                "CO2": f"{c.co2_kg / 1000:,.1f} t" if c.co2_kg is not None else "-",
+                "HBM headroom": f"{(c.hbm_bytes - c.gpu_total_bytes) / GIB:.1f} GiB",
+                "vs baseline": "baseline"
+                if k == base_k
+                else (relation(c, base) if base is not None else "-"),
+            }
+        )
     return rows
 
 
@@ -71,26 +96,45 @@ def compare_json(res: SearchResult, best: list[Candidate | None], base_k: int) -
     base = best[base_k]
     opts = []
     for k, c in enumerate(best):
-        entry: dict[str, Any] = {"option": res.options[k].name, "pricing": res.options[k].pricing,
-                                 "plan": as_dict(c) if c else None}
+        entry: dict[str, Any] = {
+            "option": res.options[k].name,
+            "pricing": res.options[k].pricing,
+            "plan": as_dict(c) if c else None,
+        }
         if c is not None:
-            entry["usd_per_billion_samples"] = (c.total_usd / res.training.samples * 1e9
-                                                if c.total_usd is not None else None)
+            entry["usd_per_billion_samples"] = (
+                c.total_usd / res.training.samples * 1e9 if c.total_usd is not None else None
+            )
             if base is not None and k != base_k:
                 entry["relative_to_baseline"] = {
-                    "cost": _rel(c.total_usd, base.total_usd), "gpu_hours": _rel(c.gpu_hours, base.gpu_hours),
-                    "wall_time": _rel(c.wall_s, base.wall_s), "energy": _rel(c.energy_kwh, base.energy_kwh),
-                    "summary": relation(c, base)}
+                    "cost": _rel(c.total_usd, base.total_usd),
+                    "gpu_hours": _rel(c.gpu_hours, base.gpu_hours),
+                    "wall_time": _rel(c.wall_s, base.wall_s),
+                    "energy": _rel(c.energy_kwh, base.energy_kwh),
+                    "summary": relation(c, base),
+                }
         opts.append(entry)
-    return {"model": res.model.name, "objective": res.objective, "baseline": res.options[base_k].name,
-            "samples": res.training.samples, "options": opts}
+    return {
+        "model": res.model.name,
+        "objective": res.objective,
+        "baseline": res.options[base_k].name,
+        "samples": res.training.samples,
+        "options": opts,
+    }
 
 
 @click.command("compare", cls=MultiValueCommand)
 @search_options
-@click.option("--baseline", default=None, help="Option the others are compared with (default: the first named).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table",
-              show_default=True)
+@click.option(
+    "--baseline", default=None, help="Option the others are compared with (default: the first named)."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv", "markdown"]),
+    default="table",
+    show_default=True,
+)
 @click.pass_context
 def command(ctx: click.Context, fmt: str, plot_path: str | None, baseline: str | None, **kw: Any) -> None:
     """Each option's best plan side by side: wall time, GPU-hours, dollars, dollars per billion samples,
@@ -103,8 +147,10 @@ def command(ctx: click.Context, fmt: str, plot_path: str | None, baseline: str |
     best = best_per_option(res)
     names = [o.name for o in res.options]
     if baseline is not None and baseline not in names:
-        raise EvaplanError(f"--baseline {baseline} is not one of the options compared",
-                           hint=f"use one of: {', '.join(names)}")
+        raise EvaplanError(
+            f"--baseline {baseline} is not one of the options compared",
+            hint=f"use one of: {', '.join(names)}",
+        )
     base_k = names.index(baseline) if baseline else 0
     if fmt == "json":
         click.echo(dumps_json(compare_json(res, best, base_k)), nl=False)
@@ -118,6 +164,9 @@ def command(ctx: click.Context, fmt: str, plot_path: str | None, baseline: str |
     if plot_path:
         from planner.plots import plot_search
 
-        plot_search(res, plot_path, title=f"evaplan compare: {res.model.name}, objective {res.objective}",
-                    chosen=[c for c in best if c is not None])
-
+        plot_search(
+            res,
+            plot_path,
+            title=f"evaplan compare: {res.model.name}, objective {res.objective}",
+            chosen=[c for c in best if c is not None],
+        )

@@ -44,35 +44,72 @@ def summary_rows(e: Estimate) -> list[dict[str, str]]:
     p, m, c, t = e.plan, e.memory, e.compute, e.time
     rows: list[tuple[str, str, str]] = [
         ("plan", "cluster", f"{p.nodes} nodes × {p.gpus_per_node} {e.hardware} = {p.world_size} GPUs"),
-        ("plan", "batch", f"global {p.global_batch:,} = micro-batch {p.micro_batch} × grad-accum {p.grad_accum} × {p.world_size}"),
-        ("plan", "ZeRO", f"stage {p.zero_stage}, offload optimizer {p.offload_optimizer}, param {p.offload_param}, "
-                         f"grad ckpt {'on' if p.grad_ckpt else 'off'}, {p.precision}"),
-        ("plan", "training", f"{e.training.samples:,.0f} samples at {e.training.image_size}px, "
-                             f"patch dropout {e.training.patch_dropout:g}"),
+        (
+            "plan",
+            "batch",
+            f"global {p.global_batch:,} = micro-batch {p.micro_batch} × grad-accum {p.grad_accum} × {p.world_size}",
+        ),
+        (
+            "plan",
+            "ZeRO",
+            f"stage {p.zero_stage}, offload optimizer {p.offload_optimizer}, param {p.offload_param}, "
+            f"grad ckpt {'on' if p.grad_ckpt else 'off'}, {p.precision}",
+        ),
+        (
+            "plan",
+            "training",
+            f"{e.training.samples:,.0f} samples at {e.training.image_size}px, "
+            f"patch dropout {e.training.patch_dropout:g}",
+        ),
         ("params", "total", f"{e.params.total:,} (vision {e.params.vision:,}, text {e.params.text:,})"),
     ]
     for k, v in m.gpu_terms.items():
         if abs(v) >= 2**20:  # hide zero terms and int() rounding residues
             rows.append(("memory/GPU", k, _gib(v)))
     rows += [
-        ("memory/GPU", "total", f"{_gib(m.gpu_total_bytes)} of {_gib(m.hbm_bytes)} ({_gib(m.gpu_headroom_bytes)} headroom)"),
+        (
+            "memory/GPU",
+            "total",
+            f"{_gib(m.gpu_total_bytes)} of {_gib(m.hbm_bytes)} ({_gib(m.gpu_headroom_bytes)} headroom)",
+        ),
         ("memory/node", "host RAM", f"{_gib(m.host_per_node_bytes)} of {_gib(m.host_ram_bytes)}"),
     ]
     if m.nvme_per_node_bytes:
         rows.append(("memory/node", "NVMe", _bytes(m.nvme_per_node_bytes)))
     for col in e.comm.collectives:
         if col.message_bytes:
-            rows.append(("comm/step", col.name, f"{_bytes(col.message_bytes)} per GPU in {col.calls:,.0f} calls, "
-                                                f"{_dur(col.time_s)}"))
+            rows.append(
+                (
+                    "comm/step",
+                    col.name,
+                    f"{_bytes(col.message_bytes)} per GPU in {col.calls:,.0f} calls, {_dur(col.time_s)}",
+                )
+            )
     rows += [
-        ("comm/step", "per GPU", f"{_bytes(e.comm.message_bytes_per_gpu)} (ring: {_bytes(e.comm.ring_bytes_per_gpu)} sent, "
-                                 f"{_bytes(e.comm.inter_node_bytes_per_gpu)} inter-node)"),
-        ("comm/step", "cluster", f"{_bytes(e.comm.cluster_ring_bytes)} sent ({_bytes(e.comm.cluster_inter_node_bytes)} inter-node)"),
-        ("time/step", "compute", f"{_dur(c.compute_s)} (GEMM efficiency {c.gemm_efficiency:.0%} at micro-batch "
-                                 f"{e.plan.micro_batch})"),
-        ("time/step", "overhead", f"{_dur(c.overhead_s)} ({_dur(e.figure('time.microbatch_overhead').value)} per "
-                                  f"micro-batch × {e.plan.grad_accum} + {_dur(e.figure('time.step_overhead').value)} "
-                                  f"per step)"),
+        (
+            "comm/step",
+            "per GPU",
+            f"{_bytes(e.comm.message_bytes_per_gpu)} (ring: {_bytes(e.comm.ring_bytes_per_gpu)} sent, "
+            f"{_bytes(e.comm.inter_node_bytes_per_gpu)} inter-node)",
+        ),
+        (
+            "comm/step",
+            "cluster",
+            f"{_bytes(e.comm.cluster_ring_bytes)} sent ({_bytes(e.comm.cluster_inter_node_bytes)} inter-node)",
+        ),
+        (
+            "time/step",
+            "compute",
+            f"{_dur(c.compute_s)} (GEMM efficiency {c.gemm_efficiency:.0%} at micro-batch "
+            f"{e.plan.micro_batch})",
+        ),
+        (
+            "time/step",
+            "overhead",
+            f"{_dur(c.overhead_s)} ({_dur(e.figure('time.microbatch_overhead').value)} per "
+            f"micro-batch × {e.plan.grad_accum} + {_dur(e.figure('time.step_overhead').value)} "
+            f"per step)",
+        ),
         ("time/step", "exposed comm", f"{_dur(e.comm.exposed_s)} of {_dur(e.comm.total_s)}"),
     ]
     if c.offload_s:
@@ -81,15 +118,25 @@ def summary_rows(e: Estimate) -> list[dict[str, str]]:
         ("time/step", "step", _dur(c.step_s)),
         ("throughput", "samples/s", f"{c.samples_per_s:,.0f} (MFU {c.mfu:.1%})"),
         ("time", "steps", f"{t.steps:,.0f}"),
-        ("time", "checkpoints", f"{t.checkpoints:,.0f} every {_dur(t.checkpoint_interval_s)}, {_bytes(t.checkpoint_bytes)} each, "
-                                f"{_dur(t.checkpoint_stall_s)} stalled"),
+        (
+            "time",
+            "checkpoints",
+            f"{t.checkpoints:,.0f} every {_dur(t.checkpoint_interval_s)}, {_bytes(t.checkpoint_bytes)} each, "
+            f"{_dur(t.checkpoint_stall_s)} stalled",
+        ),
         ("time", "wall", f"{_dur(t.wall_s)} (start-up {_dur(t.startup_s)}, rework {_dur(t.rework_s)})"),
     ]
     if e.cost is not None:
         rows.append(("cost", "GPU-hours", f"{e.cost.gpu_hours:,.0f} ({e.cost.node_hours:,.0f} node-hours)"))
         for pr in e.cost.prices:
-            rows.append(("cost", pr.pricing, f"${pr.total_usd:,.0f} (${pr.usd_per_node_hour:,.2f}/node-h, "
-                                             f"{_dur(pr.wall_s)}, storage ${pr.storage_usd:,.0f})"))
+            rows.append(
+                (
+                    "cost",
+                    pr.pricing,
+                    f"${pr.total_usd:,.0f} (${pr.usd_per_node_hour:,.2f}/node-h, "
+                    f"{_dur(pr.wall_s)}, storage ${pr.storage_usd:,.0f})",
+                )
+            )
         rows.append(("cost", "energy", f"{e.cost.energy_kwh:,.0f} kWh, {e.cost.co2_kg / 1000:,.1f} t CO2e"))
     rows.append(("verdict", "fit", e.verdict))
     for ch in e.chosen:
@@ -101,12 +148,22 @@ def calibration_rows(cal: CalibrationSpec | None) -> list[dict[str, str]]:
     """Say whether a calibration was used and, if so, predicted vs measured for the runs behind it."""
     if cal is None:
         return []
-    rows = [{"section": "calibration", "figure": "applied",
-             "value": f"{cal.describe()} (--no-calibration to ignore it)"}]
+    rows = [
+        {
+            "section": "calibration",
+            "figure": "applied",
+            "value": f"{cal.describe()} (--no-calibration to ignore it)",
+        }
+    ]
     for r in comparison_rows(cal):
-        rows.append({"section": "calibration", "figure": r["run"],
-                     "value": f"{r['layout']}: measured {r['measured step']}; uncalibrated {r['uncalibrated']}; "
-                              f"calibrated {r['calibrated']}"})
+        rows.append(
+            {
+                "section": "calibration",
+                "figure": r["run"],
+                "value": f"{r['layout']}: measured {r['measured step']}; uncalibrated {r['uncalibrated']}; "
+                f"calibrated {r['calibrated']}",
+            }
+        )
     return rows
 
 
@@ -116,8 +173,12 @@ def explain_text(e: Estimate) -> str:
         out.append(f"{f.name} = {f.value:,.6g} {f.unit}")
         out.append(f"    formula: {f.formula}")
         if f.inputs:
-            out.append("    inputs:  " + ", ".join(f"{k}={v:,.6g}" if isinstance(v, float) else f"{k}={v}"
-                                              for k, v in f.inputs.items()))
+            out.append(
+                "    inputs:  "
+                + ", ".join(
+                    f"{k}={v:,.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in f.inputs.items()
+                )
+            )
         if f.source:
             out.append(f"    source:  {f.source}")
     return "\n".join(out) + "\n"
@@ -137,22 +198,56 @@ def explain_text(e: Estimate) -> str:
 @click.option("--zero-stage", type=click.IntRange(0, 3), default=None)
 @click.option("--offload-optimizer", type=click.Choice(["none", "cpu", "nvme"]), default=None)
 @click.option("--offload-param", type=click.Choice(["none", "cpu", "nvme"]), default=None)
-@click.option("--micro-batch", type=click.IntRange(min=1), default=None, help="train_micro_batch_size_per_gpu")
+@click.option(
+    "--micro-batch", type=click.IntRange(min=1), default=None, help="train_micro_batch_size_per_gpu"
+)
 @click.option("--grad-accum", type=click.IntRange(min=1), default=None, help="gradient_accumulation_steps")
 @click.option("--grad-ckpt/--no-grad-ckpt", default=None, help="Activation checkpointing of every block.")
-@click.option("--hpz", "hpz_partition_size", type=click.IntRange(min=1), default=1, help="ZeRO++ zero_hpz_partition_size.")
+@click.option(
+    "--hpz",
+    "hpz_partition_size",
+    type=click.IntRange(min=1),
+    default=1,
+    help="ZeRO++ zero_hpz_partition_size.",
+)
 @click.option("--quantized-weights", is_flag=True, help="ZeRO++ zero_quantized_weights (qwZ).")
 @click.option("--quantized-gradients", is_flag=True, help="ZeRO++ zero_quantized_gradients (qgZ).")
-@click.option("--checkpoint-every", "checkpoint_every_s", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Seconds between checkpoints (default: Young/Daly optimum).")
-@click.option("--dataset-tb", type=click.FloatRange(min=0), default=0.0, help="Dataset kept in object storage, TB.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table", show_default=True)
-@click.option("--explain", is_flag=True, help="Print the derivation of every figure: formula, inputs, source.")
-@click.option("--no-calibration", is_flag=True,
-              help="Ignore the hardware's calibration (`evaplan calibrate`) and use the profile as shipped.")
+@click.option(
+    "--checkpoint-every",
+    "checkpoint_every_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds between checkpoints (default: Young/Daly optimum).",
+)
+@click.option(
+    "--dataset-tb", type=click.FloatRange(min=0), default=0.0, help="Dataset kept in object storage, TB."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv", "markdown"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--explain", is_flag=True, help="Print the derivation of every figure: formula, inputs, source."
+)
+@click.option(
+    "--no-calibration",
+    is_flag=True,
+    help="Ignore the hardware's calibration (`evaplan calibrate`) and use the profile as shipped.",
+)
 @click.pass_context
-def command(ctx: click.Context, model_name: str, hardware_name: str, offering_name: str | None, fmt: str,
-            explain: bool, no_calibration: bool, **kw) -> None:
+def command(
+    ctx: click.Context,
+    model_name: str,
+    hardware_name: str,
+    offering_name: str | None,
+    fmt: str,
+    explain: bool,
+    no_calibration: bool,
+    **kw,
+) -> None:
     """Memory per GPU and host, communication, step time, wall time and cost of one run.
 
     Settings not given are chosen (the model's published recipe first, then the simplest plan that
@@ -166,7 +261,9 @@ def command(ctx: click.Context, model_name: str, hardware_name: str, offering_na
     if fmt == "json":
         click.echo(dumps_json(est), nl=False)
         if cal.calibration is not None:
-            click.echo(f"note: using the {cal.calibration.describe()} (--no-calibration to ignore it)", err=True)
+            click.echo(
+                f"note: using the {cal.calibration.describe()} (--no-calibration to ignore it)", err=True
+            )
     else:
         click.echo(format_rows(summary_rows(est) + calibration_rows(cal.calibration), fmt), nl=False)
         if explain:

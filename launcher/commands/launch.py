@@ -26,7 +26,9 @@ from planner.errors import EvaplanError
 
 # The image of a local run is never pulled (torchrun runs this checkout's evaclip): a placeholder.
 LOCAL_IMAGE = "evaclip:local"
-LOCAL_HARDWARE = "cpu"  # profiles/hardware/cpu.yaml: this kind of machine, measured by benchmarks/measure_cpu.py
+LOCAL_HARDWARE = (
+    "cpu"  # profiles/hardware/cpu.yaml: this kind of machine, measured by benchmarks/measure_cpu.py
+)
 LOCAL_RANKS = 2  # two CPU ranks (gloo): the smallest world that exercises every ZeRO collective
 # `evaplan render`'s flags, taken as they are except: no output flags (launch keeps the bundle in the
 # state dir), --image optional (not needed locally), -n without a default (kubectl's rule: the

@@ -46,13 +46,16 @@ def parse_usd(text: str, flag: str = "--budget") -> float:
     """'2.5M', '800k', '1200', '$1,200' → dollars."""
     m = _MONEY.match(text)
     if not m:
-        raise EvaplanError(f"{flag} {text!r} is not an amount of dollars", hint="write it like 2.5M, 800k or 1200")
+        raise EvaplanError(
+            f"{flag} {text!r} is not an amount of dollars", hint="write it like 2.5M, 800k or 1200"
+        )
     digits = m.group(1).replace(",", "")
     try:
         value = float(digits) * _SCALE[(m.group(2) or "").lower()]
     except ValueError:
-        raise EvaplanError(f"{flag} {text!r} is not an amount of dollars",
-                           hint="write it like 2.5M, 800k or 1200") from None
+        raise EvaplanError(
+            f"{flag} {text!r} is not an amount of dollars", hint="write it like 2.5M, 800k or 1200"
+        ) from None
     if value <= 0:
         raise EvaplanError(f"{flag} must be positive, got {text!r}", hint="write it like 2.5M, 800k or 1200")
     return value
@@ -97,45 +100,115 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The flags `plan` and `compare` share."""
     opts = [
         click.option("--model", "model_name", required=True, help="Model profile, e.g. eva-clip-18b."),
-        click.option("--hardware", "hardware_names", multiple=True,
-                     help="Hardware profile(s), unpriced (GPU-hours); repeatable, or several after one flag."),
-        click.option("--offering", "offering_names", multiple=True,
-                     help="Priced offering(s), e.g. aws-p5 tensorwave-mi300x; the hardware follows from each."),
-        click.option("--pricing", type=click.Choice(PRICINGS), default=None,
-                     help="Price used for offerings (default: on-demand, or on-premises cost)."),
-        click.option("--objective", type=click.Choice(["cost", "time", "energy"]), default="cost", show_default=True),
+        click.option(
+            "--hardware",
+            "hardware_names",
+            multiple=True,
+            help="Hardware profile(s), unpriced (GPU-hours); repeatable, or several after one flag.",
+        ),
+        click.option(
+            "--offering",
+            "offering_names",
+            multiple=True,
+            help="Priced offering(s), e.g. aws-p5 tensorwave-mi300x; the hardware follows from each.",
+        ),
+        click.option(
+            "--pricing",
+            type=click.Choice(PRICINGS),
+            default=None,
+            help="Price used for offerings (default: on-demand, or on-premises cost).",
+        ),
+        click.option(
+            "--objective", type=click.Choice(["cost", "time", "energy"]), default="cost", show_default=True
+        ),
         click.option("--deadline", default=None, help="Wall-clock limit, e.g. 30d, 12h, 90m."),
-        click.option("--budget", default=None, help="Dollar limit, e.g. 2.5M, 800k, 1200 (needs --offering)."),
+        click.option(
+            "--budget", default=None, help="Dollar limit, e.g. 2.5M, 800k, 1200 (needs --offering)."
+        ),
         click.option("--max-gpus", type=click.IntRange(min=1), default=None, help="At most this many GPUs."),
-        click.option("--gpus", type=click.IntRange(min=1), default=None,
-                     help="Exactly this many GPUs (whole nodes) instead of searching the node count."),
-        click.option("--max-nodes", type=click.IntRange(1, 4096), default=512, show_default=True,
-                     help="Node counts searched: 1..N."),
-        click.option("--min-dp-group", type=click.IntRange(min=1), default=None,
-                     help="Smallest data-parallel (and hpZ) group; default: a node where the hardware profile has "
-                          "collective.small_group_gbps (MI300X), else 1."),
-        click.option("--samples", type=float, default=None, help="Image-text pairs to see (default: the recipe's)."),
-        click.option("--global-batch", type=click.IntRange(min=1), default=None,
-                     help="Global batch (default: the recipe's)."),
-        click.option("--batch-tolerance", type=click.FloatRange(0, 0.5), default=0.02, show_default=True,
-                     help="Share the global batch may deviate from --global-batch (0: exact)."),
+        click.option(
+            "--gpus",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Exactly this many GPUs (whole nodes) instead of searching the node count.",
+        ),
+        click.option(
+            "--max-nodes",
+            type=click.IntRange(1, 4096),
+            default=512,
+            show_default=True,
+            help="Node counts searched: 1..N.",
+        ),
+        click.option(
+            "--min-dp-group",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Smallest data-parallel (and hpZ) group; default: a node where the hardware profile has "
+            "collective.small_group_gbps (MI300X), else 1.",
+        ),
+        click.option(
+            "--samples", type=float, default=None, help="Image-text pairs to see (default: the recipe's)."
+        ),
+        click.option(
+            "--global-batch",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Global batch (default: the recipe's).",
+        ),
+        click.option(
+            "--batch-tolerance",
+            type=click.FloatRange(0, 0.5),
+            default=0.02,
+            show_default=True,
+            help="Share the global batch may deviate from --global-batch (0: exact).",
+        ),
         click.option("--image-size", type=click.IntRange(min=1), default=None),
         click.option("--patch-dropout", type=click.FloatRange(0, 1, max_open=True), default=None),
-        click.option("--hbm-headroom", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
-                     help="Share of HBM to keep free."),
-        click.option("--host-headroom", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
-                     help="Share of host RAM to keep free."),
-        click.option("--zero-stage", "zero_stages", type=click.IntRange(0, 3), multiple=True,
-                     help="Restrict to these ZeRO stages (repeatable)."),
+        click.option(
+            "--hbm-headroom",
+            type=click.FloatRange(0, 0.9),
+            default=0.0,
+            show_default=True,
+            help="Share of HBM to keep free.",
+        ),
+        click.option(
+            "--host-headroom",
+            type=click.FloatRange(0, 0.9),
+            default=0.0,
+            show_default=True,
+            help="Share of host RAM to keep free.",
+        ),
+        click.option(
+            "--zero-stage",
+            "zero_stages",
+            type=click.IntRange(0, 3),
+            multiple=True,
+            help="Restrict to these ZeRO stages (repeatable).",
+        ),
         click.option("--no-offload", is_flag=True, help="Never offload optimizer or parameters."),
         click.option("--no-hpz", is_flag=True, help="Never use ZeRO++ hpZ."),
-        click.option("--checkpoint-every", "checkpoint_every_s", type=click.FloatRange(min=0, min_open=True),
-                     default=None, help="Seconds between checkpoints (default: Young/Daly optimum)."),
-        click.option("--dataset-tb", type=click.FloatRange(min=0), default=0.0, help="Dataset in object storage, TB."),
-        click.option("--no-calibration", is_flag=True,
-                     help="Ignore hardware calibrations (`evaplan calibrate`); use the profiles as shipped."),
-        click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
-                     help="Write a PNG: cost vs time with the Pareto frontier, and per-GPU memory of the choice."),
+        click.option(
+            "--checkpoint-every",
+            "checkpoint_every_s",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="Seconds between checkpoints (default: Young/Daly optimum).",
+        ),
+        click.option(
+            "--dataset-tb", type=click.FloatRange(min=0), default=0.0, help="Dataset in object storage, TB."
+        ),
+        click.option(
+            "--no-calibration",
+            is_flag=True,
+            help="Ignore hardware calibrations (`evaplan calibrate`); use the profiles as shipped.",
+        ),
+        click.option(
+            "--plot",
+            "plot_path",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Write a PNG: cost vs time with the Pareto frontier, and per-GPU memory of the choice.",
+        ),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -146,8 +219,13 @@ def _dirs(ctx: click.Context) -> list[str]:
     return ctx.obj.get("profiles_dirs", []) if ctx.obj else []
 
 
-def resolve_options(ctx: click.Context, hardware_names: tuple[str, ...], offering_names: tuple[str, ...],
-                    pricing: str | None, use_calibration: bool = True) -> list[Option]:
+def resolve_options(
+    ctx: click.Context,
+    hardware_names: tuple[str, ...],
+    offering_names: tuple[str, ...],
+    pricing: str | None,
+    use_calibration: bool = True,
+) -> list[Option]:
     dirs = _dirs(ctx)
 
     def load_hardware(name: str) -> HardwareSpec:
@@ -155,16 +233,23 @@ def resolve_options(ctx: click.Context, hardware_names: tuple[str, ...], offerin
         cal = calibrated_hardware(prof.load_hardware(name, dirs), dirs, use=use_calibration)
         if cal.calibration is not None and name not in used_calibrations:
             used_calibrations.add(name)
-            click.echo(f"note: using the {cal.calibration.describe()} (--no-calibration to ignore it)", err=True)
+            click.echo(
+                f"note: using the {cal.calibration.describe()} (--no-calibration to ignore it)", err=True
+            )
             for r in comparison_rows(cal.calibration):
-                click.echo(f"  {r['run']} ({r['layout']}): measured step {r['measured step']}, uncalibrated "
-                           f"{r['uncalibrated']}, calibrated {r['calibrated']}", err=True)
+                click.echo(
+                    f"  {r['run']} ({r['layout']}): measured step {r['measured step']}, uncalibrated "
+                    f"{r['uncalibrated']}, calibrated {r['calibrated']}",
+                    err=True,
+                )
         return cal.hardware
 
     used_calibrations: set[str] = set()
     hw_names, off_names = _split(hardware_names), _split(offering_names)
     if not hw_names and not off_names:
-        raise EvaplanError("nothing to plan on", hint="name --hardware (e.g. h100-sxm mi300x) or --offering (e.g. aws-p5)")
+        raise EvaplanError(
+            "nothing to plan on", hint="name --hardware (e.g. h100-sxm mi300x) or --offering (e.g. aws-p5)"
+        )
     options: list[Option] = []
     seen: set[str] = set()
     for name in off_names:
@@ -188,7 +273,8 @@ def training_for(model: ModelSpec, kw: dict[str, Any]) -> TrainingSpec:
         image_size=kw["image_size"] if kw["image_size"] is not None else r.image_size,
         patch_dropout=kw["patch_dropout"] if kw["patch_dropout"] is not None else r.patch_dropout,
         precision=r.precision if r.precision != "fp32" else "bf16",
-        checkpoint_every_s=kw["checkpoint_every_s"], dataset_tb=kw["dataset_tb"],
+        checkpoint_every_s=kw["checkpoint_every_s"],
+        dataset_tb=kw["dataset_tb"],
     )
 
 
@@ -196,34 +282,54 @@ def run_search(ctx: click.Context, kw: dict[str, Any]) -> SearchResult:
     """Parse the shared flags and search; used by `plan` and `compare`."""
     dirs = _dirs(ctx)
     model = prof.load_model(kw["model_name"], dirs)
-    options = resolve_options(ctx, kw["hardware_names"], kw["offering_names"], kw["pricing"],
-                              use_calibration=not kw.get("no_calibration", False))
+    options = resolve_options(
+        ctx,
+        kw["hardware_names"],
+        kw["offering_names"],
+        kw["pricing"],
+        use_calibration=not kw.get("no_calibration", False),
+    )
     image_size = kw["image_size"] or model.recipe.image_size
     if image_size % model.vision.patch_size:
-        raise EvaplanError(f"image size {image_size} is not a multiple of the patch size {model.vision.patch_size}",
-                           hint=f"use a multiple of {model.vision.patch_size}")
+        raise EvaplanError(
+            f"image size {image_size} is not a multiple of the patch size {model.vision.patch_size}",
+            hint=f"use a multiple of {model.vision.patch_size}",
+        )
     space = SearchSpace(
-        max_nodes=kw["max_nodes"], zero_stages=tuple(sorted(set(kw["zero_stages"]))) or (0, 1, 2, 3),
+        max_nodes=kw["max_nodes"],
+        zero_stages=tuple(sorted(set(kw["zero_stages"]))) or (0, 1, 2, 3),
         offload_optimizer=("none",) if kw["no_offload"] else ("none", "cpu", "nvme"),
-        offload_param=("none",) if kw["no_offload"] else ("none", "cpu", "nvme"), hpz=not kw["no_hpz"],
+        offload_param=("none",) if kw["no_offload"] else ("none", "cpu", "nvme"),
+        hpz=not kw["no_hpz"],
         gpus=kw["gpus"],
     )
     constraints = Constraints(
         batch_tolerance=kw["batch_tolerance"],
         deadline_s=parse_duration_s(kw["deadline"]) if kw["deadline"] else None,
         budget_usd=parse_usd(kw["budget"]) if kw["budget"] else None,
-        max_gpus=kw["max_gpus"], hbm_headroom=kw["hbm_headroom"], host_headroom=kw["host_headroom"],
+        max_gpus=kw["max_gpus"],
+        hbm_headroom=kw["hbm_headroom"],
+        host_headroom=kw["host_headroom"],
         min_dp_group=kw["min_dp_group"],
     )
-    return search(model, options, training_for(model, kw), objective=kw["objective"], space=space,
-                  constraints=constraints)
+    return search(
+        model,
+        options,
+        training_for(model, kw),
+        objective=kw["objective"],
+        space=space,
+        constraints=constraints,
+    )
 
 
 def row(c: Candidate) -> dict[str, Any]:
     """A readable table row."""
     return {
-        "option": c.option.label, "GPUs": f"{c.plan.nodes}×{c.plan.gpus_per_node}", "settings": c.settings(),
-        "wall": fmt_duration(c.wall_s), "GPU-hours": f"{c.gpu_hours:,.0f}",
+        "option": c.option.label,
+        "GPUs": f"{c.plan.nodes}×{c.plan.gpus_per_node}",
+        "settings": c.settings(),
+        "wall": fmt_duration(c.wall_s),
+        "GPU-hours": f"{c.gpu_hours:,.0f}",
         "cost": fmt_usd(c.total_usd) if c.total_usd is not None else "-",
         "energy": f"{c.energy_kwh / 1000:,.1f} MWh",
         "GiB/GPU": f"{c.gpu_total_bytes / GIB:.1f}/{c.hbm_bytes / GIB:.0f}",
@@ -234,19 +340,38 @@ def chosen_rows(res: SearchResult) -> list[dict[str, str]]:
     c = res.chosen
     p = c.plan
     rows = [
-        ("model", f"{res.model.name}: {res.training.samples:,.0f} samples, global batch target "
-                  f"{res.training.global_batch:,} (±{res.constraints.batch_tolerance:.0%})"),
-        ("objective", res.objective + ("" if c.total_usd is not None or res.objective != "cost"
-                                       else " (unpriced: GPU-hours; name --offering for dollars)")),
+        (
+            "model",
+            f"{res.model.name}: {res.training.samples:,.0f} samples, global batch target "
+            f"{res.training.global_batch:,} (±{res.constraints.batch_tolerance:.0%})",
+        ),
+        (
+            "objective",
+            res.objective
+            + (
+                ""
+                if c.total_usd is not None or res.objective != "cost"
+                else " (unpriced: GPU-hours; name --offering for dollars)"
+            ),
+        ),
         ("option", c.option.label),
         ("cluster", f"{p.nodes} nodes × {p.gpus_per_node} {c.option.hardware.name} = {p.world_size} GPUs"),
-        ("deepspeed", f"zero_optimization.stage {p.zero_stage}, offload_optimizer {p.offload_optimizer}, "
-                      f"offload_param {p.offload_param}, zero_hpz_partition_size {p.hpz_partition_size}"),
-        ("batch", f"train_micro_batch_size_per_gpu {p.micro_batch} × gradient_accumulation_steps {p.grad_accum} "
-                  f"× {p.world_size} = {p.global_batch:,}"),
+        (
+            "deepspeed",
+            f"zero_optimization.stage {p.zero_stage}, offload_optimizer {p.offload_optimizer}, "
+            f"offload_param {p.offload_param}, zero_hpz_partition_size {p.hpz_partition_size}",
+        ),
+        (
+            "batch",
+            f"train_micro_batch_size_per_gpu {p.micro_batch} × gradient_accumulation_steps {p.grad_accum} "
+            f"× {p.world_size} = {p.global_batch:,}",
+        ),
         ("activation checkpointing", "on" if p.grad_ckpt else "off"),
-        ("memory/GPU", f"{c.gpu_total_bytes / GIB:.1f} of {c.hbm_bytes / GIB:.0f} GiB "
-                       f"({(c.hbm_bytes - c.gpu_total_bytes) / GIB:.1f} GiB headroom)"),
+        (
+            "memory/GPU",
+            f"{c.gpu_total_bytes / GIB:.1f} of {c.hbm_bytes / GIB:.0f} GiB "
+            f"({(c.hbm_bytes - c.gpu_total_bytes) / GIB:.1f} GiB headroom)",
+        ),
         ("host RAM/node", f"{c.host_per_node_bytes / GIB:,.0f} of {c.host_ram_bytes / GIB:,.0f} GiB"),
         ("step", f"{c.step_s:.2f} s"),
         ("wall", fmt_duration(c.wall_s)),
@@ -254,28 +379,52 @@ def chosen_rows(res: SearchResult) -> list[dict[str, str]]:
     ]
     if c.total_usd is not None:
         rows.append(("cost", f"{fmt_usd(c.total_usd)} ({c.option.pricing})"))
-    rows.append(("energy", f"{c.energy_kwh / 1000:,.1f} MWh" + (f", {c.co2_kg / 1000:,.1f} t CO2e" if c.co2_kg is not None else "")))
-    rows.append(("searched", f"{res.candidates_evaluated:,} candidates, {int(res.feasible.sum()):,} feasible"))
+    rows.append(
+        (
+            "energy",
+            f"{c.energy_kwh / 1000:,.1f} MWh"
+            + (f", {c.co2_kg / 1000:,.1f} t CO2e" if c.co2_kg is not None else ""),
+        )
+    )
+    rows.append(
+        ("searched", f"{res.candidates_evaluated:,} candidates, {int(res.feasible.sum()):,} feasible")
+    )
     if res.objective == "cost" and res.constraints.deadline_s is None:
-        rows.append(("note", "no --deadline: cost barely falls with fewer GPUs, so the cheapest plan can be slow; "
-                             "the Pareto frontier below shows what time costs"))
+        rows.append(
+            (
+                "note",
+                "no --deadline: cost barely falls with fewer GPUs, so the cheapest plan can be slow; "
+                "the Pareto frontier below shows what time costs",
+            )
+        )
     return [{"figure": k, "value": v} for k, v in rows]
 
 
 def result_json(res: SearchResult) -> dict[str, Any]:
     return {
-        "model": res.model.name, "objective": res.objective,
-        "training": res.training, "candidates_evaluated": res.candidates_evaluated,
+        "model": res.model.name,
+        "objective": res.objective,
+        "training": res.training,
+        "candidates_evaluated": res.candidates_evaluated,
         "feasible": int(res.feasible.sum()),
-        "constraints": {"batch_tolerance": res.constraints.batch_tolerance, "deadline_s": res.constraints.deadline_s,
-                        "budget_usd": res.constraints.budget_usd, "max_gpus": res.constraints.max_gpus,
-                        "hbm_headroom": res.constraints.hbm_headroom, "host_headroom": res.constraints.host_headroom},
+        "constraints": {
+            "batch_tolerance": res.constraints.batch_tolerance,
+            "deadline_s": res.constraints.deadline_s,
+            "budget_usd": res.constraints.budget_usd,
+            "max_gpus": res.constraints.max_gpus,
+            "hbm_headroom": res.constraints.hbm_headroom,
+            "host_headroom": res.constraints.host_headroom,
+        },
         "chosen": as_dict(res.chosen),
         "ranked": [as_dict(c) for c in res.ranked],
         "pareto": [as_dict(c) for c in res.frontier],
-        "binding": [{"constraint": b.constraint, "reason": b.reason, "plan": as_dict(b.candidate)} for b in res.binding],
-        "alternatives": [{"change": a.change, "reason": a.reason, "plan": as_dict(a.candidate)}
-                         for a in res.alternatives],
+        "binding": [
+            {"constraint": b.constraint, "reason": b.reason, "plan": as_dict(b.candidate)}
+            for b in res.binding
+        ],
+        "alternatives": [
+            {"change": a.change, "reason": a.reason, "plan": as_dict(a.candidate)} for a in res.alternatives
+        ],
     }
 
 
@@ -288,19 +437,42 @@ def render(res: SearchResult, fmt: str) -> str:
         return format_rows(rows, "csv")
     head = (lambda s: f"\n### {s}\n\n") if fmt == "markdown" else (lambda s: f"\n{s}\n")
     out = [head("chosen plan").lstrip("\n"), format_rows(chosen_rows(res), fmt)]
-    out += [head("ranked alternatives"), format_rows([{"rank": k + 1, **row(c)} for k, c in enumerate(res.ranked)], fmt)]
+    out += [
+        head("ranked alternatives"),
+        format_rows([{"rank": k + 1, **row(c)} for k, c in enumerate(res.ranked)], fmt),
+    ]
     shown = thin_frontier(res.frontier)
-    out += [head(f"Pareto frontier (cost vs time): {len(res.frontier)} plans, {len(shown)} shown ≥1% apart in cost"),
-            format_rows([row(c) for c in shown], fmt)]
+    out += [
+        head(
+            f"Pareto frontier (cost vs time): {len(res.frontier)} plans, {len(shown)} shown ≥1% apart in cost"
+        ),
+        format_rows([row(c) for c in shown], fmt),
+    ]
     if res.binding:
-        out += [head("binding constraints"),
-                format_rows([{"constraint": b.constraint, "why": b.reason} for b in res.binding], fmt)]
+        out += [
+            head("binding constraints"),
+            format_rows([{"constraint": b.constraint, "why": b.reason} for b in res.binding], fmt),
+        ]
     else:
-        out += [head("binding constraints"), "none: the choice is the unconstrained optimum of the searched grid\n"]
+        out += [
+            head("binding constraints"),
+            "none: the choice is the unconstrained optimum of the searched grid\n",
+        ]
     if res.alternatives:
-        out += [head("why close alternatives lost"),
-                format_rows([{"change": a.change, "plan": f"{a.candidate.gpus} GPUs, {a.candidate.settings()}",
-                              "why": a.reason} for a in res.alternatives], fmt)]
+        out += [
+            head("why close alternatives lost"),
+            format_rows(
+                [
+                    {
+                        "change": a.change,
+                        "plan": f"{a.candidate.gpus} GPUs, {a.candidate.settings()}",
+                        "why": a.reason,
+                    }
+                    for a in res.alternatives
+                ],
+                fmt,
+            ),
+        ]
     return "".join(out)
 
 
@@ -312,8 +484,13 @@ def write_plot(res: SearchResult, path: str, title: str) -> None:
 
 @click.command("plan", cls=MultiValueCommand)
 @search_options
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table",
-              show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv", "markdown"]),
+    default="table",
+    show_default=True,
+)
 @click.pass_context
 def command(ctx: click.Context, fmt: str, plot_path: str | None, **kw: Any) -> None:
     """Search node count, ZeRO stage, offload, hpZ, checkpointing and micro-batch for the best plan.

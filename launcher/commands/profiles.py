@@ -38,8 +38,13 @@ def _summary(kind: str, obj) -> dict:
 
 
 @command.command("list")
-@click.option("--kind", "kinds", type=click.Choice(list(prof.KINDS)), multiple=True,
-              help="Only these kinds (default: all).")
+@click.option(
+    "--kind",
+    "kinds",
+    type=click.Choice(list(prof.KINDS)),
+    multiple=True,
+    help="Only these kinds (default: all).",
+)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.pass_context
 def list_(ctx: click.Context, kinds: tuple[str, ...], fmt: str) -> None:
@@ -47,9 +52,20 @@ def list_(ctx: click.Context, kinds: tuple[str, ...], fmt: str) -> None:
     rows = []
     for kind in kinds or tuple(prof.KINDS):
         for name, ref in prof.index(kind, _dirs(ctx)).items():
-            obj = prof.load_file(ref.path, kind) if kind != "offerings" else prof.load_offering(name, _dirs(ctx))
-            rows.append({"kind": kind, "name": name, "display_name": obj.display_name,
-                         "origin": "bundled" if ref.bundled else str(ref.path.parent.parent), **_summary(kind, obj)})
+            obj = (
+                prof.load_file(ref.path, kind)
+                if kind != "offerings"
+                else prof.load_offering(name, _dirs(ctx))
+            )
+            rows.append(
+                {
+                    "kind": kind,
+                    "name": name,
+                    "display_name": obj.display_name,
+                    "origin": "bundled" if ref.bundled else str(ref.path.parent.parent),
+                    **_summary(kind, obj),
+                }
+            )
     if fmt == "table":
         # Kinds have different summary columns; print one table per kind.
         for kind in kinds or tuple(prof.KINDS):
@@ -59,14 +75,21 @@ def list_(ctx: click.Context, kinds: tuple[str, ...], fmt: str) -> None:
                 click.echo(format_rows([{k: v for k, v in r.items() if k != "kind"} for r in sub], "table"))
         return
     if fmt == "csv":
-        rows = [{"kind": r["kind"], "name": r["name"], "display_name": r["display_name"], "origin": r["origin"]} for r in rows]
+        rows = [
+            {"kind": r["kind"], "name": r["name"], "display_name": r["display_name"], "origin": r["origin"]}
+            for r in rows
+        ]
     click.echo(format_rows(rows, fmt), nl=False)
 
 
 @command.command("show")
 @click.argument("name")
-@click.option("--kind", type=click.Choice(list(prof.KINDS)), default=None,
-              help="Needed only when the name exists in more than one kind.")
+@click.option(
+    "--kind",
+    type=click.Choice(list(prof.KINDS)),
+    default=None,
+    help="Needed only when the name exists in more than one kind.",
+)
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
 @click.pass_context
 def show(ctx: click.Context, name: str, kind: str | None, fmt: str) -> None:
@@ -76,20 +99,31 @@ def show(ctx: click.Context, name: str, kind: str | None, fmt: str) -> None:
     kinds = [kind] if kind else [k for k in prof.KINDS if k != "calibrations" and name in prof.index(k, dirs)]
     if not kinds:
         all_names = sorted({n for k in prof.KINDS for n in prof.index(k, dirs)})
-        raise prof.ProfileError(f"no profile named '{name}'", hint="`evaplan profiles list` shows " + f"{len(all_names)} names")
+        raise prof.ProfileError(
+            f"no profile named '{name}'", hint="`evaplan profiles list` shows " + f"{len(all_names)} names"
+        )
     if len(kinds) > 1:
         raise prof.ProfileError(f"'{name}' is a {' and a '.join(kinds)} profile", hint="add --kind")
     k = kinds[0]
-    loader = {"models": prof.load_model, "hardware": prof.load_hardware, "offerings": prof.load_offering,
-              "calibrations": prof.load_calibration}[k]
+    loader = {
+        "models": prof.load_model,
+        "hardware": prof.load_hardware,
+        "offerings": prof.load_offering,
+        "calibrations": prof.load_calibration,
+    }[k]
     obj = loader(name, dirs)
     data = to_jsonable(obj)
-    click.echo(dumps_json(data) if fmt == "json" else yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+    click.echo(
+        dumps_json(data) if fmt == "json" else yaml.safe_dump(data, sort_keys=False, allow_unicode=True),
+        nl=False,
+    )
 
 
 @command.command("validate")
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True
+)
 @click.pass_context
 def validate(ctx: click.Context, paths: tuple[str, ...], fmt: str) -> None:
     """Validate profile files or folders (default: the bundled and user profiles)."""
@@ -100,5 +134,8 @@ def validate(ctx: click.Context, paths: tuple[str, ...], fmt: str) -> None:
         for d in prof.search_dirs(_dirs(ctx)):
             if any((d / k).is_dir() for k in prof.KINDS):
                 checked += prof.validate_paths([d / k for k in prof.KINDS if (d / k).is_dir()])
-    rows = [{"file": str(p), "kind": type(o).__name__, "name": getattr(o, "name", ""), "status": "ok"} for p, o in checked]
+    rows = [
+        {"file": str(p), "kind": type(o).__name__, "name": getattr(o, "name", ""), "status": "ok"}
+        for p, o in checked
+    ]
     click.echo(format_rows(rows, fmt), nl=False)

@@ -34,15 +34,19 @@ def _estimate_from_file(path: str):
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise EvaplanError(f"cannot read --plan {path}: {getattr(e, 'strerror', None) or e}",
-                           hint="give the plan.json of `evaplan estimate --format json` or of a bundle") from None
+        raise EvaplanError(
+            f"cannot read --plan {path}: {getattr(e, 'strerror', None) or e}",
+            hint="give the plan.json of `evaplan estimate --format json` or of a bundle",
+        ) from None
     try:
         return Estimate.model_validate_json(text)
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(x) for x in first.get("loc", ())) or "(top level)"
-        raise EvaplanError(f"--plan {path} is not an evaplan estimate: {loc}: {first.get('msg')}",
-                           hint="write it with `evaplan estimate ... --format json > plan.json`") from None
+        raise EvaplanError(
+            f"--plan {path} is not an evaplan estimate: {loc}: {first.get('msg')}",
+            hint="write it with `evaplan estimate ... --format json > plan.json`",
+        ) from None
 
 
 def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -56,58 +60,138 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 
 @click.command("render")
-@click.option("--plan", "plan_file", type=click.Path(dir_okay=False), default=None,
-              help="plan.json (an `evaplan estimate --format json` result) instead of the estimate flags.")
-@click.option("--image", required=True, help="Trainer image (evaclip installed), e.g. ghcr.io/acme/evaclip:1.0.")
-@click.option("--flavor", type=click.Choice(["indexed-job", "pytorchjob", "jobset"]), default="indexed-job",
-              show_default=True, help="Kubernetes workload kind: vanilla Indexed Job, Kubeflow PyTorchJob or JobSet.")
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Bundle folder to write (replaced if it is an earlier bundle).")
-@click.option("--stdout", "to_stdout", is_flag=True, help="Print manifests.yaml to stdout (for kubectl apply -f -).")
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="plan.json (an `evaplan estimate --format json` result) instead of the estimate flags.",
+)
+@click.option(
+    "--image", required=True, help="Trainer image (evaclip installed), e.g. ghcr.io/acme/evaclip:1.0."
+)
+@click.option(
+    "--flavor",
+    type=click.Choice(["indexed-job", "pytorchjob", "jobset"]),
+    default="indexed-job",
+    show_default=True,
+    help="Kubernetes workload kind: vanilla Indexed Job, Kubeflow PyTorchJob or JobSet.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Bundle folder to write (replaced if it is an earlier bundle).",
+)
+@click.option(
+    "--stdout", "to_stdout", is_flag=True, help="Print manifests.yaml to stdout (for kubectl apply -f -)."
+)
 @click.option("--job-name", default=None, help="Job name, a DNS-1035 label (default: the model's name).")
 @click.option("-n", "--namespace", default="default", show_default=True)
-@click.option("--image-pull-policy", type=click.Choice(["Always", "IfNotPresent", "Never"]), default="IfNotPresent",
-              show_default=True)
+@click.option(
+    "--image-pull-policy",
+    type=click.Choice(["Always", "IfNotPresent", "Never"]),
+    default="IfNotPresent",
+    show_default=True,
+)
 @click.option("--image-pull-secret", default=None, help="Secret for a private registry.")
 @click.option("--service-account", default=None)
-@click.option("--rdma-resource", default=None,
-              help="RDMA device-plugin resource, e.g. rdma/rdma_shared_device_a, nvidia.com/hostdev, rdma/ib.")
+@click.option(
+    "--rdma-resource",
+    default=None,
+    help="RDMA device-plugin resource, e.g. rdma/rdma_shared_device_a, nvidia.com/hostdev, rdma/ib.",
+)
 @click.option("--rdma-per-node", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--ipc-lock/--no-ipc-lock", default=None, help="Add the IPC_LOCK capability (default: with RDMA).")
+@click.option(
+    "--ipc-lock/--no-ipc-lock", default=None, help="Add the IPC_LOCK capability (default: with RDMA)."
+)
 @click.option("--roce/--no-roce", default=None, help="RoCE v2: NCCL_IB_GID_INDEX=3 (default: on for AMD).")
 @click.option("--network-annotation", default=None, help="Multus networks for SR-IOV, e.g. sriov-a,sriov-b.")
 @click.option("--socket-ifname", default=None, help="NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME, e.g. eth0.")
 @click.option("--ib-hca", default=None, help="NCCL_IB_HCA, e.g. mlx5_0,mlx5_1.")
-@click.option("--nccl-debug", type=click.Choice(["VERSION", "WARN", "INFO", "TRACE"]), default="WARN", show_default=True)
+@click.option(
+    "--nccl-debug", type=click.Choice(["VERSION", "WARN", "INFO", "TRACE"]), default="WARN", show_default=True
+)
 @click.option("--env", "env", multiple=True, help="Extra container environment KEY=VALUE; repeatable.")
-@click.option("--s3-secret", default=None,
-              help="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY [, AWS_ENDPOINT_URL_S3], as envFrom.")
-@click.option("--checkpoint-s3-uri", default=None, help="s3://bucket/prefix to upload checkpoints to and resume from.")
-@click.option("--checkpoint-pvc", default=None, help="PersistentVolumeClaim for /checkpoints, ReadWriteMany when several nodes share it (default: emptyDir).")
-@click.option("--data-url", default=None, help="WebDataset shards: s3://bucket/prefix, or a path in the image or under /data "
-              "(--data-pvc); default: synthetic data.")
-@click.option("--data-pvc", default=None, help="PersistentVolumeClaim with the shards, mounted read-only at /data "
-              "(then --data-url /data/...).")
+@click.option(
+    "--s3-secret",
+    default=None,
+    help="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY [, AWS_ENDPOINT_URL_S3], as envFrom.",
+)
+@click.option(
+    "--checkpoint-s3-uri", default=None, help="s3://bucket/prefix to upload checkpoints to and resume from."
+)
+@click.option(
+    "--checkpoint-pvc",
+    default=None,
+    help="PersistentVolumeClaim for /checkpoints, ReadWriteMany when several nodes share it (default: emptyDir).",
+)
+@click.option(
+    "--data-url",
+    default=None,
+    help="WebDataset shards: s3://bucket/prefix, or a path in the image or under /data "
+    "(--data-pvc); default: synthetic data.",
+)
+@click.option(
+    "--data-pvc",
+    default=None,
+    help="PersistentVolumeClaim with the shards, mounted read-only at /data (then --data-url /data/...).",
+)
 @click.option("--data-workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per rank.")
 @click.option("--nvme-host-path", default=None, help="Host folder on local NVMe for offload to nvme.")
-@click.option("--optimizer", type=click.Choice(["lamb", "adamw"]), default=None,
-              help="Override the recipe's optimizer (offload needs adamw).")
-@click.option("--queue", default=None, help="Kueue LocalQueue (label kueue.x-k8s.io/queue-name; created suspended).")
+@click.option(
+    "--optimizer",
+    type=click.Choice(["lamb", "adamw"]),
+    default=None,
+    help="Override the recipe's optimizer (offload needs adamw).",
+)
+@click.option(
+    "--queue", default=None, help="Kueue LocalQueue (label kueue.x-k8s.io/queue-name; created suspended)."
+)
 @click.option("--priority-class", default=None, help="PriorityClass of the pods.")
-@click.option("--max-restarts", type=click.IntRange(min=0), default=3, show_default=True,
-              help="Whole-job restarts after failures (JobSet maxRestarts; × nodes pod failures for Job/PyTorchJob).")
+@click.option(
+    "--max-restarts",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Whole-job restarts after failures (JobSet maxRestarts; × nodes pod failures for Job/PyTorchJob).",
+)
 @click.option("--master-port", type=click.IntRange(1, 65535), default=29500, show_default=True)
-@click.option("--cpu-per-node", type=click.IntRange(min=1), default=None, help="CPU cores per pod (default: derived).")
-@click.option("--checkpoint-write-gbps", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="GB/s a node writes its checkpoint at (default: the hardware's NVMe write).")
-@click.option("--s3-upload-gbps", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="GB/s a node uploads checkpoints to S3 at (grace period).")
+@click.option(
+    "--cpu-per-node", type=click.IntRange(min=1), default=None, help="CPU cores per pod (default: derived)."
+)
+@click.option(
+    "--checkpoint-write-gbps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="GB/s a node writes its checkpoint at (default: the hardware's NVMe write).",
+)
+@click.option(
+    "--s3-upload-gbps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="GB/s a node uploads checkpoints to S3 at (grace period).",
+)
 @click.option("--comms-logger", is_flag=True, help="Enable DeepSpeed's comms logger in the run.")
-@click.option("--rbac-subject", default="Group:evaplan-launchers", show_default=True,
-              help="Who rbac.yaml grants launch/status/logs/stop to: User:NAME, Group:NAME or ServiceAccount:NAME.")
+@click.option(
+    "--rbac-subject",
+    default="Group:evaplan-launchers",
+    show_default=True,
+    help="Who rbac.yaml grants launch/status/logs/stop to: User:NAME, Group:NAME or ServiceAccount:NAME.",
+)
 @click.pass_context
-def command(ctx: click.Context, plan_file: str | None, out_dir: str | None, to_stdout: bool, env: tuple[str, ...],
-            job_name: str | None, **kw) -> None:
+def command(
+    ctx: click.Context,
+    plan_file: str | None,
+    out_dir: str | None,
+    to_stdout: bool,
+    env: tuple[str, ...],
+    job_name: str | None,
+    **kw,
+) -> None:
     """Render a bundle: ds_config.json, run_config.json, manifests.yaml, plan.json, rbac.yaml.
 
     The same inputs give the same bytes. With --stdout the manifests go to stdout (and the bundle
@@ -121,31 +205,39 @@ def command(ctx: click.Context, plan_file: str | None, out_dir: str | None, to_s
         raise EvaplanError("nowhere to write the bundle", hint="add -o DIR, --stdout, or both")
     dirs = _dirs(ctx)
     if plan_file:
-        given = sorted(k for k in estimate_kw
-                       if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT))
+        given = sorted(
+            k for k in estimate_kw if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)
+        )
         if given:
             flags = ", ".join("--" + k.replace("_", "-").removesuffix("-name") for k in given)
-            raise EvaplanError(f"--plan and estimate flags ({flags}) were both given",
-                               hint="use either --plan FILE or the estimate flags")
+            raise EvaplanError(
+                f"--plan and estimate flags ({flags}) were both given",
+                hint="use either --plan FILE or the estimate flags",
+            )
         est = _estimate_from_file(plan_file)
     else:
         from planner.choose import Request, choose, fixes_for
 
         if not estimate_kw.get("model_name") or not estimate_kw.get("hardware_name"):
-            raise EvaplanError("no plan given", hint="pass --plan plan.json, or --model, --hardware and --gpus/--nodes")
+            raise EvaplanError(
+                "no plan given", hint="pass --plan plan.json, or --model, --hardware and --gpus/--nodes"
+            )
         from planner.calibration import calibrated_hardware
 
         model = prof.load_model(estimate_kw.pop("model_name"), dirs)
         use_calibration = not estimate_kw.pop("no_calibration", False)
-        hardware = calibrated_hardware(prof.load_hardware(estimate_kw.pop("hardware_name"), dirs), dirs,
-                                       use=use_calibration).hardware
+        hardware = calibrated_hardware(
+            prof.load_hardware(estimate_kw.pop("hardware_name"), dirs), dirs, use=use_calibration
+        ).hardware
         offering_name = estimate_kw.pop("offering_name", None)
         offering = prof.load_offering(offering_name, dirs) if offering_name else None
         est = choose(model, hardware, Request(**estimate_kw), offering)
         if not est.fits:
             raise InfeasibleError(est.verdict, hint=fixes_for(est))
     if not est.fits:
-        raise InfeasibleError(f"the plan in {plan_file} does not fit: {est.verdict}", hint="re-plan before rendering")
+        raise InfeasibleError(
+            f"the plan in {plan_file} does not fit: {est.verdict}", hint="re-plan before rendering"
+        )
 
     opts = RenderOptions(job_name=job_name or est.model, env=_env_pairs(env), **kw)
     rendered = render(inputs_from_estimate(est, dirs), opts)
@@ -153,8 +245,11 @@ def command(ctx: click.Context, plan_file: str | None, out_dir: str | None, to_s
     if out_dir:
         path = write_bundle(rendered, out_dir)
         click.echo(f"wrote {path}/: {', '.join(sorted([*rendered.files, 'bundle.json']))}", err=to_stdout)
-    click.echo(f"{opts.flavor} job {opts.job_name} in namespace {opts.namespace}; its pods: "
-               f"kubectl get pods -n {opts.namespace} -l {pod_selector(opts.job_name)}", err=to_stdout)
+    click.echo(
+        f"{opts.flavor} job {opts.job_name} in namespace {opts.namespace}; its pods: "
+        f"kubectl get pods -n {opts.namespace} -l {pod_selector(opts.job_name)}",
+        err=to_stdout,
+    )
     for line in rendered.sizing.explain():
         click.echo(f"  {line}", err=to_stdout)
     for warning in rendered.warnings:

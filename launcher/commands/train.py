@@ -16,18 +16,37 @@ def trainer_command(ds_config: str, run_config: str, nproc_per_node: int) -> lis
     """The exact command line `evaplan train` runs."""
     args = ["-m", "evaclip.train", "--ds-config", ds_config, "--run-config", run_config]
     if nproc_per_node > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={nproc_per_node}", *args]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc_per_node}",
+            *args,
+        ]
     return [sys.executable, *args]
 
 
 @click.command("train")
-@click.option("--ds-config", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="DeepSpeed config JSON (rendered by evaplan).")
-@click.option("--run-config", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="evaclip RunConfig JSON (rendered by evaplan).")
-@click.option("--nproc-per-node", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Processes (GPUs, or CPU ranks with gloo) on this machine.")
+@click.option(
+    "--ds-config",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="DeepSpeed config JSON (rendered by evaplan).",
+)
+@click.option(
+    "--run-config",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="evaclip RunConfig JSON (rendered by evaplan).",
+)
+@click.option(
+    "--nproc-per-node",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes (GPUs, or CPU ranks with gloo) on this machine.",
+)
 @click.option("--print-command", is_flag=True, help="Print the command instead of running it.")
 def command(ds_config: str, run_config: str, nproc_per_node: int, print_command: bool) -> None:
     """Train EVA-CLIP with DeepSpeed from a rendered config (exit code: the trainer's)."""

@@ -20,51 +20,114 @@ MODEL = "eva-clip-debug"
 HW = "cpu"
 
 
-def _plan(micro_batch: int = 4, zero_stage: int = 1, grad_accum: int = 1) -> tuple[ParallelPlan, TrainingSpec]:
-    plan = ParallelPlan(nodes=1, gpus_per_node=2, zero_stage=zero_stage, micro_batch=micro_batch,
-                        grad_accum=grad_accum, grad_ckpt=False)
+def _plan(
+    micro_batch: int = 4, zero_stage: int = 1, grad_accum: int = 1
+) -> tuple[ParallelPlan, TrainingSpec]:
+    plan = ParallelPlan(
+        nodes=1,
+        gpus_per_node=2,
+        zero_stage=zero_stage,
+        micro_batch=micro_batch,
+        grad_accum=grad_accum,
+        grad_ckpt=False,
+    )
     gb = plan.global_batch
     return plan, TrainingSpec(samples=20 * gb, global_batch=gb, image_size=32, patch_dropout=0.0)
 
 
-def _truth(plan: ParallelPlan, training: TrainingSpec, mfu: float, reserved_gib: float,
-           microbatch_s: float | None = None, step_over_s: float | None = None):
+def _truth(
+    plan: ParallelPlan,
+    training: TrainingSpec,
+    mfu: float,
+    reserved_gib: float,
+    microbatch_s: float | None = None,
+    step_over_s: float | None = None,
+):
     """The planner's estimate with known factors: what a run "measures" in these tests (overheads
     None: the derived defaults)."""
     hw = load_hardware(HW)
-    upd = {"mfu_default": SourcedFraction(value=mfu, source="test truth", observed="2026-11-27"),
-           "memory_reserved_gib": Sourced(value=reserved_gib, source="test truth", observed="2026-11-27")}
+    upd = {
+        "mfu_default": SourcedFraction(value=mfu, source="test truth", observed="2026-11-27"),
+        "memory_reserved_gib": Sourced(value=reserved_gib, source="test truth", observed="2026-11-27"),
+    }
     if microbatch_s is not None:
-        upd["microbatch_overhead_s"] = SourcedNonNegative(value=microbatch_s, source="test truth", observed="2026-11-27")
+        upd["microbatch_overhead_s"] = SourcedNonNegative(
+            value=microbatch_s, source="test truth", observed="2026-11-27"
+        )
     if step_over_s is not None:
-        upd["step_overhead_s"] = SourcedNonNegative(value=step_over_s, source="test truth", observed="2026-11-27")
+        upd["step_overhead_s"] = SourcedNonNegative(
+            value=step_over_s, source="test truth", observed="2026-11-27"
+        )
     return estimate(load_model(MODEL), hw.model_copy(update=upd), plan, training)
 
 
-def write_metrics(path: Path, *, job: str, micro_batch: int = 4, zero_stage: int = 1, mfu: float = 0.08,
-                  reserved_gib: float = 0.4, steps: int = 12, model: str = MODEL, outlier_every: int = 0,
-                  comm_bytes: float | None = None, grad_accum: int = 1, microbatch_s: float | None = None,
-                  step_over_s: float | None = None) -> Path:
+def write_metrics(
+    path: Path,
+    *,
+    job: str,
+    micro_batch: int = 4,
+    zero_stage: int = 1,
+    mfu: float = 0.08,
+    reserved_gib: float = 0.4,
+    steps: int = 12,
+    model: str = MODEL,
+    outlier_every: int = 0,
+    comm_bytes: float | None = None,
+    grad_accum: int = 1,
+    microbatch_s: float | None = None,
+    step_over_s: float | None = None,
+) -> Path:
     """A metrics.jsonl as evaclip writes it (evaclip/metrics.py keys) for a run whose step time and
     memory are the planner's at the given factors (every `outlier_every`-th step 3× slower: a
     contended core)."""
     plan, training = _plan(micro_batch, zero_stage, grad_accum)
     e = _truth(plan, training, mfu, reserved_gib, microbatch_s, step_over_s)
-    start = {"event": "start", "job_name": job, "model": model, "hardware": HW, "world_size": plan.world_size,
-             "micro_batch": micro_batch, "grad_accum": grad_accum, "global_batch": plan.global_batch,
-             "zero_stage": zero_stage, "precision": "bfloat16", "total_steps": steps, "image_size": 32,
-             "patch_dropout": 0.0, "grad_ckpt": False, "optimizer": "adamw", "start_step": 0, "resumed_from": None,
-             "flops_per_sample": e.compute.model_flops_per_sample, "peak_tflops": load_hardware(HW).bf16_dense_tflops.value, "device": "cpu",
-             "time": 1.0}
+    start = {
+        "event": "start",
+        "job_name": job,
+        "model": model,
+        "hardware": HW,
+        "world_size": plan.world_size,
+        "micro_batch": micro_batch,
+        "grad_accum": grad_accum,
+        "global_batch": plan.global_batch,
+        "zero_stage": zero_stage,
+        "precision": "bfloat16",
+        "total_steps": steps,
+        "image_size": 32,
+        "patch_dropout": 0.0,
+        "grad_ckpt": False,
+        "optimizer": "adamw",
+        "start_step": 0,
+        "resumed_from": None,
+        "flops_per_sample": e.compute.model_flops_per_sample,
+        "peak_tflops": load_hardware(HW).bf16_dense_tflops.value,
+        "device": "cpu",
+        "time": 1.0,
+    }
     lines = [start]
     for s in range(1, steps + 1):
         slow = s == 1 or (outlier_every and s % outlier_every == 0)  # the first step is always slow
         t = e.compute.step_s * (3.0 if slow else 1.0)
-        rec = {"event": "step", "step": s, "samples_seen": s * plan.global_batch, "time_s": s * t,
-               "step_time_s": t, "samples_per_s": plan.global_batch / t, "loss": 4.0, "lr": 1e-3,
-               "tflops_per_gpu": 0.0004, "mfu": 0.08, "peak_mem_bytes": int(e.memory.gpu_total_bytes),
-               "peak_mem_kind": "host_rss", "world_size": 2, "micro_batch": micro_batch, "grad_accum": grad_accum,
-               "zero_stage": zero_stage, "attention": "sdpa"}
+        rec = {
+            "event": "step",
+            "step": s,
+            "samples_seen": s * plan.global_batch,
+            "time_s": s * t,
+            "step_time_s": t,
+            "samples_per_s": plan.global_batch / t,
+            "loss": 4.0,
+            "lr": 1e-3,
+            "tflops_per_gpu": 0.0004,
+            "mfu": 0.08,
+            "peak_mem_bytes": int(e.memory.gpu_total_bytes),
+            "peak_mem_kind": "host_rss",
+            "world_size": 2,
+            "micro_batch": micro_batch,
+            "grad_accum": grad_accum,
+            "zero_stage": zero_stage,
+            "attention": "sdpa",
+        }
         if comm_bytes is not None:
             rec["comm_bytes"] = {"all_reduce": comm_bytes}
             rec["comm_calls"] = {"all_reduce": 1}
@@ -147,7 +210,9 @@ def test_two_micro_batches_fit_mfu_and_micro_batch_overhead(tmp_path: Path) -> N
     for mb, gas in ((8, 1), (4, 2)):
         plan, training = _plan(micro_batch=mb, grad_accum=gas)
         measured = _truth(plan, training, 0.2, 0.4, microbatch_s=0.12).compute.step_s
-        assert estimate(model, cb.apply(hw, cal), plan, training).compute.step_s == pytest.approx(measured, rel=1e-6)
+        assert estimate(model, cb.apply(hw, cal), plan, training).compute.step_s == pytest.approx(
+            measured, rel=1e-6
+        )
     # The old single-factor fit on the same two runs misses both.
     mfu_only = cb.fit_mfu(obs, hw)
     hw1 = cb._with(hw, mfu=mfu_only)
@@ -158,8 +223,11 @@ def test_two_micro_batches_fit_mfu_and_micro_batch_overhead(tmp_path: Path) -> N
 def test_three_layouts_fit_step_overhead_too(tmp_path: Path) -> None:
     hw = load_hardware(HW)
     truth = dict(mfu=0.05, microbatch_s=0.1, step_over_s=0.03)
-    obs = [_observe(tmp_path, "a", micro_batch=4, **truth), _observe(tmp_path, "b", micro_batch=16, **truth),
-           _observe(tmp_path, "c", micro_batch=4, grad_accum=3, **truth)]
+    obs = [
+        _observe(tmp_path, "a", micro_batch=4, **truth),
+        _observe(tmp_path, "b", micro_batch=16, **truth),
+        _observe(tmp_path, "c", micro_batch=4, grad_accum=3, **truth),
+    ]
     assert cb.fitted_overheads(obs) == ("microbatch_overhead_s", "step_overhead_s")
     cal = cb.calibrate(obs, hw)
     assert cal.mfu_default.value == pytest.approx(0.05, rel=1e-6)
@@ -196,13 +264,16 @@ def test_a_run_faster_than_the_peak_allows_is_refused(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------- bad metrics
-@pytest.mark.parametrize("content, message", [
-    ("", "is empty"),
-    ("\n\n", "is empty"),
-    (None, "is truncated: line 14 is not a whole JSON record (the last line"),
-    ('{"event": "step", "step": 1}\n', "has no `start` record"),
-    ('["not", "a", "record"]\n', "is not an evaclip metrics record"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "is empty"),
+        ("\n\n", "is empty"),
+        (None, "is truncated: line 14 is not a whole JSON record (the last line"),
+        ('{"event": "step", "step": 1}\n', "has no `start` record"),
+        ('["not", "a", "record"]\n', "is not an evaclip metrics record"),
+    ],
+)
 def test_bad_metrics_files_are_refused_with_one_line(cli, profiles_dir, tmp_path, content, message) -> None:
     path = tmp_path / "metrics.jsonl"
     if content is None:
@@ -232,8 +303,16 @@ def test_metrics_of_another_model_are_refused(cli, profiles_dir, tmp_path) -> No
     metrics = write_metrics(tmp_path / "m.jsonl", job="a")
     text = metrics.read_text().replace(f'"model": "{MODEL}"', '"model": "eva02-clip-b16"')
     metrics.write_text(text)
-    JobStore().put(JobRecord(name="job-a", backend="local", bundle_dir=str(tmp_path), plan={},
-                             estimate=est.model_dump(mode="json"), backend_data={"metrics_path": str(metrics)}))
+    JobStore().put(
+        JobRecord(
+            name="job-a",
+            backend="local",
+            bundle_dir=str(tmp_path),
+            plan={},
+            estimate=est.model_dump(mode="json"),
+            backend_data={"metrics_path": str(metrics)},
+        )
+    )
     r = cli("calibrate", "job-a")
     assert r.exit_code == 2
     assert "is from model 'eva02-clip-b16', but the plan is for 'eva-clip-debug'" in r.stderr
@@ -268,7 +347,9 @@ def test_calibration_files_are_validated_like_profiles(cli, profiles_dir, tmp_pa
 
     path.write_text(good.replace("  value: 0.08", "  value: 1.8", 1))
     r = cli("profiles", "validate", str(path))
-    assert r.exit_code == 2 and f"{path}: mfu_default.value: Input should be less than or equal to 1" in r.stderr
+    assert (
+        r.exit_code == 2 and f"{path}: mfu_default.value: Input should be less than or equal to 1" in r.stderr
+    )
 
     path.write_text(good.replace("name: cpu", "name: h100-sxm"))
     r = cli("estimate", "--model", MODEL, "--hardware", HW, "--gpus", "2")
@@ -280,19 +361,41 @@ def test_a_changed_profile_peak_invalidates_the_calibration(profiles_dir, cli, t
     cal = load_file(path)
     hw = load_hardware(HW)
     peak = hw.bf16_dense_tflops.value
-    faster = hw.model_copy(update={"bf16_dense_tflops": Sourced(value=2 * peak, source="re-measured", observed="2026-11-28")})
-    with pytest.raises(ProfileError, match=rf"fitted against {peak:g} TFLOP/s but the profile now says {2 * peak:g}"):
+    faster = hw.model_copy(
+        update={"bf16_dense_tflops": Sourced(value=2 * peak, source="re-measured", observed="2026-11-28")}
+    )
+    with pytest.raises(
+        ProfileError, match=rf"fitted against {peak:g} TFLOP/s but the profile now says {2 * peak:g}"
+    ):
         cb.apply(faster, cal)
 
 
 # ----------------------------------------------------------------------------------- the commands
 def test_estimate_and_plan_use_the_calibration_and_say_so(cli, profiles_dir, tmp_path) -> None:
     _write_valid(cli, tmp_path)
-    args = ("estimate", "--model", MODEL, "--hardware", HW, "--gpus", "2", "--micro-batch", "16", "--grad-accum", "1",
-            "--zero-stage", "2", "--samples", "320")
+    args = (
+        "estimate",
+        "--model",
+        MODEL,
+        "--hardware",
+        HW,
+        "--gpus",
+        "2",
+        "--micro-batch",
+        "16",
+        "--grad-accum",
+        "1",
+        "--zero-stage",
+        "2",
+        "--samples",
+        "320",
+    )
     calibrated = cli(*args)
     assert calibrated.exit_code == 0, calibrated.output
-    assert "calibration  applied" in calibrated.stdout and "calibration of cpu from 1 run(s) (a)" in calibrated.stdout
+    assert (
+        "calibration  applied" in calibrated.stdout
+        and "calibration of cpu from 1 run(s) (a)" in calibrated.stdout
+    )
     assert "calibrated" in calibrated.stdout and "uncalibrated" in calibrated.stdout
     plain = cli(*args, "--no-calibration")
     assert "calibration" not in plain.stdout
@@ -306,11 +409,28 @@ def test_estimate_and_plan_use_the_calibration_and_say_so(cli, profiles_dir, tmp
     assert step("--no-calibration") < 0.5 * truth
     assert "note: using the calibration of cpu" in cli(*args, "--format", "json").stderr
 
-    planned = cli("plan", "--model", MODEL, "--hardware", HW, "--gpus", "2", "--samples", "320", "--global-batch", "32")
+    planned = cli(
+        "plan", "--model", MODEL, "--hardware", HW, "--gpus", "2", "--samples", "320", "--global-batch", "32"
+    )
     assert planned.exit_code == 0, planned.output
     assert "note: using the calibration of cpu" in planned.stderr and "a (2×, micro-batch 4" in planned.stderr
-    assert "note:" not in cli("plan", "--model", MODEL, "--hardware", HW, "--gpus", "2", "--samples", "320",
-                              "--global-batch", "32", "--no-calibration").stderr
+    assert (
+        "note:"
+        not in cli(
+            "plan",
+            "--model",
+            MODEL,
+            "--hardware",
+            HW,
+            "--gpus",
+            "2",
+            "--samples",
+            "320",
+            "--global-batch",
+            "32",
+            "--no-calibration",
+        ).stderr
+    )
     # The hardware profile is still what `profiles show cpu` means.
     shown = cli("profiles", "show", HW)
     assert shown.exit_code == 0 and "display_name: CPU host" in shown.stdout
@@ -320,7 +440,11 @@ def test_calibrate_keeps_earlier_runs_unless_reset(cli, profiles_dir, tmp_path) 
     _write_valid(cli, tmp_path)
     b = write_metrics(tmp_path / "b.jsonl", job="b", micro_batch=16, mfu=0.08)
     r = cli("calibrate", str(b), "--hardware", HW)
-    assert r.exit_code == 0 and "from 2 run(s) (a, b)" in r.stdout and "(1 kept from the earlier calibration)" in r.stdout
+    assert (
+        r.exit_code == 0
+        and "from 2 run(s) (a, b)" in r.stdout
+        and "(1 kept from the earlier calibration)" in r.stdout
+    )
     cal = load_file(profiles_dir / "calibrations" / "cpu.yaml")
     assert [x.job for x in cal.runs] == ["a", "b"] and cal.mfu_default.value == pytest.approx(0.08, rel=1e-6)
     # The earlier run is refitted from the calibration file even when its metrics file is gone.

@@ -45,8 +45,22 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _flags(zero_stage: int, micro_batch: int) -> list[str]:
-    return ["--model", "eva-clip-debug", "--hardware", "cpu", "--gpus", "2", "--micro-batch", str(micro_batch),
-            "--grad-accum", "1", "--zero-stage", str(zero_stage), "--samples", str(STEPS * 2 * micro_batch)]
+    return [
+        "--model",
+        "eva-clip-debug",
+        "--hardware",
+        "cpu",
+        "--gpus",
+        "2",
+        "--micro-batch",
+        str(micro_batch),
+        "--grad-accum",
+        "1",
+        "--zero-stage",
+        str(zero_stage),
+        "--samples",
+        str(STEPS * 2 * micro_batch),
+    ]
 
 
 def _run(cli, job: str, zero_stage: int, micro_batch: int) -> cb.Observation:
@@ -82,8 +96,9 @@ def test_calibrate_on_two_micro_batches_predicts_a_third(cli, env) -> None:
     hw, model = load_hardware("cpu"), load_model("eva-clip-debug")
     one_run = cb.calibrate([a], hw)
     plan_c = a.plan.model_copy(update=c_layout)
-    training_c = a.training.model_copy(update={"global_batch": plan_c.global_batch,
-                                               "samples": float(STEPS * plan_c.global_batch)})
+    training_c = a.training.model_copy(
+        update={"global_batch": plan_c.global_batch, "samples": float(STEPS * plan_c.global_batch)}
+    )
     one_run_c = estimate(model, cb.apply(hw, one_run), plan_c, training_c).compute.step_s
 
     r = cli("calibrate", "calib-a", "calib-b")
@@ -105,12 +120,14 @@ def test_calibrate_on_two_micro_batches_predicts_a_third(cli, env) -> None:
     err_cal = (calibrated_c - c.step_s) / c.step_s
     err_one = (one_run_c - c.step_s) / c.step_s
     err_uncal = (uncalibrated_c - c.step_s) / c.step_s
-    print(f"\nfit on A+B: MFU {cal.mfu_default.value:.4g}, {cal.microbatch_overhead_s.value * 1e3:.1f} ms per micro-batch"
-          f"\nrun A (ZeRO-1, micro-batch 4): measured {a.step_s:.4f} s/step (spread {a.spread:.0%})"
-          f"\nrun B (ZeRO-1, micro-batch 16): measured {b.step_s:.4f} s/step (spread {b.spread:.0%})"
-          f"\nrun C (ZeRO-2, micro-batch 8): measured {c.step_s:.4f} s/step (spread {c.spread:.0%}); "
-          f"calibrated on A+B {calibrated_c:.4f} s ({err_cal:+.1%}); MFU-only on A {one_run_c:.4f} s "
-          f"({err_one:+.1%}); uncalibrated {uncalibrated_c:.4f} s ({err_uncal:+.1%})")
+    print(
+        f"\nfit on A+B: MFU {cal.mfu_default.value:.4g}, {cal.microbatch_overhead_s.value * 1e3:.1f} ms per micro-batch"
+        f"\nrun A (ZeRO-1, micro-batch 4): measured {a.step_s:.4f} s/step (spread {a.spread:.0%})"
+        f"\nrun B (ZeRO-1, micro-batch 16): measured {b.step_s:.4f} s/step (spread {b.spread:.0%})"
+        f"\nrun C (ZeRO-2, micro-batch 8): measured {c.step_s:.4f} s/step (spread {c.spread:.0%}); "
+        f"calibrated on A+B {calibrated_c:.4f} s ({err_cal:+.1%}); MFU-only on A {one_run_c:.4f} s "
+        f"({err_one:+.1%}); uncalibrated {uncalibrated_c:.4f} s ({err_uncal:+.1%})"
+    )
     assert abs(err_cal) < abs(err_uncal)
     if os.environ.get("EVAPLAN_E2E_STRICT") == "1":
         assert abs(err_cal) <= 0.15

@@ -55,42 +55,67 @@ def debug_run_config(out_dir: Path, **overrides: Any) -> dict[str, Any]:
     return cfg
 
 
-def ds_config_for(zero_stage: int, *, micro_batch: int = 8, grad_accum: int = 1, comms_logger: bool = False,
-                  **plan_kw: Any) -> dict[str, Any]:
+def ds_config_for(
+    zero_stage: int, *, micro_batch: int = 8, grad_accum: int = 1, comms_logger: bool = False, **plan_kw: Any
+) -> dict[str, Any]:
     from planner.deepspeed_config import deepspeed_config
     from planner.spec import ParallelPlan
 
-    plan = ParallelPlan(nodes=1, gpus_per_node=NPROC, zero_stage=zero_stage, micro_batch=micro_batch,
-                        grad_accum=grad_accum, grad_ckpt=False, **plan_kw)
+    plan = ParallelPlan(
+        nodes=1,
+        gpus_per_node=NPROC,
+        zero_stage=zero_stage,
+        micro_batch=micro_batch,
+        grad_accum=grad_accum,
+        grad_ckpt=False,
+        **plan_kw,
+    )
     return deepspeed_config(plan, grad_clip=5.0, comms_logger=comms_logger)
 
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "OMP_NUM_THREADS": "1",  # 2 ranks on a 2-core machine
-        "CUDA_VISIBLE_DEVICES": "",
-        "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
-        "PYTHONWARNINGS": "ignore::FutureWarning",
-    })
+    env.update(
+        {
+            "OMP_NUM_THREADS": "1",  # 2 ranks on a 2-core machine
+            "CUDA_VISIBLE_DEVICES": "",
+            "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+            "PYTHONWARNINGS": "ignore::FutureWarning",
+        }
+    )
     env.pop("RANK", None)
     env.update(extra or {})
     return env
 
 
-def start_torchrun(workdir: Path, ds_cfg: dict[str, Any], run_cfg: dict[str, Any],
-                   env: dict[str, str] | None = None) -> subprocess.Popen:
+def start_torchrun(
+    workdir: Path, ds_cfg: dict[str, Any], run_cfg: dict[str, Any], env: dict[str, str] | None = None
+) -> subprocess.Popen:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "ds.json").write_text(json.dumps(ds_cfg))
     (workdir / "run.json").write_text(json.dumps(run_cfg))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={NPROC}",
-           "-m", "evaclip.train", "--ds-config", str(workdir / "ds.json"), "--run-config", str(workdir / "run.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={NPROC}",
+        "-m",
+        "evaclip.train",
+        "--ds-config",
+        str(workdir / "ds.json"),
+        "--run-config",
+        str(workdir / "run.json"),
+    ]
     log = open(workdir / "train.log", "ab")
-    return subprocess.Popen(cmd, cwd=workdir, env=_env(env), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, cwd=workdir, env=_env(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
-def finish(proc: subprocess.Popen, workdir: Path, run_cfg: dict[str, Any], timeout_s: float = RUN_TIMEOUT_S) -> TrainRun:
+def finish(
+    proc: subprocess.Popen, workdir: Path, run_cfg: dict[str, Any], timeout_s: float = RUN_TIMEOUT_S
+) -> TrainRun:
     from evaclip.metrics import read_metrics
 
     try:
@@ -104,12 +129,15 @@ def finish(proc: subprocess.Popen, workdir: Path, run_cfg: dict[str, Any], timeo
     return TrainRun(proc.returncode, log, records, Path(run_cfg["output_dir"]))
 
 
-def run_torchrun(workdir: Path, ds_cfg: dict[str, Any], run_cfg: dict[str, Any],
-                 env: dict[str, str] | None = None) -> TrainRun:
+def run_torchrun(
+    workdir: Path, ds_cfg: dict[str, Any], run_cfg: dict[str, Any], env: dict[str, str] | None = None
+) -> TrainRun:
     return finish(start_torchrun(workdir, ds_cfg, run_cfg, env), workdir, run_cfg)
 
 
-def wait_for_step(run_cfg: dict[str, Any], step: int, proc: subprocess.Popen, timeout_s: float = RUN_TIMEOUT_S) -> None:
+def wait_for_step(
+    run_cfg: dict[str, Any], step: int, proc: subprocess.Popen, timeout_s: float = RUN_TIMEOUT_S
+) -> None:
     """Block until the metrics file records `step` (or the process ends)."""
     from evaclip.metrics import read_metrics
 
@@ -128,6 +156,11 @@ def trainer():
     pytest.importorskip("deepspeed")
     from types import SimpleNamespace
 
-    return SimpleNamespace(debug_run_config=debug_run_config, ds_config_for=ds_config_for,
-                           start_torchrun=start_torchrun, finish=finish, run_torchrun=run_torchrun,
-                           wait_for_step=wait_for_step)
+    return SimpleNamespace(
+        debug_run_config=debug_run_config,
+        ds_config_for=ds_config_for,
+        start_torchrun=start_torchrun,
+        finish=finish,
+        run_torchrun=run_torchrun,
+        wait_for_step=wait_for_step,
+    )

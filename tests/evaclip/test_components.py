@@ -56,7 +56,11 @@ def test_local_shards_round_trip_and_skip(tmp_path):
     pairs = [(_png((10 * i, 0, 0)), f"caption number {i}") for i in range(10)]
     write_shards(pairs, tmp_path, samples_per_shard=4)
     shards = list_shards(str(tmp_path))
-    assert [s.rsplit("/", 1)[1] for s in shards] == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
+    assert [s.rsplit("/", 1)[1] for s in shards] == [
+        "shard-000000.tar",
+        "shard-000001.tar",
+        "shard-000002.tar",
+    ]
     assert [c for _, _, c in iter_shard_samples(shards[1])] == [f"caption number {i}" for i in range(4, 8)]
     stream = ShardStream(str(tmp_path), image_size=16, context_length=12, rank=0, world_size=1, seed=0)
     it = iter(stream)
@@ -69,7 +73,9 @@ def test_local_shards_round_trip_and_skip(tmp_path):
     expected_r = (10 * i / 255 - CLIP_MEAN[0]) / CLIP_STD[0]
     assert torch.allclose(img[0], torch.full((16, 16), expected_r), atol=1e-5)
     assert torch.equal(tokens, get_tokenizer()(first_caption, 12)[0])
-    skipped = ShardStream(str(tmp_path), image_size=16, context_length=12, rank=0, world_size=1, seed=0, skip_samples=3)
+    skipped = ShardStream(
+        str(tmp_path), image_size=16, context_length=12, rank=0, world_size=1, seed=0, skip_samples=3
+    )
     plain = iter(ShardStream(str(tmp_path), image_size=16, context_length=12, rank=0, world_size=1, seed=0))
     for _ in range(3):
         next(plain)
@@ -89,8 +95,17 @@ def _run_config(**kw):
     from evaclip.config import RunConfig
     from planner.profiles import load_model
 
-    base = dict(job_name="t", model=load_model("eva-clip-debug"), total_steps=10, image_size=32, patch_dropout=0.0,
-                image_lr=1e-3, text_lr=1e-4, image_layer_decay=0.5, text_layer_decay=0.25)
+    base = dict(
+        job_name="t",
+        model=load_model("eva-clip-debug"),
+        total_steps=10,
+        image_size=32,
+        patch_dropout=0.0,
+        image_lr=1e-3,
+        text_lr=1e-4,
+        image_layer_decay=0.5,
+        text_layer_decay=0.25,
+    )
     base.update(kw)
     return RunConfig(**base)
 
@@ -122,7 +137,11 @@ def test_warmup_cosine():
 
     f = [lr_factor(s, warmup_steps=4, total_steps=14) for s in range(14)]
     assert f[:4] == [0.25, 0.5, 0.75, 1.0]
-    assert f[4] == 1.0 and f[9] == pytest.approx(0.5) and f[13] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.9)))
+    assert (
+        f[4] == 1.0
+        and f[9] == pytest.approx(0.5)
+        and f[13] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.9)))
+    )
 
 
 def test_lamb_minimises_and_respects_trust_ratio():
@@ -152,7 +171,10 @@ def test_clip_loss_single_process():
     scale = torch.tensor([10.0])
     logits = 10.0 * img @ txt.T
     labels = torch.arange(4)
-    expected = (torch.nn.functional.cross_entropy(logits, labels) + torch.nn.functional.cross_entropy(logits.T, labels)) / 2
+    expected = (
+        torch.nn.functional.cross_entropy(logits, labels)
+        + torch.nn.functional.cross_entropy(logits.T, labels)
+    ) / 2
     assert float(clip_loss(img, txt, scale)) == pytest.approx(float(expected), rel=1e-6)
     assert float(clip_loss(img, txt, scale, local_loss=False)) == pytest.approx(float(expected), rel=1e-6)
 
@@ -189,8 +211,21 @@ def test_two_rank_gather_with_grad_equals_full_batch(tmp_path):
     script, out = tmp_path / "two_rank.py", tmp_path / "out.pt"
     script.write_text(_TWO_RANK_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(script), str(out)], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(script),
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = torch.load(out)
     torch.manual_seed(0)
@@ -234,8 +269,13 @@ def test_s3_failures_are_one_line(monkeypatch):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    for k, v in {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "x",
-                 "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1"}.items():
+    for k, v in {
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_MAX_ATTEMPTS": "1",
+    }.items():
         monkeypatch.setenv(k, v)
     with pytest.raises(RuntimeFailure, match=r"^S3: cannot list s3://bucket/shards: .*AWS_ENDPOINT_URL_S3"):
         list_shards("s3://bucket/shards")

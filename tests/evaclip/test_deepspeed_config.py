@@ -25,10 +25,14 @@ PLANS = [
     pytest.param({"zero_stage": 3}, id="zero3"),
     pytest.param({"zero_stage": 1, "offload_optimizer": "cpu"}, id="zero1-offload-opt"),
     pytest.param({"zero_stage": 2, "offload_optimizer": "cpu", "precision": "fp16"}, id="zero2-offload-fp16"),
-    pytest.param({"zero_stage": 3, "offload_optimizer": "cpu", "offload_param": "cpu"}, id="zero3-offload-cpu"),
+    pytest.param(
+        {"zero_stage": 3, "offload_optimizer": "cpu", "offload_param": "cpu"}, id="zero3-offload-cpu"
+    ),
     pytest.param({"zero_stage": 3, "offload_optimizer": "nvme", "offload_param": "nvme"}, id="zero3-nvme"),
-    pytest.param({"zero_stage": 3, "hpz_partition_size": 8, "quantized_weights": True,
-                  "quantized_gradients": True}, id="zero3-zeropp"),
+    pytest.param(
+        {"zero_stage": 3, "hpz_partition_size": 8, "quantized_weights": True, "quantized_gradients": True},
+        id="zero3-zeropp",
+    ),
     pytest.param({"zero_stage": 2, "precision": "fp32", "overlap_comm": False}, id="zero2-fp32"),
 ]
 
@@ -67,8 +71,16 @@ def test_deepspeed_parses_rendered_config(overrides, monkeypatch):
         assert zc.zero_hpz_partition_size == plan.hpz_partition_size
         assert zc.zero_quantized_weights == plan.quantized_weights
         assert zc.zero_quantized_gradients == plan.quantized_gradients
-    off_opt = str(getattr(zc.offload_optimizer.device, "value", zc.offload_optimizer.device)) if zc.offload_optimizer else "none"
-    off_par = str(getattr(zc.offload_param.device, "value", zc.offload_param.device)) if zc.offload_param else "none"
+    off_opt = (
+        str(getattr(zc.offload_optimizer.device, "value", zc.offload_optimizer.device))
+        if zc.offload_optimizer
+        else "none"
+    )
+    off_par = (
+        str(getattr(zc.offload_param.device, "value", zc.offload_param.device))
+        if zc.offload_param
+        else "none"
+    )
     assert (off_opt, off_par) == (plan.offload_optimizer, plan.offload_param)
     if "nvme" in (off_opt, off_par):
         assert str((zc.offload_optimizer or zc.offload_param).nvme_path) == "/local_nvme"

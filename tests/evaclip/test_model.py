@@ -75,7 +75,9 @@ def test_planner_forward_flops_match_flop_counter(name, patch_dropout):
             model(images, tokens)
     measured = counter.get_total_flops() / batch
     predicted = forward_flops_per_sample(spec, image_size, patch_dropout).total
-    assert predicted == pytest.approx(measured, rel=0.02), f"planner {predicted:.6g} vs FlopCounterMode {measured:.6g}"
+    assert predicted == pytest.approx(measured, rel=0.02), (
+        f"planner {predicted:.6g} vs FlopCounterMode {measured:.6g}"
+    )
 
 
 def test_debug_model_forward_and_backward_cpu():

@@ -13,14 +13,19 @@ def test_print_command(cli, tmp_path):
     ds, run = tmp_path / "ds.json", tmp_path / "run.json"
     ds.write_text("{}")
     run.write_text("{}")
-    res = cli("train", "--ds-config", str(ds), "--run-config", str(run), "--nproc-per-node", "2", "--print-command")
+    res = cli(
+        "train", "--ds-config", str(ds), "--run-config", str(run), "--nproc-per-node", "2", "--print-command"
+    )
     assert res.exit_code == 0
     assert res.stdout.strip().endswith(
-        f"-m torch.distributed.run --standalone --nproc_per_node=2 -m evaclip.train --ds-config {ds} --run-config {run}")
+        f"-m torch.distributed.run --standalone --nproc_per_node=2 -m evaclip.train --ds-config {ds} --run-config {run}"
+    )
 
 
 def test_missing_config_is_a_usage_error(cli, tmp_path):
-    res = cli("train", "--ds-config", str(tmp_path / "nope.json"), "--run-config", str(tmp_path / "nope.json"))
+    res = cli(
+        "train", "--ds-config", str(tmp_path / "nope.json"), "--run-config", str(tmp_path / "nope.json")
+    )
     assert res.exit_code == 2
 
 
@@ -29,16 +34,31 @@ def test_missing_config_is_a_usage_error(cli, tmp_path):
     [
         ("{not json", "{}", "is not valid JSON"),
         ("{}", "{}", "lacks a positive integer train_micro_batch_size_per_gpu"),
-        ('{"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "train_batch_size": 1}',
-         '{"job_name": "x"}', "run.json: model: Field required"),
+        (
+            '{"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "train_batch_size": 1}',
+            '{"job_name": "x"}',
+            "run.json: model: Field required",
+        ),
     ],
 )
 def test_trainer_input_errors_are_one_line(tmp_path, ds, run, message):
     pytest.importorskip("torch")
     (tmp_path / "ds.json").write_text(ds)
     (tmp_path / "run.json").write_text(run)
-    proc = subprocess.run([sys.executable, "-m", "evaclip.train", "--ds-config", str(tmp_path / "ds.json"),
-                           "--run-config", str(tmp_path / "run.json")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evaclip.train",
+            "--ds-config",
+            str(tmp_path / "ds.json"),
+            "--run-config",
+            str(tmp_path / "run.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and message in lines[-1], proc.stderr
@@ -50,10 +70,22 @@ def test_lamb_with_a_deepspeed_built_optimizer_is_refused(tmp_path):
     from planner.errors import EvaplanError
     from planner.profiles import load_model
 
-    ds = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "train_batch_size": 1,
-          "optimizer": {"type": "AdamW", "params": {}}}
-    run = {"job_name": "x", "model": load_model("eva-clip-debug").model_dump(mode="json"), "total_steps": 1,
-           "image_size": 32, "patch_dropout": 0.0, "image_lr": 1e-3, "text_lr": 1e-3, "optimizer": "lamb"}
+    ds = {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": 1,
+        "optimizer": {"type": "AdamW", "params": {}},
+    }
+    run = {
+        "job_name": "x",
+        "model": load_model("eva-clip-debug").model_dump(mode="json"),
+        "total_steps": 1,
+        "image_size": 32,
+        "patch_dropout": 0.0,
+        "image_lr": 1e-3,
+        "text_lr": 1e-3,
+        "optimizer": "lamb",
+    }
     (tmp_path / "ds.json").write_text(json.dumps(ds))
     (tmp_path / "run.json").write_text(json.dumps(run))
     with pytest.raises(EvaplanError, match="no CPU LAMB"):

@@ -68,8 +68,12 @@ def test_shards_and_checkpoints_round_trip(tmp_path, s3_env, trainer):
 
     latest = s3.get_object(Bucket="evaclip", Key="runs/job1/latest")["Body"].read().decode()
     assert latest == "step00000006"
-    manifest = json.loads(s3.get_object(Bucket="evaclip", Key="runs/job1/step00000006/evaclip-manifest.json")["Body"].read())
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="evaclip", Prefix="runs/job1/step00000006/")["Contents"]}
+    manifest = json.loads(
+        s3.get_object(Bucket="evaclip", Key="runs/job1/step00000006/evaclip-manifest.json")["Body"].read()
+    )
+    keys = {
+        o["Key"] for o in s3.list_objects_v2(Bucket="evaclip", Prefix="runs/job1/step00000006/")["Contents"]
+    }
     assert {f"runs/job1/step00000006/{rel}" for rel in manifest["files"]} <= keys
     assert any("zero_pp_rank_1" in rel for rel in manifest["files"])  # rank 1 uploaded its own shard
 

@@ -37,7 +37,9 @@ def _zero_run(stage: int, tmp_path_factory, trainer):
         run_cfg = trainer.debug_run_config(work / "out", **STAGE_RUN_OVERRIDES.get(stage, {}))
         gas = GRAD_ACCUM[stage]
         # ZeRO-2/3: micro-batch 4 (8 contrastive pairs per micro-step: a learnable task), global 32.
-        ds_cfg = trainer.ds_config_for(stage, micro_batch=8 if gas == 1 else 4, grad_accum=gas, comms_logger=True)
+        ds_cfg = trainer.ds_config_for(
+            stage, micro_batch=8 if gas == 1 else 4, grad_accum=gas, comms_logger=True
+        )
         _runs[stage] = (stage, ds_cfg, run_cfg, trainer.run_torchrun(work, ds_cfg, run_cfg))
     return _runs[stage]
 
@@ -63,7 +65,11 @@ def test_metrics_contract(zero_run):
     assert start["event"] == "start"
     assert set(START_KEYS) <= set(start)
     assert (start["job_name"], start["model"], start["world_size"], start["zero_stage"]) == (
-        "evaclip-test", "eva-clip-debug", 2, stage)
+        "evaclip-test",
+        "eva-clip-debug",
+        2,
+        stage,
+    )
     for rec in run.steps():
         assert set(STEP_KEYS) <= set(rec)
         assert rec["samples_seen"] == rec["step"] * ds_cfg["train_batch_size"]
@@ -76,8 +82,12 @@ def test_metrics_contract(zero_run):
 
 
 # DeepSpeed's comms logger name for each planner op.
-_DS_NAMES = {"all_reduce": "all_reduce", "all_gather": "all_gather_into_tensor",
-             "reduce_scatter": "reduce_scatter_tensor", "all_to_all": "all_to_all_single"}
+_DS_NAMES = {
+    "all_reduce": "all_reduce",
+    "all_gather": "all_gather_into_tensor",
+    "reduce_scatter": "reduce_scatter_tensor",
+    "all_to_all": "all_to_all_single",
+}
 # Scalars DeepSpeed all-reduces for bookkeeping (gradient norm, overflow flags: 4–8 bytes per call)
 # are not part of the planner's volume model; anything under this per step is ignored.
 _BOOKKEEPING_BYTES = 1024
@@ -88,9 +98,15 @@ def _compare_comm(stage: int, ds_cfg, run_cfg, run) -> list[str]:
     from planner.spec import ModelSpec, ParallelPlan
 
     zero = ds_cfg["zero_optimization"]
-    plan = ParallelPlan(nodes=1, gpus_per_node=2, zero_stage=stage, micro_batch=ds_cfg["train_micro_batch_size_per_gpu"],
-                        grad_accum=ds_cfg["gradient_accumulation_steps"], grad_ckpt=False,
-                        overlap_comm=zero.get("overlap_comm", True))
+    plan = ParallelPlan(
+        nodes=1,
+        gpus_per_node=2,
+        zero_stage=stage,
+        micro_batch=ds_cfg["train_micro_batch_size_per_gpu"],
+        grad_accum=ds_cfg["gradient_accumulation_steps"],
+        grad_ckpt=False,
+        overlap_comm=zero.get("overlap_comm", True),
+    )
     predicted: dict[str, float] = {}
     for c in collective_bytes(ModelSpec.model_validate(run_cfg["model"]), plan):
         if c.ds_logged and float(c.logged_bytes) > 0:
@@ -150,8 +166,10 @@ def test_sigterm_resume_matches_uninterrupted(tmp_path, tmp_path_factory, traine
     assert f"skipping checkpoint {saved[-1]['tag']}" in second.log
     starts = [i for i, r in enumerate(second.records) if r["event"] == "start"]
     assert second.records[starts[-1]]["start_step"] == previous
-    resumed = {r["step"]: r["loss"] for r in second.records[starts[-1]:] if r["event"] == "step"}
+    resumed = {r["step"]: r["loss"] for r in second.records[starts[-1] :] if r["event"] == "step"}
     assert sorted(resumed) == list(range(previous + 1, total + 1))
     reference = ref.losses()
     for step, loss in [*first.losses().items(), *resumed.items()]:
-        assert loss == pytest.approx(reference[step], rel=1e-4, abs=1e-4), f"step {step}: {loss} vs {reference[step]}"
+        assert loss == pytest.approx(reference[step], rel=1e-4, abs=1e-4), (
+            f"step {step}: {loss} vs {reference[step]}"
+        )

@@ -225,5 +225,7 @@ def test_local_launch_defaults_to_the_cpu_profile_with_two_ranks(cli, state_dir)
     run_config = json.loads((state_dir / "bundles" / "eva-clip-debug" / "run_config.json").read_text())
     assert run_config["hardware"]["name"] == "cpu"
     ds_config = json.loads((state_dir / "bundles" / "eva-clip-debug" / "ds_config.json").read_text())
-    assert ds_config["train_batch_size"] == 2 * ds_config["train_micro_batch_size_per_gpu"] * ds_config[
-        "gradient_accumulation_steps"]
+    assert (
+        ds_config["train_batch_size"]
+        == 2 * ds_config["train_micro_batch_size_per_gpu"] * ds_config["gradient_accumulation_steps"]
+    )

@@ -20,10 +20,14 @@ def _by_name(colls):
 # Ψ = 1,082,944; two weights of 524,288 elements above the persistence threshold, 34,368 elements
 # (biases, the 512×64 weight) under it. Logged sizes in bytes, count per step:
 MEASURED = {
-    (3, 1): {"all_gather_into_tensor": {1048576: 1, 1024: 1, 512: 1, 32768: 1, 64: 1},
-             "reduce_scatter_tensor": {2165888: 1}},
-    (3, 4): {"all_gather_into_tensor": {1048576: 4, 1024: 1, 512: 1, 32768: 1, 64: 1},
-             "reduce_scatter_tensor": {2165888: 4}},
+    (3, 1): {
+        "all_gather_into_tensor": {1048576: 1, 1024: 1, 512: 1, 32768: 1, 64: 1},
+        "reduce_scatter_tensor": {2165888: 1},
+    },
+    (3, 4): {
+        "all_gather_into_tensor": {1048576: 4, 1024: 1, 512: 1, 32768: 1, 64: 1},
+        "reduce_scatter_tensor": {2165888: 4},
+    },
     (2, 1): {"all_reduce": {2165888: 1}, "all_gather_into_tensor": {1082944: 1}},
     (2, 4): {"all_reduce": {2165888: 4}, "all_gather_into_tensor": {1082944: 1}},
     (1, 1): {"all_reduce": {2165888: 1}, "all_gather_into_tensor": {1082944: 1}},
@@ -31,20 +35,37 @@ MEASURED = {
     (0, 1): {"all_reduce": {2165888: 1}},
     (0, 4): {"all_reduce": {2165888: 1}},
 }
-OP_OF = {"all_gather": "all_gather_into_tensor", "reduce_scatter": "reduce_scatter_tensor", "all_reduce": "all_reduce"}
+OP_OF = {
+    "all_gather": "all_gather_into_tensor",
+    "reduce_scatter": "reduce_scatter_tensor",
+    "all_reduce": "all_reduce",
+}
 
 
 @pytest.mark.parametrize("stage,gas", sorted(MEASURED))
 def test_matches_deepspeed_comms_logger(stage, gas):
     psi, gathered, persistent = 1_082_944, 2 * 524_288, 34_368
-    colls = zero_collectives(psi=psi, gathered=gathered, persistent=persistent, regathered=0, gather_calls=1,
-                             regather_calls=0, world=2, gpus_per_node=2, zero_stage=stage, grad_accum=gas,
-                             micro_batch=4, embed_dim=64)
+    colls = zero_collectives(
+        psi=psi,
+        gathered=gathered,
+        persistent=persistent,
+        regathered=0,
+        gather_calls=1,
+        regather_calls=0,
+        world=2,
+        gpus_per_node=2,
+        zero_stage=stage,
+        grad_accum=gas,
+        micro_batch=4,
+        embed_dim=64,
+    )
     predicted: dict[str, float] = {}
     for c in colls:
         if c.ds_logged and float(c.logged_bytes):
             predicted[OP_OF[c.op]] = predicted.get(OP_OF[c.op], 0.0) + float(c.logged_bytes)
-    measured = {op: sum(size * count for size, count in sizes.items()) for op, sizes in MEASURED[(stage, gas)].items()}
+    measured = {
+        op: sum(size * count for size, count in sizes.items()) for op, sizes in MEASURED[(stage, gas)].items()
+    }
     assert predicted == pytest.approx(measured, rel=0.0, abs=0.5)
 
 
@@ -68,8 +89,19 @@ def test_debug_model_zero3_by_hand():
 
 def test_zero12_gradient_allreduce_grows_with_gas_only_in_stage2():
     psi = 1e9
-    kw = dict(psi=psi, gathered=psi, persistent=0, regathered=0, gather_calls=1, regather_calls=0, world=16,
-              gpus_per_node=8, grad_accum=8, micro_batch=1, embed_dim=512)
+    kw = dict(
+        psi=psi,
+        gathered=psi,
+        persistent=0,
+        regathered=0,
+        gather_calls=1,
+        regather_calls=0,
+        world=16,
+        gpus_per_node=8,
+        grad_accum=8,
+        micro_batch=1,
+        embed_dim=512,
+    )
     z1 = _by_name(zero_collectives(zero_stage=1, **kw))["gradient all-reduce"]
     z2 = _by_name(zero_collectives(zero_stage=2, **kw))["gradient all-reduce"]
     assert float(z1.message_bytes) == 2 * psi
@@ -81,10 +113,24 @@ def test_zero12_gradient_allreduce_grows_with_gas_only_in_stage2():
 
 def test_zeropp_options():
     psi = 1e9
-    kw = dict(psi=psi, gathered=psi, persistent=0, regathered=psi, gather_calls=10, regather_calls=10, world=64,
-              gpus_per_node=8, zero_stage=3, grad_accum=1, micro_batch=1, embed_dim=512)
+    kw = dict(
+        psi=psi,
+        gathered=psi,
+        persistent=0,
+        regathered=psi,
+        gather_calls=10,
+        regather_calls=10,
+        world=64,
+        gpus_per_node=8,
+        zero_stage=3,
+        grad_accum=1,
+        micro_batch=1,
+        embed_dim=512,
+    )
     base = _by_name(zero_collectives(**kw))
-    pp = _by_name(zero_collectives(hpz_partition_size=8, quantized_weights=True, quantized_gradients=True, **kw))
+    pp = _by_name(
+        zero_collectives(hpz_partition_size=8, quantized_weights=True, quantized_gradients=True, **kw)
+    )
     # qwZ halves the forward all-gather; hpZ keeps the backward all-gather inside a node; qgZ ¼ gradients.
     fwd = "parameter all-gather (forward)"
     assert float(pp[fwd].message_bytes) == 0.5 * float(base[fwd].message_bytes)
@@ -97,7 +143,9 @@ def test_zeropp_options():
 def test_seed_1_3_tb_per_step():
     """EVA-CLIP-18B, the published run's layout: 360 GPUs, 108,000 = 25 × 12 × 360, ZeRO-3."""
     m = prof.load_model("eva-clip-18b")
-    plan = ParallelPlan(nodes=45, gpus_per_node=8, zero_stage=3, micro_batch=25, grad_accum=12, grad_ckpt=True)
+    plan = ParallelPlan(
+        nodes=45, gpus_per_node=8, zero_stage=3, micro_batch=25, grad_accum=12, grad_ckpt=True
+    )
     colls = collective_bytes(m, plan)
     per_gpu = sum(float(c.message_bytes) for c in colls)
     # ≈ 12 micro-batches × (2Ψ forward gather + ~2Ψ backward gather + 2Ψ bf16 reduce-scatter) = 12 × 6Ψ bytes
@@ -110,10 +158,23 @@ def test_time_model():
     # NCCL ring latency: base 8.4 µs + 7 NVLink steps × 3.4 µs inside a node.
     assert float(ring_latency_s("all_gather", 8, 8, 3.4, 14.0)) == pytest.approx((8.4 + 7 * 3.4) * 1e-6)
     # 2 nodes, all-reduce: 2·15 steps, 2 passes × 2 network steps at 14 µs.
-    assert float(ring_latency_s("all_reduce", 16, 8, 3.4, 14.0)) == pytest.approx((8.4 + 26 * 3.4 + 4 * 14) * 1e-6)
-    c = zero_collectives(psi=1e9, gathered=1e9, persistent=0, regathered=0, gather_calls=1, regather_calls=0,
-                         world=np.array([8, 16]), gpus_per_node=8, zero_stage=2, grad_accum=1, micro_batch=1,
-                         embed_dim=512)[0]
+    assert float(ring_latency_s("all_reduce", 16, 8, 3.4, 14.0)) == pytest.approx(
+        (8.4 + 26 * 3.4 + 4 * 14) * 1e-6
+    )
+    c = zero_collectives(
+        psi=1e9,
+        gathered=1e9,
+        persistent=0,
+        regathered=0,
+        gather_calls=1,
+        regather_calls=0,
+        world=np.array([8, 16]),
+        gpus_per_node=8,
+        zero_stage=2,
+        grad_accum=1,
+        micro_batch=1,
+        embed_dim=512,
+    )[0]
     t = collective_time_s(c, hw)
     lat = [float(ring_latency_s("all_reduce", n, 8, 3.4, 14.0)) for n in (8, 16)]
     assert float(t[0]) == pytest.approx(2 * lat[0] + 2 * 7 / 8 * 2e9 / 360e9)

@@ -31,8 +31,16 @@ def test_checkpoint_and_young_daly():
 
 
 def test_wall_time_with_rework():
-    w = wall_time(samples=1000, global_batch=100, step_s=36.0, startup_s=100.0, write_s=10.0, rate_per_s=1e-5,
-                  restart_s=600.0, checkpoint_every_s=120.0)
+    w = wall_time(
+        samples=1000,
+        global_batch=100,
+        step_s=36.0,
+        startup_s=100.0,
+        write_s=10.0,
+        rate_per_s=1e-5,
+        restart_s=600.0,
+        checkpoint_every_s=120.0,
+    )
     assert float(w.steps) == 10 and float(w.train_s) == 360.0
     assert float(w.checkpoints) == 3 and float(w.checkpoint_stall_s) == 30.0
     base = 100 + 360 + 30
@@ -40,10 +48,24 @@ def test_wall_time_with_rework():
     assert float(w.wall_s) == pytest.approx(wall)
     assert float(w.expected_interruptions) == pytest.approx(1e-5 * wall)
     # vectorised over candidates, element-wise equal to the scalar call
-    ws = wall_time(samples=1000, global_batch=np.array([100, 50]), step_s=np.array([36.0, 20.0]), startup_s=100.0,
-                   write_s=10.0, rate_per_s=1e-5, restart_s=600.0)
-    w1 = wall_time(samples=1000, global_batch=50, step_s=20.0, startup_s=100.0, write_s=10.0, rate_per_s=1e-5,
-                   restart_s=600.0)
+    ws = wall_time(
+        samples=1000,
+        global_batch=np.array([100, 50]),
+        step_s=np.array([36.0, 20.0]),
+        startup_s=100.0,
+        write_s=10.0,
+        rate_per_s=1e-5,
+        restart_s=600.0,
+    )
+    w1 = wall_time(
+        samples=1000,
+        global_batch=50,
+        step_s=20.0,
+        startup_s=100.0,
+        write_s=10.0,
+        rate_per_s=1e-5,
+        restart_s=600.0,
+    )
     assert float(ws.wall_s[1]) == float(w1.wall_s)
 
 

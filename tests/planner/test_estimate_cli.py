@@ -12,7 +12,17 @@ from planner.errors import InfeasibleError
 from planner.estimate import Estimate, estimate
 from planner.spec import ParallelPlan, TrainingSpec
 
-MAIN = ["estimate", "--model", "eva-clip-18b", "--hardware", "h100-sxm", "--gpus", "256", "--offering", "aws-p5"]
+MAIN = [
+    "estimate",
+    "--model",
+    "eva-clip-18b",
+    "--hardware",
+    "h100-sxm",
+    "--gpus",
+    "256",
+    "--offering",
+    "aws-p5",
+]
 
 
 def _err(result) -> str:
@@ -21,7 +31,9 @@ def _err(result) -> str:
 
 def test_estimate_round_trips_and_is_consistent():
     m, hw, off = prof.load_model("eva-clip-18b"), prof.load_hardware("h100-sxm"), prof.load_offering("aws-p5")
-    plan = ParallelPlan(nodes=32, gpus_per_node=8, zero_stage=3, micro_batch=211, grad_accum=2, grad_ckpt=True)
+    plan = ParallelPlan(
+        nodes=32, gpus_per_node=8, zero_stage=3, micro_batch=211, grad_accum=2, grad_ckpt=True
+    )
     tr = TrainingSpec(samples=6e9, global_batch=108_032, image_size=224, patch_dropout=0.5)
     e = estimate(m, hw, plan, tr, off)
     assert Estimate.model_validate_json(e.model_dump_json()) == e
@@ -30,16 +42,18 @@ def test_estimate_round_trips_and_is_consistent():
     # × 20 kernels × 4 passes (recompute) × 5 µs per micro-batch; Adam over Ψ/256 at 30 B/param, 3.35 TB/s.
     eff = 27_219 / (27_219 + 256)
     assert e.compute.gemm_efficiency == pytest.approx(eff, rel=1e-15)
-    assert e.compute.compute_s == pytest.approx(e.compute.hardware_flops_per_sample * 211 * 2 / (989e12 * 0.4 * eff),
-                                                 rel=1e-12)
+    assert e.compute.compute_s == pytest.approx(
+        e.compute.hardware_flops_per_sample * 211 * 2 / (989e12 * 0.4 * eff), rel=1e-12
+    )
     micro_s = 80 * 20 * 4 * 5e-6
     assert e.figure("time.microbatch_overhead").value == pytest.approx(micro_s, rel=1e-12)
     assert micro_s == pytest.approx(0.032)
     opt_s = 30 * 18_325_483_777 / 256 / 3.35e12
     assert e.figure("time.step_overhead").value == pytest.approx(opt_s, rel=1e-12)
     assert e.compute.overhead_s == pytest.approx(2 * micro_s + opt_s, rel=1e-12)
-    assert e.compute.step_s == pytest.approx(e.compute.compute_s + e.compute.overhead_s + e.comm.exposed_s
-                                             + e.compute.offload_s, rel=1e-12)
+    assert e.compute.step_s == pytest.approx(
+        e.compute.compute_s + e.compute.overhead_s + e.comm.exposed_s + e.compute.offload_s, rel=1e-12
+    )
     assert e.compute.samples_per_s == pytest.approx(108_032 / e.compute.step_s)
     assert e.time.steps == 55_540  # ceil(6e9 / 108,032)
     od = next(p for p in e.cost.prices if p.pricing == "on_demand")
@@ -64,12 +78,15 @@ def test_choose_picks_simplest_feasible_and_says_so():
     assert not e3.fits
 
 
-@pytest.mark.parametrize("kw,needle", [
-    ({"gpus": 100}, "not a multiple of the 8 GPUs"),
-    ({"gpus": 256, "global_batch": 108_000}, "not reachable on 256 GPUs"),
-    ({"gpus": 256, "micro_batch": 5}, "not reachable with micro-batch 5"),
-    ({}, "no cluster size"),
-])
+@pytest.mark.parametrize(
+    "kw,needle",
+    [
+        ({"gpus": 100}, "not a multiple of the 8 GPUs"),
+        ({"gpus": 256, "global_batch": 108_000}, "not reachable on 256 GPUs"),
+        ({"gpus": 256, "micro_batch": 5}, "not reachable with micro-batch 5"),
+        ({}, "no cluster size"),
+    ],
+)
 def test_choose_rejects_impossible_requests(kw, needle):
     m, hw = prof.load_model("eva-clip-18b"), prof.load_hardware("h100-sxm")
     with pytest.raises(InfeasibleError) as exc:
@@ -95,13 +112,16 @@ def test_cli_json_and_explain(cli):
     assert r.exit_code == 0 and r.output.startswith("section,figure,value")
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--gpus", "100"], "not a multiple"),
-    (["--gpus", "256", "--global-batch", "108000"], "not reachable"),
-    (["--gpus", "8", "--zero-stage", "0", "--no-grad-ckpt", "--global-batch", "512"], "does not fit"),
-    (["--gpus", "256", "--offering", "azure-nd-mi300x-v5"], "sells mi300x"),
-    (["--gpus", "256", "--zero-stage", "2", "--offload-param", "cpu"], "zero_stage 3"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--gpus", "100"], "not a multiple"),
+        (["--gpus", "256", "--global-batch", "108000"], "not reachable"),
+        (["--gpus", "8", "--zero-stage", "0", "--no-grad-ckpt", "--global-batch", "512"], "does not fit"),
+        (["--gpus", "256", "--offering", "azure-nd-mi300x-v5"], "sells mi300x"),
+        (["--gpus", "256", "--zero-stage", "2", "--offload-param", "cpu"], "zero_stage 3"),
+    ],
+)
 def test_cli_bad_requests_exit_2_with_one_line(cli, args, needle):
     r = cli("estimate", "--model", "eva-clip-18b", "--hardware", "h100-sxm", *args)
     assert r.exit_code == 2
@@ -121,8 +141,19 @@ def test_cli_reads_user_profiles(cli, user_profiles):
     data = yaml.safe_load(src.read_text())
     data["name"] = "my-tiny-clip"
     (user_profiles / "models" / "my-tiny-clip.yaml").write_text(yaml.safe_dump(data))
-    r = cli("--profiles-dir", str(user_profiles), "estimate", "--model", "my-tiny-clip", "--hardware", "h100-sxm",
-            "--gpus", "8", "--format", "json")
+    r = cli(
+        "--profiles-dir",
+        str(user_profiles),
+        "estimate",
+        "--model",
+        "my-tiny-clip",
+        "--hardware",
+        "h100-sxm",
+        "--gpus",
+        "8",
+        "--format",
+        "json",
+    )
     assert r.exit_code == 0, r.output
     e = Estimate.model_validate_json(r.output)
     assert e.model == "my-tiny-clip" and e.params.total == 1_724_465

@@ -43,7 +43,13 @@ def test_zero3_equals_deepspeed_estimator(name, gpn, nodes):
     c = count_params(prof.load_model(name))
     for offload, offload_params in ((False, False), (True, False), (True, True)):
         cpu, gpu, largest = z3.estimate_zero3_model_states_mem_needs(
-            c.total, c.largest_layer, gpn, nodes, cpu_offload=offload, cpu_offload_params=offload_params, zero_init=True
+            c.total,
+            c.largest_layer,
+            gpn,
+            nodes,
+            cpu_offload=offload,
+            cpu_offload_params=offload_params,
+            zero_init=True,
         )
         ms = zero_model_states(c.total, c.largest_layer, gpn, nodes, 3, offload, offload_params)
         assert (float(ms.gpu_total), float(ms.host_per_node)) == (gpu, cpu)
@@ -130,19 +136,34 @@ def test_vectorised_equals_scalar():
     ck = np.array([True, False, True])
     v = tower_activation_bytes(vision_shape(m), seq, ck, False)
     for i in range(3):
-        assert float(v[i]) == float(tower_activation_bytes(vision_shape(m), float(seq[i]), bool(ck[i]), False))
+        assert float(v[i]) == float(
+            tower_activation_bytes(vision_shape(m), float(seq[i]), bool(ck[i]), False)
+        )
     assert float(tower_activation_bytes(text_shape(m), 77.0, True, False)) > 0
 
 
 def test_memory_report_sums_and_fit():
     m, hw = prof.load_model("eva-clip-18b"), prof.load_hardware("h100-sxm")
-    plan = ParallelPlan(nodes=32, gpus_per_node=8, zero_stage=3, micro_batch=422, grad_accum=1, grad_ckpt=True)
+    plan = ParallelPlan(
+        nodes=32, gpus_per_node=8, zero_stage=3, micro_batch=422, grad_accum=1, grad_ckpt=True
+    )
     tr = TrainingSpec(samples=6e9, global_batch=108_032, image_size=224, patch_dropout=0.5)
     rep = memory_report(m, hw, plan, tr)
     assert rep.gpu_total_bytes == pytest.approx(sum(rep.gpu_terms.values()), rel=1e-12)
-    states = [k for k in rep.gpu_terms if k in ("params_16bit", "grads_16bit", "grads_fp32", "master_params_fp32",
-                                                 "optimizer_states_fp32", "zero3_largest_layer",
-                                                 "deepspeed_estimator_margin")]
+    states = [
+        k
+        for k in rep.gpu_terms
+        if k
+        in (
+            "params_16bit",
+            "grads_16bit",
+            "grads_fp32",
+            "master_params_fp32",
+            "optimizer_states_fp32",
+            "zero3_largest_layer",
+            "deepspeed_estimator_margin",
+        )
+    ]
     assert sum(rep.gpu_terms[k] for k in states) == rep.model_states_bytes
     assert rep.fits_gpu and rep.gpu_headroom_bytes == rep.hbm_bytes - rep.gpu_total_bytes
     # Without checkpointing the same micro-batch does not fit in 80 GiB.

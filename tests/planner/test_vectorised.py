@@ -11,9 +11,13 @@ from planner.estimate import estimate
 from planner.spec import ParallelPlan, TrainingSpec
 
 
-@pytest.mark.parametrize("model_name,hw_name,offering_name", [
-    ("eva-clip-18b", "h100-sxm", "aws-p5"), ("eva02-clip-l14", "mi300x", "azure-nd-mi300x-v5"),
-])
+@pytest.mark.parametrize(
+    "model_name,hw_name,offering_name",
+    [
+        ("eva-clip-18b", "h100-sxm", "aws-p5"),
+        ("eva02-clip-l14", "mi300x", "azure-nd-mi300x-v5"),
+    ],
+)
 def test_arrays_equal_scalar_estimates(model_name, hw_name, offering_name):
     m, hw, off = prof.load_model(model_name), prof.load_hardware(hw_name), prof.load_offering(offering_name)
     rng = np.random.default_rng(1)
@@ -28,24 +32,50 @@ def test_arrays_equal_scalar_estimates(model_name, hw_name, offering_name):
     ckpt = rng.integers(0, 2, k).astype(bool)
     img = rng.choice([224, 336], k)
     r = rng.choice([0.0, 0.5], k)
-    kw = dict(nodes=nodes, zero_stage=stage, offload_optimizer=oo_dev > 0, offload_param=op_dev > 0,
-              nvme_optimizer=oo_dev == 2, nvme_param=op_dev == 2, micro_batch=b, grad_ckpt=ckpt, image_size=img,
-              patch_dropout=r)
+    kw = dict(
+        nodes=nodes,
+        zero_stage=stage,
+        offload_optimizer=oo_dev > 0,
+        offload_param=op_dev > 0,
+        nvme_optimizer=oo_dev == 2,
+        nvme_param=op_dev == 2,
+        micro_batch=b,
+        grad_ckpt=ckpt,
+        image_size=img,
+        patch_dropout=r,
+    )
     terms, ms, _ = ev.gpu_memory_terms(m, hw, **kw)
     gpu_total = ev.ordered_sum(terms)
     host_total = ev.ordered_sum(ev.host_memory_terms(ms, hw.gpus_per_node))
     st = ev.step_terms(m, hw, grad_accum=gas, **kw)
     G = hw.gpus_per_node
     B = b * gas * nodes * G
-    wc = ev.wall_and_cost(m, hw, nodes=nodes, samples=1e9, global_batch=B, step_s=st["step_s"],
-                          restart_s=off.restart_s.value, usd_per_node_hour=off.on_demand_usd_per_node_hour.value,
-                          storage_usd_per_gb_month=off.storage_usd_per_gb_month.value)
+    wc = ev.wall_and_cost(
+        m,
+        hw,
+        nodes=nodes,
+        samples=1e9,
+        global_batch=B,
+        step_s=st["step_s"],
+        restart_s=off.restart_s.value,
+        usd_per_node_hour=off.on_demand_usd_per_node_hour.value,
+        storage_usd_per_gb_month=off.storage_usd_per_gb_month.value,
+    )
     dev = {0: "none", 1: "cpu", 2: "nvme"}
     for i in range(k):
-        plan = ParallelPlan(nodes=int(nodes[i]), gpus_per_node=G, zero_stage=int(stage[i]),
-                            offload_optimizer=dev[int(oo_dev[i])], offload_param=dev[int(op_dev[i])],
-                            micro_batch=int(b[i]), grad_accum=int(gas[i]), grad_ckpt=bool(ckpt[i]))
-        tr = TrainingSpec(samples=1e9, global_batch=int(B[i]), image_size=int(img[i]), patch_dropout=float(r[i]))
+        plan = ParallelPlan(
+            nodes=int(nodes[i]),
+            gpus_per_node=G,
+            zero_stage=int(stage[i]),
+            offload_optimizer=dev[int(oo_dev[i])],
+            offload_param=dev[int(op_dev[i])],
+            micro_batch=int(b[i]),
+            grad_accum=int(gas[i]),
+            grad_ckpt=bool(ckpt[i]),
+        )
+        tr = TrainingSpec(
+            samples=1e9, global_batch=int(B[i]), image_size=int(img[i]), patch_dropout=float(r[i])
+        )
         e = estimate(m, hw, plan, tr, off)
         assert e.memory.gpu_total_bytes == float(gpu_total[i])
         assert e.memory.host_per_node_bytes == float(host_total[i])

@@ -18,19 +18,44 @@ from planner.spec import ParallelPlan, TrainingSpec
 CRD_FILES = {"PyTorchJob": "kubeflow.org_pytorchjobs.yaml", "JobSet": "jobset.x-k8s.io_jobsets.yaml"}
 
 
-def plan_inputs(hardware: str = "h100-sxm", *, model: str = "eva-clip-8b", nodes: int = 4, zero_stage: int = 3,
-                offload_optimizer: str = "none", micro_batch: int = 32, grad_accum: int = 2) -> PlanInputs:
+def plan_inputs(
+    hardware: str = "h100-sxm",
+    *,
+    model: str = "eva-clip-8b",
+    nodes: int = 4,
+    zero_stage: int = 3,
+    offload_optimizer: str = "none",
+    micro_batch: int = 32,
+    grad_accum: int = 2,
+) -> PlanInputs:
     m, hw = load_model(model), load_hardware(hardware)
-    plan = ParallelPlan(nodes=nodes, gpus_per_node=hw.gpus_per_node, zero_stage=zero_stage,
-                        offload_optimizer=offload_optimizer, micro_batch=micro_batch, grad_accum=grad_accum,
-                        grad_ckpt=True)
-    training = TrainingSpec(samples=1e8, global_batch=plan.global_batch, image_size=m.recipe.image_size,
-                            patch_dropout=m.recipe.patch_dropout)
+    plan = ParallelPlan(
+        nodes=nodes,
+        gpus_per_node=hw.gpus_per_node,
+        zero_stage=zero_stage,
+        offload_optimizer=offload_optimizer,
+        micro_batch=micro_batch,
+        grad_accum=grad_accum,
+        grad_ckpt=True,
+    )
+    training = TrainingSpec(
+        samples=1e8,
+        global_batch=plan.global_batch,
+        image_size=m.recipe.image_size,
+        patch_dropout=m.recipe.patch_dropout,
+    )
     # Figures fixed here, as the planner would give them (plan.json stands in for its Estimate).
-    return PlanInputs(model=m, hardware=hw, plan=plan, training=training,
-                      estimate_json={"plan": plan.model_dump(mode="json"), "host_ram_per_node_gib": 96.0},
-                      host_ram_per_node_gib=96.0, params=float(count_params(m).total), step_time_s=4.0,
-                      host_ram_available_gib=hw.host_ram_gib.value)
+    return PlanInputs(
+        model=m,
+        hardware=hw,
+        plan=plan,
+        training=training,
+        estimate_json={"plan": plan.model_dump(mode="json"), "host_ram_per_node_gib": 96.0},
+        host_ram_per_node_gib=96.0,
+        params=float(count_params(m).total),
+        step_time_s=4.0,
+        host_ram_available_gib=hw.host_ram_gib.value,
+    )
 
 
 def options(**kw: Any) -> RenderOptions:
@@ -79,9 +104,16 @@ def validate_object(crd_schemas):
             if key in crd_schemas:
                 jsonschema.Draft7Validator(crd_schemas[key]).validate(obj)
                 for tpl in pod_templates(obj):
-                    kv.validate({"apiVersion": "v1", "kind": "PodTemplate",
-                                 "metadata": {"name": "check", "namespace": obj["metadata"]["namespace"]},
-                                 "template": tpl}, version, strict=True)
+                    kv.validate(
+                        {
+                            "apiVersion": "v1",
+                            "kind": "PodTemplate",
+                            "metadata": {"name": "check", "namespace": obj["metadata"]["namespace"]},
+                            "template": tpl,
+                        },
+                        version,
+                        strict=True,
+                    )
             else:
                 kv.validate(obj, version, strict=True)
 

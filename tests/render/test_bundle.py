@@ -16,7 +16,8 @@ def test_write_then_read(tmp_path, make_inputs, make_options):
     r = render(make_inputs("mi300x"), make_options(flavor="jobset"))
     out = write_bundle(r, tmp_path / "b")
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["ds_config.json", "run_config.json", "manifests.yaml", "plan.json", "rbac.yaml", META_FILE])
+        ["ds_config.json", "run_config.json", "manifests.yaml", "plan.json", "rbac.yaml", META_FILE]
+    )
     b = read_bundle(out)
     assert isinstance(b, Bundle) and isinstance(b.run_config, RunConfig)
     assert (b.job_name, b.namespace, b.flavor) == ("eva8b-run1", "ml", "jobset")

@@ -24,8 +24,17 @@ def test_render_from_flags_then_from_its_plan_gives_the_same_bytes(cli, tmp_path
     assert est.plan.world_size == 16 and est.model == "eva-clip-debug"
     assert bundle.ds_config["train_batch_size"] == est.plan.global_batch
     assert bundle.run_config.total_steps == -(-int(est.training.samples) // est.plan.global_batch)
-    r = cli("render", "--plan", str(a / "plan.json"), "--image", "ghcr.io/acme/evaclip:1.0", "--flavor", "jobset",
-            "-o", str(b))
+    r = cli(
+        "render",
+        "--plan",
+        str(a / "plan.json"),
+        "--image",
+        "ghcr.io/acme/evaclip:1.0",
+        "--flavor",
+        "jobset",
+        "-o",
+        str(b),
+    )
     assert r.exit_code == 0, r.output
     for f in a.iterdir():
         assert f.read_bytes() == (b / f.name).read_bytes(), f.name
@@ -47,7 +56,10 @@ def test_user_errors_are_one_line_exit_2(cli, tmp_path):
         (["render", *FLAGS, "--image", "evaclip:dev\nkind: Secret", "--stdout"], "image reference"),
         (["render", *FLAGS, "--image", "evaclip:dev", "--stdout", "--env", "NOEQUALS"], "KEY=VALUE"),
         (["render", "--image", "evaclip:dev", "--stdout"], "no plan given"),
-        (["render", "--plan", str(tmp_path / "missing.json"), "--image", "x", "--stdout"], "cannot read --plan"),
+        (
+            ["render", "--plan", str(tmp_path / "missing.json"), "--image", "x", "--stdout"],
+            "cannot read --plan",
+        ),
     ]
     for args, message in cases:
         r = cli(*args)

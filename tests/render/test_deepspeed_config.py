@@ -30,13 +30,22 @@ class _DataParallel:
         ("h100-sxm", 2, 3, "nvme", 2, 8),
     ],
 )
-def test_deepspeed_parses_the_rendered_config(hardware, nodes, zero_stage, offload, micro, accum,
-                                              make_inputs, make_options, monkeypatch):
+def test_deepspeed_parses_the_rendered_config(
+    hardware, nodes, zero_stage, offload, micro, accum, make_inputs, make_options, monkeypatch
+):
     ds_config_mod = pytest.importorskip("deepspeed.runtime.config")
-    inputs = make_inputs(hardware, nodes=nodes, zero_stage=zero_stage, offload_optimizer=offload,
-                         micro_batch=micro, grad_accum=accum)
-    opts = make_options(optimizer="adamw" if offload != "none" else None,
-                        nvme_host_path="/local_nvme" if offload == "nvme" else None)
+    inputs = make_inputs(
+        hardware,
+        nodes=nodes,
+        zero_stage=zero_stage,
+        offload_optimizer=offload,
+        micro_batch=micro,
+        grad_accum=accum,
+    )
+    opts = make_options(
+        optimizer="adamw" if offload != "none" else None,
+        nvme_host_path="/local_nvme" if offload == "nvme" else None,
+    )
     text = render(inputs, opts).files["ds_config.json"]
     cfg = json.loads(text)
     world = inputs.plan.world_size

@@ -25,7 +25,9 @@ def _compare(name: str, text: str) -> None:
     if not path.is_file():
         pytest.fail(f"golden file {path} is missing; create it with EVAPLAN_UPDATE_GOLDEN=1")
     expected = path.read_text(encoding="utf-8")
-    assert text == expected, f"{name} differs from its golden file; if intended, rerun with EVAPLAN_UPDATE_GOLDEN=1"
+    assert text == expected, (
+        f"{name} differs from its golden file; if intended, rerun with EVAPLAN_UPDATE_GOLDEN=1"
+    )
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)

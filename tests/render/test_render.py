@@ -33,15 +33,26 @@ def _containers(docs: list[dict]) -> list[dict]:
 
 @pytest.mark.parametrize(("hardware", "flavor"), VARIANTS)
 def test_every_object_validates(hardware, flavor, validate_object, make_inputs, make_options):
-    opts = make_options(flavor=flavor, rdma_resource="rdma/rdma_shared_device_a", queue="team-a",
-                   priority_class="training-high", s3_secret="s3-credentials",
-                   checkpoint_s3_uri="s3://acme-ckpt/eva8b", network_annotation="sriov-a,sriov-b",
-                   socket_ifname="eth0", ib_hca="mlx5_0,mlx5_1", service_account="trainer")
+    opts = make_options(
+        flavor=flavor,
+        rdma_resource="rdma/rdma_shared_device_a",
+        queue="team-a",
+        priority_class="training-high",
+        s3_secret="s3-credentials",
+        checkpoint_s3_uri="s3://acme-ckpt/eva8b",
+        network_annotation="sriov-a,sriov-b",
+        socket_ifname="eth0",
+        ib_hca="mlx5_0,mlx5_1",
+        service_account="trainer",
+    )
     r = render(make_inputs(hardware), opts)
     docs = _docs(r)
     kinds = [d["kind"] for d in docs]
-    expected = {"indexed-job": ["ConfigMap", "Service", "Job"], "pytorchjob": ["ConfigMap", "PyTorchJob"],
-                "jobset": ["ConfigMap", "JobSet"]}[flavor]
+    expected = {
+        "indexed-job": ["ConfigMap", "Service", "Job"],
+        "pytorchjob": ["ConfigMap", "PyTorchJob"],
+        "jobset": ["ConfigMap", "JobSet"],
+    }[flavor]
     assert kinds == expected  # creation order: the ConfigMap before the pods that mount it
     for d in docs:
         validate_object(d)
@@ -101,8 +112,13 @@ def test_pod_carries_hardware_and_sizes(hardware, flavor, make_inputs, make_opti
             assert "HSA_FORCE_FINE_GRAIN_PCIE" not in env and "NCCL_IB_GID_INDEX" not in env
         cmd = c["command"]
         assert cmd[:3] == ["torchrun", "--nnodes=4", "--nproc-per-node=8"]
-        assert cmd[-5:] == ["evaclip.train", "--ds-config", "/etc/evaplan/ds_config.json",
-                            "--run-config", "/etc/evaplan/run_config.json"]
+        assert cmd[-5:] == [
+            "evaclip.train",
+            "--ds-config",
+            "/etc/evaplan/ds_config.json",
+            "--run-config",
+            "/etc/evaplan/run_config.json",
+        ]
 
 
 def test_rendezvous_addresses_match_each_flavours_dns(make_inputs, make_options):
@@ -133,11 +149,16 @@ def test_restart_policies_and_kueue(make_inputs, make_options):
     assert pj["spec"]["pytorchReplicaSpecs"]["Master"]["replicas"] == 1
     assert pj["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 3
     assert "suspend" not in pj["spec"]["runPolicy"]
-    one = _docs(render(make_inputs(nodes=1, micro_batch=32, grad_accum=2), make_options(flavor="pytorchjob")))[-1]
+    one = _docs(
+        render(make_inputs(nodes=1, micro_batch=32, grad_accum=2), make_options(flavor="pytorchjob"))
+    )[-1]
     assert list(one["spec"]["pytorchReplicaSpecs"]) == ["Master"]
     job = _docs(render(make_inputs(), make_options(priority_class="prod")))[-1]
     rules = job["spec"]["podFailurePolicy"]["rules"]
-    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert rules[0] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
     assert job["spec"]["template"]["spec"]["priorityClassName"] == "prod"
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
 
@@ -146,7 +167,7 @@ def test_secrets_only_by_reference(make_inputs, make_options):
     text = render(make_inputs(), make_options(s3_secret="s3-credentials")).files["manifests.yaml"]
     (c,) = _containers(_docs(render(make_inputs(), make_options(s3_secret="s3-credentials"))))
     assert c["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
-    assert "AWS_SECRET_ACCESS_KEY" not in text and "kind: \"Secret\"" not in text
+    assert "AWS_SECRET_ACCESS_KEY" not in text and 'kind: "Secret"' not in text
 
 
 def test_configmap_holds_the_bundle_files_byte_for_byte(make_inputs, make_options):
@@ -163,8 +184,13 @@ def test_run_config_from_recipe_and_plan(make_inputs, make_options):
     rc = json.loads(r.files["run_config.json"])
     assert rc["total_steps"] == math.ceil(1e8 / inputs.plan.global_batch)
     assert rc["image_lr"] == inputs.model.recipe.image_lr and rc["optimizer"] == "lamb"
-    assert rc["data"] == {"kind": "webdataset", "url": "s3://acme-data/laion", "num_workers": 4, "seed": 0,
-                          "synthetic_classes": 16}
+    assert rc["data"] == {
+        "kind": "webdataset",
+        "url": "s3://acme-data/laion",
+        "num_workers": 4,
+        "seed": 0,
+        "synthetic_classes": 16,
+    }
     assert rc["checkpoint"]["dir"] == CHECKPOINT_MOUNT and rc["checkpoint"]["s3_uri"] == "s3://acme-ckpt/x"
     assert rc["model"]["name"] == "eva-clip-8b" and rc["job_name"] == "eva8b-run1"
 
@@ -197,8 +223,12 @@ def test_offload_adds_cpu_and_host_memory_must_fit(make_inputs, make_options):
     assert json.loads(switched.files["ds_config.json"])["optimizer"]["type"] == "AdamW"
     assert json.loads(switched.files["run_config.json"])["optimizer"] == "adamw"
     assert any("no DeepSpeed CPU implementation" in w for w in switched.warnings)
-    assert not any("CPU implementation" in w for w in render(make_inputs(zero_stage=2), make_options()).warnings)
-    offload = render(make_inputs(zero_stage=2, offload_optimizer="cpu"), make_options(optimizer="adamw")).sizing
+    assert not any(
+        "CPU implementation" in w for w in render(make_inputs(zero_stage=2), make_options()).warnings
+    )
+    offload = render(
+        make_inputs(zero_stage=2, offload_optimizer="cpu"), make_options(optimizer="adamw")
+    ).sizing
     assert offload.cpu == plain.cpu + 8 * 4 and offload.omp_threads == 4
     inputs = make_inputs()
     too_big = type(inputs)(**{**inputs.__dict__, "host_ram_per_node_gib": 4000.0})
@@ -212,10 +242,15 @@ def test_nvme_offload_needs_a_host_path(make_inputs, make_options, validate_obje
         render(inputs, make_options(optimizer="adamw"))
     r = render(inputs, make_options(nvme_host_path="/local_nvme", optimizer="adamw"))
     (t,) = [t for d in _docs(r) for t in pod_templates(d)]
-    assert {"name": "nvme", "hostPath": {"path": "/local_nvme", "type": "DirectoryOrCreate"}} in t["spec"]["volumes"]
+    assert {"name": "nvme", "hostPath": {"path": "/local_nvme", "type": "DirectoryOrCreate"}} in t["spec"][
+        "volumes"
+    ]
     for d in _docs(r):
         validate_object(d)
-    assert json.loads(r.files["ds_config.json"])["zero_optimization"]["offload_optimizer"]["nvme_path"] == "/local_nvme"
+    assert (
+        json.loads(r.files["ds_config.json"])["zero_optimization"]["offload_optimizer"]["nvme_path"]
+        == "/local_nvme"
+    )
 
 
 def test_pod_selector():
@@ -223,8 +258,15 @@ def test_pod_selector():
 
 
 def test_rbac_for_a_service_account_and_pvc_checkpoints(make_inputs, make_options, validate_object):
-    r = render(make_inputs(), make_options(rbac_subject="ServiceAccount:evaplan", checkpoint_pvc="ckpt-pvc",
-                                           data_pvc="laion", data_url="/data/laion"))
+    r = render(
+        make_inputs(),
+        make_options(
+            rbac_subject="ServiceAccount:evaplan",
+            checkpoint_pvc="ckpt-pvc",
+            data_pvc="laion",
+            data_url="/data/laion",
+        ),
+    )
     role, binding = list(yaml.safe_load_all(r.files["rbac.yaml"]))
     for d in (role, binding):
         validate_object(d)
@@ -232,8 +274,12 @@ def test_rbac_for_a_service_account_and_pvc_checkpoints(make_inputs, make_option
     assert not any("secrets" in rule["resources"] for rule in role["rules"])
     (t,) = [t for d in _docs(r) for t in pod_templates(d)]
     assert {"name": "checkpoints", "persistentVolumeClaim": {"claimName": "ckpt-pvc"}} in t["spec"]["volumes"]
-    assert {"name": "data", "persistentVolumeClaim": {"claimName": "laion", "readOnly": True}} in t["spec"]["volumes"]
-    assert {"name": "data", "mountPath": "/data", "readOnly": True} in t["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "laion", "readOnly": True}} in t["spec"][
+        "volumes"
+    ]
+    assert {"name": "data", "mountPath": "/data", "readOnly": True} in t["spec"]["containers"][0][
+        "volumeMounts"
+    ]
     for d in _docs(r):
         validate_object(d)
 

@@ -11,10 +11,42 @@ from launcher.render import RenderOptions, render, yaml_tojson
 from planner.errors import EvaplanError
 
 TRICKY_VALUES = [
-    'say "hi"', "it's", "a\nb\r\nc\td", "{{ secret }}", "{% raw %}", "&anchor", "*alias", "<<: *base",
-    "- item", "key: value", "# not a comment", "null", "~", "yes", "0x1F", "1e3", "0o17", "@at", "`tick`",
-    "%YAML 1.2", "---", "...", "ünïcødé", "日本語", "emoji 😀🚀", "\u2028line\u2029para", "nel\x85", "bom\ufeff",
-    "c1 \x9b", "del\x7f", "back\\slash", "trailing space ", " leading", "", "$(HOME)", "${HOME}",
+    'say "hi"',
+    "it's",
+    "a\nb\r\nc\td",
+    "{{ secret }}",
+    "{% raw %}",
+    "&anchor",
+    "*alias",
+    "<<: *base",
+    "- item",
+    "key: value",
+    "# not a comment",
+    "null",
+    "~",
+    "yes",
+    "0x1F",
+    "1e3",
+    "0o17",
+    "@at",
+    "`tick`",
+    "%YAML 1.2",
+    "---",
+    "...",
+    "ünïcødé",
+    "日本語",
+    "emoji 😀🚀",
+    "\u2028line\u2029para",
+    "nel\x85",
+    "bom\ufeff",
+    "c1 \x9b",
+    "del\x7f",
+    "back\\slash",
+    "trailing space ",
+    " leading",
+    "",
+    "$(HOME)",
+    "${HOME}",
 ]
 
 
@@ -79,16 +111,23 @@ def test_bad_strings_are_refused_with_one_line(field, value, message, make_optio
     assert "\n" not in line.replace(repr(value), "") and line.startswith(("--", "job name", "image"))
 
 
-@pytest.mark.parametrize(("key", "value"), [("BAD NAME", "x"), ("1ABC", "x"), ("OK", "nul\x00"), ("OK", "\ud800")])
+@pytest.mark.parametrize(
+    ("key", "value"), [("BAD NAME", "x"), ("1ABC", "x"), ("OK", "nul\x00"), ("OK", "\ud800")]
+)
 def test_bad_env_is_refused(key, value, make_options):
     with pytest.raises(EvaplanError, match="--env"):
         make_options(env=((key, value),))
 
 
 def test_good_images_are_kept():
-    for image in ("evaclip", "acme/evaclip:1.0", "localhost:5000/acme/evaclip:dev-1",
-                  "ghcr.io/acme/eva-clip_x/train:2026.11", "registry.example.com/a/b@sha256:" + "a" * 64,
-                  "[::1]:5000/evaclip:1"):
+    for image in (
+        "evaclip",
+        "acme/evaclip:1.0",
+        "localhost:5000/acme/evaclip:dev-1",
+        "ghcr.io/acme/eva-clip_x/train:2026.11",
+        "registry.example.com/a/b@sha256:" + "a" * 64,
+        "[::1]:5000/evaclip:1",
+    ):
         assert names.check_image(image) == image
 
 

@@ -24,10 +24,14 @@ SAMPLES_PER_CASE = 250  # 1,000 candidates in all
 
 def _plan(g, i: int) -> ParallelPlan:
     return ParallelPlan(
-        nodes=int(g.nodes[i]), gpus_per_node=g.gpus_per_node, zero_stage=int(g.zero_stage[i]),
+        nodes=int(g.nodes[i]),
+        gpus_per_node=g.gpus_per_node,
+        zero_stage=int(g.zero_stage[i]),
         offload_optimizer=OFFLOAD_DEVICES[int(g.offload_optimizer[i])],
-        offload_param=OFFLOAD_DEVICES[int(g.offload_param[i])], micro_batch=int(g.micro_batch[i]),
-        grad_accum=int(g.grad_accum[i]), grad_ckpt=bool(g.grad_ckpt[i]),
+        offload_param=OFFLOAD_DEVICES[int(g.offload_param[i])],
+        micro_batch=int(g.micro_batch[i]),
+        grad_accum=int(g.grad_accum[i]),
+        grad_ckpt=bool(g.grad_ckpt[i]),
         hpz_partition_size=int(g.hpz_partition_size[i]),
     )
 
@@ -42,24 +46,44 @@ def test_vectorised_equals_scalar_estimate(model_name: str, option_name: str, pr
         off = None
         opt = make_option(prof.load_hardware(option_name), None, None)
     r = model.recipe
-    training = TrainingSpec(samples=r.samples_seen, global_batch=r.global_batch, image_size=r.image_size,
-                            patch_dropout=r.patch_dropout, dataset_tb=12.5, checkpoints_kept=2)
+    training = TrainingSpec(
+        samples=r.samples_seen,
+        global_batch=r.global_batch,
+        image_size=r.image_size,
+        patch_dropout=r.patch_dropout,
+        dataset_tb=12.5,
+        checkpoints_kept=2,
+    )
     grid = build_grid(SearchSpace(max_nodes=96), opt.hardware.gpus_per_node, r.global_batch, 0.05)
     out = evaluate_grid(model, opt, training, grid, detail=True)
     rng = np.random.default_rng(20261127)
     for i in rng.choice(len(grid), SAMPLES_PER_CASE, replace=False):
         plan = _plan(grid, int(i))
-        est = estimate(model, opt.hardware, plan, training.model_copy(update={"global_batch": plan.global_batch}), off)
+        est = estimate(
+            model, opt.hardware, plan, training.model_copy(update={"global_batch": plan.global_batch}), off
+        )
         want = {f"mem.{k}": v for k, v in est.memory.gpu_terms.items()}
-        want.update(gpu_total_bytes=est.memory.gpu_total_bytes, host_per_node_bytes=est.memory.host_per_node_bytes,
-                    nvme_per_node_bytes=est.memory.nvme_per_node_bytes, compute_s=est.compute.compute_s,
-                    comm_total_s=est.comm.total_s, comm_exposed_s=est.comm.exposed_s, offload_s=est.compute.offload_s,
-                    step_s=est.compute.step_s)
+        want.update(
+            gpu_total_bytes=est.memory.gpu_total_bytes,
+            host_per_node_bytes=est.memory.host_per_node_bytes,
+            nvme_per_node_bytes=est.memory.nvme_per_node_bytes,
+            compute_s=est.compute.compute_s,
+            comm_total_s=est.comm.total_s,
+            comm_exposed_s=est.comm.exposed_s,
+            offload_s=est.compute.offload_s,
+            step_s=est.compute.step_s,
+        )
         if off is None:
             want.update(wall_s=est.time.wall_s)
         else:
             price = next(p for p in est.cost.prices if p.pricing == opt.pricing)
-            want.update(wall_s=price.wall_s, gpu_hours=price.gpu_hours, total_usd=price.total_usd,
-                        storage_usd=price.storage_usd, energy_kwh=est.cost.energy_kwh, co2_kg=est.cost.co2_kg)
+            want.update(
+                wall_s=price.wall_s,
+                gpu_hours=price.gpu_hours,
+                total_usd=price.total_usd,
+                storage_usd=price.storage_usd,
+                energy_kwh=est.cost.energy_kwh,
+                co2_kg=est.cost.co2_kg,
+            )
         got = {k: float(out[k][i]) for k in want}
         assert got == want, (plan, {k: (got[k], want[k]) for k in want if got[k] != want[k]})

@@ -13,11 +13,21 @@ from planner.spec import ParallelPlan
 def test_every_combo_is_a_valid_parallel_plan() -> None:
     devices = ("none", "cpu", "nvme")
     combos = settings_combos(SearchSpace(), 8)
-    assert len(combos) == 23  # stage 0: 1, stages 1/2: 2 each, stage 3: 3×3 offload + 3 offload_opt × hpZ {2,4,8}
+    assert (
+        len(combos) == 23
+    )  # stage 0: 1, stages 1/2: 2 each, stage 3: 3×3 offload + 3 offload_opt × hpZ {2,4,8}
     for stage, oo, op, hpz in combos:
-        ParallelPlan(nodes=1, gpus_per_node=8, zero_stage=int(stage), offload_optimizer=devices[oo],
-                     offload_param=devices[op], micro_batch=1, grad_accum=1, grad_ckpt=False,
-                     hpz_partition_size=int(hpz))
+        ParallelPlan(
+            nodes=1,
+            gpus_per_node=8,
+            zero_stage=int(stage),
+            offload_optimizer=devices[oo],
+            offload_param=devices[op],
+            micro_batch=1,
+            grad_accum=1,
+            grad_ckpt=False,
+            hpz_partition_size=int(hpz),
+        )
 
 
 def test_exact_batch_uses_divisors_and_tolerance_adds_ladder() -> None:

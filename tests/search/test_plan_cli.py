@@ -36,8 +36,18 @@ def test_bad_deadline_is_one_line_exit_2(cli) -> None:
 
 
 def test_plan_json_is_deterministic_and_consistent(cli) -> None:
-    args = ("plan", "--model", "eva02-clip-l14", "--offering", "aws-p5", "tensorwave-mi300x", "--max-nodes", "32",
-            "--format", "json")
+    args = (
+        "plan",
+        "--model",
+        "eva02-clip-l14",
+        "--offering",
+        "aws-p5",
+        "tensorwave-mi300x",
+        "--max-nodes",
+        "32",
+        "--format",
+        "json",
+    )
     a, b = cli(*args), cli(*args)
     assert a.exit_code == 0, a.stderr
     assert a.stdout == b.stdout
@@ -64,8 +74,18 @@ def test_plan_names_why_zero2_lost(cli) -> None:
 
 
 def test_multi_values_after_one_flag(cli) -> None:
-    r = cli("compare", "--model", "eva02-clip-b16", "--hardware", "h100-sxm", "mi300x", "--max-nodes", "8",
-            "--format", "json")
+    r = cli(
+        "compare",
+        "--model",
+        "eva02-clip-b16",
+        "--hardware",
+        "h100-sxm",
+        "mi300x",
+        "--max-nodes",
+        "8",
+        "--format",
+        "json",
+    )
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert [o["option"] for o in doc["options"]] == ["h100-sxm", "mi300x"]
@@ -74,8 +94,19 @@ def test_multi_values_after_one_flag(cli) -> None:
 
 
 def test_compare_relative_figures(cli) -> None:
-    r = cli("compare", "--model", "eva-clip-18b", "--offering", "aws-p5", "--offering", "tensorwave-mi300x",
-            "--max-nodes", "24", "--format", "json")
+    r = cli(
+        "compare",
+        "--model",
+        "eva-clip-18b",
+        "--offering",
+        "aws-p5",
+        "--offering",
+        "tensorwave-mi300x",
+        "--max-nodes",
+        "24",
+        "--format",
+        "json",
+    )
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     base, mi = (o["plan"] for o in doc["options"])
@@ -86,7 +117,9 @@ def test_compare_relative_figures(cli) -> None:
 
 
 def test_budget_too_small_names_cheapest_plan_and_gap(cli) -> None:
-    r = cli("plan", "--model", "eva02-clip-l14", "--offering", "aws-p5", "--max-nodes", "16", "--budget", "1k")
+    r = cli(
+        "plan", "--model", "eva02-clip-l14", "--offering", "aws-p5", "--max-nodes", "16", "--budget", "1k"
+    )
     assert r.exit_code == 2
     assert "budget $1.0k is too small: the cheapest plan costs" in r.stderr and "over" in r.stderr
 
@@ -94,14 +127,28 @@ def test_budget_too_small_names_cheapest_plan_and_gap(cli) -> None:
 def test_impossible_deadline_names_fastest_plan(cli) -> None:
     r = cli("plan", "--model", "eva-clip-18b", "--offering", "aws-p5", "--max-nodes", "8", "--deadline", "1d")
     assert r.exit_code == 2
-    assert "deadline 24.0 h is impossible: the fastest plan takes" in r.stderr or \
-        "deadline 1.0 d is impossible: the fastest plan takes" in r.stderr
+    assert (
+        "deadline 24.0 h is impossible: the fastest plan takes" in r.stderr
+        or "deadline 1.0 d is impossible: the fastest plan takes" in r.stderr
+    )
 
 
 def test_mi300x_min_group_comes_from_profile(cli, user_profiles) -> None:
     # hpZ 2 and 4 are groups under a node: ruled out on MI300X (small_group_gbps), allowed on H100.
-    r = cli("plan", "--model", "eva02-clip-b16", "--hardware", "mi300x", "--max-nodes", "4", "--zero-stage", "3",
-            "--no-offload", "--format", "json")
+    r = cli(
+        "plan",
+        "--model",
+        "eva02-clip-b16",
+        "--hardware",
+        "mi300x",
+        "--max-nodes",
+        "4",
+        "--zero-stage",
+        "3",
+        "--no-offload",
+        "--format",
+        "json",
+    )
     doc = json.loads(r.stdout)
     assert all(c["hpz_partition_size"] in (1, 8) for c in doc["ranked"] + doc["pareto"])
     lost = [a for a in doc["alternatives"] if a["change"] in ("hpZ 2", "hpZ 4")]
@@ -112,10 +159,22 @@ def test_min_group_rule_follows_the_profile_not_the_vendor(cli, user_profiles) -
     # An NVIDIA profile that measures a slow small group gets the same rule; without it, no rule.
     text = (REPO / "profiles" / "hardware" / "h100-sxm.yaml").read_text()
     slow = text.replace("name: h100-sxm", "name: h100-slow-pairs").replace(
-        "  inter_node_gbps:", "  small_group_gbps: {value: 40, source: test profile, observed: 2026-11-01}\n"
-        "  inter_node_gbps:", 1)
+        "  inter_node_gbps:",
+        "  small_group_gbps: {value: 40, source: test profile, observed: 2026-11-01}\n  inter_node_gbps:",
+        1,
+    )
     (user_profiles / "hardware" / "h100-slow-pairs.yaml").write_text(slow)
-    args = ("--model", "eva02-clip-b16", "--max-nodes", "2", "--zero-stage", "3", "--no-offload", "--format", "json")
+    args = (
+        "--model",
+        "eva02-clip-b16",
+        "--max-nodes",
+        "2",
+        "--zero-stage",
+        "3",
+        "--no-offload",
+        "--format",
+        "json",
+    )
     r = cli("--profiles-dir", str(user_profiles), "plan", "--hardware", "h100-slow-pairs", *args)
     assert r.exit_code == 0, r.stderr
     lost = {a["change"]: a["reason"] for a in json.loads(r.stdout)["alternatives"]}
@@ -127,24 +186,59 @@ def test_min_group_rule_follows_the_profile_not_the_vendor(cli, user_profiles) -
 def test_plot_writes_png(cli, tmp_path) -> None:
     pytest.importorskip("matplotlib")
     out = tmp_path / "plan.png"
-    r = cli("compare", "--model", "eva02-clip-b16", "--offering", "aws-p5", "tensorwave-mi300x", "--max-nodes", "4",
-            "--plot", str(out))
+    r = cli(
+        "compare",
+        "--model",
+        "eva02-clip-b16",
+        "--offering",
+        "aws-p5",
+        "tensorwave-mi300x",
+        "--max-nodes",
+        "4",
+        "--plot",
+        str(out),
+    )
     assert r.exit_code == 0, r.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("model_name", sorted(prof.index("models")))
 def test_every_bundled_model_gets_a_plan_on_h100_and_mi300x(cli, model_name: str) -> None:
-    r = cli("compare", "--model", model_name, "--offering", "aws-p5", "tensorwave-mi300x", "--max-nodes", "16",
-            "--format", "json")
+    r = cli(
+        "compare",
+        "--model",
+        model_name,
+        "--offering",
+        "aws-p5",
+        "tensorwave-mi300x",
+        "--max-nodes",
+        "16",
+        "--format",
+        "json",
+    )
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert all(o["plan"] is not None for o in doc["options"])
 
 
 def test_constraints_are_respected_and_binding_ones_named(cli) -> None:
-    args = ("plan", "--model", "eva02-clip-l14", "--offering", "aws-p5", "--max-nodes", "64", "--max-gpus", "256",
-            "--deadline", "2d", "--hbm-headroom", "0.1", "--format", "json")
+    args = (
+        "plan",
+        "--model",
+        "eva02-clip-l14",
+        "--offering",
+        "aws-p5",
+        "--max-nodes",
+        "64",
+        "--max-gpus",
+        "256",
+        "--deadline",
+        "2d",
+        "--hbm-headroom",
+        "0.1",
+        "--format",
+        "json",
+    )
     r = cli(*args)
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
