@@ -3,17 +3,20 @@ keep them as a calibration profile of the hardware, and plan with them.
 
 What a run measures (evaclip/metrics.py) and what it calibrates in the hardware profile:
 
-- step time (median `step_time_s` after the warm-up steps) → `mfu_default`, the achieved share of
-  the profile's bf16 peak that `planner.compute.compute_time_s` divides by. It is solved through the
-  physics itself (planner.estimate.estimate with the profile's bus bandwidths and overlap rule), so
-  it is the compute efficiency that makes the planner's *whole* step equal the measured one; with
-  several runs, the one value that minimises the squared relative step-time errors over all of them.
+- step time (median `step_time_s` after the warm-up steps) → `compute_scale`, one multiplier on every
+  device rate the per-operation model (planner/ops.py) uses: GEMM and attention rates and the achieved
+  HBM bandwidth of the memory-bound work. It is solved through the physics itself
+  (planner.estimate.estimate with the profile's bus bandwidths and overlap rule), so it is the factor
+  that makes the planner's *whole* step equal the measured one; with several runs, the one value that
+  minimises the squared relative step-time errors over all of them. The shape dependence (micro-batch,
+  widths, kernels, stack) stays the model's. A calibration file of an older evaplan holds
+  `mfu_default` instead: it is applied as the flat-MFU override it was fitted as.
 - with ≥ 2 runs of different micro-batch or gradient accumulation, also the fixed times the step
   model adds (planner/compute.py): `microbatch_overhead_s` (every micro-batch: kernel launches,
   Python) and, with ≥ 3 layouts that differ in gradient accumulation, `step_overhead_s` (every
-  optimizer step). For a given MFU the step is linear in both (communication overlaps compute only), so each
-  MFU tried gets its non-negative least-squares overheads; the MFU search minimises what remains.
-  With one run (or runs of one layout) they cannot be told apart from the MFU: the derived defaults stay.
+  optimizer step). For a given scale the step is linear in both (communication overlaps compute only), so each
+  scale tried gets its non-negative least-squares overheads; the scale search minimises what remains.
+  With one run (or runs of one layout) they cannot be told apart from the scale: the derived defaults stay.
 - peak memory (`peak_mem_bytes`) → `memory_reserved_gib`, the term the memory model cannot derive:
   measured − (predicted total − the profile's reserved term). On CPU the trainer reports the process's
   peak RSS, which holds the whole runtime (interpreter, libraries, allocator), so the residual replaces
@@ -45,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from planner.errors import EvaplanError, ProfileError
 from planner.spec import (
@@ -70,8 +73,10 @@ WARMUP_STEPS_MIN = 1
 WARMUP_SHARE = 0.1
 # Fewest timed steps a run must have for its median step time to mean anything.
 MIN_TIMED_STEPS = 3
-# The search interval of the fitted compute efficiency (share of the bf16 peak).
-MFU_BOUNDS = (1e-4, 1.0)
+# The search interval of the fitted compute scale (multiplier on the modelled device rates): from a
+# thousandth of the model's rates to 10× them; a run faster than 10× the model is an error in the
+# profile (its peak or bandwidths), not something to fit.
+SCALE_BOUNDS = (1e-3, 10.0)
 CALIBRATION_KIND = "calibrations"
 
 
@@ -112,16 +117,35 @@ class CalibrationSpec(StrictModel):
     name: Name = Field(description="the hardware profile's name (one calibration per hardware)")
     hardware: Name
     fitted_at: datetime
-    bf16_dense_tflops: float = Field(gt=0, description="the profile's peak the MFU was fitted against")
-    mfu_default: SourcedFraction
+    bf16_dense_tflops: float = Field(gt=0, description="the profile's peak the scale was fitted against")
+    compute_scale: Sourced | None = Field(
+        default=None, description="fitted multiplier on the modelled device rates (planner/ops.py)"
+    )
+    mfu_default: SourcedFraction | None = Field(
+        default=None, description="older calibrations: a fitted flat MFU, applied as the override"
+    )
     memory_reserved_gib: Sourced
     microbatch_overhead_s: SourcedNonNegative | None = Field(default=None, description="fitted, else derived")
     step_overhead_s: SourcedNonNegative | None = Field(default=None, description="fitted, else derived")
     runs: list[CalibrationRun] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _one_efficiency(self) -> CalibrationSpec:
+        if (self.compute_scale is None) == (self.mfu_default is None):
+            raise ValueError(
+                "a calibration holds compute_scale (or, from an older evaplan, mfu_default): exactly one"
+            )
+        return self
+
     @property
     def display_name(self) -> str:
         return f"calibration of {self.hardware} ({len(self.runs)} run(s))"
+
+    def efficiency_text(self) -> str:
+        if self.compute_scale is not None:
+            return f"compute ×{self.compute_scale.value:.4g} of the modelled rates"
+        assert self.mfu_default is not None
+        return f"MFU {self.mfu_default.value:.4g} (flat override, older calibration)"
 
     def describe(self) -> str:
         jobs = ", ".join(r.job for r in self.runs)
@@ -132,7 +156,7 @@ class CalibrationSpec(StrictModel):
             over += f", {self.step_overhead_s.value * 1e3:.3g} ms per step"
         return (
             f"calibration of {self.hardware} from {len(self.runs)} run(s) ({jobs}), fitted "
-            f"{self.fitted_at:%Y-%m-%d %H:%M} UTC: MFU {self.mfu_default.value:.4g}{over}, "
+            f"{self.fitted_at:%Y-%m-%d %H:%M} UTC: {self.efficiency_text()}{over}, "
             f"memory reserved {self.memory_reserved_gib.value:.3g} GiB"
         )
 
@@ -191,7 +215,11 @@ def apply(hardware: HardwareSpec, cal: CalibrationSpec, *, path: str | None = No
             f"but the profile now says {hardware.bf16_dense_tflops.value:g}",
             hint="re-run `evaplan calibrate` on the runs, or pass --no-calibration",
         )
-    upd: dict[str, Any] = {"mfu_default": cal.mfu_default, "memory_reserved_gib": cal.memory_reserved_gib}
+    upd: dict[str, Any] = {"memory_reserved_gib": cal.memory_reserved_gib}
+    if cal.compute_scale is not None:
+        upd["compute_scale"] = cal.compute_scale
+    if cal.mfu_default is not None:
+        upd["mfu_default"] = cal.mfu_default
     if cal.microbatch_overhead_s is not None:
         upd["microbatch_overhead_s"] = cal.microbatch_overhead_s
     if cal.step_overhead_s is not None:
@@ -513,8 +541,8 @@ def _with(hardware: HardwareSpec, **values: float) -> HardwareSpec:
     src = "evaplan calibrate (trial value)"
     today = date.today()
     upd: dict[str, Any] = {}
-    if "mfu" in values:
-        upd["mfu_default"] = SourcedFraction(value=values["mfu"], source=src, observed=today)
+    if "scale" in values:
+        upd["compute_scale"] = Sourced(value=values["scale"], source=src, observed=today)
     if "reserved_gib" in values:
         upd["memory_reserved_gib"] = Sourced(value=values["reserved_gib"], source=src, observed=today)
     for key in ("microbatch_overhead_s", "step_overhead_s"):
@@ -533,13 +561,13 @@ def predicted(obs: Observation, hardware: HardwareSpec) -> Estimate:
 class StepFit:
     """The fitted step-time factors; an overhead of None was not fitted (the derived default stays)."""
 
-    mfu: float
+    scale: float
     microbatch_overhead_s: float | None = None
     step_overhead_s: float | None = None
 
 
 def fitted_overheads(observations: Sequence[Observation]) -> tuple[str, ...]:
-    """Which overheads the runs can tell apart from the MFU: the per-micro-batch one needs two layouts
+    """Which overheads the runs can tell apart from the compute scale: the per-micro-batch one needs two layouts
     (micro-batch or gradient accumulation); the per-step one a third layout and two gradient
     accumulations (with grad_accum fixed it is the same per-step constant as the micro-batch one)."""
     layouts = len({(o.plan.micro_batch, o.plan.grad_accum) for o in observations})
@@ -570,45 +598,45 @@ def _nonnegative_lstsq(
 
 
 def fit_step(observations: Sequence[Observation], hardware: HardwareSpec) -> StepFit:
-    """MFU and, when the runs allow it (`fitted_overheads`), the overheads, minimising
+    """Compute scale and, when the runs allow it (`fitted_overheads`), the overheads, minimising
     Σ ((predicted − measured) / measured)² through the planner's own step model."""
     which = fitted_overheads(observations)
     if not which:
-        return StepFit(fit_mfu(observations, hardware))
+        return StepFit(fit_scale(observations, hardware))
     zero = {k: 0.0 for k in which}
 
-    def inner(log_mfu: float) -> tuple[dict[str, float], float]:
+    def inner(log_scale: float) -> tuple[dict[str, float], float]:
         # The step without the fitted overheads; they add gas·m + s to it (linear in both).
-        hw = _with(hardware, mfu=math.exp(log_mfu), **zero)
+        hw = _with(hardware, scale=math.exp(log_scale), **zero)
         base = [predicted(o, hw).compute.step_s for o in observations]
         per = {"microbatch_overhead_s": lambda o: o.plan.grad_accum, "step_overhead_s": lambda o: 1}
         cols = {k: [per[k](o) / o.step_s for o in observations] for k in which}
         target = [(o.step_s - b) / o.step_s for o, b in zip(observations, base, strict=True)]
         return _nonnegative_lstsq(cols, target)
 
-    mfu = _golden_log_mfu(lambda lm: inner(lm)[1], observations, hardware)
-    x, _ = inner(math.log(mfu))
-    return StepFit(mfu, x.get("microbatch_overhead_s"), x.get("step_overhead_s"))
+    scale = _golden_log_scale(lambda ls: inner(ls)[1], observations, hardware)
+    x, _ = inner(math.log(scale))
+    return StepFit(scale, x.get("microbatch_overhead_s"), x.get("step_overhead_s"))
 
 
-def fit_mfu(observations: Sequence[Observation], hardware: HardwareSpec) -> float:
-    """The compute efficiency that minimises Σ ((predicted − measured) / measured)² over the runs,
+def fit_scale(observations: Sequence[Observation], hardware: HardwareSpec) -> float:
+    """The compute scale that minimises Σ ((predicted − measured) / measured)² over the runs,
     predicted by the planner's own step model (compute + overheads + exposed comm + offload). The
-    step time falls monotonically as the efficiency rises, so each run alone has one root; a
-    golden-section search on log(MFU) finds the common optimum."""
+    step time falls monotonically as the scale rises, so each run alone has one root; a
+    golden-section search on log(scale) finds the common optimum."""
 
-    def loss(log_mfu: float) -> float:
-        hw = _with(hardware, mfu=math.exp(log_mfu))
+    def loss(log_scale: float) -> float:
+        hw = _with(hardware, scale=math.exp(log_scale))
         return sum(((predicted(o, hw).compute.step_s - o.step_s) / o.step_s) ** 2 for o in observations)
 
-    return _golden_log_mfu(loss, observations, hardware)
+    return _golden_log_scale(loss, observations, hardware)
 
 
-def _golden_log_mfu(
+def _golden_log_scale(
     loss: Callable[[float], float], observations: Sequence[Observation], hardware: HardwareSpec
 ) -> float:
 
-    lo, hi = math.log(MFU_BOUNDS[0]), math.log(MFU_BOUNDS[1])
+    lo, hi = math.log(SCALE_BOUNDS[0]), math.log(SCALE_BOUNDS[1])
     g = (math.sqrt(5) - 1) / 2
     a, b = hi - g * (hi - lo), lo + g * (hi - lo)
     fa, fb = loss(a), loss(b)
@@ -621,16 +649,16 @@ def _golden_log_mfu(
             lo, a, fa = a, b, fb
             b = lo + g * (hi - lo)
             fb = loss(b)
-    mfu = math.exp((lo + hi) / 2)
-    if mfu >= MFU_BOUNDS[1] * 0.999:
+    scale = math.exp((lo + hi) / 2)
+    if scale >= SCALE_BOUNDS[1] * 0.999:
         worst = min(observations, key=lambda o: o.step_s)
         raise EvaplanError(
-            f"run {worst.job} ran faster than the planner's step at 100 % of {hardware.name}'s bf16_dense_tflops "
-            f"({worst.step_s:.4g} s measured)",
+            f"run {worst.job} ran faster than the planner's step at {SCALE_BOUNDS[1]:g}× the modelled rates of "
+            f"{hardware.name} ({worst.step_s:.4g} s measured)",
             hint="the profile's peak or bus bandwidths are too low: re-measure them (benchmarks/measure_cpu.py, "
             "nccl-tests), then calibrate",
         )
-    return mfu
+    return scale
 
 
 def fit_reserved_gib(observations: Sequence[Observation], hardware: HardwareSpec) -> float:
@@ -664,7 +692,7 @@ def calibrate(
         raise EvaplanError("no runs to calibrate from", hint="give a job name or a metrics.jsonl")
     now = now or datetime.now(timezone.utc)
     sf = fit_step(observations, hardware)
-    mfu = sf.mfu
+    scale = sf.scale
     reserved = fit_reserved_gib(observations, hardware)
     over = {
         k: v
@@ -674,7 +702,7 @@ def calibrate(
         )
         if v is not None
     }
-    fitted = _with(hardware, mfu=mfu, reserved_gib=reserved, **over)
+    fitted = _with(hardware, scale=scale, reserved_gib=reserved, **over)
     runs = []
     for o in observations:
         before, after = predicted(o, hardware), predicted(o, fitted)
@@ -718,7 +746,7 @@ def calibrate(
         k: SourcedNonNegative(
             value=v,
             observed=day,
-            source=f"evaplan calibrate: {how[k]} fitted with the MFU (non-negative least squares of relative step-time "
+            source=f"evaplan calibrate: {how[k]} fitted with the compute scale (non-negative least squares of relative step-time "
             f"errors) over {len(observations)} run(s) ({jobs})",
         )
         for k, v in over.items()
@@ -728,11 +756,11 @@ def calibrate(
         hardware=hardware.name,
         fitted_at=now,
         bf16_dense_tflops=hardware.bf16_dense_tflops.value,
-        mfu_default=SourcedFraction(
-            value=mfu,
+        compute_scale=Sourced(
+            value=scale,
             observed=day,
-            source=f"evaplan calibrate: compute efficiency that makes the planner's step match the median measured "
-            f"step of {len(observations)} run(s) ({jobs}) (least squares of relative errors)",
+            source=f"evaplan calibrate: multiplier on the modelled device rates that makes the planner's step match "
+            f"the median measured step of {len(observations)} run(s) ({jobs}) (least squares of relative errors)",
         ),
         memory_reserved_gib=Sourced(
             value=reserved,

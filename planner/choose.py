@@ -27,6 +27,8 @@ class Request:
     image_size: int | None = None
     patch_dropout: float | None = None
     precision: str | None = None
+    stack: str = "eager"
+    attention: str = "flash"
     zero_stage: int | None = None
     offload_optimizer: str | None = None
     offload_param: str | None = None
@@ -139,6 +141,8 @@ def choose(
         image_size=image_size,
         patch_dropout=patch_dropout,
         precision=precision,
+        stack=req.stack,
+        attention=req.attention,
         checkpoint_every_s=req.checkpoint_every_s,
         checkpoints_kept=req.checkpoints_kept,
         dataset_tb=req.dataset_tb,

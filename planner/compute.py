@@ -1,4 +1,5 @@
-"""FLOPs per sample and compute time, counted the way torch.utils.flop_counter.FlopCounterMode counts.
+"""FLOPs per sample, counted the way torch.utils.flop_counter.FlopCounterMode counts (the time those
+FLOPs take is priced operation by operation in planner/ops.py; MFU is an output).
 
 FlopCounterMode counts 2 × multiply-accumulates of every mm/addmm/bmm/convolution (biases, norms,
 activations, softmax and RoPE are free) and scaled-dot-product attention as full non-causal
@@ -104,56 +105,3 @@ def train_flops_per_sample(fwd: FlopsBreakdown, grad_ckpt: Num) -> TrainFlops:
     recompute = np.where(grad_ckpt, fwd.vision_blocks + fwd.text_blocks, 0.0)
     model = fwd.total + backward
     return TrainFlops(fwd.total, backward, recompute, model, model + recompute)
-
-
-def compute_time_s(hardware_flops: Num, peak_flops: float, mfu: float, gemm_eff: Num = 1.0) -> Num:
-    """Time for the GPU to execute `hardware_flops` at `mfu` of its dense peak (the profile's
-    achievable end-to-end utilisation, applied to executed FLOPs so recompute costs time), slowed by
-    `gemm_eff` = gemm_efficiency(rows) when the micro-batch's GEMMs are too short to fill the GPU."""
-    return hardware_flops / (peak_flops * mfu * gemm_eff)
-
-
-# --------------------------------------------------------------------------- micro-batch dependence
-# A GEMM with M rows (M = micro-batch × tokens) reaches the profile's MFU only when M is large:
-# an H100 runs 132 SMs on output tiles of 128 rows (CUTLASS/cuBLAS Hopper kernels), so M below a
-# few hundred rows leaves most SMs idle or splits K at a loss. evaplan assumption: the profile's MFU
-# is what large micro-batches reach, and the efficiency of M rows is M / (M + GEMM_HALF_ROWS), half
-# of it at 256 rows (two 128-row tiles per SM wave) — recipes with b ≥ 100 lose < 2 %
-# (b × 129 vision tokens ≥ 12,900 rows). GPU evidence: benchmarks/results/*.log (one H100).
-GEMM_HALF_ROWS = 256.0
-# Fixed cost of every micro-batch: eager PyTorch launches every kernel from Python. evaplan
-# assumption: ~20 kernels per transformer block forward (2 norms, q/k/v + bias, 2 RoPE, SDPA,
-# out-proj, 2 residual adds, 2-3 MLP GEMMs + activation, sub-LN, drop-path), backward 2× forward
-# and a recompute 1× more (the 3×/4× of the FLOP count), at KERNEL_LAUNCH_S each. evaplan
-# assumption: a CUDA/HIP kernel launch plus eager PyTorch dispatch costs a few µs of host time that
-# small kernels cannot hide; 5 µs taken. A calibration replaces the derived figure
-# (HardwareSpec.microbatch_overhead_s).
-KERNELS_PER_BLOCK_FORWARD = 20
-KERNEL_LAUNCH_S = 5e-6
-# Fixed cost of every optimizer step: Adam is a memory-bound pass over the rank's partition of the
-# fp32 optimizer states. Bytes per parameter: reads fp32 master 4 + exp_avg 4 + exp_avg_sq 4 +
-# fp32 gradient 4 (DeepSpeed's bf16/fp16 optimizers keep fp32 gradient partitions), writes master,
-# exp_avg, exp_avg_sq 12 + the 16-bit parameter copy 2 → 30 B/param at HBM bandwidth. A calibration
-# replaces the derived figure (HardwareSpec.step_overhead_s).
-OPTIMIZER_BYTES_PER_PARAM = 30.0
-
-
-def gemm_efficiency(rows: Num) -> Num:
-    """Share of the large-GEMM rate reached by GEMMs of `rows` rows: rows / (rows + GEMM_HALF_ROWS)."""
-    return rows / (rows + GEMM_HALF_ROWS)
-
-
-def microbatch_overhead_s(model: ModelSpec, grad_ckpt: Num) -> Num:
-    """Launch overhead of one micro-batch's forward + backward (+ recompute): blocks × kernels × latency."""
-    blocks = model.vision.depth + model.text.layers
-    passes = np.where(grad_ckpt, 4.0, 3.0)
-    return blocks * KERNELS_PER_BLOCK_FORWARD * passes * KERNEL_LAUNCH_S
-
-
-def step_overhead_s(
-    psi: Num, world: Num, zero_stage: Num, offload_optimizer: Num, hbm_bytes_per_s: float
-) -> Num:
-    """The optimizer's memory-bound pass over this rank's partition (Ψ/N from ZeRO-1 on, Ψ without
-    ZeRO); zero with the optimizer offloaded (the CPU step is in planner.offload)."""
-    partition = np.where(np.asarray(zero_stage) >= 1, psi / world, psi * 1.0)
-    return np.where(offload_optimizer, 0.0, OPTIMIZER_BYTES_PER_PARAM * partition / hbm_bytes_per_s)

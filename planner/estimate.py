@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from planner import comm, compute, cost, memory
+from planner import comm, compute, cost, memory, ops
 from planner import deepspeed_defaults as dsd
 from planner import evaluate as ev
 from planner.errors import InfeasibleError
@@ -103,7 +103,13 @@ class ComputeReport(_Frozen):
     hardware_flops_per_sample: float
     compute_s: float
     overhead_s: float = 0.0  # grad_accum × micro-batch overhead + step overhead (absent in older plan.json)
-    gemm_efficiency: float = 1.0
+    gemm_efficiency: float = 1.0  # executed GEMM FLOPs / (GEMM time × peak): an output
+    # Per micro-batch on one GPU, by kind of work (planner/ops.py); 0 in plan.json of older versions.
+    gemm_s: float = 0.0
+    attention_s: float = 0.0
+    memory_bound_s: float = 0.0
+    host_s: float = 0.0
+    data_loading_s: float = 0.0  # per step: the data-loading floor under step_s
     offload_s: float
     step_s: float
     samples_per_s: float
@@ -489,8 +495,7 @@ def estimate(
         {"recompute": tf.recompute},
         "PLANNER_MODEL.md (≈ 4× with full recompute)",
     )
-    peak = hardware.bf16_dense_tflops.value * 1e12
-    mfu = hardware.mfu_default.value
+    peak = ops.peak_tflops(hardware, training.precision) * 1e12
     st = ev.step_terms(
         model,
         hardware,
@@ -500,25 +505,96 @@ def estimate(
         quantized_weights=plan.quantized_weights,
         quantized_gradients=plan.quantized_gradients,
         comm_dtype_bytes=4 if plan.precision == "fp32" else 2,
+        stack=training.stack,
+        precision=training.precision,
+        attention=training.attention,
         **_plan_kwargs(plan),
     )
     compute_s = float(st["compute_s"])
+    mm = hardware.matmul
+    scale = hardware.compute_scale.value if hardware.compute_scale is not None else 1.0
+    scale_src = (
+        f"; compute_scale {scale:.4g}: {hardware.compute_scale.source}" if hardware.compute_scale else ""
+    )
+    rates = {
+        "mamf_tflops": mm.tflops.value,
+        "measured_shape": f"{mm.m}x{mm.n}x{mm.k}",
+        "compute_units": mm.compute_units.value,
+        "tile": f"{mm.tile_m}x{mm.tile_n}",
+        "hbm_achieved_tbps": hardware.hbm_achieved_tbps.value,
+        "compute_scale": scale,
+    }
+    fig(
+        "compute.gemm_per_microbatch",
+        st["gemm_s"],
+        "s",
+        "Σ over Linear layers of passes·fwd + dgrad + wgrad GEMMs, each max(2MNK / rate(M,N), bytes / HBM); "
+        "rate = MAMF × u(M,N,K) / u(measured shape), u = W/(W + units/2) · K/(K + k_overhead), "
+        "W = M·N/tile · K/64",
+        dict(
+            rates, rows_vision=b * s_v, rows_text=b * model.text.context_length, precision=training.precision
+        ),
+        f"{mm.tflops.source} ({mm.tflops.observed}); {mm.compute_units.source}; {mm.tile_source}{scale_src}",
+    )
     gemm_eff = fig(
         "compute.gemm_efficiency",
         st["gemm_efficiency"],
         "",
-        "rows / (rows + GEMM_HALF_ROWS), rows = b × s",
-        {"rows": st["gemm_rows"], "b": b, "s": s_v, "GEMM_HALF_ROWS": compute.GEMM_HALF_ROWS},
-        "evaplan assumption (planner/compute.py): the profile's MFU is what large micro-batches reach",
+        "executed GEMM FLOPs / (GEMM time × peak)",
+        {"peak_flops": peak},
+        "an output of the GEMM model",
     )
     fig(
-        "time.compute_per_step",
-        compute_s,
+        "compute.attention_per_microbatch",
+        st["attention_s"],
         "s",
-        "hardware FLOPs × b × gas / (peak × MFU × gemm efficiency)",
-        {"b": b, "gas": gas, "peak_flops": peak, "mfu": mfu, "gemm_efficiency": gemm_eff},
-        hardware.mfu_default.source,
+        "layers × (passes·fwd + bwd), each max(FLOPs / kernel rate(s, d), Q/K/V/O bytes / HBM); "
+        "bwd FLOPs 2.5× fwd (causal text: half)",
+        {
+            "kernel": training.attention,
+            "s_vision": s_v,
+            "s_text": model.text.context_length,
+            "flash_fwd_of_mamf": ops.FLASH_FWD_OF_MAMF,
+            "flash_bwd_of_mamf": ops.FLASH_BWD_OF_MAMF,
+            "kernel_share": ops.KERNEL_SHARE.get(training.attention, "gemm + score bytes"),
+        },
+        "FlashAttention-2, arXiv 2307.08691 §4.1 (planner/ops.py)",
     )
+    fig(
+        "compute.memory_bound_per_microbatch",
+        st["memory_bound_s"],
+        "s",
+        "bytes of norms, activations, residual adds, RoPE, layout copies, stems, patch-dropout gather and CLIP loss "
+        "(fwd × passes + 2× backward) / achieved HBM bandwidth",
+        {"stack": training.stack, "hbm_achieved_tbps": hardware.hbm_achieved_tbps.value},
+        f"{hardware.hbm_achieved_tbps.source} ({hardware.hbm_achieved_tbps.observed})",
+    )
+    fig(
+        "compute.host_per_microbatch",
+        st["host_s"],
+        "s",
+        "kernels × host time per kernel (GPU: overlaps device work; CPU: adds to it)",
+        {"kernels": st["kernels"], "host_s_per_kernel": ops.HOST_S_PER_KERNEL[training.stack]},
+        "evaplan assumption per stack (planner/ops.py HOST_S_PER_KERNEL)",
+    )
+    if hardware.mfu_default is not None:
+        fig(
+            "time.compute_per_step",
+            compute_s,
+            "s",
+            "user override: hardware FLOPs × b × gas / (peak × mfu_default)",
+            {"b": b, "gas": gas, "peak_flops": peak, "mfu_default": hardware.mfu_default.value},
+            hardware.mfu_default.source,
+        )
+    else:
+        fig(
+            "time.compute_per_step",
+            compute_s,
+            "s",
+            "gas × max(GEMM + attention + memory-bound, host) (CPU: their sum)",
+            {"gas": gas, "device_s": st["device_s"], "host_s": st["host_s"]},
+            "planner/ops.py",
+        )
     if hardware.microbatch_overhead_s is not None:
         fig(
             "time.microbatch_overhead",
@@ -533,14 +609,9 @@ def estimate(
             "time.microbatch_overhead",
             st["microbatch_overhead_s"],
             "s/micro-batch",
-            "blocks × kernels per block forward × (3, 4 with recompute) × launch latency",
-            {
-                "blocks": model.vision.depth + model.text.layers,
-                "kernels_per_block_forward": compute.KERNELS_PER_BLOCK_FORWARD,
-                "launch_latency_s": compute.KERNEL_LAUNCH_S,
-                "grad_ckpt": str(plan.grad_ckpt),
-            },
-            "evaplan assumption (planner/compute.py): eager kernel launch + dispatch",
+            "none beyond compute: kernel launches are priced in the micro-batch's host time",
+            {},
+            "planner/ops.py",
         )
     if hardware.step_overhead_s is not None:
         fig(
@@ -556,15 +627,30 @@ def estimate(
             "time.step_overhead",
             st["step_overhead_s"],
             "s/step",
-            "optimizer bytes/param × Ψ/N (Ψ without ZeRO; 0 with the optimizer offloaded) / HBM bandwidth",
+            "bytes/param × Ψ/N (Ψ without ZeRO; 0 with the optimizer offloaded) / achieved HBM bandwidth",
             {
-                "bytes_per_param": compute.OPTIMIZER_BYTES_PER_PARAM,
+                "bytes_per_param": ops.step_bytes_per_param(
+                    model.recipe.optimizer, model.recipe.grad_clip is not None, training.precision
+                ),
+                "optimizer": model.recipe.optimizer,
+                "grad_clip": str(model.recipe.grad_clip is not None),
                 "Ψ": psi,
                 "N": n if plan.zero_stage >= 1 else 1,
-                "hbm_bytes_per_s": hardware.hbm_tbps.value * 1e12,
+                "hbm_bytes_per_s": ops.hbm_bytes_per_s(hardware),
             },
-            f"Adam's memory-bound pass (planner/compute.py); {hardware.hbm_tbps.source}",
+            f"optimizer memory-bound pass (planner/ops.py); {hardware.hbm_achieved_tbps.source}",
         )
+    fig(
+        "time.data_loading_per_step",
+        st["data_loading_s"],
+        "s",
+        "b × gas / (host cores / GPUs per node × images/s per core): a floor under the step",
+        {
+            "host_cpu_cores": hardware.host_cpu_cores.value,
+            "image_decode_per_core_s": hardware.image_decode_per_core_s.value,
+        },
+        f"{hardware.image_decode_per_core_s.source}; {hardware.host_cpu_cores.source}",
+    )
     overhead_s = fig(
         "time.overhead_per_step",
         st["overhead_s"],
@@ -653,7 +739,14 @@ def estimate(
         },
         "ZeRO-Offload arXiv 2101.06840; PLANNER_MODEL.md (Offload)",
     )
-    step_s = fig("time.step", st["step_s"], "s", "compute + overhead + exposed comm + offload", {}, "")
+    step_s = fig(
+        "time.step",
+        st["step_s"],
+        "s",
+        "max(compute + overhead + exposed comm + offload, data loading)",
+        {},
+        "",
+    )
     sps = fig("throughput.samples_per_s", B / step_s, "samples/s", "global batch / step", {"B": B}, "")
     achieved_mfu = fig(
         "throughput.mfu",
@@ -675,6 +768,11 @@ def estimate(
         compute_s=compute_s,
         overhead_s=overhead_s,
         gemm_efficiency=gemm_eff,
+        gemm_s=float(st["gemm_s"]),
+        attention_s=float(st["attention_s"]),
+        memory_bound_s=float(st["memory_bound_s"]),
+        host_s=float(st["host_s"]),
+        data_loading_s=float(st["data_loading_s"]),
         offload_s=offload_s,
         step_s=step_s,
         samples_per_s=sps,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from planner import comm, compute, cost, memory
+from planner import comm, compute, cost, memory, ops
 from planner import deepspeed_defaults as dsd
 from planner.offload import offload_time_s
 from planner.params import count_params, zero3_residency
@@ -128,10 +128,17 @@ def step_terms(
     local_loss: Num = True,
     gather_with_grad: Num = True,
     comm_dtype_bytes: Num = 2,
+    stack: str = "eager",
+    precision: str = "bf16",
+    attention: str = "flash",
 ) -> dict[str, Num]:
-    """Step-time terms of each candidate: step_s = compute_s (FLOPs at MFU × gemm_efficiency(rows)) +
-    overhead_s (grad_accum × microbatch_overhead_s + step_overhead_s) + comm_exposed_s + offload_s.
-    Communication overlaps compute_s only (launch overheads are host time, not a window for NCCL)."""
+    """Step-time terms of each candidate (planner/ops.py prices every operation):
+
+    compute_s = grad_accum × micro-batch time (GEMMs + attention + memory-bound work, or the host's
+    kernel issue time when that is longer; a profile's `mfu_default` replaces it with FLOPs at a flat
+    MFU); overhead_s = grad_accum × a calibrated per-micro-batch time + the optimizer step (optimizer,
+    clipping, fp16 overflow check: bytes over HBM). step_s = max(compute_s + overhead_s +
+    comm_exposed_s + offload_s, data_loading_s). Communication overlaps compute_s only."""
     counts = count_params(model)
     res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
     G = hardware.gpus_per_node
@@ -141,25 +148,42 @@ def step_terms(
         model, image_size, patch_dropout, B, np.where(local_loss, 1.0, B / micro_batch)
     )
     tf = compute.train_flops_per_sample(fwd, grad_ckpt)
-    gemm_rows = micro_batch * memory.vision_tokens(
-        np.floor_divide(image_size, model.vision.patch_size) ** 2, patch_dropout
+    mb = ops.microbatch_time(
+        model,
+        hardware,
+        micro_batch=micro_batch,
+        image_size=image_size,
+        patch_dropout=patch_dropout,
+        grad_ckpt=grad_ckpt,
+        contrast_batch=B,
+        loss_rows=np.where(local_loss, micro_batch * 1.0, B * 1.0),
+        stack=stack,
+        precision=precision,
+        attention=attention,
     )
-    gemm_eff = compute.gemm_efficiency(gemm_rows)
-    compute_s = compute.compute_time_s(
-        tf.hardware * micro_batch * grad_accum,
-        hardware.bf16_dense_tflops.value * 1e12,
-        hardware.mfu_default.value,
-        gemm_eff,
-    )
-    # Fixed times: a calibration's fitted figures, else derived (planner/compute.py).
+    peak = ops.peak_tflops(hardware, precision) * 1e12
+    if hardware.mfu_default is not None:
+        # A user's flat MFU replaces the per-operation model (the old behaviour, kept as an override).
+        scale = hardware.compute_scale.value if hardware.compute_scale is not None else 1.0
+        microbatch_compute_s = tf.hardware * micro_batch / (peak * hardware.mfu_default.value * scale)
+    else:
+        microbatch_compute_s = mb.total_s
+    compute_s = grad_accum * microbatch_compute_s
+    # Fixed times: a calibration's fitted figures, else none per micro-batch (launches are in
+    # microbatch_time) and the optimizer's memory-bound pass per step.
     mb_over = hardware.microbatch_overhead_s
-    microbatch_s = mb_over.value if mb_over is not None else compute.microbatch_overhead_s(model, grad_ckpt)
+    microbatch_s = mb_over.value if mb_over is not None else 0.0
     st_over = hardware.step_overhead_s
     step_over_s = (
         st_over.value
         if st_over is not None
-        else compute.step_overhead_s(
-            counts.total, n, zero_stage, offload_optimizer, hardware.hbm_tbps.value * 1e12
+        else ops.step_overhead_s(
+            counts.total,
+            n,
+            zero_stage,
+            offload_optimizer,
+            hardware,
+            ops.step_bytes_per_param(model.recipe.optimizer, model.recipe.grad_clip is not None, precision),
         )
     )
     overhead_s = grad_accum * microbatch_s + step_over_s
@@ -203,7 +227,8 @@ def step_terms(
         hardware.cpu_adam_gparams_per_s.value,
         hardware.nvme_write_gbps.value,
     )
-    step = compute_s + overhead_s + exposed_s + off
+    loading_s = ops.data_loading_s(hardware, micro_batch * grad_accum)
+    step = np.maximum(compute_s + overhead_s + exposed_s + off, loading_s)
     return {
         "compute_s": compute_s,
         "overhead_s": overhead_s,
@@ -213,10 +238,17 @@ def step_terms(
         "step_s": step,
         "model_flops_per_sample": tf.model,
         "hardware_flops_per_sample": tf.hardware,
-        "gemm_rows": gemm_rows,
-        "gemm_efficiency": gemm_eff,
+        "gemm_s": mb.gemm_s,
+        "attention_s": mb.attention_s,
+        "memory_bound_s": mb.memory_s,
+        "device_s": mb.device_s,
+        "kernels": mb.kernels,
+        "host_s": mb.host_s,
+        "microbatch_compute_s": microbatch_compute_s,
+        "gemm_efficiency": mb.gemm_flops / (mb.gemm_s * peak),
         "microbatch_overhead_s": microbatch_s,
         "step_overhead_s": step_over_s,
+        "data_loading_s": loading_s,
     }
 
 

@@ -217,6 +217,24 @@ class CollectiveBandwidth(StrictModel):
     alpha_inter_us: Sourced = Field(description="per-step latency of an inter-node ring hop")
 
 
+class MatmulProfile(StrictModel):
+    """The measured maximum achievable matmul rate (MAMF) and what the GEMM shape model needs to
+    scale it to other shapes (planner/ops.py): the shape it was measured at, the SM/CU count the
+    output tiles are spread over, and the output tile of the library's large GEMM kernels."""
+
+    tflops: Sourced = Field(description="measured dense bf16 matmul TFLOP/s at the best shape")
+    m: int = Field(gt=0, description="M of the measured shape")
+    n: int = Field(gt=0, description="N of the measured shape")
+    k: int = Field(gt=0, description="K of the measured shape")
+    compute_units: Sourced = Field(description="SMs (NVIDIA) / CUs (AMD) / cores per rank (CPU)")
+    tile_m: int = Field(gt=0, description="output tile rows of the large GEMM kernels")
+    tile_n: int = Field(gt=0, description="output tile columns")
+    k_overhead: int = Field(
+        ge=0, description="per-tile prologue/epilogue cost in elements of K (pipeline fill)"
+    )
+    tile_source: str = Field(min_length=3)
+
+
 class HardwareSpec(StrictModel):
     """One accelerator in its usual node (8-GPU HGX / OAM baseboards, or a CPU host)."""
 
@@ -243,8 +261,18 @@ class HardwareSpec(StrictModel):
         description="DeepSpeedCPUAdam throughput per node, billions of params per second"
     )
     node_power_kw: Sourced = Field(description="whole node at full load, incl. host")
-    mfu_default: SourcedFraction = Field(description="achievable end-to-end MFU before calibration")
-    matmul_efficiency: SourcedFraction = Field(description="max achievable dense BF16 matmul / peak")
+    tf32_dense_tflops: Sourced | None = Field(default=None, description="dense TF32 peak (fp32 training)")
+    matmul: MatmulProfile = Field(description="measured achievable GEMM rate and the shape model's inputs")
+    hbm_achieved_tbps: Sourced = Field(description="HBM bandwidth memory-bound kernels reach, TB/s")
+    host_cpu_cores: Sourced = Field(description="host CPU cores per node available to data loading")
+    image_decode_per_core_s: Sourced = Field(
+        description="images/s one host core decodes (JPEG) for the data-loading ceiling"
+    )
+    mfu_default: SourcedFraction | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="user override: a flat MFU replacing the per-operation compute model",
+    )
     memory_reserved_gib: Sourced = Field(
         description="HBM taken by the runtime context and allocator fragmentation"
     )
@@ -255,6 +283,11 @@ class HardwareSpec(StrictModel):
     )
     step_overhead_s: SourcedNonNegative | None = Field(
         default=None, exclude_if=lambda v: v is None, description="fixed time of every optimizer step, s"
+    )
+    compute_scale: Sourced | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="calibrated multiplier on every modelled device rate (GEMM, attention, HBM)",
     )
 
     @property
@@ -391,6 +424,14 @@ class TrainingSpec(StrictModel):
     image_size: int = Field(gt=0)
     patch_dropout: float = Field(ge=0, lt=1)
     precision: Precision = "bf16"
+    stack: Literal["eager", "compile", "fused"] = Field(
+        default="eager",
+        description="software stack: eager PyTorch (the bundled trainer), torch.compile, or fused kernels "
+        "(NeMo / Transformer Engine)",
+    )
+    attention: Literal["flash", "cudnn", "mem_efficient", "math"] = Field(
+        default="flash", description="attention kernel (the bundled trainer: flash-attn or SDPA's flash)"
+    )
     checkpoint_every_s: float | None = Field(
         default=None, gt=0, description="checkpoint interval; None → Young/Daly optimum"
     )

@@ -155,6 +155,9 @@ def evaluate_grid(
             image_size=training.image_size,
             patch_dropout=training.patch_dropout,
             grad_accum=g.grad_accum,
+            stack=training.stack,
+            precision=training.precision,
+            attention=training.attention,
             **plan_kw,
         )
         for k in ("compute_s", "overhead_s", "comm_total_s", "comm_exposed_s", "offload_s", "step_s"):

@@ -81,10 +81,12 @@ def _earlier(cal: cb.CalibrationSpec, hardware: HardwareSpec, dirs: list[str]) -
 def report_rows(before: HardwareSpec, cal: cb.CalibrationSpec) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = [
         {
-            "factor": "mfu_default",
-            "profile": f"{before.mfu_default.value:.4g}",
-            "calibrated": f"{cal.mfu_default.value:.4g}",
-            "how": "compute efficiency that makes the planner's step match the measured median",
+            "factor": "compute_scale",
+            "profile": f"{before.compute_scale.value:.4g}"
+            if before.compute_scale is not None
+            else "1 (as modelled)",
+            "calibrated": cal.efficiency_text(),
+            "how": "multiplier on the modelled device rates that makes the planner's step match the measured median",
         },
         {
             "factor": "memory_reserved_gib",
@@ -98,9 +100,9 @@ def report_rows(before: HardwareSpec, cal: cb.CalibrationSpec) -> list[dict[str,
         rows.append(
             {
                 "factor": key,
-                "profile": "derived (planner/compute.py)",
+                "profile": "derived (planner/ops.py)",
                 "calibrated": f"{fitted.value:.4g}" if fitted is not None else "derived (not fitted)",
-                "how": f"fixed time per {per}, fitted with the MFU"
+                "how": f"fixed time per {per}, fitted with the compute scale"
                 if fitted is not None
                 else "needs runs of more layouts (micro-batch, gradient accumulation)",
             }

@@ -100,8 +100,9 @@ def summary_rows(e: Estimate) -> list[dict[str, str]]:
         (
             "time/step",
             "compute",
-            f"{_dur(c.compute_s)} (GEMM efficiency {c.gemm_efficiency:.0%} at micro-batch "
-            f"{e.plan.micro_batch})",
+            f"{_dur(c.compute_s)} (per micro-batch of {e.plan.micro_batch}: GEMMs {_dur(c.gemm_s)} at "
+            f"{c.gemm_efficiency:.0%} of peak, attention {_dur(c.attention_s)}, memory-bound "
+            f"{_dur(c.memory_bound_s)}, host {_dur(c.host_s)}; {e.training.stack})",
         ),
         (
             "time/step",
@@ -110,6 +111,7 @@ def summary_rows(e: Estimate) -> list[dict[str, str]]:
             f"micro-batch × {e.plan.grad_accum} + {_dur(e.figure('time.step_overhead').value)} "
             f"per step)",
         ),
+        ("time/step", "data loading", f"{_dur(c.data_loading_s)} (a floor under the step)"),
         ("time/step", "exposed comm", f"{_dur(e.comm.exposed_s)} of {_dur(e.comm.total_s)}"),
     ]
     if c.offload_s:
@@ -195,6 +197,20 @@ def explain_text(e: Estimate) -> str:
 @click.option("--image-size", type=int, default=None, help="Training resolution (default: the recipe's).")
 @click.option("--patch-dropout", type=click.FloatRange(0, 1, max_open=True), default=None)
 @click.option("--precision", type=click.Choice(["bf16", "fp16"]), default=None)
+@click.option(
+    "--stack",
+    type=click.Choice(["eager", "compile", "fused"]),
+    default="eager",
+    show_default=True,
+    help="Software stack: eager PyTorch (the bundled trainer), torch.compile, or fused kernels (NeMo/TE).",
+)
+@click.option(
+    "--attention",
+    type=click.Choice(["flash", "cudnn", "mem_efficient", "math"]),
+    default="flash",
+    show_default=True,
+    help="Attention kernel.",
+)
 @click.option("--zero-stage", type=click.IntRange(0, 3), default=None)
 @click.option("--offload-optimizer", type=click.Choice(["none", "cpu", "nvme"]), default=None)
 @click.option("--offload-param", type=click.Choice(["none", "cpu", "nvme"]), default=None)

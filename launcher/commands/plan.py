@@ -164,6 +164,21 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--image-size", type=click.IntRange(min=1), default=None),
         click.option("--patch-dropout", type=click.FloatRange(0, 1, max_open=True), default=None),
+        click.option("--precision", type=click.Choice(["bf16", "fp16"]), default=None),
+        click.option(
+            "--stack",
+            type=click.Choice(["eager", "compile", "fused"]),
+            default="eager",
+            show_default=True,
+            help="Software stack: eager PyTorch (the bundled trainer), torch.compile, or fused kernels.",
+        ),
+        click.option(
+            "--attention",
+            type=click.Choice(["flash", "cudnn", "mem_efficient", "math"]),
+            default="flash",
+            show_default=True,
+            help="Attention kernel.",
+        ),
         click.option(
             "--hbm-headroom",
             type=click.FloatRange(0, 0.9),
@@ -272,7 +287,9 @@ def training_for(model: ModelSpec, kw: dict[str, Any]) -> TrainingSpec:
         global_batch=kw["global_batch"] if kw["global_batch"] is not None else r.global_batch,
         image_size=kw["image_size"] if kw["image_size"] is not None else r.image_size,
         patch_dropout=kw["patch_dropout"] if kw["patch_dropout"] is not None else r.patch_dropout,
-        precision=r.precision if r.precision != "fp32" else "bf16",
+        precision=kw.get("precision") or (r.precision if r.precision != "fp32" else "bf16"),
+        stack=kw.get("stack") or "eager",
+        attention=kw.get("attention") or "flash",
         checkpoint_every_s=kw["checkpoint_every_s"],
         dataset_tb=kw["dataset_tb"],
     )

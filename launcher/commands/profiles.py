@@ -32,7 +32,7 @@ def _summary(kind: str, obj) -> dict:
             "gpus_per_node": obj.gpus_per_node,
         }
     if kind == "calibrations":
-        return {"hardware": obj.hardware, "mfu": obj.mfu_default.value, "runs": len(obj.runs)}
+        return {"hardware": obj.hardware, "efficiency": obj.efficiency_text(), "runs": len(obj.runs)}
     price = obj.on_demand_usd_per_node_hour.value if obj.on_demand_usd_per_node_hour else None
     return {"hardware": obj.hardware, "usd_per_node_hour": price, "pricing": obj.kind}
 

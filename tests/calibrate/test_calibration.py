@@ -8,12 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from planner import calibration as cb
 from planner.errors import EvaplanError, ProfileError
 from planner.estimate import estimate
 from planner.profiles import load_file, load_hardware, load_model
-from planner.spec import ParallelPlan, Sourced, SourcedFraction, SourcedNonNegative, TrainingSpec
+from planner.spec import ParallelPlan, Sourced, SourcedNonNegative, TrainingSpec
 
 GIB = 2**30
 MODEL = "eva-clip-debug"
@@ -38,7 +39,7 @@ def _plan(
 def _truth(
     plan: ParallelPlan,
     training: TrainingSpec,
-    mfu: float,
+    scale: float,
     reserved_gib: float,
     microbatch_s: float | None = None,
     step_over_s: float | None = None,
@@ -47,7 +48,7 @@ def _truth(
     None: the derived defaults)."""
     hw = load_hardware(HW)
     upd = {
-        "mfu_default": SourcedFraction(value=mfu, source="test truth", observed="2026-11-27"),
+        "compute_scale": Sourced(value=scale, source="test truth", observed="2026-11-27"),
         "memory_reserved_gib": Sourced(value=reserved_gib, source="test truth", observed="2026-11-27"),
     }
     if microbatch_s is not None:
@@ -67,7 +68,7 @@ def write_metrics(
     job: str,
     micro_batch: int = 4,
     zero_stage: int = 1,
-    mfu: float = 0.08,
+    scale: float = 0.08,
     reserved_gib: float = 0.4,
     steps: int = 12,
     model: str = MODEL,
@@ -81,7 +82,7 @@ def write_metrics(
     memory are the planner's at the given factors (every `outlier_every`-th step 3× slower: a
     contended core)."""
     plan, training = _plan(micro_batch, zero_stage, grad_accum)
-    e = _truth(plan, training, mfu, reserved_gib, microbatch_s, step_over_s)
+    e = _truth(plan, training, scale, reserved_gib, microbatch_s, step_over_s)
     start = {
         "event": "start",
         "job_name": job,
@@ -149,23 +150,23 @@ def profiles_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # ----------------------------------------------------------------------------------- the fit
 def test_fit_recovers_the_factors_a_run_was_generated_with(tmp_path: Path) -> None:
     hw = load_hardware(HW)
-    run = cb.read_run(write_metrics(tmp_path / "m.jsonl", job="a", mfu=0.08, reserved_gib=0.4))
+    run = cb.read_run(write_metrics(tmp_path / "m.jsonl", job="a", scale=0.08, reserved_gib=0.4))
     plan, training = cb.plan_from_start(run, load_model(MODEL), hw)
     cal = cb.calibrate([cb.observe("a", run, load_model(MODEL), plan, training)], hw)
-    assert cal.mfu_default.value == pytest.approx(0.08, rel=1e-6)
+    assert cal.compute_scale.value == pytest.approx(0.08, rel=1e-6)
     assert cal.memory_reserved_gib.value == pytest.approx(0.4, rel=1e-6)
     r = cal.runs[0]
     assert r.calibrated_step_s == pytest.approx(r.measured_step_s, rel=1e-6)
     assert r.steps_timed == 11  # the slow first step is warm-up
-    # The profile as shipped assumes MFU 0.5: its prediction is 0.08/0.5 of the compute part.
+    # The run went at 0.08 of the modelled device rates: the shipped profile predicts it far too fast.
     assert r.uncalibrated_step_s < 0.5 * r.measured_step_s
 
 
 def test_fit_transfers_to_another_micro_batch_and_zero_stage(tmp_path: Path) -> None:
     """Calibrated on run A, the planner predicts run B (other micro-batch, other ZeRO stage) exactly
-    when both share the hardware's factors; uncalibrated it is off by the MFU ratio."""
+    when both share the hardware's factors; uncalibrated it is off by the scale."""
     hw, model = load_hardware(HW), load_model(MODEL)
-    a = cb.read_run(write_metrics(tmp_path / "a.jsonl", job="a", micro_batch=4, zero_stage=1, mfu=0.05))
+    a = cb.read_run(write_metrics(tmp_path / "a.jsonl", job="a", micro_batch=4, zero_stage=1, scale=0.05))
     cal = cb.calibrate([cb.observe("a", a, model, *cb.plan_from_start(a, model, hw))], hw)
     plan_b, training_b = _plan(micro_batch=16, zero_stage=2)
     measured_b = _truth(plan_b, training_b, 0.05, 0.4).compute.step_s
@@ -176,14 +177,14 @@ def test_fit_transfers_to_another_micro_batch_and_zero_stage(tmp_path: Path) -> 
 
 def test_several_runs_are_fitted_together(tmp_path: Path) -> None:
     """Two runs of one micro-batch and accumulation (other ZeRO stages) cannot separate a fixed time
-    from the MFU: one MFU between theirs, the derived overheads kept."""
+    from the compute scale: one scale between theirs, the derived overheads kept."""
     hw, model = load_hardware(HW), load_model(MODEL)
     obs = []
-    for job, stage, mfu in (("a", 1, 0.04), ("b", 2, 0.08)):
-        run = cb.read_run(write_metrics(tmp_path / f"{job}.jsonl", job=job, zero_stage=stage, mfu=mfu))
+    for job, stage, scale in (("a", 1, 0.04), ("b", 2, 0.08)):
+        run = cb.read_run(write_metrics(tmp_path / f"{job}.jsonl", job=job, zero_stage=stage, scale=scale))
         obs.append(cb.observe(job, run, model, *cb.plan_from_start(run, model, hw)))
     cal = cb.calibrate(obs, hw)
-    assert 0.04 < cal.mfu_default.value < 0.08
+    assert 0.04 < cal.compute_scale.value < 0.08
     assert cal.microbatch_overhead_s is None and cal.step_overhead_s is None
     errs = [(r.calibrated_step_s - r.measured_step_s) / r.measured_step_s for r in cal.runs]
     assert errs[0] < 0 < errs[1]  # between the two: too fast for the slower run, too slow for the faster
@@ -195,15 +196,15 @@ def _observe(tmp_path: Path, job: str, **kw) -> cb.Observation:
     return cb.observe(job, run, model, *cb.plan_from_start(run, model, hw))
 
 
-def test_two_micro_batches_fit_mfu_and_micro_batch_overhead(tmp_path: Path) -> None:
+def test_two_micro_batches_fit_scale_and_micro_batch_overhead(tmp_path: Path) -> None:
     """Runs at micro-batch 4 and 16 whose steps carry a fixed 0.12 s per micro-batch (as measured here):
-    the fit gives back MFU and overhead, and predicts micro-batch 8 and gradient accumulation 2 exactly;
-    MFU alone cannot."""
+    the fit gives back scale and overhead, and predicts micro-batch 8 and gradient accumulation 2 exactly;
+    the scale alone cannot."""
     hw, model = load_hardware(HW), load_model(MODEL)
-    truth = dict(mfu=0.2, microbatch_s=0.12)
+    truth = dict(scale=0.2, microbatch_s=0.12)
     obs = [_observe(tmp_path, "a", micro_batch=4, **truth), _observe(tmp_path, "b", micro_batch=16, **truth)]
     cal = cb.calibrate(obs, hw)
-    assert cal.mfu_default.value == pytest.approx(0.2, rel=1e-6)
+    assert cal.compute_scale.value == pytest.approx(0.2, rel=1e-6)
     assert cal.microbatch_overhead_s.value == pytest.approx(0.12, rel=1e-6)
     assert cal.step_overhead_s is None  # one gradient accumulation: the derived figure stays
     assert "120 ms per micro-batch" in cal.describe()
@@ -214,15 +215,15 @@ def test_two_micro_batches_fit_mfu_and_micro_batch_overhead(tmp_path: Path) -> N
             measured, rel=1e-6
         )
     # The old single-factor fit on the same two runs misses both.
-    mfu_only = cb.fit_mfu(obs, hw)
-    hw1 = cb._with(hw, mfu=mfu_only)
+    scale_only = cb.fit_scale(obs, hw)
+    hw1 = cb._with(hw, scale=scale_only)
     errs = [estimate(model, hw1, o.plan, o.training).compute.step_s / o.step_s - 1 for o in obs]
     assert max(abs(e) for e in errs) > 0.1
 
 
 def test_three_layouts_fit_step_overhead_too(tmp_path: Path) -> None:
     hw = load_hardware(HW)
-    truth = dict(mfu=0.05, microbatch_s=0.1, step_over_s=0.03)
+    truth = dict(scale=0.05, microbatch_s=0.1, step_over_s=0.03)
     obs = [
         _observe(tmp_path, "a", micro_batch=4, **truth),
         _observe(tmp_path, "b", micro_batch=16, **truth),
@@ -230,7 +231,7 @@ def test_three_layouts_fit_step_overhead_too(tmp_path: Path) -> None:
     ]
     assert cb.fitted_overheads(obs) == ("microbatch_overhead_s", "step_overhead_s")
     cal = cb.calibrate(obs, hw)
-    assert cal.mfu_default.value == pytest.approx(0.05, rel=1e-6)
+    assert cal.compute_scale.value == pytest.approx(0.05, rel=1e-6)
     assert cal.microbatch_overhead_s.value == pytest.approx(0.1, rel=1e-6)
     assert cal.step_overhead_s.value == pytest.approx(0.03, rel=1e-5)
     assert all(r.calibrated_step_s == pytest.approx(r.measured_step_s, rel=1e-6) for r in cal.runs)
@@ -244,22 +245,22 @@ def test_overheads_are_never_negative() -> None:
 
 def test_median_ignores_contended_steps(tmp_path: Path) -> None:
     hw, model = load_hardware(HW), load_model(MODEL)
-    run = cb.read_run(write_metrics(tmp_path / "m.jsonl", job="a", mfu=0.08, outlier_every=4))
+    run = cb.read_run(write_metrics(tmp_path / "m.jsonl", job="a", scale=0.08, outlier_every=4))
     o = cb.observe("a", run, model, *cb.plan_from_start(run, model, hw))
     assert o.spread > 1.0  # p10..p90 spans the 3× outliers
-    assert cb.calibrate([o], hw).mfu_default.value == pytest.approx(0.08, rel=1e-6)
+    assert cb.calibrate([o], hw).compute_scale.value == pytest.approx(0.08, rel=1e-6)
 
 
 def test_a_run_faster_than_the_peak_allows_is_refused(tmp_path: Path) -> None:
     hw, model = load_hardware(HW), load_model(MODEL)
-    path = write_metrics(tmp_path / "m.jsonl", job="a", mfu=0.08)
+    path = write_metrics(tmp_path / "m.jsonl", job="a", scale=0.08)
     recs = [json.loads(x) for x in path.read_text().splitlines()]
     for r in recs:
         if r["event"] == "step":
             r["step_time_s"] = 1e-6
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     run = cb.read_run(path)
-    with pytest.raises(EvaplanError, match="ran faster than the planner's step at 100 %"):
+    with pytest.raises(EvaplanError, match="ran faster than the planner's step at 10× the modelled rates"):
         cb.calibrate([cb.observe("a", run, model, *cb.plan_from_start(run, model, hw))], hw)
 
 
@@ -328,7 +329,7 @@ def test_metrics_of_another_layout_are_refused(tmp_path) -> None:
 
 # ----------------------------------------------------------------------------------- calibration files
 def _write_valid(cli, tmp_path: Path) -> Path:
-    path = write_metrics(tmp_path / "a.jsonl", job="a", mfu=0.08)
+    path = write_metrics(tmp_path / "a.jsonl", job="a", scale=0.08)
     r = cli("calibrate", str(path), "--hardware", HW)
     assert r.exit_code == 0, r.output
     return Path(r.stdout.split(":", 1)[0].removeprefix("wrote "))
@@ -337,7 +338,7 @@ def _write_valid(cli, tmp_path: Path) -> Path:
 def test_calibration_files_are_validated_like_profiles(cli, profiles_dir, tmp_path) -> None:
     path = _write_valid(cli, tmp_path)
     assert path == profiles_dir / "calibrations" / "cpu.yaml"
-    assert load_file(path).mfu_default.value == pytest.approx(0.08, rel=1e-6)
+    assert load_file(path).compute_scale.value == pytest.approx(0.08, rel=1e-6)
     good = path.read_text()
 
     path.write_text(good.replace("hardware: cpu", "hardware: cpu\nmfu_fudge: 2"))
@@ -345,11 +346,9 @@ def test_calibration_files_are_validated_like_profiles(cli, profiles_dir, tmp_pa
     assert r.exit_code == 2
     assert f"{path}: mfu_fudge: Extra inputs are not permitted (remove it" in r.stderr
 
-    path.write_text(good.replace("  value: 0.08", "  value: 1.8", 1))
+    path.write_text(good.replace("  value: 0.08", "  value: -1.8", 1))
     r = cli("profiles", "validate", str(path))
-    assert (
-        r.exit_code == 2 and f"{path}: mfu_default.value: Input should be less than or equal to 1" in r.stderr
-    )
+    assert r.exit_code == 2 and f"{path}: compute_scale.value: Input should be greater than 0" in r.stderr
 
     path.write_text(good.replace("name: cpu", "name: h100-sxm"))
     r = cli("estimate", "--model", MODEL, "--hardware", HW, "--gpus", "2")
@@ -438,7 +437,7 @@ def test_estimate_and_plan_use_the_calibration_and_say_so(cli, profiles_dir, tmp
 
 def test_calibrate_keeps_earlier_runs_unless_reset(cli, profiles_dir, tmp_path) -> None:
     _write_valid(cli, tmp_path)
-    b = write_metrics(tmp_path / "b.jsonl", job="b", micro_batch=16, mfu=0.08)
+    b = write_metrics(tmp_path / "b.jsonl", job="b", micro_batch=16, scale=0.08)
     r = cli("calibrate", str(b), "--hardware", HW)
     assert (
         r.exit_code == 0
@@ -446,7 +445,9 @@ def test_calibrate_keeps_earlier_runs_unless_reset(cli, profiles_dir, tmp_path) 
         and "(1 kept from the earlier calibration)" in r.stdout
     )
     cal = load_file(profiles_dir / "calibrations" / "cpu.yaml")
-    assert [x.job for x in cal.runs] == ["a", "b"] and cal.mfu_default.value == pytest.approx(0.08, rel=1e-6)
+    assert [x.job for x in cal.runs] == ["a", "b"] and cal.compute_scale.value == pytest.approx(
+        0.08, rel=1e-6
+    )
     # The earlier run is refitted from the calibration file even when its metrics file is gone.
     (tmp_path / "a.jsonl").unlink()
     again = cli("calibrate", str(b), "--hardware", HW, "--format", "json")
@@ -470,3 +471,25 @@ def test_default_folder_is_the_user_config_dir(monkeypatch, tmp_path) -> None:
     assert cb.user_profiles_dir(["/x/y"]) == Path("/x/y")
     monkeypatch.setenv("EVAPLAN_PROFILES_DIR", str(tmp_path / "p"))
     assert cb.user_profiles_dir() == tmp_path / "p"
+
+
+def test_an_older_calibration_with_a_flat_mfu_still_applies(cli, profiles_dir, tmp_path) -> None:
+    """Calibration files written before the per-operation model hold `mfu_default`: applied as the
+    flat-MFU override they were fitted as; a file with neither factor is refused with its path."""
+    path = _write_valid(cli, tmp_path)
+    good = path.read_text()
+    data = yaml.safe_load(good)
+    scale = data.pop("compute_scale")
+    data["mfu_default"] = {**scale, "value": 0.3}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    cal = load_file(path)
+    assert cal.compute_scale is None and "MFU 0.3 (flat override" in cal.describe()
+    hw = cb.apply(load_hardware(HW), cal)
+    plan, training = _plan(micro_batch=4)
+    e = estimate(load_model(MODEL), hw, plan, training)
+    want = e.compute.hardware_flops_per_sample * 4 / (hw.bf16_dense_tflops.value * 1e12 * 0.3)
+    assert e.compute.compute_s == pytest.approx(want, rel=1e-12)
+    del data["mfu_default"]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    r = cli("profiles", "validate", str(path))
+    assert r.exit_code == 2 and "exactly one" in r.stderr

@@ -1,0 +1,480 @@
+"""Time of one training micro-batch, operation by operation, instead of FLOPs at a flat MFU.
+
+Every transformer block (and the patch embedding, heads and CLIP loss) is broken into what a GPU
+executes, each priced by what limits it (docs/planner-model.md derives every term):
+
+- GEMMs at their own shape (M rows = micro-batch × tokens, N, K from the widths), forward plus the
+  two backward GEMMs of each weight (input gradient and weight gradient) plus the recomputed forward
+  under activation checkpointing. Time = max(FLOPs / achieved rate, bytes / achieved HBM bandwidth)
+  (a roofline). The achieved rate is the hardware's measured maximum achievable matmul rate (the
+  profile's `matmul.tflops`, measured at `matmul.m × n × k`) scaled by how well a shape keeps the
+  SMs/CUs busy (`gemm_utilisation`: work balance over the units and each tile's pipeline fill),
+  relative to the measured shape. The rate rises monotonically with M, N and K and never exceeds
+  the datasheet peak.
+- Attention by kernel (`flash`, `cudnn`, `mem_efficient`, `math`), forward and backward at the
+  kernel's own rate by head dimension and sequence length, also bounded by HBM traffic (short
+  sequences are memory-bound); `math` materialises the score matrix and pays for it in bytes.
+- Memory-bound work by bytes over the achieved HBM bandwidth: norms, activation functions, residual
+  adds, RoPE, layout copies, patch-dropout gather, the CLIP loss, and (per step) the optimizer, the
+  gradient clipping and the fp16 overflow check. How many bytes an elementwise chain moves depends on
+  the software stack: eager PyTorch runs one kernel per op, `torch.compile` and fused (Transformer
+  Engine / NeMo) stacks fuse chains between GEMMs into one kernel each.
+- Host time: eager PyTorch issues every kernel from Python; a micro-batch takes
+  max(device time, kernels × host time per kernel) on a GPU (the host runs ahead of the device
+  asynchronously), and their sum on a CPU (the same cores do both).
+
+Every function works on floats and on numpy arrays alike (one value per candidate plan), with the same
+operations in the same order, so the vectorised search agrees to the byte with `estimate()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from planner.compute import text_shape, vision_shape
+from planner.errors import InfeasibleError
+from planner.memory import TowerShape, vision_tokens
+from planner.spec import HardwareSpec, ModelSpec
+
+Num = Any
+Stack = Literal["eager", "compile", "fused"]
+AttentionKernel = Literal["flash", "cudnn", "mem_efficient", "math"]
+STACKS: tuple[str, ...] = ("eager", "compile", "fused")
+ATTENTION_KERNELS: tuple[str, ...] = ("flash", "cudnn", "mem_efficient", "math")
+
+# ----------------------------------------------------------------------------------- precision
+# Bytes of one activation element: bf16/fp16 2, fp32 4.
+ACT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0}
+
+
+def peak_tflops(hw: HardwareSpec, precision: str) -> float:
+    """The dense tensor-core peak the precision runs at: bf16 and fp16 share one figure on every
+    bundled GPU (NVIDIA and AMD datasheets list the same dense FP16 and BF16 rate); fp32 training
+    runs its matmuls as TF32 (open_clip and EVA enable `torch.backends.cuda.matmul.allow_tf32`)."""
+    if precision == "fp32":
+        if hw.tf32_dense_tflops is None:
+            raise InfeasibleError(
+                f"hardware profile {hw.name} has no tf32_dense_tflops for fp32 training",
+                hint="add tf32_dense_tflops (with its source) to the profile, or use --precision bf16",
+            )
+        return hw.tf32_dense_tflops.value
+    return hw.bf16_dense_tflops.value
+
+
+def matmul_tflops(hw: HardwareSpec, precision: str) -> float:
+    """Maximum achievable matmul rate at the precision: the measured bf16 MAMF, scaled by the ratio of
+    peaks for TF32 (evaplan assumption: the same share of peak is reachable)."""
+    return hw.matmul.tflops.value * peak_tflops(hw, precision) / hw.bf16_dense_tflops.value
+
+
+# ----------------------------------------------------------------------------------- GEMM
+# Work split: libraries split a GEMM's output into tiles and (split-K / stream-K) each tile's K loop
+# into chunks of one pipeline stage, so the units balance over T·K/BK pieces of work. CUTLASS's SM80
+# tensor-op default (default_gemm_configuration.h) iterates K in steps of BK = 64.
+GEMM_K_STEP = 64.0
+
+
+def gemm_utilisation(hw: HardwareSpec, m: Num, n: Num, k: Num) -> Num:
+    """Share of the units' time a GEMM keeps busy, as a smooth function of its shape:
+
+    - balance: W = (M·N / tile area) · K / BK pieces of work over U units, the last wave on average
+      half empty: W / (W + U/2);
+    - pipeline: every output tile pays a prologue/epilogue worth `k_overhead` of K (the pipeline
+      fill, kStages × BK): K / (K + k_overhead).
+    Both rise monotonically with M, N and K towards 1."""
+    mm = hw.matmul
+    work = m * n / (mm.tile_m * mm.tile_n) * (k / GEMM_K_STEP)
+    balance = work / (work + mm.compute_units.value / 2.0)
+    return balance * (k / (k + mm.k_overhead))
+
+
+def gemm_rate_flops(hw: HardwareSpec, m: Num, n: Num, k: Num, precision: str = "bf16") -> Num:
+    """Achieved FLOP/s of a compute-bound GEMM: the measured MAMF × utilisation(shape) /
+    utilisation(measured shape), at most the datasheet peak."""
+    mm = hw.matmul
+    ref = gemm_utilisation(hw, float(mm.m), float(mm.n), float(mm.k))
+    rate = matmul_tflops(hw, precision) * 1e12 / ref * gemm_utilisation(hw, m, n, k)
+    return np.minimum(rate, peak_tflops(hw, precision) * 1e12)
+
+
+def hbm_bytes_per_s(hw: HardwareSpec) -> float:
+    return hw.hbm_achieved_tbps.value * 1e12
+
+
+def gemm_time_s(hw: HardwareSpec, m: Num, n: Num, k: Num, precision: str = "bf16", scale: float = 1.0) -> Num:
+    """One GEMM (M × K) · (K × N): max(2MNK / rate, bytes of A, B and C / HBM bandwidth), the compute
+    part divided by `scale` (a calibration's compute_scale)."""
+    a = ACT_BYTES[precision]
+    flops = 2.0 * m * n * k
+    t_compute = flops / (gemm_rate_flops(hw, m, n, k, precision) * scale)
+    t_memory = a * (m * k + k * n + m * n) / (hbm_bytes_per_s(hw) * scale)
+    return np.maximum(t_compute, t_memory)
+
+
+def linear_train_time_s(
+    hw: HardwareSpec,
+    m: Num,
+    n: Num,
+    k: Num,
+    passes: Num,
+    precision: str,
+    scale: float,
+    weight_grad: Num = True,
+) -> Num:
+    """A Linear layer of K → N on M rows through one training micro-batch: `passes` forwards (1, or 2
+    with recompute), the input-gradient GEMM (M × N)·(N × K) and the weight-gradient GEMM
+    (N × M)·(M × K) (an N × K output reduced over M). `weight_grad` False drops the input gradient
+    instead (the patch embedding has no input to differentiate)."""
+    fwd = gemm_time_s(hw, m, n, k, precision, scale)
+    dgrad = gemm_time_s(hw, m, k, n, precision, scale)
+    wgrad = gemm_time_s(hw, n, k, m, precision, scale)
+    return passes * fwd + np.where(weight_grad, dgrad, 0.0) + wgrad
+
+
+# ----------------------------------------------------------------------------------- attention
+# Share of the hardware's achieved matmul rate (MAMF) each attention kernel reaches, forward and
+# backward, at long sequences and head dimension 128. FlashAttention-2 (Dao, arXiv 2307.08691, §4.1,
+# A100): forward up to 73 % of the 312 TFLOP/s peak, backward up to 63 %; the A100's MAMF is 86.9 %
+# of peak (ml-engineering table, profiles/hardware/a100-80gb.yaml), so 0.73/0.869 and 0.63/0.869 of
+# MAMF. cuDNN's fused SDPA kernel is counted like FlashAttention-2 (evaplan assumption: the same
+# algorithm; on H100 it can be faster, which this model does not claim). The memory-efficient
+# (xformers/CUTLASS) kernel runs at half of FlashAttention-2 (arXiv 2307.08691 Fig. 4-6: FA2 about
+# 2x the xformers kernel). `math` is priced from its GEMMs and its score-matrix traffic instead.
+FLASH_FWD_OF_MAMF = 0.73 / 0.869
+FLASH_BWD_OF_MAMF = 0.63 / 0.869
+KERNEL_SHARE = {"flash": 1.0, "cudnn": 1.0, "mem_efficient": 0.5}
+# FlashAttention tiles queries in blocks of 128 rows (FA2 §3.3, Br = 128 for head dim ≤ 128): a
+# sequence fills its last block half on average, so s / (s + 64) of the long-sequence rate.
+ATTN_QUERY_BLOCK = 128.0
+# Head dimension: the softmax and rescaling work per tile does not shrink with d, so small heads run
+# slower. evaplan assumption, sized on FA2 §4.1 (head dim 64 at about 85 % of head dim 128's rate):
+# d / (d + 32), normalised to 1 at d = 128 and capped at 1.
+ATTN_HEAD_DIM_OVERHEAD = 32.0
+# Backward FLOPs of a fused kernel: it recomputes QKᵀ and the softmax, 5 matmuls against the
+# forward's 2 (FA2 §3.1.2), so 2.5× the forward FLOPs; `math` keeps the scores: 2×.
+FUSED_BWD_FLOPS_RATIO = 2.5
+
+
+def _attn_shape_factor(seq: Num, head_dim: float) -> Num:
+    dd = min(
+        (head_dim / (head_dim + ATTN_HEAD_DIM_OVERHEAD)) / (128.0 / (128.0 + ATTN_HEAD_DIM_OVERHEAD)), 1.0
+    )
+    return seq / (seq + ATTN_QUERY_BLOCK / 2.0) * dd
+
+
+def attention_time_s(
+    hw: HardwareSpec,
+    kernel: str,
+    rows: Num,
+    seq: Num,
+    heads: int,
+    head_dim: int,
+    passes: Num,
+    causal: bool,
+    precision: str,
+    scale: float,
+) -> Num:
+    """Attention of `rows / seq` sequences of length `seq` with `heads` heads of `head_dim`, through
+    `passes` forwards and one backward. A causal fused kernel skips the masked half of the scores."""
+    a = ACT_BYTES[precision]
+    bw = hbm_bytes_per_s(hw) * scale
+    seqs = rows / seq
+    # QKᵀ and AV: 2 · 2·s²·d per head.
+    fwd_flops = seqs * heads * 4.0 * seq * seq * head_dim
+    if kernel == "math":
+        # Batched GEMMs (s × d)·(d × s) and (s × s)·(s × d) per head, stacked as seqs·heads·s rows; the
+        # s × s scores go through HBM between them: ATen's math path runs `_safe_softmax` (softmax,
+        # read + write, then a pass that zeroes fully masked rows: read, read + write) forward, and
+        # their backward (softmax backward read 2 + write 1, the masking's gradient read + write).
+        m = seqs * heads * seq
+        qk = gemm_time_s(hw, m, seq, head_dim, precision, scale)
+        av = gemm_time_s(hw, m, head_dim, seq, precision, scale)
+        fwd = qk + av
+        bwd = 2.0 * fwd
+        scores = seqs * heads * seq * seq * a
+        return passes * (fwd + 5.0 * scores / bw) + bwd + 5.0 * scores / bw
+    if kernel not in KERNEL_SHARE:
+        raise InfeasibleError(
+            f"unknown attention kernel '{kernel}'", hint=f"use one of: {', '.join(ATTENTION_KERNELS)}"
+        )
+    share = KERNEL_SHARE[kernel]
+    executed = 0.5 if causal else 1.0
+    base = matmul_tflops(hw, precision) * 1e12 * share * _attn_shape_factor(seq, float(head_dim)) * scale
+    rate_fwd = np.minimum(base * FLASH_FWD_OF_MAMF, peak_tflops(hw, precision) * 1e12)
+    rate_bwd = np.minimum(base * FLASH_BWD_OF_MAMF, peak_tflops(hw, precision) * 1e12)
+    # HBM traffic: forward reads Q, K, V and writes O; backward reads Q, K, V, O, dO, writes dQ, dK, dV.
+    tensor = seqs * heads * seq * head_dim * a
+    fwd = np.maximum(executed * fwd_flops / rate_fwd, 4.0 * tensor / bw)
+    bwd = np.maximum(executed * FUSED_BWD_FLOPS_RATIO * fwd_flops / rate_bwd, 8.0 * tensor / bw)
+    return passes * fwd + bwd
+
+
+# ----------------------------------------------------------------------------------- elementwise
+# Bytes per element a norm moves in the forward. A fused LayerNorm kernel (PyTorch's
+# native_layer_norm, and every norm under compile or fused stacks) reads x and writes y: 2a. The
+# trainer's RMSNorm is written in eager ops (evaclip/model.py RMSNorm.forward: x.float(), pow, mean,
+# rsqrt, mul, .to(dtype), mul by weight): x → fp32 copy (a + 4), pow (4 + 4), mean (4), normalise
+# (4 + 4 + 4), cast back (4 + a), scale (a + a) = 28 + 4a bytes in 8 kernels.
+def _norm_cost(kind: str, stack: str, a: float) -> tuple[float, float]:
+    if kind == "rmsnorm" and stack == "eager":
+        return 28.0 + 4.0 * a, 8.0
+    return 2.0 * a, 1.0
+
+
+@dataclass(frozen=True)
+class ElementwiseCost:
+    """Forward bytes per token and kernels per block of the memory-bound ops between the GEMMs."""
+
+    bytes_per_token: float
+    kernels: float
+
+
+def block_elementwise(
+    t: TowerShape, norm: str, stack: str, precision: str, drop_path: bool, rope_tokens_share: float = 1.0
+) -> ElementwiseCost:
+    """One pre-norm block's memory-bound forward work, per token (h = width, f = MLP hidden, a = bytes
+    per activation element), by software stack:
+
+    eager: norm1 and norm2 (and the two sub-LNs: h after attention, f inside the MLP), the attention
+    output's layout copy (read + write h), RoPE on q and k (rotate-half copy, × cos, × sin, add: 11
+    element accesses of h each, 12 kernels), the MLP activation (GELU: read + write f; SwiGLU: SiLU
+    2f + product 3f, 2 kernels), two residual adds (read 2h, write h each), and with drop path two
+    mask multiplies (read + write h).
+    compile / fused: each chain between GEMMs is one kernel: residual add + next norm (read 2h,
+    write 2h) twice, RoPE (read + write 2h), sub-LN after attention (2h), activation + MLP sub-LN
+    (GELU 2f, SwiGLU 3f); drop path fuses into the residual add.
+    """
+    h, f = float(t.width), float(t.mlp_hidden)
+    a = ACT_BYTES[precision]
+    nb, nk = _norm_cost(norm, stack, a)
+    if stack == "eager":
+        by = 2.0 * nb * h
+        k = 2.0 * nk
+        if t.subln:
+            by += nb * h + nb * f
+            k += 2.0 * nk
+        by += 2.0 * a * h  # attention output layout copy
+        k += 1.0
+        if t.rope:
+            by += rope_tokens_share * 22.0 * a * h
+            k += 12.0
+        by += (5.0 if t.swiglu else 2.0) * a * f
+        k += 2.0 if t.swiglu else 1.0
+        by += 2.0 * 3.0 * a * h  # residual adds
+        k += 2.0
+        if drop_path:
+            by += 2.0 * 2.0 * a * h
+            k += 2.0
+        return ElementwiseCost(by, k)
+    if stack not in ("compile", "fused"):
+        raise InfeasibleError(f"unknown software stack '{stack}'", hint=f"use one of: {', '.join(STACKS)}")
+    by = 2.0 * 4.0 * a * h  # residual + norm, twice
+    k = 2.0
+    if t.rope:
+        by += 4.0 * a * h
+        k += 1.0
+    if t.subln:
+        by += 2.0 * a * h
+        k += 1.0
+    by += (3.0 if t.swiglu else 2.0) * a * f
+    k += 1.0
+    return ElementwiseCost(by, k)
+
+
+# Backward of an elementwise op reads its saved inputs and the incoming gradient and writes one
+# gradient per input: about twice the forward's traffic and kernels (evaplan assumption, counted
+# op by op: a norm reads x and dy and writes dx plus weight-gradient partials, SiLU·x reads two
+# inputs and dy and writes two gradients).
+ELEMENTWISE_BWD_RATIO = 2.0
+
+# Host time per kernel launch. Eager PyTorch pays Python, the dispatcher and autograd bookkeeping on
+# every op (horace.io/brrr_intro.html, "overhead"); torch.compile's generated wrapper launches
+# kernels directly; fused stacks are eager PyTorch calling fewer, larger ops. evaplan assumption:
+# 10 µs per eager op, 4 µs per compiled kernel (calibrate: `evaplan calibrate` fits the per-micro-batch
+# fixed time when runs differ in micro-batch).
+HOST_S_PER_KERNEL = {"eager": 10e-6, "compile": 4e-6, "fused": 10e-6}
+# Kernels per GEMM launch beyond the GEMM itself are none (bias in the epilogue); a Linear's backward
+# is 2 GEMMs plus a bias-gradient reduction where it has a bias.
+
+
+@dataclass(frozen=True)
+class MicrobatchTime:
+    """Device and host time of one micro-batch on one GPU, by kind of work."""
+
+    gemm_s: Num
+    attention_s: Num
+    memory_s: Num
+    device_s: Num
+    kernels: Num
+    host_s: Num
+    total_s: Num
+    gemm_flops: Num  # executed GEMM FLOPs (for the achieved GEMM efficiency)
+
+
+def _tower_gemms(
+    hw: HardwareSpec, t: TowerShape, rows: Num, passes: Num, precision: str, scale: float
+) -> Num:
+    h, f = float(t.width), float(t.mlp_hidden)
+    if t.subln:
+        # EVA with sub-LN projects q, k and v separately (evaclip EvaAttention.separate_qkv).
+        tt = 3.0 * linear_train_time_s(hw, rows, h, h, passes, precision, scale)
+    else:
+        tt = linear_train_time_s(hw, rows, 3.0 * h, h, passes, precision, scale)
+    tt = tt + linear_train_time_s(hw, rows, h, h, passes, precision, scale)
+    if t.swiglu:
+        tt = tt + 2.0 * linear_train_time_s(hw, rows, f, h, passes, precision, scale)
+    else:
+        tt = tt + linear_train_time_s(hw, rows, f, h, passes, precision, scale)
+    tt = tt + linear_train_time_s(hw, rows, h, f, passes, precision, scale)
+    return t.layers * tt
+
+
+def _tower_gemm_flops(t: TowerShape, rows: Num, passes: Num) -> Num:
+    h, f = float(t.width), float(t.mlp_hidden)
+    per_row = 2.0 * h * (3.0 * h + h + (3.0 if t.swiglu else 2.0) * f)
+    return t.layers * rows * per_row * (passes + 2.0)
+
+
+def microbatch_time(
+    model: ModelSpec,
+    hw: HardwareSpec,
+    *,
+    micro_batch: Num,
+    image_size: Num,
+    patch_dropout: Num,
+    grad_ckpt: Num,
+    contrast_batch: Num,
+    loss_rows: Num,
+    stack: str = "eager",
+    precision: str = "bf16",
+    attention: str = "flash",
+) -> MicrobatchTime:
+    """Forward + backward (+ recompute) of one micro-batch of `micro_batch` samples on one GPU.
+
+    contrast_batch: columns of the logits (the global batch with gathered features); loss_rows: rows
+    per GPU (the micro-batch with local loss, the global batch without)."""
+    v, tx = model.vision, model.text
+    a = ACT_BYTES[precision]
+    scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
+    bw = hbm_bytes_per_s(hw) * scale
+    passes = np.where(grad_ckpt, 2.0, 1.0)
+    b = micro_batch * 1.0
+    patches = np.floor_divide(image_size, v.patch_size) ** 2
+    s_v = vision_tokens(patches, patch_dropout)
+    s_t = float(tx.context_length)
+    vs, ts = vision_shape(model), text_shape(model)
+    rows_v, rows_t = b * s_v, b * s_t
+    e = float(model.embed_dim)
+
+    # -- GEMMs: blocks, patch embedding (no input gradient), heads, logits.
+    gemm = _tower_gemms(hw, vs, rows_v, passes, precision, scale)
+    gemm = gemm + _tower_gemms(hw, ts, rows_t, passes, precision, scale)
+    k_patch = 3.0 * v.patch_size**2
+    gemm = gemm + linear_train_time_s(hw, b * patches, float(v.width), k_patch, 1.0, precision, scale, False)
+    gemm = gemm + linear_train_time_s(hw, b, e, float(v.width), 1.0, precision, scale)
+    gemm = gemm + linear_train_time_s(hw, b, e, float(tx.width), 1.0, precision, scale)
+    # Logits image→text and text→image: loss_rows × contrast_batch each, K = e (+ 2 backward GEMMs).
+    gemm = gemm + 2.0 * linear_train_time_s(
+        hw, loss_rows * 1.0, contrast_batch * 1.0, e, 1.0, precision, scale
+    )
+    gemm_flops = _tower_gemm_flops(vs, rows_v, passes) + _tower_gemm_flops(ts, rows_t, passes)
+    gemm_flops = gemm_flops + 2.0 * b * patches * v.width * k_patch * 2.0
+    gemm_flops = gemm_flops + 3.0 * 2.0 * b * e * (v.width + tx.width)
+    gemm_flops = gemm_flops + 2.0 * 3.0 * 2.0 * loss_rows * contrast_batch * e
+
+    # -- attention.
+    attn = v.depth * attention_time_s(
+        hw, attention, rows_v, s_v, v.heads, v.head_width, passes, False, precision, scale
+    )
+    attn = attn + tx.layers * attention_time_s(
+        hw, attention, rows_t, s_t, tx.heads, tx.head_width, passes, True, precision, scale
+    )
+
+    # -- memory-bound work.
+    ew_v = block_elementwise(vs, v.norm, stack, precision, v.drop_path_rate > 0)
+    ew_t = block_elementwise(ts, "layernorm", stack, precision, False)
+    fwd_bytes = v.depth * rows_v * ew_v.bytes_per_token + tx.layers * rows_t * ew_t.bytes_per_token
+    # Vision stem: + position embedding (read 2, write 1 over P+1 tokens), patch-dropout gather (read
+    # + write of the kept tokens), final norm on CLS; text stem: embedding gather (read + write) and
+    # + position embedding (read 2, write 1), final norm.
+    stem = b * (patches + 1.0) * v.width * 3.0 * a
+    stem = stem + np.where(np.asarray(patch_dropout) > 0, rows_v * v.width * 2.0 * a, 0.0)
+    stem = stem + rows_t * tx.width * 5.0 * a + rows_t * tx.width * 2.0 * a
+    # CLIP loss: two loss_rows × contrast_batch fp32 logits matrices: scale (read + write), log-softmax
+    # (read + write) and the NLL read forward (5 accesses), softmax gradient backward (read 2, write 1,
+    # and the scale's gradient read + write: 5), 4 bytes each.
+    loss_bytes = 2.0 * loss_rows * contrast_batch * 4.0 * (5.0 + 5.0)
+    block_bytes = fwd_bytes * (passes + ELEMENTWISE_BWD_RATIO)
+    mem_bytes = block_bytes + stem * (1.0 + ELEMENTWISE_BWD_RATIO) + loss_bytes
+    memory = mem_bytes / bw
+
+    device = gemm + attn + memory
+
+    # -- kernels: per block forward GEMMs (qkv, proj, 2 or 3 MLP) + attention + elementwise; a
+    # backward runs 2 GEMMs per weight, the attention backward and ELEMENTWISE_BWD_RATIO × the
+    # elementwise kernels.
+    def block_kernels(t: TowerShape, ew: ElementwiseCost) -> Num:
+        g = (4.0 if t.subln else 2.0) + (3.0 if t.swiglu else 2.0)
+        fwd = g + 1.0 + ew.kernels
+        bwd = 2.0 * g + 1.0 + ELEMENTWISE_BWD_RATIO * ew.kernels
+        return t.layers * (passes * fwd + bwd)
+
+    kernels = block_kernels(vs, ew_v) + block_kernels(ts, ew_t)
+    # Stems, heads and the loss: about 30 eager ops forward and backward (evaplan count of the
+    # trainer's patch embed, cls/pos, dropout gather, final norms, heads, normalise, logits, CE).
+    kernels = kernels + 30.0
+    host = kernels * HOST_S_PER_KERNEL[stack]
+    # A GPU runs ahead of its host thread; a CPU "device" is the host itself.
+    total = device + host if hw.vendor == "cpu" else np.maximum(device, host)
+    return MicrobatchTime(gemm, attn, memory, device, kernels, host, total, gemm_flops)
+
+
+# ----------------------------------------------------------------------------------- per step
+# Bytes per parameter of one optimizer step over fp32 states (DeepSpeed's 16-bit optimizers keep an
+# fp32 gradient partition): Adam reads master 4 + exp_avg 4 + exp_avg_sq 4 + gradient 4 and writes
+# master, exp_avg, exp_avg_sq (12) and the 16-bit parameter copy (2): 30. LAMB (DeepSpeed FusedLamb)
+# computes the update in a first pass with the per-tensor norms of parameter and update, then reads
+# update and parameter again and writes the parameter: + 4 (update write) + 8 (re-read): 42.
+OPTIMIZER_BYTES_PER_PARAM = {"adamw": 30.0, "lamb": 42.0}
+# Gradient clipping (DeepSpeed: norm over the fp32 gradient partition, then gradients scaled by the
+# clip coefficient): read 4 + read 4 + write 4.
+CLIP_BYTES_PER_PARAM = 12.0
+# fp16 with dynamic loss scaling: an overflow check over the gradient partition (read 4) and the
+# unscale (read 4 + write 4), which DeepSpeed folds into the clip coefficient when clipping.
+FP16_CHECK_BYTES_PER_PARAM = 4.0
+FP16_UNSCALE_BYTES_PER_PARAM = 8.0
+
+
+def step_bytes_per_param(optimizer: str, grad_clip: bool, precision: str) -> float:
+    """Bytes moved per parameter of this rank's partition by one optimizer step."""
+    by = OPTIMIZER_BYTES_PER_PARAM[optimizer]
+    if grad_clip:
+        by += CLIP_BYTES_PER_PARAM
+    if precision == "fp16":
+        by += FP16_CHECK_BYTES_PER_PARAM + (0.0 if grad_clip else FP16_UNSCALE_BYTES_PER_PARAM)
+    return by
+
+
+def step_overhead_s(
+    psi: Num,
+    world: Num,
+    zero_stage: Num,
+    offload_optimizer: Num,
+    hw: HardwareSpec,
+    bytes_per_param: float,
+) -> Num:
+    """The optimizer's memory-bound pass over this rank's partition (Ψ/N from ZeRO-1 on, Ψ without
+    ZeRO); zero with the optimizer offloaded (the CPU step is in planner.offload)."""
+    partition = np.where(np.asarray(zero_stage) >= 1, psi / world, psi * 1.0)
+    scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
+    return np.where(offload_optimizer, 0.0, bytes_per_param * partition / (hbm_bytes_per_s(hw) * scale))
+
+
+def data_loading_s(hw: HardwareSpec, samples_per_gpu: Num) -> Num:
+    """Time the host needs to decode and augment one GPU's samples of a step: the node's CPU cores
+    shared by its GPUs, each decoding `image_decode_per_core_s` images per second."""
+    cores_per_gpu = hw.host_cpu_cores.value / hw.gpus_per_node
+    return samples_per_gpu / (cores_per_gpu * hw.image_decode_per_core_s.value)

@@ -1,0 +1,266 @@
+"""The per-operation time model (planner/ops.py): each term against its formula and its physics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from planner import ops
+from planner import profiles as prof
+from planner.compute import forward_flops_per_sample, text_shape, train_flops_per_sample, vision_shape
+from planner.errors import InfeasibleError
+from planner.estimate import estimate
+from planner.memory import TowerShape, vision_tokens
+from planner.spec import ParallelPlan, SourcedFraction, TrainingSpec
+
+HARDWARE = sorted(prof.index("hardware"))
+
+
+@pytest.mark.parametrize("name", HARDWARE)
+def test_gemm_rate_is_monotone_bounded_by_peak_and_through_the_measurement(name: str) -> None:
+    hw = prof.load_hardware(name)
+    peak = hw.bf16_dense_tflops.value * 1e12
+    sizes = np.array([1.0, 16, 64, 256, 768, 1024, 4096, 16384, 65536, 262144])
+    for other in (64.0, 1024.0, 8192.0):
+        for axis in range(3):
+            dims = [np.full_like(sizes, other) for _ in range(3)]
+            dims[axis] = sizes
+            rate = ops.gemm_rate_flops(hw, *dims)
+            assert np.all(np.diff(rate) >= 0), (name, axis, other)
+            assert np.all(rate <= peak) and np.all(rate > 0)
+            t = ops.gemm_time_s(hw, *dims)
+            achieved = 2.0 * dims[0] * dims[1] * dims[2] / t
+            assert np.all(achieved <= peak * (1 + 1e-12))
+    mm = hw.matmul
+    at_measured = ops.gemm_rate_flops(hw, float(mm.m), float(mm.n), float(mm.k))
+    assert at_measured == pytest.approx(min(mm.tflops.value * 1e12, peak), rel=1e-12)
+
+
+def test_gemm_shape_effects_by_hand() -> None:
+    hw = prof.load_hardware("h100-sxm")
+    mm = hw.matmul
+    u = ops.gemm_utilisation(hw, 4096.0, 4096.0, 768.0)
+    work = 4096 * 4096 / (mm.tile_m * mm.tile_n) * (768 / ops.GEMM_K_STEP)
+    assert u == pytest.approx(work / (work + mm.compute_units.value / 2) * 768 / (768 + mm.k_overhead))
+    # A GEMM with K = 16 moves more bytes than it computes: the HBM roofline prices it.
+    m, n, k = 65536.0, 4096.0, 16.0
+    t = ops.gemm_time_s(hw, m, n, k)
+    assert t == pytest.approx(2.0 * (m * k + k * n + m * n) / (hw.hbm_achieved_tbps.value * 1e12))
+    # A calibration's compute_scale speeds every part up by the same factor.
+    assert ops.gemm_time_s(hw, m, n, k, scale=2.0) == pytest.approx(t / 2)
+
+
+def test_same_compute_die_same_gemms_faster_memory_faster_memory_bound_work() -> None:
+    h100, h200 = prof.load_hardware("h100-sxm"), prof.load_hardware("h200")
+    big = (65536.0, 8192.0, 8192.0)
+    assert ops.gemm_time_s(h100, *big) == ops.gemm_time_s(h200, *big)
+    assert h200.hbm_achieved_tbps.value / h100.hbm_achieved_tbps.value == pytest.approx(4.8 / 3.35, rel=1e-3)
+    m = prof.load_model("eva02-clip-b16")
+    kw = dict(
+        micro_batch=256,
+        image_size=224,
+        patch_dropout=0.0,
+        grad_ckpt=False,
+        contrast_batch=2048,
+        loss_rows=256,
+    )
+    a, b = ops.microbatch_time(m, h100, **kw), ops.microbatch_time(m, h200, **kw)
+    assert b.gemm_s == pytest.approx(a.gemm_s, rel=0.02)  # only memory-bound GEMMs differ
+    assert b.memory_s == pytest.approx(a.memory_s * 3.015 / 4.32, rel=1e-9)
+    assert b.total_s < a.total_s
+    mi300, mi325 = prof.load_hardware("mi300x"), prof.load_hardware("mi325x")
+    assert ops.microbatch_time(m, mi325, **kw).total_s < ops.microbatch_time(m, mi300, **kw).total_s
+
+
+@pytest.mark.parametrize(("seq", "head_dim"), [(77, 64), (257, 64), (1025, 128), (4096, 128)])
+def test_attention_kernels_in_order(seq: int, head_dim: int) -> None:
+    hw = prof.load_hardware("a100-80gb")
+    rows = 64.0 * seq
+    t = {
+        k: ops.attention_time_s(hw, k, rows, float(seq), 16, head_dim, 1.0, False, "bf16", 1.0)
+        for k in ops.ATTENTION_KERNELS
+    }
+    assert t["flash"] <= t["cudnn"] <= t["mem_efficient"]
+    assert t["flash"] <= t["math"]
+    if seq > 128:
+        # Beyond one query block the score matrix's traffic makes `math` the slowest; at 77 tokens two
+        # small batched GEMMs can beat the half-rate memory-efficient kernel.
+        assert t["mem_efficient"] <= t["math"]
+
+
+def test_attention_rates_by_hand() -> None:
+    hw = prof.load_hardware("a100-80gb")
+    seq, d, heads, seqs = 4096.0, 128, 16, 8.0
+    fwd_flops = seqs * heads * 4 * seq * seq * d
+    base = hw.matmul.tflops.value * 1e12 * seq / (seq + 64)  # d = 128: head-dimension factor 1
+    want = fwd_flops / (base * ops.FLASH_FWD_OF_MAMF) + 2.5 * fwd_flops / (base * ops.FLASH_BWD_OF_MAMF)
+    got = ops.attention_time_s(hw, "flash", seqs * seq, seq, heads, d, 1.0, False, "bf16", 1.0)
+    assert got == pytest.approx(want, rel=1e-12)
+    # Causal skips the masked half of a long sequence; a recompute adds one forward.
+    causal = ops.attention_time_s(hw, "flash", seqs * seq, seq, heads, d, 1.0, True, "bf16", 1.0)
+    assert causal == pytest.approx(got / 2, rel=1e-12)
+    again = ops.attention_time_s(hw, "flash", seqs * seq, seq, heads, d, 2.0, False, "bf16", 1.0)
+    assert again == pytest.approx(got + fwd_flops / (base * ops.FLASH_FWD_OF_MAMF), rel=1e-12)
+    # Smaller heads run slower per FLOP.
+    small = ops.attention_time_s(hw, "flash", seqs * seq, seq, heads * 2, d // 2, 1.0, False, "bf16", 1.0)
+    assert small > got
+    with pytest.raises(InfeasibleError, match="unknown attention kernel"):
+        ops.attention_time_s(hw, "xformers", 1.0, 1.0, 1, 64, 1.0, False, "bf16", 1.0)
+
+
+def test_elementwise_bytes_and_kernels_by_stack() -> None:
+    t = TowerShape(layers=1, width=100, heads=1, mlp_hidden=300, swiglu=False, subln=False, rope=False)
+    eager = ops.block_elementwise(t, "layernorm", "eager", "bf16", False)
+    # 2 norms (2·2h), layout copy (2·2h), GELU (2·2f), 2 residual adds (2·3·2h).
+    assert eager.bytes_per_token == 2 * 4 * 100 + 4 * 100 + 4 * 300 + 12 * 100
+    assert eager.kernels == 2 + 1 + 1 + 2
+    fused = ops.block_elementwise(t, "layernorm", "compile", "bf16", False)
+    assert fused.bytes_per_token == 2 * 4 * 2 * 100 + 2 * 2 * 300
+    assert fused.kernels == 3
+    assert ops.block_elementwise(t, "layernorm", "fused", "bf16", False) == fused
+    # fp32 doubles the bytes; the eager RMSNorm of the trainer moves 28 + 4a bytes per element in 8 kernels.
+    assert (
+        ops.block_elementwise(t, "layernorm", "eager", "fp32", False).bytes_per_token
+        == 2 * eager.bytes_per_token
+    )
+    rms = ops.block_elementwise(t, "rmsnorm", "eager", "bf16", False)
+    assert rms.bytes_per_token == eager.bytes_per_token - 2 * 4 * 100 + 2 * 36 * 100
+    assert rms.kernels == eager.kernels - 2 + 16
+    rope = TowerShape(layers=1, width=100, heads=1, mlp_hidden=300, swiglu=True, subln=True, rope=True)
+    e2, f2 = (ops.block_elementwise(rope, "layernorm", s, "bf16", True) for s in ("eager", "compile"))
+    assert e2.bytes_per_token > 2 * f2.bytes_per_token and e2.kernels > 4 * f2.kernels
+    with pytest.raises(InfeasibleError, match="unknown software stack"):
+        ops.block_elementwise(t, "layernorm", "jax", "bf16", False)
+
+
+def test_host_time_overlaps_on_a_gpu_and_adds_on_a_cpu() -> None:
+    m = prof.load_model("eva-clip-debug")
+    kw = dict(micro_batch=2, image_size=32, patch_dropout=0.0, grad_ckpt=False, contrast_batch=4, loss_rows=2)
+    gpu = ops.microbatch_time(m, prof.load_hardware("h100-sxm"), **kw)
+    assert gpu.host_s > gpu.device_s  # a tiny model on an H100 waits for Python
+    assert gpu.total_s == gpu.host_s
+    assert gpu.host_s == pytest.approx(gpu.kernels * ops.HOST_S_PER_KERNEL["eager"])
+    cpu = ops.microbatch_time(m, prof.load_hardware("cpu"), **kw)
+    assert cpu.total_s == cpu.device_s + cpu.host_s
+    compiled = ops.microbatch_time(m, prof.load_hardware("h100-sxm"), stack="compile", **kw)
+    assert compiled.kernels < gpu.kernels and compiled.host_s < gpu.host_s
+    ckpt = ops.microbatch_time(m, prof.load_hardware("h100-sxm"), **{**kw, "grad_ckpt": True})
+    assert ckpt.kernels > gpu.kernels
+
+
+def test_precision_selects_the_peak() -> None:
+    hw = prof.load_hardware("h100-sxm")
+    assert ops.peak_tflops(hw, "bf16") == ops.peak_tflops(hw, "fp16") == 989
+    assert ops.peak_tflops(hw, "fp32") == hw.tf32_dense_tflops.value == 494.5
+    assert ops.matmul_tflops(hw, "fp32") == pytest.approx(794.5 * 494.5 / 989)
+    b200 = prof.load_hardware("b200")
+    assert b200.tf32_dense_tflops is None
+    with pytest.raises(InfeasibleError, match="no tf32_dense_tflops"):
+        ops.peak_tflops(b200, "fp32")
+    # fp32 GEMMs run at the TF32 rate and move twice the bytes.
+    big = (65536.0, 8192.0, 8192.0)
+    assert ops.gemm_time_s(hw, *big, precision="fp32") == pytest.approx(
+        2 * ops.gemm_time_s(hw, *big), rel=1e-12
+    )
+
+
+def test_step_bytes_by_optimizer_clipping_and_fp16() -> None:
+    assert ops.step_bytes_per_param("adamw", False, "bf16") == 30
+    assert ops.step_bytes_per_param("lamb", False, "bf16") == 42
+    assert ops.step_bytes_per_param("adamw", True, "bf16") == 42
+    assert ops.step_bytes_per_param("adamw", False, "fp16") == 30 + 4 + 8  # overflow check + unscale
+    assert ops.step_bytes_per_param("adamw", True, "fp16") == 30 + 12 + 4  # unscale folded into clipping
+    hw = prof.load_hardware("h100-sxm")
+    bw = hw.hbm_achieved_tbps.value * 1e12
+    assert float(ops.step_overhead_s(1e9, 8, 1, False, hw, 30.0)) == pytest.approx(30 * 1e9 / 8 / bw)
+    assert float(ops.step_overhead_s(1e9, 8, 0, False, hw, 30.0)) == pytest.approx(30 * 1e9 / bw)
+    assert float(ops.step_overhead_s(1e9, 8, 2, True, hw, 30.0)) == 0.0
+    v = ops.step_overhead_s(1e9, np.array([8, 16]), np.array([0, 3]), np.array([False, False]), hw, 30.0)
+    assert list(v) == [30 * 1e9 / bw, 30 * 1e9 / 16 / bw]
+
+
+def test_data_loading_ceiling_by_hand() -> None:
+    hw = prof.load_hardware("h100-sxm")
+    per_gpu = hw.host_cpu_cores.value / hw.gpus_per_node * hw.image_decode_per_core_s.value
+    assert ops.data_loading_s(hw, 1024) == pytest.approx(1024 / per_gpu)
+
+
+@pytest.mark.parametrize(
+    ("model_name", "ckpt", "dropout"), [("eva02-clip-b16", False, 0.0), ("eva-clip-8b", True, 0.5)]
+)
+def test_gemm_flops_are_the_flop_model_minus_attention(model_name: str, ckpt: bool, dropout: float) -> None:
+    """The GEMMs the time model prices execute exactly the FLOPs compute.py counts, apart from the
+    attention matmuls (priced by kernel): the two models describe one computation."""
+    m = prof.load_model(model_name)
+    b, B = 32, 4096
+    mb = ops.microbatch_time(
+        m,
+        prof.load_hardware("h100-sxm"),
+        micro_batch=b,
+        image_size=224,
+        patch_dropout=dropout,
+        grad_ckpt=ckpt,
+        contrast_batch=B,
+        loss_rows=b,
+    )
+    tf = train_flops_per_sample(forward_flops_per_sample(m, 224, dropout, B, 1.0), ckpt)
+    s_v = float(vision_tokens((224 // m.vision.patch_size) ** 2, dropout))
+    s_t = float(m.text.context_length)
+    passes = 4.0 if ckpt else 3.0
+    attn = passes * (
+        m.vision.depth * 4 * s_v * s_v * m.vision.width + m.text.layers * 4 * s_t * s_t * m.text.width
+    )
+    assert float(mb.gemm_flops) == pytest.approx(b * (float(tf.hardware) - attn), rel=1e-12)
+    assert vision_shape(m).layers == m.vision.depth and text_shape(m).layers == m.text.layers
+
+
+def test_arrays_and_scalars_agree() -> None:
+    m = prof.load_model("eva02-clip-l14")
+    hw = prof.load_hardware("mi300x")
+    mb = np.array([1, 8, 64, 256])
+    ck = np.array([False, True, False, True])
+    pd = np.array([0.0, 0.5, 0.25, 0.0])
+    v = ops.microbatch_time(
+        m,
+        hw,
+        micro_batch=mb,
+        image_size=224,
+        patch_dropout=pd,
+        grad_ckpt=ck,
+        contrast_batch=mb * 64,
+        loss_rows=mb * 1.0,
+    )
+    for i in range(4):
+        s = ops.microbatch_time(
+            m,
+            hw,
+            micro_batch=int(mb[i]),
+            image_size=224,
+            patch_dropout=float(pd[i]),
+            grad_ckpt=bool(ck[i]),
+            contrast_batch=int(mb[i]) * 64,
+            loss_rows=float(mb[i]),
+        )
+        assert float(v.total_s[i]) == float(s.total_s)
+
+
+def _estimate(hw_name: str, **hw_update):
+    m = prof.load_model("eva02-clip-b16")
+    hw = prof.load_hardware(hw_name)
+    if hw_update:
+        hw = hw.model_copy(update=hw_update)
+    plan = ParallelPlan(nodes=1, gpus_per_node=8, zero_stage=1, micro_batch=64, grad_accum=2, grad_ckpt=False)
+    tr = TrainingSpec(samples=1e6, global_batch=1024, image_size=224, patch_dropout=0.0)
+    return estimate(m, hw, plan, tr)
+
+
+def test_mfu_is_an_output_and_mfu_default_an_override() -> None:
+    e = _estimate("h100-sxm")
+    c = e.compute
+    assert 0 < c.mfu < c.gemm_efficiency < 1
+    assert c.mfu == pytest.approx(c.model_flops_per_sample * 1024 / 8 / (c.step_s * 989e12))
+    assert c.compute_s == pytest.approx(2 * max(c.gemm_s + c.attention_s + c.memory_bound_s, c.host_s))
+    o = _estimate("h100-sxm", mfu_default=SourcedFraction(value=0.25, source="user", observed="2026-11-30"))
+    want = o.compute.hardware_flops_per_sample * 64 * 2 / (989e12 * 0.25)
+    assert o.compute.compute_s == pytest.approx(want, rel=1e-12)
+    assert o.figure("time.compute_per_step").source == "user"
