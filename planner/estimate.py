@@ -548,17 +548,19 @@ def estimate(
         "compute.attention_per_microbatch",
         st["attention_s"],
         "s",
-        "layers × (passes·fwd + bwd), each max(FLOPs / kernel rate(s, d), Q/K/V/O bytes / HBM); "
+        "layers × (passes·fwd + bwd), each max(FLOPs / measured kernel rate scaled to (s, d), Q/K/V/O bytes / HBM); "
         "bwd FLOPs 2.5× fwd (causal text: half)",
         {
             "kernel": training.attention,
             "s_vision": s_v,
             "s_text": model.text.context_length,
-            "flash_fwd_of_mamf": ops.FLASH_FWD_OF_MAMF,
-            "flash_bwd_of_mamf": ops.FLASH_BWD_OF_MAMF,
-            "kernel_share": ops.KERNEL_SHARE.get(training.attention, "gemm + score bytes"),
+            "flash_fwd_tflops": hardware.attention.flash_fwd_tflops.value,
+            "measured_seq": hardware.attention.seq,
+            "measured_head_dim": hardware.attention.head_dim,
+            "bwd_over_fwd_rate": ops.FLASH_BWD_OVER_FWD,
         },
-        "FlashAttention-2, arXiv 2307.08691 §4.1 (planner/ops.py)",
+        f"{hardware.attention.flash_fwd_tflops.source} ({hardware.attention.flash_fwd_tflops.observed}); "
+        "shape scaling and backward: FlashAttention-2, arXiv 2307.08691 (planner/ops.py)",
     )
     fig(
         "compute.memory_bound_per_microbatch",

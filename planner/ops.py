@@ -135,34 +135,50 @@ def linear_train_time_s(
 
 
 # ----------------------------------------------------------------------------------- attention
-# Share of the hardware's achieved matmul rate (MAMF) each attention kernel reaches, forward and
-# backward, at long sequences and head dimension 128. FlashAttention-2 (Dao, arXiv 2307.08691, §4.1,
-# A100): forward up to 73 % of the 312 TFLOP/s peak, backward up to 63 %; the A100's MAMF is 86.9 %
-# of peak (ml-engineering table, profiles/hardware/a100-80gb.yaml), so 0.73/0.869 and 0.63/0.869 of
-# MAMF. cuDNN's fused SDPA kernel is counted like FlashAttention-2 (evaplan assumption: the same
-# algorithm; on H100 it can be faster, which this model does not claim). The memory-efficient
-# (xformers/CUTLASS) kernel runs at half of FlashAttention-2 (arXiv 2307.08691 Fig. 4-6: FA2 about
-# 2x the xformers kernel). `math` is priced from its GEMMs and its score-matrix traffic instead.
-FLASH_FWD_OF_MAMF = 0.73 / 0.869
-FLASH_BWD_OF_MAMF = 0.63 / 0.869
-KERNEL_SHARE = {"flash": 1.0, "cudnn": 1.0, "mem_efficient": 0.5}
-# FlashAttention tiles queries in blocks of 128 rows (FA2 §3.3, Br = 128 for head dim ≤ 128): a
-# sequence fills its last block half on average, so s / (s + 64) of the long-sequence rate.
+# The hardware profile holds measured forward rates of the fused kernels at one shape
+# (`attention.flash_fwd_tflops` at `attention.seq`, `attention.head_dim`). Other shapes scale by:
+# - sequence: FlashAttention tiles queries in blocks of 128 rows (FA2 §3.3, Br = 128 for head dim
+#   ≤ 128) and a sequence fills its last block half on average: s / (s + 64);
+# - head dimension: the softmax and rescaling work per tile does not shrink with d (FA2 §3.1), so
+#   small heads run slower per FLOP. evaplan assumption: d / (d + 32) (head dim 64 at 83 % of 128's
+#   rate, as FA2 §4.1's figures show 64 below 128).
 ATTN_QUERY_BLOCK = 128.0
-# Head dimension: the softmax and rescaling work per tile does not shrink with d, so small heads run
-# slower. evaplan assumption, sized on FA2 §4.1 (head dim 64 at about 85 % of head dim 128's rate):
-# d / (d + 32), normalised to 1 at d = 128 and capped at 1.
 ATTN_HEAD_DIM_OVERHEAD = 32.0
+# Backward rate against forward: FlashAttention-2 on A100 reaches up to 73 % of peak forward and
+# 63 % backward (Dao, arXiv 2307.08691, §4.1).
+FLASH_BWD_OVER_FWD = 0.63 / 0.73
+# Unmeasured kernels: the memory-efficient (xformers/CUTLASS) kernel at half of FlashAttention-2
+# (arXiv 2307.08691 Fig. 4-6: FA2 about 2x the xformers kernel); cuDNN's fused kernel as flash.
+MEM_EFFICIENT_OVER_FLASH = 0.5
 # Backward FLOPs of a fused kernel: it recomputes QKᵀ and the softmax, 5 matmuls against the
 # forward's 2 (FA2 §3.1.2), so 2.5× the forward FLOPs; `math` keeps the scores: 2×.
 FUSED_BWD_FLOPS_RATIO = 2.5
 
 
-def _attn_shape_factor(seq: Num, head_dim: float) -> Num:
-    dd = min(
-        (head_dim / (head_dim + ATTN_HEAD_DIM_OVERHEAD)) / (128.0 / (128.0 + ATTN_HEAD_DIM_OVERHEAD)), 1.0
-    )
-    return seq / (seq + ATTN_QUERY_BLOCK / 2.0) * dd
+def _attn_shape(seq: Num, head_dim: float) -> Num:
+    return seq / (seq + ATTN_QUERY_BLOCK / 2.0) * (head_dim / (head_dim + ATTN_HEAD_DIM_OVERHEAD))
+
+
+def attention_fwd_rate_flops(hw: HardwareSpec, kernel: str, seq: Num, head_dim: int, precision: str) -> Num:
+    """Forward FLOP/s of a fused attention kernel: the profile's measured rate scaled from its shape
+    to this one (and by the precision's peak), at most the peak."""
+    at = hw.attention
+    flash = at.flash_fwd_tflops.value
+    measured = {
+        "flash": flash,
+        "cudnn": at.cudnn_fwd_tflops.value if at.cudnn_fwd_tflops is not None else flash,
+        "mem_efficient": at.mem_efficient_fwd_tflops.value
+        if at.mem_efficient_fwd_tflops is not None
+        else MEM_EFFICIENT_OVER_FLASH * flash,
+    }
+    if kernel not in measured:
+        raise InfeasibleError(
+            f"unknown attention kernel '{kernel}'", hint=f"use one of: {', '.join(ATTENTION_KERNELS)}"
+        )
+    shape = _attn_shape(seq, float(head_dim)) / _attn_shape(float(at.seq), float(at.head_dim))
+    peak = peak_tflops(hw, precision)
+    rate = measured[kernel] * 1e12 * shape * peak / hw.bf16_dense_tflops.value
+    return np.minimum(rate, peak * 1e12)
 
 
 def attention_time_s(
@@ -188,23 +204,18 @@ def attention_time_s(
         # Batched GEMMs (s × d)·(d × s) and (s × s)·(s × d) per head, stacked as seqs·heads·s rows; the
         # s × s scores go through HBM between them: ATen's math path runs `_safe_softmax` (softmax,
         # read + write, then a pass that zeroes fully masked rows: read, read + write) forward, and
-        # their backward (softmax backward read 2 + write 1, the masking's gradient read + write).
+        # their backward (softmax backward read 2 + write 1, the masking's gradient read + write). PyTorch's
+        # math path upcasts 16-bit inputs and computes the softmax in fp32: 4 bytes per score.
         m = seqs * heads * seq
         qk = gemm_time_s(hw, m, seq, head_dim, precision, scale)
         av = gemm_time_s(hw, m, head_dim, seq, precision, scale)
         fwd = qk + av
         bwd = 2.0 * fwd
-        scores = seqs * heads * seq * seq * a
+        scores = seqs * heads * seq * seq * ACT_BYTES["fp32"]
         return passes * (fwd + 5.0 * scores / bw) + bwd + 5.0 * scores / bw
-    if kernel not in KERNEL_SHARE:
-        raise InfeasibleError(
-            f"unknown attention kernel '{kernel}'", hint=f"use one of: {', '.join(ATTENTION_KERNELS)}"
-        )
-    share = KERNEL_SHARE[kernel]
     executed = 0.5 if causal else 1.0
-    base = matmul_tflops(hw, precision) * 1e12 * share * _attn_shape_factor(seq, float(head_dim)) * scale
-    rate_fwd = np.minimum(base * FLASH_FWD_OF_MAMF, peak_tflops(hw, precision) * 1e12)
-    rate_bwd = np.minimum(base * FLASH_BWD_OF_MAMF, peak_tflops(hw, precision) * 1e12)
+    rate_fwd = attention_fwd_rate_flops(hw, kernel, seq, head_dim, precision) * scale
+    rate_bwd = rate_fwd * FLASH_BWD_OVER_FWD
     # HBM traffic: forward reads Q, K, V and writes O; backward reads Q, K, V, O, dO, writes dQ, dK, dV.
     tensor = seqs * heads * seq * head_dim * a
     fwd = np.maximum(executed * fwd_flops / rate_fwd, 4.0 * tensor / bw)

@@ -235,6 +235,18 @@ class MatmulProfile(StrictModel):
     tile_source: str = Field(min_length=3)
 
 
+class AttentionProfile(StrictModel):
+    """Measured forward rates of the fused attention kernels at one shape (head dim, sequence length);
+    planner/ops.py scales them to other shapes. Unmeasured kernels: cuDNN as flash, memory-efficient
+    at half of flash (FlashAttention-2 paper)."""
+
+    flash_fwd_tflops: Sourced = Field(description="FlashAttention-2 (flash-attn / SDPA flash) forward")
+    seq: int = Field(gt=0, description="sequence length of the measurement")
+    head_dim: int = Field(gt=0, description="head dimension of the measurement")
+    cudnn_fwd_tflops: Sourced | None = None
+    mem_efficient_fwd_tflops: Sourced | None = None
+
+
 class HardwareSpec(StrictModel):
     """One accelerator in its usual node (8-GPU HGX / OAM baseboards, or a CPU host)."""
 
@@ -263,6 +275,7 @@ class HardwareSpec(StrictModel):
     node_power_kw: Sourced = Field(description="whole node at full load, incl. host")
     tf32_dense_tflops: Sourced | None = Field(default=None, description="dense TF32 peak (fp32 training)")
     matmul: MatmulProfile = Field(description="measured achievable GEMM rate and the shape model's inputs")
+    attention: AttentionProfile = Field(description="measured fused-attention rates")
     hbm_achieved_tbps: Sourced = Field(description="HBM bandwidth memory-bound kernels reach, TB/s")
     host_cpu_cores: Sourced = Field(description="host CPU cores per node available to data loading")
     image_decode_per_core_s: Sourced = Field(
