@@ -528,7 +528,7 @@ def estimate(
         "compute.gemm_per_microbatch",
         st["gemm_s"],
         "s",
-        "Σ over Linear layers of passes·fwd + dgrad + wgrad GEMMs, each max(2MNK / rate(M,N), bytes / HBM); "
+        "Σ over Linear layers of passes·fwd + dgrad + wgrad GEMMs, each max(2MNK / rate(M,N,K), bytes / HBM); "
         "rate = MAMF × u(M,N,K) / u(measured shape), u = W/(W + units/2) · K/(K + k_overhead), "
         "W = M·N/tile · K/64",
         dict(

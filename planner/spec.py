@@ -307,6 +307,21 @@ class HardwareSpec(StrictModel):
     def hbm_bytes(self) -> float:
         return self.hbm_gib.value * 2**30
 
+    @model_validator(mode="after")
+    def _measured_below_datasheet(self) -> HardwareSpec:
+        # The speed model runs on measured rates; the datasheet figures bound them (a measured rate
+        # above its datasheet peak is a typo or a sparse figure taken for a dense one).
+        peak = self.bf16_dense_tflops.value
+        checks = [
+            ("matmul.tflops", self.matmul.tflops.value, "bf16_dense_tflops", peak),
+            ("attention.flash_fwd_tflops", self.attention.flash_fwd_tflops.value, "bf16_dense_tflops", peak),
+            ("hbm_achieved_tbps", self.hbm_achieved_tbps.value, "hbm_tbps", self.hbm_tbps.value),
+        ]
+        for name, value, bound_name, bound in checks:
+            if value > bound * (1 + 1e-9):
+                raise ValueError(f"{name} {value:g} is above {bound_name} {bound:g}")
+        return self
+
 
 # --------------------------------------------------------------------------- offerings
 class OnPremCost(StrictModel):

@@ -280,3 +280,17 @@ def test_mfu_is_an_output_and_mfu_default_an_override() -> None:
     want = o.compute.hardware_flops_per_sample * 64 * 2 / (989e12 * 0.25)
     assert o.compute.compute_s == pytest.approx(want, rel=1e-12)
     assert o.figure("time.compute_per_step").source == "user"
+
+
+def test_a_measured_rate_above_its_datasheet_is_refused() -> None:
+    from pydantic import ValidationError
+
+    hw = prof.load_hardware("h100-sxm")
+    data = hw.model_dump(mode="json")
+    data["hbm_achieved_tbps"]["value"] = 4.0  # above the 3.35 TB/s datasheet
+    with pytest.raises(ValidationError, match=r"hbm_achieved_tbps 4 is above hbm_tbps 3\.35"):
+        type(hw).model_validate(data)
+    data = hw.model_dump(mode="json")
+    data["matmul"]["tflops"]["value"] = 1979  # the sparse figure taken for a dense one
+    with pytest.raises(ValidationError, match=r"matmul\.tflops 1979 is above bf16_dense_tflops 989"):
+        type(hw).model_validate(data)
