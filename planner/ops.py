@@ -37,12 +37,13 @@ import numpy as np
 from planner.compute import text_shape, vision_shape
 from planner.errors import InfeasibleError
 from planner.memory import TowerShape, vision_tokens
+from planner.params import count_params
 from planner.spec import HardwareSpec, ModelSpec
 
 Num = Any
-Stack = Literal["eager", "compile", "fused"]
+Stack = Literal["eager", "amp", "compile", "fused"]
 AttentionKernel = Literal["flash", "cudnn", "mem_efficient", "math"]
-STACKS: tuple[str, ...] = ("eager", "compile", "fused")
+STACKS: tuple[str, ...] = ("eager", "amp", "compile", "fused")
 ATTENTION_KERNELS: tuple[str, ...] = ("flash", "cudnn", "mem_efficient", "math")
 
 # ----------------------------------------------------------------------------------- precision
@@ -230,7 +231,7 @@ def attention_time_s(
 # rsqrt, mul, .to(dtype), mul by weight): x → fp32 copy (a + 4), pow (4 + 4), mean (4), normalise
 # (4 + 4 + 4), cast back (4 + a), scale (a + a) = 28 + 4a bytes in 8 kernels.
 def _norm_cost(kind: str, stack: str, a: float) -> tuple[float, float]:
-    if kind == "rmsnorm" and stack == "eager":
+    if kind == "rmsnorm" and stack in ("eager", "amp"):
         return 28.0 + 4.0 * a, 8.0
     return 2.0 * a, 1.0
 
@@ -254,19 +255,33 @@ def block_elementwise(
     element accesses of h each, 12 kernels), the MLP activation (GELU: read + write f; SwiGLU: SiLU
     2f + product 3f, 2 kernels), two residual adds (read 2h, write h each), and with drop path two
     mask multiplies (read + write h).
+    amp: eager under torch.autocast with fp32 parameters (OpenCLIP's trainer): the residual stream and
+    the norms' outputs are fp32, and every Linear fed by them first casts its input to 16 bits.
     compile / fused: each chain between GEMMs is one kernel: residual add + next norm (read 2h,
     write 2h) twice, RoPE (read + write 2h), sub-LN after attention (2h), activation + MLP sub-LN
     (GELU 2f, SwiGLU 3f); drop path fuses into the residual add.
     """
     h, f = float(t.width), float(t.mlp_hidden)
     a = ACT_BYTES[precision]
-    nb, nk = _norm_cost(norm, stack, a)
-    if stack == "eager":
+    if stack in ("eager", "amp"):
+        amp = stack == "amp"
+        # Under autocast the residual stream and the norms' outputs stay fp32 (the parameters are fp32),
+        # and every Linear first copies its fp32 input to 16 bits (read 4, write a).
+        r = ACT_BYTES["fp32"] if amp else a
+        nb, nk = _norm_cost(norm, "eager", r)
         by = 2.0 * nb * h
         k = 2.0 * nk
         if t.subln:
             by += nb * h + nb * f
             k += 2.0 * nk
+        if amp:
+            # q, k, v (separate with sub-LN, else one qkv) and the MLP's input projections (2 for
+            # SwiGLU), plus, after a sub-LN, the out-projection's and the MLP output's inputs.
+            casts = (3.0 if t.subln else 1.0) * h + (2.0 if t.swiglu else 1.0) * h
+            if t.subln:
+                casts += h + f
+            by += (ACT_BYTES["fp32"] + a) * casts
+            k += (3.0 if t.subln else 1.0) + (2.0 if t.swiglu else 1.0) + (2.0 if t.subln else 0.0)
         by += 2.0 * a * h  # attention output layout copy
         k += 1.0
         if t.rope:
@@ -274,7 +289,9 @@ def block_elementwise(
             k += 12.0
         by += (5.0 if t.swiglu else 2.0) * a * f
         k += 2.0 if t.swiglu else 1.0
-        by += 2.0 * 3.0 * a * h  # residual adds
+        by += (
+            2.0 * (2.0 * r + a) * h
+        )  # residual adds: read the stream and the 16-bit branch, write the stream
         k += 2.0
         if drop_path:
             by += 2.0 * 2.0 * a * h
@@ -306,7 +323,7 @@ ELEMENTWISE_BWD_RATIO = 2.0
 # kernels directly; fused stacks are eager PyTorch calling fewer, larger ops. evaplan assumption:
 # 10 µs per eager op, 4 µs per compiled kernel (calibrate: `evaplan calibrate` fits the per-micro-batch
 # fixed time when runs differ in micro-batch).
-HOST_S_PER_KERNEL = {"eager": 10e-6, "compile": 4e-6, "fused": 10e-6}
+HOST_S_PER_KERNEL = {"eager": 10e-6, "amp": 10e-6, "compile": 4e-6, "fused": 10e-6}
 # Kernels per GEMM launch beyond the GEMM itself are none (bias in the epilogue); a Linear's backward
 # is 2 GEMMs plus a bias-gradient reduction where it has a bias.
 
@@ -420,6 +437,11 @@ def microbatch_time(
     loss_bytes = 2.0 * loss_rows * contrast_batch * 4.0 * (5.0 + 5.0)
     block_bytes = fwd_bytes * (passes + ELEMENTWISE_BWD_RATIO)
     mem_bytes = block_bytes + stem * (1.0 + ELEMENTWISE_BWD_RATIO) + loss_bytes
+    if stack == "amp":
+        # autocast copies every fp32 weight to 16 bits once per forward (read 4, write a), and the 16-bit
+        # weight gradient is cast and accumulated into the fp32 .grad (read a, read 4, write 4).
+        psi = float(count_params(model).total)
+        mem_bytes = mem_bytes + psi * ((4.0 + a) * passes + (a + 8.0))
     memory = mem_bytes / bw
 
     device = gemm + attn + memory

@@ -452,10 +452,11 @@ class TrainingSpec(StrictModel):
     image_size: int = Field(gt=0)
     patch_dropout: float = Field(ge=0, lt=1)
     precision: Precision = "bf16"
-    stack: Literal["eager", "compile", "fused"] = Field(
+    stack: Literal["eager", "amp", "compile", "fused"] = Field(
         default="eager",
-        description="software stack: eager PyTorch (the bundled trainer), torch.compile, or fused kernels "
-        "(NeMo / Transformer Engine)",
+        description="software stack: eager PyTorch on 16-bit weights (the bundled DeepSpeed trainer), eager "
+        "under torch.autocast with fp32 weights (OpenCLIP), torch.compile, or fused kernels (NeMo / "
+        "Transformer Engine)",
     )
     attention: Literal["flash", "cudnn", "mem_efficient", "math"] = Field(
         default="flash", description="attention kernel (the bundled trainer: flash-attn or SDPA's flash)"

@@ -199,10 +199,11 @@ def explain_text(e: Estimate) -> str:
 @click.option("--precision", type=click.Choice(["bf16", "fp16"]), default=None)
 @click.option(
     "--stack",
-    type=click.Choice(["eager", "compile", "fused"]),
+    type=click.Choice(["eager", "amp", "compile", "fused"]),
     default="eager",
     show_default=True,
-    help="Software stack: eager PyTorch (the bundled trainer), torch.compile, or fused kernels (NeMo/TE).",
+    help="Software stack: eager PyTorch (the bundled trainer), amp (eager under autocast, fp32 weights: "
+    "OpenCLIP), torch.compile, or fused kernels (NeMo/TE).",
 )
 @click.option(
     "--attention",

@@ -167,10 +167,10 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--precision", type=click.Choice(["bf16", "fp16"]), default=None),
         click.option(
             "--stack",
-            type=click.Choice(["eager", "compile", "fused"]),
+            type=click.Choice(["eager", "amp", "compile", "fused"]),
             default="eager",
             show_default=True,
-            help="Software stack: eager PyTorch (the bundled trainer), torch.compile, or fused kernels.",
+            help="Software stack: eager PyTorch (the bundled trainer), amp (autocast, OpenCLIP), torch.compile, fused.",
         ),
         click.option(
             "--attention",

@@ -134,6 +134,11 @@ def test_elementwise_bytes_and_kernels_by_stack() -> None:
     assert fused.bytes_per_token == 2 * 4 * 2 * 100 + 2 * 2 * 300
     assert fused.kernels == 3
     assert ops.block_elementwise(t, "layernorm", "fused", "bf16", False) == fused
+    # Under autocast (fp32 weights): fp32 norms (2·8h), casts of their outputs for qkv and fc1 (2·6h),
+    # layout copy 4h, GELU 4f, residual adds reading the fp32 stream and a 16-bit branch (2·10h).
+    amp = ops.block_elementwise(t, "layernorm", "amp", "bf16", False)
+    assert amp.bytes_per_token == 16 * 100 + 12 * 100 + 4 * 100 + 4 * 300 + 20 * 100
+    assert amp.kernels == eager.kernels + 2
     # fp32 doubles the bytes; the eager RMSNorm of the trainer moves 28 + 4a bytes per element in 8 kernels.
     assert (
         ops.block_elementwise(t, "layernorm", "eager", "fp32", False).bytes_per_token
