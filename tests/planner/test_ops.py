@@ -235,7 +235,8 @@ def test_gemm_flops_are_the_flop_model_minus_attention(model_name: str, ckpt: bo
     assert vision_shape(m).layers == m.vision.depth and text_shape(m).layers == m.text.layers
 
 
-def test_arrays_and_scalars_agree() -> None:
+@pytest.mark.parametrize("stack", ops.STACKS)
+def test_arrays_and_scalars_agree(stack: str) -> None:
     m = prof.load_model("eva02-clip-l14")
     hw = prof.load_hardware("mi300x")
     mb = np.array([1, 8, 64, 256])
@@ -250,6 +251,7 @@ def test_arrays_and_scalars_agree() -> None:
         grad_ckpt=ck,
         contrast_batch=mb * 64,
         loss_rows=mb * 1.0,
+        stack=stack,
     )
     for i in range(4):
         s = ops.microbatch_time(
@@ -261,6 +263,7 @@ def test_arrays_and_scalars_agree() -> None:
             grad_ckpt=bool(ck[i]),
             contrast_batch=int(mb[i]) * 64,
             loss_rows=float(mb[i]),
+            stack=stack,
         )
         assert float(v.total_s[i]) == float(s.total_s)
 
