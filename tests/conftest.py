@@ -38,3 +38,44 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is not beside this checkout")
     return SHARED
+
+
+# ------------------------------------------------------------------ what the summary says about skips
+# Tests that check rendered manifests or profiles against an external schema (Kubernetes CRDs and
+# core kinds, the official EVA model configs). A skip of one of them means a check a user might think
+# ran did not; the summary counts them and says why.
+SCHEMA_FIXTURES = frozenset({"validate_object", "crd_schemas", "shared_dir"})
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if SCHEMA_FIXTURES & set(getattr(item, "fixturenames", ())):
+        report.user_properties.append(("schema_check", True))
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    def is_schema(r: pytest.TestReport) -> bool:
+        return ("schema_check", True) in getattr(r, "user_properties", [])
+
+    reports = [r for key in ("passed", "failed", "skipped") for r in terminalreporter.stats.get(key, [])]
+    schema = [r for r in reports if is_schema(r) and (r.when == "call" or r.skipped)]
+    skipped = [r for r in schema if r.skipped]
+    if not schema:
+        return
+    reasons: dict[str, int] = {}
+    for r in skipped:
+        reason = _skip_reason(r)
+        reasons[reason] = reasons.get(reason, 0) + 1
+    terminalreporter.section("schema checks", sep="-")
+    terminalreporter.write_line(f"{len(schema) - len(skipped)} schema check(s) ran, {len(skipped)} skipped")
+    for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"  {n} skipped: {reason}")
