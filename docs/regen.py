@@ -11,6 +11,9 @@ A block is a fenced code block between two HTML comments; the first names the co
     ```
     <!-- /evaplan-output -->
 
+A block whose body is not fenced (a command run with `--format markdown`) holds the output as is,
+so that a table renders as a table.
+
 Each command is an `evaplan ...` command line (no shell: no pipes, globs or variables). It runs with
 this venv's `evaplan`, from the repository root, in a clean environment so that nothing of the
 person running it leaks in: HOME is an empty temporary folder (no user calibration, config or job
@@ -122,8 +125,12 @@ def run_all(cmds: Iterable[str], workers: int | None = None) -> dict[str, str]:
         return dict(zip(unique, pool.map(run_command, unique), strict=True))
 
 
-def render_body(output: str) -> str:
-    return f"{FENCE}{output}```\n"
+def is_fenced(body: str) -> bool:
+    return body.startswith("```")
+
+
+def render_body(output: str, fenced: bool = True) -> str:
+    return f"{FENCE}{output}```\n" if fenced else output + "\n"  # a blank line ends a table
 
 
 def _first_difference(old: str, new: str) -> str:
@@ -147,7 +154,7 @@ def check(files: Iterable[Path] | None = None, outputs: dict[str, str] | None = 
     outputs = outputs if outputs is not None else run_all(b.cmd for b in blocks)
     drifts = []
     for b in blocks:
-        want = render_body(outputs[b.cmd])
+        want = render_body(outputs[b.cmd], is_fenced(b.body))
         if b.body != want:
             drifts.append(Drift(b, _first_difference(b.body.removeprefix(FENCE), want.removeprefix(FENCE))))
     return drifts
@@ -162,7 +169,12 @@ def rewrite(files: Iterable[Path] | None = None, outputs: dict[str, str] | None 
     for f in files:
         text = f.read_text(encoding="utf-8")
         new = BLOCK.sub(
-            lambda m: m.group("open") + render_body(outputs[m.group("cmd").strip()]) + m.group("close"), text
+            lambda m: (
+                m.group("open")
+                + render_body(outputs[m.group("cmd").strip()], is_fenced(m.group("body")))
+                + m.group("close")
+            ),
+            text,
         )
         if new != text:
             f.write_text(new, encoding="utf-8")

@@ -29,6 +29,7 @@ import socket
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,9 @@ def _rss_bytes() -> int:
 
 def _collective_worker(rank: int, world: int, port: int, repeat: int, queue: Any) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # The figures are for CPU ranks: say so, rather than let DeepSpeed warn that it found no GPU.
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch's all_gather_into_tensor notice
     import deepspeed  # noqa: F401  (its import is part of every rank's runtime context)
     import torch
     import torch.distributed as dist
