@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -79,3 +82,42 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.write_line(f"{len(schema) - len(skipped)} schema check(s) ran, {len(skipped)} skipped")
     for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
         terminalreporter.write_line(f"  {n} skipped: {reason}")
+
+
+# ------------------------------------------------------------------------------ waiting without a clock
+# Tests that wait for another process must hold on a loaded 2-core machine (load 8: everything 4-8×
+# slower than idle), so they do not wait for a fixed number of seconds: they fail only when the
+# thing waited for stops making progress for a window the caller derives from a measured rate.
+def wait_until(
+    pred: Callable[[], Any],
+    *,
+    what: str,
+    progress: Callable[[], Any] | None = None,
+    stall_s: float | Callable[[], float] = 300.0,
+    poll_s: float = 0.3,
+) -> Any:
+    """Poll `pred` until it returns something truthy and return it. `progress()` (a log size, a step
+    count...) resets the stall clock whenever its value changes; without it, `stall_s` bounds the
+    whole wait. `stall_s` may be a callable, re-read each poll (a window scaled from a measured rate)."""
+    last = progress() if progress else None
+    since = time.monotonic()
+    while True:
+        value = pred()
+        if value:
+            return value
+        now = time.monotonic()
+        if progress is not None:
+            current = progress()
+            if current != last:
+                last, since = current, now
+        window = stall_s() if callable(stall_s) else stall_s
+        if now - since > window:
+            raise AssertionError(
+                f"gave up waiting for {what}: no progress for {now - since:.0f} s (window {window:.0f} s)"
+            )
+        time.sleep(poll_s)
+
+
+@pytest.fixture
+def wait():
+    return wait_until
