@@ -39,13 +39,13 @@ def user_profiles(tmp_path: Path):
 def shared_dir() -> Path:
     """../shared beside the checkout (the CI clone gets a copy there too)."""
     if not SHARED.is_dir():
-        pytest.skip("../shared is not beside this checkout")
+        pytest.skip("../shared (the team's reference folder) is not beside this checkout")
     return SHARED
 
 
 # ------------------------------------------------------------------ what the summary says about skips
 # Tests that check rendered manifests or profiles against an external schema (Kubernetes CRDs and
-# core kinds, the official EVA model configs). A skip of one of them means a check a user might think
+# core kinds; tests/data holds the CRDs and the official EVA model configs). A skip of one of them means a check a user might think
 # ran did not; the summary counts them and says why.
 SCHEMA_FIXTURES = frozenset({"validate_object", "crd_schemas", "shared_dir"})
 
@@ -54,7 +54,7 @@ SCHEMA_FIXTURES = frozenset({"validate_object", "crd_schemas", "shared_dir"})
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report = outcome.get_result()
-    if SCHEMA_FIXTURES & set(getattr(item, "fixturenames", ())):
+    if SCHEMA_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("schema"):
         report.user_properties.append(("schema_check", True))
 
 
@@ -65,23 +65,34 @@ def _skip_reason(report: pytest.TestReport) -> str:
     return str(longrepr)
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+def _schema_line(terminalreporter) -> str | None:
     def is_schema(r: pytest.TestReport) -> bool:
         return ("schema_check", True) in getattr(r, "user_properties", [])
 
     reports = [r for key in ("passed", "failed", "skipped") for r in terminalreporter.stats.get(key, [])]
     schema = [r for r in reports if is_schema(r) and (r.when == "call" or r.skipped)]
-    skipped = [r for r in schema if r.skipped]
     if not schema:
-        return
+        return None
+    skipped = [r for r in schema if r.skipped]
     reasons: dict[str, int] = {}
     for r in skipped:
         reason = _skip_reason(r)
         reasons[reason] = reasons.get(reason, 0) + 1
-    terminalreporter.section("schema checks", sep="-")
-    terminalreporter.write_line(f"{len(schema) - len(skipped)} schema check(s) ran, {len(skipped)} skipped")
-    for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
-        terminalreporter.write_line(f"  {n} skipped: {reason}")
+    why = "; ".join(f"{n} because {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    return f"schema checks: {len(schema) - len(skipped)} ran, {len(skipped)} skipped" + (
+        f" ({why})" if why else ""
+    )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The run's last line: how many schema checks ran and why any were skipped (after pytest's own
+    summary line, so that it is what a person sees last)."""
+    terminalreporter = config.pluginmanager.get_plugin("terminalreporter")
+    if terminalreporter is None or not hasattr(terminalreporter, "stats"):
+        return
+    line = _schema_line(terminalreporter)
+    if line:
+        terminalreporter.write_line(line)
 
 
 # ------------------------------------------------------------------------------ waiting without a clock
