@@ -472,7 +472,8 @@ def test_watch_resumes_after_disconnect(launched, cluster, kubeconfig):
     cluster.do(lambda: cluster.handler["watch"][:1] << ({"type": "ADDED", "object": pod},))  # then drops
     cluster.do(lambda: cluster.handler["watch"][1:2] << (gone,))  # the version was compacted: relist
     cluster.do(lambda: cluster.handler["watch"][2:3] << ({"type": "MODIFIED", "object": changed}, ...))
-    assert be.wait_for_change(rec, timeout_s=10) is True
+    # returns at the change; the bound only stops a broken watch from hanging (generous for load 8)
+    assert be.wait_for_change(rec, timeout_s=300) is True
     watches = cluster.requests("GET", f"/api/v1/namespaces/{NAMESPACE}/pods")
     watched = [w for w in watches if w.params.get("watch") == "true"]
     assert len(watched) >= 3
