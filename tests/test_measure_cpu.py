@@ -73,3 +73,18 @@ def test_an_existing_profile_is_kept_without_force(cli, tmp_path: Path) -> None:
         f"error: {target} exists (pass --force to replace it, or -o another folder)"
     ]
     assert target.read_text() == "mine\n"
+
+
+def test_without_torch_it_says_how_to_get_it(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    r = cli("profiles", "measure-cpu", "-o", str(tmp_path))
+    assert r.exit_code == 2
+    assert r.stderr.strip().splitlines() == [
+        "error: measure-cpu needs torch (the train extra) (run `make dev`, or pip install 'evaplan[train]')"
+    ]
+    assert not (tmp_path / "hardware").exists()

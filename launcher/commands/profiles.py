@@ -166,7 +166,7 @@ def measure_cpu(ctx: click.Context, out_dir: Path | None, ranks: int, repeat: in
     """Measure this machine (GEMM bf16/fp32, memory copy, gloo all-reduce, cores) and write it as the
     `cpu` hardware profile in a user profiles folder, for `launch --backend local` and `calibrate`.
 
-    Needs torch and deepspeed (the `train` extra). Takes about a minute on an idle 2-core machine."""
+    Needs torch and deepspeed (the `train` extra). Takes under a minute on a 2-core machine."""
     from planner.calibration import user_profiles_dir
 
     target_dir = out_dir if out_dir is not None else user_profiles_dir(_dirs(ctx))
@@ -184,7 +184,7 @@ def measure_cpu(ctx: click.Context, out_dir: Path | None, ranks: int, repeat: in
     from launcher import measure_cpu as mc
 
     click.echo(
-        f"measuring this machine ({ranks} ranks, {repeat} repeats per figure; about a minute)...", err=True
+        f"measuring this machine ({ranks} ranks, {repeat} repeats per figure; under a minute)...", err=True
     )
     m = mc.measure(ranks=ranks, repeat=repeat)
     path = mc.write_profile(m, prof.bundled_dir() / "hardware" / "cpu.yaml", target_dir)
