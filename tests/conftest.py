@@ -44,9 +44,9 @@ def shared_dir() -> Path:
 
 
 # ------------------------------------------------------------------ what the summary says about skips
-# Tests that check rendered manifests or profiles against an external schema (Kubernetes CRDs and
-# core kinds; tests/data holds the CRDs and the official EVA model configs). A skip of one of them means a check a user might think
-# ran did not; the summary counts them and says why.
+# Tests that check rendered manifests or profiles against an external schema: Kubernetes CRDs and
+# core kinds, the official EVA model configs (tests/data holds both, so a clone runs them). A skip
+# of one of them means a check a user might think ran did not; the last line counts them and says why.
 SCHEMA_FIXTURES = frozenset({"validate_object", "crd_schemas", "shared_dir"})
 
 
