@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 DEEPSPEED_SPEC ?= deepspeed>=0.16
 
-.PHONY: estimate test dev lint clean
+.PHONY: estimate test dev lint clean ds-ops
 
 $(VENV)/.core-installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,9 +26,16 @@ $(VENV)/.dev-installed: $(VENV)/.core-installed
 estimate: $(VENV)/.core-installed
 	$(VENV)/bin/evaplan estimate --model eva-clip-18b --hardware h100-sxm --gpus 256 --offering aws-p5
 
-dev: $(VENV)/.dev-installed
+# DeepSpeed JIT-compiles its CPU shared-memory collective op (C++ compiler + ninja) on the first CPU
+# run, ~90 s on 2 cores; build it here, once and visibly, into $$TORCH_EXTENSIONS_DIR (default
+# ~/.cache/torch_extensions), so that neither the first local launch nor a test spends that time.
+# When it is already built this only checks (a few seconds).
+ds-ops: $(VENV)/.dev-installed
+	$(PY) -m evaclip.build_ops
 
-test: $(VENV)/.dev-installed
+dev: $(VENV)/.dev-installed ds-ops
+
+test: $(VENV)/.dev-installed ds-ops
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest -q

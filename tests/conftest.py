@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -36,5 +39,96 @@ def user_profiles(tmp_path: Path):
 def shared_dir() -> Path:
     """../shared beside the checkout (the CI clone gets a copy there too)."""
     if not SHARED.is_dir():
-        pytest.skip("../shared is not beside this checkout")
+        pytest.skip("../shared (the team's reference folder) is not beside this checkout")
     return SHARED
+
+
+# ------------------------------------------------------------------ what the summary says about skips
+# Tests that check rendered manifests or profiles against an external schema: Kubernetes CRDs and
+# core kinds, the official EVA model configs (tests/data holds both, so a clone runs them). A skip
+# of one of them means a check a user might think ran did not; the last line counts them and says why.
+SCHEMA_FIXTURES = frozenset({"validate_object", "crd_schemas", "shared_dir"})
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if SCHEMA_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("schema"):
+        report.user_properties.append(("schema_check", True))
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _schema_line(terminalreporter) -> str | None:
+    def is_schema(r: pytest.TestReport) -> bool:
+        return ("schema_check", True) in getattr(r, "user_properties", [])
+
+    reports = [r for key in ("passed", "failed", "skipped") for r in terminalreporter.stats.get(key, [])]
+    schema = [r for r in reports if is_schema(r) and (r.when == "call" or r.skipped)]
+    if not schema:
+        return None
+    skipped = [r for r in schema if r.skipped]
+    reasons: dict[str, int] = {}
+    for r in skipped:
+        reason = _skip_reason(r)
+        reasons[reason] = reasons.get(reason, 0) + 1
+    why = "; ".join(f"{n} because {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    return f"schema checks: {len(schema) - len(skipped)} ran, {len(skipped)} skipped" + (
+        f" ({why})" if why else ""
+    )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The run's last line: how many schema checks ran and why any were skipped (after pytest's own
+    summary line, so that it is what a person sees last)."""
+    terminalreporter = config.pluginmanager.get_plugin("terminalreporter")
+    if terminalreporter is None or not hasattr(terminalreporter, "stats"):
+        return
+    line = _schema_line(terminalreporter)
+    if line:
+        terminalreporter.write_line(line)
+
+
+# ------------------------------------------------------------------------------ waiting without a clock
+# Tests that wait for another process must hold on a loaded 2-core machine (load 8: everything 4-8×
+# slower than idle), so they do not wait for a fixed number of seconds: they fail only when the
+# thing waited for stops making progress for a window the caller derives from a measured rate.
+def wait_until(
+    pred: Callable[[], Any],
+    *,
+    what: str,
+    progress: Callable[[], Any] | None = None,
+    stall_s: float | Callable[[], float] = 300.0,
+    poll_s: float = 0.3,
+) -> Any:
+    """Poll `pred` until it returns something truthy and return it. `progress()` (a log size, a step
+    count...) resets the stall clock whenever its value changes; without it, `stall_s` bounds the
+    whole wait. `stall_s` may be a callable, re-read each poll (a window scaled from a measured rate)."""
+    last = progress() if progress else None
+    since = time.monotonic()
+    while True:
+        value = pred()
+        if value:
+            return value
+        now = time.monotonic()
+        if progress is not None:
+            current = progress()
+            if current != last:
+                last, since = current, now
+        window = stall_s() if callable(stall_s) else stall_s
+        if now - since > window:
+            raise AssertionError(
+                f"gave up waiting for {what}: no progress for {now - since:.0f} s (window {window:.0f} s)"
+            )
+        time.sleep(poll_s)
+
+
+@pytest.fixture
+def wait():
+    return wait_until

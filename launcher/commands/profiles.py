@@ -1,6 +1,9 @@
-"""`evaplan profiles list | show | validate`: what the planner knows, and whether a file is valid."""
+"""`evaplan profiles list | show | validate | measure-cpu`: what the planner knows, whether a file is
+valid, and a `cpu` profile measured on this machine."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 import yaml
@@ -139,3 +142,60 @@ def validate(ctx: click.Context, paths: tuple[str, ...], fmt: str) -> None:
         for p, o in checked
     ]
     click.echo(format_rows(rows, fmt), nl=False)
+
+
+@command.command("measure-cpu")
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="User profiles folder to write hardware/cpu.yaml into "
+    "(default: the first --profiles-dir, else $EVAPLAN_PROFILES_DIR, else ~/.config/evaplan/profiles).",
+)
+@click.option(
+    "--ranks", type=click.IntRange(2, 64), default=2, show_default=True, help="Local ranks (gpus_per_node)."
+)
+@click.option(
+    "--repeat", type=click.IntRange(1, 100), default=5, show_default=True, help="Timed repeats per figure."
+)
+@click.option("--force", is_flag=True, help="Replace an existing hardware/cpu.yaml in that folder.")
+@click.pass_context
+def measure_cpu(ctx: click.Context, out_dir: Path | None, ranks: int, repeat: int, force: bool) -> None:
+    """Measure this machine (GEMM bf16/fp32, memory copy, gloo all-reduce, cores) and write it as the
+    `cpu` hardware profile in a user profiles folder, for `launch --backend local` and `calibrate`.
+
+    Needs torch and deepspeed (the `train` extra). Takes under a minute on a 2-core machine."""
+    from planner.calibration import user_profiles_dir
+
+    target_dir = out_dir if out_dir is not None else user_profiles_dir(_dirs(ctx))
+    target = target_dir / "hardware" / "cpu.yaml"
+    if target.exists() and not force:
+        raise prof.ProfileError(f"{target} exists", hint="pass --force to replace it, or -o another folder")
+    import importlib.util
+
+    missing = [m for m in ("torch", "deepspeed") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise prof.ProfileError(
+            f"measure-cpu needs {' and '.join(missing)} (the train extra)",
+            hint="run `make dev`, or pip install 'evaplan[train]'",
+        )
+    from launcher import measure_cpu as mc
+
+    click.echo(
+        f"measuring this machine ({ranks} ranks, {repeat} repeats per figure; under a minute)...", err=True
+    )
+    m = mc.measure(ranks=ranks, repeat=repeat)
+    path = mc.write_profile(m, prof.bundled_dir() / "hardware" / "cpu.yaml", target_dir)
+    c = m["collectives"]
+    click.echo(
+        f"wrote {path}: {m['cpu']}, {m['cores']} cores; bf16 GEMM "
+        f"{max(m['gemm_bf16_tflops'].values()):.4g} TFLOP/s, fp32 {max(m['gemm_fp32_tflops'].values()):.4g} "
+        f"TFLOP/s per rank; copy {m['copy_rw_gbps']:.3g} GB/s; gloo all-reduce {c['all_reduce_busbw_gbps']:.3g} GB/s"
+    )
+    read = [p.resolve() for p in prof.search_dirs(_dirs(ctx))]
+    if target_dir.resolve() not in read:
+        click.echo(
+            f"evaplan reads it when that folder is named: --profiles-dir {target_dir} or EVAPLAN_PROFILES_DIR={target_dir}"
+        )

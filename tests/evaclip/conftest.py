@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -17,7 +18,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 NPROC = 2
-RUN_TIMEOUT_S = 240
+# A run is never given a fixed time: it is stopped only when it stops making progress (no output,
+# no metrics) for a window: before its first step, start-up at load 8 and DeepSpeed's one-time CPU
+# op build when `make dev` has not done it (silent, ~90 s idle, several times that loaded); after,
+# STALL_STEP_INTERVALS × the slowest step interval measured in this run (at least STALL_MIN_S).
+STARTUP_STALL_S = 1200.0
+STALL_STEP_INTERVALS = 40.0
+STALL_MIN_S = 180.0
 
 
 @dataclass
@@ -113,18 +120,54 @@ def start_torchrun(
     )
 
 
-def finish(
-    proc: subprocess.Popen, workdir: Path, run_cfg: dict[str, Any], timeout_s: float = RUN_TIMEOUT_S
-) -> TrainRun:
+def _metrics_path(run_cfg: dict[str, Any]) -> Path:
+    return Path(run_cfg["output_dir"]) / run_cfg.get("metrics_file", "metrics.jsonl")
+
+
+def _watch(proc: subprocess.Popen, workdir: Path, run_cfg: dict[str, Any], done: Any = lambda: False) -> bool:
+    """Wait until `done()` or the process ends; True unless it was killed for making no progress."""
     from evaclip.metrics import read_metrics
 
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    log, metrics = workdir / "train.log", _metrics_path(run_cfg)
+    last, since = None, time.monotonic()
+    step_seen: dict[int, float] = {}
+    while proc.poll() is None and not done():
+        now = time.monotonic()
+        current = (
+            log.stat().st_size if log.exists() else 0,
+            metrics.stat().st_size if metrics.exists() else 0,
+        )
+        if current != last:
+            last, since = current, now
+            if metrics.exists():
+                for r in read_metrics(metrics):
+                    if r.get("event") == "step":
+                        step_seen.setdefault(r["step"], now)
+        steps = sorted(step_seen)
+        if len(steps) >= 2:
+            intervals = [step_seen[b] - step_seen[a] for a, b in itertools.pairwise(steps)]
+            window = max(STALL_MIN_S, STALL_STEP_INTERVALS * max(intervals))
+        else:
+            window = STARTUP_STALL_S
+        if now - since > window:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            with open(log, "a") as f:
+                f.write(
+                    f"\n[test] killed: no output and no metrics for {now - since:.0f} s (window {window:.0f} s)\n"
+                )
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def finish(proc: subprocess.Popen, workdir: Path, run_cfg: dict[str, Any]) -> TrainRun:
+    from evaclip.metrics import read_metrics
+
+    _watch(proc, workdir, run_cfg)
+    proc.wait()
     log = (workdir / "train.log").read_text(errors="replace")
-    metrics = Path(run_cfg["output_dir"]) / run_cfg.get("metrics_file", "metrics.jsonl")
+    metrics = _metrics_path(run_cfg)
     records = read_metrics(metrics) if metrics.exists() else []
     return TrainRun(proc.returncode, log, records, Path(run_cfg["output_dir"]))
 
@@ -135,18 +178,18 @@ def run_torchrun(
     return finish(start_torchrun(workdir, ds_cfg, run_cfg, env), workdir, run_cfg)
 
 
-def wait_for_step(
-    run_cfg: dict[str, Any], step: int, proc: subprocess.Popen, timeout_s: float = RUN_TIMEOUT_S
-) -> None:
-    """Block until the metrics file records `step` (or the process ends)."""
+def wait_for_step(run_cfg: dict[str, Any], step: int, proc: subprocess.Popen) -> None:
+    """Block until the metrics file records `step` (or the process ends, or stops progressing)."""
     from evaclip.metrics import read_metrics
 
-    path = Path(run_cfg["output_dir"]) / "metrics.jsonl"
-    deadline = time.time() + timeout_s
-    while time.time() < deadline and proc.poll() is None:
-        if path.exists() and any(r.get("event") == "step" and r["step"] >= step for r in read_metrics(path)):
-            return
-        time.sleep(0.2)
+    path = _metrics_path(run_cfg)
+
+    def reached() -> bool:
+        return path.exists() and any(
+            r.get("event") == "step" and r["step"] >= step for r in read_metrics(path)
+        )
+
+    _watch(proc, Path(run_cfg["output_dir"]).parent, run_cfg, reached)
 
 
 @pytest.fixture(scope="session")

@@ -57,7 +57,7 @@ def test_trainer_input_errors_are_one_line(tmp_path, ds, run, message):
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=900,  # a backstop only: idle this takes ~10 s; load 8 makes it 5-10× slower
     )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -30,6 +30,11 @@ class DryRunAwareEmulator(kmock.KubernetesEmulator):
         return await super()._handle(request)
 
 
+# Waits on the in-process server's loop return in milliseconds; the bound only keeps a wedged loop
+# from hanging the suite, sized for a 2-core machine at load 8 (not a speed check).
+LOOP_WAIT_S = 300.0
+
+
 class Cluster:
     """A kmock server on 127.0.0.1 served by its own event loop thread; `do` runs code there."""
 
@@ -41,7 +46,7 @@ class Cluster:
         self._stop: asyncio.Event | None = None
         started: Future[None] = Future()
         self._done = asyncio.run_coroutine_threadsafe(self._serve(started), self.loop)
-        started.result(timeout=30)
+        started.result(timeout=LOOP_WAIT_S)
 
     async def _serve(self, started: Future[None]) -> None:
         self._stop = asyncio.Event()
@@ -65,12 +70,12 @@ class Cluster:
         async def run() -> Any:
             return fn()
 
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=30)
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=LOOP_WAIT_S)
 
     def close(self) -> None:
         assert self._stop is not None
         self.loop.call_soon_threadsafe(self._stop.set)
-        self._done.result(timeout=30)
+        self._done.result(timeout=LOOP_WAIT_S)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
 

@@ -389,7 +389,17 @@ def test_500_on_create_is_retried_and_not_duplicated(
     cluster.do(lambda: cluster.handler["post", path, lambda req: not req.params.get("dryRun")][:1] << 503)
     r = cli("launch", str(make_bundle(tmp_path / "b")), "--kubeconfig", str(kubeconfig))
     assert r.exit_code == 0, r.output
-    assert set(cluster.objects("batch/v1/jobs")) == {(NAMESPACE, "eva-test")}
+    # Count by the job label, not by name: a retry that created a second Job (another name, or a
+    # generated one) carries the same label and would show here as two.
+    jobs = [
+        key
+        for key, obj in cluster.objects("batch/v1/jobs").items()
+        if (obj.get("metadata", {}).get("labels") or {}).get("evaplan.io/job") == "eva-test"
+    ]
+    assert jobs == [(NAMESPACE, "eva-test")]
+    # And the lost reply was not answered by posting the same Job again on top of the stored one.
+    creates = [q for q in cluster.requests("POST", path) if not q.params.get("dryRun")]
+    assert len(creates) <= 2, f"{len(creates)} creates of one Job"
 
 
 def test_403_gives_an_rbac_hint(cli, cluster, kubeconfig, state_dir, tmp_path, make_bundle):
@@ -462,7 +472,8 @@ def test_watch_resumes_after_disconnect(launched, cluster, kubeconfig):
     cluster.do(lambda: cluster.handler["watch"][:1] << ({"type": "ADDED", "object": pod},))  # then drops
     cluster.do(lambda: cluster.handler["watch"][1:2] << (gone,))  # the version was compacted: relist
     cluster.do(lambda: cluster.handler["watch"][2:3] << ({"type": "MODIFIED", "object": changed}, ...))
-    assert be.wait_for_change(rec, timeout_s=10) is True
+    # returns at the change; the bound only stops a broken watch from hanging (generous for load 8)
+    assert be.wait_for_change(rec, timeout_s=300) is True
     watches = cluster.requests("GET", f"/api/v1/namespaces/{NAMESPACE}/pods")
     watched = [w for w in watches if w.params.get("watch") == "true"]
     assert len(watched) >= 3
