@@ -44,8 +44,9 @@ def shared_dir() -> Path:
 
 
 # ------------------------------------------------------------------ what the summary says about skips
-# Tests that check rendered manifests or profiles against an external schema: Kubernetes CRDs and
-# core kinds, the official EVA model configs (tests/data holds both, so a clone runs them). A skip
+# Tests that check rendered manifests or profiles against an external schema: Kubernetes core kinds
+# (kubernetes-validate), the official EVA model configs (tests/data), and the PyTorchJob/JobSet CRDs
+# (../shared/k8s-crds, not copied into the project; absent in a user's clone). A skip
 # of one of them means a check a user might think ran did not; the last line counts them and says why.
 SCHEMA_FIXTURES = frozenset({"validate_object", "crd_schemas", "shared_dir"})
 

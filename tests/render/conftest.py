@@ -3,7 +3,6 @@ change when rendering changes) and validators for core kinds and CRDs."""
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,13 @@ from planner.params import count_params
 from planner.profiles import load_hardware, load_model
 from planner.spec import ParallelPlan, TrainingSpec
 
-# Vendored upstream CRDs (tests/data/k8s-crds/README.md names project, release and license), so a
-# clone without ../shared still validates the PyTorchJob and JobSet manifests.
-CRD_DIR = Path(__file__).resolve().parents[1] / "data" / "k8s-crds"
-CRD_FILES = {"PyTorchJob": "kubeflow.org_pytorchjobs.yaml.gz", "JobSet": "jobset.x-k8s.io_jobsets.yaml.gz"}
+# The upstream CRDs live in the team's reference folder beside the checkout (../shared/k8s-crds, whose
+# README asks that they not be copied into the project: at run time `evaplan launch` relies on the
+# cluster's server-side dry run). Without it, each PyTorchJob/JobSet schema check is skipped with this
+# reason, and the run's last line counts those skips (tests/conftest.py).
+CRD_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "k8s-crds"
+CRD_FILES = {"PyTorchJob": "kubeflow.org_pytorchjobs.yaml", "JobSet": "jobset.x-k8s.io_jobsets.yaml"}
+CRD_MISSING = f"{CRD_DIR} is absent: PyTorchJob/JobSet manifests not checked against their CRD schemas"
 
 
 def plan_inputs(
@@ -79,12 +81,14 @@ def make_options():
 
 
 @pytest.fixture(scope="session")
-def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    """(kind, apiVersion) → openAPIV3Schema of each served version."""
+def crd_schemas() -> dict[tuple[str, str], dict[str, Any]] | None:
+    """(kind, apiVersion) → openAPIV3Schema of each served version; None without ../shared/k8s-crds."""
+    if not all((CRD_DIR / name).is_file() for name in CRD_FILES.values()):
+        return None
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 1.5 MB of YAML in ~1 s, not ~10
     out = {}
     for kind, name in CRD_FILES.items():
-        crd = yaml.load(gzip.decompress((CRD_DIR / name).read_bytes()).decode("utf-8"), Loader=loader)
+        crd = yaml.load((CRD_DIR / name).read_text(encoding="utf-8"), Loader=loader)
         group = crd["spec"]["group"]
         for v in crd["spec"]["versions"]:
             if v.get("served"):
@@ -105,8 +109,10 @@ def validate_object(crd_schemas):
 
     def check(obj: dict[str, Any]) -> None:
         key = (obj["kind"], obj["apiVersion"])
+        if crd_schemas is None and obj["kind"] in CRD_FILES:
+            pytest.skip(CRD_MISSING)
         for version in versions:
-            if key in crd_schemas:
+            if crd_schemas is not None and key in crd_schemas:
                 jsonschema.Draft7Validator(crd_schemas[key]).validate(obj)
                 for tpl in pod_templates(obj):
                     kv.validate(
