@@ -40,13 +40,22 @@ def main() -> int:
         return 0
     print(f"building DeepSpeed CPU op {name} (one time, ~90 s on 2 cores) into {where} ...", flush=True)
     t0 = time.perf_counter()
-    try:
-        builder.load(verbose=False)
-    except Exception as e:  # the compiler's own output went to the terminal above
-        print(
-            f"error: building {name} failed ({type(e).__name__}: {e}); it needs a C++ compiler (g++) and ninja"
-        )
-        return 1
+    # Two tries: another process building the same op into the same folder (a second `make dev`, a
+    # local launch) holds torch's build lock; when it is released before that process has linked the
+    # library, the waiting loader finds no .so. The second try finds the finished build or builds it.
+    for attempt in (1, 2):
+        try:
+            builder.load(verbose=False)
+            break
+        except Exception as e:  # the compiler's own output went to the terminal above
+            if attempt == 1:
+                print(f"retrying the build of {name} once ({type(e).__name__}: {e})", flush=True)
+                continue
+            print(
+                f"error: building {name} failed ({type(e).__name__}: {e}); "
+                "it needs a C++ compiler (g++) and ninja"
+            )
+            return 1
     print(f"built {name} in {time.perf_counter() - t0:.0f} s")
     return 0
 
