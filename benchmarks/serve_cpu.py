@@ -74,7 +74,7 @@ def remeasured_hardware(hw: HardwareSpec, repeat: int) -> tuple[HardwareSpec, st
     the profile's assumption, half the matmul rate; the shape model's other inputs stay."""
     from datetime import date
 
-    from benchmarks.measure_cpu import copy_gbps, gemm_tflops
+    from launcher.measure_cpu import copy_gbps, gemm_tflops
     from planner.spec import Sourced
 
     sizes = (256, 512, 1024)
