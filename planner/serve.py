@@ -23,7 +23,6 @@ from planner.params import count_params
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec
 
 Tower = Literal["image", "text"]
-ServePrecision = Literal["bf16", "fp8", "int8"]
 PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "int8")
 
 GIB = 2**30
@@ -72,11 +71,6 @@ def inference_flops_per_sample(model: ModelSpec, tower: Tower) -> float:
 def tokens(model: ModelSpec, tower: Tower) -> int:
     """Tokens through the blocks: CLS + all patches, or the text context length."""
     return model.vision.seq_len if tower == "image" else model.text.context_length
-
-
-def tower_params(model: ModelSpec, tower: Tower) -> int:
-    c = count_params(model)
-    return c.vision if tower == "image" else c.text
 
 
 def _tower_dims(model: ModelSpec, tower: Tower) -> tuple[int, int, int, int, bool]:
