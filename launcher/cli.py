@@ -34,6 +34,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("plan", "plan"),
     ("compare", "compare"),
     ("calibrate", "calibrate"),
+    ("serve", "serve"),
 ]
 
 

@@ -169,6 +169,10 @@ class Published(StrictModel):
     total_params: float = Field(gt=0)
     imagenet_zero_shot_top1: float | None = Field(default=None, gt=0, le=100)
     source: str = Field(min_length=3)
+    # Accuracy beside cost (`evaplan serve`): the 27-benchmark zero-shot average of arXiv 2402.04252,
+    # and where both accuracy figures can be opened (URL and table).
+    zero_shot_avg27_top1: float | None = Field(default=None, gt=0, le=100)
+    accuracy_source: str | None = Field(default=None, min_length=3)
 
 
 class ModelSpec(StrictModel):

@@ -1,0 +1,178 @@
+"""`evaplan serve`: embedding throughput, latency, memory and cost per million of EVA-CLIP encoders,
+with published accuracy beside the cost and hybrid routing between a small and a large encoder."""
+
+from __future__ import annotations
+
+import click
+
+from planner import profiles as prof
+from planner.calibration import calibrated_hardware
+from planner.errors import EvaplanError
+from planner.ops import ATTENTION_KERNELS, STACKS
+from planner.report import dumps_json, format_rows
+from planner.serve import PRECISIONS, mark_pareto, route, serve_point
+from planner.serve_report import (
+    flat_rows,
+    format_table,
+    json_doc,
+    notes,
+    plot_cost_vs_accuracy,
+    route_rows,
+    table_rows,
+)
+
+
+@click.command("serve")
+@click.option(
+    "--model",
+    "models",
+    required=True,
+    multiple=True,
+    help="Model profile; repeatable, or several after one flag.",
+)
+@click.argument("more_models", nargs=-1, metavar="[MODEL]...")
+@click.option("--hardware", "hardware", multiple=True, help="Hardware profile (no prices); repeatable.")
+@click.option("--offering", "offerings", multiple=True, help="Priced offering, e.g. aws-p5; repeatable.")
+@click.option("--batch", type=click.IntRange(1, 65536), default=None, help="Images (and texts) per batch.")
+@click.option(
+    "--p99-ms",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Latency target per image batch: picks the largest batch (and TP) that meets it.",
+)
+@click.option(
+    "--rps",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Images per second to serve: sizes the fleet.",
+)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="bf16", show_default=True)
+@click.option(
+    "--stack",
+    type=click.Choice(STACKS),
+    default="eager",
+    show_default=True,
+    help="Software stack: eager PyTorch, eager under autocast with fp32 weights (amp), torch.compile, fused kernels.",
+)
+@click.option(
+    "--attention",
+    type=click.Choice(ATTENTION_KERNELS),
+    default="flash",
+    show_default=True,
+    help="Attention kernel.",
+)
+@click.option(
+    "--route-large-share",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Hybrid routing: share of images sent to the larger of exactly two --model.",
+)
+@click.option(
+    "--route-mode",
+    type=click.Choice(["cascade", "split"]),
+    default="cascade",
+    show_default=True,
+    help="cascade: every image through the small encoder, the share also through the large; "
+    "split: the share goes to the large encoder only.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="PNG: cost per million images vs accuracy.",
+)
+@click.option(
+    "--no-calibration", is_flag=True, help="Ignore the hardware's calibration (`evaplan calibrate`)."
+)
+@click.pass_context
+def command(
+    ctx: click.Context,
+    models: tuple[str, ...],
+    more_models: tuple[str, ...],
+    hardware: tuple[str, ...],
+    offerings: tuple[str, ...],
+    batch: int | None,
+    p99_ms: float | None,
+    rps: float | None,
+    precision: str,
+    stack: str,
+    attention: str,
+    route_large_share: float | None,
+    route_mode: str,
+    fmt: str,
+    plot_path: str | None,
+    no_calibration: bool,
+) -> None:
+    """Serving figures of EVA-CLIP encoders on hardware or priced offerings.
+
+    For each model and each --hardware/--offering: images and texts per second per GPU at a batch,
+    time per batch, memory and GPUs per replica (tensor parallel when one GPU cannot hold it),
+    GPU-hours, energy and $ per million embeddings, the fleet for --rps, and the published
+    zero-shot accuracy with the cost/accuracy Pareto front. Exit code 2 when a request cannot be met.
+    """
+    dirs = ctx.obj.get("profiles_dirs", []) if ctx.obj else []
+    names = list(dict.fromkeys(models + more_models))
+    if not hardware and not offerings:
+        raise EvaplanError(
+            "serve needs --hardware or --offering", hint="e.g. --offering aws-p5 or --hardware h100-sxm"
+        )
+    if route_large_share is not None and len(names) != 2:
+        raise EvaplanError(
+            f"--route-large-share needs exactly two models (a small and a large encoder), got {len(names)}",
+            hint="e.g. --model eva02-clip-b16 eva-clip-18b --route-large-share 0.1",
+        )
+    specs = [prof.load_model(n, dirs) for n in names]
+    targets = []
+    for name in offerings:
+        off = prof.load_offering(name, dirs)
+        targets.append((prof.load_hardware(off.hardware, dirs), off))
+    for name in hardware:
+        targets.append((prof.load_hardware(name, dirs), None))
+    # Everything is computed before anything is printed or written: an error leaves no half output.
+    points = []
+    for hw, off in targets:
+        hw = calibrated_hardware(hw, dirs, use=not no_calibration).hardware
+        for m in specs:
+            points.append(
+                serve_point(
+                    m,
+                    hw,
+                    off,
+                    precision=precision,
+                    batch=batch,
+                    p99_ms=p99_ms,
+                    rps=rps,
+                    stack=stack,
+                    attention=attention,
+                )
+            )
+    points = mark_pareto(points)
+    routes = []
+    if route_large_share is not None:
+        for tgt in dict.fromkeys(p.target for p in points):
+            a, b = [p for p in points if p.target == tgt]
+            small, large = sorted((a, b), key=lambda p: p.images_per_s_per_gpu, reverse=True)
+            routes.append(route(small, large, route_large_share, route_mode))
+    if plot_path:
+        plot_cost_vs_accuracy(points, plot_path)
+    if fmt == "json":
+        click.echo(dumps_json(json_doc(points, routes)), nl=False)
+    elif fmt == "csv":
+        click.echo(format_rows(flat_rows(points), "csv"), nl=False)
+    else:
+        click.echo(format_table(table_rows(points)), nl=False)
+        for line in notes(points):
+            click.echo(f"  {line}")
+        if routes:
+            click.echo("")
+            click.echo(format_table(route_rows(routes)), nl=False)
+            click.echo(
+                "  speedup = GPU-time per image of the large encoder alone / blended; "
+                "the accuracy of routing depends on the router and is not modelled."
+            )
+    if plot_path:
+        click.echo(f"wrote {plot_path}", err=True)
