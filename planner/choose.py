@@ -1,19 +1,29 @@
-"""Fill the settings a user did not give with the simplest feasible choice, and say which were chosen.
+"""Fill the settings a user did not give with the search's best plan for the cluster, and say how.
 
-Simplest means: the model's published recipe first (ZeRO stage, activation checkpointing), no
-offload, the fewest gradient-accumulation steps (the largest micro-batch) that fit; then, only for
-settings the user left open, escalate one at a time: activation checkpointing, ZeRO-3, optimizer
-offload to cpu, parameter offload to cpu. The search over all plans (`evaplan plan`) may replace this.
+`evaplan estimate` answers the same question as `evaplan plan --gpus N`: the settings the user left
+open (ZeRO stage, offload, hpZ, activation checkpointing, micro-batch and gradient accumulation) are
+those of the best candidate of `planner.search` on that GPU count, for the same objective, under the
+same constraints (HBM safety margin, host RAM, NVMe, minimum data-parallel group) and the same batch
+tolerance. Pinned settings are kept: they narrow the search space. So estimate, plan and compare print
+the same dollars for the same question (tests/planner/test_agreement_cli.py).
+
+When every layout setting is pinned there is nothing to search, and no numpy is imported.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from planner.errors import InfeasibleError
-from planner.estimate import Estimate, estimate, memory_report
+from planner.estimate import Estimate, estimate
 from planner.grid import divisors
+from planner.headroom import DEFAULT_HEADROOM, WHY, HbmHeadroom
+from planner.limits import check_request
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, TrainingSpec
+
+GIB = 2**30
+DEFAULT_BATCH_TOLERANCE = 0.02  # the same default as `evaplan plan --batch-tolerance`
 
 
 @dataclass(frozen=True)
@@ -24,6 +34,7 @@ class Request:
     nodes: int | None = None
     samples: float | None = None
     global_batch: int | None = None
+    batch_tolerance: float = DEFAULT_BATCH_TOLERANCE
     image_size: int | None = None
     patch_dropout: float | None = None
     precision: str | None = None
@@ -35,13 +46,16 @@ class Request:
     micro_batch: int | None = None
     grad_accum: int | None = None
     grad_ckpt: bool | None = None
-    hpz_partition_size: int = 1
+    hpz_partition_size: int | None = None
     quantized_weights: bool = False
     quantized_gradients: bool = False
     local_loss: bool = True
     checkpoint_every_s: float | None = None
     checkpoints_kept: int = 3
     dataset_tb: float = 0.0
+    objective: str = "cost"
+    pricing: str | None = None
+    hbm_headroom: HbmHeadroom = DEFAULT_HEADROOM
 
 
 def resolve_nodes(req: Request, hardware: HardwareSpec) -> int:
@@ -68,17 +82,26 @@ def resolve_nodes(req: Request, hardware: HardwareSpec) -> int:
     return req.nodes
 
 
+def objective_words(objective: str, priced: bool) -> str:
+    """'cheapest', 'fastest', ... as the choice is described."""
+    if objective == "time":
+        return "fastest"
+    if objective == "energy":
+        return "least energy"
+    return "cheapest" if priced else "fewest GPU-hours"
+
+
 def choose(
     model: ModelSpec, hardware: HardwareSpec, req: Request, offering: OfferingSpec | None = None
 ) -> Estimate:
-    """The estimate of the simplest feasible plan for the request; `chosen` lists what evaplan picked."""
+    """The estimate of the best plan for the request; `chosen` lists what evaplan picked, and how."""
+    check_request(req)
     r = model.recipe
     chosen: list[str] = []
     nodes = resolve_nodes(req, hardware)
-    G = hardware.gpus_per_node
-    n = nodes * G
+    n = nodes * hardware.gpus_per_node
 
-    def pick(name: str, given, default, why: str):
+    def pick(name: str, given: Any, default: Any, why: str) -> Any:
         if given is not None:
             return given
         chosen.append(
@@ -90,54 +113,26 @@ def choose(
     image_size = pick("image_size", req.image_size, r.image_size, "recipe")
     patch_dropout = pick("patch_dropout", req.patch_dropout, r.patch_dropout, "recipe")
     precision = pick("precision", req.precision, r.precision if r.precision != "fp32" else "bf16", "recipe")
-
-    if req.global_batch is not None:
-        B = req.global_batch
-        if B % n:
-            lo, hi = B // n * n, (B // n + 1) * n
-            raise InfeasibleError(
-                f"global batch {B} is not reachable on {n} GPUs: {B} / {n} = {B / n:g} samples per GPU",
-                hint=f"use --global-batch {lo or hi}{f' or {hi}' if lo else ''}, or a GPU count that divides {B}",
-            )
-    elif req.micro_batch is not None and req.grad_accum is not None:
-        B = req.micro_batch * req.grad_accum * n
-        chosen.append(f"global_batch={B} (micro-batch × grad-accum × {n} GPUs)")
-    else:
-        B = n * max(1, round(r.global_batch / n))
-        chosen.append(f"global_batch={B} (recipe {r.global_batch} rounded to a multiple of {n} GPUs)")
-    per_gpu = B // n
-
-    # (micro_batch, grad_accum) candidates, fewest accumulation steps first.
+    if image_size % model.vision.patch_size:
+        raise InfeasibleError(
+            f"image size {image_size} is not a multiple of the patch size {model.vision.patch_size}",
+            hint=f"use a multiple of {model.vision.patch_size}",
+        )
     if req.micro_batch is not None and req.grad_accum is not None:
-        if req.micro_batch * req.grad_accum != per_gpu:
+        target = req.micro_batch * req.grad_accum * n
+        if req.global_batch is not None and req.global_batch != target:
             raise InfeasibleError(
-                f"global batch {B} is not reachable: micro-batch {req.micro_batch} × grad-accum {req.grad_accum} "
-                f"× {n} GPUs = {req.micro_batch * req.grad_accum * n}",
-                hint=f"micro-batch × grad-accum must be {per_gpu} on {n} GPUs",
+                f"global batch {req.global_batch} is not reachable: micro-batch {req.micro_batch} × "
+                f"grad-accum {req.grad_accum} × {n} GPUs = {target}",
+                hint=f"micro-batch × grad-accum must be {req.global_batch / n:g} on {n} GPUs",
             )
-        shapes = [(req.micro_batch, req.grad_accum)]
-    elif req.micro_batch is not None:
-        if per_gpu % req.micro_batch:
-            raise InfeasibleError(
-                f"global batch {B} is not reachable with micro-batch {req.micro_batch}: {per_gpu} samples per GPU "
-                f"is not a multiple of {req.micro_batch}",
-                hint=f"use a micro-batch that divides {per_gpu}: {', '.join(map(str, divisors(per_gpu)[-6:]))}",
-            )
-        shapes = [(req.micro_batch, per_gpu // req.micro_batch)]
-    elif req.grad_accum is not None:
-        if per_gpu % req.grad_accum:
-            raise InfeasibleError(
-                f"global batch {B} is not reachable with grad-accum {req.grad_accum}: {per_gpu} samples per GPU "
-                f"is not a multiple of {req.grad_accum}",
-                hint=f"use a grad-accum that divides {per_gpu}: {', '.join(map(str, divisors(per_gpu)[:6]))}",
-            )
-        shapes = [(per_gpu // req.grad_accum, req.grad_accum)]
+        tolerance = 0.0
     else:
-        shapes = [(per_gpu // g, g) for g in divisors(per_gpu)]
-
+        target = req.global_batch if req.global_batch is not None else r.global_batch
+        tolerance = req.batch_tolerance
     training = TrainingSpec(
         samples=samples,
-        global_batch=B,
+        global_batch=target,
         image_size=image_size,
         patch_dropout=patch_dropout,
         precision=precision,
@@ -147,87 +142,196 @@ def choose(
         checkpoints_kept=req.checkpoints_kept,
         dataset_tb=req.dataset_tb,
     )
+    pinned = _pinned_plan(req, nodes, hardware.gpus_per_node, precision, target, tolerance)
+    if pinned is not None:
+        est = estimate(model, hardware, pinned, training, offering)
+        return apply_headroom(est.model_copy(update={"chosen": chosen}), req.hbm_headroom)
+    plan, how = _search_plan(model, hardware, offering, req, training, nodes, tolerance)
+    if plan.global_batch != target:
+        chosen.append(
+            f"global_batch={plan.global_batch} (within ±{tolerance:.0%} of {target:,}; "
+            "--batch-tolerance 0 for exactly that)"
+        )
+    elif req.global_batch is None:
+        chosen.append(f"global_batch={plan.global_batch} (recipe)")
+    for key in ("zero_stage", "offload_optimizer", "offload_param", "hpz_partition_size", "grad_ckpt"):
+        if getattr(req, key) is None:
+            chosen.append(f"{key}={getattr(plan, key)} ({how})")
+    for key in ("micro_batch", "grad_accum"):
+        if getattr(req, key) is None:
+            chosen.append(f"{key}={getattr(plan, key)} ({how})")
+    est = estimate(model, hardware, plan, training.model_copy(update={"global_batch": plan.global_batch}), offering)
+    return apply_headroom(est.model_copy(update={"chosen": chosen}), req.hbm_headroom)
 
-    # Escalation ladder over the settings the user left open.
-    base = {
-        "zero_stage": req.zero_stage if req.zero_stage is not None else r.zero_stage,
-        "grad_ckpt": req.grad_ckpt if req.grad_ckpt is not None else r.grad_ckpt,
-        "offload_optimizer": req.offload_optimizer or "none",
-        "offload_param": req.offload_param or "none",
-    }
-    if (
-        req.hpz_partition_size > 1
+
+def _pinned_plan(
+    req: Request, nodes: int, G: int, precision: str, target: int, tolerance: float
+) -> ParallelPlan | None:
+    """The plan when the user fixed every layout setting (nothing to search), else None."""
+    if None in (req.zero_stage, req.offload_optimizer, req.offload_param, req.grad_ckpt):
+        return None
+    n = nodes * G
+    b, gas = req.micro_batch, req.grad_accum
+    if b is None or gas is None:
+        if target % n or (tolerance and (b is None or gas is None)):
+            return None
+        per_gpu = target // n
+        if b is not None and per_gpu % b == 0:
+            gas = per_gpu // b
+        elif gas is not None and per_gpu % gas == 0:
+            b = per_gpu // gas
+        else:
+            return None
+    hpz = req.hpz_partition_size
+    if hpz is None:
+        if req.zero_stage == 3 and req.offload_param == "none":
+            return None  # hpZ is still open
+        hpz = 1
+    return ParallelPlan(
+        nodes=nodes,
+        gpus_per_node=G,
+        zero_stage=req.zero_stage,  # type: ignore[arg-type]
+        offload_optimizer=req.offload_optimizer,  # type: ignore[arg-type]
+        offload_param=req.offload_param,  # type: ignore[arg-type]
+        micro_batch=b,
+        grad_accum=gas,
+        grad_ckpt=req.grad_ckpt,  # type: ignore[arg-type]
+        precision=precision,  # type: ignore[arg-type]
+        hpz_partition_size=hpz,
+        quantized_weights=req.quantized_weights,
+        quantized_gradients=req.quantized_gradients,
+        local_loss=req.local_loss,
+    )
+
+
+def _search_plan(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    offering: OfferingSpec | None,
+    req: Request,
+    training: TrainingSpec,
+    nodes: int,
+    tolerance: float,
+) -> tuple[ParallelPlan, str]:
+    """The best candidate of planner.search on this cluster (or, when none fits, the most
+    memory-frugal one), and a phrase saying how it was chosen."""
+    import numpy as np  # only here: a fully pinned estimate never pays for numpy
+
+    from planner.grid import OFFLOAD_DEVICES, SearchSpace
+    from planner.search import Constraints, constraint_masks, evaluate_options, top_order
+    from planner.vectorized import make_option
+
+    G = hardware.gpus_per_node
+    n = nodes * G
+    stages: tuple[int, ...] = (0, 1, 2, 3)
+    if req.zero_stage is not None:
+        stages = (req.zero_stage,)
+    elif (
+        (req.hpz_partition_size or 1) > 1
         or req.quantized_weights
         or req.quantized_gradients
-        or base["offload_param"] != "none"
+        or req.offload_param not in (None, "none")
+        or req.offload_optimizer == "nvme"
     ):
-        if req.zero_stage is None:
-            base["zero_stage"] = 3
-    if base["offload_optimizer"] == "nvme" and req.zero_stage is None:
-        base["zero_stage"] = 3
-    rungs = [dict(base)]
-    for key, value in (
-        ("grad_ckpt", True),
-        ("zero_stage", 3),
-        ("offload_optimizer", "cpu"),
-        ("offload_param", "cpu"),
-    ):
-        nxt = {**rungs[-1], key: value}
-        valid = (nxt["offload_optimizer"] == "none" or nxt["zero_stage"] >= 1) and (
-            nxt["offload_param"] == "none" or nxt["zero_stage"] == 3
+        stages = (3,)  # what these need (DeepSpeed: offload_param, nvme and ZeRO++ are stage 3)
+    space = SearchSpace(
+        zero_stages=stages,
+        offload_optimizer=(req.offload_optimizer,) if req.offload_optimizer is not None else OFFLOAD_DEVICES,
+        offload_param=(req.offload_param,) if req.offload_param is not None else OFFLOAD_DEVICES,
+        grad_ckpt=(req.grad_ckpt,) if req.grad_ckpt is not None else (False, True),
+        hpz=req.hpz_partition_size is None or req.hpz_partition_size > 1,
+        gpus=n,
+    )
+    constraints = Constraints(
+        batch_tolerance=tolerance,
+        hbm_headroom=req.hbm_headroom.fraction,
+        hbm_headroom_gib=req.hbm_headroom.gib,
+    )
+    option = make_option(hardware, offering, req.pricing)
+    t = evaluate_options(model, [option], training, space, constraints, threads=1)
+    masks = constraint_masks(t, constraints)
+    allowed = np.ones(len(t), dtype=bool)
+    for col in ("micro_batch", "grad_accum", "hpz_partition_size"):
+        value = getattr(req, col)
+        if value is not None:
+            allowed &= t[col] == value
+    if not allowed.any():
+        what = ", ".join(
+            f"{col.replace('_', '-')} {getattr(req, col)}"
+            for col in ("micro_batch", "grad_accum", "hpz_partition_size")
+            if getattr(req, col) is not None
         )
-        if getattr(req, key) is None and rungs[-1][key] != value and valid:
-            rungs.append(nxt)
-
-    def plan_for(rung: dict, b: int, gas: int) -> ParallelPlan:
-        return ParallelPlan(
-            nodes=nodes,
-            gpus_per_node=G,
-            zero_stage=rung["zero_stage"],
-            offload_optimizer=rung["offload_optimizer"],
-            offload_param=rung["offload_param"],
-            micro_batch=b,
-            grad_accum=gas,
-            grad_ckpt=rung["grad_ckpt"],
-            precision=precision,
-            hpz_partition_size=req.hpz_partition_size,
-            quantized_weights=req.quantized_weights,
-            quantized_gradients=req.quantized_gradients,
-            local_loss=req.local_loss,
+        per_gpu = training.global_batch / n
+        hint = (
+            f"micro-batch × grad-accum must be about {per_gpu:g} on {n} GPUs"
+            f"{'; micro-batches dividing it: ' + ', '.join(map(str, divisors(int(per_gpu))[-6:])) if per_gpu == int(per_gpu) else ''}"
         )
+        raise InfeasibleError(
+            f"global batch {training.global_batch:,} is not reachable with {what} on {n} GPUs", hint=hint
+        )
+    feasible = allowed.copy()
+    for name in ("hbm", "host_ram", "nvme", "min_dp_group"):
+        feasible &= masks[name]
+    idx = np.nonzero(feasible)[0]
+    if len(idx):
+        i = int(top_order(t, req.objective, idx, 1)[0])
+        how = f"{objective_words(req.objective, option.priced)} of {len(idx):,} feasible layouts on {n} GPUs"
+    else:
+        pool = np.nonzero(allowed & masks["min_dp_group"])[0]
+        if not len(pool):
+            pool = np.nonzero(allowed)[0]
+        i = int(pool[np.lexsort((pool, t["gpu_total_bytes"][pool]))][0])
+        how = f"most memory-frugal of {len(pool):,} layouts on {n} GPUs; none fits"
+    plan = ParallelPlan(
+        nodes=int(t["nodes"][i]),
+        gpus_per_node=G,
+        zero_stage=int(t["zero_stage"][i]),
+        offload_optimizer=OFFLOAD_DEVICES[int(t["offload_optimizer"][i])],  # type: ignore[arg-type]
+        offload_param=OFFLOAD_DEVICES[int(t["offload_param"][i])],  # type: ignore[arg-type]
+        micro_batch=int(t["micro_batch"][i]),
+        grad_accum=int(t["grad_accum"][i]),
+        grad_ckpt=bool(t["grad_ckpt"][i]),
+        hpz_partition_size=int(t["hpz_partition_size"][i]),
+        precision=training.precision,
+        quantized_weights=req.quantized_weights,
+        quantized_gradients=req.quantized_gradients,
+        local_loss=req.local_loss,
+    )
+    return plan, how
 
-    found: ParallelPlan | None = None
-    for rung in rungs:
-        for b, gas in shapes:
-            plan = plan_for(rung, b, gas)
-            mem = memory_report(model, hardware, plan, training, offering)
-            if mem.fits_gpu and mem.fits_host:
-                found = plan
-                break
-        if found is not None:
-            break
-    if found is None:
-        # Nothing fits: report the most memory-frugal attempt, with what would make it fit.
-        plan = plan_for(rungs[-1], *shapes[-1])
-        est = estimate(model, hardware, plan, training, offering)
-        return est.model_copy(update={"chosen": chosen + _plan_choices(req, plan)})
-    est = estimate(model, hardware, found, training, offering)
-    return est.model_copy(update={"chosen": chosen + _plan_choices(req, found)})
 
-
-def _plan_choices(req: Request, plan: ParallelPlan) -> list[str]:
-    out = []
-    for key, label in (
-        ("zero_stage", "zero_stage"),
-        ("grad_ckpt", "grad_ckpt"),
-        ("offload_optimizer", "offload_optimizer"),
-        ("offload_param", "offload_param"),
-        ("micro_batch", "micro_batch"),
-        ("grad_accum", "grad_accum"),
-    ):
-        if getattr(req, key) is None:
-            out.append(f"{label}={getattr(plan, key)} (simplest that fits)")
-    return out
+def apply_headroom(est: Estimate, headroom: HbmHeadroom) -> Estimate:
+    """The estimate with its fit and verdict judged against HBM less the safety margin."""
+    mem = est.memory
+    reserve = headroom.reserve_bytes(mem.hbm_bytes)
+    usable = mem.hbm_bytes - reserve
+    fits_gpu = mem.gpu_total_bytes <= usable
+    fits = fits_gpu and mem.fits_host
+    margin = (
+        f"safety margin {reserve / GIB:.1f} GiB = {headroom.describe()} for {WHY}"
+        if not headroom.none
+        else "no safety margin: --hbm-headroom 0"
+    )
+    if not fits_gpu:
+        big = max(mem.gpu_terms.items(), key=lambda kv: kv[1])
+        verdict = (
+            f"does not fit: {mem.gpu_total_bytes / GIB:.1f} GiB per GPU > {usable / GIB:.1f} GiB usable of "
+            f"{mem.hbm_bytes / GIB:.0f} GiB HBM ({margin}; largest term {big[0]} {big[1] / GIB:.1f} GiB)"
+        )
+    elif not mem.fits_host:
+        verdict = (
+            f"does not fit host RAM: {mem.host_per_node_bytes / GIB:.0f} GiB per node > "
+            f"{mem.host_ram_bytes / GIB:.0f} GiB"
+        )
+    else:
+        verdict = (
+            f"fits: {mem.gpu_total_bytes / GIB:.1f} of {mem.hbm_bytes / GIB:.0f} GiB per GPU "
+            f"({mem.gpu_headroom_bytes / GIB:.1f} GiB free; {margin}); host "
+            f"{mem.host_per_node_bytes / GIB:.0f} of {mem.host_ram_bytes / GIB:.0f} GiB per node"
+        )
+    return est.model_copy(
+        update={"fits": fits, "verdict": verdict, "memory": mem.model_copy(update={"fits_gpu": fits_gpu})}
+    )
 
 
 def fixes_for(est: Estimate) -> str:
@@ -243,7 +347,8 @@ def fixes_for(est: Estimate) -> str:
             tips.append("a smaller --micro-batch with a larger --grad-accum")
         if p.offload_optimizer == "none" and p.zero_stage >= 1:
             tips.append("--offload-optimizer cpu")
-        tips.append("more GPUs or a GPU with more HBM")
+        tips.append("more GPUs, a GPU with more HBM, or a smaller --hbm-headroom")
     else:
         tips.append("an offering with more host RAM, or --offload-* nvme instead of cpu")
     return "try " + ", ".join(tips)
+

@@ -37,6 +37,7 @@ class Constraints:
     budget_usd: float | None = None
     max_gpus: int | None = None
     hbm_headroom: float = 0.0
+    hbm_headroom_gib: float = 0.0  # GiB kept free per GPU on top of the fraction (--hbm-headroom 8GiB)
     host_headroom: float = 0.0
     min_dp_group: int | None = None  # None: from the hardware profile (collective.small_group_gbps)
 
@@ -211,7 +212,9 @@ def evaluate_options(
                 )
             }
         )
-        cols["hbm_limit_bytes"] = np.full(n, hw.hbm_bytes * (1.0 - constraints.hbm_headroom))
+        cols["hbm_limit_bytes"] = np.full(
+            n, hw.hbm_bytes * (1.0 - constraints.hbm_headroom) - constraints.hbm_headroom_gib * GIB
+        )
         cols["host_limit_bytes"] = np.full(n, opt.host_ram_bytes * (1.0 - constraints.host_headroom))
         cols["nvme_limit_bytes"] = np.full(n, opt.nvme_bytes)
         cols["min_group"] = np.full(n, min_dp_group(opt, constraints), dtype=np.int64)
@@ -381,7 +384,9 @@ def violations(
         if masks[name][i]:
             continue
         if name == "hbm":
-            head = f" ({constraints.hbm_headroom:.0%} kept free)" if constraints.hbm_headroom else ""
+            kept = [f"{constraints.hbm_headroom:.0%}"] if constraints.hbm_headroom else []
+            kept += [f"{constraints.hbm_headroom_gib:g} GiB"] if constraints.hbm_headroom_gib else []
+            head = f" ({' + '.join(kept)} kept free)" if kept else ""
             out.append(
                 f"ZeRO-{stage} needs {t['gpu_total_bytes'][i] / GIB:,.1f} GiB/GPU > "
                 f"{t['hbm_limit_bytes'][i] / GIB:,.1f} GiB HBM{head}"
@@ -748,7 +753,7 @@ def as_dict(c: Candidate) -> dict[str, Any]:
         "global_batch": p.global_batch,
         "wall_days": round(c.wall_s / DAY_S, 4),
         "gpu_hours": round(c.gpu_hours, 1),
-        "usd": None if c.total_usd is None else round(c.total_usd, 2),
+        "cost_usd": None if c.total_usd is None else round(c.total_usd, 2),
         "energy_mwh": round(c.energy_kwh / 1000, 3),
         "co2_t": None if c.co2_kg is None else round(c.co2_kg / 1000, 3),
         "gib_per_gpu": round(c.gpu_total_bytes / GIB, 2),

@@ -6,9 +6,10 @@ import click
 
 from planner import profiles as prof
 from planner.calibration import CalibrationSpec, calibrated_hardware, comparison_rows
-from planner.choose import Request, choose, fixes_for
+from planner.choose import DEFAULT_BATCH_TOLERANCE, Request, choose, fixes_for
 from planner.errors import InfeasibleError
 from planner.estimate import Estimate
+from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, parse_headroom
 from planner.report import dumps_json, format_rows
 
 GIB = 2**30
@@ -146,6 +147,13 @@ def summary_rows(e: Estimate) -> list[dict[str, str]]:
     return [{"section": s, "figure": f, "value": v} for s, f, v in rows]
 
 
+def request_from(kw: dict) -> Request:
+    """The estimate flags (shared with `render`) as a Request."""
+    kw = dict(kw)
+    kw["hbm_headroom"] = parse_headroom(kw.get("hbm_headroom"))
+    return Request(**kw)
+
+
 def calibration_rows(cal: CalibrationSpec | None) -> list[dict[str, str]]:
     """Say whether a calibration was used and, if so, predicted vs measured for the runs behind it."""
     if cal is None:
@@ -193,7 +201,14 @@ def explain_text(e: Estimate) -> str:
 @click.option("--nodes", type=int, default=None, help="Nodes (instead of --gpus).")
 @click.option("--offering", "offering_name", default=None, help="Priced offering for cost, e.g. aws-p5.")
 @click.option("--samples", type=float, default=None, help="Image-text pairs to see (default: the recipe's).")
-@click.option("--global-batch", type=int, default=None, help="Global batch (default: the recipe's, rounded).")
+@click.option("--global-batch", type=int, default=None, help="Global batch (default: the recipe's).")
+@click.option(
+    "--batch-tolerance",
+    type=click.FloatRange(0, 0.5),
+    default=DEFAULT_BATCH_TOLERANCE,
+    show_default=True,
+    help="Share the global batch may deviate from its target when the micro-batch is searched (0: exact).",
+)
 @click.option("--image-size", type=int, default=None, help="Training resolution (default: the recipe's).")
 @click.option("--patch-dropout", type=click.FloatRange(0, 1, max_open=True), default=None)
 @click.option("--precision", type=click.Choice(["bf16", "fp16"]), default=None)
@@ -224,8 +239,8 @@ def explain_text(e: Estimate) -> str:
     "--hpz",
     "hpz_partition_size",
     type=click.IntRange(min=1),
-    default=1,
-    help="ZeRO++ zero_hpz_partition_size.",
+    default=None,
+    help="ZeRO++ zero_hpz_partition_size (default: searched).",
 )
 @click.option("--quantized-weights", is_flag=True, help="ZeRO++ zero_quantized_weights (qwZ).")
 @click.option("--quantized-gradients", is_flag=True, help="ZeRO++ zero_quantized_gradients (qgZ).")
@@ -238,6 +253,25 @@ def explain_text(e: Estimate) -> str:
 )
 @click.option(
     "--dataset-tb", type=click.FloatRange(min=0), default=0.0, help="Dataset kept in object storage, TB."
+)
+@click.option(
+    "--objective",
+    type=click.Choice(["cost", "time", "energy"]),
+    default="cost",
+    show_default=True,
+    help="What the settings left open are chosen for (as in `evaplan plan`).",
+)
+@click.option(
+    "--pricing",
+    type=click.Choice(["on_demand", "spot", "committed", "on_prem"]),
+    default=None,
+    help="Price the cost objective uses (default: on-demand, or on-premises cost).",
+)
+@click.option(
+    "--hbm-headroom",
+    default=DEFAULT_HBM_HEADROOM_TEXT,
+    show_default=True,
+    help="HBM kept free per GPU for the memory prediction's error: a share (10%) or GiB (8GiB); 0 for none.",
 )
 @click.option(
     "--format",
@@ -267,14 +301,16 @@ def command(
 ) -> None:
     """Memory per GPU and host, communication, step time, wall time and cost of one run.
 
-    Settings not given are chosen (the model's published recipe first, then the simplest plan that
-    fits); the report lists which were chosen. Exit code 2 when the request cannot be met.
+    Settings not given are chosen: the recipe's samples, resolution and batch, then the layout (ZeRO
+    stage, offload, hpZ, checkpointing, micro-batch) of the best plan `evaplan plan --gpus N` finds for
+    the same --objective; the report lists each and how it was chosen. Exit code 2 when the request
+    cannot be met.
     """
     dirs = _dirs(ctx)
     model = prof.load_model(model_name, dirs)
     cal = calibrated_hardware(prof.load_hardware(hardware_name, dirs), dirs, use=not no_calibration)
     offering = prof.load_offering(offering_name, dirs) if offering_name else None
-    est = choose(model, cal.hardware, Request(**kw), offering)
+    est = choose(model, cal.hardware, request_from(kw), offering)
     if fmt == "json":
         click.echo(dumps_json(est), nl=False)
         if cal.calibration is not None:

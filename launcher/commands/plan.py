@@ -13,6 +13,7 @@ from planner import profiles as prof
 from planner.calibration import calibrated_hardware, comparison_rows
 from planner.errors import EvaplanError
 from planner.grid import SearchSpace
+from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, WHY, HbmHeadroom, parse_headroom
 from planner.report import dumps_json, format_rows
 from planner.search import (
     Candidate,
@@ -181,10 +182,10 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--hbm-headroom",
-            type=click.FloatRange(0, 0.9),
-            default=0.0,
+            default=DEFAULT_HBM_HEADROOM_TEXT,
             show_default=True,
-            help="Share of HBM to keep free.",
+            help="HBM kept free per GPU for the memory prediction's error: a share (10%) or GiB (8GiB); "
+            "0 for none.",
         ),
         click.option(
             "--host-headroom",
@@ -320,12 +321,14 @@ def run_search(ctx: click.Context, kw: dict[str, Any]) -> SearchResult:
         hpz=not kw["no_hpz"],
         gpus=kw["gpus"],
     )
+    headroom = parse_headroom(kw["hbm_headroom"])
     constraints = Constraints(
         batch_tolerance=kw["batch_tolerance"],
         deadline_s=parse_duration_s(kw["deadline"]) if kw["deadline"] else None,
         budget_usd=parse_usd(kw["budget"]) if kw["budget"] else None,
         max_gpus=kw["max_gpus"],
-        hbm_headroom=kw["hbm_headroom"],
+        hbm_headroom=headroom.fraction,
+        hbm_headroom_gib=headroom.gib,
         host_headroom=kw["host_headroom"],
         min_dp_group=kw["min_dp_group"],
     )
@@ -387,7 +390,7 @@ def chosen_rows(res: SearchResult) -> list[dict[str, str]]:
         (
             "memory/GPU",
             f"{c.gpu_total_bytes / GIB:.1f} of {c.hbm_bytes / GIB:.0f} GiB "
-            f"({(c.hbm_bytes - c.gpu_total_bytes) / GIB:.1f} GiB headroom)",
+            f"({(c.hbm_bytes - c.gpu_total_bytes) / GIB:.1f} GiB free; {margin_text(res, c)})",
         ),
         ("host RAM/node", f"{c.host_per_node_bytes / GIB:,.0f} of {c.host_ram_bytes / GIB:,.0f} GiB"),
         ("step", f"{c.step_s:.2f} s"),
@@ -417,6 +420,14 @@ def chosen_rows(res: SearchResult) -> list[dict[str, str]]:
     return [{"figure": k, "value": v} for k, v in rows]
 
 
+def margin_text(res: SearchResult, c: Candidate) -> str:
+    """The HBM safety margin the search kept, in GiB and as given."""
+    h = HbmHeadroom(fraction=res.constraints.hbm_headroom, gib=res.constraints.hbm_headroom_gib)
+    if h.none:
+        return "no safety margin: --hbm-headroom 0"
+    return f"safety margin {h.reserve_bytes(c.hbm_bytes) / GIB:.1f} GiB = {h.describe()} for {WHY}"
+
+
 def result_json(res: SearchResult) -> dict[str, Any]:
     return {
         "model": res.model.name,
@@ -430,6 +441,7 @@ def result_json(res: SearchResult) -> dict[str, Any]:
             "budget_usd": res.constraints.budget_usd,
             "max_gpus": res.constraints.max_gpus,
             "hbm_headroom": res.constraints.hbm_headroom,
+            "hbm_headroom_gib": res.constraints.hbm_headroom_gib,
             "host_headroom": res.constraints.host_headroom,
         },
         "chosen": as_dict(res.chosen),

@@ -216,7 +216,7 @@ def command(
             )
         est = _estimate_from_file(plan_file)
     else:
-        from planner.choose import Request, choose, fixes_for
+        from planner.choose import choose, fixes_for
 
         if not estimate_kw.get("model_name") or not estimate_kw.get("hardware_name"):
             raise EvaplanError(
@@ -231,7 +231,7 @@ def command(
         ).hardware
         offering_name = estimate_kw.pop("offering_name", None)
         offering = prof.load_offering(offering_name, dirs) if offering_name else None
-        est = choose(model, hardware, Request(**estimate_kw), offering)
+        est = choose(model, hardware, estimate_cmd.request_from(estimate_kw), offering)
         if not est.fits:
             raise InfeasibleError(est.verdict, hint=fixes_for(est))
     if not est.fits:

@@ -55,12 +55,12 @@ def test_plan_json_is_deterministic_and_consistent(cli) -> None:
     chosen = doc["chosen"]
     assert doc["ranked"][0] == chosen
     assert chosen["micro_batch"] * chosen["grad_accum"] * chosen["gpus"] == chosen["global_batch"]
-    assert all(r["usd"] >= chosen["usd"] for r in doc["ranked"])
+    assert all(r["cost_usd"] >= chosen["cost_usd"] for r in doc["ranked"])
     # The frontier: wall time rises while cost falls, and the cheapest point is the chosen cost.
     walls = [p["wall_days"] for p in doc["pareto"]]
-    costs = [p["usd"] for p in doc["pareto"]]
+    costs = [p["cost_usd"] for p in doc["pareto"]]
     assert walls == sorted(walls) and costs == sorted(costs, reverse=True)
-    assert costs[-1] == chosen["usd"]
+    assert costs[-1] == chosen["cost_usd"]
     changes = {a["change"] for a in doc["alternatives"]}
     other_stages = {f"ZeRO-{s}" for s in range(4) if s != chosen["zero_stage"]}
     assert changes & other_stages and ("ckpt off" if chosen["grad_ckpt"] else "ckpt on") in changes
@@ -111,9 +111,9 @@ def test_compare_relative_figures(cli) -> None:
     doc = json.loads(r.stdout)
     base, mi = (o["plan"] for o in doc["options"])
     rel = doc["options"][1]["relative_to_baseline"]
-    assert rel["cost"] == pytest.approx(mi["usd"] / base["usd"] - 1, rel=1e-3)
+    assert rel["cost"] == pytest.approx(mi["cost_usd"] / base["cost_usd"] - 1, rel=1e-3)
     assert rel["wall_time"] == pytest.approx(mi["wall_days"] / base["wall_days"] - 1, rel=1e-3)
-    assert doc["options"][0]["usd_per_billion_samples"] == pytest.approx(base["usd"] / 6.0, rel=1e-6)
+    assert doc["options"][0]["usd_per_billion_samples"] == pytest.approx(base["cost_usd"] / 6.0, rel=1e-6)
 
 
 def test_budget_too_small_names_cheapest_plan_and_gap(cli) -> None:
@@ -247,7 +247,7 @@ def test_constraints_are_respected_and_binding_ones_named(cli) -> None:
     # Without the deadline the cheapest plan is slower and cheaper: the deadline binds.
     binding = {b["constraint"]: b for b in doc["binding"]}
     assert "deadline" in binding and "> deadline 2.0 d" in binding["deadline"]["reason"]
-    assert binding["deadline"]["plan"]["usd"] < doc["chosen"]["usd"]
+    assert binding["deadline"]["plan"]["cost_usd"] < doc["chosen"]["cost_usd"]
 
 
 def test_fixed_gpu_count(cli) -> None:
@@ -264,7 +264,7 @@ def test_text_formats(cli, fmt: str) -> None:
     assert r.exit_code == 0, r.stderr
     if fmt == "csv":
         header = r.stdout.splitlines()[0].split(",")
-        assert header[:3] == ["section", "rank", "option"] and "usd" in header
+        assert header[:3] == ["section", "rank", "option"] and "cost_usd" in header
     else:
         assert "chosen plan" in r.stdout and "why close alternatives lost" in r.stdout
 

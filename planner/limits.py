@@ -1,0 +1,48 @@
+"""Upper bounds on the numbers a user can ask for, so that no figure overflows or turns negative.
+
+The memory model multiplies batch sizes (the CLIP logits are micro-batch × global batch), and numpy
+columns are 64-bit: a global batch of 10^12 overflowed into "clip_loss -4,150,598,893 GiB". These
+bounds sit far above any published CLIP run (EVA-CLIP-18B: global batch 108k, 6B samples seen,
+arXiv 2402.04252 Table 2) and far below where the arithmetic breaks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from planner.errors import EvaplanError
+
+# name → (smallest, largest, why the largest)
+LIMITS: dict[str, tuple[float, float, str]] = {
+    "gpus": (1, 262_144, "4,096 nodes × 64 GPUs"),
+    "nodes": (1, 4_096, "the planner's node limit"),
+    "global_batch": (1, 16_777_216, "2^24, 150× the largest published CLIP batch"),
+    "micro_batch": (1, 16_777_216, "the global batch limit"),
+    "grad_accum": (1, 16_777_216, "the global batch limit"),
+    "samples": (1, 1e14, "10^14 pairs, over 10,000× the 6B EVA-CLIP-18B saw"),
+    "image_size": (1, 8_192, "8,192 px"),
+    "dataset_tb": (0, 1e6, "an exabyte"),
+    "checkpoint_every_s": (1, 3.2e7, "a year"),
+}
+
+
+def check_value(name: str, value: Any, flag: str | None = None) -> None:
+    """One clear error when a number is outside its range (EvaplanError → exit 2)."""
+    if value is None or isinstance(value, bool):
+        return
+    lo, hi, why = LIMITS[name]
+    flag = flag or "--" + name.replace("_", "-").removesuffix("-s")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise EvaplanError(f"{flag} {value} is not a finite number", hint=f"give {lo:,g} … {hi:,g}")
+    if value < lo or value > hi:
+        raise EvaplanError(
+            f"{flag} {value:,g} is out of range",
+            hint=f"give {lo:,g} … {hi:,g} (the upper bound is {why})",
+        )
+
+
+def check_request(req: Any) -> None:
+    """Every numeric field of a planner.choose.Request that has a limit."""
+    for name in LIMITS:
+        check_value(name, getattr(req, name, None))
