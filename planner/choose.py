@@ -142,6 +142,7 @@ def choose(
         checkpoints_kept=req.checkpoints_kept,
         dataset_tb=req.dataset_tb,
     )
+    _check_pinned_combination(req)
     pinned = _pinned_plan(req, nodes, hardware.gpus_per_node, precision, target, tolerance)
     if pinned is not None:
         est = estimate(model, hardware, pinned, training, offering)
@@ -162,6 +163,25 @@ def choose(
             chosen.append(f"{key}={getattr(plan, key)} ({how})")
     est = estimate(model, hardware, plan, training.model_copy(update={"global_batch": plan.global_batch}), offering)
     return apply_headroom(est.model_copy(update={"chosen": chosen}), req.hbm_headroom)
+
+
+def _check_pinned_combination(req: Request) -> None:
+    """Pinned settings DeepSpeed cannot combine, named before any search (ParallelPlan's rules)."""
+    stage = req.zero_stage
+    if stage is None:
+        return
+    needs: list[tuple[bool, str, str]] = [
+        (req.offload_param not in (None, "none") and stage != 3, f"offload_param={req.offload_param}", "3"),
+        (req.offload_optimizer == "nvme" and stage != 3, "offload_optimizer=nvme", "3"),
+        (req.offload_optimizer not in (None, "none") and stage == 0, f"offload_optimizer={req.offload_optimizer}", "1, 2 or 3"),
+        ((req.hpz_partition_size or 1) > 1 and stage != 3, f"hpz_partition_size={req.hpz_partition_size}", "3"),
+    ]
+    for bad, what, stages in needs:
+        if bad:
+            raise InfeasibleError(
+                f"{what} needs zero_stage {stages} (got {stage}): DeepSpeed does it only there",
+                hint=f"use --zero-stage {stages.split(',')[0]} or leave --zero-stage open",
+            )
 
 
 def _pinned_plan(

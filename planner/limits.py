@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from planner.errors import EvaplanError
+from planner.errors import InfeasibleError
 
 # name → (smallest, largest, why the largest)
 LIMITS: dict[str, tuple[float, float, str]] = {
@@ -27,6 +27,10 @@ LIMITS: dict[str, tuple[float, float, str]] = {
 }
 
 
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
 def check_value(name: str, value: Any, flag: str | None = None) -> None:
     """One clear error when a number is outside its range (EvaplanError → exit 2)."""
     if value is None or isinstance(value, bool):
@@ -34,11 +38,11 @@ def check_value(name: str, value: Any, flag: str | None = None) -> None:
     lo, hi, why = LIMITS[name]
     flag = flag or "--" + name.replace("_", "-").removesuffix("-s")
     if isinstance(value, float) and not math.isfinite(value):
-        raise EvaplanError(f"{flag} {value} is not a finite number", hint=f"give {lo:,g} … {hi:,g}")
+        raise InfeasibleError(f"{flag} {value} is not a finite number", hint=f"give {_num(lo)} … {_num(hi)}")
     if value < lo or value > hi:
-        raise EvaplanError(
-            f"{flag} {value:,g} is out of range",
-            hint=f"give {lo:,g} … {hi:,g} (the upper bound is {why})",
+        raise InfeasibleError(
+            f"{flag} {_num(value)} is out of range",
+            hint=f"give {_num(lo)} … {_num(hi)} (the upper bound is {why})",
         )
 
 

@@ -92,7 +92,9 @@ def compare_rows(res: SearchResult, best: list[Candidate | None], base_k: int) -
     return rows
 
 
-def compare_json(res: SearchResult, best: list[Candidate | None], base_k: int) -> dict[str, Any]:
+def compare_json(
+    res: SearchResult, best: list[Candidate | None], base_k: int, kw: dict[str, Any] | None = None
+) -> dict[str, Any]:
     base = best[base_k]
     opts = []
     for k, c in enumerate(best):
@@ -119,6 +121,14 @@ def compare_json(res: SearchResult, best: list[Candidate | None], base_k: int) -
         "objective": res.objective,
         "baseline": res.options[base_k].name,
         "samples": res.training.samples,
+        "training": res.training,
+        "no_calibration": bool((kw or {}).get("no_calibration", False)),
+        "constraints": {
+            "batch_tolerance": res.constraints.batch_tolerance,
+            "hbm_headroom": res.constraints.hbm_headroom,
+            "hbm_headroom_gib": res.constraints.hbm_headroom_gib,
+            "host_headroom": res.constraints.host_headroom,
+        },
         "options": opts,
     }
 
@@ -153,7 +163,7 @@ def command(ctx: click.Context, fmt: str, plot_path: str | None, baseline: str |
         )
     base_k = names.index(baseline) if baseline else 0
     if fmt == "json":
-        click.echo(dumps_json(compare_json(res, best, base_k)), nl=False)
+        click.echo(dumps_json(compare_json(res, best, base_k, kw)), nl=False)
     else:
         click.echo(format_rows(compare_rows(res, best, base_k), fmt), nl=False)
         base = best[base_k]

@@ -13,8 +13,9 @@ from planner import profiles as prof
 from planner.calibration import calibrated_hardware, comparison_rows
 from planner.errors import EvaplanError
 from planner.grid import SearchSpace
+from planner.limits import check_value
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, WHY, HbmHeadroom, parse_headroom
-from planner.report import dumps_json, format_rows
+from planner.report import dumps_json, format_rows, to_jsonable
 from planner.search import (
     Candidate,
     Constraints,
@@ -298,6 +299,9 @@ def training_for(model: ModelSpec, kw: dict[str, Any]) -> TrainingSpec:
 
 def run_search(ctx: click.Context, kw: dict[str, Any]) -> SearchResult:
     """Parse the shared flags and search; used by `plan` and `compare`."""
+    for name in ("samples", "global_batch", "image_size", "dataset_tb", "gpus", "checkpoint_every_s"):
+        check_value(name, kw.get(name))
+    check_value("gpus", kw.get("max_gpus"), "--max-gpus")
     dirs = _dirs(ctx)
     model = prof.load_model(kw["model_name"], dirs)
     options = resolve_options(
@@ -428,9 +432,10 @@ def margin_text(res: SearchResult, c: Candidate) -> str:
     return f"safety margin {h.reserve_bytes(c.hbm_bytes) / GIB:.1f} GiB = {h.describe()} for {WHY}"
 
 
-def result_json(res: SearchResult) -> dict[str, Any]:
+def result_json(res: SearchResult, kw: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "model": res.model.name,
+        "no_calibration": bool((kw or {}).get("no_calibration", False)),
         "objective": res.objective,
         "training": res.training,
         "candidates_evaluated": res.candidates_evaluated,
@@ -457,9 +462,9 @@ def result_json(res: SearchResult) -> dict[str, Any]:
     }
 
 
-def render(res: SearchResult, fmt: str) -> str:
+def render(res: SearchResult, fmt: str, kw: dict[str, Any] | None = None) -> str:
     if fmt == "json":
-        return dumps_json(result_json(res))
+        return dumps_json(result_json(res, kw))
     if fmt == "csv":
         rows = [{"section": "ranked", "rank": k + 1, **as_dict(c)} for k, c in enumerate(res.ranked)]
         rows += [{"section": "pareto", "rank": k + 1, **as_dict(c)} for k, c in enumerate(res.frontier)]
@@ -511,6 +516,25 @@ def write_plot(res: SearchResult, path: str, title: str) -> None:
     plot_search(res, path, title=title)
 
 
+def render_chosen(ctx: click.Context, res: SearchResult, kw: dict[str, Any], out_dir: str, image: str | None) -> None:
+    """`plan --render DIR`: the chosen plan through the very path of `render --plan plan.json`."""
+    from launcher.commands import render as render_cmd
+    from planner.plan_file import estimate_from_document
+
+    if not image:
+        raise EvaplanError("--render needs --image", hint="add --image REGISTRY/evaclip:TAG (the trainer image)")
+    doc = to_jsonable(result_json(res, kw))
+    est, _ = estimate_from_document(doc, None, "the plan", _dirs(ctx))
+    defaults = {
+        p.name: p.get_default(ctx)
+        for p in render_cmd.command.params
+        if p.name and p.name not in render_cmd._ESTIMATE_NAMES
+        and p.name not in ("plan_file", "pick", "out_dir", "to_stdout", "env", "job_name")
+    }
+    defaults["image"] = image
+    render_cmd.render_estimate(est, out_dir, False, None, (), _dirs(ctx), defaults)
+
+
 @click.command("plan", cls=MultiValueCommand)
 @search_options
 @click.option(
@@ -520,15 +544,29 @@ def write_plot(res: SearchResult, path: str, title: str) -> None:
     default="table",
     show_default=True,
 )
+@click.option(
+    "--render",
+    "render_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also write the chosen plan's bundle to this folder (as `render --plan` would; needs --image).",
+)
+@click.option("--image", default=None, help="Trainer image for --render, e.g. ghcr.io/acme/evaclip:1.0.")
 @click.pass_context
-def command(ctx: click.Context, fmt: str, plot_path: str | None, **kw: Any) -> None:
+def command(
+    ctx: click.Context, fmt: str, plot_path: str | None, render_dir: str | None, image: str | None, **kw: Any
+) -> None:
     """Search node count, ZeRO stage, offload, hpZ, checkpointing and micro-batch for the best plan.
 
     Prints the choice, the ranked alternatives, the cost-vs-time Pareto frontier, the constraints that
     bind the choice and why the plans next to it lost. Exit code 2 when no plan meets the constraints
     (the message names the closest plan and by how much it misses).
     """
+    if render_dir and not image:
+        raise EvaplanError("--render needs --image", hint="add --image REGISTRY/evaclip:TAG (the trainer image)")
     res = run_search(ctx, kw)
-    click.echo(render(res, fmt), nl=False)
+    click.echo(render(res, fmt, kw), nl=False)
+    if render_dir:
+        render_chosen(ctx, res, kw, render_dir, image)
     if plot_path:
         write_plot(res, plot_path, f"evaplan plan: {res.model.name}, objective {res.objective}")

@@ -9,11 +9,8 @@ Every estimate flag of `evaplan estimate` is accepted here too (the same click o
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 from click.core import ParameterSource
-from pydantic import ValidationError
 
 from launcher.commands import estimate as estimate_cmd
 from planner import profiles as prof
@@ -26,27 +23,6 @@ _ESTIMATE_NAMES = {p.name for p in _ESTIMATE_OPTIONS}
 
 def _dirs(ctx: click.Context) -> list[str]:
     return ctx.obj.get("profiles_dirs", []) if ctx.obj else []
-
-
-def _estimate_from_file(path: str):
-    from planner.estimate import Estimate
-
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise EvaplanError(
-            f"cannot read --plan {path}: {getattr(e, 'strerror', None) or e}",
-            hint="give the plan.json of `evaplan estimate --format json` or of a bundle",
-        ) from None
-    try:
-        return Estimate.model_validate_json(text)
-    except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(x) for x in first.get("loc", ())) or "(top level)"
-        raise EvaplanError(
-            f"--plan {path} is not an evaplan estimate: {loc}: {first.get('msg')}",
-            hint="write it with `evaplan estimate ... --format json > plan.json`",
-        ) from None
 
 
 def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -65,7 +41,15 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     "plan_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="plan.json (an `evaplan estimate --format json` result) instead of the estimate flags.",
+    help="A `--format json` result of estimate, plan or compare (or a bundle's plan.json) instead of "
+    "the estimate flags.",
+)
+@click.option(
+    "--pick",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With a plan result: ranked plan N (default: the chosen one); with compare: option N "
+    "(default: the baseline).",
 )
 @click.option(
     "--image", required=True, help="Trainer image (evaclip installed), e.g. ghcr.io/acme/evaclip:1.0."
@@ -186,6 +170,7 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 def command(
     ctx: click.Context,
     plan_file: str | None,
+    pick: int | None,
     out_dir: str | None,
     to_stdout: bool,
     env: tuple[str, ...],
@@ -197,9 +182,6 @@ def command(
     The same inputs give the same bytes. With --stdout the manifests go to stdout (and the bundle
     is still written when -o is given); the sizing chain goes to stderr.
     """
-    from launcher.bundle import write_bundle
-    from launcher.render import RenderOptions, inputs_from_estimate, pod_selector, render
-
     estimate_kw = {k: kw.pop(k) for k in list(kw) if k in _ESTIMATE_NAMES}
     if not out_dir and not to_stdout:
         raise EvaplanError("nowhere to write the bundle", hint="add -o DIR, --stdout, or both")
@@ -214,8 +196,13 @@ def command(
                 f"--plan and estimate flags ({flags}) were both given",
                 hint="use either --plan FILE or the estimate flags",
             )
-        est = _estimate_from_file(plan_file)
+        from planner.plan_file import estimate_from_document, load_document
+
+        est, what = estimate_from_document(load_document(plan_file), pick, plan_file, dirs)
+        click.echo(f"rendering {what} of {plan_file}", err=True)
     else:
+        if pick is not None:
+            raise EvaplanError("--pick needs --plan FILE", hint="give a plan or compare result with --plan")
         from planner.choose import choose, fixes_for
 
         if not estimate_kw.get("model_name") or not estimate_kw.get("hardware_name"):
@@ -238,6 +225,22 @@ def command(
         raise InfeasibleError(
             f"the plan in {plan_file} does not fit: {est.verdict}", hint="re-plan before rendering"
         )
+
+    render_estimate(est, out_dir, to_stdout, job_name, env, dirs, kw)
+
+
+def render_estimate(
+    est,
+    out_dir: str | None,
+    to_stdout: bool,
+    job_name: str | None,
+    env: tuple[str, ...],
+    dirs: list[str],
+    kw: dict,
+) -> None:
+    """Render one fitting Estimate into a bundle and/or stdout (`render`, `plan --render`)."""
+    from launcher.bundle import write_bundle
+    from launcher.render import RenderOptions, inputs_from_estimate, pod_selector, render
 
     opts = RenderOptions(job_name=job_name or est.model, env=_env_pairs(env), **kw)
     rendered = render(inputs_from_estimate(est, dirs), opts)
