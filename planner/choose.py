@@ -161,7 +161,9 @@ def choose(
     for key in ("micro_batch", "grad_accum"):
         if getattr(req, key) is None:
             chosen.append(f"{key}={getattr(plan, key)} ({how})")
-    est = estimate(model, hardware, plan, training.model_copy(update={"global_batch": plan.global_batch}), offering)
+    est = estimate(
+        model, hardware, plan, training.model_copy(update={"global_batch": plan.global_batch}), offering
+    )
     return apply_headroom(est.model_copy(update={"chosen": chosen}), req.hbm_headroom)
 
 
@@ -173,8 +175,16 @@ def _check_pinned_combination(req: Request) -> None:
     needs: list[tuple[bool, str, str]] = [
         (req.offload_param not in (None, "none") and stage != 3, f"offload_param={req.offload_param}", "3"),
         (req.offload_optimizer == "nvme" and stage != 3, "offload_optimizer=nvme", "3"),
-        (req.offload_optimizer not in (None, "none") and stage == 0, f"offload_optimizer={req.offload_optimizer}", "1, 2 or 3"),
-        ((req.hpz_partition_size or 1) > 1 and stage != 3, f"hpz_partition_size={req.hpz_partition_size}", "3"),
+        (
+            req.offload_optimizer not in (None, "none") and stage == 0,
+            f"offload_optimizer={req.offload_optimizer}",
+            "1, 2 or 3",
+        ),
+        (
+            (req.hpz_partition_size or 1) > 1 and stage != 3,
+            f"hpz_partition_size={req.hpz_partition_size}",
+            "3",
+        ),
     ]
     for bad, what, stages in needs:
         if bad:
@@ -371,4 +381,3 @@ def fixes_for(est: Estimate) -> str:
     else:
         tips.append("an offering with more host RAM, or --offload-* nvme instead of cpu")
     return "try " + ", ".join(tips)
-

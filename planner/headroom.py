@@ -46,7 +46,11 @@ class HbmHeadroom:
     def describe(self) -> str:
         if self.gib:
             return f"{self.gib:g} GiB"
-        return f"{self.fraction:.0%}" if self.fraction * 100 == round(self.fraction * 100) else f"{self.fraction:.1%}"
+        return (
+            f"{self.fraction:.0%}"
+            if self.fraction * 100 == round(self.fraction * 100)
+            else f"{self.fraction:.1%}"
+        )
 
     @property
     def none(self) -> bool:
@@ -73,7 +77,9 @@ def parse_headroom(text: str | float | None, flag: str = "--hbm-headroom") -> Hb
     if unit == "%" or (not unit and 0 < value < 1):
         fraction = value / 100 if unit == "%" else value
         if fraction >= 0.9:
-            raise EvaplanError(f"{flag} {text} keeps {fraction:.0%} of HBM free, leaving almost none", hint=hint)
+            raise EvaplanError(
+                f"{flag} {text} keeps {fraction:.0%} of HBM free, leaving almost none", hint=hint
+            )
         return HbmHeadroom(fraction=fraction)
     if value > 1024:
         raise EvaplanError(f"{flag} {text} is more GiB than any GPU has", hint=hint)

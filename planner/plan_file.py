@@ -25,7 +25,9 @@ def load_document(path: str) -> dict[str, Any]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise EvaplanError(f"cannot read --plan {path}: {getattr(e, 'strerror', None) or e}", hint=HINT) from None
+        raise EvaplanError(
+            f"cannot read --plan {path}: {getattr(e, 'strerror', None) or e}", hint=HINT
+        ) from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
@@ -91,7 +93,9 @@ def estimate_from_document(
         except ValidationError as e:
             first = e.errors()[0]
             loc = ".".join(str(x) for x in first.get("loc", ())) or "(top level)"
-            raise EvaplanError(f"--plan {path} is not an evaplan result: {loc}: {first.get('msg')}", hint=HINT) from None
+            raise EvaplanError(
+                f"--plan {path} is not an evaplan result: {loc}: {first.get('msg')}", hint=HINT
+            ) from None
     row, what = pick_row(doc, pick, path)
     est = estimate_for_row(doc, row, dirs, path)
     return est.model_copy(update={"chosen": [f"layout={what} of an `evaplan {kind}` result"]}), what

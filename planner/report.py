@@ -1,6 +1,8 @@
 """Formatting of results people compare: tables, CSV, JSON, Markdown, YAML.
 
-Pure functions from plain rows (lists of dicts) to text; commands decide what the rows are.
+Pure functions from plain rows (lists of dicts) to text; commands decide what the rows are. Machine
+formats (CSV, JSON, YAML) get raw numbers with the unit in the column name (`cost_usd`, `wall_days`,
+`gpu_hours`); tables get human text ("$442k", "10.5 d").
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ def dumps_json(obj: Any) -> str:
     return json.dumps(to_jsonable(obj), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
 
 
+def columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Every key of every row, in first-seen order (rows of different kinds share one header)."""
+    seen: dict[str, None] = {}
+    for r in rows:
+        seen.update(dict.fromkeys(r))
+    return list(seen)
+
+
 def format_rows(rows: Sequence[dict[str, Any]], fmt: str, *, floatfmt: str = ",.4g") -> str:
     """Rows of equal keys as the chosen format; the key order of the first row is the column order."""
     rows = [to_jsonable(r) for r in rows]
@@ -42,7 +52,7 @@ def format_rows(rows: Sequence[dict[str, Any]], fmt: str, *, floatfmt: str = ",.
         return dumps_json(rows)
     if fmt == "yaml":
         return yaml.safe_dump(rows, sort_keys=False, allow_unicode=True)
-    headers = list(rows[0].keys()) if rows else []
+    headers = columns(rows)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=headers, lineterminator="\n")

@@ -15,15 +15,76 @@ from planner.search import Candidate, SearchResult, as_dict, candidate, fmt_dura
 GIB = 2**30
 
 
-def best_per_option(res: SearchResult) -> list[Candidate | None]:
-    """The best feasible plan of each option for the objective (None where none is feasible)."""
+def best_per_option(res: SearchResult, gpus: int | None = None) -> tuple[list[Candidate | None], list[str]]:
+    """The best feasible plan of each option for the objective (None where none is feasible), on
+    `gpus` GPUs where given (the nearest feasible GPU count where an option cannot run on exactly
+    that many), and a note per option that could not."""
     t = res.table
+    world = t["nodes"] * t["gpus_per_node"]
     out: list[Candidate | None] = []
-    for k in range(len(res.options)):
-        idx = (res.feasible & (t["option"] == k)).nonzero()[0]
+    notes: list[str] = []
+    for k, opt in enumerate(res.options):
+        mask = res.feasible & (t["option"] == k)
+        if gpus is not None and mask.any():
+            exact = mask & (world == gpus)
+            if exact.any():
+                mask = exact
+            else:
+                gap = abs(world - gpus)
+                nearest = int(gap[mask].min())
+                mask = mask & (gap == nearest)
+                got = int(world[mask.nonzero()[0][0]])
+                notes.append(f"{opt.label} has no feasible plan on {gpus} GPUs; shown on {got}")
+        idx = mask.nonzero()[0]
         out.append(
             candidate(t, int(top_order(t, res.objective, idx, 1)[0]), res.options) if len(idx) else None
         )
+    return out, notes
+
+
+PRICE_COLUMNS = (("on_demand", "on-demand"), ("spot", "spot"), ("committed", "committed"))
+
+
+def prices_for(res: SearchResult, c: Candidate) -> dict[str, float] | None:
+    """Total dollars of the same plan at every pricing its offering publishes (None: unpriced).
+
+    From `planner.estimate.estimate`, the function the search's vectorised figures agree with; spot
+    includes the rework its interruptions cause."""
+    if c.option.offering is None:
+        return None
+    from planner.estimate import estimate
+
+    plan = c.plan.model_copy(update={"precision": res.training.precision})
+    training = res.training.model_copy(update={"global_batch": c.plan.global_batch})
+    est = estimate(res.model, c.option.hardware, plan, training, c.option.offering)
+    assert est.cost is not None
+    return {p.pricing: p.total_usd for p in est.cost.prices}
+
+
+def price_cells(res: SearchResult, c: Candidate) -> dict[str, str]:
+    """'on-demand', 'spot', 'committed' cells: dollars, with the committed term; 'none published'."""
+    prices = prices_for(res, c)
+    off = c.option.offering
+    cells = {}
+    for key, label in PRICE_COLUMNS:
+        if prices is None:
+            cells[label] = "-"
+        elif key not in prices:
+            cells[label] = "none published"
+        else:
+            term = f" ({off.committed_term})" if key == "committed" and off is not None else ""
+            cells[label] = fmt_usd(prices[key]) + term
+    return cells
+
+
+def price_fields(res: SearchResult, c: Candidate) -> dict[str, Any]:
+    """The same as raw numbers for CSV/JSON: on_demand_usd, spot_usd, committed_usd, committed_term."""
+    prices = prices_for(res, c) or {}
+    off = c.option.offering
+    out: dict[str, Any] = {
+        f"{key}_usd": (round(prices[key], 2) if key in prices else None) for key, _ in PRICE_COLUMNS
+    }
+    out["committed_term"] = off.committed_term if off is not None and "committed" in prices else None
     return out
 
 
@@ -48,6 +109,7 @@ def relation(c: Candidate, base: Candidate) -> str:
 
 
 def compare_rows(res: SearchResult, best: list[Candidate | None], base_k: int) -> list[dict[str, Any]]:
+    """Human table rows: one per option."""
     base = best[base_k]
     samples = res.training.samples
     rows = []
@@ -60,12 +122,19 @@ def compare_rows(res: SearchResult, best: list[Candidate | None], base_k: int) -
                     "hardware": opt.hardware.name,
                     "GPUs": "-",
                     "settings": "no feasible plan",
-                    "wall": "-",
-                    "GPU-hours": "-",
-                    "cost": "-",
-                    "$/B samples": "-",
-                    "energy": "-",
-                    "CO2": "-",
+                    **dict.fromkeys(
+                        (
+                            "wall",
+                            "GPU-hours",
+                            "on-demand",
+                            "spot",
+                            "committed",
+                            "$/B samples",
+                            "energy",
+                            "CO2",
+                        ),
+                        "-",
+                    ),
                     "HBM headroom": "-",
                     "vs baseline": "-",
                 }
@@ -79,7 +148,7 @@ def compare_rows(res: SearchResult, best: list[Candidate | None], base_k: int) -
                 "settings": c.settings(),
                 "wall": fmt_duration(c.wall_s),
                 "GPU-hours": f"{c.gpu_hours:,.0f}",
-                "cost": fmt_usd(c.total_usd) if c.total_usd is not None else "-",
+                **price_cells(res, c),
                 "$/B samples": fmt_usd(c.total_usd / samples * 1e9) if c.total_usd is not None else "-",
                 "energy": f"{c.energy_kwh / 1000:,.1f} MWh",
                 "CO2": f"{c.co2_kg / 1000:,.1f} t" if c.co2_kg is not None else "-",
@@ -87,6 +156,29 @@ def compare_rows(res: SearchResult, best: list[Candidate | None], base_k: int) -
                 "vs baseline": "baseline"
                 if k == base_k
                 else (relation(c, base) if base is not None else "-"),
+            }
+        )
+    return rows
+
+
+def compare_csv_rows(
+    res: SearchResult, best: list[Candidate | None], base_k: int, kw: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Machine rows: raw numbers, units in the column names."""
+    doc = compare_json(res, best, base_k, kw)
+    rows = []
+    for entry in doc["options"]:
+        rel = entry.get("relative_to_baseline") or {}
+        rows.append(
+            {
+                "option": entry["option"],
+                "pricing": entry["pricing"],
+                **(entry["plan"] or {}),
+                **{k: v for k, v in entry.items() if k.endswith("_usd") or k == "committed_term"},
+                "usd_per_billion_samples": entry.get("usd_per_billion_samples"),
+                "cost_vs_baseline": rel.get("cost"),
+                "wall_time_vs_baseline": rel.get("wall_time"),
+                "energy_vs_baseline": rel.get("energy"),
             }
         )
     return rows
@@ -104,6 +196,7 @@ def compare_json(
             "plan": as_dict(c) if c else None,
         }
         if c is not None:
+            entry.update(price_fields(res, c))
             entry["usd_per_billion_samples"] = (
                 c.total_usd / res.training.samples * 1e9 if c.total_usd is not None else None
             )
@@ -133,8 +226,29 @@ def compare_json(
     }
 
 
+def common_gpus(res: SearchResult, base_k: int, gpus: int | None, own: bool) -> tuple[int | None, str]:
+    """The GPU count every option is compared on, and how it was set."""
+    if gpus is not None:
+        return gpus, f"{gpus} for every option (--gpus)"
+    if own:
+        return None, "each option's own best GPU count (--own-gpus); compare them per sample ($/B samples)"
+    base, _ = best_per_option(res, None)
+    b = base[base_k]
+    if b is None:
+        return None, "each option's own best GPU count (the baseline has no feasible plan)"
+    return b.gpus, (
+        f"{b.gpus} for every option: the baseline's best count ({res.options[base_k].label}); "
+        "--gpus N for another, --own-gpus to let each choose"
+    )
+
+
 @click.command("compare", cls=MultiValueCommand)
 @search_options
+@click.option(
+    "--own-gpus",
+    is_flag=True,
+    help="Let each option choose its own GPU count (default: all on the baseline's best count).",
+)
 @click.option(
     "--baseline", default=None, help="Option the others are compared with (default: the first named)."
 )
@@ -146,15 +260,18 @@ def compare_json(
     show_default=True,
 )
 @click.pass_context
-def command(ctx: click.Context, fmt: str, plot_path: str | None, baseline: str | None, **kw: Any) -> None:
+def command(
+    ctx: click.Context, fmt: str, plot_path: str | None, baseline: str | None, own_gpus: bool, **kw: Any
+) -> None:
     """Each option's best plan side by side: wall time, GPU-hours, dollars, dollars per billion samples,
     energy, CO2, memory headroom and settings, relative to a baseline option.
 
     Options are --offering profiles (priced; the hardware follows) and/or --hardware profiles
-    (unpriced: GPU-hours). Each option's plan is the best for --objective under the constraints.
+    (unpriced: GPU-hours). Each option's plan is the best for --objective under the constraints, on
+    the same GPU count for every option (the baseline's best, or --gpus) unless --own-gpus. Offerings
+    show on-demand, spot and committed (with its term) side by side, or "none published".
     """
     res = run_search(ctx, kw)
-    best = best_per_option(res)
     names = [o.name for o in res.options]
     if baseline is not None and baseline not in names:
         raise EvaplanError(
@@ -162,12 +279,21 @@ def command(ctx: click.Context, fmt: str, plot_path: str | None, baseline: str |
             hint=f"use one of: {', '.join(names)}",
         )
     base_k = names.index(baseline) if baseline else 0
+    gpus, how = common_gpus(res, base_k, kw["gpus"], own_gpus)
+    best, notes = best_per_option(res, gpus)
     if fmt == "json":
-        click.echo(dumps_json(compare_json(res, best, base_k, kw)), nl=False)
+        doc = compare_json(res, best, base_k, kw)
+        doc["gpus"] = {"common": gpus, "how": how, "notes": notes}
+        click.echo(dumps_json(doc), nl=False)
+    elif fmt == "csv":
+        click.echo(format_rows(compare_csv_rows(res, best, base_k, kw), fmt), nl=False)
     else:
         click.echo(format_rows(compare_rows(res, best, base_k), fmt), nl=False)
         base = best[base_k]
-        if fmt == "table" and base is not None:
+        click.echo(f"GPUs: {how}")
+        for note in notes:
+            click.echo(f"note: {note}")
+        if base is not None:
             for k, c in enumerate(best):
                 if k != base_k and c is not None:
                     click.echo(f"{res.options[k].label}: {relation(c, base)}")

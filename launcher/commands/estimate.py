@@ -154,6 +154,47 @@ def request_from(kw: dict) -> Request:
     return Request(**kw)
 
 
+def machine_rows(e: Estimate) -> list[dict[str, object]]:
+    """The estimate for CSV: raw numbers, one row per figure, with its unit and source; the layout,
+    each price (`cost.on_demand_usd`, `wall.on_demand_days`) and the verdict."""
+    p = e.plan
+    rows: list[dict[str, object]] = []
+
+    def add(figure: str, value: object, unit: str = "", source: str = "") -> None:
+        rows.append({"figure": figure, "value": value, "unit": unit, "source": source})
+
+    for key in (
+        "nodes",
+        "gpus_per_node",
+        "zero_stage",
+        "offload_optimizer",
+        "offload_param",
+        "hpz_partition_size",
+        "grad_ckpt",
+        "micro_batch",
+        "grad_accum",
+        "precision",
+    ):
+        add(f"plan.{key}", getattr(p, key))
+    add("plan.gpus", p.world_size, "GPUs")
+    add("plan.global_batch", p.global_batch, "samples")
+    add("training.samples", e.training.samples, "samples")
+    for f in e.derivation:
+        add(f.name, f.value, f.unit, f.source)
+    if e.cost is not None:
+        add("cost.gpu_hours", e.cost.gpu_hours, "GPU-hours")
+        for pr in e.cost.prices:
+            add(f"cost.{pr.pricing}_usd", pr.total_usd, "USD", pr.source)
+            add(f"cost.{pr.pricing}_usd_per_node_hour", pr.usd_per_node_hour, "USD/node-hour", pr.source)
+            add(f"wall.{pr.pricing}_days", pr.wall_s / 86400, "days")
+    add("verdict.fits", e.fits)
+    add("verdict.text", e.verdict)
+    for ch in e.chosen:
+        key, _, how = ch.partition("=")
+        add(f"chosen.{key}", how)
+    return rows
+
+
 def calibration_rows(cal: CalibrationSpec | None) -> list[dict[str, str]]:
     """Say whether a calibration was used and, if so, predicted vs measured for the runs behind it."""
     if cal is None:
@@ -317,6 +358,8 @@ def command(
             click.echo(
                 f"note: using the {cal.calibration.describe()} (--no-calibration to ignore it)", err=True
             )
+    elif fmt == "csv":
+        click.echo(format_rows(machine_rows(est), fmt), nl=False)
     else:
         click.echo(format_rows(summary_rows(est) + calibration_rows(cal.calibration), fmt), nl=False)
         if explain:

@@ -13,8 +13,8 @@ from planner import profiles as prof
 from planner.calibration import calibrated_hardware, comparison_rows
 from planner.errors import EvaplanError
 from planner.grid import SearchSpace
-from planner.limits import check_value
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, WHY, HbmHeadroom, parse_headroom
+from planner.limits import check_value
 from planner.report import dumps_json, format_rows, to_jsonable
 from planner.search import (
     Candidate,
@@ -516,19 +516,24 @@ def write_plot(res: SearchResult, path: str, title: str) -> None:
     plot_search(res, path, title=title)
 
 
-def render_chosen(ctx: click.Context, res: SearchResult, kw: dict[str, Any], out_dir: str, image: str | None) -> None:
+def render_chosen(
+    ctx: click.Context, res: SearchResult, kw: dict[str, Any], out_dir: str, image: str | None
+) -> None:
     """`plan --render DIR`: the chosen plan through the very path of `render --plan plan.json`."""
     from launcher.commands import render as render_cmd
     from planner.plan_file import estimate_from_document
 
     if not image:
-        raise EvaplanError("--render needs --image", hint="add --image REGISTRY/evaclip:TAG (the trainer image)")
+        raise EvaplanError(
+            "--render needs --image", hint="add --image REGISTRY/evaclip:TAG (the trainer image)"
+        )
     doc = to_jsonable(result_json(res, kw))
     est, _ = estimate_from_document(doc, None, "the plan", _dirs(ctx))
     defaults = {
         p.name: p.get_default(ctx)
         for p in render_cmd.command.params
-        if p.name and p.name not in render_cmd._ESTIMATE_NAMES
+        if p.name
+        and p.name not in render_cmd._ESTIMATE_NAMES
         and p.name not in ("plan_file", "pick", "out_dir", "to_stdout", "env", "job_name")
     }
     defaults["image"] = image
@@ -563,7 +568,9 @@ def command(
     (the message names the closest plan and by how much it misses).
     """
     if render_dir and not image:
-        raise EvaplanError("--render needs --image", hint="add --image REGISTRY/evaclip:TAG (the trainer image)")
+        raise EvaplanError(
+            "--render needs --image", hint="add --image REGISTRY/evaclip:TAG (the trainer image)"
+        )
     res = run_search(ctx, kw)
     click.echo(render(res, fmt, kw), nl=False)
     if render_dir:

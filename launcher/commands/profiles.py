@@ -36,8 +36,41 @@ def _summary(kind: str, obj) -> dict:
         }
     if kind == "calibrations":
         return {"hardware": obj.hardware, "efficiency": obj.efficiency_text(), "runs": len(obj.runs)}
-    price = obj.on_demand_usd_per_node_hour.value if obj.on_demand_usd_per_node_hour else None
-    return {"hardware": obj.hardware, "usd_per_node_hour": price, "pricing": obj.kind}
+
+    def usd(field: str) -> float | None:
+        v = getattr(obj, field)
+        return v.value if v is not None else None
+
+    return {
+        "hardware": obj.hardware,
+        "pricing": obj.kind,
+        "on_demand_usd_per_node_hour": usd("on_demand_usd_per_node_hour"),
+        "spot_usd_per_node_hour": usd("spot_usd_per_node_hour"),
+        "committed_usd_per_node_hour": usd("committed_usd_per_node_hour"),
+        "committed_term": obj.committed_term,
+    }
+
+
+_TABLE_NAMES = {
+    "on_demand_usd_per_node_hour": "on-demand $/node-h",
+    "spot_usd_per_node_hour": "spot $/node-h",
+    "committed_usd_per_node_hour": "committed $/node-h",
+    "committed_term": "term",
+}
+
+
+def _human(row: dict) -> dict:
+    """A machine row as a table row: short headers, 'none' where an offering publishes no price."""
+    out = {}
+    for k, v in row.items():
+        if k == "kind":
+            continue
+        if k == "committed_term":
+            v = v or "-"
+        elif k in _TABLE_NAMES and row.get("pricing") == "cloud":
+            v = "none published" if v is None else f"{v:,.2f}"
+        out[_TABLE_NAMES.get(k, k)] = v
+    return out
 
 
 @command.command("list")
@@ -75,13 +108,8 @@ def list_(ctx: click.Context, kinds: tuple[str, ...], fmt: str) -> None:
             sub = [r for r in rows if r["kind"] == kind]
             if sub:
                 click.echo(f"{kind} ({len(sub)})")
-                click.echo(format_rows([{k: v for k, v in r.items() if k != "kind"} for r in sub], "table"))
+                click.echo(format_rows([_human(r) for r in sub], "table"))
         return
-    if fmt == "csv":
-        rows = [
-            {"kind": r["kind"], "name": r["name"], "display_name": r["display_name"], "origin": r["origin"]}
-            for r in rows
-        ]
     click.echo(format_rows(rows, fmt), nl=False)
 
 

@@ -50,7 +50,14 @@ def test_make_estimate_plan_and_compare_print_the_same_dollars(cli):
 
     for p in (plan, comp):
         assert p["cost_usd"] == pytest.approx(est_usd, abs=0.01)
-        for key in ("zero_stage", "offload_optimizer", "offload_param", "grad_ckpt", "micro_batch", "grad_accum"):
+        for key in (
+            "zero_stage",
+            "offload_optimizer",
+            "offload_param",
+            "grad_ckpt",
+            "micro_batch",
+            "grad_accum",
+        ):
             assert p[key] == est["plan"][key], key
         assert p["hpz_partition_size"] == est["plan"]["hpz_partition_size"]
     # and the human tables print the same rounded dollars
@@ -91,10 +98,24 @@ def test_headroom_is_kept_and_shown():
     assert "no safety margin" in brim.verdict
     # a plan that fits HBM but not HBM less the margin is refused
     tight = choose(
-        m, hw, Request(gpus=256, hbm_headroom=HbmHeadroom(fraction=0.0, gib=80 - brim.memory.gpu_total_bytes / 2**30 + 1),
-                       **{k: getattr(brim.plan, k) for k in ("zero_stage", "offload_optimizer", "offload_param",
-                                                              "grad_ckpt", "micro_batch", "grad_accum",
-                                                              "hpz_partition_size")})
+        m,
+        hw,
+        Request(
+            gpus=256,
+            hbm_headroom=HbmHeadroom(fraction=0.0, gib=80 - brim.memory.gpu_total_bytes / 2**30 + 1),
+            **{
+                k: getattr(brim.plan, k)
+                for k in (
+                    "zero_stage",
+                    "offload_optimizer",
+                    "offload_param",
+                    "grad_ckpt",
+                    "micro_batch",
+                    "grad_accum",
+                    "hpz_partition_size",
+                )
+            },
+        ),
     )
     assert not tight.fits and "usable" in tight.verdict
 
