@@ -115,7 +115,7 @@ def test_cli_json_and_explain(cli):
     r = cli(*MAIN, "--explain")
     assert r.exit_code == 0 and "formula:" in r.output and "source:" in r.output
     r = cli(*MAIN, "--format", "csv")
-    assert r.exit_code == 0 and r.output.startswith("section,figure,value")
+    assert r.exit_code == 0 and r.output.startswith("figure,value,unit,source")
 
 
 @pytest.mark.parametrize(
