@@ -346,6 +346,20 @@ class OnPremCost(StrictModel):
         return capex + opex + power
 
 
+class FabricSpec(StrictModel):
+    """The network between nodes of an offering, and how a pod asks for it.
+
+    `resource` is the Kubernetes extended resource its device plugin advertises (EFA:
+    vpc.amazonaws.com/efa; RDMA NICs: rdma/... of the RDMA shared-device plugin); `per_node` how many
+    of it one pod (one whole node) requests."""
+
+    kind: Literal["efa", "infiniband", "roce", "tcp"]
+    resource: str | None = None
+    per_node: int = Field(default=1, ge=1, le=64)
+    source: str = Field(min_length=3)
+    observed: date
+
+
 class OfferingSpec(StrictModel):
     """A priced node type: where the hardware is bought and what an hour of a node costs."""
 
@@ -365,6 +379,7 @@ class OfferingSpec(StrictModel):
     host_ram_gib: Sourced | None = Field(default=None, description="overrides the hardware's")
     nvme_tb: Sourced | None = None
     network_gbit: Sourced | None = None
+    fabric: FabricSpec | None = Field(default=None, description="inter-node network and its device plugin")
     storage_usd_per_gb_month: SourcedNonNegative
     egress_usd_per_gb: SourcedNonNegative
     pue: Sourced = Field(description="power usage effectiveness, ≥ 1")
