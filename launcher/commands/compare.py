@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from launcher.commands.plan import MultiValueCommand, run_search, search_options
+from launcher.commands.plan import MultiValueCommand, calibration_note, run_search, search_options
 from planner.errors import EvaplanError
 from planner.report import dumps_json, format_rows
 from planner.search import Candidate, SearchResult, as_dict, candidate, fmt_duration, fmt_usd, top_order
@@ -293,6 +293,7 @@ def command(
         click.echo(f"GPUs: {how}")
         for note in notes:
             click.echo(f"note: {note}")
+        click.echo(f"calibration: {calibration_note(res, (ctx.obj or {}).get('calibrated'))}")
         if base is not None:
             for k, c in enumerate(best):
                 if k != base_k and c is not None:

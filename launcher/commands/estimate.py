@@ -40,9 +40,10 @@ def _dur(s: float) -> str:
     return f"{s * 1e3:,.1f} ms"
 
 
-def summary_rows(e: Estimate) -> list[dict[str, str]]:
+def summary_rows(e: Estimate, calibrated: bool = False) -> list[dict[str, str]]:
     """The readable report: one row per figure, grouped by section."""
     p, m, c, t = e.plan, e.memory, e.compute, e.time
+    mfu_note = "" if calibrated else ", uncalibrated"
     rows: list[tuple[str, str, str]] = [
         ("plan", "cluster", f"{p.nodes} nodes × {p.gpus_per_node} {e.hardware} = {p.world_size} GPUs"),
         (
@@ -119,7 +120,7 @@ def summary_rows(e: Estimate) -> list[dict[str, str]]:
         rows.append(("time/step", "offload", _dur(c.offload_s)))
     rows += [
         ("time/step", "step", _dur(c.step_s)),
-        ("throughput", "samples/s", f"{c.samples_per_s:,.0f} (MFU {c.mfu:.1%})"),
+        ("throughput", "samples/s", f"{c.samples_per_s:,.0f} (MFU {c.mfu:.1%}{mfu_note})"),
         ("time", "steps", f"{t.steps:,.0f}"),
         (
             "time",
@@ -195,10 +196,22 @@ def machine_rows(e: Estimate) -> list[dict[str, object]]:
     return rows
 
 
+UNCALIBRATED = (
+    "none: uncalibrated prediction (the hardware profile's MFU); small models measured up to ~3× slower "
+    "(README, What was measured); `evaplan calibrate` fits it to your runs"
+)
+
+
 def calibration_rows(cal: CalibrationSpec | None) -> list[dict[str, str]]:
     """Say whether a calibration was used and, if so, predicted vs measured for the runs behind it."""
     if cal is None:
-        return []
+        return [
+            {
+                "section": "calibration",
+                "figure": "applied",
+                "value": UNCALIBRATED,
+            }
+        ]
     rows = [
         {
             "section": "calibration",
@@ -361,7 +374,12 @@ def command(
     elif fmt == "csv":
         click.echo(format_rows(machine_rows(est), fmt), nl=False)
     else:
-        click.echo(format_rows(summary_rows(est) + calibration_rows(cal.calibration), fmt), nl=False)
+        click.echo(
+            format_rows(
+                summary_rows(est, cal.calibration is not None) + calibration_rows(cal.calibration), fmt
+            ),
+            nl=False,
+        )
         if explain:
             click.echo("\nderivation\n" + explain_text(est), nl=False)
     if not est.fits:

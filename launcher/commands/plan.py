@@ -262,6 +262,8 @@ def resolve_options(
         return cal.hardware
 
     used_calibrations: set[str] = set()
+    if ctx.obj is not None:
+        ctx.obj["calibrated"] = used_calibrations
     hw_names, off_names = _split(hardware_names), _split(offering_names)
     if not hw_names and not off_names:
         raise EvaplanError(
@@ -360,7 +362,18 @@ def row(c: Candidate) -> dict[str, Any]:
     }
 
 
-def chosen_rows(res: SearchResult) -> list[dict[str, str]]:
+def calibration_note(res: SearchResult, calibrated: set[str] | None) -> str:
+    """Which options' step times are uncalibrated predictions."""
+    names = sorted({o.hardware.name for o in res.options} - (calibrated or set()))
+    if not names:
+        return "every option calibrated (`evaplan calibrate`)"
+    return (
+        f"none for {', '.join(names)}: uncalibrated predictions (profile MFU); small models measured up to "
+        "~3× slower (README, What was measured); `evaplan calibrate` fits them"
+    )
+
+
+def chosen_rows(res: SearchResult, calibrated: set[str] | None = None) -> list[dict[str, str]]:
     c = res.chosen
     p = c.plan
     rows = [
@@ -413,6 +426,7 @@ def chosen_rows(res: SearchResult) -> list[dict[str, str]]:
     rows.append(
         ("searched", f"{res.candidates_evaluated:,} candidates, {int(res.feasible.sum()):,} feasible")
     )
+    rows.append(("calibration", calibration_note(res, calibrated)))
     if res.objective == "cost" and res.constraints.deadline_s is None:
         rows.append(
             (
@@ -462,7 +476,9 @@ def result_json(res: SearchResult, kw: dict[str, Any] | None = None) -> dict[str
     }
 
 
-def render(res: SearchResult, fmt: str, kw: dict[str, Any] | None = None) -> str:
+def render(
+    res: SearchResult, fmt: str, kw: dict[str, Any] | None = None, calibrated: set[str] | None = None
+) -> str:
     if fmt == "json":
         return dumps_json(result_json(res, kw))
     if fmt == "csv":
@@ -470,7 +486,7 @@ def render(res: SearchResult, fmt: str, kw: dict[str, Any] | None = None) -> str
         rows += [{"section": "pareto", "rank": k + 1, **as_dict(c)} for k, c in enumerate(res.frontier)]
         return format_rows(rows, "csv")
     head = (lambda s: f"\n### {s}\n\n") if fmt == "markdown" else (lambda s: f"\n{s}\n")
-    out = [head("chosen plan").lstrip("\n"), format_rows(chosen_rows(res), fmt)]
+    out = [head("chosen plan").lstrip("\n"), format_rows(chosen_rows(res, calibrated), fmt)]
     out += [
         head("ranked alternatives"),
         format_rows([{"rank": k + 1, **row(c)} for k, c in enumerate(res.ranked)], fmt),
@@ -572,7 +588,7 @@ def command(
             "--render needs --image", hint="add --image REGISTRY/evaclip:TAG (the trainer image)"
         )
     res = run_search(ctx, kw)
-    click.echo(render(res, fmt, kw), nl=False)
+    click.echo(render(res, fmt, kw, (ctx.obj or {}).get("calibrated")), nl=False)
     if render_dir:
         render_chosen(ctx, res, kw, render_dir, image)
     if plot_path:

@@ -397,7 +397,7 @@ def test_estimate_and_plan_use_the_calibration_and_say_so(cli, profiles_dir, tmp
     )
     assert "calibrated" in calibrated.stdout and "uncalibrated" in calibrated.stdout
     plain = cli(*args, "--no-calibration")
-    assert "calibration" not in plain.stdout
+    assert "calibration of cpu" not in plain.stdout and "uncalibrated prediction" in plain.stdout
 
     def step(*extra: str) -> float:
         return json.loads(cli(*args, *extra, "--format", "json").stdout)["compute"]["step_s"]
