@@ -22,6 +22,8 @@ from typing import Any
 
 from evaclip.config import CheckpointConfig, DataConfig, RunConfig
 from launcher import names
+from launcher.fabric import FabricRequest
+from launcher.fabric import resolve as resolve_fabric
 from launcher.render_options import FLAVORS, Flavor, RenderOptions
 from launcher.sizing import (
     WEBDATASET_WORKERS_DEFAULT,
@@ -247,11 +249,11 @@ def _env(inputs: PlanInputs, opts: RenderOptions, sizing: Sizing) -> list[dict[s
     if opts.socket_ifname:
         put("NCCL_SOCKET_IFNAME", opts.socket_ifname)
         put("GLOO_SOCKET_IFNAME", opts.socket_ifname)
-    if opts.ib_hca:
-        put("NCCL_IB_HCA", opts.ib_hca)
-    roce = opts.roce if opts.roce is not None else hw.vendor == "amd"
-    if roce:
-        put("NCCL_IB_GID_INDEX", "3")  # RoCE v2 GID (LAUNCH.md)
+    net = fabric_for(inputs, opts)
+    for key, value in net.env:  # launcher/fabric.py: EFA/libfabric or NCCL_IB_HCA
+        put(key, value)
+    if net.roce:
+        put("NCCL_IB_GID_INDEX", "3")  # RoCE v2 GID (NCCL environment variables)
     if hw.vendor == "amd":
         put("HSA_FORCE_FINE_GRAIN_PCIE", "1")
         put("GPU_MAX_HW_QUEUES", "2")
@@ -260,6 +262,24 @@ def _env(inputs: PlanInputs, opts: RenderOptions, sizing: Sizing) -> list[dict[s
     for key, value in opts.env:  # the user's last word, in the order given
         put(key, value)
     return list(env.values())
+
+
+def fabric_for(inputs: PlanInputs, opts: RenderOptions) -> FabricRequest:
+    """The inter-node network this bundle requests (launcher/fabric.py)."""
+    hw = inputs.hardware
+    return resolve_fabric(
+        inputs.fabric,
+        inputs.offering,
+        use_fabric=opts.fabric,
+        rdma_resource=opts.rdma_resource,
+        rdma_per_node=opts.rdma_per_node,
+        ib_hca=opts.ib_hca,
+        roce=opts.roce,
+        vendor=hw.vendor,
+        nodes=inputs.plan.nodes,
+        inter_node_gbps=hw.collective.inter_node_gbps.value,
+        hardware=hw.name,
+    )
 
 
 def _command(inputs: PlanInputs, opts: RenderOptions) -> list[str]:
@@ -305,9 +325,10 @@ def _pod(
         "memory": f"{sizing.memory_gib}Gi",
         k8s.gpu_resource: plan.gpus_per_node,
     }
-    if opts.rdma_resource:
-        resources[opts.rdma_resource] = opts.rdma_per_node
-    ipc_lock = opts.ipc_lock if opts.ipc_lock is not None else opts.rdma_resource is not None
+    net = fabric_for(inputs, opts)
+    if net.resource:
+        resources[net.resource] = net.count
+    ipc_lock = opts.ipc_lock if opts.ipc_lock is not None else net.ipc_lock
     volumes: list[dict[str, Any]] = [
         {
             "name": "config",
@@ -458,7 +479,7 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
         "labels": {"app.kubernetes.io/managed-by": "evaplan", "app.kubernetes.io/name": "evaplan-launcher"},
     }
     files["rbac.yaml"] = render_template("k8s/rbac.yaml.j2", rbac=rbac)
-    warnings = []
+    warnings = list(fabric_for(inputs, opts).warnings)
     if resolve_optimizer(inputs, opts) != inputs.model.recipe.optimizer and not opts.optimizer:
         warnings.append(
             f"the recipe's {inputs.model.recipe.optimizer.upper()} has no DeepSpeed CPU implementation, "

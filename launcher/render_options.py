@@ -38,6 +38,7 @@ class RenderOptions(BaseModel):
     # RDMA NICs: a device-plugin resource (rdma/rdma_shared_device_a, nvidia.com/hostdev, rdma/ib),
     # with IPC_LOCK so the verbs library can pin memory (LAUNCH.md).
     rdma_resource: str | None = None
+    fabric: bool = Field(default=True, description="request the offering's fabric (EFA, RDMA) by default")
     rdma_per_node: int = Field(default=1, gt=0)
     ipc_lock: bool | None = Field(default=None, description="default: on when rdma_resource is set")
     roce: bool | None = Field(default=None, description="NCCL_IB_GID_INDEX=3; default: on for AMD")

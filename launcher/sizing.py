@@ -32,8 +32,8 @@ from planner.cost import CHECKPOINT_BYTES_PER_PARAM
 from planner.errors import EvaplanError, InfeasibleError
 from planner.estimate import Estimate
 from planner.params import count_params
-from planner.profiles import load_hardware, load_model
-from planner.spec import HardwareSpec, ModelSpec, ParallelPlan, TrainingSpec
+from planner.profiles import load_hardware, load_model, load_offering
+from planner.spec import FabricSpec, HardwareSpec, ModelSpec, ParallelPlan, TrainingSpec
 
 # Sizing constants (see the module docstring); all evaplan assumptions, overridable by flags.
 SHM_COLLECTIVES_GIB_PER_GPU = 1.0  # NCCL/RCCL /dev/shm segments (proxy, SHM transport) per rank
@@ -62,6 +62,8 @@ class PlanInputs:
     step_time_s: float | None = None
     checkpoint_every_s: float | None = None
     host_ram_available_gib: float | None = None  # the offering's or hardware's, for the fit check
+    offering: str | None = None
+    fabric: FabricSpec | None = None  # the offering's inter-node network (launcher/fabric.py)
 
 
 def inputs_from_estimate(est: Estimate, user_dirs: Sequence[str | Path] | None = None) -> PlanInputs:
@@ -74,9 +76,12 @@ def inputs_from_estimate(est: Estimate, user_dirs: Sequence[str | Path] | None =
             f"made for {est.params.total:,}",
             hint="re-run the estimate with the current profiles",
         )
+    fabric = load_offering(est.offering, user_dirs).fabric if est.offering else None
     return PlanInputs(
         model=model,
         hardware=hardware,
+        offering=est.offering,
+        fabric=fabric,
         plan=est.plan,
         training=est.training,
         estimate_json=est.model_dump(mode="json"),

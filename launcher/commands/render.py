@@ -87,6 +87,12 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     default=None,
     help="RDMA device-plugin resource, e.g. rdma/rdma_shared_device_a, nvidia.com/hostdev, rdma/ib.",
 )
+@click.option(
+    "--fabric/--no-fabric",
+    default=True,
+    show_default=True,
+    help="Request the offering's inter-node fabric (EFA devices, RDMA NICs) and set its NCCL/libfabric env.",
+)
 @click.option("--rdma-per-node", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option(
     "--ipc-lock/--no-ipc-lock", default=None, help="Add the IPC_LOCK capability (default: with RDMA)."
