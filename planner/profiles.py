@@ -4,14 +4,20 @@ Bundled profiles ship inside the wheel (the `profiles` package). Users add or ov
 from a folder given by `--profiles-dir` or the `EVAPLAN_PROFILES_DIR` environment variable
 (several folders separated by the OS path separator); a user profile wins over a bundled one
 with the same name. The folder layout is the bundled one: `models/`, `hardware/`, `offerings/`.
+
+A user profile may start from a bundled one: `extends: aws-p5` and only the fields that differ
+(mappings merge key by key; a figure whose value changes without a source cites the user's file).
+Profile files must be regular files under 1 MiB with at most 64 YAML aliases.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -103,13 +109,65 @@ def format_validation_error(path: Path | str, exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+MAX_PROFILE_BYTES = 1 << 20  # 1 MiB: the largest bundled profile is under 8 KiB
+MAX_YAML_ALIASES = 64  # bundled profiles use none; a "billion laughs" file needs dozens
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses more than MAX_YAML_ALIASES aliases: an alias bomb (a few hundred bytes
+    that expand into billions of nodes when walked) is refused before anything walks it."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            self.aliases_seen = getattr(self, "aliases_seen", 0) + 1
+            if self.aliases_seen > MAX_YAML_ALIASES:
+                raise _TooManyAliases()
+        return super().compose_node(parent, index)
+
+
+class _TooManyAliases(Exception):
+    pass
+
+
+def _read_text_limited(path: Path) -> str:
+    """The file's text, if it is a regular file (not a FIFO, device or link to one) under the cap."""
     try:
-        text = path.read_text(encoding="utf-8")
+        st = os.stat(path)  # follows links: a link to /dev/zero is a character device
     except OSError as e:
         raise ProfileError(f"{path}: cannot read ({e.strerror})", hint="check the path") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ProfileError(
+            f"{path}: not a regular file (a FIFO, device or folder)", hint="point at a .yaml file"
+        )
+    if st.st_size > MAX_PROFILE_BYTES:
+        raise ProfileError(
+            f"{path}: {st.st_size:,} bytes, over the {MAX_PROFILE_BYTES:,}-byte limit for a profile",
+            hint="a profile is a few KiB of YAML; check the file",
+        )
     try:
-        data = yaml.safe_load(text)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_PROFILE_BYTES + 1)
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read ({e.strerror})", hint="check the path") from None
+    if len(raw) > MAX_PROFILE_BYTES:  # grew after the stat
+        raise ProfileError(
+            f"{path}: over the {MAX_PROFILE_BYTES:,}-byte limit for a profile", hint="check the file"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProfileError(f"{path}: not UTF-8 text", hint="save the profile as UTF-8 YAML") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    text = _read_text_limited(path)
+    try:
+        data = yaml.load(text, Loader=_LimitedLoader)
+    except _TooManyAliases:
+        raise ProfileError(
+            f"{path}: more than {MAX_YAML_ALIASES} YAML aliases (an alias bomb?)",
+            hint="write the values out; profiles need no anchors",
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -121,6 +179,72 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         )
     _reject_nan(path, data, ())
     return data
+
+
+# ------------------------------------------------------------------------------------------ extends
+MAX_EXTENDS_DEPTH = 8
+
+
+def _base_path(path: Path, kind: str, base: str) -> Path:
+    """The profile `extends: base` names: the highest-priority one of that name other than this file
+    (so a user's aws-p5.yaml may extend the bundled aws-p5)."""
+    roots = [bundled_dir()]
+    roots += [Path(p).expanduser() for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p.strip()]
+    roots.append(path.resolve().parent.parent)
+    me = path.resolve()
+    found = None
+    for root in roots:
+        cand = root / kind / f"{base}.yaml"
+        if cand.is_file() and cand.resolve() != me:
+            found = cand
+    if found is None:
+        raise ProfileError(
+            f"{path}: extends: no {kind.removesuffix('s')} profile named '{base}'",
+            hint="name a bundled profile (`evaplan profiles list`) or one beside this file",
+        )
+    return found
+
+
+def _is_sourced(node: Any) -> bool:
+    return isinstance(node, dict) and "value" in node and "source" in node
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any], path: Path, loc: str = "") -> dict[str, Any]:
+    """base with override's keys replacing or (for mappings) merging into base's. A sourced figure
+    ({value, source, observed}) whose value is overridden without a source names this file."""
+    out = dict(base)
+    for k, v in override.items():
+        where = f"{loc}.{k}" if loc else str(k)
+        old = base.get(k)
+        if isinstance(v, dict) and isinstance(old, dict):
+            merged = deep_merge(old, v, path, where)
+            if _is_sourced(old) and "value" in v and "source" not in v:
+                merged["source"] = f"user profile {path.name} (overrides {where})"
+                merged["observed"] = v.get("observed", date.today())
+                merged.pop("note", None)
+            out[k] = merged
+        else:
+            out[k] = v
+    return out
+
+
+def _resolve_extends(path: Path, kind: str, data: dict[str, Any], depth: int = 0) -> dict[str, Any]:
+    base_name = data.get("extends")
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str):
+        raise ProfileError(f"{path}: extends: must be a profile name", hint="e.g. extends: aws-p5")
+    if depth >= MAX_EXTENDS_DEPTH:
+        raise ProfileError(
+            f"{path}: extends: more than {MAX_EXTENDS_DEPTH} levels (a loop?)",
+            hint="extend a bundled profile",
+        )
+    base_path = _base_path(path, kind, base_name)
+    base = _resolve_extends(base_path, kind, _read_yaml(base_path), depth + 1)
+    own = {k: v for k, v in data.items() if k != "extends"}
+    merged = deep_merge(base, own, path)
+    merged["name"] = own.get("name", path.stem)
+    return merged
 
 
 def _reject_nan(path: Path, node: Any, loc: tuple[Any, ...]) -> None:
@@ -142,7 +266,7 @@ def load_file(path: str | Path, kind: str | None = None) -> BaseModel:
     path = Path(path)
     kind = kind or _kind_from_path(path)
     model = KINDS[kind]
-    data = _read_yaml(path)
+    data = _resolve_extends(path, kind, _read_yaml(path))
     try:
         obj = model.model_validate(data)
     except ValidationError as e:
