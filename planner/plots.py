@@ -36,7 +36,10 @@ def _pyplot() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise EvaplanError("--plot needs matplotlib", hint="pip install 'evaplan[plot]'") from None
+        raise EvaplanError(
+            "--plot needs matplotlib",
+            hint="pip install matplotlib into evaplan's environment (from a checkout: pip install -e '.[plot]')",
+        ) from None
     return plt
 
 

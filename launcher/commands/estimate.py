@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from launcher.completion import profile_names
 from planner import profiles as prof
 from planner.calibration import CalibrationSpec, calibrated_hardware, comparison_rows
 from planner.choose import DEFAULT_BATCH_TOLERANCE, Request, choose, fixes_for
@@ -249,11 +250,29 @@ def explain_text(e: Estimate) -> str:
 
 
 @click.command("estimate")
-@click.option("--model", "model_name", required=True, help="Model profile, e.g. eva-clip-18b.")
-@click.option("--hardware", "hardware_name", required=True, help="Hardware profile, e.g. h100-sxm.")
+@click.option(
+    "--model",
+    "model_name",
+    required=True,
+    help="Model profile, e.g. eva-clip-18b.",
+    shell_complete=profile_names("models"),
+)
+@click.option(
+    "--hardware",
+    "hardware_name",
+    required=True,
+    help="Hardware profile, e.g. h100-sxm.",
+    shell_complete=profile_names("hardware"),
+)
 @click.option("--gpus", type=int, default=None, help="GPUs in total (a multiple of the GPUs per node).")
 @click.option("--nodes", type=int, default=None, help="Nodes (instead of --gpus).")
-@click.option("--offering", "offering_name", default=None, help="Priced offering for cost, e.g. aws-p5.")
+@click.option(
+    "--offering",
+    "offering_name",
+    default=None,
+    help="Priced offering for cost, e.g. aws-p5.",
+    shell_complete=profile_names("offerings"),
+)
 @click.option("--samples", type=float, default=None, help="Image-text pairs to see (default: the recipe's).")
 @click.option("--global-batch", type=int, default=None, help="Global batch (default: the recipe's).")
 @click.option(

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from launcher.completion import profile_names
 from planner import profiles as prof
 from planner.calibration import calibrated_hardware, comparison_rows
 from planner.errors import EvaplanError
@@ -101,17 +102,25 @@ def _split(values: tuple[str, ...]) -> list[str]:
 def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The flags `plan` and `compare` share."""
     opts = [
-        click.option("--model", "model_name", required=True, help="Model profile, e.g. eva-clip-18b."),
+        click.option(
+            "--model",
+            "model_name",
+            required=True,
+            help="Model profile, e.g. eva-clip-18b.",
+            shell_complete=profile_names("models"),
+        ),
         click.option(
             "--hardware",
             "hardware_names",
             multiple=True,
+            shell_complete=profile_names("hardware"),
             help="Hardware profile(s), unpriced (GPU-hours); repeatable, or several after one flag.",
         ),
         click.option(
             "--offering",
             "offering_names",
             multiple=True,
+            shell_complete=profile_names("offerings"),
             help="Priced offering(s), e.g. aws-p5 tensorwave-mi300x; the hardware follows from each.",
         ),
         click.option(

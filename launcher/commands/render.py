@@ -270,5 +270,7 @@ def render_estimate(
 for _opt in _ESTIMATE_OPTIONS:
     if _opt.name in ("model_name", "hardware_name"):
         # Required by `estimate`, optional here: a --plan file names them.
-        _opt = click.Option([*_opt.opts, _opt.name], default=None, help=_opt.help)
+        _opt = click.Option(
+            [*_opt.opts, _opt.name], default=None, help=_opt.help, shell_complete=_opt._custom_shell_complete
+        )
     command.params.append(_opt)
