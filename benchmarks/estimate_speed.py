@@ -1,9 +1,16 @@
-"""How fast `evaplan estimate` answers: start-up (process spawn to exit) and in-process run time.
+"""How fast `evaplan estimate` answers, measured side by side with DeepSpeed's own memory estimator
+on the same model in the same run (whole process: spawn to exit).
 
     .venv/bin/python benchmarks/estimate_speed.py [--repeat 5]
 
-Prints the median of each over the repeats, for EVA-CLIP-18B on 256 H100s priced on AWS p5 (the
-`make estimate` request). Done-when target (issue 3): well under a second.
+Prints the median wall time of each over the repeats (interleaved, so both see the same machine
+load) and their ratio, for EVA-CLIP-18B on 256 H100s priced on AWS p5 (the `make estimate`
+request); plus, in-process, the import and the choose + estimate times. Done-when target (issue 14):
+evaplan whole-process ≥ 10× faster than DeepSpeed's estimator script.
+
+DeepSpeed's estimator is `estimate_zero3_model_states_mem_needs_all_cold` (the function DeepSpeed's
+documentation gives for sizing ZeRO-3 memory before a run), called with the same parameter count,
+largest layer and cluster, in a fresh `python -c` process as a user would run it.
 """
 
 from __future__ import annotations
@@ -29,6 +36,20 @@ ARGS = [
 ]
 
 
+def deepspeed_script(total: int, largest: int, gpus_per_node: int, nodes: int) -> str:
+    return (
+        "from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs_all_cold as e; "
+        f"e(total_params={total}, largest_layer_params={largest}, num_gpus_per_node={gpus_per_node}, "
+        f"num_nodes={nodes})"
+    )
+
+
+def timed(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
@@ -36,15 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     exe = shutil.which("evaplan", path=str(Path(sys.executable).parent)) or shutil.which("evaplan")
     cmd = [exe, *ARGS] if exe else [sys.executable, "-m", "launcher.cli", *ARGS]
 
-    spawn = []
-    for _ in range(a.repeat):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        spawn.append(time.perf_counter() - t0)
-
     t0 = time.perf_counter()
     from planner import profiles as prof
     from planner.choose import Request, choose
+    from planner.params import count_params
 
     model, hw, off = (
         prof.load_model("eva-clip-18b"),
@@ -52,17 +68,42 @@ def main(argv: list[str] | None = None) -> int:
         prof.load_offering("aws-p5"),
     )
     first = time.perf_counter() - t0
+    counts = count_params(model)
+    ds_cmd = [sys.executable, "-c", deepspeed_script(counts.total, counts.largest_layer, 8, 32)]
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        ds_cmd = []
+
+    timed(cmd)  # warm the file cache for both before timing
+    if ds_cmd:
+        timed(ds_cmd)
+    ours, theirs = [], []
+    for _ in range(a.repeat):  # interleaved: both see the same load
+        ours.append(timed(cmd))
+        if ds_cmd:
+            theirs.append(timed(ds_cmd))
     runs = []
     for _ in range(a.repeat):
         t0 = time.perf_counter()
         est = choose(model, hw, Request(gpus=256), off)
         runs.append(time.perf_counter() - t0)
 
+    m_ours = statistics.median(ours)
     print(f"command: evaplan {' '.join(ARGS)}")
-    print(f"start-up (spawn to exit, median of {a.repeat}): {statistics.median(spawn) * 1e3:.0f} ms")
+    print(f"evaplan estimate, whole process (median of {a.repeat}): {m_ours * 1e3:.0f} ms")
+    if theirs:
+        m_ds = statistics.median(theirs)
+        print(
+            f"DeepSpeed estimate_zero3_model_states_mem_needs_all_cold, whole process (median of {a.repeat}): "
+            f"{m_ds * 1e3:.0f} ms"
+        )
+        print(f"ratio: evaplan is {m_ds / m_ours:.1f}x faster (target >= 10x)")
+    else:
+        print("DeepSpeed is not installed here (make dev installs it): no side-by-side figure")
     print(f"in-process import + profile load: {first * 1e3:.0f} ms")
     print(f"in-process choose + estimate (median of {a.repeat}): {statistics.median(runs) * 1e3:.1f} ms")
-    print(f"result: {est.verdict}; step {est.compute.step_s:.2f} s")
+    print(f"result: {est.verdict}")
     return 0
 
 

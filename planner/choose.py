@@ -156,6 +156,8 @@ def choose(
     elif req.global_batch is None:
         chosen.append(f"global_batch={plan.global_batch} (recipe)")
     for key in ("zero_stage", "offload_optimizer", "offload_param", "hpz_partition_size", "grad_ckpt"):
+        if key in ("offload_param", "hpz_partition_size") and plan.zero_stage != 3:
+            continue  # stage 3 only: nothing was chosen
         if getattr(req, key) is None:
             chosen.append(f"{key}={getattr(plan, key)} ({how})")
     for key in ("micro_batch", "grad_accum"):

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import yaml
-from tabulate import tabulate
 
 Format = Literal["table", "json", "csv", "markdown", "yaml"]
 FORMATS: tuple[str, ...] = ("table", "json", "csv", "markdown", "yaml")
@@ -61,5 +60,39 @@ def format_rows(rows: Sequence[dict[str, Any]], fmt: str, *, floatfmt: str = ",.
             w.writerow(r)
         return buf.getvalue()
     table = [[r.get(h) for h in headers] for r in rows]
+    if fmt != "markdown" and _plain_text(table):
+        return simple_table(headers, table) + "\n"
+    from tabulate import tabulate  # 0.08 s to import: only where numbers need its alignment
+
     tablefmt = "github" if fmt == "markdown" else "simple"
     return tabulate(table, headers=headers, tablefmt=tablefmt, floatfmt=floatfmt) + "\n"
+
+
+def _is_number(x: Any) -> bool:
+    if isinstance(x, bool) or x is None:
+        return False
+    try:
+        float(x)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _plain_text(table: list[list[Any]]) -> bool:
+    """Every cell is text that does not read as a number (tabulate would right-align those)."""
+    return all((c is None or isinstance(c, str)) and not _is_number(c) for row in table for c in row)
+
+
+def simple_table(headers: Sequence[str], table: list[list[Any]]) -> str:
+    """tabulate's "simple" format for text cells, byte for byte (tests/planner/test_machine_formats.py
+    compares them): columns as wide as their widest cell or header + 2, two spaces apart, cells
+    stripped, trailing spaces removed. `evaplan estimate` prints it without importing tabulate."""
+    cells = [["" if c is None else str(c).strip() for c in row] for row in table]
+    widths = [max([len(h) + 2, *(len(row[k]) for row in cells)]) for k, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+    out = [line(list(headers)), line(["-" * w for w in widths])]
+    out += [line(row) for row in cells]
+    return "\n".join(out)

@@ -90,3 +90,23 @@ def test_profiles_list_csv_keeps_prices(cli):
     assert p5["committed_term"] == "3-yr"
     allkinds = _csv(cli("profiles", "list", "--format", "csv").output)
     assert {"hbm_gib", "on_demand_usd_per_node_hour"} <= set(allkinds[0])
+
+
+def test_simple_table_matches_tabulate():
+    tabulate = __import__("tabulate").tabulate
+    from launcher.commands.estimate import summary_rows
+    from planner import profiles as prof
+    from planner.choose import Request, choose
+    from planner.report import columns, simple_table
+
+    e = choose(
+        prof.load_model("eva-clip-18b"),
+        prof.load_hardware("h100-sxm"),
+        Request(gpus=256),
+        prof.load_offering("aws-p5"),
+    )
+    rows = summary_rows(e)
+    headers = columns(rows)
+    table = [[r.get(h) for h in headers] for r in rows]
+    table.append(["x", "  padded  ", None])
+    assert simple_table(headers, table) == tabulate(table, headers=headers, tablefmt="simple")
