@@ -17,7 +17,6 @@ from typing import Any
 
 from planner.errors import InfeasibleError
 from planner.estimate import Estimate, estimate
-from planner.grid import divisors
 from planner.headroom import DEFAULT_HEADROOM, WHY, HbmHeadroom
 from planner.limits import check_request
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, TrainingSpec
@@ -293,11 +292,9 @@ def _search_plan(
             for col in ("micro_batch", "grad_accum", "hpz_partition_size")
             if getattr(req, col) is not None
         )
-        per_gpu = training.global_batch / n
-        hint = (
-            f"micro-batch × grad-accum must be about {per_gpu:g} on {n} GPUs"
-            f"{'; micro-batches dividing it: ' + ', '.join(map(str, divisors(int(per_gpu))[-6:])) if per_gpu == int(per_gpu) else ''}"
-        )
+        shapes = sorted({(int(b), int(g)) for b, g in zip(t["micro_batch"], t["grad_accum"], strict=True)})
+        listed = ", ".join(f"{b} × {g}" for b, g in shapes[-8:])
+        hint = f"micro-batch × grad-accum pairs that reach it on {n} GPUs include {listed}"
         raise InfeasibleError(
             f"global batch {training.global_batch:,} is not reachable with {what} on {n} GPUs", hint=hint
         )

@@ -14,9 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from planner.errors import EvaplanError
+
+if TYPE_CHECKING:  # pydantic models load only when a document is read
+    from planner.estimate import Estimate
 
 HINT = "give the --format json output of `evaplan estimate`, `evaplan plan` or `evaplan compare`"
 
@@ -78,7 +81,7 @@ def pick_row(doc: dict[str, Any], pick: int | None, path: str) -> tuple[dict[str
 
 def estimate_from_document(
     doc: dict[str, Any], pick: int | None, path: str, dirs: Sequence[str | Path] = ()
-) -> tuple[Any, str]:
+) -> tuple[Estimate, str]:
     """The Estimate to render from an estimate/plan/compare document, and which plan it is."""
     from pydantic import ValidationError
 
@@ -101,7 +104,9 @@ def estimate_from_document(
     return est.model_copy(update={"chosen": [f"layout={what} of an `evaplan {kind}` result"]}), what
 
 
-def estimate_for_row(doc: dict[str, Any], row: dict[str, Any], dirs: Sequence[str | Path], path: str) -> Any:
+def estimate_for_row(
+    doc: dict[str, Any], row: dict[str, Any], dirs: Sequence[str | Path], path: str
+) -> Estimate:
     """Recompute the Estimate of one plan row (as `planner.search.as_dict` wrote it)."""
     from planner import profiles as prof
     from planner.calibration import calibrated_hardware
