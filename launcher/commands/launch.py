@@ -33,7 +33,9 @@ LOCAL_RANKS = 2  # two CPU ranks (gloo): the smallest world that exercises every
 # `evaplan render`'s flags, taken as they are except: no output flags (launch keeps the bundle in the
 # state dir), --image optional (not needed locally), -n without a default (kubectl's rule: the
 # context's namespace).
-_RENDER_SKIP = {"out_dir", "to_stdout", "image", "namespace"}
+# --pricing is launch's own (the price the job is billed at) and is passed on to render, so the plan
+# is chosen for the price it is billed at.
+_RENDER_SKIP = {"out_dir", "to_stdout", "image", "namespace", "pricing"}
 _RENDER_OPTIONS = [p for p in render_cmd.command.params if p.name not in _RENDER_SKIP]
 _RENDER_NAMES = {p.name for p in _RENDER_OPTIONS} | {"image", "namespace"}
 
@@ -96,6 +98,8 @@ def command(
         raise EvaplanError("--replace starts over and --resume continues", hint="pass one of them")
     namespace = render_kw.get("namespace")
     given = {k: v for k, v in render_kw.items() if _given(ctx, k)}
+    if pricing is not None and bundle_dir is None:
+        given["pricing"] = pricing
     bundle = None
     if bundle_dir is not None:
         extra = sorted(k for k in given if k != "namespace")
