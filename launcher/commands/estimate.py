@@ -198,7 +198,7 @@ def machine_rows(e: Estimate) -> list[dict[str, object]]:
 
 
 UNCALIBRATED = (
-    "none: uncalibrated prediction (the hardware profile's MFU); small models measured up to ~3× slower "
+    "none: uncalibrated prediction (the hardware profile's rates, not fitted to your runs); small models ran up to ~3× slower "
     "(README, What was measured); `evaplan calibrate` fits it to your runs"
 )
 

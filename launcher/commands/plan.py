@@ -377,7 +377,7 @@ def calibration_note(res: SearchResult, calibrated: set[str] | None) -> str:
     if not names:
         return "every option calibrated (`evaplan calibrate`)"
     return (
-        f"none for {', '.join(names)}: uncalibrated predictions (profile MFU); small models measured up to "
+        f"none for {', '.join(names)}: uncalibrated predictions (profile rates); small models ran up to "
         "~3× slower (README, What was measured); `evaplan calibrate` fits them"
     )
 
