@@ -386,6 +386,9 @@ def test_estimate_and_plan_use_the_calibration_and_say_so(cli, profiles_dir, tmp
         "1",
         "--zero-stage",
         "2",
+        "--no-grad-ckpt",  # the whole layout of _plan(): estimate would search what is left open
+        "--offload-optimizer",
+        "none",
         "--samples",
         "320",
     )
