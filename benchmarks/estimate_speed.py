@@ -16,6 +16,7 @@ largest layer and cluster, in a fresh `python -c` process as a user would run it
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import statistics
 import subprocess
@@ -44,10 +45,20 @@ def deepspeed_script(total: int, largest: int, gpus_per_node: int, nodes: int) -
     )
 
 
-def timed(cmd: list[str]) -> float:
+CPU_S: dict[str, list[float]] = {}
+
+
+def timed(cmd: list[str], label: str = "") -> float:
+    """Wall seconds of one run; its CPU seconds (user + system, less sensitive to other load on the
+    machine) are kept in CPU_S[label]."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    CPU_S.setdefault(label, []).append(cpu)
+    return wall
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         timed(ds_cmd)
     ours, theirs = [], []
     for _ in range(a.repeat):  # interleaved: both see the same load
-        ours.append(timed(cmd))
+        ours.append(timed(cmd, "evaplan"))
         if ds_cmd:
-            theirs.append(timed(ds_cmd))
+            theirs.append(timed(ds_cmd, "deepspeed"))
     runs = []
     for _ in range(a.repeat):
         t0 = time.perf_counter()
@@ -99,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{m_ds * 1e3:.0f} ms"
         )
         print(f"ratio: evaplan is {m_ds / m_ours:.1f}x faster (target >= 10x)")
+        c_ours, c_ds = statistics.median(CPU_S["evaplan"]), statistics.median(CPU_S["deepspeed"])
+        print(
+            f"CPU time (user + system, median): evaplan {c_ours * 1e3:.0f} ms, DeepSpeed {c_ds * 1e3:.0f} ms: "
+            f"{c_ds / c_ours:.1f}x"
+        )
     else:
         print("DeepSpeed is not installed here (make dev installs it): no side-by-side figure")
     print(f"in-process import + profile load: {first * 1e3:.0f} ms")
