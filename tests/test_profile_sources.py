@@ -14,7 +14,7 @@ import yaml
 
 from planner import profiles as prof
 
-OUTSIDE = re.compile(r"\b[A-Z][A-Z0-9_]+\.md\b|shared reference|\.\./shared|/work/")
+OUTSIDE = re.compile(r"\b(?!README\.md)[A-Z][A-Z0-9_]+\.md\b|shared reference|\.\./shared|/work/")
 KINDS = ("models", "offerings")
 
 
@@ -66,3 +66,4 @@ def test_the_check_catches_an_outside_file(tmp_path: Path) -> None:
     assert OUTSIDE.search("EVA_MODELS.md sizes table")
     assert not OUTSIDE.search("https://aws.amazon.com/ec2/pricing/on-demand/ (p5.48xlarge): $55.04/hr")
     assert not OUTSIDE.search("docs/planner-model.md")
+    assert not OUTSIDE.search("https://github.com/baaivision/EVA/tree/master/EVA-CLIP README.md")
