@@ -306,12 +306,34 @@ def profile_data(m: dict[str, Any], example: dict[str, Any]) -> dict[str, Any]:
         "resident memory of one rank after import torch + deepspeed and a gloo process group",
         d,
     )
-    if "matmul_efficiency" in data:
-        data["matmul_efficiency"] = {
-            "value": 1.0,
-            "source": f"by construction: bf16_dense_tflops is itself the measured GEMM rate ({TOOL}, {d})",
-            "observed": d,
-        }
+    # The per-operation time model's speed figures (planner/ops.py), from the same measurements, so
+    # that each stays at or below the datasheet-like bound it is checked against (spec.py).
+    copy_src = f"torch copy_ of 256 MiB, {copy_rw:.2f} GB/s read+write (STREAM copy convention)"
+    data["hbm_achieved_tbps"] = _fig(copy_rw / 1000, copy_src, d)
+    data["tf32_dense_tflops"] = _fig(
+        fp32, f"fp32 F.linear rate (n={fp32_size}); a CPU has no TF32, fp32 matmuls stand in", d
+    )
+    data["host_cpu_cores"] = _fig(m["cores"], "os.cpu_count()", d, digits=6)
+    if isinstance(data.get("matmul"), dict):
+        mm = dict(data["matmul"])
+        mm["tflops"] = _fig(bf16, f"best bf16 F.linear rate over square sizes (n={bf16_size})", d)
+        mm["m"] = mm["n"] = mm["k"] = int(bf16_size)
+        data["matmul"] = mm
+    if isinstance(data.get("attention"), dict):
+        att = dict(data["attention"])
+        old = float(att["flash_fwd_tflops"]["value"])
+        ratio = (
+            old / float(example["matmul"]["tflops"]["value"])
+            if isinstance(example.get("matmul"), dict)
+            else 0.5
+        )
+        att["flash_fwd_tflops"] = _fig(
+            bf16 * ratio,
+            f"not measured: the example profile's attention-to-GEMM rate ratio ({ratio:.3g}) times this "
+            "machine's bf16 GEMM rate; `evaplan calibrate` corrects it",
+            d,
+        )
+        data["attention"] = att
     return data
 
 

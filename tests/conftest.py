@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,16 @@ from launcher.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the user's own evaplan setup out of every test and of the processes tests start: a
+    config file or calibration under ~/.config/evaplan, or $EVAPLAN_PROFILES_DIR, would change the
+    figures the tests pin. Tests that exercise those set them again with monkeypatch."""
+    import tempfile
+
+    os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="evaplan-test-config-")
+    os.environ.pop("EVAPLAN_PROFILES_DIR", None)
 
 
 @pytest.fixture

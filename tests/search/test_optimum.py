@@ -91,26 +91,39 @@ def _brute_force(model, opt, off, training, constraints, objective) -> ParallelP
     return best_plan
 
 
+def _binding_deadline_s(model, opt, off, training) -> float:
+    """Halfway between the fastest plan's wall time and the cheapest plan's: a deadline that rules
+    out the cheapest plan but not every plan, whatever the time model predicts today."""
+    free = Constraints(batch_tolerance=TOLERANCE)
+    cheapest = _brute_force(model, opt, off, training, free, "cost")
+    fastest = _brute_force(model, opt, off, training, free, "time")
+    wall = {}
+    for plan, est in _every_plan_by_estimate(model, opt, off, training):
+        if plan in (cheapest, fastest):
+            wall[plan] = next(p for p in est.cost.prices if p.pricing == opt.pricing).wall_s
+    assert wall[fastest] < wall[cheapest], "the cheapest plan is also the fastest: no deadline can bind"
+    return (wall[fastest] + wall[cheapest]) / 2
+
+
 @pytest.mark.parametrize(
-    ("model_name", "offering", "objective", "deadline_days"),
+    ("model_name", "offering", "objective", "deadline"),
     [
         ("eva02-clip-b16", "aws-p5", "cost", None),
         ("eva02-clip-b16", "aws-p5", "time", None),
         ("eva02-clip-b16", "aws-p5", "energy", None),
-        ("eva02-clip-b16", "aws-p5", "cost", 2.0),  # a deadline that binds
+        ("eva02-clip-b16", "aws-p5", "cost", "binding"),  # a deadline that binds
         ("eva02-clip-l14", "azure-nd-mi300x-v5", "cost", None),  # min data-parallel group of a node
     ],
 )
 def test_vectorised_search_chooses_the_brute_force_optimum(
-    model_name: str, offering: str, objective: str, deadline_days: float | None
+    model_name: str, offering: str, objective: str, deadline: str | None
 ) -> None:
     model = prof.load_model(model_name)
     off = prof.load_offering(offering)
     opt = make_option(prof.load_hardware(off.hardware), off, None)
     training = _training(model)
-    constraints = Constraints(
-        batch_tolerance=TOLERANCE, deadline_s=None if deadline_days is None else deadline_days * 86400.0
-    )
+    deadline_s = None if deadline is None else _binding_deadline_s(model, opt, off, training)
+    constraints = Constraints(batch_tolerance=TOLERANCE, deadline_s=deadline_s)
     want = _brute_force(model, opt, off, training, constraints, objective)
     got = search(model, [opt], training, objective=objective, space=SPACE, constraints=constraints).chosen
     assert got.plan == want, f"search chose {got.plan}, brute force {want}"
