@@ -31,6 +31,7 @@ import yaml
 from pydantic import ValidationError
 
 from evaclip.config import RunConfig
+from launcher.manifest_check import DIGEST_FIELD, manifest_digests
 from launcher.render import DS_CONFIG_FILE, JOB_LABEL, RUN_CONFIG_FILE, Rendered, pod_selector
 from planner.errors import EvaplanError
 
@@ -69,6 +70,8 @@ class Bundle:
     run_config: RunConfig
     manifests: list[dict[str, Any]]  # in creation order
     plan: dict[str, Any]  # the Estimate as JSON
+    # sha256 of each object as rendered (launcher/manifest_check.py); None: an older bundle
+    object_digests: list[str] | None = None
 
     @property
     def workload(self) -> dict[str, Any]:
@@ -96,6 +99,7 @@ def _meta(rendered: Rendered) -> dict[str, Any]:
         "flavor": rendered.flavor,
         "selector": pod_selector(rendered.job_name),
         "files": sorted([*rendered.files, META_FILE]),
+        DIGEST_FIELD: manifest_digests(rendered.files[MANIFESTS_FILE]),
     }
 
 
@@ -204,4 +208,7 @@ def read_bundle(path: str | Path) -> Bundle:
         run_config=run_config,
         manifests=manifests,
         plan=plan,
+        object_digests=[str(d) for d in meta[DIGEST_FIELD]]
+        if isinstance(meta.get(DIGEST_FIELD), list)
+        else None,
     )

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from launcher.backends.base import STOPPED, TERMINAL_PHASES, Backend, Bundle, JobState
-from planner.errors import EvaplanError
+from planner.errors import EvaplanError, RuntimeFailure
 
 SECONDS_PER_HOUR = 3600.0
 # The budget guard acts on a projection only once this many step records back the rate: the
@@ -143,11 +143,31 @@ def window_rate(recent: list[dict[str, Any]]) -> float | None:
 
 
 def elapsed_s(record: Any, state: JobState, now: datetime | None = None) -> float:
-    """Seconds billed so far: this run (start → end or now) plus earlier runs of a resumed job."""
+    """Seconds billed per node so far: this run plus earlier runs of a resumed job.
+
+    Where the backend counts the workers' run time (Kubernetes: each pod's containers' running
+    intervals), that is the bill: queued time costs nothing and the count stops with the pods.
+    The largest count seen is kept in the record (`run_node_s`), so deleted pods keep their bill.
+    Otherwise (local runs): from the job's start to its end, or now."""
+    prior = float(record.plan.get("prior_elapsed_s", 0.0))
+    node_s = billed_node_s(record, state)
+    if node_s is not None:
+        nodes = int((record.plan.get("cost_basis") or {}).get("nodes") or 1)
+        return node_s / nodes + prior
     now = now or datetime.now(timezone.utc)
     start = state.started_at or record.started_at or record.created_at
     end = state.finished_at or (record.finished_at if state.phase in TERMINAL_PHASES else None) or now
-    return max(0.0, (end - start).total_seconds()) + float(record.plan.get("prior_elapsed_s", 0.0))
+    return max(0.0, (end - start).total_seconds()) + prior
+
+
+def billed_node_s(record: Any, state: JobState) -> float | None:
+    """Node-seconds of run time, from the backend now or as last recorded; None if not counted."""
+    stored = record.plan.get("run_node_s")
+    if state.run_node_s is not None:
+        return max(float(stored or 0.0), state.run_node_s)
+    if stored is not None or getattr(record, "backend", None) == "kubernetes":
+        return float(stored or 0.0)
+    return None
 
 
 def compute_progress(
@@ -211,6 +231,12 @@ def snapshot(backend: Backend, record: Any) -> tuple[JobState, Progress]:
     return state, compute_progress(record, state, recent)
 
 
+# The budget guard's wait between tries while the API server is unreachable: doubling from the
+# refresh interval up to this cap (an evaplan choice: an outage of minutes is retried about once a
+# minute; the in-cluster deadline set at launch bounds the spend meanwhile).
+OUTAGE_RETRY_CAP_S = 60.0
+
+
 def watch_loop(
     backend: Backend,
     record: Any,
@@ -219,11 +245,37 @@ def watch_loop(
     show: Callable[[JobState, Progress], None],
     on_budget: Callable[[str], None],
     max_iterations: int | None = None,
+    on_notice: Callable[[str], None] | None = None,
 ) -> tuple[JobState, Progress]:
-    """Refresh until the job ends; stop it (on_budget says why) when the budget guard trips."""
+    """Refresh until the job ends; stop it (on_budget says why) when the budget guard trips.
+
+    An unreachable or failing API server does not end the loop: it retries with backoff, saying
+    so once per outage (on_notice), until the server answers again."""
+    import time
+
     n = 0
+    said: set[str] = set()
+    outage_wait_s = 0.0
+
+    def notice(line: str) -> None:
+        if on_notice is not None and line not in said:
+            said.add(line)
+            on_notice(line)
+
     while True:
-        state, prog = snapshot(backend, record)
+        try:
+            state, prog = snapshot(backend, record)
+        except RuntimeFailure as e:
+            outage_wait_s = min(OUTAGE_RETRY_CAP_S, max(interval_s, 2 * outage_wait_s))
+            notice(f"the API server did not answer ({e.message[:120]}); retrying with backoff")
+            time.sleep(outage_wait_s)
+            continue
+        if outage_wait_s:
+            notice("the API server answers again")
+            outage_wait_s = 0.0
+            said.clear()
+        for line in getattr(backend, "notices", []):
+            notice(line)
         show(state, prog)
         why = prog.over_budget
         if why:
@@ -239,6 +291,4 @@ def watch_loop(
         if waiter is not None:
             waiter(record, interval_s)
         else:
-            import time
-
             time.sleep(interval_s)

@@ -62,6 +62,9 @@ class JobState:
     message: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # Node-seconds billed so far from the workers' own run time (Kubernetes: containers' running
+    # intervals, so queued time costs nothing); None: bill from started_at to finished_at or now.
+    run_node_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,22 @@ OPERATORS: dict[str, tuple[str, str]] = {
 }
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Statuses whose Retry-After header the server means (RFC 9110 §10.2.3: 503 and 429, RFC 6585 §4).
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+# Client timeouts, an evaplan choice: a TCP connect to a live API server takes milliseconds even
+# across regions, and kube-apiserver answers a GET/LIST within its own 60 s request timeout
+# (--request-timeout default 1m0s), so a request that waits longer is on a hung server.
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 30.0
+# The most one call may take, retries and Retry-After waits included: the stated bound on how long
+# `status` or `list` wait for a hung or failing API server before they say so (docs/kubernetes.md).
+CALL_BUDGET_S = 60.0
+# A Retry-After longer than this is not waited for (the call gives up and says when to retry).
+MAX_RETRY_AFTER_S = 60.0
+# Clusters (kubeconfig, context) that failed a whole call budget in this process: later calls fail
+# fast instead of waiting another budget each (`list` over many jobs on one dead cluster).
+# The mark lasts one call budget, so a watch that retries later asks the server again.
+_UNREACHABLE: dict[tuple[str | None, str | None], tuple[str, float]] = {}
 
 
 class ApiError(RuntimeFailure):
@@ -67,6 +83,14 @@ class ApiError(RuntimeFailure):
     def __init__(self, message: str, *, status: int = 0, hint: str | None = None) -> None:
         self.status = status
         super().__init__(message, hint=hint)
+
+
+class Forbidden(EvaplanError):
+    """401/403: the credentials lack an RBAC verb (exit 2: the user or their admin can fix it)."""
+
+
+class Unreachable(ApiError):
+    """The API server did not answer within the call budget."""
 
 
 class NotFound(ApiError):
@@ -144,7 +168,8 @@ class KubeApi:
         context: str | None = None,
         namespace: str | None = None,
         backoff: Backoff | None = None,
-        request_timeout_s: float = 30.0,
+        request_timeout_s: float | None = None,
+        call_budget_s: float | None = None,
     ) -> None:
         try:
             from kubernetes import client, config
@@ -154,7 +179,9 @@ class KubeApi:
                 "the kubernetes client is not installed", hint="pip install 'kubernetes>=29'"
             ) from e
         self.backoff = backoff or DEFAULT_BACKOFF
-        self.request_timeout_s = request_timeout_s
+        self.request_timeout_s = request_timeout_s if request_timeout_s is not None else READ_TIMEOUT_S
+        self.call_budget_s = call_budget_s if call_budget_s is not None else CALL_BUDGET_S
+        self._cluster_key = (kubeconfig, context)
         cfg = client.Configuration()
         try:
             if kubeconfig or context or not _in_cluster():
@@ -193,7 +220,10 @@ class KubeApi:
         _, url, headers, body, post = self._client.param_serialize(
             method, path, query_params=q, header_params=headers, body=body, auth_settings=["BearerToken"]
         )
-        timeout = timeout_s if timeout_s is not None else self.request_timeout_s
+        # (connect, read): urllib3 applies the read timeout to each socket read, so a stream that
+        # sends nothing for that long fails; `timeout_s=None` with `stream` means no read timeout.
+        read = timeout_s if timeout_s is not None else (None if stream else self.request_timeout_s)
+        timeout = (CONNECT_TIMEOUT_S, read)
         return self._client.call_api(method, url, headers, body, post, _request_timeout=timeout).response
 
     def request(
@@ -207,22 +237,38 @@ class KubeApi:
         timeout_s: float | None = None,
         ref: ResourceRef | None = None,
     ) -> Any:
-        """One call with retries. JSON-decoded body, or the open response when `stream`."""
+        """One call with retries. JSON-decoded body, or the open response when `stream`.
+
+        Transient failures (5xx, 429, dropped or refused connections, read timeouts) are retried with
+        backoff, waiting at least the server's Retry-After; the whole call, waits included, ends
+        within `call_budget_s`."""
         import urllib3
 
+        down = _UNREACHABLE.get(self._cluster_key)
+        if down is not None and time.monotonic() < down[1]:
+            raise Unreachable(down[0], hint=f"is the API server of {self.where} reachable?")
         delays = self.backoff.delays()
+        deadline = time.monotonic() + self.call_budget_s
         retried = False
+        attempts = 0
         while True:
+            remaining = deadline - time.monotonic()
+            attempts += 1
             try:
-                resp = self._send(method, path, query, body, stream, timeout_s)
-            except (urllib3.exceptions.HTTPError, ConnectionError) as e:
+                per_try = timeout_s
+                if not stream or timeout_s is not None:
+                    per_try = max(0.1, min(timeout_s or self.request_timeout_s, remaining))
+                resp = self._send(method, path, query, body, stream, per_try)
+            except (urllib3.exceptions.HTTPError, ConnectionError, OSError) as e:
                 retried = True
                 delay = next(delays, None)
-                if delay is None:
-                    raise ApiError(
-                        f"{method} {path}: connection failed after {self.backoff.attempts} attempts: {e}",
-                        hint=f"is the API server of {self.where} reachable?",
-                    ) from e
+                if delay is None or time.monotonic() + delay >= deadline:
+                    line = (
+                        f"{method} {path}: connection failed after {attempts} attempts "
+                        f"within {self.call_budget_s:.0f}s: {_short(e)}"
+                    )
+                    _UNREACHABLE[self._cluster_key] = (line, time.monotonic() + self.call_budget_s)
+                    raise Unreachable(line, hint=f"is the API server of {self.where} reachable?") from e
                 time.sleep(delay)
                 continue
             if resp.status < 400:
@@ -237,13 +283,24 @@ class KubeApi:
                 except json.JSONDecodeError:
                     return data.decode(errors="replace")
             payload = resp.data
+            retry_after = _retry_after_s(resp) if resp.status in RETRY_AFTER_STATUSES else None
             resp.release_conn()
             if resp.status in RETRY_STATUSES:
                 retried = True
                 delay = next(delays, None)
                 if delay is not None:
-                    time.sleep(delay)
-                    continue
+                    if retry_after is not None:
+                        delay = max(delay, retry_after)
+                    if delay <= MAX_RETRY_AFTER_S and time.monotonic() + delay < deadline:
+                        time.sleep(delay)
+                        continue
+                if retry_after is not None:
+                    raise ApiError(
+                        f"{method} {path}: HTTP {resp.status} after {attempts} attempts; the server asks to "
+                        f"retry after {retry_after:.0f}s",
+                        status=resp.status,
+                        hint="the API server is overloaded; try again later",
+                    )
             if resp.status == 409 and method == "POST" and retried and isinstance(body, dict):
                 # An earlier attempt reached the server before the 5xx or the dropped connection
                 # (the pre-launch check found no such object): that create succeeded.
@@ -275,7 +332,7 @@ class KubeApi:
             )
             if status == 401:
                 hint = f"the token of {self.where} is missing or expired; refresh your kubeconfig credentials"
-            return EvaplanError(f"{what} on {method} {path}: {message}", hint=hint)
+            return Forbidden(f"{what} on {method} {path}: {message}", hint=hint)
         if status == 404:
             if ref is not None and ref.group in OPERATORS and path.rstrip("/").endswith(ref.plural):
                 return operator_missing(ref, self.where)
@@ -401,8 +458,8 @@ class KubeApi:
             query = {"watch": "true", "allowWatchBookmarks": "true", "resourceVersion": rv}
             try:
                 for line in self.stream_lines(
-                    ref.path(namespace or self.namespace), query, timeout_s=(10.0, read_timeout_s)
-                ):  # type: ignore[arg-type]
+                    ref.path(namespace or self.namespace), query, timeout_s=read_timeout_s
+                ):
                     if not line.strip():
                         continue
                     event = json.loads(line)
@@ -429,6 +486,32 @@ class KubeApi:
                     raise
             delay = next(delays, None)
             stop.wait(delay if delay is not None else self.backoff.base_s)
+
+
+def _short(e: BaseException) -> str:
+    """One line for a connection error (urllib3's are long and nested)."""
+    text = str(getattr(e, "reason", None) or e)
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _retry_after_s(resp: Any) -> float | None:
+    """Retry-After in seconds (RFC 9110 §10.2.3: delay-seconds or an HTTP-date), None if absent."""
+    value = (resp.headers or {}).get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    from datetime import datetime, timezone
+
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def iter_lines(resp: Any, chunk_bytes: int = 65536) -> Iterator[str]:

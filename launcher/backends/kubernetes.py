@@ -15,8 +15,8 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 from launcher.backends.base import (
@@ -35,7 +35,15 @@ from launcher.backends.base import (
     parse_metrics_line,
     parse_progress_line,
 )
-from launcher.backends.kube_api import Backoff, KubeApi, ResourceRef
+from launcher.backends.kube_api import (
+    ApiError,
+    Backoff,
+    Forbidden,
+    KubeApi,
+    OperatorMissing,
+    ResourceRef,
+)
+from launcher.flavours import RENDERED_KINDS, WORKLOADS, workload_by_kind, workload_for, workload_of
 
 # JOB_LABEL: the label the renderer puts on every object and pod of a job (value: the job name).
 from launcher.render import JOB_LABEL, KUEUE_QUEUE_LABEL
@@ -48,8 +56,6 @@ CONTROLLER_LABELS = (
     "training.kubeflow.org/job-name",
     "jobset.sigs.k8s.io/jobset-name",
 )
-COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
-WORKLOAD_KINDS = ("PyTorchJob", "JobSet", "Job")
 # Waiting/terminated reasons worth naming (kubelet: pkg/kubelet/images, kuberuntime).
 WAITING_PROBLEMS = frozenset(
     {
@@ -62,35 +68,35 @@ WAITING_PROBLEMS = frozenset(
         "RunContainerError",
     }
 )
+# DisruptionTarget condition reasons (k8s.io/api/core/v1: PodReasonPreemptionByScheduler, ...)
+# and what `status` calls them.
+DISRUPTION_REASONS = {
+    "PreemptionByScheduler": "Preempted",
+    "EvictionByEvictionAPI": "Evicted",
+    "TerminationByKubelet": "Evicted",
+    "DeletionByTaintManager": "NodeTainted",
+    "DeletionByPodGC": "NodeLost",
+}
+# A rank in one of these states is not training, whatever the pod phase says.
+RANK_FAILURES = frozenset(
+    {"OOMKilled", "Evicted", "Preempted", "NodeTainted", "NodeLost", "Error", "CrashLoopBackOff"}
+)
+DEGRADED = "Degraded"  # a job whose workload runs while some rank does not (OOMKilled, Evicted, ...)
+OWNER_LABEL = "evaplan.io/owner"  # the job store's owner id (launcher/service.py) on every object
 POD_DELETE_WAIT_S = 120.0
 LOG_METRICS_TAIL_LINES = 200
 FOLLOW_START_POLL_S = 2.0  # how often `logs -f` re-checks a pod whose container has not started
+# `logs -f` reopens a dropped stream of a running pod this many times in a row (waiting
+# FOLLOW_START_POLL_S × n, at most LOG_RECONNECT_CAP_S) before it says it stopped following.
+LOG_RECONNECTS = 5
+LOG_RECONNECT_CAP_S = 10.0
 
 
 # --------------------------------------------------------------------------- manifest reading
 def pod_templates(obj: dict[str, Any]) -> list[tuple[dict[str, Any], int]]:
-    """(pod template, pods made from it) for each workload kind."""
-    spec = obj.get("spec", {})
-    kind = obj.get("kind")
-    if kind == "Job":
-        return [(spec.get("template", {}), int(spec.get("parallelism", 1)))]
-    if kind == "PyTorchJob":
-        return [
-            (rs.get("template", {}), int(rs.get("replicas", 1)))
-            for rs in spec.get("pytorchReplicaSpecs", {}).values()
-        ]
-    if kind == "JobSet":
-        out = []
-        for rj in spec.get("replicatedJobs", []):
-            job_spec = rj.get("template", {}).get("spec", {})
-            out.append(
-                (
-                    job_spec.get("template", {}),
-                    int(rj.get("replicas", 1)) * int(job_spec.get("parallelism", 1)),
-                )
-            )
-        return out
-    return []
+    """(pod template, pods made from it) of a workload object (its flavour says where); [] otherwise."""
+    w = workload_for(obj)
+    return w.pod_templates(obj) if w is not None else []
 
 
 def gpu_request(template: dict[str, Any]) -> tuple[str | None, int]:
@@ -120,16 +126,6 @@ def node_selector(template: dict[str, Any]) -> dict[str, set[str]]:
     return out
 
 
-def workload_of(objs: list[dict[str, Any]]) -> dict[str, Any]:
-    for kind in WORKLOAD_KINDS:
-        for o in objs:
-            if o.get("kind") == kind:
-                return o
-    raise EvaplanError(
-        "the bundle's manifests hold no Job, PyTorchJob or JobSet", hint="re-render the bundle"
-    )
-
-
 def _quantity(v: Any) -> int:
     try:
         return int(str(v))
@@ -139,23 +135,28 @@ def _quantity(v: Any) -> int:
 
 # --------------------------------------------------------------------------- pod status
 def pod_rank(pod: dict[str, Any], per_job: int = 1) -> int | None:
-    """The node rank of a pod from the labels its controller sets."""
-    labels = pod.get("metadata", {}).get("labels", {})
-    ann = pod.get("metadata", {}).get("annotations", {})
-    rtype = labels.get("training.kubeflow.org/replica-type")
-    if rtype is not None:
-        idx = int(labels.get("training.kubeflow.org/replica-index", 0))
-        return idx if rtype.lower() == "master" else idx + 1  # PET_NODE_RANK: master 0, workers 1..
-    index = labels.get(COMPLETION_INDEX, ann.get(COMPLETION_INDEX))
-    if index is None:
-        return None
-    gidx = labels.get("jobset.sigs.k8s.io/job-global-index", labels.get("jobset.sigs.k8s.io/job-index"))
-    return int(gidx) * per_job + int(index) if gidx is not None else int(index)
+    """The node rank of a pod from the labels its controller sets (whichever flavour made it)."""
+    for w in WORKLOADS.values():
+        labels = pod.get("metadata", {}).get("labels") or {}
+        if any(k in labels for k in w.controller_labels) or (
+            w.kind == "PyTorchJob" and "training.kubeflow.org/replica-type" in labels
+        ):
+            r = w.rank_of(pod, per_job)
+            if r is not None:
+                return r
+    return WORKLOADS["JobSet"].rank_of(pod, per_job)
 
 
 def pod_problem(pod: dict[str, Any]) -> tuple[str | None, str | None]:
     """(reason, message) when a pod is not running as it should, else (None, None)."""
     status = pod.get("status", {})
+    for cond in status.get("conditions", []):
+        # Set by the scheduler, the eviction API, the kubelet and the taint manager before they
+        # end a pod (Kubernetes docs, "Pod disruption conditions"): the container's own exit
+        # (143, "Error") is only the symptom.
+        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+            why = DISRUPTION_REASONS.get(cond.get("reason") or "", cond.get("reason") or "Disrupted")
+            return why, " ".join(x for x in (cond.get("reason"), cond.get("message")) if x) or None
     if status.get("reason") == "Evicted":
         return "Evicted", status.get("message")
     for cond in status.get("conditions", []):
@@ -256,6 +257,10 @@ class KubernetesBackend(Backend):
         self.namespace = self.api.namespace
         self.delete_wait_s = delete_wait_s
         self.preflight_report: list[dict[str, Any]] = []
+        # One-line notices for the user (a skipped preflight, a forbidden watch), each said once.
+        self.notices: list[str] = []
+        self.log_problems: list[str] = []  # log streams that ended early (`logs` exits 1)
+        self._watch_forbidden = False
 
     @classmethod
     def for_record(cls, record: Any, backoff: Backoff | None = None) -> KubernetesBackend:
@@ -267,8 +272,12 @@ class KubernetesBackend(Backend):
             backoff=backoff,
         )
 
+    def notice(self, line: str) -> None:
+        if line not in self.notices:
+            self.notices.append(line)
+
     # ------------------------------------------------------------------ launch
-    def _objects(self, bundle: Bundle) -> list[dict[str, Any]]:
+    def objects_of(self, bundle: Bundle) -> list[dict[str, Any]]:
         objs = []
         for o in bundle.manifests:
             o = {**o, "metadata": {**o.get("metadata", {})}}
@@ -279,13 +288,37 @@ class KubernetesBackend(Backend):
     def launch(
         self, bundle: Bundle, *, job_name: str, replace: bool, resume: bool, dry_run: bool = False
     ) -> dict[str, Any]:
-        objs = self._objects(bundle)
-        workload = workload_of(objs)
+        """Backend interface; the launcher service calls `submit` with labelled objects instead."""
+        return self.submit(
+            self.objects_of(bundle),
+            job_name=job_name,
+            owner=None,
+            replace=replace,
+            resume=resume,
+            dry_run=dry_run,
+        )
+
+    def submit(
+        self,
+        objs: list[dict[str, Any]],
+        *,
+        job_name: str,
+        owner: str | None,
+        replace: bool,
+        resume: bool,
+        dry_run: bool = False,
+        before_create: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Check, then create `objs` in order. `before_create(data)` runs after every check and
+        before the first change to the cluster (the service records its intent there). Objects of
+        the same name are deleted first only with replace/resume and only when they carry
+        `owner`; on a failure, everything labelled with this job and owner is deleted again."""
+        workload_kind, workload = workload_of(objs)
         refs = [self.api.ref_of(o) for o in objs]  # CRD discovery: fails fast if an operator is missing
         existing = [
-            (r, o)
+            (r, found)
             for r, o in zip(refs, objs, strict=True)
-            if self.api.get(r, o["metadata"]["name"], self.api.ns_of(o)) is not None
+            if (found := self.api.get(r, o["metadata"]["name"], self.api.ns_of(o))) is not None
         ]
         if existing and not (replace or resume):
             names = ", ".join(f"{o['kind']}/{o['metadata']['name']}" for _, o in existing)
@@ -293,47 +326,71 @@ class KubernetesBackend(Backend):
                 f"job '{job_name}' already exists in namespace {self.namespace} ({names})",
                 hint="pass --replace to delete and recreate it, or `evaplan stop` it first",
             )
+        foreign = [o for _, o in existing if owner is None or _labels(o).get(OWNER_LABEL) != owner]
+        if foreign:
+            o = foreign[0]
+            theirs = _labels(o).get(OWNER_LABEL)
+            raise EvaplanError(
+                f"{o.get('kind')}/{o['metadata']['name']} in namespace {self.api.ns_of(o)} was not created by "
+                f"this job store ({'owner ' + theirs if theirs else 'no evaplan owner label'}); "
+                "evaplan deletes only what it created",
+                hint="render with another --job-name, or ask its owner to remove it",
+            )
         self.preflight(objs, job_name=job_name, ignore_own_pods=bool(existing))
-        if dry_run:
-            # Existing objects would be deleted first; the rest must pass admission now.
-            kept = {id(o) for _, o in existing}
-            checked = [o for o in objs if id(o) not in kept]
-            for o in checked:
-                self.api.create(o, dry_run=True)
-            return {
-                "namespace": self.api.ns_of(workload),
-                "dry_run_objects": [f"{o['kind']}/{o['metadata']['name']}" for o in checked],
-            }
-        if existing:
-            self._delete(list(reversed(existing)), wait=True)
-        for o in objs:  # server-side dry run: admission, validation and quota, nothing persisted
-            self.api.create(o, dry_run=True)
-        created: list[tuple[ResourceRef, dict[str, Any]]] = []
-        try:
-            for r, o in zip(refs, objs, strict=True):
-                self.api.create(o)
-                created.append((r, o))
-        except BaseException:
-            self._delete(list(reversed(created)), wait=False)  # nothing half-created stays behind
-            raise
-        return {
+        data = {
             "kubeconfig": self.kubeconfig,
             "context": self.context,
             "namespace": self.api.ns_of(workload),
+            "owner": owner,
             "objects": [[o["apiVersion"], o["kind"], o["metadata"]["name"]] for o in objs],
             "workload": [workload["apiVersion"], workload["kind"], workload["metadata"]["name"]],
             # JobSet pod rank = job index × pods per child Job + completion index
-            "per_job_pods": max(
-                (
-                    int(rj.get("template", {}).get("spec", {}).get("parallelism", 1))
-                    for rj in workload.get("spec", {}).get("replicatedJobs", [])
-                ),
-                default=1,
-            ),
+            "per_job_pods": workload_kind.pods_per_child(workload),
+            "ranks": workload_kind.total_pods(workload),
         }
+        if dry_run:
+            # Existing objects would be deleted first; the rest must pass admission now.
+            kept = {(o["kind"], o["metadata"]["name"]) for _, o in existing}
+            checked = [o for o in objs if (o["kind"], o["metadata"]["name"]) not in kept]
+            for o in checked:
+                self.api.create(o, dry_run=True)
+            return {**data, "dry_run_objects": [f"{o['kind']}/{o['metadata']['name']}" for o in checked]}
+        if not existing:
+            for o in objs:  # server-side dry run: admission, validation and quota, nothing persisted
+                self.api.create(o, dry_run=True)
+        if before_create is not None:
+            before_create(data)
+        if existing:
+            self._delete([(r, o) for r, o in reversed(existing)], wait=True)
+            for o in objs:
+                self.api.create(o, dry_run=True)
+        try:
+            for o in objs:
+                self.api.create(o)
+        except BaseException as e:
+            # Nothing half-created stays behind, including objects whose create reply was lost:
+            # they are found by label. A failing clean-up must not hide the real error.
+            try:
+                self.delete_labelled(
+                    job_name, owner, data["namespace"], kinds=[(o["apiVersion"], o["kind"]) for o in objs]
+                )
+            except BaseException as cleanup:
+                note = (
+                    f"; and removing what was created failed too ({_one_line(cleanup)}): "
+                    f"`evaplan stop {job_name}` removes it"
+                )
+                if isinstance(e, EvaplanError):
+                    e.message += note
+                    e.args = (e.line(),)
+            raise
+        return data
 
     def preflight(self, objs: list[dict[str, Any]], *, job_name: str, ignore_own_pods: bool) -> None:
-        """Fail before anything is created when the GPUs the job asks for are not there."""
+        """Fail before anything is created when the GPUs the job asks for are not there.
+
+        Reading nodes and every namespace's pods needs a ClusterRole (rbac.yaml, evaplan-preflight);
+        without it the check degrades (nodes forbidden: skipped; pods forbidden: capacity only)
+        and says so once."""
         # Templates asking for the same thing (PyTorchJob Master + Worker) compete for the same GPUs.
         merged: dict[tuple[str, int, frozenset[tuple[str, frozenset[str]]]], int] = {}
         queued = False
@@ -353,8 +410,22 @@ class KubernetesBackend(Backend):
         ]
         if not wants:
             return
-        nodes = self.api.list(self.api.resource("v1", "Node"))
-        pods = self.api.list(self.api.resource("v1", "Pod"), all_namespaces=True)
+        try:
+            nodes = self.api.list(self.api.resource("v1", "Node"))
+        except Forbidden:
+            self.notice(
+                "preflight: listing nodes is forbidden (403), so the GPU check was skipped; "
+                "grant the evaplan-preflight ClusterRole of rbac.yaml for it"
+            )
+            return
+        try:
+            pods = self.api.list(self.api.resource("v1", "Pod"), all_namespaces=True)
+        except Forbidden:
+            self.notice(
+                "preflight: listing pods in all namespaces is forbidden (403), so only node capacity "
+                "was checked, not free GPUs; grant the evaplan-preflight ClusterRole of rbac.yaml for it"
+            )
+            pods, queued = [], True  # capacity only: the same check as for a queued job
         used: dict[tuple[str, str], int] = {}
         for p in pods:
             if p.get("status", {}).get("phase") in ("Succeeded", "Failed"):
@@ -436,6 +507,35 @@ class KubernetesBackend(Backend):
                     )
                 time.sleep(1.0)
 
+    # ------------------------------------------------------------------ objects by label
+    def labelled(
+        self, job_name: str, owner: str | None, namespace: str, kinds: list[tuple[str, str]] | None = None
+    ) -> list[tuple[ResourceRef, dict[str, Any]]]:
+        """Every object of the kinds evaplan renders (that the cluster serves) carrying this job's
+        label and, when given, this owner's: found whether or not a create reply came back."""
+        selector = f"{JOB_LABEL}={job_name}" + (f",{OWNER_LABEL}={owner}" if owner else "")
+        out = []
+        # Workloads first: deleting them first stops the pods before their ConfigMap goes.
+        order = sorted(set(kinds or RENDERED_KINDS), key=lambda k: (k[1] not in WORKLOADS, k))
+        for api_version, kind in order:
+            try:
+                ref = self.api.resource(api_version, kind)
+            except OperatorMissing:
+                continue  # the cluster does not serve it, so nothing of that kind exists
+            for o in self.api.list(ref, namespace, label_selector=selector):
+                labels = _labels(o)  # filter again: some servers (and kmock) ignore labelSelector
+                if labels.get(JOB_LABEL) == job_name and (owner is None or labels.get(OWNER_LABEL) == owner):
+                    out.append((ref, o))
+        return out
+
+    def delete_labelled(
+        self, job_name: str, owner: str | None, namespace: str, kinds: list[tuple[str, str]] | None = None
+    ) -> list[str]:
+        """Delete every object `labelled` finds; returns their kind/name."""
+        found = self.labelled(job_name, owner, namespace, kinds)
+        self._delete(found, wait=False)
+        return [f"{o['kind']}/{o['metadata']['name']}" for _, o in found]
+
     # ------------------------------------------------------------------ status
     def _owns(self, pod: dict[str, Any], job_name: str, workload_name: str | None) -> bool:
         labels = pod.get("metadata", {}).get("labels", {}) or {}
@@ -443,8 +543,7 @@ class KubernetesBackend(Backend):
             return True
         return workload_name is not None and any(labels.get(k) == workload_name for k in CONTROLLER_LABELS)
 
-    def _pods(self, record: Any) -> list[tuple[int, dict[str, Any]]]:
-        """The job's pods with their rank, latest incarnation per rank, by rank."""
+    def _all_pods(self, record: Any) -> list[dict[str, Any]]:
         _, _, wname = record.backend_data["workload"]
         # kmock (and old servers) may ignore labelSelector: filter again here.
         pods = [
@@ -458,11 +557,16 @@ class KubernetesBackend(Backend):
             pods = [
                 p for p in self.api.list(self.api.resource("v1", "Pod")) if self._owns(p, record.name, wname)
             ]
+        return pods
+
+    def _ranked(self, record: Any, pods: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+        """The job's pods with their rank, latest incarnation per rank, by rank."""
         per_job = int(record.backend_data.get("per_job_pods", 1))
+        flavour = workload_by_kind(record.backend_data["workload"][1])
         by_rank: dict[int, dict[str, Any]] = {}
         unranked = []
         for p in pods:
-            r = pod_rank(p, per_job)
+            r = flavour.rank_of(p, per_job)
             if r is None:
                 unranked.append(p)
                 continue
@@ -477,10 +581,19 @@ class KubernetesBackend(Backend):
             nxt += 1
         return sorted(by_rank.items())
 
+    def _pods(self, record: Any) -> list[tuple[int, dict[str, Any]]]:
+        return self._ranked(record, self._all_pods(record))
+
+    def ranks(self, record: Any) -> int | None:
+        """How many node ranks (pods) the job has, from its launch record."""
+        n = record.backend_data.get("ranks")
+        return int(n) if n is not None else None
+
     def state(self, record: Any) -> JobState:
         api_version, kind, wname = record.backend_data["workload"]
         workload = self.api.get(self.api.resource(api_version, kind), wname, record.namespace)
-        pods = self._pods(record) if workload is not None else []
+        all_pods = self._all_pods(record) if workload is not None else []
+        pods = self._ranked(record, all_pods)
         phase, message = workload_phase(workload, [p for _, p in pods])
         if workload is None and record.last_phase == STOPPED:
             phase, message = STOPPED, "stopped by `evaplan stop`; its objects were deleted"
@@ -498,15 +611,40 @@ class KubernetesBackend(Backend):
                     node=p.get("spec", {}).get("nodeName"),
                 )
             )
+        failing = [r for r in ranks if r.reason in RANK_FAILURES]
+        if failing:
+            first = failing[0]
+            why = f"rank {first.rank} ({first.name}) {first.reason}" + (
+                f": {first.message}" if first.message else ""
+            )
+            if phase == FAILED:
+                message = f"{message}; {why}" if message else why
+            elif phase in (RUNNING, PENDING):
+                phase, message = DEGRADED, why + (f" ({message})" if message else "")
         starts = [t for t in (_time(p.get("status", {}).get("startTime")) for _, p in pods) if t]
         wstatus = (workload or {}).get("status", {})
         started = _time(wstatus.get("startTime")) or (min(starts) if starts else None)
         finished = _time(wstatus.get("completionTime")) if phase in (SUCCEEDED, FAILED) else None
-        return JobState(phase=phase, ranks=ranks, message=message, started_at=started, finished_at=finished)
+        if phase == FAILED and finished is None:
+            ends = [t for p in all_pods for t in _run_intervals(p, None)]
+            finished = max((e for _, e in ends), default=None)
+        return JobState(
+            phase=phase,
+            ranks=ranks,
+            message=message,
+            started_at=started,
+            finished_at=finished,
+            run_node_s=sum(run_seconds(p) for p in all_pods) if workload is not None else None,
+        )
 
     def wait_for_change(self, record: Any, timeout_s: float) -> bool:
         """Block until one of the job's pods changes (a watch that resumes after disconnects), or
-        `timeout_s` passes. True when something changed."""
+        `timeout_s` passes. True when something changed. A watch that fails (forbidden, API down)
+        waits out the timeout instead of returning at once: the caller's loop never spins."""
+        deadline = time.monotonic() + timeout_s
+        if self._watch_forbidden:
+            time.sleep(timeout_s)
+            return False
         pod_ref = self.api.resource("v1", "Pod")
         _, _, wname = record.backend_data["workload"]
         known = {p["metadata"]["name"]: p["metadata"].get("resourceVersion") for _, p in self._pods(record)}
@@ -526,16 +664,23 @@ class KubernetesBackend(Backend):
                         continue  # replay of a state we already showed
                     result.put(True)
                     return
+            except Forbidden as e:
+                self._watch_forbidden = True
+                self.notice(f"watching pods is forbidden ({e.message[:80]}); polling every interval instead")
+                result.put(False)
             except Exception:  # the caller polls on timeout anyway
                 result.put(False)
 
         threading.Thread(target=run, daemon=True, name=f"watch-{record.name}").start()
         try:
-            return result.get(timeout=timeout_s)
+            changed = result.get(timeout=timeout_s)
         except queue.Empty:
             return False
         finally:
             stop.set()  # the watcher leaves at its next event or read timeout
+        if not changed:
+            time.sleep(max(0.0, deadline - time.monotonic()))
+        return changed
 
     # ------------------------------------------------------------------ logs and metrics
     def _container(self, pod: dict[str, Any]) -> str | None:
@@ -547,37 +692,94 @@ class KubernetesBackend(Backend):
     def _pod_lines(
         self, rank: int, pod: dict[str, Any], follow: bool, tail: int | None, timestamps: bool = True
     ) -> Iterator[tuple[str, int, str]]:
+        """One pod's log lines. A stream that drops is reopened where it stopped (kubelet
+        timestamps: `sinceTime`, and lines already shown skipped) while following and the pod
+        runs; otherwise the drop is said in one line and remembered in `log_problems`."""
+        import urllib3
+
         name = pod["metadata"]["name"]
-        path = f"/api/v1/namespaces/{pod['metadata'].get('namespace') or self.namespace}/pods/{name}/log"
-        query = {
-            "container": self._container(pod),
-            "follow": follow or None,
-            "tailLines": tail,
-            "timestamps": timestamps or None,
-        }
+        ns = pod["metadata"].get("namespace") or self.namespace
+        path = f"/api/v1/namespaces/{ns}/pods/{name}/log"
         announced = False
+        # Where the stream got to: the last kubelet timestamp shown and how many lines carried it.
+        last_key, at_last, shown, drops, reopened = "", 0, 0, 0, False
         while True:
+            query = {
+                "container": self._container(pod),
+                "follow": follow or None,
+                "tailLines": tail if not last_key else None,
+                "timestamps": timestamps or None,
+                "sinceTime": _rfc3339(last_key) if last_key else None,
+            }
+            replayed, new_lines = 0, 0
             try:
                 for line in self.api.stream_lines(path, query, timeout_s=None if follow else 60.0):
                     key, text = split_timestamp(line) if timestamps else ("", line)
+                    if last_key and key and key <= last_key:
+                        if key < last_key:
+                            continue  # before where we were (sinceTime has second resolution)
+                        replayed += 1
+                        if replayed <= at_last:
+                            continue
+                    if key == last_key:
+                        at_last += 1
+                    elif key:
+                        last_key, at_last = key, 1
+                    shown += 1
+                    new_lines += 1
+                    drops = 0
                     yield key, rank, text
-                return
+                if not follow or (reopened and not new_lines):
+                    return  # the container exited (a reopened stream that ends at once says so too)
+                dropped = None  # the server ended the stream: the container exited, or a proxy cut it
+            except (urllib3.exceptions.HTTPError, ConnectionError, OSError, ApiError) as e:
+                dropped = _one_line(e)
             except EvaplanError as e:
                 reason, _ = pod_problem(pod)
                 phase = pod.get("status", {}).get("phase")
                 if not (follow and phase == "Pending" and reason is None):
                     yield "", rank, f"(no log from {name}: {reason or e.message})"
                     return
-            # Following a pod whose container has not started (400 "waiting to start"): wait for it.
-            if not announced:
-                yield "", rank, f"(waiting for {name} to start)"
-                announced = True
-            time.sleep(FOLLOW_START_POLL_S)
-            fresh = self.api.get(self.api.resource("v1", "Pod"), name, pod["metadata"].get("namespace"))
-            if fresh is None:
-                yield "", rank, f"(pod {name} is gone)"
+                # Following a pod whose container has not started (400 "waiting to start"): wait.
+                if not announced:
+                    yield "", rank, f"(waiting for {name} to start)"
+                    announced = True
+                time.sleep(FOLLOW_START_POLL_S)
+                fresh = self.api.get(self.api.resource("v1", "Pod"), name, ns)
+                if fresh is None:
+                    yield "", rank, f"(pod {name} is gone)"
+                    return
+                pod = fresh
+                continue
+            if dropped is not None and not follow:
+                self.log_problems.append(
+                    f"the log of rank {rank} ({name}) broke off after {shown} lines: {dropped}"
+                )
+                yield "", rank, f"(log stream of {name} dropped after {shown} lines: {dropped})"
                 return
-            pod = fresh
+            # Following: reopen while the pod still runs.
+            try:
+                fresh = self.api.get(self.api.resource("v1", "Pod"), name, ns)
+            except (ApiError, EvaplanError) as e:
+                fresh, dropped = None, dropped or _one_line(e)
+            if fresh is None or fresh.get("status", {}).get("phase") != "Running":
+                if dropped is not None:
+                    self.log_problems.append(f"the log of rank {rank} ({name}) stopped: {dropped}")
+                    yield "", rank, f"(log stream of {name} dropped and the pod no longer runs: {dropped})"
+                return
+            drops += 1
+            if drops > LOG_RECONNECTS:
+                self.log_problems.append(f"the log of rank {rank} ({name}) kept dropping: {dropped}")
+                yield (
+                    "",
+                    rank,
+                    f"(log stream of {name} dropped {LOG_RECONNECTS} times in a row; stopped following)",
+                )
+                return
+            if dropped is not None:
+                yield "", rank, f"(log stream of {name} dropped: {dropped}; reconnecting)"
+            pod, reopened = fresh, True
+            time.sleep(min(LOG_RECONNECT_CAP_S, FOLLOW_START_POLL_S * drops))
 
     def logs(self, record: Any, *, follow: bool, tail: int | None, rank: int | None) -> Iterator[LogLine]:
         pods = [(r, p) for r, p in self._pods(record) if rank is None or r == rank]
@@ -612,15 +814,74 @@ class KubernetesBackend(Backend):
 
     # ------------------------------------------------------------------ stop
     def stop(self, record: Any) -> None:
+        """Delete every object of the job: those recorded at launch and, by label, any whose
+        create reply never came back. Workloads go first (foreground: their pods, then them)."""
+        d = record.backend_data
+        namespace = record.namespace or self.namespace
+        kinds = sorted({(a, k) for a, k, _ in d.get("objects", [])} | set(RENDERED_KINDS))
+        self.delete_labelled(record.name, d.get("owner"), namespace, kinds=kinds)
         objs = []
-        for api_version, kind, name in reversed(record.backend_data.get("objects", [])):
-            objs.append(
-                (
-                    self.api.resource(api_version, kind),
-                    {"kind": kind, "metadata": {"name": name, "namespace": record.namespace}},
-                )
-            )
-        self._delete(objs, wait=False)
+        for api_version, kind, name in reversed(d.get("objects", [])):
+            try:
+                ref = self.api.resource(api_version, kind)
+            except OperatorMissing:
+                continue
+            objs.append((ref, {"kind": kind, "metadata": {"name": name, "namespace": namespace}}))
+        for r, o in objs:
+            found = self.api.get(r, o["metadata"]["name"], namespace)
+            if found is not None and (
+                d.get("owner") is None or _labels(found).get(OWNER_LABEL) == d.get("owner")
+            ):
+                self.api.delete(r, o["metadata"]["name"], namespace)
+
+
+def _labels(obj: dict[str, Any]) -> dict[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def _one_line(e: BaseException) -> str:
+    text = e.line() if isinstance(e, EvaplanError) else (str(e) or type(e).__name__)
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _rfc3339(key: str) -> str:
+    """A split_timestamp key back to RFC 3339 at second resolution (`sinceTime` takes seconds)."""
+    return key.split(".")[0] + "Z"
+
+
+def _run_intervals(pod: dict[str, Any], now: datetime | None) -> list[tuple[datetime, datetime]]:
+    """When the pod's containers ran: each (started, finished or now); restarts counted each."""
+    out = []
+    now = now or datetime.now(timezone.utc)
+    for cs in pod.get("status", {}).get("containerStatuses", []) or []:
+        for st in (cs.get("state") or {}, cs.get("lastState") or {}):
+            if st.get("running"):
+                t0 = _time(st["running"].get("startedAt"))
+                if t0:
+                    out.append((t0, now))
+            if st.get("terminated"):
+                t0, t1 = _time(st["terminated"].get("startedAt")), _time(st["terminated"].get("finishedAt"))
+                if t0 and t1:
+                    out.append((t0, t1))
+    return out
+
+
+def run_seconds(pod: dict[str, Any], now: datetime | None = None) -> float:
+    """Seconds the pod's node was billed: the pod's containers' running time (one pod per node),
+    so time queued (Kueue-suspended, unschedulable, pulling the image) costs nothing and the count
+    stops when the containers stop. Overlapping containers are counted once (union of intervals)."""
+    spans = sorted(_run_intervals(pod, now))
+    total, cur_start, cur_end = 0.0, None, None
+    for t0, t1 in spans:
+        if cur_end is None or t0 > cur_end:
+            if cur_end is not None and cur_start is not None:
+                total += max(0.0, (cur_end - cur_start).total_seconds())
+            cur_start, cur_end = t0, t1
+        else:
+            cur_end = max(cur_end, t1)
+    if cur_end is not None and cur_start is not None:
+        total += max(0.0, (cur_end - cur_start).total_seconds())
+    return total
 
 
 def _follow_merged(streams: list[Iterator[tuple[str, int, str]]]) -> Iterator[LogLine]:

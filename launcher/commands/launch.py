@@ -17,11 +17,12 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from launcher.backends.base import TERMINAL_PHASES, JobState, get_backend, load_bundle
+from launcher.backends.base import get_backend, load_bundle
 from launcher.commands import render as render_cmd
 from launcher.commands._options import kube_options
-from launcher.monitor import cost_basis, elapsed_s, fmt_usd
-from launcher.state import JobRecord, JobStore, state_dir, utcnow
+from launcher.monitor import fmt_duration, fmt_usd
+from launcher.service import DryRunResult, JobService, LaunchRequest, replace_bundle
+from launcher.state import state_dir
 from planner.errors import EvaplanError
 
 # The image of a local run is never pulled (torchrun runs this checkout's evaclip): a placeholder.
@@ -60,8 +61,10 @@ _RENDER_NAMES = {p.name for p in _RENDER_OPTIONS} | {"image", "namespace"}
     "max_cost_usd",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Budget in USD: `status --watch` and `evaplan watch` stop the job when spend or projected spend passes it.",
+    help="Budget in USD: the cluster stops the workload when its run time has cost this much "
+    "(activeDeadlineSeconds); `status --watch` and `watch` also stop it on projected spend.",
 )
+@click.option("--force", is_flag=True, help="Accept a --max-cost below the job's own estimate.")
 @click.option(
     "--pricing",
     type=click.Choice(["on_demand", "spot", "committed", "on_prem"]),
@@ -84,6 +87,7 @@ def command(
     resume: bool,
     max_cost_usd: float | None,
     pricing: str | None,
+    force: bool,
     dry_run: bool,
     **render_kw: Any,
 ) -> None:
@@ -116,9 +120,7 @@ def command(
             hint="give a bundle folder (`evaplan render ... -o DIR`), "
             "or --model/--hardware/--gpus or --plan to render one",
         )
-    if backend == "kubernetes":
-        be = get_backend("kubernetes", kubeconfig=kubeconfig, context=context, namespace=namespace)
-    else:
+    if backend == "local":
         on_command_line = ctx.get_parameter_source("kubeconfig") == ParameterSource.COMMANDLINE
         for flag, value in (
             ("--kubeconfig", kubeconfig if on_command_line else None),
@@ -126,88 +128,79 @@ def command(
         ):
             if value:
                 raise EvaplanError(f"{flag} applies to --backend kubernetes only", hint="drop it")
-        be = get_backend("local")
+        kubeconfig = None
+    service = JobService()
+    rendered_tmp = None
     if bundle is None:
-        bundle = load_bundle(_render(ctx, backend, given, getattr(be, "namespace", None)))
-    if backend == "kubernetes" and namespace and bundle.namespace != namespace:
-        raise EvaplanError(
-            f"the bundle renders namespace {bundle.namespace}, not {namespace}",
-            hint=f"re-render with -n {namespace}, or drop -n",
+        resolved_ns = None
+        if backend == "kubernetes":
+            resolved_ns = get_backend(
+                "kubernetes", kubeconfig=kubeconfig, context=context, namespace=namespace
+            ).namespace
+        rendered_tmp = _render(ctx, backend, given, resolved_ns)
+        bundle = load_bundle(rendered_tmp / "bundle")
+    request = LaunchRequest(
+        bundle=bundle,
+        backend=backend,
+        kubeconfig=kubeconfig,
+        context=context,
+        namespace=namespace,
+        replace=replace,
+        resume=resume,
+        max_cost_usd=max_cost_usd,
+        pricing=pricing,
+        force=force,
+    )
+    try:
+        if rendered_tmp is not None:
+            # Checks that need no cluster first, so a refused launch leaves the stored bundle as it was.
+            service.precheck(request)
+            bundle = load_bundle(_keep(rendered_tmp, bundle.job_name))
+            rendered_tmp = None
+            request = replace_bundle(request, bundle)
+        result = service.launch(request, dry_run=dry_run)
+    finally:
+        if rendered_tmp is not None:
+            shutil.rmtree(rendered_tmp, ignore_errors=True)
+    if isinstance(result, DryRunResult):
+        click.echo(
+            f"dry run of {result.job} on {result.backend}: checks passed; nothing was created or recorded"
         )
-
-    basis = cost_basis(bundle, pricing)
-    if max_cost_usd is not None and basis.usd_per_node_hour is None:
-        raise EvaplanError(
-            "--max-cost needs a price, and the plan has no offering",
-            hint="render from a plan with --offering NAME",
-        )
-    name = bundle.job_name
-    store = JobStore()
-    previous = store.find(name)
-    if previous is not None and not (replace or resume):
-        raise EvaplanError(
-            f"a job named '{name}' was launched already ({previous.backend}, {previous.created_at:%Y-%m-%d %H:%M} UTC, "
-            f"last seen {previous.last_phase})",
-            hint="pass --replace to start over, --resume to continue it, or render with another --job-name",
-        )
-    if previous is not None and previous.backend != backend:
-        raise EvaplanError(
-            f"job '{name}' ran on the {previous.backend} backend", hint=f"pass --backend {previous.backend}"
-        )
-    if previous is not None and resume and be.state(previous).phase not in TERMINAL_PHASES:
-        raise EvaplanError(
-            f"job '{name}' is still running", hint=f"`evaplan stop {name}` first, then --resume"
-        )
-    if dry_run:
-        data = be.launch(bundle, job_name=name, replace=replace, resume=resume, dry_run=True)
-        click.echo(f"dry run of {name} on {backend}: checks passed; nothing was created or recorded")
-        for row in getattr(be, "preflight_report", []):
+        for line in result.notices:
+            click.echo(f"  note: {line}")
+        for row in result.preflight:
             click.echo(
                 f"  preflight: {row['node']}: {row['free']}/{row['allocatable']} {row['resource']} free"
             )
-        if data.get("dry_run_objects"):
-            click.echo(f"  the API server accepted (dryRun=All): {', '.join(data['dry_run_objects'])}")
-        if data.get("nproc"):
-            click.echo(f"  would run torchrun with {data['nproc']} ranks in {data['work_dir']}")
+        if result.accepted:
+            click.echo(f"  the API server accepted (dryRun=All): {', '.join(result.accepted)}")
+        if result.deadline_s is not None:
+            click.echo(f"  in-cluster deadline from the budget: activeDeadlineSeconds {result.deadline_s}")
+        if result.nproc:
+            click.echo(f"  would run torchrun with {result.nproc} ranks in {result.work_dir}")
         return
-    if previous is not None and replace and backend == "local":
-        be.stop(previous)  # its work folder is about to be removed: end the processes first
-    # A resumed job's bill continues: earlier runs' billed seconds carry over.
-    prior_elapsed_s = 0.0
-    if previous is not None and resume:
-        prior_elapsed_s = elapsed_s(
-            previous,
-            JobState(
-                phase=previous.last_phase, started_at=previous.started_at, finished_at=previous.finished_at
-            ),
-        )
-    data = be.launch(bundle, job_name=name, replace=replace, resume=resume)
-    now = utcnow()
-    keep_budget = previous is not None and resume and max_cost_usd is None
-    record = JobRecord(
-        name=name,
-        backend=backend,
-        bundle_dir=str(bundle.path.resolve()),
-        plan={"cost_basis": basis.to_dict(), "prior_elapsed_s": prior_elapsed_s},
-        estimate=bundle.plan,
-        namespace=data.get("namespace") if backend == "kubernetes" else None,
-        max_cost_usd=previous.max_cost_usd if keep_budget and previous is not None else max_cost_usd,
-        created_at=previous.created_at if previous is not None and resume else now,
-        started_at=now if backend == "local" else None,
-        last_phase="Submitted",
-        backend_data=data,
+    record, basis = result.record, result.basis
+    where = (
+        f"namespace {record.namespace}" if backend == "kubernetes" else record.backend_data.get("work_dir")
     )
-    store.put(record)
-    where = f"namespace {record.namespace}" if backend == "kubernetes" else data.get("work_dir")
-    click.echo(f"launched {name} on {backend} ({where})")
-    for row in getattr(be, "preflight_report", []):
+    click.echo(f"launched {record.name} on {backend} ({where})")
+    for line in result.notices:
+        click.echo(f"  note: {line}")
+    for row in result.preflight:
         click.echo(f"  preflight: {row['node']}: {row['free']}/{row['allocatable']} {row['resource']} free")
     click.echo(
         f"  cost basis: {basis.nodes} node(s) × {fmt_usd(basis.usd_per_node_hour)}/node-hour "
         f"({basis.pricing or 'no price'}: {basis.price_source or 'the plan has no offering'}); "
         f"estimate {fmt_usd(basis.estimate_usd)}; budget {fmt_usd(record.max_cost_usd)}"
     )
-    click.echo(f"  next: evaplan status {name} --watch | evaplan logs {name} -f | evaplan stop {name}")
+    if result.deadline_s is not None:
+        click.echo(
+            f"  budget enforced in the cluster: the workload stops after {fmt_duration(result.deadline_s)} "
+            f"of running (activeDeadlineSeconds {result.deadline_s})"
+        )
+    click.echo(
+        f"  next: evaplan status {record.name} --watch | evaplan logs {record.name} -f | evaplan stop {record.name}"
+    )
 
 
 def _given(ctx: click.Context, name: str) -> bool:
@@ -215,7 +208,7 @@ def _given(ctx: click.Context, name: str) -> bool:
 
 
 def _render(ctx: click.Context, backend: str, given: dict[str, Any], resolved_namespace: str | None) -> Path:
-    """`evaplan render` into <state dir>/bundles/<job>, replacing an earlier bundle of that job."""
+    """`evaplan render` into a temporary folder under <state dir>/bundles (its `bundle` inside)."""
     if not given.get("image"):
         if backend == "kubernetes":
             raise EvaplanError(
@@ -234,13 +227,24 @@ def _render(ctx: click.Context, backend: str, given: dict[str, Any], resolved_na
     tmp = Path(tempfile.mkdtemp(prefix=".render.", dir=bundles))
     try:
         ctx.invoke(render_cmd.command, out_dir=str(tmp / "bundle"), to_stdout=False, **given)
-        job = load_bundle(tmp / "bundle").job_name
-        final = bundles / job
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp / "bundle", final)
-    finally:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def _keep(tmp: Path, job: str) -> Path:
+    """Move a bundle rendered into `tmp` to <state dir>/bundles/<job>, replacing an earlier one."""
+    bundles = tmp.parent
+    final = bundles / job
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=".old.", dir=bundles))
+        os.rename(final, old / "bundle")
+    os.rename(tmp / "bundle", final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import click
 
-from launcher.backends.base import TERMINAL_PHASES, JobState, backend_for
-from launcher.monitor import compute_progress, fmt_usd, snapshot
-from launcher.state import JobStore
-from planner.errors import EvaplanError
+from launcher.monitor import fmt_usd
+from launcher.service import JobService
 from planner.report import format_rows
 
 
@@ -21,29 +19,17 @@ from planner.report import format_rows
 )
 def command(fmt: str) -> None:
     """Every launched job, newest first, with its live phase, step and spend."""
-    store = JobStore()
     rows = []
-    for rec in store.all():
-        phase, step = rec.last_phase, None
-        spent = compute_progress(
-            rec, JobState(phase=rec.last_phase, started_at=rec.started_at, finished_at=rec.finished_at), []
-        ).spent_usd
-        if rec.last_phase not in TERMINAL_PHASES:
-            try:
-                state, prog = snapshot(backend_for(rec), rec)
-                phase, step, spent = state.phase, prog.step, prog.spent_usd
-                if phase != rec.last_phase:
-                    store.put(rec.with_(last_phase=phase))
-            except EvaplanError as e:
-                phase = f"{rec.last_phase} (unreachable: {e.message[:60]})"
+    for row in JobService().list_rows():
+        rec = row.record
         rows.append(
             {
                 "job": rec.name,
                 "backend": rec.backend,
                 "namespace": rec.namespace or "",
-                "phase": phase,
-                "step": step,
-                "spent": fmt_usd(spent) if fmt == "table" else spent,
+                "phase": row.phase,
+                "step": row.step,
+                "spent": fmt_usd(row.spent_usd) if fmt == "table" else row.spent_usd,
                 "budget": fmt_usd(rec.max_cost_usd) if fmt == "table" else rec.max_cost_usd,
                 "created": rec.created_at.strftime("%Y-%m-%d %H:%M"),
             }

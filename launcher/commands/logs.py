@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from launcher.commands._options import job_and_backend
+from launcher.service import JobService
+from planner.errors import RuntimeFailure
 
 
 @click.command("logs")
@@ -20,8 +21,16 @@ from launcher.commands._options import job_and_backend
     help="Only this rank: the node rank (pod) on Kubernetes, the process rank locally.",
 )
 def command(job: str | None, follow: bool, tail: int | None, rank: int | None) -> None:
-    """Every rank's log merged with `[rank N]` prefixes (default job: the most recent)."""
-    _, record, backend = job_and_backend(job)
-    for line in backend.logs(record, follow=follow, tail=tail, rank=rank):
+    """Every rank's log merged with `[rank N]` prefixes (default job: the most recent). A stream
+    that breaks off is said in the output, reopened while following a running pod, and makes the
+    command exit 1."""
+    backend, lines = JobService().logs(job, follow=follow, tail=tail, rank=rank)
+    for line in lines:
         prefix = f"[rank {line.rank}] " if line.rank is not None else "[launcher] "
         click.echo(prefix + line.text)
+    problems = getattr(backend, "log_problems", [])
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise RuntimeFailure(
+            problems[0] + more, hint="rerun `evaplan logs`; the lines above are what arrived"
+        )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from launcher.backends.base import JobState
-from launcher.commands._options import job_and_backend
 from launcher.monitor import Progress, fmt_duration, fmt_usd, snapshot, watch_loop
+from launcher.service import JobService
 from launcher.state import JobRecord, JobStore
 from planner.report import dumps_json, format_rows
 
@@ -79,19 +79,8 @@ def render_text(record: JobRecord, state: JobState, prog: Progress) -> str:
 
 
 def remember(store: JobStore, record: JobRecord, state: JobState) -> JobRecord:
-    """Keep the phase, start and end the backend reports in the store; returns the stored record."""
-    if (
-        state.phase != record.last_phase
-        or (state.finished_at and not record.finished_at)
-        or (state.started_at and not record.started_at)
-    ):
-        record = record.with_(
-            last_phase=state.phase,
-            finished_at=state.finished_at or record.finished_at,
-            started_at=record.started_at or state.started_at,
-        )
-        store.put(record)
-    return record
+    """Keep the phase, start, end and billed run time in the store; returns the stored record."""
+    return JobService(store).remember(record, state)
 
 
 @click.command("status")
@@ -109,12 +98,13 @@ def remember(store: JobStore, record: JobRecord, state: JobState) -> JobRecord:
 def command(job: str | None, watch: bool, interval_s: float, fmt: str) -> None:
     """Phase, each rank (with the reason when it is not running), progress, ETA and cost of a job
     (default: the most recent)."""
-    store, record, backend = job_and_backend(job)
+    service = JobService()
+    record, backend = service.get(job)
 
     current = [record]
 
     def show(state: JobState, prog: Progress) -> None:
-        current[0] = remember(store, current[0], state)
+        current[0] = service.remember(current[0], state)
         click.echo(
             dumps_json(status_dict(record, state, prog))
             if fmt == "json"
@@ -123,6 +113,8 @@ def command(job: str | None, watch: bool, interval_s: float, fmt: str) -> None:
 
     if not watch:
         show(*snapshot(backend, record))
+        for line in getattr(backend, "notices", []):
+            click.echo(f"note: {line}", err=True)
         return
     watch_loop(
         backend,
@@ -130,4 +122,5 @@ def command(job: str | None, watch: bool, interval_s: float, fmt: str) -> None:
         interval_s=interval_s,
         show=show,
         on_budget=lambda why: click.echo(f"budget guard: {why}; stopping job {record.name}", err=True),
+        on_notice=lambda line: click.echo(f"note: {line}", err=True),
     )

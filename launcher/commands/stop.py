@@ -1,25 +1,29 @@
-"""`evaplan stop [JOB]`: SIGTERM so the trainer checkpoints; delete the job's objects."""
+"""`evaplan stop [JOB]`: SIGTERM so the trainer checkpoints; delete everything the job created."""
 
 from __future__ import annotations
 
 import click
 
-from launcher.commands._options import job_and_backend
-from launcher.state import utcnow
+from launcher.service import JobService
 
 
 @click.command("stop")
 @click.argument("job", required=False)
 def command(job: str | None) -> None:
-    """Stop a job (default: the most recent). Kubernetes: delete its objects with foreground
-    propagation (pods get SIGTERM and their grace period). Local: SIGTERM to the process group,
-    then wait for the trainer's checkpoint and exit."""
-    store, record, backend = job_and_backend(job)
-    if record.backend == "local":
+    """Stop a job (default: the most recent). Kubernetes: delete every object labelled with the
+    job and this store's owner id, with foreground propagation (pods get SIGTERM and their grace
+    period). Local: SIGTERM to the process group, then wait for the checkpoint and exit. A job
+    that had already ended is only cleaned up."""
+    service = JobService()
+    record = service.store.get(job)
+    if record.backend == "local" and record.last_phase not in ("Succeeded", "Failed", "Stopped"):
         click.echo(
             f"stopping {record.name}: SIGTERM to its process group; waiting for the checkpoint and exit",
             err=True,
         )
-    backend.stop(record)
-    store.put(record.with_(last_phase="Stopped", finished_at=record.finished_at or utcnow()))
-    click.echo(f"stopped {record.name} ({record.backend})")
+    result = service.stop(record.name)
+    removed = f"; removed {', '.join(result.removed)}" if result.removed else ""
+    if result.had_finished:
+        click.echo(f"{result.job} had already finished ({result.had_finished}); nothing to stop{removed}")
+    else:
+        click.echo(f"stopped {result.job} ({result.backend}){removed}")

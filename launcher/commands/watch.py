@@ -5,9 +5,8 @@ from __future__ import annotations
 import click
 
 from launcher.backends.base import JobState
-from launcher.commands._options import job_and_backend
-from launcher.commands.status import remember
 from launcher.monitor import Progress, fmt_duration, fmt_usd, watch_loop
+from launcher.service import JobService
 
 
 @click.command("watch")
@@ -22,12 +21,13 @@ from launcher.monitor import Progress, fmt_duration, fmt_usd, watch_loop
 )
 def command(job: str | None, interval_s: float) -> None:
     """Follow a job until it ends, stopping it when spend or projected spend passes its --max-cost."""
-    store, record, backend = job_and_backend(job)
+    service = JobService()
+    record, backend = service.get(job)
     last: list[str] = []
     current = [record]
 
     def show(state: JobState, prog: Progress) -> None:
-        current[0] = remember(store, current[0], state)
+        current[0] = service.remember(current[0], state)
         line = (
             f"{record.name}: {state.phase}, step {prog.step if prog.step is not None else '-'}/{prog.total_steps}, "
             f"spent {fmt_usd(prog.spent_usd)}, projected {fmt_usd(prog.projected_usd)}, "
@@ -43,6 +43,7 @@ def command(job: str | None, interval_s: float) -> None:
         interval_s=interval_s,
         show=show,
         on_budget=lambda why: click.echo(f"budget guard: {why}; stopping job {record.name}", err=True),
+        on_notice=lambda line: click.echo(f"note: {line}", err=True),
     )
-    remember(store, current[0], state)
+    service.remember(current[0], state)
     click.echo(f"{record.name}: {state.phase}")

@@ -320,8 +320,10 @@ def test_logs_follow_streams_until_the_streams_end(launched, cluster, cli):
     lines = r.output.splitlines()
     assert sorted(lines) == sorted(f"[rank {i}] r{i} line {k}" for i in (0, 1) for k in range(3))
     assert [x for x in lines if x.startswith("[rank 0]")] == [f"[rank 0] r0 line {k}" for k in range(3)]
-    req = cluster.requests("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/eva-test-1/log")[-1]
-    assert req.params.get("follow") == "true" and req.params.get("tailLines") == "10"
+    reqs = cluster.requests("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/eva-test-1/log")
+    assert reqs[0].params.get("follow") == "true" and reqs[0].params.get("tailLines") == "10"
+    # The pod still runs when its stream ends: reopened once from the last timestamp, no new lines.
+    assert len(reqs) == 2 and reqs[1].params.get("sinceTime") == "2026-11-27T10:00:02Z"
 
 
 def test_logs_follow_waits_for_a_pending_pod(launched, cluster, cli, monkeypatch):
@@ -644,10 +646,21 @@ def test_status_watch_ends_with_the_job(launched, cluster, cli):
         },
     }
     cluster.put("batch/v1/jobs", NAMESPACE, "eva-test", done)
+    for i in (0, 1):  # each pod waited 30 min for its node, then ran 10:00 → 11:00
+        ran = {
+            "terminated": {
+                "exitCode": 0,
+                "startedAt": "2026-11-27T10:00:00Z",
+                "finishedAt": "2026-11-27T11:00:00Z",
+            }
+        }
+        pod = _pod(f"eva-test-{i}", i, phase="Succeeded", status={"startTime": "2026-11-27T09:30:00Z"})
+        pod["status"]["containerStatuses"] = [{"name": "trainer", "state": ran}]
+        cluster.put("v1/pods", NAMESPACE, f"eva-test-{i}", pod)
     r = cli("status", "eva-test", "--watch", "--interval", "0.1")
     assert r.exit_code == 0, r.output
     assert "eva-test (kubernetes namespace ml): Succeeded" in r.output
-    # one hour of 2 nodes at $55.04/node-hour, from the Job's startTime to its completionTime
+    # one hour of run time on each of 2 nodes at $55.04/node-hour; the wait for nodes is free
     assert "spent $110.08 in 1h00m" in r.output
     assert JobStore().get("eva-test").last_phase == "Succeeded"
 

@@ -1,0 +1,604 @@
+"""The launcher service: one object owns each job's life, and the commands only parse and print.
+
+In the way TorchX's `Runner` owns a job for its `cancel`/`status` commands, `JobService` does
+every step that must happen in order and be undone together:
+
+    validate the bundle (digests, kinds, namespace, pod policy; manifest_check.py)
+    → record the intent in the job store (phase "Creating") before the cluster changes
+    → create the objects, each labelled with the job and this store's owner id
+    → record the job ("Submitted")
+    → monitor (status/watch: phase, ranks, spend from pod run time; the budget guard)
+    → stop: delete every object carrying the job's and owner's labels.
+
+Because objects are found by label, not by the replies to their creates, an interrupted launch
+(a lost reply, SIGTERM, SIGKILL of the CLI) leaves nothing `list` cannot show and `stop` cannot
+remove. The budget holds without any monitor: the workload's activeDeadlineSeconds is set from
+budget ÷ price at launch (flavours.py says where each flavour keeps it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import secrets
+import signal
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launcher.backends.base import (
+    STOPPED,
+    TERMINAL_PHASES,
+    Backend,
+    Bundle,
+    JobState,
+    LogLine,
+    backend_for,
+    get_backend,
+)
+from launcher.flavours import workload_for
+from launcher.manifest_check import check_rendered
+from launcher.monitor import CostBasis, Progress, compute_progress, cost_basis, elapsed_s, snapshot
+from launcher.state import JobRecord, JobStore, state_dir, utcnow
+from planner.errors import EvaplanError, RuntimeFailure
+
+OWNER_FILE = "owner-id"
+OWNER_LABEL = "evaplan.io/owner"
+_OWNER_RE = re.compile(r"[a-f0-9]{20}")
+CREATING = "Creating"  # intent recorded, objects being created
+SUBMITTED = "Submitted"
+
+
+def owner_id(root: Path | None = None) -> str:
+    """This job store's owner id: 20 random hex digits kept in <state dir>/owner-id, made once.
+
+    Every object a launch creates carries it as the label evaplan.io/owner, and `--replace`,
+    `stop` and a failed launch's clean-up delete only objects that carry it."""
+    root = root or state_dir()
+    path = root / OWNER_FILE
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        text = None
+    except (OSError, UnicodeDecodeError) as e:
+        raise EvaplanError(f"cannot read the owner id {path}: {e}", hint="fix or remove that file") from None
+    if text is not None:
+        if not _OWNER_RE.fullmatch(text):
+            raise EvaplanError(
+                f"the owner id in {path} is not 20 hex digits",
+                hint="restore it from a backup; a new id would not own the jobs this store launched",
+            )
+        return text
+    new = secrets.token_hex(10)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".owner-id.", dir=root)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(new + "\n")
+        try:
+            os.link(tmp, path)  # atomic and never overwrites: two first launches agree on one id
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    except OSError as e:
+        raise EvaplanError(
+            f"cannot write the owner id {path}: {e.strerror}",
+            hint="set EVAPLAN_STATE_DIR to a writable folder",
+        ) from None
+    return owner_id(root)
+
+
+# --------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class LaunchRequest:
+    bundle: Bundle
+    backend: str = "kubernetes"
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str | None = None
+    replace: bool = False
+    resume: bool = False
+    max_cost_usd: float | None = None
+    pricing: str | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class DryRunResult:
+    """What a launch would do; nothing was created or recorded."""
+
+    job: str
+    backend: str
+    namespace: str | None
+    preflight: list[dict[str, Any]]
+    accepted: list[str]  # objects the API server accepted with dryRun=All
+    deadline_s: int | None  # the in-cluster deadline the budget sets
+    notices: list[str] = field(default_factory=list)
+    nproc: int | None = None
+    work_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    record: JobRecord
+    basis: CostBasis
+    preflight: list[dict[str, Any]]
+    deadline_s: int | None
+    notices: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StopResult:
+    job: str
+    backend: str
+    had_finished: str | None  # the phase it had reached, when it had ended before the stop
+    removed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class JobRow:
+    record: JobRecord
+    phase: str
+    step: int | None
+    spent_usd: float | None
+
+
+# --------------------------------------------------------------------------- the service
+class JobService:
+    """Launch, list, status, logs and stop of the jobs in one job store."""
+
+    def __init__(self, store: JobStore | None = None) -> None:
+        self.store = store or JobStore()
+
+    # ------------------------------------------------------------------ launch
+    def precheck(
+        self, req: LaunchRequest
+    ) -> tuple[CostBasis, JobRecord | None, float | None, int | None, float]:
+        """Every check that needs no change anywhere: the bundle is what evaplan rendered, the
+        name is free (or --replace/--resume fit), the budget is sane. Returns the cost basis, the
+        previous record, the budget, the in-cluster deadline and the node-seconds already billed."""
+        bundle, name = req.bundle, req.bundle.job_name
+        if req.replace and req.resume:
+            raise EvaplanError("--replace starts over and --resume continues", hint="pass one of them")
+        if req.backend == "kubernetes":
+            check_rendered(
+                bundle.manifests,
+                bundle.object_digests,
+                job_name=name,
+                namespace=bundle.namespace,
+                where=str(bundle.path),
+            )
+            if req.namespace and bundle.namespace != req.namespace:
+                raise EvaplanError(
+                    f"the bundle renders namespace {bundle.namespace}, not {req.namespace}",
+                    hint=f"re-render with -n {req.namespace}, or drop -n",
+                )
+        basis = cost_basis(bundle, req.pricing)
+        previous = self.store.find(name)
+        self._check_previous(req, previous)
+        prior_node_s = 0.0
+        if previous is not None and req.resume:
+            prior_node_s = elapsed_s(previous, _stored_state(previous)) * basis.nodes
+        budget = req.max_cost_usd
+        if budget is None and previous is not None and req.resume:
+            budget = previous.max_cost_usd
+        deadline_s = self._check_budget(
+            req, basis, budget, prior_node_s / basis.nodes if basis.nodes else 0.0
+        )
+        return basis, previous, budget, deadline_s, prior_node_s
+
+    def launch(self, req: LaunchRequest, *, dry_run: bool = False) -> LaunchResult | DryRunResult:
+        """Validate, record the intent, create labelled objects, record the job (or, with
+        `dry_run`, every check including the API server's dryRun=All, and nothing else)."""
+        basis, previous, budget, deadline_s, prior_node_s = self.precheck(req)
+        be = self._backend(req)
+        if req.backend == "kubernetes":
+            return self._launch_kubernetes(
+                req, be, basis, previous, budget, deadline_s, prior_node_s, dry_run
+            )
+        return self._launch_local(req, be, basis, previous, budget, prior_node_s, dry_run)
+
+    def _check_previous(self, req: LaunchRequest, previous: JobRecord | None) -> None:
+        name = req.bundle.job_name
+        if previous is None:
+            if req.resume:
+                raise EvaplanError(f"no job named '{name}' to resume", hint="launch it without --resume")
+            return
+        if not (req.replace or req.resume):
+            raise EvaplanError(
+                f"a job named '{name}' was launched already ({previous.backend}, "
+                f"{previous.created_at:%Y-%m-%d %H:%M} UTC, last seen {previous.last_phase})",
+                hint="pass --replace to start over, --resume to continue it, or render with another --job-name",
+            )
+        if previous.backend != req.backend:
+            raise EvaplanError(
+                f"job '{name}' ran on the {previous.backend} backend",
+                hint=f"pass --backend {previous.backend}",
+            )
+        if req.resume and previous.last_phase != CREATING:
+            if backend_for(previous).state(previous).phase not in TERMINAL_PHASES:
+                raise EvaplanError(
+                    f"job '{name}' is still running", hint=f"`evaplan stop {name}` first, then --resume"
+                )
+
+    def _check_budget(
+        self, req: LaunchRequest, basis: CostBasis, budget: float | None, prior_elapsed_s: float
+    ) -> int | None:
+        """The in-cluster deadline (seconds of running) the budget buys; refuses a budget below
+        the job's own estimate unless forced."""
+        if budget is None:
+            return None
+        if basis.usd_per_node_hour is None:
+            raise EvaplanError(
+                "--max-cost needs a price, and the plan has no offering",
+                hint="render from a plan with --offering NAME",
+            )
+        if (
+            req.max_cost_usd is not None
+            and basis.estimate_usd is not None
+            and req.max_cost_usd < basis.estimate_usd
+            and not req.force
+        ):
+            raise EvaplanError(
+                f"--max-cost ${req.max_cost_usd:,.2f} is below this job's own estimate ${basis.estimate_usd:,.2f} "
+                f"({basis.pricing}), so the budget guard would stop it before it finishes",
+                hint="raise --max-cost, or pass --force to run until the budget is spent",
+            )
+        usd_per_s = basis.nodes * basis.usd_per_node_hour / 3600.0
+        left_s = budget / usd_per_s - prior_elapsed_s
+        if left_s < 1:
+            raise EvaplanError(
+                f"the budget ${budget:,.2f} is already spent by this job's earlier runs",
+                hint="pass a larger --max-cost",
+            )
+        return math.floor(left_s)
+
+    def _backend(self, req: LaunchRequest) -> Backend:
+        if req.backend == "kubernetes":
+            return get_backend(
+                "kubernetes", kubeconfig=req.kubeconfig, context=req.context, namespace=req.namespace
+            )
+        return get_backend(req.backend)
+
+    def _record(
+        self,
+        req: LaunchRequest,
+        basis: CostBasis,
+        previous: JobRecord | None,
+        budget: float | None,
+        prior_node_s: float,
+        data: dict[str, Any],
+        phase: str,
+    ) -> JobRecord:
+        now = utcnow()
+        return JobRecord(
+            name=req.bundle.job_name,
+            backend=req.backend,
+            bundle_dir=str(req.bundle.path.resolve()),
+            plan={
+                "cost_basis": basis.to_dict(),
+                "prior_elapsed_s": prior_node_s / basis.nodes if basis.nodes else 0.0,
+            },
+            estimate=req.bundle.plan,
+            namespace=data.get("namespace") if req.backend == "kubernetes" else None,
+            max_cost_usd=budget,
+            created_at=previous.created_at if previous is not None and req.resume else now,
+            started_at=now if req.backend == "local" else None,
+            last_phase=phase,
+            backend_data=data,
+        )
+
+    def _launch_kubernetes(
+        self,
+        req: LaunchRequest,
+        be: Any,
+        basis: CostBasis,
+        previous: JobRecord | None,
+        budget: float | None,
+        deadline_s: int | None,
+        prior_node_s: float,
+        dry_run: bool,
+    ) -> LaunchResult | DryRunResult:
+        name = req.bundle.job_name
+        owner = owner_id(self.store.root)
+        objs = [label_owned(o, owner, deadline_s) for o in be.objects_of(req.bundle)]
+        if dry_run:
+            data = be.submit(
+                objs, job_name=name, owner=owner, replace=req.replace, resume=req.resume, dry_run=True
+            )
+            return DryRunResult(
+                job=name,
+                backend="kubernetes",
+                namespace=data.get("namespace"),
+                preflight=list(be.preflight_report),
+                accepted=data.get("dry_run_objects", []),
+                deadline_s=deadline_s,
+                notices=list(be.notices),
+            )
+        intent: list[JobRecord] = []
+
+        def record_intent(data: dict[str, Any]) -> None:
+            rec = self._record(
+                req, basis, previous, budget, prior_node_s, {**data, **_launcher_pid()}, CREATING
+            )
+            self.store.put(rec)
+            intent.append(rec)
+
+        try:
+            with _terminate_as_interrupt():
+                data = be.submit(
+                    objs,
+                    job_name=name,
+                    owner=owner,
+                    replace=req.replace,
+                    resume=req.resume,
+                    before_create=record_intent,
+                )
+        except BaseException:
+            if intent:
+                self._forget_intent(be, intent[0], previous)
+            raise
+        record = self._record(req, basis, previous, budget, prior_node_s, data, SUBMITTED)
+        try:
+            self.store.put(record)
+        except EvaplanError as e:
+            raise RuntimeFailure(
+                f"job '{name}' was created in namespace {record.namespace} but recording it failed: {e.message}",
+                hint=f"its launch intent is in the store: `evaplan list` shows it and `evaplan stop {name}` removes it",
+            ) from None
+        return LaunchResult(
+            record=record,
+            basis=basis,
+            preflight=list(be.preflight_report),
+            deadline_s=deadline_s,
+            notices=list(be.notices),
+        )
+
+    def _forget_intent(self, be: Any, intent: JobRecord, previous: JobRecord | None) -> None:
+        """After a failed launch: drop the intent record if the cluster holds nothing of the job
+        (the rollback worked); keep it otherwise, so `list` shows the job and `stop` removes it."""
+        try:
+            left = be.labelled(
+                intent.name, intent.backend_data.get("owner"), intent.namespace or be.namespace
+            )
+        except BaseException:
+            return
+        if left:
+            return
+        try:
+            if previous is not None:
+                self.store.put(previous)
+            else:
+                self.store.delete(intent.name)
+        except EvaplanError:
+            pass
+
+    def _launch_local(
+        self,
+        req: LaunchRequest,
+        be: Backend,
+        basis: CostBasis,
+        previous: JobRecord | None,
+        budget: float | None,
+        prior_node_s: float,
+        dry_run: bool,
+    ) -> LaunchResult | DryRunResult:
+        name = req.bundle.job_name
+        if dry_run:
+            data = be.launch(req.bundle, job_name=name, replace=req.replace, resume=req.resume, dry_run=True)
+            return DryRunResult(
+                job=name,
+                backend=req.backend,
+                namespace=None,
+                preflight=[],
+                accepted=[],
+                deadline_s=None,
+                nproc=data.get("nproc"),
+                work_dir=data.get("work_dir"),
+            )
+        if previous is not None and req.replace and previous.last_phase != CREATING:
+            be.stop(previous)  # its work folder is about to be removed: end the processes first
+        intent = self._record(req, basis, previous, budget, prior_node_s, _launcher_pid(), CREATING)
+        self.store.put(intent)
+        try:
+            data = be.launch(req.bundle, job_name=name, replace=req.replace, resume=req.resume)
+        except BaseException:
+            try:
+                self.store.put(previous) if previous is not None else self.store.delete(name)
+            except EvaplanError:
+                pass
+            raise
+        record = self._record(req, basis, previous, budget, prior_node_s, data, SUBMITTED)
+        self.store.put(record)
+        return LaunchResult(record=record, basis=basis, preflight=[], deadline_s=None)
+
+    # ------------------------------------------------------------------ monitor
+    def get(self, name: str | None) -> tuple[JobRecord, Backend]:
+        record = self.store.get(name)
+        return record, backend_for(record)
+
+    def remember(self, record: JobRecord, state: JobState) -> JobRecord:
+        """Keep the phase, start, end and billed run time the backend reports; returns the record."""
+        stored_node_s = float(record.plan.get("run_node_s", 0.0))
+        grew = state.run_node_s is not None and state.run_node_s >= stored_node_s + 1.0
+        if (
+            state.phase != record.last_phase
+            or (state.finished_at and not record.finished_at)
+            or (state.started_at and not record.started_at)
+            or grew
+        ):
+            plan = dict(record.plan)
+            if grew:
+                plan["run_node_s"] = state.run_node_s
+            phase = state.phase
+            if record.last_phase == CREATING and not state.ranks and phase not in TERMINAL_PHASES:
+                phase = record.last_phase  # an interrupted launch stays visible as such
+            record = record.with_(
+                last_phase=phase,
+                finished_at=state.finished_at or record.finished_at,
+                started_at=record.started_at or state.started_at,
+                plan=plan,
+            )
+            self.store.put(record)
+        return record
+
+    def list_rows(self) -> list[JobRow]:
+        """Every job in the store, newest first, with its live phase (jobs whose launch was
+        interrupted included, as "creating (interrupted)")."""
+        rows = []
+        for rec in self.store.all():
+            phase, step = rec.last_phase, None
+            spent = compute_progress(rec, _stored_state(rec), []).spent_usd
+            if rec.last_phase == CREATING:
+                phase = "creating" if _launcher_alive(rec) else "creating (interrupted)"
+                rows.append(JobRow(rec, phase, None, spent))
+                continue
+            if rec.last_phase not in TERMINAL_PHASES:
+                try:
+                    state, prog = snapshot(backend_for(rec), rec)
+                    phase, step, spent = state.phase, prog.step, prog.spent_usd
+                    self.remember(rec, state)
+                except EvaplanError as e:
+                    phase = f"{rec.last_phase} (unreachable: {e.message[:60]})"
+            rows.append(JobRow(rec, phase, step, spent))
+        return rows
+
+    # ------------------------------------------------------------------ logs
+    def logs(
+        self, name: str | None, *, follow: bool, tail: int | None, rank: int | None
+    ) -> tuple[Backend, Iterator[LogLine]]:
+        record, be = self.get(name)
+        if rank is not None:
+            n = _rank_count(record)
+            if n is not None and rank >= n:
+                raise EvaplanError(
+                    f"job '{record.name}' has {n} rank{'s' if n != 1 else ''} (0-{n - 1}); there is no rank {rank}",
+                    hint="`evaplan status` lists the ranks",
+                )
+        return be, be.logs(record, follow=follow, tail=tail, rank=rank)
+
+    # ------------------------------------------------------------------ stop
+    def stop(self, name: str | None) -> StopResult:
+        """Stop a job and delete everything it created; a job that had ended is only cleaned up."""
+        record, be = self.get(name)
+        removed: list[str] = []
+        if record.last_phase == CREATING and record.backend == "kubernetes":
+            removed = be.delete_labelled(  # type: ignore[attr-defined]
+                record.name,
+                record.backend_data.get("owner"),
+                record.namespace or be.namespace,  # type: ignore[attr-defined]
+            )
+            self.store.put(record.with_(last_phase=STOPPED, finished_at=record.finished_at or utcnow()))
+            return StopResult(record.name, record.backend, None, removed)
+        if record.last_phase == CREATING:
+            self.store.put(record.with_(last_phase=STOPPED, finished_at=record.finished_at or utcnow()))
+            return StopResult(record.name, record.backend, None, [])
+        try:
+            state = be.state(record)
+        except RuntimeFailure:
+            state = None  # unreachable now: delete anyway, by name and label
+        if state is not None:
+            record = self.remember(record, state)
+        finished = state.phase if state is not None and state.phase in TERMINAL_PHASES else None
+        if finished is None or record.backend == "kubernetes":
+            be.stop(record)
+        end = record.finished_at or (state.finished_at if state else None) or utcnow()
+        self.store.put(record.with_(last_phase=finished or STOPPED, finished_at=end))
+        return StopResult(record.name, record.backend, finished, removed)
+
+
+def replace_bundle(req: LaunchRequest, bundle: Bundle) -> LaunchRequest:
+    from dataclasses import replace
+
+    return replace(req, bundle=bundle)
+
+
+def label_owned(obj: dict[str, Any], owner: str, deadline_s: int | None) -> dict[str, Any]:
+    """The object as launch submits it: the owner label on it and on its pod templates, and on
+    the workload the in-cluster deadline. Nothing else differs from the rendered object."""
+    w = workload_for(obj)
+    out = w.with_deadline(obj, deadline_s) if (w is not None and deadline_s is not None) else _deep(obj)
+    out.setdefault("metadata", {}).setdefault("labels", {})[OWNER_LABEL] = owner
+    if w is not None:
+        for template, _ in w.pod_templates(out):
+            template.setdefault("metadata", {}).setdefault("labels", {})[OWNER_LABEL] = owner
+    return out
+
+
+def _deep(obj: dict[str, Any]) -> dict[str, Any]:
+    import copy
+
+    return copy.deepcopy(obj)
+
+
+def _stored_state(rec: JobRecord) -> JobState:
+    return JobState(phase=rec.last_phase, started_at=rec.started_at, finished_at=rec.finished_at)
+
+
+def _rank_count(record: JobRecord) -> int | None:
+    d = record.backend_data
+    if record.backend == "kubernetes":
+        n = d.get("ranks") or (record.plan.get("cost_basis") or {}).get("nodes")
+    else:
+        n = d.get("nproc")
+    return int(n) if n else None
+
+
+def _launcher_pid() -> dict[str, Any]:
+    return {"launcher_pid": os.getpid(), "launcher_host": socket.gethostname()}
+
+
+def _launcher_alive(rec: JobRecord) -> bool:
+    """Whether the `launch` that recorded this intent still runs (same host, live pid)."""
+    d = rec.backend_data
+    pid = d.get("launcher_pid")
+    if not pid or d.get("launcher_host") != socket.gethostname() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM/SIGHUP during a launch: unwinds like ^C so the rollback runs."""
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """While objects are created, SIGTERM and SIGHUP unwind the launch (rolling back what was
+    created) instead of killing it between two creates. SIGKILL cannot be caught: the intent
+    record covers that case."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(f"signal {signum}")
+
+    saved = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            saved[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+
+
+def progress_of(record: JobRecord, state: JobState, recent: list[dict[str, Any]]) -> Progress:
+    return compute_progress(record, state, recent)
