@@ -72,6 +72,11 @@ CONFIGMAP_MAX_BYTES = 1024 * 1024
 # evaclip.train exits with this code on a configuration error (the CLI convention of
 # planner/errors.py: user error → 2); the Job's podFailurePolicy fails fast on it.
 CONFIG_ERROR_EXIT_CODE = 2
+# The trainer's user and group in every pod (runAsNonRoot needs a numeric non-root uid when the
+# image does not name one; 1000 is the first regular user on Debian/Ubuntu-based images, the base
+# of the PyTorch and ROCm images). fsGroup gives that group the checkpoint and output volumes.
+POD_USER_ID = 1000
+POD_GROUP_ID = 1000
 
 
 def build_run_config(inputs: PlanInputs, opts: RenderOptions, data_workers: int) -> RunConfig:
@@ -392,7 +397,8 @@ def _pod(
         "env_from_secrets": [opts.s3_secret] if opts.s3_secret else [],
         "requests": resources,
         "limits": resources,
-        "capabilities": ["IPC_LOCK"] if ipc_lock else [],
+        "capabilities": ["IPC_LOCK"] if ipc_lock else [],  # every other capability is dropped
+        "security": {"run_as_user": POD_USER_ID, "run_as_group": POD_GROUP_ID, "fs_group": POD_GROUP_ID},
         "volumes": volumes,
     }
 
@@ -473,6 +479,9 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
     kind, _, subject = opts.rbac_subject.partition(":")
     rbac = {
         "role": "evaplan-launcher",
+        # Cluster-scoped names must not collide between namespaces: the binding carries the namespace.
+        "preflight_role": "evaplan-preflight",
+        "preflight_binding": f"evaplan-preflight-{opts.namespace}",
         "namespace": opts.namespace,
         "subject_kind": kind,
         "subject_name": subject,

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from launcher import names
+from launcher.env_policy import check_env_entry
 from planner.errors import EvaplanError
 
 Flavor = Literal["indexed-job", "pytorchjob", "jobset"]
@@ -126,6 +127,7 @@ class RenderOptions(BaseModel):
         for key, value in v:
             names.check_env_name(key, "--env name")
             names.check_text(value, f"--env {key} value")
+            check_env_entry(key, value)  # reserved rank/rendezvous names, secrets
         return v
 
     @field_validator("checkpoint_s3_uri")

@@ -267,11 +267,15 @@ def test_rbac_for_a_service_account_and_pvc_checkpoints(make_inputs, make_option
             data_url="/data/laion",
         ),
     )
-    role, binding = list(yaml.safe_load_all(r.files["rbac.yaml"]))
-    for d in (role, binding):
+    role, binding, cluster_role, cluster_binding = list(yaml.safe_load_all(r.files["rbac.yaml"]))
+    for d in (role, binding, cluster_role, cluster_binding):
         validate_object(d)
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "evaplan", "namespace": "ml"}]
+    assert cluster_binding["subjects"] == binding["subjects"]
     assert not any("secrets" in rule["resources"] for rule in role["rules"])
+    # The cluster-wide part is read-only and only what the preflight lists.
+    assert cluster_role["rules"] == [{"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["list"]}]
+    assert cluster_binding["metadata"]["name"] == "evaplan-preflight-ml"
     (t,) = [t for d in _docs(r) for t in pod_templates(d)]
     assert {"name": "checkpoints", "persistentVolumeClaim": {"claimName": "ckpt-pvc"}} in t["spec"]["volumes"]
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "laion", "readOnly": True}} in t["spec"][
