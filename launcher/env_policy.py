@@ -12,6 +12,7 @@ Refused, each with one line naming the fix:
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from planner.errors import EvaplanError
@@ -46,7 +47,18 @@ RESERVED_PREFIXES = ("TORCHELASTIC_", "PET_")
 
 # Name parts (split on _ - .) that say a value is a secret; and adjacent pairs that do.
 _SECRET_PARTS = frozenset(
-    {"SECRET", "SECRETS", "TOKEN", "TOKENS", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL", "CREDENTIALS", "APIKEY"}
+    {
+        "SECRET",
+        "SECRETS",
+        "TOKEN",
+        "TOKENS",
+        "PASSWORD",
+        "PASSWD",
+        "PASSPHRASE",
+        "CREDENTIAL",
+        "CREDENTIALS",
+        "APIKEY",
+    }
 )
 _SECRET_PAIRS = frozenset({("API", "KEY"), ("ACCESS", "KEY"), ("PRIVATE", "KEY"), ("AUTH", "KEY")})
 # Value shapes of common credentials (each provider's documented token format).
@@ -75,10 +87,15 @@ def check_env_entry(name: str, value: str) -> None:
             hint=f"drop --env {name}",
         )
     parts = [p for p in re.split(r"[_.-]+", upper) if p]
-    if any(p in _SECRET_PARTS for p in parts) or any(pair in _SECRET_PAIRS for pair in zip(parts, parts[1:])):
-        raise EvaplanError(f"--env {name} looks like a secret and would be written in clear text", hint=SECRET_HINT)
+    if any(p in _SECRET_PARTS for p in parts) or any(
+        pair in _SECRET_PAIRS for pair in itertools.pairwise(parts)
+    ):
+        raise EvaplanError(
+            f"--env {name} looks like a secret and would be written in clear text", hint=SECRET_HINT
+        )
     for what, pattern in _SECRET_VALUES:
         if pattern.search(value):
             raise EvaplanError(
-                f"the value of --env {name} looks like {what} and would be written in clear text", hint=SECRET_HINT
+                f"the value of --env {name} looks like {what} and would be written in clear text",
+                hint=SECRET_HINT,
             )

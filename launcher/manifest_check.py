@@ -22,6 +22,9 @@ from launcher.render import JOB_LABEL
 from planner.errors import EvaplanError
 
 DIGEST_FIELD = "object_digests"
+# The label `launch` adds to every object and pod template: the job store's owner id
+# (launcher/service.py). With the job label it is how `stop` and `--replace` find what they may delete.
+OWNER_LABEL = "evaplan.io/owner"
 # The one hostPath volume a rendered pod may have: DeepSpeed's NVMe offload folder (launcher/render.py).
 NVME_VOLUME = "nvme"
 

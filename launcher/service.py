@@ -42,13 +42,12 @@ from launcher.backends.base import (
     get_backend,
 )
 from launcher.flavours import workload_for
-from launcher.manifest_check import check_rendered
+from launcher.manifest_check import OWNER_LABEL, check_rendered
 from launcher.monitor import CostBasis, Progress, compute_progress, cost_basis, elapsed_s, snapshot
 from launcher.state import JobRecord, JobStore, state_dir, utcnow
 from planner.errors import EvaplanError, RuntimeFailure
 
 OWNER_FILE = "owner-id"
-OWNER_LABEL = "evaplan.io/owner"
 _OWNER_RE = re.compile(r"[a-f0-9]{20}")
 CREATING = "Creating"  # intent recorded, objects being created
 SUBMITTED = "Submitted"

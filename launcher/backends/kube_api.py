@@ -267,7 +267,9 @@ class KubeApi:
                         f"{method} {path}: connection failed after {attempts} attempts "
                         f"within {self.call_budget_s:.0f}s: {_short(e)}"
                     )
-                    _UNREACHABLE[self._cluster_key] = (line, time.monotonic() + self.call_budget_s)
+                    if time.monotonic() + (delay or 0.0) >= deadline:
+                        # The whole budget went on a silent server: later calls fail fast.
+                        _UNREACHABLE[self._cluster_key] = (line, time.monotonic() + self.call_budget_s)
                     raise Unreachable(line, hint=f"is the API server of {self.where} reachable?") from e
                 time.sleep(delay)
                 continue

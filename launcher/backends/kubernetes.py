@@ -44,6 +44,7 @@ from launcher.backends.kube_api import (
     ResourceRef,
 )
 from launcher.flavours import RENDERED_KINDS, WORKLOADS, workload_by_kind, workload_for, workload_of
+from launcher.manifest_check import OWNER_LABEL
 
 # JOB_LABEL: the label the renderer puts on every object and pod of a job (value: the job name).
 from launcher.render import JOB_LABEL, KUEUE_QUEUE_LABEL
@@ -82,7 +83,6 @@ RANK_FAILURES = frozenset(
     {"OOMKilled", "Evicted", "Preempted", "NodeTainted", "NodeLost", "Error", "CrashLoopBackOff"}
 )
 DEGRADED = "Degraded"  # a job whose workload runs while some rank does not (OOMKilled, Evicted, ...)
-OWNER_LABEL = "evaplan.io/owner"  # the job store's owner id (launcher/service.py) on every object
 POD_DELETE_WAIT_S = 120.0
 LOG_METRICS_TAIL_LINES = 200
 FOLLOW_START_POLL_S = 2.0  # how often `logs -f` re-checks a pod whose container has not started

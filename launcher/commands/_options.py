@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import click
 
-from launcher.backends.base import Backend, backend_for
-from launcher.state import JobRecord, JobStore
-
 
 def kube_options(f):
     """--kubeconfig / --context, the way kubectl takes them (launch adds -n with the render flags)."""
@@ -19,9 +16,3 @@ def kube_options(f):
         help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else in-cluster config).",
     )(f)
     return f
-
-
-def job_and_backend(name: str | None) -> tuple[JobStore, JobRecord, Backend]:
-    store = JobStore()
-    record = store.get(name)
-    return store, record, backend_for(record)

@@ -7,7 +7,7 @@ import click
 from launcher.backends.base import JobState
 from launcher.monitor import Progress, fmt_duration, fmt_usd, snapshot, watch_loop
 from launcher.service import JobService
-from launcher.state import JobRecord, JobStore
+from launcher.state import JobRecord
 from planner.report import dumps_json, format_rows
 
 
@@ -76,11 +76,6 @@ def render_text(record: JobRecord, state: JobState, prog: Progress) -> str:
         ]
         lines.append(format_rows(rows, "table").rstrip("\n"))
     return "\n".join(lines)
-
-
-def remember(store: JobStore, record: JobRecord, state: JobState) -> JobRecord:
-    """Keep the phase, start, end and billed run time in the store; returns the stored record."""
-    return JobService(store).remember(record, state)
 
 
 @click.command("status")

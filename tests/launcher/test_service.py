@@ -1,0 +1,756 @@
+"""The launcher service against kmock (real HTTP, the real `kubernetes` client), with faults
+injected through kmock's own reactions: what it submits, what it deletes, what it never loses."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launcher.backends.kube_api import Backoff
+from launcher.service import OWNER_LABEL, owner_id
+from launcher.state import JobStore
+
+kmock = pytest.importorskip("kmock")
+
+NAMESPACE = "ml"
+FAST = Backoff(attempts=4, base_s=0.01, cap_s=0.02)
+JOBS = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
+PRICE = 55.04  # aws-p5 on-demand $/node-hour (profiles/offerings/aws-p5.yaml), 2 nodes
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries(monkeypatch):
+    monkeypatch.setattr("launcher.backends.kube_api.DEFAULT_BACKOFF", FAST)
+    monkeypatch.setattr("launcher.backends.kubernetes.FOLLOW_START_POLL_S", 0.01)
+    monkeypatch.setattr("launcher.monitor.OUTAGE_RETRY_CAP_S", 0.05)
+
+
+@pytest.fixture
+def gpus(cluster):
+    cluster.add_gpu_node("gpu-0", 8)
+    cluster.add_gpu_node("gpu-1", 8)
+
+
+def _labelled(cluster, job: str = "eva-test") -> list[str]:
+    out = []
+    for res in ("v1/configmaps", "v1/services", "batch/v1/jobs", "v1/secrets", "v1/pods"):
+        try:
+            objs = cluster.objects(res)
+        except Exception:  # a resource kmock was not told about
+            continue
+        for (_, name), o in objs.items():
+            if (o.get("metadata", {}).get("labels") or {}).get("evaplan.io/job") == job:
+                out.append(f"{res}/{name}")
+    return sorted(out)
+
+
+def _pod(name: str, index: int, *, phase: str = "Running", status: dict | None = None) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "resourceVersion": "1",
+            "creationTimestamp": "2026-11-27T10:00:00Z",
+            "labels": {"evaplan.io/job": "eva-test", "batch.kubernetes.io/job-completion-index": str(index)},
+        },
+        "spec": {"nodeName": f"gpu-{index}", "containers": [{"name": "trainer"}]},
+        "status": {"phase": phase, **(status or {})},
+    }
+
+
+def _launch(cli, bundle: Path, kubeconfig: Path, *extra: str):
+    return cli("launch", str(bundle), "--kubeconfig", str(kubeconfig), *extra)
+
+
+# --------------------------------------------------------------------------- submit only what was rendered
+def _rewrite(bundle: Path, edit) -> None:
+    docs = [d for d in yaml.safe_load_all((bundle / "manifests.yaml").read_text()) if d]
+    docs = edit(docs)
+    (bundle / "manifests.yaml").write_text(yaml.safe_dump_all(docs))
+
+
+PRIVILEGED_POD = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "root", "namespace": "kube-system", "labels": {"evaplan.io/job": "eva-test"}},
+    "spec": {
+        "hostNetwork": True,
+        "hostPID": True,
+        "containers": [{"name": "x", "image": "busybox", "securityContext": {"privileged": True}}],
+        "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+    },
+}
+SECRET = {
+    "apiVersion": "v1",
+    "kind": "Secret",
+    "metadata": {"name": "stolen", "namespace": NAMESPACE, "labels": {"evaplan.io/job": "eva-test"}},
+    "stringData": {"k": "v"},
+}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda docs: [*docs, SECRET, PRIVILEGED_POD], "holds 5 objects but evaplan rendered 3"),
+        (lambda docs: [SECRET, *docs[1:]], "a kind evaplan does not render"),
+        (
+            lambda docs: [
+                *docs[:2],
+                {**docs[2], "metadata": {**docs[2]["metadata"], "namespace": "kube-system"}},
+            ],
+            "not the job's namespace",
+        ),
+        (
+            lambda docs: [*docs[:2], {**docs[2], "spec": {**docs[2]["spec"], "parallelism": 64}}],
+            "differs from what evaplan rendered",
+        ),
+    ],
+)
+def test_launch_refuses_manifests_it_did_not_render(
+    edit, message, cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    bundle = bundle_factory(tmp_path / "b")
+    _rewrite(bundle, edit)
+    for flags in ((), ("--dry-run",)):
+        r = _launch(cli, bundle, kubeconfig, *flags)
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
+    assert not cluster.requests("POST", "/api") and JobStore().find("eva-test") is None
+
+
+def test_forged_digests_still_cannot_reach_the_host(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    from launcher.manifest_check import object_digest
+
+    bundle = bundle_factory(tmp_path / "b")
+    docs = [d for d in yaml.safe_load_all((bundle / "manifests.yaml").read_text()) if d]
+    docs[2]["spec"]["template"]["spec"]["hostNetwork"] = True
+    (bundle / "manifests.yaml").write_text(yaml.safe_dump_all(docs))
+    meta = json.loads((bundle / "bundle.json").read_text())
+    meta["object_digests"] = [object_digest(d) for d in docs]  # the attacker recomputes them
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    r = _launch(cli, bundle, kubeconfig)
+    assert r.exit_code == 2 and "asks for hostNetwork, which evaplan never renders" in r.output
+    assert not cluster.requests("POST", "/api")
+
+
+def test_every_object_and_pod_carries_the_owner_label(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    r = _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig)
+    assert r.exit_code == 0, r.output
+    owner = owner_id()
+    assert (state_dir / "owner-id").read_text().strip() == owner and owner_id() == owner  # stable
+    job = cluster.objects("batch/v1/jobs")[(NAMESPACE, "eva-test")]
+    assert job["metadata"]["labels"][OWNER_LABEL] == owner
+    assert job["spec"]["template"]["metadata"]["labels"][OWNER_LABEL] == owner
+    for res in ("v1/configmaps", "v1/services"):
+        assert all(o["metadata"]["labels"][OWNER_LABEL] == owner for o in cluster.objects(res).values())
+
+
+def test_replace_refuses_another_teams_job(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    theirs = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "eva-test", "namespace": NAMESPACE, "labels": {"team": "b"}},
+        "spec": {"template": {"spec": {"containers": [{"name": "x", "image": "busybox"}]}}},
+    }
+    cluster.put("batch/v1/jobs", NAMESPACE, "eva-test", theirs)
+    bundle = bundle_factory(tmp_path / "b")
+    r = _launch(cli, bundle, kubeconfig, "--replace")
+    assert r.exit_code == 2
+    assert (
+        "Job/eva-test in namespace ml was not created by this job store (no evaplan owner label)" in r.output
+    )
+    assert not cluster.requests("DELETE", "/api")
+    assert cluster.objects("batch/v1/jobs")[(NAMESPACE, "eva-test")]["metadata"]["labels"] == {"team": "b"}
+    # Another store's evaplan job of the same name is someone else's too.
+    theirs["metadata"]["labels"] = {"evaplan.io/job": "eva-test", OWNER_LABEL: "0" * 20}
+    cluster.put("batch/v1/jobs", NAMESPACE, "eva-test", theirs)
+    r = _launch(cli, bundle, kubeconfig, "--replace")
+    assert r.exit_code == 2 and f"owner {'0' * 20}" in r.output and not cluster.requests("DELETE", "/api")
+
+
+def test_replace_deletes_only_its_own_objects(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    bundle = bundle_factory(tmp_path / "b")
+    assert _launch(cli, bundle, kubeconfig).exit_code == 0
+    r = _launch(cli, bundle, kubeconfig, "--replace")
+    assert r.exit_code == 0, r.output
+    assert cluster.requests("DELETE", f"{JOBS}/eva-test")
+    assert set(cluster.objects("batch/v1/jobs")) == {(NAMESPACE, "eva-test")}
+
+
+# --------------------------------------------------------------------------- never lose sight of a job
+def _drop(request):  # the server closes the TCP connection without answering
+    request._raw_request.transport.close()
+    return b""
+
+
+def test_a_lost_create_reply_is_cleaned_up_by_label(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    # kmock stores the Job, then the reply never arrives; the retry's 409 is checked with a GET
+    # whose reply is lost too: launch fails, and the clean-up finds the Job by its labels
+    # although no create ever answered.
+    posted: list[bool] = []
+
+    def lost(request):
+        posted.append(True)
+        return _drop(request)
+
+    cluster.do(lambda: cluster.handler["post", JOBS, lambda req: not req.params.get("dryRun")] << lost)
+    cluster.do(lambda: cluster.handler["get", f"{JOBS}/eva-test", lambda req: bool(posted)] << _drop)
+    r = _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig)
+    assert r.exit_code == 1 and "connection failed" in r.output
+    assert _labelled(cluster) == []
+    assert JobStore().find("eva-test") is None  # nothing left, so the intent was dropped too
+
+
+def test_a_failing_rollback_does_not_hide_the_error(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    forbidden = {"kind": "Status", "message": 'jobs.batch is forbidden: User "tester" cannot create resource'}
+    cluster.do(
+        lambda: cluster.handler["post", JOBS, lambda req: not req.params.get("dryRun")] << 403 << forbidden
+    )
+    etcd_down = [True]
+    # The clean-up's look-up by label fails (kmock applies a DELETE even when it answers 500).
+    cluster.do(
+        lambda: (
+            cluster.handler["get", lambda req: etcd_down[0] and "labelSelector" in req.params]
+            << 500
+            << {"kind": "Status", "message": "etcd down"}
+        )
+    )
+    r = _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig)
+    assert r.exit_code == 2
+    assert "forbidden (403)" in r.output and "removing what was created failed too" in r.output
+    assert "`evaplan stop eva-test` removes it" in r.output
+    # The job is not lost: list shows it, stop removes what was created.
+    listing = cli("list")
+    assert "eva-test" in listing.output and "creating (interrupted)" in listing.output
+    etcd_down[0] = False
+    r = cli("stop", "eva-test")
+    assert r.exit_code == 0, r.output
+    assert _labelled(cluster) == []
+
+
+class SimulatedKill(BaseException):
+    """SIGKILL of `launch` at an API call: no Python code of the launcher runs after it."""
+
+
+def _count_launch_calls(cli, bundle, kubeconfig, monkeypatch) -> int:
+    from launcher.backends import kube_api
+
+    calls = []
+    real = kube_api.KubeApi._send
+
+    def counting(self, *a, **k):
+        calls.append(a[:2])
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(kube_api.KubeApi, "_send", counting)
+    assert _launch(cli, bundle, kubeconfig).exit_code == 0
+    monkeypatch.setattr(kube_api.KubeApi, "_send", real)
+    assert cli("stop", "eva-test").exit_code == 0
+    return len(calls)
+
+
+@pytest.mark.parametrize("mode", ["kill", "interrupt"])
+def test_interrupting_launch_at_every_api_call_loses_nothing(
+    mode, cli, cluster, gpus, kubeconfig, tmp_path, monkeypatch, bundle_factory
+):
+    """Property: whichever API call `launch` is interrupted at (SIGKILL: nothing runs after it;
+    ^C/SIGTERM: the launch unwinds), afterwards `list` shows the job whenever anything of it is
+    in the cluster, and `stop` removes every object carrying its label."""
+    from launcher.backends import kube_api
+
+    bundle = bundle_factory(tmp_path / "b")
+    monkeypatch.setenv("EVAPLAN_STATE_DIR", str(tmp_path / "count"))
+    total = _count_launch_calls(cli, bundle, kubeconfig, monkeypatch)
+    assert total >= 9  # gets, preflight lists, dry runs, creates
+    real = kube_api.KubeApi._send
+    for k in range(total):
+        monkeypatch.setenv("EVAPLAN_STATE_DIR", str(tmp_path / f"state-{mode}-{k}"))
+        seen = [0]
+        dead = [False]
+
+        def faulty(self, *a, _k=k, _seen=seen, _dead=dead, **kw):
+            if _dead[0]:
+                raise SimulatedKill  # a killed process makes no more calls
+            _seen[0] += 1
+            if _seen[0] == _k + 1:
+                if mode == "kill":
+                    _dead[0] = True
+                    raise SimulatedKill
+                raise KeyboardInterrupt
+            return real(self, *a, **kw)
+
+        monkeypatch.setattr(kube_api.KubeApi, "_send", faulty)
+        try:
+            r = _launch(cli, bundle, kubeconfig)
+            outcome = r.exit_code
+        except SimulatedKill:
+            outcome = "killed"
+        monkeypatch.setattr(kube_api.KubeApi, "_send", real)
+        assert outcome in ("killed", 130), (k, outcome)
+        left = _labelled(cluster)
+        listing = cli("list")
+        if left:
+            assert "eva-test" in listing.output, (k, left, listing.output)
+        if "eva-test" in listing.output:
+            r = cli("stop", "eva-test")
+            assert r.exit_code == 0, (k, r.output)
+        assert _labelled(cluster) == [], (k, mode)
+
+
+def test_sigterm_during_create_rolls_back(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, monkeypatch, bundle_factory
+):
+    import os
+    import signal
+
+    from launcher.backends import kube_api
+
+    real = kube_api.KubeApi._send
+
+    def term_on_job_create(self, method, path, query, *a, **k):
+        if method == "POST" and path == JOBS and not query:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while the Job is being created
+        return real(self, method, path, query, *a, **k)
+
+    monkeypatch.setattr(kube_api.KubeApi, "_send", term_on_job_create)
+    r = _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig)
+    assert r.exit_code == 130 and "interrupted" in r.output
+    assert _labelled(cluster) == [] and JobStore().find("eva-test") is None
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+# --------------------------------------------------------------------------- the budget
+def test_budget_below_the_estimate_needs_force(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    bundle = bundle_factory(tmp_path / "b")
+    estimate = json.loads((bundle / "plan.json").read_text())["cost"]["prices"][0]["total_usd"]
+    r = _launch(cli, bundle, kubeconfig, "--max-cost", "2")
+    assert (
+        r.exit_code == 2
+        and f"below this job's own estimate ${estimate:,.2f}" in r.output
+        and "--force" in r.output
+    )
+    assert not cluster.requests("POST", "/api")
+    r = _launch(cli, bundle, kubeconfig, "--max-cost", "2", "--force")
+    assert r.exit_code == 0, r.output
+    # The cluster enforces it: 2 nodes × $55.04/node-hour buy floor(2 / 110.08 × 3600) s of running.
+    deadline = math.floor(2 / (2 * PRICE) * 3600)
+    job = cluster.objects("batch/v1/jobs")[(NAMESPACE, "eva-test")]
+    assert job["spec"]["activeDeadlineSeconds"] == deadline
+    assert f"activeDeadlineSeconds {deadline}" in r.output
+
+
+@pytest.mark.parametrize(
+    ("flavor", "resource", "where"),
+    [
+        ("pytorchjob", "kubeflow.org/v1/pytorchjobs", lambda o: [o["spec"]["runPolicy"]]),
+        (
+            "jobset",
+            "jobset.x-k8s.io/v1alpha2/jobsets",
+            lambda o: [rj["template"]["spec"] for rj in o["spec"]["replicatedJobs"]],
+        ),
+    ],
+)
+def test_every_flavour_takes_the_deadline(
+    flavor, resource, where, cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    _, plural = resource.rsplit("/", 1)
+    kind = {"pytorchjobs": "PyTorchJob", "jobsets": "JobSet"}[plural]
+    cluster.do(
+        lambda: cluster.handler.resources.__setitem__(
+            resource, kmock.ResourceInfo(kind=kind, namespaced=True)
+        )
+    )
+    r = _launch(cli, bundle_factory(tmp_path / "b", flavor=flavor), kubeconfig, "--max-cost", "100")
+    assert r.exit_code == 0, r.output
+    (obj,) = cluster.objects(resource).values()
+    assert [h["activeDeadlineSeconds"] for h in where(obj)] == [math.floor(100 / (2 * PRICE) * 3600)]
+
+
+def test_queued_time_costs_nothing_and_spend_stops_with_the_pods(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    assert _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig, "--max-cost", "50").exit_code == 0
+    job = cluster.objects("batch/v1/jobs")[(NAMESPACE, "eva-test")]
+    cluster.put(
+        "batch/v1/jobs",
+        NAMESPACE,
+        "eva-test",
+        {**job, "status": {"conditions": [{"type": "Suspended", "status": "True"}]}},
+    )
+    doc = json.loads(cli("status", "eva-test", "-o", "json").output)
+    assert doc["phase"] == "Pending" and doc["progress"]["spent_usd"] == 0.0  # Kueue holds it: free
+    # Admitted: both pods ran 10:00 → 10:30, then rank 1 failed and the Job failed.
+    ran = {"startedAt": "2026-11-27T10:00:00Z", "finishedAt": "2026-11-27T10:30:00Z"}
+    for i, code in ((0, 0), (1, 1)):
+        pod = _pod(f"eva-test-{i}", i, phase="Failed" if code else "Succeeded")
+        pod["status"]["containerStatuses"] = [
+            {"name": "trainer", "state": {"terminated": {"exitCode": code, **ran}}}
+        ]
+        cluster.put("v1/pods", NAMESPACE, f"eva-test-{i}", pod)
+    cluster.put(
+        "batch/v1/jobs",
+        NAMESPACE,
+        "eva-test",
+        {
+            **job,
+            "status": {
+                "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]
+            },
+        },
+    )
+    half_hour = 2 * 0.5 * PRICE
+    for _ in range(2):  # asked twice: a failed job's spend does not grow
+        doc = json.loads(cli("status", "eva-test", "-o", "json").output)
+        assert doc["phase"] == "Failed" and doc["progress"]["spent_usd"] == pytest.approx(half_hour)
+    assert "rank 1" in doc["message"]
+    # After a stop the pods are gone; the bill they ran up stays.
+    assert cli("stop", "eva-test").exit_code == 0
+    rec = JobStore().get("eva-test")
+    assert rec.plan["run_node_s"] == pytest.approx(3600.0)
+    assert "$55.04" in cli("list").output
+
+
+def test_watch_survives_an_api_outage(cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory):
+    assert _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig).exit_code == 0
+    job = cluster.objects("batch/v1/jobs")[(NAMESPACE, "eva-test")]
+    cluster.put(
+        "batch/v1/jobs",
+        NAMESPACE,
+        "eva-test",
+        {**job, "status": {"conditions": [{"type": "Complete", "status": "True"}]}},
+    )
+    # Four whole calls' worth of 503s (4 attempts each): more than one call's retries can absorb.
+    seen = len(cluster.requests("GET", f"{JOBS}/eva-test"))  # kmock's slices count these too
+    cluster.do(
+        lambda: (
+            cluster.handler["get", f"{JOBS}/eva-test"][seen : seen + 16]
+            << 503
+            << {"kind": "Status", "message": "down"}
+        )
+    )
+    r = cli("watch", "eva-test", "--interval", "0.1")
+    assert r.exit_code == 0, r.output
+    assert r.output.count("did not answer") == 1 and "answers again" in r.output
+    assert r.output.rstrip().endswith("eva-test: Succeeded")
+
+
+def test_retry_after_is_honoured(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory, monkeypatch
+):
+    assert _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig).exit_code == 0
+    waits: list[float] = []
+    monkeypatch.setattr("launcher.backends.kube_api.time.sleep", waits.append)
+    # kmock's slices count the requests a filter has matched so far, earlier ones included.
+    seen = len(cluster.requests("GET", f"{JOBS}/eva-test"))
+    cluster.do(
+        lambda: (
+            cluster.handler["get", f"{JOBS}/eva-test"][seen : seen + 1]
+            << kmock.headers({"Retry-After": "3"})
+            << 429
+            << {"kind": "Status", "message": "too many requests"}
+        )
+    )
+    r = cli("status", "eva-test", "-o", "json")
+    assert r.exit_code == 0, r.output
+    assert waits == [3.0]  # the server's 3 s, not the 0.01-0.02 s of the backoff schedule
+    # A Retry-After beyond what one call may wait ends the call with when to retry.
+    seen = len(cluster.requests("GET", f"{JOBS}/eva-test"))
+    cluster.do(
+        lambda: (
+            cluster.handler["get", f"{JOBS}/eva-test"][seen : seen + 1]
+            << kmock.headers({"Retry-After": "600"})
+            << 503
+            << {}
+        )
+    )
+    r = cli("status", "eva-test")
+    assert r.exit_code == 1 and "retry after 600s" in r.output
+
+
+class HungServer:
+    """Accepts connections on 127.0.0.1 and never answers (a hung API server)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=10)
+        for c in self.accepted:
+            c.close()
+        self.sock.close()
+
+
+def test_a_hung_api_server_cannot_hold_status_or_list(cli, state_dir, tmp_path, monkeypatch, bundle_factory):
+    from launcher.state import JobRecord
+
+    monkeypatch.setattr("launcher.backends.kube_api.READ_TIMEOUT_S", 0.3)
+    monkeypatch.setattr("launcher.backends.kube_api.CALL_BUDGET_S", 1.0)
+    hung = HungServer()
+    try:
+        cfg = tmp_path / "hung.yaml"
+        cfg.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "hung",
+                    "clusters": [{"name": "hung", "cluster": {"server": f"http://127.0.0.1:{hung.port}"}}],
+                    "users": [{"name": "u", "user": {"token": "t"}}],
+                    "contexts": [
+                        {"name": "hung", "context": {"cluster": "hung", "user": "u", "namespace": "ml"}}
+                    ],
+                }
+            )
+        )
+        store = JobStore()
+        basis = {
+            "nodes": 2,
+            "usd_per_node_hour": PRICE,
+            "total_steps": 10,
+            "global_batch": 32,
+            "estimate_usd": 1.0,
+        }
+        for i in range(3):
+            store.put(
+                JobRecord(
+                    name=f"j{i}",
+                    backend="kubernetes",
+                    bundle_dir="/nonexistent",
+                    plan={"cost_basis": basis},
+                    estimate={},
+                    namespace="ml",
+                    backend_data={"kubeconfig": str(cfg), "workload": ["batch/v1", "Job", f"j{i}"]},
+                )
+            )
+        r = cli("status", "j0")
+        assert r.exit_code == 1 and "within 1s" in r.output and "Traceback" not in r.output
+        first = len(hung.accepted)
+        assert 1 <= first <= FAST.attempts
+        r = cli("list")
+        assert r.exit_code == 0 and r.output.count("unreachable") == 3
+        # The first job's call used the budget; the other two failed fast without a connection.
+        assert len(hung.accepted) - first <= FAST.attempts
+    finally:
+        hung.close()
+
+
+def test_a_forbidden_pod_watch_does_not_spin(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    from launcher.backends.kubernetes import KubernetesBackend
+
+    assert _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig).exit_code == 0
+    forbidden = {"kind": "Status", "message": 'pods is forbidden: User "tester" cannot watch resource "pods"'}
+    cluster.do(lambda: cluster.handler["watch"] << 403 << forbidden)
+    rec = JobStore().get("eva-test")
+    be = KubernetesBackend.for_record(rec, backoff=FAST)
+    for _ in range(5):
+        assert be.wait_for_change(rec, timeout_s=0.05) is False
+    watches = [
+        q for q in cluster.requests("GET", f"/api/v1/namespaces/{NAMESPACE}/pods") if q.params.get("watch")
+    ]
+    assert len(watches) == 1  # asked once; then it polls on the interval
+    assert len(be.notices) == 1 and "forbidden" in be.notices[0]
+
+
+def test_preflight_degrades_without_cluster_wide_read(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    cluster.do(
+        lambda: cluster.handler["get", "/api/v1/pods"] << 403 << {"kind": "Status", "message": "forbidden"}
+    )
+    r = _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig, "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "only node capacity was checked" in r.output and "evaplan-preflight" in r.output
+    cluster.do(
+        lambda: cluster.handler["get", "/api/v1/nodes"] << 403 << {"kind": "Status", "message": "forbidden"}
+    )
+    r = _launch(cli, bundle_factory(tmp_path / "c"), kubeconfig)
+    assert r.exit_code == 0, r.output
+    assert "GPU check was skipped" in r.output
+
+
+# --------------------------------------------------------------------------- status, logs, stop truth
+@pytest.fixture
+def launched(cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory):
+    assert _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig).exit_code == 0
+    cluster.put("v1/pods", NAMESPACE, "eva-test-0", _pod("eva-test-0", 0))
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (
+            {
+                "phase": "Failed",
+                "containerStatuses": [
+                    {"name": "trainer", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}
+                ],
+            },
+            "OOMKilled",
+        ),
+        (
+            {"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."},
+            "Evicted",
+        ),
+        (
+            {
+                "phase": "Failed",
+                "conditions": [
+                    {
+                        "type": "DisruptionTarget",
+                        "status": "True",
+                        "reason": "PreemptionByScheduler",
+                        "message": "Preempted in order to admit critical pod",
+                    }
+                ],
+                "containerStatuses": [
+                    {"name": "trainer", "state": {"terminated": {"reason": "Error", "exitCode": 143}}}
+                ],
+            },
+            "Preempted",
+        ),
+    ],
+)
+def test_a_broken_rank_is_not_shown_as_running(launched, cluster, cli, status, reason):
+    cluster.put("v1/pods", NAMESPACE, "eva-test-1", _pod("eva-test-1", 1, status=status))
+    doc = json.loads(cli("status", "eva-test", "-o", "json").output)
+    assert doc["phase"] == "Degraded" and doc["message"].startswith(f"rank 1 (eva-test-1) {reason}")
+    assert {r["rank"]: r["reason"] for r in doc["ranks"]} == {0: None, 1: reason}
+
+
+def test_logs_for_a_rank_the_job_does_not_have(launched, cli):
+    r = cli("logs", "eva-test", "--rank", "7")
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines() == [
+        "error: job 'eva-test' has 2 ranks (0-1); there is no rank 7 (`evaplan status` lists the ranks)"
+    ]
+
+
+def _script_log(cluster, pod: str, *items) -> None:
+    path = f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}/log"
+    cluster.do(lambda: cluster.handler[path][:1] << kmock.headers({"Content-Type": "text/plain"}) << items)
+
+
+def test_a_dropped_log_stream_is_reported(launched, cluster, cli):
+    _script_log(cluster, "eva-test-0", b"2026-11-27T10:00:01Z a\n", b"2026-11-27T10:00:02Z b\n", _drop)
+    r = cli("logs", "eva-test")
+    assert r.exit_code == 1 and "Traceback" not in r.output and "internal error" not in r.output
+    lines = r.output.splitlines()
+    assert lines[:2] == ["[rank 0] a", "[rank 0] b"]
+    assert "log stream of eva-test-0 dropped after 2 lines" in lines[2]
+    assert lines[-1].startswith("error: the log of rank 0 (eva-test-0) broke off after 2 lines")
+
+
+def test_a_followed_log_reconnects_where_it_stopped(launched, cluster, cli):
+    _script_log(cluster, "eva-test-0", b"2026-11-27T10:00:01Z a\n", b"2026-11-27T10:00:02Z b\n", _drop)
+    # The reconnect replays from sinceTime (second resolution) and goes on; then the container ends.
+    path = f"/api/v1/namespaces/{NAMESPACE}/pods/eva-test-0/log"
+    cluster.do(
+        lambda: (
+            cluster.handler[path][:1]
+            << kmock.headers({"Content-Type": "text/plain"})
+            << (b"2026-11-27T10:00:02Z b\n", b"2026-11-27T10:00:03Z c\n")
+        )
+    )
+    cluster.do(
+        lambda: (
+            cluster.handler[path]
+            << kmock.headers({"Content-Type": "text/plain"})
+            << (b"2026-11-27T10:00:03Z c\n",)
+        )
+    )
+    r = cli("logs", "eva-test", "-f")
+    assert r.exit_code == 0, r.output
+    text = [x for x in r.output.splitlines() if not x.startswith("[rank 0] (")]
+    assert text == ["[rank 0] a", "[rank 0] b", "[rank 0] c"]
+    assert "dropped" in r.output and "reconnecting" in r.output
+    since = [q.params.get("sinceTime") for q in cluster.requests("GET", path)]
+    assert since[:2] == [None, "2026-11-27T10:00:02Z"]
+
+
+def test_stop_on_a_finished_job_says_so(launched, cluster, cli):
+    job = cluster.objects("batch/v1/jobs")[(NAMESPACE, "eva-test")]
+    cluster.put(
+        "batch/v1/jobs",
+        NAMESPACE,
+        "eva-test",
+        {**job, "status": {"conditions": [{"type": "Complete", "status": "True"}]}},
+    )
+    r = cli("stop", "eva-test")
+    assert r.exit_code == 0
+    assert r.output.startswith("eva-test had already finished (Succeeded); nothing to stop")
+    assert cluster.objects("batch/v1/jobs") == {}  # its objects are still cleaned up
+    assert JobStore().get("eva-test").last_phase == "Succeeded"
+
+
+# --------------------------------------------------------------------------- --env
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("NODE_RANK=0", "set by the launcher for each pod"),
+        ("MASTER_ADDR=10.0.0.1", "set by the launcher for each pod"),
+        ("PET_NNODES=4", "set by the launcher for each pod"),
+        ("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "looks like a secret"),
+        ("HF_TOKEN=abc", "looks like a secret"),
+        ("WANDB_API_KEY=abc", "looks like a secret"),
+        ("DB_PASSWORD=hunter2", "looks like a secret"),
+        ("MY_KEY_ID=AKIAIOSFODNN7EXAMPLE", "looks like an AWS access key id"),
+        ("DATA=s3://user:pass@host/x", "a URL with a password"),
+    ],
+)
+def test_env_refuses_reserved_names_and_secrets(entry, message, cli, tmp_path):
+    r = cli(
+        "render", "--model", "eva-clip-debug", "--hardware", "h100-sxm", "--nodes", "1",
+        "--image", "ghcr.io/acme/evaclip:1.0", "--env", entry, "-o", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    if "secret" in message or "AWS" in message or "URL" in message:
+        assert "Secret" in r.output and "--s3-secret" in r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_env_keeps_ordinary_settings():
+    from launcher.env_policy import check_env_entry
+
+    for name, value in (("TOKENIZERS_PARALLELISM", "false"), ("NCCL_NET_GDR_LEVEL", "PHB"), ("KEYRING", "x")):
+        check_env_entry(name, value)
