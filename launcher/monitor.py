@@ -1,9 +1,10 @@
 """Progress, ETA, dollars and the budget guard: what `status`, `list` and `watch` show.
 
-Cost model (LAUNCH.md / issue 7): dollars spent = elapsed node-hours × the plan's $/node-hour,
-with elapsed measured from the job's start (first pod or process running) to its end or now.
-Projected = spent + remaining time × nodes × $/node-hour, where remaining time is the samples
-still to see over the trainer's measured samples/s (the ETA). Every figure names its inputs so a
+Cost model (LAUNCH.md / issues 7 and 13): dollars spent = billed node-hours × the plan's
+$/node-hour. On Kubernetes a node is billed while its pod's containers run (queued time is free;
+the count stops with the pods); locally, from the launch to the end or now. Projected = spent +
+remaining time × nodes × $/node-hour, where remaining time is the samples still to see over the
+trainer's measured samples/s (the ETA). Every figure names its inputs so a
 finance reader can redo the arithmetic.
 """
 

@@ -115,7 +115,7 @@ def test_local_launch_status_logs_stop_resume(
     assert listing[0]["spent"] > 0  # both runs' node time at $3.60/node-hour
 
     # The budget guard: 10,000 steps at 0.2 s on 1 node × $3.60/node-hour project to ~$2 > $0.50.
-    r = cli("launch", str(bundle), "--backend", "local", "--replace", "--max-cost", "0.5")
+    r = cli("launch", str(bundle), "--backend", "local", "--replace", "--max-cost", "0.5", "--force")
     assert r.exit_code == 0, r.output
     r = cli("watch", "eva-local", "--interval", "0.5")
     assert r.exit_code == 0, r.output
