@@ -422,6 +422,22 @@ class JobService:
         record = self.store.get(name)
         return record, backend_for(record)
 
+    def watchable(self, name: str | None) -> tuple[JobRecord, Backend]:
+        """The job and its backend for status/watch; a launch interrupted before anything was
+        started has nothing to watch (one line saying so)."""
+        record, be = self.get(name)
+        if (
+            record.last_phase == CREATING
+            and "workload" not in record.backend_data
+            and "pid" not in record.backend_data
+        ):
+            state = "still being launched" if _launcher_alive(record) else "interrupted while launching"
+            raise EvaplanError(
+                f"job '{record.name}' was {state}; nothing of it was started",
+                hint=f"`evaplan stop {record.name}` forgets it, or launch it again with --replace",
+            )
+        return record, be
+
     def remember(self, record: JobRecord, state: JobState) -> JobRecord:
         """Keep the phase, start, end and billed run time the backend reports; returns the record."""
         stored_node_s = float(record.plan.get("run_node_s", 0.0))

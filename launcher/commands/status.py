@@ -94,7 +94,7 @@ def command(job: str | None, watch: bool, interval_s: float, fmt: str) -> None:
     """Phase, each rank (with the reason when it is not running), progress, ETA and cost of a job
     (default: the most recent)."""
     service = JobService()
-    record, backend = service.get(job)
+    record, backend = service.watchable(job)
 
     current = [record]
 

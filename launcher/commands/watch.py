@@ -22,7 +22,7 @@ from launcher.service import JobService
 def command(job: str | None, interval_s: float) -> None:
     """Follow a job until it ends, stopping it when spend or projected spend passes its --max-cost."""
     service = JobService()
-    record, backend = service.get(job)
+    record, backend = service.watchable(job)
     last: list[str] = []
     current = [record]
 

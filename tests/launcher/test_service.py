@@ -754,3 +754,38 @@ def test_env_keeps_ordinary_settings():
 
     for name, value in (("TOKENIZERS_PARALLELISM", "false"), ("NCCL_NET_GDR_LEVEL", "PHB"), ("KEYRING", "x")):
         check_env_entry(name, value)
+
+
+def test_a_refused_launch_leaves_the_stored_bundle_as_it_was(cli, cluster, gpus, kubeconfig, state_dir):
+    flags = (
+        "--model", "eva-clip-debug", "--hardware", "h100-sxm", "--nodes", "1", "--offering", "aws-p5",
+        "--image", "ghcr.io/acme/evaclip:1.0", "--job-name", "long1", "--kubeconfig", str(kubeconfig),
+    )  # fmt: skip
+    assert cli("launch", *flags, "--samples", "2000").exit_code == 0
+    stored = state_dir / "bundles" / "long1"
+    before = {p.name: p.read_bytes() for p in stored.iterdir()}
+    r = cli("launch", *flags, "--samples", "10000")
+    assert r.exit_code == 2 and "was launched already" in r.output
+    assert {p.name: p.read_bytes() for p in stored.iterdir()} == before
+    assert not [p for p in (state_dir / "bundles").iterdir() if p.name.startswith(".")]  # no leftovers
+
+
+def test_pods_run_unprivileged(cli):
+    base = ("render", "--model", "eva-clip-debug", "--hardware", "h100-sxm", "--nodes", "1",
+            "--image", "ghcr.io/acme/evaclip:1.0", "--stdout")  # fmt: skip
+
+    def pod_spec(*extra: str) -> dict:
+        r = cli(*base, *extra)
+        assert r.exit_code == 0, r.output
+        job = [d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "Job"][0]
+        return job["spec"]["template"]["spec"]
+
+    spec = pod_spec()
+    assert spec["automountServiceAccountToken"] is False
+    sc = spec["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0 and sc["fsGroup"] == sc["runAsGroup"]
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    csc = spec["containers"][0]["securityContext"]
+    assert csc == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    rdma = pod_spec("--rdma-resource", "rdma/ib")["containers"][0]["securityContext"]
+    assert rdma["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
