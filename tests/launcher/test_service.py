@@ -777,7 +777,7 @@ def test_pods_run_unprivileged(cli):
     def pod_spec(*extra: str) -> dict:
         r = cli(*base, *extra)
         assert r.exit_code == 0, r.output
-        job = [d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "Job"][0]
+        (job,) = [d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "Job"]
         return job["spec"]["template"]["spec"]
 
     spec = pod_spec()
