@@ -24,6 +24,7 @@ def command(job: str | None) -> None:
     result = service.stop(record.name)
     removed = f"; removed {', '.join(result.removed)}" if result.removed else ""
     if result.had_finished:
-        click.echo(f"{result.job} had already finished ({result.had_finished}); nothing to stop{removed}")
+        cleaned = "; deleted its objects" if result.backend == "kubernetes" else ""
+        click.echo(f"{result.job} had already finished ({result.had_finished}); nothing to stop{cleaned}{removed}")
     else:
         click.echo(f"stopped {result.job} ({result.backend}){removed}")
