@@ -25,6 +25,8 @@ def command(job: str | None) -> None:
     removed = f"; removed {', '.join(result.removed)}" if result.removed else ""
     if result.had_finished:
         cleaned = "; deleted its objects" if result.backend == "kubernetes" else ""
-        click.echo(f"{result.job} had already finished ({result.had_finished}); nothing to stop{cleaned}{removed}")
+        click.echo(
+            f"{result.job} had already finished ({result.had_finished}); nothing to stop{cleaned}{removed}"
+        )
     else:
         click.echo(f"stopped {result.job} ({result.backend}){removed}")
