@@ -789,3 +789,96 @@ def test_pods_run_unprivileged(cli):
     assert csc == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     rdma = pod_spec("--rdma-resource", "rdma/ib")["containers"][0]["securityContext"]
     assert rdma["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
+
+
+def _rbac_calls(cluster) -> set[tuple[str, str, bool]]:
+    """(resource, verb, namespaced) of every request the launcher made; discovery left out."""
+    import re
+
+    out = set()
+    for q in cluster.do(lambda: list(cluster.handler._requests)):
+        m = re.fullmatch(
+            r"/apis?/(?:([^/]+)/)?v[^/]+(?:/namespaces/[^/]+)?/([^/]+)(?:/([^/]+))?(?:/([^/]+))?", q.url.path
+        )
+        if m is None or (q.url.path.startswith("/apis/") and m.group(1) is None):
+            continue  # /apis/<group>/<version>: API discovery, open to every authenticated user
+        group = m.group(1) if q.url.path.startswith("/apis/") else ""
+        resource = m.group(2) + (f"/{m.group(4)}" if m.group(4) else "")
+        named = m.group(3) is not None
+        method = q.method.value
+        verb = (
+            "watch"
+            if q.params.get("watch")
+            else {"GET": "get" if named else "list", "POST": "create", "DELETE": "delete"}.get(
+                method, method.lower()
+            )
+        )
+        if q.params.get("dryRun"):
+            verb = "create"  # a server-side dry run is authorized as the verb itself
+        out.add((f"{group}/{resource}" if group else resource, verb, "/namespaces/" in q.url.path))
+    return out
+
+
+def test_the_shipped_role_covers_exactly_what_the_commands_do(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    bundle = bundle_factory(tmp_path / "b")
+    assert _launch(cli, bundle, kubeconfig).exit_code == 0
+    assert _launch(cli, bundle, kubeconfig, "--replace").exit_code == 0
+    cluster.put("v1/pods", NAMESPACE, "eva-test-0", _pod("eva-test-0", 0))
+    log = f"/api/v1/namespaces/{NAMESPACE}/pods/eva-test-0/log"
+    cluster.do(
+        lambda: (
+            cluster.handler[log]
+            << kmock.headers({"Content-Type": "text/plain"})
+            << (b"2026-11-27T10:00:01Z a\n",)
+        )
+    )
+    job = cluster.objects("batch/v1/jobs")[(NAMESPACE, "eva-test")]
+    assert cli("status", "eva-test").exit_code == 0
+    assert cli("logs", "eva-test", "-f").exit_code == 0  # the stream ends, the pod is re-read
+    from launcher.backends.kubernetes import KubernetesBackend
+
+    rec = JobStore().get("eva-test")
+    KubernetesBackend.for_record(rec, backoff=FAST).wait_for_change(
+        rec, timeout_s=0.05
+    )  # what --watch waits on
+    cluster.put(
+        "batch/v1/jobs",
+        NAMESPACE,
+        "eva-test",
+        {**job, "status": {"conditions": [{"type": "Complete", "status": "True"}]}},
+    )
+    assert cli("status", "eva-test", "--watch", "--interval", "0.1").exit_code == 0
+    assert cli("stop", "eva-test").exit_code == 0
+    used = _rbac_calls(cluster)
+
+    docs = list(yaml.safe_load_all((bundle / "rbac.yaml").read_text()))
+    role = next(d for d in docs if d["kind"] == "Role")
+    cluster_role = next(d for d in docs if d["kind"] == "ClusterRole")
+
+    def granted(rules) -> set[tuple[str, str]]:
+        return {
+            (f"{g}/{r}" if g else r, v)
+            for rule in rules
+            for g in rule["apiGroups"]
+            for r in rule["resources"]
+            for v in rule["verbs"]
+        }
+
+    in_ns, cluster_wide = granted(role["rules"]), granted(cluster_role["rules"])
+    missing = {(r, v) for r, v, ns in used if (r, v) not in (in_ns if ns else cluster_wide)}
+    assert not missing  # every call the commands made is granted
+    # ... and nothing granted goes unused (the CRD flavours' rules mirror batch/jobs).
+    exercised = {r for r, _, _ in used}
+    unused = {
+        (r, v)
+        for r, v in in_ns | cluster_wide
+        if r in exercised and (r, v) not in {(a, b) for a, b, _ in used}
+    }
+    assert not unused
+    assert {r for r, _ in in_ns} - exercised == {"kubeflow.org/pytorchjobs", "jobset.x-k8s.io/jobsets"}
+    crd_rules = [x for x in role["rules"] if x["apiGroups"] != [""]]
+    assert all(
+        x["verbs"] == next(y for y in crd_rules if y["apiGroups"] == ["batch"])["verbs"] for x in crd_rules
+    )
