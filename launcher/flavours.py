@@ -134,6 +134,16 @@ class JobSet(Workload):
             for rj in obj.setdefault("spec", {}).get("replicatedJobs", [])
         ]
 
+    def with_deadline(self, obj: dict[str, Any], seconds: int) -> dict[str, Any]:
+        out = super().with_deadline(obj, seconds)
+        # A child Job that fails with DeadlineExceeded would otherwise be restarted by the JobSet
+        # (failurePolicy.maxRestarts times), each restart with a fresh deadline: fail the whole
+        # JobSet instead (jobset.x-k8s.io/v1alpha2 FailurePolicyRule, first matching rule wins).
+        policy = out["spec"].setdefault("failurePolicy", {})
+        rule = {"name": "budgetDeadline", "action": "FailJobSet", "onJobFailureReasons": ["DeadlineExceeded"]}
+        policy["rules"] = [rule, *[r for r in policy.get("rules", []) if r.get("name") != rule["name"]]]
+        return out
+
     def pods_per_child(self, obj: dict[str, Any]) -> int:
         return max(
             (

@@ -385,6 +385,36 @@ def test_every_flavour_takes_the_deadline(
     assert r.exit_code == 0, r.output
     (obj,) = cluster.objects(resource).values()
     assert [h["activeDeadlineSeconds"] for h in where(obj)] == [math.floor(100 / (2 * PRICE) * 3600)]
+    if flavor == "jobset":  # a child Job past its deadline fails the JobSet, not restarts it
+        assert obj["spec"]["failurePolicy"]["rules"][0] == {
+            "name": "budgetDeadline",
+            "action": "FailJobSet",
+            "onJobFailureReasons": ["DeadlineExceeded"],
+        }
+
+
+@pytest.mark.parametrize("flavor", ["indexed-job", "pytorchjob", "jobset"])
+def test_launched_objects_still_match_their_schema(flavor, tmp_path, bundle_factory, shared_dir):
+    """What launch adds (owner label, deadline, JobSet rule) keeps each object valid for its CRD."""
+    jsonschema = pytest.importorskip("jsonschema")
+    kv = pytest.importorskip("kubernetes_validate")
+    from launcher.bundle import read_bundle
+    from launcher.service import label_owned
+
+    crds = {}
+    for f in (shared_dir / "k8s-crds").glob("*.yaml"):
+        crd = yaml.safe_load(f.read_text())
+        for v in crd["spec"]["versions"]:
+            crds[(crd["spec"]["names"]["kind"], f"{crd['spec']['group']}/{v['name']}")] = v["schema"][
+                "openAPIV3Schema"
+            ]
+    for obj in read_bundle(bundle_factory(tmp_path / "b", flavor=flavor)).manifests:
+        out = label_owned(obj, "a" * 20, 3600)
+        schema = crds.get((out["kind"], out["apiVersion"]))
+        if schema is not None:
+            jsonschema.Draft7Validator(schema).validate(out)
+        else:
+            kv.validate(out, "1.30", strict=True)
 
 
 def test_queued_time_costs_nothing_and_spend_stops_with_the_pods(
