@@ -251,7 +251,7 @@ class SimulatedKill(BaseException):
     """SIGKILL of `launch` at an API call: no Python code of the launcher runs after it."""
 
 
-def _count_launch_calls(cli, bundle, kubeconfig, monkeypatch) -> int:
+def _count_launch_calls(cli, bundle, kubeconfig, monkeypatch, flags: tuple[str, ...]) -> int:
     from launcher.backends import kube_api
 
     calls = []
@@ -261,29 +261,33 @@ def _count_launch_calls(cli, bundle, kubeconfig, monkeypatch) -> int:
         calls.append(a[:2])
         return real(self, *a, **k)
 
+    if flags:
+        assert _launch(cli, bundle, kubeconfig).exit_code == 0  # something to replace
     monkeypatch.setattr(kube_api.KubeApi, "_send", counting)
-    assert _launch(cli, bundle, kubeconfig).exit_code == 0
+    assert _launch(cli, bundle, kubeconfig, *flags).exit_code == 0
     monkeypatch.setattr(kube_api.KubeApi, "_send", real)
     assert cli("stop", "eva-test").exit_code == 0
     return len(calls)
 
 
-@pytest.mark.parametrize("mode", ["kill", "interrupt"])
+@pytest.mark.parametrize(("mode", "flags"), [("kill", ()), ("interrupt", ()), ("kill", ("--replace",))])
 def test_interrupting_launch_at_every_api_call_loses_nothing(
-    mode, cli, cluster, gpus, kubeconfig, tmp_path, monkeypatch, bundle_factory
+    mode, flags, cli, cluster, gpus, kubeconfig, tmp_path, monkeypatch, bundle_factory
 ):
-    """Property: whichever API call `launch` is interrupted at (SIGKILL: nothing runs after it;
-    ^C/SIGTERM: the launch unwinds), afterwards `list` shows the job whenever anything of it is
-    in the cluster, and `stop` removes every object carrying its label."""
+    """Property: whichever API call `launch` (or `launch --replace`) is interrupted at (SIGKILL:
+    nothing runs after it; ^C/SIGTERM: the launch unwinds), afterwards `list` shows the job
+    whenever anything of it is in the cluster, and `stop` removes every object carrying its label."""
     from launcher.backends import kube_api
 
     bundle = bundle_factory(tmp_path / "b")
     monkeypatch.setenv("EVAPLAN_STATE_DIR", str(tmp_path / "count"))
-    total = _count_launch_calls(cli, bundle, kubeconfig, monkeypatch)
-    assert total >= 9  # gets, preflight lists, dry runs, creates
+    total = _count_launch_calls(cli, bundle, kubeconfig, monkeypatch, flags)
+    assert total >= 9  # gets, preflight lists, dry runs, (deletes,) creates
     real = kube_api.KubeApi._send
     for k in range(total):
-        monkeypatch.setenv("EVAPLAN_STATE_DIR", str(tmp_path / f"state-{mode}-{k}"))
+        monkeypatch.setenv("EVAPLAN_STATE_DIR", str(tmp_path / f"state-{mode}-{len(flags)}-{k}"))
+        if flags:
+            assert _launch(cli, bundle, kubeconfig).exit_code == 0  # the job it replaces
         seen = [0]
         dead = [False]
 
@@ -300,7 +304,7 @@ def test_interrupting_launch_at_every_api_call_loses_nothing(
 
         monkeypatch.setattr(kube_api.KubeApi, "_send", faulty)
         try:
-            r = _launch(cli, bundle, kubeconfig)
+            r = _launch(cli, bundle, kubeconfig, *flags)
             outcome = r.exit_code
         except SimulatedKill:
             outcome = "killed"
