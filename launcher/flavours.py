@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from planner.errors import EvaplanError
 
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+JOBSET_REPLICATED_JOB = "node"  # the one replicated Job of an evaplan JobSet
 # Conditions (type → succeeded?) each controller sets on its object: batch/v1 Job
 # (Complete/Failed/SuccessCriteriaMet/FailureTarget), kubeflow JobConditionType (Succeeded/Failed),
 # JobSet (Completed/Failed).
@@ -34,8 +35,27 @@ class Workload:
 
     api_version: ClassVar[str]
     kind: ClassVar[str]
+    flavor: ClassVar[str]  # the `--flavor` name that renders it
     # Labels its controller puts on the pods it makes, valued with the workload's name.
     controller_labels: ClassVar[tuple[str, ...]]
+    # How the pod template is laid out for it (launcher/render.py reads these).
+    container_name: ClassVar[str] = "trainer"
+    port_name: ClassVar[str] = "rendezvous"
+    pod_restart_policy: ClassVar[str | None] = "Never"  # None: the controller sets it
+    node_rank_from_completion_index: ClassVar[bool] = True  # NODE_RANK from the pod's index
+    controller_sets_unbuffered: ClassVar[bool] = False  # PYTHONUNBUFFERED set by its controller
+
+    def rendezvous(self, job: str, port: int) -> tuple[str, str, str]:
+        """torchrun's (--node-rank, --master-addr, --master-port) in the container's command."""
+        raise NotImplementedError
+
+    def pod_subdomain(self, job: str) -> str | None:
+        """The pods' `subdomain` (the headless Service giving them DNS names), if evaplan sets it."""
+        return None
+
+    def longest_pod_hostname(self, job: str, nodes: int) -> str:
+        """The longest hostname its controller gives a pod of this job (it must be a DNS label)."""
+        raise NotImplementedError
 
     def pod_templates(self, obj: dict[str, Any]) -> list[tuple[dict[str, Any], int]]:
         """(pod template, pods made from it), in the order they appear in the spec."""
@@ -75,7 +95,18 @@ class Workload:
 class IndexedJob(Workload):
     api_version = "batch/v1"
     kind = "Job"
+    flavor = "indexed-job"
     controller_labels = ("batch.kubernetes.io/job-name", "job-name")
+
+    def rendezvous(self, job: str, port: int) -> tuple[str, str, str]:
+        # Pod <job>-<index> in the headless Service <job>: rank 0 is <job>-0.<job>.
+        return "$(NODE_RANK)", f"{job}-0.{job}", str(port)
+
+    def pod_subdomain(self, job: str) -> str | None:
+        return job
+
+    def longest_pod_hostname(self, job: str, nodes: int) -> str:
+        return f"{job}-{nodes - 1}"  # Indexed Job: <job>-<index>
 
     def pod_templates(self, obj: dict[str, Any]) -> list[tuple[dict[str, Any], int]]:
         spec = obj.get("spec", {})
@@ -90,7 +121,19 @@ class IndexedJob(Workload):
 class PyTorchJob(Workload):
     api_version = "kubeflow.org/v1"
     kind = "PyTorchJob"
+    flavor = "pytorchjob"
     controller_labels = ("training.kubeflow.org/job-name",)
+    container_name = "pytorch"  # the training operator requires this name
+    port_name = "pytorchjob-port"
+    pod_restart_policy = None  # from the replica spec
+    node_rank_from_completion_index = False  # the operator injects PET_NODE_RANK
+    controller_sets_unbuffered = True  # training-operator envvar.go
+
+    def rendezvous(self, job: str, port: int) -> tuple[str, str, str]:
+        return "$(PET_NODE_RANK)", "$(PET_MASTER_ADDR)", "$(PET_MASTER_PORT)"  # injected by the operator
+
+    def longest_pod_hostname(self, job: str, nodes: int) -> str:
+        return f"{job}-worker-{max(nodes - 2, 0)}" if nodes > 1 else f"{job}-master-0"
 
     def pod_templates(self, obj: dict[str, Any]) -> list[tuple[dict[str, Any], int]]:
         specs = obj.get("spec", {}).get("pytorchReplicaSpecs", {})
@@ -112,7 +155,15 @@ class PyTorchJob(Workload):
 class JobSet(Workload):
     api_version = "jobset.x-k8s.io/v1alpha2"
     kind = "JobSet"
+    flavor = "jobset"
     controller_labels = ("jobset.sigs.k8s.io/jobset-name",)
+
+    def rendezvous(self, job: str, port: int) -> tuple[str, str, str]:
+        # <jobset>-<replicatedJob>-<jobIndex>-<podIndex> in the JobSet's subdomain <jobset>.
+        return "$(NODE_RANK)", f"{job}-{JOBSET_REPLICATED_JOB}-0-0.{job}", str(port)
+
+    def longest_pod_hostname(self, job: str, nodes: int) -> str:
+        return f"{job}-{JOBSET_REPLICATED_JOB}-0-{nodes - 1}"
 
     def pod_templates(self, obj: dict[str, Any]) -> list[tuple[dict[str, Any], int]]:
         out = []
@@ -184,6 +235,14 @@ def workload_of(objs: list[dict[str, Any]]) -> tuple[Workload, dict[str, Any]]:
             hint="re-render the bundle",
         )
     return found[0]
+
+
+def workload_by_flavor(flavor: str) -> Workload:
+    """The flavour object of a `--flavor` name (indexed-job, pytorchjob, jobset)."""
+    for w in WORKLOADS.values():
+        if w.flavor == flavor:
+            return w
+    raise EvaplanError(f"unknown flavor {flavor!r}", hint="use indexed-job, pytorchjob or jobset")
 
 
 def workload_by_kind(kind: str) -> Workload:

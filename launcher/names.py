@@ -193,13 +193,9 @@ def check_s3_uri(value: str, what: str) -> str:
 def longest_pod_hostname(job_name: str, flavor: str, nodes: int) -> str:
     """The longest hostname the flavour's controller gives a pod of this job (LAUNCH.md): it must
     stay a DNS-1123 label, so it bounds the job name's length."""
-    if flavor == "indexed-job":
-        return f"{job_name}-{nodes - 1}"  # Indexed Job: <job>-<index>
-    if flavor == "jobset":
-        return f"{job_name}-node-0-{nodes - 1}"  # <jobset>-<replicatedJob>-<jobIndex>-<podIndex>
-    if flavor == "pytorchjob":
-        return f"{job_name}-worker-{max(nodes - 2, 0)}" if nodes > 1 else f"{job_name}-master-0"
-    raise EvaplanError(f"unknown flavor {flavor!r}", hint="use indexed-job, pytorchjob or jobset")
+    from launcher.flavours import workload_by_flavor
+
+    return workload_by_flavor(flavor).longest_pod_hostname(job_name, nodes)
 
 
 def check_job_name(value: str, flavor: str, nodes: int) -> str:

@@ -24,6 +24,7 @@ from evaclip.config import CheckpointConfig, DataConfig, RunConfig
 from launcher import names
 from launcher.fabric import FabricRequest
 from launcher.fabric import resolve as resolve_fabric
+from launcher.flavours import JOBSET_REPLICATED_JOB, workload_by_flavor
 from launcher.render_options import FLAVORS, Flavor, RenderOptions
 from launcher.sizing import (
     WEBDATASET_WORKERS_DEFAULT,
@@ -66,7 +67,6 @@ NVME_MOUNT = "/local_nvme"
 DATA_MOUNT = "/data"  # --data-pvc, read-only
 DS_CONFIG_FILE = "ds_config.json"
 RUN_CONFIG_FILE = "run_config.json"
-JOBSET_REPLICATED_JOB = "node"
 # Kubernetes caps a ConfigMap's data at 1 MiB (MaxSecretSize, applied to ConfigMaps too).
 CONFIGMAP_MAX_BYTES = 1024 * 1024
 # evaclip.train exits with this code on a configuration error (the CLI convention of
@@ -243,9 +243,10 @@ def _env(inputs: PlanInputs, opts: RenderOptions, sizing: Sizing) -> list[dict[s
     def put(name: str, value: str | None = None, field_path: str | None = None) -> None:
         env[name] = {"name": name, "value": value, "field_path": field_path}
 
-    if opts.flavor in ("indexed-job", "jobset"):
+    flavour = workload_by_flavor(opts.flavor)
+    if flavour.node_rank_from_completion_index:
         put("NODE_RANK", field_path=COMPLETION_INDEX_FIELD)
-    if opts.flavor != "pytorchjob":  # the training operator sets PYTHONUNBUFFERED itself (envvar.go)
+    if not flavour.controller_sets_unbuffered:
         put("PYTHONUNBUFFERED", "1")
     put("OMP_NUM_THREADS", str(sizing.omp_threads))
     # LAUNCH.md, "collectives env": RCCL reads the NCCL_* variables too.
@@ -289,13 +290,7 @@ def fabric_for(inputs: PlanInputs, opts: RenderOptions) -> FabricRequest:
 
 def _command(inputs: PlanInputs, opts: RenderOptions) -> list[str]:
     plan = inputs.plan
-    if opts.flavor == "indexed-job":
-        rank, addr, port = "$(NODE_RANK)", f"{opts.job_name}-0.{opts.job_name}", str(opts.master_port)
-    elif opts.flavor == "jobset":
-        addr = f"{opts.job_name}-{JOBSET_REPLICATED_JOB}-0-0.{opts.job_name}"
-        rank, port = "$(NODE_RANK)", str(opts.master_port)
-    else:  # the training operator injects these (LAUNCH.md)
-        rank, addr, port = "$(PET_NODE_RANK)", "$(PET_MASTER_ADDR)", "$(PET_MASTER_PORT)"
+    rank, addr, port = workload_by_flavor(opts.flavor).rendezvous(opts.job_name, opts.master_port)
     return [
         "torchrun",
         f"--nnodes={plan.nodes}",
@@ -373,25 +368,25 @@ def _pod(
         )
     # Every key present: the templates run under StrictUndefined.
     volumes = [{"read_only": False, "source": None, "medium": None, "size_limit": None, **v} for v in volumes]
-    is_pytorchjob = opts.flavor == "pytorchjob"
+    flavour = workload_by_flavor(opts.flavor)
     return {
         "labels": labels,
         "annotations": {MULTUS_NETWORKS_ANNOTATION: opts.network_annotation}
         if opts.network_annotation
         else {},
-        "restart_policy": None if is_pytorchjob else "Never",  # the operator sets it from the replica spec
-        "subdomain": opts.job_name if opts.flavor == "indexed-job" else None,
+        "restart_policy": flavour.pod_restart_policy,
+        "subdomain": flavour.pod_subdomain(opts.job_name),
         "termination_grace_period_s": sizing.termination_grace_period_s,
         "service_account": opts.service_account,
         "priority_class": opts.priority_class,
         "image_pull_secret": opts.image_pull_secret,
         "node_selector": {k8s.product_label: k8s.product},
         "tolerations": [{"key": k8s.taint, "effect": "NoSchedule"}] if k8s.taint else [],
-        "container_name": "pytorch" if is_pytorchjob else "trainer",  # PyTorchJob requires `pytorch`
+        "container_name": flavour.container_name,
         "image": opts.image,
         "image_pull_policy": opts.image_pull_policy,
         "command": _command(inputs, opts),
-        "port_name": "pytorchjob-port" if is_pytorchjob else "rendezvous",
+        "port_name": flavour.port_name,
         "port": opts.master_port,
         "env": _env(inputs, opts, sizing),
         "env_from_secrets": [opts.s3_secret] if opts.s3_secret else [],
