@@ -106,6 +106,7 @@ class LaunchRequest:
     max_cost_usd: float | None = None
     pricing: str | None = None
     force: bool = False
+    bundle_dir: Path | None = None  # where the bundle is kept, when not where it was read
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,7 @@ class JobService:
         return JobRecord(
             name=req.bundle.job_name,
             backend=req.backend,
-            bundle_dir=str(req.bundle.path.resolve()),
+            bundle_dir=str((req.bundle_dir or req.bundle.path).resolve()),
             plan={
                 "cost_basis": basis.to_dict(),
                 "prior_elapsed_s": prior_node_s / basis.nodes if basis.nodes else 0.0,
@@ -526,12 +527,6 @@ class JobService:
         end = record.finished_at or (state.finished_at if state else None) or utcnow()
         self.store.put(record.with_(last_phase=finished or STOPPED, finished_at=end))
         return StopResult(record.name, record.backend, finished, removed)
-
-
-def replace_bundle(req: LaunchRequest, bundle: Bundle) -> LaunchRequest:
-    from dataclasses import replace
-
-    return replace(req, bundle=bundle)
 
 
 def label_owned(obj: dict[str, Any], owner: str, deadline_s: int | None) -> dict[str, Any]:

@@ -21,9 +21,9 @@ from launcher.backends.base import get_backend, load_bundle
 from launcher.commands import render as render_cmd
 from launcher.commands._options import kube_options
 from launcher.monitor import fmt_duration, fmt_usd
-from launcher.service import DryRunResult, JobService, LaunchRequest, replace_bundle
+from launcher.service import DryRunResult, JobService, LaunchRequest
 from launcher.state import state_dir
-from planner.errors import EvaplanError
+from planner.errors import EvaplanError, RuntimeFailure
 
 # The image of a local run is never pulled (torchrun runs this checkout's evaclip): a placeholder.
 LOCAL_IMAGE = "evaclip:local"
@@ -150,15 +150,20 @@ def command(
         max_cost_usd=max_cost_usd,
         pricing=pricing,
         force=force,
+        # A bundle rendered here is kept under the state dir only once the launch succeeded: a
+        # refused launch or a dry run leaves the stored bundle of that job as it was.
+        bundle_dir=state_dir() / "bundles" / bundle.job_name if rendered_tmp is not None else None,
     )
     try:
-        if rendered_tmp is not None:
-            # Checks that need no cluster first, so a refused launch leaves the stored bundle as it was.
-            service.precheck(request)
-            bundle = load_bundle(_keep(rendered_tmp, bundle.job_name))
-            rendered_tmp = None
-            request = replace_bundle(request, bundle)
         result = service.launch(request, dry_run=dry_run)
+        if rendered_tmp is not None and not dry_run:
+            try:
+                _keep(rendered_tmp, bundle.job_name)
+            except OSError as e:
+                raise RuntimeFailure(
+                    f"launched {bundle.job_name}, but keeping its bundle in {state_dir() / 'bundles'} failed: {e.strerror}",
+                    hint="the job runs; free space there for later `--resume`",
+                ) from None
     finally:
         if rendered_tmp is not None:
             shutil.rmtree(rendered_tmp, ignore_errors=True)
@@ -242,7 +247,6 @@ def _keep(tmp: Path, job: str) -> Path:
         old = Path(tempfile.mkdtemp(prefix=".old.", dir=bundles))
         os.rename(final, old / "bundle")
     os.rename(tmp / "bundle", final)
-    shutil.rmtree(tmp, ignore_errors=True)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -801,6 +801,10 @@ def test_a_refused_launch_leaves_the_stored_bundle_as_it_was(cli, cluster, gpus,
     r = cli("launch", *flags, "--samples", "10000")
     assert r.exit_code == 2 and "was launched already" in r.output
     assert {p.name: p.read_bytes() for p in stored.iterdir()} == before
+    # Neither a dry run nor a launch the cluster refuses (here: the preflight) touches it either.
+    assert cli("launch", *flags, "--samples", "10000", "--replace", "--dry-run").exit_code == 0
+    assert cli("launch", *flags, "--samples", "10000", "--replace", "--nodes", "4").exit_code == 2
+    assert {p.name: p.read_bytes() for p in stored.iterdir()} == before
     assert not [p for p in (state_dir / "bundles").iterdir() if p.name.startswith(".")]  # no leftovers
 
 
