@@ -18,6 +18,7 @@ budget ÷ price at launch (flavours.py says where each flavour keeps it).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
@@ -43,7 +44,7 @@ from launcher.backends.base import (
 )
 from launcher.flavours import workload_for
 from launcher.manifest_check import OWNER_LABEL, check_rendered
-from launcher.monitor import CostBasis, Progress, compute_progress, cost_basis, elapsed_s, snapshot
+from launcher.monitor import CostBasis, compute_progress, cost_basis, elapsed_s, snapshot
 from launcher.state import JobRecord, JobStore, state_dir, utcnow
 from planner.errors import EvaplanError, RuntimeFailure
 
@@ -533,18 +534,14 @@ def label_owned(obj: dict[str, Any], owner: str, deadline_s: int | None) -> dict
     """The object as launch submits it: the owner label on it and on its pod templates, and on
     the workload the in-cluster deadline. Nothing else differs from the rendered object."""
     w = workload_for(obj)
-    out = w.with_deadline(obj, deadline_s) if (w is not None and deadline_s is not None) else _deep(obj)
+    out = (
+        w.with_deadline(obj, deadline_s) if (w is not None and deadline_s is not None) else copy.deepcopy(obj)
+    )
     out.setdefault("metadata", {}).setdefault("labels", {})[OWNER_LABEL] = owner
     if w is not None:
         for template, _ in w.pod_templates(out):
             template.setdefault("metadata", {}).setdefault("labels", {})[OWNER_LABEL] = owner
     return out
-
-
-def _deep(obj: dict[str, Any]) -> dict[str, Any]:
-    import copy
-
-    return copy.deepcopy(obj)
 
 
 def _stored_state(rec: JobRecord) -> JobState:
@@ -608,7 +605,3 @@ def _terminate_as_interrupt() -> Iterator[None]:
     finally:
         for sig, old in saved.items():
             signal.signal(sig, old)
-
-
-def progress_of(record: JobRecord, state: JobState, recent: list[dict[str, Any]]) -> Progress:
-    return compute_progress(record, state, recent)
