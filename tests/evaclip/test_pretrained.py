@@ -195,7 +195,7 @@ def test_run_config_and_flags():
     from evaclip.config import InitFrom
     from evaclip.train import apply_overrides
 
-    with pytest.raises(ValueError, match="drop init_from.vision"):
+    with pytest.raises(ValueError, match=r"drop init_from\.vision"):
         InitFrom(model="a.pt", vision="b.pt")
     from evaclip.config import RunConfig
 
