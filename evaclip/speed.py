@@ -46,6 +46,20 @@ class CompileState:
         return f"regional ({self.blocks} blocks)" if self.active else f"failed, eager ({self.error})"
 
 
+def _summary(e: BaseException) -> str:
+    """One line naming the failure and its root cause (Dynamo wraps the compiler's exception)."""
+    root: BaseException = e
+    seen = {id(e)}
+    while True:
+        nxt = root.__cause__ or getattr(root, "inner_exception", None)
+        if nxt is None or id(nxt) in seen:
+            break
+        seen.add(id(nxt))
+        root = nxt
+    text = " ".join(str(root).split())[:200]
+    return type(e).__name__ + (f" ({type(root).__name__}: {text})" if root is not e else f": {text}")
+
+
 class _FallbackForward:
     """A block's forward: the compiled one until its first call fails, then the eager one."""
 
@@ -62,9 +76,7 @@ class _FallbackForward:
             out = self.compiled(*args, **kwargs)
         except Exception as e:  # compilation failed: run this and every later call eagerly
             self.state.active = False
-            self.state.error = (
-                f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
-            )
+            self.state.error = _summary(e)
             self.state.warn(f"torch.compile failed, running eager: {self.state.error}")
             return self.eager(*args, **kwargs)
         self.proven = True
