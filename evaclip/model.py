@@ -64,12 +64,21 @@ _backend: AttentionBackend = "auto"
 _last_backend: str | None = None
 
 
+_UNRESOLVED = object()
+_flash_fn: object = _UNRESOLVED
+
+
 def _flash_attn_func() -> Callable | None:
-    try:
-        from flash_attn import flash_attn_func  # type: ignore[import-not-found]
-    except Exception:  # not installed, or built for another torch / GPU
-        return None
-    return flash_attn_func
+    """flash-attn's `flash_attn_func` (CUDA or ROCm build) or None. Resolved once and kept in a
+    module global, so that compiled blocks read a global instead of tracing an import."""
+    global _flash_fn
+    if _flash_fn is _UNRESOLVED:
+        try:
+            from flash_attn import flash_attn_func  # type: ignore[import-not-found]
+        except Exception:  # not installed, or built for another torch / GPU
+            flash_attn_func = None
+        _flash_fn = flash_attn_func
+    return _flash_fn  # type: ignore[return-value]
 
 
 def set_attention_backend(backend: AttentionBackend) -> None:
@@ -456,6 +465,7 @@ class EvaCLIP(nn.Module):
         # Shape (1,), not OpenCLIP's 0-d: DeepSpeed's parameter broadcast views a bf16 tensor as
         # bytes (engine._broadcast_model), which a 0-d tensor cannot do. Same single element.
         self.logit_scale = nn.Parameter(torch.full((1,), LOGIT_SCALE_INIT))
+        _flash_attn_func()  # resolve the attention kernel before any forward (and any compilation)
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         self.visual.grad_checkpointing = enabled
