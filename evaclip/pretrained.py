@@ -83,7 +83,10 @@ def read_checkpoint(uri: str, scratch: Path | None = None) -> dict[str, torch.Te
 
             raw: Any = load_file(str(path))
         else:
-            raw = torch.load(str(path), map_location="cpu", weights_only=True)
+            try:  # memory-mapped: an 18B fp32 checkpoint (73 GB) is paged in tensor by tensor
+                raw = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # the legacy (non-zip) format cannot be mapped
+                raw = torch.load(str(path), map_location="cpu", weights_only=True)
     except ImportError:
         raise EvaplanError(f"{uri} is a safetensors file", hint="pip install safetensors") from None
     except Exception as e:  # not a torch file, truncated, pickled objects beyond tensors

@@ -218,3 +218,15 @@ def test_run_config_and_flags():
     args.init_from = "m.pt"
     with pytest.raises(EvaplanError, match="--init-from loads both towers"):
         apply_overrides(run, args)
+
+
+def test_legacy_torch_save_format_loads(tmp_path):
+    """Older checkpoints use torch's pre-1.6 format, which cannot be memory-mapped."""
+    from evaclip.pretrained import load_pretrained, official_state_dict
+
+    source = _model(0)
+    path = tmp_path / "legacy.pt"
+    torch.save(official_state_dict(source, source.spec), path, _use_new_zipfile_serialization=False)
+    target = _model(1)
+    load_pretrained(target, target.spec, model_uri=str(path), log=lambda line: None)
+    assert _same(source, target)
