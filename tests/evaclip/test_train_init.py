@@ -77,7 +77,7 @@ def test_zero3_init_from_s3_then_export(tmp_path, s3_env, trainer):
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # a backstop only: idle ~15 s; load 8 makes it 5-10× slower
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     exported = torch.load(out, weights_only=True)
@@ -114,7 +114,8 @@ def test_mismatch_stops_with_the_report_unless_not_strict(tmp_path, trainer):
         cmd = [sys.executable, "-m", "evaclip.train", "--ds-config", str(work / "ds.json")]
         cmd += ["--run-config", str(work / "run.json"), "--init-from", str(tmp_path / "partial.pt")]
         cmd += ["--init-strict", strict]
-        results[strict] = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        # A backstop only: idle ~30 s each; load 8 makes it 5-10× slower.
+        results[strict] = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     failed = results["true"]
     assert failed.returncode == 2, failed.stderr[-3000:]
     errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
