@@ -79,6 +79,10 @@ def apply_overrides(run: RunConfig, args: argparse.Namespace) -> RunConfig:
     """The run config with the command line's --init-* / --compile flags applied (validated)."""
     from pydantic import ValidationError
 
+    if args.init_from and (args.init_vision_from or args.init_text_from):
+        raise EvaplanError(
+            "--init-from loads both towers", hint="drop --init-vision-from / --init-text-from, or --init-from"
+        )
     update: dict[str, Any] = {}
     init = run.init_from.model_dump()
     flags = {"model": args.init_from, "vision": args.init_vision_from, "text": args.init_text_from}
@@ -92,7 +96,7 @@ def apply_overrides(run: RunConfig, args: argparse.Namespace) -> RunConfig:
             update["init_from"] = type(run.init_from).model_validate(init)
         except ValidationError as e:
             msg = e.errors()[0]["msg"].removeprefix("Value error, ")
-            raise EvaplanError(msg.replace("init_from.model", "--init-from"), hint="see --help") from None
+            raise EvaplanError(f"--init-*: {msg}", hint="see --help") from None
     if args.compile is not None:
         update["compile"] = args.compile
     return run.model_copy(update=update) if update else run
