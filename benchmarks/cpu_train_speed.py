@@ -3,10 +3,11 @@
     python benchmarks/cpu_train_speed.py [--steps 20] [--repo PATH] [--zero-stage 0]
 
 Runs `python -m evaclip.train` from `--repo` (default: this checkout; point it at an export of
-another commit to compare before/after on the same machine) and prints the median optimizer-step
-time over the steps after the first 5 (warm-up: allocator, first-call overheads), as steps/s and
-samples/s. A CPU figure guards against regressions in the Python side of the step; it says nothing
-about GPU speed (benchmarks/gpu_check.py).
+another commit to compare before/after on the same machine) and prints the rate of optimizer
+steps after the first 5 (warm-up: allocator, first-call overheads), from the wall time between
+step records, as steps/s and samples/s, with the median step. A CPU figure guards against
+regressions in the Python side of the step; it says nothing about GPU speed
+(benchmarks/gpu_check.py). On a shared machine, alternate the two checkouts several times.
 """
 
 from __future__ import annotations
@@ -77,13 +78,18 @@ def main() -> int:
             return 1
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
         steps = [r for r in records if r.get("event") == "step"]
-    times = [s["step_time_s"] for s in steps if s["step"] > WARMUP_STEPS]
-    med = statistics.median(times)
+    # Wall time between step records (`time_s`, seconds since training began, written by every
+    # trainer version): the whole loop, records and all, so two versions compare like for like
+    # even if they define `step_time_s` differently.
+    t = {s["step"]: s["time_s"] for s in steps}
+    intervals = [t[i] - t[i - 1] for i in range(WARMUP_STEPS + 1, a.steps + 1)]
+    med = statistics.median(intervals)
+    rate = len(intervals) / (t[a.steps] - t[WARMUP_STEPS])
     print(f"repo {repo}  model eva-clip-debug  micro-batch {a.micro_batch}  ZeRO-{a.zero_stage}")
     print(
-        f"median step {med * 1e3:.1f} ms over steps {WARMUP_STEPS + 1}-{a.steps} "
-        f"(min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f}): "
-        f"{1 / med:.2f} steps/s, {a.micro_batch / med:.1f} samples/s"
+        f"steps {WARMUP_STEPS + 1}-{a.steps}: {rate:.2f} steps/s ({rate * a.micro_batch:.1f} samples/s) "
+        f"over {t[a.steps] - t[WARMUP_STEPS]:.2f} s; median step {med * 1e3:.1f} ms "
+        f"(min {min(intervals) * 1e3:.1f}, max {max(intervals) * 1e3:.1f})"
     )
     return 0
 
