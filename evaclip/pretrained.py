@@ -325,6 +325,12 @@ def _write_params(model: nn.Module, tensors: dict[str, torch.Tensor], names: lis
     ZeRO-3 (gather, write on rank 0, re-partition), else a broadcast from rank 0."""
     rank, world = _rank_world()
     params = dict(model.named_parameters())
+    # NCCL broadcasts device tensors only; the model is still on the host before deepspeed.initialize.
+    via = (
+        torch.device("cuda", torch.cuda.current_device())
+        if world > 1 and dist.get_backend() == "nccl"
+        else None
+    )
     for name in names:
         p = params[name]
         if hasattr(p, "ds_id"):
@@ -339,7 +345,10 @@ def _write_params(model: nn.Module, tensors: dict[str, torch.Tensor], names: lis
             if rank == 0:
                 p.data.copy_(tensors[name])
             if world > 1:
-                dist.broadcast(p.data, src=0)
+                buf = p.data.to(via) if via is not None and p.device != via else p.data
+                dist.broadcast(buf, src=0)
+                if buf is not p.data:
+                    p.data.copy_(buf)
 
 
 def load_pretrained(
