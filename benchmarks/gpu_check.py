@@ -5,10 +5,13 @@
 
 For each model and each attention path that can run (flash-attn when importable, and SDPA), it trains
 on random image-text tensors already on the GPU (data loading is not measured), bf16, no activation
-checkpointing, and prints samples/s, achieved TFLOP/s, MFU and peak memory next to the planner's
-predictions; a short table comes last. Training uses DeepSpeed (ZeRO-0, bf16, the config from
-planner.deepspeed_config) when deepspeed imports, otherwise plain torch: bf16 autocast, fp32 weights,
-fused torch AdamW (says which). It needs only torch on the machine: the model profiles are read with
+checkpointing, the way the trainer does on a GPU: every block compiled (evaclip.speed regional
+compilation, eager fallback), fused AdamW, logit scale clamped after each step, no host
+synchronisation inside the timed steps; and prints samples/s, achieved TFLOP/s, MFU and peak memory
+next to the planner's predictions, plus the attention kernel in use (which SDPA kernel PyTorch
+picks); a short table comes last. `--eager` adds uncompiled rows for comparison. Training uses
+DeepSpeed (ZeRO-0, bf16, the config from planner.deepspeed_config) when deepspeed imports,
+otherwise plain torch: bf16 autocast, fp32 weights (says which). It needs only torch on the machine: the model profiles are read with
 PyYAML when pydantic is missing, and the planner's predictions, which need pydantic, then come from
 benchmarks/gpu_check_predictions.json (written by `--predict-only --write-predictions` where the
 planner runs; the table says which source it used). Designed to finish well under 4 minutes.
@@ -191,13 +194,15 @@ def _deepspeed_available() -> bool:
 
 
 def run_one(
-    spec: Any, micro_batch: int, steps: int, backend: str, use_deepspeed: bool, compile_model: bool = False
+    spec: Any, micro_batch: int, steps: int, backend: str, use_deepspeed: bool, compile_model: bool = True
 ) -> dict[str, Any]:
     import torch
 
     from evaclip.flops import train_flops_per_sample
+    from evaclip.logit_scale import clamp_logit_scale
     from evaclip.loss import clip_loss
     from evaclip.model import build_model, last_attention_backend, set_attention_backend
+    from evaclip.speed import compile_blocks, tower_attention_kernels
 
     set_attention_backend(backend)  # type: ignore[arg-type]
     torch.manual_seed(0)
@@ -209,6 +214,12 @@ def run_one(
     tokens = torch.randint(1, 49406, (micro_batch, spec.text.context_length), device=device)
     tokens[:, -1] = 49407  # end-of-text, where the text tower pools
     model = build_model(spec)
+    kernels = tower_attention_kernels(spec, image_size, micro_batch, torch.bfloat16, device)
+    state = (
+        compile_blocks(model, warn=lambda line: print(f"  warning: {line}", flush=True))
+        if compile_model
+        else None
+    )
     if use_deepspeed:
         import deepspeed
 
@@ -224,7 +235,9 @@ def run_one(
             nodes=1, gpus_per_node=1, zero_stage=0, micro_batch=micro_batch, grad_accum=1, grad_ckpt=False
         )
         cfg = deepspeed_config(plan, grad_clip=5.0)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05)
+        opt = torch.optim.AdamW(
+            model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05, fused=True
+        )
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=cfg)
 
         def step() -> torch.Tensor:
@@ -232,22 +245,23 @@ def run_one(
             loss = clip_loss(img, txt, scale)
             engine.backward(loss)
             engine.step()
+            clamp_logit_scale(engine.module.logit_scale, engine.optimizer)
             return loss
     else:
         model = model.to(device)
         opt = torch.optim.AdamW(
             model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05, fused=True
         )
-        forward = torch.compile(model) if compile_model else model
 
         def step() -> torch.Tensor:
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                img, txt, scale = forward(images, tokens)
+                img, txt, scale = model(images, tokens)
                 loss = clip_loss(img, txt, scale)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
+            clamp_logit_scale(model.logit_scale)
             return loss
 
     for _ in range(WARMUP_STEPS):
@@ -266,11 +280,12 @@ def run_one(
         "tflops": flops * samples_per_s / 1e12,
         "peak_mem_bytes": torch.cuda.max_memory_allocated(device),
         "attention": last_attention_backend(),
+        "kernels": kernels,
+        "compile": state.describe() if state else "off",
         "loss": float(loss.detach().float()),
         "model_flops_per_sample": flops,
-        "trainer": "deepspeed ZeRO-0 bf16"
-        if use_deepspeed
-        else f"torch AdamW(fused) + bf16 autocast{' + torch.compile' if compile_model else ''}",
+        "trainer": ("deepspeed ZeRO-0 bf16" if use_deepspeed else "torch AdamW(fused) + bf16 autocast")
+        + (f", compile {state.describe()}" if state else ", eager"),
     }
     return result  # the model, optimizer and batch go with this frame; the caller empties the cache
 
@@ -283,9 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hardware", default=None, help="hardware profile (default: from the CUDA device name)")
     p.add_argument("--no-deepspeed", action="store_true", help="plain torch even if deepspeed imports")
     p.add_argument(
-        "--compile",
-        action="store_true",
-        help="plain torch path: also time the model under torch.compile (adds compile minutes)",
+        "--eager", action="store_true", help="also time every path without compilation (the trainer compiles)"
     )
     p.add_argument("--predict-only", action="store_true")
     p.add_argument(
@@ -339,9 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     for m in args.models.split(","):
         spec = load_model_spec(m)
         mb = args.micro_batch or DEFAULT_MICRO_BATCH.get(m, 64)
-        variants = [(b, False) for b in backends]
-        if args.compile and not use_ds:
-            variants += [(b, True) for b in backends]
+        variants = [(b, True) for b in backends] + ([(b, False) for b in backends] if args.eager else [])
         for backend, compiled in variants:
             label = backend + ("+compile" if compiled else "")
             try:
@@ -351,8 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"model": m, "attention": label, "error": f"{type(e).__name__}: {e}"})
                 continue
             r.update(model=m, micro_batch=mb, requested=backend, mfu=r["tflops"] / peak)
-            if compiled:
-                r["attention"] = f"{r['attention']}+compile"
+            r["attention"] = f"{r['attention']}{'+compile' if r['compile'].startswith('regional') else ''}"
             pred = preds.get(f"{m}@{hardware}") if mb == DEFAULT_MICRO_BATCH.get(m) else None
             if pred:
                 r["pred"] = pred
@@ -361,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{m} [{r['attention']}] mb {mb}: {r['samples_per_s']:.1f} samples/s, {r['tflops']:.1f} TFLOP/s, "
                 f"MFU {r['mfu'] * 100:.1f}%, peak {r['peak_mem_bytes'] / 2**30:.2f} GiB, loss {r['loss']:.3f}, "
-                f"{r['step_time_s'] * 1000:.1f} ms/step",
+                f"{r['step_time_s'] * 1000:.1f} ms/step; kernels vision {r['kernels']['vision']}, "
+                f"text {r['kernels']['text']}; compile {r['compile']}",
                 flush=True,
             )
     print(

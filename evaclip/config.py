@@ -48,6 +48,31 @@ class CheckpointConfig(_Strict):
     resume: bool = True
 
 
+class InitFrom(_Strict):
+    """Released weights to start from (evaclip.pretrained, docs/weights.md): the whole model, or
+    the vision and/or the text tower, each a local file or an s3:// URI. Applied before a resume
+    checkpoint is looked for, so a resumed run continues from its checkpoint, not from these."""
+
+    model: str | None = Field(default=None, description="whole model, official EVA-CLIP layout")
+    vision: str | None = Field(default=None, description="vision tower: EVA-CLIP or EVA MIM weights")
+    text: str | None = Field(default=None, description="text tower: EVA-CLIP or OpenCLIP layout")
+    strict: bool = Field(default=True, description="stop on any missing, unexpected or reshaped key")
+
+    @model_validator(mode="after")
+    def _check(self) -> InitFrom:
+        if self.model and (self.vision or self.text):
+            raise ValueError("init_from.model loads both towers; drop init_from.vision / init_from.text")
+        for name in ("model", "vision", "text"):
+            uri = getattr(self, name)
+            if uri is not None and not uri.strip():
+                raise ValueError(f"init_from.{name} is empty; give a file path or an s3:// URI")
+        return self
+
+    @property
+    def any(self) -> bool:
+        return bool(self.model or self.vision or self.text)
+
+
 class RunConfig(_Strict):
     """One training run of the bundled EVA-CLIP trainer."""
 
@@ -77,6 +102,9 @@ class RunConfig(_Strict):
     metrics_file: str = "metrics.jsonl"
     log_every_steps: int = Field(default=1, gt=0)
     comms_logger: bool = False
+    init_from: InitFrom = InitFrom()
+    # torch.compile of every transformer block (evaclip.speed): auto = on a GPU below ZeRO-3.
+    compile: Literal["auto", "on", "off"] = "auto"
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:

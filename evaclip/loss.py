@@ -2,10 +2,18 @@
 
 Every rank gathers the image and text features of all ranks. With `local_loss` a rank scores only
 its own b images against all B texts (and its b texts against all B images): two b × B logit
-matrices instead of B × B (PLANNER_MODEL.md: B² at B = 108k is ≈ 47 GB, never do that). With
-`gather_with_grad` the gather is differentiable (its backward is a reduce-scatter that sends each
-rank the summed gradient of its own features), so the other ranks' features are not constants; without
-it the gathered copies carry no gradient and only the rank's own slot does (OpenCLIP's fallback).
+matrices instead of B × B (PLANNER_MODEL.md: B² at B = 108k is ≈ 47 GB, never do that).
+
+Gradients, exactly as the official `gather_features` / `ClipLoss` (baaivision/EVA
+EVA-CLIP/rei/eva_clip/loss.py, the torch.distributed branch):
+- `gather_with_grad`: the gather is differentiable (`torch.distributed.nn.all_gather`, whose backward
+  is a reduce-scatter that sends each rank the summed gradient of its own features), so every rank's
+  loss reaches every rank's features;
+- not `gather_with_grad`, not `local_loss`: the gathered copies are constants except the rank's own
+  slot, which is replaced by its local features (the official "ensure grads for local rank");
+- not `gather_with_grad`, `local_loss`: the gathered copies are all constants; the gradient flows
+  only through the local features on the left of `img @ all_txt.T` and `txt @ all_img.T` (the
+  official code does not put the local slot back in this case).
 The feature gathers go through torch.distributed directly, not deepspeed.comm, so DeepSpeed's comms
 logger counts only ZeRO's own collectives.
 """
@@ -48,9 +56,13 @@ class _AllGatherWithGrad(torch.autograd.Function):
 
 
 def gather_features(
-    image_features: torch.Tensor, text_features: torch.Tensor, *, gather_with_grad: bool
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    *,
+    gather_with_grad: bool,
+    local_loss: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """All ranks' features, concatenated in rank order: (B, d) each."""
+    """All ranks' features, concatenated in rank order: (B, d) each (gradient paths: module doc)."""
     rank, world = _world()
     if world == 1:
         return image_features, text_features
@@ -58,9 +70,10 @@ def gather_features(
         return _AllGatherWithGrad.apply(image_features), _AllGatherWithGrad.apply(text_features)
     images = [torch.empty_like(image_features) for _ in range(world)]
     texts = [torch.empty_like(text_features) for _ in range(world)]
-    dist.all_gather(images, image_features.contiguous())
-    dist.all_gather(texts, text_features.contiguous())
-    images[rank], texts[rank] = image_features, text_features  # keep the local gradient path
+    dist.all_gather(images, image_features.detach().contiguous())
+    dist.all_gather(texts, text_features.detach().contiguous())
+    if not local_loss:
+        images[rank], texts[rank] = image_features, text_features  # keep the local gradient path
     return torch.cat(images, dim=0), torch.cat(texts, dim=0)
 
 
@@ -77,7 +90,7 @@ def clip_loss(
     rank, _ = _world()
     img, txt = image_features.float(), text_features.float()
     scale = logit_scale.float()
-    all_img, all_txt = gather_features(img, txt, gather_with_grad=gather_with_grad)
+    all_img, all_txt = gather_features(img, txt, gather_with_grad=gather_with_grad, local_loss=local_loss)
     b = img.shape[0]
     if local_loss:
         logits_per_image = scale * img @ all_txt.T  # (b, B)

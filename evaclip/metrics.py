@@ -9,17 +9,23 @@ Every line is one JSON object with an `event`:
     grad_ckpt, optimizer, start_step (0, or the step resumed from), resumed_from (checkpoint tag or
     null), flops_per_sample (model FLOPs of one training sample = 3 × forward, FlopCounterMode on
     the real model; recompute not counted, as MFU conventions require), peak_tflops (hardware bf16
-    dense peak per GPU or null), device ("cuda", "cpu", ...), time (UNIX seconds).
+    dense peak per GPU or null), device ("cuda", "cpu", ...), time (UNIX seconds), compile ("off",
+    "regional (N blocks)"), attention_kernels ({"vision": kernel, "text": kernel}: "flash-attn",
+    "flash-attn-rocm", "sdpa-flash", "sdpa-mem-efficient", "sdpa-cudnn", "sdpa-math", "sdpa-cpu"),
+    init_from (the run config's init_from, or null).
 
 `{"event": "step", ...}` — one per logged optimizer step (every `log_every_steps`):
     step (optimizer steps done, 1-based), samples_seen (global samples trained on so far),
-    time_s (seconds since this process started training), step_time_s (wall time of the last
-    optimizer step), samples_per_s (global samples per second over the last step), loss (global
+    time_s (seconds since this process started training), step_time_s (mean wall time of the
+    optimizer steps since the previous record, checkpoints excluded: the loop waits for the device
+    only when it writes a record), samples_per_s (global samples per second over those steps), loss (global
     mean CLIP loss of the step), lr (largest group lr of the step), tflops_per_gpu (achieved model
     TFLOP/s per GPU), mfu (tflops_per_gpu / peak_tflops, null without a hardware profile),
     peak_mem_bytes (peak device memory allocated on rank 0; on CPU the process's peak RSS),
     peak_mem_kind ("device" | "host_rss"), world_size, micro_batch, grad_accum, zero_stage,
-    attention ("flash" | "sdpa": the kernel the last attention call used), and —
+    attention ("flash" | "sdpa": the kernel the last attention call used), logit_scale
+    (exp of the logit-scale parameter in the step's forward: the softmax temperature's inverse,
+    at most 100), compiled (bool: compiled blocks in use), and —
     with the comms logger on — comm_bytes: {collective name: bytes} and comm_calls: {name: count}
     issued through deepspeed.comm on rank 0 during this optimizer step (bytes as DeepSpeed's comms
     logger counts a message: the tensor argument of the call, i.e. the per-rank input of an
@@ -59,6 +65,9 @@ START_KEYS = (
     "peak_tflops",
     "device",
     "time",
+    "compile",
+    "attention_kernels",
+    "init_from",
 )
 STEP_KEYS = (
     "step",
@@ -77,6 +86,8 @@ STEP_KEYS = (
     "grad_accum",
     "zero_stage",
     "attention",
+    "logit_scale",
+    "compiled",
 )
 
 

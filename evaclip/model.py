@@ -14,7 +14,12 @@ shared/reference/EVA_MODELS.md "How the official code builds a tower"):
   pre-norm, or post-norm (`postnorm`: the norm is applied to each sub-layer's output before the
   residual add, as the official `postnorm` branch does); LayerNorm (weight + bias) or RMSNorm
   (weight only);
-- final norm, CLS token → Linear(width → embed_dim) with bias.
+- final norm, CLS token → Linear(width → embed_dim), with a bias when `qkv_bias` (the official code:
+  rei always, shinji `bias=qkv_bias`; planner.params.head_bias says the same).
+Initialisation as the official code: vision Linears trunc-normal 0.02 (biases 0), then
+`fix_init_weight` divides block i's (1-based) attention-output and MLP-output weights by √(2i), and
+the head is scaled by `init_scale` 0.001; the patch Conv2d keeps PyTorch's default; text tower as
+OpenCLIP `TextTransformer.init_parameters` (see TextTransformer).
 Text tower: OpenCLIP's causal TextTransformer (token + learned position embedding, pre-norm blocks
 with a fused in-projection with bias, GELU MLP 4×, final LayerNorm, bias-free projection taken at
 the end-of-text token, which has the largest id in the CLIP vocabulary). One learnable logit scale.
@@ -39,29 +44,41 @@ from torch.utils.checkpoint import checkpoint
 if TYPE_CHECKING:  # annotations only: the model needs torch alone (benchmarks/gpu_check.py on a bare GPU box)
     from planner.spec import ModelSpec, TextTower, VisionTower
 
-# CLIP's initial temperature 0.07 and its clamp at 100 (Radford et al. 2021, §2.5; OpenCLIP
-# clamps logit_scale to [0, ln 100] after every step — here the clamp is in the forward pass, which
-# also holds when ZeRO-3 partitions the parameter).
+# CLIP's initial temperature 0.07 and its cap at 100 (Radford et al. 2021, §2.5). As the official
+# training loop (EVA-CLIP/rei/training/train.py), the trainer clamps the parameter in place to
+# [0, ln 100] after every optimizer step (evaclip.train.clamp_logit_scale); forward only exponentiates.
 LOGIT_SCALE_INIT = math.log(1 / 0.07)
+LOGIT_SCALE_MIN = 0.0
 LOGIT_SCALE_MAX = math.log(100.0)
 # EVA02's RoPE frequencies are defined on the 16×16 grid of its pre-training (EVA-CLIP configs:
 # `pt_hw_seq_len: 16`) and interpolated to the actual grid (`intp_freq: true`); theta 10000.
 ROPE_PT_SEQ_LEN = 16
 ROPE_THETA = 10000.0
-# ViT / OpenCLIP initialisation: truncated normal, std 0.02 (timm `trunc_normal_(std=.02)`).
+# ViT initialisation: truncated normal, std 0.02 (timm `trunc_normal_(std=.02)`, EVA `_init_weights`).
 INIT_STD = 0.02
+# The official EVAVisionTransformer's `init_scale` default: the head's initial weights × 0.001.
+HEAD_INIT_SCALE = 0.001
 
 AttentionBackend = Literal["auto", "flash", "sdpa"]
 _backend: AttentionBackend = "auto"
 _last_backend: str | None = None
 
 
+_UNRESOLVED = object()
+_flash_fn: object = _UNRESOLVED
+
+
 def _flash_attn_func() -> Callable | None:
-    try:
-        from flash_attn import flash_attn_func  # type: ignore[import-not-found]
-    except Exception:  # not installed, or built for another torch / GPU
-        return None
-    return flash_attn_func
+    """flash-attn's `flash_attn_func` (CUDA or ROCm build) or None. Resolved once and kept in a
+    module global, so that compiled blocks read a global instead of tracing an import."""
+    global _flash_fn
+    if _flash_fn is _UNRESOLVED:
+        try:
+            from flash_attn import flash_attn_func  # type: ignore[import-not-found]
+        except Exception:  # not installed, or built for another torch / GPU
+            flash_attn_func = None
+        _flash_fn = flash_attn_func
+    return _flash_fn  # type: ignore[return-value]
 
 
 def set_attention_backend(backend: AttentionBackend) -> None:
@@ -99,13 +116,37 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
 
 # --------------------------------------------------------------------------- building blocks
 class Linear(nn.Linear):
-    """nn.Linear with ViT initialisation done in reset_parameters, i.e. inside the constructor,
-    so that it also holds under deepspeed.zero.Init (which partitions a module's parameters as
-    soon as its constructor returns)."""
+    """nn.Linear with ViT initialisation (trunc-normal 0.02 × `init_scale`, bias 0) done in
+    reset_parameters, i.e. inside the constructor, so that it also holds under deepspeed.zero.Init
+    (which partitions a module's parameters as soon as its constructor returns). `init_scale` is
+    the official post-init rescaling (`fix_init_weight`'s 1/√(2·layer), the head's 0.001) folded in."""
+
+    def __init__(self, n_in: int, n_out: int, bias: bool = True, *, init_scale: float = 1.0) -> None:
+        object.__setattr__(self, "init_scale", init_scale)  # read by reset_parameters in super().__init__
+        super().__init__(n_in, n_out, bias=bias)
 
     def reset_parameters(self) -> None:
         nn.init.trunc_normal_(self.weight, std=INIT_STD)
+        if self.init_scale != 1.0:
+            with torch.no_grad():
+                self.weight.mul_(self.init_scale)
         if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+
+class NormalLinear(nn.Linear):
+    """nn.Linear as OpenCLIP's text tower initialises it: weight ~ N(0, std²); the bias keeps
+    PyTorch's default (uniform ±1/√fan_in) unless `zero_bias` (nn.MultiheadAttention's out_proj)."""
+
+    def __init__(self, n_in: int, n_out: int, *, std: float, zero_bias: bool = False) -> None:
+        object.__setattr__(self, "init_std", std)
+        object.__setattr__(self, "zero_bias", zero_bias)
+        super().__init__(n_in, n_out)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        nn.init.normal_(self.weight, std=self.init_std)
+        if self.zero_bias:
             nn.init.zeros_(self.bias)
 
 
@@ -180,7 +221,7 @@ class EvaAttention(nn.Module):
     `k_proj`, `v_proj` (bias-free), without it one fused `qkv`; `q_bias` and `v_bias` when
     `qkv_bias` (the k-bias is a constant zero); `inner_attn_ln` before `proj` with sub-LN."""
 
-    def __init__(self, cfg: VisionTower) -> None:
+    def __init__(self, cfg: VisionTower, out_scale: float = 1.0) -> None:
         super().__init__()
         w = cfg.width
         self.heads = cfg.heads
@@ -198,7 +239,7 @@ class EvaAttention(nn.Module):
         else:
             self.qkv = Linear(w, 3 * w, bias=False)
             self.inner_attn_ln = nn.Identity()
-        self.proj = Linear(w, w)
+        self.proj = Linear(w, w, init_scale=out_scale)
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.separate_qkv:
@@ -227,17 +268,17 @@ class EvaAttention(nn.Module):
 class EvaMlp(nn.Module):
     """GELU MLP (fc1, fc2) or SwiGLU (w1, w2 gate, w3 out), each with an optional sub-LN."""
 
-    def __init__(self, cfg: VisionTower) -> None:
+    def __init__(self, cfg: VisionTower, out_scale: float = 1.0) -> None:
         super().__init__()
         w, hidden = cfg.width, cfg.mlp_hidden
         self.swiglu = cfg.mlp == "swiglu"
         if self.swiglu:
             self.w1 = Linear(w, hidden)
             self.w2 = Linear(w, hidden)
-            self.w3 = Linear(hidden, w)
+            self.w3 = Linear(hidden, w, init_scale=out_scale)
         else:
             self.fc1 = Linear(w, hidden)
-            self.fc2 = Linear(hidden, w)
+            self.fc2 = Linear(hidden, w, init_scale=out_scale)
         self.ffn_ln = make_norm(cfg.norm, hidden, cfg.norm_eps) if cfg.subln else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -247,13 +288,15 @@ class EvaMlp(nn.Module):
 
 
 class EvaBlock(nn.Module):
-    def __init__(self, cfg: VisionTower, drop_path: float) -> None:
+    def __init__(self, cfg: VisionTower, drop_path: float, layer_id: int) -> None:
         super().__init__()
         self.postnorm = cfg.postnorm
+        # Official `fix_init_weight`: the output weights of block `layer_id` (1-based) ÷ √(2·layer_id).
+        out_scale = 1.0 / math.sqrt(2.0 * layer_id)
         self.norm1 = make_norm(cfg.norm, cfg.width, cfg.norm_eps)
-        self.attn = EvaAttention(cfg)
+        self.attn = EvaAttention(cfg, out_scale)
         self.norm2 = make_norm(cfg.norm, cfg.width, cfg.norm_eps)
-        self.mlp = EvaMlp(cfg)
+        self.mlp = EvaMlp(cfg, out_scale)
         self.drop_path = DropPath(drop_path)
 
     def forward(
@@ -300,9 +343,10 @@ class EvaVisionTransformer(nn.Module):
         self.rope = RotaryEmbedding2D(cfg.head_width, grid) if cfg.rope else None
         # timm's stochastic-depth rule: the rate grows linearly from 0 to drop_path_rate.
         rates = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
-        self.blocks = nn.ModuleList(EvaBlock(cfg, r) for r in rates)
+        self.blocks = nn.ModuleList(EvaBlock(cfg, r, i + 1) for i, r in enumerate(rates))
         self.norm = make_norm(cfg.norm, cfg.width, cfg.norm_eps)
-        self.head = Linear(cfg.width, embed_dim)
+        # No bias when qkv_bias is off (EVA-CLIP-8B/18B), as planner.params.head_bias.
+        self.head = Linear(cfg.width, embed_dim, bias=cfg.qkv_bias, init_scale=HEAD_INIT_SCALE)
         self.patch_dropout = 0.0
         self.grad_checkpointing = False
 
@@ -322,6 +366,11 @@ class EvaVisionTransformer(nn.Module):
 
 
 # --------------------------------------------------------------------------- text tower
+def _text_proj_std(cfg: TextTower) -> float:
+    """OpenCLIP `proj_std`: width^-0.5 · (2 · layers)^-0.5, for out_proj and c_proj."""
+    return cfg.width**-0.5 * (2 * cfg.layers) ** -0.5
+
+
 class TextAttention(nn.Module):
     """nn.MultiheadAttention's parameters (`in_proj_weight` 3w×w, `in_proj_bias`, `out_proj` with
     bias), computed with causal SDPA / flash attention."""
@@ -332,8 +381,8 @@ class TextAttention(nn.Module):
         self.heads = cfg.heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * w, w))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * w))
-        nn.init.trunc_normal_(self.in_proj_weight, std=INIT_STD)
-        self.out_proj = Linear(w, w)
+        nn.init.normal_(self.in_proj_weight, std=w**-0.5)  # OpenCLIP attn_std
+        self.out_proj = NormalLinear(w, w, std=_text_proj_std(cfg), zero_bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, w = x.shape
@@ -346,8 +395,8 @@ class TextAttention(nn.Module):
 class TextMlp(nn.Module):
     def __init__(self, cfg: TextTower) -> None:
         super().__init__()
-        self.c_fc = Linear(cfg.width, cfg.mlp_hidden)
-        self.c_proj = Linear(cfg.mlp_hidden, cfg.width)
+        self.c_fc = NormalLinear(cfg.width, cfg.mlp_hidden, std=(2 * cfg.width) ** -0.5)  # OpenCLIP fc_std
+        self.c_proj = NormalLinear(cfg.mlp_hidden, cfg.width, std=_text_proj_std(cfg))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(F.gelu(self.c_fc(x)))
@@ -380,7 +429,9 @@ class TextTransformer(nn.Module):
         self.cfg = cfg
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
         self.positional_embedding = nn.Parameter(torch.zeros(cfg.context_length, cfg.width))
-        # OpenCLIP TextTransformer.init_parameters: token 0.02, position 0.01, projection width^-0.5.
+        # OpenCLIP TextTransformer.init_parameters: token 0.02, position 0.01, projection width^-0.5;
+        # the blocks' weights in TextAttention / TextMlp (attn width^-0.5, fc (2·width)^-0.5, proj
+        # width^-0.5 · (2·layers)^-0.5); LayerNorms 1 / 0.
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
         self.transformer = TextBlocks(cfg)
@@ -414,6 +465,7 @@ class EvaCLIP(nn.Module):
         # Shape (1,), not OpenCLIP's 0-d: DeepSpeed's parameter broadcast views a bf16 tensor as
         # bytes (engine._broadcast_model), which a 0-d tensor cannot do. Same single element.
         self.logit_scale = nn.Parameter(torch.full((1,), LOGIT_SCALE_INIT))
+        _flash_attn_func()  # resolve the attention kernel before any forward (and any compilation)
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         self.visual.grad_checkpointing = enabled
@@ -427,10 +479,11 @@ class EvaCLIP(nn.Module):
     def forward(
         self, images: torch.Tensor, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """L2-normalised image and text features, and exp(logit_scale) clamped at 100."""
+        """L2-normalised image and text features, and exp(logit_scale) (the trainer keeps the
+        parameter in [0, ln 100] by clamping it after each optimizer step, as the official loop)."""
         image_features = F.normalize(self.visual(images), dim=-1)
         text_features = F.normalize(self.text(tokens), dim=-1)
-        return image_features, text_features, self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()
+        return image_features, text_features, self.logit_scale.exp()
 
 
 def build_model(

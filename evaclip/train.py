@@ -8,9 +8,17 @@ evaclip.config.RunConfig (model profile embedded). What happens:
 
 - model: evaclip.model built from the profile, under `deepspeed.zero.Init` for ZeRO-3 (parameters
   partitioned as they are created), with patch dropout and activation checkpointing of every block
-  (`grad_ckpt`); bf16 / fp16 as the DeepSpeed config says;
-- optimizer: LAMB or AdamW with per-tower layer-decay groups (evaclip.optim); with optimizer offload
-  the DeepSpeed config carries an AdamW block and DeepSpeed builds DeepSpeedCPUAdam on our groups;
+  (`grad_ckpt`); bf16 / fp16 as the DeepSpeed config says; initialised from released weights when
+  the run config's `init_from` (or --init-from / --init-vision-from / --init-text-from) says so
+  (evaclip.pretrained: rank 0 reads, ZeRO-3 parameters are written one at a time);
+- speed: every block compiled with torch.compile on a GPU (`compile`, evaclip.speed; eager if
+  compilation fails); the attention kernel in use is reported; the loop reads values from the
+  device only on the steps it logs (`log_every_steps`), and agrees on SIGTERM / time-based
+  checkpoints through a CPU (gloo) group, so the host never waits for the GPU in between;
+- optimizer: LAMB or AdamW (fused on a GPU) with per-tower layer-decay groups (evaclip.optim); with
+  optimizer offload the DeepSpeed config carries an AdamW block and DeepSpeed builds
+  DeepSpeedCPUAdam on our groups; after every optimizer step the logit scale is clamped in place to
+  [0, ln 100] (evaclip.logit_scale, as the official loop);
 - schedule: linear warm-up + cosine, set on the groups before every optimizer step; gradient
   clipping by DeepSpeed (`gradient_clipping`);
 - data: evaclip.data (synthetic, or WebDataset shards from a folder or s3://);
@@ -53,7 +61,45 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher"
     )
+    init = p.add_argument_group("start from released weights (override the run config's init_from)")
+    init.add_argument("--init-from", metavar="PATH|s3://…", help="whole model, official EVA-CLIP layout")
+    init.add_argument("--init-vision-from", metavar="PATH|s3://…", help="vision tower (EVA-CLIP or EVA MIM)")
+    init.add_argument("--init-text-from", metavar="PATH|s3://…", help="text tower (EVA-CLIP or OpenCLIP)")
+    init.add_argument(
+        "--init-strict",
+        choices=("true", "false"),
+        default=None,
+        help="stop on missing/unexpected/reshaped keys (default true)",
+    )
+    p.add_argument("--compile", choices=("auto", "on", "off"), default=None, help="torch.compile the blocks")
     return p.parse_args(argv)
+
+
+def apply_overrides(run: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """The run config with the command line's --init-* / --compile flags applied (validated)."""
+    from pydantic import ValidationError
+
+    if args.init_from and (args.init_vision_from or args.init_text_from):
+        raise EvaplanError(
+            "--init-from loads both towers", hint="drop --init-vision-from / --init-text-from, or --init-from"
+        )
+    update: dict[str, Any] = {}
+    init = run.init_from.model_dump()
+    flags = {"model": args.init_from, "vision": args.init_vision_from, "text": args.init_text_from}
+    if any(flags.values()):
+        init.update(model=None, vision=None, text=None)  # the command line names the whole set
+        init.update({k: v for k, v in flags.items() if v})
+    if args.init_strict is not None:
+        init["strict"] = args.init_strict == "true"
+    if init != run.init_from.model_dump():
+        try:
+            update["init_from"] = type(run.init_from).model_validate(init)
+        except ValidationError as e:
+            msg = e.errors()[0]["msg"].removeprefix("Value error, ")
+            raise EvaplanError(f"--init-*: {msg}", hint="see --help") from None
+    if args.compile is not None:
+        update["compile"] = args.compile
+    return run.model_copy(update=update) if update else run
 
 
 def _read_json(path: str, what: str) -> dict[str, Any]:
@@ -70,22 +116,26 @@ def _read_json(path: str, what: str) -> dict[str, Any]:
     return data
 
 
-def load_configs(ds_path: str, run_path: str) -> tuple[dict[str, Any], RunConfig]:
+def load_run_config(run_path: str) -> RunConfig:
     from pydantic import ValidationError
 
     from planner.profiles import format_validation_error
 
+    raw = _read_json(run_path, "run config")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise EvaplanError(format_validation_error(run_path, e)) from None
+
+
+def load_configs(ds_path: str, run_path: str) -> tuple[dict[str, Any], RunConfig]:
     ds_cfg = _read_json(ds_path, "DeepSpeed config")
     for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size"):
         if not isinstance(ds_cfg.get(key), int) or ds_cfg[key] <= 0:
             raise EvaplanError(
                 f"DeepSpeed config {ds_path} lacks a positive integer {key}", hint="re-render it with evaplan"
             )
-    raw = _read_json(run_path, "run config")
-    try:
-        run = RunConfig.model_validate(raw)
-    except ValidationError as e:
-        raise EvaplanError(format_validation_error(run_path, e)) from None
+    run = load_run_config(run_path)
     clip = float(ds_cfg.get("gradient_clipping", 0.0) or 0.0)
     if run.grad_clip is not None and clip != run.grad_clip:
         # DeepSpeed clips (gradient_clipping); the run config's value is informational here.
@@ -155,10 +205,13 @@ def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
     from evaclip import data as evdata
     from evaclip.checkpoint import Checkpointer
     from evaclip.flops import train_flops_per_sample
+    from evaclip.logit_scale import clamp_logit_scale
     from evaclip.loss import clip_loss
     from evaclip.metrics import MetricsWriter, progress_line
     from evaclip.model import build_model, last_attention_backend
     from evaclip.optim import build_optimizer, lr_factor, param_groups, set_lr
+    from evaclip.pretrained import load_pretrained
+    from evaclip.speed import compile_blocks, should_compile, tower_attention_kernels
 
     _ensure_single_process_env()
     deepspeed.init_distributed()
@@ -188,8 +241,28 @@ def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
         model = build_model(
             spec, image_size=run.image_size, patch_dropout=run.patch_dropout, grad_ckpt=run.grad_ckpt
         )
+    out_dir = Path(run.output_dir)
+    if run.init_from.any:
+        load_pretrained(
+            model,
+            spec,
+            model_uri=run.init_from.model,
+            vision_uri=run.init_from.vision,
+            text_uri=run.init_from.text,
+            strict=run.init_from.strict,
+            scratch=out_dir / ".init",
+            log=(lambda line: print(f"[evaclip] {line}", flush=True)) if rank == 0 else None,
+        )
+    compile_state = None
+    if should_compile(run.compile, device, zero_stage):
+        compile_state = compile_blocks(
+            model, warn=lambda line: print(f"[evaclip] warning: {line}", file=sys.stderr, flush=True)
+        )
+    kernels = tower_attention_kernels(spec, run.image_size, mb, dtype, device)
     groups = param_groups(model, run)
-    client_optimizer = None if "optimizer" in ds_cfg else build_optimizer(groups, run)
+    client_optimizer = (
+        None if "optimizer" in ds_cfg else build_optimizer(groups, run, fused=device.type == "cuda")
+    )
     model_parameters = [{k: v for k, v in g.items() if k != "names"} for g in groups]
     engine, _, _, _ = deepspeed.initialize(
         model=model,
@@ -198,8 +271,11 @@ def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
         config=ds_cfg,
     )
     optimizer = engine.optimizer
+    logit_scale = engine.module.logit_scale
+    # Flags the ranks must agree on (SIGTERM, time-based checkpoint) go through a CPU group, so the
+    # agreement costs no device synchronisation (with gloo the default group already is one).
+    control_group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
 
-    out_dir = Path(run.output_dir)
     ckpt_dir = Path(run.checkpoint.dir)
     if not ckpt_dir.is_absolute():
         ckpt_dir = out_dir / ckpt_dir
@@ -263,7 +339,16 @@ def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
         peak_tflops=peak_tflops,
         device=device.type,
         time=time.time(),
+        compile=compile_state.describe() if compile_state else "off",
+        attention_kernels=kernels,
+        init_from=run.init_from.model_dump() if run.init_from.any else None,
     )
+    if rank == 0:
+        print(
+            f"[evaclip] attention: vision {kernels['vision']}, text {kernels['text']}; "
+            f"compile: {compile_state.describe() if compile_state else 'off'}",
+            flush=True,
+        )
 
     def save(step: int, reason: str) -> None:
         tag, secs, uploaded = checkpointer.save(
@@ -278,52 +363,54 @@ def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
                 flush=True,
             )
 
-    t_start = last_ckpt_time = time.time()
-    step = start_step
+    t_start = last_ckpt_time = last_log_time = time.time()
+    step = last_log_step = start_step
     last_saved = start_step if resumed_from else None
     engine.train()
     status = "completed"
     while step < run.total_steps:
-        t0 = time.time()
         torch.manual_seed(run.seed + 1_000_003 * (step + 1) + rank)  # patch dropout / drop path
         lr = set_lr(optimizer, lr_factor(step, warmup_steps=run.warmup_steps, total_steps=run.total_steps))
         comm_before = _comm_totals(ds_comm.comms_logger) if comms_on else {}
-        loss_sum = torch.zeros((), dtype=torch.float32)
+        loss_sum = torch.zeros((), dtype=torch.float32, device=device)  # stays on the device
         for _ in range(gas):
             images, tokens = next(batches)
-            img, txt, scale = engine(images.to(device, dtype), tokens.to(device))
+            img, txt, scale = engine(
+                images.to(device, dtype, non_blocking=True), tokens.to(device, non_blocking=True)
+            )
             loss = clip_loss(
                 img, txt, scale, local_loss=run.local_loss, gather_with_grad=run.gather_with_grad
             )
             engine.backward(loss)
             engine.step()
-            loss_sum += loss.detach().float().cpu()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        step_time = time.time() - t0
+            loss_sum += loss.detach().float()
+        clamp_logit_scale(logit_scale, optimizer)  # after the optimizer step, as the official loop
         step += 1
-        comm_after = _comm_totals(ds_comm.comms_logger) if comms_on else {}
-        # One small all-reduce (outside deepspeed.comm, so the comms logger does not count it) makes
-        # every rank agree on the loss, on preemption and on a time-based checkpoint.
+        # Every rank agrees on preemption and on a time-based checkpoint (CPU flags, no device sync).
         due_by_time = (
             run.checkpoint.every_s is not None and time.time() - last_ckpt_time >= run.checkpoint.every_s
         )
-        sync = torch.tensor(
-            [loss_sum.item() / gas, float(preempt.requested), float(due_by_time)], dtype=torch.float64
-        )
-        flags = sync[1:].clone()
-        dist.all_reduce(sync[:1])
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        mean_loss = sync[0].item() / world
+        flags = torch.tensor([float(preempt.requested), float(due_by_time)], dtype=torch.float64)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=control_group)
         stop, due_by_time = bool(flags[0]), bool(flags[1])
+        comm_after = _comm_totals(ds_comm.comms_logger) if comms_on else {}
         if step % run.log_every_steps == 0 or step == run.total_steps or stop:
+            # The one place the loop waits for the device: the loss of this step, summed over ranks
+            # (outside deepspeed.comm, so the comms logger does not count it).
+            dist.all_reduce(loss_sum)
+            mean_loss = float(loss_sum) / gas / world
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            now = time.time()
+            step_time = (now - last_log_time) / (step - last_log_step)  # mean since the last record
+            last_log_time, last_log_step = now, step
             samples_per_s = global_batch / step_time
             tflops = flops_per_sample * samples_per_s / world / 1e12
             peak, kind = _peak_mem(torch, device)
             rec: dict[str, Any] = {
                 "step": step,
                 "samples_seen": step * global_batch,
-                "time_s": round(time.time() - t_start, 4),
+                "time_s": round(now - t_start, 4),
                 "step_time_s": round(step_time, 6),
                 "samples_per_s": samples_per_s,
                 "loss": mean_loss,
@@ -337,6 +424,8 @@ def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
                 "grad_accum": gas,
                 "zero_stage": zero_stage,
                 "attention": last_attention_backend(),
+                "logit_scale": float(scale.detach().float().reshape(-1)[0]),
+                "compiled": bool(compile_state and compile_state.active),
             }
             if comms_on:
                 rec["comm_bytes"] = {
@@ -360,6 +449,8 @@ def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
         if (every and step % every == 0) or due_by_time:
             save(step, "periodic")
             last_saved, last_ckpt_time = step, time.time()
+            # The next record's step time measures training steps, not the checkpoint.
+            last_log_time, last_log_step = last_ckpt_time, step
     if status == "completed" and last_saved != step:
         save(step, "final")
     metrics.write("end", step=step, status=status, time_s=round(time.time() - t_start, 3))
@@ -374,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
         ds_cfg, run = load_configs(args.ds_config, args.run_config)
-        return train(ds_cfg, run)
+        return train(ds_cfg, apply_overrides(run, args))
     except EvaplanError as e:
         print(f"error: {e.line()}", file=sys.stderr, flush=True)
         return e.exit_code

@@ -14,9 +14,10 @@ EVA-CLIP-18B/shinji/eva_clip, `eva_vit_model.py`, and OpenCLIP's `TextTransforme
   adds `q_bias` and `v_bias` (w each, no k-bias). Sub-LN adds `inner_attn_ln` (width w) before `proj`
   Linear(w→w, bias) and `ffn_ln` (width mlp_hidden) before the MLP output layer. GELU MLP `fc1`, `fc2`;
   SwiGLU `w1`, `w2` (gate), `w3` (out), all with bias. LayerNorm has weight and bias, RMSNorm weight
-  only. RoPE holds buffers, no parameters. The EVA-CLIP-8B/18B code (shinji) builds the head with
-  `bias=qkv_bias`; the rei code and the project contract use a bias: we follow the contract
-  (a difference of `embed_dim` parameters, documented in docs/planner-model.md).
+  only. RoPE holds buffers, no parameters. Head bias: the rei code (EVA01/EVA02) builds
+  `nn.Linear(w, embed)` with a bias, the EVA-CLIP-8B/18B code (shinji) `bias=qkv_bias`; every rei
+  model has `qkv_bias: true` and 8B/18B `false`, so `head_bias(vision)` = `qkv_bias` reproduces both
+  (official totals: EVA-CLIP-8B 8,220,748,545, EVA-CLIP-18B 18,325,482,241).
 - text: `token_embedding` (vocab, w), `positional_embedding` (ctx, w), per block `ln_1`,
   `attn.in_proj_weight` (3w, w) + `attn.in_proj_bias` (3w), `attn.out_proj` Linear(w→w, bias), `ln_2`,
   `mlp.c_fc` Linear(w→mlp_hidden), `mlp.c_proj` Linear(mlp_hidden→w); `ln_final` (LayerNorm);
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from planner.spec import ModelSpec
+from planner.spec import ModelSpec, VisionTower
 
 Tower = Literal["vision", "text", "logit_scale"]
 
@@ -65,6 +66,13 @@ class ParamCounts:
     total: int
     largest_layer: int  # max over modules of the params they own directly (DeepSpeed model_to_params)
     largest_layer_module: str
+
+
+def head_bias(vision: VisionTower) -> bool:
+    """Whether the vision head Linear(width → embed_dim) has a bias: the official code ties it to
+    `qkv_bias` (shinji `eva_vit_model.py`: `nn.Linear(embed_dim, num_classes, bias=qkv_bias)`; the
+    rei code always has one, and all its models set `qkv_bias`)."""
+    return vision.qkv_bias
 
 
 def _norm(prefix: str, width: int, rms: bool, tower: Tower, block: int | None) -> list[ParamTensor]:
@@ -119,7 +127,7 @@ def _vision_tensors(model: ModelSpec, image_size: int | None = None) -> list[Par
                 out += _norm(f"{b}.mlp.ffn_ln", f, rms, t, i)
             out += _linear(f"{b}.mlp.fc2", f, w, True, t, i)
     out += _norm("visual.norm", w, rms, t, None)
-    out += _linear("visual.head", w, model.embed_dim, True, t, None)
+    out += _linear("visual.head", w, model.embed_dim, head_bias(v), t, None)
     return out
 
 

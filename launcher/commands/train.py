@@ -12,9 +12,11 @@ import click
 from planner.errors import EvaplanError, RuntimeFailure
 
 
-def trainer_command(ds_config: str, run_config: str, nproc_per_node: int) -> list[str]:
-    """The exact command line `evaplan train` runs."""
-    args = ["-m", "evaclip.train", "--ds-config", ds_config, "--run-config", run_config]
+def trainer_command(
+    ds_config: str, run_config: str, nproc_per_node: int, extra: list[str] | None = None
+) -> list[str]:
+    """The exact command line `evaplan train` runs (`extra`: trainer flags passed through)."""
+    args = ["-m", "evaclip.train", "--ds-config", ds_config, "--run-config", run_config, *(extra or [])]
     if nproc_per_node > 1:
         return [
             sys.executable,
@@ -47,10 +49,60 @@ def trainer_command(ds_config: str, run_config: str, nproc_per_node: int) -> lis
     type=click.IntRange(1, 64),
     help="Processes (GPUs, or CPU ranks with gloo) on this machine.",
 )
+@click.option(
+    "--init-from",
+    metavar="PATH|s3://…",
+    help="Start the whole model from weights (official EVA-CLIP layout).",
+)
+@click.option(
+    "--init-vision-from",
+    metavar="PATH|s3://…",
+    help="Start the vision tower from EVA-CLIP or EVA MIM weights.",
+)
+@click.option(
+    "--init-text-from", metavar="PATH|s3://…", help="Start the text tower from EVA-CLIP or OpenCLIP weights."
+)
+@click.option(
+    "--init-strict",
+    type=click.Choice(["true", "false"]),
+    default=None,
+    help="Stop on missing/unexpected/reshaped keys [run config, default true].",
+)
+@click.option(
+    "--compile",
+    "compile_mode",
+    type=click.Choice(["auto", "on", "off"]),
+    default=None,
+    help="torch.compile every block [run config, default auto: on a GPU below ZeRO-3].",
+)
 @click.option("--print-command", is_flag=True, help="Print the command instead of running it.")
-def command(ds_config: str, run_config: str, nproc_per_node: int, print_command: bool) -> None:
+def command(
+    ds_config: str,
+    run_config: str,
+    nproc_per_node: int,
+    init_from: str | None,
+    init_vision_from: str | None,
+    init_text_from: str | None,
+    init_strict: str | None,
+    compile_mode: str | None,
+    print_command: bool,
+) -> None:
     """Train EVA-CLIP with DeepSpeed from a rendered config (exit code: the trainer's)."""
-    cmd = trainer_command(ds_config, run_config, nproc_per_node)
+    if init_from and (init_vision_from or init_text_from):
+        raise EvaplanError(
+            "--init-from loads both towers", hint="drop --init-vision-from / --init-text-from, or --init-from"
+        )
+    extra: list[str] = []
+    for flag, value in (
+        ("--init-from", init_from),
+        ("--init-vision-from", init_vision_from),
+        ("--init-text-from", init_text_from),
+        ("--init-strict", init_strict),
+        ("--compile", compile_mode),
+    ):
+        if value:
+            extra += [flag, value]
+    cmd = trainer_command(ds_config, run_config, nproc_per_node, extra)
     if print_command:
         click.echo(" ".join(cmd))
         return

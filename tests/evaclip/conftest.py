@@ -96,7 +96,11 @@ def _env(extra: dict[str, str] | None) -> dict[str, str]:
 
 
 def start_torchrun(
-    workdir: Path, ds_cfg: dict[str, Any], run_cfg: dict[str, Any], env: dict[str, str] | None = None
+    workdir: Path,
+    ds_cfg: dict[str, Any],
+    run_cfg: dict[str, Any],
+    env: dict[str, str] | None = None,
+    args: list[str] | None = None,
 ) -> subprocess.Popen:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "ds.json").write_text(json.dumps(ds_cfg))
@@ -113,6 +117,7 @@ def start_torchrun(
         str(workdir / "ds.json"),
         "--run-config",
         str(workdir / "run.json"),
+        *(args or []),
     ]
     log = open(workdir / "train.log", "ab")
     return subprocess.Popen(
@@ -173,9 +178,13 @@ def finish(proc: subprocess.Popen, workdir: Path, run_cfg: dict[str, Any]) -> Tr
 
 
 def run_torchrun(
-    workdir: Path, ds_cfg: dict[str, Any], run_cfg: dict[str, Any], env: dict[str, str] | None = None
+    workdir: Path,
+    ds_cfg: dict[str, Any],
+    run_cfg: dict[str, Any],
+    env: dict[str, str] | None = None,
+    args: list[str] | None = None,
 ) -> TrainRun:
-    return finish(start_torchrun(workdir, ds_cfg, run_cfg, env), workdir, run_cfg)
+    return finish(start_torchrun(workdir, ds_cfg, run_cfg, env, args), workdir, run_cfg)
 
 
 def wait_for_step(run_cfg: dict[str, Any], step: int, proc: subprocess.Popen) -> None:
@@ -190,6 +199,30 @@ def wait_for_step(run_cfg: dict[str, Any], step: int, proc: subprocess.Popen) ->
         )
 
     _watch(proc, Path(run_cfg["output_dir"]).parent, run_cfg, reached)
+
+
+@pytest.fixture
+def s3_env(monkeypatch):
+    """A moto S3 server on 127.0.0.1 for this test (stopped at its end) and the environment that
+    points boto3 at it (set here and passed to trainer subprocesses)."""
+    pytest.importorskip("boto3")
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    try:
+        yield env
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,22 @@ def test_print_command(cli, tmp_path):
     )
 
 
+def test_init_and_compile_flags_pass_through(cli, tmp_path):
+    ds, run = tmp_path / "ds.json", tmp_path / "run.json"
+    ds.write_text("{}")
+    run.write_text("{}")
+    base = ("train", "--ds-config", str(ds), "--run-config", str(run), "--print-command")
+    res = cli(
+        *base, "--init-vision-from", "s3://b/eva02_L_mim.pt", "--init-strict", "false", "--compile", "off"
+    )
+    assert res.exit_code == 0
+    assert res.stdout.strip().endswith(
+        f"--run-config {run} --init-vision-from s3://b/eva02_L_mim.pt --init-strict false --compile off"
+    )
+    res = cli(*base, "--init-from", "a.pt", "--init-text-from", "b.pt")
+    assert res.exit_code == 2 and "--init-from loads both towers" in res.output
+
+
 def test_missing_config_is_a_usage_error(cli, tmp_path):
     res = cli(
         "train", "--ds-config", str(tmp_path / "nope.json"), "--run-config", str(tmp_path / "nope.json")

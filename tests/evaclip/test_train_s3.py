@@ -11,28 +11,6 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 
 
-@pytest.fixture
-def s3_env(monkeypatch):
-    pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    try:
-        yield env
-    finally:
-        server.stop()
-
-
 def _png(rgb: tuple[int, int, int], size: int = 40) -> bytes:
     from PIL import Image
 

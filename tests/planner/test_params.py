@@ -32,17 +32,31 @@ def test_eva_clip_18b_by_hand():
     m = prof.load_model("eva-clip-18b")
     c = count_params(m)
     w, f = 5120, 25600
-    # RMSNorm (weight only), fused qkv (no sub-LN) without bias, GELU MLP, 48 blocks, 257 tokens.
+    # RMSNorm (weight only), fused qkv (no sub-LN) without bias, GELU MLP, 48 blocks, 257 tokens,
+    # a head without bias (qkv_bias false, as the official shinji code builds it).
     block = w + 3 * w * w + (w * w + w) + w + (w * f + f) + (f * w + w)
     assert block == 367_047_680
-    vision = 48 * block + w + 257 * w + (w * 3 * 14 * 14 + w) + w + (w * 1536 + 1536)
-    assert c.vision == vision == 17_630_496_256
+    vision = 48 * block + w + 257 * w + (w * 3 * 14 * 14 + w) + w + w * 1536
+    assert c.vision == vision == 17_630_494_720
     tw, tf = 1280, 5120
     tblock = 2 * tw + (3 * tw * tw + 3 * tw) + (tw * tw + tw) + 2 * tw + (tw * tf + tf) + (tf * tw + tw)
     text = 49408 * tw + 77 * tw + 32 * tblock + 2 * tw + tw * 1536
     assert c.text == text == 694_987_520
-    assert c.total == 18_325_483_777  # EVA_MODELS.md: "18B ≈ 18.3B" from the released checkpoints
+    # The official total (the released checkpoint's parameter count).
+    assert c.total == 18_325_482_241
     assert c.largest_layer == w * f + f  # fc1 of a vision block (DeepSpeed's largest_layer_params)
+
+
+@pytest.mark.parametrize(
+    ("name", "total"),
+    # Parameter counts of the official models as built by baaivision/EVA (EVA-CLIP-18B/shinji):
+    # their vision heads have no bias (issue 15).
+    [("eva-clip-8b", 8_220_748_545), ("eva-clip-18b", 18_325_482_241)],
+)
+def test_official_totals_8b_18b(name, total):
+    m = prof.load_model(name)
+    assert count_params(m).total == total
+    assert not any(t.name == "visual.head.bias" for t in param_tensors(m))
 
 
 @pytest.mark.parametrize("name", sorted(n for n in prof.index("models")))
