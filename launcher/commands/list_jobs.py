@@ -23,17 +23,24 @@ def command(fmt: str) -> None:
     """Every launched job, newest first, with its live phase, step and spend."""
     store = JobStore()
     rows = []
-    for rec in store.all():
+    records = store.all()
+    for bad in store.skipped:
+        click.echo(f"warning: skipped an unreadable job row {bad} in {store.path}", err=True)
+    for rec in records:
         phase, step = rec.last_phase, None
-        spent = compute_progress(
-            rec, JobState(phase=rec.last_phase, started_at=rec.started_at, finished_at=rec.finished_at), []
-        ).spent_usd
+        try:
+            spent = compute_progress(
+                rec, JobState(phase=rec.last_phase, started_at=rec.started_at, finished_at=rec.finished_at), []
+            ).spent_usd
+        except (KeyError, TypeError, ValueError) as e:  # a row without a usable cost basis
+            click.echo(f"warning: skipped job row {rec.name!r}: no usable cost basis ({e!r}) in {store.path}", err=True)
+            continue
         if rec.last_phase not in TERMINAL_PHASES:
             try:
                 state, prog = snapshot(backend_for(rec), rec)
                 phase, step, spent = state.phase, prog.step, prog.spent_usd
                 if phase != rec.last_phase:
-                    store.put(rec.with_(last_phase=phase))
+                    store.remember(rec.with_(last_phase=phase))  # a cache: a read-only store still lists
             except EvaplanError as e:
                 phase = f"{rec.last_phase} (unreachable: {e.message[:60]})"
         rows.append(

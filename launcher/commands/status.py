@@ -90,7 +90,7 @@ def remember(store: JobStore, record: JobRecord, state: JobState) -> JobRecord:
             finished_at=state.finished_at or record.finished_at,
             started_at=record.started_at or state.started_at,
         )
-        store.put(record)
+        store.remember(record)  # a cache of the backend's truth: a read-only store still shows status
     return record
 
 
