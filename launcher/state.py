@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import stat
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -153,7 +154,9 @@ class JobStore:
             yield None
             return
         try:
-            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=LOCK_TIMEOUT_S)
+            conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=LOCK_TIMEOUT_S
+            )
         except sqlite3.Error as e:
             raise _classify(e, self.path, "open") from None
         try:
@@ -173,13 +176,46 @@ class JobStore:
         finally:
             conn.close()
 
+    def _create(self) -> None:
+        """A new store appears whole: built as a temporary file, fsynced, then linked into place
+        (link never replaces: if another evaplan created it first, theirs is kept). Without this a
+        second process could open the empty file that sqlite3.connect creates and take it for corrupt."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{DB_NAME}.", dir=self.root)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            conn = sqlite3.connect(tmp)
+            try:
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.commit()
+            finally:
+                conn.close()
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass
+        except sqlite3.Error as e:
+            raise _classify(e, self.path, "write") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (BEGIN IMMEDIATE takes the write lock up front)."""
         self._check_file()
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S, isolation_level=None)
+            if not self.path.exists():
+                self._create()
+            conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=rw",
+                uri=True,
+                timeout=LOCK_TIMEOUT_S,
+                isolation_level=None,
+            )
         except OSError as e:
             raise _os_error(e, self.path) from None
         except sqlite3.Error as e:
@@ -345,7 +381,10 @@ def _classify(e: sqlite3.Error, path: Path, doing: str) -> StoreError:
     text = str(e)
     if primary == sqlite3.SQLITE_FULL or "disk is full" in text:
         return StoreError(f"the job store {path} cannot be written: the disk is full", hint="free space")
-    if primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN) or "readonly" in text:
+    if (
+        primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN)
+        or "readonly" in text
+    ):
         return StoreError(
             f"the job store {path} cannot be {'written' if doing == 'write' else 'opened'} ({text})",
             hint=_HINT_DIR,

@@ -62,6 +62,9 @@ class JobState:
     message: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # What the job is doing before its first step, when the backend can tell (e.g. "building
+    # DeepSpeed CPU op cpu_adam"); `status` shows it instead of "no metrics yet".
+    activity: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,11 @@ class Backend(ABC):
     @abstractmethod
     def stop(self, record: Any) -> None:
         """Stop the job so that the trainer checkpoints (SIGTERM), and remove what it created."""
+
+    def set_deadline(self, deadline_s: float | None) -> None:
+        """Have the job stop itself `deadline_s` seconds after it starts (budget ÷ price), with no
+        monitor running. Call before `launch`; backends that cannot enforce one ignore it."""
+        self.deadline_s = deadline_s
 
 
 def parse_metrics_line(line: str) -> dict[str, Any] | None:

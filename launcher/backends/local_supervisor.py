@@ -266,7 +266,9 @@ class Supervisor:
             )
         else:
             tail = [v for _, v in sorted(last.items())]
-            out["message"] = f"torchrun exited with code {code}" + (f"; last line: {tail[-1][:200]}" if tail else "")
+            out["message"] = f"torchrun exited with code {code}" + (
+                f"; last line: {tail[-1][:200]}" if tail else ""
+            )
         return out
 
 
@@ -308,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # the supervisor's own failure is part of the record, not a silent exit
         sup._log(f"internal error: {type(e).__name__}: {e}")
         end_job(sup.launch_id, 30.0)
-        sup._record(phase="Failed", message=f"the supervisor failed: {type(e).__name__}: {e}", finished_at=now_iso())
+        sup._record(
+            phase="Failed", message=f"the supervisor failed: {type(e).__name__}: {e}", finished_at=now_iso()
+        )
         return 1
 
 

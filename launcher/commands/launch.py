@@ -127,8 +127,10 @@ def command(
             if value:
                 raise EvaplanError(f"{flag} applies to --backend kubernetes only", hint="drop it")
         be = get_backend("local")
+    staged: Path | None = None  # a freshly rendered bundle, stored only once every check passed
     if bundle is None:
-        bundle = load_bundle(_render(ctx, backend, given, getattr(be, "namespace", None)))
+        staged = _render(ctx, backend, given, getattr(be, "namespace", None))
+        bundle = load_bundle(staged)
     if backend == "kubernetes" and namespace and bundle.namespace != namespace:
         raise EvaplanError(
             f"the bundle renders namespace {bundle.namespace}, not {namespace}",
@@ -158,8 +160,12 @@ def command(
         raise EvaplanError(
             f"job '{name}' is still running", hint=f"`evaplan stop {name}` first, then --resume"
         )
+    if staged is not None and (previous is None or not dry_run):
+        bundle = load_bundle(_store_bundle(staged, name))
     if dry_run:
         data = be.launch(bundle, job_name=name, replace=replace, resume=resume, dry_run=True)
+        for note in data.get("notes", []):
+            click.echo(f"  note: {note}")
         click.echo(f"dry run of {name} on {backend}: checks passed; nothing was created or recorded")
         for row in getattr(be, "preflight_report", []):
             click.echo(
@@ -181,9 +187,12 @@ def command(
                 phase=previous.last_phase, started_at=previous.started_at, finished_at=previous.finished_at
             ),
         )
+    keep_budget = previous is not None and resume and max_cost_usd is None
+    budget = previous.max_cost_usd if keep_budget and previous is not None else max_cost_usd
+    if backend == "local":
+        be.set_deadline(_deadline_s(budget, basis.usd_per_node_hour, basis.nodes, prior_elapsed_s))
     data = be.launch(bundle, job_name=name, replace=replace, resume=resume)
     now = utcnow()
-    keep_budget = previous is not None and resume and max_cost_usd is None
     record = JobRecord(
         name=name,
         backend=backend,
@@ -191,7 +200,7 @@ def command(
         plan={"cost_basis": basis.to_dict(), "prior_elapsed_s": prior_elapsed_s},
         estimate=bundle.plan,
         namespace=data.get("namespace") if backend == "kubernetes" else None,
-        max_cost_usd=previous.max_cost_usd if keep_budget and previous is not None else max_cost_usd,
+        max_cost_usd=budget,
         created_at=previous.created_at if previous is not None and resume else now,
         started_at=now if backend == "local" else None,
         last_phase="Submitted",
@@ -200,6 +209,8 @@ def command(
     store.put(record)
     where = f"namespace {record.namespace}" if backend == "kubernetes" else data.get("work_dir")
     click.echo(f"launched {name} on {backend} ({where})")
+    for note in data.get("notes", []):
+        click.echo(f"  note: {note}")
     for row in getattr(be, "preflight_report", []):
         click.echo(f"  preflight: {row['node']}: {row['free']}/{row['allocatable']} {row['resource']} free")
     click.echo(
@@ -232,16 +243,34 @@ def _render(ctx: click.Context, backend: str, given: dict[str, Any], resolved_na
     bundles = state_dir() / "bundles"
     bundles.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".render.", dir=bundles))
-    try:
-        ctx.invoke(render_cmd.command, out_dir=str(tmp / "bundle"), to_stdout=False, **given)
-        job = load_bundle(tmp / "bundle").job_name
-        final = bundles / job
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp / "bundle", final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    ctx.call_on_close(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    ctx.invoke(render_cmd.command, out_dir=str(tmp / "bundle"), to_stdout=False, **given)
+    return tmp / "bundle"
+
+
+def _store_bundle(staged: Path, job: str) -> Path:
+    """Move a rendered bundle to <state dir>/bundles/<job>, replacing that job's earlier bundle
+    (after every check passed: a refused launch leaves the stored bundle as it was)."""
+    final = state_dir() / "bundles" / job
+    old = None
+    if final.exists():
+        old = staged.parent / "old"
+        os.rename(final, old)
+    os.rename(staged, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _deadline_s(
+    budget_usd: float | None, usd_per_node_hour: float | None, nodes: int, prior_elapsed_s: float
+) -> float | None:
+    """Seconds of run time the budget still buys: (budget − spent so far) ÷ (nodes × $/node-hour);
+    None without a budget or with a zero price (nothing to guard)."""
+    if budget_usd is None or not usd_per_node_hour or nodes <= 0:
+        return None
+    rate_usd_per_s = usd_per_node_hour * nodes / 3600.0
+    return max(0.0, budget_usd / rate_usd_per_s - prior_elapsed_s)
 
 
 for _opt in _RENDER_OPTIONS:

@@ -30,10 +30,15 @@ def command(fmt: str) -> None:
         phase, step = rec.last_phase, None
         try:
             spent = compute_progress(
-                rec, JobState(phase=rec.last_phase, started_at=rec.started_at, finished_at=rec.finished_at), []
+                rec,
+                JobState(phase=rec.last_phase, started_at=rec.started_at, finished_at=rec.finished_at),
+                [],
             ).spent_usd
         except (KeyError, TypeError, ValueError) as e:  # a row without a usable cost basis
-            click.echo(f"warning: skipped job row {rec.name!r}: no usable cost basis ({e!r}) in {store.path}", err=True)
+            click.echo(
+                f"warning: skipped job row {rec.name!r}: no usable cost basis ({e!r}) in {store.path}",
+                err=True,
+            )
             continue
         if rec.last_phase not in TERMINAL_PHASES:
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from launcher.backends.base import TERMINAL_PHASES
 from launcher.commands._options import job_and_backend
 from launcher.state import utcnow
 
@@ -16,8 +17,16 @@ def command(job: str | None) -> None:
     then wait for the trainer's checkpoint and exit."""
     store, record, backend = job_and_backend(job)
     if record.backend == "local":
+        state = backend.state(record)
+        if state.phase in TERMINAL_PHASES:
+            # Nothing of it runs (the local backend looks at the live processes): nothing to signal.
+            store.remember(
+                record.with_(last_phase=state.phase, finished_at=record.finished_at or state.finished_at)
+            )
+            click.echo(f"{record.name} already ended ({state.phase}); nothing to stop")
+            return
         click.echo(
-            f"stopping {record.name}: SIGTERM to its process group; waiting for the checkpoint and exit",
+            f"stopping {record.name}: SIGTERM to each of its processes; waiting for the checkpoint and exit",
             err=True,
         )
     backend.stop(record)

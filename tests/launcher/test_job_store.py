@@ -4,11 +4,11 @@ serialised across processes."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -147,7 +147,9 @@ def _make_writable(paths: list[Path]) -> None:
 
 
 def test_read_only_store_still_lists_and_refuses_writes_with_one_line(state_dir, cli):
-    JobStore().put(_rec("kept").with_(backend_data={"work_dir": str(state_dir / "jobs" / "kept"), "nproc": 2}))
+    JobStore().put(
+        _rec("kept").with_(backend_data={"work_dir": str(state_dir / "jobs" / "kept"), "nproc": 2})
+    )
     db = state_dir / DB_NAME
     paths = [state_dir, db]
     try:
@@ -156,27 +158,36 @@ def test_read_only_store_still_lists_and_refuses_writes_with_one_line(state_dir,
         r = cli("list", "--format", "csv")
         assert r.exit_code == 0, r.output
         assert "kept" in r.stdout
-        with pytest.raises(StoreError, match="cannot be (written|opened)"):
+        with pytest.raises(StoreError, match=r"cannot be (written|opened)"):
             JobStore().put(_rec("new"))
-        line = _one_error_line(cli("stop", "kept"))  # stop records the phase: a write
-        assert str(db) in line and "internal error" not in line
+        r = cli("status", "kept")  # status caches the phase it saw: a write it can do without
+        assert r.exit_code == 0 and "job kept (local): Failed" in r.output, r.output
+        r = cli("stop", "kept")
+        assert r.exit_code == 0 and "already ended" in r.output, r.output
     finally:
         _make_writable(paths)
     assert [r.name for r in JobStore().all()] == ["kept"]
 
 
-def _writer(root: str, base: int, n: int) -> None:
-    store = JobStore(Path(root))
-    for i in range(n):
-        store.put(_rec(f"job-{base + i}", hours=base + i))
+WRITER = """
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from launcher.state import JobRecord, JobStore
+store, base = JobStore(Path(sys.argv[1])), int(sys.argv[2])
+t0 = datetime(2026, 11, 27, tzinfo=timezone.utc)
+for i in range(15):
+    store.put(JobRecord(name=f"job-{base + i}", backend="local", bundle_dir="/b", plan={}, estimate={},
+                        created_at=t0 + timedelta(hours=base + i)))
+"""
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(str(tmp_path), k * 100, 15)) for k in range(3)]
+    """Three processes write 15 rows each at once: SQLite's lock serialises them, none is lost."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(k * 100)], cwd=REPO)
+        for k in range(3)
+    ]
     for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=600)
-        assert p.exitcode == 0
+        assert p.wait(timeout=600) == 0
     assert len(JobStore(tmp_path).all()) == 45
