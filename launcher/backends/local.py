@@ -128,12 +128,14 @@ def _confined(work: Path, value: Any, what: str, base: str | None = None) -> str
     leads outside is refused."""
     if not isinstance(value, str) or not value.strip():
         raise EvaplanError(f"run_config.json: {what} is empty", hint="re-render the bundle")
-    if value in MOUNTS:
-        return MOUNTS[value]
-    p = PurePosixPath(value)
+    p = PurePosixPath(MOUNTS.get(value, value))
     refuse = "re-render the bundle; a local job writes only inside its work folder"
     if p.is_absolute():
-        raise EvaplanError(f"run_config.json: {what} {value!r} is an absolute path", hint=refuse)
+        raise EvaplanError(
+            f"run_config.json: {what} {value!r} is an absolute path (only the pod mounts "
+            f"{', '.join(sorted(MOUNTS))} are, and they map to folders of the job)",
+            hint=refuse,
+        )
     if ".." in p.parts or "\x00" in value:
         raise EvaplanError(f"run_config.json: {what} {value!r} climbs out of the job folder", hint=refuse)
     root = work.resolve()
