@@ -284,7 +284,7 @@ class LocalBackend(Backend):
             raise EvaplanError(f"local job folder {work} exists", hint="pass --replace or --resume")
         earlier = read_state(work).get("launch_id") if work.is_dir() else None
         living = job_processes(earlier) if isinstance(earlier, str) else []
-        if living:
+        if living and not (dry_run and replace):  # --replace stops them first (commands/launch.py)
             raise EvaplanError(
                 f"{len(living)} process(es) of job '{job_name}' still run (pids "
                 f"{', '.join(str(p.pid) for p in living[:8])})",

@@ -161,6 +161,9 @@ def command(
             f"job '{name}' is still running", hint=f"`evaplan stop {name}` first, then --resume"
         )
     if staged is not None and (previous is None or not dry_run):
+        if backend == "local" and not dry_run:
+            # The backend's own checks too (paths, ranks, live processes) before the stored bundle changes.
+            be.launch(bundle, job_name=name, replace=replace, resume=resume, dry_run=True)
         bundle = load_bundle(_store_bundle(staged, name))
     if dry_run:
         data = be.launch(bundle, job_name=name, replace=replace, resume=resume, dry_run=True)
