@@ -441,7 +441,7 @@ class LocalBackend(Backend):
         else:
             phase = FAILED
             msg = "nothing of the job runs and its supervisor recorded no outcome (was it killed?)"
-            finished = None
+            finished = _mtime(work / LOG_FILE)  # its last sign of life: spend stops there
         failed_rank = sup.get("failed_rank")
         last = rank_last_lines(work) if phase == FAILED else {}
         ranks = []
