@@ -176,9 +176,9 @@ def extension_roots() -> list[Path]:
     return [Path(cache) / "torch_extensions"]
 
 
-def _lock_files() -> list[Path]:
+def _lock_files(roots: list[Path] | None = None) -> list[Path]:
     out: list[Path] = []
-    for root in extension_roots():
+    for root in roots if roots is not None else extension_roots():
         out += [*root.glob("*/lock"), *root.glob("*/*/lock")]
     return sorted(set(out))
 
@@ -195,12 +195,12 @@ def _cwds() -> dict[int, str]:
     return out
 
 
-def clear_stale_build_locks(dry_run: bool = False) -> list[str]:
+def clear_stale_build_locks(dry_run: bool = False, roots: list[Path] | None = None) -> list[str]:
     """Remove op build locks that no process is building under. torch's FileBaton is a plain file
     (O_CREAT|O_EXCL) with no owner: a build killed mid-way leaves it, and every later run waits
     on it forever. A build is live while ninja or the compiler runs in the op's folder."""
-    notes = []
-    locks = _lock_files()
+    notes: list[str] = []
+    locks = _lock_files(roots)
     if not locks:
         return notes
     cwds = list(_cwds().values())
@@ -353,6 +353,7 @@ class LocalBackend(Backend):
             "command": torchrun,
             "deadline_s": self.deadline_s,
             "notes": notes,
+            "torch_extensions_roots": [str(r) for r in extension_roots()],
         }
 
     def _start_supervisor(self, work: Path, launch_id: str) -> int:
@@ -537,6 +538,17 @@ class LocalBackend(Backend):
         if work.is_dir():
             (work / "stopped").write_text(datetime.now(timezone.utc).isoformat() + "\n")
         killed, left = end_job(launch_id, self.stop_timeout_s)
+        # A rank stopped while it compiled a DeepSpeed op leaves the op's lock behind (measured:
+        # SIGTERM during the first build of deepspeed_shm_comm); nothing builds now, so clear it.
+        roots = record.backend_data.get("torch_extensions_roots")
+        if not left and isinstance(roots, list):
+            try:
+                notes = clear_stale_build_locks(roots=[Path(r) for r in roots if isinstance(r, str)])
+            except RuntimeFailure as e:
+                notes = [e.line()]
+            if notes and work.is_dir():
+                with open(work / LOG_FILE, "a", encoding="utf-8") as log:
+                    log.writelines(f"# evaplan stop: {n}\n" for n in notes)
         if left:
             raise RuntimeFailure(
                 f"job '{record.name}': {len(left)} process(es) survived SIGKILL (pids {[p.pid for p in left]})",

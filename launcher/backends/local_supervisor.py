@@ -237,9 +237,11 @@ class Supervisor:
         out: dict[str, Any] = {"torchrun_exit_code": code if code >= 0 else None}
         if code < 0:
             out["torchrun_signal"] = signal_name(-code)
-        if why_stopped or (self.work / "stopped").exists():
+        by_stop = (self.work / "stopped").exists()  # `evaplan stop` writes it before it signals
+        if why_stopped or by_stop:
             out["phase"] = "Stopped"
-            out["message"] = why_stopped or "stopped by `evaplan stop`"
+            budget = why_stopped if why_stopped and why_stopped.startswith("budget") else None
+            out["message"] = budget or ("stopped by `evaplan stop`" if by_stop else why_stopped)
             return out
         if code == 0:
             out.update(phase="Succeeded", message="")

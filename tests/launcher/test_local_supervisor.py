@@ -197,10 +197,29 @@ def test_stale_build_lock_is_removed_and_a_live_build_is_shown(cli, bundle, tmp_
         (ext / "cpu_adam" / "release").write_text("")
         _wait(lambda: _status(cli, "eva-sup")["progress"]["step"], what="steps after the build")
         assert _status(cli, "eva-sup")["activity"] is None
+        assert not (ext / "cpu_adam" / "lock").exists()  # released by the finished build
         assert cli("stop", "eva-sup").exit_code == 0
     finally:
         builder.kill()
         builder.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_stop_during_an_op_build_leaves_no_lock(cli, bundle, tmp_path, monkeypatch):
+    ext = tmp_path / "torch_ext"
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(ext))
+    monkeypatch.setenv("STANDIN_BUILD_DIR", str(ext / "cpu_adam"))
+    assert cli("launch", str(bundle()), "--backend", "local").exit_code == 0
+    _wait(lambda: _status(cli, "eva-sup").get("activity"), what="the build activity")
+    assert (ext / "cpu_adam" / "lock").exists()
+    r = cli("stop", "eva-sup")
+    assert r.exit_code == 0, r.output
+    assert not (ext / "cpu_adam" / "lock").exists()
+    assert f"# evaplan stop: removed a stale DeepSpeed op build lock {ext / 'cpu_adam' / 'lock'}" in (
+        cli("logs", "eva-sup").output
+    )
+    doc = _status(cli, "eva-sup")
+    assert doc["phase"] == "Stopped" and doc["message"] == "stopped by `evaplan stop`"
 
 
 def test_bundle_paths_are_confined_to_the_job_folder(cli, bundle, state_dir):
