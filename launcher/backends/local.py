@@ -239,11 +239,11 @@ class LocalBackend(Backend):
     def __init__(
         self,
         python: str | None = None,
-        stop_timeout_s: float = STOP_TIMEOUT_S,
+        stop_timeout_s: float | None = None,
         entrypoint: tuple[str, ...] | None = None,
     ) -> None:
         self.python = python or sys.executable
-        self.stop_timeout_s = stop_timeout_s
+        self.stop_timeout_s = STOP_TIMEOUT_S if stop_timeout_s is None else stop_timeout_s
         self.entrypoint = entrypoint or TRAINER_ENTRYPOINT
         self.deadline_s: float | None = None
 

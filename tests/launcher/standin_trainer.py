@@ -24,6 +24,8 @@ step = json.loads(ckpt.read_text())["step"] if rc["checkpoint"]["resume"] and ck
 print(f"rank {rank}/{world} starting at step {step}", flush=True)
 stop = []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+if os.environ.get("STANDIN_IGNORE_TERM"):  # a trainer hung in a collective: only SIGKILL ends it
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 batch = ds["train_batch_size"]
 # Test knobs (environment): STANDIN_FAIL="<rank>:<step>:<exit code>" makes that rank print a last
 # line and exit with that code at that step; STANDIN_BUILD_DIR makes rank 0 run a child in that

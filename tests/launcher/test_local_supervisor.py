@@ -130,6 +130,18 @@ def test_sigkill_supervisor_then_resume_refuses_and_stop_ends_everything(cli, bu
 
 
 @pytest.mark.slow
+def test_stop_kills_what_ignores_sigterm_and_confirms(cli, bundle, monkeypatch):
+    monkeypatch.setenv("STANDIN_IGNORE_TERM", "1")
+    monkeypatch.setattr("launcher.backends.local.STOP_TIMEOUT_S", 3.0)
+    rec = _launch_and_wait_for_steps(cli, bundle(), "eva-sup")
+    r = cli("stop", "eva-sup")
+    assert r.exit_code == 1, r.output
+    assert "did not exit within 3s of SIGTERM; killed" in r.output and "no checkpoint guaranteed" in r.output
+    assert job_processes(rec.backend_data["launch_id"]) == []
+    assert _status(cli, "eva-sup")["phase"] == "Stopped"
+
+
+@pytest.mark.slow
 def test_a_failed_rank_is_named_with_its_reason_and_last_line(cli, bundle, monkeypatch):
     monkeypatch.setenv("STANDIN_FAIL", "1:3:7")
     r = cli("launch", str(bundle()), "--backend", "local")
@@ -161,6 +173,10 @@ def test_budget_deadline_holds_with_no_monitor(cli, bundle):
     _wait(lambda: read_state(work).get("finished_at"), what="the supervisor to stop the job")
     doc = _status(cli, "eva-sup")
     assert doc["phase"] == "Stopped" and "budget: the deadline of 3s" in doc["message"]
+    # Spend stops with the job: billed to the supervisor's recorded end, not to now.
+    time.sleep(1.5)
+    later = _status(cli, "eva-sup")
+    assert later["progress"]["spent_usd"] == doc["progress"]["spent_usd"] > 0
     assert job_processes(rec.backend_data["launch_id"]) == []
 
 
