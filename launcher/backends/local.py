@@ -445,31 +445,23 @@ class LocalBackend(Backend):
             finished = _mtime(work / LOG_FILE)  # its last sign of life: spend stops there
         failed_rank = sup.get("failed_rank")
         last = rank_last_lines(work) if phase == FAILED else {}
-        ranks = []
-        for r in range(nproc):
-            if phase == FAILED and failed_rank == r:
-                ranks.append(
-                    RankState(
-                        r,
-                        f"{record.name}/rank{r}",
-                        FAILED,
-                        str(sup.get("failed_rank_reason") or "Error"),
-                        (last.get(r) or "")[:200] or None,
-                        self._restarts(work),
-                        node,
-                    )
-                )
+        restarts = self._restarts(work)
+
+        def rank_state(r: int) -> RankState:
+            reason = message = None
+            if phase == FAILED and failed_rank == r:  # the rank that died first, and why
+                reason = str(sup.get("failed_rank_reason") or "Error")
+                message = (last.get(r) or "")[:200] or None
             elif phase == FAILED:
-                why = f"rank {failed_rank} failed" if failed_rank is not None else "Error"
-                ranks.append(
-                    RankState(r, f"{record.name}/rank{r}", FAILED, why, None, self._restarts(work), node)
-                )
-            else:
-                ranks.append(
-                    RankState(r, f"{record.name}/rank{r}", phase, None, None, self._restarts(work), node)
-                )
+                reason = f"rank {failed_rank} failed" if failed_rank is not None else "Error"
+            return RankState(r, f"{record.name}/rank{r}", phase, reason, message, restarts, node)
+
         return JobState(
-            phase=phase, ranks=ranks, message=msg, started_at=record.started_at, finished_at=finished
+            phase=phase,
+            ranks=[rank_state(r) for r in range(nproc)],
+            message=msg,
+            started_at=record.started_at,
+            finished_at=finished,
         )
 
     @staticmethod
