@@ -293,53 +293,59 @@ class LocalBackend(Backend):
         notes = clear_stale_build_locks(dry_run=dry_run)
         if dry_run:
             return {"work_dir": str(work), "nproc": nproc, "notes": notes}
-        if work.exists() and replace and not resume:
-            _remove_work(work)
-        work.mkdir(parents=True, exist_ok=True)
-        for stale in ("exit_code", "stopped", STATE_FILE):
-            (work / stale).unlink(missing_ok=True)
-        _write_json(work / "ds_config.json", bundle.ds_config)
-        _write_json(work / "run_config.json", run_config)
-        attempt = len(list((work / "logs").glob("*"))) if (work / "logs").is_dir() else 0
-        torchrun = [
-            self.python,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nnodes=1",
-            f"--nproc-per-node={nproc}",
-            "--log-dir",
-            f"logs/launch-{attempt}",
-            "--redirects",
-            "3",
-            "--tee",
-            "3",
-            *self.entrypoint,
-            "--ds-config",
-            "ds_config.json",
-            "--run-config",
-            "run_config.json",
-        ]
-        launch_id = uuid.uuid4().hex
-        env = {"TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": RANK_PREFIX_TEMPLATE, "PYTHONUNBUFFERED": "1"}
-        if "OMP_NUM_THREADS" not in os.environ:
-            env["OMP_NUM_THREADS"] = "1"
-        _write_json(
-            work / SPEC_FILE,
-            {
-                "launch_id": launch_id,
-                "argv": torchrun,
-                "env": env,
-                "deadline_s": self.deadline_s,
-                "grace_s": self.stop_timeout_s,
-                "straggler_grace_s": STRAGGLER_GRACE_S,
-            },
-        )
-        with open(work / LOG_FILE, "ab") as log:
-            log.write(
-                f"# evaplan: {'resume' if resume else 'launch'} {datetime.now(timezone.utc).isoformat()}: "
-                f"{shlex.join(torchrun)}\n".encode()
+        try:
+            if work.exists() and replace and not resume:
+                _remove_work(work)
+            work.mkdir(parents=True, exist_ok=True)
+            for stale in ("exit_code", "stopped", STATE_FILE):
+                (work / stale).unlink(missing_ok=True)
+            _write_json(work / "ds_config.json", bundle.ds_config)
+            _write_json(work / "run_config.json", run_config)
+            attempt = len(list((work / "logs").glob("*"))) if (work / "logs").is_dir() else 0
+            torchrun = [
+                self.python,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nnodes=1",
+                f"--nproc-per-node={nproc}",
+                "--log-dir",
+                f"logs/launch-{attempt}",
+                "--redirects",
+                "3",
+                "--tee",
+                "3",
+                *self.entrypoint,
+                "--ds-config",
+                "ds_config.json",
+                "--run-config",
+                "run_config.json",
+            ]
+            launch_id = uuid.uuid4().hex
+            env = {"TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": RANK_PREFIX_TEMPLATE, "PYTHONUNBUFFERED": "1"}
+            if "OMP_NUM_THREADS" not in os.environ:
+                env["OMP_NUM_THREADS"] = "1"
+            _write_json(
+                work / SPEC_FILE,
+                {
+                    "launch_id": launch_id,
+                    "argv": torchrun,
+                    "env": env,
+                    "deadline_s": self.deadline_s,
+                    "grace_s": self.stop_timeout_s,
+                    "straggler_grace_s": STRAGGLER_GRACE_S,
+                },
             )
+            with open(work / LOG_FILE, "ab") as log:
+                log.write(
+                    f"# evaplan: {'resume' if resume else 'launch'} {datetime.now(timezone.utc).isoformat()}: "
+                    f"{shlex.join(torchrun)}\n".encode()
+                )
+        except OSError as e:
+            raise RuntimeFailure(
+                f"cannot write the local job folder {work}: {e.strerror}",
+                hint="set EVAPLAN_STATE_DIR to a writable folder with free space",
+            ) from None
         pid = self._start_supervisor(work, launch_id)
         metrics = work / run_config["output_dir"] / run_config.get("metrics_file", "metrics.jsonl")
         return {

@@ -21,8 +21,8 @@ from launcher.backends.base import TERMINAL_PHASES, JobState, get_backend, load_
 from launcher.commands import render as render_cmd
 from launcher.commands._options import kube_options
 from launcher.monitor import cost_basis, elapsed_s, fmt_usd
-from launcher.state import JobRecord, JobStore, state_dir, utcnow
-from planner.errors import EvaplanError
+from launcher.state import JobRecord, JobStore, StoreError, state_dir, utcnow
+from planner.errors import EvaplanError, RuntimeFailure
 
 # The image of a local run is never pulled (torchrun runs this checkout's evaclip): a placeholder.
 LOCAL_IMAGE = "evaclip:local"
@@ -209,7 +209,13 @@ def command(
         last_phase="Submitted",
         backend_data=data,
     )
-    store.put(record)
+    try:
+        store.put(record)
+    except StoreError as e:
+        if backend != "local":
+            raise
+        be.stop(record)  # a local job the store cannot record would run unmanaged: end it again
+        raise StoreError(f"{e.message}; the local job was stopped again", hint=e.hint) from None
     where = f"namespace {record.namespace}" if backend == "kubernetes" else data.get("work_dir")
     click.echo(f"launched {name} on {backend} ({where})")
     for note in data.get("notes", []):
@@ -244,8 +250,14 @@ def _render(ctx: click.Context, backend: str, given: dict[str, Any], resolved_na
             given["gpus"] = LOCAL_RANKS
     given.setdefault("namespace", resolved_namespace or "default")
     bundles = state_dir() / "bundles"
-    bundles.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".render.", dir=bundles))
+    try:
+        bundles.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".render.", dir=bundles))
+    except OSError as e:
+        raise RuntimeFailure(
+            f"cannot write the bundle under {bundles}: {e.strerror}",
+            hint="set EVAPLAN_STATE_DIR to a writable folder with free space",
+        ) from None
     ctx.call_on_close(lambda: shutil.rmtree(tmp, ignore_errors=True))
     ctx.invoke(render_cmd.command, out_dir=str(tmp / "bundle"), to_stdout=False, **given)
     return tmp / "bundle"

@@ -4,6 +4,7 @@ serialised across processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -191,3 +192,41 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     for p in procs:
         assert p.wait(timeout=600) == 0
     assert len(JobStore(tmp_path).all()) == 45
+
+
+def test_launch_into_a_read_only_state_dir_is_one_line(state_dir, cli):
+    pytest.importorskip("torch")
+    JobStore().put(_rec("kept"))
+    paths = [state_dir, state_dir / DB_NAME]
+    try:
+        if not _make_read_only(paths):
+            pytest.skip("cannot make a folder read-only here")
+        r = cli("launch", "--backend", "local", "--model", "eva-clip-debug", "--job-name", "ro1")
+        line = _one_error_line(r)
+        assert r.exit_code == 1 and "cannot write" in line and "EVAPLAN_STATE_DIR" in line
+    finally:
+        _make_writable(paths)
+    assert sorted(p.name for p in state_dir.iterdir()) == [DB_NAME]  # nothing half-written
+    assert [r.name for r in JobStore().all()] == ["kept"]
+
+
+def test_a_local_job_the_store_cannot_record_is_stopped_again(state_dir, cli, monkeypatch):
+    pytest.importorskip("torch")
+    from launcher.backends.local_procs import job_processes
+
+    monkeypatch.setattr(
+        "launcher.backends.local.TRAINER_ENTRYPOINT", (str(Path(__file__).with_name("standin_trainer.py")),)
+    )
+    JobStore().put(_rec("kept"))
+    db = state_dir / DB_NAME
+    try:
+        if not _make_read_only([db]):  # the folder stays writable: launch gets as far as starting
+            pytest.skip("cannot make a file read-only here")
+        r = cli("launch", "--backend", "local", "--model", "eva-clip-debug", "--job-name", "rec1")
+        line = _one_error_line(r)
+        assert r.exit_code == 1 and "the local job was stopped again" in line
+    finally:
+        _make_writable([db])
+    spec = json.loads((state_dir / "jobs" / "rec1" / "supervisor-spec.json").read_text())
+    assert job_processes(spec["launch_id"]) == []  # nothing of it runs unmanaged
+    assert [r.name for r in JobStore().all()] == ["kept"]
