@@ -50,6 +50,7 @@ from launcher.backends.base import (
     RankState,
     parse_metrics_line,
 )
+from launcher.backends.build_lock import clear_stale_build_locks, extension_roots
 from launcher.backends.local_procs import JOB_ENV, JobProcess, end_job, job_processes, start_ticks
 from launcher.backends.local_supervisor import LOG_FILE, SPEC_FILE, STATE_FILE, rank_last_lines, read_state
 from launcher.render import CHECKPOINT_MOUNT, OUTPUT_MOUNT
@@ -164,67 +165,6 @@ def local_run_config(run_config: dict[str, Any], work: Path, resume: bool) -> di
     return out
 
 
-# ---------------------------------------------------------------------- DeepSpeed's op build lock
-def extension_roots() -> list[Path]:
-    """Where torch JIT-builds DeepSpeed's C++ ops: $TORCH_EXTENSIONS_DIR/<op>/, else
-    <user cache>/torch_extensions/py<ver>_<accelerator>/<op>/ (torch/utils/cpp_extension.py,
-    _get_build_directory and get_default_build_root)."""
-    env = os.environ.get("TORCH_EXTENSIONS_DIR")
-    if env:
-        return [Path(env)]
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return [Path(cache) / "torch_extensions"]
-
-
-def _lock_files(roots: list[Path] | None = None) -> list[Path]:
-    out: list[Path] = []
-    for root in roots if roots is not None else extension_roots():
-        out += [*root.glob("*/lock"), *root.glob("*/*/lock")]
-    return sorted(set(out))
-
-
-def _cwds() -> dict[int, str]:
-    """Every readable process's working folder (ninja and the compiler run in the op's folder)."""
-    out = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                out[int(d.name)] = os.readlink(d / "cwd")
-            except OSError:
-                continue
-    return out
-
-
-def clear_stale_build_locks(dry_run: bool = False, roots: list[Path] | None = None) -> list[str]:
-    """Remove op build locks that no process is building under. torch's FileBaton is a plain file
-    (O_CREAT|O_EXCL) with no owner: a build killed mid-way leaves it, and every later run waits
-    on it forever. A build is live while ninja or the compiler runs in the op's folder."""
-    notes: list[str] = []
-    locks = _lock_files(roots)
-    if not locks:
-        return notes
-    cwds = list(_cwds().values())
-    for lock in locks:
-        op_dir = str(lock.parent.resolve())
-        if any(c == op_dir or c.startswith(op_dir + os.sep) for c in cwds):
-            continue
-        if not dry_run:
-            try:
-                lock.unlink()
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                raise RuntimeFailure(
-                    f"a stale DeepSpeed op build lock {lock} cannot be removed: {e.strerror}",
-                    hint="remove it by hand; no process is building that op",
-                ) from None
-        notes.append(
-            f"{'would remove' if dry_run else 'removed'} a stale DeepSpeed op build lock {lock} "
-            "(no process is building that op; a killed build left it)"
-        )
-    return notes
-
-
 def _building_op(procs: list[JobProcess]) -> str | None:
     """The op a process of the job is compiling (its working folder holds build.ninja), if any."""
     for p in procs:
@@ -334,6 +274,7 @@ class LocalBackend(Backend):
                     "deadline_s": self.deadline_s,
                     "grace_s": self.stop_timeout_s,
                     "straggler_grace_s": STRAGGLER_GRACE_S,
+                    "torch_extensions_roots": [str(r) for r in extension_roots()],
                 },
             )
             with open(work / LOG_FILE, "ab") as log:
@@ -541,7 +482,10 @@ class LocalBackend(Backend):
         roots = record.backend_data.get("torch_extensions_roots")
         if not left and isinstance(roots, list):
             try:
-                notes = clear_stale_build_locks(roots=[Path(r) for r in roots if isinstance(r, str)])
+                # Nothing of the job lives: a lock it took is stale now, however young.
+                notes = clear_stale_build_locks(
+                    roots=[Path(r) for r in roots if isinstance(r, str)], min_age_s=0.0
+                )
             except RuntimeFailure as e:
                 notes = [e.line()]
             if notes and work.is_dir():

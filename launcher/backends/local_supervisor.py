@@ -18,9 +18,11 @@ init and is the leader of a new session and process group), and then:
   exit code or signal, which rank failed first and why (torchrun's "Root Cause" summary), and that
   rank's last log line; plus WORK_DIR/exit_code;
 - with a deadline (budget ÷ price, from `launch --max-cost`), stops the job as `stop` would when
-  the deadline passes, so the budget holds with no monitor running.
+  the deadline passes, so the budget holds with no monitor running;
+- every LOCK_SWEEP_S removes a stale DeepSpeed op build lock (build_lock.py) that would make a
+  rank wait forever.
 
-All it imports is the standard library and local_procs: it starts fast and holds no torch.
+All it imports is the standard library, local_procs and build_lock: it starts fast, no torch.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from launcher.backends.build_lock import clear_stale_build_locks
 from launcher.backends.local_procs import JOB_ENV, end_job, job_processes, signal_name, start_ticks
 
 SPEC_FILE = "supervisor-spec.json"
@@ -44,6 +47,9 @@ LOG_FILE = "job.log"
 # linux/prctl.h: PR_SET_CHILD_SUBREAPER.
 PR_SET_CHILD_SUBREAPER = 36
 POLL_S = 0.2
+# How often the supervisor looks for a stale DeepSpeed op build lock while the job runs (one left
+# by a build killed moments before this launch, too young for `launch` to judge).
+LOCK_SWEEP_S = 15.0
 
 # torchrun's failure summary (torch/distributed/elastic/multiprocessing/errors/__init__.py,
 # _FAILURE_FORMAT_TEMPLATE): the first failure is printed after "Root Cause".
@@ -177,6 +183,8 @@ class Supervisor:
         why_stopped: str | None = None
         grace_s = float(self.spec.get("grace_s", 300.0))
         term_sent_at: float | None = None
+        roots = [Path(r) for r in self.spec.get("torch_extensions_roots") or [] if isinstance(r, str)]
+        next_sweep = time.monotonic() + LOCK_SWEEP_S
         while status is None:
             try:
                 got, st = os.waitpid(-1, os.WNOHANG)  # reap torchrun and any orphan re-parented to us
@@ -199,6 +207,13 @@ class Supervisor:
                     os.kill(pid, signal.SIGTERM)  # torchrun passes it to every rank
                 except ProcessLookupError:
                     pass
+            if roots and time.monotonic() > next_sweep:
+                next_sweep = time.monotonic() + LOCK_SWEEP_S
+                try:
+                    for note in clear_stale_build_locks(roots=roots):
+                        self._log(note)
+                except Exception as e:  # a lock we cannot remove must not end the supervisor
+                    self._log(f"stale lock sweep: {e}")
             if term_sent_at is not None and time.monotonic() - term_sent_at > grace_s:
                 self._log(f"the job did not exit within {grace_s:.0f}s of SIGTERM; killing it")
                 end_job(self.launch_id, 0.0)

@@ -199,6 +199,9 @@ def test_stale_build_lock_is_removed_and_a_live_build_is_shown(cli, bundle, tmp_
     # A live build of another op (a process working in its folder) keeps its lock.
     (ext / "other_op").mkdir()
     (ext / "other_op" / "lock").write_text("")
+    # Both locks are older than a builder needs to start ninja (build_lock.MIN_AGE_S).
+    for lock in (ext / "cpu_adam" / "lock", ext / "other_op" / "lock"):
+        os.utime(lock, (time.time() - 600, time.time() - 600))
     builder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], cwd=ext / "other_op")
     try:
         monkeypatch.setenv("STANDIN_BUILD_DIR", str(ext / "cpu_adam"))
@@ -307,3 +310,23 @@ def test_a_refused_launch_leaves_the_stored_bundle_as_it_was(cli, state_dir, cpu
     assert (work / "run_config.json").read_bytes() == run_before
     assert not [p for p in (state_dir / "bundles").iterdir() if p.name.startswith(".")]
     assert cli("stop", "long1").exit_code == 0
+
+
+@pytest.mark.slow
+def test_a_lock_too_young_to_judge_at_launch_is_swept_by_the_supervisor(cli, bundle, tmp_path, monkeypatch):
+    from launcher.backends.build_lock import MIN_AGE_S
+    from launcher.backends.local_supervisor import LOCK_SWEEP_S
+
+    ext = tmp_path / "torch_ext"
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(ext))
+    (ext / "cpu_adam").mkdir(parents=True)
+    (ext / "cpu_adam" / "lock").write_text("")  # just left by a build killed a moment ago
+    r = cli("launch", str(bundle()), "--backend", "local")
+    assert r.exit_code == 0 and "stale DeepSpeed op build lock" not in r.output, r.output
+    _wait(
+        lambda: not (ext / "cpu_adam" / "lock").exists(),
+        timeout_s=WAIT_S + MIN_AGE_S + 2 * LOCK_SWEEP_S,
+        what="the supervisor's sweep",
+    )
+    assert "# evaplan supervisor: removed a stale DeepSpeed op build lock" in cli("logs", "eva-sup").output
+    assert cli("stop", "eva-sup").exit_code == 0
