@@ -268,10 +268,17 @@ def _store_bundle(staged: Path, job: str) -> Path:
     (after every check passed: a refused launch leaves the stored bundle as it was)."""
     final = state_dir() / "bundles" / job
     old = None
-    if final.exists():
-        old = staged.parent / "old"
-        os.rename(final, old)
-    os.rename(staged, final)
+    try:
+        if final.exists():
+            old = staged.parent / "old"
+            os.rename(final, old)
+        os.rename(staged, final)
+    except OSError as e:
+        if old is not None and not final.exists():
+            os.rename(old, final)  # put the earlier bundle back
+        raise RuntimeFailure(
+            f"cannot store the bundle at {final}: {e.strerror}", hint="check the state dir's permissions"
+        ) from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return final
