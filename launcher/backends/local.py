@@ -37,6 +37,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from launcher import names
+from launcher.backends import build_lock
 from launcher.backends.base import (
     FAILED,
     METRICS_WINDOW,
@@ -50,7 +51,7 @@ from launcher.backends.base import (
     RankState,
     parse_metrics_line,
 )
-from launcher.backends.build_lock import clear_stale_build_locks, extension_roots
+from launcher.backends.build_lock import clear_stale_build_locks, extension_roots, working_in
 from launcher.backends.local_procs import JOB_ENV, JobProcess, end_job, job_processes, start_ticks
 from launcher.backends.local_supervisor import LOG_FILE, SPEC_FILE, STATE_FILE, rank_last_lines, read_state
 from launcher.render import CHECKPOINT_MOUNT, OUTPUT_MOUNT
@@ -275,6 +276,7 @@ class LocalBackend(Backend):
                     "grace_s": self.stop_timeout_s,
                     "straggler_grace_s": STRAGGLER_GRACE_S,
                     "torch_extensions_roots": [str(r) for r in extension_roots()],
+                    "lock_quiet_s": build_lock.QUIET_S,
                 },
             )
             with open(work / LOG_FILE, "ab") as log:
@@ -300,7 +302,6 @@ class LocalBackend(Backend):
             "command": torchrun,
             "deadline_s": self.deadline_s,
             "notes": notes,
-            "torch_extensions_roots": [str(r) for r in extension_roots()],
         }
 
     def _start_supervisor(self, work: Path, launch_id: str) -> int:
@@ -476,21 +477,26 @@ class LocalBackend(Backend):
         work = self._work(record)
         if work.is_dir():
             (work / "stopped").write_text(datetime.now(timezone.utc).isoformat() + "\n")
+        # Op folders the job is compiling in (ninja runs in the op's folder): the lock there is
+        # this job's, and it would outlive the build it guards (measured: SIGTERM during the first
+        # build of deepspeed_shm_comm left it).
+        building = {
+            Path(p.cwd) for p in job_processes(launch_id) if p.cwd and (Path(p.cwd) / "lock").is_file()
+        }
         killed, left = end_job(launch_id, self.stop_timeout_s)
-        # A rank stopped while it compiled a DeepSpeed op leaves the op's lock behind (measured:
-        # SIGTERM during the first build of deepspeed_shm_comm); nothing builds now, so clear it.
-        roots = record.backend_data.get("torch_extensions_roots")
-        if not left and isinstance(roots, list):
-            try:
-                # Nothing of the job lives: a lock it took is stale now, however young.
-                notes = clear_stale_build_locks(
-                    roots=[Path(r) for r in roots if isinstance(r, str)], min_age_s=0.0
-                )
-            except RuntimeFailure as e:
-                notes = [e.line()]
-            if notes and work.is_dir():
-                with open(work / LOG_FILE, "a", encoding="utf-8") as log:
-                    log.writelines(f"# evaplan stop: {n}\n" for n in notes)
+        notes = []
+        for op_dir in sorted(building):
+            if not left and not working_in(op_dir):
+                try:
+                    (op_dir / "lock").unlink()
+                    notes.append(
+                        f"removed the DeepSpeed op build lock {op_dir / 'lock'} its stopped build left"
+                    )
+                except OSError:
+                    pass
+        if notes and work.is_dir():
+            with open(work / LOG_FILE, "a", encoding="utf-8") as log:
+                log.writelines(f"# evaplan stop: {n}\n" for n in notes)
         if left:
             raise RuntimeFailure(
                 f"job '{record.name}': {len(left)} process(es) survived SIGKILL (pids {[p.pid for p in left]})",

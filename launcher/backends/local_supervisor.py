@@ -48,7 +48,7 @@ LOG_FILE = "job.log"
 PR_SET_CHILD_SUBREAPER = 36
 POLL_S = 0.2
 # How often the supervisor looks for a stale DeepSpeed op build lock while the job runs (one left
-# by a build killed moments before this launch, too young for `launch` to judge).
+# by a build killed shortly before this launch, too recently active for `launch` to judge).
 LOCK_SWEEP_S = 15.0
 
 # torchrun's failure summary (torch/distributed/elastic/multiprocessing/errors/__init__.py,
@@ -210,7 +210,7 @@ class Supervisor:
             if roots and time.monotonic() > next_sweep:
                 next_sweep = time.monotonic() + LOCK_SWEEP_S
                 try:
-                    for note in clear_stale_build_locks(roots=roots):
+                    for note in clear_stale_build_locks(roots=roots, quiet_s=self.spec.get("lock_quiet_s")):
                         self._log(note)
                 except Exception as e:  # a lock we cannot remove must not end the supervisor
                     self._log(f"stale lock sweep: {e}")

@@ -199,9 +199,10 @@ def test_stale_build_lock_is_removed_and_a_live_build_is_shown(cli, bundle, tmp_
     # A live build of another op (a process working in its folder) keeps its lock.
     (ext / "other_op").mkdir()
     (ext / "other_op" / "lock").write_text("")
-    # Both locks are older than a builder needs to start ninja (build_lock.MIN_AGE_S).
-    for lock in (ext / "cpu_adam" / "lock", ext / "other_op" / "lock"):
-        os.utime(lock, (time.time() - 600, time.time() - 600))
+    # Both op folders have been quiet for longer than a builder pauses (build_lock.QUIET_S).
+    for folder in (ext / "cpu_adam", ext / "other_op"):
+        for p in (folder / "lock", folder):
+            os.utime(p, (time.time() - 600, time.time() - 600))
     builder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], cwd=ext / "other_op")
     try:
         monkeypatch.setenv("STANDIN_BUILD_DIR", str(ext / "cpu_adam"))
@@ -234,8 +235,9 @@ def test_stop_during_an_op_build_leaves_no_lock(cli, bundle, tmp_path, monkeypat
     r = cli("stop", "eva-sup")
     assert r.exit_code == 0, r.output
     assert not (ext / "cpu_adam" / "lock").exists()
-    assert f"# evaplan stop: removed a stale DeepSpeed op build lock {ext / 'cpu_adam' / 'lock'}" in (
-        cli("logs", "eva-sup").output
+    assert (
+        f"# evaplan stop: removed the DeepSpeed op build lock {ext / 'cpu_adam' / 'lock'} its stopped build left"
+        in (cli("logs", "eva-sup").output)
     )
     doc = _status(cli, "eva-sup")
     assert doc["phase"] == "Stopped" and doc["message"] == "stopped by `evaplan stop`"
@@ -313,19 +315,27 @@ def test_a_refused_launch_leaves_the_stored_bundle_as_it_was(cli, state_dir, cpu
 
 
 @pytest.mark.slow
-def test_a_lock_too_young_to_judge_at_launch_is_swept_by_the_supervisor(cli, bundle, tmp_path, monkeypatch):
-    from launcher.backends.build_lock import MIN_AGE_S
+def test_a_lock_whose_builder_dies_after_launch_is_swept_by_the_supervisor(
+    cli, bundle, tmp_path, monkeypatch
+):
+    from launcher.backends import build_lock
     from launcher.backends.local_supervisor import LOCK_SWEEP_S
 
+    monkeypatch.setattr(build_lock, "QUIET_S", 3.0)  # launch passes it on to the supervisor
     ext = tmp_path / "torch_ext"
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(ext))
     (ext / "cpu_adam").mkdir(parents=True)
-    (ext / "cpu_adam" / "lock").write_text("")  # just left by a build killed a moment ago
-    r = cli("launch", str(bundle()), "--backend", "local")
-    assert r.exit_code == 0 and "stale DeepSpeed op build lock" not in r.output, r.output
+    (ext / "cpu_adam" / "lock").write_text("")
+    builder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], cwd=ext / "cpu_adam")
+    try:
+        r = cli("launch", str(bundle()), "--backend", "local")
+        assert r.exit_code == 0 and "stale DeepSpeed op build lock" not in r.output, r.output  # live then
+    finally:
+        builder.kill()  # the build dies with its lock held, after our launch
+        builder.wait(timeout=60)
     _wait(
         lambda: not (ext / "cpu_adam" / "lock").exists(),
-        timeout_s=WAIT_S + MIN_AGE_S + 2 * LOCK_SWEEP_S,
+        timeout_s=WAIT_S + build_lock.QUIET_S + 2 * LOCK_SWEEP_S,
         what="the supervisor's sweep",
     )
     assert "# evaplan supervisor: removed a stale DeepSpeed op build lock" in cli("logs", "eva-sup").output
