@@ -3,12 +3,14 @@ complete, a `latest` pointer, optional S3 mirror, and resume that skips a bad ne
 
 Layout (local and S3 alike):
     <dir>/step00000120/...                 DeepSpeed's files (model states, per-rank ZeRO shards)
-    <dir>/step00000120/evaclip-manifest.json   {"step", "files": {relative path: bytes}} — written last
+    <dir>/step00000120/evaclip-manifest.json   {"step", "files": {relative path: {"bytes", "sha256"}}}
+                                           — written after every file, before `latest`
     <dir>/latest                           the newest complete tag — written after the manifest
 
-A checkpoint counts only when its manifest exists and every listed file has the listed size; a
-checkpoint that fails this check or fails to load is skipped with a warning and the previous one is
-tried. With `s3_uri`, every rank uploads the files it wrote (its `*_rank_<r>_*` ZeRO shards; rank 0
+A checkpoint counts only when its manifest exists and every listed file has the listed size and
+sha256 (each rank hashes the files it wrote on save and checks a share of all files on resume); a
+checkpoint that fails this check or fails to load is skipped with a warning naming the file and the
+previous one is tried. With `s3_uri`, every rank uploads the files it wrote (its `*_rank_<r>_*` ZeRO shards; rank 0
 also the rest), then rank 0 uploads the manifest and finally `latest`, so a reader never sees a
 `latest` that points at a partial upload. The checkpoint folder must be shared by the ranks of a
 node (it is: one pod per node); across nodes either a shared filesystem or S3.
@@ -16,6 +18,7 @@ node (it is: one pod per node); across nodes either a shared filesystem or S3.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -64,8 +67,17 @@ def _all_ok(ok: bool) -> bool:
     return bool(t.item())
 
 
-def _owned_files(tag_dir: Path, rank: int) -> dict[str, int]:
-    """Files of a checkpoint this rank is responsible for (uploads, manifest entries)."""
+def _sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _owned_files(tag_dir: Path, rank: int) -> dict[str, dict[str, Any]]:
+    """Files of a checkpoint this rank is responsible for (uploads, manifest entries), with their
+    size and sha256: each rank hashes what it wrote, so the hashing is spread over the ranks."""
     mine = re.compile(rf"_rank_0*{rank}_")
     any_rank = re.compile(r"_rank_\d+_")
     out = {}
@@ -74,8 +86,17 @@ def _owned_files(tag_dir: Path, rank: int) -> dict[str, int]:
             continue
         name = p.name.replace("mp_rank_00", "mp")  # model-parallel rank is not a data-parallel rank
         if mine.search(name) or (rank == 0 and not any_rank.search(name)):
-            out[p.relative_to(tag_dir).as_posix()] = p.stat().st_size
+            out[p.relative_to(tag_dir).as_posix()] = {"bytes": p.stat().st_size, "sha256": _sha256_file(p)}
     return out
+
+
+def _first_reason(reason: str | None) -> str | None:
+    """The first rank's reason to reject a checkpoint, known to every rank (each checks a share)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return reason
+    reasons: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(reasons, reason)
+    return next((r for r in reasons if r), None)
 
 
 @dataclass
@@ -93,7 +114,7 @@ class Checkpointer:
         engine.save_checkpoint(str(self.dir), tag=tag, client_state=client_state, save_latest=False)
         tag_dir = self.dir / tag
         owned = _owned_files(tag_dir, rank)
-        gathered: list[dict[str, int]] = [owned]
+        gathered: list[dict[str, dict[str, Any]]] = [owned]
         if dist.is_available() and dist.is_initialized():
             gathered = [{} for _ in range(dist.get_world_size())]
             dist.all_gather_object(gathered, owned)
@@ -150,7 +171,7 @@ class Checkpointer:
 
     def _fetch(self, tag: str) -> None:
         """Bring an S3 checkpoint to the local folder unless a complete copy is there."""
-        if not self.s3_uri or self._verify(tag) is None:
+        if not self.s3_uri or self._verify(tag, digests=False) is None:
             return
         rank, _ = _rank_world()
         uri = storage.parse_s3_uri(self.s3_uri).child(tag)
@@ -170,8 +191,11 @@ class Checkpointer:
                 pass  # another rank of this node moved its copy first
         shutil.rmtree(staging, ignore_errors=True)
 
-    def _verify(self, tag: str) -> str | None:
-        """None if the local checkpoint is complete, else the reason it is not."""
+    def _verify(self, tag: str, *, digests: bool = True) -> str | None:
+        """None if the local checkpoint is complete and intact, else the reason it is not. Every
+        listed file must exist with its size; with `digests`, this rank also checks the sha256 of
+        its share of the files (file i of n goes to rank i mod world size; `_first_reason` makes
+        the verdict common), so a flipped byte in a file of the right size is caught."""
         tag_dir = self.dir / tag
         try:
             manifest = json.loads((tag_dir / MANIFEST).read_text())
@@ -179,12 +203,21 @@ class Checkpointer:
             return "no manifest (the save did not finish)"
         except (OSError, json.JSONDecodeError) as e:
             return f"unreadable manifest ({e})"
-        for rel, size in manifest.get("files", {}).items():
+        files = manifest.get("files") if isinstance(manifest, dict) else None
+        if not isinstance(files, dict):
+            return "the manifest lists no files"
+        rank, world = _rank_world()
+        for i, (rel, entry) in enumerate(sorted(files.items())):
+            # Manifests before checksums (evaplan ≤ 0.x) hold the size alone.
+            size = entry.get("bytes") if isinstance(entry, dict) else entry
             p = tag_dir / rel
             if not p.is_file():
                 return f"{rel} is missing"
             if p.stat().st_size != size:
                 return f"{rel} has {p.stat().st_size} bytes, the manifest says {size}"
+            want = entry.get("sha256") if isinstance(entry, dict) else None
+            if digests and want and i % world == rank and _sha256_file(p) != want:
+                return f"{rel} does not match its sha256 in the manifest (changed after it was written)"
         return None
 
     def load_latest(self, engine: Any) -> tuple[str, dict[str, Any]] | None:
@@ -205,8 +238,9 @@ class Checkpointer:
                 reason = self._verify(tag)
             except Exception as e:  # a broken download is a bad checkpoint, not a crash
                 reason = f"download failed ({type(e).__name__}: {e})"
-            if not _all_ok(reason is None):
-                if reason and rank == 0:
+            reason = _first_reason(reason)
+            if reason is not None:
+                if rank == 0:
                     _warn(f"skipping checkpoint {tag}: {reason}; trying the previous one")
                 continue
             try:

@@ -13,12 +13,16 @@ Layout (every file is plain text, deterministic, no timestamps):
 Every object and every pod carries the label `evaplan.io/job: <job name>`: `pod_selector` is the
 selector that finds all pods of the job whatever the flavour.
 
-A bundle is written atomically: into a temporary sibling folder, then renamed over the target, so a
-reader never sees half a bundle. An existing target is replaced only if it is itself a bundle.
+A bundle is written atomically (a temporary folder, then renames; see `write_bundle`). bundle.json
+lists every file the bundle wrote with its sha256: an existing folder is written into only when
+every entry in it is such a file, unchanged, so `render -o` never overwrites or deletes what it did
+not write. A bundle is untrusted on read: `read_bundle` checks its names (names.py rules) and the
+local backend confines its paths to the job's work folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -31,12 +35,14 @@ import yaml
 from pydantic import ValidationError
 
 from evaclip.config import RunConfig
+from launcher import names
 from launcher.manifest_check import DIGEST_FIELD, manifest_digests
 from launcher.render import DS_CONFIG_FILE, JOB_LABEL, RUN_CONFIG_FILE, Rendered, pod_selector
 from planner.errors import EvaplanError
 
 BUNDLE_FORMAT = 1
 META_FILE = "bundle.json"
+FILE_DIGESTS_KEY = "file_sha256"
 MANIFESTS_FILE = "manifests.yaml"
 PLAN_FILE = "plan.json"
 RBAC_FILE = "rbac.yaml"
@@ -91,6 +97,10 @@ def pod_templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def _meta(rendered: Rendered) -> dict[str, Any]:
     return {
         "format": BUNDLE_FORMAT,
@@ -100,6 +110,11 @@ def _meta(rendered: Rendered) -> dict[str, Any]:
         "selector": pod_selector(rendered.job_name),
         "files": sorted([*rendered.files, META_FILE]),
         DIGEST_FIELD: manifest_digests(rendered.files[MANIFESTS_FILE]),
+        # What this bundle wrote, so that a later `render -o` replaces exactly these files and
+        # only while they are as written (bundle.json itself is not listed: it holds the list).
+        FILE_DIGESTS_KEY: {
+            name: _sha256(text.encode("utf-8")) for name, text in sorted(rendered.files.items())
+        },
     }
 
 
@@ -110,17 +125,69 @@ def bundle_files(rendered: Rendered) -> dict[str, str]:
     return dict(sorted(files.items()))
 
 
+def _owned_files(out: Path) -> set[str]:
+    """The files of the earlier bundle in `out` that a new bundle may replace: all of `out`'s
+    entries, each written by that bundle and unchanged since. Anything else refuses the write
+    (one line naming the first stranger), so `render -o` never deletes what it did not write."""
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return set()
+    refuse = "choose an empty or new -o folder; evaplan only replaces files of its own bundles"
+    meta_path = out / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        meta = None
+    digests = meta.get(FILE_DIGESTS_KEY) if isinstance(meta, dict) else None
+    if not (
+        isinstance(meta, dict)
+        and meta.get("format") == BUNDLE_FORMAT
+        and isinstance(digests, dict)
+        and digests
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in digests.items())
+    ):
+        raise EvaplanError(
+            f"{out} is a non-empty folder that is not an evaplan bundle (no {META_FILE} listing the "
+            "files it wrote and their digests)",
+            hint=refuse,
+        )
+    for name in entries:
+        if name == META_FILE:
+            continue
+        p = out / name
+        if name not in digests or p.is_symlink() or not p.is_file():
+            raise EvaplanError(f"{p} was not written by the evaplan bundle in {out}", hint=refuse)
+        try:
+            same = _sha256(p.read_bytes()) == digests[name]
+        except OSError as e:
+            raise EvaplanError(f"cannot read {p}: {e.strerror}", hint=refuse) from None
+        if not same:
+            raise EvaplanError(
+                f"{p} was changed since evaplan wrote it", hint="move your edits elsewhere, or " + refuse
+            )
+    return set(entries)
+
+
 def write_bundle(rendered: Rendered, out_dir: str | Path) -> Path:
-    """Write the bundle into `out_dir` atomically; returns the folder."""
+    """Write the bundle into `out_dir` atomically; returns the folder.
+
+    A new folder is written as a temporary sibling and renamed into place. Into an existing
+    folder (empty, or holding an earlier bundle whose files are all unchanged) the files are
+    written into a temporary folder inside it and each renamed over its namesake (bundle.json, the
+    list, last); files of the earlier bundle that the new one does not write are then removed.
+    Nothing else in the folder is touched: any other entry refuses the write.
+    """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise EvaplanError(f"{out} exists and is not a folder", hint="choose another -o folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / META_FILE).is_file():
-        raise EvaplanError(
-            f"{out} is a non-empty folder that is not an evaplan bundle",
-            hint="choose an empty or new -o folder; evaplan only replaces its own bundles",
-        )
-    parent = out.resolve().parent
+    files = bundle_files(rendered)
+    if out.is_dir():
+        try:
+            old = _owned_files(out)
+        except OSError as e:
+            raise EvaplanError(f"cannot read {out}: {e.strerror}", hint="check its permissions") from None
+        return _replace_in_place(out, files, old)
+    parent = out.absolute().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
@@ -129,21 +196,46 @@ def write_bundle(rendered: Rendered, out_dir: str | Path) -> Path:
             f"cannot create {out}: {e.strerror}", hint="check the path and its permissions"
         ) from None
     try:
-        for name, text in bundle_files(rendered).items():
-            (tmp / name).write_text(text, encoding="utf-8")
+        for name, text in files.items():
+            _write_synced(tmp / name, text)
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a bundle is shared like any output folder
-        if out.is_dir():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
-            os.rename(out, old / "bundle")
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        os.rename(tmp, out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise EvaplanError(
             f"cannot write the bundle to {out}: {e.strerror}", hint="check free space and permissions"
         ) from None
+    return out
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(path, 0o644)
+
+
+def _replace_in_place(out: Path, files: dict[str, str], old: set[str]) -> Path:
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".evaplan-render.", dir=out))
+    except OSError as e:
+        raise EvaplanError(f"cannot write into {out}: {e.strerror}", hint="check its permissions") from None
+    try:
+        for name, text in files.items():
+            _write_synced(tmp / name, text)
+        # Every file is complete on disk before the first rename; bundle.json goes last so that
+        # a reader never sees a list that names files not yet in place.
+        for name in sorted(files, key=lambda n: n == META_FILE):
+            os.replace(tmp / name, out / name)
+        for name in sorted(old - set(files)):
+            (out / name).unlink(missing_ok=True)
+    except OSError as e:
+        raise EvaplanError(
+            f"cannot write the bundle to {out}: {e.strerror}", hint="check free space and permissions"
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -191,7 +283,19 @@ def read_bundle(path: str | Path) -> Bundle:
             f"bundle {p}: {MANIFESTS_FILE} holds no Kubernetes objects", hint="re-render it"
         )
     ds_config, plan = load_json(DS_CONFIG_FILE), load_json(PLAN_FILE)
-    job_name = str(meta.get("job_name"))
+    job_name, namespace = meta.get("job_name"), meta.get("namespace")
+    # Untrusted on read: the job name becomes a folder name and a label, the namespace a URL path.
+    try:
+        if not isinstance(job_name, str) or not isinstance(namespace, str):
+            raise EvaplanError(f"{META_FILE} lacks a text job_name and namespace")
+        names.check_dns1035_label(job_name, "job name")
+        names.check_dns1123_label(namespace, "namespace")
+    except EvaplanError as e:
+        raise BundleReadError(f"bundle {p}: {e.message}", hint="re-render it with `evaplan render`") from None
+    if not isinstance(ds_config, dict) or not isinstance(plan, dict):
+        raise BundleReadError(
+            f"bundle {p}: {DS_CONFIG_FILE} and {PLAN_FILE} must hold JSON objects", hint="re-render it"
+        )
     if run_config.job_name != job_name:
         raise BundleReadError(
             f"bundle {p}: {META_FILE} names job {job_name!r} but {RUN_CONFIG_FILE} "
@@ -201,9 +305,9 @@ def read_bundle(path: str | Path) -> Bundle:
     return Bundle(
         path=p,
         job_name=job_name,
-        namespace=str(meta["namespace"]),
-        flavor=str(meta["flavor"]),
-        selector=str(meta["selector"]),
+        namespace=namespace,
+        flavor=str(meta.get("flavor")),
+        selector=pod_selector(job_name),  # derived, never read: a crafted selector could match others' pods
         ds_config=ds_config,
         run_config=run_config,
         manifests=manifests,

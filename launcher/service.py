@@ -155,6 +155,7 @@ class JobService:
     """Launch, list, status, logs and stop of the jobs in one job store."""
 
     def __init__(self, store: JobStore | None = None) -> None:
+        self.warnings: list[str] = []  # what the last list_rows() skipped, for the command to print
         self.store = store or JobStore()
 
     # ------------------------------------------------------------------ launch
@@ -203,7 +204,7 @@ class JobService:
             return self._launch_kubernetes(
                 req, be, basis, previous, budget, deadline_s, prior_node_s, dry_run
             )
-        return self._launch_local(req, be, basis, previous, budget, prior_node_s, dry_run)
+        return self._launch_local(req, be, basis, previous, budget, deadline_s, prior_node_s, dry_run)
 
     def _check_previous(self, req: LaunchRequest, previous: JobRecord | None) -> None:
         name = req.bundle.job_name
@@ -251,8 +252,9 @@ class JobService:
                 f"({basis.pricing}), so the budget guard would stop it before it finishes",
                 hint="raise --max-cost, or pass --force to run until the budget is spent",
             )
-        usd_per_s = basis.nodes * basis.usd_per_node_hour / 3600.0
-        left_s = budget / usd_per_s - prior_elapsed_s
+        left_s = budget_deadline_s(budget, basis.usd_per_node_hour, basis.nodes, prior_elapsed_s)
+        if left_s is None:
+            return None  # a free run (the cpu profile's price is 0): nothing for a deadline to guard
         if left_s < 1:
             raise EvaplanError(
                 f"the budget ${budget:,.2f} is already spent by this job's earlier runs",
@@ -387,6 +389,7 @@ class JobService:
         basis: CostBasis,
         previous: JobRecord | None,
         budget: float | None,
+        deadline_s: int | None,
         prior_node_s: float,
         dry_run: bool,
     ) -> LaunchResult | DryRunResult:
@@ -403,10 +406,14 @@ class JobService:
                 nproc=data.get("nproc"),
                 work_dir=data.get("work_dir"),
             )
+        # The backend's own checks (paths confined to the state dir, ranks, live processes) before
+        # anything changes: a refused launch leaves the store and the previous job as they were.
+        be.launch(req.bundle, job_name=name, replace=req.replace, resume=req.resume, dry_run=True)
         if previous is not None and req.replace and previous.last_phase != CREATING:
             be.stop(previous)  # its work folder is about to be removed: end the processes first
         intent = self._record(req, basis, previous, budget, prior_node_s, _launcher_pid(), CREATING)
         self.store.put(intent)
+        be.set_deadline(deadline_s)  # the local supervisor enforces the budget with no monitor running
         try:
             data = be.launch(req.bundle, job_name=name, replace=req.replace, resume=req.resume)
         except BaseException:
@@ -416,8 +423,12 @@ class JobService:
                 pass
             raise
         record = self._record(req, basis, previous, budget, prior_node_s, data, SUBMITTED)
-        self.store.put(record)
-        return LaunchResult(record=record, basis=basis, preflight=[], deadline_s=None)
+        try:
+            self.store.put(record)
+        except EvaplanError as e:
+            be.stop(record)  # a local job the store cannot record would run unmanaged: end it again
+            raise RuntimeFailure(f"{e.message}; the local job was stopped again", hint=e.hint) from None
+        return LaunchResult(record=record, basis=basis, preflight=[], deadline_s=deadline_s)
 
     # ------------------------------------------------------------------ monitor
     def get(self, name: str | None) -> tuple[JobRecord, Backend]:
@@ -462,16 +473,26 @@ class JobService:
                 started_at=record.started_at or state.started_at,
                 plan=plan,
             )
-            self.store.put(record)
+            self.store.remember(record)  # a cache of the backend's truth: a read-only store still works
         return record
 
     def list_rows(self) -> list[JobRow]:
         """Every job in the store, newest first, with its live phase (jobs whose launch was
         interrupted included, as "creating (interrupted)")."""
         rows = []
-        for rec in self.store.all():
+        records = self.store.all()
+        self.warnings = [
+            f"skipped an unreadable job row {bad} in {self.store.path}" for bad in self.store.skipped
+        ]
+        for rec in records:
             phase, step = rec.last_phase, None
-            spent = compute_progress(rec, _stored_state(rec), []).spent_usd
+            try:
+                spent = compute_progress(rec, _stored_state(rec), []).spent_usd
+            except (KeyError, TypeError, ValueError) as e:  # a row without a usable cost basis
+                self.warnings.append(
+                    f"skipped job row {rec.name!r}: no usable cost basis ({e!r}) in {self.store.path}"
+                )
+                continue
             if rec.last_phase == CREATING:
                 phase = "creating" if _launcher_alive(rec) else "creating (interrupted)"
                 rows.append(JobRow(rec, phase, None, spent))
@@ -526,8 +547,22 @@ class JobService:
         if finished is None or record.backend == "kubernetes":
             be.stop(record)
         end = record.finished_at or (state.finished_at if state else None) or utcnow()
-        self.store.put(record.with_(last_phase=finished or STOPPED, finished_at=end))
+        if finished:  # the backend's own truth, cached: a read-only store does not stop the clean-up
+            self.store.remember(record.with_(last_phase=finished, finished_at=end))
+        else:
+            self.store.put(record.with_(last_phase=STOPPED, finished_at=end))
         return StopResult(record.name, record.backend, finished, removed)
+
+
+def budget_deadline_s(
+    budget_usd: float | None, usd_per_node_hour: float | None, nodes: int, prior_elapsed_s: float
+) -> float | None:
+    """Seconds of run time the budget still buys: (budget − spent so far) ÷ (nodes × $/node-hour);
+    None without a budget or with a zero price (nothing to guard)."""
+    if budget_usd is None or not usd_per_node_hour or nodes <= 0:
+        return None
+    rate_usd_per_s = usd_per_node_hour * nodes / 3600.0
+    return max(0.0, budget_usd / rate_usd_per_s - prior_elapsed_s)
 
 
 def label_owned(obj: dict[str, Any], owner: str, deadline_s: int | None) -> dict[str, Any]:

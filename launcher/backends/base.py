@@ -65,6 +65,9 @@ class JobState:
     # Node-seconds billed so far from the workers' own run time (Kubernetes: containers' running
     # intervals, so queued time costs nothing); None: bill from started_at to finished_at or now.
     run_node_s: float | None = None
+    # What the job is doing before its first step, when the backend can tell (e.g. "building
+    # DeepSpeed CPU op cpu_adam"); `status` shows it instead of "no metrics yet".
+    activity: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,11 @@ class Backend(ABC):
     @abstractmethod
     def stop(self, record: Any) -> None:
         """Stop the job so that the trainer checkpoints (SIGTERM), and remove what it created."""
+
+    def set_deadline(self, deadline_s: float | None) -> None:
+        """Have the job stop itself `deadline_s` seconds after it starts (budget ÷ price), with no
+        monitor running. Call before `launch`; backends that cannot enforce one ignore it."""
+        self.deadline_s = deadline_s
 
 
 def parse_metrics_line(line: str) -> dict[str, Any] | None:

@@ -1,18 +1,23 @@
-"""The local backend: the bundled trainer under torchrun on this machine, detached, logs to files.
+"""The local backend: the bundled trainer under torchrun on this machine, under a supervisor.
 
 The way to try evaplan end to end without a cluster. Layout of a job's work folder
-(`<state dir>/jobs/<name>/`):
+(`<state dir>/jobs/<name>/`, the job name checked by names.py so it is one plain folder there):
 
-    ds_config.json, run_config.json   copied from the bundle (run_config: checkpoint.resume set)
+    ds_config.json, run_config.json   copied from the bundle (run_config: paths confined here,
+                                      checkpoint.resume set)
+    supervisor-spec.json              what the supervisor runs: torchrun's argv, env, deadline
+    supervisor.json                   the supervisor's record: pids, start ticks, outcome, failed rank
     job.log                           torchrun's console: every rank's lines, `[rank<N>]:` prefixed
     logs/                             torchrun --log-dir: per-rank stdout/stderr files per attempt
-    exit_code                         written when torchrun exits (absent while running)
+    exit_code                         written by the supervisor when the job has ended
     stopped                           written by `evaplan stop` before it signals
     <output_dir>/...                  the trainer's metrics and checkpoints (paths from run_config)
 
-Detached with `start_new_session=True` (its own session and process group, so the CLI can exit
-and ^C in the terminal does not reach it); `stop` sends SIGTERM to that process group, torchrun
-forwards it to every rank, and the trainer checkpoints before exiting.
+`launch` starts a small supervisor (local_supervisor.py) that detaches (its own session and process
+group: the CLI may exit and ^C does not reach it), runs torchrun, ends stragglers and records how
+the job ended. Every process of the job carries the label EVAPLAN_LOCAL_JOB=<launch id>
+(local_procs.py): `status` is Running while any of them lives, and `stop` signals all of them, so a
+killed torchrun or supervisor hides nothing. SIGTERM lets the trainer checkpoint before it exits.
 """
 
 from __future__ import annotations
@@ -21,22 +26,24 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from launcher import names
+from launcher.backends import build_lock
 from launcher.backends.base import (
     FAILED,
     METRICS_WINDOW,
+    PENDING,
     RUNNING,
     STOPPED,
-    SUCCEEDED,
     Backend,
     Bundle,
     JobState,
@@ -44,19 +51,31 @@ from launcher.backends.base import (
     RankState,
     parse_metrics_line,
 )
+from launcher.backends.build_lock import clear_stale_build_locks, extension_roots, working_in
+from launcher.backends.local_procs import JOB_ENV, JobProcess, end_job, job_processes, start_ticks
+from launcher.backends.local_supervisor import LOG_FILE, SPEC_FILE, STATE_FILE, rank_last_lines, read_state
+from launcher.render import CHECKPOINT_MOUNT, OUTPUT_MOUNT
 from launcher.state import state_dir
 from planner.errors import EvaplanError, RuntimeFailure
 
 # torchrun prefixes each teed line with this (torch.distributed.run reads the template from
 # TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE; ${rank} is the global rank).
 RANK_PREFIX_TEMPLATE = "[rank${rank}]:"
+# How long `stop` (and the supervisor, on SIGTERM) waits for the trainer's checkpoint and exit
+# before SIGKILL.
 STOP_TIMEOUT_S = 300.0
+# How long the supervisor waits for stragglers (ranks still alive after torchrun ended) to exit
+# on SIGTERM before SIGKILL: they have no peers left, so there is no checkpoint to wait for.
+STRAGGLER_GRACE_S = 30.0
+# How long `launch` waits for the supervisor to detach and report its pid (a python start-up).
+SUPERVISOR_START_TIMEOUT_S = 120.0
 # What torchrun starts on every rank: the bundled trainer (`python -m evaclip.train`).
 TRAINER_ENTRYPOINT: tuple[str, ...] = ("-m", "evaclip.train")
+SUPERVISOR_MODULE = "launcher.backends.local_supervisor"
 FOLLOW_POLL_S = 0.5
-
-# Children this process started: polled so they are reaped (a zombie still looks alive to kill(0)).
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+# The renderer's pod mounts (launcher/render.py OUTPUT_MOUNT, CHECKPOINT_MOUNT): locally, folders
+# of the same name in the job's work folder. Any other absolute path in a bundle is refused.
+MOUNTS = {OUTPUT_MOUNT: OUTPUT_MOUNT.strip("/"), CHECKPOINT_MOUNT: CHECKPOINT_MOUNT.strip("/")}
 
 
 def jobs_dir() -> Path:
@@ -72,7 +91,7 @@ def world_size_of(ds_config: dict[str, Any]) -> int:
         accum = int(ds_config.get("gradient_accumulation_steps", 1))
     except (KeyError, TypeError, ValueError) as e:
         raise EvaplanError(f"ds_config.json lacks the batch keys ({e})", hint="re-render the bundle") from e
-    if tbs % (micro * accum):
+    if micro <= 0 or accum <= 0 or tbs <= 0 or tbs % (micro * accum):
         raise EvaplanError(
             f"ds_config.json: train_batch_size {tbs} is not micro {micro} × accum {accum} × a whole world size",
             hint="re-render the bundle",
@@ -80,38 +99,79 @@ def world_size_of(ds_config: dict[str, Any]) -> int:
     return tbs // (micro * accum)
 
 
-def _stat(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat fields from field 3 (state) on; None when the process or /proc is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
+# ---------------------------------------------------------------------- the work folder, confined
+def work_dir_for(job_name: str) -> Path:
+    """<state dir>/jobs/<job name>: the job name is checked again (a bundle is untrusted), so the
+    folder is always one plain child of jobs/."""
+    names.check_dns1035_label(job_name, "job name")
+    work = jobs_dir() / job_name
+    if work.is_symlink():
+        raise EvaplanError(
+            f"local job folder {work} is a symbolic link", hint="remove the link; evaplan owns that folder"
+        )
+    return work
 
 
-def start_ticks(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (proc(5) field 22): with the pid, an
-    identity that survives pid reuse."""
-    fields = _stat(pid)
-    return fields[19] if fields and len(fields) > 19 else None
+def _remove_work(work: Path) -> None:
+    """Delete a job's work folder, and only if it is one: a real folder directly in jobs/."""
+    jobs = jobs_dir().resolve()
+    if work.is_symlink() or not work.is_dir() or work.resolve().parent != jobs:
+        raise EvaplanError(
+            f"refusing to delete {work}: it is not a job folder inside {jobs}",
+            hint="remove it yourself if it is yours",
+        )
+    shutil.rmtree(work)
 
 
-def _alive(pid: int, ticks: str | None = None) -> bool:
-    """Whether *our* process still runs: not a zombie, and (when known) started when we started it."""
-    child = _CHILDREN.get(pid)
-    if child is not None:
-        return child.poll() is None
-    if Path("/proc/self/stat").is_file():
-        fields = _stat(pid)
-        if fields is None or fields[0] == "Z":
-            return False
-        return ticks is None or (len(fields) > 19 and fields[19] == ticks)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _confined(work: Path, value: Any, what: str, base: str | None = None) -> str:
+    """A path from run_config.json as a relative path inside the work folder (under `base`, a
+    relative folder there, when the trainer resolves it from there). The renderer's pod mounts
+    map to folders of the same name; any other absolute path, a `..`, or a symbolic link that
+    leads outside is refused."""
+    if not isinstance(value, str) or not value.strip():
+        raise EvaplanError(f"run_config.json: {what} is empty", hint="re-render the bundle")
+    p = PurePosixPath(MOUNTS.get(value, value))
+    refuse = "re-render the bundle; a local job writes only inside its work folder"
+    if p.is_absolute():
+        raise EvaplanError(
+            f"run_config.json: {what} {value!r} is an absolute path (only the pod mounts "
+            f"{', '.join(sorted(MOUNTS))} are, and they map to folders of the job)",
+            hint=refuse,
+        )
+    if ".." in p.parts or "\x00" in value:
+        raise EvaplanError(f"run_config.json: {what} {value!r} climbs out of the job folder", hint=refuse)
+    root = work.resolve()
+    target = (work / (base or ".") / p).resolve()  # follows any symbolic link already there
+    if target != root and root not in target.parents:
+        raise EvaplanError(
+            f"run_config.json: {what} {value!r} leads outside {work} (to {target})", hint=refuse
+        )
+    return p.as_posix()
+
+
+def local_run_config(run_config: dict[str, Any], work: Path, resume: bool) -> dict[str, Any]:
+    """The bundle's run_config with every path it writes confined to the work folder."""
+    out = dict(run_config)
+    out["output_dir"] = _confined(work, out.get("output_dir", "out"), "output_dir")
+    metrics = out.get("metrics_file", "metrics.jsonl")
+    if not isinstance(metrics, str) or "/" in metrics or metrics in ("", ".", ".."):
+        raise EvaplanError(
+            f"run_config.json: metrics_file {metrics!r} is not a file name", hint="re-render the bundle"
+        )
+    ckpt = dict(out.get("checkpoint") or {})
+    # The trainer resolves a relative checkpoint folder from output_dir (evaclip/train.py).
+    ckpt["dir"] = _confined(work, ckpt.get("dir", "checkpoints"), "checkpoint.dir", base=out["output_dir"])
+    ckpt["resume"] = bool(resume)
+    out["checkpoint"] = ckpt
+    return out
+
+
+def _building_op(procs: list[JobProcess]) -> str | None:
+    """The op a process of the job is compiling (its working folder holds build.ninja), if any."""
+    for p in procs:
+        if p.cwd and (Path(p.cwd) / "build.ninja").is_file():
+            return Path(p.cwd).name
+    return None
 
 
 class LocalBackend(Backend):
@@ -120,12 +180,17 @@ class LocalBackend(Backend):
     def __init__(
         self,
         python: str | None = None,
-        stop_timeout_s: float = STOP_TIMEOUT_S,
+        stop_timeout_s: float | None = None,
         entrypoint: tuple[str, ...] | None = None,
     ) -> None:
         self.python = python or sys.executable
-        self.stop_timeout_s = stop_timeout_s
+        self.stop_timeout_s = STOP_TIMEOUT_S if stop_timeout_s is None else stop_timeout_s
         self.entrypoint = entrypoint or TRAINER_ENTRYPOINT
+        self.deadline_s: float | None = None
+
+    def set_deadline(self, deadline_s: float | None) -> None:
+        """The supervisor stops the job `deadline_s` seconds after it starts (budget ÷ price)."""
+        self.deadline_s = deadline_s
 
     # ------------------------------------------------------------------ launch
     def launch(
@@ -153,120 +218,198 @@ class LocalBackend(Backend):
                 f"{torch.cuda.device_count()} GPUs",
                 hint="render the bundle for a hardware profile with as many GPUs per node as this machine runs ranks",
             )
-        work = jobs_dir() / job_name
+        # Every check before anything is written or deleted.
+        work = work_dir_for(job_name)
+        run_config = local_run_config(bundle.run_config.model_dump(mode="json"), work, resume)
         if work.exists() and not (replace or resume):
             raise EvaplanError(f"local job folder {work} exists", hint="pass --replace or --resume")
+        earlier = read_state(work).get("launch_id") if work.is_dir() else None
+        living = job_processes(earlier) if isinstance(earlier, str) else []
+        if living and not (dry_run and replace):  # --replace stops them first (commands/launch.py)
+            raise EvaplanError(
+                f"{len(living)} process(es) of job '{job_name}' still run (pids "
+                f"{', '.join(str(p.pid) for p in living[:8])})",
+                hint=f"`evaplan stop {job_name}` first",
+            )
+        notes = clear_stale_build_locks(dry_run=dry_run)
         if dry_run:
-            return {"work_dir": str(work), "nproc": nproc}
-        if work.exists() and replace and not resume:
-            shutil.rmtree(work)
-        work.mkdir(parents=True, exist_ok=True)
-        for stale in ("exit_code", "stopped"):
-            (work / stale).unlink(missing_ok=True)
-        run_config = bundle.run_config.model_dump(mode="json")
-        # The bundle's paths are the pod's mounts (/output, /checkpoints): rebase them into the work folder.
-        ckpt = {**run_config.get("checkpoint", {}), "resume": bool(resume)}
-        ckpt["dir"] = _local_path(ckpt.get("dir", "checkpoints"), "checkpoints")
-        run_config["checkpoint"] = ckpt
-        run_config["output_dir"] = _local_path(run_config.get("output_dir", "out"), "out")
-        _write_json(work / "ds_config.json", bundle.ds_config)
-        _write_json(work / "run_config.json", run_config)
-        attempt = len(list((work / "logs").glob("*"))) if (work / "logs").is_dir() else 0
-        torchrun = [
-            self.python,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nnodes=1",
-            f"--nproc-per-node={nproc}",
-            "--log-dir",
-            f"logs/launch-{attempt}",
-            "--redirects",
-            "3",
-            "--tee",
-            "3",
-            *self.entrypoint,
-            "--ds-config",
-            "ds_config.json",
-            "--run-config",
-            "run_config.json",
-        ]
-        # sh keeps the exit status: torchrun's code lands in exit_code once it is done. The trap
-        # gives sh a handler (not an ignore, which children would inherit) so that it survives
-        # the group SIGTERM long enough to write the file.
-        script = (
-            f"trap : TERM INT; {shlex.join(torchrun)} >> job.log 2>&1; code=$?; "
-            "echo $code > exit_code.tmp && mv exit_code.tmp exit_code"
-        )
-        env = {
-            **os.environ,
-            "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": RANK_PREFIX_TEMPLATE,
-            "PYTHONUNBUFFERED": "1",
-        }
-        env.setdefault("OMP_NUM_THREADS", "1")
-        with open(work / "job.log", "ab") as log:
-            log.write(
-                f"# evaplan: {'resume' if resume else 'launch'} {datetime.now(timezone.utc).isoformat()}: "
-                f"{shlex.join(torchrun)}\n".encode()
+            return {"work_dir": str(work), "nproc": nproc, "notes": notes}
+        try:
+            if work.exists() and replace and not resume:
+                _remove_work(work)
+            work.mkdir(parents=True, exist_ok=True)
+            for stale in ("exit_code", "stopped", STATE_FILE):
+                (work / stale).unlink(missing_ok=True)
+            _write_json(work / "ds_config.json", bundle.ds_config)
+            _write_json(work / "run_config.json", run_config)
+            attempt = len(list((work / "logs").glob("*"))) if (work / "logs").is_dir() else 0
+            torchrun = [
+                self.python,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nnodes=1",
+                f"--nproc-per-node={nproc}",
+                "--log-dir",
+                f"logs/launch-{attempt}",
+                "--redirects",
+                "3",
+                "--tee",
+                "3",
+                *self.entrypoint,
+                "--ds-config",
+                "ds_config.json",
+                "--run-config",
+                "run_config.json",
+            ]
+            launch_id = uuid.uuid4().hex
+            env = {"TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": RANK_PREFIX_TEMPLATE, "PYTHONUNBUFFERED": "1"}
+            if "OMP_NUM_THREADS" not in os.environ:
+                env["OMP_NUM_THREADS"] = "1"
+            _write_json(
+                work / SPEC_FILE,
+                {
+                    "launch_id": launch_id,
+                    "argv": torchrun,
+                    "env": env,
+                    "deadline_s": self.deadline_s,
+                    "grace_s": self.stop_timeout_s,
+                    "straggler_grace_s": STRAGGLER_GRACE_S,
+                    "torch_extensions_roots": [str(r) for r in extension_roots()],
+                    "lock_quiet_s": build_lock.QUIET_S,
+                },
             )
-            proc = subprocess.Popen(
-                ["/bin/sh", "-c", script],
-                cwd=work,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-        _CHILDREN[proc.pid] = proc
-        metrics = work / run_config.get("output_dir", "out") / run_config.get("metrics_file", "metrics.jsonl")
+            with open(work / LOG_FILE, "ab") as log:
+                log.write(
+                    f"# evaplan: {'resume' if resume else 'launch'} {datetime.now(timezone.utc).isoformat()}: "
+                    f"{shlex.join(torchrun)}\n".encode()
+                )
+        except OSError as e:
+            raise RuntimeFailure(
+                f"cannot write the local job folder {work}: {e.strerror}",
+                hint="set EVAPLAN_STATE_DIR to a writable folder with free space",
+            ) from None
+        pid = self._start_supervisor(work, launch_id)
+        metrics = work / run_config["output_dir"] / run_config.get("metrics_file", "metrics.jsonl")
         return {
-            "pid": proc.pid,
-            "pgid": proc.pid,
-            "pid_start_ticks": start_ticks(proc.pid),
+            "launch_id": launch_id,
+            "pid": pid,  # the supervisor: leader of the job's session and process group
+            "pgid": pid,
+            "pid_start_ticks": start_ticks(pid),
             "work_dir": str(work),
             "nproc": nproc,
             "metrics_path": str(metrics),
             "command": torchrun,
+            "deadline_s": self.deadline_s,
+            "notes": notes,
         }
+
+    def _start_supervisor(self, work: Path, launch_id: str) -> int:
+        env = {**os.environ, JOB_ENV: launch_id, "PYTHONUNBUFFERED": "1"}
+        try:
+            proc = subprocess.run(
+                [self.python, "-m", SUPERVISOR_MODULE, str(work)],
+                cwd=work,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=SUPERVISOR_START_TIMEOUT_S,
+                start_new_session=True,
+            )
+        except subprocess.TimeoutExpired:
+            end_job(launch_id, 5.0)
+            raise RuntimeFailure(
+                f"the local supervisor did not start within {SUPERVISOR_START_TIMEOUT_S:.0f}s",
+                hint="the machine may be overloaded; retry with --resume",
+            ) from None
+        first = proc.stdout.strip().splitlines()[:1]
+        if proc.returncode != 0 or not first or not first[0].isdigit():
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeFailure(
+                f"the local supervisor failed to start: {tail}", hint=f"see {work / LOG_FILE}"
+            )
+        return int(first[0])
 
     # ------------------------------------------------------------------ status
     def _work(self, record: Any) -> Path:
         return Path(record.backend_data["work_dir"])
 
+    def _live(self, record: Any) -> list[JobProcess]:
+        launch_id = record.backend_data.get("launch_id")
+        return job_processes(launch_id) if isinstance(launch_id, str) else []
+
     def state(self, record: Any) -> JobState:
         d = record.backend_data
         work = self._work(record)
-        code_file = work / "exit_code"
         nproc = int(d.get("nproc", 1))
-        if code_file.is_file():
-            code = int(code_file.read_text().strip() or 1)
-            finished = datetime.fromtimestamp(code_file.stat().st_mtime, timezone.utc)
-            if (work / "stopped").is_file():
-                phase, msg = STOPPED, f"stopped by `evaplan stop` (torchrun exit code {code})"
-            elif code == 0:
-                phase, msg = SUCCEEDED, None
-            else:
-                phase, msg = FAILED, f"torchrun exited with code {code}: {self._last_error(work)}"
-        elif _alive(int(d["pid"]), d.get("pid_start_ticks")):
-            phase, msg, finished = RUNNING, None, None
-        else:
-            phase, msg = FAILED, "the process group is gone without an exit code (killed?)"
-            finished = None
-        ranks = [
-            RankState(
-                rank=r,
-                name=f"{record.name}/rank{r}",
+        sup = read_state(work)
+        live = self._live(record)
+        node = os.uname().nodename
+        activity = None
+        if live:
+            # Truth is what runs: a job is Running while any process of it lives, whatever was recorded.
+            phase, finished = RUNNING, None
+            msg = None
+            if sup.get("stopping"):
+                msg = f"stopping: {sup['stopping']}"
+            elif not any(p.pid == int(d.get("pid", -1)) for p in live):
+                msg = (
+                    f"the supervisor is gone (killed?) but {len(live)} process(es) of the job still run; "
+                    "`evaplan stop` ends them"
+                )
+            op = _building_op(live)
+            if op:
+                activity = f"building DeepSpeed CPU op {op} (the first local run compiles it: minutes)"
+            ranks_alive = {p.rank for p in live if p.rank is not None}
+            ranks = [
+                RankState(
+                    rank=r,
+                    name=f"{record.name}/rank{r}",
+                    phase=RUNNING if r in ranks_alive else PENDING,
+                    reason=None if r in ranks_alive else "NotStarted",
+                    node=node,
+                    restarts=self._restarts(work),
+                )
+                for r in range(nproc)
+            ]
+            return JobState(
                 phase=phase,
-                reason=None if phase in (RUNNING, SUCCEEDED, STOPPED) else "Error",
-                message=None,
-                restarts=self._restarts(work),
-                node=os.uname().nodename,
+                ranks=ranks,
+                message=msg,
+                started_at=record.started_at,
+                finished_at=finished,
+                activity=activity,
             )
-            for r in range(nproc)
-        ]
+        if sup.get("finished_at"):
+            phase = str(sup.get("phase") or FAILED)
+            msg = sup.get("message") or None
+            finished = _parse_time(sup.get("finished_at"))
+        elif (work / "stopped").is_file():
+            phase, msg, finished = STOPPED, "stopped by `evaplan stop`", _mtime(work / "stopped")
+        else:
+            phase = FAILED
+            msg = "nothing of the job runs and its supervisor recorded no outcome (was it killed?)"
+            finished = _mtime(work / LOG_FILE)  # its last sign of life: spend stops there
+        failed_rank = sup.get("failed_rank")
+        last = rank_last_lines(work) if phase == FAILED else {}
+        restarts = self._restarts(work)
+
+        def rank_state(r: int) -> RankState:
+            reason = message = None
+            if phase == FAILED and failed_rank == r:  # the rank that died first, and why
+                reason = str(sup.get("failed_rank_reason") or "Error")
+                message = (last.get(r) or "")[:200] or None
+            elif phase == FAILED:
+                reason = f"rank {failed_rank} failed" if failed_rank is not None else "Error"
+            return RankState(r, f"{record.name}/rank{r}", phase, reason, message, restarts, node)
+
         return JobState(
-            phase=phase, ranks=ranks, message=msg, started_at=record.started_at, finished_at=finished
+            phase=phase,
+            ranks=[rank_state(r) for r in range(nproc)],
+            message=msg,
+            started_at=record.started_at,
+            finished_at=finished,
         )
 
     @staticmethod
@@ -274,17 +417,18 @@ class LocalBackend(Backend):
         attempts = list((work / "logs").glob("*/*/attempt_*")) if (work / "logs").is_dir() else []
         return max(0, len({a.name for a in attempts}) - 1)
 
-    @staticmethod
-    def _last_error(work: Path) -> str:
-        last = ""
-        for line in _read_lines(work / "job.log"):
-            if "Error" in line or "error" in line:
-                last = line
-        return last.strip()[:300] or "see `evaplan logs`"
-
     # ------------------------------------------------------------------ logs and metrics
     def logs(self, record: Any, *, follow: bool, tail: int | None, rank: int | None) -> Iterator[LogLine]:
-        path = self._work(record) / "job.log"
+        nproc = int(record.backend_data.get("nproc", 1))
+        if rank is not None and not 0 <= rank < nproc:
+            raise EvaplanError(
+                f"job '{record.name}' has ranks 0-{nproc - 1}, not {rank}", hint=f"pass --rank 0..{nproc - 1}"
+            )
+        path = self._work(record) / LOG_FILE
+        if not path.is_file():
+            raise RuntimeFailure(
+                f"job '{record.name}' has no log at {path}", hint="was its work folder removed?"
+            )
         wanted = (lambda ll: ll.rank == rank) if rank is not None else (lambda ll: True)
         with open(path, encoding="utf-8", errors="replace") as f:
             lines: Iterator[LogLine] = (ll for ll in (_parse_log_line(x) for x in f) if wanted(ll))
@@ -304,10 +448,7 @@ class LocalBackend(Backend):
                         if wanted(ll):
                             yield ll
                     continue
-                d = record.backend_data
-                if (self._work(record) / "exit_code").is_file() or not _alive(
-                    int(d["pid"]), d.get("pid_start_ticks")
-                ):
+                if not self._live(record):
                     rest = f.read()
                     for x in (partial + rest).splitlines():
                         ll = _parse_log_line(x)
@@ -317,8 +458,9 @@ class LocalBackend(Backend):
                 time.sleep(FOLLOW_POLL_S)
 
     def recent_metrics(self, record: Any, n: int = METRICS_WINDOW) -> list[dict[str, Any]]:
-        path = Path(record.backend_data["metrics_path"])
-        if not path.is_file():
+        where = record.backend_data.get("metrics_path")
+        path = Path(where) if isinstance(where, str) else None
+        if path is None or not path.is_file():
             return []
         # Step records plus the few other events between them (start, checkpoint, end).
         recs = [r for r in (parse_metrics_line(x) for x in _tail_lines(path, 2 * n + 10)) if r is not None]
@@ -326,72 +468,65 @@ class LocalBackend(Backend):
 
     # ------------------------------------------------------------------ stop
     def stop(self, record: Any) -> None:
+        """SIGTERM to every process of the job (the supervisor, torchrun, each rank: found by label,
+        not by parentage, so a killed supervisor or torchrun hides nothing); wait for the
+        checkpoint and exit; SIGKILL what is left after the grace period; confirm nothing lives."""
+        launch_id = record.backend_data.get("launch_id")
+        if not isinstance(launch_id, str) or not job_processes(launch_id):
+            return  # nothing of it runs: nothing to signal (and never a pid that is someone else's now)
         work = self._work(record)
-        pgid = int(record.backend_data["pgid"])
-        if (work / "exit_code").is_file():
-            return  # already done
-        ticks = record.backend_data.get("pid_start_ticks")
-        if not _alive(pgid, ticks):
-            return  # gone (or the pid now belongs to someone else: never signal that)
-        (work / "stopped").write_text(datetime.now(timezone.utc).isoformat() + "\n")
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + self.stop_timeout_s
-        while not (work / "exit_code").is_file() and _alive(pgid, ticks):
-            if time.monotonic() > deadline:
-                kill_tree(pgid)
-                raise RuntimeFailure(
-                    f"job '{record.name}' did not exit within {self.stop_timeout_s:.0f}s of SIGTERM; "
-                    "killed it (no checkpoint guaranteed)",
-                    hint="see `evaplan logs`",
-                )
-            time.sleep(0.2)
-        # exit_code is written after torchrun exits; the ranks are gone by then.
-        child = _CHILDREN.pop(pgid, None)
-        if child is not None:
-            child.wait(timeout=10)
+        if work.is_dir():
+            (work / "stopped").write_text(datetime.now(timezone.utc).isoformat() + "\n")
+        # Op folders the job is compiling in (ninja runs in the op's folder): the lock there is
+        # this job's, and it would outlive the build it guards (measured: SIGTERM during the first
+        # build of deepspeed_shm_comm left it).
+        building = {
+            Path(p.cwd) for p in job_processes(launch_id) if p.cwd and (Path(p.cwd) / "lock").is_file()
+        }
+        killed, left = end_job(launch_id, self.stop_timeout_s)
+        notes = []
+        for op_dir in sorted(building):
+            if not left and not working_in(op_dir):
+                try:
+                    (op_dir / "lock").unlink()
+                    notes.append(
+                        f"removed the DeepSpeed op build lock {op_dir / 'lock'} its stopped build left"
+                    )
+                except OSError:
+                    pass
+        if notes and work.is_dir():
+            with open(work / LOG_FILE, "a", encoding="utf-8") as log:
+                log.writelines(f"# evaplan stop: {n}\n" for n in notes)
+        if left:
+            raise RuntimeFailure(
+                f"job '{record.name}': {len(left)} process(es) survived SIGKILL (pids {[p.pid for p in left]})",
+                hint="they are stuck in the kernel; check them with `ps`",
+            )
+        if killed:
+            raise RuntimeFailure(
+                f"job '{record.name}' did not exit within {self.stop_timeout_s:.0f}s of SIGTERM; "
+                f"killed {len(killed)} process(es) (no checkpoint guaranteed)",
+                hint="see `evaplan logs`",
+            )
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every live descendant of `pid` (Linux /proc): torchrun starts each rank in its own session,
-    so the ranks are outside our process group."""
-    children: dict[int, list[int]] = {}
-    proc = Path("/proc")
-    for d in proc.iterdir() if proc.is_dir() else []:
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
+def kill_job(launch_id: str) -> None:
+    """SIGKILL every process of a job now (tests' clean-up; `stop` is the graceful way)."""
+    end_job(launch_id, 0.0)
 
 
-def kill_tree(pgid: int) -> None:
-    """SIGKILL the job's process group and every rank below it (the last resort of `stop`)."""
-    for pid in _descendants(pgid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+def _parse_time(t: Any) -> datetime | None:
     try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        return datetime.fromisoformat(t) if isinstance(t, str) else None
+    except ValueError:
+        return None
 
 
-def _local_path(p: str, default: str) -> str:
-    """A pod mount path (absolute) becomes a folder of the same name in the work folder."""
-    if not Path(p).is_absolute():
-        return p
-    return Path(p).name or default
+def _mtime(p: Path) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(p.stat().st_mtime, timezone.utc)
+    except OSError:
+        return None
 
 
 def _parse_log_line(line: str) -> LogLine:
@@ -426,5 +561,8 @@ def _tail_lines(path: Path, n: int, block_bytes: int = 65536) -> list[str]:
 
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(obj, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     tmp.replace(path)

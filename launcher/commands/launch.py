@@ -228,8 +228,14 @@ def _render(ctx: click.Context, backend: str, given: dict[str, Any], resolved_na
             given["gpus"] = LOCAL_RANKS
     given.setdefault("namespace", resolved_namespace or "default")
     bundles = state_dir() / "bundles"
-    bundles.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".render.", dir=bundles))
+    try:
+        bundles.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".render.", dir=bundles))
+    except OSError as e:
+        raise RuntimeFailure(
+            f"cannot write the bundle under {bundles}: {e.strerror}",
+            hint="set EVAPLAN_STATE_DIR to a writable folder with free space",
+        ) from None
     try:
         ctx.invoke(render_cmd.command, out_dir=str(tmp / "bundle"), to_stdout=False, **given)
     except BaseException:
@@ -239,14 +245,21 @@ def _render(ctx: click.Context, backend: str, given: dict[str, Any], resolved_na
 
 
 def _keep(tmp: Path, job: str) -> Path:
-    """Move a bundle rendered into `tmp` to <state dir>/bundles/<job>, replacing an earlier one."""
+    """Move a bundle rendered into `tmp` to <state dir>/bundles/<job>, replacing an earlier one
+    (after the launch succeeded: a refused launch leaves the stored bundle as it was); if the move
+    fails, the earlier bundle is put back."""
     bundles = tmp.parent
     final = bundles / job
     old = None
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=".old.", dir=bundles))
-        os.rename(final, old / "bundle")
-    os.rename(tmp / "bundle", final)
+    try:
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=".old.", dir=bundles))
+            os.rename(final, old / "bundle")
+        os.rename(tmp / "bundle", final)
+    except OSError:
+        if old is not None and not final.exists():
+            os.rename(old / "bundle", final)  # put the earlier bundle back
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return final

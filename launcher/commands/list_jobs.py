@@ -20,7 +20,8 @@ from planner.report import format_rows
 def command(fmt: str) -> None:
     """Every launched job, newest first, with its live phase, step and spend."""
     rows = []
-    for row in JobService().list_rows():
+    service = JobService()
+    for row in service.list_rows():
         rec = row.record
         rows.append(
             {
@@ -34,6 +35,8 @@ def command(fmt: str) -> None:
                 "created": rec.created_at.strftime("%Y-%m-%d %H:%M"),
             }
         )
+    for warning in service.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if not rows and fmt == "table":
         click.echo("no jobs (launch one with `evaplan launch`)")
         return

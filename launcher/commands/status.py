@@ -18,6 +18,7 @@ def status_dict(record: JobRecord, state: JobState, prog: Progress) -> dict:
         "namespace": record.namespace,
         "phase": state.phase,
         "message": state.message,
+        "activity": state.activity,
         "started_at": (state.started_at or record.started_at or record.created_at).isoformat(),
         "ranks": [r.__dict__ for r in state.ranks],
         "progress": {
@@ -55,7 +56,7 @@ def render_text(record: JobRecord, state: JobState, prog: Progress) -> str:
             f"samples ({pct:.1f}%), {sps}, ETA {fmt_duration(prog.eta_s)}"
         )
     else:
-        lines.append(f"progress: no metrics yet (0/{prog.total_steps} steps)")
+        lines.append(f"progress: {state.activity or 'no metrics yet'} (0/{prog.total_steps} steps)")
     lines.append(
         f"cost: spent {fmt_usd(prog.spent_usd)} in {fmt_duration(prog.elapsed_s)} of node time "
         f"({prog.nodes} node(s) × {fmt_usd(prog.usd_per_node_hour)}/node-hour); projected {fmt_usd(prog.projected_usd)}; "

@@ -18,7 +18,7 @@ def command(job: str | None) -> None:
     record = service.store.get(job)
     if record.backend == "local" and record.last_phase not in ("Succeeded", "Failed", "Stopped"):
         click.echo(
-            f"stopping {record.name}: SIGTERM to its process group; waiting for the checkpoint and exit",
+            f"stopping {record.name}: SIGTERM to each of its processes; waiting for the checkpoint and exit",
             err=True,
         )
     result = service.stop(record.name)

@@ -31,8 +31,8 @@ pytest.importorskip("deepspeed")
 
 import itertools
 
-from launcher.backends import local as local_backend
-from launcher.backends.local import kill_tree
+from launcher.backends.local import kill_job
+from launcher.state import JobStore
 
 STEPS = 12
 A, B = dict(zero_stage=1, micro_batch=4), dict(zero_stage=1, micro_batch=16)
@@ -53,10 +53,9 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "profiles").mkdir()
     monkeypatch.setenv("EVAPLAN_PROFILES_DIR", str(tmp_path / "profiles"))
     yield tmp_path
-    for pid, child in list(local_backend._CHILDREN.items()):  # only what this test started
-        if child.poll() is None:
-            kill_tree(pid)
-            child.wait(timeout=60)
+    for rec in JobStore().all():  # only what this test started: its store's jobs, by their label
+        if rec.backend_data.get("launch_id"):
+            kill_job(rec.backend_data["launch_id"])
 
 
 def _flags(zero_stage: int, micro_batch: int) -> list[str]:

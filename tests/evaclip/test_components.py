@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -247,6 +248,7 @@ def test_checkpoint_verification(tmp_path):
     good = tmp_path / "step00000004"
     good.mkdir()
     (good / "mp_rank_00_model_states.pt").write_bytes(b"x" * 10)
+    # A manifest from before checksums (sizes only) still verifies by size.
     (good / MANIFEST).write_text(json.dumps({"step": 4, "files": {"mp_rank_00_model_states.pt": 10}}))
     half = tmp_path / "step00000008"
     half.mkdir()
@@ -257,6 +259,51 @@ def test_checkpoint_verification(tmp_path):
     assert "no manifest" in ck._verify("step00000008")
     (good / "mp_rank_00_model_states.pt").write_bytes(b"x" * 7)
     assert "has 7 bytes" in ck._verify("step00000004")
+
+
+class _FileEngine:
+    """Stands in for a DeepSpeed engine's checkpoint I/O: writes a model and a ZeRO shard file
+    with the step in them, and loads a tag by reading it back."""
+
+    def __init__(self) -> None:
+        self.loaded: list[str] = []
+
+    def save_checkpoint(self, save_dir, tag, client_state, save_latest):
+        d = Path(save_dir) / tag
+        d.mkdir(parents=True, exist_ok=True)
+        step = client_state["step"]
+        (d / "mp_rank_00_model_states.pt").write_bytes(bytes([step % 251]) * 4096)
+        (d / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(bytes([(step * 7) % 251]) * 8192)
+
+    def load_checkpoint(self, load_dir, tag, load_optimizer_states, load_lr_scheduler_states):
+        self.loaded.append(tag)
+        return str(Path(load_dir) / tag), {"step": int(tag.removeprefix("step"))}
+
+
+def test_a_flipped_byte_of_the_right_size_falls_back_to_the_previous_checkpoint(tmp_path, capsys):
+    from evaclip.checkpoint import MANIFEST, Checkpointer
+
+    ck, engine = Checkpointer(tmp_path, keep=5), _FileEngine()
+    for step in (4, 8):
+        ck.save(engine, step, {"step": step})
+    manifest = json.loads((tmp_path / "step00000008" / MANIFEST).read_text())
+    entry = manifest["files"]["zero_pp_rank_0_mp_rank_00_optim_states.pt"]
+    assert entry["bytes"] == 8192 and len(entry["sha256"]) == 64
+    assert (tmp_path / "latest").read_text() == "step00000008"
+
+    victim = tmp_path / "step00000008" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    data = bytearray(victim.read_bytes())
+    data[4000] ^= 0xFF  # same size, one byte changed
+    victim.write_bytes(bytes(data))
+    tag, state = ck.load_latest(engine)
+    assert (tag, state["step"]) == ("step00000004", 4)
+    assert engine.loaded == ["step00000004"]  # the corrupt one was never handed to DeepSpeed
+    err = capsys.readouterr().err
+    assert (
+        "skipping checkpoint step00000008: zero_pp_rank_0_mp_rank_00_optim_states.pt does not match "
+        "its sha256 in the manifest" in err
+    )
+    assert "trying the previous one" in err
 
 
 def test_s3_failures_are_one_line(monkeypatch):

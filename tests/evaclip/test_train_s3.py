@@ -54,6 +54,11 @@ def test_shards_and_checkpoints_round_trip(tmp_path, s3_env, trainer):
     }
     assert {f"runs/job1/step00000006/{rel}" for rel in manifest["files"]} <= keys
     assert any("zero_pp_rank_1" in rel for rel in manifest["files"])  # rank 1 uploaded its own shard
+    # Each file's size and sha256, as the rank that wrote it hashed it: what a resume verifies.
+    assert all(
+        set(entry) == {"bytes", "sha256"} and len(entry["sha256"]) == 64
+        for entry in manifest["files"].values()
+    )
 
     # A replacement pod: nothing local, resume from S3 and go on.
     cfg2 = trainer.debug_run_config(tmp_path / "pod2" / "out", total_steps=8, checkpoint=ckpt, data=data)

@@ -153,15 +153,23 @@ def test_sigterm_resume_matches_uninterrupted(tmp_path, tmp_path_factory, traine
     assert saved[-1]["reason"] == "sigterm" and saved[-1]["step"] == stopped_at
     assert {r["step"] for r in saved if r["reason"] == "periodic"} >= {4, 8}
 
-    # Corrupt the newest checkpoint: the resume must fall back to the previous good one.
+    # Corrupt the newest checkpoint without changing its size (bytes flipped in the middle of its
+    # largest file, as a bad disk or copy would): only the manifest's sha256 can tell, and the
+    # resume must fall back to the previous good one.
     newest = tmp_path / "out" / "checkpoints" / saved[-1]["tag"]
     victim = max(newest.rglob("*.pt"), key=lambda p: p.stat().st_size)
-    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    data = bytearray(victim.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 64] = bytes(b ^ 0xFF for b in data[mid : mid + 64])
+    victim.write_bytes(bytes(data))
     previous = max(r["step"] for r in saved if r["step"] < stopped_at)
 
     second = trainer.run_torchrun(tmp_path, ds_cfg, cfg)
     assert second.returncode == 0, second.log[-3000:]
-    assert f"skipping checkpoint {saved[-1]['tag']}" in second.log
+    assert (
+        f"skipping checkpoint {saved[-1]['tag']}: {victim.relative_to(newest).as_posix()} does not match its sha256"
+        in second.log
+    )
     starts = [i for i, r in enumerate(second.records) if r["event"] == "start"]
     assert second.records[starts[-1]]["start_step"] == previous
     resumed = {r["step"]: r["loss"] for r in second.records[starts[-1] :] if r["event"] == "step"}

@@ -24,11 +24,32 @@ step = json.loads(ckpt.read_text())["step"] if rc["checkpoint"]["resume"] and ck
 print(f"rank {rank}/{world} starting at step {step}", flush=True)
 stop = []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+if os.environ.get("STANDIN_IGNORE_TERM"):  # a trainer hung in a collective: only SIGKILL ends it
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 batch = ds["train_batch_size"]
+# Test knobs (environment): STANDIN_FAIL="<rank>:<step>:<exit code>" makes that rank print a last
+# line and exit with that code at that step; STANDIN_BUILD_DIR makes rank 0 run a child in that
+# folder (holding a build.ninja and torch's `lock`, as while DeepSpeed builds an op) until a file
+# named `release` appears there; a build stopped before that leaves the lock, as a real one does.
+fail = os.environ.get("STANDIN_FAIL")
+fail_rank, fail_step, fail_code = (int(x) for x in fail.split(":")) if fail else (-1, -1, 0)
+build_dir = os.environ.get("STANDIN_BUILD_DIR")
+if build_dir and rank == 0:
+    import subprocess
+
+    Path(build_dir).mkdir(parents=True, exist_ok=True)
+    (Path(build_dir) / "build.ninja").write_text("# stand-in\n")
+    (Path(build_dir) / "lock").write_text("")  # torch's FileBaton, held for the build
+    waiter = "import os, time\nwhile not os.path.exists('release'): time.sleep(0.1)\n"
+    subprocess.run([sys.executable, "-c", waiter], cwd=build_dir, check=True)
+    (Path(build_dir) / "lock").unlink()  # released only when the build ends well
 while step < rc["total_steps"] and not stop:
     time.sleep(0.2)
     step += 1
     print(f"rank {rank} step {step}", flush=True)
+    if rank == fail_rank and step == fail_step:
+        print(f"rank {rank} fails on purpose at step {step}", flush=True)
+        sys.exit(fail_code)
     if rank == 0:
         with open(metrics, "a") as f:
             f.write(

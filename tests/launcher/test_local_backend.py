@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.backends import local as local_backend
-from launcher.backends.local import _parse_log_line, _tail_lines, kill_tree, world_size_of
+from launcher.backends.local import _parse_log_line, _tail_lines, kill_job, world_size_of
 from launcher.state import JobStore
 
 pytest.importorskip("torch")
@@ -19,12 +18,17 @@ STANDIN = Path(__file__).with_name("standin_trainer.py")
 
 @pytest.fixture(autouse=True)
 def _no_leftover_processes(state_dir):
-    """Whatever a failing test leaves running is killed (ranks included)."""
+    """Whatever a failing test leaves running is killed: every process labelled with a launch id
+    this test's job store knows (ranks included, whoever their parent is now)."""
     yield
-    for pid, child in list(local_backend._CHILDREN.items()):  # only processes this test process started
-        if child.poll() is None:
-            kill_tree(pid)
-            child.wait(timeout=30)
+    try:
+        records = JobStore().all()
+    except Exception:
+        records = []
+    for rec in records:
+        launch_id = rec.backend_data.get("launch_id")
+        if launch_id:
+            kill_job(launch_id)
 
 
 # The stand-in trainer does no real work: a whole-wait bound generous for load 8, where starting
