@@ -405,6 +405,7 @@ class JobService:
                 deadline_s=None,
                 nproc=data.get("nproc"),
                 work_dir=data.get("work_dir"),
+                notices=list(data.get("notes", [])),
             )
         # The backend's own checks (paths confined to the state dir, ranks, live processes) before
         # anything changes: a refused launch leaves the store and the previous job as they were.
@@ -428,7 +429,13 @@ class JobService:
         except EvaplanError as e:
             be.stop(record)  # a local job the store cannot record would run unmanaged: end it again
             raise RuntimeFailure(f"{e.message}; the local job was stopped again", hint=e.hint) from None
-        return LaunchResult(record=record, basis=basis, preflight=[], deadline_s=deadline_s)
+        return LaunchResult(
+            record=record,
+            basis=basis,
+            preflight=[],
+            deadline_s=deadline_s,
+            notices=list(data.get("notes", [])),
+        )
 
     # ------------------------------------------------------------------ monitor
     def get(self, name: str | None) -> tuple[JobRecord, Backend]:

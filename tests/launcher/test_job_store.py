@@ -211,22 +211,49 @@ def test_launch_into_a_read_only_state_dir_is_one_line(state_dir, cli):
 
 
 def test_a_local_job_the_store_cannot_record_is_stopped_again(state_dir, cli, monkeypatch):
+    """The launch intent is recorded before anything starts; when the record after the start
+    cannot be written (disk full, store turned read-only meanwhile), the job is stopped again
+    rather than left running unmanaged."""
     pytest.importorskip("torch")
     from launcher.backends.local_procs import job_processes
+    from launcher.state import StoreError
 
+    monkeypatch.setattr(
+        "launcher.backends.local.TRAINER_ENTRYPOINT", (str(Path(__file__).with_name("standin_trainer.py")),)
+    )
+    JobStore().put(_rec("kept"))
+    real_put = JobStore.put
+    puts: list[str] = []
+
+    def put_then_fail(self, rec):
+        puts.append(rec.last_phase)
+        if rec.name == "rec1" and rec.last_phase != "Creating":
+            raise StoreError(f"the job store {self.path} cannot be written (disk full)", hint="free space")
+        return real_put(self, rec)
+
+    monkeypatch.setattr(JobStore, "put", put_then_fail)
+    r = cli("launch", "--backend", "local", "--model", "eva-clip-debug", "--job-name", "rec1")
+    line = _one_error_line(r)
+    assert r.exit_code == 1 and "the local job was stopped again" in line, line
+    assert puts[0] == "Creating"  # the intent came first
+    spec = json.loads((state_dir / "jobs" / "rec1" / "supervisor-spec.json").read_text())
+    assert job_processes(spec["launch_id"]) == []  # nothing of it runs unmanaged
+
+
+def test_a_read_only_store_refuses_a_local_launch_before_anything_starts(state_dir, cli, monkeypatch):
+    pytest.importorskip("torch")
     monkeypatch.setattr(
         "launcher.backends.local.TRAINER_ENTRYPOINT", (str(Path(__file__).with_name("standin_trainer.py")),)
     )
     JobStore().put(_rec("kept"))
     db = state_dir / DB_NAME
     try:
-        if not _make_read_only([db]):  # the folder stays writable: launch gets as far as starting
+        if not _make_read_only([db]):
             pytest.skip("cannot make a file read-only here")
         r = cli("launch", "--backend", "local", "--model", "eva-clip-debug", "--job-name", "rec1")
         line = _one_error_line(r)
-        assert r.exit_code == 1 and "the local job was stopped again" in line
+        assert r.exit_code == 1 and "cannot be written" in line, line
     finally:
         _make_writable([db])
-    spec = json.loads((state_dir / "jobs" / "rec1" / "supervisor-spec.json").read_text())
-    assert job_processes(spec["launch_id"]) == []  # nothing of it runs unmanaged
+    assert not (state_dir / "jobs" / "rec1" / "supervisor-spec.json").exists()  # nothing started
     assert [r.name for r in JobStore().all()] == ["kept"]
