@@ -246,6 +246,14 @@ class ElementwiseCost:
     bwd_bytes_per_token: float
     fwd_kernels: float
     bwd_kernels: float
+    # The end of the forward a recompute skips: non-reentrant checkpointing stops as soon as every
+    # tensor backward needs is back (torch.utils.checkpoint's early stop), i.e. before the last
+    # Linear's GEMM, drop path and the residual add, whose outputs backward does not read.
+    tail_bytes_per_token: float = 0.0
+    tail_kernels: float = 0.0
+
+    def recompute_bytes_per_token(self) -> float:
+        return self.fwd_bytes_per_token - self.tail_bytes_per_token
 
     @property
     def bytes_per_token(self) -> float:
@@ -412,14 +420,17 @@ def _eager_block(
     y3 = norm_op(f, a) if t.subln else a
     linear_inputs(f, 1.0, y3)
     bias_grads(h)
+    fb0, fk0 = o.fb, o.fk
     o.fwd((stream + a + stream) * h)
     if stream != a:
         o.bwd((stream + a) * h)
     o.bwd(3.0 * stream * h)
     if drop_path:
-        o.fwd(4.0 * a * h, 3.0)
+        o.fwd(4.0 * a * h, 2.0)
+        o.fwd(0.0, 1.0)  # the bernoulli_ draw of the mask (per sample), redrawn by a recompute
+        fk0 -= 1.0
         o.bwd(4.0 * a * h, 2.0)
-    return ElementwiseCost(o.fb, o.bb, o.fk, o.bk)
+    return ElementwiseCost(o.fb, o.bb, o.fk, o.bk, o.fb - fb0, o.fk - fk0)
 
 
 def block_elementwise(
@@ -514,6 +525,22 @@ def _autocast_casts(name: str) -> bool:
     return not any(k in part for part in name.split(".")[-2:] for k in _NOT_CAST)
 
 
+def block_elementwise_bytes_per_token(ew: ElementwiseCost, passes: Num) -> Num:
+    """Memory-bound bytes per token of one block through a micro-batch: the forward, the recompute
+    (checkpointing: passes = 2) without its skipped tail, the backward."""
+    return ew.fwd_bytes_per_token + (passes - 1.0) * ew.recompute_bytes_per_token() + ew.bwd_bytes_per_token
+
+
+def block_kernel_count(t: TowerShape, ew: ElementwiseCost, passes: Num) -> Num:
+    """ATen ops of one block through a micro-batch: forward GEMMs (q/k/v or qkv, proj, 2 or 3 MLP),
+    the attention kernel and the memory-bound ops; the recompute without its tail (the last GEMM
+    among it); backward 2 GEMMs per weight, the attention backward, the memory-bound ops."""
+    g = (4.0 if t.subln else 2.0) + (3.0 if t.swiglu else 2.0)
+    fwd = g + 1.0 + ew.fwd_kernels
+    recompute = fwd - 1.0 - ew.tail_kernels
+    return fwd + (passes - 1.0) * recompute + 2.0 * g + 1.0 + ew.bwd_kernels
+
+
 def autocast_block_weights(model: ModelSpec, tower: str) -> tuple[float, float]:
     """(elements, tensors) of one block's parameters autocast copies (block 0 of the tower)."""
     elements = tensors = 0.0
@@ -536,9 +563,8 @@ def block_totals(
     else:
         t, ew = text_shape(model), text_block_elementwise(model, stack, precision)
     rows = micro_batch * seq
-    nbytes = rows * (passes * ew.fwd_bytes_per_token + ew.bwd_bytes_per_token)
-    g = (4.0 if t.subln else 2.0) + (3.0 if t.swiglu else 2.0)
-    kernels = passes * (g + 1.0 + ew.fwd_kernels) + 2.0 * g + 1.0 + ew.bwd_kernels
+    nbytes = rows * block_elementwise_bytes_per_token(ew, passes)
+    kernels = block_kernel_count(t, ew, passes)
     if stack == "amp":
         elements, tensors = autocast_block_weights(model, tower)
         nbytes = nbytes + elements * (4.0 + ACT_BYTES[precision]) * (passes + 1.0)
@@ -642,10 +668,8 @@ def microbatch_time(
     # -- memory-bound work.
     ew_v = vision_block_elementwise(model, stack, precision, s_v)
     ew_t = text_block_elementwise(model, stack, precision)
-    block_bytes = v.depth * rows_v * (passes * ew_v.fwd_bytes_per_token + ew_v.bwd_bytes_per_token)
-    block_bytes = block_bytes + tx.layers * rows_t * (
-        passes * ew_t.fwd_bytes_per_token + ew_t.bwd_bytes_per_token
-    )
+    block_bytes = v.depth * rows_v * block_elementwise_bytes_per_token(ew_v, passes)
+    block_bytes = block_bytes + tx.layers * rows_t * block_elementwise_bytes_per_token(ew_t, passes)
     # Vision stem: + position embedding (read 2, write 1 over P+1 tokens), patch-dropout gather (read
     # + write of the kept tokens), final norm on CLS; text stem: embedding gather (read + write) and
     # + position embedding (read 2, write 1), final norm.
@@ -671,13 +695,8 @@ def microbatch_time(
 
     # -- kernels: per block the GEMMs (forward; backward 2 per weight), the attention kernel forward
     # and backward, and the memory-bound ops counted op by op.
-    def block_kernels(t: TowerShape, ew: ElementwiseCost) -> Num:
-        g = (4.0 if t.subln else 2.0) + (3.0 if t.swiglu else 2.0)
-        fwd = g + 1.0 + ew.fwd_kernels
-        bwd = 2.0 * g + 1.0 + ew.bwd_kernels
-        return t.layers * (passes * fwd + bwd)
-
-    kernels = block_kernels(vs, ew_v) + block_kernels(ts, ew_t) + cast_tensors * (passes + 1.0)
+    kernels = vs.layers * block_kernel_count(vs, ew_v, passes) + ts.layers * block_kernel_count(ts, ew_t, passes)
+    kernels = kernels + cast_tensors * (passes + 1.0)
     # Stems, heads and the loss: about 30 eager ops forward and backward (evaplan count of the
     # trainer's patch embed, cls/pos, dropout gather, final norms, heads, normalise, logits, CE).
     kernels = kernels + 30.0
@@ -711,6 +730,39 @@ def step_bytes_per_param(optimizer: str, grad_clip: bool, precision: str) -> flo
     if precision == "fp16":
         by += FP16_CHECK_BYTES_PER_PARAM + (0.0 if grad_clip else FP16_UNSCALE_BYTES_PER_PARAM)
     return by
+
+
+# DeepSpeed 0.19.8 at ZeRO-0 with bf16 (or fp16) weights and a client torch optimizer wraps it in
+# FP16_UnfusedOptimizer (runtime/engine.py `_configure_optimizer`: DDP_BFLOAT16 when the gradients
+# accumulate in the weights' dtype), whose step loops over the parameter tensors in Python: an
+# overflow check, a gradient norm, the 16-bit gradient cast to fp32, the unscale/clip multiply and
+# the copy of the updated fp32 master back to 16 bits, tensor by tensor, with a host-device
+# synchronisation per tensor (`.item()` on the checks). The op census of the real engine
+# (evaclip/op_census.engine_step_census, pinned in tests/planner/test_op_census.py) counts 18 ATen
+# ops per parameter tensor besides the optimizer's own, moving per parameter: two casts of the
+# gradient to fp32 (2 × (a + 4)), the unscale multiply (4 + 4), the norm (4), the overflow check's
+# min and max (2a) and the master copy back (4 + 4): 28 + 4a bytes.
+DS_UNFUSED_OPS_PER_TENSOR = 18.0
+
+
+def ds_unfused_bytes_per_param(precision: str) -> float:
+    return 28.0 + 4.0 * ACT_BYTES[precision]
+
+
+def deepspeed_wrapper_step_s(
+    hw: HardwareSpec, tensors: float, psi: float, zero_stage: Num, stack: str, precision: str
+) -> Num:
+    """Per optimizer step, the bundled trainer's (stack `eager`) DeepSpeed wrapper at ZeRO-0: its
+    bytes over HBM plus its ops' host time, added to the step, not overlapped: the per-tensor
+    synchronisations make the host wait for the device before it issues the next small kernel, so
+    the device idles between them. Zero for the other stacks (plain PyTorch or other frameworks) and
+    ZeRO stages (DeepSpeed's ZeRO optimizer works on flat buffers; not censused)."""
+    if stack != "eager" or precision == "fp32":
+        return np.where(np.asarray(zero_stage) == 0, 0.0, 0.0)
+    scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
+    t = ds_unfused_bytes_per_param(precision) * psi / (hbm_bytes_per_s(hw) * scale)
+    t = t + tensors * DS_UNFUSED_OPS_PER_TENSOR * HOST_S_PER_KERNEL["eager"]
+    return np.where(np.asarray(zero_stage) == 0, t, 0.0)
 
 
 def step_overhead_s(
