@@ -76,7 +76,13 @@ def predictions() -> None:
         # figures, the ZeRO-0 gradient all-reduce overlapping the backward.
         g = hw.gpus_per_node
         plan = ParallelPlan(
-            nodes=1, gpus_per_node=g, zero_stage=0, micro_batch=mb, grad_accum=1, grad_ckpt=False, precision="bf16"
+            nodes=1,
+            gpus_per_node=g,
+            zero_stage=0,
+            micro_batch=mb,
+            grad_accum=1,
+            grad_ckpt=False,
+            precision="bf16",
         )
         training = TrainingSpec(
             samples=1e6,
@@ -93,7 +99,9 @@ def predictions() -> None:
             f"{c.gemm_s * 1e3:6.1f} {c.attention_s * 1e3:6.1f} {c.memory_bound_s * 1e3:7.1f} {c.host_s * 1e3:6.1f} "
             f"{c.step_s * 1e3:8.1f} {mb / measured * 1e3:8.1f}"
         )
-    print("(per micro-batch, ms: GEMM, attention, memory-bound, host; h100-sxm profile, ZeRO-0, per GPU of one node)")
+    print(
+        "(per micro-batch, ms: GEMM, attention, memory-bound, host; h100-sxm profile, ZeRO-0, per GPU of one node)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--micro-batch", type=int, default=2)
     p.add_argument("--grad-ckpt", action="store_true")
     p.add_argument("--ops", action="store_true", help="print every ATen op of a block and outside the blocks")
-    p.add_argument("--predict", action="store_true", help="only the planner's figures for the measured H100 runs")
+    p.add_argument(
+        "--predict", action="store_true", help="only the planner's figures for the measured H100 runs"
+    )
     args = p.parse_args(argv)
     if args.predict:
         predictions()

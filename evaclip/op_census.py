@@ -130,7 +130,9 @@ class Census:
             a, b = self.ops.get(name), other.ops.get(name)
             kind = (a or b).kind  # type: ignore[union-attr]
             rec = OpRecord(
-                kind, (a.count if a else 0) - (b.count if b else 0), (a.bytes if a else 0) - (b.bytes if b else 0)
+                kind,
+                (a.count if a else 0) - (b.count if b else 0),
+                (a.bytes if a else 0) - (b.bytes if b else 0),
             )
             if rec.count or rec.bytes:
                 out.ops[name] = rec
@@ -182,7 +184,9 @@ def _make_mode(census: Census) -> Any:
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class _Recorder(TorchDispatchMode):
-        def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        def __torch_dispatch__(
+            self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+        ) -> Any:
             kwargs = kwargs or {}
             out = func(*args, **kwargs)
             name = func.overloadpacket.__name__
@@ -196,7 +200,11 @@ def _make_mode(census: Census) -> Any:
             storages = {t.untyped_storage().data_ptr() for t in inputs if t.numel()}
             mutates = name.endswith("_") or func._schema.is_mutable
             # A view (or detach, alias, _unsafe_view) returns an input's storage without moving data.
-            if not mutates and outputs and all(t.untyped_storage().data_ptr() in storages for t in outputs if t.numel()):
+            if (
+                not mutates
+                and outputs
+                and all(t.untyped_storage().data_ptr() in storages for t in outputs if t.numel())
+            ):
                 return out
             if name in _GATHERS:
                 # A gather reads the rows it writes (and the indices), not the whole table.
@@ -216,9 +224,11 @@ def _cuda_autocast_layer_norm() -> Iterator[None]:
     """CPU autocast with CUDA's policy for layer_norm: run it in fp32 (inputs cast up)."""
     import torch
 
-    lib = torch.library.Library("aten", "IMPL")  # noqa: TOR901 - a temporary override, destroyed below
+    lib = torch.library.Library("aten", "IMPL")  # a temporary override, destroyed below
 
-    def layer_norm_fp32(x: Any, shape: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5, cudnn: bool = True) -> Any:
+    def layer_norm_fp32(
+        x: Any, shape: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5, cudnn: bool = True
+    ) -> Any:
         keys = torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCPU)
         with torch._C._ExcludeDispatchKeyGuard(keys):
             up = [None if t is None else t.float() for t in (x, weight, bias)]
@@ -235,7 +245,9 @@ def _cuda_autocast_layer_norm() -> Iterator[None]:
         lib._destroy()
 
 
-def _with_depths(spec: ModelSpec, vision_depth: int | None = None, text_layers: int | None = None) -> ModelSpec:
+def _with_depths(
+    spec: ModelSpec, vision_depth: int | None = None, text_layers: int | None = None
+) -> ModelSpec:
     v, t = spec.vision, spec.text
     if vision_depth is not None:
         v = v.model_copy(update={"depth": vision_depth})

@@ -695,7 +695,9 @@ def microbatch_time(
 
     # -- kernels: per block the GEMMs (forward; backward 2 per weight), the attention kernel forward
     # and backward, and the memory-bound ops counted op by op.
-    kernels = vs.layers * block_kernel_count(vs, ew_v, passes) + ts.layers * block_kernel_count(ts, ew_t, passes)
+    kernels = vs.layers * block_kernel_count(vs, ew_v, passes) + ts.layers * block_kernel_count(
+        ts, ew_t, passes
+    )
     kernels = kernels + cast_tensors * (passes + 1.0)
     # Stems, heads and the loss: about 30 eager ops forward and backward (evaplan count of the
     # trainer's patch embed, cls/pos, dropout gather, final norms, heads, normalise, logits, CE).

@@ -35,7 +35,13 @@ def _seq(m, tower: str) -> int:
 def _compare(m, tower: str, stack: str, grad_ckpt: bool, tol: float) -> None:
     tc = census.block_census(m, tower, micro_batch=MICRO_BATCH, stack=stack, grad_ckpt=grad_ckpt)
     nbytes, kernels = ops.block_totals(
-        m, tower, micro_batch=MICRO_BATCH, seq=_seq(m, tower), stack=stack, precision="bf16", grad_ckpt=grad_ckpt
+        m,
+        tower,
+        micro_batch=MICRO_BATCH,
+        seq=_seq(m, tower),
+        stack=stack,
+        precision="bf16",
+        grad_ckpt=grad_ckpt,
     )
     measured = tc.block.bytes(("elementwise", "copy"))
     assert nbytes == pytest.approx(measured, rel=tol), (tower, stack, tc.block.table())
@@ -103,7 +109,9 @@ def test_deepspeed_zero0_wrapper_ops_per_tensor(monkeypatch: pytest.MonkeyPatch)
     # DeepSpeed JIT-builds its CPU communication op on first use (minutes on a loaded machine): keep
     # the build in the repository's .torch_ext (git-ignored) unless the caller chose a folder.
     repo = Path(__file__).resolve().parents[2]
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", os.environ.get("TORCH_EXTENSIONS_DIR") or str(repo / ".torch_ext"))
+    monkeypatch.setenv(
+        "TORCH_EXTENSIONS_DIR", os.environ.get("TORCH_EXTENSIONS_DIR") or str(repo / ".torch_ext")
+    )
     m = prof.load_model("eva-clip-debug")
     plan = ParallelPlan(nodes=1, gpus_per_node=1, zero_stage=0, micro_batch=2, grad_accum=1, grad_ckpt=False)
     r = census.engine_step_census(m, micro_batch=2, ds_config=deepspeed_config(plan, grad_clip=5.0))
