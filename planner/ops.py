@@ -226,17 +226,6 @@ def attention_time_s(
 
 
 # ----------------------------------------------------------------------------------- elementwise
-# Bytes per element a norm moves in the forward. A fused LayerNorm kernel (PyTorch's
-# native_layer_norm, and every norm under compile or fused stacks) reads x and writes y: 2a. The
-# trainer's RMSNorm is written in eager ops (evaclip/model.py RMSNorm.forward: x.float(), pow, mean,
-# rsqrt, mul, .to(dtype), mul by weight): x → fp32 copy (a + 4), pow (4 + 4), mean (4), normalise
-# (4 + 4 + 4), cast back (4 + a), scale (a + a) = 28 + 4a bytes in 8 kernels.
-def _norm_cost(kind: str, stack: str, a: float) -> tuple[float, float]:
-    if kind == "rmsnorm" and stack in ("eager", "amp"):
-        return 28.0 + 4.0 * a, 8.0
-    return 2.0 * a, 1.0
-
-
 @dataclass(frozen=True)
 class ElementwiseCost:
     """Bytes per token and kernels per block of the memory-bound ops between the GEMMs, forward
@@ -272,13 +261,14 @@ class _Ops:
     def __init__(self) -> None:
         self.fb = self.bb = self.fk = self.bk = 0.0
 
-    def fwd(self, nbytes: float, kernels: float = 1.0) -> None:
-        self.fb += nbytes
-        self.fk += kernels
+    # New objects, never `+=`: with numpy arrays an in-place add would change a total saved earlier.
+    def fwd(self, nbytes: Num, kernels: float = 1.0) -> None:
+        self.fb = self.fb + nbytes
+        self.fk = self.fk + kernels
 
-    def bwd(self, nbytes: float, kernels: float = 1.0) -> None:
-        self.bb += nbytes
-        self.bk += kernels
+    def bwd(self, nbytes: Num, kernels: float = 1.0) -> None:
+        self.bb = self.bb + nbytes
+        self.bk = self.bk + kernels
 
 
 # LayerNorm keeps the mean and reciprocal standard deviation of every row in fp32 for backward
@@ -313,16 +303,17 @@ def _eager_block(
     def norm_op(dim: float, x_bytes: float) -> float:
         """A norm over `dim` of an input of `x_bytes`; returns its output's bytes."""
         if norm == "rmsnorm":
-            # evaclip RMSNorm: x.float() (x_bytes + 4, a copy when x is 16-bit), pow (8), mean (4 +
-            # 4/dim), + eps and rsqrt per row, x · r (8), .to(dtype) (4 + a), · weight (2a); backward:
-            # the weight product's two gradients (3a each, + a for the weight's reduction), the cast
-            # back (a + 4), the normalisation's product rule (x · dr: 12, dr's row sum 4, r · dy: 12),
-            # mean and pow backward (8 + 12), the sum of the two paths into x (12), the cast to x's
-            # dtype (4 + x_bytes).
-            o.fwd((x_bytes + F32) if x_bytes != F32 else 0.0, 1.0 if x_bytes != F32 else 0.0)
-            o.fwd(8.0 + 4.0 + 8.0 + (F32 + a) + 2.0 * a, 6.0)
-            o.bwd(3.0 * a + 3.0 * a + a + (a + F32) + 12.0 + 4.0 + 12.0 + 8.0 + 12.0 + 12.0, 10.0)
-            o.bwd((F32 + x_bytes) if x_bytes != F32 else 0.0, 1.0 if x_bytes != F32 else 0.0)
+            # evaclip RMSNorm in eager ops (x.float(), pow, mean, + eps, rsqrt, x · r, .to(dtype),
+            # · weight), per element of `dim` as the op census of the module records it (bf16 input):
+            # forward 28 + 4a bytes in 8 ops, backward (autograd through every op, in fp32) 84 + 4a
+            # bytes in 16 ops; under autocast the weight product promotes to fp32 (forward + 2,
+            # output fp32) and the backward adds a cast (+ 16 bytes, 17 ops).
+            if amp:
+                o.fwd((30.0 + 4.0 * a) * dim, 8.0)
+                o.bwd((100.0 + 4.0 * a) * dim, 17.0)
+                return F32
+            o.fwd((28.0 + 4.0 * a) * dim, 8.0)
+            o.bwd((84.0 + 4.0 * a) * dim, 16.0)
             return a
         y = a
         if amp:  # layer_norm in fp32: cast a 16-bit input up, forward and (the gradient) backward
@@ -362,6 +353,7 @@ def _eager_block(
             o.bwd(2.0 * a * 3.0 * h)
             if qkv_bias:
                 bias_grads(3.0 * h)
+                o.fwd(0.0, 2.0)  # zeros_like(v_bias) and the cat: per block, not per token
     else:  # OpenCLIP text: in_proj with bias; q, k, v are views of its output
         linear_inputs(h, 1.0, y)
         bias_grads(3.0 * h)

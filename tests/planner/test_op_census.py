@@ -64,6 +64,15 @@ def test_debug_model_with_checkpointing_recomputes_all_but_the_tail(tower: str, 
 
 
 @pytest.mark.parametrize("stack", ["eager", "amp"])
+def test_rmsnorm_blocks_equal_the_census(stack: str) -> None:
+    """EVA-CLIP-8B/18B's RMSNorm, written in eager ops in evaclip/model.py, on the debug model's
+    vision tower (with checkpointing: the recompute reruns the norms)."""
+    d = prof.load_model("eva-clip-debug")
+    m = d.model_copy(update={"vision": d.vision.model_copy(update={"norm": "rmsnorm"})})
+    _compare(m, "vision", stack, True, 0.025)
+
+
+@pytest.mark.parametrize("stack", ["eager", "amp"])
 @pytest.mark.parametrize("tower", ["vision", "text"])
 def test_eva02_b16_blocks_equal_the_census(tower: str, stack: str) -> None:
     _compare(prof.load_model("eva02-clip-b16"), tower, stack, False, 0.01)
