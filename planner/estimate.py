@@ -629,9 +629,7 @@ def estimate(
             "time.step_overhead",
             st["step_overhead_s"],
             "s/step",
-            "bytes/param × Ψ/N (Ψ without ZeRO; 0 with the optimizer offloaded) / achieved HBM bandwidth"
-            " + at ZeRO-0 on the eager stack DeepSpeed's unfused 16-bit wrapper: (28 + 4a) bytes/param × Ψ"
-            " / HBM + ops per tensor × tensors × host time per op",
+            "bytes/param × Ψ/N / HBM (Ψ without ZeRO, 0 offloaded) + ZeRO-0 eager: DeepSpeed wrapper",
             {
                 "bytes_per_param": ops.step_bytes_per_param(
                     model.recipe.optimizer, model.recipe.grad_clip is not None, training.precision
