@@ -23,9 +23,14 @@ the CPU in the input's dtype; during an `amp` census the CPU's autocast kernel o
 replaced by CUDA's policy (cast input, weight and bias to fp32), and removed afterwards.
 
 SDPA on the CPU dispatches to `_scaled_dot_product_flash_attention_for_cpu`, one fused operation
-forward and one backward, as the CUDA flash / efficient / cuDNN kernels; its output's memory layout
-is the same (batch, seq, heads, head_dim), so the `transpose(1, 2).reshape` after attention is a view
-here as on a GPU.
+forward and one backward, as the CUDA flash / efficient / cuDNN kernels. Its output is laid out like
+the query (as CUDA flash-attention's `empty_like(q)`): q from RoPE's cat is (batch, heads, seq,
+head_dim), so the `transpose(1, 2).reshape` after attention copies; the text tower's q, a view of the
+fused projection, gives a (batch, seq, heads, head_dim) output and no copy.
+
+What the census cannot see: work a CUDA kernel does beyond its operands (LayerNorm's backward reads
+x and dy a second time for the weight gradients), kernels one ATen op launches several of, and the
+CPU keeping LayerNorm's row statistics in the input's dtype where CUDA keeps fp32.
 
 Per block: the difference between the census of a tower with d + 1 and with d blocks (blocks are
 identical; drop path's rate differs but not its operations), so nothing depends on attributing

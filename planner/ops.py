@@ -564,6 +564,9 @@ def block_totals(
     return nbytes, kernels
 
 
+STEM_OPS = 105.0
+
+
 @dataclass(frozen=True)
 class MicrobatchTime:
     """Device and host time of one micro-batch on one GPU, by kind of work."""
@@ -673,6 +676,9 @@ def microbatch_time(
     # and the scale's gradient read + write: 5), 4 bytes each.
     loss_bytes = 2.0 * loss_rows * contrast_batch * 4.0 * (5.0 + 5.0)
     mem_bytes = block_bytes + stem * (1.0 + FUSED_BWD_RATIO) + loss_bytes
+    # The token embedding's gradient is a dense vocabulary × width table written every micro-batch
+    # (embedding_dense_backward: the largest memory-bound op outside the blocks in the census).
+    mem_bytes = mem_bytes + float(tx.vocab_size) * tx.width * a
     cast_tensors = 0.0
     if stack == "amp":
         # autocast copies every fp32 weight a 16-bit op reads to 16 bits once per forward (read 4,
@@ -691,9 +697,10 @@ def microbatch_time(
         ts, ew_t, passes
     )
     kernels = kernels + cast_tensors * (passes + 1.0)
-    # Stems, heads and the loss: about 30 eager ops forward and backward (evaplan count of the
-    # trainer's patch embed, cls/pos, dropout gather, final norms, heads, normalise, logits, CE).
-    kernels = kernels + 30.0
+    # Stems, heads and the loss (patch embed, cls/pos, dropout gather, final norms, heads, normalise,
+    # logits, cross-entropy), forward and backward: 105 ATen ops in the op census of EVA02-B/16
+    # (benchmarks/op_census.py --ops; the same code runs for every bundled model).
+    kernels = kernels + STEM_OPS
     host = kernels * HOST_S_PER_KERNEL[stack]
     # A GPU runs ahead of its host thread; a CPU "device" is the host itself.
     total = device + host if hw.vendor == "cpu" else np.maximum(device, host)
