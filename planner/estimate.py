@@ -17,7 +17,7 @@ from planner import comm, compute, cost, memory, ops
 from planner import deepspeed_defaults as dsd
 from planner import evaluate as ev
 from planner.errors import InfeasibleError
-from planner.params import count_params, zero3_residency
+from planner.params import count_params, param_tensors, zero3_residency
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, TrainingSpec
 
 GIB = 2**30
@@ -629,7 +629,7 @@ def estimate(
             "time.step_overhead",
             st["step_overhead_s"],
             "s/step",
-            "bytes/param × Ψ/N (Ψ without ZeRO; 0 with the optimizer offloaded) / achieved HBM bandwidth",
+            "bytes/param × Ψ/N / HBM (Ψ without ZeRO, 0 offloaded) + ZeRO-0 eager: DeepSpeed wrapper",
             {
                 "bytes_per_param": ops.step_bytes_per_param(
                     model.recipe.optimizer, model.recipe.grad_clip is not None, training.precision
@@ -639,8 +639,13 @@ def estimate(
                 "Ψ": psi,
                 "N": n if plan.zero_stage >= 1 else 1,
                 "hbm_bytes_per_s": ops.hbm_bytes_per_s(hardware),
+                "ds_wrapper_ops_per_tensor": ops.DS_UNFUSED_OPS_PER_TENSOR
+                if training.stack == "eager" and plan.zero_stage == 0
+                else 0.0,
+                "param_tensors": len(param_tensors(model)),
             },
-            f"optimizer memory-bound pass (planner/ops.py); {hardware.hbm_achieved_tbps.source}",
+            f"optimizer memory-bound pass and DeepSpeed's wrapper counted by the op census (planner/ops.py); "
+            f"{hardware.hbm_achieved_tbps.source}",
         )
     fig(
         "time.data_loading_per_step",

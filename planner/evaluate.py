@@ -15,7 +15,7 @@ import numpy as np
 from planner import comm, compute, cost, memory, ops
 from planner import deepspeed_defaults as dsd
 from planner.offload import offload_time_s
-from planner.params import count_params, zero3_residency
+from planner.params import count_params, param_tensors, zero3_residency
 from planner.spec import HardwareSpec, ModelSpec
 
 Num = Any
@@ -184,6 +184,9 @@ def step_terms(
             offload_optimizer,
             hardware,
             ops.step_bytes_per_param(model.recipe.optimizer, model.recipe.grad_clip is not None, precision),
+        )
+        + ops.deepspeed_wrapper_step_s(
+            hardware, float(len(param_tensors(model))), float(counts.total), zero_stage, stack, precision
         )
     )
     overhead_s = grad_accum * microbatch_s + step_over_s

@@ -29,6 +29,7 @@ operations in the same order, so the vectorised search agrees to the byte with `
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,7 +38,7 @@ import numpy as np
 from planner.compute import text_shape, vision_shape
 from planner.errors import InfeasibleError
 from planner.memory import TowerShape, vision_tokens
-from planner.params import count_params
+from planner.params import param_tensors
 from planner.spec import HardwareSpec, ModelSpec
 
 Num = Any
@@ -225,80 +226,231 @@ def attention_time_s(
 
 
 # ----------------------------------------------------------------------------------- elementwise
-# Bytes per element a norm moves in the forward. A fused LayerNorm kernel (PyTorch's
-# native_layer_norm, and every norm under compile or fused stacks) reads x and writes y: 2a. The
-# trainer's RMSNorm is written in eager ops (evaclip/model.py RMSNorm.forward: x.float(), pow, mean,
-# rsqrt, mul, .to(dtype), mul by weight): x → fp32 copy (a + 4), pow (4 + 4), mean (4), normalise
-# (4 + 4 + 4), cast back (4 + a), scale (a + a) = 28 + 4a bytes in 8 kernels.
-def _norm_cost(kind: str, stack: str, a: float) -> tuple[float, float]:
-    if kind == "rmsnorm" and stack in ("eager", "amp"):
-        return 28.0 + 4.0 * a, 8.0
-    return 2.0 * a, 1.0
-
-
 @dataclass(frozen=True)
 class ElementwiseCost:
-    """Forward bytes per token and kernels per block of the memory-bound ops between the GEMMs."""
+    """Bytes per token and kernels per block of the memory-bound ops between the GEMMs, forward
+    (repeated by a recompute) and backward apart. Kernels count the memory-bound ops only."""
 
-    bytes_per_token: float
-    kernels: float
+    fwd_bytes_per_token: float
+    bwd_bytes_per_token: float
+    fwd_kernels: float
+    bwd_kernels: float
+    # The end of the forward a recompute skips: non-reentrant checkpointing stops as soon as every
+    # tensor backward needs is back (torch.utils.checkpoint's early stop), i.e. before the last
+    # Linear's GEMM, drop path and the residual add, whose outputs backward does not read.
+    tail_bytes_per_token: float = 0.0
+    tail_kernels: float = 0.0
+
+    def recompute_bytes_per_token(self) -> float:
+        return self.fwd_bytes_per_token - self.tail_bytes_per_token
+
+    @property
+    def bytes_per_token(self) -> float:
+        """Forward bytes per token (one pass)."""
+        return self.fwd_bytes_per_token
+
+    @property
+    def kernels(self) -> float:
+        """Forward kernels (one pass)."""
+        return self.fwd_kernels
+
+
+class _Ops:
+    """Running sum of forward and backward (bytes per token, kernels) of a block's ops."""
+
+    def __init__(self) -> None:
+        self.fb = self.bb = self.fk = self.bk = 0.0
+
+    # New objects, never `+=`: with numpy arrays an in-place add would change a total saved earlier.
+    def fwd(self, nbytes: Num, kernels: float = 1.0) -> None:
+        self.fb = self.fb + nbytes
+        self.fk = self.fk + kernels
+
+    def bwd(self, nbytes: Num, kernels: float = 1.0) -> None:
+        self.bb = self.bb + nbytes
+        self.bk = self.bk + kernels
+
+
+# LayerNorm keeps the mean and reciprocal standard deviation of every row in fp32 for backward
+# (native_layer_norm's second and third outputs): 8 bytes per token written forward, read backward.
+NORM_STATS_BYTES = 8.0
+F32 = 4.0
+
+
+def _eager_block(
+    t: TowerShape,
+    norm: str,
+    amp: bool,
+    a: float,
+    drop_path: bool,
+    rope_share: float,
+    qkv_bias: bool,
+    text: bool,
+) -> ElementwiseCost:
+    """One pre-norm block under eager PyTorch, ATen op by ATen op, as evaclip/op_census.py records them
+    for evaclip/model.py (tests/planner/test_op_census.py checks every total). h width, f MLP hidden,
+    a bytes of a 16-bit (or fp32) activation, n = h × the share of tokens RoPE rotates (the patch
+    tokens, not CLS). Under `amp` (torch.autocast, fp32 weights) every Linear casts its input to 16
+    bits (autocast caches only the weights' casts), LayerNorm runs in fp32 (CUDA's autocast fp32
+    list) after casting a 16-bit input up, the vision residual stream stays 16-bit (the trainer casts
+    the CLS and position embeddings to the patch embedding's dtype) and the text stream is fp32 (the
+    token embedding is): its residual adds read 4 + a and write 4. Every cast's backward casts the
+    gradient back; gradients meeting in an fp32 tensor are summed in fp32."""
+    h, f = float(t.width), float(t.mlp_hidden)
+    o = _Ops()
+    stream = F32 if (amp and text) else a  # bytes of the residual stream
+
+    def norm_op(dim: float, x_bytes: float) -> float:
+        """A norm over `dim` of an input of `x_bytes`; returns its output's bytes."""
+        if norm == "rmsnorm":
+            # evaclip RMSNorm in eager ops (x.float(), pow, mean, + eps, rsqrt, x · r, .to(dtype),
+            # · weight), per element of `dim` as the op census of the module records it (bf16 input):
+            # forward 28 + 4a bytes in 8 ops, backward (autograd through every op, in fp32) 84 + 4a
+            # bytes in 16 ops; under autocast the weight product promotes to fp32 (forward + 2,
+            # output fp32) and the backward adds a cast (+ 16 bytes, 17 ops).
+            if amp:
+                o.fwd((30.0 + 4.0 * a) * dim, 8.0)
+                o.bwd((100.0 + 4.0 * a) * dim, 17.0)
+                return F32
+            o.fwd((28.0 + 4.0 * a) * dim, 8.0)
+            o.bwd((84.0 + 4.0 * a) * dim, 16.0)
+            return a
+        y = a
+        if amp:  # layer_norm in fp32: cast a 16-bit input up, forward and (the gradient) backward
+            if x_bytes != F32:
+                o.fwd((x_bytes + F32) * dim)
+                o.bwd((F32 + x_bytes) * dim)
+            y = F32
+        o.fwd(2.0 * y * dim + NORM_STATS_BYTES)
+        o.bwd(3.0 * y * dim + NORM_STATS_BYTES)
+        return y
+
+    def linear_inputs(dim: float, consumers: float, x_bytes: float) -> None:
+        """`consumers` Linears read one tensor of `dim`: under autocast an fp32 input is cast for each
+        (and each gradient cast back); the consumers' input gradients are summed in the input's dtype."""
+        g = x_bytes
+        if amp and x_bytes == F32:
+            o.fwd(consumers * (F32 + a) * dim, consumers)
+            o.bwd(consumers * (a + F32) * dim, consumers)
+        o.bwd((consumers - 1.0) * 3.0 * g * dim, consumers - 1.0)
+
+    def bias_grads(width: float) -> None:
+        """Bias gradients: one row reduction per bias over the output gradient (read a per element)."""
+        o.bwd(a * width, 1.0)
+
+    # -- attention half: norm1, q/k/v projections.
+    y = norm_op(h, stream)
+    if t.subln or not text:
+        if t.subln:  # separate q, k, v (bias on q and v)
+            linear_inputs(h, 3.0, y)
+            if qkv_bias:
+                bias_grads(h)
+                bias_grads(h)
+        else:
+            # fused qkv of EVA01: the bias is cat(q_bias, zeros, v_bias) each forward (per block, not
+            # per token); the q, k, v gradients are concatenated back (2a·3h) and reduced for the bias
+            linear_inputs(h, 1.0, y)
+            o.bwd(2.0 * a * 3.0 * h)
+            if qkv_bias:
+                bias_grads(3.0 * h)
+                o.fwd(0.0, 2.0)  # zeros_like(v_bias) and the cat: per block, not per token
+    else:  # OpenCLIP text: in_proj with bias; q, k, v are views of its output
+        linear_inputs(h, 1.0, y)
+        bias_grads(3.0 * h)
+        # backward: unbind → stack the three gradients, and the permuted stack copied back to rows
+        o.bwd(2.0 * a * 3.0 * h + 2.0 * a * 3.0 * h, 2.0)
+    n = rope_share * h
+    if t.rope:
+        # RoPE on q and k (patch tokens): forward t·cos (2a·n; the cos and sin tables are
+        # (patches × head_dim), read once per op: not per token, left out), rotate-half: neg (a·n)
+        # and stack (2a·n), ·sin (2a·n), add (3a·n), cat with the CLS token (2a·h); backward: ·sin
+        # (2a·n), neg (a·n), stack (2a·n), ·cos (2a·n), add (3a·n), the two slices' gradients
+        # scattered back into full tensors (a·n + a·h, a·h) and summed (3a·h); then the q and k
+        # gradients, laid out by head, are copied back to rows (2a·h each). Under autocast the fp32
+        # tables are cast to 16 bits on every call (4 small kernels).
+        for _ in range(2):
+            o.fwd(2.0 * a * n + a * n + 2.0 * a * n + 2.0 * a * n + 3.0 * a * n + 2.0 * a * h, 6.0)
+            o.bwd(2.0 * a * n + a * n + 2.0 * a * n + 2.0 * a * n + 3.0 * a * n, 5.0)
+            o.bwd(a * n + a * h + a * h + 3.0 * a * h, 3.0)
+            o.bwd(2.0 * a * h, 1.0)
+        if amp:
+            o.fwd(0.0, 4.0)
+        # q from the cat is laid out (batch, heads, seq, head_dim); the fused kernels write their output
+        # like q, so the (batch, seq, width) view after attention is a copy.
+        o.fwd(2.0 * a * h)
+    if t.subln:
+        y2 = norm_op(h, a)  # inner_attn_ln on the attention output
+    else:
+        y2 = a
+    linear_inputs(h, 1.0, y2)
+    bias_grads(h)  # proj / out_proj
+    # residual add: stream + 16-bit branch; backward under a promotion casts the gradient to 16 bits,
+    # and the stream's gradient sums the branch's and the skip's.
+    o.fwd((stream + a + stream) * h)
+    if stream != a:
+        o.bwd((stream + a) * h)
+    o.bwd(3.0 * stream * h)
+    if drop_path:
+        # DropPath: bernoulli_ mask per sample, x · mask (2a·h), / keep (2a·h); backward the same two.
+        o.fwd(4.0 * a * h, 3.0)
+        o.bwd(4.0 * a * h, 2.0)
+
+    # -- MLP half.
+    y = norm_op(h, stream)
+    linear_inputs(h, 2.0 if t.swiglu else 1.0, y)
+    if t.swiglu:
+        bias_grads(f)
+        bias_grads(f)
+        # silu (2a·f) and the product (3a·f); backward: the product's two gradients (3a·f each) and
+        # silu_backward (3a·f).
+        o.fwd(2.0 * a * f + 3.0 * a * f, 2.0)
+        o.bwd(3.0 * 3.0 * a * f, 3.0)
+    else:
+        bias_grads(f)
+        o.fwd(2.0 * a * f)  # gelu
+        o.bwd(3.0 * a * f)  # gelu_backward
+    y3 = norm_op(f, a) if t.subln else a
+    linear_inputs(f, 1.0, y3)
+    bias_grads(h)
+    fb0, fk0 = o.fb, o.fk
+    o.fwd((stream + a + stream) * h)
+    if stream != a:
+        o.bwd((stream + a) * h)
+    o.bwd(3.0 * stream * h)
+    if drop_path:
+        o.fwd(4.0 * a * h, 2.0)
+        o.fwd(0.0, 1.0)  # the bernoulli_ draw of the mask (per sample), redrawn by a recompute
+        fk0 -= 1.0
+        o.bwd(4.0 * a * h, 2.0)
+    return ElementwiseCost(o.fb, o.bb, o.fk, o.bk, o.fb - fb0, o.fk - fk0)
 
 
 def block_elementwise(
-    t: TowerShape, norm: str, stack: str, precision: str, drop_path: bool, rope_tokens_share: float = 1.0
+    t: TowerShape,
+    norm: str,
+    stack: str,
+    precision: str,
+    drop_path: bool,
+    rope_tokens_share: float = 1.0,
+    qkv_bias: bool = True,
+    text: bool = False,
 ) -> ElementwiseCost:
-    """One pre-norm block's memory-bound forward work, per token (h = width, f = MLP hidden, a = bytes
-    per activation element), by software stack:
+    """One pre-norm block's memory-bound work per token (h = width, f = MLP hidden, a = bytes per
+    activation element), by software stack:
 
-    eager: norm1 and norm2 (and the two sub-LNs: h after attention, f inside the MLP), the attention
-    output's layout copy (read + write h), RoPE on q and k (rotate-half copy, × cos, × sin, add: 11
-    element accesses of h each, 12 kernels), the MLP activation (GELU: read + write f; SwiGLU: SiLU
-    2f + product 3f, 2 kernels), two residual adds (read 2h, write h each), and with drop path two
-    mask multiplies (read + write h).
-    amp: eager under torch.autocast with fp32 parameters (OpenCLIP's trainer): the residual stream and
-    the norms' outputs are fp32, and every Linear fed by them first casts its input to 16 bits.
+    eager / amp: ATen op by ATen op (`_eager_block`, checked against the op census of the real model).
     compile / fused: each chain between GEMMs is one kernel: residual add + next norm (read 2h,
     write 2h) twice, RoPE (read + write 2h), sub-LN after attention (2h), activation + MLP sub-LN
-    (GELU 2f, SwiGLU 3f); drop path fuses into the residual add.
+    (GELU 2f, SwiGLU 3f); drop path fuses into the residual add. Backward: twice the forward
+    (evaplan assumption: a fused backward reads the saved inputs and the incoming gradient and writes
+    one gradient per input).
     """
-    h, f = float(t.width), float(t.mlp_hidden)
     a = ACT_BYTES[precision]
     if stack in ("eager", "amp"):
-        amp = stack == "amp"
-        # Under autocast the residual stream and the norms' outputs stay fp32 (the parameters are fp32),
-        # and every Linear first copies its fp32 input to 16 bits (read 4, write a).
-        r = ACT_BYTES["fp32"] if amp else a
-        nb, nk = _norm_cost(norm, "eager", r)
-        by = 2.0 * nb * h
-        k = 2.0 * nk
-        if t.subln:
-            by += nb * h + nb * f
-            k += 2.0 * nk
-        if amp:
-            # q, k, v (separate with sub-LN, else one qkv) and the MLP's input projections (2 for
-            # SwiGLU), plus, after a sub-LN, the out-projection's and the MLP output's inputs.
-            casts = (3.0 if t.subln else 1.0) * h + (2.0 if t.swiglu else 1.0) * h
-            if t.subln:
-                casts += h + f
-            by += (ACT_BYTES["fp32"] + a) * casts
-            k += (3.0 if t.subln else 1.0) + (2.0 if t.swiglu else 1.0) + (2.0 if t.subln else 0.0)
-        by += 2.0 * a * h  # attention output layout copy
-        k += 1.0
-        if t.rope:
-            by += rope_tokens_share * 22.0 * a * h
-            k += 12.0
-        by += (5.0 if t.swiglu else 2.0) * a * f
-        k += 2.0 if t.swiglu else 1.0
-        by += (
-            2.0 * (2.0 * r + a) * h
-        )  # residual adds: read the stream and the 16-bit branch, write the stream
-        k += 2.0
-        if drop_path:
-            by += 2.0 * 2.0 * a * h
-            k += 2.0
-        return ElementwiseCost(by, k)
+        return _eager_block(t, norm, stack == "amp", a, drop_path, rope_tokens_share, qkv_bias, text)
     if stack not in ("compile", "fused"):
         raise InfeasibleError(f"unknown software stack '{stack}'", hint=f"use one of: {', '.join(STACKS)}")
+    h, f = float(t.width), float(t.mlp_hidden)
     by = 2.0 * 4.0 * a * h  # residual + norm, twice
     k = 2.0
     if t.rope:
@@ -309,14 +461,12 @@ def block_elementwise(
         k += 1.0
     by += (3.0 if t.swiglu else 2.0) * a * f
     k += 1.0
-    return ElementwiseCost(by, k)
+    return ElementwiseCost(by, FUSED_BWD_RATIO * by, k, FUSED_BWD_RATIO * k)
 
 
-# Backward of an elementwise op reads its saved inputs and the incoming gradient and writes one
-# gradient per input: about twice the forward's traffic and kernels (evaplan assumption, counted
-# op by op: a norm reads x and dy and writes dx plus weight-gradient partials, SiLU·x reads two
-# inputs and dy and writes two gradients).
-ELEMENTWISE_BWD_RATIO = 2.0
+# Backward of a fused elementwise chain: about twice the forward's traffic and kernels (evaplan
+# assumption; the eager stacks count theirs op by op).
+FUSED_BWD_RATIO = 2.0
 
 # Host time per kernel launch. Eager PyTorch pays Python, the dispatcher and autograd bookkeeping on
 # every op (horace.io/brrr_intro.html, "overhead"); torch.compile's generated wrapper launches
@@ -326,6 +476,95 @@ ELEMENTWISE_BWD_RATIO = 2.0
 HOST_S_PER_KERNEL = {"eager": 10e-6, "amp": 10e-6, "compile": 4e-6, "fused": 10e-6}
 # Kernels per GEMM launch beyond the GEMM itself are none (bias in the epilogue); a Linear's backward
 # is 2 GEMMs plus a bias-gradient reduction where it has a bias.
+
+
+def vision_block_elementwise(model: ModelSpec, stack: str, precision: str, seq: Num) -> ElementwiseCost:
+    """One vision block at `seq` tokens per image (RoPE rotates the seq − 1 patch tokens)."""
+    v = model.vision
+    return block_elementwise(
+        vision_shape(model),
+        v.norm,
+        stack,
+        precision,
+        v.drop_path_rate > 0,
+        rope_tokens_share=(seq - 1.0) / seq,
+        qkv_bias=v.qkv_bias,
+    )
+
+
+def text_block_elementwise(model: ModelSpec, stack: str, precision: str) -> ElementwiseCost:
+    return block_elementwise(text_shape(model), "layernorm", stack, precision, False, text=True)
+
+
+def autocast_weights(model: ModelSpec) -> tuple[float, float]:
+    """(elements, tensors) of the parameters autocast copies to 16 bits every forward: every
+    Linear's and the patch embedding's weight and bias, the CLS token, position embedding and text
+    projection; not the norms' weights (LayerNorm runs in fp32), the token embedding (a gather, not
+    autocast) or its position embedding (added in fp32), nor the logit scale."""
+    elements = tensors = 0.0
+    for p in param_tensors(model):
+        if _autocast_casts(p.name):
+            elements += float(math.prod(p.shape))
+            tensors += 1.0
+    return elements, tensors
+
+
+_NOT_CAST = ("norm", "ln", "token_embedding", "positional_embedding", "logit_scale")
+
+
+def _autocast_casts(name: str) -> bool:
+    """Whether autocast copies this parameter to 16 bits (by its module's and its own name)."""
+    return not any(k in part for part in name.split(".")[-2:] for k in _NOT_CAST)
+
+
+def block_elementwise_bytes_per_token(ew: ElementwiseCost, passes: Num) -> Num:
+    """Memory-bound bytes per token of one block through a micro-batch: the forward, the recompute
+    (checkpointing: passes = 2) without its skipped tail, the backward."""
+    return ew.fwd_bytes_per_token + (passes - 1.0) * ew.recompute_bytes_per_token() + ew.bwd_bytes_per_token
+
+
+def block_kernel_count(t: TowerShape, ew: ElementwiseCost, passes: Num) -> Num:
+    """ATen ops of one block through a micro-batch: forward GEMMs (q/k/v or qkv, proj, 2 or 3 MLP),
+    the attention kernel and the memory-bound ops; the recompute without its tail (the last GEMM
+    among it); backward 2 GEMMs per weight, the attention backward, the memory-bound ops."""
+    g = (4.0 if t.subln else 2.0) + (3.0 if t.swiglu else 2.0)
+    fwd = g + 1.0 + ew.fwd_kernels
+    recompute = fwd - 1.0 - ew.tail_kernels
+    return fwd + (passes - 1.0) * recompute + 2.0 * g + 1.0 + ew.bwd_kernels
+
+
+def autocast_block_weights(model: ModelSpec, tower: str) -> tuple[float, float]:
+    """(elements, tensors) of one block's parameters autocast copies (block 0 of the tower)."""
+    elements = tensors = 0.0
+    for p in param_tensors(model):
+        if p.tower == tower and p.block == 0 and _autocast_casts(p.name):
+            elements += float(math.prod(p.shape))
+            tensors += 1.0
+    return elements, tensors
+
+
+def block_totals(
+    model: ModelSpec, tower: str, *, micro_batch: Num, seq: Num, stack: str, precision: str, grad_ckpt: bool
+) -> tuple[Num, Num]:
+    """One block of `tower` through one micro-batch: (memory-bound bytes, ATen ops including its
+    GEMMs and attention), as microbatch_time prices them; tests/planner/test_op_census.py compares
+    both with evaclip/op_census.py on the real model."""
+    passes = 2.0 if grad_ckpt else 1.0
+    if tower == "vision":
+        t, ew = vision_shape(model), vision_block_elementwise(model, stack, precision, seq)
+    else:
+        t, ew = text_shape(model), text_block_elementwise(model, stack, precision)
+    rows = micro_batch * seq
+    nbytes = rows * block_elementwise_bytes_per_token(ew, passes)
+    kernels = block_kernel_count(t, ew, passes)
+    if stack == "amp":
+        elements, tensors = autocast_block_weights(model, tower)
+        nbytes = nbytes + elements * (4.0 + ACT_BYTES[precision]) * (passes + 1.0)
+        kernels = kernels + tensors * (passes + 1.0)
+    return nbytes, kernels
+
+
+STEM_OPS = 105.0
 
 
 @dataclass(frozen=True)
@@ -422,9 +661,10 @@ def microbatch_time(
     )
 
     # -- memory-bound work.
-    ew_v = block_elementwise(vs, v.norm, stack, precision, v.drop_path_rate > 0)
-    ew_t = block_elementwise(ts, "layernorm", stack, precision, False)
-    fwd_bytes = v.depth * rows_v * ew_v.bytes_per_token + tx.layers * rows_t * ew_t.bytes_per_token
+    ew_v = vision_block_elementwise(model, stack, precision, s_v)
+    ew_t = text_block_elementwise(model, stack, precision)
+    block_bytes = v.depth * rows_v * block_elementwise_bytes_per_token(ew_v, passes)
+    block_bytes = block_bytes + tx.layers * rows_t * block_elementwise_bytes_per_token(ew_t, passes)
     # Vision stem: + position embedding (read 2, write 1 over P+1 tokens), patch-dropout gather (read
     # + write of the kept tokens), final norm on CLS; text stem: embedding gather (read + write) and
     # + position embedding (read 2, write 1), final norm.
@@ -435,30 +675,32 @@ def microbatch_time(
     # (read + write) and the NLL read forward (5 accesses), softmax gradient backward (read 2, write 1,
     # and the scale's gradient read + write: 5), 4 bytes each.
     loss_bytes = 2.0 * loss_rows * contrast_batch * 4.0 * (5.0 + 5.0)
-    block_bytes = fwd_bytes * (passes + ELEMENTWISE_BWD_RATIO)
-    mem_bytes = block_bytes + stem * (1.0 + ELEMENTWISE_BWD_RATIO) + loss_bytes
+    mem_bytes = block_bytes + stem * (1.0 + FUSED_BWD_RATIO) + loss_bytes
+    # The token embedding's gradient is a dense vocabulary × width table written every micro-batch
+    # (embedding_dense_backward: the largest memory-bound op outside the blocks in the census).
+    mem_bytes = mem_bytes + float(tx.vocab_size) * tx.width * a
+    cast_tensors = 0.0
     if stack == "amp":
-        # autocast copies every fp32 weight to 16 bits once per forward (read 4, write a), and the 16-bit
-        # weight gradient is cast and accumulated into the fp32 .grad (read a, read 4, write 4).
-        psi = float(count_params(model).total)
-        mem_bytes = mem_bytes + psi * ((4.0 + a) * passes + (a + 8.0))
+        # autocast copies every fp32 weight a 16-bit op reads to 16 bits once per forward (read 4,
+        # write a; not the norms' weights, the token embedding or the logit scale), and the backward
+        # casts each 16-bit weight gradient to the fp32 .grad (read a, write 4). A later micro-batch
+        # of an accumulation step adds it to .grad instead (read a + 4 + 4, write 4: not modelled).
+        psi_cast, cast_tensors = autocast_weights(model)
+        mem_bytes = mem_bytes + psi_cast * (4.0 + a) * (passes + 1.0)
     memory = mem_bytes / bw
 
     device = gemm + attn + memory
 
-    # -- kernels: per block forward GEMMs (qkv, proj, 2 or 3 MLP) + attention + elementwise; a
-    # backward runs 2 GEMMs per weight, the attention backward and ELEMENTWISE_BWD_RATIO × the
-    # elementwise kernels.
-    def block_kernels(t: TowerShape, ew: ElementwiseCost) -> Num:
-        g = (4.0 if t.subln else 2.0) + (3.0 if t.swiglu else 2.0)
-        fwd = g + 1.0 + ew.kernels
-        bwd = 2.0 * g + 1.0 + ELEMENTWISE_BWD_RATIO * ew.kernels
-        return t.layers * (passes * fwd + bwd)
-
-    kernels = block_kernels(vs, ew_v) + block_kernels(ts, ew_t)
-    # Stems, heads and the loss: about 30 eager ops forward and backward (evaplan count of the
-    # trainer's patch embed, cls/pos, dropout gather, final norms, heads, normalise, logits, CE).
-    kernels = kernels + 30.0
+    # -- kernels: per block the GEMMs (forward; backward 2 per weight), the attention kernel forward
+    # and backward, and the memory-bound ops counted op by op.
+    kernels = vs.layers * block_kernel_count(vs, ew_v, passes) + ts.layers * block_kernel_count(
+        ts, ew_t, passes
+    )
+    kernels = kernels + cast_tensors * (passes + 1.0)
+    # Stems, heads and the loss (patch embed, cls/pos, dropout gather, final norms, heads, normalise,
+    # logits, cross-entropy), forward and backward: 105 ATen ops in the op census of EVA02-B/16
+    # (benchmarks/op_census.py --ops; the same code runs for every bundled model).
+    kernels = kernels + STEM_OPS
     host = kernels * HOST_S_PER_KERNEL[stack]
     # A GPU runs ahead of its host thread; a CPU "device" is the host itself.
     total = device + host if hw.vendor == "cpu" else np.maximum(device, host)
@@ -489,6 +731,39 @@ def step_bytes_per_param(optimizer: str, grad_clip: bool, precision: str) -> flo
     if precision == "fp16":
         by += FP16_CHECK_BYTES_PER_PARAM + (0.0 if grad_clip else FP16_UNSCALE_BYTES_PER_PARAM)
     return by
+
+
+# DeepSpeed 0.19.8 at ZeRO-0 with bf16 (or fp16) weights and a client torch optimizer wraps it in
+# FP16_UnfusedOptimizer (runtime/engine.py `_configure_optimizer`: DDP_BFLOAT16 when the gradients
+# accumulate in the weights' dtype), whose step loops over the parameter tensors in Python: an
+# overflow check, a gradient norm, the 16-bit gradient cast to fp32, the unscale/clip multiply and
+# the copy of the updated fp32 master back to 16 bits, tensor by tensor, with a host-device
+# synchronisation per tensor (`.item()` on the checks). The op census of the real engine
+# (evaclip/op_census.engine_step_census, pinned in tests/planner/test_op_census.py) counts 18 ATen
+# ops per parameter tensor besides the optimizer's own, moving per parameter: two casts of the
+# gradient to fp32 (2 × (a + 4)), the unscale multiply (4 + 4), the norm (4), the overflow check's
+# min and max (2a) and the master copy back (4 + 4): 28 + 4a bytes.
+DS_UNFUSED_OPS_PER_TENSOR = 18.0
+
+
+def ds_unfused_bytes_per_param(precision: str) -> float:
+    return 28.0 + 4.0 * ACT_BYTES[precision]
+
+
+def deepspeed_wrapper_step_s(
+    hw: HardwareSpec, tensors: float, psi: float, zero_stage: Num, stack: str, precision: str
+) -> Num:
+    """Per optimizer step, the bundled trainer's (stack `eager`) DeepSpeed wrapper at ZeRO-0: its
+    bytes over HBM plus its ops' host time, added to the step, not overlapped: the per-tensor
+    synchronisations make the host wait for the device before it issues the next small kernel, so
+    the device idles between them. Zero for the other stacks (plain PyTorch or other frameworks) and
+    ZeRO stages (DeepSpeed's ZeRO optimizer works on flat buffers; not censused)."""
+    if stack != "eager" or precision == "fp32":
+        return np.where(np.asarray(zero_stage) == 0, 0.0, 0.0)
+    scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
+    t = ds_unfused_bytes_per_param(precision) * psi / (hbm_bytes_per_s(hw) * scale)
+    t = t + tensors * DS_UNFUSED_OPS_PER_TENSOR * HOST_S_PER_KERNEL["eager"]
+    return np.where(np.asarray(zero_stage) == 0, t, 0.0)
 
 
 def step_overhead_s(

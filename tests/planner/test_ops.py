@@ -126,31 +126,38 @@ def test_attention_rates_by_hand() -> None:
 
 
 def test_elementwise_bytes_and_kernels_by_stack() -> None:
+    """By hand for an OpenCLIP text block (h = 100, f = 300, bf16); tests/planner/test_op_census.py
+    checks the same formulas against the real model's ATen ops."""
     t = TowerShape(layers=1, width=100, heads=1, mlp_hidden=300, swiglu=False, subln=False, rope=False)
-    eager = ops.block_elementwise(t, "layernorm", "eager", "bf16", False)
-    # 2 norms (2·2h), layout copy (2·2h), GELU (2·2f), 2 residual adds (2·3·2h).
-    assert eager.bytes_per_token == 2 * 4 * 100 + 4 * 100 + 4 * 300 + 12 * 100
-    assert eager.kernels == 2 + 1 + 1 + 2
-    fused = ops.block_elementwise(t, "layernorm", "compile", "bf16", False)
-    assert fused.bytes_per_token == 2 * 4 * 2 * 100 + 2 * 2 * 300
-    assert fused.kernels == 3
-    assert ops.block_elementwise(t, "layernorm", "fused", "bf16", False) == fused
-    # Under autocast (fp32 weights): fp32 norms (2·8h), casts of their outputs for qkv and fc1 (2·6h),
-    # layout copy 4h, GELU 4f, residual adds reading the fp32 stream and a 16-bit branch (2·10h).
-    amp = ops.block_elementwise(t, "layernorm", "amp", "bf16", False)
-    assert amp.bytes_per_token == 16 * 100 + 12 * 100 + 4 * 100 + 4 * 300 + 20 * 100
-    assert amp.kernels == eager.kernels + 2
-    # fp32 doubles the bytes; the eager RMSNorm of the trainer moves 28 + 4a bytes per element in 8 kernels.
-    assert (
-        ops.block_elementwise(t, "layernorm", "eager", "fp32", False).bytes_per_token
-        == 2 * eager.bytes_per_token
+    eager = ops.block_elementwise(t, "layernorm", "eager", "bf16", False, text=True)
+    # Forward: 2 LayerNorms (2·2h + 8 bytes of fp32 row statistics each), GELU 2·2f, 2 residual adds 3·2h.
+    assert eager.fwd_bytes_per_token == 2 * (4 * 100 + 8) + 4 * 300 + 2 * 6 * 100
+    assert eager.fwd_kernels == 2 + 1 + 2
+    # Backward: 2 LayerNorm backward (3·2h + 8), 4 bias reductions (2·(3h + h + f + h)), the q/k/v
+    # gradients stacked and copied back to rows (2 × 2·2·3h), 2 residual adds (3·2h), GELU backward 3·2f.
+    assert eager.bwd_bytes_per_token == 2 * (6 * 100 + 8) + 2 * (500 + 300) + 2 * 12 * 100 + 2 * 600 + 1800
+    assert eager.bwd_kernels == 2 + 4 + 2 + 2 + 1
+    # Under autocast: fp32 stream and LayerNorms (2·4h + 8, backward 3·4h + 8), the in_proj and c_fc
+    # inputs cast to 16 bits (6h each way), residual adds reading 4 + 2 and writing 4, their backward
+    # casting the branch gradient to 16 bits (6h) and adding in fp32 (12h).
+    amp = ops.block_elementwise(t, "layernorm", "amp", "bf16", False, text=True)
+    assert amp.fwd_bytes_per_token == 2 * (8 * 100 + 8) + 2 * 600 + 2 * 1000 + 4 * 300
+    assert amp.fwd_kernels == eager.fwd_kernels + 2
+    assert amp.bwd_bytes_per_token == (
+        2 * (12 * 100 + 8) + 2 * 600 + 2 * (500 + 300) + 2 * 12 * 100 + 2 * (600 + 1200) + 1800
     )
-    rms = ops.block_elementwise(t, "rmsnorm", "eager", "bf16", False)
-    assert rms.bytes_per_token == eager.bytes_per_token - 2 * 4 * 100 + 2 * 36 * 100
-    assert rms.kernels == eager.kernels - 2 + 16
+    assert amp.bwd_kernels == eager.bwd_kernels + 2 + 2
+    fused = ops.block_elementwise(t, "layernorm", "compile", "bf16", False)
+    assert fused.fwd_bytes_per_token == 2 * 4 * 2 * 100 + 2 * 2 * 300
+    assert fused.fwd_kernels == 3
+    assert fused.bwd_bytes_per_token == ops.FUSED_BWD_RATIO * fused.fwd_bytes_per_token
+    assert ops.block_elementwise(t, "layernorm", "fused", "bf16", False) == fused
+    # fp32 doubles the activation bytes (not the fp32 row statistics).
+    fp32 = ops.block_elementwise(t, "layernorm", "eager", "fp32", False, text=True)
+    assert fp32.fwd_bytes_per_token == 2 * eager.fwd_bytes_per_token - 2 * 8
     rope = TowerShape(layers=1, width=100, heads=1, mlp_hidden=300, swiglu=True, subln=True, rope=True)
     e2, f2 = (ops.block_elementwise(rope, "layernorm", s, "bf16", True) for s in ("eager", "compile"))
-    assert e2.bytes_per_token > 2 * f2.bytes_per_token and e2.kernels > 4 * f2.kernels
+    assert e2.fwd_bytes_per_token > 2 * f2.fwd_bytes_per_token and e2.fwd_kernels > 4 * f2.fwd_kernels
     with pytest.raises(InfeasibleError, match="unknown software stack"):
         ops.block_elementwise(t, "layernorm", "jax", "bf16", False)
 

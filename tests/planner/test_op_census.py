@@ -1,0 +1,136 @@
+"""planner/ops.py's memory-bound bytes and ATen op counts per block equal the op census of the real
+model (evaclip/op_census.py: one micro-batch of evaclip.model + clip_loss under a TorchDispatchMode
+on the CPU), as compute.py's FLOPs equal FlopCounterMode's.
+
+Tolerances: bytes within 1 % for EVA02-B/16 and 2.5 % for the tiny debug model, op counts exact
+(except where noted). What the planner leaves out are terms that do not grow with the tokens: the
+norms' weights and biases read forward and their gradients written backward, the bias gradients'
+writes, LayerNorm's per-row statistics in the tiny model's rounding, and the RoPE cos/sin tables
+(patches × head_dim, read once per op and, under autocast, cast per call). They are a few per cent
+of a block of width 64 at two samples and vanish at training shapes (< 0.3 % for B/16 at two).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from planner import ops
+from planner import profiles as prof
+
+torch = pytest.importorskip("torch")
+census = pytest.importorskip("evaclip.op_census")
+
+MICRO_BATCH = 2
+
+
+def _seq(m, tower: str) -> int:
+    if tower == "vision":
+        return (m.vision.image_size // m.vision.patch_size) ** 2 + 1
+    return m.text.context_length
+
+
+def _compare(m, tower: str, stack: str, grad_ckpt: bool, tol: float) -> None:
+    tc = census.block_census(m, tower, micro_batch=MICRO_BATCH, stack=stack, grad_ckpt=grad_ckpt)
+    nbytes, kernels = ops.block_totals(
+        m,
+        tower,
+        micro_batch=MICRO_BATCH,
+        seq=_seq(m, tower),
+        stack=stack,
+        precision="bf16",
+        grad_ckpt=grad_ckpt,
+    )
+    measured = tc.block.bytes(("elementwise", "copy"))
+    assert nbytes == pytest.approx(measured, rel=tol), (tower, stack, tc.block.table())
+    assert kernels == tc.block.count(), (tower, stack, tc.block.table())
+
+
+@pytest.mark.parametrize("stack", ["eager", "amp"])
+@pytest.mark.parametrize("tower", ["vision", "text"])
+def test_debug_model_blocks_equal_the_census(tower: str, stack: str) -> None:
+    _compare(prof.load_model("eva-clip-debug"), tower, stack, False, 0.025)
+
+
+@pytest.mark.parametrize("stack", ["eager", "amp"])
+@pytest.mark.parametrize("tower", ["vision", "text"])
+def test_debug_model_with_checkpointing_recomputes_all_but_the_tail(tower: str, stack: str) -> None:
+    """Non-reentrant checkpointing recomputes each block's forward during backward, stopping once
+    every saved tensor is back: the last Linear's GEMM and the residual add are not rerun (under
+    autocast that Linear's input and weight casts are: addmm saves them)."""
+    _compare(prof.load_model("eva-clip-debug"), tower, stack, True, 0.025)
+
+
+@pytest.mark.parametrize("stack", ["eager", "amp"])
+def test_rmsnorm_blocks_equal_the_census(stack: str) -> None:
+    """EVA-CLIP-8B/18B's RMSNorm, written in eager ops in evaclip/model.py, on the debug model's
+    vision tower (with checkpointing: the recompute reruns the norms)."""
+    d = prof.load_model("eva-clip-debug")
+    m = d.model_copy(update={"vision": d.vision.model_copy(update={"norm": "rmsnorm"})})
+    _compare(m, "vision", stack, True, 0.025)
+
+
+@pytest.mark.parametrize("stack", ["eager", "amp"])
+@pytest.mark.parametrize("tower", ["vision", "text"])
+def test_eva02_b16_blocks_equal_the_census(tower: str, stack: str) -> None:
+    _compare(prof.load_model("eva02-clip-b16"), tower, stack, False, 0.01)
+
+
+def test_census_kinds_by_hand() -> None:
+    """A Linear, a LayerNorm and a view: bytes are operand sizes, views cost nothing."""
+    c = census.Census()
+    x = torch.randn(4, 8, dtype=torch.bfloat16)
+    w = torch.randn(16, 8, dtype=torch.bfloat16)
+    with census._make_mode(c):
+        y = torch.nn.functional.linear(x, w)
+        y.t()
+        z = torch.nn.functional.layer_norm(y, (16,))
+    assert z.shape == (4, 16)
+    assert c.count(("gemm",)) == 1 and c.bytes(("gemm",)) == 2 * (4 * 8 + 16 * 8 + 4 * 16)
+    # native_layer_norm: read x, write y (2 B each), mean and rstd per row (the CPU keeps them in the
+    # input's dtype, CUDA in fp32: planner/ops.py counts CUDA's 8 bytes per row).
+    assert c.ops["native_layer_norm"].bytes == 2 * 4 * 16 * 2 + 2 * 4 * 2
+    assert set(c.ops) == {"mm", "native_layer_norm"}
+
+
+@pytest.mark.train
+def test_deepspeed_zero0_wrapper_ops_per_tensor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real DeepSpeed engine (ZeRO-0, bf16, torch AdamW with foreach as on CUDA) on one CPU
+    rank: its step runs DS_UNFUSED_OPS_PER_TENSOR ops per parameter tensor besides AdamW's own
+    (foreach: a fixed handful; its per-tensor step counters live on the CPU), moving 28 + 4a bytes
+    per parameter besides AdamW's."""
+    pytest.importorskip("deepspeed")
+    import socket
+
+    from planner.deepspeed_config import deepspeed_config
+    from planner.spec import ParallelPlan
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in dict(
+        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1"
+    ).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    # DeepSpeed JIT-builds its CPU communication op on first use (minutes on a loaded machine): keep
+    # the build in the repository's .torch_ext (git-ignored) unless the caller chose a folder.
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv(
+        "TORCH_EXTENSIONS_DIR", os.environ.get("TORCH_EXTENSIONS_DIR") or str(repo / ".torch_ext")
+    )
+    m = prof.load_model("eva-clip-debug")
+    plan = ParallelPlan(nodes=1, gpus_per_node=1, zero_stage=0, micro_batch=2, grad_accum=1, grad_ckpt=False)
+    r = census.engine_step_census(m, micro_batch=2, ds_config=deepspeed_config(plan, grad_clip=5.0))
+    assert r.optimizer == "FP16_UnfusedOptimizer"
+    step = r.step
+    foreach = {n: rec for n, rec in step.ops.items() if n.startswith("_foreach_")}
+    # AdamW's per-tensor step counters (CPU scalars, `state_steps` += 1) are host-only adds.
+    counters = step.ops["add_"].count
+    assert counters == r.param_tensors - 1 or counters == r.param_tensors
+    wrapper_ops = step.count() - sum(rec.count for rec in foreach.values()) - counters
+    assert wrapper_ops == pytest.approx(ops.DS_UNFUSED_OPS_PER_TENSOR * r.param_tensors, abs=2)
+    wrapper_bytes = step.bytes() - sum(rec.bytes for rec in foreach.values()) - step.ops["add_"].bytes
+    assert wrapper_bytes == pytest.approx(ops.ds_unfused_bytes_per_param("bf16") * r.params, rel=0.01)
