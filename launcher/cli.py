@@ -36,6 +36,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("compare", "compare"),
     ("calibrate", "calibrate"),
     ("serve", "serve"),
+    ("validate", "validate"),
 ]
 
 

@@ -17,6 +17,7 @@ from planner import comm, compute, cost, memory, ops
 from planner import deepspeed_defaults as dsd
 from planner import evaluate as ev
 from planner.errors import InfeasibleError
+from planner.intervals import PredictionRange
 from planner.params import count_params, param_tensors, zero3_residency
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, TrainingSpec
 
@@ -170,6 +171,8 @@ class Estimate(_Frozen):
     fits: bool
     verdict: str
     derivation: list[Figure]
+    # Set by the CLI from the validation errors or the user's calibration (planner/intervals.py).
+    range: PredictionRange | None = None
 
     def figure(self, name: str) -> Figure:
         for f in self.derivation:
@@ -372,8 +375,9 @@ def estimate(
         "memory.activations_vision_per_sample",
         act["vision"],
         "B",
-        ck + " (+ 2·a·s² without memory-efficient attention)",
+        "(" + ck + " (+ 2·a·s² without memory-efficient attention)) × activation factor",
         {
+            "activation_factor": memory.ACTIVATION_MEMORY_FACTOR,
             "s": s_v,
             "h": model.vision.width,
             "layers": model.vision.depth,
@@ -381,14 +385,16 @@ def estimate(
             "grad_ckpt": str(plan.grad_ckpt),
             "memory_efficient_attention": str(model.vision.xattn),
         },
-        "Korthikanti et al. arXiv 2205.05198 Table 2, recounted for EVA blocks (planner/memory.py)",
+        "Korthikanti et al. arXiv 2205.05198 Table 2, recounted for EVA blocks (planner/memory.py); factor "
+        "fitted on measured peaks (planner/validation.py, benchmarks/results/gpu_check-h100-deepspeed.log)",
     )
     fig(
         "memory.activations_text_per_sample",
         act["text"],
         "B",
-        ck,
+        "(" + ck + ") × activation factor",
         {
+            "activation_factor": memory.ACTIVATION_MEMORY_FACTOR,
             "s": model.text.context_length,
             "h": model.text.width,
             "layers": model.text.layers,

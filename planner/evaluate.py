@@ -41,7 +41,8 @@ def activation_bytes_per_sample(
     txt = memory.tower_activation_bytes(
         compute.text_shape(model), float(t.context_length), grad_ckpt, t.xattn, t_extra
     )
-    return {"vision": vis, "text": txt}
+    k = memory.ACTIVATION_MEMORY_FACTOR
+    return {"vision": vis * k, "text": txt * k}
 
 
 def gpu_memory_terms(
@@ -79,21 +80,24 @@ def gpu_memory_terms(
         nvme_param,
     )
     act = activation_bytes_per_sample(model, image_size, patch_dropout, grad_ckpt)
+    buffers = memory.zero_buffer_bytes(counts.total, zero_stage, overlap_comm, res.persistent)
+    activations = micro_batch * (act["vision"] + act["text"])
+    loss = memory.clip_loss_bytes(micro_batch, nodes * G, model.embed_dim, local_loss, gather_with_grad)
     terms = {
         "params_16bit": ms.params_16bit,
         "grads_16bit": ms.grads_16bit,
-        "grads_fp32": ms.grads_fp32,
+        "grads_fp32": memory.grads_fp32_at_peak(
+            ms.grads_fp32, zero_stage, ms.grads_16bit + buffers + activations + loss
+        ),
         "master_params_fp32": ms.master_params_fp32,
         "optimizer_states_fp32": ms.optimizer_states_fp32,
         "zero3_largest_layer": ms.zero3_largest_layer,
         "deepspeed_estimator_margin": ms.estimator_margin,
-        "zero_buffers": memory.zero_buffer_bytes(counts.total, zero_stage, overlap_comm, res.persistent),
+        "zero_buffers": buffers,
         "hpz_secondary_shard": memory.hpz_secondary_bytes(counts.total, hpz_partition_size),
         "activations_vision": micro_batch * act["vision"],
         "activations_text": micro_batch * act["text"],
-        "clip_loss": memory.clip_loss_bytes(
-            micro_batch, nodes * G, model.embed_dim, local_loss, gather_with_grad
-        ),
+        "clip_loss": loss,
         "runtime_reserved": hardware.memory_reserved_gib.value * GIB,
     }
     return terms, ms, act

@@ -39,6 +39,15 @@ DATALOADER_HOST_GIB_PER_GPU = 8.0
 NVME_SWAP_BUFFER_BYTES_PER_GPU = 2 * 5 * 1e8 * BYTES_16BIT
 
 
+# Measured activation memory over the memory model's (Korthikanti-style tensor count, planner/memory.py),
+# fitted by planner/validation.py (`fit_activation_factor`) on the fit half of the bundled runs with a
+# measured peak (profiles/published_runs.yaml: benchmarks/results/gpu_check-h100-deepspeed.log,
+# torch.cuda.max_memory_allocated of evaplan's trainer on one H100); the held-out run is reported by
+# `evaplan validate`, and tests/planner/test_validation.py fails when this constant and the fit part.
+# The tensor count keeps every saved tensor alive at once; PyTorch frees some (and views share storage).
+ACTIVATION_MEMORY_FACTOR = 0.935
+
+
 def _f(x: Num) -> Num:
     return np.asarray(x, dtype=np.float64) if isinstance(x, np.ndarray) else float(x)
 
@@ -139,6 +148,22 @@ def zero_model_states(
     )
 
 
+def grads_fp32_at_peak(grads_fp32: Num, zero_stage: Num, backward_live: Num) -> Num:
+    """The fp32 gradient partition's share of the per-GPU peak.
+
+    ZeRO-1/2 (DeepSpeed 0.19.8 stage_1_and_2.py) create the fp32 gradient partition (4Ψ/N) inside the
+    optimizer step, after the 16-bit gradients, reduce buckets and activations of backward are freed,
+    and drop it after the step. Measured on 2 and 4 CPU ranks (benchmarks/zero_buffers_cpu.py, eva-clip-debug):
+    2 + 12/N bytes/param after the step, + 4/N inside the step, + 2 (16-bit gradients) + buckets in
+    backward. The peak is then max(backward, step): the partition adds only what it exceeds of the
+    backward-only bytes (`backward_live`: 16-bit gradients + buckets + activations + loss). ZeRO-0
+    (DeepSpeed's BF16/FP16 optimizers keep fp32 gradients across steps) keeps it; ZeRO-3 has none.
+    """
+    stage = np.asarray(zero_stage)
+    transient = (stage == 1) | (stage == 2)
+    return np.where(transient, np.maximum(0.0, grads_fp32 - backward_live), grads_fp32)
+
+
 # ------------------------------------------------------------------------------------- activations
 @dataclass(frozen=True)
 class TowerShape:
@@ -222,15 +247,18 @@ def clip_loss_bytes(
 def zero_buffer_bytes(psi: Num, zero_stage: Num, overlap_comm: Num, persistent_numel: Num) -> Num:
     """Communication buckets and ZeRO-3 prefetch/persistent buffers, 16-bit.
 
-    Stages 1/2: the gradient bucket of reduce_bucket_size elements (two with overlap_comm, one being
-    filled while the other is reduced). Stage 3: one reduce bucket, the prefetch bucket of
-    stage3_prefetch_bucket_size gathered elements, and the persistent (never partitioned) params.
-    A bucket never exceeds the model.
+    Stages 1/2: the gradient buckets of reduce_bucket_size elements (two with overlap_comm, one being
+    filled while the other is reduced), allocated at their configured size whatever the model's:
+    measured on 2 CPU ranks (benchmarks/zero_buffers_cpu.py, DeepSpeed 0.19.8) as two 5e8-element
+    bf16 buffers in backward for a 1.7M-parameter model (1,168 bytes/param). Stage 3: one reduce
+    bucket, the prefetch bucket of stage3_prefetch_bucket_size gathered elements, and the persistent
+    (never partitioned) params; stage 0: DeepSpeed's all-reduce bucket; these never exceed the model
+    (not measured).
     """
     stage = np.asarray(zero_stage)
     reduce = np.minimum(dsd.REDUCE_BUCKET_SIZE, psi) * BYTES_16BIT
     prefetch = np.minimum(dsd.STAGE3_PREFETCH_BUCKET_SIZE, psi) * BYTES_16BIT
-    s12 = reduce * np.where(overlap_comm, 2.0, 1.0)
+    s12 = dsd.REDUCE_BUCKET_SIZE * BYTES_16BIT * np.where(overlap_comm, 2.0, 1.0)
     s3 = reduce + prefetch + persistent_numel * BYTES_16BIT
     return np.where(stage == 3, s3, np.where(stage >= 1, s12, reduce))
 

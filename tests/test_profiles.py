@@ -22,10 +22,30 @@ MODEL_NAMES = [
     "eva-clip-8b-448",
     "eva-clip-18b",
     "eva-clip-debug",
+    "eva01-clip-g14-plus",
+    "openclip-vit-b32",
+    "openclip-vit-b16",
+    "openclip-vit-b16-plus-240",
+    "openclip-vit-l14",
+    "openclip-vit-h14",
+    "openclip-vit-g14",
+    "openclip-vit-bigg14",
 ]
 # Unchanged copies of the official configs (tests/data/eva-model-configs/README.md: source, license).
 OFFICIAL_CONFIGS = Path(__file__).resolve().parent / "data" / "eva-model-configs"
-HARDWARE_NAMES = ["h100-sxm", "mi300x", "a100-80gb", "h200", "b200", "mi325x"]
+HARDWARE_NAMES = ["h100-sxm", "mi300x", "a100-80gb", "a100-40gb", "h200", "b200", "mi325x"]
+# OpenCLIP's model configs (github mlfoundations/open_clip src/open_clip/model_configs/*.json, snapshot
+# 89fb801), transcribed: embed_dim, vision (image, patch, width, layers, head_width, mlp_ratio), text
+# (width, heads, layers). Unset keys are OpenCLIP's defaults (head_width 64, mlp_ratio 4.0).
+OPENCLIP_CONFIGS = {
+    "ViT-B-32.json": (512, (224, 32, 768, 12, 64, 4.0), (512, 8, 12)),
+    "ViT-B-16.json": (512, (224, 16, 768, 12, 64, 4.0), (512, 8, 12)),
+    "ViT-B-16-plus-240.json": (640, (240, 16, 896, 12, 64, 4.0), (640, 10, 12)),
+    "ViT-L-14.json": (768, (224, 14, 1024, 24, 64, 4.0), (768, 12, 12)),
+    "ViT-H-14.json": (1024, (224, 14, 1280, 32, 80, 4.0), (1024, 16, 24)),
+    "ViT-g-14.json": (1024, (224, 14, 1408, 40, 88, 4.3637), (1024, 16, 24)),
+    "ViT-bigG-14.json": (1280, (224, 14, 1664, 48, 104, 4.9231), (1280, 20, 32)),
+}
 REQUIRED_OFFERINGS = ["aws-p5", "azure-nd-mi300x-v5", "oci-bm-gpu-mi300x", "coreweave-h100", "lambda-h100"]
 
 
@@ -53,6 +73,14 @@ def test_model_matches_official_config(name: str):
     """Our profile holds every architectural key of the official JSON, with the same value."""
     m = prof.load_model(name)
     cfg_name = m.config_source.split(", ")[1].split(" ")[0]
+    if m.config_source.startswith("github mlfoundations/open_clip"):
+        e, vis, txt = OPENCLIP_CONFIGS[cfg_name.rsplit("/", 1)[-1]]
+        v = m.vision
+        assert m.embed_dim == e
+        assert (v.image_size, v.patch_size, v.width, v.depth, v.head_width, v.mlp_ratio) == vis
+        assert (m.text.width, m.text.heads, m.text.layers, m.text.context_length) == (*txt, 77)
+        assert (v.mlp, v.norm, v.rope, v.subln, v.postnorm) == ("gelu", "layernorm", False, False, False)
+        return
     official = json.loads((OFFICIAL_CONFIGS / cfg_name).read_text())
     v, t = official["vision_cfg"], official["text_cfg"]
     assert m.embed_dim == official["embed_dim"]

@@ -7,10 +7,18 @@ from typing import Any
 
 import click
 
-from launcher.commands.plan import MultiValueCommand, calibration_note, run_search, search_options
+from launcher.commands.plan import (
+    MultiValueCommand,
+    Ranges,
+    _dirs,
+    calibration_note,
+    run_search,
+    search_options,
+)
 from planner.errors import EvaplanError
+from planner.intervals import certainly_less
 from planner.report import dumps_json, format_rows
-from planner.search import Candidate, SearchResult, as_dict, candidate, fmt_duration, fmt_usd, top_order
+from planner.search import Candidate, SearchResult, candidate, fmt_duration, fmt_usd, top_order
 
 GIB = 2**30
 
@@ -92,24 +100,52 @@ def _rel(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or not b else a / b - 1.0
 
 
-def relation(c: Candidate, base: Candidate) -> str:
-    """'21% cheaper, 15% slower than aws-p5' (cost in dollars, or GPU-hours where unpriced)."""
+def certainty(c: Candidate, base: Candidate, ranges: Ranges) -> dict[str, bool]:
+    """Whether c's cost and wall time differ from the baseline's beyond the prediction ranges
+    (planner/intervals.py): on the same hardware the planner's error moves both alike."""
+    rc, rb = ranges(c), ranges(base)
+    same = c.option.hardware.name == base.option.hardware.name
+    priced = c.total_usd is not None and base.total_usd is not None
+    a, b = (c.total_usd, base.total_usd) if priced else (c.gpu_hours, base.gpu_hours)
+    assert a is not None and b is not None  # priced or GPU-hours, both always set
+    return {
+        "cost": certainly_less(a, b, rc, rb, same) or certainly_less(b, a, rb, rc, same),
+        "wall_time": certainly_less(c.wall_s, base.wall_s, rc, rb, same)
+        or certainly_less(base.wall_s, c.wall_s, rb, rc, same),
+    }
+
+
+def relation(c: Candidate, base: Candidate, ranges: Ranges | None = None) -> str:
+    """'21% cheaper, 15% slower than aws-p5' (cost in dollars, or GPU-hours where unpriced), and which
+    of the two is not certain within the prediction ranges."""
+    sure = certainty(c, base, ranges or Ranges())
     parts = []
     priced = c.total_usd is not None and base.total_usd is not None
     dc = _rel(c.total_usd, base.total_usd) if priced else _rel(c.gpu_hours, base.gpu_hours)
     what = ("cheaper", "dearer") if priced else ("fewer GPU-hours", "more GPU-hours")
+    unsure = " (not certain within the prediction ranges)"
     if dc is not None:
-        parts.append("as cheap" if abs(dc) < 0.005 else f"{abs(dc):.0%} {what[0] if dc < 0 else what[1]}")
+        if abs(dc) < 0.005:
+            parts.append("as cheap")
+        else:
+            parts.append(f"{abs(dc):.0%} {what[0] if dc < 0 else what[1]}" + ("" if sure["cost"] else unsure))
     dt = _rel(c.wall_s, base.wall_s)
     if dt is not None:
-        parts.append("as fast" if abs(dt) < 0.005 else f"{abs(dt):.0%} {'faster' if dt < 0 else 'slower'}")
+        if abs(dt) < 0.005:
+            parts.append("as fast")
+        else:
+            word = "faster" if dt < 0 else "slower"
+            parts.append(f"{abs(dt):.0%} {word}" + ("" if sure["wall_time"] else unsure))
     return (
         ", ".join(parts) + (" as " if parts and parts[-1].startswith("as ") else " than ") + base.option.label
     )
 
 
-def compare_rows(res: SearchResult, best: list[Candidate | None], base_k: int) -> list[dict[str, Any]]:
+def compare_rows(
+    res: SearchResult, best: list[Candidate | None], base_k: int, ranges: Ranges | None = None
+) -> list[dict[str, Any]]:
     """Human table rows: one per option."""
+    ranges = ranges or Ranges()
     base = best[base_k]
     samples = res.training.samples
     rows = []
@@ -125,6 +161,7 @@ def compare_rows(res: SearchResult, best: list[Candidate | None], base_k: int) -
                     **dict.fromkeys(
                         (
                             "wall",
+                            "wall range",
                             "GPU-hours",
                             "on-demand",
                             "spot",
@@ -147,6 +184,7 @@ def compare_rows(res: SearchResult, best: list[Candidate | None], base_k: int) -
                 "GPUs": c.gpus,
                 "settings": c.settings(),
                 "wall": fmt_duration(c.wall_s),
+                "wall range": "–".join(fmt_duration(x) for x in ranges(c).of(c.wall_s)),
                 "GPU-hours": f"{c.gpu_hours:,.0f}",
                 **price_cells(res, c),
                 "$/B samples": fmt_usd(c.total_usd / samples * 1e9) if c.total_usd is not None else "-",
@@ -155,17 +193,21 @@ def compare_rows(res: SearchResult, best: list[Candidate | None], base_k: int) -
                 "HBM headroom": f"{(c.hbm_bytes - c.gpu_total_bytes) / GIB:.1f} GiB",
                 "vs baseline": "baseline"
                 if k == base_k
-                else (relation(c, base) if base is not None else "-"),
+                else (relation(c, base, ranges) if base is not None else "-"),
             }
         )
     return rows
 
 
 def compare_csv_rows(
-    res: SearchResult, best: list[Candidate | None], base_k: int, kw: dict[str, Any] | None = None
+    res: SearchResult,
+    best: list[Candidate | None],
+    base_k: int,
+    kw: dict[str, Any] | None = None,
+    ranges: Ranges | None = None,
 ) -> list[dict[str, Any]]:
     """Machine rows: raw numbers, units in the column names."""
-    doc = compare_json(res, best, base_k, kw)
+    doc = compare_json(res, best, base_k, kw, ranges)
     rows = []
     for entry in doc["options"]:
         rel = entry.get("relative_to_baseline") or {}
@@ -185,15 +227,21 @@ def compare_csv_rows(
 
 
 def compare_json(
-    res: SearchResult, best: list[Candidate | None], base_k: int, kw: dict[str, Any] | None = None
+    res: SearchResult,
+    best: list[Candidate | None],
+    base_k: int,
+    kw: dict[str, Any] | None = None,
+    ranges: Ranges | None = None,
 ) -> dict[str, Any]:
+    ranges = ranges or Ranges()
     base = best[base_k]
     opts = []
     for k, c in enumerate(best):
         entry: dict[str, Any] = {
             "option": res.options[k].name,
             "pricing": res.options[k].pricing,
-            "plan": as_dict(c) if c else None,
+            "plan": ranges.row(c) if c else None,
+            "range_basis": ranges(c).basis if c else None,
         }
         if c is not None:
             entry.update(price_fields(res, c))
@@ -206,7 +254,8 @@ def compare_json(
                     "gpu_hours": _rel(c.gpu_hours, base.gpu_hours),
                     "wall_time": _rel(c.wall_s, base.wall_s),
                     "energy": _rel(c.energy_kwh, base.energy_kwh),
-                    "summary": relation(c, base),
+                    "certain": certainty(c, base, ranges),
+                    "summary": relation(c, base, ranges),
                 }
         opts.append(entry)
     return {
@@ -281,14 +330,15 @@ def command(
     base_k = names.index(baseline) if baseline else 0
     gpus, how = common_gpus(res, base_k, kw["gpus"], own_gpus)
     best, notes = best_per_option(res, gpus)
+    ranges = Ranges(_dirs(ctx))
     if fmt == "json":
-        doc = compare_json(res, best, base_k, kw)
+        doc = compare_json(res, best, base_k, kw, ranges)
         doc["gpus"] = {"common": gpus, "how": how, "notes": notes}
         click.echo(dumps_json(doc), nl=False)
     elif fmt == "csv":
-        click.echo(format_rows(compare_csv_rows(res, best, base_k, kw), fmt), nl=False)
+        click.echo(format_rows(compare_csv_rows(res, best, base_k, kw, ranges), fmt), nl=False)
     else:
-        click.echo(format_rows(compare_rows(res, best, base_k), fmt), nl=False)
+        click.echo(format_rows(compare_rows(res, best, base_k, ranges), fmt), nl=False)
         base = best[base_k]
         click.echo(f"GPUs: {how}")
         for note in notes:
@@ -297,7 +347,10 @@ def command(
         if base is not None:
             for k, c in enumerate(best):
                 if k != base_k and c is not None:
-                    click.echo(f"{res.options[k].label}: {relation(c, base)}")
+                    click.echo(f"{res.options[k].label}: {relation(c, base, ranges)}")
+            for hw in dict.fromkeys(c.option.hardware.name for c in best if c is not None):
+                c = next(x for x in best if x is not None and x.option.hardware.name == hw)
+                click.echo(f"{hw}: {ranges(c).basis}")
     if plot_path:
         from planner.plots import plot_search
 

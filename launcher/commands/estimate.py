@@ -11,6 +11,7 @@ from planner.choose import DEFAULT_BATCH_TOLERANCE, Request, choose, fixes_for
 from planner.errors import InfeasibleError
 from planner.estimate import Estimate
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, parse_headroom
+from planner.intervals import TimeRange, fmt_days_range, fmt_usd_range, prediction_range, range_for
 from planner.report import dumps_json, format_rows
 
 GIB = 2**30
@@ -203,6 +204,61 @@ UNCALIBRATED = (
 )
 
 
+def with_range(e: Estimate, r: TimeRange) -> Estimate:
+    """The estimate with low/high of wall time, GPU-hours and the first price's dollars."""
+    first = e.cost.prices[0].total_usd if e.cost is not None and e.cost.prices else None
+    gpu_h = e.cost.gpu_hours if e.cost is not None else e.plan.world_size * e.time.wall_s / 3600.0
+    return e.model_copy(update={"range": prediction_range(r, e.time.wall_s, gpu_h, first)})
+
+
+def range_rows(e: Estimate, r: TimeRange) -> list[dict[str, str]]:
+    """How far off the planner has been: wall time and dollars with their ranges, and on what basis."""
+    rows = [("range", "wall", fmt_days_range(r, e.time.wall_s))]
+    if e.cost is not None:
+        for pr in e.cost.prices:
+            rows.append(("range", pr.pricing, fmt_usd_range(r, pr.total_usd)))
+    rows.append(("range", "calibrated" if r.calibrated else "not calibrated", r.basis))
+    return [{"section": s, "figure": f, "value": v} for s, f, v in rows]
+
+
+RANGE_UNITS = {"wall_days": "days", "gpu_hours": "GPU-hours", "cost_usd": "USD", "time_ratio": ""}
+
+
+def range_machine_rows(e: Estimate) -> list[dict[str, object]]:
+    """The range for CSV, in machine_rows' shape: `range.wall_days_low`, ..., `range.cost_usd_high`
+    (the first price), `range.calibrated`; the basis as the source."""
+    if e.range is None:
+        return []
+    rows: list[dict[str, object]] = []
+    for k, v in e.range.model_dump().items():
+        if k.endswith(("_low", "_high")) and v is not None:
+            unit = RANGE_UNITS[k.rsplit("_", 1)[0]]
+            rows.append({"figure": f"range.{k}", "value": v, "unit": unit, "source": e.range.basis})
+    rows.append(
+        {"figure": "range.calibrated", "value": e.range.calibrated, "unit": "", "source": e.range.basis}
+    )
+    return rows
+
+
+def range_explain(e: Estimate, r: TimeRange) -> str:
+    """The range's derivation in the --explain format."""
+    if e.range is None:
+        return ""
+    src = (
+        "the calibration's runs: measured / calibrated step, widened by their step spread"
+        if r.calibrated
+        else "profiles/validation_intervals.yaml, fitted by `python -m planner.validation --write-intervals` "
+        "on the fit half of profiles/published_runs.yaml (docs/validation.md)"
+    )
+    return (
+        f"range.wall_days = {e.range.wall_days_low:,.6g} – {e.range.wall_days_high:,.6g} days\n"
+        f"    formula: wall × time ratio low – high\n"
+        f"    inputs:  wall_days={e.time.wall_s / 86400:,.6g}, time_ratio_low={r.low:.6g}, "
+        f"time_ratio_high={r.high:.6g}\n"
+        f"    source:  {src}\n"
+    )
+
+
 def calibration_rows(cal: CalibrationSpec | None) -> list[dict[str, str]]:
     """Say whether a calibration was used and, if so, predicted vs measured for the runs behind it."""
     if cal is None:
@@ -384,6 +440,8 @@ def command(
     cal = calibrated_hardware(prof.load_hardware(hardware_name, dirs), dirs, use=not no_calibration)
     offering = prof.load_offering(offering_name, dirs) if offering_name else None
     est = choose(model, cal.hardware, request_from(kw), offering)
+    rng = range_for(cal.hardware, dirs)
+    est = with_range(est, rng)
     if fmt == "json":
         click.echo(dumps_json(est), nl=False)
         if cal.calibration is not None:
@@ -391,15 +449,11 @@ def command(
                 f"note: using the {cal.calibration.describe()} (--no-calibration to ignore it)", err=True
             )
     elif fmt == "csv":
-        click.echo(format_rows(machine_rows(est), fmt), nl=False)
+        click.echo(format_rows(machine_rows(est) + range_machine_rows(est), fmt), nl=False)
     else:
-        click.echo(
-            format_rows(
-                summary_rows(est, cal.calibration is not None) + calibration_rows(cal.calibration), fmt
-            ),
-            nl=False,
-        )
+        rows = summary_rows(est, cal.calibration is not None) + range_rows(est, rng)
+        click.echo(format_rows(rows + calibration_rows(cal.calibration), fmt), nl=False)
         if explain:
-            click.echo("\nderivation\n" + explain_text(est), nl=False)
+            click.echo("\nderivation\n" + explain_text(est) + range_explain(est, rng), nl=False)
     if not est.fits:
         raise InfeasibleError(est.verdict, hint=fixes_for(est))

@@ -15,6 +15,7 @@ from planner.calibration import calibrated_hardware, comparison_rows
 from planner.errors import EvaplanError
 from planner.grid import SearchSpace
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, WHY, HbmHeadroom, parse_headroom
+from planner.intervals import TimeRange, fmt_days_range, fmt_usd_range, range_fields, range_for
 from planner.limits import check_value
 from planner.report import dumps_json, format_rows, to_jsonable
 from planner.search import (
@@ -357,13 +358,34 @@ def run_search(ctx: click.Context, kw: dict[str, Any]) -> SearchResult:
     )
 
 
-def row(c: Candidate) -> dict[str, Any]:
+class Ranges:
+    """The time/money range of each candidate's hardware (planner/intervals.py), looked up once per GPU."""
+
+    def __init__(self, dirs: list[str] | None = None) -> None:
+        self.dirs = dirs
+        self._by_hw: dict[str, TimeRange] = {}
+
+    def __call__(self, c: Candidate) -> TimeRange:
+        hw = c.option.hardware
+        if hw.name not in self._by_hw:
+            self._by_hw[hw.name] = range_for(hw, self.dirs)
+        return self._by_hw[hw.name]
+
+    def row(self, c: Candidate) -> dict[str, Any]:
+        """as_dict plus wall_days_low/high, gpu_hours_low/high, cost_usd_low/high, calibrated."""
+        return {**as_dict(c), **range_fields(self(c), c.wall_s, c.gpu_hours, c.total_usd)}
+
+
+def row(c: Candidate, ranges: Ranges | None = None) -> dict[str, Any]:
     """A readable table row."""
+    r = (ranges or Ranges())(c)
+    lo, hi = r.of(c.wall_s)
     return {
         "option": c.option.label,
         "GPUs": f"{c.plan.nodes}×{c.plan.gpus_per_node}",
         "settings": c.settings(),
         "wall": fmt_duration(c.wall_s),
+        "wall range": f"{fmt_duration(lo)}–{fmt_duration(hi)}",
         "GPU-hours": f"{c.gpu_hours:,.0f}",
         "cost": fmt_usd(c.total_usd) if c.total_usd is not None else "-",
         "energy": f"{c.energy_kwh / 1000:,.1f} MWh",
@@ -382,8 +404,11 @@ def calibration_note(res: SearchResult, calibrated: set[str] | None) -> str:
     )
 
 
-def chosen_rows(res: SearchResult, calibrated: set[str] | None = None) -> list[dict[str, str]]:
+def chosen_rows(
+    res: SearchResult, calibrated: set[str] | None = None, ranges: Ranges | None = None
+) -> list[dict[str, str]]:
     c = res.chosen
+    rng = (ranges or Ranges())(c)
     p = c.plan
     rows = [
         (
@@ -425,6 +450,10 @@ def chosen_rows(res: SearchResult, calibrated: set[str] | None = None) -> list[d
     ]
     if c.total_usd is not None:
         rows.append(("cost", f"{fmt_usd(c.total_usd)} ({c.option.pricing})"))
+    rows.append(("wall range", fmt_days_range(rng, c.wall_s)))
+    if c.total_usd is not None:
+        rows.append(("cost range", fmt_usd_range(rng, c.total_usd)))
+    rows.append(("calibrated" if rng.calibrated else "not calibrated", rng.basis))
     rows.append(
         (
             "energy",
@@ -455,7 +484,10 @@ def margin_text(res: SearchResult, c: Candidate) -> str:
     return f"safety margin {h.reserve_bytes(c.hbm_bytes) / GIB:.1f} GiB = {h.describe()} for {WHY}"
 
 
-def result_json(res: SearchResult, kw: dict[str, Any] | None = None) -> dict[str, Any]:
+def result_json(
+    res: SearchResult, kw: dict[str, Any] | None = None, ranges: Ranges | None = None
+) -> dict[str, Any]:
+    ranges = ranges or Ranges()
     return {
         "model": res.model.name,
         "no_calibration": bool((kw or {}).get("no_calibration", False)),
@@ -472,9 +504,10 @@ def result_json(res: SearchResult, kw: dict[str, Any] | None = None) -> dict[str
             "hbm_headroom_gib": res.constraints.hbm_headroom_gib,
             "host_headroom": res.constraints.host_headroom,
         },
-        "chosen": as_dict(res.chosen),
-        "ranked": [as_dict(c) for c in res.ranked],
-        "pareto": [as_dict(c) for c in res.frontier],
+        "chosen": ranges.row(res.chosen),
+        "ranked": [ranges.row(c) for c in res.ranked],
+        "pareto": [ranges.row(c) for c in res.frontier],
+        "range_basis": {c.option.hardware.name: ranges(c).basis for c in (res.chosen, *res.ranked)},
         "binding": [
             {"constraint": b.constraint, "reason": b.reason, "plan": as_dict(b.candidate)}
             for b in res.binding
@@ -486,26 +519,31 @@ def result_json(res: SearchResult, kw: dict[str, Any] | None = None) -> dict[str
 
 
 def render(
-    res: SearchResult, fmt: str, kw: dict[str, Any] | None = None, calibrated: set[str] | None = None
+    res: SearchResult,
+    fmt: str,
+    kw: dict[str, Any] | None = None,
+    calibrated: set[str] | None = None,
+    ranges: Ranges | None = None,
 ) -> str:
+    ranges = ranges or Ranges()
     if fmt == "json":
-        return dumps_json(result_json(res, kw))
+        return dumps_json(result_json(res, kw, ranges))
     if fmt == "csv":
-        rows = [{"section": "ranked", "rank": k + 1, **as_dict(c)} for k, c in enumerate(res.ranked)]
-        rows += [{"section": "pareto", "rank": k + 1, **as_dict(c)} for k, c in enumerate(res.frontier)]
+        rows = [{"section": "ranked", "rank": k + 1, **ranges.row(c)} for k, c in enumerate(res.ranked)]
+        rows += [{"section": "pareto", "rank": k + 1, **ranges.row(c)} for k, c in enumerate(res.frontier)]
         return format_rows(rows, "csv")
     head = (lambda s: f"\n### {s}\n\n") if fmt == "markdown" else (lambda s: f"\n{s}\n")
-    out = [head("chosen plan").lstrip("\n"), format_rows(chosen_rows(res, calibrated), fmt)]
+    out = [head("chosen plan").lstrip("\n"), format_rows(chosen_rows(res, calibrated, ranges), fmt)]
     out += [
         head("ranked alternatives"),
-        format_rows([{"rank": k + 1, **row(c)} for k, c in enumerate(res.ranked)], fmt),
+        format_rows([{"rank": k + 1, **row(c, ranges)} for k, c in enumerate(res.ranked)], fmt),
     ]
     shown = thin_frontier(res.frontier)
     out += [
         head(
             f"Pareto frontier (cost vs time): {len(res.frontier)} plans, {len(shown)} shown ≥1% apart in cost"
         ),
-        format_rows([row(c) for c in shown], fmt),
+        format_rows([row(c, ranges) for c in shown], fmt),
     ]
     if res.binding:
         out += [
@@ -597,7 +635,8 @@ def command(
             "--render needs --image", hint="add --image REGISTRY/evaclip:TAG (the trainer image)"
         )
     res = run_search(ctx, kw)
-    click.echo(render(res, fmt, kw, (ctx.obj or {}).get("calibrated")), nl=False)
+    calibrated = (ctx.obj or {}).get("calibrated")
+    click.echo(render(res, fmt, kw, calibrated, Ranges(_dirs(ctx))), nl=False)
     if render_dir:
         render_chosen(ctx, res, kw, render_dir, image)
     if plot_path:

@@ -1,0 +1,67 @@
+"""`evaplan validate`: the planner against published training runs it did not see being written.
+
+Prints, for every run in profiles/published_runs.yaml (or --runs FILE), published vs predicted
+samples/s per GPU, wall time, GPU-hours, memory and whether the layout fits, with the error in %;
+then median and worst |error| over all runs, the fit half and the held-out half (planner/validation.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from planner.report import dumps_json, format_rows
+
+
+def _lines(summary: Any) -> str:
+    iv = summary.intervals
+    f_all, t_all = summary.fits["all"]
+    f_ho, t_ho = summary.fits["held-out"]
+    out = [
+        f"trained layouts predicted to fit: {f_all} of {t_all} (held-out half: {f_ho} of {t_ho})"
+        + (f"; not fitting: {', '.join(summary.not_fitting)}" if summary.not_fitting else ""),
+        f"time interval (fit half, {iv.n_fit} runs): published / predicted time "
+        f"{iv.ratio_low:.2f}–{iv.ratio_high:.2f} ({iv.quantiles[0]:.0%}–{iv.quantiles[1]:.0%}); "
+        f"held-out runs inside it: {iv.held_out_inside} of {iv.n_held_out}",
+        f"runtime reserve the fit half's trained layouts leave room for: {summary.reserve_bound_gib:.2f} GiB "
+        f"per GPU (tightest: {summary.reserve_bound_run})",
+        f"activation memory factor fitted on the fit half's measured peaks ({summary.activation_factor_runs} "
+        f"run(s)): {summary.activation_factor:.3f} (planner/memory.py ACTIVATION_MEMORY_FACTOR)",
+    ]
+    return "\n".join(out) + "\n"
+
+
+@click.command("validate")
+@click.option(
+    "--runs",
+    "runs_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A published-runs YAML file in the bundled format (default: profiles/published_runs.yaml).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv", "markdown"]),
+    default="table",
+    show_default=True,
+)
+def command(runs_file: str | None, fmt: str) -> None:
+    """Published vs predicted for every bundled published run: error in %, median and worst |error|,
+    fit half and held-out half reported apart. See docs/validation.md."""
+    from planner import validation as v
+
+    checks = v.check_all(runs_file)
+    summary = v.summarize(checks)
+    if fmt == "json":
+        click.echo(dumps_json({"runs": v.run_rows(checks), "summary": v.summary_json(summary)}), nl=False)
+        return
+    if fmt == "csv":
+        click.echo(format_rows(v.run_rows(checks), "csv"), nl=False)
+        return
+    click.echo(format_rows(v.table_rows(checks), fmt), nl=False)
+    click.echo("")
+    click.echo(format_rows(v.summary_rows(summary), fmt), nl=False)
+    click.echo("")
+    click.echo(_lines(summary), nl=False)

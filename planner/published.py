@@ -1,0 +1,131 @@
+"""Published training runs that nobody here wrote, bundled with their sources (profiles/published_runs.yaml).
+
+Each entry is one run as its authors describe it: the model and GPU profiles that match it, the
+layout (GPUs, micro-batch, accumulation, ZeRO stage, checkpointing, patch dropout, precision,
+software stack), what was published about it (throughput, wall time, GPU-hours, memory) and the
+source with a quote and its date. Every run trained, so every layout must be predicted to fit.
+Settings a source leaves unstated are listed in `assumptions`, so a reader sees which inputs are
+evaplan's reading rather than the authors' words. `evaplan validate` (planner/validation.py)
+compares the planner with these figures.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from planner.errors import ProfileError
+from planner.spec import Name, Precision, StrictModel
+
+Stack = Literal["eager", "amp", "compile", "fused"]
+Attention = Literal["flash", "cudnn", "mem_efficient", "math"]
+MemoryKind = Literal["allocated", "device_total"]
+
+
+class PublishedFigures(StrictModel):
+    """What the source states about the run (each optional; at least one figure or `trained`)."""
+
+    samples_per_s: float | None = Field(default=None, gt=0, description="whole job, all GPUs")
+    wall_hours: float | None = Field(default=None, gt=0)
+    gpu_hours: float | None = Field(default=None, gt=0)
+    peak_memory_gib: float | None = Field(default=None, gt=0, description="per GPU")
+    memory_kind: MemoryKind | None = Field(
+        default=None,
+        description="allocated: torch max_memory_allocated (no runtime context); device_total: all of it",
+    )
+    trained: bool = Field(default=True, description="the run completed, so its layout fits")
+
+    @model_validator(mode="after")
+    def _memory_kind(self) -> PublishedFigures:
+        if (self.peak_memory_gib is None) != (self.memory_kind is None):
+            raise ValueError("peak_memory_gib and memory_kind go together")
+        return self
+
+
+class PublishedRun(StrictModel):
+    """One published run: layout, figures and source."""
+
+    name: Name
+    model: Name = Field(description="model profile")
+    hardware: Name = Field(description="hardware profile")
+    gpus: int = Field(gt=0)
+    micro_batch: int = Field(gt=0, description="per GPU")
+    grad_accum: int = Field(default=1, gt=0)
+    zero_stage: int = Field(ge=0, le=3, description="0 = plain data parallel (DDP)")
+    grad_ckpt: bool
+    patch_dropout: float = Field(ge=0, lt=1)
+    precision: Precision
+    stack: Stack = Field(
+        description="eager PyTorch on 16-bit weights, eager under autocast with fp32 weights (amp), "
+        "torch.compile, or fused kernels (NeMo/TE)"
+    )
+    attention: Attention | None = Field(default=None, description="attention kernel; default: the planner's")
+    image_size: int | None = Field(default=None, gt=0, description="default: the model's recipe")
+    samples: float | None = Field(default=None, gt=0, description="samples seen, for wall time")
+    published: PublishedFigures
+    source_url: str = Field(pattern=r"^(https://|benchmarks/)")
+    quote: str = Field(min_length=10, description="the source's words, verbatim")
+    source_date: date = Field(description="the date of the source (commit, page, paper)")
+    assumptions: list[str] = Field(default_factory=list, description="settings the source does not state")
+
+    @property
+    def global_batch(self) -> int:
+        return self.micro_batch * self.grad_accum * self.gpus
+
+    @property
+    def published_samples_per_s(self) -> float | None:
+        """Stated, or samples over wall time when the source gives those instead."""
+        p = self.published
+        if p.samples_per_s is not None:
+            return p.samples_per_s
+        if self.samples is not None and p.wall_hours is not None:
+            return self.samples / (p.wall_hours * 3600.0)
+        return None
+
+    @model_validator(mode="after")
+    def _check(self) -> PublishedRun:
+        p = self.published
+        if p.wall_hours is not None and self.samples is None:
+            raise ValueError(f"run {self.name}: a published wall time needs `samples`")
+        return self
+
+
+class PublishedRuns(StrictModel):
+    runs: list[PublishedRun] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> PublishedRuns:
+        seen: set[str] = set()
+        for r in self.runs:
+            if r.name in seen:
+                raise ValueError(f"run name {r.name} appears twice")
+            seen.add(r.name)
+        return self
+
+
+def data_path() -> Path:
+    from planner.profiles import bundled_dir
+
+    return bundled_dir() / "published_runs.yaml"
+
+
+@cache
+def load_runs(path: str | None = None) -> PublishedRuns:
+    """The bundled runs (or those of `path`); a broken file is one clear line (ProfileError)."""
+    p = Path(path) if path else data_path()
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        why = " ".join(str(e).split())
+        raise ProfileError(f"cannot read published runs {p}: {why}", hint="fix the file (YAML)") from e
+    try:
+        return PublishedRuns.model_validate(raw)
+    except ValidationError as e:
+        from planner.profiles import format_validation_error
+
+        raise ProfileError(format_validation_error(p, e), hint="fix the entry named above") from e

@@ -1,0 +1,475 @@
+"""Published vs predicted: the planner run on every bundled published run (planner/published.py).
+
+For each run the public estimate API (planner.estimate.estimate) is called with the run's layout, and
+its figures are set beside the published ones: samples/s per GPU, wall time, GPU-hours, per-GPU memory
+and whether the layout fits (every published run trained, so it must be predicted to fit).
+Error = predicted / published − 1 (positive: evaplan too optimistic about speed, or too high on time).
+
+Fit and held-out halves. What this module fits from the data is fitted on at most half of the runs
+and reported on the others separately: the runs are split deterministically (per kind — throughput
+runs and fit-only layouts — sorted by the SHA-256 of their names, the first ⌊n/2⌋ of each kind
+fitted). Two quantities are fitted, both global (no per-run factors):
+- the prediction interval of time and money: the 10th and 90th percentiles of the ratio
+  published time / predicted time (= predicted samples/s / published samples/s) over the fit half;
+  the held-out half reports how many of its runs fall inside (coverage);
+- the activation memory factor (planner/memory.py ACTIVATION_MEMORY_FACTOR): measured activation
+  bytes over the tensor count, from the fit half's measured allocator peaks; the held-out peaks are
+  the check.
+The runtime reserve is only bounded, not fitted: the largest per-GPU reserve with which every fit-half
+layout that trained still fits (HBM − predicted total without the reserve, the smallest over those
+runs); the held-out layouts are checked with the hardware profiles as shipped.
+
+The intervals that `estimate`, `plan` and `compare` print come from a small committed cache of these
+numbers (profiles/validation_intervals.yaml, see planner/intervals.py): regenerate it with
+`python -m planner.validation --write-intervals` whenever the model or the data changes (a test
+fails on drift).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from planner import profiles as prof
+from planner.errors import ProfileError
+from planner.estimate import Estimate, estimate
+from planner.published import PublishedRun, load_runs
+from planner.spec import HardwareSpec, ParallelPlan, TrainingSpec
+
+GIB = 2**30
+# Quantiles of the fit half's time ratios that bound the interval (10th–90th percentile: an 80 %
+# interval, the width a budget owner can plan with; docs/validation.md).
+INTERVAL_QUANTILES = (0.1, 0.9)
+
+
+@dataclass(frozen=True)
+class RunCheck:
+    """One published run beside the planner's prediction for it."""
+
+    run: PublishedRun
+    half: str  # "fit" | "held-out"
+    estimate: Estimate
+
+    @property
+    def fits(self) -> bool:
+        return self.estimate.fits
+
+    @property
+    def predicted_sps_per_gpu(self) -> float:
+        return self.estimate.compute.samples_per_s / self.run.gpus
+
+    @property
+    def published_sps_per_gpu(self) -> float | None:
+        s = self.run.published_samples_per_s
+        return None if s is None else s / self.run.gpus
+
+    @property
+    def predicted_wall_h(self) -> float | None:
+        return self.estimate.time.wall_s / 3600.0 if self.run.samples is not None else None
+
+    @property
+    def predicted_gpu_h(self) -> float | None:
+        w = self.predicted_wall_h
+        return None if w is None else w * self.run.gpus
+
+    @property
+    def reserve_gib(self) -> float:
+        return self.estimate.memory.gpu_terms["runtime_reserved"] / GIB
+
+    @property
+    def predicted_memory_gib(self) -> float:
+        """Per-GPU total; without the runtime reserve when the published peak is the allocator's."""
+        total = self.estimate.memory.gpu_total_bytes / GIB
+        if self.run.published.memory_kind == "allocated":
+            return total - self.reserve_gib
+        return total
+
+    @property
+    def headroom_without_reserve_gib(self) -> float:
+        """HBM − (predicted total − reserve): the most reserve this layout leaves room for."""
+        m = self.estimate.memory
+        return (m.hbm_bytes - m.gpu_total_bytes) / GIB + self.reserve_gib
+
+    def errors(self) -> dict[str, float | None]:
+        """predicted / published − 1 for each published figure."""
+        p = self.run.published
+        return {
+            "samples_per_s_per_gpu": _err(self.predicted_sps_per_gpu, self.published_sps_per_gpu),
+            "wall_hours": _err(self.predicted_wall_h, p.wall_hours),
+            "gpu_hours": _err(self.predicted_gpu_h, p.gpu_hours),
+            "memory_gib": _err(self.predicted_memory_gib, p.peak_memory_gib),
+        }
+
+    @property
+    def time_ratio(self) -> float | None:
+        """published time / predicted time for the same samples (predicted / published samples/s)."""
+        pub = self.published_sps_per_gpu
+        return None if pub is None else self.predicted_sps_per_gpu / pub
+
+
+def _err(pred: float | None, pub: float | None) -> float | None:
+    if pred is None or pub is None:
+        return None
+    return pred / pub - 1.0
+
+
+def _hash(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def split_halves(runs: Sequence[PublishedRun]) -> dict[str, str]:
+    """name → "fit" | "held-out": per kind (with a throughput figure or fit-only), sorted by the
+    SHA-256 of the name, the first ⌊n/2⌋ fitted. Deterministic, and never more than half."""
+    kinds: dict[bool, list[PublishedRun]] = {True: [], False: []}
+    for r in runs:
+        kinds[r.published_samples_per_s is not None].append(r)
+    out: dict[str, str] = {}
+    for group in kinds.values():
+        ordered = sorted(group, key=lambda r: _hash(r.name))
+        k = len(ordered) // 2
+        for i, r in enumerate(ordered):
+            out[r.name] = "fit" if i < k else "held-out"
+    return out
+
+
+def _hardware_for(run: PublishedRun, hardware: HardwareSpec) -> HardwareSpec:
+    """A run on fewer GPUs than a full node (one GPU of a lent machine) is a node of that many GPUs."""
+    if run.gpus < hardware.gpus_per_node:
+        return hardware.model_copy(update={"gpus_per_node": run.gpus})
+    return hardware
+
+
+def plan_for(run: PublishedRun, hardware: HardwareSpec) -> tuple[ParallelPlan, TrainingSpec, dict[str, Any]]:
+    """The run's layout in the planner's terms; the software stack and attention kernel are passed to
+    whichever of ParallelPlan and TrainingSpec has the field, so the data file serves any planner version."""
+    model = prof.load_model(run.model)
+    image_size = run.image_size or model.recipe.image_size
+    G = hardware.gpus_per_node
+    # The software stack and attention kernel go to whichever spec has the field (planner versions differ).
+    wanted = {"stack": run.stack, "attention": run.attention}
+    plan_extra = {k: v for k, v in wanted.items() if v is not None and k in ParallelPlan.model_fields}
+    plan = ParallelPlan(
+        nodes=max(1, run.gpus // G),
+        gpus_per_node=G,
+        zero_stage=run.zero_stage,
+        micro_batch=run.micro_batch,
+        grad_accum=run.grad_accum,
+        grad_ckpt=run.grad_ckpt,
+        precision=run.precision,
+        **plan_extra,
+    )
+    extra = {k: v for k, v in wanted.items() if v is not None and k in TrainingSpec.model_fields}
+    training = TrainingSpec(
+        samples=run.samples or float(run.global_batch),
+        global_batch=run.global_batch,
+        image_size=image_size,
+        patch_dropout=run.patch_dropout,
+        precision=run.precision,
+        **extra,
+    )
+    return plan, training, {**plan_extra, **extra}
+
+
+def check_run(run: PublishedRun, half: str) -> RunCheck:
+    model = prof.load_model(run.model)
+    hardware = _hardware_for(run, prof.load_hardware(run.hardware))
+    if run.gpus % hardware.gpus_per_node:
+        raise ProfileError(
+            f"published run {run.name}: {run.gpus} GPUs is not a whole number of {hardware.name} nodes "
+            f"({hardware.gpus_per_node} GPUs each)",
+            hint="leave the run out, or record it on a hardware profile with that node size",
+        )
+    plan, training, _ = plan_for(run, hardware)
+    return RunCheck(run, half, estimate(model, hardware, plan, training))
+
+
+def check_all(path: str | None = None) -> list[RunCheck]:
+    runs = load_runs(path).runs
+    halves = split_halves(runs)
+    return [check_run(r, halves[r.name]) for r in runs]
+
+
+# ------------------------------------------------------------------------------------------ summary
+def quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile (numpy's default), of a non-empty list."""
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    n: int
+    median_abs: float | None
+    worst_abs: float | None
+    median_signed: float | None
+
+
+def stats(values: Sequence[float]) -> ErrorStats:
+    if not values:
+        return ErrorStats(0, None, None, None)
+    a = [abs(v) for v in values]
+    return ErrorStats(len(values), statistics.median(a), max(a), statistics.median(values))
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """The fitted time interval: published/predicted time ratio quantiles over the fit half."""
+
+    ratio_low: float
+    ratio_high: float
+    quantiles: tuple[float, float]
+    n_fit: int
+    held_out_inside: int
+    n_held_out: int
+
+
+def fit_intervals(checks: Sequence[RunCheck]) -> Intervals:
+    fit = [c.time_ratio for c in checks if c.half == "fit" and c.time_ratio is not None]
+    held = [c.time_ratio for c in checks if c.half == "held-out" and c.time_ratio is not None]
+    if not fit:
+        raise ValueError("no published throughput in the fit half")
+    qlo, qhi = INTERVAL_QUANTILES
+    lo, hi = quantile(fit, qlo), quantile(fit, qhi)
+    inside = sum(1 for r in held if lo <= r <= hi)
+    return Intervals(lo, hi, INTERVAL_QUANTILES, len(fit), inside, len(held))
+
+
+def fit_activation_factor(checks: Sequence[RunCheck], half: str = "fit") -> tuple[float, int]:
+    """Measured activation memory over the tensor count, from the runs of `half` with an allocator peak:
+    (published − predicted non-activation bytes) / predicted activations at factor 1, their mean.
+    Returns (factor rounded to 3 decimals, runs used)."""
+    from planner.memory import ACTIVATION_MEMORY_FACTOR
+
+    ks = []
+    for c in checks:
+        p = c.run.published
+        if c.half != half or p.peak_memory_gib is None or p.memory_kind != "allocated":
+            continue
+        t = c.estimate.memory.gpu_terms
+        act = (t["activations_vision"] + t["activations_text"]) / GIB
+        other = c.predicted_memory_gib - act
+        ks.append((p.peak_memory_gib - other) / (act / ACTIVATION_MEMORY_FACTOR))
+    if not ks:
+        raise ValueError(f"no measured allocator peak in the {half} half")
+    return round(statistics.fmean(ks), 3), len(ks)
+
+
+def reserve_bound_gib(checks: Sequence[RunCheck], half: str = "fit") -> tuple[float, str]:
+    """The largest runtime reserve with which every trained layout of `half` fits, and that run."""
+    trained = [c for c in checks if c.half == half and c.run.published.trained]
+    worst = min(trained, key=lambda c: c.headroom_without_reserve_gib)
+    return worst.headroom_without_reserve_gib, worst.run.name
+
+
+@dataclass(frozen=True)
+class Summary:
+    by_metric: dict[str, dict[str, ErrorStats]]  # metric → {"all", "fit", "held-out"} → stats
+    fits: dict[str, tuple[int, int]]  # half → (predicted to fit, trained)
+    not_fitting: list[str]
+    intervals: Intervals
+    reserve_bound_gib: float
+    reserve_bound_run: str
+    activation_factor: float
+    activation_factor_runs: int
+
+
+METRICS = ("samples_per_s_per_gpu", "wall_hours", "gpu_hours", "memory_gib")
+
+
+def summarize(checks: Sequence[RunCheck]) -> Summary:
+    by_metric: dict[str, dict[str, ErrorStats]] = {}
+    for m in METRICS:
+        by_metric[m] = {}
+        for half in ("all", "fit", "held-out"):
+            vals = [
+                e
+                for c in checks
+                if half in ("all", c.half) and (e := c.errors()[m]) is not None and math.isfinite(e)
+            ]
+            by_metric[m][half] = stats(vals)
+    fits: dict[str, tuple[int, int]] = {}
+    for half in ("all", "fit", "held-out"):
+        trained = [c for c in checks if half in ("all", c.half) and c.run.published.trained]
+        fits[half] = (sum(c.fits for c in trained), len(trained))
+    bound, run = reserve_bound_gib(checks)
+    k, k_runs = fit_activation_factor(checks)
+    return Summary(
+        by_metric,
+        fits,
+        [c.run.name for c in checks if c.run.published.trained and not c.fits],
+        fit_intervals(checks),
+        bound,
+        run,
+        k,
+        k_runs,
+    )
+
+
+# ------------------------------------------------------------------------------------------ rows
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.0%}"
+
+
+def _num(x: float | None, fmt: str = ",.0f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def run_rows(checks: Sequence[RunCheck]) -> list[dict[str, Any]]:
+    """One row per run: raw numbers with units in the column names (JSON/CSV) ..."""
+    rows = []
+    for c in checks:
+        e = c.errors()
+        r = c.run
+        rows.append(
+            {
+                "run": r.name,
+                "half": c.half,
+                "model": r.model,
+                "hardware": r.hardware,
+                "gpus": r.gpus,
+                "micro_batch": r.micro_batch,
+                "zero_stage": r.zero_stage,
+                "grad_ckpt": r.grad_ckpt,
+                "precision": r.precision,
+                "stack": r.stack,
+                "published_samples_per_s_per_gpu": c.published_sps_per_gpu,
+                "predicted_samples_per_s_per_gpu": c.predicted_sps_per_gpu,
+                "samples_per_s_error": e["samples_per_s_per_gpu"],
+                "published_wall_hours": r.published.wall_hours,
+                "predicted_wall_hours": c.predicted_wall_h,
+                "wall_hours_error": e["wall_hours"],
+                "published_gpu_hours": r.published.gpu_hours,
+                "predicted_gpu_hours": c.predicted_gpu_h,
+                "gpu_hours_error": e["gpu_hours"],
+                "published_memory_gib": r.published.peak_memory_gib,
+                "predicted_memory_gib": c.predicted_memory_gib,
+                "memory_error": e["memory_gib"],
+                "trained": r.published.trained,
+                "predicted_fits": c.fits,
+                "source_url": r.source_url,
+                "source_date": r.source_date.isoformat(),
+            }
+        )
+    return rows
+
+
+def table_rows(checks: Sequence[RunCheck]) -> list[dict[str, str]]:
+    """... and the readable table: published → predicted (error) per figure."""
+    rows = []
+    for c in checks:
+        e = c.errors()
+        r = c.run
+        pub = c.published_sps_per_gpu
+        mem = r.published.peak_memory_gib
+        rows.append(
+            {
+                "run": r.name,
+                "half": c.half,
+                "GPUs": f"{r.gpus} {r.hardware}",
+                "samples/s/GPU": "-"
+                if pub is None
+                else f"{pub:,.1f} → {c.predicted_sps_per_gpu:,.1f} ({_pct(e['samples_per_s_per_gpu'])})",
+                "wall h": "-"
+                if r.published.wall_hours is None
+                else f"{r.published.wall_hours:,.0f} → {c.predicted_wall_h:,.1f} ({_pct(e['wall_hours'])})",
+                "GPU-h": "-"
+                if r.published.gpu_hours is None
+                else f"{r.published.gpu_hours:,.0f} → {_num(c.predicted_gpu_h)} ({_pct(e['gpu_hours'])})",
+                "memory GiB": "-"
+                if mem is None
+                else f"{mem:.1f} → {c.predicted_memory_gib:.1f} ({_pct(e['memory_gib'])})",
+                "fits": ("yes" if c.fits else "NO") + f" ({c.estimate.memory.gpu_total_bytes / GIB:.1f} GiB)",
+            }
+        )
+    return rows
+
+
+def summary_rows(s: Summary) -> list[dict[str, str]]:
+    names = {
+        "samples_per_s_per_gpu": "samples/s per GPU",
+        "wall_hours": "wall time",
+        "gpu_hours": "GPU-hours",
+        "memory_gib": "memory per GPU",
+    }
+    rows = []
+    for m, label in names.items():
+        for half in ("all", "fit", "held-out"):
+            st = s.by_metric[m][half]
+            if st.n == 0:
+                continue
+            rows.append(
+                {
+                    "figure": label,
+                    "runs": half,
+                    "n": str(st.n),
+                    "median |error|": f"{st.median_abs:.1%}",
+                    "worst |error|": f"{st.worst_abs:.1%}",
+                    "median error": f"{st.median_signed:+.1%}",
+                }
+            )
+    return rows
+
+
+def summary_json(s: Summary) -> dict[str, Any]:
+    iv = s.intervals
+    return {
+        "errors": {
+            m: {
+                half: {
+                    "n": st.n,
+                    "median_abs_error": st.median_abs,
+                    "worst_abs_error": st.worst_abs,
+                    "median_error": st.median_signed,
+                }
+                for half, st in d.items()
+            }
+            for m, d in s.by_metric.items()
+        },
+        "trained_layouts_predicted_to_fit": {h: {"fit": f, "trained": t} for h, (f, t) in s.fits.items()},
+        "trained_layouts_not_fitting": s.not_fitting,
+        "time_interval": {
+            "ratio_low": iv.ratio_low,
+            "ratio_high": iv.ratio_high,
+            "quantiles": list(iv.quantiles),
+            "fit_runs": iv.n_fit,
+            "held_out_inside": iv.held_out_inside,
+            "held_out_runs": iv.n_held_out,
+        },
+        "runtime_reserve_bound_gib": s.reserve_bound_gib,
+        "runtime_reserve_bound_run": s.reserve_bound_run,
+        "activation_memory_factor_fit": s.activation_factor,
+        "activation_memory_factor_runs": s.activation_factor_runs,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m planner.validation --write-intervals`: refresh profiles/validation_intervals.yaml;
+    `--ratchet`: print the medians that tests/planner/test_validation.py pins (to lower the pin)."""
+    from planner import intervals
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--write-intervals"]:
+        path = intervals.write_cache(summarize(check_all()).intervals)
+        print(f"wrote {path}")
+        return 0
+    if args == ["--ratchet"]:
+        s = summarize(check_all())
+        pins = {m: s.by_metric[m]["all"].median_abs for m in ("samples_per_s_per_gpu", "wall_hours")}
+        body = "".join(
+            f'    "{m}": {math.ceil(x * 1e4) / 1e4:.4f},\n' for m, x in pins.items() if x is not None
+        )
+        print("PINNED_MEDIAN_ABS_ERROR = {\n" + body + "}")
+        return 0
+    print("usage: python -m planner.validation --write-intervals | --ratchet", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
