@@ -301,12 +301,10 @@ def test_compare_says_when_a_small_difference_is_not_certain(cli):
 
 def test_estimate_csv_has_low_and_high(cli):
     rows = list(csv.DictReader(io.StringIO(cli(*ESTIMATE, "--offering", "aws-p5", "--format", "csv").output)))
-    got = {
-        r["figure"]: float(r["value"])
-        for r in rows
-        if r["section"] == "range" and r["figure"].endswith(("_low", "_high"))
-    }
-    assert got["wall_days_low"] < got["wall_days_high"] and got["cost_usd_low"] < got["cost_usd_high"]
+    got = {r["figure"]: r["value"] for r in rows if r["figure"].startswith("range.")}
+    assert float(got["range.wall_days_low"]) < float(got["range.wall_days_high"])
+    assert float(got["range.cost_usd_low"]) < float(got["range.cost_usd_high"])
+    assert got["range.calibrated"] == "False"
 
 
 def _calibration_helpers():
