@@ -236,15 +236,42 @@ class Calibrated:
 
 
 def calibrated_hardware(
-    hardware: HardwareSpec, user_dirs: Sequence[str | Path] | None = None, *, use: bool = True
+    hardware: HardwareSpec,
+    user_dirs: Sequence[str | Path] | None = None,
+    *,
+    use: bool = True,
+    published: bool = True,
 ) -> Calibrated:
-    """What `estimate`, `plan` and `compare` call after loading a hardware profile."""
-    if not use:
-        return Calibrated(hardware, None)
-    cal = find_calibration(hardware.name, user_dirs)
+    """What `estimate`, `plan` and `compare` call after loading a hardware profile: the user's
+    calibration of it when there is one (and `use`); otherwise, for a GPU, the compute scale fitted
+    on the bundled published runs (`published_default`; `published=False` leaves it out, as serving
+    does: those runs are training runs)."""
+    cal = find_calibration(hardware.name, user_dirs) if use else None
     if cal is None:
-        return Calibrated(hardware, None)
+        return Calibrated(published_default(hardware) if published else hardware, None)
     return Calibrated(apply(hardware, cal), cal)
+
+
+def published_default(hardware: HardwareSpec) -> HardwareSpec:
+    """An uncalibrated GPU profile with the compute scale `evaplan validate` fits on the fit half of
+    the bundled published runs (profiles/validation_intervals.yaml): real training runs reach well
+    below the modelled device rates (docs/validation.md). A profile that sets its own compute_scale
+    or an mfu_default override keeps it; the `cpu` profile is measured on the machine it describes."""
+    from planner.intervals import published_compute_scale, read_cache
+
+    if hardware.vendor == "cpu" or hardware.compute_scale is not None or hardware.mfu_default is not None:
+        return hardware
+    scale = published_compute_scale()
+    if scale is None:
+        return hardware
+    c = read_cache()
+    src = (
+        f"fitted by `evaplan validate` on the fit half ({c['fit_runs']} runs) of the bundled published "
+        "training runs (profiles/published_runs.yaml; docs/validation.md): one multiplier on every "
+        "modelled device rate; `evaplan calibrate` on your own runs replaces it"
+    )
+    observed = c["compute_scale_observed"]
+    return hardware.model_copy(update={"compute_scale": Sourced(value=scale, source=src, observed=observed)})
 
 
 def save(cal: CalibrationSpec, user_dirs: Sequence[str | Path] | None = None) -> Path:

@@ -43,8 +43,9 @@ def read_cache() -> dict[str, Any]:
     return yaml.safe_load(cache_path().read_text(encoding="utf-8"))
 
 
-def cache_content(iv: Intervals) -> dict[str, Any]:
-    """What the cache holds: the fitted ratios, their quantiles and the runs per hardware behind them."""
+def cache_content(iv: Intervals, compute_scale: float | None) -> dict[str, Any]:
+    """What the cache holds: the published-runs compute scale, the fitted ratios, their quantiles and
+    the runs per hardware behind them."""
     from planner.published import load_runs
 
     per_hw: dict[str, int] = {}
@@ -52,6 +53,9 @@ def cache_content(iv: Intervals) -> dict[str, Any]:
         if r.published_samples_per_s is not None:
             per_hw[r.hardware] = per_hw.get(r.hardware, 0) + 1
     return {
+        "compute_scale": compute_scale,
+        # the newest source behind the fit, as the scale's `observed` date
+        "compute_scale_observed": max(r.source_date for r in load_runs().runs).isoformat(),
         "ratio_low": round(iv.ratio_low, 6),
         "ratio_high": round(iv.ratio_high, 6),
         "quantiles": list(iv.quantiles),
@@ -62,17 +66,24 @@ def cache_content(iv: Intervals) -> dict[str, Any]:
     }
 
 
-def write_cache(iv: Intervals) -> Path:
+def write_cache(iv: Intervals, compute_scale: float | None) -> Path:
     p = cache_path()
     head = (
-        "# Prediction interval of time and money, fitted by planner/validation.py on the fit half of\n"
-        "# profiles/published_runs.yaml: published / predicted time at the 10th and 90th percentile.\n"
+        "# Fitted by planner/validation.py on the fit half of profiles/published_runs.yaml: the compute\n"
+        "# scale every uncalibrated GPU prediction uses (one multiplier on the modelled device rates), and\n"
+        "# the prediction interval of time and money: published / predicted time at the 10th and 90th percentile.\n"
         f"# Generated; do not edit. Regenerate with `{REGENERATE}` (tests/planner/test_validation.py\n"
         "# fails when it drifts from the model).\n"
     )
-    p.write_text(head + yaml.safe_dump(cache_content(iv), sort_keys=False), encoding="utf-8")
+    p.write_text(head + yaml.safe_dump(cache_content(iv, compute_scale), sort_keys=False), encoding="utf-8")
     read_cache.cache_clear()
     return p
+
+
+def published_compute_scale() -> float | None:
+    """The compute scale fitted on the published runs (None when the cache has none)."""
+    value = read_cache().get("compute_scale")
+    return None if value is None else float(value)
 
 
 @dataclass(frozen=True)

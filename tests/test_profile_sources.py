@@ -14,7 +14,11 @@ import yaml
 
 from planner import profiles as prof
 
-OUTSIDE = re.compile(r"\b(?!README\.md)[A-Z][A-Z0-9_]+\.md\b|shared reference|\.\./shared|/work/")
+# The team's reference notes (../shared) that the profiles were first written from; a public
+# repository's own files (e.g. open_clip's docs/PRETRAINED.md) are sources a user can open.
+OUTSIDE = re.compile(
+    r"\b(EVA_MODELS|PLANNER_MODEL|HARDWARE_PRICING|LAUNCH|DESIGN)\.md\b|shared reference|\.\./shared|/work/"
+)
 KINDS = ("models", "offerings")
 
 

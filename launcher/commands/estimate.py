@@ -199,8 +199,8 @@ def machine_rows(e: Estimate) -> list[dict[str, object]]:
 
 
 UNCALIBRATED = (
-    "none: uncalibrated prediction (the hardware profile's rates, not fitted to your runs); small models ran up to ~3× slower "
-    "(README, What was measured); `evaplan calibrate` fits it to your runs"
+    "none: uncalibrated prediction (the profile's rates × the compute scale fitted on published runs, "
+    "not on your runs; `evaplan validate` shows how far off it has been); `evaplan calibrate` fits it to your runs"
 )
 
 

@@ -399,8 +399,8 @@ def calibration_note(res: SearchResult, calibrated: set[str] | None) -> str:
     if not names:
         return "every option calibrated (`evaplan calibrate`)"
     return (
-        f"none for {', '.join(names)}: uncalibrated predictions (profile rates); small models ran up to "
-        "~3× slower (README, What was measured); `evaplan calibrate` fits them"
+        f"none for {', '.join(names)}: uncalibrated predictions (profile rates × the compute scale fitted "
+        "on published runs; `evaplan validate`); `evaplan calibrate` fits them to your runs"
     )
 
 

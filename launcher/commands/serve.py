@@ -135,7 +135,8 @@ def command(
     # Everything is computed before anything is printed or written: an error leaves no half output.
     points = []
     for hw, off in targets:
-        hw = calibrated_hardware(hw, dirs, use=not no_calibration).hardware
+        # Training's published-runs scale is not applied: no serving run was checked (docs/serving.md).
+        hw = calibrated_hardware(hw, dirs, use=not no_calibration, published=False).hardware
         for m in specs:
             points.append(
                 serve_point(
