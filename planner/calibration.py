@@ -641,7 +641,13 @@ def fit_step(observations: Sequence[Observation], hardware: HardwareSpec) -> Ste
         target = [(o.step_s - b) / o.step_s for o, b in zip(observations, base, strict=True)]
         return _nonnegative_lstsq(cols, target)
 
-    scale = _golden_log_scale(lambda ls: inner(ls)[1], observations, hardware)
+    try:
+        scale = _golden_log_scale(lambda ls: inner(ls)[1], observations, hardware)
+    except EvaplanError:
+        # The runs' step times barely grow with the work (a fixed cost dominates, as on a busy CPU):
+        # the joint fit explains everything by the overheads and drives the scale to its bound.
+        # Those runs cannot separate the two, so fit the scale alone (it raises if even that fails).
+        return StepFit(fit_scale(observations, hardware))
     x, _ = inner(math.log(scale))
     return StepFit(scale, x.get("microbatch_overhead_s"), x.get("step_overhead_s"))
 
