@@ -51,6 +51,7 @@ import yaml
 from pydantic import Field, model_validator
 
 from planner.errors import EvaplanError, ProfileError
+from planner.golden import minimize_log
 from planner.spec import (
     HardwareSpec,
     ModelSpec,
@@ -668,21 +669,8 @@ def fit_scale(observations: Sequence[Observation], hardware: HardwareSpec) -> fl
 def _golden_log_scale(
     loss: Callable[[float], float], observations: Sequence[Observation], hardware: HardwareSpec
 ) -> float:
-
-    lo, hi = math.log(SCALE_BOUNDS[0]), math.log(SCALE_BOUNDS[1])
-    g = (math.sqrt(5) - 1) / 2
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    fa, fb = loss(a), loss(b)
-    for _ in range(80):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - g * (hi - lo)
-            fa = loss(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + g * (hi - lo)
-            fb = loss(b)
-    scale = math.exp((lo + hi) / 2)
+    """The minimising scale within SCALE_BOUNDS; refused when the runs push it to the upper bound."""
+    scale = minimize_log(loss, SCALE_BOUNDS, 80)
     if scale >= SCALE_BOUNDS[1] * 0.999:
         worst = min(observations, key=lambda o: o.step_s)
         raise EvaplanError(

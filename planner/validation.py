@@ -38,6 +38,7 @@ from typing import Any
 from planner import profiles as prof
 from planner.errors import ProfileError
 from planner.estimate import Estimate, estimate
+from planner.golden import minimize_log
 from planner.published import PublishedRun, load_runs
 from planner.spec import HardwareSpec, ParallelPlan, TrainingSpec
 
@@ -239,20 +240,8 @@ def fit_compute_scale(raw: Sequence[RunCheck]) -> float:
             errs.append(abs(math.log(chk.predicted_sps_per_gpu / c.published_sps_per_gpu)))
         return quantile(errs, 0.5)
 
-    lo, hi = math.log(SCALE_BOUNDS[0]), math.log(SCALE_BOUNDS[1])
-    g = (math.sqrt(5) - 1) / 2
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    fa, fb = loss(a), loss(b)
-    for _ in range(24):  # (0.618)^24 of a 3.7-wide log range: a scale to about 0.01 %
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - g * (hi - lo)
-            fa = loss(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + g * (hi - lo)
-            fb = loss(b)
-    return round(math.exp((lo + hi) / 2), 4)
+    # 24 steps narrow a 3.7-wide log bracket to about 0.01 % of the scale.
+    return round(minimize_log(loss, SCALE_BOUNDS, 24), 4)
 
 
 # ------------------------------------------------------------------------------------------ summary
