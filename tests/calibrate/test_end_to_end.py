@@ -74,6 +74,17 @@ def _flags(zero_stage: int, micro_batch: int) -> list[str]:
         str(zero_stage),
         "--samples",
         str(STEPS * 2 * micro_batch),
+        # Every other setting pinned: estimate fills unset ones with the search's best layout, and a
+        # calibration changes what is best, so the prediction would be for another layout than the run's.
+        "--no-grad-ckpt",
+        "--offload-optimizer",
+        "none",
+        "--offload-param",
+        "none",
+        "--hpz",
+        "1",
+        "--batch-tolerance",
+        "0",
     ]
 
 
