@@ -52,6 +52,17 @@ def min_dp_group(option: Option, constraints: Constraints) -> int:
     return hw.gpus_per_node if hw.collective.small_group_gbps is not None else 1
 
 
+# A layout apart from its batch split: what the ranked list shows once, and what "close
+# alternatives" are compared against.
+LAYOUT_COLUMNS = (
+    "option",
+    "nodes",
+    "zero_stage",
+    "offload_optimizer",
+    "offload_param",
+    "hpz_partition_size",
+    "grad_ckpt",
+)
 # Columns of the combined candidate table (all options): settings, then figures.
 SETTING_COLUMNS = (
     "option",
@@ -535,18 +546,7 @@ def _distinct(t: Table, ranked_idx: np.ndarray, top: int) -> list[int]:
     seen: set[tuple[int, ...]] = set()
     out: list[int] = []
     for i in ranked_idx:
-        key = tuple(
-            int(t[c][i])
-            for c in (
-                "option",
-                "nodes",
-                "zero_stage",
-                "offload_optimizer",
-                "offload_param",
-                "hpz_partition_size",
-                "grad_ckpt",
-            )
-        )
+        key = tuple(int(t[c][i]) for c in LAYOUT_COLUMNS)
         if key in seen:
             continue
         seen.add(key)
@@ -651,19 +651,7 @@ def _alternatives(
     sub = np.nonzero(t["option"] == t["option"][i0])[0]
     if len(options) > 1:
         sub = np.arange(len(t))
-    base = {
-        c: t[c][i0]
-        for c in (
-            "option",
-            "nodes",
-            "zero_stage",
-            "offload_optimizer",
-            "offload_param",
-            "hpz_partition_size",
-            "grad_ckpt",
-            "micro_batch",
-        )
-    }
+    base = {c: t[c][i0] for c in (*LAYOUT_COLUMNS, "micro_batch")}
 
     def same(cols: tuple[str, ...], idx: np.ndarray) -> np.ndarray:
         m = np.ones(len(idx), dtype=bool)
