@@ -46,7 +46,8 @@ from planner.spec import HardwareSpec, ModelSpec, ParallelPlan
 Num = Any
 Op = Literal["all_gather", "reduce_scatter", "all_reduce", "all_to_all"]
 
-# NCCL ring base latency (src/graph/tuning.cc, "baseLat" for the ring algorithm): PLANNER_MODEL.md.
+# NCCL ring base latency: ncclTunerConstantsDefaults.baseLatencies, Ring/Simple 8.4 µs, in NVIDIA/nccl
+# src/graph/tuning.cc (https://github.com/NVIDIA/nccl/blob/master/src/graph/tuning.cc).
 NCCL_RING_BASE_LATENCY_US = 8.4
 # ZeRO++ wire ratios (arXiv 2306.10209 §3): int8 weights ½ of bf16, int4 gradients ¼ of bf16.
 QWZ_RATIO = 0.5

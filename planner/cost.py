@@ -1,7 +1,7 @@
 """Wall time, GPU-hours, dollars, storage, energy and CO2 of a training run.
 
 Arithmetic on floats or numpy arrays (one value per candidate plan). Sources per constant below;
-formulas from PLANNER_MODEL.md ("Cost") and docs/planner-model.md.
+formulas in docs/planner-model.md ("6. Time and cost").
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ HOURS_PER_MONTH = 730.0  # 8766 h / 12, the cloud billing month (AWS pricing pag
 # GPU-hours, i.e. ≈ 6,340 hours per 8-GPU node. evaplan uses it for every GPU kind until calibrated.
 NODE_MTBF_H_ON_DEMAND = 16384 * 54 * 24 / 419 / 8
 # Bytes of a full training checkpoint per parameter: 16-bit params 2 + fp32 master 4 + two fp32
-# optimizer moments 8 (HARDWARE_PRICING.md: "≈ 14–16 bytes per parameter"; gradients are not saved).
+# optimizer moments 8. ZeRO (Rajbhandari et al., arXiv 1910.02054 §3.1, https://arxiv.org/abs/1910.02054)
+# counts mixed-precision Adam as 2Ψ params + 2Ψ gradients + 12Ψ optimizer states = 16Ψ; a checkpoint
+# does not save the gradients, so 14Ψ.
 CHECKPOINT_BYTES_PER_PARAM = 14.0
 GB = 1e9
 

@@ -416,7 +416,7 @@ def estimate(
         "B/GPU",
         "2 logits matrices × (logits + log-softmax) × 4 B × rows × B + features 2 × 2 B × B × e × (2 with grad)",
         {"rows": b if plan.local_loss else B, "B": B, "e": model.embed_dim},
-        "PLANNER_MODEL.md (CLIP loss)",
+        "docs/planner-model.md §2 (CLIP loss)",
     )
     fig(
         "memory.zero_buffers",
@@ -491,7 +491,7 @@ def estimate(
         "FLOP/sample",
         "3 × forward − patch-embed input grad",
         {"forward": fwd.total},
-        "PLANNER_MODEL.md (training ≈ 3× forward)",
+        "docs/planner-model.md §3 (training ≈ 3× forward)",
     )
     fig(
         "compute.hardware_flops_per_sample",
@@ -499,7 +499,7 @@ def estimate(
         "FLOP/sample",
         "model + recomputed block forwards",
         {"recompute": tf.recompute},
-        "PLANNER_MODEL.md (≈ 4× with full recompute)",
+        "docs/planner-model.md §3 (≈ 4× with full recompute)",
     )
     peak = ops.peak_tflops(hardware, training.precision) * 1e12
     st = ev.step_terms(
@@ -750,7 +750,7 @@ def estimate(
             "pcie_gbps": hardware.pcie_h2d_gbps.value,
             "cpu_adam_gparams_per_s": hardware.cpu_adam_gparams_per_s.value,
         },
-        "ZeRO-Offload arXiv 2101.06840; PLANNER_MODEL.md (Offload)",
+        "ZeRO-Offload arXiv 2101.06840; docs/planner-model.md §5 (Offload)",
     )
     step_s = fig(
         "time.step",

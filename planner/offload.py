@@ -1,7 +1,7 @@
 """Time the ZeRO-Offload / ZeRO-Infinity data movement adds to an optimizer step.
 
 Array-friendly (floats or numpy arrays per candidate). Sources: ZeRO-Offload (arXiv 2101.06840 §4),
-PLANNER_MODEL.md ("Offload"): each step moves 2Ψ/N gradient bytes to the host and 2Ψ/N parameter
+docs/planner-model.md ("5. Offload"): each step moves 2Ψ/N gradient bytes to the host and 2Ψ/N parameter
 bytes back per GPU over PCIe while the host runs DeepSpeedCPUAdam on the node's Ψ/M parameters; the
 two overlap, so the longer one counts. NVMe targets add reading and writing the 16 bytes/param of
 optimizer state (fp32 master + moments + gradient) per step at the node's drive bandwidth. Parameter

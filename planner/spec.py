@@ -3,7 +3,7 @@
 Every profile model forbids unknown keys (a typo in a YAML file is an error, not a silently
 ignored setting) and rejects NaN/inf. Every hardware and price figure is a `Sourced` value that
 carries where it came from and when it was observed, so that any number the planner prints can
-name its source (DESIGN.md: "units in names and a source on every constant").
+name its source (a document or URL a user can open; tests/test_profile_sources.py checks it).
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ class SourcedNonNegative(Sourced):
 
 # --------------------------------------------------------------------------- models
 class VisionTower(StrictModel):
-    """EVA ViT, in the terms of the official `vision_cfg` (EVA_MODELS.md explains each key)."""
+    """EVA ViT, in the terms of the official `vision_cfg` (the model JSONs of github.com/baaivision/EVA,
+    EVA-CLIP; each bundled model profile names the one it was read from in `config_source`)."""
 
     image_size: int = Field(gt=0, description="input resolution in pixels (square)")
     patch_size: int = Field(gt=0)
@@ -136,7 +137,7 @@ class TextTower(StrictModel):
 
 
 class Recipe(StrictModel):
-    """The published training run of a model (EVA_MODELS.md, "Published training runs")."""
+    """The published training run of a model (profiles/published_runs.yaml, with each run's public source)."""
 
     samples_seen: float = Field(gt=0, description="total image-text pairs seen")
     global_batch: int = Field(gt=0)
@@ -200,7 +201,8 @@ class ModelSpec(StrictModel):
 
 # --------------------------------------------------------------------------- hardware
 class KubernetesLabels(StrictModel):
-    """How a node with this GPU is found and scheduled (LAUNCH.md, "Hardware specifics")."""
+    """How a node with this GPU is found and scheduled: the device plugin's resource, the node label
+    and value its GPU feature discovery sets, and the taint (docs/kubernetes.md)."""
 
     gpu_resource: str = Field(min_length=3, description="e.g. nvidia.com/gpu, amd.com/gpu")
     product_label: str = Field(min_length=3, description="node label key naming the GPU product")
