@@ -35,10 +35,19 @@ def main() -> int:
     # Where torch's JIT loader puts and finds it: $TORCH_EXTENSIONS_DIR or ~/.cache/torch_extensions/<py_cpu>/.
     build_dir = _get_build_directory(builder.NAME, verbose=False)
     where = os.path.dirname(build_dir)
-    if os.path.isfile(os.path.join(build_dir, f"{builder.NAME}.so")):
-        print(f"DeepSpeed CPU op {name} already built in {where}")
-        return 0
-    print(f"building DeepSpeed CPU op {name} (one time, ~90 s on 2 cores) into {where} ...", flush=True)
+    library = os.path.join(build_dir, f"{builder.NAME}.so")
+    before = os.stat(library).st_mtime_ns if os.path.isfile(library) else None
+    # A library already there is not enough: torch's loader runs ninja, which rebuilds it when the
+    # command line differs (another virtual environment's include paths, other flags), and that would
+    # then happen silently inside the first run. Loading here lets ninja decide, visibly.
+    if before is None:
+        print(f"building DeepSpeed CPU op {name} (one time, ~90 s on 2 cores) into {where} ...", flush=True)
+    else:
+        print(
+            f"checking DeepSpeed CPU op {name} in {where} (rebuilt, ~90 s, only if another environment "
+            "built it) ...",
+            flush=True,
+        )
     t0 = time.perf_counter()
     # Two tries: another process building the same op into the same folder (a second `make dev`, a
     # local launch) holds torch's build lock; when it is released before that process has linked the
@@ -56,7 +65,11 @@ def main() -> int:
                 "it needs a C++ compiler (g++) and ninja"
             )
             return 1
-    print(f"built {name} in {time.perf_counter() - t0:.0f} s")
+    after = os.stat(library).st_mtime_ns if os.path.isfile(library) else None
+    if before is not None and after == before:
+        print(f"DeepSpeed CPU op {name} already built ({time.perf_counter() - t0:.0f} s to check)")
+    else:
+        print(f"built {name} in {time.perf_counter() - t0:.0f} s")
     return 0
 
 

@@ -75,10 +75,10 @@ def test_clamp_reaches_model_and_master_copies(tmp_path):
         "OMP_NUM_THREADS": "1",
         "PYTHONWARNINGS": "ignore",
         "CUDA_VISIBLE_DEVICES": "",
-        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext")),
-    }
+    }  # TORCH_EXTENSIONS_DIR inherited: DeepSpeed's CPU op is the one `make ds-ops` built, not rebuilt
+
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    # A backstop only: idle this takes ~25 s (five DeepSpeed engines); load 8 makes it 5-10× slower.
+    # A backstop only: idle this takes ~20 s (five DeepSpeed engines); load 8 makes it 5-10× slower.
     proc = subprocess.run(
         [*cmd, str(script), str(out)], env=env, capture_output=True, text=True, timeout=1800
     )
