@@ -172,6 +172,7 @@ def plan_for(run: PublishedRun, hardware: HardwareSpec) -> tuple[ParallelPlan, T
         image_size=image_size,
         patch_dropout=run.patch_dropout,
         precision=run.precision,
+        loader_workers=run.loader_workers.value if run.loader_workers is not None else None,
         **extra,
     )
     return plan, training, {**plan_extra, **extra}
