@@ -31,6 +31,10 @@ Num = Any  # float or numpy array (planner/ops.py's convention)
 # Normalize (1355 ± 3), https://github.com/albumentations-team/benchmark/blob/7f6a527a243e189759e1335c676f3e699b5792f5/README.md
 # (commit of 2026-05-02; micro benchmarks "use one internal CPU thread for every library"; the
 # repository's published micro results were run on a 16-core Apple arm64 machine, not a server CPU).
+# torchvision's column (tensor inputs) rather than Pillow's: OpenCLIP crops PIL images (Pillow's row:
+# 1282 img/s, faster) but then converts to a tensor (ToTensor), which no row prices; the slower crop
+# stands in for crop plus conversion. Pillow's Normalize row (450 img/s) normalizes PIL images,
+# which no trainer here does.
 RANDOM_RESIZED_CROP_PER_CORE_S = 978.0
 NORMALIZE_PER_CORE_S = 1355.0
 PIPELINE_SOURCE = (
