@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from planner import comm, compute, cost, memory, ops
+from planner import comm, compute, cost, data_pipeline, memory, ops
 from planner import deepspeed_defaults as dsd
 from planner import evaluate as ev
 from planner.errors import InfeasibleError
@@ -514,6 +514,7 @@ def estimate(
         stack=training.stack,
         precision=training.precision,
         attention=training.attention,
+        loader_workers=training.loader_workers,
         **_plan_kwargs(plan),
     )
     compute_s = float(st["compute_s"])
@@ -657,12 +658,21 @@ def estimate(
         "time.data_loading_per_step",
         st["data_loading_s"],
         "s",
-        "b × gas / (host cores / GPUs per node × images/s per core): a floor under the step",
+        "b × gas / (min(loader workers, host cores / GPUs per node) × images/s per core), images/s per "
+        "core = 1 / (1/decode + 1/random resized crop + 1/normalize): a floor under the step",
         {
             "host_cpu_cores": hardware.host_cpu_cores.value,
+            "loader_workers": training.loader_workers
+            if training.loader_workers is not None
+            else "not set: every core of the GPU's share",
+            "loader_cores_per_gpu": data_pipeline.loader_cores_per_gpu(hardware, training.loader_workers),
             "image_decode_per_core_s": hardware.image_decode_per_core_s.value,
+            "random_resized_crop_per_core_s": data_pipeline.RANDOM_RESIZED_CROP_PER_CORE_S,
+            "normalize_per_core_s": data_pipeline.NORMALIZE_PER_CORE_S,
+            "pipeline_per_core_s": data_pipeline.pipeline_per_core_s(hardware),
         },
-        f"{hardware.image_decode_per_core_s.source}; {hardware.host_cpu_cores.source}",
+        f"{hardware.image_decode_per_core_s.source}; {data_pipeline.PIPELINE_SOURCE}; "
+        f"{hardware.host_cpu_cores.source}",
     )
     overhead_s = fig(
         "time.overhead_per_step",

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from planner import comm, compute, cost, memory, ops
+from planner import comm, compute, cost, data_pipeline, memory, ops
 from planner import deepspeed_defaults as dsd
 from planner.offload import offload_time_s
 from planner.params import count_params, param_tensors, zero3_residency
@@ -135,6 +135,7 @@ def step_terms(
     stack: str = "eager",
     precision: str = "bf16",
     attention: str = "flash",
+    loader_workers: int | None = None,
 ) -> dict[str, Num]:
     """Step-time terms of each candidate (planner/ops.py prices every operation):
 
@@ -142,7 +143,8 @@ def step_terms(
     kernel issue time when that is longer; a profile's `mfu_default` replaces it with FLOPs at a flat
     MFU); overhead_s = grad_accum × a calibrated per-micro-batch time + the optimizer step (optimizer,
     clipping, fp16 overflow check: bytes over HBM). step_s = max(compute_s + overhead_s +
-    comm_exposed_s + offload_s, data_loading_s). Communication overlaps compute_s only."""
+    comm_exposed_s + offload_s, data_loading_s), data_loading_s from the host's decode-and-augment rate
+    and `loader_workers` per GPU (planner/data_pipeline.py). Communication overlaps compute_s only."""
     counts = count_params(model)
     res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
     G = hardware.gpus_per_node
@@ -234,7 +236,7 @@ def step_terms(
         hardware.cpu_adam_gparams_per_s.value,
         hardware.nvme_write_gbps.value,
     )
-    loading_s = ops.data_loading_s(hardware, micro_batch * grad_accum)
+    loading_s = data_pipeline.data_loading_s(hardware, micro_batch * grad_accum, loader_workers)
     step = np.maximum(compute_s + overhead_s + exposed_s + off, loading_s)
     return {
         "compute_s": compute_s,

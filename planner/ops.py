@@ -779,10 +779,3 @@ def step_overhead_s(
     partition = np.where(np.asarray(zero_stage) >= 1, psi / world, psi * 1.0)
     scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
     return np.where(offload_optimizer, 0.0, bytes_per_param * partition / (hbm_bytes_per_s(hw) * scale))
-
-
-def data_loading_s(hw: HardwareSpec, samples_per_gpu: Num) -> Num:
-    """Time the host needs to decode and augment one GPU's samples of a step: the node's CPU cores
-    shared by its GPUs, each decoding `image_decode_per_core_s` images per second."""
-    cores_per_gpu = hw.host_cpu_cores.value / hw.gpus_per_node
-    return samples_per_gpu / (cores_per_gpu * hw.image_decode_per_core_s.value)

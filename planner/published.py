@@ -2,7 +2,8 @@
 
 Each entry is one run as its authors describe it: the model and GPU profiles that match it, the
 layout (GPUs, micro-batch, accumulation, ZeRO stage, checkpointing, patch dropout, precision,
-software stack), what was published about it (throughput, wall time, GPU-hours, memory) and the
+software stack, the data loader's workers per GPU where the run's command line or config states
+them), what was published about it (throughput, wall time, GPU-hours, memory) and the
 source with a quote and its date. Every run trained, so every layout must be predicted to fit.
 Settings a source leaves unstated are listed in `assumptions`, so a reader sees which inputs are
 evaplan's reading rather than the authors' words. `evaplan validate` (planner/validation.py)
@@ -47,6 +48,14 @@ class PublishedFigures(StrictModel):
         return self
 
 
+class LoaderWorkers(StrictModel):
+    """DataLoader worker processes per GPU as the run's own command line or config states them."""
+
+    value: int = Field(gt=0)
+    source_url: str = Field(pattern=r"^https://")
+    quote: str = Field(min_length=10, description="the source's words, verbatim")
+
+
 class PublishedRun(StrictModel):
     """One published run: layout, figures and source."""
 
@@ -66,6 +75,10 @@ class PublishedRun(StrictModel):
     )
     attention: Attention | None = Field(default=None, description="attention kernel; default: the planner's")
     image_size: int | None = Field(default=None, gt=0, description="default: the model's recipe")
+    loader_workers: LoaderWorkers | None = Field(
+        default=None,
+        description="stated DataLoader workers per GPU; default: every host core of a GPU's share",
+    )
     samples: float | None = Field(default=None, gt=0, description="samples seen, for wall time")
     published: PublishedFigures
     source_url: str = Field(pattern=r"^(https://|benchmarks/)")

@@ -482,6 +482,11 @@ class TrainingSpec(StrictModel):
     attention: Literal["flash", "cudnn", "mem_efficient", "math"] = Field(
         default="flash", description="attention kernel (the bundled trainer: flash-attn or SDPA's flash)"
     )
+    loader_workers: int | None = Field(
+        default=None,
+        gt=0,
+        description="DataLoader worker processes per GPU; None: every host core of a GPU's share of the node",
+    )
     checkpoint_every_s: float | None = Field(
         default=None, gt=0, description="checkpoint interval; None → Young/Daly optimum"
     )

@@ -19,6 +19,14 @@ The runtime reserve is only bounded, not fitted: the largest per-GPU reserve wit
 layout that trained still fits (HBM − predicted total without the reserve, the smallest over those
 runs); the held-out layouts are checked with the hardware profiles as shipped.
 
+What no layout-only model can fit: runs whose model inputs are identical (`model_inputs`: model,
+hardware, GPUs, micro-batch, accumulation, ZeRO stage, checkpointing, patch dropout, precision, stack,
+attention, loader workers, image size) get one and the same prediction p, so if their published
+samples/s differ, some error is unavoidable. With error p/a − 1, the worst |error| over a group with
+published a_min … a_max is smallest at p = 2·a_min·a_max/(a_min + a_max), where it is
+(a_max − a_min)/(a_max + a_min) (`min_worst_abs_error`); the largest such value over all groups is a
+floor under "worst |error|" for any model that sees only these inputs (`indistinguishable_groups`).
+
 The intervals that `estimate`, `plan` and `compare` print come from a small committed cache of these
 numbers (profiles/validation_intervals.yaml, see planner/intervals.py): regenerate it with
 `python -m planner.validation --write-intervals` whenever the model or the data changes (a test
@@ -172,6 +180,7 @@ def plan_for(run: PublishedRun, hardware: HardwareSpec) -> tuple[ParallelPlan, T
         image_size=image_size,
         patch_dropout=run.patch_dropout,
         precision=run.precision,
+        loader_workers=run.loader_workers.value if run.loader_workers is not None else None,
         **extra,
     )
     return plan, training, {**plan_extra, **extra}
@@ -242,6 +251,82 @@ def fit_compute_scale(raw: Sequence[RunCheck]) -> float:
 
     # 24 steps narrow a 3.7-wide log bracket to about 0.01 % of the scale.
     return round(minimize_log(loss, SCALE_BOUNDS, 24), 4)
+
+
+# ------------------------------------------------------------------------ irreducible spread
+def model_inputs(run: PublishedRun) -> tuple[Any, ...]:
+    """Everything the estimator sees of a run that bears on its samples/s: two runs with equal keys get
+    the same prediction. `samples` is left out: it sets the wall time, not samples/s (a test checks)."""
+    image_size = run.image_size or prof.load_model(run.model).recipe.image_size
+    workers = run.loader_workers.value if run.loader_workers is not None else None
+    return (
+        run.model,
+        run.hardware,
+        run.gpus,
+        run.micro_batch,
+        run.grad_accum,
+        run.zero_stage,
+        run.grad_ckpt,
+        run.patch_dropout,
+        run.precision,
+        run.stack,
+        run.attention,
+        workers,
+        image_size,
+    )
+
+
+def min_worst_abs_error(published: Sequence[float]) -> tuple[float, float]:
+    """(smallest worst |p/a − 1| one prediction p can reach over published values a, that p).
+    The worst error is at a_min (too high) or a_max (too low); balancing p/a_min − 1 = 1 − p/a_max
+    gives p = 2·a_min·a_max/(a_min + a_max) and the error (a_max − a_min)/(a_max + a_min)."""
+    if not published or min(published) <= 0:
+        raise ValueError("published values must be positive and at least one")
+    lo, hi = min(published), max(published)
+    return (hi - lo) / (hi + lo), 2.0 * lo * hi / (lo + hi)
+
+
+@dataclass(frozen=True)
+class SpreadGroup:
+    """Runs with identical model inputs whose published samples/s per GPU differ."""
+
+    runs: tuple[str, ...]
+    halves: tuple[str, ...]
+    published: tuple[float, ...]  # samples/s per GPU, in the order of `runs`
+    predicted: float  # the one prediction the model makes for all of them
+    best_prediction: float  # the single prediction with the smallest worst |error|
+    min_worst_abs_error: float
+
+
+def indistinguishable_groups(checks: Sequence[RunCheck], half: str = "all") -> list[SpreadGroup]:
+    """Groups (of `half`'s runs with a published samples/s) whose inputs match and figures differ,
+    the widest spread first."""
+    by_key: dict[tuple[Any, ...], list[RunCheck]] = {}
+    for c in checks:
+        if half in ("all", c.half) and c.published_sps_per_gpu is not None:
+            by_key.setdefault(model_inputs(c.run), []).append(c)
+    groups = []
+    for members in by_key.values():
+        pub = [c.published_sps_per_gpu for c in members]
+        if len(members) < 2 or max(pub) == min(pub):
+            continue
+        floor, best = min_worst_abs_error(pub)
+        groups.append(
+            SpreadGroup(
+                tuple(c.run.name for c in members),
+                tuple(c.half for c in members),
+                tuple(pub),
+                members[0].predicted_sps_per_gpu,
+                best,
+                floor,
+            )
+        )
+    return sorted(groups, key=lambda g: -g.min_worst_abs_error)
+
+
+def worst_error_floor(groups: Sequence[SpreadGroup]) -> float:
+    """The least worst |error| any model that sees only the runs' inputs can reach: 0 without groups."""
+    return max((g.min_worst_abs_error for g in groups), default=0.0)
 
 
 # ------------------------------------------------------------------------------------------ summary
@@ -329,6 +414,8 @@ class Summary:
     activation_factor: float
     activation_factor_runs: int
     compute_scale: float | None = None  # fitted on the fit half; None: the raw model was checked
+    spread_groups: tuple[SpreadGroup, ...] = ()  # all runs: identical inputs, different samples/s
+    worst_error_floor: dict[str, float] | None = None  # half → least reachable worst |error|
 
 
 METRICS = ("samples_per_s_per_gpu", "wall_hours", "gpu_hours", "memory_gib")
@@ -351,6 +438,7 @@ def summarize(checks: Sequence[RunCheck]) -> Summary:
         fits[half] = (sum(c.fits for c in trained), len(trained))
     bound, run = reserve_bound_gib(checks)
     k, k_runs = fit_activation_factor(checks)
+    floors = {h: worst_error_floor(indistinguishable_groups(checks, h)) for h in ("all", "fit", "held-out")}
     return Summary(
         by_metric,
         fits,
@@ -361,6 +449,8 @@ def summarize(checks: Sequence[RunCheck]) -> Summary:
         k,
         k_runs,
         checks[0].compute_scale if checks else None,
+        tuple(indistinguishable_groups(checks)),
+        floors,
     )
 
 
@@ -375,8 +465,12 @@ def _num(x: float | None, fmt: str = ",.0f") -> str:
 
 def run_rows(checks: Sequence[RunCheck]) -> list[dict[str, Any]]:
     """One row per run: raw numbers with units in the column names (JSON/CSV) ..."""
+    group_of = {
+        name: (i, g) for i, g in enumerate(indistinguishable_groups(checks), start=1) for name in g.runs
+    }
     rows = []
     for c in checks:
+        grp = group_of.get(c.run.name)
         e = c.errors()
         r = c.run
         rows.append(
@@ -405,6 +499,9 @@ def run_rows(checks: Sequence[RunCheck]) -> list[dict[str, Any]]:
                 "memory_error": e["memory_gib"],
                 "trained": r.published.trained,
                 "predicted_fits": c.fits,
+                "loader_workers": r.loader_workers.value if r.loader_workers is not None else None,
+                "same_inputs_group": grp[0] if grp else None,
+                "same_inputs_min_worst_abs_error": grp[1].min_worst_abs_error if grp else None,
                 "source_url": r.source_url,
                 "source_date": r.source_date.isoformat(),
             }
@@ -456,6 +553,7 @@ def summary_rows(s: Summary) -> list[dict[str, str]]:
             st = s.by_metric[m][half]
             if st.n == 0:
                 continue
+            floor = s.worst_error_floor.get(half) if s.worst_error_floor else None
             rows.append(
                 {
                     "figure": label,
@@ -463,9 +561,29 @@ def summary_rows(s: Summary) -> list[dict[str, str]]:
                     "n": str(st.n),
                     "median |error|": f"{st.median_abs:.1%}",
                     "worst |error|": f"{st.worst_abs:.1%}",
+                    # Only samples/s has groups of same-input runs (the other figures are one run each).
+                    "least worst reachable": f"{floor:.1%}"
+                    if floor is not None and m == "samples_per_s_per_gpu"
+                    else "-",
                     "median error": f"{st.median_signed:+.1%}",
                 }
             )
+    return rows
+
+
+def spread_rows(s: Summary) -> list[dict[str, str]]:
+    """The groups of runs with identical inputs and different published samples/s, widest first."""
+    rows = []
+    for g in s.spread_groups:
+        rows.append(
+            {
+                "runs with identical inputs": ", ".join(g.runs),
+                "published samples/s/GPU": " / ".join(f"{a:,.1f}" for a in g.published),
+                "predicted": f"{g.predicted:,.1f}",
+                "best single prediction": f"{g.best_prediction:,.1f}",
+                "least worst |error|": f"{g.min_worst_abs_error:.1%}",
+            }
+        )
     return rows
 
 
@@ -498,6 +616,18 @@ def summary_json(s: Summary) -> dict[str, Any]:
         "runtime_reserve_bound_run": s.reserve_bound_run,
         "activation_memory_factor_fit": s.activation_factor,
         "activation_memory_factor_runs": s.activation_factor_runs,
+        "same_inputs_groups": [
+            {
+                "runs": list(g.runs),
+                "halves": list(g.halves),
+                "published_samples_per_s_per_gpu": list(g.published),
+                "predicted_samples_per_s_per_gpu": g.predicted,
+                "best_single_prediction": g.best_prediction,
+                "min_worst_abs_error": g.min_worst_abs_error,
+            }
+            for g in s.spread_groups
+        ],
+        "samples_per_s_worst_abs_error_floor": s.worst_error_floor,
     }
 
 

@@ -158,6 +158,7 @@ def evaluate_grid(
             stack=training.stack,
             precision=training.precision,
             attention=training.attention,
+            loader_workers=training.loader_workers,
             **plan_kw,
         )
         for k in ("compute_s", "overhead_s", "comm_total_s", "comm_exposed_s", "offload_s", "step_s"):

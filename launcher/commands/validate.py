@@ -29,6 +29,13 @@ def _lines(summary: Any) -> str:
         f"activation memory factor fitted on the fit half's measured peaks ({summary.activation_factor_runs} "
         f"run(s)): {summary.activation_factor:.3f} (planner/memory.py ACTIVATION_MEMORY_FACTOR)",
     ]
+    floor = summary.worst_error_floor or {}
+    if floor:
+        out.append(
+            "least worst samples/s |error| any model of these inputs can reach: "
+            f"{floor['all']:.1%} (fit half {floor['fit']:.1%}, held-out half {floor['held-out']:.1%}; "
+            f"{len(summary.spread_groups)} group(s) of runs with identical inputs and different figures)"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -65,3 +72,11 @@ def command(runs_file: str | None, fmt: str) -> None:
     click.echo(format_rows(v.summary_rows(summary), fmt), nl=False)
     click.echo("")
     click.echo(_lines(summary), nl=False)
+    spread = v.spread_rows(summary)
+    if spread:
+        click.echo("")
+        click.echo(
+            "runs the model cannot tell apart (identical inputs, different published samples/s): one "
+            "prediction p for all, least worst |p/published − 1| = (max − min) / (max + min)"
+        )
+        click.echo(format_rows(spread, fmt), nl=False)

@@ -208,12 +208,6 @@ def test_step_bytes_by_optimizer_clipping_and_fp16() -> None:
     assert list(v) == [30 * 1e9 / bw, 30 * 1e9 / 16 / bw]
 
 
-def test_data_loading_ceiling_by_hand() -> None:
-    hw = prof.load_hardware("h100-sxm")
-    per_gpu = hw.host_cpu_cores.value / hw.gpus_per_node * hw.image_decode_per_core_s.value
-    assert ops.data_loading_s(hw, 1024) == pytest.approx(1024 / per_gpu)
-
-
 @pytest.mark.parametrize(
     ("model_name", "ckpt", "dropout"), [("eva02-clip-b16", False, 0.0), ("eva-clip-8b", True, 0.5)]
 )

@@ -16,7 +16,7 @@ import pytest
 from planner import intervals
 from planner import profiles as prof
 from planner import validation as v
-from planner.published import PublishedRuns, load_runs
+from planner.published import LoaderWorkers, PublishedRuns, load_runs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -336,3 +336,89 @@ def test_a_calibration_narrows_the_range_and_says_so(cli, tmp_path, monkeypatch)
     width = lambda r: r["time_ratio_high"] / r["time_ratio_low"]  # noqa: E731
     assert width(cal) < width(plain)
     assert "calibrated on 1 run(s) of your own" in cal["basis"]
+
+
+# ------------------------------------------------------------------------- irreducible spread
+@pytest.mark.parametrize(
+    "published", [[100.0, 300.0], [228.0, 634.2, 638.8], [50.0, 50.5, 51.0, 80.0], [7.0, 7.0, 9.5]]
+)
+def test_min_worst_abs_error_is_the_least_any_single_prediction_reaches(published):
+    floor, best = v.min_worst_abs_error(published)
+    assert floor == pytest.approx((max(published) - min(published)) / (max(published) + min(published)))
+
+    def worst(p: float) -> float:
+        return max(abs(p / a - 1.0) for a in published)
+
+    # The best prediction reaches the floor, and no prediction on a fine grid does better.
+    assert worst(best) == pytest.approx(floor, rel=1e-12)
+    lo, hi = min(published) * 0.5, max(published) * 1.5
+    grid = [lo + (hi - lo) * i / 20000 for i in range(20001)]
+    assert min(worst(p) for p in grid) >= floor - 1e-12
+    # One value, or equal values: nothing is unavoidable.
+    assert v.min_worst_abs_error([published[0]])[0] == 0.0
+    with pytest.raises(ValueError):
+        v.min_worst_abs_error([])
+
+
+def test_same_input_groups_share_every_input_and_the_prediction(checks, summary):
+    groups = v.indistinguishable_groups(checks)
+    assert groups and tuple(groups) == summary.spread_groups
+    by_name = {c.run.name: c for c in checks}
+    grouped = set()
+    for g in groups:
+        members = [by_name[n] for n in g.runs]
+        assert len({v.model_inputs(c.run) for c in members}) == 1
+        # One input set, one prediction: the spread is out of any layout-only model's reach.
+        assert len({c.predicted_sps_per_gpu for c in members}) == 1
+        assert len(set(g.published)) > 1
+        grouped.update(g.runs)
+    # Runs outside every group have no partner with the same inputs and a different figure.
+    for c in checks:
+        if c.run.name in grouped or c.published_sps_per_gpu is None:
+            continue
+        partners = [
+            d
+            for d in checks
+            if d is not c
+            and d.published_sps_per_gpu is not None
+            and v.model_inputs(d.run) == v.model_inputs(c.run)
+        ]
+        assert all(d.published_sps_per_gpu == c.published_sps_per_gpu for d in partners)
+    assert summary.worst_error_floor["all"] == max(g.min_worst_abs_error for g in groups)
+    # The floor is a floor: the model's own worst error is never below it.
+    assert summary.by_metric["samples_per_s_per_gpu"]["all"].worst_abs >= summary.worst_error_floor["all"]
+
+
+def test_one_input_changed_splits_a_group(checks):
+    g = v.indistinguishable_groups(checks)[0]
+    runs = {r.name: r for r in load_runs().runs}
+    a, b = runs[g.runs[0]], runs[g.runs[1]]
+    assert v.model_inputs(a) == v.model_inputs(b)
+    assert v.model_inputs(a) != v.model_inputs(b.model_copy(update={"micro_batch": b.micro_batch + 1}))
+    workers = LoaderWorkers(value=4, source_url="https://example.org/x", quote="--workers 4 (example)")
+    assert v.model_inputs(a) != v.model_inputs(b.model_copy(update={"loader_workers": workers}))
+
+
+def test_samples_seen_does_not_move_the_predicted_throughput():
+    # `model_inputs` leaves `samples` out; this is why that is safe.
+    run = next(r for r in load_runs().runs if r.samples is not None)
+    one = v.check_run(run, "fit")
+    other = v.check_run(run.model_copy(update={"samples": run.samples * 3}), "fit")
+    assert one.predicted_sps_per_gpu == other.predicted_sps_per_gpu
+    assert one.predicted_wall_h != other.predicted_wall_h
+
+
+def test_validate_reports_the_floor(cli, summary):
+    out = cli("validate").output
+    assert "least worst samples/s |error| any model of these inputs can reach" in out
+    assert f"{summary.worst_error_floor['all']:.1%}" in out
+    for name in summary.spread_groups[0].runs:
+        assert name in out.split("runs the model cannot tell apart", 1)[1]
+    s = json.loads(cli("validate", "--format", "json").output)["summary"]
+    assert s["samples_per_s_worst_abs_error_floor"]["all"] == summary.worst_error_floor["all"]
+    assert len(s["same_inputs_groups"]) == len(summary.spread_groups)
+    rows = list(csv.DictReader(io.StringIO(cli("validate", "--format", "csv").output)))
+    first = summary.spread_groups[0]
+    grouped = [x for x in rows if x["run"] in first.runs]
+    assert {x["same_inputs_group"] for x in grouped} == {"1"}
+    assert float(grouped[0]["same_inputs_min_worst_abs_error"]) == pytest.approx(first.min_worst_abs_error)

@@ -1,0 +1,65 @@
+"""The host's share of a CLIP training step: what one CPU core does per image, and how many cores do it.
+
+A CLIP data loader (OpenCLIP's, NeMo's, the bundled trainer's) turns each sample into a tensor in a
+DataLoader worker process: JPEG decode, a random resized crop to the training resolution, then
+conversion to a float tensor and per-channel normalisation. One image's CPU time is the sum of its
+stages' single-core times, so one core sustains
+
+    images/s per core = 1 / (1/decode + 1/random_resized_crop + 1/normalize)
+
+The decode rate is CPU-specific and comes from the hardware profile (`image_decode_per_core_s`); the
+two augmentation rates are single-thread measurements on ImageNet validation images from one public
+benchmark (below), applied to every CPU: no public table measures them on each profile's host CPU.
+Left out, so the ceiling stays optimistic: tar/shard reading and storage I/O, caption tokenisation,
+batch collation and the copy from the worker to the training process.
+
+The workers that run this: a run's DataLoader worker processes per GPU when it states them (OpenCLIP's
+`--workers`, NeMo's `model.data.num_workers`), else every host core a GPU's share of the node has;
+never more than those cores (more processes than cores add no throughput).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from planner.spec import HardwareSpec
+
+Num = Any  # float or numpy array (planner/ops.py's convention)
+
+# Single-thread augmentation rates, images/s, torchvision 0.26.0 on ImageNet validation images:
+# albumentations-team/benchmark README, image benchmark table, rows RandomResizedCrop (978 ± 8) and
+# Normalize (1355 ± 3), https://github.com/albumentations-team/benchmark/blob/7f6a527a243e189759e1335c676f3e699b5792f5/README.md
+# (commit of 2026-05-02; micro benchmarks "use one internal CPU thread for every library"; the
+# repository's published micro results were run on a 16-core Apple arm64 machine, not a server CPU).
+# torchvision's column (tensor inputs) rather than Pillow's: OpenCLIP crops PIL images (Pillow's row:
+# 1282 img/s, faster) but then converts to a tensor (ToTensor), which no row prices; the slower crop
+# stands in for crop plus conversion. Pillow's Normalize row (450 img/s) normalizes PIL images,
+# which no trainer here does.
+RANDOM_RESIZED_CROP_PER_CORE_S = 978.0
+NORMALIZE_PER_CORE_S = 1355.0
+PIPELINE_SOURCE = (
+    "albumentations-team/benchmark README (2026-05-02): torchvision 0.26.0 single-thread RandomResizedCrop "
+    "978 img/s, Normalize 1355 img/s on ImageNet validation images, https://github.com/albumentations-team/"
+    "benchmark/blob/7f6a527a243e189759e1335c676f3e699b5792f5/README.md"
+)
+
+
+def pipeline_per_core_s(hw: HardwareSpec) -> float:
+    """Images/s one host core turns into training tensors: decode, random resized crop, normalize."""
+    per_image_s = (
+        1.0 / hw.image_decode_per_core_s.value
+        + 1.0 / RANDOM_RESIZED_CROP_PER_CORE_S
+        + 1.0 / NORMALIZE_PER_CORE_S
+    )
+    return 1.0 / per_image_s
+
+
+def loader_cores_per_gpu(hw: HardwareSpec, loader_workers: int | None) -> float:
+    """Cores decoding for one GPU: its share of the node's cores, or the run's workers when fewer."""
+    cores = hw.host_cpu_cores.value / hw.gpus_per_node
+    return cores if loader_workers is None else min(float(loader_workers), cores)
+
+
+def data_loading_s(hw: HardwareSpec, samples_per_gpu: Num, loader_workers: int | None = None) -> Num:
+    """Time the host needs to prepare one GPU's samples of a step: a floor under the step time."""
+    return samples_per_gpu / (loader_cores_per_gpu(hw, loader_workers) * pipeline_per_core_s(hw))
