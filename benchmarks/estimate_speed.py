@@ -14,7 +14,7 @@ largest layer and cluster, in a fresh `python -c` process as a user would run it
 
 The untimed first run of each writes Python's bytecode cache (__pycache__), as an installed package
 has it, even where PYTHONDONTWRITEBYTECODE is set: without it every run would recompile evaplan's
-own modules from source (about 80 ms here) and time the compiler rather than the command.
+own modules from source (tens of milliseconds here) and time the compiler rather than the command.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ GIB = 2**30
 
 
 class _Frozen(BaseModel):
-    # Validators built on first use (as planner.spec.StrictModel): a fully pinned run never builds
-    # the reports it does not make.
+    # Validators built on first use, as planner.spec.StrictModel's: a command that imports this
+    # module but makes no estimate never builds them.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
 
