@@ -1,6 +1,6 @@
 """`evaplan estimate` loads only what it uses (issue 14, start-up): no torch, DeepSpeed, Kubernetes
 client, Jinja2 or boto3, no numpy.ma, and no pydantic validator for a model it never validates.
-Profiles alias-free YAML goes through libyaml and reads exactly as the pure-Python loader reads it.
+A profile's alias-free YAML goes through libyaml and reads exactly as the pure-Python loader reads it.
 The speed itself is measured by benchmarks/estimate_speed.py, never asserted here."""
 
 from __future__ import annotations
