@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from planner.spec import ModelSpec
 
 # Training = forward + backward (2 × forward: gradients w.r.t. activations and weights); activation
-# recompute is not model FLOPs (PLANNER_MODEL.md "Compute"; MFU counts model FLOPs only).
+# recompute is not model FLOPs (docs/planner-model.md, "3. Compute"; MFU counts model FLOPs only).
 TRAIN_FLOPS_PER_FORWARD = 3
 
 

@@ -2,7 +2,8 @@
 
 Every rank gathers the image and text features of all ranks. With `local_loss` a rank scores only
 its own b images against all B texts (and its b texts against all B images): two b × B logit
-matrices instead of B × B (PLANNER_MODEL.md: B² at B = 108k is ≈ 47 GB, never do that).
+matrices instead of B × B (4 bytes × B² is ≈ 47 GB per matrix at B = 108k: never do that;
+docs/planner-model.md, "CLIP loss, buffers, runtime").
 
 Gradients, exactly as the official `gather_features` / `ClipLoss` (baaivision/EVA
 EVA-CLIP/rei/eva_clip/loss.py, the torch.distributed branch):

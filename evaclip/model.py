@@ -4,8 +4,9 @@ One architecture source: the profile. The planner counts parameters and FLOPs fr
 profile, and tests/evaclip check that this module has exactly the planner's parameter count and
 FLOPs (FlopCounterMode on the meta device) for every bundled model.
 
-Vision tower: the EVA ViT of baaivision/EVA (EVA-CLIP/rei/eva_clip/eva_vit_model.py, as described in
-shared/reference/EVA_MODELS.md "How the official code builds a tower"):
+Vision tower: the EVA ViT of baaivision/EVA, as its model configs' flags select it
+(https://github.com/baaivision/EVA/blob/master/EVA-CLIP/rei/eva_clip/eva_vit_model.py; the
+profile's `config_source` names the config JSON):
 - patch embed Conv2d(3 → width, kernel = stride = patch) with bias, a CLS token, learned absolute
   position embedding over (image/patch)² + 1 tokens;
 - blocks: attention with a q-bias and a v-bias but no k-bias (`qkv_bias`), an optional norm before

@@ -1,4 +1,5 @@
-"""Optimizers and learning-rate schedule as EVA-CLIP trains (EVA_MODELS.md, "Published training runs").
+"""Optimizers and learning-rate schedule as EVA-CLIP trains (the published recipes: EVA-CLIP,
+arXiv 2303.15389; EVA-CLIP-18B, arXiv 2402.04252 Tables 12-13; each model profile's `recipe`).
 
 - Per-tower layer-decay parameter groups: the vision tower at `image_lr` with decay
   `image_layer_decay`, the text tower at `text_lr` with `text_layer_decay` (BEiT/EVA layer-wise lr

@@ -1,6 +1,7 @@
 """Object storage for shards and checkpoints: `s3://bucket/prefix` URIs through boto3.
 
-boto3 is imported lazily (DESIGN.md: heavy dependencies load at the edge). Credentials and the
+boto3 is imported lazily, on first use, so that the trainer and every command that never touches
+S3 start without paying for it (and run where it is not installed). Credentials and the
 endpoint come from boto3's standard sources: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
 AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION, and AWS_ENDPOINT_URL_S3 (or AWS_ENDPOINT_URL)
 for S3-compatible stores (MinIO, Ceph, a moto server in tests).

@@ -1,9 +1,14 @@
 """One object per workload flavour: what differs between an Indexed Job, a PyTorchJob and a JobSet.
 
-Everything the launcher needs to know about a flavour lives on its `Workload` object (LAUNCH.md,
-"Three manifest flavours"): where its pod templates sit and how many pods each makes, where the
-in-cluster deadline goes, how a pod's node rank is read from the labels the controller sets, and
-which conditions mean done. Callers ask `workload_for(obj)` and never test the kind themselves.
+Everything the launcher needs to know about a flavour lives on its `Workload` object (docs/kubernetes.md,
+"Flavours"): where its pod templates sit and how many pods each makes, where the in-cluster deadline
+goes, how a pod's node rank is read from the labels the controller sets, and which conditions mean
+done. Callers ask `workload_for(obj)` and never test the kind themselves.
+
+What each controller does, as its own documentation and source say:
+- Indexed Job: https://kubernetes.io/docs/tasks/job/job-with-pod-to-pod-communication/
+- PyTorchJob: https://github.com/kubeflow/training-operator/tree/release-1.9/pkg/controller.v1/pytorch
+- JobSet: https://jobset.sigs.k8s.io/docs/concepts/
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Progress, ETA, dollars and the budget guard: what `status`, `list` and `watch` show.
 
-Cost model (LAUNCH.md / issues 7 and 13): dollars spent = billed node-hours × the plan's
+Cost model (docs/launcher.md, "Dollars and the budget"): dollars spent = billed node-hours × the plan's
 $/node-hour. On Kubernetes a node is billed while its pod's containers run (queued time is free;
 the count stops with the pods); locally, from the launch to the end or now. Projected = spent +
 remaining time × nodes × $/node-hour, where remaining time is the samples still to see over the

@@ -191,8 +191,8 @@ def check_s3_uri(value: str, what: str) -> str:
 
 
 def longest_pod_hostname(job_name: str, flavor: str, nodes: int) -> str:
-    """The longest hostname the flavour's controller gives a pod of this job (LAUNCH.md): it must
-    stay a DNS-1123 label, so it bounds the job name's length."""
+    """The longest hostname the flavour's controller gives a pod of this job (launcher/flavours.py,
+    one pattern per controller): it must stay a DNS-1123 label, so it bounds the job name's length."""
     from launcher.flavours import workload_by_flavor
 
     return workload_by_flavor(flavor).longest_pod_hostname(job_name, nodes)

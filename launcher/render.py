@@ -1,5 +1,6 @@
 """Render a plan into the files of a bundle: the DeepSpeed config, the trainer's run config and the
-Kubernetes manifests of one of three flavours (LAUNCH.md): `indexed-job`, `pytorchjob`, `jobset`.
+Kubernetes manifests of one of three flavours (docs/kubernetes.md, "Flavours"): `indexed-job`,
+`pytorchjob`, `jobset`.
 
 Everything is derived here, in Python, and the Jinja2 templates (templates/, `StrictUndefined`)
 only lay the values out; every value goes in through `tojson`, a YAML-safe JSON encoder, so a user
@@ -249,7 +250,8 @@ def _env(inputs: PlanInputs, opts: RenderOptions, sizing: Sizing) -> list[dict[s
     if not flavour.controller_sets_unbuffered:
         put("PYTHONUNBUFFERED", "1")
     put("OMP_NUM_THREADS", str(sizing.omp_threads))
-    # LAUNCH.md, "collectives env": RCCL reads the NCCL_* variables too.
+    # One set of names for both vendors: RCCL reads the NCCL_* variables too
+    # (https://rocm.docs.amd.com/projects/rccl/en/latest/api-reference/env-variables.html).
     put("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     put("NCCL_DEBUG", opts.nccl_debug)
     if opts.socket_ifname:

@@ -37,7 +37,8 @@ class RenderOptions(BaseModel):
     image_pull_secret: str | None = None
     service_account: str | None = None
     # RDMA NICs: a device-plugin resource (rdma/rdma_shared_device_a, nvidia.com/hostdev, rdma/ib),
-    # with IPC_LOCK so the verbs library can pin memory (LAUNCH.md).
+    # with IPC_LOCK so the verbs library can pin (register) memory for RDMA, as the plugin's example
+    # pod does (https://github.com/Mellanox/k8s-rdma-shared-dev-plugin, example/test-hca-pod.yaml).
     rdma_resource: str | None = None
     fabric: bool = Field(default=True, description="request the offering's fabric (EFA, RDMA) by default")
     rdma_per_node: int = Field(default=1, gt=0)

@@ -38,15 +38,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import yaml
 from pydantic import Field, model_validator
 
@@ -286,6 +283,8 @@ def save(cal: CalibrationSpec, user_dirs: Sequence[str | Path] | None = None) ->
             "# runs they came from (planner/calibration.py explains each figure).\n"
             + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120)
         )
+        import tempfile
+
         fd, tmp = tempfile.mkstemp(prefix=f".{cal.name}.", suffix=".yaml.tmp", dir=folder)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -487,6 +486,8 @@ class Observation:
 def observe(
     job: str, run: MeasuredRun, model: ModelSpec, plan: ParallelPlan, training: TrainingSpec
 ) -> Observation:
+    import statistics
+
     timed = timed_steps(run)
     times = sorted(float(r["step_time_s"]) for r in timed)
     med = statistics.median(times)
@@ -610,6 +611,8 @@ def _nonnegative_lstsq(
     columns: dict[str, list[float]], target: list[float]
 ) -> tuple[dict[str, float], float]:
     """min ‖Σ x_k·column_k − target‖² over x ≥ 0, by trying every subset of free columns (at most 2)."""
+    import numpy as np  # here, not at import: `estimate` reads calibrations but never fits one
+
     best: tuple[dict[str, float], float] = ({k: 0.0 for k in columns}, sum(t * t for t in target))
     names = list(columns)
     for mask in range(1, 2 ** len(names)):

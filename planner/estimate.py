@@ -25,7 +25,9 @@ GIB = 2**30
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # Validators built on first use, as planner.spec.StrictModel's: a command that imports this
+    # module but makes no estimate never builds them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
 
 class Figure(_Frozen):

@@ -199,7 +199,8 @@ def step_terms(
     stages = np.asarray(zero_stage)
     total_s: Num = 0.0
     exposed_s: Num = 0.0
-    for stage in sorted({int(s) for s in np.unique(stages)}):
+    # A set of plain ints, not np.unique: numpy's unique imports numpy.ma on first use (start-up time).
+    for stage in sorted({int(s) for s in stages.ravel().tolist()}):
         colls = comm.zero_collectives(
             psi=counts.total,
             gathered=res.gathered,

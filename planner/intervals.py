@@ -40,7 +40,10 @@ def cache_path() -> Path:
 
 @cache
 def read_cache() -> dict[str, Any]:
-    return yaml.safe_load(cache_path().read_text(encoding="utf-8"))
+    # A bundled file this project writes: libyaml's safe loader when PyYAML has it (faster start-up,
+    # same values), else the pure-Python one.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(cache_path().read_text(encoding="utf-8"), Loader=loader)
 
 
 def cache_content(iv: Intervals, compute_scale: float | None) -> dict[str, Any]:
@@ -127,7 +130,7 @@ def time_range(hardware: str, calibration: CalibrationSpec | None = None) -> Tim
 class PredictionRange(BaseModel):
     """Low/high of an estimate's time, GPU-hours and dollars (the first price), and what they rest on."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     time_ratio_low: float
     time_ratio_high: float

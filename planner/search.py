@@ -12,7 +12,6 @@ fewer GPUs, then option order and grid order.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -235,6 +234,8 @@ def evaluate_options(
 
     workers = threads if threads is not None else min(len(options), os.cpu_count() or 1)
     if workers > 1 and len(options) > 1:
+        from concurrent.futures import ThreadPoolExecutor  # only here: one option needs no threads
+
         with ThreadPoolExecutor(max_workers=workers) as pool:
             parts = list(pool.map(one, range(len(options))))
     else:

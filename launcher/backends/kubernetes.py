@@ -1,10 +1,10 @@
 """The Kubernetes backend: preflight, server-side dry run, create in order; status, logs, stop.
 
-Works with every manifest flavour the renderer makes (LAUNCH.md): an Indexed Job + headless
+Works with every manifest flavour the renderer makes (docs/kubernetes.md): an Indexed Job + headless
 Service, a Kubeflow PyTorchJob, or a JobSet. Everything it needs is read from the rendered
 objects themselves (pod templates, GPU requests, node selectors), so the preflight checks exactly
-what will be submitted. The `kubernetes` client is imported only here (DESIGN.md: heavy
-dependencies load at the edge).
+what will be submitted. The `kubernetes` client is imported only here, so that planning and
+rendering neither need it installed nor spend start-up time importing it.
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ from launcher.manifest_check import OWNER_LABEL
 from launcher.render import JOB_LABEL, KUEUE_QUEUE_LABEL
 from planner.errors import EvaplanError, InfeasibleError
 
-# Labels the controllers put on the pods they make (LAUNCH.md, "Three manifest flavours").
+# Labels the controllers put on the pods they make: the Job controller's (batch.kubernetes.io/job-name
+# and the older job-name, https://kubernetes.io/docs/reference/labels-annotations-taints/), the
+# training-operator's (JobNameLabel, https://github.com/kubeflow/training-operator/blob/release-1.9/pkg/apis/kubeflow.org/v1/common_types.go)
+# and JobSet's (https://jobset.sigs.k8s.io/docs/concepts/).
 CONTROLLER_LABELS = (
     "batch.kubernetes.io/job-name",
     "job-name",
@@ -685,7 +688,7 @@ class KubernetesBackend(Backend):
     # ------------------------------------------------------------------ logs and metrics
     def _container(self, pod: dict[str, Any]) -> str | None:
         names = [c.get("name") for c in pod.get("spec", {}).get("containers", [])]
-        if "pytorch" in names:  # the PyTorchJob convention (LAUNCH.md)
+        if "pytorch" in names:  # the PyTorchJob's container name (PyTorchJobDefaultContainerName)
             return "pytorch"
         return names[0] if names else None
 

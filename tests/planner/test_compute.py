@@ -53,7 +53,7 @@ def test_flops_match_flopcounter_on_a_real_block():
 
     On the meta device SDPA runs its math path (two bmm, counted in full even when causal); on CPU
     the fused `_scaled_dot_product_flash_attention_for_cpu` has no flop formula and counts 0, so
-    FLOPs must be counted on meta (as PLANNER_MODEL.md says)."""
+    FLOPs must be counted on meta (docs/planner-model.md, "3. Compute", the pitfall)."""
     torch = pytest.importorskip("torch")
     from torch.utils.flop_counter import FlopCounterMode
 
