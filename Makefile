@@ -35,10 +35,16 @@ ds-ops: $(VENV)/.dev-installed
 
 dev: $(VENV)/.dev-installed ds-ops
 
+# Test files run on TEST_WORKERS pytest-xdist workers, each file whole on one worker (--dist loadfile:
+# a file's tests share module-level runs, e.g. one trainer run per ZeRO stage). Two workers keep both
+# cores of a 2-core machine busy while the other waits on a subprocess; the tests wait on progress,
+# never on a clock, so more contention only makes them slower. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.dev-installed ds-ops
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .
