@@ -41,12 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     hardware = [prof.load_hardware(n) for n in prof.index("hardware")]
     options = [make_option(hw, None, None) for hw in hardware]
     r = model.recipe
-    training = TrainingSpec(
-        samples=r.samples_seen,
-        global_batch=r.global_batch,
-        image_size=r.image_size,
-        patch_dropout=r.patch_dropout,
-    )
+    training = TrainingSpec.from_recipe(r)
     space = SearchSpace(max_nodes=a.max_nodes)
     constraints = Constraints(batch_tolerance=a.tolerance)
     evaluate_options(model, options[:1], training, SearchSpace(max_nodes=2), constraints)  # warm caches

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -505,3 +505,15 @@ class TrainingSpec(StrictModel):
         if not math.isfinite(v):
             raise ValueError("samples must be finite")
         return v
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, **overrides: Any) -> TrainingSpec:
+        """The training of a model's published recipe (samples, batch, resolution, patch dropout),
+        with any field replaced by `overrides`."""
+        base = dict(
+            samples=recipe.samples_seen,
+            global_batch=recipe.global_batch,
+            image_size=recipe.image_size,
+            patch_dropout=recipe.patch_dropout,
+        )
+        return cls(**{**base, **overrides})

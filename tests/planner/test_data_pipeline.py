@@ -56,13 +56,7 @@ def test_search_agrees_with_estimate_when_the_loader_binds() -> None:
     model = prof.load_model("eva02-clip-b16")
     opt = make_option(prof.load_hardware("h100-sxm"), None, None)
     r = model.recipe
-    training = TrainingSpec(
-        samples=r.samples_seen,
-        global_batch=r.global_batch,
-        image_size=r.image_size,
-        patch_dropout=r.patch_dropout,
-        loader_workers=1,
-    )
+    training = TrainingSpec.from_recipe(r, loader_workers=1)
     grid = build_grid(SearchSpace(max_nodes=8), opt.hardware.gpus_per_node, r.global_batch, 0.05)
     out = evaluate_grid(model, opt, training, grid, detail=True)
     rng = np.random.default_rng(12)

@@ -46,14 +46,7 @@ def test_vectorised_equals_scalar_estimate(model_name: str, option_name: str, pr
         off = None
         opt = make_option(prof.load_hardware(option_name), None, None)
     r = model.recipe
-    training = TrainingSpec(
-        samples=r.samples_seen,
-        global_batch=r.global_batch,
-        image_size=r.image_size,
-        patch_dropout=r.patch_dropout,
-        dataset_tb=12.5,
-        checkpoints_kept=2,
-    )
+    training = TrainingSpec.from_recipe(r, dataset_tb=12.5, checkpoints_kept=2)
     grid = build_grid(SearchSpace(max_nodes=96), opt.hardware.gpus_per_node, r.global_batch, 0.05)
     out = evaluate_grid(model, opt, training, grid, detail=True)
     rng = np.random.default_rng(20261127)

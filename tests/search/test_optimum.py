@@ -24,14 +24,7 @@ OTHERS = {"cost": ("time", "energy"), "time": ("cost", "energy"), "energy": ("co
 
 def _training(model) -> TrainingSpec:
     r = model.recipe
-    return TrainingSpec(
-        samples=r.samples_seen,
-        global_batch=r.global_batch,
-        image_size=r.image_size,
-        patch_dropout=r.patch_dropout,
-        dataset_tb=12.5,
-        checkpoints_kept=2,
-    )
+    return TrainingSpec.from_recipe(r, dataset_tb=12.5, checkpoints_kept=2)
 
 
 SPACE = SearchSpace(max_nodes=2)
