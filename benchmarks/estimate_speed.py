@@ -79,12 +79,15 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     from planner import profiles as prof
+    from planner.calibration import calibrated_hardware
     from planner.choose import Request, choose
     from planner.params import count_params
 
+    # The hardware as the command sees it (the published-runs compute scale, or a user calibration),
+    # so that the in-process result below is the command's.
     model, hw, off = (
         prof.load_model("eva-clip-18b"),
-        prof.load_hardware("h100-sxm"),
+        calibrated_hardware(prof.load_hardware("h100-sxm")).hardware,
         prof.load_offering("aws-p5"),
     )
     first = time.perf_counter() - t0
