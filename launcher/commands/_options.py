@@ -1,8 +1,22 @@
-"""Options shared by the job commands (`launch`, `status`, `logs`, `stop`, `list`, `watch`)."""
+"""Options shared by several commands: --format for every command that prints results, and the
+kubeconfig options of the job commands (`launch`, `status`, `logs`, `stop`, `list`, `watch`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
+
+# What estimate, plan, compare and validate print: a table for people, the rest for machines.
+REPORT_FORMATS = ("table", "json", "csv", "markdown")
+
+
+def format_option(
+    *choices: str, default: str = "table"
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--format FMT (passed as `fmt`), one of `choices`."""
+    return click.option("--format", "fmt", type=click.Choice(choices), default=default, show_default=True)
 
 
 def kube_options(f):

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from launcher.commands._options import format_option
 from planner import calibration as cb
 from planner import profiles as prof
 from planner.errors import EvaplanError
@@ -120,9 +121,7 @@ def report_rows(before: HardwareSpec, cal: cb.CalibrationSpec) -> list[dict[str,
 )
 @click.option("--reset", is_flag=True, help="Forget the runs of an earlier calibration of this hardware.")
 @click.option("--dry-run", is_flag=True, help="Fit and print, but write nothing.")
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True
-)
+@format_option("table", "json", "markdown")
 @click.pass_context
 def command(
     ctx: click.Context,

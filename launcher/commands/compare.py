@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from launcher.commands._options import REPORT_FORMATS, format_option
 from launcher.commands.plan import (
     MultiValueCommand,
     Ranges,
@@ -301,13 +302,7 @@ def common_gpus(res: SearchResult, base_k: int, gpus: int | None, own: bool) -> 
 @click.option(
     "--baseline", default=None, help="Option the others are compared with (default: the first named)."
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv", "markdown"]),
-    default="table",
-    show_default=True,
-)
+@format_option(*REPORT_FORMATS)
 @click.pass_context
 def command(
     ctx: click.Context, fmt: str, plot_path: str | None, baseline: str | None, own_gpus: bool, **kw: Any

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from launcher.commands._options import REPORT_FORMATS, format_option
 from launcher.completion import profile_names
 from planner import profiles as prof
 from planner.calibration import CalibrationSpec, calibrated_hardware, comparison_rows
@@ -402,13 +403,7 @@ def explain_text(e: Estimate) -> str:
     show_default=True,
     help="HBM kept free per GPU for the memory prediction's error: a share (10%) or GiB (8GiB); 0 for none.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv", "markdown"]),
-    default="table",
-    show_default=True,
-)
+@format_option(*REPORT_FORMATS)
 @click.option(
     "--explain", is_flag=True, help="Print the derivation of every figure: formula, inputs, source."
 )

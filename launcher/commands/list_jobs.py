@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import click
 
+from launcher.commands._options import format_option
 from launcher.monitor import fmt_usd
 from launcher.service import JobService
 from planner.report import format_rows
 
 
 @click.command("list")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv", "markdown", "yaml"]),
-    default="table",
-    show_default=True,
-)
+@format_option("table", "json", "csv", "markdown", "yaml")
 def command(fmt: str) -> None:
     """Every launched job, newest first, with its live phase, step and spend."""
     rows = []

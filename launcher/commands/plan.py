@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from launcher.commands._options import REPORT_FORMATS, format_option
 from launcher.completion import profile_names
 from planner import profiles as prof
 from planner.calibration import calibrated_hardware, comparison_rows
@@ -605,13 +606,7 @@ def render_chosen(
 
 @click.command("plan", cls=MultiValueCommand)
 @search_options
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv", "markdown"]),
-    default="table",
-    show_default=True,
-)
+@format_option(*REPORT_FORMATS)
 @click.option(
     "--render",
     "render_dir",

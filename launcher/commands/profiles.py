@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import yaml
 
+from launcher.commands._options import format_option
 from planner import profiles as prof
 from planner.report import FORMATS, dumps_json, format_rows, to_jsonable
 
@@ -81,7 +82,7 @@ def _human(row: dict) -> dict:
     multiple=True,
     help="Only these kinds (default: all).",
 )
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@format_option(*FORMATS)
 @click.pass_context
 def list_(ctx: click.Context, kinds: tuple[str, ...], fmt: str) -> None:
     """Every profile by kind and name, with where it comes from."""
@@ -121,7 +122,7 @@ def list_(ctx: click.Context, kinds: tuple[str, ...], fmt: str) -> None:
     default=None,
     help="Needed only when the name exists in more than one kind.",
 )
-@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
+@format_option("yaml", "json", default="yaml")
 @click.pass_context
 def show(ctx: click.Context, name: str, kind: str | None, fmt: str) -> None:
     """One profile, fully resolved, with every source."""
@@ -152,9 +153,7 @@ def show(ctx: click.Context, name: str, kind: str | None, fmt: str) -> None:
 
 @command.command("validate")
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True
-)
+@format_option("table", "json", "yaml")
 @click.pass_context
 def validate(ctx: click.Context, paths: tuple[str, ...], fmt: str) -> None:
     """Validate profile files or folders (default: the bundled and user profiles)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from launcher.commands._options import format_option
 from planner import profiles as prof
 from planner.calibration import calibrated_hardware
 from planner.errors import EvaplanError
@@ -75,9 +76,7 @@ from planner.serve_report import (
     help="cascade: every image through the small encoder, the share also through the large; "
     "split: the share goes to the large encoder only.",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
-)
+@format_option("table", "json", "csv")
 @click.option(
     "--plot",
     "plot_path",

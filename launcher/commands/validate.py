@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from launcher.commands._options import REPORT_FORMATS, format_option
 from planner.report import dumps_json, format_rows
 
 
@@ -47,13 +48,7 @@ def _lines(summary: Any) -> str:
     default=None,
     help="A published-runs YAML file in the bundled format (default: profiles/published_runs.yaml).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv", "markdown"]),
-    default="table",
-    show_default=True,
-)
+@format_option(*REPORT_FORMATS)
 def command(runs_file: str | None, fmt: str) -> None:
     """Published vs predicted for every bundled published run: error in %, median and worst |error|,
     fit half and held-out half reported apart. See docs/validation.md."""
