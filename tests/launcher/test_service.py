@@ -66,6 +66,12 @@ def _pod(name: str, index: int, *, phase: str = "Running", status: dict | None =
     }
 
 
+def _set_condition(cluster, job: dict, condition: str, **extra: str) -> None:
+    """The Job eva-test as the controller reports it: one condition (Suspended, Complete, Failed)."""
+    status = {"conditions": [{"type": condition, "status": "True", **extra}]}
+    cluster.put("batch/v1/jobs", NAMESPACE, "eva-test", {**job, "status": status})
+
+
 def _launch(cli, bundle: Path, kubeconfig: Path, *extra: str):
     return cli("launch", str(bundle), "--kubeconfig", str(kubeconfig), *extra)
 
@@ -426,12 +432,7 @@ def test_queued_time_costs_nothing_and_spend_stops_with_the_pods(
 ):
     assert _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig, "--max-cost", "50").exit_code == 0
     job = cluster.objects("batch/v1/jobs")[(NAMESPACE, "eva-test")]
-    cluster.put(
-        "batch/v1/jobs",
-        NAMESPACE,
-        "eva-test",
-        {**job, "status": {"conditions": [{"type": "Suspended", "status": "True"}]}},
-    )
+    _set_condition(cluster, job, "Suspended")
     doc = json.loads(cli("status", "eva-test", "-o", "json").output)
     assert doc["phase"] == "Pending" and doc["progress"]["spent_usd"] == 0.0  # Kueue holds it: free
     # Admitted: both pods ran 10:00 → 10:30, then rank 1 failed and the Job failed.
@@ -442,17 +443,7 @@ def test_queued_time_costs_nothing_and_spend_stops_with_the_pods(
             {"name": "trainer", "state": {"terminated": {"exitCode": code, **ran}}}
         ]
         cluster.put("v1/pods", NAMESPACE, f"eva-test-{i}", pod)
-    cluster.put(
-        "batch/v1/jobs",
-        NAMESPACE,
-        "eva-test",
-        {
-            **job,
-            "status": {
-                "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]
-            },
-        },
-    )
+    _set_condition(cluster, job, "Failed", reason="BackoffLimitExceeded")
     half_hour = 2 * 0.5 * PRICE
     for _ in range(2):  # asked twice: a failed job's spend does not grow
         doc = json.loads(cli("status", "eva-test", "-o", "json").output)
@@ -468,12 +459,7 @@ def test_queued_time_costs_nothing_and_spend_stops_with_the_pods(
 def test_watch_survives_an_api_outage(cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory):
     assert _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig).exit_code == 0
     job = cluster.objects("batch/v1/jobs")[(NAMESPACE, "eva-test")]
-    cluster.put(
-        "batch/v1/jobs",
-        NAMESPACE,
-        "eva-test",
-        {**job, "status": {"conditions": [{"type": "Complete", "status": "True"}]}},
-    )
+    _set_condition(cluster, job, "Complete")
     # Four whole calls' worth of 503s (4 attempts each): more than one call's retries can absorb.
     seen = len(cluster.requests("GET", f"{JOBS}/eva-test"))  # kmock's slices count these too
     cluster.do(
@@ -743,12 +729,7 @@ def test_a_followed_log_reconnects_where_it_stopped(launched, cluster, cli):
 
 def test_stop_on_a_finished_job_says_so(launched, cluster, cli):
     job = cluster.objects("batch/v1/jobs")[(NAMESPACE, "eva-test")]
-    cluster.put(
-        "batch/v1/jobs",
-        NAMESPACE,
-        "eva-test",
-        {**job, "status": {"conditions": [{"type": "Complete", "status": "True"}]}},
-    )
+    _set_condition(cluster, job, "Complete")
     r = cli("stop", "eva-test")
     assert r.exit_code == 0
     assert r.output.startswith("eva-test had already finished (Succeeded); nothing to stop")
@@ -881,12 +862,7 @@ def test_the_shipped_role_covers_exactly_what_the_commands_do(
     KubernetesBackend.for_record(rec, backoff=FAST).wait_for_change(
         rec, timeout_s=0.05
     )  # what --watch waits on
-    cluster.put(
-        "batch/v1/jobs",
-        NAMESPACE,
-        "eva-test",
-        {**job, "status": {"conditions": [{"type": "Complete", "status": "True"}]}},
-    )
+    _set_condition(cluster, job, "Complete")
     assert cli("status", "eva-test", "--watch", "--interval", "0.1").exit_code == 0
     assert cli("stop", "eva-test").exit_code == 0
     used = _rbac_calls(cluster)
