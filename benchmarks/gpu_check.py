@@ -130,17 +130,19 @@ def hardware_peak_tflops(profile: str) -> float:
 
 
 # --------------------------------------------------------------------------- planner predictions
-def predict(model_name: str, hardware: str, micro_batch: int) -> dict[str, Any]:
-    """The planner's view of one GPU of a ZeRO-0 node running this micro-batch (per-GPU figures)."""
+def node_estimate(model_name: str, hardware: str, micro_batch: int, stack: str = "eager") -> Any:
+    """The planner's estimate for one ZeRO-0 bf16 node of `hardware` at this micro-batch per GPU, no
+    activation checkpointing: the layout of the runs measured here (benchmarks/op_census.py predicts
+    the same way). The planner plans whole nodes; per-GPU figures do not depend on the node size at
+    ZeRO-0."""
     from planner.estimate import estimate
     from planner.profiles import load_hardware, load_model
     from planner.spec import ParallelPlan, TrainingSpec
 
     model, hw = load_model(model_name), load_hardware(hardware)
-    g = hw.gpus_per_node  # the planner plans whole nodes; per-GPU figures do not depend on it at ZeRO-0
     plan = ParallelPlan(
         nodes=1,
-        gpus_per_node=g,
+        gpus_per_node=hw.gpus_per_node,
         zero_stage=0,
         micro_batch=micro_batch,
         grad_accum=1,
@@ -153,8 +155,15 @@ def predict(model_name: str, hardware: str, micro_batch: int) -> dict[str, Any]:
         image_size=model.recipe.image_size,
         patch_dropout=0.0,
         precision="bf16",
+        stack=stack,
     )
-    est = estimate(model, hw, plan, training)
+    return estimate(model, hw, plan, training)
+
+
+def predict(model_name: str, hardware: str, micro_batch: int) -> dict[str, Any]:
+    """The planner's view of one GPU of a ZeRO-0 node running this micro-batch (per-GPU figures)."""
+    est = node_estimate(model_name, hardware, micro_batch)
+    plan = est.plan
     return {
         "samples_per_s_per_gpu": est.compute.samples_per_s / plan.world_size,
         "mfu": est.compute.mfu,

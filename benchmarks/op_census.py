@@ -61,38 +61,18 @@ def census_table(model_name: str, stack: str, micro_batch: int, grad_ckpt: bool,
 
 
 def predictions() -> None:
-    from planner.estimate import estimate
-    from planner.profiles import load_hardware, load_model
-    from planner.spec import ParallelPlan, TrainingSpec
+    from gpu_check import node_estimate  # benchmarks/gpu_check.py, beside this script
 
-    hw = load_hardware("h100-sxm")
     print(
         f"{'model':16} {'stack':8} {'mb':>4} {'measured':>9} {'predicted':>10} {'error':>7}  "
         f"{'GEMM':>6} {'attn':>6} {'memory':>7} {'host':>6} {'step ms':>8} {'meas. ms':>8}"
     )
     for name, mb, stack, measured, _log in MEASURED:
-        m = load_model(name)
-        # One node (the planner plans whole nodes; gpu_check.py predicts the same way): per-GPU
-        # figures, the ZeRO-0 gradient all-reduce overlapping the backward.
-        g = hw.gpus_per_node
-        plan = ParallelPlan(
-            nodes=1,
-            gpus_per_node=g,
-            zero_stage=0,
-            micro_batch=mb,
-            grad_accum=1,
-            grad_ckpt=False,
-            precision="bf16",
-        )
-        training = TrainingSpec(
-            samples=1e6,
-            global_batch=plan.global_batch,
-            image_size=m.recipe.image_size,
-            patch_dropout=0.0,
-            precision="bf16",
-            stack=stack,
-        )
-        c = estimate(m, hw, plan, training).compute
+        # Per-GPU figures of one ZeRO-0 node, as gpu_check.py predicts its runs: the gradient
+        # all-reduce overlaps the backward.
+        est = node_estimate(name, "h100-sxm", mb, stack)
+        g = est.plan.gpus_per_node
+        c = est.compute
         sps = c.samples_per_s / g
         print(
             f"{name:16} {stack:8} {mb:4d} {measured:9.1f} {sps:10.1f} {sps / measured - 1:+7.0%}  "
