@@ -338,6 +338,14 @@ def _eager_block(
         """Bias gradients: one row reduction per bias over the output gradient (read a per element)."""
         o.bwd(a * width, 1.0)
 
+    def residual_add() -> None:
+        """stream + the 16-bit branch output; backward under a promotion casts the gradient to 16
+        bits, and the stream's gradient sums the branch's and the skip's."""
+        o.fwd((stream + a + stream) * h)
+        if stream != a:
+            o.bwd((stream + a) * h)
+        o.bwd(3.0 * stream * h)
+
     # -- attention half: norm1, q/k/v projections.
     y = norm_op(h, stream)
     if t.subln or not text:
@@ -384,12 +392,7 @@ def _eager_block(
         y2 = a
     linear_inputs(h, 1.0, y2)
     bias_grads(h)  # proj / out_proj
-    # residual add: stream + 16-bit branch; backward under a promotion casts the gradient to 16 bits,
-    # and the stream's gradient sums the branch's and the skip's.
-    o.fwd((stream + a + stream) * h)
-    if stream != a:
-        o.bwd((stream + a) * h)
-    o.bwd(3.0 * stream * h)
+    residual_add()
     if drop_path:
         # DropPath: bernoulli_ mask per sample, x · mask (2a·h), / keep (2a·h); backward the same two.
         o.fwd(4.0 * a * h, 3.0)
@@ -413,10 +416,7 @@ def _eager_block(
     linear_inputs(f, 1.0, y3)
     bias_grads(h)
     fb0, fk0 = o.fb, o.fk
-    o.fwd((stream + a + stream) * h)
-    if stream != a:
-        o.bwd((stream + a) * h)
-    o.bwd(3.0 * stream * h)
+    residual_add()
     if drop_path:
         o.fwd(4.0 * a * h, 2.0)
         o.fwd(0.0, 1.0)  # the bernoulli_ draw of the mask (per sample), redrawn by a recompute
