@@ -54,6 +54,21 @@ QWZ_RATIO = 0.5
 QGZ_RATIO = 0.25
 
 
+def wire_bytes(precision: str, stack: str) -> int:
+    """Bytes per element that parameters, gradients and CLIP features travel in.
+
+    DeepSpeed's 16-bit engines (bf16/fp16, the bundled trainer) hold 16-bit weights and reduce
+    16-bit gradients. Under autocast (stack `amp`: fp32 weights, OpenCLIP's trainer) everything on
+    the wire is fp32: PyTorch DDP all-reduces gradients in the parameters' dtype unless a
+    compression hook is registered (PyTorch docs, "DDP Communication Hooks", fp16_compress_hook
+    "casts GradBucket tensor to half-precision", https://pytorch.org/docs/stable/ddp_comm_hooks.html),
+    and OpenCLIP registers none (mlfoundations/open_clip src/open_clip_train/main.py wraps the model
+    in plain DistributedDataParallel); its features leave F.normalize in fp32 (autocast runs `norm`
+    in fp32, https://pytorch.org/docs/stable/amp.html#cuda-ops-that-can-autocast-to-float32).
+    fp32 training is fp32 throughout."""
+    return 4 if precision == "fp32" or stack == "amp" else 2
+
+
 @dataclass(frozen=True)
 class Collective:
     """One kind of collective call and its volume per optimizer step, per GPU."""
@@ -114,7 +129,7 @@ def zero_collectives(
     grad_accum: Num,
     micro_batch: Num,
     embed_dim: int,
-    comm_dtype_bytes: Num = 2,
+    comm_dtype_bytes: Num = 2,  # wire_bytes(precision, stack)
     hpz_partition_size: Num = 1,
     quantized_weights: Num = False,
     quantized_gradients: Num = False,
@@ -123,7 +138,7 @@ def zero_collectives(
     """The collectives of one optimizer step for one ZeRO stage (a Python int: the set of
     collectives differs by stage; every other argument may be an array)."""
     n, G, gas = world, gpus_per_node, grad_accum
-    p16 = 2.0  # parameters travel as 16-bit (bf16/fp16) in every stage
+    p16 = comm_dtype_bytes  # parameters travel in the weights' dtype (wire_bytes)
     out: list[Collective] = []
     reduce_calls = np.ceil(psi / dsd.REDUCE_BUCKET_SIZE)
     if zero_stage in (0, 1, 2):
@@ -235,9 +250,10 @@ def zero_collectives(
     return out
 
 
-def collective_bytes(model: ModelSpec, plan: ParallelPlan) -> list[Collective]:
+def collective_bytes(model: ModelSpec, plan: ParallelPlan, stack: str = "eager") -> list[Collective]:
     """Per-GPU collectives of one optimizer step for a model and a plan (DeepSpeed 0.19.8 behaviour,
-    evaplan's rendered ZeRO settings from planner/deepspeed_defaults.py)."""
+    evaplan's rendered ZeRO settings from planner/deepspeed_defaults.py) on a software stack (the
+    bundled trainer's `eager` by default)."""
     counts = count_params(model)
     thr, reuse = dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE
     res = zero3_residency(model, thr, reuse)
@@ -254,7 +270,7 @@ def collective_bytes(model: ModelSpec, plan: ParallelPlan) -> list[Collective]:
         grad_accum=plan.grad_accum,
         micro_batch=plan.micro_batch,
         embed_dim=model.embed_dim,
-        comm_dtype_bytes=4 if plan.precision == "fp32" else 2,
+        comm_dtype_bytes=wire_bytes(plan.precision, stack),
         hpz_partition_size=plan.hpz_partition_size,
         quantized_weights=plan.quantized_weights,
         quantized_gradients=plan.quantized_gradients,

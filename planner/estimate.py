@@ -512,7 +512,7 @@ def estimate(
         grad_accum=gas,
         quantized_weights=plan.quantized_weights,
         quantized_gradients=plan.quantized_gradients,
-        comm_dtype_bytes=4 if plan.precision == "fp32" else 2,
+        comm_dtype_bytes=comm.wire_bytes(plan.precision, training.stack),
         stack=training.stack,
         precision=training.precision,
         attention=training.attention,
@@ -686,7 +686,7 @@ def estimate(
     )
 
     # -- communication
-    colls = comm.collective_bytes(model, plan)
+    colls = comm.collective_bytes(model, plan, training.stack)
     creports = []
     for c in colls:
         creports.append(

@@ -179,3 +179,66 @@ def test_time_model():
     lat = [float(ring_latency_s("all_reduce", n, 8, 3.4, 14.0)) for n in (8, 16)]
     assert float(t[0]) == pytest.approx(2 * lat[0] + 2 * 7 / 8 * 2e9 / 360e9)
     assert float(t[1]) == pytest.approx(2 * lat[1] + 2 * 15 / 16 * 2e9 / 365e9)
+
+
+def test_autocast_stack_moves_fp32_on_the_wire():
+    # OpenCLIP's `amp`: fp32 weights under autocast, plain DDP, so the gradient all-reduce and the
+    # gathered features are fp32 (4 bytes); the bundled trainer's bf16 engine sends 2 bytes.
+    m = prof.load_model("openclip-vit-b32")
+    psi = count_params(m).total
+    plan = ParallelPlan(
+        nodes=2, gpus_per_node=8, zero_stage=0, micro_batch=256, grad_accum=1, grad_ckpt=False
+    )
+    eager = _by_name(collective_bytes(m, plan))
+    amp = _by_name(collective_bytes(m, plan, "amp"))
+    assert float(eager["gradient all-reduce"].message_bytes) == psi * 2
+    assert float(amp["gradient all-reduce"].message_bytes) == psi * 4
+    feats = "CLIP feature all-gather"
+    assert float(amp[feats].message_bytes) == 2 * float(eager[feats].message_bytes)
+
+
+def test_estimate_and_search_price_the_same_wire_bytes():
+    # The vectorised search derives the wire dtype from the stack exactly as `estimate` does: one amp
+    # layout's exposed communication and step time agree between the two code paths, and differ from
+    # the same layout's bf16-engine (eager) figures.
+    from planner import evaluate as ev
+    from planner.estimate import estimate
+    from planner.spec import TrainingSpec
+
+    m = prof.load_model("openclip-vit-b32")
+    hw = prof.load_hardware("a100-40gb")
+    plan = ParallelPlan(
+        nodes=16,
+        gpus_per_node=8,
+        zero_stage=0,
+        micro_batch=256,
+        grad_accum=1,
+        grad_ckpt=False,
+        precision="fp16",
+    )
+    exposed = {}
+    for stack in ("amp", "eager"):
+        training = TrainingSpec.from_recipe(
+            m.recipe, global_batch=256 * 128, stack=stack, precision="fp16", attention="math"
+        )
+        e = estimate(m, hw, plan, training)
+        st = ev.step_terms(
+            m,
+            hw,
+            nodes=np.array([16]),
+            zero_stage=np.array([0]),
+            offload_optimizer=np.array([False]),
+            offload_param=np.array([False]),
+            micro_batch=np.array([256]),
+            grad_accum=np.array([1]),
+            grad_ckpt=np.array([False]),
+            image_size=training.image_size,
+            patch_dropout=training.patch_dropout,
+            stack=stack,
+            precision="fp16",
+            attention="math",
+        )
+        assert e.comm.exposed_s == float(st["comm_exposed_s"][0])
+        assert e.compute.step_s == float(st["step_s"][0])
+        exposed[stack] = e.comm.exposed_s
+    assert exposed["amp"] > exposed["eager"]
