@@ -8,11 +8,16 @@ traceback reaches the user unless EVAPLAN_DEBUG=1.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import sys
 from typing import Any
+
+# evaplan uses no pydantic plugin, and pydantic's plugin discovery reads the entry points of every
+# installed distribution (importlib.metadata, plus the zipfile and email packages it imports) before
+# its first validator: ~20 ms of each command's start-up here (benchmarks/estimate_speed.py). Set
+# before pydantic builds anything; a user's own value, even empty (which lets plugins load), is kept.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 import click
 from pydantic import ValidationError
@@ -69,6 +74,8 @@ class EvaplanGroup(click.Group):
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[Any, Any, list[str]]:
         name = args[0] if args else ""
         if name and not name.startswith("-") and name not in dict(COMMANDS):
+            import difflib  # only for a mistyped command
+
             close = difflib.get_close_matches(name, [n for n, _ in COMMANDS], n=2, cutoff=0.5)
             hint = f"did you mean {' or '.join(close)}?" if close else "`evaplan -h` lists the commands"
             raise EvaplanError(f"no command '{name}'", hint=hint)

@@ -6,6 +6,7 @@ The speed itself is measured by benchmarks/estimate_speed.py, never asserted her
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +49,8 @@ print(json.dumps({
               for c in (spec.ModelSpec, spec.VisionTower, calibration.CalibrationSpec)},
 }))
 """
-NOT_ON_THIS_PATH = ("torch", "deepspeed", "kubernetes", "jinja2", "boto3", "numpy.ma")
+# difflib: only a mistyped command's "did you mean" needs it.
+NOT_ON_THIS_PATH = ("torch", "deepspeed", "kubernetes", "jinja2", "boto3", "numpy.ma", "difflib")
 
 
 def probe(args: list[str], preload: str = "pass") -> dict:
@@ -77,10 +79,10 @@ def test_the_import_check_sees_an_offender() -> None:
     # validated calibration builds its validator.
     offender = (
         "import numpy as np; np.unique(np.arange(3)); from planner.calibration import CalibrationSpec; "
-        "CalibrationSpec.model_rebuild()"
+        "CalibrationSpec.model_rebuild(); import difflib"
     )
     got = probe(ARGS, offender)
-    assert unused(got) == ["numpy.ma"]
+    assert unused(got) == ["numpy.ma", "difflib"]
     assert got["built"]["CalibrationSpec"] is True
 
 
@@ -107,3 +109,15 @@ def test_texts_with_an_alias_or_an_error_take_the_pure_loader() -> None:
     with pytest.raises(yaml.YAMLError) as pure:
         yaml.load(bad, Loader=prof._LimitedLoader)
     assert str(fast.value) == str(pure.value)
+
+
+def test_pydantic_plugin_discovery_is_off_unless_the_user_asks() -> None:
+    # The CLI turns pydantic's plugin scan off (start-up) but keeps a value the user set.
+    script = "import os, launcher.cli; print(os.environ['PYDANTIC_DISABLE_PLUGINS'])"
+    for given, kept in ((None, "__all__"), ("", ""), ("some_plugin", "some_plugin")):
+        env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+        if given is not None:
+            env["PYDANTIC_DISABLE_PLUGINS"] = given
+        r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == kept
