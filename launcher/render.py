@@ -28,13 +28,13 @@ from launcher.fabric import resolve as resolve_fabric
 from launcher.flavours import JOBSET_REPLICATED_JOB, workload_by_flavor
 from launcher.render_options import FLAVORS, Flavor, RenderOptions
 from launcher.sizing import (
-    WEBDATASET_WORKERS_DEFAULT,
     PlanInputs,
     Sizing,
     checkpoint_bytes_per_node,
     inputs_from_estimate,
     size_pod,
 )
+from planner.data_pipeline import default_loader_workers
 from planner.deepspeed_config import deepspeed_config
 from planner.errors import EvaplanError
 
@@ -422,10 +422,12 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
             f"{inputs.hardware.gpus_per_node}",
             hint="one pod takes a whole node: plan with the hardware's GPUs per node",
         )
+    # The workers the estimate assumed (its data-loading floor: `--data-workers`), for WebDataset
+    # shards; synthetic data is made in the training process and needs none.
+    planned = inputs.training.loader_workers
+    planned_workers = default_loader_workers(inputs.hardware) if planned is None else planned
     data_workers = (
-        opts.data_workers
-        if opts.data_workers is not None
-        else (WEBDATASET_WORKERS_DEFAULT if opts.data_url else 0)
+        opts.data_workers if opts.data_workers is not None else (planned_workers if opts.data_url else 0)
     )
     sizing = size_pod(inputs, opts, data_workers)
     ds_config = build_ds_config(inputs, opts)

@@ -56,7 +56,12 @@ class RenderOptions(BaseModel):
     data_pvc: str | None = Field(
         default=None, description="claim mounted read-only at /data for local shards"
     )
-    data_workers: int | None = Field(default=None, ge=0)
+    data_workers: int | None = Field(
+        default=None,
+        ge=0,
+        description="DataLoader workers per rank; default: the plan's (`--data-workers` of the estimate) for "
+        "WebDataset shards, 0 for synthetic data",
+    )
     nvme_host_path: str | None = None
     queue: str | None = None
     priority_class: str | None = None

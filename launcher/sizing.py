@@ -39,7 +39,6 @@ from planner.spec import FabricSpec, HardwareSpec, ModelSpec, ParallelPlan, Trai
 SHM_COLLECTIVES_GIB_PER_GPU = 1.0  # NCCL/RCCL /dev/shm segments (proxy, SHM transport) per rank
 DATALOADER_PREFETCH_FACTOR = 2  # torch.utils.data.DataLoader default prefetch_factor
 SHM_HEADROOM = 2.0
-WEBDATASET_WORKERS_DEFAULT = 4  # DataLoader workers per rank for WebDataset shards (decode + augment)
 CPU_ADAM_CORES_PER_GPU = 4  # DeepSpeedCPUAdam OpenMP threads per rank when the optimizer is offloaded
 GRACE_SAFETY = 2.0
 GRACE_MARGIN_S = 60  # SIGTERM handling, the barrier before saving, process exit

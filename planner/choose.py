@@ -19,7 +19,13 @@ from planner.errors import InfeasibleError
 from planner.estimate import Estimate, estimate
 from planner.headroom import DEFAULT_HEADROOM, WHY, HbmHeadroom
 from planner.limits import check_request
-from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, TrainingSpec
+from planner.spec import (
+    HardwareSpec,
+    ModelSpec,
+    OfferingSpec,
+    ParallelPlan,
+    TrainingSpec,
+)
 
 GIB = 2**30
 DEFAULT_BATCH_TOLERANCE = 0.02  # the same default as `evaplan plan --batch-tolerance`
@@ -39,6 +45,7 @@ class Request:
     precision: str | None = None
     stack: str = "eager"
     attention: str = "flash"
+    data_workers: int | None = None  # None: data_pipeline.default_loader_workers of the hardware
     zero_stage: int | None = None
     offload_optimizer: str | None = None
     offload_param: str | None = None
@@ -137,6 +144,7 @@ def choose(
         precision=precision,
         stack=req.stack,
         attention=req.attention,
+        loader_workers=req.data_workers,
         checkpoint_every_s=req.checkpoint_every_s,
         checkpoints_kept=req.checkpoints_kept,
         dataset_tb=req.dataset_tb,

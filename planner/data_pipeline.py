@@ -13,9 +13,10 @@ benchmark (below), applied to every CPU: no public table measures them on each p
 Left out, so the ceiling stays optimistic: tar/shard reading and storage I/O, caption tokenisation,
 batch collation and the copy from the worker to the training process.
 
-The workers that run this: a run's DataLoader worker processes per GPU when it states them (OpenCLIP's
-`--workers`, NeMo's `model.data.num_workers`), else every host core a GPU's share of the node has;
-never more than those cores (more processes than cores add no throughput).
+The workers that run this: the run's DataLoader worker processes per GPU (`--data-workers`; a
+published run's `--workers` or NeMo `model.data.num_workers`), by default what `evaplan render` gives
+each rank: a GPU's share of the node's cores less the three it keeps for other work (below); never
+more than that share (more processes than cores add no throughput).
 """
 
 from __future__ import annotations
@@ -54,10 +55,24 @@ def pipeline_per_core_s(hw: HardwareSpec) -> float:
     return 1.0 / per_image_s
 
 
+# Host cores per GPU that are not DataLoader workers: the rank's training process, its NCCL/RCCL proxy
+# and DataLoader main thread (the two cores per GPU the rendered pod requests besides its workers,
+# launcher/sizing.py), and one left to the node itself: Kubernetes schedules against allocatable CPU,
+# which is the capacity less the kube-reserved and system-reserved CPU (kubernetes.io, "Reserve Compute
+# Resources for System Daemons"), so a pod that asked for every core would never be placed.
+NON_LOADER_CORES_PER_GPU = 3
+
+
+def default_loader_workers(hw: HardwareSpec) -> int:
+    """DataLoader workers per GPU when a run does not choose: the rest of a GPU's share of the cores."""
+    return max(1, int(hw.host_cpu_cores.value // hw.gpus_per_node) - NON_LOADER_CORES_PER_GPU)
+
+
 def loader_cores_per_gpu(hw: HardwareSpec, loader_workers: int | None) -> float:
-    """Cores decoding for one GPU: its share of the node's cores, or the run's workers when fewer."""
-    cores = hw.host_cpu_cores.value / hw.gpus_per_node
-    return cores if loader_workers is None else min(float(loader_workers), cores)
+    """Cores decoding for one GPU: the run's workers (default_loader_workers when None), at most the
+    GPU's share of the node's cores."""
+    workers = default_loader_workers(hw) if loader_workers is None else loader_workers
+    return min(float(workers), hw.host_cpu_cores.value / hw.gpus_per_node)
 
 
 def data_loading_s(hw: HardwareSpec, samples_per_gpu: Num, loader_workers: int | None = None) -> Num:

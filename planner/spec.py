@@ -491,7 +491,8 @@ class TrainingSpec(StrictModel):
     loader_workers: int | None = Field(
         default=None,
         gt=0,
-        description="DataLoader worker processes per GPU; None: every host core of a GPU's share of the node",
+        description="DataLoader worker processes per GPU, what the rendered job runs; None: evaplan's default "
+        "for the hardware (planner/data_pipeline.py default_loader_workers)",
     )
     checkpoint_every_s: float | None = Field(
         default=None, gt=0, description="checkpoint interval; None → Young/Daly optimum"

@@ -174,13 +174,16 @@ def plan_for(run: PublishedRun, hardware: HardwareSpec) -> tuple[ParallelPlan, T
         **plan_extra,
     )
     extra = {k: v for k, v in wanted.items() if v is not None and k in TrainingSpec.model_fields}
+    # A run that does not state its DataLoader workers is read as using every core of a GPU's share
+    # of the node (the optimistic reading: its loaders are never slower than that).
+    every_core = max(1, int(hardware.host_cpu_cores.value // G))
     training = TrainingSpec(
         samples=run.samples or float(run.global_batch),
         global_batch=run.global_batch,
         image_size=image_size,
         patch_dropout=run.patch_dropout,
         precision=run.precision,
-        loader_workers=run.loader_workers.value if run.loader_workers is not None else None,
+        loader_workers=run.loader_workers.value if run.loader_workers is not None else every_core,
         **extra,
     )
     return plan, training, {**plan_extra, **extra}

@@ -357,6 +357,13 @@ def explain_text(e: Estimate) -> str:
     show_default=True,
     help="Attention kernel.",
 )
+@click.option(
+    "--data-workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="DataLoader worker processes per GPU: they set the data-loading floor here and are what "
+    "`render` gives each rank for WebDataset shards (default: a GPU's share of the host cores less 3).",
+)
 @click.option("--zero-stage", type=click.IntRange(0, 3), default=None)
 @click.option("--offload-optimizer", type=click.Choice(["none", "cpu", "nvme"]), default=None)
 @click.option("--offload-param", type=click.Choice(["none", "cpu", "nvme"]), default=None)

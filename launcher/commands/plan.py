@@ -193,6 +193,13 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Attention kernel.",
         ),
         click.option(
+            "--data-workers",
+            type=click.IntRange(min=1),
+            default=None,
+            help="DataLoader worker processes per GPU (the data-loading floor; what render gives each rank; "
+            "default: a GPU's share of the host cores less 3).",
+        ),
+        click.option(
             "--hbm-headroom",
             default=DEFAULT_HBM_HEADROOM_TEXT,
             show_default=True,
@@ -305,6 +312,7 @@ def training_for(model: ModelSpec, kw: dict[str, Any]) -> TrainingSpec:
         precision=kw.get("precision") or (r.precision if r.precision != "fp32" else "bf16"),
         stack=kw.get("stack") or "eager",
         attention=kw.get("attention") or "flash",
+        loader_workers=kw.get("data_workers"),
         checkpoint_every_s=kw["checkpoint_every_s"],
         dataset_tb=kw["dataset_tb"],
     )

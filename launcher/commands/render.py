@@ -129,7 +129,6 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     default=None,
     help="PersistentVolumeClaim with the shards, mounted read-only at /data (then --data-url /data/...).",
 )
-@click.option("--data-workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per rank.")
 @click.option("--nvme-host-path", default=None, help="Host folder on local NVMe for offload to nvme.")
 @click.option(
     "--optimizer",

@@ -237,6 +237,7 @@ def test_estimate_and_search_price_the_same_wire_bytes():
             stack=stack,
             precision="fp16",
             attention="math",
+            loader_workers=training.loader_workers,
         )
         assert e.comm.exposed_s == float(st["comm_exposed_s"][0])
         assert e.compute.step_s == float(st["step_s"][0])

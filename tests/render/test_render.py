@@ -18,6 +18,7 @@ from launcher.render import (
     pod_selector,
     render,
 )
+from planner.data_pipeline import default_loader_workers
 from planner.errors import EvaplanError, InfeasibleError
 
 VARIANTS = [(hw, flavor) for hw in ("h100-sxm", "mi300x") for flavor in FLAVORS]
@@ -187,7 +188,7 @@ def test_run_config_from_recipe_and_plan(make_inputs, make_options):
     assert rc["data"] == {
         "kind": "webdataset",
         "url": "s3://acme-data/laion",
-        "num_workers": 4,
+        "num_workers": default_loader_workers(inputs.hardware),
         "seed": 0,
         "synthetic_classes": 16,
     }

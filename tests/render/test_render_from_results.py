@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from launcher.bundle import read_bundle
+from planner.data_pipeline import default_loader_workers
+from planner.profiles import load_hardware
 
 Q = ["--model", "eva-clip-debug", "--gpus", "16"]
 IMG = "ghcr.io/acme/evaclip:1.0"
@@ -67,3 +71,30 @@ def test_plan_render_dir_equals_render_plan(cli, tmp_path):
     r = cli("plan", *Q, "--offering", "aws-p5", "--render", str(tmp_path / "z"))
     assert r.exit_code == 2 and "--render needs --image" in r.output
     assert not (tmp_path / "z").exists()
+
+
+def test_data_workers_are_one_setting_for_the_estimate_and_the_rendered_job(cli, tmp_path):
+    # `--data-workers` sets the estimate's data-loading floor and the DataLoader workers each rank of
+    # the rendered job runs, straight or through --plan; the default is the same in both.
+    shards = ("--data-url", "s3://acme-data/shards", "--image", IMG)
+    default = default_loader_workers(load_hardware("h100-sxm"))
+    assert default == 112 // 8 - 3  # the DGX H100's 112 cores, 8 GPUs, 3 cores per GPU kept
+    floors = {}
+    for workers in (None, 8):
+        flag = () if workers is None else ("--data-workers", str(workers))
+        est = _json(cli, "estimate", *Q, "--hardware", "h100-sxm", *flag)
+        assert est["training"]["loader_workers"] == workers
+        floors[workers] = est["compute"]["data_loading_s"]
+        out = tmp_path / f"w{workers}"
+        r = cli("render", *Q, "--hardware", "h100-sxm", *flag, *shards, "-o", str(out))
+        assert r.exit_code == 0, r.output
+        assert read_bundle(out).run_config.data.num_workers == (workers or default)
+        (tmp_path / f"est{workers}.json").write_text(json.dumps(est))
+        again = tmp_path / f"again{workers}"
+        r = cli("render", "--plan", str(tmp_path / f"est{workers}.json"), *shards, "-o", str(again))
+        assert r.exit_code == 0, r.output
+        assert read_bundle(again).run_config.data.num_workers == (workers or default)
+    assert floors[8] == pytest.approx(floors[None] * default / 8)  # the floor ∝ 1 / workers
+    r = cli("render", *Q, "--hardware", "h100-sxm", "--image", IMG, "-o", str(tmp_path / "synthetic"))
+    assert r.exit_code == 0, r.output
+    assert read_bundle(tmp_path / "synthetic").run_config.data.num_workers == 0  # made in-process
