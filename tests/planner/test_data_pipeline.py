@@ -25,12 +25,17 @@ def test_pipeline_rate_by_hand() -> None:
 
 def test_loader_workers_bound_the_cores() -> None:
     hw = prof.load_hardware("h100-sxm")  # 112 cores, 8 GPUs: 14 per GPU
-    assert dp.loader_cores_per_gpu(hw, None) == 14.0
+    # Unset: the workers `render` gives each rank, 14 less the rank, its proxy and one for the node.
+    assert dp.default_loader_workers(hw) == 11
+    assert dp.loader_cores_per_gpu(hw, None) == 11.0
     assert dp.loader_cores_per_gpu(hw, 6) == 6.0
+    assert dp.loader_cores_per_gpu(hw, 14) == 14.0
     assert dp.loader_cores_per_gpu(hw, 64) == 14.0  # more processes than cores add nothing
     rate = dp.pipeline_per_core_s(hw)
     assert dp.data_loading_s(hw, 1024, 6) == pytest.approx(1024 / (6 * rate), rel=1e-12)
-    assert dp.data_loading_s(hw, 1024) == pytest.approx(1024 / (14 * rate), rel=1e-12)
+    assert dp.data_loading_s(hw, 1024) == pytest.approx(1024 / (11 * rate), rel=1e-12)
+    few = hw.model_copy(update={"host_cpu_cores": hw.host_cpu_cores.model_copy(update={"value": 16})})
+    assert dp.default_loader_workers(few) == 1  # 2 cores per GPU: still one worker
 
 
 def test_estimate_reports_the_ceiling_and_its_inputs() -> None:
@@ -89,6 +94,8 @@ def test_published_loader_workers_reach_the_estimate() -> None:
     assert nemo.loader_workers is not None and nemo.loader_workers.value == 8
     _, training, _ = plan_for(nemo, prof.load_hardware(nemo.hardware))
     assert training.loader_workers == 8
+    # A run that does not state its workers is read as using every core of a GPU's share.
     unstated = next(r for r in runs.values() if r.loader_workers is None)
-    _, training, _ = plan_for(unstated, prof.load_hardware(unstated.hardware))
-    assert training.loader_workers is None
+    hw = prof.load_hardware(unstated.hardware)
+    _, training, _ = plan_for(unstated, hw)
+    assert training.loader_workers == hw.host_cpu_cores.value // hw.gpus_per_node
