@@ -1,5 +1,6 @@
-"""Options shared by several commands: --format for every command that prints results, and the
-kubeconfig options of the job commands (`launch`, `status`, `logs`, `stop`, `list`, `watch`)."""
+"""Options shared by several commands: --format for every command that prints results, --data-workers
+of the commands that estimate (`estimate` and, through it, `render` and `launch`; `plan`, `compare`),
+and the kubeconfig options of the job commands (`launch`, `status`, `logs`, `stop`, `list`, `watch`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,17 @@ def format_option(
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--format FMT (passed as `fmt`), one of `choices`."""
     return click.option("--format", "fmt", type=click.Choice(choices), default=default, show_default=True)
+
+
+def data_workers_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--data-workers N: one number for the estimate's data-loading floor and the rendered job's loaders."""
+    return click.option(
+        "--data-workers",
+        type=click.IntRange(min=1),
+        default=None,
+        help="DataLoader worker processes per GPU: the data-loading floor of the estimate and what `render` "
+        "gives each rank for WebDataset shards (default: a GPU's share of the host cores less 3).",
+    )
 
 
 def kube_options(f):

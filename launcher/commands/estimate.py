@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from launcher.commands._options import REPORT_FORMATS, format_option
+from launcher.commands._options import REPORT_FORMATS, data_workers_option, format_option
 from launcher.completion import profile_names
 from planner import profiles as prof
 from planner.calibration import CalibrationSpec, calibrated_hardware, comparison_rows
@@ -357,13 +357,7 @@ def explain_text(e: Estimate) -> str:
     show_default=True,
     help="Attention kernel.",
 )
-@click.option(
-    "--data-workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="DataLoader worker processes per GPU: they set the data-loading floor here and are what "
-    "`render` gives each rank for WebDataset shards (default: a GPU's share of the host cores less 3).",
-)
+@data_workers_option()
 @click.option("--zero-stage", type=click.IntRange(0, 3), default=None)
 @click.option("--offload-optimizer", type=click.Choice(["none", "cpu", "nvme"]), default=None)
 @click.option("--offload-param", type=click.Choice(["none", "cpu", "nvme"]), default=None)

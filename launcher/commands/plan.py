@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from launcher.commands._options import REPORT_FORMATS, format_option
+from launcher.commands._options import REPORT_FORMATS, data_workers_option, format_option
 from launcher.completion import profile_names
 from planner import profiles as prof
 from planner.calibration import calibrated_hardware, comparison_rows
@@ -192,13 +192,7 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="Attention kernel.",
         ),
-        click.option(
-            "--data-workers",
-            type=click.IntRange(min=1),
-            default=None,
-            help="DataLoader worker processes per GPU (the data-loading floor; what render gives each rank; "
-            "default: a GPU's share of the host cores less 3).",
-        ),
+        data_workers_option(),
         click.option(
             "--hbm-headroom",
             default=DEFAULT_HBM_HEADROOM_TEXT,
