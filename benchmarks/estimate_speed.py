@@ -8,6 +8,12 @@ load) and their ratio, for EVA-CLIP-18B on 256 H100s priced on AWS p5 (the `make
 request); plus, in-process, the import and the choose + estimate times. Done-when target (issue 14):
 evaplan whole-process ≥ 10× faster than DeepSpeed's estimator script.
 
+Also timed in the same interleaved loop: the import floor of the packages the command is built on, a
+process that imports click and numpy and defines one pydantic model and does nothing else. No
+`evaplan estimate` on this stack can start faster than that, so DeepSpeed's time over the floor is the
+best ratio reachable without replacing click, pydantic (profile validation) or numpy (the vectorised
+search that fills unset settings).
+
 DeepSpeed's estimator is `estimate_zero3_model_states_mem_needs_all_cold` (the function DeepSpeed's
 documentation gives for sizing ZeRO-3 memory before a run), called with the same parameter count,
 largest layer and cluster, in a fresh `python -c` process as a user would run it.
@@ -49,6 +55,11 @@ def deepspeed_script(total: int, largest: int, gpus_per_node: int, nodes: int) -
         f"num_nodes={nodes})"
     )
 
+
+# The stack's import floor: click (the CLI), numpy (the search), one pydantic model (the profiles).
+FLOOR_SCRIPT = (
+    "import click, numpy\nfrom pydantic import BaseModel\nclass Floor(BaseModel):\n    x: int = 1\n"
+)
 
 CPU_S: dict[str, list[float]] = {}
 
@@ -100,9 +111,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if ds_cmd:
         timed(ds_cmd, env=writes_bytecode)
-    ours, theirs = [], []
-    for _ in range(a.repeat):  # interleaved: both see the same load
+    floor_cmd = [sys.executable, "-c", FLOOR_SCRIPT]
+    timed(floor_cmd, env=writes_bytecode)
+    ours, theirs, floor = [], [], []
+    for _ in range(a.repeat):  # interleaved: all see the same load
         ours.append(timed(cmd, "evaplan"))
+        floor.append(timed(floor_cmd, "floor"))
         if ds_cmd:
             theirs.append(timed(ds_cmd, "deepspeed"))
     runs = []
@@ -121,10 +135,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{m_ds * 1e3:.0f} ms"
         )
         print(f"ratio: evaplan is {m_ds / m_ours:.1f}x faster (target >= 10x)")
+        m_floor = statistics.median(floor)
+        print(
+            f"import floor of click + numpy + one pydantic model, whole process (median of {a.repeat}): "
+            f"{m_floor * 1e3:.0f} ms; best ratio reachable on this stack: {m_ds / m_floor:.1f}x"
+        )
         c_ours, c_ds = statistics.median(CPU_S["evaplan"]), statistics.median(CPU_S["deepspeed"])
         print(
             f"CPU time (user + system, median): evaplan {c_ours * 1e3:.0f} ms, DeepSpeed {c_ds * 1e3:.0f} ms: "
-            f"{c_ds / c_ours:.1f}x"
+            f"{c_ds / c_ours:.1f}x; the import floor {statistics.median(CPU_S['floor']) * 1e3:.0f} ms: "
+            f"{c_ds / statistics.median(CPU_S['floor']):.1f}x at best"
         )
     else:
         print("DeepSpeed is not installed here (make dev installs it): no side-by-side figure")
