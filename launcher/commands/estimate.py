@@ -116,7 +116,7 @@ def summary_rows(e: Estimate, calibrated: bool = False) -> list[dict[str, str]]:
             f"micro-batch × {e.plan.grad_accum} + {_dur(e.figure('time.step_overhead').value)} "
             f"per step)",
         ),
-        ("time/step", "data loading", f"{_dur(c.data_loading_s)} (a floor under the step)"),
+        ("time/step", "data loading", _data_loading(e)),
         ("time/step", "exposed comm", f"{_dur(e.comm.exposed_s)} of {_dur(e.comm.total_s)}"),
     ]
     if c.offload_s:
@@ -149,6 +149,20 @@ def summary_rows(e: Estimate, calibrated: bool = False) -> list[dict[str, str]]:
     for ch in e.chosen:
         rows.append(("chosen", ch.split("=", 1)[0], ch.split("=", 1)[1]))
     return [{"section": s, "figure": f, "value": v} for s, f, v in rows]
+
+
+def _data_loading(e: Estimate) -> str:
+    """The data-loading floor, its workers, and whether the step waits for it."""
+    c = e.compute
+    inputs = e.figure("time.data_loading_per_step").inputs
+    workers = float(inputs["loader_cores_per_gpu"])
+    cores = float(inputs["host_cpu_cores"]) / e.plan.gpus_per_node
+    if c.data_loading_s >= c.step_s:
+        more = f"--data-workers up to {cores:g}" if workers < cores else "no more cores per GPU to add"
+        return (
+            f"{_dur(c.data_loading_s)} (binds: the step waits for {workers:g} loader workers per GPU; {more})"
+        )
+    return f"{_dur(c.data_loading_s)} (a floor under the step: {workers:g} loader workers per GPU)"
 
 
 def request_from(kw: dict) -> Request:

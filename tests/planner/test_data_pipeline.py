@@ -99,3 +99,13 @@ def test_published_loader_workers_reach_the_estimate() -> None:
     hw = prof.load_hardware(unstated.hardware)
     _, training, _ = plan_for(unstated, hw)
     assert training.loader_workers == hw.host_cpu_cores.value // hw.gpus_per_node
+
+
+def test_estimate_says_when_the_loaders_bind(cli) -> None:
+    q = ["estimate", "--model", "eva02-clip-b16", "--hardware", "h100-sxm", "--gpus", "8"]
+    starved = cli(*q, "--data-workers", "2")
+    assert starved.exit_code == 0, starved.output
+    assert "(binds: the step waits for 2 loader workers per GPU; --data-workers up to 14)" in starved.output
+    fed = cli(*q)
+    assert fed.exit_code == 0, fed.output
+    assert "(a floor under the step: 11 loader workers per GPU)" in fed.output
