@@ -493,6 +493,15 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
             f"the recipe's {inputs.model.recipe.optimizer.upper()} has no DeepSpeed CPU implementation, "
             f"so the offloaded optimizer runs AdamW (DeepSpeedCPUAdam); pass --optimizer to choose"
         )
+    node_cores = inputs.hardware.host_cpu_cores.value
+    if sizing.cpu > node_cores and opts.cpu_per_node is None:
+        # The profile's host cores are what a node offers; a pod asking for more is never scheduled
+        # unless the nodes really have more (hyper-threads count as CPUs in Kubernetes).
+        warnings.append(
+            f"each pod requests {sizing.cpu} CPUs, more than the {node_cores:g} host cores of a "
+            f"{inputs.hardware.name} node in its profile: lower --data-workers (or set --cpu-per-node) "
+            "unless the nodes have more CPUs than the profile says"
+        )
     if plan.nodes > 1 and not (opts.checkpoint_s3_uri or opts.checkpoint_pvc):
         # evaclip/checkpoint.py: across nodes the checkpoint folder must be a shared filesystem or S3.
         warnings.append(

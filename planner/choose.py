@@ -45,7 +45,7 @@ class Request:
     precision: str | None = None
     stack: str = "eager"
     attention: str = "flash"
-    data_workers: int | None = None  # None: data_pipeline.default_loader_workers of the hardware
+    data_workers: int | None = None  # None: data_pipeline.default_loader_workers (4)
     zero_stage: int | None = None
     offload_optimizer: str | None = None
     offload_param: str | None = None

@@ -15,8 +15,8 @@ batch collation and the copy from the worker to the training process.
 
 The workers that run this: the run's DataLoader worker processes per GPU (`--data-workers`; a
 published run's `--workers` or NeMo `model.data.num_workers`), by default what `evaplan render` gives
-each rank: a GPU's share of the node's cores less the three it keeps for other work (below); never
-more than that share (more processes than cores add no throughput).
+each rank (4, below); never more than a GPU's share of the host's cores (more processes than cores
+add no throughput).
 """
 
 from __future__ import annotations
@@ -55,17 +55,22 @@ def pipeline_per_core_s(hw: HardwareSpec) -> float:
     return 1.0 / per_image_s
 
 
-# Host cores per GPU that are not DataLoader workers: the rank's training process, its NCCL/RCCL proxy
-# and DataLoader main thread (the two cores per GPU the rendered pod requests besides its workers,
-# launcher/sizing.py), and one left to the node itself: Kubernetes schedules against allocatable CPU,
-# which is the capacity less the kube-reserved and system-reserved CPU (kubernetes.io, "Reserve Compute
-# Resources for System Daemons"), so a pod that asked for every core would never be placed.
-NON_LOADER_CORES_PER_GPU = 3
+# DataLoader worker processes per GPU when a run does not choose. OpenCLIP's own default
+# (open_clip_train/params.py `--workers`, "Number of dataloader workers per GPU", default 4,
+# https://github.com/mlfoundations/open_clip), and few enough that the pod `render` sizes for it fits
+# the smallest 8-GPU machines the bundled offerings name: per GPU one core for the rank, one for its
+# proxy and loader thread, the workers, and 4 DeepSpeedCPUAdam threads when the optimizer is offloaded
+# (launcher/sizing.py), 8 × (2 + 4 + 4) = 80 CPUs, within the 96 vCPUs of Azure's ND96isr H100 v5 and
+# ND96isr MI300X v5 (Kubernetes places a pod only within a node's allocatable CPU, below its 96).
+# A host core per GPU more than that is not assumed: profiles give a reference node's cores, not
+# every offering's. More workers (`--data-workers`) lower the data-loading floor up to the cores.
+DEFAULT_LOADER_WORKERS = 4
 
 
 def default_loader_workers(hw: HardwareSpec) -> int:
-    """DataLoader workers per GPU when a run does not choose: the rest of a GPU's share of the cores."""
-    return max(1, int(hw.host_cpu_cores.value // hw.gpus_per_node) - NON_LOADER_CORES_PER_GPU)
+    """DataLoader workers per GPU when a run does not choose: DEFAULT_LOADER_WORKERS, or a GPU's whole
+    share of the host's cores where that is fewer."""
+    return max(1, min(DEFAULT_LOADER_WORKERS, int(hw.host_cpu_cores.value // hw.gpus_per_node)))
 
 
 def loader_cores_per_gpu(hw: HardwareSpec, loader_workers: int | None) -> float:

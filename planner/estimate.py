@@ -666,8 +666,7 @@ def estimate(
             "host_cpu_cores": hardware.host_cpu_cores.value,
             "loader_workers": training.loader_workers
             if training.loader_workers is not None
-            else f"{data_pipeline.default_loader_workers(hardware)} (default: host cores / GPUs per node − "
-            f"{data_pipeline.NON_LOADER_CORES_PER_GPU}, what render gives each rank)",
+            else f"{data_pipeline.default_loader_workers(hardware)} (the default, what render gives each rank)",
             "loader_cores_per_gpu": data_pipeline.loader_cores_per_gpu(hardware, training.loader_workers),
             "image_decode_per_core_s": hardware.image_decode_per_core_s.value,
             "random_resized_crop_per_core_s": data_pipeline.RANDOM_RESIZED_CROP_PER_CORE_S,

@@ -27,7 +27,7 @@ def data_workers_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         type=click.IntRange(min=1),
         default=None,
         help="DataLoader worker processes per GPU: the data-loading floor of the estimate and what `render` "
-        "gives each rank for WebDataset shards (default: a GPU's share of the host cores less 3).",
+        "gives each rank for WebDataset shards (default: 4, OpenCLIP's; up to the host cores per GPU).",
     )
 
 

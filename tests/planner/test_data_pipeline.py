@@ -25,17 +25,17 @@ def test_pipeline_rate_by_hand() -> None:
 
 def test_loader_workers_bound_the_cores() -> None:
     hw = prof.load_hardware("h100-sxm")  # 112 cores, 8 GPUs: 14 per GPU
-    # Unset: the workers `render` gives each rank, 14 less the rank, its proxy and one for the node.
-    assert dp.default_loader_workers(hw) == 11
-    assert dp.loader_cores_per_gpu(hw, None) == 11.0
+    # Unset: the workers `render` gives each rank (OpenCLIP's default).
+    assert dp.default_loader_workers(hw) == 4
+    assert dp.loader_cores_per_gpu(hw, None) == 4.0
     assert dp.loader_cores_per_gpu(hw, 6) == 6.0
     assert dp.loader_cores_per_gpu(hw, 14) == 14.0
     assert dp.loader_cores_per_gpu(hw, 64) == 14.0  # more processes than cores add nothing
     rate = dp.pipeline_per_core_s(hw)
     assert dp.data_loading_s(hw, 1024, 6) == pytest.approx(1024 / (6 * rate), rel=1e-12)
-    assert dp.data_loading_s(hw, 1024) == pytest.approx(1024 / (11 * rate), rel=1e-12)
+    assert dp.data_loading_s(hw, 1024) == pytest.approx(1024 / (4 * rate), rel=1e-12)
     few = hw.model_copy(update={"host_cpu_cores": hw.host_cpu_cores.model_copy(update={"value": 16})})
-    assert dp.default_loader_workers(few) == 1  # 2 cores per GPU: still one worker
+    assert dp.default_loader_workers(few) == 2  # never more workers than a GPU's share of cores
 
 
 def test_estimate_reports_the_ceiling_and_its_inputs() -> None:
@@ -108,4 +108,4 @@ def test_estimate_says_when_the_loaders_bind(cli) -> None:
     assert "(binds: the step waits for 2 loader workers per GPU; --data-workers up to 14)" in starved.output
     fed = cli(*q)
     assert fed.exit_code == 0, fed.output
-    assert "(a floor under the step: 11 loader workers per GPU)" in fed.output
+    assert "(a floor under the step: 4 loader workers per GPU)" in fed.output

@@ -78,7 +78,7 @@ def test_data_workers_are_one_setting_for_the_estimate_and_the_rendered_job(cli,
     # the rendered job runs, straight or through --plan; the default is the same in both.
     shards = ("--data-url", "s3://acme-data/shards", "--image", IMG)
     default = default_loader_workers(load_hardware("h100-sxm"))
-    assert default == 112 // 8 - 3  # the DGX H100's 112 cores, 8 GPUs, 3 cores per GPU kept
+    assert default == 4  # OpenCLIP's default; the DGX H100 profile has 14 cores per GPU
     floors = {}
     for workers in (None, 8):
         flag = () if workers is None else ("--data-workers", str(workers))
@@ -98,3 +98,17 @@ def test_data_workers_are_one_setting_for_the_estimate_and_the_rendered_job(cli,
     r = cli("render", *Q, "--hardware", "h100-sxm", "--image", IMG, "-o", str(tmp_path / "synthetic"))
     assert r.exit_code == 0, r.output
     assert read_bundle(tmp_path / "synthetic").run_config.data.num_workers == 0  # made in-process
+
+
+def test_render_warns_when_a_pod_asks_for_more_cpus_than_the_node_has(cli, tmp_path):
+    # mi300x: 96 host cores for 8 GPUs; 12 workers make 8 × (2 + 12) = 112 CPUs per pod.
+    q = ("render", *Q, "--hardware", "mi300x", "--data-url", "s3://acme-data/shards", "--image", IMG)
+    r = cli(*q, "--data-workers", "12", "-o", str(tmp_path / "many"))
+    assert r.exit_code == 0, r.output
+    assert "each pod requests 112 CPUs, more than the 96 host cores of a mi300x node" in r.output
+    r = cli(*q, "-o", str(tmp_path / "default"))
+    assert r.exit_code == 0, r.output
+    assert "host cores" not in r.output
+    r = cli(*q, "--data-workers", "12", "--cpu-per-node", "200", "-o", str(tmp_path / "told"))
+    assert r.exit_code == 0, r.output
+    assert "host cores" not in r.output  # the user said what the nodes have
