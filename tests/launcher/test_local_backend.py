@@ -113,7 +113,8 @@ def test_local_launch_status_logs_stop_resume(
         what="resume",
         stall_s=STANDIN_WAIT_S,
     )
-    assert cli("stop", "eva-local").exit_code == 0
+    stopped = cli("stop", "eva-local")
+    assert stopped.exit_code == 0, stopped.output
     listing = json.loads(cli("list", "--format", "json").output)
     assert [(j["job"], j["phase"]) for j in listing] == [("eva-local", "Stopped")]
     assert listing[0]["spent"] > 0  # both runs' node time at $3.60/node-hour
@@ -194,7 +195,9 @@ def test_local_end_to_end_with_the_real_trainer(cli, state_dir, cpu_hardware, wa
     logs = cli("logs", "eva-e2e").output
     assert "[rank 0] step " in logs and "[rank 1] " in logs
 
-    assert cli("stop", "eva-e2e").exit_code == 0
+    stopped = cli("stop", "eva-e2e")
+
+    assert stopped.exit_code == 0, stopped.output
     tags = sorted(p.name for p in (work / "output" / "checkpoints").glob("step*"))
     assert tags, "no checkpoint after SIGTERM"
     assert "(sigterm)" in cli("logs", "eva-e2e", "--rank", "0").output
@@ -215,7 +218,8 @@ def test_local_end_to_end_with_the_real_trainer(cli, state_dir, cpu_hardware, wa
     wait(
         lambda: steps_done() > stopped_step, what="a step after the resume", progress=progress, stall_s=window
     )
-    assert cli("stop", "eva-e2e").exit_code == 0
+    stopped = cli("stop", "eva-e2e")
+    assert stopped.exit_code == 0, stopped.output
 
 
 @pytest.mark.slow

@@ -218,7 +218,8 @@ def test_stale_build_lock_is_removed_and_a_live_build_is_shown(cli, bundle, tmp_
         _wait(lambda: _status(cli, "eva-sup")["progress"]["step"], what="steps after the build")
         assert _status(cli, "eva-sup")["activity"] is None
         assert not (ext / "cpu_adam" / "lock").exists()  # released by the finished build
-        assert cli("stop", "eva-sup").exit_code == 0
+        stopped = cli("stop", "eva-sup")
+        assert stopped.exit_code == 0, stopped.output
     finally:
         builder.kill()
         builder.wait(timeout=60)
@@ -267,7 +268,8 @@ def test_bundle_paths_are_confined_to_the_job_folder(cli, bundle, state_dir):
 
     # A symbolic link in the job folder that leads outside is refused on --resume.
     rec = _launch_and_wait_for_steps(cli, b, "eva-sup")
-    assert cli("stop", "eva-sup").exit_code == 0
+    stopped = cli("stop", "eva-sup")
+    assert stopped.exit_code == 0, stopped.output
     work = Path(rec.backend_data["work_dir"])
     outside = state_dir.parent / "outside"
     outside.mkdir()
@@ -311,7 +313,8 @@ def test_a_refused_launch_leaves_the_stored_bundle_as_it_was(cli, state_dir, cpu
     assert {p.name: p.read_bytes() for p in stored.iterdir()} == before
     assert (work / "run_config.json").read_bytes() == run_before
     assert not [p for p in (state_dir / "bundles").iterdir() if p.name.startswith(".")]
-    assert cli("stop", "long1").exit_code == 0
+    stopped = cli("stop", "long1")
+    assert stopped.exit_code == 0, stopped.output
 
 
 @pytest.mark.slow
@@ -339,4 +342,5 @@ def test_a_lock_whose_builder_dies_after_launch_is_swept_by_the_supervisor(
         what="the supervisor's sweep",
     )
     assert "# evaplan supervisor: removed a stale DeepSpeed op build lock" in cli("logs", "eva-sup").output
-    assert cli("stop", "eva-sup").exit_code == 0
+    stopped = cli("stop", "eva-sup")
+    assert stopped.exit_code == 0, stopped.output

@@ -272,7 +272,8 @@ def _count_launch_calls(cli, bundle, kubeconfig, monkeypatch, flags: tuple[str, 
     monkeypatch.setattr(kube_api.KubeApi, "_send", counting)
     assert _launch(cli, bundle, kubeconfig, *flags).exit_code == 0
     monkeypatch.setattr(kube_api.KubeApi, "_send", real)
-    assert cli("stop", "eva-test").exit_code == 0
+    stopped = cli("stop", "eva-test")
+    assert stopped.exit_code == 0, stopped.output
     return len(calls)
 
 
@@ -450,7 +451,8 @@ def test_queued_time_costs_nothing_and_spend_stops_with_the_pods(
         assert doc["phase"] == "Failed" and doc["progress"]["spent_usd"] == pytest.approx(half_hour)
     assert "rank 1" in doc["message"]
     # After a stop the pods are gone; the bill they ran up stays.
-    assert cli("stop", "eva-test").exit_code == 0
+    stopped = cli("stop", "eva-test")
+    assert stopped.exit_code == 0, stopped.output
     rec = JobStore().get("eva-test")
     assert rec.plan["run_node_s"] == pytest.approx(3600.0)
     assert "$55.04" in cli("list").output
@@ -864,7 +866,8 @@ def test_the_shipped_role_covers_exactly_what_the_commands_do(
     )  # what --watch waits on
     _set_condition(cluster, job, "Complete")
     assert cli("status", "eva-test", "--watch", "--interval", "0.1").exit_code == 0
-    assert cli("stop", "eva-test").exit_code == 0
+    stopped = cli("stop", "eva-test")
+    assert stopped.exit_code == 0, stopped.output
     used = _rbac_calls(cluster)
 
     docs = list(yaml.safe_load_all((bundle / "rbac.yaml").read_text()))
