@@ -34,7 +34,7 @@ from launcher.sizing import (
     inputs_from_estimate,
     size_pod,
 )
-from planner.data_pipeline import default_loader_workers
+from planner.data_pipeline import loader_workers_for
 from planner.deepspeed_config import deepspeed_config
 from planner.errors import EvaplanError
 
@@ -424,11 +424,8 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
         )
     # The workers the estimate assumed (its data-loading floor: `--data-workers`), for WebDataset
     # shards; synthetic data is made in the training process and needs none.
-    planned = inputs.training.loader_workers
-    planned_workers = default_loader_workers(inputs.hardware) if planned is None else planned
-    data_workers = (
-        opts.data_workers if opts.data_workers is not None else (planned_workers if opts.data_url else 0)
-    )
+    planned = loader_workers_for(inputs.hardware, inputs.training.loader_workers)
+    data_workers = opts.data_workers if opts.data_workers is not None else (planned if opts.data_url else 0)
     sizing = size_pod(inputs, opts, data_workers)
     ds_config = build_ds_config(inputs, opts)
     run_config = build_run_config(inputs, opts, data_workers)

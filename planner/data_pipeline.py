@@ -73,11 +73,16 @@ def default_loader_workers(hw: HardwareSpec) -> int:
     return max(1, min(DEFAULT_LOADER_WORKERS, int(hw.host_cpu_cores.value // hw.gpus_per_node)))
 
 
+def loader_workers_for(hw: HardwareSpec, loader_workers: int | None) -> int:
+    """The DataLoader workers per GPU a run has: its own, or default_loader_workers when None (what
+    the estimate prices and `render` gives each rank)."""
+    return default_loader_workers(hw) if loader_workers is None else loader_workers
+
+
 def loader_cores_per_gpu(hw: HardwareSpec, loader_workers: int | None) -> float:
-    """Cores decoding for one GPU: the run's workers (default_loader_workers when None), at most the
-    GPU's share of the node's cores."""
-    workers = default_loader_workers(hw) if loader_workers is None else loader_workers
-    return min(float(workers), hw.host_cpu_cores.value / hw.gpus_per_node)
+    """Cores decoding for one GPU: the run's workers (loader_workers_for), at most the GPU's share of
+    the node's cores."""
+    return min(float(loader_workers_for(hw, loader_workers)), hw.host_cpu_cores.value / hw.gpus_per_node)
 
 
 def data_loading_s(hw: HardwareSpec, samples_per_gpu: Num, loader_workers: int | None = None) -> Num:

@@ -512,7 +512,6 @@ def estimate(
         grad_accum=gas,
         quantized_weights=plan.quantized_weights,
         quantized_gradients=plan.quantized_gradients,
-        comm_dtype_bytes=comm.wire_bytes(plan.precision, training.stack),
         stack=training.stack,
         precision=training.precision,
         attention=training.attention,

@@ -131,7 +131,6 @@ def step_terms(
     quantized_gradients: Num = False,
     local_loss: Num = True,
     gather_with_grad: Num = True,
-    comm_dtype_bytes: Num | None = None,
     stack: str = "eager",
     precision: str = "bf16",
     attention: str = "flash",
@@ -196,7 +195,6 @@ def step_terms(
         )
     )
     overhead_s = grad_accum * microbatch_s + step_over_s
-    wire = comm.wire_bytes(precision, stack) if comm_dtype_bytes is None else comm_dtype_bytes
     stages = np.asarray(zero_stage)
     total_s: Num = 0.0
     exposed_s: Num = 0.0
@@ -215,7 +213,7 @@ def step_terms(
             grad_accum=grad_accum,
             micro_batch=micro_batch,
             embed_dim=model.embed_dim,
-            comm_dtype_bytes=wire,
+            comm_dtype_bytes=comm.wire_bytes(precision, stack),
             hpz_partition_size=hpz_partition_size,
             quantized_weights=quantized_weights,
             quantized_gradients=quantized_gradients,
