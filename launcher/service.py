@@ -223,7 +223,7 @@ class JobService:
                 f"job '{name}' ran on the {previous.backend} backend",
                 hint=f"pass --backend {previous.backend}",
             )
-        if req.resume and previous.last_phase != CREATING:
+        if req.resume and (previous.last_phase != CREATING or "launch_id" in previous.backend_data):
             if backend_for(previous).state(previous).phase not in TERMINAL_PHASES:
                 raise EvaplanError(
                     f"job '{name}' is still running", hint=f"`evaplan stop {name}` first, then --resume"
@@ -412,17 +412,31 @@ class JobService:
         be.launch(req.bundle, job_name=name, replace=req.replace, resume=req.resume, dry_run=True)
         if previous is not None and req.replace and previous.last_phase != CREATING:
             be.stop(previous)  # its work folder is about to be removed: end the processes first
-        intent = self._record(req, basis, previous, budget, prior_node_s, _launcher_pid(), CREATING)
-        self.store.put(intent)
+        intent = [self._record(req, basis, previous, budget, prior_node_s, _launcher_pid(), CREATING)]
+        self.store.put(intent[0])
+
+        def record_intent(data: dict[str, Any]) -> None:
+            # The job's launch id and folder, before any process of it starts: a launch killed
+            # from here on leaves a job that `status` shows and `stop` ends by that label.
+            rec = self._record(
+                req, basis, previous, budget, prior_node_s, {**data, **_launcher_pid()}, CREATING
+            )
+            self.store.put(rec)
+            intent[0] = rec
+
         be.set_deadline(deadline_s)  # the local supervisor enforces the budget with no monitor running
-        try:
-            data = be.launch(req.bundle, job_name=name, replace=req.replace, resume=req.resume)
-        except BaseException:
+        with _terminate_as_interrupt():
             try:
-                self.store.put(previous) if previous is not None else self.store.delete(name)
-            except EvaplanError:
-                pass
-            raise
+                data = be.launch(  # type: ignore[call-arg]
+                    req.bundle,
+                    job_name=name,
+                    replace=req.replace,
+                    resume=req.resume,
+                    before_start=record_intent,
+                )
+            except BaseException:
+                self._undo_local(be, intent[0], previous)
+                raise
         record = self._record(req, basis, previous, budget, prior_node_s, data, SUBMITTED)
         try:
             self.store.put(record)
@@ -437,6 +451,20 @@ class JobService:
             notices=list(data.get("notes", [])),
         )
 
+    def _undo_local(self, be: Any, intent: JobRecord, previous: JobRecord | None) -> None:
+        """After a failed or interrupted local launch: end whatever it started, found by its launch
+        id, then put the previous record back (or forget the job). If something of it survives,
+        the intent stays: `status` shows it and `stop` ends it."""
+        try:
+            if be.abort(intent):
+                return
+            if previous is not None:
+                self.store.put(previous)
+            else:
+                self.store.delete(intent.name)
+        except EvaplanError:
+            pass
+
     # ------------------------------------------------------------------ monitor
     def get(self, name: str | None) -> tuple[JobRecord, Backend]:
         record = self.store.get(name)
@@ -446,11 +474,7 @@ class JobService:
         """The job and its backend for status/watch; a launch interrupted before anything was
         started has nothing to watch (one line saying so)."""
         record, be = self.get(name)
-        if (
-            record.last_phase == CREATING
-            and "workload" not in record.backend_data
-            and "pid" not in record.backend_data
-        ):
+        if record.last_phase == CREATING and not _started_anything(record):
             state = "still being launched" if _launcher_alive(record) else "interrupted while launching"
             raise EvaplanError(
                 f"job '{record.name}' was {state}; nothing of it was started",
@@ -500,7 +524,7 @@ class JobService:
                     f"skipped job row {rec.name!r}: no usable cost basis ({e!r}) in {self.store.path}"
                 )
                 continue
-            if rec.last_phase == CREATING:
+            if rec.last_phase == CREATING and (_launcher_alive(rec) or "launch_id" not in rec.backend_data):
                 phase = "creating" if _launcher_alive(rec) else "creating (interrupted)"
                 rows.append(JobRow(rec, phase, None, spent))
                 continue
@@ -542,6 +566,8 @@ class JobService:
             self.store.put(record.with_(last_phase=STOPPED, finished_at=record.finished_at or utcnow()))
             return StopResult(record.name, record.backend, None, removed)
         if record.last_phase == CREATING:
+            if _started_anything(record):
+                be.stop(record)  # a local launch interrupted after its processes started
             self.store.put(record.with_(last_phase=STOPPED, finished_at=record.finished_at or utcnow()))
             return StopResult(record.name, record.backend, None, [])
         try:
@@ -597,6 +623,13 @@ def _rank_count(record: JobRecord) -> int | None:
     else:
         n = d.get("nproc")
     return int(n) if n else None
+
+
+def _started_anything(rec: JobRecord) -> bool:
+    """Whether a launch got as far as starting something the backend can find: a Kubernetes
+    workload recorded, or a local job's launch id (its processes carry it)."""
+    d = rec.backend_data
+    return "workload" in d or "launch_id" in d or "pid" in d
 
 
 def _launcher_pid() -> dict[str, Any]:

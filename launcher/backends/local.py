@@ -31,7 +31,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -67,6 +67,9 @@ STOP_TIMEOUT_S = 300.0
 # How long the supervisor waits for stragglers (ranks still alive after torchrun ended) to exit
 # on SIGTERM before SIGKILL: they have no peers left, so there is no checkpoint to wait for.
 STRAGGLER_GRACE_S = 30.0
+# How long an interrupted `launch` gives what it started to exit on SIGTERM before SIGKILL: the
+# ranks have not trained yet, so there is no checkpoint to wait for.
+ABORT_GRACE_S = 10.0
 # How long `launch` waits for the supervisor to detach and report its pid (a python start-up).
 SUPERVISOR_START_TIMEOUT_S = 120.0
 # What torchrun starts on every rank: the bundled trainer (`python -m evaclip.train`).
@@ -194,8 +197,18 @@ class LocalBackend(Backend):
 
     # ------------------------------------------------------------------ launch
     def launch(
-        self, bundle: Bundle, *, job_name: str, replace: bool, resume: bool, dry_run: bool = False
+        self,
+        bundle: Bundle,
+        *,
+        job_name: str,
+        replace: bool,
+        resume: bool,
+        dry_run: bool = False,
+        before_start: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
+        """Check, write the work folder, then start the supervisor. `before_start(data)` gets the
+        job's handles (launch id, work folder) before any process starts: the service records them
+        first, so a launch killed while the supervisor starts leaves a job `status` and `stop` find."""
         try:
             import torch
             import torch.distributed.run  # torchrun must be importable here
@@ -289,13 +302,9 @@ class LocalBackend(Backend):
                 f"cannot write the local job folder {work}: {e.strerror}",
                 hint="set EVAPLAN_STATE_DIR to a writable folder with free space",
             ) from None
-        pid = self._start_supervisor(work, launch_id)
         metrics = work / run_config["output_dir"] / run_config.get("metrics_file", "metrics.jsonl")
-        return {
+        data: dict[str, Any] = {
             "launch_id": launch_id,
-            "pid": pid,  # the supervisor: leader of the job's session and process group
-            "pgid": pid,
-            "pid_start_ticks": start_ticks(pid),
             "work_dir": str(work),
             "nproc": nproc,
             "metrics_path": str(metrics),
@@ -303,6 +312,11 @@ class LocalBackend(Backend):
             "deadline_s": self.deadline_s,
             "notes": notes,
         }
+        if before_start is not None:
+            before_start(data)
+        pid = self._start_supervisor(work, launch_id)
+        # the supervisor: leader of the job's session and process group
+        return {**data, "pid": pid, "pgid": pid, "pid_start_ticks": start_ticks(pid)}
 
     def _start_supervisor(self, work: Path, launch_id: str) -> int:
         env = {**os.environ, JOB_ENV: launch_id, "PYTHONUNBUFFERED": "1"}
@@ -387,6 +401,14 @@ class LocalBackend(Backend):
             finished = _parse_time(sup.get("finished_at"))
         elif (work / "stopped").is_file():
             phase, msg, finished = STOPPED, "stopped by `evaplan stop`", _mtime(work / "stopped")
+        elif sup.get("supervisor_pid"):
+            # The supervisor died without recording an outcome (SIGKILL): the kernel sent torchrun
+            # SIGTERM with it (local_supervisor.py, PR_SET_PDEATHSIG), so the job stopped too.
+            phase = STOPPED
+            msg = (
+                "its supervisor died (was it killed?) and the job was stopped with it (SIGTERM to every rank)"
+            )
+            finished = _mtime(work / LOG_FILE)  # its last sign of life: spend stops there
         else:
             phase = FAILED
             msg = "nothing of the job runs and its supervisor recorded no outcome (was it killed?)"
@@ -467,6 +489,15 @@ class LocalBackend(Backend):
         return recs[-n:]
 
     # ------------------------------------------------------------------ stop
+    def abort(self, record: Any) -> list[int]:
+        """End at once whatever a launch that did not finish started (SIGTERM, a short grace for
+        the processes to exit, SIGKILL); returns the pids still alive after that (none, normally)."""
+        launch_id = record.backend_data.get("launch_id")
+        if not isinstance(launch_id, str):
+            return []
+        _killed, left = end_job(launch_id, ABORT_GRACE_S)
+        return [p.pid for p in left]
+
     def stop(self, record: Any) -> None:
         """SIGTERM to every process of the job (the supervisor, torchrun, each rank: found by label,
         not by parentage, so a killed supervisor or torchrun hides nothing); wait for the

@@ -19,6 +19,8 @@ init and is the leader of a new session and process group), and then:
   rank's last log line; plus WORK_DIR/exit_code;
 - with a deadline (budget ÷ price, from `launch --max-cost`), stops the job as `stop` would when
   the deadline passes, so the budget holds with no monitor running;
+- has the kernel send torchrun SIGTERM if the supervisor itself dies (prctl PR_SET_PDEATHSIG), so
+  a killed supervisor stops the job rather than leaving it to train past its budget;
 - every LOCK_SWEEP_S removes a stale DeepSpeed op build lock (build_lock.py) that would make a
   rank wait forever.
 
@@ -46,6 +48,8 @@ STATE_FILE = "supervisor.json"
 LOG_FILE = "job.log"
 # linux/prctl.h: PR_SET_CHILD_SUBREAPER.
 PR_SET_CHILD_SUBREAPER = 36
+# linux/prctl.h: PR_SET_PDEATHSIG (the signal a child gets when its parent dies; kept across execve).
+PR_SET_PDEATHSIG = 1
 POLL_S = 0.2
 # How often the supervisor looks for a stale DeepSpeed op build lock while the job runs (one left
 # by a build killed shortly before this launch, too recently active for `launch` to judge).
@@ -148,20 +152,28 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal that launched us may close
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
+            libc: Any = ctypes.CDLL(None, use_errno=True)
             subreaper = libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
         except (OSError, AttributeError):
-            subreaper = False
+            libc, subreaper = None, False
         log_start = (self.work / LOG_FILE).stat().st_size if (self.work / LOG_FILE).exists() else 0
         deadline_s = self.spec.get("deadline_s")
         t0 = time.monotonic()
         env = {**os.environ, **self.spec.get("env", {}), JOB_ENV: self.launch_id}
+        me = os.getpid()
         pid = os.fork()
         if pid == 0:  # torchrun, in the supervisor's process group
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGHUP, signal.SIG_DFL)
+                # If the supervisor dies (even by SIGKILL), the kernel sends torchrun SIGTERM, which
+                # torchrun passes to every rank: they checkpoint and exit, so no rank trains on
+                # without the deadline (the budget) that only the supervisor enforces.
+                if libc is not None:
+                    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+                if os.getppid() != me:  # the supervisor died before that took effect
+                    os._exit(128 + signal.SIGTERM)
                 argv = self.spec["argv"]
                 os.execvpe(argv[0], argv, env)
             finally:

@@ -107,26 +107,19 @@ def test_sigkill_torchrun_ends_the_stragglers_and_says_so(cli, bundle):
 
 
 @pytest.mark.slow
-def test_sigkill_supervisor_then_resume_refuses_and_stop_ends_everything(cli, bundle):
+def test_sigkill_supervisor_stops_the_job_so_its_budget_holds(cli, bundle):
+    # The supervisor enforces the budget's deadline: without it no rank may train on unmanaged.
     b = bundle()
-    rec = _launch_and_wait_for_steps(cli, b, "eva-sup")
+    rec = _launch_and_wait_for_steps(cli, b, "eva-sup", "--max-cost", "100")
     os.kill(rec.backend_data["pid"], signal.SIGKILL)
-    _wait(
-        lambda: "supervisor is gone" in (_status(cli, "eva-sup")["message"] or ""),
-        what="a missing supervisor",
-    )
+    _wait(lambda: job_processes(rec.backend_data["launch_id"]) == [], what="the job to stop")
     doc = _status(cli, "eva-sup")
-    assert doc["phase"] == "Running"  # torchrun and both ranks still train: status does not lie
-    assert _ranks_alive(rec) == {0, 1}
-    r = cli("launch", str(b), "--backend", "local", "--resume")
-    assert r.exit_code == 2 and "still running" in r.output, r.output
-    assert _ranks_alive(rec) == {0, 1}  # nothing was started beside them
-    r = cli("stop", "eva-sup")
-    assert r.exit_code == 0, r.output
-    assert job_processes(rec.backend_data["launch_id"]) == []
-    assert _status(cli, "eva-sup")["phase"] == "Stopped"
+    assert doc["phase"] == "Stopped" and "supervisor died" in doc["message"], doc
     ckpt = Path(rec.backend_data["work_dir"]) / "checkpoints" / "latest.json"
     assert json.loads(ckpt.read_text())["step"] >= 2  # SIGTERM reached the ranks: they checkpointed
+    r = cli("launch", str(b), "--backend", "local", "--resume")
+    assert r.exit_code == 0, r.output
+    assert cli("stop", "eva-sup").exit_code == 0
 
 
 @pytest.mark.slow
@@ -344,3 +337,79 @@ def test_a_lock_whose_builder_dies_after_launch_is_swept_by_the_supervisor(
     assert "# evaplan supervisor: removed a stale DeepSpeed op build lock" in cli("logs", "eva-sup").output
     stopped = cli("stop", "eva-sup")
     assert stopped.exit_code == 0, stopped.output
+
+
+# --------------------------------------------------------------------------- an interrupted launch
+DRIVER = Path(__file__).with_name("launch_driver.py")
+
+
+@pytest.fixture
+def paused_launch(tmp_path, state_dir):
+    """launch(bundle) → a real `evaplan launch --backend local` process, paused once its supervisor
+    runs, and the job's launch id (from the supervisor's spec); whatever it started is killed after."""
+    started: list[str] = []
+
+    def launch(bundle_dir: Path) -> tuple[subprocess.Popen, str]:
+        proc, launch_id = _launch_paused_after_supervisor(bundle_dir, tmp_path / "ready", state_dir)
+        started.append(launch_id)
+        return proc, launch_id
+
+    yield launch
+    for launch_id in started:
+        kill_job(launch_id)
+
+
+def _launch_paused_after_supervisor(
+    bundle_dir: Path, ready: Path, state: Path
+) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen(
+        [sys.executable, str(DRIVER), str(ready), "launch", str(bundle_dir), "--backend", "local"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    _wait(lambda: ready.is_file() or proc.poll() is not None, what="the supervisor to start")
+    assert ready.is_file(), proc.communicate()[0]
+    spec = json.loads((state / "jobs" / "eva-sup" / "supervisor-spec.json").read_text())
+    return proc, spec["launch_id"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_the_supervisor_starts_ends_what_it_started(sig, bundle, paused_launch):
+    proc, launch_id = paused_launch(bundle())
+    assert job_processes(launch_id)  # the supervisor runs
+    proc.send_signal(sig)
+    out = proc.communicate(timeout=WAIT_S)[0]
+    assert proc.returncode == 130 and "interrupted" in out, out
+    # The launch unwound: nothing it started trains on unmanaged, and nothing is recorded.
+    assert job_processes(launch_id) == []
+    assert JobStore().find("eva-sup") is None
+
+
+@pytest.mark.slow
+def test_sigkill_while_the_supervisor_starts_leaves_a_job_status_stop_and_resume_handle(
+    cli, bundle, paused_launch
+):
+    b = bundle()
+    proc, launch_id = paused_launch(b)
+    proc.kill()
+    proc.wait(timeout=WAIT_S)
+    _wait(
+        lambda: {p.rank for p in job_processes(launch_id) if p.rank is not None} == {0, 1},
+        what="both ranks to start",
+    )
+    doc = _status(cli, "eva-sup")  # the job the killed launch started is shown, ranks and all
+    assert doc["phase"] == "Running" and [r["phase"] for r in doc["ranks"]] == ["Running", "Running"]
+    assert "eva-sup" in cli("list").output
+    r = cli("launch", str(b), "--backend", "local", "--resume")
+    assert r.exit_code == 2 and "still running" in r.output, r.output
+    r = cli("stop", "eva-sup")
+    assert r.exit_code == 0 and "stopped eva-sup" in r.output, r.output
+    assert job_processes(launch_id) == []
+    assert _status(cli, "eva-sup")["phase"] == "Stopped"
+    r = cli("launch", str(b), "--backend", "local", "--resume")
+    assert r.exit_code == 0, r.output
+    assert cli("stop", "eva-sup").exit_code == 0
