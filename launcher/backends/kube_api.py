@@ -187,10 +187,14 @@ class KubeApi:
             if kubeconfig or context or not _in_cluster():
                 config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
                 self.namespace = namespace or _context_namespace(kubeconfig, context) or "default"
-                self.where = f"context {context or _current_context(kubeconfig) or '?'}"
+                # The context as resolved now (the current one when none was given): a job
+                # records it, so that a later `kubectl config use-context` does not move it.
+                self.context: str | None = context or _current_context(kubeconfig)
+                self.where = f"context {self.context or '?'}"
             else:
                 config.load_incluster_config(client_configuration=cfg)
                 self.namespace = namespace or _incluster_namespace() or "default"
+                self.context = None
                 self.where = "in-cluster config"
         except (ConfigException, OSError, TypeError) as e:
             raise EvaplanError(
@@ -198,6 +202,7 @@ class KubeApi:
                 hint="pass --kubeconfig PATH / --context NAME, or run inside a cluster",
             ) from e
         cfg.retries = 0  # retries are ours (below), with backoff and a clear last error
+        self.server: str = str(cfg.host).rstrip("/")  # the API server's URL, as the job record keeps it
         self._client = client.ApiClient(cfg)
         self._discovery: dict[str, dict[str, tuple[str, bool]]] = {}
 
@@ -276,7 +281,7 @@ class KubeApi:
             if resp.status < 400:
                 if stream:
                     return resp
-                data = resp.data
+                data = read_body(resp, deadline, f"{method} {path}")
                 resp.release_conn()
                 if not data:
                     return {}
@@ -284,7 +289,7 @@ class KubeApi:
                     return json.loads(data)
                 except json.JSONDecodeError:
                     return data.decode(errors="replace")
-            payload = resp.data
+            payload = read_body(resp, deadline, f"{method} {path}")
             retry_after = _retry_after_s(resp) if resp.status in RETRY_AFTER_STATUSES else None
             resp.release_conn()
             if resp.status in RETRY_STATUSES:
@@ -488,6 +493,47 @@ class KubeApi:
                     raise
             delay = next(delays, None)
             stop.wait(delay if delay is not None else self.backoff.base_s)
+
+
+def read_body(resp: Any, deadline: float, what: str) -> bytes:
+    """The whole response body, by `deadline` (time.monotonic()) at the latest.
+
+    urllib3's read timeout bounds each socket read, not the body: a server that trickles a byte
+    every few seconds would hold a call forever. So the body is read one socket read at a time
+    (read1), each allowed only the time left."""
+    import urllib3
+
+    conn = getattr(resp, "connection", None)
+    sock = getattr(conn, "sock", None)
+    parts: list[bytes] = []
+
+    def late() -> Unreachable:
+        resp.release_conn()
+        return Unreachable(
+            f"{what}: the reply's body did not arrive within the call budget "
+            f"({sum(map(len, parts))} bytes so far)",
+            hint="the API server (or a proxy before it) is too slow; retry later",
+        )
+
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise late()
+        if sock is not None:
+            sock.settimeout(left)
+        try:
+            chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            if time.monotonic() >= deadline:
+                raise late() from None
+            resp.release_conn()
+            raise Unreachable(
+                f"{what}: the reply broke off after {sum(map(len, parts))} bytes: {_short(e)}",
+                hint="is the API server reachable? retry later",
+            ) from None
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
 
 
 def _short(e: BaseException) -> str:

@@ -540,6 +540,75 @@ class HungServer:
         self.sock.close()
 
 
+class TricklingServer(HungServer):
+    """Answers 200 at once, then sends the announced body one byte at a time, never finishing
+    (a slow proxy, or an attacker holding the client)."""
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted.append(conn)
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+            )
+            while not self._stop.wait(0.05):  # well inside the per-read timeout, forever
+                conn.sendall(b" ")
+        except OSError:
+            pass
+
+
+def _kubeconfig_for(path: Path, server: str, name: str = "c") -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": name,
+                "clusters": [{"name": name, "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": name, "context": {"cluster": name, "user": "u", "namespace": "ml"}}],
+            }
+        )
+    )
+    return path
+
+
+def test_a_trickling_reply_cannot_hold_a_call_past_its_budget(tmp_path):
+    from launcher.backends.kube_api import KubeApi, Unreachable
+
+    server = TricklingServer()
+    try:
+        api = KubeApi(
+            kubeconfig=str(_kubeconfig_for(tmp_path / "k.yaml", f"http://127.0.0.1:{server.port}")),
+            backoff=FAST,
+            request_timeout_s=0.5,
+            call_budget_s=1.0,
+        )
+        outcome: list[BaseException | object] = []
+
+        def call() -> None:
+            try:
+                outcome.append(api.request("GET", "/api/v1/namespaces/ml/pods"))
+            except BaseException as e:
+                outcome.append(e)
+
+        t = threading.Thread(target=call, daemon=True)
+        t.start()
+        t.join(timeout=20.0)  # a bound for the failing case only: the fixed call ends after ~1 s
+        assert not t.is_alive(), "a reply trickling a byte every 50 ms held the call past its 1 s budget"
+        assert isinstance(outcome[0], Unreachable) and "did not arrive within" in str(outcome[0])
+    finally:
+        server.close()
+
+
 def test_a_hung_api_server_cannot_hold_status_or_list(cli, state_dir, tmp_path, monkeypatch, bundle_factory):
     from launcher.state import JobRecord
 
