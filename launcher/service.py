@@ -23,16 +23,15 @@ import math
 import os
 import re
 import secrets
-import signal
 import socket
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from launcher.backends.base import (
+    LAUNCH_LABEL,
     STOPPED,
     TERMINAL_PHASES,
     Backend,
@@ -42,6 +41,7 @@ from launcher.backends.base import (
     backend_for,
     get_backend,
 )
+from launcher.backends.interrupts import terminate_as_interrupt as _terminate_as_interrupt
 from launcher.flavours import workload_for
 from launcher.manifest_check import OWNER_LABEL, check_rendered
 from launcher.monitor import CostBasis, compute_progress, cost_basis, elapsed_s, snapshot
@@ -154,9 +154,17 @@ class JobRow:
 class JobService:
     """Launch, list, status, logs and stop of the jobs in one job store."""
 
-    def __init__(self, store: JobStore | None = None) -> None:
+    def __init__(
+        self, store: JobStore | None = None, *, kubeconfig: str | None = None, context: str | None = None
+    ) -> None:
         self.warnings: list[str] = []  # what the last list_rows() skipped, for the command to print
         self.store = store or JobStore()
+        # The cluster the user names (--kubeconfig/--context) instead of the one a job recorded.
+        self.kubeconfig, self.context = kubeconfig, context
+
+    def backend_of(self, record: JobRecord) -> Backend:
+        """The backend of a stored job, on the cluster it was launched on (or the one the user named)."""
+        return backend_for(record, self.kubeconfig, self.context)
 
     # ------------------------------------------------------------------ launch
     def precheck(
@@ -218,13 +226,18 @@ class JobService:
                 f"{previous.created_at:%Y-%m-%d %H:%M} UTC, last seen {previous.last_phase})",
                 hint="pass --replace to start over, --resume to continue it, or render with another --job-name",
             )
+        if previous.last_phase == CREATING and _launcher_alive(previous):
+            raise EvaplanError(
+                f"job '{name}' is being launched right now (pid {previous.backend_data.get('launcher_pid')})",
+                hint=f"wait for that launch to end, then `evaplan status {name}`",
+            )
         if previous.backend != req.backend:
             raise EvaplanError(
                 f"job '{name}' ran on the {previous.backend} backend",
                 hint=f"pass --backend {previous.backend}",
             )
-        if req.resume and (previous.last_phase != CREATING or "launch_id" in previous.backend_data):
-            if backend_for(previous).state(previous).phase not in TERMINAL_PHASES:
+        if req.resume and (previous.last_phase != CREATING or _local_started(previous)):
+            if self.backend_of(previous).state(previous).phase not in TERMINAL_PHASES:
                 raise EvaplanError(
                     f"job '{name}' is still running", hint=f"`evaplan stop {name}` first, then --resume"
                 )
@@ -310,7 +323,8 @@ class JobService:
     ) -> LaunchResult | DryRunResult:
         name = req.bundle.job_name
         owner = owner_id(self.store.root)
-        objs = [label_owned(o, owner, deadline_s) for o in be.objects_of(req.bundle)]
+        launch_id = secrets.token_hex(8)
+        objs = [label_owned(o, owner, deadline_s, launch_id) for o in be.objects_of(req.bundle)]
         if dry_run:
             data = be.submit(
                 objs, job_name=name, owner=owner, replace=req.replace, resume=req.resume, dry_run=True
@@ -330,7 +344,7 @@ class JobService:
             rec = self._record(
                 req, basis, previous, budget, prior_node_s, {**data, **_launcher_pid()}, CREATING
             )
-            self.store.put(rec)
+            self.store.put_if(rec, previous)  # a second launch of the name is refused here
             intent.append(rec)
 
         try:
@@ -342,6 +356,7 @@ class JobService:
                     replace=req.replace,
                     resume=req.resume,
                     before_create=record_intent,
+                    launch_id=launch_id,
                 )
         except BaseException:
             if intent:
@@ -365,7 +380,10 @@ class JobService:
 
     def _forget_intent(self, be: Any, intent: JobRecord, previous: JobRecord | None) -> None:
         """After a failed launch: drop the intent record if the cluster holds nothing of the job
-        (the rollback worked); keep it otherwise, so `list` shows the job and `stop` removes it."""
+        (the rollback worked); keep it otherwise, so `list` shows the job and `stop` removes it.
+        A create cut short by a second signal may still land later: its intent is kept."""
+        if getattr(be, "create_in_doubt", False):
+            return
         try:
             left = be.labelled(
                 intent.name, intent.backend_data.get("owner"), intent.namespace or be.namespace
@@ -413,7 +431,7 @@ class JobService:
         if previous is not None and req.replace and previous.last_phase != CREATING:
             be.stop(previous)  # its work folder is about to be removed: end the processes first
         intent = [self._record(req, basis, previous, budget, prior_node_s, _launcher_pid(), CREATING)]
-        self.store.put(intent[0])
+        self.store.put_if(intent[0], previous)  # a second launch of the name is refused here
 
         def record_intent(data: dict[str, Any]) -> None:
             # The job's launch id and folder, before any process of it starts: a launch killed
@@ -421,7 +439,7 @@ class JobService:
             rec = self._record(
                 req, basis, previous, budget, prior_node_s, {**data, **_launcher_pid()}, CREATING
             )
-            self.store.put(rec)
+            self.store.put_if(rec, intent[0])
             intent[0] = rec
 
         be.set_deadline(deadline_s)  # the local supervisor enforces the budget with no monitor running
@@ -468,7 +486,7 @@ class JobService:
     # ------------------------------------------------------------------ monitor
     def get(self, name: str | None) -> tuple[JobRecord, Backend]:
         record = self.store.get(name)
-        return record, backend_for(record)
+        return record, self.backend_of(record)
 
     def watchable(self, name: str | None) -> tuple[JobRecord, Backend]:
         """The job and its backend for status/watch; a launch interrupted before anything was
@@ -524,13 +542,13 @@ class JobService:
                     f"skipped job row {rec.name!r}: no usable cost basis ({e!r}) in {self.store.path}"
                 )
                 continue
-            if rec.last_phase == CREATING and (_launcher_alive(rec) or "launch_id" not in rec.backend_data):
+            if rec.last_phase == CREATING and (_launcher_alive(rec) or not _local_started(rec)):
                 phase = "creating" if _launcher_alive(rec) else "creating (interrupted)"
                 rows.append(JobRow(rec, phase, None, spent))
                 continue
             if rec.last_phase not in TERMINAL_PHASES:
                 try:
-                    state, prog = snapshot(backend_for(rec), rec)
+                    state, prog = snapshot(self.backend_of(rec), rec)
                     phase, step, spent = state.phase, prog.step, prog.spent_usd
                     self.remember(rec, state)
                 except EvaplanError as e:
@@ -598,17 +616,21 @@ def budget_deadline_s(
     return max(0.0, budget_usd / rate_usd_per_s - prior_elapsed_s)
 
 
-def label_owned(obj: dict[str, Any], owner: str, deadline_s: int | None) -> dict[str, Any]:
-    """The object as launch submits it: the owner label on it and on its pod templates, and on
-    the workload the in-cluster deadline. Nothing else differs from the rendered object."""
+def label_owned(
+    obj: dict[str, Any], owner: str, deadline_s: int | None, launch_id: str | None = None
+) -> dict[str, Any]:
+    """The object as launch submits it: the owner label (and this launch's id, when given) on it
+    and on its pod templates, and on the workload the in-cluster deadline. Nothing else differs
+    from the rendered object."""
     w = workload_for(obj)
     out = (
         w.with_deadline(obj, deadline_s) if (w is not None and deadline_s is not None) else copy.deepcopy(obj)
     )
-    out.setdefault("metadata", {}).setdefault("labels", {})[OWNER_LABEL] = owner
+    labels = {OWNER_LABEL: owner, **({LAUNCH_LABEL: launch_id} if launch_id else {})}
+    out.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
     if w is not None:
         for template, _ in w.pod_templates(out):
-            template.setdefault("metadata", {}).setdefault("labels", {})[OWNER_LABEL] = owner
+            template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
     return out
 
 
@@ -632,6 +654,11 @@ def _started_anything(rec: JobRecord) -> bool:
     return "workload" in d or "launch_id" in d or "pid" in d
 
 
+def _local_started(rec: JobRecord) -> bool:
+    """A local launch got as far as its launch id: its processes may run, found by that label."""
+    return rec.backend == "local" and "launch_id" in rec.backend_data
+
+
 def _launcher_pid() -> dict[str, Any]:
     return {"launcher_pid": os.getpid(), "launcher_host": socket.gethostname()}
 
@@ -649,34 +676,3 @@ def _launcher_alive(rec: JobRecord) -> bool:
     except PermissionError:
         return True
     return True
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM/SIGHUP during a launch: unwinds like ^C so the rollback runs."""
-
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """While objects are created, SIGTERM and SIGHUP unwind the launch (rolling back what was
-    created) instead of killing it between two creates. SIGKILL cannot be caught: the intent
-    record covers that case."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated(f"signal {signum}")
-
-    saved = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        try:
-            saved[sig] = signal.signal(sig, handler)
-        except (ValueError, OSError):
-            pass
-    try:
-        yield
-    finally:
-        for sig, old in saved.items():
-            signal.signal(sig, old)

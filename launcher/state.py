@@ -53,6 +53,10 @@ class JobNotFound(EvaplanError):
     """A job name the store does not know."""
 
 
+class JobChanged(EvaplanError):
+    """The job's row changed under a launch (another launch of the same name recorded it first)."""
+
+
 class StoreError(RuntimeFailure):
     """The job store cannot be read or written (read-only, full, corrupt, newer schema)."""
 
@@ -294,23 +298,42 @@ class JobStore:
     def put(self, rec: JobRecord) -> None:
         """Insert or replace the row of `rec.name` (atomically: all of it or nothing)."""
         with self._write() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    rec.name,
-                    rec.backend,
-                    rec.namespace,
-                    rec.bundle_dir,
-                    json.dumps(rec.plan),
-                    json.dumps(rec.estimate),
-                    rec.max_cost_usd,
-                    _iso(rec.created_at),
-                    _iso(rec.started_at),
-                    _iso(rec.finished_at),
-                    rec.last_phase,
-                    json.dumps(rec.backend_data),
-                ),
-            )
+            self._insert(conn, rec)
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, rec: JobRecord) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                rec.name,
+                rec.backend,
+                rec.namespace,
+                rec.bundle_dir,
+                json.dumps(rec.plan),
+                json.dumps(rec.estimate),
+                rec.max_cost_usd,
+                _iso(rec.created_at),
+                _iso(rec.started_at),
+                _iso(rec.finished_at),
+                rec.last_phase,
+                json.dumps(rec.backend_data),
+            ),
+        )
+
+    def put_if(self, rec: JobRecord, expected: JobRecord | None) -> None:
+        """`put`, only if the stored row of `rec.name` is still `expected` (None: no row), checked in
+        the same transaction: of two launches of one name, the second to record its intent is
+        refused instead of overwriting the first one's."""
+        with self._write() as conn:
+            rows = self._rows(conn, "SELECT * FROM jobs WHERE name = ?", (rec.name,))
+            now = rows[0] if rows else None
+            if _fingerprint(now) != _fingerprint(expected):
+                raise JobChanged(
+                    f"job '{rec.name}' was recorded by another launch meanwhile"
+                    + (f" ({now.backend}, {now.last_phase})" if now is not None else " (and then removed)"),
+                    hint="`evaplan list` shows it; launch again once it is done, or render with another --job-name",
+                )
+            self._insert(conn, rec)
 
     def remember(self, rec: JobRecord) -> str | None:
         """`put` for what is only a cache of the backend's truth (the last phase seen): a store that
@@ -362,6 +385,13 @@ class JobStore:
 
 _HINT_DIR = "set EVAPLAN_STATE_DIR to a readable, writable folder"
 _HINT_MOVE = "move the file aside (evaplan starts a new store) or set EVAPLAN_STATE_DIR elsewhere"
+
+
+def _fingerprint(rec: JobRecord | None) -> tuple[Any, ...] | None:
+    """What tells two versions of a job's row apart (a launch changes its phase or handles)."""
+    if rec is None:
+        return None
+    return (rec.backend, _iso(rec.created_at), rec.last_phase, json.dumps(rec.backend_data, sort_keys=True))
 
 
 def _aware(t: datetime) -> datetime:

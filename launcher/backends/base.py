@@ -31,6 +31,10 @@ PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED, UNKNOWN = (
     "Unknown",
 )
 TERMINAL_PHASES = frozenset({SUCCEEDED, FAILED, STOPPED})
+# The label of one launch (a random id per `launch`) on every object it creates, beside the job's
+# and the owner's: a failed launch's rollback deletes what it created and nothing another launch
+# of the same job created.
+LAUNCH_LABEL = "evaplan.io/launch"
 # Step records the throughput (and so the ETA) is averaged over: one step's rate is noisy.
 METRICS_WINDOW = 20
 
@@ -163,11 +167,27 @@ def get_backend(name: str, **options: Any) -> Backend:
     raise EvaplanError(f"unknown backend '{name}'", hint="use --backend kubernetes or --backend local")
 
 
-def backend_for(record: Any) -> Backend:
-    """The backend a stored job was launched with, configured as it was (kubeconfig, context, namespace)."""
-    if record.backend == "kubernetes":
-        d = record.backend_data
-        return get_backend(
-            "kubernetes", kubeconfig=d.get("kubeconfig"), context=d.get("context"), namespace=record.namespace
+def backend_for(record: Any, kubeconfig: str | None = None, context: str | None = None) -> Backend:
+    """The backend a stored job was launched with, configured as it was (kubeconfig, context,
+    namespace). `kubeconfig`/`context` given by the user replace the recorded ones; otherwise a
+    recorded context whose API server is not the one the job was launched on is refused: acting
+    on another cluster would report a stop that stopped nothing."""
+    if record.backend != "kubernetes":
+        return get_backend(record.backend)
+    d = record.backend_data
+    told = kubeconfig is not None or context is not None
+    be = get_backend(
+        "kubernetes",
+        kubeconfig=kubeconfig if kubeconfig is not None else d.get("kubeconfig"),
+        context=context if context is not None else d.get("context"),
+        namespace=record.namespace,
+    )
+    server = d.get("server")
+    now = getattr(getattr(be, "api", None), "server", None)
+    if server and not told and now != server:
+        raise EvaplanError(
+            f"job '{record.name}' was launched on the cluster at {server} (context {d.get('context')}), but "
+            f"that context of {d.get('kubeconfig') or 'the default kubeconfig'} now points at {now}",
+            hint=f"pass --kubeconfig FILE --context NAME of the cluster at {server}",
         )
-    return get_backend(record.backend)
+    return be

@@ -17,10 +17,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from launcher.backends.base import (
     FAILED,
+    LAUNCH_LABEL,
     METRICS_WINDOW,
     PENDING,
     RUNNING,
@@ -35,9 +37,11 @@ from launcher.backends.base import (
     parse_metrics_line,
     parse_progress_line,
 )
+from launcher.backends.interrupts import outcome_first
 from launcher.backends.kube_api import (
     ApiError,
     Backoff,
+    Conflict,
     Forbidden,
     KubeApi,
     OperatorMissing,
@@ -264,6 +268,7 @@ class KubernetesBackend(Backend):
         self.notices: list[str] = []
         self.log_problems: list[str] = []  # log streams that ended early (`logs` exits 1)
         self._watch_forbidden = False
+        self.create_in_doubt = False  # a create cut short by a second signal: it may still land
 
     @classmethod
     def for_record(cls, record: Any, backoff: Backoff | None = None) -> KubernetesBackend:
@@ -311,11 +316,17 @@ class KubernetesBackend(Backend):
         resume: bool,
         dry_run: bool = False,
         before_create: Callable[[dict[str, Any]], None] | None = None,
+        launch_id: str | None = None,
     ) -> dict[str, Any]:
         """Check, then create `objs` in order. `before_create(data)` runs after every check and
         before the first change to the cluster (the service records its intent there). Objects of
         the same name are deleted first only with replace/resume and only when they carry
-        `owner`; on a failure, everything labelled with this job and owner is deleted again."""
+        `owner`; on a failure, everything labelled with this job, owner and (when given) this
+        launch's `launch_id` is deleted again: never what another launch of the job created.
+
+        A signal (^C, SIGTERM, SIGHUP) during a create takes effect once its reply is in, so
+        the rollback sees the object; if a second signal cuts the create short,
+        `create_in_doubt` is set (the object may still land: the service keeps the job's record)."""
         workload_kind, workload = workload_of(objs)
         refs = [self.api.ref_of(o) for o in objs]  # CRD discovery: fails fast if an operator is missing
         existing = [
@@ -341,10 +352,14 @@ class KubernetesBackend(Backend):
             )
         self.preflight(objs, job_name=job_name, ignore_own_pods=bool(existing))
         data = {
-            "kubeconfig": self.kubeconfig,
-            "context": self.context,
+            # The cluster as launched: status, logs and stop go back to it, whatever the
+            # kubeconfig's current context is later (backends/base.py backend_for).
+            "kubeconfig": str(Path(self.kubeconfig).resolve()) if self.kubeconfig else None,
+            "context": self.api.context,
+            "server": self.api.server,
             "namespace": self.api.ns_of(workload),
             "owner": owner,
+            "launch_id": launch_id,
             "objects": [[o["apiVersion"], o["kind"], o["metadata"]["name"]] for o in objs],
             "workload": [workload["apiVersion"], workload["kind"], workload["metadata"]["name"]],
             # JobSet pod rank = job index × pods per child Job + completion index
@@ -369,13 +384,22 @@ class KubernetesBackend(Backend):
                 self.api.create(o, dry_run=True)
         try:
             for o in objs:
-                self.api.create(o)
+                with outcome_first() as signals:
+                    try:
+                        self.api.create(o)
+                    except BaseException:
+                        self.create_in_doubt = len(signals) > 1
+                        raise
         except BaseException as e:
             # Nothing half-created stays behind, including objects whose create reply was lost:
             # they are found by label. A failing clean-up must not hide the real error.
             try:
                 self.delete_labelled(
-                    job_name, owner, data["namespace"], kinds=[(o["apiVersion"], o["kind"]) for o in objs]
+                    job_name,
+                    owner,
+                    data["namespace"],
+                    kinds=[(o["apiVersion"], o["kind"]) for o in objs],
+                    launch_id=launch_id,
                 )
             except BaseException as cleanup:
                 note = (
@@ -385,6 +409,15 @@ class KubernetesBackend(Backend):
                 if isinstance(e, EvaplanError):
                     e.message += note
                     e.args = (e.line(),)
+            if isinstance(e, Conflict):
+                # Another launch of this name (another job store, or the cluster's own user)
+                # created it meanwhile: say so, not the API's "already exists".
+                raise EvaplanError(
+                    f"job '{job_name}' was created in namespace {data['namespace']} by another launch while "
+                    f"this one ran ({_one_line(e)}); this launch removed only what it had created",
+                    hint=f"`evaplan status {job_name}` from the store that launched it shows it; "
+                    "or render with another --job-name",
+                ) from None
             raise
         return data
 
@@ -512,11 +545,19 @@ class KubernetesBackend(Backend):
 
     # ------------------------------------------------------------------ objects by label
     def labelled(
-        self, job_name: str, owner: str | None, namespace: str, kinds: list[tuple[str, str]] | None = None
+        self,
+        job_name: str,
+        owner: str | None,
+        namespace: str,
+        kinds: list[tuple[str, str]] | None = None,
+        launch_id: str | None = None,
     ) -> list[tuple[ResourceRef, dict[str, Any]]]:
         """Every object of the kinds evaplan renders (that the cluster serves) carrying this job's
-        label and, when given, this owner's: found whether or not a create reply came back."""
-        selector = f"{JOB_LABEL}={job_name}" + (f",{OWNER_LABEL}={owner}" if owner else "")
+        label and, when given, this owner's and this launch's: found whether or not a create reply
+        came back."""
+        wanted = {JOB_LABEL: job_name, OWNER_LABEL: owner, LAUNCH_LABEL: launch_id}
+        wanted = {k: v for k, v in wanted.items() if v}
+        selector = ",".join(f"{k}={v}" for k, v in wanted.items())
         out = []
         # Workloads first: deleting them first stops the pods before their ConfigMap goes.
         order = sorted(set(kinds or RENDERED_KINDS), key=lambda k: (k[1] not in WORKLOADS, k))
@@ -527,15 +568,20 @@ class KubernetesBackend(Backend):
                 continue  # the cluster does not serve it, so nothing of that kind exists
             for o in self.api.list(ref, namespace, label_selector=selector):
                 labels = _labels(o)  # filter again: some servers (and kmock) ignore labelSelector
-                if labels.get(JOB_LABEL) == job_name and (owner is None or labels.get(OWNER_LABEL) == owner):
+                if all(labels.get(k) == v for k, v in wanted.items()):
                     out.append((ref, o))
         return out
 
     def delete_labelled(
-        self, job_name: str, owner: str | None, namespace: str, kinds: list[tuple[str, str]] | None = None
+        self,
+        job_name: str,
+        owner: str | None,
+        namespace: str,
+        kinds: list[tuple[str, str]] | None = None,
+        launch_id: str | None = None,
     ) -> list[str]:
         """Delete every object `labelled` finds; returns their kind/name."""
-        found = self.labelled(job_name, owner, namespace, kinds)
+        found = self.labelled(job_name, owner, namespace, kinds, launch_id)
         self._delete(found, wait=False)
         return [f"{o['kind']}/{o['metadata']['name']}" for _, o in found]
 

@@ -42,3 +42,13 @@ def kube_options(f):
         help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else in-cluster config).",
     )(f)
     return f
+
+
+def told_cluster(kubeconfig: str | None, context: str | None) -> dict[str, str | None]:
+    """The --kubeconfig/--context the user typed on a job command, for JobService: a job goes back
+    to the cluster it was launched on unless told otherwise ($KUBECONFIG alone does not move it)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    typed = ctx.get_parameter_source("kubeconfig") == ParameterSource.COMMANDLINE
+    return {"kubeconfig": kubeconfig if typed else None, "context": context}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from launcher.commands._options import format_option
+from launcher.commands._options import format_option, kube_options, told_cluster
 from launcher.monitor import fmt_usd
 from launcher.service import JobService
 from planner.report import format_rows
@@ -12,10 +12,11 @@ from planner.report import format_rows
 
 @click.command("list")
 @format_option("table", "json", "csv", "markdown", "yaml")
-def command(fmt: str) -> None:
+@kube_options
+def command(fmt: str, kubeconfig: str | None, context: str | None) -> None:
     """Every launched job, newest first, with its live phase, step and spend."""
     rows = []
-    service = JobService()
+    service = JobService(**told_cluster(kubeconfig, context))
     for row in service.list_rows():
         rec = row.record
         rows.append(

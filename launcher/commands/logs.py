@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from launcher.commands._options import kube_options, told_cluster
 from launcher.service import JobService
 from planner.errors import RuntimeFailure
 
@@ -20,11 +21,21 @@ from planner.errors import RuntimeFailure
     default=None,
     help="Only this rank: the node rank (pod) on Kubernetes, the process rank locally.",
 )
-def command(job: str | None, follow: bool, tail: int | None, rank: int | None) -> None:
+@kube_options
+def command(
+    job: str | None,
+    follow: bool,
+    tail: int | None,
+    rank: int | None,
+    kubeconfig: str | None,
+    context: str | None,
+) -> None:
     """Every rank's log merged with `[rank N]` prefixes (default job: the most recent). A stream
     that breaks off is said in the output, reopened while following a running pod, and makes the
     command exit 1."""
-    backend, lines = JobService().logs(job, follow=follow, tail=tail, rank=rank)
+    backend, lines = JobService(**told_cluster(kubeconfig, context)).logs(
+        job, follow=follow, tail=tail, rank=rank
+    )
     for line in lines:
         prefix = f"[rank {line.rank}] " if line.rank is not None else "[launcher] "
         click.echo(prefix + line.text)

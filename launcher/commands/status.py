@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from launcher.backends.base import JobState
+from launcher.commands._options import kube_options, told_cluster
 from launcher.monitor import Progress, fmt_duration, fmt_usd, snapshot, watch_loop
 from launcher.service import JobService
 from launcher.state import JobRecord
@@ -91,10 +92,13 @@ def render_text(record: JobRecord, state: JobState, prog: Progress) -> str:
     help="Seconds between refreshes with --watch.",
 )
 @click.option("-o", "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def command(job: str | None, watch: bool, interval_s: float, fmt: str) -> None:
+@kube_options
+def command(
+    job: str | None, watch: bool, interval_s: float, fmt: str, kubeconfig: str | None, context: str | None
+) -> None:
     """Phase, each rank (with the reason when it is not running), progress, ETA and cost of a job
-    (default: the most recent)."""
-    service = JobService()
+    (default: the most recent), asked of the cluster it was launched on."""
+    service = JobService(**told_cluster(kubeconfig, context))
     record, backend = service.watchable(job)
 
     current = [record]

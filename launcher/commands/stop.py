@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import click
 
+from launcher.commands._options import kube_options, told_cluster
 from launcher.service import JobService
 
 
 @click.command("stop")
 @click.argument("job", required=False)
-def command(job: str | None) -> None:
+@kube_options
+def command(job: str | None, kubeconfig: str | None, context: str | None) -> None:
     """Stop a job (default: the most recent). Kubernetes: delete every object labelled with the
     job and this store's owner id, with foreground propagation (pods get SIGTERM and their grace
     period). Local: SIGTERM to the process group, then wait for the checkpoint and exit. A job
     that had already ended is only cleaned up."""
-    service = JobService()
+    service = JobService(**told_cluster(kubeconfig, context))
     record = service.store.get(job)
     if record.backend == "local" and record.last_phase not in ("Succeeded", "Failed", "Stopped"):
         click.echo(

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class DryRunAwareEmulator(kmock.KubernetesEmulator):
-    """kmock persists every create; a real API server persists nothing for `?dryRun=All`."""
+    """kmock persists every create; a real API server persists nothing for `?dryRun=All`.
+    `before` (a coroutine function of the request), when set, runs before each request is served:
+    how a test makes a call slow until something else has happened (API latency, races)."""
+
+    before: Callable[[Any], Awaitable[None]] | None = None
 
     async def _handle(self, request: Any) -> Any:
+        if self.before is not None:
+            await self.before(request)
         if request.params.get("dryRun") == "All" and request.action == kmock.action.CREATE:
             return aiohttp_web.json_response(request.data, status=201)
         return await super()._handle(request)
@@ -40,13 +47,19 @@ class Cluster:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="kmock")
+        self.thread = threading.Thread(target=self._run_loop, daemon=True, name="kmock")
         self.thread.start()
         self.handler: Any = None
         self._stop: asyncio.Event | None = None
         started: Future[None] = Future()
         self._done = asyncio.run_coroutine_threadsafe(self._serve(started), self.loop)
         started.result(timeout=LOOP_WAIT_S)
+
+    def _run_loop(self) -> None:
+        # Signals go to the main thread (the CLI under test), as in a real `evaplan` process: the
+        # kernel interrupts its blocking socket read only if no other thread takes the signal.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+        self.loop.run_forever()
 
     async def _serve(self, started: Future[None]) -> None:
         self._stop = asyncio.Event()

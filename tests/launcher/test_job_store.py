@@ -231,7 +231,14 @@ def test_a_local_job_the_store_cannot_record_is_stopped_again(state_dir, cli, mo
             raise StoreError(f"the job store {self.path} cannot be written (disk full)", hint="free space")
         return real_put(self, rec)
 
+    real_put_if = JobStore.put_if
+
+    def put_if_seen(self, rec, expected):  # how a launch records its intent
+        puts.append(rec.last_phase)
+        return real_put_if(self, rec, expected)
+
     monkeypatch.setattr(JobStore, "put", put_then_fail)
+    monkeypatch.setattr(JobStore, "put_if", put_if_seen)
     r = cli("launch", "--backend", "local", "--model", "eva-clip-debug", "--job-name", "rec1")
     line = _one_error_line(r)
     assert r.exit_code == 1 and "the local job was stopped again" in line, line

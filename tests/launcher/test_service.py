@@ -968,3 +968,109 @@ def test_the_shipped_role_covers_exactly_what_the_commands_do(
     assert all(
         x["verbs"] == next(y for y in crd_rules if y["apiGroups"] == ["batch"])["verbs"] for x in crd_rules
     )
+
+
+# --------------------------------------------------------------------------- interrupted and racing launches
+def _signal_held() -> bool:
+    """Whether launch holds a signal until a create's reply is in (launcher/backends/interrupts.py)."""
+    import sys
+
+    return bool(getattr(sys.modules.get("launcher.backends.interrupts"), "HELD", ()))
+
+
+async def _until(pred, polls: int = 6000) -> None:
+    """Wait on the server's loop until `pred()` (polled; the bound only keeps a broken test finite)."""
+    import asyncio
+
+    for _ in range(polls):
+        if pred():
+            return
+        await asyncio.sleep(0.01)
+
+
+def test_sigterm_during_a_slow_job_create_leaves_no_unrecorded_job(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    """The Job create is in flight when SIGTERM comes, and the server stores the Job only once
+    the launch has either held the signal until the reply is in, or given up and returned."""
+    import asyncio
+    import os
+    import signal
+    import time
+
+    released, held = [False], [False]
+
+    async def slow_job_create(request) -> None:
+        if request.method.value == "POST" and request.url.path == JOBS and not request.params.get("dryRun"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            try:
+                await _until(lambda: _signal_held() or released[0])
+            except asyncio.CancelledError:
+                # The client hung up (aiohttp cancels the handler); the API server still commits
+                # the create it had under way: the Job lands once the launch has returned.
+                asyncio.get_running_loop().create_task(land_when_released(request.data))
+                raise
+            held[0] = _signal_held()
+
+    async def land_when_released(job: dict) -> None:
+        await _until(lambda: released[0])
+        cluster.handler.objects[(kmock.resource("batch/v1/jobs"), NAMESPACE, "eva-test")] = job
+
+    cluster.handler.before = slow_job_create
+    r = _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig)
+    released[0] = True
+    deadline = time.monotonic() + 60  # the late create lands within milliseconds; a bound only
+    while not (held[0] or cluster.objects("batch/v1/jobs")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert r.exit_code == 130 and "interrupted" in r.output, r.output
+    left = _labelled(cluster)
+    listing = cli("list").output
+    assert left == [] or "eva-test" in listing, (left, listing)  # nothing lands unrecorded
+    if "eva-test" in listing:
+        assert cli("stop", "eva-test").exit_code == 0
+    assert _labelled(cluster) == []
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_concurrent_launches_of_one_name_leave_the_winner_whole(
+    cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    """Two `launch` processes of one bundle into one store, both past their checks before either
+    creates anything (API latency): one launches, the other says why not in one line and deletes
+    nothing of the winner's."""
+    import os
+    import subprocess
+    import sys
+
+    bundle = bundle_factory(tmp_path / "b")
+    arrived: list[str] = []
+
+    async def both_checked_first(request) -> None:
+        if (
+            request.method.value == "POST"
+            and request.params.get("dryRun")
+            and "/configmaps" in request.url.path
+        ):
+            arrived.append(request.url.path)
+            await _until(lambda: len(arrived) >= 2)
+
+    cluster.handler.before = both_checked_first
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    argv = [sys.executable, "-c", "from launcher.cli import main; main()", "launch", str(bundle)]
+    argv += ["--kubeconfig", str(kubeconfig)]
+    procs = [
+        subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outs = [(p.wait(timeout=300), p.communicate()[0]) for p in procs]
+    codes = sorted(code for code, _ in outs)
+    assert codes == [0, 2], outs
+    loser = next(out for code, out in outs if code == 2)
+    assert "recorded by another launch" in loser and "already exists" not in loser, loser
+    assert _labelled(cluster) == [
+        "batch/v1/jobs/eva-test",
+        "v1/configmaps/eva-test-config",
+        "v1/services/eva-test",
+    ]
+    rec = JobStore().get("eva-test")
+    assert rec.last_phase == "Submitted" and rec.backend_data["owner"] == owner_id()
