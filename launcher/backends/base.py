@@ -179,7 +179,8 @@ def backend_for(record: Any, kubeconfig: str | None = None, context: str | None 
     be = get_backend(
         "kubernetes",
         kubeconfig=kubeconfig if kubeconfig is not None else d.get("kubeconfig"),
-        context=context if context is not None else d.get("context"),
+        # As kubectl reads them: --kubeconfig alone means that file's current context.
+        context=context if told else d.get("context"),
         namespace=record.namespace,
     )
     server = d.get("server")

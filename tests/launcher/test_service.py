@@ -1074,3 +1074,73 @@ def test_concurrent_launches_of_one_name_leave_the_winner_whole(
     ]
     rec = JobStore().get("eva-test")
     assert rec.last_phase == "Submitted" and rec.backend_data["owner"] == owner_id()
+
+
+# --------------------------------------------------------------------------- the cluster a job ran on
+def _two_context_kubeconfig(path: Path, servers: dict[str, str], current: str) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": current,
+                "clusters": [{"name": n, "cluster": {"server": url}} for n, url in servers.items()],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [
+                    {"name": n, "context": {"cluster": n, "user": "u", "namespace": NAMESPACE}}
+                    for n in servers
+                ],
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def two_clusters(cluster, gpus, state_dir, tmp_path):
+    """The `cluster` (context "first", current) and another one (context "other") in one kubeconfig."""
+    from tests.launcher.conftest import Cluster
+
+    other = Cluster()
+    cfg = _two_context_kubeconfig(
+        tmp_path / "kubeconfig.yaml", {"first": cluster.url, "other": other.url}, current="first"
+    )
+    try:
+        yield cfg, other
+    finally:
+        other.close()
+
+
+def test_stop_after_use_context_still_stops_the_job(cli, cluster, two_clusters, tmp_path, bundle_factory):
+    cfg, other = two_clusters
+    assert _launch(cli, bundle_factory(tmp_path / "b"), cfg).exit_code == 0
+    # `kubectl config use-context other`: the job is still on the first cluster, and stop acts there.
+    _two_context_kubeconfig(cfg, {"first": cluster.url, "other": other.url}, current="other")
+    r = cli("stop", "eva-test")
+    assert r.exit_code == 0 and "stopped eva-test" in r.output, r.output
+    assert _labelled(cluster) == []
+
+
+def test_a_job_names_its_cluster_and_is_found_again_when_the_kubeconfig_changes(
+    cli, cluster, two_clusters, tmp_path, bundle_factory
+):
+    cfg, other = two_clusters
+    assert _launch(cli, bundle_factory(tmp_path / "b"), cfg).exit_code == 0
+    # The context itself now points at another server: refused in one line, nothing touched.
+    _two_context_kubeconfig(cfg, {"first": other.url, "other": other.url}, current="first")
+    r = cli("stop", "eva-test")
+    assert r.exit_code == 2 and f"was launched on the cluster at {cluster.url}" in r.output, r.output
+    assert "--kubeconfig" in r.output and len(_labelled(cluster)) == 3
+
+    # The kubeconfig moved: --kubeconfig/--context point status, logs, list and stop at the cluster.
+    moved = _two_context_kubeconfig(tmp_path / "moved.yaml", {"a": cluster.url}, current="a")
+    cfg.unlink()
+    r = cli("status", "eva-test", "--kubeconfig", str(moved))
+    assert r.exit_code == 0, r.output
+    assert cli("logs", "eva-test", "--kubeconfig", str(moved), "--context", "a").exit_code == 0
+    assert "eva-test" in cli("list", "--kubeconfig", str(moved)).output
+    r = cli("stop", "eva-test", "--kubeconfig", str(moved))
+    assert r.exit_code == 0 and "stopped eva-test" in r.output, r.output
+    assert _labelled(cluster) == []
+    rec = JobStore().get("eva-test")
+    assert rec.backend_data["server"] == cluster.url and rec.backend_data["context"] == "first"
