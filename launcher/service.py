@@ -269,9 +269,18 @@ class JobService:
         if left_s is None:
             return None  # a free run (the cpu profile's price is 0): nothing for a deadline to guard
         if left_s < 1:
+            if prior_elapsed_s > 0:
+                raise EvaplanError(
+                    f"the budget {_usd(budget)} is already spent by this job's earlier runs "
+                    f"({prior_elapsed_s:,.0f} s of running at {basis.nodes} node(s) × "
+                    f"{_usd(basis.usd_per_node_hour)}/node-hour)",
+                    hint="pass a larger --max-cost",
+                )
             raise EvaplanError(
-                f"the budget ${budget:,.2f} is already spent by this job's earlier runs",
-                hint="pass a larger --max-cost",
+                f"the budget {_usd(budget)} buys less than one second of running at {basis.nodes} node(s) × "
+                f"{_usd(basis.usd_per_node_hour)}/node-hour",
+                # one second's price, rounded up to a whole cent so that it does buy one
+                hint=f"pass a --max-cost of at least ${math.ceil(basis.nodes * basis.usd_per_node_hour / 36.0) / 100:,.2f}",
             )
         return math.floor(left_s)
 
@@ -632,6 +641,11 @@ def label_owned(
         for template, _ in w.pod_templates(out):
             template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
     return out
+
+
+def _usd(v: float) -> str:
+    """Dollars with cents, or with two significant digits below a cent (a tiny budget is not $0.00)."""
+    return f"${v:,.2f}" if v >= 0.01 else f"${v:.2g}"
 
 
 def _stored_state(rec: JobRecord) -> JobState:

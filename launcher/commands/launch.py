@@ -198,10 +198,15 @@ def command(
         f"({basis.pricing or 'no price'}: {basis.price_source or 'the plan has no offering'}); "
         f"estimate {fmt_usd(basis.estimate_usd)}; budget {fmt_usd(record.max_cost_usd)}"
     )
-    if result.deadline_s is not None:
+    if result.deadline_s is not None and backend == "kubernetes":
         click.echo(
             f"  budget enforced in the cluster: the workload stops after {fmt_duration(result.deadline_s)} "
             f"of running (activeDeadlineSeconds {result.deadline_s})"
+        )
+    elif result.deadline_s is not None:
+        click.echo(
+            f"  budget enforced by the job's supervisor on this machine: the job stops after "
+            f"{fmt_duration(result.deadline_s)} of running, and at once if the supervisor dies"
         )
     click.echo(
         f"  next: evaplan status {record.name} --watch | evaplan logs {record.name} -f | evaplan stop {record.name}"

@@ -160,6 +160,7 @@ def test_budget_deadline_holds_with_no_monitor(cli, bundle):
     # cpu-test bills $3.60/node-hour = $0.001 per second: a $0.003 budget buys 3 s of run time.
     r = cli("launch", str(bundle()), "--backend", "local", "--max-cost", "0.003", "--force")
     assert r.exit_code == 0, r.output
+    assert "budget enforced by the job's supervisor" in r.output and "in the cluster" not in r.output
     rec = JobStore().get("eva-sup")
     assert rec.backend_data["deadline_s"] == pytest.approx(3.0)
     work = Path(rec.backend_data["work_dir"])

@@ -371,6 +371,16 @@ def test_budget_below_the_estimate_needs_force(
     assert f"activeDeadlineSeconds {deadline}" in r.output
 
 
+def test_a_tiny_budget_on_a_new_job_says_what_it_buys(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    r = _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig, "--max-cost", "0.01", "--force")
+    # 2 nodes × $55.04/node-hour = $0.0306 a second: a cent buys a third of one.
+    assert r.exit_code == 2 and "$0.01 buys less than one second of running" in r.output, r.output
+    assert "earlier runs" not in r.output and "--max-cost of at least $0.04" in r.output
+    assert not cluster.requests("POST", "/api") and JobStore().find("eva-test") is None
+
+
 @pytest.mark.parametrize(
     ("flavor", "resource", "where"),
     [
