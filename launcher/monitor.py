@@ -107,6 +107,16 @@ class Progress:
     window: int = 0  # step records the rate (and so ETA and projection) rests on
 
     @property
+    def past_budget(self) -> str | None:
+        """Said when the job still runs though its spend has reached its budget (whatever should
+        have stopped it did not: a killed supervisor and torchrun, a deadline the cluster ignored)."""
+        if self.budget_usd is None or self.spent_usd is None or self.phase in TERMINAL_PHASES:
+            return None
+        if self.spent_usd < self.budget_usd:
+            return None
+        return f"running past its budget: spent ${self.spent_usd:,.2f} of ${self.budget_usd:,.2f}"
+
+    @property
     def over_budget(self) -> str | None:
         """Why the budget guard should stop the job, or None."""
         if self.budget_usd is None or self.spent_usd is None or self.phase in TERMINAL_PHASES:
@@ -156,9 +166,14 @@ def elapsed_s(record: Any, state: JobState, now: datetime | None = None) -> floa
         nodes = int((record.plan.get("cost_basis") or {}).get("nodes") or 1)
         return node_s / nodes + prior
     now = now or datetime.now(timezone.utc)
-    start = state.started_at or record.started_at or record.created_at
+    # Clamped to the job's own creation: a start recorded before it (another clock) bills nothing extra.
+    start = max(_utc(state.started_at or record.started_at or record.created_at), _utc(record.created_at))
     end = state.finished_at or (record.finished_at if state.phase in TERMINAL_PHASES else None) or now
-    return max(0.0, (end - start).total_seconds()) + prior
+    return max(0.0, (_utc(end) - start).total_seconds()) + prior
+
+
+def _utc(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def billed_node_s(record: Any, state: JobState) -> float | None:

@@ -559,6 +559,8 @@ class JobService:
                 try:
                     state, prog = snapshot(self.backend_of(rec), rec)
                     phase, step, spent = state.phase, prog.step, prog.spent_usd
+                    if prog.past_budget:
+                        phase += " (PAST ITS BUDGET)"
                     self.remember(rec, state)
                 except EvaplanError as e:
                     phase = f"{rec.last_phase} (unreachable: {e.message[:60]})"

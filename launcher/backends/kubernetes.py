@@ -683,7 +683,11 @@ class KubernetesBackend(Backend):
             message=message,
             started_at=started,
             finished_at=finished,
-            run_node_s=sum(run_seconds(p) for p in all_pods) if workload is not None else None,
+            # Billed from the job's own creation on: a pod's clock ahead of ours, or a pod of an
+            # earlier job of this name, never bills time before this job existed.
+            run_node_s=sum(run_seconds(p, not_before=_utc(record.created_at)) for p in all_pods)
+            if workload is not None
+            else None,
         )
 
     def wait_for_change(self, record: Any, timeout_s: float) -> bool:
@@ -915,11 +919,19 @@ def _run_intervals(pod: dict[str, Any], now: datetime | None) -> list[tuple[date
     return out
 
 
-def run_seconds(pod: dict[str, Any], now: datetime | None = None) -> float:
+def _utc(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def run_seconds(
+    pod: dict[str, Any], now: datetime | None = None, not_before: datetime | None = None
+) -> float:
     """Seconds the pod's node was billed: the pod's containers' running time (one pod per node),
     so time queued (Kueue-suspended, unschedulable, pulling the image) costs nothing and the count
     stops when the containers stop. Overlapping containers are counted once (union of intervals)."""
     spans = sorted(_run_intervals(pod, now))
+    if not_before is not None:  # clamped: nothing before the job's creation is billed
+        spans = [(max(t0, not_before), t1) for t0, t1 in spans if t1 > not_before]
     total, cur_start, cur_end = 0.0, None, None
     for t0, t1 in spans:
         if cur_end is None or t0 > cur_end:

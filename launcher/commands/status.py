@@ -22,6 +22,7 @@ def status_dict(record: JobRecord, state: JobState, prog: Progress) -> dict:
         "activity": state.activity,
         "started_at": (state.started_at or record.started_at or record.created_at).isoformat(),
         "ranks": [r.__dict__ for r in state.ranks],
+        "past_budget": prog.past_budget,
         "progress": {
             k: getattr(prog, k)
             for k in (
@@ -63,6 +64,8 @@ def render_text(record: JobRecord, state: JobState, prog: Progress) -> str:
         f"({prog.nodes} node(s) × {fmt_usd(prog.usd_per_node_hour)}/node-hour); projected {fmt_usd(prog.projected_usd)}; "
         f"estimate {fmt_usd(prog.estimate_usd)}; budget {fmt_usd(prog.budget_usd)}"
     )
+    if prog.past_budget:
+        lines.append(f"WARNING: {prog.past_budget}; `evaplan stop {record.name}` ends it")
     if state.ranks:
         rows = [
             {

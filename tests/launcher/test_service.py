@@ -442,6 +442,7 @@ def test_queued_time_costs_nothing_and_spend_stops_with_the_pods(
     cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
 ):
     assert _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig, "--max-cost", "50").exit_code == 0
+    _created_at("2026-11-27T09:00:00+00:00")  # the pods' times below are after it
     job = cluster.objects("batch/v1/jobs")[(NAMESPACE, "eva-test")]
     _set_condition(cluster, job, "Suspended")
     doc = json.loads(cli("status", "eva-test", "-o", "json").output)
@@ -466,6 +467,51 @@ def test_queued_time_costs_nothing_and_spend_stops_with_the_pods(
     rec = JobStore().get("eva-test")
     assert rec.plan["run_node_s"] == pytest.approx(3600.0)
     assert "$55.04" in cli("list").output
+
+
+def _created_at(iso: str, job: str = "eva-test") -> None:
+    """Move the job's recorded creation time (the tests' pods carry fixed times)."""
+    from datetime import datetime
+
+    store = JobStore()
+    store.put(store.get(job).with_(created_at=datetime.fromisoformat(iso)))
+
+
+def _running_pods(cluster, since: str) -> None:
+    for i in (0, 1):
+        pod = _pod(f"eva-test-{i}", i)
+        pod["status"]["containerStatuses"] = [{"name": "trainer", "state": {"running": {"startedAt": since}}}]
+        cluster.put("v1/pods", NAMESPACE, f"eva-test-{i}", pod)
+
+
+def test_spend_starts_at_the_jobs_own_creation(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    from datetime import datetime, timedelta, timezone
+
+    assert _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig, "--max-cost", "50").exit_code == 0
+    created = JobStore().get("eva-test").created_at
+    # A node whose clock runs ten hours behind (or a pod of an earlier job of this name) reports
+    # containers started long before this job existed: none of that time is billed.
+    _running_pods(cluster, (created - timedelta(hours=10)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    doc = json.loads(cli("status", "eva-test", "-o", "json").output)
+    ran_s = (datetime.now(timezone.utc) - created).total_seconds()
+    assert doc["progress"]["spent_usd"] <= 2 * PRICE * (ran_s + 60) / 3600, doc["progress"]
+
+
+def test_status_and_list_flag_a_job_running_past_its_budget(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    # The cluster did not enforce the deadline (kmock has no Job controller, like a cluster whose
+    # controller is down): both pods have run an hour on a $50 budget at 2 × $55.04/node-hour.
+    assert _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig, "--max-cost", "50").exit_code == 0
+    _created_at("2026-12-01T09:00:00+00:00")
+    _running_pods(cluster, "2026-12-01T09:01:00Z")
+    r = cli("status", "eva-test")
+    assert r.exit_code == 0 and "WARNING: running past its budget" in r.output, r.output
+    assert "`evaplan stop eva-test` ends it" in r.output
+    assert json.loads(cli("status", "eva-test", "-o", "json").output)["past_budget"]
+    assert "PAST ITS BUDGET" in cli("list").output
 
 
 def test_watch_survives_an_api_outage(cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory):
