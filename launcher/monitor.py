@@ -262,11 +262,14 @@ def watch_loop(
     on_budget: Callable[[str], None],
     max_iterations: int | None = None,
     on_notice: Callable[[str], None] | None = None,
+    reload: Callable[[Any], Any] | None = None,
 ) -> tuple[JobState, Progress]:
     """Refresh until the job ends; stop it (on_budget says why) when the budget guard trips.
 
-    An unreachable or failing API server does not end the loop: it retries with backoff, saying
-    so once per outage (on_notice), until the server answers again."""
+    `reload(record)` gives the job's record as stored now, before each refresh: a `stop` from
+    another terminal is seen (the job ends as Stopped) instead of its deleted objects reading as
+    Unknown forever. An unreachable or failing API server does not end the loop: it retries with
+    backoff, saying so once per outage (on_notice), until the server answers again."""
     import time
 
     n = 0
@@ -279,6 +282,8 @@ def watch_loop(
             on_notice(line)
 
     while True:
+        if reload is not None:
+            record = reload(record)
         try:
             state, prog = snapshot(backend, record)
         except RuntimeFailure as e:

@@ -45,7 +45,7 @@ from launcher.backends.interrupts import terminate_as_interrupt as _terminate_as
 from launcher.flavours import workload_for
 from launcher.manifest_check import OWNER_LABEL, check_rendered
 from launcher.monitor import CostBasis, compute_progress, cost_basis, elapsed_s, snapshot
-from launcher.state import JobRecord, JobStore, state_dir, utcnow
+from launcher.state import JobChanged, JobRecord, JobStore, StoreError, state_dir, utcnow
 from planner.errors import EvaplanError, RuntimeFailure
 
 OWNER_FILE = "owner-id"
@@ -525,14 +525,29 @@ class JobService:
             phase = state.phase
             if record.last_phase == CREATING and not state.ranks and phase not in TERMINAL_PHASES:
                 phase = record.last_phase  # an interrupted launch stays visible as such
+            seen = record
             record = record.with_(
                 last_phase=phase,
                 finished_at=state.finished_at or record.finished_at,
                 started_at=record.started_at or state.started_at,
                 plan=plan,
             )
-            self.store.remember(record)  # a cache of the backend's truth: a read-only store still works
+            # A cache of the backend's truth (a read-only store still works), written only over the
+            # row this view was read from: a `stop` recorded meanwhile is never overwritten.
+            try:
+                self.store.put_if(record, seen)
+            except JobChanged:
+                return self.latest(seen)
+            except StoreError:
+                pass
         return record
+
+    def latest(self, record: JobRecord) -> JobRecord:
+        """The job's record as stored now (the one given, if the store no longer has it)."""
+        try:
+            return self.store.find(record.name) or record
+        except StoreError:
+            return record
 
     def list_rows(self) -> list[JobRow]:
         """Every job in the store, newest first, with its live phase (jobs whose launch was

@@ -126,4 +126,5 @@ def command(
         show=show,
         on_budget=lambda why: click.echo(f"budget guard: {why}; stopping job {record.name}", err=True),
         on_notice=lambda line: click.echo(f"note: {line}", err=True),
+        reload=service.latest,
     )

@@ -1200,3 +1200,52 @@ def test_a_job_names_its_cluster_and_is_found_again_when_the_kubeconfig_changes(
     assert _labelled(cluster) == []
     rec = JobStore().get("eva-test")
     assert rec.backend_data["server"] == cluster.url and rec.backend_data["context"] == "first"
+
+
+def test_stop_during_status_watch_ends_the_watch_and_the_job_stays_stopped(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    bundle = bundle_factory(tmp_path / "b")
+    assert _launch(cli, bundle, kubeconfig).exit_code == 0
+    _running_pods(cluster, "2026-12-07T00:00:00Z")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    watch = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from launcher.cli import main; main()",
+            "status",
+            "eva-test",
+            "--watch",
+            "--interval=0.2",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120  # the watch's first refresh; a bound only
+        while watch.poll() is None and time.monotonic() < deadline:
+            if JobStore().get("eva-test").last_phase == "Running":  # the watch has shown the job
+                break
+            time.sleep(0.05)
+        r = cli("stop", "eva-test")
+        assert r.exit_code == 0, r.output
+        try:
+            out = watch.communicate(timeout=60)[0]  # a bound only: the watch ends at its next refresh
+        except subprocess.TimeoutExpired:
+            pytest.fail("`status --watch` kept running after `stop`")
+        assert watch.returncode == 0 and "Stopped" in out, out
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+    assert JobStore().get("eva-test").last_phase == "Stopped"
+    r = _launch(cli, bundle, kubeconfig, "--resume")
+    assert r.exit_code == 0, r.output
