@@ -607,12 +607,18 @@ class JobService:
                 record.backend_data.get("owner"),
                 record.namespace or be.namespace,  # type: ignore[attr-defined]
             )
-            self.store.put(record.with_(last_phase=STOPPED, finished_at=record.finished_at or utcnow()))
+            _record_stop(
+                self.store,
+                record.with_(last_phase=STOPPED, finished_at=record.finished_at or utcnow()),
+                removed,
+            )
             return StopResult(record.name, record.backend, None, removed)
         if record.last_phase == CREATING:
             if _started_anything(record):
                 be.stop(record)  # a local launch interrupted after its processes started
-            self.store.put(record.with_(last_phase=STOPPED, finished_at=record.finished_at or utcnow()))
+            _record_stop(
+                self.store, record.with_(last_phase=STOPPED, finished_at=record.finished_at or utcnow()), []
+            )
             return StopResult(record.name, record.backend, None, [])
         try:
             state = be.state(record)
@@ -627,8 +633,22 @@ class JobService:
         if finished:  # the backend's own truth, cached: a read-only store does not stop the clean-up
             self.store.remember(record.with_(last_phase=finished, finished_at=end))
         else:
-            self.store.put(record.with_(last_phase=STOPPED, finished_at=end))
+            _record_stop(self.store, record.with_(last_phase=STOPPED, finished_at=end), removed)
         return StopResult(record.name, record.backend, finished, removed)
+
+
+def _record_stop(store: JobStore, record: JobRecord, removed: list[str]) -> None:
+    """Record a stop that has happened: if the store cannot be written, say that the job was
+    stopped all the same (exit 1), so the user does not stop it again or think it still runs."""
+    try:
+        store.put(record)
+    except StoreError as e:
+        what = "its objects were deleted" if record.backend == "kubernetes" else "its processes were ended"
+        raise RuntimeFailure(
+            f"stopped {record.name} ({what}{': ' + ', '.join(removed) if removed else ''}), "
+            f"but the job store could not record it: {e.message}",
+            hint=f"{e.hint}; until then `evaplan status {record.name}` asks the backend and shows it ended",
+        ) from None
 
 
 def budget_deadline_s(

@@ -1249,3 +1249,23 @@ def test_stop_during_status_watch_ends_the_watch_and_the_job_stays_stopped(
     assert JobStore().get("eva-test").last_phase == "Stopped"
     r = _launch(cli, bundle, kubeconfig, "--resume")
     assert r.exit_code == 0, r.output
+
+
+def test_stop_on_a_read_only_store_says_the_job_was_stopped(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    from launcher.state import DB_NAME
+    from tests.launcher.test_job_store import _make_read_only, _make_writable
+
+    assert _launch(cli, bundle_factory(tmp_path / "b"), kubeconfig).exit_code == 0
+    paths = [state_dir, state_dir / DB_NAME]
+    try:
+        if not _make_read_only(paths):
+            pytest.skip("cannot make a folder read-only here")
+        r = cli("stop", "eva-test")
+        assert r.exit_code == 1, r.output
+        assert "stopped eva-test (its objects were deleted" in r.output and "could not record it" in r.output
+        assert len(r.output.strip().splitlines()) == 1, r.output
+        assert _labelled(cluster) == []
+    finally:
+        _make_writable(paths)
