@@ -507,7 +507,10 @@ class LocalBackend(Backend):
             return  # nothing of it runs: nothing to signal (and never a pid that is someone else's now)
         work = self._work(record)
         if work.is_dir():
-            (work / "stopped").write_text(datetime.now(timezone.utc).isoformat() + "\n")
+            try:
+                (work / "stopped").write_text(datetime.now(timezone.utc).isoformat() + "\n")
+            except OSError:
+                pass  # the marker only words the outcome; a full disk must not keep the job running
         # Op folders the job is compiling in (ninja runs in the op's folder): the lock there is
         # this job's, and it would outlive the build it guards (measured: SIGTERM during the first
         # build of deepspeed_shm_comm left it).
@@ -526,8 +529,11 @@ class LocalBackend(Backend):
                 except OSError:
                     pass
         if notes and work.is_dir():
-            with open(work / LOG_FILE, "a", encoding="utf-8") as log:
-                log.writelines(f"# evaplan stop: {n}\n" for n in notes)
+            try:
+                with open(work / LOG_FILE, "a", encoding="utf-8") as log:
+                    log.writelines(f"# evaplan stop: {n}\n" for n in notes)
+            except OSError:
+                pass  # a note in the log, not worth failing the stop for
         if left:
             raise RuntimeFailure(
                 f"job '{record.name}': {len(left)} process(es) survived SIGKILL (pids {[p.pid for p in left]})",

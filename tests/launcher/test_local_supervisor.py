@@ -414,3 +414,14 @@ def test_sigkill_while_the_supervisor_starts_leaves_a_job_status_stop_and_resume
     r = cli("launch", str(b), "--backend", "local", "--resume")
     assert r.exit_code == 0, r.output
     assert cli("stop", "eva-sup").exit_code == 0
+
+
+@pytest.mark.slow
+def test_stop_ends_the_job_when_its_folder_cannot_be_written(cli, bundle):
+    """On a full disk `stop` cannot write its marker file (here a folder stands in its place,
+    which fails the same write): the job is stopped all the same, with no internal error."""
+    rec = _launch_and_wait_for_steps(cli, bundle(), "eva-sup")
+    (Path(rec.backend_data["work_dir"]) / "stopped").mkdir()
+    r = cli("stop", "eva-sup")
+    assert r.exit_code == 0 and "stopped eva-sup" in r.output, r.output
+    assert job_processes(rec.backend_data["launch_id"]) == []
