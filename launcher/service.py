@@ -505,7 +505,8 @@ class JobService:
             state = "still being launched" if _launcher_alive(record) else "interrupted while launching"
             raise EvaplanError(
                 f"job '{record.name}' was {state}; nothing of it was started",
-                hint=f"`evaplan stop {record.name}` forgets it, or launch it again with --replace",
+                hint=f"`evaplan stop {record.name}` marks it stopped (removing anything it created), "
+                "or launch it again with --replace",
             )
         return record, be
 

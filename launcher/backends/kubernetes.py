@@ -334,13 +334,16 @@ class KubernetesBackend(Backend):
             for r, o in zip(refs, objs, strict=True)
             if (found := self.api.get(r, o["metadata"]["name"], self.api.ns_of(o))) is not None
         ]
-        if existing and not (replace or resume):
+        foreign = [o for _, o in existing if owner is None or _labels(o).get(OWNER_LABEL) != owner]
+        if existing and not (replace or resume) and not foreign:
+            # Ours, but this store has no record of the job (the service refuses a recorded one
+            # before this): only --replace can act on it; `stop` knows no such job.
             names = ", ".join(f"{o['kind']}/{o['metadata']['name']}" for _, o in existing)
             raise EvaplanError(
-                f"job '{job_name}' already exists in namespace {self.namespace} ({names})",
-                hint="pass --replace to delete and recreate it, or `evaplan stop` it first",
+                f"job '{job_name}' already exists in namespace {self.namespace} ({names}), created by this "
+                "job store but no longer recorded in it",
+                hint="pass --replace to delete and recreate it",
             )
-        foreign = [o for _, o in existing if owner is None or _labels(o).get(OWNER_LABEL) != owner]
         if foreign:
             o = foreign[0]
             theirs = _labels(o).get(OWNER_LABEL)

@@ -335,7 +335,7 @@ class LocalBackend(Backend):
             end_job(launch_id, 5.0)
             raise RuntimeFailure(
                 f"the local supervisor did not start within {SUPERVISOR_START_TIMEOUT_S:.0f}s",
-                hint="the machine may be overloaded; retry with --resume",
+                hint="the machine may be overloaded; launch it again",
             ) from None
         first = proc.stdout.strip().splitlines()[:1]
         if proc.returncode != 0 or not first or not first[0].isdigit():

@@ -1269,3 +1269,21 @@ def test_stop_on_a_read_only_store_says_the_job_was_stopped(
         assert _labelled(cluster) == []
     finally:
         _make_writable(paths)
+
+
+def test_a_name_taken_in_the_cluster_gets_a_hint_that_works(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, monkeypatch, bundle_factory
+):
+    bundle = bundle_factory(tmp_path / "b")
+    assert _launch(cli, bundle, kubeconfig).exit_code == 0
+    JobStore().delete("eva-test")  # the store lost its row: `stop eva-test` would know no such job
+    r = _launch(cli, bundle, kubeconfig)
+    assert r.exit_code == 2 and "no longer recorded" in r.output and "--replace" in r.output, r.output
+    assert "evaplan stop" not in r.output
+    # Another job store's job of that name: neither --replace nor stop could act on it.
+    monkeypatch.setenv("EVAPLAN_STATE_DIR", str(tmp_path / "another-store"))
+    r = _launch(cli, bundle, kubeconfig)
+    assert r.exit_code == 2 and "was not created by this job store" in r.output, r.output
+    assert "--replace" not in r.output and "evaplan stop" not in r.output
+    monkeypatch.setenv("EVAPLAN_STATE_DIR", str(state_dir))
+    assert _launch(cli, bundle, kubeconfig, "--replace").exit_code == 0
