@@ -657,6 +657,8 @@ def test_status_watch_ends_with_the_job(launched, cluster, cli):
         pod = _pod(f"eva-test-{i}", i, phase="Succeeded", status={"startTime": "2026-11-27T09:30:00Z"})
         pod["status"]["containerStatuses"] = [{"name": "trainer", "state": ran}]
         cluster.put("v1/pods", NAMESPACE, f"eva-test-{i}", pod)
+    store = JobStore()  # the job was created before its pods' (fixed) times: spend counts from then
+    store.put(store.get("eva-test").with_(created_at=datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)))
     r = cli("status", "eva-test", "--watch", "--interval", "0.1")
     assert r.exit_code == 0, r.output
     assert "eva-test (kubernetes namespace ml): Succeeded" in r.output
