@@ -436,11 +436,18 @@ class KubeApi:
             return False
         return True
 
-    def stream_lines(self, path: str, query: dict[str, Any], timeout_s: float | None = None) -> Iterator[str]:
-        """Lines of a streamed response (pod logs, watches), one at a time: never the whole body."""
+    def stream_lines(
+        self, path: str, query: dict[str, Any], timeout_s: float | None = None, total_s: float | None = None
+    ) -> Iterator[str]:
+        """Lines of a streamed response (pod logs, watches), one at a time: never the whole body.
+        With `total_s`, the whole stream ends within that many seconds (Unreachable after it)."""
+        deadline = time.monotonic() + total_s if total_s is not None else None
         resp = self.request("GET", path, query=query, stream=True, timeout_s=timeout_s)
         try:
-            yield from iter_lines(resp)
+            if deadline is None:
+                yield from iter_lines(resp)
+            else:
+                yield from split_lines(chunks_by(resp, deadline, f"GET {path}"))
         finally:
             resp.release_conn()
 
@@ -496,7 +503,12 @@ class KubeApi:
 
 
 def read_body(resp: Any, deadline: float, what: str) -> bytes:
-    """The whole response body, by `deadline` (time.monotonic()) at the latest.
+    """The whole response body, by `deadline` (time.monotonic()) at the latest."""
+    return b"".join(chunks_by(resp, deadline, what))
+
+
+def chunks_by(resp: Any, deadline: float, what: str) -> Iterator[bytes]:
+    """A response body's chunks as they arrive, all of them by `deadline` (time.monotonic()).
 
     urllib3's read timeout bounds each socket read, not the body: a server that trickles a byte
     every few seconds would hold a call forever. So the body is read one socket read at a time
@@ -505,13 +517,12 @@ def read_body(resp: Any, deadline: float, what: str) -> bytes:
 
     conn = getattr(resp, "connection", None)
     sock = getattr(conn, "sock", None)
-    parts: list[bytes] = []
+    got = 0
 
     def late() -> Unreachable:
         resp.release_conn()
         return Unreachable(
-            f"{what}: the reply's body did not arrive within the call budget "
-            f"({sum(map(len, parts))} bytes so far)",
+            f"{what}: the reply's body did not arrive within the call budget ({got} bytes so far)",
             hint="the API server (or a proxy before it) is too slow; retry later",
         )
 
@@ -528,12 +539,13 @@ def read_body(resp: Any, deadline: float, what: str) -> bytes:
                 raise late() from None
             resp.release_conn()
             raise Unreachable(
-                f"{what}: the reply broke off after {sum(map(len, parts))} bytes: {_short(e)}",
+                f"{what}: the reply broke off after {got} bytes: {_short(e)}",
                 hint="is the API server reachable? retry later",
             ) from None
         if not chunk:
-            return b"".join(parts)
-        parts.append(chunk)
+            return
+        got += len(chunk)
+        yield chunk
 
 
 def _short(e: BaseException) -> str:
@@ -564,8 +576,13 @@ def _retry_after_s(resp: Any) -> float | None:
 
 def iter_lines(resp: Any, chunk_bytes: int = 65536) -> Iterator[str]:
     """Split a streamed urllib3 response into text lines, holding at most one partial line."""
+    return split_lines(resp.stream(chunk_bytes, decode_content=True))
+
+
+def split_lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    """Text lines from chunks of bytes, holding at most one partial line."""
     buf = b""
-    for chunk in resp.stream(chunk_bytes, decode_content=True):
+    for chunk in chunks:
         buf += chunk
         *lines, buf = buf.split(b"\n")
         for line in lines:

@@ -746,7 +746,13 @@ class KubernetesBackend(Backend):
         return names[0] if names else None
 
     def _pod_lines(
-        self, rank: int, pod: dict[str, Any], follow: bool, tail: int | None, timestamps: bool = True
+        self,
+        rank: int,
+        pod: dict[str, Any],
+        follow: bool,
+        tail: int | None,
+        timestamps: bool = True,
+        total_s: float | None = None,
     ) -> Iterator[tuple[str, int, str]]:
         """One pod's log lines. A stream that drops is reopened where it stopped (kubelet
         timestamps: `sinceTime`, and lines already shown skipped) while following and the pod
@@ -769,7 +775,9 @@ class KubernetesBackend(Backend):
             }
             replayed, new_lines = 0, 0
             try:
-                for line in self.api.stream_lines(path, query, timeout_s=None if follow else 60.0):
+                for line in self.api.stream_lines(
+                    path, query, timeout_s=None if follow else 60.0, total_s=total_s
+                ):
                     key, text = split_timestamp(line) if timestamps else ("", line)
                     if last_key and key and key <= last_key:
                         if key < last_key:
@@ -860,8 +868,13 @@ class KubernetesBackend(Backend):
             return []
         batch = int(record.plan["cost_basis"]["global_batch"])
         recent: deque[dict[str, Any]] = deque(maxlen=n)
-        for _, _, text in self._pod_lines(
-            pods[0][0], pods[0][1], False, LOG_METRICS_TAIL_LINES, timestamps=False
+        for _, _, text in self._pod_lines(  # `status` reads it: within one call budget, body included
+            pods[0][0],
+            pods[0][1],
+            False,
+            LOG_METRICS_TAIL_LINES,
+            timestamps=False,
+            total_s=self.api.call_budget_s,
         ):
             rec = parse_metrics_line(text) or parse_progress_line(text, batch)
             if rec is not None:

@@ -8,6 +8,7 @@ import math
 import socket
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -661,6 +662,79 @@ def test_a_trickling_reply_cannot_hold_a_call_past_its_budget(tmp_path):
         t.join(timeout=20.0)  # a bound for the failing case only: the fixed call ends after ~1 s
         assert not t.is_alive(), "a reply trickling a byte every 50 ms held the call past its 1 s budget"
         assert isinstance(outcome[0], Unreachable) and "did not arrive within" in str(outcome[0])
+    finally:
+        server.close()
+
+
+class TricklingLogServer(TricklingServer):
+    """Answers the job's GET and its pod list at once; trickles the pod's log forever."""
+
+    JOB: ClassVar[dict] = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "j", "namespace": "ml"},
+        "status": {},
+    }
+    POD: ClassVar[dict] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "j-0",
+            "namespace": "ml",
+            "labels": {"evaplan.io/job": "j", "batch.kubernetes.io/job-completion-index": "0"},
+        },
+        "spec": {"containers": [{"name": "trainer"}]},
+        "status": {"phase": "Running"},
+    }
+
+    def _trickle(self, conn: socket.socket) -> None:
+        try:
+            path = conn.recv(65536).split(b" ", 2)[1].decode()
+            if "/log" not in path:
+                body = json.dumps(self.JOB if path.endswith("/jobs/j") else {"items": [self.POD]}).encode()
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                conn.sendall(head.encode() + b"Connection: close\r\n\r\n" + body)
+                conn.close()
+                return
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n")
+            while not self._stop.wait(0.05):
+                conn.sendall(b"x")
+        except OSError:
+            pass
+
+
+def test_a_trickling_log_cannot_hold_status(cli, state_dir, tmp_path, monkeypatch):
+    from launcher.state import JobRecord
+
+    monkeypatch.setattr("launcher.backends.kube_api.READ_TIMEOUT_S", 0.5)
+    monkeypatch.setattr("launcher.backends.kube_api.CALL_BUDGET_S", 1.0)
+    server = TricklingLogServer()
+    try:
+        cfg = _kubeconfig_for(tmp_path / "k.yaml", f"http://127.0.0.1:{server.port}")
+        basis = {
+            "nodes": 1,
+            "usd_per_node_hour": PRICE,
+            "total_steps": 10,
+            "global_batch": 32,
+            "estimate_usd": 1.0,
+        }
+        JobStore().put(
+            JobRecord(
+                name="j",
+                backend="kubernetes",
+                bundle_dir="/nonexistent",
+                plan={"cost_basis": basis},
+                estimate={},
+                namespace="ml",
+                backend_data={"kubeconfig": str(cfg), "workload": ["batch/v1", "Job", "j"], "ranks": 1},
+            )
+        )
+        result: list = []
+        t = threading.Thread(target=lambda: result.append(cli("status", "j")), daemon=True)
+        t.start()
+        t.join(timeout=20.0)  # a bound for the failing case only: the fixed status ends after ~1 s
+        assert not t.is_alive(), "status waited on a trickling log past its 1 s call budget"
+        assert result[0].exit_code == 0 and "job j (kubernetes namespace ml): Running" in result[0].output
     finally:
         server.close()
 
