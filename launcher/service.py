@@ -399,15 +399,8 @@ class JobService:
             )
         except BaseException:
             return
-        if left:
-            return
-        try:
-            if previous is not None:
-                self.store.put(previous)
-            else:
-                self.store.delete(intent.name)
-        except EvaplanError:
-            pass
+        if not left:
+            self._restore(intent.name, previous)
 
     def _launch_local(
         self,
@@ -483,12 +476,19 @@ class JobService:
         id, then put the previous record back (or forget the job). If something of it survives,
         the intent stays: `status` shows it and `stop` ends it."""
         try:
-            if be.abort(intent):
-                return
+            survivors = be.abort(intent)
+        except EvaplanError:
+            return
+        if not survivors:
+            self._restore(intent.name, previous)
+
+    def _restore(self, name: str, previous: JobRecord | None) -> None:
+        """Put the job's previous record back, or forget a job that had none (best effort)."""
+        try:
             if previous is not None:
                 self.store.put(previous)
             else:
-                self.store.delete(intent.name)
+                self.store.delete(name)
         except EvaplanError:
             pass
 

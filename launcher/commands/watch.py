@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from launcher.backends.base import JobState
+from launcher.commands._options import kube_options, told_cluster
 from launcher.monitor import Progress, fmt_duration, fmt_usd, watch_loop
 from launcher.service import JobService
 
@@ -19,9 +20,10 @@ from launcher.service import JobService
     show_default=True,
     help="Seconds between checks.",
 )
-def command(job: str | None, interval_s: float) -> None:
+@kube_options
+def command(job: str | None, interval_s: float, kubeconfig: str | None, context: str | None) -> None:
     """Follow a job until it ends, stopping it when spend or projected spend passes its --max-cost."""
-    service = JobService()
+    service = JobService(**told_cluster(kubeconfig, context))
     record, backend = service.watchable(job)
     last: list[str] = []
     current = [record]
@@ -44,6 +46,7 @@ def command(job: str | None, interval_s: float) -> None:
         show=show,
         on_budget=lambda why: click.echo(f"budget guard: {why}; stopping job {record.name}", err=True),
         on_notice=lambda line: click.echo(f"note: {line}", err=True),
+        reload=service.latest,
     )
     service.remember(current[0], state)
     click.echo(f"{record.name}: {state.phase}")

@@ -588,6 +588,10 @@ class HungServer:
             except OSError:
                 continue
             self.accepted.append(conn)
+            self._serve(conn)
+
+    def _serve(self, conn: socket.socket) -> None:
+        """What happens on a connection: nothing (a hung server)."""
 
     def close(self) -> None:
         self._stop.set()
@@ -601,14 +605,8 @@ class TricklingServer(HungServer):
     """Answers 200 at once, then sends the announced body one byte at a time, never finishing
     (a slow proxy, or an attacker holding the client)."""
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.accepted.append(conn)
-            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+    def _serve(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
 
     def _trickle(self, conn: socket.socket) -> None:
         try:
