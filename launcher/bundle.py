@@ -2,6 +2,7 @@
 
 Layout (every file is plain text, deterministic, no timestamps):
     ds_config.json   the DeepSpeed config (planner.deepspeed_config.deepspeed_config of the plan)
+    job.sbatch       (slurm flavour, instead of manifests.yaml and rbac.yaml) the batch script
     run_config.json  the trainer's RunConfig (evaclip/config.py)
     manifests.yaml   Kubernetes objects, multi-document YAML, in creation order
                      (ConfigMap, [headless Service,] Job | PyTorchJob | JobSet)
@@ -38,6 +39,8 @@ from evaclip.config import RunConfig
 from launcher import names
 from launcher.manifest_check import DIGEST_FIELD, manifest_digests
 from launcher.render import DS_CONFIG_FILE, JOB_LABEL, RUN_CONFIG_FILE, Rendered, pod_selector
+from launcher.render_options import SLURM_FLAVOR
+from launcher.slurm_script import SCRIPT_FILE
 from planner.errors import EvaplanError
 
 BUNDLE_FORMAT = 1
@@ -47,9 +50,12 @@ MANIFESTS_FILE = "manifests.yaml"
 PLAN_FILE = "plan.json"
 RBAC_FILE = "rbac.yaml"
 REQUIRED_FILES = (DS_CONFIG_FILE, RUN_CONFIG_FILE, MANIFESTS_FILE, PLAN_FILE, META_FILE)
+# A slurm bundle holds the batch script instead of manifests (launcher/slurm_script.py).
+SLURM_REQUIRED_FILES = (DS_CONFIG_FILE, RUN_CONFIG_FILE, SCRIPT_FILE, PLAN_FILE, META_FILE)
 
 __all__ = [
     "JOB_LABEL",
+    "SLURM_FLAVOR",
     "Bundle",
     "BundleReadError",
     "pod_selector",
@@ -78,6 +84,7 @@ class Bundle:
     plan: dict[str, Any]  # the Estimate as JSON
     # sha256 of each object as rendered (launcher/manifest_check.py); None: an older bundle
     object_digests: list[str] | None = None
+    script: str | None = None  # job.sbatch of a slurm bundle (its manifests are then [])
 
     @property
     def workload(self) -> dict[str, Any]:
@@ -109,7 +116,9 @@ def _meta(rendered: Rendered) -> dict[str, Any]:
         "flavor": rendered.flavor,
         "selector": pod_selector(rendered.job_name),
         "files": sorted([*rendered.files, META_FILE]),
-        DIGEST_FIELD: manifest_digests(rendered.files[MANIFESTS_FILE]),
+        DIGEST_FIELD: manifest_digests(rendered.files[MANIFESTS_FILE])
+        if MANIFESTS_FILE in rendered.files
+        else [],
         # What this bundle wrote, so that a later `render -o` replaces exactly these files and
         # only while they are as written (bundle.json itself is not listed: it holds the list).
         FILE_DIGESTS_KEY: {
@@ -246,11 +255,6 @@ def read_bundle(path: str | Path) -> Bundle:
         raise BundleReadError(
             f"bundle folder {p} does not exist", hint="make one with `evaplan render ... -o DIR`"
         )
-    missing = [n for n in REQUIRED_FILES if not (p / n).is_file()]
-    if missing:
-        raise BundleReadError(
-            f"bundle {p} lacks {', '.join(missing)}", hint="re-render it with `evaplan render`"
-        )
 
     def load_json(name: str) -> Any:
         try:
@@ -258,7 +262,13 @@ def read_bundle(path: str | Path) -> Bundle:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise BundleReadError(f"bundle {p}: {name} is unreadable ({e})", hint="re-render it") from None
 
-    meta = load_json(META_FILE)
+    meta = load_json(META_FILE) if (p / META_FILE).is_file() else None
+    slurm = isinstance(meta, dict) and meta.get("flavor") == SLURM_FLAVOR
+    missing = [n for n in (SLURM_REQUIRED_FILES if slurm else REQUIRED_FILES) if not (p / n).is_file()]
+    if missing:
+        raise BundleReadError(
+            f"bundle {p} lacks {', '.join(missing)}", hint="re-render it with `evaplan render`"
+        )
     if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
         raise BundleReadError(
             f"bundle {p}: {META_FILE} is not format {BUNDLE_FORMAT}",
@@ -272,13 +282,17 @@ def read_bundle(path: str | Path) -> Bundle:
         raise BundleReadError(
             f"bundle {p}: {RUN_CONFIG_FILE}: {loc}: {first.get('msg')}", hint="re-render it"
         ) from None
+    script = None
     try:
-        manifests = [d for d in yaml.safe_load_all((p / MANIFESTS_FILE).read_text(encoding="utf-8")) if d]
+        if slurm:
+            manifests: list[Any] = []
+            script = (p / SCRIPT_FILE).read_text(encoding="utf-8")
+        else:
+            manifests = [d for d in yaml.safe_load_all((p / MANIFESTS_FILE).read_text(encoding="utf-8")) if d]
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise BundleReadError(
-            f"bundle {p}: {MANIFESTS_FILE} is unreadable ({e})", hint="re-render it"
-        ) from None
-    if not manifests or not all(isinstance(d, dict) and "kind" in d for d in manifests):
+        what = SCRIPT_FILE if slurm else MANIFESTS_FILE
+        raise BundleReadError(f"bundle {p}: {what} is unreadable ({e})", hint="re-render it") from None
+    if not slurm and (not manifests or not all(isinstance(d, dict) and "kind" in d for d in manifests)):
         raise BundleReadError(
             f"bundle {p}: {MANIFESTS_FILE} holds no Kubernetes objects", hint="re-render it"
         )
@@ -315,4 +329,5 @@ def read_bundle(path: str | Path) -> Bundle:
         object_digests=[str(d) for d in meta[DIGEST_FIELD]]
         if isinstance(meta.get(DIGEST_FIELD), list)
         else None,
+        script=script,
     )

@@ -195,6 +195,8 @@ def longest_pod_hostname(job_name: str, flavor: str, nodes: int) -> str:
     one pattern per controller): it must stay a DNS-1123 label, so it bounds the job name's length."""
     from launcher.flavours import workload_by_flavor
 
+    if flavor == "slurm":
+        return job_name  # a Slurm job names no pods: the job name is the longest name it makes
     return workload_by_flavor(flavor).longest_pod_hostname(job_name, nodes)
 
 

@@ -45,10 +45,10 @@ _RENDER_NAMES = {p.name for p in _RENDER_OPTIONS} | {"image", "namespace"}
 @click.argument("bundle_dir", type=click.Path(file_okay=False), required=False)
 @click.option(
     "--backend",
-    type=click.Choice(["kubernetes", "local"]),
+    type=click.Choice(["kubernetes", "slurm", "local"]),
     default="kubernetes",
     show_default=True,
-    help="Where to run: a Kubernetes cluster, or torchrun on this machine.",
+    help="Where to run: a Kubernetes cluster, a Slurm cluster (sbatch), or torchrun on this machine.",
 )
 @kube_options
 @click.option("--image", default=None, help="Trainer image, when launch renders (required for Kubernetes).")
@@ -214,7 +214,9 @@ def _given(ctx: click.Context, name: str) -> bool:
 
 def _render(ctx: click.Context, backend: str, given: dict[str, Any], resolved_namespace: str | None) -> Path:
     """`evaplan render` into a temporary folder under <state dir>/bundles (its `bundle` inside)."""
-    if not given.get("image"):
+    if backend == "slurm":
+        given.setdefault("flavor", "slurm")  # sbatch runs the slurm flavour's script
+    elif not given.get("image"):
         if backend == "kubernetes":
             raise EvaplanError(
                 "launch renders the bundle and needs the trainer image", hint="add --image REGISTRY/IMAGE:TAG"
