@@ -52,7 +52,8 @@ def time_limit_min(inputs: PlanInputs, opts: RenderOptions, sizing: Sizing) -> t
     wall_s = (inputs.estimate_json.get("time") or {}).get("wall_s")
     if not isinstance(wall_s, (int, float)):
         raise EvaplanError(
-            "the plan records no wall time to derive the Slurm time limit from", hint="pass --time-limit MINUTES"
+            "the plan records no wall time to derive the Slurm time limit from",
+            hint="pass --time-limit MINUTES",
         )
     lead = sizing.termination_grace_period_s
     minutes = max(1, math.ceil((wall_s + lead) / 60.0))

@@ -17,6 +17,7 @@ job only when both match this store's record.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -51,8 +52,7 @@ from launcher.slurm_script import CONFIG_DIR_NAME, SCRIPT_FILE
 from planner.errors import EvaplanError, RuntimeFailure
 
 OWNER_COMMENT = "evaplan-owner:"
-# evaclip/train.py EXIT_PREEMPTED: the trainer checkpointed on SIGTERM and exited with 128 + 15.
-EXIT_PREEMPTED = 143
+STOP_MARKER = "stopped-"  # <job dir>/stopped-<job id>: written by `evaplan stop` before its SIGTERM
 COMMAND_TIMEOUT_S = 60.0  # one client command; the controller answers in milliseconds when up
 FOLLOW_POLL_S = 1.0
 STOP_POLL_S = 0.5
@@ -176,7 +176,7 @@ def parse_record(text: str) -> dict[str, str]:
     for m in re.finditer(
         r"(?:^|\s)([A-Za-z][A-Za-z0-9/:_]*)=(.*?)(?=\s+[A-Za-z][A-Za-z0-9/:_]*=|$)", text.strip()
     ):
-        out[m.group(1)] = m.group(2)
+        out[m.group(1)] = m.group(2).strip()
     return out
 
 
@@ -350,17 +350,28 @@ class SlurmBackend(Backend):
         if phase == PENDING:
             code = reason.split(",")[0]
             why = f"{reason}: {_PENDING_REASONS[code]}" if code in _PENDING_REASONS else reason
+            if code == "None":  # between a requeue and the scheduler's next pass
+                why = "waiting for the scheduler"
+            if restarts := int(info.get("Restarts", "0") or 0):
+                why = f"requeued {restarts}×; {why}"
             if slurm_state != "PENDING":
                 why = f"{slurm_state}: {why}"
-            if code in ("ReqNodeNotAvail", "NodeDown", "Resources", "BeginTime") or "DOWN" in reason:
-                down = _down_nodes()
-                if down:
-                    why = f"{why}; {'; '.join(down)}"
+            down = _down_nodes()  # a waiting job's most common cause, and Slurm's reason rarely names it
+            if down:
+                why = f"{why}; {'; '.join(down)}"
             message = why
-        elif phase == FAILED and exit_code.split(":")[0] == str(EXIT_PREEMPTED) and slurm_state == "FAILED":
+        elif phase in (FAILED, STOPPED) and (end := self._trainer_end(record)) is not None:
+            # The trainer's own account wins over the exit code (torchrun exits 1 on SIGTERM): it
+            # checkpointed on SIGTERM ("preempted") before Slurm's time limit, or at `evaplan stop`.
             phase = STOPPED
-            why = "Signalled: the trainer checkpointed on SIGTERM and exited (Slurm's --signal before the time limit, or `evaplan stop`)"
-            message = f"{why}; `evaplan launch --resume` continues from the checkpoint"
+            stopped = (Path(d["work_dir"]) / f"{STOP_MARKER}{d['job_id']}").is_file()
+            why = (
+                "Stopped: `evaplan stop`" if stopped else "TimeLimit: Slurm's --signal before the time limit"
+            )
+            message = (
+                f"{why}; the trainer checkpointed step {end.get('step')} on SIGTERM; "
+                "`evaplan launch --resume` continues from it"
+            )
         elif slurm_state in _END_REASONS:
             why = _END_REASONS[slurm_state]
             message = f"{why} (exit {exit_code})"
@@ -393,6 +404,24 @@ class SlurmBackend(Backend):
             started_at=started or record.started_at,
             finished_at=finished,
         )
+
+    @staticmethod
+    def _trainer_end(record: Any) -> dict[str, Any] | None:
+        """The trainer's last run's `end` event when it says it stopped on SIGTERM (evaclip/train.py:
+        status "preempted" after its checkpoint), else None."""
+        where = record.backend_data.get("metrics_path")
+        path = Path(where) if isinstance(where, str) else None
+        if path is None or not path.is_file():
+            return None
+        end = None
+        for line in _tail_lines(path, 40):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("event") in ("start", "end"):
+                end = rec if rec["event"] == "end" else None
+        return end if end is not None and end.get("status") == "preempted" else None
 
     @staticmethod
     def _node_names(info: dict[str, str]) -> list[str]:
@@ -476,6 +505,10 @@ class SlurmBackend(Backend):
                 hint="cancel it yourself with scancel if it is yours",
             )
         if _STATES.get(info.get("JobState", "")) == RUNNING:
+            try:  # how `status` tells this stop from the time limit's signal
+                (Path(d["work_dir"]) / f"{STOP_MARKER}{job_id}").write_text("")
+            except OSError:
+                pass
             _slurm("scancel", "--signal=TERM", job_id)
             grace_s = float(d.get("grace_s") or 0) or 60.0
             deadline = time.monotonic() + grace_s
@@ -498,5 +531,11 @@ def _slurm_test_only(args: list[str], script: str) -> str:
     p = _run("sbatch", "--test-only", *[a for a in args if a != "--parsable"], stdin=script)
     said = (p.stderr or p.stdout).strip()
     if p.returncode != 0:
-        raise _slurm_error("sbatch", said)
+        err = _slurm_error("sbatch", said)
+        down = _down_nodes() if "node configuration" in said else []
+        if down:  # Slurm says only "not available": say which nodes are out and why
+            raise EvaplanError(
+                f"{err.message}; {'; '.join(down)}", hint="wait for the nodes, or ask the admins"
+            )
+        raise err
     return re.sub(r"^sbatch: ", "", said.splitlines()[-1]) if said else ""

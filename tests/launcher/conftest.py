@@ -168,7 +168,11 @@ def bundle_factory() -> Callable[..., Path]:
 @pytest.fixture
 def cpu_hardware(tmp_path: Path) -> list[str]:
     """A user profile folder with `cpu-2`: a 2-rank CPU host (gloo), for local-backend bundles."""
-    root = tmp_path / "profiles"
+    return write_cpu_profiles(tmp_path / "profiles")
+
+
+def write_cpu_profiles(root: Path) -> list[str]:
+    """`cpu-2` (a 2-rank CPU host, gloo) and its priced offering `cpu-test` in a profile folder."""
     (root / "hardware").mkdir(parents=True)
     text = (REPO / "profiles" / "hardware" / "h100-sxm.yaml").read_text()
     text = (
@@ -203,6 +207,7 @@ def make_bundle(
     offering: str | None = "aws-p5",
     total_steps: int = 100,
     profile_dirs: list[str] | None = None,
+    **render_kw: Any,
 ) -> Path:
     """A real bundle: the planner's estimate for eva-clip-debug on `nodes` nodes, rendered and written."""
     from launcher.bundle import write_bundle
@@ -231,7 +236,45 @@ def make_bundle(
     rendered = render(
         inputs_from_estimate(est, dirs),
         RenderOptions(
-            job_name=job_name, image="ghcr.io/acme/evaclip:1.0", flavor=flavor, namespace=NAMESPACE
+            job_name=job_name,
+            image="ghcr.io/acme/evaclip:1.0",
+            flavor=flavor,
+            namespace=NAMESPACE,
+            **render_kw,
         ),
     )
     return write_bundle(rendered, dest)
+
+
+# ------------------------------------------------------------------ a real Slurm (tests/launcher/slurm_cluster.py)
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real one-node Slurm cluster (munged, slurmctld, slurmd as root on 127.0.0.1) for every
+    slurm test of the session; skipped, with the reason, without the packages or root."""
+    import importlib.util
+
+    # --import-mode=importlib puts no test folder on sys.path: load the helper by its path.
+    spec = importlib.util.spec_from_file_location(
+        "evaplan_slurm_cluster", Path(__file__).with_name("slurm_cluster.py")
+    )
+    assert spec is not None and spec.loader is not None
+    helper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helper)
+    reason = helper.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = helper.SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_cluster: Any, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The session's Slurm cluster for one test: its clients configured, and whatever the test left
+    queued or running cancelled afterwards so the next test finds the node free."""
+    for key, value in slurm_cluster.env.items():
+        monkeypatch.setenv(key, value)
+    yield slurm_cluster
+    slurm_cluster.cancel_all()
