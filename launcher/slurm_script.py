@@ -115,10 +115,8 @@ def render_script(
         ds_config=f"{config}/{ds_config_file}",
         run_config=f"{config}/{run_config_file}",
     )
-    return script, [
-        why,
-        f"--signal TERM@{sizing.termination_grace_period_s} s before the limit (the grace below)",
-    ]
+    lead = sizing.termination_grace_period_s
+    return script, [why, f"--signal TERM@{lead}: SIGTERM {lead} s before the limit (the grace period above)"]
 
 
 _SBATCH_VALUE = re.compile(r"[A-Za-z0-9_.,:@%/&|()\[\]*+=-]+")
