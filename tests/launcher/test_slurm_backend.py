@@ -117,6 +117,11 @@ def test_train_stop_resume_time_limit(slurm, cli, tmp_path, cpu_hardware, bundle
     assert "TimeLimit" in doc["message"] and "checkpointed step" in doc["message"], doc
     latest = (tmp_path / "shared" / "eva-slurm" / "checkpoints" / "latest").read_text().strip()
     assert int(latest.removeprefix("step")) > stopped_at
+    # Following the log of a job that has ended prints its last lines and returns; both runs' files
+    # are read (slurm-<first job>.out, slurm-<resumed job>.out).
+    followed = cli("logs", "eva-slurm", "-f")
+    assert followed.exit_code == 0 and f"at step {stopped_at}" in followed.output
+    assert followed.output.index("[rank 0] step") < followed.output.index(f"at step {stopped_at}")
     listing = json.loads(cli("list", "--format", "json").output)
     assert [(j["job"], j["phase"]) for j in listing] == [("eva-slurm", "Stopped")]
 
