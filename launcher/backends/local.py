@@ -458,13 +458,7 @@ class LocalBackend(Backend):
                 time.sleep(FOLLOW_POLL_S)
 
     def recent_metrics(self, record: Any, n: int = METRICS_WINDOW) -> list[dict[str, Any]]:
-        where = record.backend_data.get("metrics_path")
-        path = Path(where) if isinstance(where, str) else None
-        if path is None or not path.is_file():
-            return []
-        # Step records plus the few other events between them (start, checkpoint, end).
-        recs = [r for r in (parse_metrics_line(x) for x in _tail_lines(path, 2 * n + 10)) if r is not None]
-        return recs[-n:]
+        return metrics_in_file(record.backend_data.get("metrics_path"), n)
 
     # ------------------------------------------------------------------ stop
     def stop(self, record: Any) -> None:
@@ -508,6 +502,17 @@ class LocalBackend(Backend):
                 f"killed {len(killed)} process(es) (no checkpoint guaranteed)",
                 hint="see `evaplan logs`",
             )
+
+
+def metrics_in_file(where: Any, n: int = METRICS_WINDOW) -> list[dict[str, Any]]:
+    """The newest `n` step records of a trainer's metrics.jsonl at `where` (a path this machine
+    sees: the local work folder, or a Slurm job's folder on the shared filesystem)."""
+    path = Path(where) if isinstance(where, str) else None
+    if path is None or not path.is_file():
+        return []
+    # Step records plus the few other events between them (start, checkpoint, end).
+    recs = [r for r in (parse_metrics_line(x) for x in _tail_lines(path, 2 * n + 10)) if r is not None]
+    return recs[-n:]
 
 
 def kill_job(launch_id: str) -> None:

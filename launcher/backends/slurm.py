@@ -44,9 +44,8 @@ from launcher.backends.base import (
     JobState,
     LogLine,
     RankState,
-    parse_metrics_line,
 )
-from launcher.backends.local import _parse_log_line, _tail_lines, world_size_of
+from launcher.backends.local import _parse_log_line, _tail_lines, metrics_in_file, world_size_of
 from launcher.bundle import SLURM_FLAVOR
 from launcher.slurm_script import CONFIG_DIR_NAME, SCRIPT_FILE
 from planner.errors import EvaplanError, RuntimeFailure
@@ -479,12 +478,7 @@ class SlurmBackend(Backend):
             time.sleep(FOLLOW_POLL_S)
 
     def recent_metrics(self, record: Any, n: int = METRICS_WINDOW) -> list[dict[str, Any]]:
-        where = record.backend_data.get("metrics_path")
-        path = Path(where) if isinstance(where, str) else None
-        if path is None or not path.is_file():
-            return []
-        recs = [r for r in (parse_metrics_line(x) for x in _tail_lines(path, 2 * n + 10)) if r is not None]
-        return recs[-n:]
+        return metrics_in_file(record.backend_data.get("metrics_path"), n)
 
     # ------------------------------------------------------------------ stop
     def stop(self, record: Any) -> None:

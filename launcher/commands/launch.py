@@ -18,6 +18,7 @@ import click
 from click.core import ParameterSource
 
 from launcher.backends.base import get_backend, load_bundle
+from launcher.bundle import SLURM_FLAVOR
 from launcher.commands import render as render_cmd
 from launcher.commands._options import kube_options
 from launcher.monitor import fmt_duration, fmt_usd
@@ -114,6 +115,11 @@ def command(
                 hint="launch the bundle as rendered, or drop BUNDLE_DIR to render from the flags",
             )
         bundle = load_bundle(bundle_dir)  # before any cluster call: a wrong path fails fast
+        if bundle.flavor == SLURM_FLAVOR and backend != "slurm":
+            raise EvaplanError(
+                f"bundle {bundle_dir} is a Slurm batch script (--flavor slurm), not for --backend {backend}",
+                hint="launch it with --backend slurm, or re-render it with a Kubernetes --flavor",
+            )
     elif not (given.get("model_name") or given.get("plan_file")):
         raise EvaplanError(
             "nothing to launch",

@@ -179,3 +179,12 @@ def test_sbatch_missing_is_one_line(cli, tmp_path, state_dir, cpu_hardware, bund
     r = cli("launch", str(bundle), "--backend", "slurm")
     assert r.exit_code == 2 and "sbatch is not on PATH" in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_bundles_go_to_their_own_scheduler(cli, tmp_path, state_dir, cpu_hardware, bundle_factory):
+    slurm_bundle = _bundle(tmp_path, "eva-slurm-k8s", cpu_hardware, bundle_factory)
+    r = cli("launch", str(slurm_bundle), "--backend", "local")
+    assert r.exit_code == 2 and "--backend slurm" in r.output, r.output
+    k8s_bundle = bundle_factory(tmp_path / "k8s", job_name="eva-k8s", nodes=1)
+    r = cli("launch", str(k8s_bundle), "--backend", "slurm", "--dry-run")
+    assert r.exit_code == 2 and "not slurm" in r.output and len(r.output.strip().splitlines()) == 1, r.output
