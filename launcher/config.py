@@ -42,6 +42,7 @@ KEYS: dict[str, str] = {  # config key → click parameter name
     "constraint": "constraint",
     "work_dir": "work_dir",
 }
+SLURM_CONFIG_PARAMS = ("partition", "account", "qos", "constraint", "work_dir")
 MAX_CONFIG_BYTES = 1 << 16
 
 

@@ -21,6 +21,7 @@ from launcher.backends.base import get_backend, load_bundle
 from launcher.bundle import SLURM_FLAVOR
 from launcher.commands import render as render_cmd
 from launcher.commands._options import kube_options
+from launcher.config import SLURM_CONFIG_PARAMS
 from launcher.monitor import fmt_duration, fmt_usd
 from launcher.service import DryRunResult, JobService, LaunchRequest
 from launcher.state import state_dir
@@ -103,6 +104,15 @@ def command(
         raise EvaplanError("--replace starts over and --resume continues", hint="pass one of them")
     namespace = render_kw.get("namespace")
     given = {k: v for k, v in render_kw.items() if _given(ctx, k)}
+    if backend == "slurm" and bundle_dir is None:
+        # The slurm flavour's settings from evaplan.toml (partition, account, work_dir, ...) go into
+        # the script launch renders, as they do for `evaplan render`.
+        for key in SLURM_CONFIG_PARAMS:
+            if (
+                ctx.get_parameter_source(key) == ParameterSource.DEFAULT_MAP
+                and render_kw.get(key) is not None
+            ):
+                given.setdefault(key, render_kw[key])
     if pricing is not None and bundle_dir is None:
         given["pricing"] = pricing
     bundle = None

@@ -188,3 +188,27 @@ def test_bundles_go_to_their_own_scheduler(cli, tmp_path, state_dir, cpu_hardwar
     k8s_bundle = bundle_factory(tmp_path / "k8s", job_name="eva-k8s", nodes=1)
     r = cli("launch", str(k8s_bundle), "--backend", "slurm", "--dry-run")
     assert r.exit_code == 2 and "not slurm" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_launch_renders_with_the_config_files_slurm_settings(slurm, cli, tmp_path, monkeypatch):
+    (tmp_path / "evaplan.toml").write_text(
+        f'work_dir = "{tmp_path / "shared"}"\npartition = "{slurm.partition}"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    r = cli(
+        "launch",
+        "--backend",
+        "slurm",
+        "--model",
+        "eva-clip-debug",
+        "--hardware",
+        "cpu",
+        "--gpus",
+        "2",
+        "--cpu-per-node",
+        "2",
+        "--dry-run",
+    )
+    assert r.exit_code == 0, r.output
+    assert f"in partition {slurm.partition}" in r.output
+    assert f"ranks in {tmp_path / 'shared' / 'eva-clip-debug'}" in r.output
