@@ -38,6 +38,13 @@ def missing_reason() -> str | None:
         )
     if os.geteuid() != 0:
         return "the Slurm test cluster's daemons must run as root"
+    host = socket.gethostname().split(".")[0]
+    try:
+        socket.gethostbyname(host)  # the job's script resolves the node's name for the rendezvous
+    except OSError:
+        return f"this host's name {host!r} does not resolve (the Slurm node is named after it)"
+    if (os.cpu_count() or 1) < 2:
+        return "the Slurm tests run 2 CPU ranks on one node: this machine has 1 CPU"
     return None
 
 
