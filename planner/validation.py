@@ -161,7 +161,8 @@ def plan_for(run: PublishedRun, hardware: HardwareSpec) -> tuple[ParallelPlan, T
     image_size = run.image_size or model.recipe.image_size
     G = hardware.gpus_per_node
     # The software stack and attention kernel go to whichever spec has the field (planner versions differ).
-    wanted = {"stack": run.stack, "attention": run.attention}
+    # A run that does not name its kernel used the official run's: the model profile's `xattn`.
+    wanted = {"stack": run.stack, "attention": run.attention or model.official_attention}
     plan_extra = {k: v for k, v in wanted.items() if v is not None and k in ParallelPlan.model_fields}
     plan = ParallelPlan(
         nodes=max(1, run.gpus // G),
