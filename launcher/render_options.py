@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from launcher import names
 from launcher.env_policy import check_env_entry
@@ -49,6 +49,8 @@ class RenderOptions(BaseModel):
     ib_hca: str | None = None
     nccl_debug: Literal["VERSION", "WARN", "INFO", "TRACE"] = "WARN"
     env: tuple[tuple[str, str], ...] = ()
+    # --env names the user vouches are not secrets (launcher/env_policy.py: a false positive).
+    env_not_secret: tuple[str, ...] = ()
     s3_secret: str | None = Field(default=None, description="Secret with AWS_* keys, as envFrom secretRef")
     checkpoint_s3_uri: str | None = None
     checkpoint_pvc: str | None = None
@@ -127,14 +129,21 @@ class RenderOptions(BaseModel):
                 names.check_dns1123_label(ns, "--network-annotation namespace")
         return v
 
-    @field_validator("env")
-    @classmethod
-    def _env(cls, v: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-        for key, value in v:
+    @model_validator(mode="after")
+    def _env(self) -> RenderOptions:
+        given = {key for key, _ in self.env}
+        for name in self.env_not_secret:
+            if name not in given:
+                raise EvaplanError(
+                    f"--env-not-secret {name} names no --env entry",
+                    hint="pass the name of an --env NAME=VALUE you give, or drop it",
+                )
+        for key, value in self.env:
             names.check_env_name(key, "--env name")
             names.check_text(value, f"--env {key} value")
-            check_env_entry(key, value)  # reserved rank/rendezvous names, secrets
-        return v
+            # Reserved rank/rendezvous names, and secrets unless the user vouched for the name.
+            check_env_entry(key, value, not_secret=key in self.env_not_secret)
+        return self
 
     @field_validator("checkpoint_s3_uri")
     @classmethod

@@ -106,6 +106,13 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 )
 @click.option("--env", "env", multiple=True, help="Extra container environment KEY=VALUE; repeatable.")
 @click.option(
+    "--env-not-secret",
+    "env_not_secret",
+    multiple=True,
+    metavar="NAME",
+    help="Write --env NAME as given although it looks like a secret (a false positive); repeatable.",
+)
+@click.option(
     "--s3-secret",
     default=None,
     help="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY [, AWS_ENDPOINT_URL_S3], as envFrom.",
@@ -247,7 +254,12 @@ def render_estimate(
     from launcher.bundle import write_bundle
     from launcher.render import RenderOptions, inputs_from_estimate, pod_selector, render
 
-    opts = RenderOptions(job_name=job_name or est.model, env=_env_pairs(env), **kw)
+    opts = RenderOptions(
+        job_name=job_name or est.model,
+        env=_env_pairs(env),
+        env_not_secret=tuple(kw.pop("env_not_secret", ())),
+        **kw,
+    )
     rendered = render(inputs_from_estimate(est, dirs), opts)
     # With --stdout, stdout carries only YAML; everything else goes to stderr.
     if out_dir:
