@@ -18,7 +18,6 @@ host-mounting or foreign-image pod on the cluster. Every refusal is one line nam
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +28,6 @@ from planner.errors import EvaplanError
 
 ALLOWED_CAPABILITIES = frozenset({"IPC_LOCK"})  # RDMA memory registration (render_options.py)
 NVME_VOLUME = "nvme"  # the one hostPath volume: DeepSpeed's NVMe offload folder
-_HOST_FOLDER = re.compile(r"(/[A-Za-z0-9._-]+)+")
 
 # The keys the templates write, per object; anything else is something evaplan never renders.
 POD_SPEC_KEYS = frozenset(
@@ -69,15 +67,6 @@ SECCOMP = {"type": "RuntimeDefault"}
 
 class ManifestRefused(EvaplanError):
     """A bundle whose manifests are not what evaplan rendered, or a pod outside the policy (exit 2)."""
-
-
-def check_host_folder(path: Any) -> bool:
-    """An absolute path of plain names (no `.`/`..`, not `/` itself): the NVMe folder's shape."""
-    return (
-        isinstance(path, str)
-        and bool(_HOST_FOLDER.fullmatch(path))
-        and not ({".", ".."} & set(path.split("/")))
-    )
 
 
 def is_trainer_command(cmd: Any) -> bool:
@@ -180,7 +169,7 @@ class PodPromise:
             raise bad("command is not the trainer's (torchrun -m evaclip.train)")
         if not set(p.capabilities) <= ALLOWED_CAPABILITIES:
             raise bad(f"adds capabilities beyond {', '.join(sorted(ALLOWED_CAPABILITIES))}")
-        if p.nvme_host_path is not None and not check_host_folder(p.nvme_host_path):
+        if p.nvme_host_path is not None and not names.is_host_folder(p.nvme_host_path):
             raise bad("NVMe host folder is not an absolute path of plain names")
         return p
 

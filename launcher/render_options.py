@@ -6,7 +6,6 @@ is refused with one line naming the flag, the rule and an example.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -171,7 +170,7 @@ class RenderOptions(BaseModel):
         if v is None:
             return None
         names.check_text(v, "--nvme-host-path")
-        if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", v) or {".", ".."} & set(v.split("/")):
+        if not names.is_host_folder(v):
             raise EvaplanError(
                 f"--nvme-host-path {v!r} is not an absolute path of plain names", hint="e.g. /local_nvme"
             )
