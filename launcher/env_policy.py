@@ -173,6 +173,11 @@ def check_env_entry(name: str, value: str, *, not_secret: bool = False) -> None:
     --env-not-secret NAME) skips those checks, never the reserved names. No message quotes the
     value."""
     upper = name.upper()
+    what = secret_shape(name)
+    if what:  # a key pasted where the name goes: not quoted either
+        raise EvaplanError(
+            f"an --env name looks like {what} and would be written in clear text", hint=SECRET_HINT
+        )
     if upper in RESERVED or upper.startswith(RESERVED_PREFIXES):
         raise EvaplanError(
             f"--env {name} is set by the launcher for each pod (torchrun ranks, rendezvous, GPUs); "

@@ -138,10 +138,11 @@ class RenderOptions(BaseModel):
                     hint="pass the name of an --env NAME=VALUE you give, or drop it",
                 )
         for key, value in self.env:
+            # Reserved rank/rendezvous names, and secrets unless the user vouched for the name;
+            # first, so that no later message quotes a secret pasted as a name.
+            check_env_entry(key, value, not_secret=key in self.env_not_secret)
             names.check_env_name(key, "--env name")
             names.check_text(value, f"--env {key} value")
-            # Reserved rank/rendezvous names, and secrets unless the user vouched for the name.
-            check_env_entry(key, value, not_secret=key in self.env_not_secret)
         return self
 
     @field_validator("checkpoint_s3_uri")

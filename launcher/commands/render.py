@@ -27,10 +27,12 @@ def _dirs(ctx: click.Context) -> list[str]:
 
 def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     out = []
-    for v in values:
+    for i, v in enumerate(values, 1):
         key, sep, value = v.partition("=")
-        if not sep:
-            raise EvaplanError(f"--env {v!r} is not KEY=VALUE", hint="e.g. --env NCCL_NET_GDR_LEVEL=PHB")
+        if not sep:  # not quoted: a pasted secret without its name would land in the log
+            raise EvaplanError(
+                f"--env entry {i} is not KEY=VALUE (it has no '=')", hint="e.g. --env NCCL_NET_GDR_LEVEL=PHB"
+            )
         out.append((key, value))
     return tuple(out)
 

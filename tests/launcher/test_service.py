@@ -885,6 +885,21 @@ def test_env_refuses_reserved_names_and_secrets(entry, message, cli, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_malformed_env_entry_is_not_echoed(cli, tmp_path):
+    """`--env VALUE` without a name (a pasted key) is refused without quoting it."""
+    key = "sk-proj-4f9Qm2Xr8Lk1Zt7Vb3Nc6Hd0Jw5Ys2Ep"
+    r = cli(
+        "render", "--model", "eva-clip-debug", "--hardware", "h100-sxm", "--nodes", "1",
+        "--image", "ghcr.io/acme/evaclip:1.0", "--env", "NCCL_DEBUG_SUBSYS=INIT", "--env", key, "--stdout",
+    )  # fmt: skip
+    assert r.exit_code == 2 and "--env entry 2 is not KEY=VALUE" in r.output
+    assert key[:8] not in r.output and len(r.output.strip().splitlines()) == 1
+    r = cli("render", "--model", "eva-clip-debug", "--hardware", "h100-sxm", "--nodes", "1",
+            "--image", "ghcr.io/acme/evaclip:1.0", "--env", f"{key}=1", "--stdout")  # fmt: skip
+    assert r.exit_code == 2 and "an --env name looks like an API secret key" in r.output
+    assert key[:8] not in r.output
+
+
 def test_env_not_secret_overrides_a_false_positive_by_name(cli, tmp_path):
     base = ("render", "--model", "eva-clip-debug", "--hardware", "h100-sxm", "--nodes", "1",
             "--image", "ghcr.io/acme/evaclip:1.0", "-o", str(tmp_path / "out"))  # fmt: skip
