@@ -18,7 +18,7 @@ import json
 import math
 import re
 import shlex
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
@@ -309,22 +309,27 @@ def fabric_for(inputs: PlanInputs, opts: RenderOptions) -> FabricRequest:
     )
 
 
+# Every pod runs exactly this: torchrun with these rendezvous flags, then the bundled trainer on the
+# ConfigMap's two files (launcher/pod_policy.py refuses any other command).
+TORCHRUN_FLAGS = ("--nnodes=", "--nproc-per-node=", "--node-rank=", "--master-addr=", "--master-port=")
+TRAINER_ARGS = (
+    "-m",
+    "evaclip.train",
+    "--ds-config",
+    f"{CONFIG_MOUNT}/{DS_CONFIG_FILE}",
+    "--run-config",
+    f"{CONFIG_MOUNT}/{RUN_CONFIG_FILE}",
+)
+
+
 def _command(inputs: PlanInputs, opts: RenderOptions) -> list[str]:
     plan = inputs.plan
     rank, addr, port = workload_by_flavor(opts.flavor).rendezvous(opts.job_name, opts.master_port)
+    values = (plan.nodes, plan.gpus_per_node, rank, addr, port)
     return [
         "torchrun",
-        f"--nnodes={plan.nodes}",
-        f"--nproc-per-node={plan.gpus_per_node}",
-        f"--node-rank={rank}",
-        f"--master-addr={addr}",
-        f"--master-port={port}",
-        "-m",
-        "evaclip.train",
-        "--ds-config",
-        f"{CONFIG_MOUNT}/{DS_CONFIG_FILE}",
-        "--run-config",
-        f"{CONFIG_MOUNT}/{RUN_CONFIG_FILE}",
+        *(f"{flag}{v}" for flag, v in zip(TORCHRUN_FLAGS, values, strict=True)),
+        *TRAINER_ARGS,
     ]
 
 
@@ -429,6 +434,11 @@ class Rendered:
     flavor: str
     sizing: Sizing
     warnings: tuple[str, ...] = ()
+    # The values every pod template was rendered from (`_pod`): the bundle records what they
+    # promise (launcher/pod_policy.py) so that `launch` can hold each pod to them.
+    pod: dict[str, Any] = field(default_factory=dict)
+    env: tuple[tuple[str, str], ...] = ()  # the user's --env, for the ranks of a local run
+    env_not_secret: tuple[str, ...] = ()  # --env-not-secret: names the user vouched for
 
 
 def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
@@ -465,6 +475,8 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
             flavor=opts.flavor,
             sizing=replace(sizing, lines=(*sizing.lines, *why)),
             warnings=tuple(_warnings(inputs, opts, sizing)),
+            env=opts.env,
+            env_not_secret=opts.env_not_secret,
         )
 
     labels = common_labels(opts)
@@ -501,8 +513,9 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
             f"{CONFIGMAP_MAX_BYTES:,}",
             hint="report this: the run config should not be this large",
         )
+    pod = _pod(inputs, opts, sizing)
     files["manifests.yaml"] = render_template(
-        f"k8s/{opts.flavor}.yaml.j2", job=job, pod=_pod(inputs, opts, sizing), files=file_texts
+        f"k8s/{opts.flavor}.yaml.j2", job=job, pod=pod, files=file_texts
     )
     kind, _, subject = opts.rbac_subject.partition(":")
     rbac = {
@@ -530,6 +543,9 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
         flavor=opts.flavor,
         sizing=sizing,
         warnings=tuple(warnings),
+        pod=pod,
+        env=opts.env,
+        env_not_secret=opts.env_not_secret,
     )
 
 

@@ -55,6 +55,8 @@ class RenderOptions(BaseModel):
     ib_hca: str | None = None
     nccl_debug: Literal["VERSION", "WARN", "INFO", "TRACE"] = "WARN"
     env: tuple[tuple[str, str], ...] = ()
+    # --env names the user vouches are not secrets (launcher/env_policy.py: a false positive).
+    env_not_secret: tuple[str, ...] = ()
     s3_secret: str | None = Field(default=None, description="Secret with AWS_* keys, as envFrom secretRef")
     checkpoint_s3_uri: str | None = None
     checkpoint_pvc: str | None = None
@@ -196,14 +198,22 @@ class RenderOptions(BaseModel):
                 names.check_dns1123_label(ns, "--network-annotation namespace")
         return v
 
-    @field_validator("env")
-    @classmethod
-    def _env(cls, v: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-        for key, value in v:
+    @model_validator(mode="after")
+    def _env(self) -> RenderOptions:
+        given = {key for key, _ in self.env}
+        for name in self.env_not_secret:
+            if name not in given:
+                raise EvaplanError(
+                    f"--env-not-secret {name} names no --env entry",
+                    hint="pass the name of an --env NAME=VALUE you give, or drop it",
+                )
+        for key, value in self.env:
+            # Reserved rank/rendezvous names, and secrets unless the user vouched for the name;
+            # first, so that no later message quotes a secret pasted as a name.
+            check_env_entry(key, value, not_secret=key in self.env_not_secret)
             names.check_env_name(key, "--env name")
             names.check_text(value, f"--env {key} value")
-            check_env_entry(key, value)  # reserved rank/rendezvous names, secrets
-        return v
+        return self
 
     @field_validator("checkpoint_s3_uri")
     @classmethod
@@ -231,7 +241,7 @@ class RenderOptions(BaseModel):
         if v is None:
             return None
         names.check_text(v, "--nvme-host-path")
-        if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", v) or {".", ".."} & set(v.split("/")):
+        if not names.is_host_folder(v):
             raise EvaplanError(
                 f"--nvme-host-path {v!r} is not an absolute path of plain names", hint="e.g. /local_nvme"
             )

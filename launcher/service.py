@@ -25,7 +25,6 @@ import re
 import secrets
 import signal
 import socket
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from launcher.backends.base import (
     backend_for,
     get_backend,
 )
+from launcher.files import create_once
 from launcher.flavours import workload_for
 from launcher.manifest_check import OWNER_LABEL, check_rendered
 from launcher.monitor import CostBasis, compute_progress, cost_basis, elapsed_s, snapshot
@@ -74,23 +74,7 @@ def owner_id(root: Path | None = None) -> str:
                 hint="restore it from a backup; a new id would not own the jobs this store launched",
             )
         return text
-    new = secrets.token_hex(10)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".owner-id.", dir=root)
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(new + "\n")
-        try:
-            os.link(tmp, path)  # atomic and never overwrites: two first launches agree on one id
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(tmp)
-    except OSError as e:
-        raise EvaplanError(
-            f"cannot write the owner id {path}: {e.strerror}",
-            hint="set EVAPLAN_STATE_DIR to a writable folder",
-        ) from None
+    create_once(path, secrets.token_hex(10) + "\n", "the owner id")  # first launches agree on one id
     return owner_id(root)
 
 
@@ -175,6 +159,7 @@ class JobService:
                 job_name=name,
                 namespace=bundle.namespace,
                 where=str(bundle.path),
+                promise=bundle.pod_promise,
             )
             if req.namespace and bundle.namespace != req.namespace:
                 raise EvaplanError(

@@ -24,6 +24,8 @@ def pytest_configure(config: pytest.Config) -> None:
     import tempfile
 
     os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="evaplan-test-config-")
+    # Nor the user's job store: `render -o` signs bundles with the store's key (made on first use).
+    os.environ["EVAPLAN_STATE_DIR"] = tempfile.mkdtemp(prefix="evaplan-test-state-")
     os.environ.pop("EVAPLAN_PROFILES_DIR", None)
 
 

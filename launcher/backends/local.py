@@ -266,7 +266,8 @@ class LocalBackend(Backend):
             env = {"TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": RANK_PREFIX_TEMPLATE, "PYTHONUNBUFFERED": "1"}
             if "OMP_NUM_THREADS" not in os.environ:
                 env["OMP_NUM_THREADS"] = "1"
-            _write_json(
+            env.update(bundle.env)  # the user's --env, their last word as in the pods
+            _write_json(  # 0600: it holds the --env values
                 work / SPEC_FILE,
                 {
                     "launch_id": launch_id,
@@ -565,8 +566,11 @@ def _tail_lines(path: Path, n: int, block_bytes: int = 65536) -> list[str]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
+    """Written whole (a temporary file renamed over it), readable by the user only."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(json.dumps(obj, indent=2) + "\n")
         f.flush()
         os.fsync(f.fileno())

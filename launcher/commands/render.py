@@ -28,10 +28,12 @@ def _dirs(ctx: click.Context) -> list[str]:
 
 def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     out = []
-    for v in values:
+    for i, v in enumerate(values, 1):
         key, sep, value = v.partition("=")
-        if not sep:
-            raise EvaplanError(f"--env {v!r} is not KEY=VALUE", hint="e.g. --env NCCL_NET_GDR_LEVEL=PHB")
+        if not sep:  # not quoted: a pasted secret without its name would land in the log
+            raise EvaplanError(
+                f"--env entry {i} is not KEY=VALUE (it has no '=')", hint="e.g. --env NCCL_NET_GDR_LEVEL=PHB"
+            )
         out.append((key, value))
     return tuple(out)
 
@@ -108,6 +110,13 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     "--nccl-debug", type=click.Choice(["VERSION", "WARN", "INFO", "TRACE"]), default="WARN", show_default=True
 )
 @click.option("--env", "env", multiple=True, help="Extra container environment KEY=VALUE; repeatable.")
+@click.option(
+    "--env-not-secret",
+    "env_not_secret",
+    multiple=True,
+    metavar="NAME",
+    help="Write --env NAME as given although it looks like a secret (a false positive); repeatable.",
+)
 @click.option(
     "--s3-secret",
     default=None,
@@ -252,7 +261,12 @@ def render_estimate(
     from launcher.render import RenderOptions, inputs_from_estimate, pod_selector, render
     from launcher.slurm_script import SCRIPT_FILE, job_dir
 
-    opts = RenderOptions(job_name=job_name or est.model, env=_env_pairs(env), **kw)
+    opts = RenderOptions(
+        job_name=job_name or est.model,
+        env=_env_pairs(env),
+        env_not_secret=tuple(kw.pop("env_not_secret", ())),
+        **kw,
+    )
     rendered = render(inputs_from_estimate(est, dirs), opts)
     # With --stdout, stdout carries only YAML; everything else goes to stderr.
     if out_dir:

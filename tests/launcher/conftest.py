@@ -165,6 +165,26 @@ def bundle_factory() -> Callable[..., Path]:
     return make_bundle
 
 
+def resign_bundle(bundle: Path) -> None:
+    """What only the holder of the job store's key can do (launcher/bundle_key.py): list the bundle's
+    files as they are now and sign bundle.json, so that checks behind the signature can be reached."""
+    import hashlib
+
+    from launcher import bundle_key
+
+    meta = json.loads((bundle / "bundle.json").read_text())
+    meta["file_sha256"] = {
+        n: hashlib.sha256((bundle / n).read_bytes()).hexdigest() for n in meta["file_sha256"]
+    }
+    (bundle / "bundle.json").write_text(json.dumps(bundle_key.sign(meta)))
+
+
+@pytest.fixture
+def resign() -> Callable[[Path], None]:
+    """resign(bundle_dir): re-sign an edited bundle with this job store's key."""
+    return resign_bundle
+
+
 @pytest.fixture
 def cpu_hardware(tmp_path: Path) -> list[str]:
     """A user profile folder with `cpu-2`: a 2-rank CPU host (gloo), for local-backend bundles."""
@@ -197,6 +217,27 @@ def write_cpu_profiles(root: Path) -> list[str]:
     return [str(root)]
 
 
+@pytest.fixture
+def cpu_bundle(
+    tmp_path: Path, bundle_factory: Callable[..., Path], cpu_hardware: list[str]
+) -> Callable[..., Path]:
+    """cpu_bundle(job, steps, **more): a one-node bundle for the 2-rank `cpu-2` host at cpu-test prices."""
+
+    def make(job_name: str = "eva-sup", total_steps: int = 10_000, **more: Any) -> Path:
+        return bundle_factory(
+            tmp_path / f"bundle-{job_name}-{total_steps}",
+            job_name=job_name,
+            nodes=1,
+            hardware="cpu-2",
+            total_steps=total_steps,
+            offering="cpu-test",
+            profile_dirs=cpu_hardware,
+            **more,
+        )
+
+    return make
+
+
 def make_bundle(
     dest: Path,
     *,
@@ -207,9 +248,12 @@ def make_bundle(
     offering: str | None = "aws-p5",
     total_steps: int = 100,
     profile_dirs: list[str] | None = None,
+    offload: str | None = None,
+    options: dict[str, Any] | None = None,
     **render_kw: Any,
 ) -> Path:
-    """A real bundle: the planner's estimate for eva-clip-debug on `nodes` nodes, rendered and written."""
+    """A real bundle: the planner's estimate for eva-clip-debug on `nodes` nodes, rendered and written
+    (`offload`: the optimizer's offload device; `options` or keywords: more RenderOptions, e.g. env)."""
     from launcher.bundle import write_bundle
     from launcher.render import RenderOptions, inputs_from_estimate, render
     from planner.choose import Request, choose
@@ -228,7 +272,8 @@ def make_bundle(
             global_batch=batch,
             micro_batch=2,
             grad_accum=1,
-            zero_stage=1,
+            zero_stage=1 if offload is None else 3,
+            offload_optimizer=offload,
         ),
         load_offering(offering, dirs) if offering else None,
     )
@@ -240,6 +285,7 @@ def make_bundle(
             image="ghcr.io/acme/evaclip:1.0",
             flavor=flavor,
             namespace=NAMESPACE,
+            **(options or {}),
             **render_kw,
         ),
     )
