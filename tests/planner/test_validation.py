@@ -162,6 +162,22 @@ def test_no_held_out_figure_moves_a_fitted_value(tmp_path, summary, how):
         assert perturbed.by_metric[m]["held-out"] != summary.by_metric[m]["held-out"], m
 
 
+def test_readme_quotes_todays_validation(checks, summary):
+    """README.md's sentence on `evaplan validate` quotes what it reports today: the run count, the raw
+    model's median speed ratio, and the held-out samples/s median and worst |error| (rounded as quoted)."""
+    raw = v.check_all(compute_scale=None)
+    raw_ratio = v.quantile([c.time_ratio for c in raw if c.time_ratio is not None], 0.5)
+    held = summary.by_metric["samples_per_s_per_gpu"]["held-out"]
+    text = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    for quoted in (
+        f"Against {len(checks)} published training runs",
+        f"raw per-operation model is still ~{raw_ratio:.1f}× too fast (median)",
+        f"the samples/s error is then {held.median_abs:.0%} (median |error|), with single runs off by up to "
+        f"{held.worst_abs:.0%}",
+    ):
+        assert quoted in text, f"README.md: quote `{quoted}` (what evaplan validate reports today)"
+
+
 # ------------------------------------------------------------------------------------------ checks
 def test_every_trained_layout_is_predicted_to_fit(checks):
     bad = [f"{c.run.name}: {c.estimate.verdict}" for c in checks if c.run.published.trained and not c.fits]
