@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_check.py                 # on the GPU machine, from the repository root
     python benchmarks/gpu_check.py --predict-only  # anywhere: the planner's predictions alone
+    python benchmarks/gpu_check.py --memory-ratios # anywhere: benchmarks/results' peaks over them
 
 For each model and each attention path that can run (flash-attn when importable, and SDPA), it trains
 on random image-text tensors already on the GPU (data loading is not measured), bf16, no activation
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 PREDICTIONS_FILE = REPO / "benchmarks" / "gpu_check_predictions.json"
+GENERATED_BY = "python benchmarks/gpu_check.py --predict-only --write-predictions"
 MODELS = ("eva02-clip-b16", "eva02-clip-l14")
 # Micro-batches that fit an 80 GB H100 without activation checkpointing, with room to spare
 # (planner: B/16 ≈ 0.07 GB and L/14 ≈ 0.25 GB of activations per sample).
@@ -193,6 +196,64 @@ def load_predictions() -> tuple[dict[str, Any], str]:
         return {}, f"none (planner not importable: {e}; no {PREDICTIONS_FILE.name})"
 
 
+# --------------------------------------------------------------------------- measured memory vs today's prediction
+RESULT_LOGS = sorted((REPO / "benchmarks" / "results").glob("gpu_check-h100-*.log"))
+# "eva02-clip-b16 [sdpa] mb 256: 923.2 samples/s, ..., peak 26.44 GiB, ..." (a row of main()'s output)
+_LOG_ROW = re.compile(r"^(?P<model>\S+) \[(?P<attn>[^\]]+)\] mb (?P<mb>\d+): .*?, peak (?P<peak>[\d.]+) GiB")
+
+
+def memory_ratios(
+    logs: list[Path] | None = None, predictions: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Each uncompiled H100 run at the default micro-batch in benchmarks/results (the layout the
+    predictions are for; a compiled run is another program): its allocator peak over the planner's
+    predicted per-GPU total of today (the stored predictions, which a test keeps equal to the planner's)."""
+    preds = (
+        predictions if predictions is not None else json.loads(PREDICTIONS_FILE.read_text())["predictions"]
+    )
+    rows = []
+    for log in logs if logs is not None else RESULT_LOGS:
+        lines = log.read_text(encoding="utf-8").splitlines()
+        trainer = (
+            "DeepSpeed ZeRO-0" if any(x.startswith("trainer: DeepSpeed") for x in lines) else "plain torch"
+        )
+        for line in lines:
+            m = _LOG_ROW.match(line)
+            if m is None or "compile" in m["attn"] or int(m["mb"]) != DEFAULT_MICRO_BATCH.get(m["model"]):
+                continue
+            predicted = preds[f"{m['model']}@h100-sxm"]["peak_mem_bytes"] / 2**30
+            measured = float(m["peak"])
+            rows.append(
+                {
+                    "log": log.name,
+                    "model": m["model"],
+                    "trainer": trainer,
+                    "measured_gib": measured,
+                    "predicted_gib": predicted,
+                    "ratio": measured / predicted,
+                }
+            )
+    return rows
+
+
+def memory_ratio_text(rows: list[dict[str, Any]]) -> str:
+    """The table and the range line that README.md and docs/plan-and-compare.md quote."""
+    out = [f"{'log':30} {'model':16} {'trainer':17} {'measured GiB':>12} {'predicted GiB':>13} {'ratio':>6}"]
+    for r in rows:
+        out.append(
+            f"{r['log']:30} {r['model']:16} {r['trainer']:17} {r['measured_gib']:12.2f} "
+            f"{r['predicted_gib']:13.2f} {r['ratio']:6.3f}"
+        )
+    for trainer in sorted({r["trainer"] for r in rows}):
+        out.append(f"{trainer}: {_ratio_range([r for r in rows if r['trainer'] == trainer])}")
+    out.append(f"memory peaks were {_ratio_range(rows)} the prediction")
+    return "\n".join(out)
+
+
+def _ratio_range(rows: list[dict[str, Any]]) -> str:
+    return f"{min(r['ratio'] for r in rows):.2f}–{max(r['ratio'] for r in rows):.2f}×"
+
+
 # --------------------------------------------------------------------------- measurement
 def _deepspeed_available() -> bool:
     try:
@@ -314,17 +375,24 @@ def main(argv: list[str] | None = None) -> int:
         "--write-predictions", action="store_true", help=f"with --predict-only: write {PREDICTIONS_FILE.name}"
     )
     p.add_argument("--json-out", default=None, help="also write the results as JSON here")
+    p.add_argument(
+        "--memory-ratios",
+        action="store_true",
+        help="print measured peaks in benchmarks/results over the stored predictions (README's figure)",
+    )
     args = p.parse_args(argv)
+
+    if args.memory_ratios:
+        print(memory_ratio_text(memory_ratios()))
+        return 0
 
     if args.predict_only:
         preds = all_predictions()
         print(json.dumps(preds, indent=1))
         if args.write_predictions:
-            payload = {
-                "generated": f"python benchmarks/gpu_check.py --predict-only --write-predictions, "
-                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-                "predictions": preds,
-            }
+            # No timestamp: the file is the planner's output, byte for byte (tests/evaclip/test_gpu_check.py
+            # recomputes it and fails on drift).
+            payload = {"generated": GENERATED_BY, "predictions": preds}
             tmp = PREDICTIONS_FILE.with_suffix(".tmp")
             tmp.write_text(json.dumps(payload, indent=1) + "\n")
             tmp.replace(PREDICTIONS_FILE)

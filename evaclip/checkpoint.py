@@ -10,7 +10,8 @@ Layout (local and S3 alike):
 A checkpoint counts only when its manifest exists and every listed file has the listed size and
 sha256 (each rank hashes the files it wrote on save and checks a share of all files on resume); a
 checkpoint that fails this check or fails to load is skipped with a warning naming the file and the
-previous one is tried. With `s3_uri`, every rank uploads the files it wrote (its `*_rank_<r>_*` ZeRO shards; rank 0
+previous one is tried. Resume takes the newest checkpoint by step that passes, local or on S3:
+`latest` is a hint for other readers, never a reason to go back to an older step. With `s3_uri`, every rank uploads the files it wrote (its `*_rank_<r>_*` ZeRO shards; rank 0
 also the rest), then rank 0 uploads the manifest and finally `latest`, so a reader never sees a
 `latest` that points at a partial upload. The checkpoint folder must be shared by the ranks of a
 node (it is: one pod per node); across nodes either a shared filesystem or S3.
@@ -152,22 +153,24 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ resume
     def _candidates(self) -> list[str]:
-        """Tags to try, newest first: the `latest` pointer's, then every other tag by step."""
+        """Tags to try, newest step first, local and S3 together. The `latest` pointers are only
+        hints: the pointer is written after its checkpoint, so when its write (or upload) fails it
+        names an older checkpoint than the newest complete one, and trusting it would resume
+        backwards. A tag a pointer names is tried too, in its place by step, in case a listing
+        misses it; each candidate is verified before it is loaded (`load_latest`)."""
         tags: set[str] = set()
-        latest: str | None = None
+        pointers: list[str] = []
         if self.s3_uri:
             uri = storage.parse_s3_uri(self.s3_uri)
             raw = storage.get_bytes(uri.child(LATEST))
-            latest = raw.decode().strip() if raw else None
+            pointers.append(raw.decode(errors="replace").strip() if raw else "")
             tags.update(t for t in storage.iter_prefixes(uri) if TAG_RE.match(t))
         if self.dir.is_dir():
-            if (self.dir / LATEST).exists():
-                latest = latest or (self.dir / LATEST).read_text().strip()
+            if (self.dir / LATEST).is_file():
+                pointers.append((self.dir / LATEST).read_text(errors="replace").strip())
             tags.update(p.name for p in self.dir.iterdir() if TAG_RE.match(p.name))
-        ordered = sorted(tags, reverse=True)
-        if latest and TAG_RE.match(latest):
-            ordered = [latest] + [t for t in ordered if t != latest]
-        return ordered
+        tags.update(t for t in pointers if TAG_RE.match(t))
+        return sorted(tags, reverse=True)  # step{:08d}: text order is step order
 
     def _fetch(self, tag: str) -> None:
         """Bring an S3 checkpoint to the local folder unless a complete copy is there."""

@@ -13,6 +13,9 @@ command line always win. Example:
     image = "ghcr.io/acme/evaclip:1.0"   # --image of render, launch, plan --render
     hbm_headroom = "12%"                 # --hbm-headroom of estimate, plan, compare, render
     objective = "time"                   # --objective of estimate, plan, compare
+    partition = "gpu"                    # Slurm: --partition, --account, --qos, --constraint of render
+    account = "ml"                       #   and launch
+    work_dir = "/shared/evaplan"         # Slurm: --work-dir (the shared filesystem folder)
 """
 
 from __future__ import annotations
@@ -32,7 +35,14 @@ KEYS: dict[str, str] = {  # config key → click parameter name
     "image": "image",
     "hbm_headroom": "hbm_headroom",
     "objective": "objective",
+    # the slurm flavour (render, launch)
+    "partition": "partition",
+    "account": "account",
+    "qos": "qos",
+    "constraint": "constraint",
+    "work_dir": "work_dir",
 }
+SLURM_CONFIG_PARAMS = ("partition", "account", "qos", "constraint", "work_dir")
 MAX_CONFIG_BYTES = 1 << 16
 
 

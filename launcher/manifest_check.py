@@ -3,10 +3,10 @@
 `render` records, in bundle.json, the sha256 of each object of manifests.yaml (`object_digest`:
 canonical JSON of the parsed object, so re-indenting the YAML changes nothing while any change of
 a value does). `launch` refuses a bundle whose objects differ from their digests, hold a kind
-evaplan does not render, live outside the job's namespace or lack the job's label, and — as a
-second line of defence, since anyone who edits manifests.yaml can also edit bundle.json — pod
-templates that ask for the host (hostNetwork/PID/IPC, privileged, hostPath outside the NVMe
-offload folder).
+evaplan does not render, live outside the job's namespace or lack the job's label. Digests prove
+consistency only (anyone who edits manifests.yaml can recompute them): origin is proved by the
+bundle's signature (launcher/bundle_key.py, checked when the bundle is read), and every pod is
+also held to the restricted policy the templates promise (launcher/pod_policy.py).
 """
 
 from __future__ import annotations
@@ -17,20 +17,16 @@ from typing import Any
 
 import yaml
 
-from launcher.flavours import RENDERED_KINDS, workload_for
+from launcher.flavours import RENDERED_KINDS
+from launcher.pod_policy import ManifestRefused, PodPromise, check_pod_policy
 from launcher.render import JOB_LABEL
-from planner.errors import EvaplanError
+
+__all__ = ["DIGEST_FIELD", "OWNER_LABEL", "ManifestRefused", "check_pod_policy", "check_rendered"]
 
 DIGEST_FIELD = "object_digests"
 # The label `launch` adds to every object and pod template: the job store's owner id
 # (launcher/service.py). With the job label it is how `stop` and `--replace` find what they may delete.
 OWNER_LABEL = "evaplan.io/owner"
-# The one hostPath volume a rendered pod may have: DeepSpeed's NVMe offload folder (launcher/render.py).
-NVME_VOLUME = "nvme"
-
-
-class ManifestRefused(EvaplanError):
-    """A bundle whose manifests are not what evaplan rendered (exit 2)."""
 
 
 def object_digest(obj: dict[str, Any]) -> str:
@@ -49,13 +45,23 @@ def _name(obj: dict[str, Any]) -> str:
 
 
 def check_rendered(
-    manifests: list[dict[str, Any]], digests: list[str] | None, *, job_name: str, namespace: str, where: str
+    manifests: list[dict[str, Any]],
+    digests: list[str] | None,
+    *,
+    job_name: str,
+    namespace: str,
+    where: str,
+    promise: PodPromise | None,
 ) -> None:
     """Refuse (ManifestRefused) unless `manifests` are exactly what evaplan rendered for this job."""
     fix = "re-render the bundle with `evaplan render`; evaplan submits only what it rendered"
     if digests is None:
         raise ManifestRefused(
             f"bundle {where} records no object digests (rendered by an older evaplan)", hint=fix
+        )
+    if promise is None:
+        raise ManifestRefused(
+            f"bundle {where} records no pod promise (rendered by an older evaplan)", hint=fix
         )
     if len(digests) != len(manifests):
         raise ManifestRefused(
@@ -85,28 +91,4 @@ def check_rendered(
             raise ManifestRefused(
                 f"bundle {where}: {_name(obj)} differs from what evaplan rendered (sha256 mismatch)", hint=fix
             )
-        check_pod_policy(obj, where)
-
-
-def check_pod_policy(obj: dict[str, Any], where: str) -> None:
-    """Refuse pod templates that reach into the host: evaplan never renders these."""
-    w = workload_for(obj)
-    if w is None:
-        return
-    for template, _ in w.pod_templates(obj):
-        spec = template.get("spec") or {}
-        bad = [k for k in ("hostNetwork", "hostPID", "hostIPC") if spec.get(k)]
-        for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
-            sc = c.get("securityContext") or {}
-            if sc.get("privileged") or sc.get("allowPrivilegeEscalation"):
-                bad.append(f"privileged container {c.get('name')}")
-        bad += [
-            f"hostPath volume {v.get('name')}"
-            for v in spec.get("volumes") or []
-            if "hostPath" in v and v.get("name") != NVME_VOLUME
-        ]
-        if bad:
-            raise ManifestRefused(
-                f"bundle {where}: {_name(obj)} asks for {', '.join(bad)}, which evaplan never renders",
-                hint="re-render the bundle with `evaplan render`",
-            )
+        check_pod_policy(obj, where, promise)

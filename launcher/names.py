@@ -178,6 +178,18 @@ def check_hca_list(value: str, what: str) -> str:
     return value
 
 
+_HOST_FOLDER = re.compile(r"(/[A-Za-z0-9._-]+)+")
+
+
+def is_host_folder(value: object) -> bool:
+    """An absolute path of plain names, not `/` itself and without `.`/`..` (a node folder to mount)."""
+    return (
+        isinstance(value, str)
+        and bool(_HOST_FOLDER.fullmatch(value))
+        and not ({".", ".."} & set(value.split("/")))
+    )
+
+
 def check_s3_uri(value: str, what: str) -> str:
     check_text(value, what)
     if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?", value):
@@ -195,6 +207,8 @@ def longest_pod_hostname(job_name: str, flavor: str, nodes: int) -> str:
     one pattern per controller): it must stay a DNS-1123 label, so it bounds the job name's length."""
     from launcher.flavours import workload_by_flavor
 
+    if flavor == "slurm":
+        return job_name  # a Slurm job names no pods: the job name is the longest name it makes
     return workload_by_flavor(flavor).longest_pod_hostname(job_name, nodes)
 
 

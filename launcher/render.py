@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+import shlex
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
@@ -34,6 +35,7 @@ from launcher.sizing import (
     inputs_from_estimate,
     size_pod,
 )
+from launcher.slurm_script import SCRIPT_FILE, job_dir, render_script, sbatch_value
 from planner.data_pipeline import loader_workers_for
 from planner.deepspeed_config import deepspeed_config
 from planner.errors import EvaplanError
@@ -98,8 +100,9 @@ def build_run_config(inputs: PlanInputs, opts: RenderOptions, data_workers: int)
         if opts.data_url
         else DataConfig(kind="synthetic", num_workers=data_workers)
     )
+    slurm_dir = job_dir(opts) if opts.flavor == "slurm" else None  # the job's folder on the shared filesystem
     checkpoint = CheckpointConfig(
-        dir=CHECKPOINT_MOUNT,
+        dir=f"{slurm_dir}/checkpoints" if slurm_dir else CHECKPOINT_MOUNT,
         every_s=training.checkpoint_every_s or inputs.checkpoint_every_s,
         keep=training.checkpoints_kept,
         s3_uri=opts.checkpoint_s3_uri,
@@ -126,7 +129,7 @@ def build_run_config(inputs: PlanInputs, opts: RenderOptions, data_workers: int)
         grad_clip=recipe.grad_clip,
         data=data,
         checkpoint=checkpoint,
-        output_dir=OUTPUT_MOUNT,
+        output_dir=f"{slurm_dir}/output" if slurm_dir else OUTPUT_MOUNT,
         comms_logger=opts.comms_logger,
     )
 
@@ -154,7 +157,8 @@ def build_ds_config(inputs: PlanInputs, opts: RenderOptions) -> dict[str, Any]:
         inputs.plan,
         grad_clip=recipe.grad_clip,
         comms_logger=opts.comms_logger,
-        nvme_path=NVME_MOUNT if uses_nvme else None,
+        # A Slurm job sees the node's folder itself; a pod sees it mounted at NVME_MOUNT.
+        nvme_path=(opts.nvme_host_path if opts.flavor == "slurm" else NVME_MOUNT) if uses_nvme else None,
         optimizer=resolve_optimizer(inputs, opts),
         lr=recipe.image_lr,
         betas=recipe.betas,
@@ -209,6 +213,8 @@ def _environment() -> Any:
     )
     env.filters["tojson"] = yaml_tojson
     env.filters["yaml_literal"] = yaml_literal
+    env.filters["shquote"] = lambda v: shlex.quote(str(v))
+    env.filters["sbatch_value"] = sbatch_value
     return env
 
 
@@ -238,7 +244,6 @@ def common_labels(opts: RenderOptions) -> dict[str, str]:
 
 
 def _env(inputs: PlanInputs, opts: RenderOptions, sizing: Sizing) -> list[dict[str, str]]:
-    hw = inputs.hardware
     env: dict[str, dict[str, str]] = {}
 
     def put(name: str, value: str | None = None, field_path: str | None = None) -> None:
@@ -249,6 +254,20 @@ def _env(inputs: PlanInputs, opts: RenderOptions, sizing: Sizing) -> list[dict[s
         put("NODE_RANK", field_path=COMPLETION_INDEX_FIELD)
     if not flavour.controller_sets_unbuffered:
         put("PYTHONUNBUFFERED", "1")
+    for key, value in trainer_env(inputs, opts, sizing):
+        put(key, value)
+    return list(env.values())
+
+
+def trainer_env(inputs: PlanInputs, opts: RenderOptions, sizing: Sizing) -> list[tuple[str, str]]:
+    """The trainer's environment every flavour sets (Kubernetes pods and Slurm scripts alike): threads,
+    NCCL/RCCL, the fabric's variables, the vendor's, then the user's --env (last word wins)."""
+    hw = inputs.hardware
+    env: dict[str, str] = {}
+
+    def put(name: str, value: str) -> None:
+        env[name] = value
+
     put("OMP_NUM_THREADS", str(sizing.omp_threads))
     # One set of names for both vendors: RCCL reads the NCCL_* variables too
     # (https://rocm.docs.amd.com/projects/rccl/en/latest/api-reference/env-variables.html).
@@ -269,7 +288,7 @@ def _env(inputs: PlanInputs, opts: RenderOptions, sizing: Sizing) -> list[dict[s
         put("TORCH_NCCL_HIGH_PRIORITY", "1")
     for key, value in opts.env:  # the user's last word, in the order given
         put(key, value)
-    return list(env.values())
+    return list(env.items())
 
 
 def fabric_for(inputs: PlanInputs, opts: RenderOptions) -> FabricRequest:
@@ -290,22 +309,27 @@ def fabric_for(inputs: PlanInputs, opts: RenderOptions) -> FabricRequest:
     )
 
 
+# Every pod runs exactly this: torchrun with these rendezvous flags, then the bundled trainer on the
+# ConfigMap's two files (launcher/pod_policy.py refuses any other command).
+TORCHRUN_FLAGS = ("--nnodes=", "--nproc-per-node=", "--node-rank=", "--master-addr=", "--master-port=")
+TRAINER_ARGS = (
+    "-m",
+    "evaclip.train",
+    "--ds-config",
+    f"{CONFIG_MOUNT}/{DS_CONFIG_FILE}",
+    "--run-config",
+    f"{CONFIG_MOUNT}/{RUN_CONFIG_FILE}",
+)
+
+
 def _command(inputs: PlanInputs, opts: RenderOptions) -> list[str]:
     plan = inputs.plan
     rank, addr, port = workload_by_flavor(opts.flavor).rendezvous(opts.job_name, opts.master_port)
+    values = (plan.nodes, plan.gpus_per_node, rank, addr, port)
     return [
         "torchrun",
-        f"--nnodes={plan.nodes}",
-        f"--nproc-per-node={plan.gpus_per_node}",
-        f"--node-rank={rank}",
-        f"--master-addr={addr}",
-        f"--master-port={port}",
-        "-m",
-        "evaclip.train",
-        "--ds-config",
-        f"{CONFIG_MOUNT}/{DS_CONFIG_FILE}",
-        "--run-config",
-        f"{CONFIG_MOUNT}/{RUN_CONFIG_FILE}",
+        *(f"{flag}{v}" for flag, v in zip(TORCHRUN_FLAGS, values, strict=True)),
+        *TRAINER_ARGS,
     ]
 
 
@@ -410,6 +434,11 @@ class Rendered:
     flavor: str
     sizing: Sizing
     warnings: tuple[str, ...] = ()
+    # The values every pod template was rendered from (`_pod`): the bundle records what they
+    # promise (launcher/pod_policy.py) so that `launch` can hold each pod to them.
+    pod: dict[str, Any] = field(default_factory=dict)
+    env: tuple[tuple[str, str], ...] = ()  # the user's --env, for the ranks of a local run
+    env_not_secret: tuple[str, ...] = ()  # --env-not-secret: names the user vouched for
 
 
 def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
@@ -434,6 +463,21 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
     files[DS_CONFIG_FILE] = render_template("deepspeed.json.j2", ds_config=ds_config)
     files[RUN_CONFIG_FILE] = json.dumps(run_config.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
     files["plan.json"] = json.dumps(inputs.estimate_json, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    if opts.flavor == "slurm":
+        script, why = render_script(
+            inputs, opts, sizing, trainer_env(inputs, opts, sizing), DS_CONFIG_FILE, RUN_CONFIG_FILE
+        )
+        files[SCRIPT_FILE] = script
+        return Rendered(
+            files=files,
+            job_name=opts.job_name,
+            namespace=opts.namespace,
+            flavor=opts.flavor,
+            sizing=replace(sizing, lines=(*sizing.lines, *why)),
+            warnings=tuple(_warnings(inputs, opts, sizing)),
+            env=opts.env,
+            env_not_secret=opts.env_not_secret,
+        )
 
     labels = common_labels(opts)
     job = {
@@ -469,8 +513,9 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
             f"{CONFIGMAP_MAX_BYTES:,}",
             hint="report this: the run config should not be this large",
         )
+    pod = _pod(inputs, opts, sizing)
     files["manifests.yaml"] = render_template(
-        f"k8s/{opts.flavor}.yaml.j2", job=job, pod=_pod(inputs, opts, sizing), files=file_texts
+        f"k8s/{opts.flavor}.yaml.j2", job=job, pod=pod, files=file_texts
     )
     kind, _, subject = opts.rbac_subject.partition(":")
     rbac = {
@@ -484,6 +529,28 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
         "labels": {"app.kubernetes.io/managed-by": "evaplan", "app.kubernetes.io/name": "evaplan-launcher"},
     }
     files["rbac.yaml"] = render_template("k8s/rbac.yaml.j2", rbac=rbac)
+    warnings = _warnings(inputs, opts, sizing)
+    if plan.nodes > 1 and not (opts.checkpoint_s3_uri or opts.checkpoint_pvc):
+        # evaclip/checkpoint.py: across nodes the checkpoint folder must be a shared filesystem or S3.
+        warnings.append(
+            f"{plan.nodes} nodes with neither --checkpoint-s3-uri nor --checkpoint-pvc: each pod "
+            "checkpoints to its own emptyDir, which a restart loses, so the run cannot resume"
+        )
+    return Rendered(
+        files=files,
+        job_name=opts.job_name,
+        namespace=opts.namespace,
+        flavor=opts.flavor,
+        sizing=sizing,
+        warnings=tuple(warnings),
+        pod=pod,
+        env=opts.env,
+        env_not_secret=opts.env_not_secret,
+    )
+
+
+def _warnings(inputs: PlanInputs, opts: RenderOptions, sizing: Sizing) -> list[str]:
+    """What every flavour warns about: the fabric, an optimizer swap, more CPUs than a node has."""
     warnings = list(fabric_for(inputs, opts).warnings)
     if resolve_optimizer(inputs, opts) != inputs.model.recipe.optimizer and not opts.optimizer:
         warnings.append(
@@ -499,17 +566,4 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
             f"{inputs.hardware.name} node in its profile: lower --data-workers (or set --cpu-per-node) "
             "unless the nodes have more CPUs than the profile says"
         )
-    if plan.nodes > 1 and not (opts.checkpoint_s3_uri or opts.checkpoint_pvc):
-        # evaclip/checkpoint.py: across nodes the checkpoint folder must be a shared filesystem or S3.
-        warnings.append(
-            f"{plan.nodes} nodes with neither --checkpoint-s3-uri nor --checkpoint-pvc: each pod "
-            "checkpoints to its own emptyDir, which a restart loses, so the run cannot resume"
-        )
-    return Rendered(
-        files=files,
-        job_name=opts.job_name,
-        namespace=opts.namespace,
-        flavor=opts.flavor,
-        sizing=sizing,
-        warnings=tuple(warnings),
-    )
+    return warnings

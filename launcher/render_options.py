@@ -9,14 +9,20 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from launcher import names
 from launcher.env_policy import check_env_entry
 from planner.errors import EvaplanError
 
-Flavor = Literal["indexed-job", "pytorchjob", "jobset"]
-FLAVORS: tuple[str, ...] = ("indexed-job", "pytorchjob", "jobset")
+Flavor = Literal["indexed-job", "pytorchjob", "jobset", "slurm"]
+FLAVORS: tuple[str, ...] = ("indexed-job", "pytorchjob", "jobset")  # the Kubernetes workloads
+SLURM_FLAVOR = "slurm"  # a batch script (launcher/slurm_script.py)
+# A Slurm name (partition, account, QOS): what slurm.conf(5) and sacctmgr accept in practice, kept to
+# characters that need no quoting in an #SBATCH line.
+_SLURM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# A node feature expression of --constraint (sbatch(1): names joined by & | , and [ ] ( ) * digits).
+_SLURM_CONSTRAINT = re.compile(r"[A-Za-z0-9_.&|,\[\]()*-]{1,256}")
 # torchrun's default --master-port (torch/distributed/run.py).
 DEFAULT_MASTER_PORT = 29500
 # boto3 multipart upload from one node (10 threads × 8 MiB parts by default) — an evaplan
@@ -30,7 +36,7 @@ class RenderOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     job_name: str
-    image: str
+    image: str | None = Field(default=None, description="the trainer image; Kubernetes flavours need it")
     flavor: Flavor = "indexed-job"
     namespace: str = "default"
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -49,6 +55,8 @@ class RenderOptions(BaseModel):
     ib_hca: str | None = None
     nccl_debug: Literal["VERSION", "WARN", "INFO", "TRACE"] = "WARN"
     env: tuple[tuple[str, str], ...] = ()
+    # --env names the user vouches are not secrets (launcher/env_policy.py: a false positive).
+    env_not_secret: tuple[str, ...] = ()
     s3_secret: str | None = Field(default=None, description="Secret with AWS_* keys, as envFrom secretRef")
     checkpoint_s3_uri: str | None = None
     checkpoint_pvc: str | None = None
@@ -75,6 +83,69 @@ class RenderOptions(BaseModel):
         default=None, description="default: the model's recipe"
     )
     rbac_subject: str = Field(default="Group:evaplan-launchers", description="Kind:name for the RoleBinding")
+    # The slurm flavour (launcher/slurm_script.py): where the job runs and what it may use.
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    time_limit_min: int | None = Field(default=None, gt=0, description="default: from the plan's wall time")
+    work_dir: str | None = Field(
+        default=None,
+        description="a folder on the cluster's shared filesystem; the job's files go in <it>/<job>",
+    )
+    python: str = Field(default="python3", description="the interpreter with evaclip installed, on the nodes")
+
+    @model_validator(mode="after")
+    def _flavour_needs(self) -> RenderOptions:
+        if self.flavor != SLURM_FLAVOR and self.image is None:
+            raise EvaplanError(
+                f"--flavor {self.flavor} needs the trainer image", hint="add --image REGISTRY/IMAGE:TAG"
+            )
+        if self.flavor == SLURM_FLAVOR and self.work_dir is None:
+            raise EvaplanError(
+                "--flavor slurm needs --work-dir: a folder on the cluster's shared filesystem for the job's "
+                "configs, checkpoints and logs",
+                hint="e.g. --work-dir /shared/$USER/evaplan (or work_dir in evaplan.toml)",
+            )
+        return self
+
+    @field_validator("partition", "account", "qos")
+    @classmethod
+    def _slurm_name(cls, v: str | None, info: Any) -> str | None:
+        if v is not None and not _SLURM_NAME.fullmatch(v):
+            raise EvaplanError(
+                f"--{info.field_name} {v!r} is not a Slurm name (letters, digits, _ . -; at most 64)",
+                hint="e.g. --partition gpu",
+            )
+        return v
+
+    @field_validator("constraint")
+    @classmethod
+    def _constraint(cls, v: str | None) -> str | None:
+        if v is not None and not _SLURM_CONSTRAINT.fullmatch(v):
+            raise EvaplanError(
+                f"--constraint {v!r} is not a node feature expression", hint="e.g. --constraint 'h100&ib'"
+            )
+        return v
+
+    @field_validator("work_dir", "python")
+    @classmethod
+    def _abs_plain_path(cls, v: str | None, info: Any) -> str | None:
+        if v is None:
+            return None
+        flag = "--" + info.field_name.replace("_", "-")
+        names.check_text(v, flag)
+        plain = re.fullmatch(r"(/[A-Za-z0-9._+-]+)+/?", v) and not ({".", ".."} & set(v.split("/")))
+        if info.field_name == "python" and re.fullmatch(r"[A-Za-z0-9._+-]+", v):
+            return v  # a command found on the nodes' PATH
+        if not plain:
+            raise EvaplanError(
+                f"{flag} {v!r} is not an absolute path of plain names (letters, digits, . _ + -)",
+                hint="e.g. /shared/evaplan"
+                if info.field_name == "work_dir"
+                else "e.g. /shared/venv/bin/python",
+            )
+        return v.rstrip("/") or "/"
 
     @field_validator("namespace")
     @classmethod
@@ -83,8 +154,8 @@ class RenderOptions(BaseModel):
 
     @field_validator("image")
     @classmethod
-    def _image(cls, v: str) -> str:
-        return names.check_image(v, "--image")
+    def _image(cls, v: str | None) -> str | None:
+        return None if v is None else names.check_image(v, "--image")
 
     @field_validator(
         "image_pull_secret", "service_account", "priority_class", "s3_secret", "checkpoint_pvc", "data_pvc"
@@ -127,14 +198,22 @@ class RenderOptions(BaseModel):
                 names.check_dns1123_label(ns, "--network-annotation namespace")
         return v
 
-    @field_validator("env")
-    @classmethod
-    def _env(cls, v: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-        for key, value in v:
+    @model_validator(mode="after")
+    def _env(self) -> RenderOptions:
+        given = {key for key, _ in self.env}
+        for name in self.env_not_secret:
+            if name not in given:
+                raise EvaplanError(
+                    f"--env-not-secret {name} names no --env entry",
+                    hint="pass the name of an --env NAME=VALUE you give, or drop it",
+                )
+        for key, value in self.env:
+            # Reserved rank/rendezvous names, and secrets unless the user vouched for the name;
+            # first, so that no later message quotes a secret pasted as a name.
+            check_env_entry(key, value, not_secret=key in self.env_not_secret)
             names.check_env_name(key, "--env name")
             names.check_text(value, f"--env {key} value")
-            check_env_entry(key, value)  # reserved rank/rendezvous names, secrets
-        return v
+        return self
 
     @field_validator("checkpoint_s3_uri")
     @classmethod
@@ -162,7 +241,7 @@ class RenderOptions(BaseModel):
         if v is None:
             return None
         names.check_text(v, "--nvme-host-path")
-        if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", v) or {".", ".."} & set(v.split("/")):
+        if not names.is_host_folder(v):
             raise EvaplanError(
                 f"--nvme-host-path {v!r} is not an absolute path of plain names", hint="e.g. /local_nvme"
             )

@@ -24,7 +24,6 @@ import os
 import re
 import secrets
 import socket
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from launcher.backends.base import (
     get_backend,
 )
 from launcher.backends.interrupts import terminate_as_interrupt as _terminate_as_interrupt
+from launcher.files import create_once
 from launcher.flavours import workload_for
 from launcher.manifest_check import OWNER_LABEL, check_rendered
 from launcher.monitor import CostBasis, compute_progress, cost_basis, elapsed_s, snapshot
@@ -74,23 +74,7 @@ def owner_id(root: Path | None = None) -> str:
                 hint="restore it from a backup; a new id would not own the jobs this store launched",
             )
         return text
-    new = secrets.token_hex(10)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".owner-id.", dir=root)
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(new + "\n")
-        try:
-            os.link(tmp, path)  # atomic and never overwrites: two first launches agree on one id
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(tmp)
-    except OSError as e:
-        raise EvaplanError(
-            f"cannot write the owner id {path}: {e.strerror}",
-            hint="set EVAPLAN_STATE_DIR to a writable folder",
-        ) from None
+    create_once(path, secrets.token_hex(10) + "\n", "the owner id")  # first launches agree on one id
     return owner_id(root)
 
 
@@ -183,6 +167,7 @@ class JobService:
                 job_name=name,
                 namespace=bundle.namespace,
                 where=str(bundle.path),
+                promise=bundle.pod_promise,
             )
             if req.namespace and bundle.namespace != req.namespace:
                 raise EvaplanError(
@@ -447,13 +432,9 @@ class JobService:
         be.set_deadline(deadline_s)  # the local supervisor enforces the budget with no monitor running
         with _terminate_as_interrupt():
             try:
-                data = be.launch(  # type: ignore[call-arg]
-                    req.bundle,
-                    job_name=name,
-                    replace=req.replace,
-                    resume=req.resume,
-                    before_start=record_intent,
-                )
+                # The local backend reports the job's handles before any process starts.
+                early = {"before_start": record_intent} if req.backend == "local" else {}
+                data = be.launch(req.bundle, job_name=name, replace=req.replace, resume=req.resume, **early)
             except BaseException:
                 self._undo_local(be, intent[0], previous)
                 raise
@@ -475,8 +456,9 @@ class JobService:
         """After a failed or interrupted local launch: end whatever it started, found by its launch
         id, then put the previous record back (or forget the job). If something of it survives,
         the intent stays: `status` shows it and `stop` ends it."""
+        abort = getattr(be, "abort", None)  # the local backend's; a Slurm launch creates or fails whole
         try:
-            survivors = be.abort(intent)
+            survivors = abort(intent) if abort is not None else []
         except EvaplanError:
             return
         if not survivors:

@@ -246,13 +246,7 @@ def memory_report(
     training: TrainingSpec,
     offering: OfferingSpec | None = None,
 ) -> MemoryReport:
-    terms, ms, act = ev.gpu_memory_terms(
-        model,
-        hardware,
-        image_size=training.image_size,
-        patch_dropout=training.patch_dropout,
-        **_plan_kwargs(plan),
-    )
+    terms, ms, act = ev.gpu_memory_terms(model, hardware, **ev.tower_kwargs(training), **_plan_kwargs(plan))
     gpu_terms = {k: float(v) for k, v in terms.items()}
     gpu_total = float(ev.ordered_sum(terms))
     hbm = hardware.hbm_bytes
@@ -373,37 +367,46 @@ def estimate(
         memory.vision_tokens((training.image_size // model.vision.patch_size) ** 2, training.patch_dropout)
     )
     ck = "layers·2hs + one layer's working set" if plan.grad_ckpt else "layers·s·(bytes/token/layer)"
-    fig(
-        "memory.activations_vision_per_sample",
-        act["vision"],
-        "B",
-        "(" + ck + " (+ 2·a·s² without memory-efficient attention)) × activation factor",
-        {
-            "activation_factor": memory.ACTIVATION_MEMORY_FACTOR,
-            "s": s_v,
-            "h": model.vision.width,
-            "layers": model.vision.depth,
-            "bytes_per_token_layer": memory.layer_bytes_per_token(compute.vision_shape(model)),
-            "grad_ckpt": str(plan.grad_ckpt),
-            "memory_efficient_attention": str(model.vision.xattn),
-        },
-        "Korthikanti et al. arXiv 2205.05198 Table 2, recounted for EVA blocks (planner/memory.py); factor "
-        "fitted on measured peaks (planner/validation.py, benchmarks/results/gpu_check-h100-deepspeed.log)",
+    kernel_bytes = (
+        f"math: {memory.MATH_SCORE_BYTES[training.stack]:g}·a·s² + "
+        f"{memory.MATH_UPCAST_QKV_BYTES_PER_WIDTH[training.stack]:g}·h·s"
+        if training.attention == "math"
+        else "4·a·⌈s/32⌉·32"
+        if training.attention == "mem_efficient"
+        else "4·a·s"
     )
-    fig(
-        "memory.activations_text_per_sample",
-        act["text"],
-        "B",
-        "(" + ck + ") × activation factor",
-        {
-            "activation_factor": memory.ACTIVATION_MEMORY_FACTOR,
-            "s": model.text.context_length,
-            "h": model.text.width,
-            "layers": model.text.layers,
-            "memory_efficient_attention": str(model.text.xattn),
-        },
-        "arXiv 2205.05198",
+    attn_src = (
+        "attention kept per layer by kernel and stack (planner/memory.py attention_kernel_bytes: PyTorch SDPA "
+        "math / flash / memory-efficient saved tensors, measured in tests/evaclip/test_attention_memory.py)"
     )
+    for tower, s_tok, shape in (
+        ("vision", s_v, compute.vision_shape(model)),
+        ("text", float(model.text.context_length), compute.text_shape(model)),
+    ):
+        fig(
+            f"memory.activations_{tower}_per_sample",
+            act[tower],
+            "B",
+            f"({ck}, each layer + attention kernel [{kernel_bytes}]) × activation factor",
+            {
+                "activation_factor": memory.ACTIVATION_MEMORY_FACTOR,
+                "s": s_tok,
+                "h": shape.width,
+                "a": shape.heads,
+                "layers": shape.layers,
+                "bytes_per_token_layer": memory.layer_bytes_per_token(shape),
+                "attention_kernel_bytes_per_layer": float(
+                    memory.attention_kernel_bytes(training.attention, training.stack, shape, s_tok)
+                ),
+                "grad_ckpt": str(plan.grad_ckpt),
+                "attention": training.attention,
+                "stack": training.stack,
+            },
+            "Korthikanti et al. arXiv 2205.05198 Table 2, recounted for EVA blocks (planner/memory.py); "
+            + attn_src
+            + "; factor fitted on measured peaks (planner/validation.py, "
+            "benchmarks/results/gpu_check-h100-deepspeed.log)",
+        )
     fig(
         "memory.activations",
         mem.gpu_terms["activations_vision"] + mem.gpu_terms["activations_text"],
@@ -507,15 +510,12 @@ def estimate(
     st = ev.step_terms(
         model,
         hardware,
-        image_size=training.image_size,
-        patch_dropout=training.patch_dropout,
         grad_accum=gas,
         quantized_weights=plan.quantized_weights,
         quantized_gradients=plan.quantized_gradients,
-        stack=training.stack,
         precision=training.precision,
-        attention=training.attention,
         loader_workers=training.loader_workers,
+        **ev.tower_kwargs(training),
         **_plan_kwargs(plan),
     )
     compute_s = float(st["compute_s"])

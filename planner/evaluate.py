@@ -16,7 +16,7 @@ from planner import comm, compute, cost, data_pipeline, memory, ops
 from planner import deepspeed_defaults as dsd
 from planner.offload import offload_time_s
 from planner.params import count_params, param_tensors, zero3_residency
-from planner.spec import HardwareSpec, ModelSpec
+from planner.spec import HardwareSpec, ModelSpec, TrainingSpec
 
 Num = Any
 GIB = 2**30
@@ -30,19 +30,38 @@ def ordered_sum(terms: dict[str, Num]) -> Num:
 
 
 def activation_bytes_per_sample(
-    model: ModelSpec, image_size: Num, patch_dropout: Num, grad_ckpt: Num
+    model: ModelSpec,
+    image_size: Num,
+    patch_dropout: Num,
+    grad_ckpt: Num,
+    attention: str = "flash",
+    stack: str = "eager",
 ) -> dict[str, Num]:
+    """Activations per sample of both towers, the run's attention kernel in each (planner/memory.py)."""
     v, t = model.vision, model.text
     patches = np.floor_divide(image_size, v.patch_size) ** 2
     s_v = memory.vision_tokens(patches, patch_dropout)
+    s_t = float(t.context_length)
+    v_shape, t_shape = compute.vision_shape(model), compute.text_shape(model)
     v_extra = memory.vision_extra_bytes(image_size, patches, v.width, s_v)
     t_extra = memory.text_extra_bytes(t.context_length, t.width)
-    vis = memory.tower_activation_bytes(compute.vision_shape(model), s_v, grad_ckpt, v.xattn, v_extra)
-    txt = memory.tower_activation_bytes(
-        compute.text_shape(model), float(t.context_length), grad_ckpt, t.xattn, t_extra
-    )
+    v_attn = memory.attention_kernel_bytes(attention, stack, v_shape, s_v)
+    t_attn = memory.attention_kernel_bytes(attention, stack, t_shape, s_t)
+    vis = memory.tower_activation_bytes(v_shape, s_v, grad_ckpt, v_attn, v_extra)
+    txt = memory.tower_activation_bytes(t_shape, s_t, grad_ckpt, t_attn, t_extra)
     k = memory.ACTIVATION_MEMORY_FACTOR
     return {"vision": vis * k, "text": txt * k}
+
+
+def tower_kwargs(training: TrainingSpec) -> dict[str, Any]:
+    """What a run's training sets in both the memory and the time terms: resolution, patch dropout and
+    the attention kernel and software stack (which decide what attention keeps and moves)."""
+    return dict(
+        image_size=training.image_size,
+        patch_dropout=training.patch_dropout,
+        attention=training.attention,
+        stack=training.stack,
+    )
 
 
 def gpu_memory_terms(
@@ -63,8 +82,11 @@ def gpu_memory_terms(
     hpz_partition_size: Num = 1,
     local_loss: Num = True,
     gather_with_grad: Num = True,
+    attention: str = "flash",
+    stack: str = "eager",
 ) -> tuple[dict[str, Num], memory.ModelStates, dict[str, Num]]:
-    """Per-GPU bytes by term (in the order they are summed), the model states, activations/sample."""
+    """Per-GPU bytes by term (in the order they are summed), the model states, activations/sample
+    (with the run's attention kernel and software stack, which set what attention keeps)."""
     counts = count_params(model)
     res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
     G = hardware.gpus_per_node
@@ -79,7 +101,7 @@ def gpu_memory_terms(
         nvme_optimizer,
         nvme_param,
     )
-    act = activation_bytes_per_sample(model, image_size, patch_dropout, grad_ckpt)
+    act = activation_bytes_per_sample(model, image_size, patch_dropout, grad_ckpt, attention, stack)
     buffers = memory.zero_buffer_bytes(counts.total, zero_stage, overlap_comm, res.persistent)
     activations = micro_batch * (act["vision"] + act["text"])
     loss = memory.clip_loss_bytes(micro_batch, nodes * G, model.embed_dim, local_loss, gather_with_grad)

@@ -50,6 +50,7 @@ def cache_content(iv: Intervals, compute_scale: float | None) -> dict[str, Any]:
     """What the cache holds: the published-runs compute scale, the fitted ratios, their quantiles and
     the runs per hardware behind them."""
     from planner.published import load_runs
+    from planner.validation import newest_fit_source
 
     per_hw: dict[str, int] = {}
     for r in load_runs().runs:
@@ -58,7 +59,7 @@ def cache_content(iv: Intervals, compute_scale: float | None) -> dict[str, Any]:
     return {
         "compute_scale": compute_scale,
         # the newest source behind the fit, as the scale's `observed` date
-        "compute_scale_observed": max(r.source_date for r in load_runs().runs).isoformat(),
+        "compute_scale_observed": newest_fit_source().isoformat(),
         "ratio_low": round(iv.ratio_low, 6),
         "ratio_high": round(iv.ratio_high, 6),
         "quantiles": list(iv.quantiles),

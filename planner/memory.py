@@ -45,7 +45,7 @@ NVME_SWAP_BUFFER_BYTES_PER_GPU = 2 * 5 * 1e8 * BYTES_16BIT
 # torch.cuda.max_memory_allocated of evaplan's trainer on one H100); the held-out run is reported by
 # `evaplan validate`, and tests/planner/test_validation.py fails when this constant and the fit part.
 # The tensor count keeps every saved tensor alive at once; PyTorch frees some (and views share storage).
-ACTIVATION_MEMORY_FACTOR = 0.935
+ACTIVATION_MEMORY_FACTOR = 0.939
 
 
 def _f(x: Num) -> Num:
@@ -194,16 +194,64 @@ def layer_bytes_per_token(t: TowerShape) -> float:
     return float(attn + mlp)
 
 
-def tower_activation_bytes(
-    t: TowerShape, seq: Num, grad_ckpt: Num, flash: Num, extra_tokens_bytes: Num = 0.0
-) -> Num:
-    """Activation bytes per sample for one tower.
+# What the attention kernel itself keeps for backward, per layer and sample, beyond the 16-bit q, k, v
+# that layer_bytes_per_token counts (docs/planner-model.md, "Attention memory by kernel").
+# Fused kernels (FlashAttention-2, cuDNN, memory-efficient) keep their output and one fp32 log-sum-exp
+# per query row and head (PyTorch aten/src/ATen/native/transformers/attention.cpp: `logsumexp` of shape
+# (batch, heads, seq); the memory-efficient kernel pads it to a multiple of 32 rows, kAlignLSE = 32 in
+# aten/src/ATen/native/transformers/cuda/attention.cu) and recompute the scores in backward.
+LSE_BYTES = 4.0
+MEM_EFFICIENT_LSE_ALIGN = 32.0
+# The math path keeps the softmax output, one value per score (batch × heads × seq²), in the dtype its
+# stack computes the softmax in:
+# - eager / compile: PyTorch ≥ 2.5 SDPA math upcasts 16-bit q, k, v to fp32
+#   (`_scaled_dot_product_attention_math`, unless allow_fp16_bf16_reduction_math_sdp): the fp32
+#   probabilities, 4 bytes, and fp32 copies of q·√scale, k·√scale and v (12h per token) in place of
+#   the 16-bit q, k, v (6h) — measured with saved_tensors_hooks on evaclip's attention
+#   (tests/evaclip/test_attention_memory.py);
+# - amp: OpenCLIP's nn.MultiheadAttention math under torch.autocast (PyTorch 1.x
+#   F.multi_head_attention_forward: bmm → softmax → bmm): autocast runs softmax in fp32 (4 bytes kept by
+#   softmax's backward) and casts its output to fp16 for the AV bmm (2 bytes kept by the bmm): 6;
+# - fused (Megatron/NeMo FusedScaleMaskSoftmax): 16-bit in and out, kept once for softmax and AV: 2.
+# With attention dropout (Korthikanti et al. arXiv 2205.05198: + a 1-byte mask and the 2-byte dropped
+# output) more; EVA-CLIP and OpenCLIP train with attention dropout 0, so no bundled model has it.
+MATH_SCORE_BYTES = {"eager": 4.0, "compile": 4.0, "amp": 6.0, "fused": 2.0}
+MATH_UPCAST_QKV_BYTES_PER_WIDTH = {"eager": 6.0, "compile": 6.0, "amp": 0.0, "fused": 0.0}
+# At inference nothing is kept, but the math path's score matrices are live at once inside one layer:
+# eager / compile (SDPA math, fp32): the scores, the softmax output and _safe_softmax's where() output,
+# 3 × 4; amp (PyTorch 1.x MHA): the fp16 scores, their fp32 cast and the fp32 softmax output, 2 + 4 + 4;
+# fused: the 16-bit scores and probabilities, 2 + 2.
+MATH_INFERENCE_SCORE_BYTES = {"eager": 12.0, "compile": 12.0, "amp": 10.0, "fused": 4.0}
+FUSED_KERNELS = ("flash", "cudnn", "mem_efficient")
 
-    No recompute: layers × (s · per-token bytes + [math attention] 2·a·s² for the softmax output).
+
+def attention_kernel_bytes(kernel: str, stack: str, t: TowerShape, seq: Num) -> Num:
+    """Bytes per sample one layer's attention kernel keeps for backward beyond the 16-bit q, k, v:
+    math: score bytes × heads × s² (+ the fp32 q, k, v copies' extra 6h·s where the stack upcasts);
+    flash / cudnn: 4 × heads × s (log-sum-exp); mem_efficient: 4 × heads × ⌈s/32⌉·32."""
+    if kernel == "math":
+        return (
+            MATH_SCORE_BYTES[stack] * t.heads * seq * seq
+            + MATH_UPCAST_QKV_BYTES_PER_WIDTH[stack] * t.width * seq
+        )
+    if kernel == "mem_efficient":
+        rows = np.ceil(seq / MEM_EFFICIENT_LSE_ALIGN) * MEM_EFFICIENT_LSE_ALIGN
+        return LSE_BYTES * t.heads * rows
+    if kernel in FUSED_KERNELS:
+        return LSE_BYTES * t.heads * seq
+    raise ValueError(f"unknown attention kernel {kernel!r}")
+
+
+def tower_activation_bytes(
+    t: TowerShape, seq: Num, grad_ckpt: Num, attention: Num, extra_tokens_bytes: Num = 0.0
+) -> Num:
+    """Activation bytes per sample for one tower; `attention` is one layer's attention_kernel_bytes.
+
+    No recompute: layers × (s · per-token bytes + the kernel's bytes: the math path's scores).
     Full recompute (activation checkpointing of every block): layers × 2·h·s for each block's input,
-    plus one block's full working set while it is recomputed in backward.
+    plus one block's full working set (scores included) while it is recomputed in backward.
     """
-    per_layer = seq * layer_bytes_per_token(t) + np.where(flash, 0.0, 2.0 * t.heads * seq * seq)
+    per_layer = seq * layer_bytes_per_token(t) + attention
     kept = np.where(grad_ckpt, t.layers * 2.0 * t.width * seq + per_layer, t.layers * per_layer)
     return kept + extra_tokens_bytes
 

@@ -183,6 +183,90 @@ def attention_fwd_rate_flops(hw: HardwareSpec, kernel: str, seq: Num, head_dim: 
     return np.minimum(rate, peak * 1e12)
 
 
+@dataclass(frozen=True)
+class MathAttention:
+    """What the unfused (math) attention path moves per score (one element of the batch × heads × s × s
+    score matrix), besides the score GEMMs' FLOPs: the bytes of one score as the GEMMs write and read it
+    (QKᵀ's output, the probabilities AV reads, and in backward dP written, P and dS read by the dV, dQ,
+    dK GEMMs), and the memory-bound passes between the GEMMs, forward and backward (read + write bytes
+    per score; `causal_fwd_bytes` the mask a causal tower adds)."""
+
+    gemm_score_bytes: float
+    fwd_bytes: float
+    bwd_bytes: float
+    causal_fwd_bytes: float
+    efficiency: float = 1.0  # the measured share of this roofline the stack's math path achieves
+
+
+# By software stack (planner/memory.py MATH_SCORE_BYTES keeps the same sources):
+# - eager / compile: PyTorch ≥ 2.5 SDPA math (aten `_scaled_dot_product_attention_math`) upcasts 16-bit
+#   q, k, v to fp32, so the scores are 4 bytes; forward `_safe_softmax`: softmax (read 4, write 4), the
+#   fully-masked-row test eq(−inf) (read 4, write 1) and its all() (read 1), where() (read 4, write 4):
+#   22; causal: the −inf bias add (read 4, write 4): 8; backward: where's gradient (read 4 + 1, write 4)
+#   and softmax backward (read 4 + 4, write 4): 21.
+# - amp: nn.MultiheadAttention's math under torch.autocast (PyTorch 1.x F.multi_head_attention_forward:
+#   bmm in fp16, softmax in fp32 by autocast's op list, bmm in fp16): forward cast to fp32 (read 2,
+#   write 4), softmax (read 4, write 4), cast back for the AV bmm (read 4, write 2): 20; causal: the mask
+#   add in fp16 before the softmax (read 2, write 2): 4; backward the two casts' gradients (read 2,
+#   write 4; read 4, write 2) and softmax backward (read 4 + 4, write 4): 24; scores 2 bytes.
+# - fused (Megatron/NeMo FusedScaleMaskSoftmax): scale, mask and softmax in one 16-bit kernel (read 2,
+#   write 2), its backward (read 2 + 2, write 2): 4 and 6; scores 2 bytes.
+# Efficiency: PyTorch SDPA's math forward was measured at 3.367 ms for the EVA02-B/16 vision attention
+# at micro-batch 256 (256 × 12 heads × 197 tokens × head dim 64, bf16, one H100 SXM;
+# benchmarks/results/sdpa-backends-h100.log, torch 2.11.0+cu130, 2026-11-27), where the roofline above
+# gives 1.388 ms: 0.412 (tests/planner/test_attention_public.py recomputes it). The upcast runs the score
+# GEMMs in fp32 off the tensor cores, at a leading dimension (197) that is not a multiple of 8. The amp and
+# fused paths have no kernel-level measurement and stay at the roofline: 0.412 there too would move the
+# bundled OpenCLIP and NeMo throughput runs' median |error| from 13 % to 21 % (evaplan validate).
+SDPA_MATH_EFFICIENCY = 1.388 / 3.367
+MATH_ATTENTION = {
+    "eager": MathAttention(4.0, 22.0, 21.0, 8.0, SDPA_MATH_EFFICIENCY),
+    "compile": MathAttention(4.0, 22.0, 21.0, 8.0, SDPA_MATH_EFFICIENCY),
+    "amp": MathAttention(2.0, 20.0, 24.0, 4.0),
+    "fused": MathAttention(2.0, 4.0, 6.0, 0.0),
+}
+
+
+def _score_gemm_s(
+    hw: HardwareSpec, m: Num, n: Num, k: Num, score_bytes: float, precision: str, scale: float
+) -> Num:
+    """One batched score GEMM as a roofline: FLOPs at the precision's achieved rate, bytes of A, B and
+    C at the math path's score dtype."""
+    t_compute = 2.0 * m * n * k / (gemm_rate_flops(hw, m, n, k, precision) * scale)
+    return np.maximum(t_compute, score_bytes * (m * k + k * n + m * n) / (hbm_bytes_per_s(hw) * scale))
+
+
+def math_attention_time_s(
+    hw: HardwareSpec,
+    stack: str,
+    seqs: Num,
+    seq: Num,
+    heads: float,
+    head_dim: int,
+    passes: Num,
+    causal: bool,
+    precision: str,
+    scale: float,
+    backward: bool = True,
+) -> Num:
+    """The math path through `passes` forwards and (with `backward`) one backward: the QKᵀ and AV
+    GEMMs (s × d)·(d × s) and (s × s)·(s × d) per head, stacked as seqs·heads·s rows, and in backward
+    the four GEMMs dV, dP, dQ, dK (twice the forward's), each a roofline at the stack's score bytes;
+    plus the memory-bound passes over the score matrix (MATH_ATTENTION); all of it at the math path's
+    measured share of that roofline (MathAttention.efficiency)."""
+    ma = MATH_ATTENTION[stack]
+    bw = hbm_bytes_per_s(hw) * scale
+    m = seqs * heads * seq
+    qk = _score_gemm_s(hw, m, seq, head_dim, ma.gemm_score_bytes, precision, scale)
+    av = _score_gemm_s(hw, m, head_dim, seq, ma.gemm_score_bytes, precision, scale)
+    scores = seqs * heads * seq * seq
+    fwd = (qk + av + scores * (ma.fwd_bytes + (ma.causal_fwd_bytes if causal else 0.0)) / bw) / ma.efficiency
+    if not backward:
+        return passes * fwd
+    bwd = (2.0 * (qk + av) + scores * ma.bwd_bytes / bw) / ma.efficiency
+    return passes * fwd + bwd
+
+
 def attention_time_s(
     hw: HardwareSpec,
     kernel: str,
@@ -194,27 +278,18 @@ def attention_time_s(
     causal: bool,
     precision: str,
     scale: float,
+    stack: str = "eager",
 ) -> Num:
     """Attention of `rows / seq` sequences of length `seq` with `heads` heads of `head_dim`, through
-    `passes` forwards and one backward. A causal fused kernel skips the masked half of the scores."""
+    `passes` forwards and one backward. A causal fused kernel skips the masked half of the scores;
+    the math path (math_attention_time_s) computes them all."""
     a = ACT_BYTES[precision]
     bw = hbm_bytes_per_s(hw) * scale
     seqs = rows / seq
+    if kernel == "math":
+        return math_attention_time_s(hw, stack, seqs, seq, heads, head_dim, passes, causal, precision, scale)
     # QKᵀ and AV: 2 · 2·s²·d per head.
     fwd_flops = seqs * heads * 4.0 * seq * seq * head_dim
-    if kernel == "math":
-        # Batched GEMMs (s × d)·(d × s) and (s × s)·(s × d) per head, stacked as seqs·heads·s rows; the
-        # s × s scores go through HBM between them: ATen's math path runs `_safe_softmax` (softmax,
-        # read + write, then a pass that zeroes fully masked rows: read, read + write) forward, and
-        # their backward (softmax backward read 2 + write 1, the masking's gradient read + write). PyTorch's
-        # math path upcasts 16-bit inputs and computes the softmax in fp32: 4 bytes per score.
-        m = seqs * heads * seq
-        qk = gemm_time_s(hw, m, seq, head_dim, precision, scale)
-        av = gemm_time_s(hw, m, head_dim, seq, precision, scale)
-        fwd = qk + av
-        bwd = 2.0 * fwd
-        scores = seqs * heads * seq * seq * ACT_BYTES["fp32"]
-        return passes * (fwd + 5.0 * scores / bw) + bwd + 5.0 * scores / bw
     executed = 0.5 if causal else 1.0
     rate_fwd = attention_fwd_rate_flops(hw, kernel, seq, head_dim, precision) * scale
     rate_bwd = rate_fwd * FLASH_BWD_OVER_FWD
@@ -654,10 +729,10 @@ def microbatch_time(
 
     # -- attention.
     attn = v.depth * attention_time_s(
-        hw, attention, rows_v, s_v, v.heads, v.head_width, passes, False, precision, scale
+        hw, attention, rows_v, s_v, v.heads, v.head_width, passes, False, precision, scale, stack
     )
     attn = attn + tx.layers * attention_time_s(
-        hw, attention, rows_t, s_t, tx.heads, tx.head_width, passes, True, precision, scale
+        hw, attention, rows_t, s_t, tx.heads, tx.head_width, passes, True, precision, scale, stack
     )
 
     # -- memory-bound work.

@@ -73,7 +73,10 @@ class PublishedRun(StrictModel):
         description="eager PyTorch on 16-bit weights, eager under autocast with fp32 weights (amp), "
         "torch.compile, or fused kernels (NeMo/TE)"
     )
-    attention: Attention | None = Field(default=None, description="attention kernel; default: the planner's")
+    attention: Attention | None = Field(
+        default=None,
+        description="attention kernel; default: the model profile's (xattn: mem_efficient, else math)",
+    )
     image_size: int | None = Field(default=None, gt=0, description="default: the model's recipe")
     loader_workers: LoaderWorkers | None = Field(
         default=None,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from planner import compute, ops
+from planner import compute, memory, ops
 from planner.comm import bus_bandwidth_bytes_per_s, ring_latency_s
 from planner.errors import InfeasibleError
 from planner.params import count_params
@@ -82,18 +82,23 @@ def _tower_dims(model: ModelSpec, tower: Tower) -> tuple[int, int, int, int, boo
     return t.layers, t.width, t.mlp_hidden, t.heads, False
 
 
-def activation_bytes_per_sample(model: ModelSpec, tower: Tower, tp: int = 1) -> float:
+def activation_bytes_per_sample(
+    model: ModelSpec, tower: Tower, tp: int = 1, attention: str = "flash", stack: str = "eager"
+) -> float:
     """Live activations of one input at inference (nothing is kept for backward): the residual stream
     and its normed copy 2h, replicated on every TP rank, plus the widest working set of one block,
-    split over the TP ranks — attention q, k, v and output 4h, or the MLP hidden (SwiGLU: two
-    projections and their product 3f; GELU: fc1 output and GELU output 2f) — per token, 16-bit. With
-    memory-efficient attention (SDPA / flash) there is no s² score matrix. Images add their 16-bit
-    pixels."""
-    _, h, f, _, swiglu = _tower_dims(model, tower)
-    working = max(4 * h, 3 * f if swiglu else 2 * f)
-    per_token = (2 * h + working / tp) * ACTIVATION_BYTES
+    split over the TP ranks — attention q, k, v and output 4h per token (16-bit), with the math kernel
+    also its score matrices heads × s² (planner/memory.py math_inference_score_bytes), or the MLP
+    hidden (SwiGLU: two projections and their product 3f; GELU: fc1 output and GELU output 2f). A fused
+    kernel (flash / cuDNN / memory-efficient) has no s² matrix. Images add their 16-bit pixels."""
+    _, h, f, heads, swiglu = _tower_dims(model, tower)
+    seq = tokens(model, tower)
+    attn = 4 * h / tp * seq * ACTIVATION_BYTES
+    if attention == "math":
+        attn += memory.MATH_INFERENCE_SCORE_BYTES[stack] * heads / tp * seq * seq
+    mlp = (3 * f if swiglu else 2 * f) / tp * seq * ACTIVATION_BYTES
     pixels = 3 * model.vision.image_size**2 * ACTIVATION_BYTES if tower == "image" else 0.0
-    return tokens(model, tower) * per_token + pixels
+    return seq * 2 * h * ACTIVATION_BYTES + max(attn, mlp) + pixels
 
 
 # ----------------------------------------------------------------------------------- time model
@@ -146,20 +151,22 @@ def _attention_fwd_s(
     head_dim: int,
     causal: bool,
     scale: float,
+    stack: str = "eager",
 ) -> float:
     """Forward attention of rows / seq sequences (16-bit at every serving precision), as the forward
     half of planner.ops.attention_time_s: fused kernels at their measured rate for this shape (a
-    causal flash kernel skips the masked half), at least their Q, K, V, O traffic; `math` as two
-    batched GEMMs plus the fp32 score matrix through HBM (5 accesses)."""
+    causal flash kernel skips the masked half), at least their Q, K, V, O traffic; `math` as the
+    forward of planner.ops.math_attention_time_s (two batched GEMMs and the score matrix's passes
+    through HBM, as the stack runs them)."""
     bw = ops.hbm_bytes_per_s(hw) * scale
     seqs = rows / seq
     flops = seqs * heads * 4.0 * seq * seq * head_dim
     if kernel == "math":
-        m = seqs * heads * seq
-        gemms = gemm_fwd_time_s(hw, m, seq, head_dim, "bf16", scale) + gemm_fwd_time_s(
-            hw, m, head_dim, seq, "bf16", scale
+        return float(
+            ops.math_attention_time_s(
+                hw, stack, seqs, seq, heads, head_dim, 1.0, causal, "bf16", scale, backward=False
+            )
         )
-        return gemms + 5.0 * seqs * heads * seq * seq * ops.ACT_BYTES["fp32"] / bw
     executed = 0.5 if causal else 1.0
     rate = float(ops.attention_fwd_rate_flops(hw, kernel, seq, head_dim, "bf16")) * scale
     tensor = seqs * heads * seq * head_dim * ACTIVATION_BYTES
@@ -225,7 +232,9 @@ def inference_batch_time_s(
         norm, heads, head_dim, causal = "layernorm", model.text.heads, model.text.head_width, True
     gemm += gemm_fwd_time_s(hw, batch, e, h, precision, scale)  # head / text projection
 
-    attn = shape.layers * _attention_fwd_s(hw, attention, rows, seq, heads / t, head_dim, causal, scale)
+    attn = shape.layers * _attention_fwd_s(
+        hw, attention, rows, seq, heads / t, head_dim, causal, scale, stack
+    )
     ew = ops.block_elementwise(shape, norm, stack, "bf16", False)
     memory = (shape.layers * rows * ew.bytes_per_token + stem_bytes) / bw
     device = gemm + attn + memory
@@ -271,19 +280,35 @@ class ReplicaMemory:
         return self.total_bytes <= self.hbm_bytes
 
 
-def replica_memory(model: ModelSpec, hw: HardwareSpec, batch: int, precision: str, tp: int) -> ReplicaMemory:
+def replica_memory(
+    model: ModelSpec,
+    hw: HardwareSpec,
+    batch: int,
+    precision: str,
+    tp: int,
+    attention: str = "flash",
+    stack: str = "eager",
+) -> ReplicaMemory:
     weights = count_params(model).total * WEIGHT_BYTES[precision] / tp
     act = batch * max(
-        activation_bytes_per_sample(model, "image", tp), activation_bytes_per_sample(model, "text", tp)
+        activation_bytes_per_sample(model, "image", tp, attention, stack),
+        activation_bytes_per_sample(model, "text", tp, attention, stack),
     )
     reserved = hw.memory_reserved_gib.value * GIB
     return ReplicaMemory(weights, act, reserved, weights + act + reserved, hw.hbm_bytes)
 
 
-def max_batch_that_fits(model: ModelSpec, hw: HardwareSpec, precision: str, tp: int) -> int:
+def max_batch_that_fits(
+    model: ModelSpec,
+    hw: HardwareSpec,
+    precision: str,
+    tp: int,
+    attention: str = "flash",
+    stack: str = "eager",
+) -> int:
     """Largest batch whose replica memory fits (memory is linear in the batch); 0 if none."""
-    m0 = replica_memory(model, hw, 0, precision, tp)
-    per = replica_memory(model, hw, 1, precision, tp).total_bytes - m0.total_bytes
+    m0 = replica_memory(model, hw, 0, precision, tp, attention, stack)
+    per = replica_memory(model, hw, 1, precision, tp, attention, stack).total_bytes - m0.total_bytes
     room = m0.hbm_bytes - m0.total_bytes
     if room < per:
         return 0
@@ -354,11 +379,13 @@ def choose_setting(
 
     where = f"{model.name} ({precision}) on {hw.name}"
     tps = tp_choices(model, hw)
-    fit = {t: max_batch_that_fits(model, hw, precision, t) for t in tps}
+    # The attention kernel and stack also set the memory (the math kernel's score matrices).
+    mem_kw = {k: time_kw[k] for k in ("attention", "stack") if k in time_kw}
+    fit = {t: max_batch_that_fits(model, hw, precision, t, **mem_kw) for t in tps}
     usable = [t for t in tps if fit[t] >= 1]
     if not usable:
         t = tps[-1]
-        m = replica_memory(model, hw, 1, precision, t)
+        m = replica_memory(model, hw, 1, precision, t, **mem_kw)
         smaller = [p for p in _precisions_of(hw) if WEIGHT_BYTES[p] < WEIGHT_BYTES[precision]]
         hint = f"use --precision {smaller[0]} or " if smaller else "use "
         raise InfeasibleError(
@@ -371,7 +398,7 @@ def choose_setting(
         holding = [t for t in usable if fit[t] >= batch]
         if not holding:
             t = max(usable, key=lambda u: fit[u])
-            m = replica_memory(model, hw, batch, precision, t)
+            m = replica_memory(model, hw, batch, precision, t, **mem_kw)
             raise InfeasibleError(
                 f"batch {batch} of {where} does not fit: {_fmt_gib(m.total_bytes)} per GPU at TP {t} > "
                 f"{_fmt_gib(m.hbm_bytes)}",
@@ -528,7 +555,7 @@ def serve_point(
     s = choose_setting(model, hw, precision, batch, p99_ms, stack=stack, attention=attention)
     img = inference_batch_time_s(model, hw, "image", s.batch, precision, s.tp, stack, attention)
     txt = inference_batch_time_s(model, hw, "text", s.batch, precision, s.tp, stack, attention)
-    mem = replica_memory(model, hw, s.batch, precision, s.tp)
+    mem = replica_memory(model, hw, s.batch, precision, s.tp, attention, stack)
     ips = s.batch / img.total_s / s.tp
     tps = s.batch / txt.total_s / s.tp
     gh_img = 1e6 / ips / 3600.0

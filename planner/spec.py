@@ -72,7 +72,10 @@ class VisionTower(StrictModel):
     subln: bool = Field(description="extra norms before attn out-proj and MLP out-proj")
     rope: bool = Field(description="2-D rotary position embedding on patch tokens")
     postnorm: bool = Field(description="norm after each sub-layer instead of before")
-    xattn: bool = Field(description="memory-efficient attention in the official run")
+    xattn: bool = Field(
+        description="memory-efficient attention in the official run; only the default kernel of a published "
+        "run that names none (the run's attention kernel sets memory and time)"
+    )
     drop_path_rate: float = Field(ge=0, lt=1)
     norm_eps: float = Field(default=1e-6, gt=0)
 
@@ -194,6 +197,12 @@ class ModelSpec(StrictModel):
     recipe: Recipe
     published: Published | None = None
     debug: bool = Field(default=False, description="a tiny model for CPU tests")
+
+    @property
+    def official_attention(self) -> Literal["mem_efficient", "math"]:
+        """The kernel of the official run by the vision tower's `xattn` (EVA-CLIP's xformers
+        memory-efficient attention, else the math path): the default of a published run naming none."""
+        return "mem_efficient" if self.vision.xattn else "math"
 
     @model_validator(mode="after")
     def _check_recipe(self) -> ModelSpec:

@@ -140,9 +140,7 @@ def evaluate_grid(
             local_loss=True,
             gather_with_grad=True,
         )
-        terms, ms, _act = ev.gpu_memory_terms(
-            model, hw, image_size=training.image_size, patch_dropout=training.patch_dropout, **plan_kw
-        )
+        terms, ms, _act = ev.gpu_memory_terms(model, hw, **ev.tower_kwargs(training), **plan_kw)
         if detail:
             for k, v in terms.items():
                 put(f"mem.{k}", idx, v)
@@ -152,13 +150,10 @@ def evaluate_grid(
         st = ev.step_terms(
             model,
             hw,
-            image_size=training.image_size,
-            patch_dropout=training.patch_dropout,
             grad_accum=g.grad_accum,
-            stack=training.stack,
             precision=training.precision,
-            attention=training.attention,
             loader_workers=training.loader_workers,
+            **ev.tower_kwargs(training),
             **plan_kw,
         )
         for k in ("compute_s", "overhead_s", "comm_total_s", "comm_exposed_s", "offload_s", "step_s"):

@@ -24,6 +24,8 @@ def pytest_configure(config: pytest.Config) -> None:
     import tempfile
 
     os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="evaplan-test-config-")
+    # Nor the user's job store: `render -o` signs bundles with the store's key (made on first use).
+    os.environ["EVAPLAN_STATE_DIR"] = tempfile.mkdtemp(prefix="evaplan-test-state-")
     os.environ.pop("EVAPLAN_PROFILES_DIR", None)
 
 
@@ -60,14 +62,20 @@ def shared_dir() -> Path:
 # (../shared/k8s-crds, not copied into the project; absent in a user's clone). A skip
 # of one of them means a check a user might think ran did not; the last line counts them and says why.
 SCHEMA_FIXTURES = frozenset({"validate_object", "crd_schemas", "shared_dir"})
+# Tests against a real Slurm (tests/launcher/slurm_cluster.py), skipped without its packages or root:
+# counted on a line of their own for the same reason.
+SLURM_FIXTURES = frozenset({"slurm_cluster"})
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report = outcome.get_result()
-    if SCHEMA_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("schema"):
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if SCHEMA_FIXTURES & fixtures or item.get_closest_marker("schema"):
         report.user_properties.append(("schema_check", True))
+    if SLURM_FIXTURES & fixtures:
+        report.user_properties.append(("slurm_check", True))
 
 
 def _skip_reason(report: pytest.TestReport) -> str:
@@ -77,9 +85,9 @@ def _skip_reason(report: pytest.TestReport) -> str:
     return str(longrepr)
 
 
-def _schema_line(terminalreporter) -> str | None:
+def _schema_line(terminalreporter, prop: str = "schema_check", label: str = "schema checks") -> str | None:
     def is_schema(r: pytest.TestReport) -> bool:
-        return ("schema_check", True) in getattr(r, "user_properties", [])
+        return (prop, True) in getattr(r, "user_properties", [])
 
     reports = [r for key in ("passed", "failed", "skipped") for r in terminalreporter.stats.get(key, [])]
     schema = [r for r in reports if is_schema(r) and (r.when == "call" or r.skipped)]
@@ -91,20 +99,21 @@ def _schema_line(terminalreporter) -> str | None:
         reason = _skip_reason(r)
         reasons[reason] = reasons.get(reason, 0) + 1
     why = "; ".join(f"{n} because {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
-    return f"schema checks: {len(schema) - len(skipped)} ran, {len(skipped)} skipped" + (
-        f" ({why})" if why else ""
-    )
+    return f"{label}: {len(schema) - len(skipped)} ran, {len(skipped)} skipped" + (f" ({why})" if why else "")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """The run's last line: how many schema checks ran and why any were skipped (after pytest's own
-    summary line, so that it is what a person sees last)."""
+    """The run's last lines: how many schema checks and real-Slurm checks ran and why any were
+    skipped (after pytest's own summary line, so that it is what a person sees last)."""
     terminalreporter = config.pluginmanager.get_plugin("terminalreporter")
     if terminalreporter is None or not hasattr(terminalreporter, "stats"):
         return
-    line = _schema_line(terminalreporter)
-    if line:
-        terminalreporter.write_line(line)
+    for line in (
+        _schema_line(terminalreporter),
+        _schema_line(terminalreporter, "slurm_check", "real-Slurm checks"),
+    ):
+        if line:
+            terminalreporter.write_line(line)
 
 
 # ------------------------------------------------------------------------------ waiting without a clock

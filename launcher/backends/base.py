@@ -81,7 +81,7 @@ class LogLine:
 
 
 class Backend(ABC):
-    """Where jobs run. Implementations: kubernetes, local."""
+    """Where jobs run. Implementations: kubernetes, slurm, local."""
 
     name: str
 
@@ -164,7 +164,13 @@ def get_backend(name: str, **options: Any) -> Backend:
         from launcher.backends.local import LocalBackend
 
         return LocalBackend(**options)
-    raise EvaplanError(f"unknown backend '{name}'", hint="use --backend kubernetes or --backend local")
+    if name == "slurm":
+        from launcher.backends.slurm import SlurmBackend
+
+        return SlurmBackend(**options)
+    raise EvaplanError(
+        f"unknown backend '{name}'", hint="use --backend kubernetes, --backend slurm or --backend local"
+    )
 
 
 def backend_for(record: Any, kubeconfig: str | None = None, context: str | None = None) -> Backend:

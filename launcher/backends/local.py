@@ -279,7 +279,8 @@ class LocalBackend(Backend):
             env = {"TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": RANK_PREFIX_TEMPLATE, "PYTHONUNBUFFERED": "1"}
             if "OMP_NUM_THREADS" not in os.environ:
                 env["OMP_NUM_THREADS"] = "1"
-            _write_json(
+            env.update(bundle.env)  # the user's --env, their last word as in the pods
+            _write_json(  # 0600: it holds the --env values
                 work / SPEC_FILE,
                 {
                     "launch_id": launch_id,
@@ -480,13 +481,7 @@ class LocalBackend(Backend):
                 time.sleep(FOLLOW_POLL_S)
 
     def recent_metrics(self, record: Any, n: int = METRICS_WINDOW) -> list[dict[str, Any]]:
-        where = record.backend_data.get("metrics_path")
-        path = Path(where) if isinstance(where, str) else None
-        if path is None or not path.is_file():
-            return []
-        # Step records plus the few other events between them (start, checkpoint, end).
-        recs = [r for r in (parse_metrics_line(x) for x in _tail_lines(path, 2 * n + 10)) if r is not None]
-        return recs[-n:]
+        return metrics_in_file(record.backend_data.get("metrics_path"), n)
 
     # ------------------------------------------------------------------ stop
     def abort(self, record: Any) -> list[int]:
@@ -547,6 +542,17 @@ class LocalBackend(Backend):
             )
 
 
+def metrics_in_file(where: Any, n: int = METRICS_WINDOW) -> list[dict[str, Any]]:
+    """The newest `n` step records of a trainer's metrics.jsonl at `where` (a path this machine
+    sees: the local work folder, or a Slurm job's folder on the shared filesystem)."""
+    path = Path(where) if isinstance(where, str) else None
+    if path is None or not path.is_file():
+        return []
+    # Step records plus the few other events between them (start, checkpoint, end).
+    recs = [r for r in (parse_metrics_line(x) for x in _tail_lines(path, 2 * n + 10)) if r is not None]
+    return recs[-n:]
+
+
 def kill_job(launch_id: str) -> None:
     """SIGKILL every process of a job now (tests' clean-up; `stop` is the graceful way)."""
     end_job(launch_id, 0.0)
@@ -597,8 +603,11 @@ def _tail_lines(path: Path, n: int, block_bytes: int = 65536) -> list[str]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
+    """Written whole (a temporary file renamed over it), readable by the user only."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(json.dumps(obj, indent=2) + "\n")
         f.flush()
         os.fsync(f.fileno())

@@ -1,6 +1,7 @@
 """Options shared by several commands: --format for every command that prints results, --data-workers
 of the commands that estimate (`estimate` and, through it, `render` and `launch`; `plan`, `compare`),
-and the kubeconfig options of the job commands (`launch`, `status`, `logs`, `stop`, `list`, `watch`)."""
+the kubeconfig options of the job commands (`launch`, `status`, `logs`, `stop`, `list`, `watch`), and the
+slurm flavour's options of `render`."""
 
 from __future__ import annotations
 
@@ -52,3 +53,32 @@ def told_cluster(kubeconfig: str | None, context: str | None) -> dict[str, str |
     ctx = click.get_current_context()
     typed = ctx.get_parameter_source("kubeconfig") == ParameterSource.COMMANDLINE
     return {"kubeconfig": kubeconfig if typed else None, "context": context}
+
+
+def slurm_options(f):
+    """The slurm flavour's own flags (render, launch, plan --render); partition, account, qos,
+    constraint and work_dir can also come from evaplan.toml."""
+    f = click.option(
+        "--python",
+        default="python3",
+        show_default=True,
+        help="Slurm: the interpreter on the nodes with evaclip installed (a command or an absolute path).",
+    )(f)
+    f = click.option(
+        "--work-dir",
+        default=None,
+        help="Slurm: a folder on the cluster's shared filesystem; the job's configs, checkpoints and logs "
+        "go in WORK_DIR/<job>.",
+    )(f)
+    f = click.option(
+        "--time-limit",
+        "time_limit_min",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Slurm: --time in minutes (default: the plan's wall time plus the checkpoint signal's lead).",
+    )(f)
+    f = click.option("--constraint", default=None, help="Slurm: node features, e.g. 'h100&ib'.")(f)
+    f = click.option("--qos", default=None, help="Slurm: quality of service.")(f)
+    f = click.option("--account", default=None, help="Slurm: the account the job is charged to.")(f)
+    f = click.option("--partition", default=None, help="Slurm: the partition to run in.")(f)
+    return f

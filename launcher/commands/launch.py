@@ -18,8 +18,10 @@ import click
 from click.core import ParameterSource
 
 from launcher.backends.base import get_backend, load_bundle
+from launcher.bundle import SLURM_FLAVOR
 from launcher.commands import render as render_cmd
 from launcher.commands._options import kube_options
+from launcher.config import SLURM_CONFIG_PARAMS
 from launcher.monitor import fmt_duration, fmt_usd
 from launcher.service import DryRunResult, JobService, LaunchRequest
 from launcher.state import state_dir
@@ -45,10 +47,10 @@ _RENDER_NAMES = {p.name for p in _RENDER_OPTIONS} | {"image", "namespace"}
 @click.argument("bundle_dir", type=click.Path(file_okay=False), required=False)
 @click.option(
     "--backend",
-    type=click.Choice(["kubernetes", "local"]),
+    type=click.Choice(["kubernetes", "slurm", "local"]),
     default="kubernetes",
     show_default=True,
-    help="Where to run: a Kubernetes cluster, or torchrun on this machine.",
+    help="Where to run: a Kubernetes cluster, a Slurm cluster (sbatch), or torchrun on this machine.",
 )
 @kube_options
 @click.option("--image", default=None, help="Trainer image, when launch renders (required for Kubernetes).")
@@ -102,6 +104,15 @@ def command(
         raise EvaplanError("--replace starts over and --resume continues", hint="pass one of them")
     namespace = render_kw.get("namespace")
     given = {k: v for k, v in render_kw.items() if _given(ctx, k)}
+    if backend == "slurm" and bundle_dir is None:
+        # The slurm flavour's settings from evaplan.toml (partition, account, work_dir, ...) go into
+        # the script launch renders, as they do for `evaplan render`.
+        for key in SLURM_CONFIG_PARAMS:
+            if (
+                ctx.get_parameter_source(key) == ParameterSource.DEFAULT_MAP
+                and render_kw.get(key) is not None
+            ):
+                given.setdefault(key, render_kw[key])
     if pricing is not None and bundle_dir is None:
         given["pricing"] = pricing
     bundle = None
@@ -114,6 +125,11 @@ def command(
                 hint="launch the bundle as rendered, or drop BUNDLE_DIR to render from the flags",
             )
         bundle = load_bundle(bundle_dir)  # before any cluster call: a wrong path fails fast
+        if bundle.flavor == SLURM_FLAVOR and backend != "slurm":
+            raise EvaplanError(
+                f"bundle {bundle_dir} is a Slurm batch script (--flavor slurm), not for --backend {backend}",
+                hint="launch it with --backend slurm, or re-render it with a Kubernetes --flavor",
+            )
     elif not (given.get("model_name") or given.get("plan_file")):
         raise EvaplanError(
             "nothing to launch",
@@ -203,10 +219,15 @@ def command(
             f"  budget enforced in the cluster: the workload stops after {fmt_duration(result.deadline_s)} "
             f"of running (activeDeadlineSeconds {result.deadline_s})"
         )
-    elif result.deadline_s is not None:
+    elif result.deadline_s is not None and backend == "local":
         click.echo(
             f"  budget enforced by the job's supervisor on this machine: the job stops after "
             f"{fmt_duration(result.deadline_s)} of running, and at once if the supervisor dies"
+        )
+    elif result.deadline_s is not None:
+        click.echo(
+            f"  budget enforced by Slurm: the job's --time stops it after at most "
+            f"{fmt_duration(result.deadline_s)} of running"
         )
     click.echo(
         f"  next: evaplan status {record.name} --watch | evaplan logs {record.name} -f | evaplan stop {record.name}"
@@ -219,7 +240,9 @@ def _given(ctx: click.Context, name: str) -> bool:
 
 def _render(ctx: click.Context, backend: str, given: dict[str, Any], resolved_namespace: str | None) -> Path:
     """`evaplan render` into a temporary folder under <state dir>/bundles (its `bundle` inside)."""
-    if not given.get("image"):
+    if backend == "slurm":
+        given.setdefault("flavor", "slurm")  # sbatch runs the slurm flavour's script
+    elif not given.get("image"):
         if backend == "kubernetes":
             raise EvaplanError(
                 "launch renders the bundle and needs the trainer image", hint="add --image REGISTRY/IMAGE:TAG"

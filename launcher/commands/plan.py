@@ -600,7 +600,7 @@ def render_chosen(
         for p in render_cmd.command.params
         if p.name
         and p.name not in render_cmd._ESTIMATE_NAMES
-        and p.name not in ("plan_file", "pick", "out_dir", "to_stdout", "env", "job_name")
+        and p.name not in ("plan_file", "pick", "out_dir", "to_stdout", "env", "env_not_secret", "job_name")
     }
     defaults["image"] = image
     render_cmd.render_estimate(est, out_dir, False, None, (), _dirs(ctx), defaults)

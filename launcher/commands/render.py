@@ -13,6 +13,7 @@ import click
 from click.core import ParameterSource
 
 from launcher.commands import estimate as estimate_cmd
+from launcher.commands._options import slurm_options
 from planner import profiles as prof
 from planner.errors import EvaplanError, InfeasibleError
 
@@ -27,10 +28,12 @@ def _dirs(ctx: click.Context) -> list[str]:
 
 def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     out = []
-    for v in values:
+    for i, v in enumerate(values, 1):
         key, sep, value = v.partition("=")
-        if not sep:
-            raise EvaplanError(f"--env {v!r} is not KEY=VALUE", hint="e.g. --env NCCL_NET_GDR_LEVEL=PHB")
+        if not sep:  # not quoted: a pasted secret without its name would land in the log
+            raise EvaplanError(
+                f"--env entry {i} is not KEY=VALUE (it has no '=')", hint="e.g. --env NCCL_NET_GDR_LEVEL=PHB"
+            )
         out.append((key, value))
     return tuple(out)
 
@@ -52,14 +55,16 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     "(default: the baseline).",
 )
 @click.option(
-    "--image", required=True, help="Trainer image (evaclip installed), e.g. ghcr.io/acme/evaclip:1.0."
+    "--image",
+    default=None,
+    help="Trainer image (evaclip installed), e.g. ghcr.io/acme/evaclip:1.0 (Kubernetes flavours).",
 )
 @click.option(
     "--flavor",
-    type=click.Choice(["indexed-job", "pytorchjob", "jobset"]),
+    type=click.Choice(["indexed-job", "pytorchjob", "jobset", "slurm"]),
     default="indexed-job",
     show_default=True,
-    help="Kubernetes workload kind: vanilla Indexed Job, Kubeflow PyTorchJob or JobSet.",
+    help="Kubernetes workload kind (vanilla Indexed Job, Kubeflow PyTorchJob or JobSet), or a Slurm batch script.",
 )
 @click.option(
     "-o",
@@ -105,6 +110,13 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     "--nccl-debug", type=click.Choice(["VERSION", "WARN", "INFO", "TRACE"]), default="WARN", show_default=True
 )
 @click.option("--env", "env", multiple=True, help="Extra container environment KEY=VALUE; repeatable.")
+@click.option(
+    "--env-not-secret",
+    "env_not_secret",
+    multiple=True,
+    metavar="NAME",
+    help="Write --env NAME as given although it looks like a secret (a false positive); repeatable.",
+)
 @click.option(
     "--s3-secret",
     default=None,
@@ -165,6 +177,7 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     help="GB/s a node uploads checkpoints to S3 at (grace period).",
 )
 @click.option("--comms-logger", is_flag=True, help="Enable DeepSpeed's comms logger in the run.")
+@slurm_options
 @click.option(
     "--rbac-subject",
     default="Group:evaplan-launchers",
@@ -246,24 +259,37 @@ def render_estimate(
     """Render one fitting Estimate into a bundle and/or stdout (`render`, `plan --render`)."""
     from launcher.bundle import write_bundle
     from launcher.render import RenderOptions, inputs_from_estimate, pod_selector, render
+    from launcher.slurm_script import SCRIPT_FILE, job_dir
 
-    opts = RenderOptions(job_name=job_name or est.model, env=_env_pairs(env), **kw)
+    opts = RenderOptions(
+        job_name=job_name or est.model,
+        env=_env_pairs(env),
+        env_not_secret=tuple(kw.pop("env_not_secret", ())),
+        **kw,
+    )
     rendered = render(inputs_from_estimate(est, dirs), opts)
     # With --stdout, stdout carries only YAML; everything else goes to stderr.
     if out_dir:
         path = write_bundle(rendered, out_dir)
         click.echo(f"wrote {path}/: {', '.join(sorted([*rendered.files, 'bundle.json']))}", err=to_stdout)
-    click.echo(
-        f"{opts.flavor} job {opts.job_name} in namespace {opts.namespace}; its pods: "
-        f"kubectl get pods -n {opts.namespace} -l {pod_selector(opts.job_name)}",
-        err=to_stdout,
-    )
+    if opts.flavor == "slurm":
+        click.echo(
+            f"slurm job {opts.job_name} in {job_dir(opts)}: evaplan launch --backend slurm, "
+            f"or copy {SCRIPT_FILE} and the configs there and sbatch it",
+            err=to_stdout,
+        )
+    else:
+        click.echo(
+            f"{opts.flavor} job {opts.job_name} in namespace {opts.namespace}; its pods: "
+            f"kubectl get pods -n {opts.namespace} -l {pod_selector(opts.job_name)}",
+            err=to_stdout,
+        )
     for line in rendered.sizing.explain():
         click.echo(f"  {line}", err=to_stdout)
     for warning in rendered.warnings:
         click.echo(f"warning: {warning}", err=True)
     if to_stdout:
-        click.echo(rendered.files["manifests.yaml"], nl=False)
+        click.echo(rendered.files.get("manifests.yaml") or rendered.files[SCRIPT_FILE], nl=False)
 
 
 for _opt in _ESTIMATE_OPTIONS:

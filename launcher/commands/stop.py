@@ -14,15 +14,18 @@ from launcher.service import JobService
 def command(job: str | None, kubeconfig: str | None, context: str | None) -> None:
     """Stop a job (default: the most recent). Kubernetes: delete every object labelled with the
     job and this store's owner id, with foreground propagation (pods get SIGTERM and their grace
-    period). Local: SIGTERM to the process group, then wait for the checkpoint and exit. A job
+    period). Local: SIGTERM to the process group, then wait for the checkpoint and exit. Slurm:
+    SIGTERM to the job's steps, then scancel once it ended or its signal lead passed. A job
     that had already ended is only cleaned up."""
     service = JobService(**told_cluster(kubeconfig, context))
     record = service.store.get(job)
-    if record.backend == "local" and record.last_phase not in ("Succeeded", "Failed", "Stopped"):
-        click.echo(
-            f"stopping {record.name}: SIGTERM to each of its processes; waiting for the checkpoint and exit",
-            err=True,
+    if record.backend in ("local", "slurm") and record.last_phase not in ("Succeeded", "Failed", "Stopped"):
+        to = (
+            "each of its processes"
+            if record.backend == "local"
+            else "its Slurm job's steps (scancel --signal=TERM)"
         )
+        click.echo(f"stopping {record.name}: SIGTERM to {to}; waiting for the checkpoint and exit", err=True)
     result = service.stop(record.name)
     removed = f"; removed {', '.join(result.removed)}" if result.removed else ""
     if result.had_finished:

@@ -1,14 +1,25 @@
 """The loop on this machine, for real, through the CLI a user runs: measure this machine into a user
 `cpu` profile (`evaplan profiles measure-cpu`) → local launches of eva-clip-debug (2 CPU ranks, gloo)
 at micro-batch 4 and 16 → `evaplan calibrate` on both → predict a held-out layout (micro-batch 8,
-another ZeRO stage) → launch it and compare.
+another ZeRO stage) → launch it twice, and A once more, and compare.
 
-What holds on any machine, loaded or idle, is asserted: the calibration fits its own runs at least
-as well as the uncalibrated profile does, and it predicts the held-out run better than the
-uncalibrated profile (averaged over up to three repeats of that run when one run is noisy). The
-goal of issue 8 — the calibrated prediction within 15 % of the held-out run — is printed (run
-pytest with -s to see it), not asserted: on a shared 2-core machine two identical runs differ by up
-to ±30 % when other processes take the cores. EVAPLAN_E2E_STRICT=1 asserts it (on a quiet machine).
+The inputs are fixed: the trainer's synthetic data is a pure function of its seed (0) and the sample
+index (evaclip/data.py), the layouts and step counts are constants, and the held-out layout runs
+exactly twice, never "until it passes". What the computation cannot fix is the wall clock: the step
+times are measured on a shared machine. So the test asserts, once:
+- what holds for any measured times: the calibration fits its own runs at least as well as the
+  uncalibrated profile (least squares over its factors includes the uncalibrated point), and it
+  predicts the held-out layout better than the uncalibrated profile;
+- the goal of issue 8, the calibrated prediction within ±15 % of the held-out run (the mean of its two
+  runs), whenever identical runs agree within half the goal: the two of C, and A before and after C
+  (the load did not change between calibrating and checking). Their spread sets a floor no prediction
+  of both can beat (planner.validation.min_worst_abs_error: (b − a)/(b + a) for step times a ≤ b);
+  above 7.5 % the machine's noise is comparable to the goal, and the test says so and skips with the
+  figures (pytest -rs) instead of passing quietly. On the shared 2-core machine (load 5.5–7.5,
+  2026-12-07), three tries: two identical runs of C measured 0.131 and 0.201 s/step (floor 21 %);
+  0.180 and 0.135 (14 %); 0.273 and 0.323 (8 %) while A had measured 0.126 before them. B
+  (micro-batch 16) was faster per step than A (micro-batch 4) in two of the three: contention, not
+  the layout, set the step times, so no model meets ±15 % deterministically there.
 
 No wall-clock limit is a constant: a run may take as long as it needs while it makes progress; it
 fails only when nothing moves (no new step, no state change) for a window derived from the step
@@ -19,7 +30,6 @@ start-up, and DeepSpeed's one-time op build when `make dev` has not done it).
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -33,11 +43,13 @@ import itertools
 
 from launcher.backends.local import kill_job
 from launcher.state import JobStore
+from planner.validation import min_worst_abs_error
 
 STEPS = 12
 A, B = dict(zero_stage=1, micro_batch=4), dict(zero_stage=1, micro_batch=16)
 C = dict(zero_stage=2, micro_batch=8)  # held out: another micro-batch and ZeRO stage
-C_REPEATS_MAX = 3
+C_JOBS = ("calib-c", "calib-c2")  # the held-out layout, run exactly twice
+GOAL = 0.15  # issue 8: the calibrated prediction within ±15 % of the held-out run
 # Nothing moved for this long before the first step: start-up at load 8 (python + torch + deepspeed
 # imports, ~20 s idle) and, if not prebuilt, DeepSpeed's CPU op build (~90 s idle, 4× that loaded).
 STARTUP_STALL_S = 1200.0
@@ -179,32 +191,48 @@ def test_measure_calibrate_and_predict_a_held_out_layout(cli, env) -> None:
     )
 
     calibrated_c = _step_s(cli, C)
-    c_measured: list[float] = []
-    for i in range(C_REPEATS_MAX):
-        job = "calib-c" if i == 0 else f"calib-c{i + 1}"
+    c_measured = []
+    for job in C_JOBS:
         _run(cli, job, C)
         c_measured.append(_measured_step_s(cli, job))
-        c_step = statistics.fmean(c_measured)
-        if abs(_rel(calibrated_c, c_step)) < abs(_rel(uncal["C"], c_step)):
-            break  # averaging more runs only sharpens a result that already holds
+    # A once more, after C: the machine's load must not have changed between calibrating and checking.
+    _run(cli, "calib-a2", A)
+    a_again = [measured["calib-a"], _measured_step_s(cli, "calib-a2")]
+    c_step = statistics.fmean(c_measured)
     err_cal, err_uncal = _rel(calibrated_c, c_step), _rel(uncal["C"], c_step)
+    floor = max(min_worst_abs_error(c_measured)[0], min_worst_abs_error(a_again)[0])
     print(
         f"\nmeasured profile: {measured_profile}"
         f"\nrun A (ZeRO-1, micro-batch 4): measured {measured['calib-a']:.4f} s/step; calibrated "
         f"{cal['A']:.4f} s ({own_cal[0]:+.1%}), uncalibrated {uncal['A']:.4f} s ({own_uncal[0]:+.1%})"
         f"\nrun B (ZeRO-1, micro-batch 16): measured {measured['calib-b']:.4f} s/step; calibrated "
         f"{cal['B']:.4f} s ({own_cal[1]:+.1%}), uncalibrated {uncal['B']:.4f} s ({own_uncal[1]:+.1%})"
-        f"\nrun C (ZeRO-2, micro-batch 8, held out, {len(c_measured)} run(s): "
+        f"\nrun C (ZeRO-2, micro-batch 8, held out, twice: "
         + ", ".join(f"{x:.4f}" for x in c_measured)
-        + f" s/step): calibrated on A+B {calibrated_c:.4f} s ({err_cal:+.1%}; goal within ±15 %), "
-        f"uncalibrated {uncal['C']:.4f} s ({err_uncal:+.1%})"
+        + f" s/step; A before and after: {a_again[0]:.4f}, {a_again[1]:.4f}; identical-run floor "
+        f"{floor:.1%}): calibrated on A+B {calibrated_c:.4f} s "
+        f"({err_cal:+.1%} of their mean; goal within ±{GOAL:.0%}), uncalibrated {uncal['C']:.4f} s "
+        f"({err_uncal:+.1%})"
     )
     assert abs(err_cal) < abs(err_uncal), (
         f"calibrated {err_cal:+.1%} is not closer than uncalibrated {err_uncal:+.1%} on the held-out layout"
     )
-    if os.environ.get("EVAPLAN_E2E_STRICT") == "1":
-        assert abs(err_cal) <= 0.15
 
     # All runs refit together; estimate then names them.
-    assert cli("calibrate", "calib-c").exit_code == 0
+    assert cli("calibrate", *C_JOBS).exit_code == 0
     assert "calib-c" in cli("estimate", *_flags(**C)).stdout
+
+    # Decided when identical runs agree within half the goal (floor ≤ 7.5 %), both C's two and A's before
+    # and after C (the load did not change between calibrating and checking): then the noise is small
+    # beside ±15 % and C's mean is the measurement. Otherwise no verdict is honest.
+    if floor > GOAL / 2:
+        pytest.skip(
+            f"the ±{GOAL:.0%} goal is undecidable on this machine now: identical runs measured "
+            f"{c_measured[0]:.4f} and {c_measured[1]:.4f} s/step (held-out layout), {a_again[0]:.4f} and "
+            f"{a_again[1]:.4f} (run A before and after), floor {floor:.1%} > {GOAL / 2:.1%}; calibrated "
+            f"{err_cal:+.1%} of the held-out mean"
+        )
+    assert abs(err_cal) <= GOAL, (
+        f"calibrated prediction {calibrated_c:.4f} s/step is {err_cal:+.1%} off the held-out runs' mean "
+        f"{c_step:.4f} s, beyond the ±{GOAL:.0%} goal (identical-run floor {floor:.1%})"
+    )

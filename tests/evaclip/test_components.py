@@ -306,6 +306,49 @@ def test_a_flipped_byte_of_the_right_size_falls_back_to_the_previous_checkpoint(
     assert "trying the previous one" in err
 
 
+def test_a_stale_latest_pointer_does_not_send_resume_back(tmp_path):
+    from evaclip.checkpoint import LATEST, Checkpointer
+
+    ck = Checkpointer(tmp_path, keep=5)
+    for step in (4, 8):
+        ck.save(_FileEngine(), step, {"step": step})
+    (tmp_path / LATEST).write_text("step00000004")  # the pointer lags behind the newest checkpoint
+    engine = _FileEngine()
+    assert ck.load_latest(engine)[0] == "step00000008" and engine.loaded == ["step00000008"]
+
+
+def test_a_failed_pointer_upload_does_not_send_resume_back(tmp_path, s3_env, monkeypatch):
+    """Step 8's files and manifest reach S3 but its `latest` upload fails: a fresh pod (and the
+    same pod) resume from step 8, the newest verified checkpoint, not from the pointer's step 4."""
+    import boto3
+
+    from evaclip import checkpoint, storage
+    from evaclip.checkpoint import LATEST, Checkpointer
+    from planner.errors import RuntimeFailure
+
+    boto3.client("s3").create_bucket(Bucket="ckpt")
+    uri = "s3://ckpt/runs/job1"
+    pod1 = Checkpointer(tmp_path / "pod1", s3_uri=uri)
+    pod1.save(_FileEngine(), 4, {"step": 4})
+    real_put = storage.put_bytes
+
+    def put_failing_on_latest(target, data: bytes) -> None:
+        if target.key.endswith("/" + LATEST):
+            raise RuntimeFailure(f"S3: cannot write {target}: connection reset", hint="retry")
+        real_put(target, data)
+
+    monkeypatch.setattr(checkpoint.storage, "put_bytes", put_failing_on_latest)
+    with pytest.raises(RuntimeFailure):
+        pod1.save(_FileEngine(), 8, {"step": 8})
+    monkeypatch.setattr(checkpoint.storage, "put_bytes", real_put)
+    assert storage.get_bytes(storage.parse_s3_uri(uri).child(LATEST)) == b"step00000004"
+
+    for folder in ("pod2", "pod1"):  # a replacement pod (empty folder), then the same pod
+        engine = _FileEngine()
+        tag, state = Checkpointer(tmp_path / folder, s3_uri=uri).load_latest(engine)
+        assert (tag, state["step"], engine.loaded) == ("step00000008", 8, ["step00000008"])
+
+
 def test_s3_failures_are_one_line(monkeypatch):
     pytest.importorskip("boto3")
     import socket

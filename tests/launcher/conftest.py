@@ -178,10 +178,34 @@ def bundle_factory() -> Callable[..., Path]:
     return make_bundle
 
 
+def resign_bundle(bundle: Path) -> None:
+    """What only the holder of the job store's key can do (launcher/bundle_key.py): list the bundle's
+    files as they are now and sign bundle.json, so that checks behind the signature can be reached."""
+    import hashlib
+
+    from launcher import bundle_key
+
+    meta = json.loads((bundle / "bundle.json").read_text())
+    meta["file_sha256"] = {
+        n: hashlib.sha256((bundle / n).read_bytes()).hexdigest() for n in meta["file_sha256"]
+    }
+    (bundle / "bundle.json").write_text(json.dumps(bundle_key.sign(meta)))
+
+
+@pytest.fixture
+def resign() -> Callable[[Path], None]:
+    """resign(bundle_dir): re-sign an edited bundle with this job store's key."""
+    return resign_bundle
+
+
 @pytest.fixture
 def cpu_hardware(tmp_path: Path) -> list[str]:
     """A user profile folder with `cpu-2`: a 2-rank CPU host (gloo), for local-backend bundles."""
-    root = tmp_path / "profiles"
+    return write_cpu_profiles(tmp_path / "profiles")
+
+
+def write_cpu_profiles(root: Path) -> list[str]:
+    """`cpu-2` (a 2-rank CPU host, gloo) and its priced offering `cpu-test` in a profile folder."""
     (root / "hardware").mkdir(parents=True)
     text = (REPO / "profiles" / "hardware" / "h100-sxm.yaml").read_text()
     text = (
@@ -206,6 +230,27 @@ def cpu_hardware(tmp_path: Path) -> list[str]:
     return [str(root)]
 
 
+@pytest.fixture
+def cpu_bundle(
+    tmp_path: Path, bundle_factory: Callable[..., Path], cpu_hardware: list[str]
+) -> Callable[..., Path]:
+    """cpu_bundle(job, steps, **more): a one-node bundle for the 2-rank `cpu-2` host at cpu-test prices."""
+
+    def make(job_name: str = "eva-sup", total_steps: int = 10_000, **more: Any) -> Path:
+        return bundle_factory(
+            tmp_path / f"bundle-{job_name}-{total_steps}",
+            job_name=job_name,
+            nodes=1,
+            hardware="cpu-2",
+            total_steps=total_steps,
+            offering="cpu-test",
+            profile_dirs=cpu_hardware,
+            **more,
+        )
+
+    return make
+
+
 def make_bundle(
     dest: Path,
     *,
@@ -216,8 +261,12 @@ def make_bundle(
     offering: str | None = "aws-p5",
     total_steps: int = 100,
     profile_dirs: list[str] | None = None,
+    offload: str | None = None,
+    options: dict[str, Any] | None = None,
+    **render_kw: Any,
 ) -> Path:
-    """A real bundle: the planner's estimate for eva-clip-debug on `nodes` nodes, rendered and written."""
+    """A real bundle: the planner's estimate for eva-clip-debug on `nodes` nodes, rendered and written
+    (`offload`: the optimizer's offload device; `options` or keywords: more RenderOptions, e.g. env)."""
     from launcher.bundle import write_bundle
     from launcher.render import RenderOptions, inputs_from_estimate, render
     from planner.choose import Request, choose
@@ -236,7 +285,8 @@ def make_bundle(
             global_batch=batch,
             micro_batch=2,
             grad_accum=1,
-            zero_stage=1,
+            zero_stage=1 if offload is None else 3,
+            offload_optimizer=offload,
         ),
         load_offering(offering, dirs) if offering else None,
     )
@@ -244,7 +294,46 @@ def make_bundle(
     rendered = render(
         inputs_from_estimate(est, dirs),
         RenderOptions(
-            job_name=job_name, image="ghcr.io/acme/evaclip:1.0", flavor=flavor, namespace=NAMESPACE
+            job_name=job_name,
+            image="ghcr.io/acme/evaclip:1.0",
+            flavor=flavor,
+            namespace=NAMESPACE,
+            **(options or {}),
+            **render_kw,
         ),
     )
     return write_bundle(rendered, dest)
+
+
+# ------------------------------------------------------------------ a real Slurm (tests/launcher/slurm_cluster.py)
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real one-node Slurm cluster (munged, slurmctld, slurmd as root on 127.0.0.1) for every
+    slurm test of the session; skipped, with the reason, without the packages or root."""
+    import importlib.util
+
+    # --import-mode=importlib puts no test folder on sys.path: load the helper by its path.
+    spec = importlib.util.spec_from_file_location(
+        "evaplan_slurm_cluster", Path(__file__).with_name("slurm_cluster.py")
+    )
+    assert spec is not None and spec.loader is not None
+    helper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helper)
+    reason = helper.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = helper.SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_cluster: Any, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The session's Slurm cluster for one test: its clients configured, and whatever the test left
+    queued or running cancelled afterwards so the next test finds the node free."""
+    for key, value in slurm_cluster.env.items():
+        monkeypatch.setenv(key, value)
+    yield slurm_cluster
+    slurm_cluster.cancel_all()

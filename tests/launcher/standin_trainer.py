@@ -22,6 +22,8 @@ metrics = Path(rc["output_dir"]) / rc["metrics_file"]
 metrics.parent.mkdir(parents=True, exist_ok=True)
 step = json.loads(ckpt.read_text())["step"] if rc["checkpoint"]["resume"] and ckpt.is_file() else 0
 print(f"rank {rank}/{world} starting at step {step}", flush=True)
+for shown in filter(None, os.environ.get("STANDIN_SHOW_ENV", "").split(",")):  # what the rank got
+    print(f"rank {rank} env {shown}={os.environ.get(shown)}", flush=True)
 stop = []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
 if os.environ.get("STANDIN_IGNORE_TERM"):  # a trainer hung in a collective: only SIGKILL ends it

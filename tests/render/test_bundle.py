@@ -53,7 +53,7 @@ def test_read_refuses_broken_bundles(tmp_path, make_inputs, make_options):
         read_bundle(tmp_path / "nope")
     out = write_bundle(render(make_inputs(), make_options()), tmp_path / "b")
     (out / "manifests.yaml").write_text("a: [unclosed\n")
-    with pytest.raises(BundleReadError, match=r"manifests\.yaml is unreadable"):
+    with pytest.raises(BundleReadError, match=r"manifests\.yaml was changed since evaplan rendered it"):
         read_bundle(out)
     (out / "manifests.yaml").unlink()
     with pytest.raises(BundleReadError, match=r"lacks manifests\.yaml"):

@@ -48,3 +48,26 @@ def test_golden_bundle(hardware, flavor, make_inputs, make_options):
     _compare(f"{hardware}-{flavor}.ds_config.json", rendered.files["ds_config.json"])
     if hardware == "h100-sxm" and flavor == "indexed-job":
         _compare("rbac.yaml", rendered.files["rbac.yaml"])
+
+
+@pytest.mark.parametrize("hardware", ["h100-sxm", "mi300x"])
+def test_golden_slurm_script(hardware, make_inputs, make_options):
+    """The slurm flavour: job.sbatch (nodes, GPUs, CPUs and memory per task, --time, --signal,
+    --requeue, the partition/account/QOS/constraint, the fabric's and vendor's environment, srun
+    starting torchrun with a c10d rendezvous) and the DeepSpeed config from the same plan."""
+    opts = make_options(
+        flavor="slurm",
+        work_dir="/shared/evaplan",
+        partition="gpu",
+        account="ml-team",
+        qos="high",
+        constraint="ib&nvme",
+        time_limit_min=720,
+        socket_ifname="ib0",
+        checkpoint_s3_uri="s3://acme-checkpoints/eva8b-run1",
+        data_url="s3://acme-data/laion2b-shards",
+    )
+    rendered = render(make_inputs(hardware, nodes=2, zero_stage=3, micro_batch=64, grad_accum=2), opts)
+    assert sorted(rendered.files) == ["ds_config.json", "job.sbatch", "plan.json", "run_config.json"]
+    _compare(f"{hardware}-slurm.job.sbatch", rendered.files["job.sbatch"])
+    _compare(f"{hardware}-slurm.ds_config.json", rendered.files["ds_config.json"])

@@ -36,21 +36,20 @@ def _plan(g, i: int) -> ParallelPlan:
     )
 
 
-@pytest.mark.parametrize(("model_name", "option_name", "pricing"), CASES)
-def test_vectorised_equals_scalar_estimate(model_name: str, option_name: str, pricing: str | None) -> None:
-    model = prof.load_model(model_name)
+def _option(option_name: str, pricing: str | None):
     if option_name in prof.index("offerings"):
         off = prof.load_offering(option_name)
-        opt = make_option(prof.load_hardware(off.hardware), off, pricing)
-    else:
-        off = None
-        opt = make_option(prof.load_hardware(option_name), None, None)
+        return make_option(prof.load_hardware(off.hardware), off, pricing), off
+    return make_option(prof.load_hardware(option_name), None, None), None
+
+
+def _assert_agree(model, opt, off, training: TrainingSpec, samples: int, seed: int = 20261127) -> None:
+    """`samples` random candidates of the recipe's grid: every term of evaluate_grid == estimate()'s."""
     r = model.recipe
-    training = TrainingSpec.from_recipe(r, dataset_tb=12.5, checkpoints_kept=2)
     grid = build_grid(SearchSpace(max_nodes=96), opt.hardware.gpus_per_node, r.global_batch, 0.05)
     out = evaluate_grid(model, opt, training, grid, detail=True)
-    rng = np.random.default_rng(20261127)
-    for i in rng.choice(len(grid), SAMPLES_PER_CASE, replace=False):
+    rng = np.random.default_rng(seed)
+    for i in rng.choice(len(grid), samples, replace=False):
         plan = _plan(grid, int(i))
         est = estimate(
             model, opt.hardware, plan, training.model_copy(update={"global_batch": plan.global_batch}), off
@@ -80,3 +79,21 @@ def test_vectorised_equals_scalar_estimate(model_name: str, option_name: str, pr
             )
         got = {k: float(out[k][i]) for k in want}
         assert got == want, (plan, {k: (got[k], want[k]) for k in want if got[k] != want[k]})
+
+
+@pytest.mark.parametrize(("model_name", "option_name", "pricing"), CASES)
+def test_vectorised_equals_scalar_estimate(model_name: str, option_name: str, pricing: str | None) -> None:
+    model = prof.load_model(model_name)
+    opt, off = _option(option_name, pricing)
+    training = TrainingSpec.from_recipe(model.recipe, dataset_tb=12.5, checkpoints_kept=2)
+    _assert_agree(model, opt, off, training, SAMPLES_PER_CASE)
+
+
+@pytest.mark.parametrize("attention", ["math", "mem_efficient", "flash", "cudnn"])
+@pytest.mark.parametrize("stack", ["amp", "eager"])
+def test_vectorised_equals_scalar_under_each_attention_kernel(attention: str, stack: str) -> None:
+    """The kernel drives memory and time in the search exactly as in estimate() (issue 26)."""
+    model = prof.load_model("openclip-vit-l14")
+    opt, off = _option("a100-80gb", None)
+    training = TrainingSpec.from_recipe(model.recipe, stack=stack, attention=attention, precision="fp16")
+    _assert_agree(model, opt, off, training, 25)

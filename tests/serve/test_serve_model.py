@@ -249,3 +249,24 @@ def test_a_flat_mfu_override_replaces_the_device_time():
     hw = _hw(mfu_default=SourcedFraction(value=0.4, source="test", observed="2026-11-30"))
     t = inference_batch_time_s(m, hw, "image", 64, "bf16")
     assert t.device_s == pytest.approx(t.flops / (hw.bf16_dense_tflops.value * 1e12 * 0.4))
+
+
+def test_math_kernel_holds_its_score_matrices_at_inference():
+    """Serving memory follows the kernel (issue 26): the math path's s² score matrices of one layer
+    are live at once, a fused kernel has none; so the largest batch that fits is smaller under math."""
+    m, hw = prof.load_model("openclip-vit-l14"), _hw()
+    flash = replica_memory(m, hw, 256, "bf16", 1, "flash")
+    math_ = replica_memory(m, hw, 256, "bf16", 1, "math", "eager")
+    v = m.vision
+    s = v.seq_len
+    # The image batch is the larger one; its attention working set (4h per token) + the scores.
+    scores = 256 * 12.0 * v.heads * s * s
+    attn = 256 * 4 * v.width * s * 2.0
+    mlp = 256 * 2 * v.mlp_hidden * s * 2.0
+    assert math_.activations_bytes - flash.activations_bytes == pytest.approx(attn + scores - max(attn, mlp))
+    assert replica_memory(m, hw, 256, "bf16", 1, "mem_efficient").total_bytes == flash.total_bytes
+    assert max_batch_that_fits(m, hw, "bf16", 1, "math", "eager") < max_batch_that_fits(m, hw, "bf16", 1)
+    assert (
+        serve_point(m, hw, None, batch=64, attention="math").memory.activations_bytes
+        > serve_point(m, hw, None, batch=64).memory.activations_bytes
+    )
