@@ -204,6 +204,7 @@ def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
 
     from evaclip import data as evdata
     from evaclip.checkpoint import Checkpointer
+    from evaclip.cpu_precision import cpu_precision_unsupported
     from evaclip.flops import train_flops_per_sample
     from evaclip.logit_scale import clamp_logit_scale
     from evaclip.loss import clip_loss
@@ -234,6 +235,12 @@ def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
         dtype, precision = torch.bfloat16, "bf16"
     elif ds_cfg.get("fp16", {}).get("enabled"):
         dtype, precision = torch.float16, "fp16"
+    unsupported = cpu_precision_unsupported(precision) if device.type == "cpu" else None
+    if unsupported:
+        raise EvaplanError(
+            f"cannot train in {precision} here: {unsupported}",
+            hint="re-render the plan with --precision bf16 to train on this CPU",
+        )
     spec = run.model
 
     torch.manual_seed(run.seed)

@@ -106,3 +106,30 @@ def test_lamb_with_a_deepspeed_built_optimizer_is_refused(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps(run))
     with pytest.raises(EvaplanError, match="no CPU LAMB"):
         load_configs(str(tmp_path / "ds.json"), str(tmp_path / "run.json"))
+
+
+def test_a_precision_this_cpu_lacks_is_one_line(tmp_path, trainer):
+    """fp16 where oneDNN has no fp16 kernels (e.g. AMD EPYC): one `error:` line and exit 2 before
+    DeepSpeed's own "Type fp16 is not supported on your device" traceback."""
+    from evaclip.cpu_precision import cpu_precision_unsupported
+
+    why = cpu_precision_unsupported("fp16")
+    if why is None:
+        pytest.skip("this CPU trains in fp16 (oneDNN fp16): nothing to refuse")
+    ds = trainer.ds_config_for(0, micro_batch=2, precision="fp16")
+    ds["train_batch_size"] = 2  # one rank
+    (tmp_path / "ds.json").write_text(json.dumps(ds))
+    (tmp_path / "run.json").write_text(json.dumps(trainer.debug_run_config(tmp_path / "out", total_steps=1)))
+    args = ["--ds-config", str(tmp_path / "ds.json"), "--run-config", str(tmp_path / "run.json")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "evaclip.train", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,  # a backstop only: idle this takes ~10 s; load 8 makes it 5-10× slower
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert lines == [
+        f"error: cannot train in fp16 here: {why} (re-render the plan with --precision bf16 to train on this CPU)"
+    ]
+    assert "Traceback" not in proc.stderr
