@@ -230,3 +230,27 @@ def test_legacy_torch_save_format_loads(tmp_path):
     target = _model(1)
     load_pretrained(target, target.spec, model_uri=str(path), log=lambda line: None)
     assert _same(source, target)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_release_loads_with_its_rope_tables(tmp_path, dtype):
+    """The official release files are fp16 (bf16 for some): every tensor, the RoPE tables too, is
+    rounded to the file's dtype. The tables are compared in that dtype (rounding fp32 tables to
+    fp16 moves them by up to 2.4e-4, bf16 1.9e-3); tables of another architecture are still refused."""
+    from evaclip.pretrained import load_pretrained, official_state_dict
+
+    dt = getattr(torch, dtype)
+    source = _model(0)
+    sd = {k: v.to(dt) for k, v in official_state_dict(source, source.spec).items()}
+    torch.save({"state_dict": sd}, tmp_path / "half.pt")
+    target = _model(1)
+    (report,) = load_pretrained(
+        target, target.spec, model_uri=str(tmp_path / "half.pt"), log=lambda line: None
+    )
+    assert report.clean and report.rope_tables == 2 * (1 + target.spec.vision.depth)
+    for (name, got), want in zip(target.named_parameters(), source.parameters(), strict=True):
+        assert torch.equal(got, want.to(dt).float().reshape(got.shape)), name
+    sd["visual.rope.freqs_sin"] = (sd["visual.rope.freqs_sin"].float() * 0.9).to(dt)
+    torch.save(sd, tmp_path / "other.pt")
+    with pytest.raises(EvaplanError, match="differs from the RoPE table"):
+        load_pretrained(target, target.spec, model_uri=str(tmp_path / "other.pt"), log=lambda line: None)
