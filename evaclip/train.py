@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evaclip.config import RunConfig
+from evaclip.config import RunConfig, empty_init_path_check
 from planner.errors import EvaplanError
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what Kubernetes reports for a terminated container
@@ -79,6 +79,10 @@ def apply_overrides(run: RunConfig, args: argparse.Namespace) -> RunConfig:
     """The run config with the command line's --init-* / --compile flags applied (validated)."""
     from pydantic import ValidationError
 
+    for flag in ("--init-from", "--init-vision-from", "--init-text-from"):
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is not None:
+            empty_init_path_check(flag, value)
     if args.init_from and (args.init_vision_from or args.init_text_from):
         raise EvaplanError(
             "--init-from loads both towers", hint="drop --init-vision-from / --init-text-from, or --init-from"

@@ -9,7 +9,15 @@ import sys
 
 import click
 
+from evaclip.config import empty_init_path_check
 from planner.errors import EvaplanError, RuntimeFailure
+
+
+def _weights_uri(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An --init-*-from value: absent, or a path / URI; empty (an unset shell variable) is an error."""
+    if value is not None:
+        empty_init_path_check(param.opts[0], value)
+    return value
 
 
 def trainer_command(
@@ -52,15 +60,20 @@ def trainer_command(
 @click.option(
     "--init-from",
     metavar="PATH|s3://…",
+    callback=_weights_uri,
     help="Start the whole model from weights (official EVA-CLIP layout).",
 )
 @click.option(
     "--init-vision-from",
     metavar="PATH|s3://…",
+    callback=_weights_uri,
     help="Start the vision tower from EVA-CLIP or EVA MIM weights.",
 )
 @click.option(
-    "--init-text-from", metavar="PATH|s3://…", help="Start the text tower from EVA-CLIP or OpenCLIP weights."
+    "--init-text-from",
+    metavar="PATH|s3://…",
+    callback=_weights_uri,
+    help="Start the text tower from EVA-CLIP or OpenCLIP weights.",
 )
 @click.option(
     "--init-strict",

@@ -133,3 +133,26 @@ def test_a_precision_this_cpu_lacks_is_one_line(tmp_path, trainer):
         f"error: cannot train in fp16 here: {why} (re-render the plan with --precision bf16 to train on this CPU)"
     ]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["--init-from", "--init-vision-from", "--init-text-from"])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_init_path_is_an_error(cli, tmp_path, flag, value):
+    """`--init-from "$UNSET"` must not train from scratch: one line, exit 2, from `evaplan train`
+    and from the trainer itself (whose flags a bundle's command line passes)."""
+    import argparse
+
+    from evaclip.train import apply_overrides
+    from planner.errors import EvaplanError
+
+    ds, run = tmp_path / "ds.json", tmp_path / "run.json"
+    ds.write_text("{}")
+    run.write_text("{}")
+    res = cli("train", "--ds-config", str(ds), "--run-config", str(run), flag, value, "--print-command")
+    assert res.exit_code == 2, res.output
+    assert f"{flag} is empty" in res.output and len(res.output.strip().splitlines()) == 1
+    args = argparse.Namespace(init_from=None, init_vision_from=None, init_text_from=None)
+    setattr(args, flag.removeprefix("--").replace("-", "_"), value)
+    args.init_strict = args.compile = None
+    with pytest.raises(EvaplanError, match=f"{flag} is empty"):
+        apply_overrides(None, args)  # type: ignore[arg-type]  # refused before the run is read
