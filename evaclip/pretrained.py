@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evaclip import storage
-from planner.errors import EvaplanError
+from planner.errors import EvaplanError, RuntimeFailure
 
 Part = Literal["model", "vision", "text"]
 PREFIX: dict[Part, str] = {"model": "", "vision": "visual.", "text": "text."}
@@ -69,8 +69,11 @@ def read_checkpoint(uri: str, scratch: Path | None = None) -> dict[str, torch.Te
         tmp = Path(tempfile.mkdtemp(prefix="evaclip-init-", dir=scratch))
         try:
             local = tmp / (Path(s3.key).name or "checkpoint.pt")
-            with storage.s3_errors(f"download {uri}"):
-                storage.client().download_file(s3.bucket, s3.key, str(local))
+            try:
+                with storage.s3_errors(f"download {uri}"):
+                    storage.client().download_file(s3.bucket, s3.key, str(local))
+            except RuntimeFailure as e:  # weights the store cannot serve: the user's input (exit 2)
+                raise EvaplanError(e.message, hint=e.hint) from None
             return read_checkpoint(str(local))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from evaclip.config import RunConfig, empty_init_path_check
+from evaclip.rank_launcher import report_rank_error
 from planner.errors import EvaplanError
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what Kubernetes reports for a terminated container
@@ -478,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         ds_cfg, run = load_configs(args.ds_config, args.run_config)
         return train(ds_cfg, apply_overrides(run, args))
     except EvaplanError as e:
-        print(f"error: {e.line()}", file=sys.stderr, flush=True)
+        report_rank_error(e.line())  # under evaplan's rank launcher, it prints the line once
         return e.exit_code
 
 

@@ -254,3 +254,19 @@ def test_half_precision_release_loads_with_its_rope_tables(tmp_path, dtype):
     torch.save(sd, tmp_path / "other.pt")
     with pytest.raises(EvaplanError, match="differs from the RoPE table"):
         load_pretrained(target, target.spec, model_uri=str(tmp_path / "other.pt"), log=lambda line: None)
+
+
+def test_s3_load_errors_are_bad_input(s3_env):
+    """A weights URI that S3 cannot serve (no such key or bucket) is the user's input: exit 2, as the
+    trainer documents, in one line."""
+    import boto3
+
+    from evaclip.pretrained import load_pretrained
+
+    boto3.client("s3").create_bucket(Bucket="weights")
+    model = _model(0)
+    for uri in ("s3://weights/missing.pt", "s3://no-such-bucket/eva.pt"):
+        with pytest.raises(EvaplanError) as err:
+            load_pretrained(model, model.spec, model_uri=uri, log=lambda line: None)
+        assert err.value.exit_code == 2, err.value.line()
+        assert f"cannot download {uri}" in err.value.line() and "\n" not in err.value.line()

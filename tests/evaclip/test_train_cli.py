@@ -18,7 +18,7 @@ def test_print_command(cli, tmp_path):
     )
     assert res.exit_code == 0
     assert res.stdout.strip().endswith(
-        f"-m torch.distributed.run --standalone --nproc_per_node=2 -m evaclip.train --ds-config {ds} --run-config {run}"
+        f"-m evaclip.rank_launcher --standalone --nproc_per_node=2 -m evaclip.train --ds-config {ds} --run-config {run}"
     )
 
 
@@ -156,3 +156,62 @@ def test_an_empty_init_path_is_an_error(cli, tmp_path, flag, value):
     args.init_strict = args.compile = None
     with pytest.raises(EvaplanError, match=f"{flag} is empty"):
         apply_overrides(None, args)  # type: ignore[arg-type]  # refused before the run is read
+
+
+def test_a_failing_load_on_two_ranks_is_one_line(tmp_path, trainer):
+    """Both ranks stop on rank 0's load failure; `evaplan train` says so once, exit 2, without
+    torchrun's ChildFailedError traceback and failure table."""
+    (tmp_path / "ds.json").write_text(json.dumps(trainer.ds_config_for(0, micro_batch=2)))
+    (tmp_path / "run.json").write_text(json.dumps(trainer.debug_run_config(tmp_path / "out", total_steps=1)))
+    missing = tmp_path / "nope.pt"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "launcher.cli",
+            "train",
+            "--nproc-per-node",
+            "2",
+            "--ds-config",
+            str(tmp_path / "ds.json"),
+            "--run-config",
+            str(tmp_path / "run.json"),
+            "--init-from",
+            str(missing),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,  # a backstop only: idle this takes ~10 s; load 8 makes it 5-10× slower
+    )
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert errors == [
+        f"error: init checkpoint {missing} does not exist (give a file path or an s3:// URI)"
+    ], proc.stderr
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr
+
+
+def test_rank_launcher_names_the_failure_in_one_line(tmp_path, monkeypatch):
+    """What evaclip.rank_launcher prints for torchrun's failures: a rank's own line (its code), a
+    crash or a signal by rank and code, nothing for a run that every rank ended on preemption."""
+    pytest.importorskip("torch")
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from evaclip.rank_launcher import failure_line, report_rank_error
+
+    def failure(rank: int, code: int, line: str | None = None) -> ProcessFailure:
+        path = tmp_path / f"error-{rank}-{code}.json"
+        if line is not None:
+            monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(path))
+            monkeypatch.setenv("EVACLIP_PARENT_REPORTS_ERRORS", "1")
+            report_rank_error(line)
+        return ProcessFailure(local_rank=rank, pid=100 + rank, exitcode=code, error_file=str(path))
+
+    bad = {0: failure(0, 2, "init checkpoint x.pt does not exist"), 1: failure(1, -15)}
+    assert failure_line(bad) == ("init checkpoint x.pt does not exist", 2)
+    assert failure_line({0: failure(0, 1, "S3: cannot write"), 1: failure(1, 2, "bad")}) == ("bad", 2)
+    assert failure_line({0: failure(0, -9), 1: failure(1, 0)}) == (
+        "the trainer's rank 0 stopped with signal SIGKILL (see its output above)",
+        1,
+    )
+    assert failure_line({0: failure(0, 143), 1: failure(1, 143)}) == (None, 143)
