@@ -24,6 +24,19 @@ LIMITS: dict[str, tuple[float, float, str]] = {
     "image_size": (1, 8_192, "8,192 px"),
     "dataset_tb": (0, 1e6, "an exabyte"),
     "checkpoint_every_s": (1, 3.2e7, "a year"),
+    # Money, rates and times typed on the command line (launch --max-cost, plan --budget/--deadline,
+    # serve --rps/--p99-ms, render's bandwidths, status/watch --interval): finite, and far below where
+    # a product with hours or GPU counts overflows a float or an integer.
+    "usd": (
+        0,
+        1e10,
+        "$10 billion, 50× the costliest reported training run (Gemini Ultra, ~$191M: Stanford AI Index 2024)",
+    ),
+    "duration_s": (0, 3.2e9, "a century"),
+    "rps": (0, 1e9, "a billion images per second"),
+    "p99_ms": (0, 3.6e6, "an hour per batch"),
+    "gbps": (0, 1e4, "10 TB/s per node, 20× a node's eight 400 Gb/s NICs"),
+    "interval_s": (0.1, 86_400, "a day"),
 }
 
 

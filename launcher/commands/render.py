@@ -13,6 +13,7 @@ import click
 from click.core import ParameterSource
 
 from launcher.commands import estimate as estimate_cmd
+from launcher.commands._options import limited_float
 from planner import profiles as prof
 from planner.errors import EvaplanError, InfeasibleError
 
@@ -153,13 +154,13 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 )
 @click.option(
     "--checkpoint-write-gbps",
-    type=click.FloatRange(min=0, min_open=True),
+    type=limited_float("gbps", min_open=True),
     default=None,
     help="GB/s a node writes its checkpoint at (default: the hardware's NVMe write).",
 )
 @click.option(
     "--s3-upload-gbps",
-    type=click.FloatRange(min=0, min_open=True),
+    type=limited_float("gbps", min_open=True),
     default=1.0,
     show_default=True,
     help="GB/s a node uploads checkpoints to S3 at (grace period).",
