@@ -144,3 +144,13 @@ def test_several_values_of_one_serve_flag(cli) -> None:
     r = cli("serve", "--model", "eva02-clip-b16", "eva02-clip-l14", "--hardware", "h100-sxm")
     assert r.exit_code == 0, r.output
     assert "eva02-clip-l14" in r.output and "eva02-clip-b16" in r.output
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, a folder no file can be created in")
+@pytest.mark.parametrize("args", [[*SERVE], ["plan", "--model", "eva02-clip-b16", "--hardware", "h100-sxm"]])
+def test_a_plot_that_cannot_be_written_is_one_line(cli, args: list[str]) -> None:
+    r = cli(*args, "--plot", "/proc/evaplan.png")
+    assert r.exit_code == 2, r.output
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith("error: --plot /proc/evaplan.png: cannot write it"), r.output
+    assert "internal error" not in r.output
