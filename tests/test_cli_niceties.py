@@ -120,6 +120,10 @@ SERVE = ["serve", "--model", "eva02-clip-b16", "--hardware", "h100-sxm"]
         ([*SERVE, "--p99-ms", "inf"], "--p99-ms"),
         (["render", "--s3-upload-gbps", "inf"], "--s3-upload-gbps"),
         (["render", "--checkpoint-write-gbps", "nan"], "--checkpoint-write-gbps"),
+        (
+            ["render", "--checkpoint-write-gbps", "1e-300"],
+            "--checkpoint-write-gbps",
+        ),  # a grace period of 1e300 s
         (["status", "--watch", "--interval", "inf"], "--interval"),
         (["watch", "--interval", "nan"], "--interval"),
     ],

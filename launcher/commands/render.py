@@ -154,13 +154,13 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 )
 @click.option(
     "--checkpoint-write-gbps",
-    type=limited_float("gbps", min_open=True),
+    type=limited_float("gbps"),
     default=None,
     help="GB/s a node writes its checkpoint at (default: the hardware's NVMe write).",
 )
 @click.option(
     "--s3-upload-gbps",
-    type=limited_float("gbps", min_open=True),
+    type=limited_float("gbps"),
     default=1.0,
     show_default=True,
     help="GB/s a node uploads checkpoints to S3 at (grace period).",
