@@ -116,6 +116,12 @@ def _read_json(path: str, what: str) -> dict[str, Any]:
         ) from None
     except json.JSONDecodeError as e:
         raise EvaplanError(f"{what} {path} is not valid JSON: {e}", hint="fix or re-render it") from None
+    except UnicodeDecodeError:
+        raise EvaplanError(f"{what} {path} is not UTF-8 text", hint="fix or re-render it") from None
+    except RecursionError:  # thousands of nested brackets
+        raise EvaplanError(f"{what} {path} nests too deeply to be a config", hint="re-render it") from None
+    except OSError as e:  # a folder, unreadable
+        raise EvaplanError(f"cannot read {what} {path}: {e.strerror or e}", hint="check the path") from None
     if not isinstance(data, dict):
         raise EvaplanError(f"{what} {path} must hold a JSON object", hint="fix or re-render it")
     return data

@@ -215,3 +215,27 @@ def test_rank_launcher_names_the_failure_in_one_line(tmp_path, monkeypatch):
         1,
     )
     assert failure_line({0: failure(0, 143), 1: failure(1, 143)}) == (None, 143)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nests too deeply"),
+        (b"\xff\xfe{}", "is not UTF-8 text"),
+    ],
+    ids=["deep", "binary"],
+)
+@pytest.mark.parametrize("which", ["ds", "run"])
+def test_config_files_json_cannot_hold_are_one_line(tmp_path, content, message, which):
+    """Both config files are read in-process before any rank starts (was a RecursionError or
+    UnicodeDecodeError traceback)."""
+    from evaclip.train import load_configs
+    from planner.errors import EvaplanError
+
+    ds = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "train_batch_size": 1}
+    (tmp_path / "ds.json").write_text(json.dumps(ds))
+    (tmp_path / "run.json").write_text("{}")
+    (tmp_path / f"{which}.json").write_bytes(content)
+    with pytest.raises(EvaplanError, match=message) as err:
+        load_configs(str(tmp_path / "ds.json"), str(tmp_path / "run.json"))
+    assert "\n" not in err.value.line()
