@@ -422,3 +422,22 @@ def test_validate_reports_the_floor(cli, summary):
     grouped = [x for x in rows if x["run"] in first.runs]
     assert {x["same_inputs_group"] for x in grouped} == {"1"}
     assert float(grouped[0]["same_inputs_min_worst_abs_error"]) == pytest.approx(first.min_worst_abs_error)
+
+
+@pytest.mark.parametrize("which", ["deep", "one-run"])
+def test_runs_files_the_fit_cannot_use_are_one_line(cli, tmp_path, which):
+    """A runs file nested past the YAML parser's recursion, or one whose fit half publishes no time
+    (a file of one run), was an internal error (RecursionError, ValueError)."""
+    import yaml
+
+    from planner.published import data_path
+
+    path = tmp_path / "runs.yaml"
+    if which == "deep":
+        path.write_text("runs: " + "[" * 5000 + "]" * 5000)
+    else:
+        runs = yaml.safe_load(data_path().read_text())["runs"]
+        path.write_text(yaml.safe_dump({"runs": runs[:1]}))
+    r = cli("validate", "--runs", str(path))
+    assert r.exit_code == 2, r.output
+    assert len(r.output.strip().splitlines()) == 1 and "internal error" not in r.output, r.output
