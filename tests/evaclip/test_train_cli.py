@@ -164,25 +164,10 @@ def test_a_failing_load_on_two_ranks_is_one_line(tmp_path, trainer):
     (tmp_path / "ds.json").write_text(json.dumps(trainer.ds_config_for(0, micro_batch=2)))
     (tmp_path / "run.json").write_text(json.dumps(trainer.debug_run_config(tmp_path / "out", total_steps=1)))
     missing = tmp_path / "nope.pt"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "launcher.cli",
-            "train",
-            "--nproc-per-node",
-            "2",
-            "--ds-config",
-            str(tmp_path / "ds.json"),
-            "--run-config",
-            str(tmp_path / "run.json"),
-            "--init-from",
-            str(missing),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,  # a backstop only: idle this takes ~10 s; load 8 makes it 5-10× slower
-    )
+    configs = ["--ds-config", str(tmp_path / "ds.json"), "--run-config", str(tmp_path / "run.json")]
+    train = ["launcher.cli", "train", "--nproc-per-node", "2", *configs, "--init-from", str(missing)]
+    # A backstop only: idle this takes ~10 s; load 8 makes it 5-10× slower.
+    proc = subprocess.run([sys.executable, "-m", *train], capture_output=True, text=True, timeout=900)
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert errors == [
