@@ -41,6 +41,9 @@ LIMITS: dict[str, tuple[float, float, str]] = {
 
 
 def _num(x: float) -> str:
+    if isinstance(x, int) and abs(x) >= 1e15:  # an integer of 400 digits has no float
+        digits = str(abs(x))
+        return f"{'-' if x < 0 else ''}{digits[0]}.{digits[1:4]}e+{len(digits) - 1}"
     return f"{x:,.0f}" if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
 
 

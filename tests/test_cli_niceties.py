@@ -113,6 +113,7 @@ SERVE = ["serve", "--model", "eva02-clip-b16", "--hardware", "h100-sxm"]
         ([*EST, "--batch-tolerance", "nan"], "--batch-tolerance"),
         ([*EST, "--patch-dropout", "nan"], "--patch-dropout"),
         ([*EST, "--dataset-tb", "1e308"], "--dataset-tb"),
+        (["estimate", "--model", "eva-clip-18b", "--hardware", "h100-sxm", "--gpus", HUGE], "--gpus"),
         ([*SERVE, "--rps", "nan"], "--rps"),
         ([*SERVE, "--rps", "inf"], "--rps"),
         ([*SERVE, "--rps", "1e308"], "--rps"),
