@@ -27,7 +27,8 @@ def data_workers_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--data-workers N: one number for the estimate's data-loading floor and the rendered job's loaders."""
     return click.option(
         "--data-workers",
-        type=click.IntRange(min=1),
+        # 256: above any host's cores per GPU (2 × 192-core EPYC over 8 GPUs is 48); more overflowed.
+        type=click.IntRange(1, 256),
         default=None,
         help="DataLoader worker processes per GPU: the data-loading floor of the estimate and what `render` "
         "gives each rank for WebDataset shards (default: 4, OpenCLIP's; up to the host cores per GPU).",

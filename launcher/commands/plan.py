@@ -23,7 +23,7 @@ from planner.errors import EvaplanError
 from planner.grid import SearchSpace
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, WHY, HbmHeadroom, parse_headroom
 from planner.intervals import TimeRange, fmt_days_range, fmt_usd_range, range_fields, range_for
-from planner.limits import check_value
+from planner.limits import LIMITS, check_value
 from planner.report import dumps_json, format_rows, to_jsonable
 from planner.search import (
     Candidate,
@@ -135,7 +135,7 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--min-dp-group",
-            type=click.IntRange(min=1),
+            type=click.IntRange(1, int(LIMITS["gpus"][1])),
             default=None,
             help="Smallest data-parallel (and hpZ) group; default: a node where the hardware profile has "
             "collective.small_group_gbps (MI300X), else 1.",

@@ -94,7 +94,8 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     show_default=True,
     help="Request the offering's inter-node fabric (EFA devices, RDMA NICs) and set its NCCL/libfabric env.",
 )
-@click.option("--rdma-per-node", type=click.IntRange(min=1), default=1, show_default=True)
+# At most 64 RDMA devices: one per GPU of the largest node the profiles allow (gpus_per_node ≤ 64).
+@click.option("--rdma-per-node", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option(
     "--ipc-lock/--no-ipc-lock", default=None, help="Add the IPC_LOCK capability (default: with RDMA)."
 )
@@ -143,7 +144,8 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 @click.option("--priority-class", default=None, help="PriorityClass of the pods.")
 @click.option(
     "--max-restarts",
-    type=click.IntRange(min=0),
+    # Kubernetes' backoffLimit / maxRestarts are int32; a job restarted 10,000 times is not training.
+    type=click.IntRange(0, 10_000),
     default=3,
     show_default=True,
     help="Whole-job restarts after failures (JobSet maxRestarts; × nodes pod failures for Job/PyTorchJob).",
