@@ -7,9 +7,8 @@ from typing import Any
 
 import click
 
-from launcher.commands._options import REPORT_FORMATS, format_option
+from launcher.commands._options import REPORT_FORMATS, MultiValueCommand, format_option
 from launcher.commands.plan import (
-    MultiValueCommand,
     Ranges,
     _dirs,
     calibration_note,

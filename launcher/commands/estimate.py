@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from launcher.commands._options import REPORT_FORMATS, data_workers_option, format_option
+from launcher.commands._options import REPORT_FORMATS, FiniteFloat, data_workers_option, format_option
 from launcher.completion import profile_names
 from planner import profiles as prof
 from planner.calibration import CalibrationSpec, calibrated_hardware, comparison_rows
@@ -344,17 +344,19 @@ def explain_text(e: Estimate) -> str:
     help="Priced offering for cost, e.g. aws-p5.",
     shell_complete=profile_names("offerings"),
 )
-@click.option("--samples", type=float, default=None, help="Image-text pairs to see (default: the recipe's).")
+@click.option(
+    "--samples", type=FiniteFloat(), default=None, help="Image-text pairs to see (default: the recipe's)."
+)
 @click.option("--global-batch", type=int, default=None, help="Global batch (default: the recipe's).")
 @click.option(
     "--batch-tolerance",
-    type=click.FloatRange(0, 0.5),
+    type=FiniteFloat(0, 0.5),
     default=DEFAULT_BATCH_TOLERANCE,
     show_default=True,
     help="Share the global batch may deviate from its target when the micro-batch is searched (0: exact).",
 )
 @click.option("--image-size", type=int, default=None, help="Training resolution (default: the recipe's).")
-@click.option("--patch-dropout", type=click.FloatRange(0, 1, max_open=True), default=None)
+@click.option("--patch-dropout", type=FiniteFloat(0, 1, max_open=True), default=None)
 @click.option("--precision", type=click.Choice(["bf16", "fp16"]), default=None)
 @click.option(
     "--stack",
@@ -392,12 +394,12 @@ def explain_text(e: Estimate) -> str:
 @click.option(
     "--checkpoint-every",
     "checkpoint_every_s",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=None,
     help="Seconds between checkpoints (default: Young/Daly optimum).",
 )
 @click.option(
-    "--dataset-tb", type=click.FloatRange(min=0), default=0.0, help="Dataset kept in object storage, TB."
+    "--dataset-tb", type=FiniteFloat(min=0), default=0.0, help="Dataset kept in object storage, TB."
 )
 @click.option(
     "--objective",

@@ -20,7 +20,7 @@ from click.core import ParameterSource
 from launcher.backends.base import get_backend, load_bundle
 from launcher.bundle import SLURM_FLAVOR
 from launcher.commands import render as render_cmd
-from launcher.commands._options import kube_options
+from launcher.commands._options import kube_options, limited_float
 from launcher.config import SLURM_CONFIG_PARAMS
 from launcher.monitor import fmt_duration, fmt_usd
 from launcher.service import DryRunResult, JobService, LaunchRequest
@@ -61,7 +61,7 @@ _RENDER_NAMES = {p.name for p in _RENDER_OPTIONS} | {"image", "namespace"}
 @click.option(
     "--max-cost",
     "max_cost_usd",
-    type=click.FloatRange(min=0, min_open=True),
+    type=limited_float("usd", min_open=True),
     default=None,
     help="Budget in USD: the cluster stops the workload when its run time has cost this much "
     "(activeDeadlineSeconds); `status --watch` and `watch` also stop it on projected spend.",

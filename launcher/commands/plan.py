@@ -9,7 +9,13 @@ from typing import Any
 
 import click
 
-from launcher.commands._options import REPORT_FORMATS, data_workers_option, format_option
+from launcher.commands._options import (
+    REPORT_FORMATS,
+    FiniteFloat,
+    MultiValueCommand,
+    data_workers_option,
+    format_option,
+)
 from launcher.completion import profile_names
 from planner import profiles as prof
 from planner.calibration import calibrated_hardware, comparison_rows
@@ -17,7 +23,7 @@ from planner.errors import EvaplanError
 from planner.grid import SearchSpace
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, WHY, HbmHeadroom, parse_headroom
 from planner.intervals import TimeRange, fmt_days_range, fmt_usd_range, range_fields, range_for
-from planner.limits import check_value
+from planner.limits import LIMITS, check_value
 from planner.report import dumps_json, format_rows, to_jsonable
 from planner.search import (
     Candidate,
@@ -44,7 +50,9 @@ def parse_duration_s(text: str, flag: str = "--deadline") -> float:
     m = _DURATION.match(text)
     if not m or float(m.group(1)) <= 0:
         raise EvaplanError(f"{flag} {text!r} is not a duration", hint="write it like 30d, 12h, 90m or 2w")
-    return float(m.group(1)) * _SECONDS[m.group(2).lower()]
+    seconds = float(m.group(1)) * _SECONDS[m.group(2).lower()]
+    check_value("duration_s", seconds, flag)  # 400 digits are inf
+    return seconds
 
 
 def parse_usd(text: str, flag: str = "--budget") -> float:
@@ -63,35 +71,8 @@ def parse_usd(text: str, flag: str = "--budget") -> float:
         ) from None
     if value <= 0:
         raise EvaplanError(f"{flag} must be positive, got {text!r}", hint="write it like 2.5M, 800k or 1200")
+    check_value("usd", value, flag)  # 400 digits are inf
     return value
-
-
-class MultiValueCommand(click.Command):
-    """Lets `--hardware h100-sxm mi300x` mean `--hardware h100-sxm --hardware mi300x`: bare words after a
-    value of a repeatable flag are more values of it (these commands take no positional arguments)."""
-
-    multi_flags: tuple[str, ...] = ("--hardware", "--offering")
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        out: list[str] = []
-        current: str | None = None
-        expecting_value = False
-        for a in args:
-            if expecting_value:
-                out.append(a)
-                expecting_value = False
-                continue
-            if a in self.multi_flags:
-                current, expecting_value = a, True
-                out.append(a)
-            elif a.startswith("-"):
-                current = next((f for f in self.multi_flags if a.startswith(f + "=")), None)
-                out.append(a)
-            elif current is not None:
-                out += [current, a]
-            else:
-                out.append(a)
-        return super().parse_args(ctx, out)
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -154,13 +135,16 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--min-dp-group",
-            type=click.IntRange(min=1),
+            type=click.IntRange(1, int(LIMITS["gpus"][1])),
             default=None,
             help="Smallest data-parallel (and hpZ) group; default: a node where the hardware profile has "
             "collective.small_group_gbps (MI300X), else 1.",
         ),
         click.option(
-            "--samples", type=float, default=None, help="Image-text pairs to see (default: the recipe's)."
+            "--samples",
+            type=FiniteFloat(),
+            default=None,
+            help="Image-text pairs to see (default: the recipe's).",
         ),
         click.option(
             "--global-batch",
@@ -170,13 +154,13 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--batch-tolerance",
-            type=click.FloatRange(0, 0.5),
+            type=FiniteFloat(0, 0.5),
             default=0.02,
             show_default=True,
             help="Share the global batch may deviate from --global-batch (0: exact).",
         ),
         click.option("--image-size", type=click.IntRange(min=1), default=None),
-        click.option("--patch-dropout", type=click.FloatRange(0, 1, max_open=True), default=None),
+        click.option("--patch-dropout", type=FiniteFloat(0, 1, max_open=True), default=None),
         click.option("--precision", type=click.Choice(["bf16", "fp16"]), default=None),
         click.option(
             "--stack",
@@ -202,7 +186,7 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--host-headroom",
-            type=click.FloatRange(0, 0.9),
+            type=FiniteFloat(0, 0.9),
             default=0.0,
             show_default=True,
             help="Share of host RAM to keep free.",
@@ -219,12 +203,12 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--checkpoint-every",
             "checkpoint_every_s",
-            type=click.FloatRange(min=0, min_open=True),
+            type=FiniteFloat(min=0, min_open=True),
             default=None,
             help="Seconds between checkpoints (default: Young/Daly optimum).",
         ),
         click.option(
-            "--dataset-tb", type=click.FloatRange(min=0), default=0.0, help="Dataset in object storage, TB."
+            "--dataset-tb", type=FiniteFloat(min=0), default=0.0, help="Dataset in object storage, TB."
         ),
         click.option(
             "--no-calibration",

@@ -13,7 +13,7 @@ import click
 from click.core import ParameterSource
 
 from launcher.commands import estimate as estimate_cmd
-from launcher.commands._options import slurm_options
+from launcher.commands._options import limited_float, slurm_options
 from planner import profiles as prof
 from planner.errors import EvaplanError, InfeasibleError
 
@@ -98,7 +98,8 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     show_default=True,
     help="Request the offering's inter-node fabric (EFA devices, RDMA NICs) and set its NCCL/libfabric env.",
 )
-@click.option("--rdma-per-node", type=click.IntRange(min=1), default=1, show_default=True)
+# At most 64 RDMA devices: one per GPU of the largest node the profiles allow (gpus_per_node ≤ 64).
+@click.option("--rdma-per-node", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option(
     "--ipc-lock/--no-ipc-lock", default=None, help="Add the IPC_LOCK capability (default: with RDMA)."
 )
@@ -154,7 +155,8 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 @click.option("--priority-class", default=None, help="PriorityClass of the pods.")
 @click.option(
     "--max-restarts",
-    type=click.IntRange(min=0),
+    # Kubernetes' backoffLimit / maxRestarts are int32; a job restarted 10,000 times is not training.
+    type=click.IntRange(0, 10_000),
     default=3,
     show_default=True,
     help="Whole-job restarts after failures (JobSet maxRestarts; × nodes pod failures for Job/PyTorchJob).",
@@ -165,13 +167,13 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 )
 @click.option(
     "--checkpoint-write-gbps",
-    type=click.FloatRange(min=0, min_open=True),
+    type=limited_float("gbps"),
     default=None,
     help="GB/s a node writes its checkpoint at (default: the hardware's NVMe write).",
 )
 @click.option(
     "--s3-upload-gbps",
-    type=click.FloatRange(min=0, min_open=True),
+    type=limited_float("gbps"),
     default=1.0,
     show_default=True,
     help="GB/s a node uploads checkpoints to S3 at (grace period).",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from launcher.commands._options import format_option
+from launcher.commands._options import FiniteFloat, MultiValueCommand, format_option, limited_float
 from planner import profiles as prof
 from planner.calibration import calibrated_hardware
 from planner.errors import EvaplanError
@@ -23,7 +23,11 @@ from planner.serve_report import (
 )
 
 
-@click.command("serve")
+class _ServeCommand(MultiValueCommand):
+    multi_flags = ("--model", "--hardware", "--offering")
+
+
+@click.command("serve", cls=_ServeCommand)
 @click.option(
     "--model",
     "models",
@@ -31,19 +35,28 @@ from planner.serve_report import (
     multiple=True,
     help="Model profile; repeatable, or several after one flag.",
 )
-@click.argument("more_models", nargs=-1, metavar="[MODEL]...")
-@click.option("--hardware", "hardware", multiple=True, help="Hardware profile (no prices); repeatable.")
-@click.option("--offering", "offerings", multiple=True, help="Priced offering, e.g. aws-p5; repeatable.")
+@click.option(
+    "--hardware",
+    "hardware",
+    multiple=True,
+    help="Hardware profile (no prices); repeatable, or several after one flag.",
+)
+@click.option(
+    "--offering",
+    "offerings",
+    multiple=True,
+    help="Priced offering, e.g. aws-p5; repeatable, or several after one flag.",
+)
 @click.option("--batch", type=click.IntRange(1, 65536), default=None, help="Images (and texts) per batch.")
 @click.option(
     "--p99-ms",
-    type=click.FloatRange(0, min_open=True),
+    type=limited_float("p99_ms", min_open=True),
     default=None,
     help="Latency target per image batch: picks the largest batch (and TP) that meets it.",
 )
 @click.option(
     "--rps",
-    type=click.FloatRange(0, min_open=True),
+    type=limited_float("rps", min_open=True),
     default=None,
     help="Images per second to serve: sizes the fleet.",
 )
@@ -64,7 +77,7 @@ from planner.serve_report import (
 )
 @click.option(
     "--route-large-share",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloat(0, 1),
     default=None,
     help="Hybrid routing: share of images sent to the larger of exactly two --model.",
 )
@@ -91,7 +104,6 @@ from planner.serve_report import (
 def command(
     ctx: click.Context,
     models: tuple[str, ...],
-    more_models: tuple[str, ...],
     hardware: tuple[str, ...],
     offerings: tuple[str, ...],
     batch: int | None,
@@ -114,7 +126,7 @@ def command(
     zero-shot accuracy with the cost/accuracy Pareto front. Exit code 2 when a request cannot be met.
     """
     dirs = ctx.obj.get("profiles_dirs", []) if ctx.obj else []
-    names = list(dict.fromkeys(models + more_models))
+    names = list(dict.fromkeys(models))
     if not hardware and not offerings:
         raise EvaplanError(
             "serve needs --hardware or --offering", hint="e.g. --offering aws-p5 or --hardware h100-sxm"
