@@ -84,6 +84,31 @@ def hardware_and_offering(
     )
 
 
+def offering_filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--vendor / --gpu / --provider: narrow `--offering all` or a pattern (planner.catalog); alone,
+    they narrow every offering."""
+    f = click.option(
+        "--provider", default=None, help="Only offerings of this provider (any case), e.g. AWS, Azure."
+    )(f)
+    f = click.option(
+        "--gpu",
+        default=None,
+        help="Only offerings of this hardware profile or pattern, e.g. h100-sxm, 'mi3*'.",
+    )(f)
+    f = click.option(
+        "--vendor",
+        type=click.Choice(["nvidia", "amd"]),
+        default=None,
+        help="Only offerings of this GPU vendor.",
+    )(f)
+    return f
+
+
+OFFERING_SET_HELP = (
+    "`all`, a shell-style pattern ('aws-*', '*-mi300x') narrowed by --vendor/--gpu/--provider/--pricing"
+)
+
+
 def kube_options(f):
     """--kubeconfig / --context, the way kubectl takes them (launch adds -n with the render flags)."""
     f = click.option("--context", default=None, help="kubeconfig context (default: current-context).")(f)

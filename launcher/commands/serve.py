@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from launcher.commands._options import format_option
+from launcher.commands._options import OFFERING_SET_HELP, format_option, offering_filter_options
 from planner import profiles as prof
 from planner.calibration import calibrated_hardware
 from planner.errors import EvaplanError
@@ -13,6 +13,7 @@ from planner.ops import ATTENTION_KERNELS, STACKS
 from planner.report import dumps_json, format_rows
 from planner.serve import PRECISIONS, mark_pareto, route, serve_point
 from planner.serve_report import (
+    best_lines,
     flat_rows,
     format_table,
     json_doc,
@@ -33,7 +34,13 @@ from planner.serve_report import (
 )
 @click.argument("more_models", nargs=-1, metavar="[MODEL]...")
 @click.option("--hardware", "hardware", multiple=True, help="Hardware profile (no prices); repeatable.")
-@click.option("--offering", "offerings", multiple=True, help="Priced offering, e.g. aws-p5; repeatable.")
+@click.option(
+    "--offering",
+    "offerings",
+    multiple=True,
+    help=f"Priced offering, e.g. aws-p5; repeatable. Or a set: {OFFERING_SET_HELP.replace('/--pricing', '')}.",
+)
+@offering_filter_options
 @click.option("--batch", type=click.IntRange(1, 65536), default=None, help="Images (and texts) per batch.")
 @click.option(
     "--p99-ms",
@@ -105,6 +112,9 @@ def command(
     fmt: str,
     plot_path: str | None,
     no_calibration: bool,
+    vendor: str | None,
+    gpu: str | None,
+    provider: str | None,
 ) -> None:
     """Serving figures of EVA-CLIP encoders on hardware or priced offerings.
 
@@ -115,6 +125,10 @@ def command(
     """
     dirs = ctx.obj.get("profiles_dirs", []) if ctx.obj else []
     names = list(dict.fromkeys(models + more_models))
+    from launcher.commands.plan import offering_names_for
+
+    filters = {"vendor": vendor, "gpu": gpu, "provider": provider}
+    offerings = tuple(offering_names_for(ctx, list(offerings), list(hardware), filters))
     if not hardware and not offerings:
         raise EvaplanError(
             "serve needs --hardware or --offering", hint="e.g. --offering aws-p5 or --hardware h100-sxm"
@@ -165,7 +179,7 @@ def command(
         click.echo(format_rows(flat_rows(points), "csv"), nl=False)
     else:
         click.echo(format_table(table_rows(points)), nl=False)
-        for line in notes(points):
+        for line in notes(points) + best_lines(points):
             click.echo(f"  {line}")
         if routes:
             click.echo("")
