@@ -2,6 +2,7 @@
 whole process (spawn to exit), with DeepSpeed's own estimator script timed in the same run.
 
     .venv/bin/python benchmarks/catalog_speed.py [--repeat 5] [--table-repeat 3] [--checkout DIR]
+    .venv/bin/python benchmarks/catalog_speed.py --checkout ../main --table-repeat 0   # before, same machine
 
 Targets (issue 23, the shared 2-core machine): EVA-CLIP-18B with a 30-day deadline over every offering
 ≤ 1.0 s and ≤ 300 MB peak RSS; one offering ≤ 0.4 s; `compare` over every offering ≤ 1.0 s. Each
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -40,8 +40,9 @@ def offerings() -> list[str]:
     return sorted(prof.index("offerings"))
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one process."""
+def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system: what a single-threaded command's wall time is on
+    an idle machine, and less sensitive to other load) and peak RSS (MB) of one process."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -49,7 +50,7 @@ def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:6])} ... exited {proc.returncode}")
-    return wall, usage.ru_maxrss / 1024  # KiB on Linux
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024  # KiB on Linux
 
 
 def evaplan(checkout: Path, args: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -60,22 +61,27 @@ def evaplan(checkout: Path, args: list[str]) -> tuple[list[str], dict[str, str]]
 
 
 def median_of(
-    cmd: list[str], env: dict[str, str], ds_cmd: list[str], repeat: int, ds: list[float]
-) -> tuple[float, float]:
-    walls, rss = [], []
+    cmd: list[str], env: dict[str, str], ds_cmd: list[str], repeat: int, ds: list[tuple[float, float]]
+) -> tuple[float, float, float]:
+    """Median wall and CPU seconds and the largest peak RSS over `repeat` runs (each followed by a
+    run of ds_cmd, whose wall and CPU seconds go to ds)."""
+    walls, cpus, rss = [], [], []
     for _ in range(repeat):
-        w, m = run(cmd, env)
+        w, c, m = run(cmd, env)
         walls.append(w)
+        cpus.append(c)
         rss.append(m)
         if ds_cmd:
-            ds.append(run(ds_cmd)[0])
-    return statistics.median(walls), max(rss)
+            ds.append(run(ds_cmd)[:2])
+    return statistics.median(walls), statistics.median(cpus), max(rss)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--table-repeat", type=int, default=3)
+    ap.add_argument(
+        "--table-repeat", type=int, default=3, help="runs per row of the growth table; 0: no table"
+    )
     ap.add_argument(
         "--checkout", type=Path, default=REPO, help="the evaplan checkout to time (default: this one)"
     )
@@ -102,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"evaplan from {a.checkout}; {len(names)} offerings; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}"
     )
-    ds: list[float] = []
+    ds: list[tuple[float, float]] = []
     ok = True
     for label, q in questions.items():
         cmd, env = evaplan(a.checkout, q)
-        wall, rss = median_of(cmd, env, ds_cmd, a.repeat, ds)
+        wall, cpu, rss = median_of(cmd, env, ds_cmd, a.repeat, ds)
         t_max, rss_max = TARGETS[label]
         met = wall <= t_max and (rss_max is None or rss <= rss_max)
         ok &= met
@@ -115,16 +121,20 @@ def main(argv: list[str] | None = None) -> int:
             f" ... ({len(names)} offerings)" if label != "one" else " " + " ".join(q[4:])
         )
         print(
-            f"{label:8s} evaplan {shown}: {wall:.2f} s (median of {a.repeat}), peak RSS {rss:.0f} MB; "
+            f"{label:8s} evaplan {shown}: {wall:.2f} s (median of {a.repeat}; CPU {cpu:.2f} s), "
+            f"peak RSS {rss:.0f} MB; "
             f"target {limit}: {'met' if met else 'NOT met'}"
         )
     if ds:
         print(
             f"yardstick: DeepSpeed estimate_zero3_model_states_mem_needs_all_cold, whole process: "
-            f"{statistics.median(ds):.2f} s (median of {len(ds)}, interleaved with the runs above)"
+            f"{statistics.median(w for w, _ in ds):.2f} s (CPU {statistics.median(c for _, c in ds):.2f} s; "
+            f"median of {len(ds)}, interleaved with the runs above)"
         )
     print(f"load average after the runs: {os.getloadavg()[0]:.1f}")
 
+    if a.table_repeat < 1:
+        return 0 if ok else 1
     print("\nhow the cost grows (plan, 30-day deadline; whole process, median of", a.table_repeat, "runs)")
     print(f"{'offerings':>9} {'max nodes':>9} {'candidates':>11} {'wall s':>7} {'CPU s':>6} {'peak MB':>8}")
     sizes = [(k, 512) for k in (1, 2, 4, 8, len(names))] + [(len(names), n) for n in (64, 128, 256)]
@@ -141,10 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             str(max_nodes),
         ]
         cmd, env = evaplan(a.checkout, q)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        wall, rss = median_of(cmd, env, [], a.table_repeat, [])
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / a.table_repeat
+        wall, cpu, rss = median_of(cmd, env, [], a.table_repeat, [])
         json_q = [*q, "--format", "json"]
         out = subprocess.run(
             [sys.executable, "-m", "launcher.cli", *json_q],

@@ -3,7 +3,9 @@
 `search()` evaluates every candidate of `planner.grid` on every option (hardware, or offering at a
 pricing) with planner.vectorized (numpy, the same term functions as `estimate()`), applies the
 constraints as boolean masks, and returns the chosen plan, the ranked alternatives, the cost-vs-time
-Pareto frontier, which constraints bind the choice and why the plans next to it lost.
+Pareto frontier, which constraints bind the choice and why the plans next to it lost. Memory and
+step time are evaluated once per hardware profile and shared by its offerings; of each option only
+the candidates the result can show are kept, so a search over the whole catalog stays small.
 
 Order is deterministic: candidates are ranked by the objective, then the other two objectives, then
 fewer GPUs, then option order and grid order.
@@ -19,7 +21,7 @@ import numpy as np
 
 from planner.errors import InfeasibleError
 from planner.grid import OFFLOAD_DEVICES, Grid, SearchSpace, build_grid
-from planner.spec import ModelSpec, ParallelPlan, TrainingSpec
+from planner.spec import HardwareSpec, ModelSpec, ParallelPlan, TrainingSpec
 from planner.vectorized import GIB, Option, hardware_figures, option_figures
 
 Objective = Literal["cost", "time", "energy"]
@@ -99,8 +101,8 @@ class Table:
     """Every candidate of every option: one numpy column per name."""
 
     cols: dict[str, np.ndarray]
-    # Columns derived from cols (the cost objective, the GPU count), computed once: ranking asks for
-    # them hundreds of times.
+    # Columns derived from cols (the cost objective), computed once: ranking asks for them hundreds
+    # of times.
     derived: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -215,10 +217,10 @@ class Evaluator:
         self, model: ModelSpec, training: TrainingSpec, space: SearchSpace, constraints: Constraints
     ) -> None:
         self.model, self.training, self.space, self.constraints = model, training, space, constraints
-        self._by_hardware: list[tuple[Any, Grid, dict[str, np.ndarray]]] = []
+        self._by_hardware: list[tuple[HardwareSpec, Grid, dict[str, np.ndarray]]] = []
         self._grids: dict[int, Grid] = {}  # by GPUs per node: the candidates do not depend on more
 
-    def hardware(self, hw: Any) -> tuple[Grid, dict[str, np.ndarray]]:
+    def hardware(self, hw: HardwareSpec) -> tuple[Grid, dict[str, np.ndarray]]:
         """The grid of this hardware and its memory/step-time columns (computed on first use)."""
         for known, grid, figures in self._by_hardware:
             if known is hw or known == hw:
@@ -558,9 +560,7 @@ def search(
         firsts = _concat(bests)
         k0 = int(firsts["option"][int(top_order(firsts, objective, np.arange(len(firsts)), 1)[0])])
         kept[k0] = ev.columns(options[k0], k0)
-    res = rank_table(model, options, training, _concat(kept), objective, constraints, top, total)
-    res.feasible_count = feasible
-    return res
+    return rank_table(model, options, training, _concat(kept), objective, constraints, top, (total, feasible))
 
 
 def _check_request(objective: str, options: list[Option], constraints: Constraints | None) -> None:
@@ -602,7 +602,7 @@ def shown_rows(t: Table, constraints: Constraints, objective: str, top: int, kee
 
     Feasible: the best row of each of the option's first `top` layouts in rank order (the ranked
     list, the choice), its Pareto frontier (the overall frontier is made of the options'), and its
-    best plan on each node count (`compare` on a common GPU count); every feasible row with
+    best and its first plan on each node count (`compare` on a common GPU count); every feasible row with
     keep_feasible. Infeasible: the best under the objective of the rows that break exactly one
     constraint (`_binding`), the plans `_why_nothing` names, and the most memory-frugal
     (`_alternatives` for an option with no feasible plan). Each is first in rank order (or in
@@ -622,6 +622,8 @@ def shown_rows(t: Table, constraints: Constraints, objective: str, top: int, kee
         keep[distinct] = True
         keep[pareto_frontier(t, idx)] = True
         keep[_best_per_node_count(t, objective, idx)] = True
+        # ... and its first row on each node count (`compare` names the nearest count by it).
+        keep[idx[np.unique(t["nodes"][idx], return_index=True)[1]]] = True
     picks: list[int | None] = []
     for name in CONSTRAINT_NAMES:
         others = _all({k: m for k, m in masks.items() if k != name}, len(t))
@@ -658,10 +660,10 @@ def rank_table(
     objective: str,
     constraints: Constraints,
     top: int = 10,
-    candidates_evaluated: int | None = None,
+    counts: tuple[int, int] | None = None,
 ) -> SearchResult:
     """Choose, rank, explain: the search's result from a table of candidates (every candidate, or
-    the rows `search` keeps)."""
+    the rows `search` keeps; then `counts` are how many it evaluated and how many were feasible)."""
     masks = constraint_masks(t, constraints)
     feasible = _all(masks, len(t))
     idx = np.nonzero(feasible)[0]
@@ -690,8 +692,8 @@ def rank_table(
         frontier=front,
         binding=binding,
         alternatives=alts,
-        candidates_evaluated=len(t) if candidates_evaluated is None else candidates_evaluated,
-        feasible_count=len(idx),
+        candidates_evaluated=counts[0] if counts else len(t),
+        feasible_count=counts[1] if counts else len(idx),
     )
 
 

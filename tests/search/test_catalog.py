@@ -57,7 +57,7 @@ def _shown(res: SearchResult) -> dict:
     best, on its own GPU count and on common ones, exact or nearest), each option's Pareto frontier
     (the plot), and the chosen candidate less its row number (the searches number their tables
     differently)."""
-    per_option = {gpus: best_per_option(res, gpus) for gpus in (None, 8, 64, 136, 1000)}
+    per_option = {gpus: best_per_option(res, gpus) for gpus in (None, 8, 64, 68, 100, 136, 1000)}
     return {
         "doc": to_jsonable(result_json(res)),
         "chosen": dataclasses.replace(res.chosen, index=0),
