@@ -543,24 +543,33 @@ def search(
     constraints = constraints or Constraints()
     ev = Evaluator(model, training, space, constraints)
     kept: list[dict[str, np.ndarray]] = []
-    bests: list[dict[str, np.ndarray]] = []  # each option's best feasible candidate
+    # The option with the best feasible plan so far keeps all its candidates (the alternatives change
+    # one setting of the chosen plan): its columns, its shown rows, its best row as a one-row table.
+    leader: tuple[int, dict[str, np.ndarray], np.ndarray, Table] | None = None
     total = feasible = 0
     for k, opt in enumerate(options):
         cols = ev.columns(opt, k)
         total += len(cols["nodes"])
         shown = shown_rows(Table(cols), constraints, objective, top, keep_feasible)
         feasible += shown.feasible
-        kept.append({c: v[shown.rows] for c, v in cols.items()})
         if shown.best is not None:
-            bests.append({c: v[[shown.best]] for c, v in cols.items()})  # a copy: a view keeps cols
+            best = Table({c: v[[shown.best]] for c, v in cols.items()})  # a copy: a view keeps cols
+            if leader is None or _beats(best, leader[3], objective):
+                if leader is not None:
+                    kept[leader[0]] = {c: v[leader[2]] for c, v in leader[1].items()}
+                leader = (k, cols, shown.rows, best)
+        kept.append(
+            cols if leader is not None and leader[0] == k else {c: v[shown.rows] for c, v in cols.items()}
+        )
         if progress is not None:
             progress(k + 1, len(options))
-    if bests:
-        # The chosen option keeps all its candidates: the alternatives change one of its settings.
-        firsts = _concat(bests)
-        k0 = int(firsts["option"][int(top_order(firsts, objective, np.arange(len(firsts)), 1)[0])])
-        kept[k0] = ev.columns(options[k0], k0)
     return rank_table(model, options, training, _concat(kept), objective, constraints, top, (total, feasible))
+
+
+def _beats(a: Table, b: Table, objective: str) -> bool:
+    """Whether one-row table a comes before one-row table b in rank order (b is an earlier option)."""
+    both = Table({c: np.concatenate([b[c], a[c]]) for c in a.cols})
+    return int(top_order(both, objective, np.arange(2), 1)[0]) == 1
 
 
 def _check_request(objective: str, options: list[Option], constraints: Constraints | None) -> None:
