@@ -57,7 +57,8 @@ def evaplan(checkout: Path, args: list[str]) -> tuple[list[str], dict[str, str]]
     """The command line and environment of `evaplan ARGS` from a checkout (its own packages first)."""
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # time the command, not the compiler (estimate_speed.py)
-    return [sys.executable, "-m", "launcher.cli", *args], env
+    # -P: not the current folder first on sys.path (`-m` would put it there): the checkout's code runs.
+    return [sys.executable, "-P", "-m", "launcher.cli", *args], env
 
 
 def median_of(
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         wall, cpu, rss = median_of(cmd, env, [], a.table_repeat, [])
         json_q = [*q, "--format", "json"]
         out = subprocess.run(
-            [sys.executable, "-m", "launcher.cli", *json_q],
+            evaplan(a.checkout, json_q)[0],
             capture_output=True,
             text=True,
             env=env,

@@ -861,14 +861,14 @@ def _alternatives(
         kept = ("grad_ckpt",) if col == "zero_stage" else tuple(s for s in settings if s != col)
         keep = (*kept, "nodes", "micro_batch")
         pool = opt_sub[same(keep, opt_sub)]
-        for v in np.unique(t[col][pool]):
+        for v in _unique(t[col][pool]):
             if v == base[col]:
                 continue
             add(_change_label(col, int(v)), pool[t[col][pool] == v])
     # Neighbouring node counts with the same settings (their best micro-batch).
     keep_all = same(settings, opt_sub)
     pool = opt_sub[keep_all]
-    node_values = np.unique(t["nodes"][pool])
+    node_values = _unique(t["nodes"][pool])
     k = int(np.searchsorted(node_values, base["nodes"]))
     for nv in {int(node_values[j]) for j in (k - 1, k + 1) if 0 <= j < len(node_values)} - {
         int(base["nodes"])
@@ -876,7 +876,7 @@ def _alternatives(
         add(f"{nv} nodes", pool[t["nodes"][pool] == nv])
     # Neighbouring micro-batches at the same node count and settings.
     pool_n = pool[t["nodes"][pool] == base["nodes"]]
-    mbs = np.unique(t["micro_batch"][pool_n])
+    mbs = _unique(t["micro_batch"][pool_n])
     k = int(np.searchsorted(mbs, base["micro_batch"]))
     for j in (k - 1, k + 1):
         if 0 <= j < len(mbs) and mbs[j] != base["micro_batch"]:
@@ -886,6 +886,12 @@ def _alternatives(
         if k_opt != base["option"]:
             add(f"on {opt.label}", sub[t["option"][sub] == k_opt])
     return out
+
+
+def _unique(a: np.ndarray) -> np.ndarray:
+    """np.unique(a), sorted; asked for the indices too so that numpy takes its sorting path, which
+    does not import numpy.ma (its hashing path does: start-up time)."""
+    return np.unique(a, return_index=True)[0]
 
 
 def _change_label(col: str, v: int) -> str:
