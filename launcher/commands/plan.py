@@ -253,9 +253,10 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Write a PNG: cost vs time with the Pareto frontier, and per-GPU memory of the choice.",
         ),
     ]
+    f = offering_filter_options(f)  # listed after the options above
     for o in reversed(opts):
         f = o(f)
-    return offering_filter_options(f)
+    return f
 
 
 def _dirs(ctx: click.Context) -> list[str]:
