@@ -157,3 +157,20 @@ def test_progress_is_reported_per_option() -> None:
         progress=lambda done, total: seen.append((done, total)),
     )
     assert seen == [(1, 2), (2, 2)]
+
+
+def test_the_physics_runs_once_per_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    import planner.search as search_module
+
+    calls: list[str] = []
+    real = search_module.hardware_figures
+
+    def counted(model, hardware, *args, **kw):
+        calls.append(hardware.name)
+        return real(model, hardware, *args, **kw)
+
+    monkeypatch.setattr(search_module, "hardware_figures", counted)
+    model = prof.load_model("eva-clip-debug")
+    names = ["aws-p5", "lambda-h100", "coreweave-h100", "crusoe-mi300x", "tensorwave-mi300x"]
+    search(model, _options(names), TrainingSpec.from_recipe(model.recipe), space=SearchSpace(max_nodes=4))
+    assert sorted(calls) == ["h100-sxm", "mi300x"]
