@@ -321,11 +321,10 @@ def objective_column(t: Table, objective: str) -> np.ndarray:
 def rank_order(t: Table, objective: str, idx: np.ndarray) -> np.ndarray:
     """idx sorted: objective, the other objectives, fewer GPUs, option, grid order (stable)."""
     others = [o for o in OBJECTIVES if o != objective]
-    world = t["nodes"] * t["gpus_per_node"]
     keys = [
         idx,
         t["option"][idx],
-        world[idx],
+        t["nodes"][idx] * t["gpus_per_node"][idx],  # the GPUs, of idx only: called hundreds of times
         objective_column(t, others[1])[idx],
         objective_column(t, others[0])[idx],
         objective_column(t, objective)[idx],
