@@ -154,6 +154,29 @@ def notes(points: list[ServePoint]) -> list[str]:
     return out
 
 
+def best_lines(points: list[ServePoint], runners_up: int = 3) -> list[str]:
+    """Per model served on several targets: the cheapest per million images and the next ones (in
+    dollars where every target is priced, else GPU-hours)."""
+    out = []
+    for model in dict.fromkeys(p.model for p in points):
+        mine = [p for p in points if p.model == model]
+        units = {p.cost_per_m_images()[1] for p in mine}
+        if len(mine) < 2 or len(units) > 1:
+            continue
+        unit = units.pop()
+        ranked = sorted(mine, key=lambda p: p.cost_per_m_images()[0])
+
+        def cost(p: ServePoint, unit: str = unit) -> str:
+            x = p.cost_per_m_images()[0]
+            return f"${_usd(x)}" if unit == "USD" else f"{x:,.3f} GPU-h"
+
+        rest = ", ".join(f"{p.target} ({cost(p)})" for p in ranked[1 : 1 + runners_up])
+        out.append(
+            f"cheapest per million images for {model}: {ranked[0].target} ({cost(ranked[0])}); then {rest}"
+        )
+    return out
+
+
 def route_rows(routes: list[Route]) -> list[dict[str, Any]]:
     rows = []
     for r in routes:

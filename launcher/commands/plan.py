@@ -4,17 +4,21 @@ cost-vs-time Pareto frontier, the binding constraints and why the plans next to 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
+import numpy as np
 
 from launcher.commands._options import (
+    OFFERING_SET_HELP,
     REPORT_FORMATS,
     FiniteFloat,
     MultiValueCommand,
     data_workers_option,
     format_option,
+    offering_filter_options,
 )
 from launcher.completion import profile_names
 from planner import profiles as prof
@@ -30,10 +34,14 @@ from planner.search import (
     Constraints,
     SearchResult,
     as_dict,
+    candidate,
+    compare_line,
     fmt_duration,
     fmt_usd,
+    rank_order,
     search,
     thin_frontier,
+    top_order,
 )
 from planner.spec import HardwareSpec, ModelSpec, TrainingSpec
 from planner.vectorized import PRICINGS, Option, make_option
@@ -104,13 +112,15 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "offering_names",
             multiple=True,
             shell_complete=profile_names("offerings"),
-            help="Priced offering(s), e.g. aws-p5 tensorwave-mi300x; the hardware follows from each.",
+            help="Priced offering(s), e.g. aws-p5 tensorwave-mi300x; the hardware follows from each. "
+            f"Or a set: {OFFERING_SET_HELP}.",
         ),
         click.option(
             "--pricing",
             type=click.Choice(PRICINGS),
             default=None,
-            help="Price used for offerings (default: on-demand, or on-premises cost).",
+            help="Price used for offerings (default: on-demand, or on-premises cost); with a set of "
+            "offerings, only those that publish it.",
         ),
         click.option(
             "--objective", type=click.Choice(["cost", "time", "energy"]), default="cost", show_default=True
@@ -223,6 +233,7 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Write a PNG: cost vs time with the Pareto frontier, and per-GPU memory of the choice.",
         ),
     ]
+    f = offering_filter_options(f)  # listed after the options above
     for o in reversed(opts):
         f = o(f)
     return f
@@ -232,12 +243,34 @@ def _dirs(ctx: click.Context) -> list[str]:
     return ctx.obj.get("profiles_dirs", []) if ctx.obj else []
 
 
+def offering_names_for(
+    ctx: click.Context, offering_names: list[str], hardware_names: list[str], kw: dict[str, Any]
+) -> list[str]:
+    """The offerings named, with `all` and patterns expanded and narrowed by --vendor, --gpu,
+    --provider and (for a set) --pricing; the narrowing flags alone mean every offering."""
+    from planner.catalog import OfferingFilter, is_set, select_offerings
+
+    narrowing = OfferingFilter(vendor=kw.get("vendor"), gpu=kw.get("gpu"), provider=kw.get("provider"))
+    if narrowing.given and not offering_names and not hardware_names:
+        offering_names = ["all"]
+    sets = any(is_set(n) for n in offering_names)
+    if narrowing.given and not sets:
+        raise EvaplanError(
+            f"{narrowing.describe()} narrows a set of offerings, but only names were given",
+            hint="use --offering all or a pattern such as 'aws-*', or drop the filter",
+        )
+    pricing = kw.get("pricing") if sets else None
+    flt = OfferingFilter(narrowing.vendor, narrowing.gpu, narrowing.provider, pricing)
+    return select_offerings(offering_names, _dirs(ctx), flt)
+
+
 def resolve_options(
     ctx: click.Context,
     hardware_names: tuple[str, ...],
     offering_names: tuple[str, ...],
     pricing: str | None,
     use_calibration: bool = True,
+    filters: dict[str, Any] | None = None,
 ) -> list[Option]:
     dirs = _dirs(ctx)
 
@@ -261,6 +294,7 @@ def resolve_options(
     if ctx.obj is not None:
         ctx.obj["calibrated"] = used_calibrations
     hw_names, off_names = _split(hardware_names), _split(offering_names)
+    off_names = offering_names_for(ctx, off_names, hw_names, {**(filters or {}), "pricing": pricing})
     if not hw_names and not off_names:
         raise EvaplanError(
             "nothing to plan on", hint="name --hardware (e.g. h100-sxm mi300x) or --offering (e.g. aws-p5)"
@@ -296,8 +330,9 @@ def training_for(model: ModelSpec, kw: dict[str, Any]) -> TrainingSpec:
     )
 
 
-def run_search(ctx: click.Context, kw: dict[str, Any]) -> SearchResult:
-    """Parse the shared flags and search; used by `plan` and `compare`."""
+def run_search(ctx: click.Context, kw: dict[str, Any], show_progress: bool = False) -> SearchResult:
+    """Parse the shared flags and search; used by `plan` and `compare`. show_progress: a progress
+    line on a terminal's stderr when the search takes long (Progress)."""
     for name in ("samples", "global_batch", "image_size", "dataset_tb", "gpus", "checkpoint_every_s"):
         check_value(name, kw.get(name))
     check_value("gpus", kw.get("max_gpus"), "--max-gpus")
@@ -309,6 +344,7 @@ def run_search(ctx: click.Context, kw: dict[str, Any]) -> SearchResult:
         kw["offering_names"],
         kw["pricing"],
         use_calibration=not kw.get("no_calibration", False),
+        filters={k: kw.get(k) for k in ("vendor", "gpu", "provider")},
     )
     image_size = kw["image_size"] or model.recipe.image_size
     if image_size % model.vision.patch_size:
@@ -335,14 +371,47 @@ def run_search(ctx: click.Context, kw: dict[str, Any]) -> SearchResult:
         host_headroom=kw["host_headroom"],
         min_dp_group=kw["min_dp_group"],
     )
-    return search(
-        model,
-        options,
-        training_for(model, kw),
-        objective=kw["objective"],
-        space=space,
-        constraints=constraints,
-    )
+    progress = Progress(sys.stderr) if show_progress else None
+    try:
+        return search(
+            model,
+            options,
+            training_for(model, kw),
+            objective=kw["objective"],
+            space=space,
+            constraints=constraints,
+            keep_feasible=bool(kw.get("plot_path")),  # the plot draws every feasible plan
+            progress=progress,
+        )
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+class Progress:
+    """'searching: 9/16 options, 1.2 s' on stderr once a search has run for `after_s`, and only on a
+    terminal: never in what a pipe or a file receives (JSON, CSV, the docs' captured outputs)."""
+
+    def __init__(self, stream: Any, after_s: float = 1.0, clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self.stream, self.after_s = stream, after_s
+        self.clock = clock or time.monotonic
+        self.start = self.clock()
+        self.shown = False
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+
+    def __call__(self, done: int, total: int) -> None:
+        elapsed = self.clock() - self.start
+        if self.tty and elapsed >= self.after_s and done < total:
+            self.stream.write(f"\rsearching: {done}/{total} options, {elapsed:.1f} s")
+            self.stream.flush()
+            self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r\033[K")  # the table starts on a clean line
+            self.stream.flush()
 
 
 class Ranges:
@@ -378,6 +447,59 @@ def row(c: Candidate, ranges: Ranges | None = None) -> dict[str, Any]:
         "energy": f"{c.energy_kwh / 1000:,.1f} MWh",
         "GiB/GPU": f"{c.gpu_total_bytes / GIB:.1f}/{c.hbm_bytes / GIB:.0f}",
     }
+
+
+def best_per_option(res: SearchResult, gpus: int | None = None) -> tuple[list[Candidate | None], list[str]]:
+    """The best feasible plan of each option for the objective (None where none is feasible), on
+    `gpus` GPUs where given (the nearest feasible GPU count where an option cannot run on exactly
+    that many), and a note per option that could not."""
+    t = res.table
+    world = t["nodes"] * t["gpus_per_node"]
+    out: list[Candidate | None] = []
+    notes: list[str] = []
+    for k, opt in enumerate(res.options):
+        mask = res.feasible & (t["option"] == k)
+        if gpus is not None and mask.any():
+            exact = mask & (world == gpus)
+            if exact.any():
+                mask = exact
+            else:
+                gap = abs(world - gpus)
+                nearest = int(gap[mask].min())
+                mask = mask & (gap == nearest)
+                got = int(world[mask.nonzero()[0][0]])
+                notes.append(f"{opt.label} has no feasible plan on {gpus} GPUs; shown on {got}")
+        idx = mask.nonzero()[0]
+        out.append(
+            candidate(t, int(top_order(t, res.objective, idx, 1)[0]), res.options) if len(idx) else None
+        )
+    return out, notes
+
+
+def runners_up(res: SearchResult) -> list[Candidate]:
+    """With several options: the best plan of each option other than the chosen one's, best first."""
+    if len(res.options) < 2:
+        return []
+    best, _ = best_per_option(res)
+    idx = np.array(
+        [c.index for c in best if c is not None and c.option.label != res.chosen.option.label], dtype=np.int64
+    )
+    return [candidate(res.table, int(i), res.options) for i in rank_order(res.table, res.objective, idx)]
+
+
+def runner_up_rows(res: SearchResult, ranges: Ranges) -> list[dict[str, Any]]:
+    return [
+        {
+            "rank": k + 2,
+            "option": c.option.label,
+            "GPUs": f"{c.plan.nodes}×{c.plan.gpus_per_node}",
+            "settings": c.settings(),
+            "wall": fmt_duration(c.wall_s),
+            "cost": fmt_usd(c.total_usd) if c.total_usd is not None else "-",
+            "vs chosen": compare_line(c, res.chosen, res.objective),
+        }
+        for k, c in enumerate(runners_up(res))
+    ]
 
 
 def calibration_note(res: SearchResult, calibrated: set[str] | None) -> str:
@@ -448,9 +570,7 @@ def chosen_rows(
             + (f", {c.co2_kg / 1000:,.1f} t CO2e" if c.co2_kg is not None else ""),
         )
     )
-    rows.append(
-        ("searched", f"{res.candidates_evaluated:,} candidates, {int(res.feasible.sum()):,} feasible")
-    )
+    rows.append(("searched", f"{res.candidates_evaluated:,} candidates, {res.feasible_count:,} feasible"))
     rows.append(("calibration", calibration_note(res, calibrated)))
     if res.objective == "cost" and res.constraints.deadline_s is None:
         rows.append(
@@ -481,7 +601,7 @@ def result_json(
         "objective": res.objective,
         "training": res.training,
         "candidates_evaluated": res.candidates_evaluated,
-        "feasible": int(res.feasible.sum()),
+        "feasible": res.feasible_count,
         "constraints": {
             "batch_tolerance": res.constraints.batch_tolerance,
             "deadline_s": res.constraints.deadline_s,
@@ -492,6 +612,7 @@ def result_json(
             "host_headroom": res.constraints.host_headroom,
         },
         "chosen": ranges.row(res.chosen),
+        **({"runners_up": [ranges.row(c) for c in runners_up(res)]} if len(res.options) > 1 else {}),
         "ranked": [ranges.row(c) for c in res.ranked],
         "pareto": [ranges.row(c) for c in res.frontier],
         "range_basis": {c.option.hardware.name: ranges(c).basis for c in (res.chosen, *res.ranked)},
@@ -521,6 +642,11 @@ def render(
         return format_rows(rows, "csv")
     head = (lambda s: f"\n### {s}\n\n") if fmt == "markdown" else (lambda s: f"\n{s}\n")
     out = [head("chosen plan").lstrip("\n"), format_rows(chosen_rows(res, calibrated, ranges), fmt)]
+    if len(res.options) > 1:
+        out += [
+            head("runners-up: the best plan of each other option"),
+            format_rows(runner_up_rows(res, ranges), fmt),
+        ]
     out += [
         head("ranked alternatives"),
         format_rows([{"rank": k + 1, **row(c, ranges)} for k, c in enumerate(res.ranked)], fmt),
@@ -615,7 +741,7 @@ def command(
         raise EvaplanError(
             "--render needs --image", hint="add --image REGISTRY/evaclip:TAG (the trainer image)"
         )
-    res = run_search(ctx, kw)
+    res = run_search(ctx, kw, show_progress=fmt in ("table", "markdown"))
     calibrated = (ctx.obj or {}).get("calibrated")
     click.echo(render(res, fmt, kw, calibrated, Ranges(_dirs(ctx))), nl=False)
     if render_dir:

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import click
 
-from launcher.commands._options import FiniteFloat, MultiValueCommand, format_option, limited_float
+from launcher.commands._options import (
+    OFFERING_SET_HELP,
+    FiniteFloat,
+    MultiValueCommand,
+    format_option,
+    limited_float,
+    offering_filter_options,
+)
 from planner import profiles as prof
 from planner.calibration import calibrated_hardware
 from planner.errors import EvaplanError
@@ -13,6 +20,7 @@ from planner.ops import ATTENTION_KERNELS, STACKS
 from planner.report import dumps_json, format_rows
 from planner.serve import PRECISIONS, mark_pareto, route, serve_point
 from planner.serve_report import (
+    best_lines,
     flat_rows,
     format_table,
     json_doc,
@@ -45,8 +53,10 @@ class _ServeCommand(MultiValueCommand):
     "--offering",
     "offerings",
     multiple=True,
-    help="Priced offering, e.g. aws-p5; repeatable, or several after one flag.",
+    help="Priced offering, e.g. aws-p5; repeatable, or several after one flag. "
+    f"Or a set: {OFFERING_SET_HELP.replace('/--pricing', '')}.",
 )
+@offering_filter_options
 @click.option("--batch", type=click.IntRange(1, 65536), default=None, help="Images (and texts) per batch.")
 @click.option(
     "--p99-ms",
@@ -117,6 +127,9 @@ def command(
     fmt: str,
     plot_path: str | None,
     no_calibration: bool,
+    vendor: str | None,
+    gpu: str | None,
+    provider: str | None,
 ) -> None:
     """Serving figures of EVA-CLIP encoders on hardware or priced offerings.
 
@@ -127,6 +140,10 @@ def command(
     """
     dirs = ctx.obj.get("profiles_dirs", []) if ctx.obj else []
     names = list(dict.fromkeys(models))
+    from launcher.commands.plan import offering_names_for
+
+    filters = {"vendor": vendor, "gpu": gpu, "provider": provider}
+    offerings = tuple(offering_names_for(ctx, list(offerings), list(hardware), filters))
     if not hardware and not offerings:
         raise EvaplanError(
             "serve needs --hardware or --offering", hint="e.g. --offering aws-p5 or --hardware h100-sxm"
@@ -177,7 +194,7 @@ def command(
         click.echo(format_rows(flat_rows(points), "csv"), nl=False)
     else:
         click.echo(format_table(table_rows(points)), nl=False)
-        for line in notes(points):
+        for line in notes(points) + best_lines(points):
             click.echo(f"  {line}")
         if routes:
             click.echo("")
