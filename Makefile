@@ -24,7 +24,7 @@ $(VENV)/.dev-installed: $(VENV)/.core-installed
 	touch $@
 
 estimate: $(VENV)/.core-installed
-	$(VENV)/bin/evaplan estimate --model eva-clip-18b --hardware h100-sxm --gpus 256 --offering aws-p5
+	$(VENV)/bin/evaplan estimate --model eva-clip-18b --offering aws-p5 --gpus 256
 
 # DeepSpeed JIT-compiles its CPU shared-memory collective op (C++ compiler + ninja) on the first CPU
 # run, ~90 s on 2 cores; build it here, once and visibly, into $$TORCH_EXTENSIONS_DIR (default

@@ -39,12 +39,10 @@ ARGS = [
     "estimate",
     "--model",
     "eva-clip-18b",
-    "--hardware",
-    "h100-sxm",
-    "--gpus",
-    "256",
     "--offering",
     "aws-p5",
+    "--gpus",
+    "256",
 ]
 
 

@@ -33,7 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-nodes", type=int, default=512)
     ap.add_argument("--tolerance", type=float, default=0.05, help="global batch tolerance (grid size)")
     ap.add_argument("--sample", type=int, default=300, help="candidates timed through the scalar path")
-    ap.add_argument("--threads", type=int, default=None, help="threads over hardware (default: CPU count)")
     ap.add_argument("--repeat", type=int, default=3, help="vectorised runs; the fastest is reported")
     a = ap.parse_args(argv)
 
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     runs, cpu_runs = [], []
     for _ in range(a.repeat):
         t0, c0 = time.perf_counter(), time.process_time()
-        table = evaluate_options(model, options, training, space, constraints, threads=a.threads)
+        table = evaluate_options(model, options, training, space, constraints)
         runs.append(time.perf_counter() - t0)
         cpu_runs.append(time.process_time() - c0)
         n = len(table)

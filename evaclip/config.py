@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from planner.errors import EvaplanError
 from planner.spec import HardwareSpec, ModelSpec
 
 
@@ -46,6 +47,15 @@ class CheckpointConfig(_Strict):
     keep: int = Field(default=3, ge=1)
     s3_uri: str | None = Field(default=None, description="s3://bucket/prefix to upload to and resume from")
     resume: bool = True
+
+
+def empty_init_path_check(flag: str, value: str) -> None:
+    """An empty --init-*-from (e.g. `--init-from "$UNSET"`) would train from scratch silently."""
+    if not value.strip():
+        raise EvaplanError(
+            f"{flag} is empty",
+            hint="give a file path or an s3:// URI; an unset shell variable gives an empty one",
+        )
 
 
 class InitFrom(_Strict):

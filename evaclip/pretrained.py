@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evaclip import storage
-from planner.errors import EvaplanError
+from planner.errors import EvaplanError, RuntimeFailure
 
 Part = Literal["model", "vision", "text"]
 PREFIX: dict[Part, str] = {"model": "", "vision": "visual.", "text": "text."}
@@ -69,8 +69,11 @@ def read_checkpoint(uri: str, scratch: Path | None = None) -> dict[str, torch.Te
         tmp = Path(tempfile.mkdtemp(prefix="evaclip-init-", dir=scratch))
         try:
             local = tmp / (Path(s3.key).name or "checkpoint.pt")
-            with storage.s3_errors(f"download {uri}"):
-                storage.client().download_file(s3.bucket, s3.key, str(local))
+            try:
+                with storage.s3_errors(f"download {uri}"):
+                    storage.client().download_file(s3.bucket, s3.key, str(local))
+            except RuntimeFailure as e:  # weights the store cannot serve: the user's input (exit 2)
+                raise EvaplanError(e.message, hint=e.hint) from None
             return read_checkpoint(str(local))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -304,8 +307,16 @@ def check_rope_tables(sd: dict[str, torch.Tensor], spec: Any) -> str | None:
         return f"RoPE tables of shape {list(any_table.shape)} do not fit head width {v.head_width}"
     cos, sin = rope_tables(v.head_width, math.isqrt(any_table.shape[0]))
     for k, t in tables.items():
-        ref = cos if k.endswith("cos") else sin
-        if not torch.allclose(t.float(), ref, atol=1e-4):
+        if not t.is_floating_point():
+            return f"{k} holds {t.dtype} values, not a RoPE table"
+        # Compared in the file's own dtype: the official releases are fp16 (model.half() before
+        # torch.save), so every entry is our fp32 value rounded once; the official fp32 arithmetic may
+        # differ from ours in the last fp32 bits and round the other way, hence one unit in the last
+        # place at magnitude 1 (fp16 9.8e-4, bf16 7.8e-3; fp32 files keep 1e-4). Another theta or
+        # layout moves entries by 0.1-1.
+        atol = max(1e-4, torch.finfo(t.dtype).eps)
+        ref = (cos if k.endswith("cos") else sin).to(t.dtype)
+        if t.shape != ref.shape or not torch.allclose(t.float(), ref.float(), atol=atol, rtol=0.0):
             return f"{k} differs from the RoPE table of this architecture (not EVA02 2-D RoPE?)"
     return None
 

@@ -48,7 +48,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evaclip.config import RunConfig
+from evaclip.config import RunConfig, empty_init_path_check
+from evaclip.rank_launcher import report_rank_error
 from planner.errors import EvaplanError
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what Kubernetes reports for a terminated container
@@ -79,6 +80,10 @@ def apply_overrides(run: RunConfig, args: argparse.Namespace) -> RunConfig:
     """The run config with the command line's --init-* / --compile flags applied (validated)."""
     from pydantic import ValidationError
 
+    for flag in ("--init-from", "--init-vision-from", "--init-text-from"):
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is not None:
+            empty_init_path_check(flag, value)
     if args.init_from and (args.init_vision_from or args.init_text_from):
         raise EvaplanError(
             "--init-from loads both towers", hint="drop --init-vision-from / --init-text-from, or --init-from"
@@ -111,6 +116,12 @@ def _read_json(path: str, what: str) -> dict[str, Any]:
         ) from None
     except json.JSONDecodeError as e:
         raise EvaplanError(f"{what} {path} is not valid JSON: {e}", hint="fix or re-render it") from None
+    except UnicodeDecodeError:
+        raise EvaplanError(f"{what} {path} is not UTF-8 text", hint="fix or re-render it") from None
+    except RecursionError:  # thousands of nested brackets
+        raise EvaplanError(f"{what} {path} nests too deeply to be a config", hint="re-render it") from None
+    except OSError as e:  # a folder, unreadable
+        raise EvaplanError(f"cannot read {what} {path}: {e.strerror or e}", hint="check the path") from None
     if not isinstance(data, dict):
         raise EvaplanError(f"{what} {path} must hold a JSON object", hint="fix or re-render it")
     return data
@@ -204,6 +215,7 @@ def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
 
     from evaclip import data as evdata
     from evaclip.checkpoint import Checkpointer
+    from evaclip.cpu_precision import cpu_precision_unsupported
     from evaclip.flops import train_flops_per_sample
     from evaclip.logit_scale import clamp_logit_scale
     from evaclip.loss import clip_loss
@@ -234,6 +246,12 @@ def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
         dtype, precision = torch.bfloat16, "bf16"
     elif ds_cfg.get("fp16", {}).get("enabled"):
         dtype, precision = torch.float16, "fp16"
+    unsupported = cpu_precision_unsupported(precision) if device.type == "cpu" else None
+    if unsupported:
+        raise EvaplanError(
+            f"cannot train in {precision} here: {unsupported}",
+            hint="re-render the plan with --precision bf16 to train on this CPU",
+        )
     spec = run.model
 
     torch.manual_seed(run.seed)
@@ -467,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         ds_cfg, run = load_configs(args.ds_config, args.run_config)
         return train(ds_cfg, apply_overrides(run, args))
     except EvaplanError as e:
-        print(f"error: {e.line()}", file=sys.stderr, flush=True)
+        report_rank_error(e.line())  # under evaplan's rank launcher, it prints the line once
         return e.exit_code
 
 

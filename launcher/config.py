@@ -7,7 +7,7 @@ nearest parent that holds one (stopping at a folder with .git or pyproject.toml)
 command line always win. Example:
 
     profiles_dir = ["./profiles-ours"]   # extra profile folders (relative to the file)
-    offering = "aws-p5"                  # default --offering of estimate and render
+    offering = "aws-p5"                  # --offering (and so the hardware) of estimate, render, launch
     pricing = "spot"                     # --pricing of estimate, plan, compare
     namespace = "ml-train"               # --namespace of render, launch, status, ...
     image = "ghcr.io/acme/evaclip:1.0"   # --image of render, launch, plan --render

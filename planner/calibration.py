@@ -330,6 +330,11 @@ def read_run(path: str | Path) -> MeasuredRun:
             continue
         try:
             rec = json.loads(line)
+        except RecursionError:  # thousands of nested brackets: no record the trainer writes
+            raise EvaplanError(
+                f"metrics file {p}: line {i} nests too deeply to be a metrics record",
+                hint="give the metrics.jsonl the trainer wrote (evaclip/metrics.py)",
+            ) from None
         except json.JSONDecodeError:
             last = i == len(lines)
             raise EvaplanError(
@@ -356,29 +361,59 @@ def read_run(path: str | Path) -> MeasuredRun:
     if len(starts) > 1 and not steps:
         k = starts[-2]
         start, steps = records[k], [r for r in records[k + 1 : starts[-1]] if r["event"] == "step"]
-    for key in (
-        "model",
-        "world_size",
-        "micro_batch",
-        "grad_accum",
-        "zero_stage",
-        "image_size",
-        "patch_dropout",
-        "grad_ckpt",
-    ):
-        if key not in start:
+    _check_fields(p, "the start record", start, _START_FIELDS)
+    for r in steps:
+        _check_fields(p, f"step record {str(r.get('step', '?'))[:20]}", r, _STEP_FIELDS)
+    return MeasuredRun(str(p), start, steps)
+
+
+# The keys calibration reads and the JSON type the trainer writes for each (evaclip/metrics.py).
+_START_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "model": str,
+    "world_size": int,
+    "micro_batch": int,
+    "grad_accum": int,
+    "zero_stage": int,
+    "image_size": int,
+    "patch_dropout": (int, float),
+    "grad_ckpt": bool,
+}
+_STEP_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "step": int,
+    "step_time_s": (int, float),
+    "peak_mem_bytes": (int, float),
+    "peak_mem_kind": str,
+}
+# No number the trainer writes comes near 10^18 (bytes of an exbibyte host); a larger one (or an
+# integer of 400 digits) would overflow the fit's floats.
+MAX_RECORD_NUMBER = 1e18
+
+
+def _check_fields(
+    p: Path, what: str, rec: dict[str, Any], fields: dict[str, type | tuple[type, ...]]
+) -> None:
+    """Every key of `fields` present in `rec` with the type the trainer writes, numbers finite and
+    below MAX_RECORD_NUMBER: one line naming the first that is not."""
+    for key, kind in fields.items():
+        if key not in rec:
             raise EvaplanError(
-                f"metrics file {p}: the start record lacks `{key}`",
+                f"metrics file {p}: {what} lacks `{key}`",
                 hint="re-run with this version of evaclip (evaclip/metrics.py keys)",
             )
-    for r in steps:
-        for key in ("step", "step_time_s", "peak_mem_bytes", "peak_mem_kind"):
-            if key not in r:
-                raise EvaplanError(
-                    f"metrics file {p}: step record {r.get('step', '?')} lacks `{key}`",
-                    hint="re-run with this version of evaclip (evaclip/metrics.py keys)",
-                )
-    return MeasuredRun(str(p), start, steps)
+        v = rec[key]
+        ok = isinstance(v, kind) and (kind is bool or not isinstance(v, bool))
+        if ok and isinstance(v, int | float) and not isinstance(v, bool):
+            ok = abs(v) <= MAX_RECORD_NUMBER and math.isfinite(v)  # the bound first: 10**400 has no float
+        if not ok:
+            want = {int: "a whole number", str: "a string", bool: "true or false"}.get(
+                kind, "a finite number"
+            )  # type: ignore[call-overload]
+            if kind is int or kind == (int, float):
+                want += " up to 10^18"
+            raise EvaplanError(
+                f"metrics file {p}: {what} has {key} {str(v)[:40]!r}, not {want}",
+                hint="give the metrics.jsonl the trainer wrote (evaclip/metrics.py)",
+            )
 
 
 def timed_steps(run: MeasuredRun) -> list[dict[str, Any]]:

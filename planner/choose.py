@@ -281,7 +281,7 @@ def _search_plan(
         hbm_headroom_gib=req.hbm_headroom.gib,
     )
     option = make_option(hardware, offering, req.pricing)
-    t = evaluate_options(model, [option], training, space, constraints, threads=1)
+    t = evaluate_options(model, [option], training, space, constraints)
     masks = constraint_masks(t, constraints)
     allowed = np.ones(len(t), dtype=bool)
     for col in ("micro_batch", "grad_accum", "hpz_partition_size"):

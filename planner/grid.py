@@ -10,7 +10,7 @@ and evaplan does not combine hpZ with parameter offload (the secondary shard liv
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -34,6 +34,35 @@ class SearchSpace:
 
 
 @dataclass(frozen=True)
+class GridFactors:
+    """How build_grid composed a grid: every settings row (zero_stage, offload_optimizer code,
+    offload_param code, hpz) × every checkpointing value × every (nodes, micro-batch, gas) pair, in
+    that order. Lets planner.vectorized evaluate a term once per value of the factors it depends on
+    (numpy broadcasting) instead of once per candidate; the figures are the same element for element."""
+
+    combos: np.ndarray  # (C, 4): settings_combos rows, sorted by ZeRO stage
+    grad_ckpt: np.ndarray  # (K,)
+    nodes: np.ndarray  # (P,)
+    micro_batch: np.ndarray  # (P,)
+    grad_accum: np.ndarray  # (P,)
+
+    def stage_blocks(self) -> list[tuple[int, slice, slice]]:
+        """(stage, combo rows, candidate slice) per ZeRO stage: the candidates of combo rows a..b are
+        the contiguous slice a·K·P .. b·K·P of the grid."""
+        stages = self.combos[:, 0].tolist()
+        per_combo = len(self.grad_ckpt) * len(self.nodes)
+        out = []
+        a = 0
+        while a < len(stages):
+            b = a
+            while b < len(stages) and stages[b] == stages[a]:
+                b += 1
+            out.append((int(stages[a]), slice(a, b), slice(a * per_combo, b * per_combo)))
+            a = b
+        return out
+
+
+@dataclass(frozen=True)
 class Grid:
     """Candidate plans of one hardware profile, one element per candidate."""
 
@@ -46,6 +75,7 @@ class Grid:
     grad_ckpt: np.ndarray
     micro_batch: np.ndarray
     grad_accum: np.ndarray
+    factors: GridFactors | None = field(default=None, compare=False)  # None: an arbitrary subset
 
     def __len__(self) -> int:
         return int(self.nodes.shape[0])
@@ -67,7 +97,8 @@ class Grid:
         return [(int(s), slice(int(a), int(b))) for s, a, b in zip(stages, starts, ends, strict=True)]
 
     def take(self, idx: np.ndarray | slice) -> Grid:
-        cols = {f.name: getattr(self, f.name) for f in fields(self)}
+        """The candidates at idx (an arbitrary subset: no factors)."""
+        cols = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "factors"}
         return Grid(**{k: (v if k == "gpus_per_node" else v[idx]) for k, v in cols.items()})
 
 
@@ -187,4 +218,5 @@ def build_grid(space: SearchSpace, gpus_per_node: int, global_batch: int, tolera
         grad_ckpt=np.tile(np.repeat(ckpt, k), len(combos)),
         micro_batch=np.tile(b, per_setting),
         grad_accum=np.tile(gas, per_setting),
+        factors=GridFactors(combos=combos, grad_ckpt=ckpt, nodes=nodes, micro_batch=b, grad_accum=gas),
     )

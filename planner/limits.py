@@ -24,10 +24,26 @@ LIMITS: dict[str, tuple[float, float, str]] = {
     "image_size": (1, 8_192, "8,192 px"),
     "dataset_tb": (0, 1e6, "an exabyte"),
     "checkpoint_every_s": (1, 3.2e7, "a year"),
+    # Money, rates and times typed on the command line (launch --max-cost, plan --budget/--deadline,
+    # serve --rps/--p99-ms, render's bandwidths, status/watch --interval): finite, and far below where
+    # a product with hours or GPU counts overflows a float or an integer.
+    "usd": (
+        0,
+        1e10,
+        "$10 billion, 50× the costliest reported training run (Gemini Ultra, ~$191M: Stanford AI Index 2024)",
+    ),
+    "duration_s": (0, 3.2e9, "a century"),
+    "rps": (0, 1e9, "a billion images per second"),
+    "p99_ms": (0, 3.6e6, "an hour per batch"),
+    "gbps": (1e-3, 1e4, "10 TB/s per node, 20× a node's eight 400 Gb/s NICs"),  # from 1 MB/s
+    "interval_s": (0.1, 86_400, "a day"),
 }
 
 
 def _num(x: float) -> str:
+    if isinstance(x, int) and abs(x) >= 1e15:  # an integer of 400 digits has no float
+        digits = str(abs(x))
+        return f"{'-' if x < 0 else ''}{digits[0]}.{digits[1:4]}e+{len(digits) - 1}"
     return f"{x:,.0f}" if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
 
 

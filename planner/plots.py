@@ -3,15 +3,13 @@ Pareto frontier, and the per-GPU memory of the chosen plans as stacked bars (the
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from planner.errors import EvaplanError
 from planner.estimate import estimate
+from planner.plot_file import save_png
 from planner.search import DAY_S, Candidate, SearchResult, objective_column
 
 GIB = 2**30
@@ -118,17 +116,4 @@ def plot_search(res: SearchResult, path: str, *, title: str, chosen: list[Candid
     bx.tick_params(axis="x", labelsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    target = Path(path)
-    if target.parent and not target.parent.exists():
-        raise EvaplanError(
-            f"--plot {path}: folder {target.parent} does not exist", hint="create it or pick another path"
-        )
-    fd, tmp = tempfile.mkstemp(prefix=".evaplan-plot-", suffix=".png", dir=target.parent or ".")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, target)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_png(fig, plt, path)

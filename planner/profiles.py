@@ -111,6 +111,9 @@ def format_validation_error(path: Path | str, exc: ValidationError) -> str:
 
 MAX_PROFILE_BYTES = 1 << 20  # 1 MiB: the largest bundled profile is under 8 KiB
 MAX_YAML_ALIASES = 64  # bundled profiles use none; a "billion laughs" file needs dozens
+# Bundled profiles nest 4 levels at most (a sourced figure in a mapping in a list); a few thousand
+# brackets exhaust the YAML parser's (and any walker's) Python recursion.
+MAX_YAML_DEPTH = 16
 
 
 class _LimitedLoader(yaml.SafeLoader):
@@ -176,14 +179,39 @@ def _read_text_limited(path: Path) -> str:
         raise ProfileError(f"{path}: not UTF-8 text", hint="save the profile as UTF-8 YAML") from None
 
 
+def _too_deep(path: Path) -> ProfileError:
+    return ProfileError(
+        f"{path}: nested deeper than {MAX_YAML_DEPTH} levels",
+        hint="a profile nests a few levels; check the file",
+    )
+
+
+def _check_depth(path: Path, data: Any) -> None:
+    """Refuse nesting beyond MAX_YAML_DEPTH (iteratively, so the check itself cannot recurse)."""
+    stack = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth >= MAX_YAML_DEPTH:
+                raise _too_deep(path)
+            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     text = _read_text_limited(path)
     try:
         data = _load_yaml(text)
+    except RecursionError:
+        raise _too_deep(path) from None
     except _TooManyAliases:
         raise ProfileError(
             f"{path}: more than {MAX_YAML_ALIASES} YAML aliases (an alias bomb?)",
             hint="write the values out; profiles need no anchors",
+        ) from None
+    except (ValueError, TypeError, OverflowError) as e:  # a tagged value the constructor refuses
+        raise ProfileError(
+            f"{path}: a value YAML cannot read ({type(e).__name__}: {' '.join(str(e).split())[:200]})",
+            hint="write plain numbers, strings and dates",
         ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -194,6 +222,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ProfileError(
             f"{path}: expected a mapping of keys at the top level", hint="see a bundled profile"
         )
+    _check_depth(path, data)
     _reject_nan(path, data, ())
     return data
 
@@ -202,17 +231,25 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 MAX_EXTENDS_DEPTH = 8
 
 
+def _resolved(path: Path) -> Path:
+    """path.resolve(), with a symlink loop (RuntimeError before Python 3.13, OSError after) as one line."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        raise ProfileError(f"{path}: a symbolic link loop", hint="point the link at a .yaml file") from None
+
+
 def _base_path(path: Path, kind: str, base: str) -> Path:
     """The profile `extends: base` names: the highest-priority one of that name other than this file
     (so a user's aws-p5.yaml may extend the bundled aws-p5)."""
     roots = [bundled_dir()]
     roots += [Path(p).expanduser() for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p.strip()]
-    roots.append(path.resolve().parent.parent)
-    me = path.resolve()
+    me = _resolved(path)
+    roots.append(me.parent.parent)
     found = None
     for root in roots:
         cand = root / kind / f"{base}.yaml"
-        if cand.is_file() and cand.resolve() != me:
+        if cand.is_file() and _resolved(cand) != me:
             found = cand
     if found is None:
         raise ProfileError(
@@ -298,7 +335,7 @@ def load_file(path: str | Path, kind: str | None = None) -> BaseModel:
 
 
 def _kind_from_path(path: Path) -> str:
-    parent = path.resolve().parent.name
+    parent = _resolved(path).parent.name
     if parent in KINDS:
         return parent
     raise ProfileError(

@@ -17,7 +17,6 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from planner.errors import ProfileError
@@ -133,12 +132,10 @@ def data_path() -> Path:
 @cache
 def load_runs(path: str | None = None) -> PublishedRuns:
     """The bundled runs (or those of `path`); a broken file is one clear line (ProfileError)."""
+    from planner.profiles import _read_yaml  # the profiles' reader: size, aliases, depth, encoding
+
     p = Path(path) if path else data_path()
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        why = " ".join(str(e).split())
-        raise ProfileError(f"cannot read published runs {p}: {why}", hint="fix the file (YAML)") from e
+    raw = _read_yaml(p)
     try:
         return PublishedRuns.model_validate(raw)
     except ValidationError as e:

@@ -3,7 +3,9 @@
 `search()` evaluates every candidate of `planner.grid` on every option (hardware, or offering at a
 pricing) with planner.vectorized (numpy, the same term functions as `estimate()`), applies the
 constraints as boolean masks, and returns the chosen plan, the ranked alternatives, the cost-vs-time
-Pareto frontier, which constraints bind the choice and why the plans next to it lost.
+Pareto frontier, which constraints bind the choice and why the plans next to it lost. Memory and
+step time are evaluated once per hardware profile and shared by its offerings; of each option only
+the candidates the result can show are kept, so a search over the whole catalog stays small.
 
 Order is deterministic: candidates are ranked by the objective, then the other two objectives, then
 fewer GPUs, then option order and grid order.
@@ -11,7 +13,7 @@ fewer GPUs, then option order and grid order.
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,8 +21,8 @@ import numpy as np
 
 from planner.errors import InfeasibleError
 from planner.grid import OFFLOAD_DEVICES, Grid, SearchSpace, build_grid
-from planner.spec import ModelSpec, ParallelPlan, TrainingSpec
-from planner.vectorized import GIB, Option, evaluate_grid
+from planner.spec import HardwareSpec, ModelSpec, ParallelPlan, TrainingSpec
+from planner.vectorized import GIB, Option, hardware_figures, option_figures
 
 Objective = Literal["cost", "time", "energy"]
 OBJECTIVES: tuple[str, ...] = ("cost", "time", "energy")
@@ -99,6 +101,9 @@ class Table:
     """Every candidate of every option: one numpy column per name."""
 
     cols: dict[str, np.ndarray]
+    # Columns derived from cols (the cost objective), computed once: ranking asks for them hundreds
+    # of times.
+    derived: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return int(self.cols["nodes"].shape[0])
@@ -181,65 +186,90 @@ class SearchResult:
     chosen: Candidate
     ranked: list[Candidate]
     frontier: list[Candidate]
-    frontier_by_option: dict[str, list[Candidate]]
     binding: list[Binding]
     alternatives: list[Alternative]
     candidates_evaluated: int
+    feasible_count: int  # of all candidates evaluated (`table` may keep only those it can show)
+
+    @property
+    def frontier_by_option(self) -> dict[str, list[Candidate]]:
+        """Each option's own Pareto frontier (the plot draws them), computed when asked."""
+        t, idx = self.table, np.nonzero(self.feasible)[0]
+        out: dict[str, list[Candidate]] = {}
+        for k, opt in enumerate(self.options):
+            sub = idx[t["option"][idx] == k]
+            out[opt.label] = [candidate(t, int(i), self.options) for i in pareto_frontier(t, sub)]
+        return out
 
 
 # ------------------------------------------------------------------------------------------ evaluation
+# The figures of the table that depend on the hardware alone (hardware_figures), kept per hardware.
+HARDWARE_COLUMNS = ("gpu_total_bytes", "host_per_node_bytes", "nvme_per_node_bytes", "step_s")
+OPTION_COLUMNS = ("wall_s", "gpu_hours", "total_usd", "energy_kwh", "co2_kg")
+
+
+class Evaluator:
+    """Each option's candidates, with the physics evaluated once per hardware profile: five H100 price
+    lists share one grid and one memory/step-time evaluation; each adds only its wall time, money and
+    energy (planner.vectorized.option_figures)."""
+
+    def __init__(
+        self, model: ModelSpec, training: TrainingSpec, space: SearchSpace, constraints: Constraints
+    ) -> None:
+        self.model, self.training, self.space, self.constraints = model, training, space, constraints
+        self._by_hardware: list[tuple[HardwareSpec, Grid, dict[str, np.ndarray]]] = []
+        self._grids: dict[int, Grid] = {}  # by GPUs per node: the candidates do not depend on more
+
+    def hardware(self, hw: HardwareSpec) -> tuple[Grid, dict[str, np.ndarray]]:
+        """The grid of this hardware and its memory/step-time columns (computed on first use)."""
+        for known, grid, figures in self._by_hardware:
+            if known is hw or known == hw:
+                return grid, figures
+        if hw.gpus_per_node not in self._grids:
+            self._grids[hw.gpus_per_node] = build_grid(
+                self.space, hw.gpus_per_node, self.training.global_batch, self.constraints.batch_tolerance
+            )
+        grid = self._grids[hw.gpus_per_node]
+        figures = hardware_figures(self.model, hw, self.training, grid, keys=HARDWARE_COLUMNS)
+        self._by_hardware.append((hw, grid, figures))
+        return grid, figures
+
+    def columns(self, opt: Option, option_index: int) -> dict[str, np.ndarray]:
+        """Every candidate of one option as table columns (settings, figures, limits)."""
+        grid, hw_figures = self.hardware(opt.hardware)
+        r = option_figures(self.model, opt, self.training, grid, hw_figures)
+        return option_columns(grid, option_index, opt, r, self.constraints)
+
+
+def option_columns(
+    grid: Grid, option_index: int, opt: Option, figures: dict[str, np.ndarray], constraints: Constraints
+) -> dict[str, np.ndarray]:
+    """One option's table columns from its grid and its evaluated figures (planner.vectorized)."""
+    n = len(grid)
+    hw = opt.hardware
+    cols = _grid_columns(grid, option_index)
+    cols.update({k: figures[k] for k in (*HARDWARE_COLUMNS, *OPTION_COLUMNS)})
+    cols["hbm_limit_bytes"] = np.full(
+        n, hw.hbm_bytes * (1.0 - constraints.hbm_headroom) - constraints.hbm_headroom_gib * GIB
+    )
+    cols["host_limit_bytes"] = np.full(n, opt.host_ram_bytes * (1.0 - constraints.host_headroom))
+    cols["nvme_limit_bytes"] = np.full(n, opt.nvme_bytes)
+    cols["min_group"] = np.full(n, min_dp_group(opt, constraints), dtype=np.int64)
+    if not opt.priced:
+        cols["total_usd"] = np.full(n, np.nan)
+    return cols
+
+
 def evaluate_options(
     model: ModelSpec,
     options: list[Option],
     training: TrainingSpec,
     space: SearchSpace,
     constraints: Constraints,
-    *,
-    threads: int | None = None,
 ) -> Table:
-    """Build each option's grid and evaluate it; numpy releases the GIL, so options run in threads."""
-
-    def one(i: int) -> dict[str, np.ndarray]:
-        opt = options[i]
-        hw = opt.hardware
-        grid = build_grid(space, hw.gpus_per_node, training.global_batch, constraints.batch_tolerance)
-        r = evaluate_grid(model, opt, training, grid)
-        n = len(grid)
-        cols = _grid_columns(grid, i)
-        cols.update(
-            {
-                k: r[k]
-                for k in (
-                    "gpu_total_bytes",
-                    "host_per_node_bytes",
-                    "nvme_per_node_bytes",
-                    "step_s",
-                    "wall_s",
-                    "gpu_hours",
-                    "total_usd",
-                    "energy_kwh",
-                    "co2_kg",
-                )
-            }
-        )
-        cols["hbm_limit_bytes"] = np.full(
-            n, hw.hbm_bytes * (1.0 - constraints.hbm_headroom) - constraints.hbm_headroom_gib * GIB
-        )
-        cols["host_limit_bytes"] = np.full(n, opt.host_ram_bytes * (1.0 - constraints.host_headroom))
-        cols["nvme_limit_bytes"] = np.full(n, opt.nvme_bytes)
-        cols["min_group"] = np.full(n, min_dp_group(opt, constraints), dtype=np.int64)
-        if not opt.priced:
-            cols["total_usd"] = np.full(n, np.nan)
-        return cols
-
-    workers = threads if threads is not None else min(len(options), os.cpu_count() or 1)
-    if workers > 1 and len(options) > 1:
-        from concurrent.futures import ThreadPoolExecutor  # only here: one option needs no threads
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(one, range(len(options))))
-    else:
-        parts = [one(i) for i in range(len(options))]
+    """Every candidate of every option in one table (the physics once per hardware)."""
+    ev = Evaluator(model, training, space, constraints)
+    parts = [ev.columns(opt, i) for i, opt in enumerate(options)]
     return Table({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
 
 
@@ -282,18 +312,19 @@ def objective_column(t: Table, objective: str) -> np.ndarray:
         return t["wall_s"]
     if objective == "energy":
         return t["energy_kwh"]
-    usd = t["total_usd"]
-    return np.where(np.isnan(usd), t["gpu_hours"], usd)
+    if "cost" not in t.derived:
+        usd = t["total_usd"]
+        t.derived["cost"] = np.where(np.isnan(usd), t["gpu_hours"], usd)
+    return t.derived["cost"]
 
 
 def rank_order(t: Table, objective: str, idx: np.ndarray) -> np.ndarray:
     """idx sorted: objective, the other objectives, fewer GPUs, option, grid order (stable)."""
     others = [o for o in OBJECTIVES if o != objective]
-    world = t["nodes"] * t["gpus_per_node"]
     keys = [
         idx,
         t["option"][idx],
-        world[idx],
+        t["nodes"][idx] * t["gpus_per_node"][idx],  # the GPUs, of idx only: called hundreds of times
         objective_column(t, others[1])[idx],
         objective_column(t, others[0])[idx],
         objective_column(t, objective)[idx],
@@ -307,13 +338,19 @@ def top_order(t: Table, objective: str, idx: np.ndarray, k: int) -> np.ndarray:
     if len(idx) <= k:
         return rank_order(t, objective, idx)
     obj = objective_column(t, objective)[idx]
-    kth = np.partition(obj, k - 1)[k - 1]
+    kth = obj.min() if k == 1 else np.partition(obj, k - 1)[k - 1]  # the same value; min is faster
     return rank_order(t, objective, idx[obj <= kth])
+
+
+# Above this many candidates, pareto_frontier first drops those a sample's frontier already beats.
+PARETO_SAMPLE_ABOVE = 4096
 
 
 def pareto_frontier(t: Table, idx: np.ndarray) -> np.ndarray:
     """Candidates of idx that no other candidate beats on both wall time and cost (GPU-hours when
     unpriced), sorted by wall time."""
+    if len(idx) > PARETO_SAMPLE_ABOVE:
+        idx = _not_beaten(t, idx)
     if not len(idx):
         return idx
     cost = objective_column(t, "cost")[idx]
@@ -322,6 +359,21 @@ def pareto_frontier(t: Table, idx: np.ndarray) -> np.ndarray:
     c = cost[order]
     prev_min = np.concatenate([[np.inf], np.minimum.accumulate(c)[:-1]])
     return idx[order[c < prev_min]]
+
+
+def _not_beaten(t: Table, idx: np.ndarray) -> np.ndarray:
+    """idx less the candidates that a point of an evenly spaced sample's frontier beats: strictly
+    faster and no dearer, so it comes first in the frontier's order and hides them. The sample's
+    frontier stays, so what hid a dropped candidate is still there: the frontier is unchanged, only
+    cheaper to sort."""
+    sample = idx[:: max(1, len(idx) // 1024)]
+    front = pareto_frontier(t, sample)  # walls ascending, costs strictly descending
+    f_wall = t["wall_s"][front]
+    f_cost = objective_column(t, "cost")[front]
+    wall = t["wall_s"][idx]
+    m = np.searchsorted(f_wall, wall, side="left")  # frontier points strictly faster than each
+    beaten = (m > 0) & (f_cost[np.maximum(m - 1, 0)] <= objective_column(t, "cost")[idx])
+    return idx[~beaten]
 
 
 # ------------------------------------------------------------------------------------------ candidates
@@ -474,26 +526,154 @@ def search(
     space: SearchSpace | None = None,
     constraints: Constraints | None = None,
     top: int = 10,
-    threads: int | None = None,
+    keep_feasible: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SearchResult:
-    """The best plan for the objective under the constraints, over every option."""
+    """The best plan for the objective under the constraints, over every option.
+
+    The physics is evaluated once per hardware (Evaluator). Once an option's figures are known, only
+    the candidates the result can show are kept (`shown_rows`), so the whole catalog fits in memory;
+    the chosen option keeps every candidate (the alternatives change one of its settings), and with
+    keep_feasible every option keeps its feasible ones (the plot draws them). What the result holds
+    is what ranking every candidate of every option gives (`rank_table` on evaluate_options:
+    tests/search/test_catalog.py). `progress(done, total)` is called after each option."""
+    _check_request(objective, options, constraints)
+    space = space or SearchSpace()
+    constraints = constraints or Constraints()
+    ev = Evaluator(model, training, space, constraints)
+    kept: list[dict[str, np.ndarray]] = []
+    # The option with the best feasible plan so far keeps all its candidates (the alternatives change
+    # one setting of the chosen plan): its columns, its shown rows, its best row as a one-row table.
+    leader: tuple[int, dict[str, np.ndarray], np.ndarray, Table] | None = None
+    total = feasible = 0
+    for k, opt in enumerate(options):
+        cols = ev.columns(opt, k)
+        total += len(cols["nodes"])
+        shown = shown_rows(Table(cols), constraints, objective, top, keep_feasible)
+        feasible += shown.feasible
+        if shown.best is not None:
+            best = Table({c: v[[shown.best]] for c, v in cols.items()})  # a copy: a view keeps cols
+            if leader is None or _beats(best, leader[3], objective):
+                if leader is not None:
+                    kept[leader[0]] = {c: v[leader[2]] for c, v in leader[1].items()}
+                leader = (k, cols, shown.rows, best)
+        kept.append(
+            cols if leader is not None and leader[0] == k else {c: v[shown.rows] for c, v in cols.items()}
+        )
+        if progress is not None:
+            progress(k + 1, len(options))
+    return rank_table(model, options, training, _concat(kept), objective, constraints, top, (total, feasible))
+
+
+def _beats(a: Table, b: Table, objective: str) -> bool:
+    """Whether one-row table a comes before one-row table b in rank order (b is an earlier option)."""
+    both = Table({c: np.concatenate([b[c], a[c]]) for c in a.cols})
+    return int(top_order(both, objective, np.arange(2), 1)[0]) == 1
+
+
+def _check_request(objective: str, options: list[Option], constraints: Constraints | None) -> None:
     if objective not in OBJECTIVES:
         raise InfeasibleError(f"unknown objective '{objective}'", hint="use cost, time or energy")
     if not options:
         raise InfeasibleError("nothing to plan on", hint="name --hardware or --offering")
-    space = space or SearchSpace()
-    constraints = constraints or Constraints()
-    if constraints.budget_usd is not None and not all(o.priced for o in options):
+    if constraints is not None and constraints.budget_usd is not None and not all(o.priced for o in options):
         unpriced = ", ".join(o.name for o in options if not o.priced)
         raise InfeasibleError(
             f"--budget needs prices, but {unpriced} has none",
             hint="name priced --offering profiles instead of --hardware",
         )
-    t = evaluate_options(model, options, training, space, constraints, threads=threads)
-    masks = constraint_masks(t, constraints)
-    feasible = np.ones(len(t), dtype=bool)
+
+
+def _all(masks: dict[str, np.ndarray], n: int) -> np.ndarray:
+    out = np.ones(n, dtype=bool)
     for m in masks.values():
-        feasible &= m
+        out &= m
+    return out
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> Table:
+    """The parts one after the other; each part's column is let go once copied (peak memory)."""
+    return Table({k: np.concatenate([p.pop(k) for p in parts]) for k in list(parts[0])})
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What `shown_rows` keeps of one option's candidates."""
+
+    rows: np.ndarray  # ascending
+    best: int | None  # the best feasible row (None: none is feasible)
+    feasible: int  # how many are feasible
+
+
+def shown_rows(t: Table, constraints: Constraints, objective: str, top: int, keep_feasible: bool) -> Shown:
+    """The rows of one option's table that rank_table can show when it ranks all options together.
+
+    Feasible: the best row of each of the option's first `top` layouts in rank order (the ranked
+    list, the choice), its Pareto frontier (the overall frontier is made of the options'), and its
+    best and its first plan on each node count (`compare` on a common GPU count); every feasible row with
+    keep_feasible. Infeasible: the best under the objective of the rows that break exactly one
+    constraint (`_binding`), the plans `_why_nothing` names, and the most memory-frugal
+    (`_alternatives` for an option with no feasible plan). Each is first in rank order (or in
+    memory) of its set within the option, hence also first within all options once they are put
+    together: what the exhaustive ranking shows, it finds among these."""
+    masks = constraint_masks(t, constraints)
+    feasible = _all(masks, len(t))
+    keep = feasible.copy() if keep_feasible else np.zeros(len(t), dtype=bool)
+    idx = np.nonzero(feasible)[0]
+    best = None
+    if len(idx):
+        ranked_idx = top_order(t, objective, idx, max(50 * top, 1000))
+        best = int(ranked_idx[0])
+        distinct = _distinct(t, ranked_idx, top)
+        if len(distinct) < top and len(ranked_idx) < len(idx):
+            distinct = _distinct(t, rank_order(t, objective, idx), top)
+        keep[distinct] = True
+        keep[pareto_frontier(t, idx)] = True
+        keep[_best_per_node_count(t, objective, idx)] = True
+        # ... and its first row on each node count (`compare` names the nearest count by it).
+        keep[idx[np.unique(t["nodes"][idx], return_index=True)[1]]] = True
+    picks: list[int | None] = []
+    for name in CONSTRAINT_NAMES:
+        others = _all({k: m for k, m in masks.items() if k != name}, len(t))
+        picks.append(_best(t, objective, others & ~masks[name]))
+    hard = masks["hbm"] & masks["host_ram"] & masks["nvme"] & masks["min_dp_group"] & masks["max_gpus"]
+    picks += [
+        _best(t, "time", hard & masks["budget"]),
+        _best(t, "time", hard),
+        _best(t, "cost", hard & masks["deadline"]),
+        _best(t, "cost", hard),
+    ]
+    frugal = np.where(masks["min_dp_group"] & masks["max_gpus"], t["gpu_total_bytes"], np.inf)
+    picks += [int(np.argmin(frugal)), int(np.argmin(t["gpu_total_bytes"]))]
+    keep[[i for i in picks if i is not None]] = True
+    return Shown(np.nonzero(keep)[0], best, len(idx))
+
+
+def _best_per_node_count(t: Table, objective: str, idx: np.ndarray) -> np.ndarray:
+    """The first row in rank order of idx for each node count present."""
+    obj = objective_column(t, objective)[idx]
+    nodes = t["nodes"][idx]
+    low = np.full(int(nodes.max()) + 1, np.inf)
+    np.minimum.at(low, nodes, obj)
+    order = rank_order(t, objective, idx[obj == low[nodes]])  # the ties of each node count's minimum
+    first = np.unique(t["nodes"][order], return_index=True)[1]
+    return order[first]
+
+
+def rank_table(
+    model: ModelSpec,
+    options: list[Option],
+    training: TrainingSpec,
+    t: Table,
+    objective: str,
+    constraints: Constraints,
+    top: int = 10,
+    counts: tuple[int, int] | None = None,
+) -> SearchResult:
+    """Choose, rank, explain: the search's result from a table of candidates (every candidate, or
+    the rows `search` keeps; then `counts` are how many it evaluated and how many were feasible)."""
+    masks = constraint_masks(t, constraints)
+    feasible = _all(masks, len(t))
     idx = np.nonzero(feasible)[0]
     if not len(idx):
         message, hint = _why_nothing(t, masks, options, constraints, objective)
@@ -505,10 +685,6 @@ def search(
     chosen = candidate(t, int(ranked_idx[0]), options)
     ranked = [candidate(t, int(i), options) for i in distinct]
     front = [candidate(t, int(i), options) for i in pareto_frontier(t, idx)]
-    by_option: dict[str, list[Candidate]] = {}
-    for k, opt in enumerate(options):
-        sub = idx[t["option"][idx] == k]
-        by_option[opt.label] = [candidate(t, int(i), options) for i in pareto_frontier(t, sub)]
     binding = _binding(t, masks, options, constraints, objective, chosen)
     alts = _alternatives(t, masks, options, constraints, objective, chosen, feasible)
     return SearchResult(
@@ -522,10 +698,10 @@ def search(
         chosen=chosen,
         ranked=ranked,
         frontier=front,
-        frontier_by_option=by_option,
         binding=binding,
         alternatives=alts,
-        candidates_evaluated=len(t),
+        candidates_evaluated=counts[0] if counts else len(t),
+        feasible_count=counts[1] if counts else len(idx),
     )
 
 
@@ -684,14 +860,14 @@ def _alternatives(
         kept = ("grad_ckpt",) if col == "zero_stage" else tuple(s for s in settings if s != col)
         keep = (*kept, "nodes", "micro_batch")
         pool = opt_sub[same(keep, opt_sub)]
-        for v in np.unique(t[col][pool]):
+        for v in _unique(t[col][pool]):
             if v == base[col]:
                 continue
             add(_change_label(col, int(v)), pool[t[col][pool] == v])
     # Neighbouring node counts with the same settings (their best micro-batch).
     keep_all = same(settings, opt_sub)
     pool = opt_sub[keep_all]
-    node_values = np.unique(t["nodes"][pool])
+    node_values = _unique(t["nodes"][pool])
     k = int(np.searchsorted(node_values, base["nodes"]))
     for nv in {int(node_values[j]) for j in (k - 1, k + 1) if 0 <= j < len(node_values)} - {
         int(base["nodes"])
@@ -699,7 +875,7 @@ def _alternatives(
         add(f"{nv} nodes", pool[t["nodes"][pool] == nv])
     # Neighbouring micro-batches at the same node count and settings.
     pool_n = pool[t["nodes"][pool] == base["nodes"]]
-    mbs = np.unique(t["micro_batch"][pool_n])
+    mbs = _unique(t["micro_batch"][pool_n])
     k = int(np.searchsorted(mbs, base["micro_batch"]))
     for j in (k - 1, k + 1):
         if 0 <= j < len(mbs) and mbs[j] != base["micro_batch"]:
@@ -709,6 +885,12 @@ def _alternatives(
         if k_opt != base["option"]:
             add(f"on {opt.label}", sub[t["option"][sub] == k_opt])
     return out
+
+
+def _unique(a: np.ndarray) -> np.ndarray:
+    """np.unique(a), sorted; asked for the indices too so that numpy takes its sorting path, which
+    does not import numpy.ma (its hashing path does: start-up time)."""
+    return np.unique(a, return_index=True)[0]
 
 
 def _change_label(col: str, v: int) -> str:

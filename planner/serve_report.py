@@ -6,13 +6,11 @@ point, JSON the whole structure with sources).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from planner.errors import EvaplanError
+from planner.plot_file import check_plot_path, save_png
 from planner.serve import GIB, Route, ServePoint
 
 PRICINGS = ("on_demand", "spot", "committed", "on_prem")
@@ -156,6 +154,29 @@ def notes(points: list[ServePoint]) -> list[str]:
     return out
 
 
+def best_lines(points: list[ServePoint], runners_up: int = 3) -> list[str]:
+    """Per model served on several targets: the cheapest per million images and the next ones (in
+    dollars where every target is priced, else GPU-hours)."""
+    out = []
+    for model in dict.fromkeys(p.model for p in points):
+        mine = [p for p in points if p.model == model]
+        units = {p.cost_per_m_images()[1] for p in mine}
+        if len(mine) < 2 or len(units) > 1:
+            continue
+        unit = units.pop()
+        ranked = sorted(mine, key=lambda p: p.cost_per_m_images()[0])
+
+        def cost(p: ServePoint, unit: str = unit) -> str:
+            x = p.cost_per_m_images()[0]
+            return f"${_usd(x)}" if unit == "USD" else f"{x:,.3f} GPU-h"
+
+        rest = ", ".join(f"{p.target} ({cost(p)})" for p in ranked[1 : 1 + runners_up])
+        out.append(
+            f"cheapest per million images for {model}: {ranked[0].target} ({cost(ranked[0])}); then {rest}"
+        )
+    return out
+
+
 def route_rows(routes: list[Route]) -> list[dict[str, Any]]:
     rows = []
     for r in routes:
@@ -193,11 +214,7 @@ def _pyplot() -> Any:
 def plot_cost_vs_accuracy(points: list[ServePoint], path: str) -> None:
     """$ (or GPU-hours) per million images vs zero-shot ImageNet-1K top-1, one colour per
     hardware/offering, its Pareto front as a line; written atomically (temp file + rename)."""
-    target = Path(path)
-    if not target.parent.exists():
-        raise EvaplanError(
-            f"--plot {path}: folder {target.parent} does not exist", hint="create it or pick another path"
-        )
+    check_plot_path(path)
     shown = [p for p in points if p.imagenet_top1 is not None]
     if not shown:
         raise EvaplanError(
@@ -238,12 +255,4 @@ def plot_cost_vs_accuracy(points: list[ServePoint], path: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=".evaplan-plot-", suffix=".png", dir=target.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, target)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_png(fig, plt, path)

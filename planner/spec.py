@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from planner.limits import LIMITS
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*[a-z0-9]$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=2, max_length=63)]
 
@@ -30,11 +32,28 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, defer_build=True)
 
 
+# Upper bounds on profile figures, so that a user profile cannot make the planner allocate per-block
+# tables without end or overflow a float or an integer (a vision depth of 10^11 crashed `estimate`;
+# a width of 10^14 or an mlp_ratio of 10^300 overflowed): far above every published CLIP tower
+# (EVA-CLIP-18B: 48 blocks of width 5120, head width 128, MLP ratio 8.57, arXiv 2402.04252 Table 1;
+# EVA-CLIP-8B-448 448 px; text towers of 77 tokens and 49,408 BPE tokens, OpenCLIP model configs).
+MAX_TOWER_DEPTH = 1_024
+MAX_TOWER_WIDTH = 65_536
+MAX_HEAD_WIDTH = 4_096
+MAX_MLP_RATIO = 64.0
+MAX_IMAGE_PX = int(LIMITS["image_size"][1])
+MAX_CONTEXT_TOKENS = 65_536
+MAX_VOCAB = 1 << 24
+# 10^9: 2,800× the largest bundled figure (an on-premises node's capex, $350,000); 10^300 GiB of HBM
+# or $/node-hour overflowed serve's replica count.
+MAX_SOURCED_VALUE = 1e9
+
+
 # --------------------------------------------------------------------------- sourced values
 class Sourced(StrictModel):
     """A number with its provenance: `{value: 80, source: "NVIDIA H100 datasheet", observed: 2026-11-01}`."""
 
-    value: float = Field(gt=0)
+    value: float = Field(gt=0, le=MAX_SOURCED_VALUE)
     source: str = Field(min_length=3)
     observed: date
     note: str | None = None
@@ -52,7 +71,7 @@ class SourcedFraction(Sourced):
 class SourcedNonNegative(Sourced):
     """A sourced number that may be zero (a free egress, a zero-cost storage tier)."""
 
-    value: float = Field(ge=0)
+    value: float = Field(ge=0, le=MAX_SOURCED_VALUE)
 
 
 # --------------------------------------------------------------------------- models
@@ -60,12 +79,12 @@ class VisionTower(StrictModel):
     """EVA ViT, in the terms of the official `vision_cfg` (the model JSONs of github.com/baaivision/EVA,
     EVA-CLIP; each bundled model profile names the one it was read from in `config_source`)."""
 
-    image_size: int = Field(gt=0, description="input resolution in pixels (square)")
-    patch_size: int = Field(gt=0)
-    width: int = Field(gt=0)
-    depth: int = Field(gt=0, description="number of transformer blocks (`layers`)")
-    head_width: int = Field(gt=0)
-    mlp_ratio: float = Field(gt=0)
+    image_size: int = Field(gt=0, le=MAX_IMAGE_PX, description="input resolution in pixels (square)")
+    patch_size: int = Field(gt=0, le=MAX_IMAGE_PX)
+    width: int = Field(gt=0, le=MAX_TOWER_WIDTH)
+    depth: int = Field(gt=0, le=MAX_TOWER_DEPTH, description="number of transformer blocks (`layers`)")
+    head_width: int = Field(gt=0, le=MAX_HEAD_WIDTH)
+    mlp_ratio: float = Field(gt=0, le=MAX_MLP_RATIO)
     mlp: Literal["gelu", "swiglu"] = Field(description="`naiveswiglu: true` → swiglu")
     norm: Literal["layernorm", "rmsnorm"] = Field(description="`use_rms_norm: true` → rmsnorm")
     qkv_bias: bool = Field(description="q- and v-bias (no k-bias), as the official code")
@@ -118,12 +137,12 @@ class VisionTower(StrictModel):
 class TextTower(StrictModel):
     """OpenCLIP causal text transformer, in the terms of the official `text_cfg`."""
 
-    context_length: int = Field(gt=0)
-    vocab_size: int = Field(gt=0)
-    width: int = Field(gt=0)
-    heads: int = Field(gt=0)
-    layers: int = Field(gt=0)
-    mlp_ratio: float = Field(default=4.0, gt=0)
+    context_length: int = Field(gt=0, le=MAX_CONTEXT_TOKENS)
+    vocab_size: int = Field(gt=0, le=MAX_VOCAB)
+    width: int = Field(gt=0, le=MAX_TOWER_WIDTH)
+    heads: int = Field(gt=0, le=MAX_TOWER_WIDTH)
+    layers: int = Field(gt=0, le=MAX_TOWER_DEPTH)
+    mlp_ratio: float = Field(default=4.0, gt=0, le=MAX_MLP_RATIO)
     xattn: bool = False
     norm_eps: float = Field(default=1e-5, gt=0)
 
@@ -148,9 +167,9 @@ class TextTower(StrictModel):
 class Recipe(StrictModel):
     """The published training run of a model (profiles/published_runs.yaml, with each run's public source)."""
 
-    samples_seen: float = Field(gt=0, description="total image-text pairs seen")
-    global_batch: int = Field(gt=0)
-    image_size: int = Field(gt=0)
+    samples_seen: float = Field(gt=0, le=LIMITS["samples"][1], description="total image-text pairs seen")
+    global_batch: int = Field(gt=0, le=LIMITS["global_batch"][1])
+    image_size: int = Field(gt=0, le=MAX_IMAGE_PX)
     patch_dropout: float = Field(ge=0, lt=1, description="share of patch tokens dropped")
     precision: Literal["bf16", "fp16", "fp32"]
     optimizer: Literal["lamb", "adamw"]

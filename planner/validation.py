@@ -45,7 +45,7 @@ from datetime import date
 from typing import Any
 
 from planner import profiles as prof
-from planner.errors import ProfileError
+from planner.errors import EvaplanError, ProfileError
 from planner.estimate import Estimate, estimate
 from planner.golden import minimize_log
 from planner.published import PublishedRun, load_runs
@@ -246,6 +246,14 @@ def newest_fit_source() -> date:
     return max(r.source_date for r in runs if halves[r.name] == "fit")
 
 
+def _no_fit_half() -> EvaplanError:
+    return EvaplanError(
+        "no run of the fit half has a published throughput (wall hours or GPU-hours) to fit to",
+        hint="give --runs a file with more runs that publish their time (the bundled one has "
+        "them in both halves)",
+    )
+
+
 def fit_compute_scale(raw: Sequence[RunCheck]) -> float:
     """The compute scale that minimises the fit half's median |log(predicted / published samples/s)|
     (a robust centre: a few data-loader-bound runs do not pull it), by golden-section search on
@@ -253,7 +261,7 @@ def fit_compute_scale(raw: Sequence[RunCheck]) -> float:
     (host time, communication and data loading do not scale)."""
     fit = [c for c in raw if c.half == "fit" and c.published_sps_per_gpu is not None]
     if not fit:
-        raise ValueError("no published throughput in the fit half")
+        raise _no_fit_half()
 
     def loss(log_scale: float) -> float:
         errs = []
@@ -382,7 +390,7 @@ def fit_intervals(checks: Sequence[RunCheck]) -> Intervals:
     fit = [c.time_ratio for c in checks if c.half == "fit" and c.time_ratio is not None]
     held = [c.time_ratio for c in checks if c.half == "held-out" and c.time_ratio is not None]
     if not fit:
-        raise ValueError("no published throughput in the fit half")
+        raise _no_fit_half()
     qlo, qhi = INTERVAL_QUANTILES
     lo, hi = quantile(fit, qlo), quantile(fit, qhi)
     inside = sum(1 for r in held if lo <= r <= hi)

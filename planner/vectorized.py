@@ -4,6 +4,8 @@ ones `planner.estimate.estimate` calls for one plan) applied to the columns of a
 Candidates are evaluated one ZeRO stage at a time (the set of collectives differs by stage, and
 `planner.comm.zero_collectives` takes the stage as a Python int); every other setting is an array.
 The result agrees to the byte with `estimate()` on each candidate (tests/search/test_agreement.py).
+The memory and step-time figures depend on the hardware, not on the price list: `hardware_figures` once
+per hardware profile, `option_figures` per offering on top (planner.search shares the first).
 """
 
 from __future__ import annotations
@@ -111,92 +113,191 @@ def evaluate_grid(
     """Per-GPU memory total, host RAM, NVMe, step-time terms, wall time, money and energy of every
     candidate (arrays of len(grid)); with detail, also every per-GPU memory term (`mem.<term>`).
     Keys follow estimate()'s report names."""
-    hw, off = option.hardware, option.offering
+    hw = hardware_figures(model, option.hardware, training, grid, detail=detail)
+    return option_figures(model, option, training, grid, hw)
+
+
+def hardware_figures(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    training: TrainingSpec,
+    grid: Grid,
+    *,
+    detail: bool = False,
+    keys: tuple[str, ...] | None = None,
+) -> dict[str, np.ndarray]:
+    """What a candidate costs in memory and step time: everything that depends on the hardware and the
+    layout but not on a price list, so that every offering of one hardware shares one evaluation
+    (`option_figures` adds the wall time, money and energy of an offering).
+
+    A grid from build_grid is evaluated by its factors (planner.grid.GridFactors), with numpy
+    broadcasting: per ZeRO stage, settings rows × checkpointing × (nodes, micro-batch, gas) pairs, so
+    a term that depends on the micro-batch alone (the GEMMs, attention) is computed once per pair
+    and checkpointing value, not once per candidate. Each element is the same arithmetic on the same
+    inputs as one candidate at a time (tests/search/test_agreement.py, tests/search/test_catalog.py).
+    keys: only these figures are kept (less memory to fill), else all."""
     n = len(grid)
     out: dict[str, np.ndarray] = {}
 
-    def put(key: str, idx: slice, value: Any) -> None:
+    def put(key: str, idx: slice, value: Any, shape: tuple[int, ...]) -> None:
+        if keys is not None and key not in keys:
+            return
         if key not in out:
             out[key] = np.zeros(n, dtype=np.float64)
-        out[key][idx] = value
+        out[key][idx] = np.broadcast_to(value, shape).reshape(-1)
 
+    f = grid.factors
+    if f is not None:
+        K, P = len(f.grad_ckpt), len(f.nodes)
+        pair = {k: getattr(f, k).reshape(1, 1, P) for k in ("nodes", "micro_batch", "grad_accum")}
+        for _stage, rows, idx in f.stage_blocks():
+            c = f.combos[rows]
+
+            def col(j: int, c: np.ndarray = c) -> np.ndarray:
+                return c[:, j].reshape(-1, 1, 1)
+
+            plan_kw = _plan_kw(
+                pair["nodes"],
+                col(0),
+                col(1),
+                col(2),
+                col(3),
+                pair["micro_batch"],
+                f.grad_ckpt.reshape(1, K, 1),
+            )
+            _stage_figures(
+                model, hardware, training, plan_kw, pair["grad_accum"], idx, (len(c), K, P), put, detail
+            )
+    else:
+        for _stage, idx in grid.stage_slices():
+            g = grid.take(idx)
+            plan_kw = _plan_kw(
+                g.nodes,
+                g.zero_stage,
+                g.offload_optimizer,
+                g.offload_param,
+                g.hpz_partition_size,
+                g.micro_batch,
+                g.grad_ckpt,
+            )
+            _stage_figures(model, hardware, training, plan_kw, g.grad_accum, idx, (len(g),), put, detail)
+    return out
+
+
+def _plan_kw(
+    nodes: np.ndarray,
+    zero_stage: np.ndarray,
+    offload_optimizer: np.ndarray,
+    offload_param: np.ndarray,
+    hpz: np.ndarray,
+    micro_batch: np.ndarray,
+    grad_ckpt: np.ndarray,
+) -> dict[str, Any]:
+    """The layout keywords of planner.evaluate from grid columns (offload codes into OFFLOAD_DEVICES)."""
+    return dict(
+        nodes=nodes,
+        zero_stage=zero_stage,
+        offload_optimizer=offload_optimizer != 0,
+        offload_param=offload_param != 0,
+        nvme_optimizer=offload_optimizer == 2,
+        nvme_param=offload_param == 2,
+        micro_batch=micro_batch,
+        grad_ckpt=grad_ckpt,
+        overlap_comm=True,
+        hpz_partition_size=hpz,
+        local_loss=True,
+        gather_with_grad=True,
+    )
+
+
+def _stage_figures(
+    model: ModelSpec,
+    hw: HardwareSpec,
+    training: TrainingSpec,
+    plan_kw: dict[str, Any],
+    grad_accum: np.ndarray,
+    idx: slice,
+    shape: tuple[int, ...],
+    put: Any,
+    detail: bool,
+) -> None:
+    """Memory and step-time terms of one ZeRO stage's candidates, written at idx."""
+    terms, ms, _act = ev.gpu_memory_terms(model, hw, **ev.tower_kwargs(training), **plan_kw)
+    if detail:
+        for k, v in terms.items():
+            put(f"mem.{k}", idx, v, shape)
+    put("gpu_total_bytes", idx, ev.ordered_sum(terms), shape)
+    put("host_per_node_bytes", idx, ev.ordered_sum(ev.host_memory_terms(ms, hw.gpus_per_node)), shape)
+    put("nvme_per_node_bytes", idx, ms.nvme_per_node, shape)
+    st = ev.step_terms(
+        model,
+        hw,
+        grad_accum=grad_accum,
+        precision=training.precision,
+        loader_workers=training.loader_workers,
+        **ev.tower_kwargs(training),
+        **plan_kw,
+    )
+    for k in ("compute_s", "overhead_s", "comm_total_s", "comm_exposed_s", "offload_s", "step_s"):
+        put(k, idx, st[k], shape)
+
+
+def option_figures(
+    model: ModelSpec, option: Option, training: TrainingSpec, grid: Grid, hw: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """hardware_figures of the option's hardware plus the wall time, GPU-hours, money and energy at the
+    option's price list (restart time, spot reclaims, storage price, PUE and grid carbon)."""
+    off = option.offering
+    n = len(grid)
+    out = dict(hw)
     restart_s = off.restart_s.value if off is not None else RESTART_S_WITHOUT_OFFERING
     stor = off.storage_usd_per_gb_month.value if off is not None else 0.0
     usd = option.usd_per_node_hour()
     spot = option.spot_rate()
-    for _stage, idx in grid.stage_slices():
-        g = grid.take(idx)
-        plan_kw = dict(
-            nodes=g.nodes,
-            zero_stage=g.zero_stage,
-            offload_optimizer=g.offload_optimizer != 0,
-            offload_param=g.offload_param != 0,
-            nvme_optimizer=g.offload_optimizer == 2,
-            nvme_param=g.offload_param == 2,
-            micro_batch=g.micro_batch,
-            grad_ckpt=g.grad_ckpt,
-            overlap_comm=True,
-            hpz_partition_size=g.hpz_partition_size,
-            local_loss=True,
-            gather_with_grad=True,
+    common = dict(
+        nodes=grid.nodes,
+        samples=training.samples,
+        global_batch=grid.global_batch,
+        step_s=hw["step_s"],
+        restart_s=restart_s,
+        checkpoint_every_s=training.checkpoint_every_s,
+        storage_usd_per_gb_month=stor,
+        checkpoints_kept=training.checkpoints_kept,
+        dataset_tb=training.dataset_tb,
+    )
+    hardware = option.hardware
+    run = ev.wall_and_cost(
+        model, hardware, usd_per_node_hour=usd, spot_interruptions_per_node_month=spot, **common
+    )
+    # The wall time does not depend on the price; only spot reclaims change it.
+    base = (
+        run
+        if spot == 0.0
+        else ev.wall_and_cost(
+            model, hardware, usd_per_node_hour=0.0, spot_interruptions_per_node_month=0.0, **common
         )
-        terms, ms, _act = ev.gpu_memory_terms(model, hw, **ev.tower_kwargs(training), **plan_kw)
-        if detail:
-            for k, v in terms.items():
-                put(f"mem.{k}", idx, v)
-        put("gpu_total_bytes", idx, ev.ordered_sum(terms))
-        put("host_per_node_bytes", idx, ev.ordered_sum(ev.host_memory_terms(ms, hw.gpus_per_node)))
-        put("nvme_per_node_bytes", idx, ms.nvme_per_node)
-        st = ev.step_terms(
-            model,
-            hw,
-            grad_accum=g.grad_accum,
-            precision=training.precision,
-            loader_workers=training.loader_workers,
-            **ev.tower_kwargs(training),
-            **plan_kw,
+    )
+    if off is not None:
+        # Energy as estimate() reports it: from the failure-only wall time (no spot reclaims).
+        en = cost.energy(
+            grid.nodes,
+            hardware.node_power_kw.value,
+            base["wall"].wall_s,
+            off.pue.value,
+            off.grid_gco2_per_kwh.value,
         )
-        for k in ("compute_s", "overhead_s", "comm_total_s", "comm_exposed_s", "offload_s", "step_s"):
-            put(k, idx, st[k])
-        B = g.global_batch
-        common = dict(
-            nodes=g.nodes,
-            samples=training.samples,
-            global_batch=B,
-            step_s=st["step_s"],
-            restart_s=restart_s,
-            checkpoint_every_s=training.checkpoint_every_s,
-            storage_usd_per_gb_month=stor,
-            checkpoints_kept=training.checkpoints_kept,
-            dataset_tb=training.dataset_tb,
-        )
-        run = ev.wall_and_cost(
-            model, hw, usd_per_node_hour=usd, spot_interruptions_per_node_month=spot, **common
-        )
-        # The wall time does not depend on the price; only spot reclaims change it.
-        base = (
-            run
-            if spot == 0.0
-            else ev.wall_and_cost(
-                model, hw, usd_per_node_hour=0.0, spot_interruptions_per_node_month=0.0, **common
-            )
-        )
-        put("wall_s", idx, run["wall"].wall_s)
-        put("gpu_hours", idx, run["money"].gpu_hours)
-        put("total_usd", idx, run["money"].total_usd)
-        put("storage_usd", idx, run["money"].storage_usd)
-        if off is not None:
-            # Energy as estimate() reports it: from the failure-only wall time (no spot reclaims).
-            en = cost.energy(
-                g.nodes,
-                hw.node_power_kw.value,
-                base["wall"].wall_s,
-                off.pue.value,
-                off.grid_gco2_per_kwh.value,
-            )
-        else:
-            # Unpriced: IT energy at PUE 1 and no grid figure (no CO2).
-            en = cost.energy(g.nodes, hw.node_power_kw.value, base["wall"].wall_s, 1.0, 0.0)
-        put("energy_kwh", idx, en.kwh)
-        put("co2_kg", idx, en.co2_kg if off is not None else np.nan)
+    else:
+        # Unpriced: IT energy at PUE 1 and no grid figure (no CO2).
+        en = cost.energy(grid.nodes, hardware.node_power_kw.value, base["wall"].wall_s, 1.0, 0.0)
+    figures = {
+        "wall_s": run["wall"].wall_s,
+        "gpu_hours": run["money"].gpu_hours,
+        "total_usd": run["money"].total_usd,
+        "storage_usd": run["money"].storage_usd,
+        "energy_kwh": en.kwh,
+        "co2_kg": en.co2_kg if off is not None else np.nan,
+    }
+    for k, v in figures.items():
+        v = np.asarray(v, dtype=np.float64)
+        out[k] = v if v.shape == (n,) else np.full(n, v)
     return out

@@ -92,3 +92,74 @@ def test_shell_completion_lists_profile_names(tmp_path: Path) -> None:
             cwd=tmp_path,
         ).stdout
         assert f"plain,{expect}" in out.splitlines(), out
+
+
+HUGE = "1" + "0" * 400  # float() of it is inf
+PLAN = ["plan", "--model", "eva02-clip-b16", "--offering", "aws-p5"]
+SERVE = ["serve", "--model", "eva02-clip-b16", "--hardware", "h100-sxm"]
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["launch", "--backend", "local", "--max-cost", "inf"], "--max-cost"),
+        (["launch", "--backend", "local", "--max-cost", "1e308"], "--max-cost"),
+        (["launch", "--backend", "local", "--max-cost", "nan"], "--max-cost"),
+        ([*PLAN, "--budget", HUGE], "--budget"),
+        ([*PLAN, "--deadline", HUGE + "d"], "--deadline"),
+        ([*PLAN, "--batch-tolerance", "nan"], "--batch-tolerance"),
+        ([*PLAN, "--host-headroom", "nan"], "--host-headroom"),
+        ([*PLAN, "--checkpoint-every", "inf"], "--checkpoint-every"),
+        ([*EST, "--batch-tolerance", "nan"], "--batch-tolerance"),
+        ([*EST, "--patch-dropout", "nan"], "--patch-dropout"),
+        ([*EST, "--dataset-tb", "1e308"], "--dataset-tb"),
+        (["estimate", "--model", "eva-clip-18b", "--hardware", "h100-sxm", "--gpus", HUGE], "--gpus"),
+        ([*EST, "--data-workers", HUGE], "--data-workers"),
+        ([*PLAN, "--min-dp-group", HUGE], "--min-dp-group"),
+        (["render", "--rdma-per-node", HUGE], "--rdma-per-node"),
+        (["render", "--max-restarts", HUGE], "--max-restarts"),
+        ([*SERVE, "--rps", "nan"], "--rps"),
+        ([*SERVE, "--rps", "inf"], "--rps"),
+        ([*SERVE, "--rps", "1e308"], "--rps"),
+        ([*SERVE, "--p99-ms", "nan"], "--p99-ms"),
+        ([*SERVE, "--p99-ms", "inf"], "--p99-ms"),
+        (["render", "--s3-upload-gbps", "inf"], "--s3-upload-gbps"),
+        (["render", "--checkpoint-write-gbps", "nan"], "--checkpoint-write-gbps"),
+        (
+            ["render", "--checkpoint-write-gbps", "1e-300"],
+            "--checkpoint-write-gbps",
+        ),  # a grace period of 1e300 s
+        (["status", "--watch", "--interval", "inf"], "--interval"),
+        (["watch", "--interval", "nan"], "--interval"),
+    ],
+    ids=lambda v: f"{v[-2]} {v[-1][:12]}" if isinstance(v, list) else None,
+)
+def test_infinities_and_nan_are_one_line(cli, args: list[str], flag: str) -> None:
+    """Money, rates and times: nan (every comparison with it is false), inf and finite numbers beyond
+    any real request are refused where they are parsed, in one line naming the flag."""
+    r = cli(*args)
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2, r.output
+    assert len(lines) == 1 and flag in lines[0] and "internal error" not in lines[0], r.output
+
+
+def test_several_values_of_one_serve_flag(cli) -> None:
+    """`--hardware a b` means two hardware profiles (as in plan and compare), never a model named b."""
+    r = cli("serve", "--model", "eva02-clip-b16", "--hardware", "a100-40gb", "h100-sxm", "--format", "json")
+    assert r.exit_code == 0, r.output
+    import json
+
+    assert {p["hardware"] for p in json.loads(r.output)["points"]} == {"a100-40gb", "h100-sxm"}
+    r = cli("serve", "--model", "eva02-clip-b16", "eva02-clip-l14", "--hardware", "h100-sxm")
+    assert r.exit_code == 0, r.output
+    assert "eva02-clip-l14" in r.output and "eva02-clip-b16" in r.output
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, a folder no file can be created in")
+@pytest.mark.parametrize("args", [[*SERVE], ["plan", "--model", "eva02-clip-b16", "--hardware", "h100-sxm"]])
+def test_a_plot_that_cannot_be_written_is_one_line(cli, args: list[str]) -> None:
+    r = cli(*args, "--plot", "/proc/evaplan.png")
+    assert r.exit_code == 2, r.output
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith("error: --plot /proc/evaplan.png: cannot write it"), r.output
+    assert "internal error" not in r.output

@@ -87,3 +87,95 @@ def test_fifo_and_device_links_are_refused(user_profiles: Path, cli) -> None:
     for name in ("fifo", "zero"):
         r = cli("--profiles-dir", str(user_profiles), "profiles", "show", name)
         assert r.exit_code == 2 and "not a regular file" in r.output
+
+
+def test_symlink_loops_are_one_line(user_profiles: Path, cli) -> None:
+    """A link to itself, or two links to each other: every command that reads profiles says so in one
+    line (`profiles validate` was "internal error: RuntimeError: Symlink loop")."""
+    models = user_profiles / "models"
+    (models / "self.yaml").symlink_to("self.yaml")
+    (models / "a.yaml").symlink_to("b.yaml")
+    (models / "b.yaml").symlink_to("a.yaml")
+    for args in (
+        ["profiles", "validate", str(user_profiles)],
+        ["profiles", "validate", str(models / "a.yaml")],
+        ["profiles", "show", "self"],
+        ["estimate", "--model", "a", "--hardware", "h100-sxm", "--gpus", "8"],
+    ):
+        r = cli("--profiles-dir", str(user_profiles), *args)
+        lines = r.output.strip().splitlines()
+        assert r.exit_code == 2, (args, r.output)
+        assert len(lines) == 1 and "internal error" not in r.output, (args, r.output)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x: " + "[" * 5000 + "]" * 5000,  # deeper than the YAML parser's recursion
+        "x: " + "{a: " * 200 + "1" + "}" * 200,  # parsed, but deeper than any profile
+    ],
+    ids=["flow-5000", "mapping-200"],
+)
+def test_deep_nesting_is_one_line(user_profiles: Path, cli, text: str) -> None:
+    (user_profiles / "models" / "deep.yaml").write_text(text)
+    r = cli("--profiles-dir", str(user_profiles), "profiles", "show", "deep")
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    assert "nested deeper than" in lines[0], r.output
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "args", "field"),
+    [
+        (
+            "models",
+            "vision: {depth: 100000000000}",
+            ["estimate", "--hardware", "h100-sxm", "--gpus", "8"],
+            "vision.depth",
+        ),
+        ("models", "vision: {width: 100000000000000}", ["plan", "--hardware", "h100-sxm"], "vision.width"),
+        (
+            "models",
+            "vision: {mlp_ratio: 1.0e+300}",
+            ["estimate", "--hardware", "h100-sxm", "--gpus", "8"],
+            "vision.mlp_ratio",
+        ),
+        (
+            "models",
+            "text: {vocab_size: 100000000000000}",
+            ["plan", "--hardware", "h100-sxm"],
+            "text.vocab_size",
+        ),
+        (
+            "models",
+            "recipe: {global_batch: 100000000000000}",
+            ["plan", "--hardware", "h100-sxm"],
+            "recipe.global_batch",
+        ),
+        ("hardware", "hbm_gib: {value: 1.0e+300}", ["serve", "--model", "eva02-clip-b16"], "hbm_gib.value"),
+        (
+            "offerings",
+            "observed_on: !!timestamp 2020-13-45",
+            ["serve", "--model", "eva02-clip-b16"],
+            "YAML cannot read",
+        ),
+    ],
+    ids=["depth", "width", "mlp-ratio", "vocab", "global-batch", "hbm", "timestamp"],
+)
+def test_figures_beyond_any_model_or_machine_are_one_line(
+    user_profiles: Path, cli, kind: str, text: str, args: list[str], field: str
+) -> None:
+    """A user profile's figure that would crash or overflow the planner (a depth of 10^11 allocated
+    until the process died; a width of 10^14 overflowed; 10^300 GiB of HBM overflowed serve's replica
+    count; an impossible date raised ValueError) is refused in one line, exit 2."""
+    base = {"models": "eva02-clip-b16", "hardware": "h100-sxm", "offerings": "aws-p5"}[kind]
+    (user_profiles / kind / "mine.yaml").write_text(f"extends: {base}\n{text}\n")
+    pick = {
+        "models": ["--model", "mine"],
+        "hardware": ["--hardware", "mine"],
+        "offerings": ["--offering", "mine"],
+    }
+    r = cli("--profiles-dir", str(user_profiles), *args[:1], *pick[kind], *args[1:])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    assert field in lines[0] and "internal error" not in lines[0], r.output

@@ -159,6 +159,20 @@ def _verb(method: str, query: dict[str, Any] | None, name: bool) -> str:
     )
 
 
+def _kubeconfig_problem(e: Exception) -> str:
+    """What is wrong with a kubeconfig the client refused, in one line."""
+    import yaml
+
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        mark = e.problem_mark
+        return f"not valid YAML: {e.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    if isinstance(e, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(e, TypeError | AttributeError):
+        return "not a kubeconfig (a YAML mapping of clusters, contexts and users)"
+    return " ".join(str(e).split())
+
+
 class KubeApi:
     """Synchronous JSON access to one cluster, namespace-aware, with retries."""
 
@@ -172,6 +186,7 @@ class KubeApi:
         call_budget_s: float | None = None,
     ) -> None:
         try:
+            import yaml
             from kubernetes import client, config
             from kubernetes.config.config_exception import ConfigException
         except ImportError as e:  # pragma: no cover - core dependency
@@ -196,9 +211,12 @@ class KubeApi:
                 self.namespace = namespace or _incluster_namespace() or "default"
                 self.context = None
                 self.where = "in-cluster config"
-        except (ConfigException, OSError, TypeError) as e:
+        except (ConfigException, OSError, TypeError, AttributeError, ValueError, yaml.YAMLError) as e:
+            # ValueError: not UTF-8; YAMLError: a syntax error; TypeError/AttributeError: YAML that is
+            # not a mapping (the client indexes into it).
             raise EvaplanError(
-                f"cannot load Kubernetes config ({kubeconfig or '$KUBECONFIG or ~/.kube/config'}): {e}",
+                f"cannot load Kubernetes config ({kubeconfig or '$KUBECONFIG or ~/.kube/config'}): "
+                + _kubeconfig_problem(e),
                 hint="pass --kubeconfig PATH / --context NAME, or run inside a cluster",
             ) from e
         cfg.retries = 0  # retries are ours (below), with backoff and a clear last error

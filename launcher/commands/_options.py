@@ -1,14 +1,25 @@
 """Options shared by several commands: --format for every command that prints results, --data-workers
 of the commands that estimate (`estimate` and, through it, `render` and `launch`; `plan`, `compare`),
-the kubeconfig options of the job commands (`launch`, `status`, `logs`, `stop`, `list`, `watch`), and the
-slurm flavour's options of `render`."""
+--hardware/--offering of the commands that estimate one cluster and the rule that derives the one from
+the other, the kubeconfig options of the job commands (`launch`, `status`, `logs`, `stop`, `list`,
+`watch`), the slurm flavour's options of `render`, and the finite-number types of every float option."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
+
+from launcher.completion import profile_names
+from planner.errors import EvaplanError
+
+if TYPE_CHECKING:
+    from planner.spec import OfferingSpec
+
+from planner.limits import LIMITS
 
 # What estimate, plan, compare and validate print: a table for people, the rest for machines.
 REPORT_FORMATS = ("table", "json", "csv", "markdown")
@@ -25,11 +36,81 @@ def data_workers_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--data-workers N: one number for the estimate's data-loading floor and the rendered job's loaders."""
     return click.option(
         "--data-workers",
-        type=click.IntRange(min=1),
+        # 256: above any host's cores per GPU (2 × 192-core EPYC over 8 GPUs is 48); more overflowed.
+        type=click.IntRange(1, 256),
         default=None,
         help="DataLoader worker processes per GPU: the data-loading floor of the estimate and what `render` "
         "gives each rank for WebDataset shards (default: 4, OpenCLIP's; up to the host cores per GPU).",
     )
+
+
+def hardware_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--hardware NAME (passed as `hardware_name`): optional where --offering names it."""
+    return click.option(
+        "--hardware",
+        "hardware_name",
+        default=None,
+        help="Hardware profile, e.g. h100-sxm (default: the --offering's hardware).",
+        shell_complete=profile_names("hardware"),
+    )
+
+
+def offering_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--offering NAME (passed as `offering_name`): prices the run and names its hardware."""
+    return click.option(
+        "--offering",
+        "offering_name",
+        default=None,
+        help="Priced offering for cost, e.g. aws-p5; its hardware is the default of --hardware.",
+        shell_complete=profile_names("offerings"),
+    )
+
+
+def hardware_and_offering(
+    ctx: click.Context, hardware_name: str | None, offering_name: str | None, dirs: list[str]
+) -> tuple[str | None, OfferingSpec | None]:
+    """The hardware a one-cluster command plans on, and its offering (loaded): --hardware when given,
+    else the offering's own (every offering profile names its hardware), the offering coming from the
+    flag or the config file. Both given and disagreeing: one line naming each, exit code 2."""
+    if not offering_name:
+        return hardware_name, None
+    from planner import profiles as prof
+
+    offering = prof.load_offering(offering_name, dirs)
+    if hardware_name is None or hardware_name == offering.hardware:
+        return offering.hardware, offering
+    from_config = ctx.get_parameter_source("offering_name") is ParameterSource.DEFAULT_MAP
+    where = "the config file's offering" if from_config else "offering"
+    raise EvaplanError(
+        f"{where} '{offering.name}' runs on {offering.hardware}, not on --hardware {hardware_name}",
+        hint=f"drop --hardware (the offering names it), or pick an offering of {hardware_name} "
+        "(`evaplan profiles list --kind offerings`)",
+    )
+
+
+def offering_filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--vendor / --gpu / --provider: narrow `--offering all` or a pattern (planner.catalog); alone,
+    they narrow every offering."""
+    f = click.option(
+        "--provider", default=None, help="Only offerings of this provider (any case), e.g. AWS, Azure."
+    )(f)
+    f = click.option(
+        "--gpu",
+        default=None,
+        help="Only offerings of this hardware profile or pattern, e.g. h100-sxm, 'mi3*'.",
+    )(f)
+    f = click.option(
+        "--vendor",
+        type=click.Choice(["nvidia", "amd"]),
+        default=None,
+        help="Only offerings of this GPU vendor.",
+    )(f)
+    return f
+
+
+OFFERING_SET_HELP = (
+    "`all`, a shell-style pattern ('aws-*', '*-mi300x') narrowed by --vendor/--gpu/--provider/--pricing"
+)
 
 
 def kube_options(f):
@@ -82,3 +163,65 @@ def slurm_options(f):
     f = click.option("--account", default=None, help="Slurm: the account the job is charged to.")(f)
     f = click.option("--partition", default=None, help="Slurm: the partition to run in.")(f)
     return f
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option that is a real, bounded number. click's FloatRange lets `nan` through (every
+    comparison with it is false) and `inf` wherever there is no upper bound; one more step of
+    arithmetic (hours × $/hour, an integer count of replicas) then fails far from the flag. Here a
+    non-finite value and one above the bound fail where they are parsed, in one line naming the flag."""
+
+    def __init__(
+        self,
+        min: float | None = None,
+        max: float | None = None,
+        *,
+        min_open: bool = False,
+        max_open: bool = False,
+        why: str | None = None,
+    ) -> None:
+        super().__init__(min, max, min_open=min_open, max_open=max_open)
+        self.why = why
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        if self.why and self.max is not None and number > self.max:
+            self.fail(f"{number:g} is above {self.max:g} ({self.why})", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+def limited_float(name: str, *, min_open: bool = False) -> FiniteFloat:
+    """A FiniteFloat over planner.limits.LIMITS[name] (the bounds the planner checks too)."""
+    lo, hi, why = LIMITS[name]
+    return FiniteFloat(lo, hi, min_open=min_open, why=why)
+
+
+class MultiValueCommand(click.Command):
+    """Lets `--hardware h100-sxm mi300x` mean `--hardware h100-sxm --hardware mi300x`: bare words after a
+    value of a repeatable flag are more values of it (these commands take no positional arguments,
+    so a word is never read as something else). `multi_flags`: the repeatable flags, per command."""
+
+    multi_flags: tuple[str, ...] = ("--hardware", "--offering")
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        current: str | None = None
+        expecting_value = False
+        for a in args:
+            if expecting_value:
+                out.append(a)
+                expecting_value = False
+                continue
+            if a in self.multi_flags:
+                current, expecting_value = a, True
+                out.append(a)
+            elif a.startswith("-"):
+                current = next((f for f in self.multi_flags if a.startswith(f + "=")), None)
+                out.append(a)
+            elif current is not None:
+                out += [current, a]
+            else:
+                out.append(a)
+        return super().parse_args(ctx, out)

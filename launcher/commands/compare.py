@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import numpy as np
 
-from launcher.commands._options import REPORT_FORMATS, format_option
+from launcher.commands._options import REPORT_FORMATS, MultiValueCommand, format_option
 from launcher.commands.plan import (
-    MultiValueCommand,
     Ranges,
     _dirs,
+    best_per_option,
     calibration_note,
     run_search,
     search_options,
@@ -19,36 +20,9 @@ from launcher.commands.plan import (
 from planner.errors import EvaplanError
 from planner.intervals import certainly_less
 from planner.report import dumps_json, format_rows
-from planner.search import Candidate, SearchResult, candidate, fmt_duration, fmt_usd, top_order
+from planner.search import Candidate, SearchResult, fmt_duration, fmt_usd, rank_order
 
 GIB = 2**30
-
-
-def best_per_option(res: SearchResult, gpus: int | None = None) -> tuple[list[Candidate | None], list[str]]:
-    """The best feasible plan of each option for the objective (None where none is feasible), on
-    `gpus` GPUs where given (the nearest feasible GPU count where an option cannot run on exactly
-    that many), and a note per option that could not."""
-    t = res.table
-    world = t["nodes"] * t["gpus_per_node"]
-    out: list[Candidate | None] = []
-    notes: list[str] = []
-    for k, opt in enumerate(res.options):
-        mask = res.feasible & (t["option"] == k)
-        if gpus is not None and mask.any():
-            exact = mask & (world == gpus)
-            if exact.any():
-                mask = exact
-            else:
-                gap = abs(world - gpus)
-                nearest = int(gap[mask].min())
-                mask = mask & (gap == nearest)
-                got = int(world[mask.nonzero()[0][0]])
-                notes.append(f"{opt.label} has no feasible plan on {gpus} GPUs; shown on {got}")
-        idx = mask.nonzero()[0]
-        out.append(
-            candidate(t, int(top_order(t, res.objective, idx, 1)[0]), res.options) if len(idx) else None
-        )
-    return out, notes
 
 
 PRICE_COLUMNS = (("on_demand", "on-demand"), ("spot", "spot"), ("committed", "committed"))
@@ -292,6 +266,28 @@ def common_gpus(res: SearchResult, base_k: int, gpus: int | None, own: bool) -> 
     )
 
 
+def best_line(res: SearchResult, best: list[Candidate | None], runners_up: int = 3) -> str:
+    """'best for cost: tensorwave-mi300x ($141k); then ...': the options' plans in rank order."""
+    shown = [c for c in best if c is not None]
+    if not shown:
+        return "best: no option has a feasible plan"
+    order = rank_order(res.table, res.objective, np.array([c.index for c in shown], dtype=np.int64))
+    by_index = {c.index: c for c in shown}
+    ranked = [by_index[int(i)] for i in order]
+
+    def figure(c: Candidate) -> str:
+        if res.objective == "time":
+            return fmt_duration(c.wall_s)
+        if res.objective == "energy":
+            return f"{c.energy_kwh / 1000:,.1f} MWh"
+        return fmt_usd(c.total_usd) if c.total_usd is not None else f"{c.gpu_hours:,.0f} GPU-h"
+
+    rest = ", ".join(f"{c.option.label} ({figure(c)})" for c in ranked[1 : 1 + runners_up])
+    return f"best for {res.objective}: {ranked[0].option.label} ({figure(ranked[0])})" + (
+        f"; then {rest}" if rest else ""
+    )
+
+
 @click.command("compare", cls=MultiValueCommand)
 @search_options
 @click.option(
@@ -315,7 +311,7 @@ def command(
     the same GPU count for every option (the baseline's best, or --gpus) unless --own-gpus. Offerings
     show on-demand, spot and committed (with its term) side by side, or "none published".
     """
-    res = run_search(ctx, kw)
+    res = run_search(ctx, kw, show_progress=fmt in ("table", "markdown"))
     names = [o.name for o in res.options]
     if baseline is not None and baseline not in names:
         raise EvaplanError(
@@ -336,6 +332,8 @@ def command(
         click.echo(format_rows(compare_rows(res, best, base_k, ranges), fmt), nl=False)
         base = best[base_k]
         click.echo(f"GPUs: {how}")
+        if len(res.options) > 2:
+            click.echo(best_line(res, best))
         for note in notes:
             click.echo(f"note: {note}")
         click.echo(f"calibration: {calibration_note(res, (ctx.obj or {}).get('calibrated'))}")

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import click
 
-from launcher.commands._options import REPORT_FORMATS, data_workers_option, format_option
+from launcher.commands._options import (
+    REPORT_FORMATS,
+    FiniteFloat,
+    data_workers_option,
+    format_option,
+    hardware_and_offering,
+    hardware_option,
+    offering_option,
+)
 from launcher.completion import profile_names
 from planner import profiles as prof
 from planner.calibration import CalibrationSpec, calibrated_hardware, comparison_rows
 from planner.choose import DEFAULT_BATCH_TOLERANCE, Request, choose, fixes_for
-from planner.errors import InfeasibleError
+from planner.errors import EvaplanError, InfeasibleError
 from planner.estimate import Estimate
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, parse_headroom
 from planner.intervals import TimeRange, fmt_days_range, fmt_usd_range, prediction_range, range_for
@@ -328,33 +336,23 @@ def explain_text(e: Estimate) -> str:
     help="Model profile, e.g. eva-clip-18b.",
     shell_complete=profile_names("models"),
 )
-@click.option(
-    "--hardware",
-    "hardware_name",
-    required=True,
-    help="Hardware profile, e.g. h100-sxm.",
-    shell_complete=profile_names("hardware"),
-)
+@hardware_option()
 @click.option("--gpus", type=int, default=None, help="GPUs in total (a multiple of the GPUs per node).")
 @click.option("--nodes", type=int, default=None, help="Nodes (instead of --gpus).")
+@offering_option()
 @click.option(
-    "--offering",
-    "offering_name",
-    default=None,
-    help="Priced offering for cost, e.g. aws-p5.",
-    shell_complete=profile_names("offerings"),
+    "--samples", type=FiniteFloat(), default=None, help="Image-text pairs to see (default: the recipe's)."
 )
-@click.option("--samples", type=float, default=None, help="Image-text pairs to see (default: the recipe's).")
 @click.option("--global-batch", type=int, default=None, help="Global batch (default: the recipe's).")
 @click.option(
     "--batch-tolerance",
-    type=click.FloatRange(0, 0.5),
+    type=FiniteFloat(0, 0.5),
     default=DEFAULT_BATCH_TOLERANCE,
     show_default=True,
     help="Share the global batch may deviate from its target when the micro-batch is searched (0: exact).",
 )
 @click.option("--image-size", type=int, default=None, help="Training resolution (default: the recipe's).")
-@click.option("--patch-dropout", type=click.FloatRange(0, 1, max_open=True), default=None)
+@click.option("--patch-dropout", type=FiniteFloat(0, 1, max_open=True), default=None)
 @click.option("--precision", type=click.Choice(["bf16", "fp16"]), default=None)
 @click.option(
     "--stack",
@@ -392,12 +390,12 @@ def explain_text(e: Estimate) -> str:
 @click.option(
     "--checkpoint-every",
     "checkpoint_every_s",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=None,
     help="Seconds between checkpoints (default: Young/Daly optimum).",
 )
 @click.option(
-    "--dataset-tb", type=click.FloatRange(min=0), default=0.0, help="Dataset kept in object storage, TB."
+    "--dataset-tb", type=FiniteFloat(min=0), default=0.0, help="Dataset kept in object storage, TB."
 )
 @click.option(
     "--objective",
@@ -431,7 +429,7 @@ def explain_text(e: Estimate) -> str:
 def command(
     ctx: click.Context,
     model_name: str,
-    hardware_name: str,
+    hardware_name: str | None,
     offering_name: str | None,
     fmt: str,
     explain: bool,
@@ -447,8 +445,12 @@ def command(
     """
     dirs = _dirs(ctx)
     model = prof.load_model(model_name, dirs)
+    hardware_name, offering = hardware_and_offering(ctx, hardware_name, offering_name, dirs)
+    if hardware_name is None:
+        raise EvaplanError(
+            "no hardware given", hint="add --hardware (e.g. h100-sxm) or --offering (e.g. aws-p5)"
+        )
     cal = calibrated_hardware(prof.load_hardware(hardware_name, dirs), dirs, use=not no_calibration)
-    offering = prof.load_offering(offering_name, dirs) if offering_name else None
     est = choose(model, cal.hardware, request_from(kw), offering)
     rng = range_for(cal.hardware, dirs)
     est = with_range(est, rng)

@@ -2,7 +2,7 @@
 in order; remember the job in the local store.
 
     evaplan launch bundles/eva8b                                   # a bundle from `evaplan render`
-    evaplan launch --model eva-clip-8b --hardware h100-sxm --gpus 64 --offering aws-p5 \\
+    evaplan launch --model eva-clip-8b --offering aws-p5 --gpus 64 \\
         --image ghcr.io/acme/evaclip:1.0 --flavor jobset --max-cost 5000   # render, then launch
 """
 
@@ -20,7 +20,7 @@ from click.core import ParameterSource
 from launcher.backends.base import get_backend, load_bundle
 from launcher.bundle import SLURM_FLAVOR
 from launcher.commands import render as render_cmd
-from launcher.commands._options import kube_options
+from launcher.commands._options import hardware_and_offering, kube_options, limited_float
 from launcher.config import SLURM_CONFIG_PARAMS
 from launcher.monitor import fmt_duration, fmt_usd
 from launcher.service import DryRunResult, JobService, LaunchRequest
@@ -61,7 +61,7 @@ _RENDER_NAMES = {p.name for p in _RENDER_OPTIONS} | {"image", "namespace"}
 @click.option(
     "--max-cost",
     "max_cost_usd",
-    type=click.FloatRange(min=0, min_open=True),
+    type=limited_float("usd", min_open=True),
     default=None,
     help="Budget in USD: the cluster stops the workload when its run time has cost this much "
     "(activeDeadlineSeconds); `status --watch` and `watch` also stop it on projected spend.",
@@ -115,6 +115,11 @@ def command(
                 given.setdefault(key, render_kw[key])
     if pricing is not None and bundle_dir is None:
         given["pricing"] = pricing
+    if bundle_dir is None and backend != "local" and not given.get("plan_file"):
+        # The config file's offering (a default, so not in `given`) prices the job and names its
+        # hardware, as for `render`; a local run plans on this machine's CPU ranks instead.
+        if render_kw.get("offering_name") and "offering_name" not in given:
+            given["offering_name"] = render_kw["offering_name"]
     bundle = None
     if bundle_dir is not None:
         extra = sorted(k for k in given if k != "namespace")
@@ -134,8 +139,12 @@ def command(
         raise EvaplanError(
             "nothing to launch",
             hint="give a bundle folder (`evaplan render ... -o DIR`), "
-            "or --model/--hardware/--gpus or --plan to render one",
+            "or --model, --offering (or --hardware) and --gpus, or --plan to render one",
         )
+    if bundle is None and not given.get("plan_file"):
+        # --hardware and --offering checked before any cluster call: a mismatch is bad input.
+        dirs = ctx.obj.get("profiles_dirs", []) if ctx.obj else []
+        hardware_and_offering(ctx, given.get("hardware_name"), given.get("offering_name"), dirs)
     if backend == "local":
         on_command_line = ctx.get_parameter_source("kubeconfig") == ParameterSource.COMMANDLINE
         for flag, value in (
@@ -251,7 +260,8 @@ def _render(ctx: click.Context, backend: str, given: dict[str, Any], resolved_na
     if backend == "local" and not given.get("plan_file"):
         # On this machine the "GPUs" are CPU ranks: default to the bundled `cpu` profile with two
         # ranks (gloo), so `evaplan launch --backend local --model eva-clip-debug` runs as it reads.
-        given.setdefault("hardware_name", LOCAL_HARDWARE)
+        if not given.get("offering_name"):
+            given.setdefault("hardware_name", LOCAL_HARDWARE)
         if not (given.get("gpus") or given.get("nodes")):
             given["gpus"] = LOCAL_RANKS
     given.setdefault("namespace", resolved_namespace or "default")

@@ -4,12 +4,22 @@ cost-vs-time Pareto frontier, the binding constraints and why the plans next to 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
+import numpy as np
 
-from launcher.commands._options import REPORT_FORMATS, data_workers_option, format_option
+from launcher.commands._options import (
+    OFFERING_SET_HELP,
+    REPORT_FORMATS,
+    FiniteFloat,
+    MultiValueCommand,
+    data_workers_option,
+    format_option,
+    offering_filter_options,
+)
 from launcher.completion import profile_names
 from planner import profiles as prof
 from planner.calibration import calibrated_hardware, comparison_rows
@@ -17,17 +27,21 @@ from planner.errors import EvaplanError
 from planner.grid import SearchSpace
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, WHY, HbmHeadroom, parse_headroom
 from planner.intervals import TimeRange, fmt_days_range, fmt_usd_range, range_fields, range_for
-from planner.limits import check_value
+from planner.limits import LIMITS, check_value
 from planner.report import dumps_json, format_rows, to_jsonable
 from planner.search import (
     Candidate,
     Constraints,
     SearchResult,
     as_dict,
+    candidate,
+    compare_line,
     fmt_duration,
     fmt_usd,
+    rank_order,
     search,
     thin_frontier,
+    top_order,
 )
 from planner.spec import HardwareSpec, ModelSpec, TrainingSpec
 from planner.vectorized import PRICINGS, Option, make_option
@@ -44,7 +58,9 @@ def parse_duration_s(text: str, flag: str = "--deadline") -> float:
     m = _DURATION.match(text)
     if not m or float(m.group(1)) <= 0:
         raise EvaplanError(f"{flag} {text!r} is not a duration", hint="write it like 30d, 12h, 90m or 2w")
-    return float(m.group(1)) * _SECONDS[m.group(2).lower()]
+    seconds = float(m.group(1)) * _SECONDS[m.group(2).lower()]
+    check_value("duration_s", seconds, flag)  # 400 digits are inf
+    return seconds
 
 
 def parse_usd(text: str, flag: str = "--budget") -> float:
@@ -63,35 +79,8 @@ def parse_usd(text: str, flag: str = "--budget") -> float:
         ) from None
     if value <= 0:
         raise EvaplanError(f"{flag} must be positive, got {text!r}", hint="write it like 2.5M, 800k or 1200")
+    check_value("usd", value, flag)  # 400 digits are inf
     return value
-
-
-class MultiValueCommand(click.Command):
-    """Lets `--hardware h100-sxm mi300x` mean `--hardware h100-sxm --hardware mi300x`: bare words after a
-    value of a repeatable flag are more values of it (these commands take no positional arguments)."""
-
-    multi_flags: tuple[str, ...] = ("--hardware", "--offering")
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        out: list[str] = []
-        current: str | None = None
-        expecting_value = False
-        for a in args:
-            if expecting_value:
-                out.append(a)
-                expecting_value = False
-                continue
-            if a in self.multi_flags:
-                current, expecting_value = a, True
-                out.append(a)
-            elif a.startswith("-"):
-                current = next((f for f in self.multi_flags if a.startswith(f + "=")), None)
-                out.append(a)
-            elif current is not None:
-                out += [current, a]
-            else:
-                out.append(a)
-        return super().parse_args(ctx, out)
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -123,13 +112,15 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "offering_names",
             multiple=True,
             shell_complete=profile_names("offerings"),
-            help="Priced offering(s), e.g. aws-p5 tensorwave-mi300x; the hardware follows from each.",
+            help="Priced offering(s), e.g. aws-p5 tensorwave-mi300x; the hardware follows from each. "
+            f"Or a set: {OFFERING_SET_HELP}.",
         ),
         click.option(
             "--pricing",
             type=click.Choice(PRICINGS),
             default=None,
-            help="Price used for offerings (default: on-demand, or on-premises cost).",
+            help="Price used for offerings (default: on-demand, or on-premises cost); with a set of "
+            "offerings, only those that publish it.",
         ),
         click.option(
             "--objective", type=click.Choice(["cost", "time", "energy"]), default="cost", show_default=True
@@ -154,13 +145,16 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--min-dp-group",
-            type=click.IntRange(min=1),
+            type=click.IntRange(1, int(LIMITS["gpus"][1])),
             default=None,
             help="Smallest data-parallel (and hpZ) group; default: a node where the hardware profile has "
             "collective.small_group_gbps (MI300X), else 1.",
         ),
         click.option(
-            "--samples", type=float, default=None, help="Image-text pairs to see (default: the recipe's)."
+            "--samples",
+            type=FiniteFloat(),
+            default=None,
+            help="Image-text pairs to see (default: the recipe's).",
         ),
         click.option(
             "--global-batch",
@@ -170,13 +164,13 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--batch-tolerance",
-            type=click.FloatRange(0, 0.5),
+            type=FiniteFloat(0, 0.5),
             default=0.02,
             show_default=True,
             help="Share the global batch may deviate from --global-batch (0: exact).",
         ),
         click.option("--image-size", type=click.IntRange(min=1), default=None),
-        click.option("--patch-dropout", type=click.FloatRange(0, 1, max_open=True), default=None),
+        click.option("--patch-dropout", type=FiniteFloat(0, 1, max_open=True), default=None),
         click.option("--precision", type=click.Choice(["bf16", "fp16"]), default=None),
         click.option(
             "--stack",
@@ -202,7 +196,7 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--host-headroom",
-            type=click.FloatRange(0, 0.9),
+            type=FiniteFloat(0, 0.9),
             default=0.0,
             show_default=True,
             help="Share of host RAM to keep free.",
@@ -219,12 +213,12 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--checkpoint-every",
             "checkpoint_every_s",
-            type=click.FloatRange(min=0, min_open=True),
+            type=FiniteFloat(min=0, min_open=True),
             default=None,
             help="Seconds between checkpoints (default: Young/Daly optimum).",
         ),
         click.option(
-            "--dataset-tb", type=click.FloatRange(min=0), default=0.0, help="Dataset in object storage, TB."
+            "--dataset-tb", type=FiniteFloat(min=0), default=0.0, help="Dataset in object storage, TB."
         ),
         click.option(
             "--no-calibration",
@@ -239,6 +233,7 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Write a PNG: cost vs time with the Pareto frontier, and per-GPU memory of the choice.",
         ),
     ]
+    f = offering_filter_options(f)  # listed after the options above
     for o in reversed(opts):
         f = o(f)
     return f
@@ -248,12 +243,34 @@ def _dirs(ctx: click.Context) -> list[str]:
     return ctx.obj.get("profiles_dirs", []) if ctx.obj else []
 
 
+def offering_names_for(
+    ctx: click.Context, offering_names: list[str], hardware_names: list[str], kw: dict[str, Any]
+) -> list[str]:
+    """The offerings named, with `all` and patterns expanded and narrowed by --vendor, --gpu,
+    --provider and (for a set) --pricing; the narrowing flags alone mean every offering."""
+    from planner.catalog import OfferingFilter, is_set, select_offerings
+
+    narrowing = OfferingFilter(vendor=kw.get("vendor"), gpu=kw.get("gpu"), provider=kw.get("provider"))
+    if narrowing.given and not offering_names and not hardware_names:
+        offering_names = ["all"]
+    sets = any(is_set(n) for n in offering_names)
+    if narrowing.given and not sets:
+        raise EvaplanError(
+            f"{narrowing.describe()} narrows a set of offerings, but only names were given",
+            hint="use --offering all or a pattern such as 'aws-*', or drop the filter",
+        )
+    pricing = kw.get("pricing") if sets else None
+    flt = OfferingFilter(narrowing.vendor, narrowing.gpu, narrowing.provider, pricing)
+    return select_offerings(offering_names, _dirs(ctx), flt)
+
+
 def resolve_options(
     ctx: click.Context,
     hardware_names: tuple[str, ...],
     offering_names: tuple[str, ...],
     pricing: str | None,
     use_calibration: bool = True,
+    filters: dict[str, Any] | None = None,
 ) -> list[Option]:
     dirs = _dirs(ctx)
 
@@ -277,6 +294,7 @@ def resolve_options(
     if ctx.obj is not None:
         ctx.obj["calibrated"] = used_calibrations
     hw_names, off_names = _split(hardware_names), _split(offering_names)
+    off_names = offering_names_for(ctx, off_names, hw_names, {**(filters or {}), "pricing": pricing})
     if not hw_names and not off_names:
         raise EvaplanError(
             "nothing to plan on", hint="name --hardware (e.g. h100-sxm mi300x) or --offering (e.g. aws-p5)"
@@ -312,8 +330,9 @@ def training_for(model: ModelSpec, kw: dict[str, Any]) -> TrainingSpec:
     )
 
 
-def run_search(ctx: click.Context, kw: dict[str, Any]) -> SearchResult:
-    """Parse the shared flags and search; used by `plan` and `compare`."""
+def run_search(ctx: click.Context, kw: dict[str, Any], show_progress: bool = False) -> SearchResult:
+    """Parse the shared flags and search; used by `plan` and `compare`. show_progress: a progress
+    line on a terminal's stderr when the search takes long (Progress)."""
     for name in ("samples", "global_batch", "image_size", "dataset_tb", "gpus", "checkpoint_every_s"):
         check_value(name, kw.get(name))
     check_value("gpus", kw.get("max_gpus"), "--max-gpus")
@@ -325,6 +344,7 @@ def run_search(ctx: click.Context, kw: dict[str, Any]) -> SearchResult:
         kw["offering_names"],
         kw["pricing"],
         use_calibration=not kw.get("no_calibration", False),
+        filters={k: kw.get(k) for k in ("vendor", "gpu", "provider")},
     )
     image_size = kw["image_size"] or model.recipe.image_size
     if image_size % model.vision.patch_size:
@@ -351,14 +371,47 @@ def run_search(ctx: click.Context, kw: dict[str, Any]) -> SearchResult:
         host_headroom=kw["host_headroom"],
         min_dp_group=kw["min_dp_group"],
     )
-    return search(
-        model,
-        options,
-        training_for(model, kw),
-        objective=kw["objective"],
-        space=space,
-        constraints=constraints,
-    )
+    progress = Progress(sys.stderr) if show_progress else None
+    try:
+        return search(
+            model,
+            options,
+            training_for(model, kw),
+            objective=kw["objective"],
+            space=space,
+            constraints=constraints,
+            keep_feasible=bool(kw.get("plot_path")),  # the plot draws every feasible plan
+            progress=progress,
+        )
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+class Progress:
+    """'searching: 9/16 options, 1.2 s' on stderr once a search has run for `after_s`, and only on a
+    terminal: never in what a pipe or a file receives (JSON, CSV, the docs' captured outputs)."""
+
+    def __init__(self, stream: Any, after_s: float = 1.0, clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self.stream, self.after_s = stream, after_s
+        self.clock = clock or time.monotonic
+        self.start = self.clock()
+        self.shown = False
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+
+    def __call__(self, done: int, total: int) -> None:
+        elapsed = self.clock() - self.start
+        if self.tty and elapsed >= self.after_s and done < total:
+            self.stream.write(f"\rsearching: {done}/{total} options, {elapsed:.1f} s")
+            self.stream.flush()
+            self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r\033[K")  # the table starts on a clean line
+            self.stream.flush()
 
 
 class Ranges:
@@ -394,6 +447,59 @@ def row(c: Candidate, ranges: Ranges | None = None) -> dict[str, Any]:
         "energy": f"{c.energy_kwh / 1000:,.1f} MWh",
         "GiB/GPU": f"{c.gpu_total_bytes / GIB:.1f}/{c.hbm_bytes / GIB:.0f}",
     }
+
+
+def best_per_option(res: SearchResult, gpus: int | None = None) -> tuple[list[Candidate | None], list[str]]:
+    """The best feasible plan of each option for the objective (None where none is feasible), on
+    `gpus` GPUs where given (the nearest feasible GPU count where an option cannot run on exactly
+    that many), and a note per option that could not."""
+    t = res.table
+    world = t["nodes"] * t["gpus_per_node"]
+    out: list[Candidate | None] = []
+    notes: list[str] = []
+    for k, opt in enumerate(res.options):
+        mask = res.feasible & (t["option"] == k)
+        if gpus is not None and mask.any():
+            exact = mask & (world == gpus)
+            if exact.any():
+                mask = exact
+            else:
+                gap = abs(world - gpus)
+                nearest = int(gap[mask].min())
+                mask = mask & (gap == nearest)
+                got = int(world[mask.nonzero()[0][0]])
+                notes.append(f"{opt.label} has no feasible plan on {gpus} GPUs; shown on {got}")
+        idx = mask.nonzero()[0]
+        out.append(
+            candidate(t, int(top_order(t, res.objective, idx, 1)[0]), res.options) if len(idx) else None
+        )
+    return out, notes
+
+
+def runners_up(res: SearchResult) -> list[Candidate]:
+    """With several options: the best plan of each option other than the chosen one's, best first."""
+    if len(res.options) < 2:
+        return []
+    best, _ = best_per_option(res)
+    idx = np.array(
+        [c.index for c in best if c is not None and c.option.label != res.chosen.option.label], dtype=np.int64
+    )
+    return [candidate(res.table, int(i), res.options) for i in rank_order(res.table, res.objective, idx)]
+
+
+def runner_up_rows(res: SearchResult, ranges: Ranges) -> list[dict[str, Any]]:
+    return [
+        {
+            "rank": k + 2,
+            "option": c.option.label,
+            "GPUs": f"{c.plan.nodes}×{c.plan.gpus_per_node}",
+            "settings": c.settings(),
+            "wall": fmt_duration(c.wall_s),
+            "cost": fmt_usd(c.total_usd) if c.total_usd is not None else "-",
+            "vs chosen": compare_line(c, res.chosen, res.objective),
+        }
+        for k, c in enumerate(runners_up(res))
+    ]
 
 
 def calibration_note(res: SearchResult, calibrated: set[str] | None) -> str:
@@ -464,9 +570,7 @@ def chosen_rows(
             + (f", {c.co2_kg / 1000:,.1f} t CO2e" if c.co2_kg is not None else ""),
         )
     )
-    rows.append(
-        ("searched", f"{res.candidates_evaluated:,} candidates, {int(res.feasible.sum()):,} feasible")
-    )
+    rows.append(("searched", f"{res.candidates_evaluated:,} candidates, {res.feasible_count:,} feasible"))
     rows.append(("calibration", calibration_note(res, calibrated)))
     if res.objective == "cost" and res.constraints.deadline_s is None:
         rows.append(
@@ -497,7 +601,7 @@ def result_json(
         "objective": res.objective,
         "training": res.training,
         "candidates_evaluated": res.candidates_evaluated,
-        "feasible": int(res.feasible.sum()),
+        "feasible": res.feasible_count,
         "constraints": {
             "batch_tolerance": res.constraints.batch_tolerance,
             "deadline_s": res.constraints.deadline_s,
@@ -508,6 +612,7 @@ def result_json(
             "host_headroom": res.constraints.host_headroom,
         },
         "chosen": ranges.row(res.chosen),
+        **({"runners_up": [ranges.row(c) for c in runners_up(res)]} if len(res.options) > 1 else {}),
         "ranked": [ranges.row(c) for c in res.ranked],
         "pareto": [ranges.row(c) for c in res.frontier],
         "range_basis": {c.option.hardware.name: ranges(c).basis for c in (res.chosen, *res.ranked)},
@@ -537,6 +642,11 @@ def render(
         return format_rows(rows, "csv")
     head = (lambda s: f"\n### {s}\n\n") if fmt == "markdown" else (lambda s: f"\n{s}\n")
     out = [head("chosen plan").lstrip("\n"), format_rows(chosen_rows(res, calibrated, ranges), fmt)]
+    if len(res.options) > 1:
+        out += [
+            head("runners-up: the best plan of each other option"),
+            format_rows(runner_up_rows(res, ranges), fmt),
+        ]
     out += [
         head("ranked alternatives"),
         format_rows([{"rank": k + 1, **row(c, ranges)} for k, c in enumerate(res.ranked)], fmt),
@@ -631,7 +741,7 @@ def command(
         raise EvaplanError(
             "--render needs --image", hint="add --image REGISTRY/evaclip:TAG (the trainer image)"
         )
-    res = run_search(ctx, kw)
+    res = run_search(ctx, kw, show_progress=fmt in ("table", "markdown"))
     calibrated = (ctx.obj or {}).get("calibrated")
     click.echo(render(res, fmt, kw, calibrated, Ranges(_dirs(ctx))), nl=False)
     if render_dir:

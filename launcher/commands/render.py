@@ -1,6 +1,6 @@
 """`evaplan render`: a plan (a plan.json, or the estimate flags) → a bundle folder, or YAML on stdout.
 
-    evaplan render --model eva-clip-8b --hardware h100-sxm --gpus 64 --offering aws-p5 \\
+    evaplan render --model eva-clip-8b --offering aws-p5 --gpus 64 \\
         --image ghcr.io/acme/evaclip:1.0 --flavor jobset -o bundles/eva8b
     evaplan estimate ... --format json > plan.json && evaplan render --plan plan.json --image IMG --stdout | kubectl apply -f -
 
@@ -13,7 +13,7 @@ import click
 from click.core import ParameterSource
 
 from launcher.commands import estimate as estimate_cmd
-from launcher.commands._options import slurm_options
+from launcher.commands._options import hardware_and_offering, limited_float, slurm_options
 from planner import profiles as prof
 from planner.errors import EvaplanError, InfeasibleError
 
@@ -98,7 +98,8 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     show_default=True,
     help="Request the offering's inter-node fabric (EFA devices, RDMA NICs) and set its NCCL/libfabric env.",
 )
-@click.option("--rdma-per-node", type=click.IntRange(min=1), default=1, show_default=True)
+# At most 64 RDMA devices: one per GPU of the largest node the profiles allow (gpus_per_node ≤ 64).
+@click.option("--rdma-per-node", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option(
     "--ipc-lock/--no-ipc-lock", default=None, help="Add the IPC_LOCK capability (default: with RDMA)."
 )
@@ -154,7 +155,8 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 @click.option("--priority-class", default=None, help="PriorityClass of the pods.")
 @click.option(
     "--max-restarts",
-    type=click.IntRange(min=0),
+    # Kubernetes' backoffLimit / maxRestarts are int32; a job restarted 10,000 times is not training.
+    type=click.IntRange(0, 10_000),
     default=3,
     show_default=True,
     help="Whole-job restarts after failures (JobSet maxRestarts; × nodes pod failures for Job/PyTorchJob).",
@@ -165,13 +167,13 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 )
 @click.option(
     "--checkpoint-write-gbps",
-    type=click.FloatRange(min=0, min_open=True),
+    type=limited_float("gbps"),
     default=None,
     help="GB/s a node writes its checkpoint at (default: the hardware's NVMe write).",
 )
 @click.option(
     "--s3-upload-gbps",
-    type=click.FloatRange(min=0, min_open=True),
+    type=limited_float("gbps"),
     default=1.0,
     show_default=True,
     help="GB/s a node uploads checkpoints to S3 at (grace period).",
@@ -223,19 +225,21 @@ def command(
             raise EvaplanError("--pick needs --plan FILE", hint="give a plan or compare result with --plan")
         from planner.choose import choose, fixes_for
 
-        if not estimate_kw.get("model_name") or not estimate_kw.get("hardware_name"):
+        hardware_name, offering = hardware_and_offering(
+            ctx, estimate_kw.pop("hardware_name", None), estimate_kw.pop("offering_name", None), dirs
+        )
+        if not estimate_kw.get("model_name") or not hardware_name:
             raise EvaplanError(
-                "no plan given", hint="pass --plan plan.json, or --model, --hardware and --gpus/--nodes"
+                "no plan given",
+                hint="pass --plan plan.json, or --model, --offering (or --hardware) and --gpus/--nodes",
             )
         from planner.calibration import calibrated_hardware
 
         model = prof.load_model(estimate_kw.pop("model_name"), dirs)
         use_calibration = not estimate_kw.pop("no_calibration", False)
         hardware = calibrated_hardware(
-            prof.load_hardware(estimate_kw.pop("hardware_name"), dirs), dirs, use=use_calibration
+            prof.load_hardware(hardware_name, dirs), dirs, use=use_calibration
         ).hardware
-        offering_name = estimate_kw.pop("offering_name", None)
-        offering = prof.load_offering(offering_name, dirs) if offering_name else None
         est = choose(model, hardware, estimate_cmd.request_from(estimate_kw), offering)
         if not est.fits:
             raise InfeasibleError(est.verdict, hint=fixes_for(est))
@@ -293,8 +297,8 @@ def render_estimate(
 
 
 for _opt in _ESTIMATE_OPTIONS:
-    if _opt.name in ("model_name", "hardware_name"):
-        # Required by `estimate`, optional here: a --plan file names them.
+    if _opt.name == "model_name":
+        # Required by `estimate`, optional here: a --plan file names it.
         _opt = click.Option(
             [*_opt.opts, _opt.name], default=None, help=_opt.help, shell_complete=_opt._custom_shell_complete
         )

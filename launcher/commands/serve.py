@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import click
 
-from launcher.commands._options import format_option
+from launcher.commands._options import (
+    OFFERING_SET_HELP,
+    FiniteFloat,
+    MultiValueCommand,
+    format_option,
+    limited_float,
+    offering_filter_options,
+)
 from planner import profiles as prof
 from planner.calibration import calibrated_hardware
 from planner.errors import EvaplanError
@@ -13,6 +20,7 @@ from planner.ops import ATTENTION_KERNELS, STACKS
 from planner.report import dumps_json, format_rows
 from planner.serve import PRECISIONS, mark_pareto, route, serve_point
 from planner.serve_report import (
+    best_lines,
     flat_rows,
     format_table,
     json_doc,
@@ -23,7 +31,11 @@ from planner.serve_report import (
 )
 
 
-@click.command("serve")
+class _ServeCommand(MultiValueCommand):
+    multi_flags = ("--model", "--hardware", "--offering")
+
+
+@click.command("serve", cls=_ServeCommand)
 @click.option(
     "--model",
     "models",
@@ -31,19 +43,30 @@ from planner.serve_report import (
     multiple=True,
     help="Model profile; repeatable, or several after one flag.",
 )
-@click.argument("more_models", nargs=-1, metavar="[MODEL]...")
-@click.option("--hardware", "hardware", multiple=True, help="Hardware profile (no prices); repeatable.")
-@click.option("--offering", "offerings", multiple=True, help="Priced offering, e.g. aws-p5; repeatable.")
+@click.option(
+    "--hardware",
+    "hardware",
+    multiple=True,
+    help="Hardware profile (no prices); repeatable, or several after one flag.",
+)
+@click.option(
+    "--offering",
+    "offerings",
+    multiple=True,
+    help="Priced offering, e.g. aws-p5; repeatable, or several after one flag. "
+    f"Or a set: {OFFERING_SET_HELP.replace('/--pricing', '')}.",
+)
+@offering_filter_options
 @click.option("--batch", type=click.IntRange(1, 65536), default=None, help="Images (and texts) per batch.")
 @click.option(
     "--p99-ms",
-    type=click.FloatRange(0, min_open=True),
+    type=limited_float("p99_ms", min_open=True),
     default=None,
     help="Latency target per image batch: picks the largest batch (and TP) that meets it.",
 )
 @click.option(
     "--rps",
-    type=click.FloatRange(0, min_open=True),
+    type=limited_float("rps", min_open=True),
     default=None,
     help="Images per second to serve: sizes the fleet.",
 )
@@ -64,7 +87,7 @@ from planner.serve_report import (
 )
 @click.option(
     "--route-large-share",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloat(0, 1),
     default=None,
     help="Hybrid routing: share of images sent to the larger of exactly two --model.",
 )
@@ -91,7 +114,6 @@ from planner.serve_report import (
 def command(
     ctx: click.Context,
     models: tuple[str, ...],
-    more_models: tuple[str, ...],
     hardware: tuple[str, ...],
     offerings: tuple[str, ...],
     batch: int | None,
@@ -105,6 +127,9 @@ def command(
     fmt: str,
     plot_path: str | None,
     no_calibration: bool,
+    vendor: str | None,
+    gpu: str | None,
+    provider: str | None,
 ) -> None:
     """Serving figures of EVA-CLIP encoders on hardware or priced offerings.
 
@@ -114,7 +139,11 @@ def command(
     zero-shot accuracy with the cost/accuracy Pareto front. Exit code 2 when a request cannot be met.
     """
     dirs = ctx.obj.get("profiles_dirs", []) if ctx.obj else []
-    names = list(dict.fromkeys(models + more_models))
+    names = list(dict.fromkeys(models))
+    from launcher.commands.plan import offering_names_for
+
+    filters = {"vendor": vendor, "gpu": gpu, "provider": provider}
+    offerings = tuple(offering_names_for(ctx, list(offerings), list(hardware), filters))
     if not hardware and not offerings:
         raise EvaplanError(
             "serve needs --hardware or --offering", hint="e.g. --offering aws-p5 or --hardware h100-sxm"
@@ -165,7 +194,7 @@ def command(
         click.echo(format_rows(flat_rows(points), "csv"), nl=False)
     else:
         click.echo(format_table(table_rows(points)), nl=False)
-        for line in notes(points):
+        for line in notes(points) + best_lines(points):
             click.echo(f"  {line}")
         if routes:
             click.echo("")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from launcher.backends.base import JobState
-from launcher.commands._options import kube_options, told_cluster
+from launcher.commands._options import kube_options, limited_float, told_cluster
 from launcher.monitor import Progress, fmt_duration, fmt_usd, snapshot, watch_loop
 from launcher.service import JobService
 from launcher.state import JobRecord
@@ -89,7 +89,7 @@ def render_text(record: JobRecord, state: JobState, prog: Progress) -> str:
 @click.option(
     "--interval",
     "interval_s",
-    type=click.FloatRange(min=0.1),
+    type=limited_float("interval_s"),
     default=10.0,
     show_default=True,
     help="Seconds between refreshes with --watch.",

@@ -1,5 +1,6 @@
 """`evaplan train`: run the bundled trainer locally — a thin wrapper of `python -m evaclip.train`
-(under `torch.distributed.run --standalone` when more than one process per node is asked for)."""
+(under `torch.distributed.run --standalone`, through evaclip.rank_launcher, when more than one process per
+node is asked for: a failed rank is reported in one line)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import sys
 
 import click
 
+from evaclip.config import empty_init_path_check
 from planner.errors import EvaplanError, RuntimeFailure
+
+
+def _weights_uri(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An --init-*-from value: absent, or a path / URI; empty (an unset shell variable) is an error."""
+    if value is not None:
+        empty_init_path_check(param.opts[0], value)
+    return value
 
 
 def trainer_command(
@@ -18,10 +27,12 @@ def trainer_command(
     """The exact command line `evaplan train` runs (`extra`: trainer flags passed through)."""
     args = ["-m", "evaclip.train", "--ds-config", ds_config, "--run-config", run_config, *(extra or [])]
     if nproc_per_node > 1:
+        # torch.distributed.run with its arguments, reporting a failed rank in one line (exit 2 for
+        # bad input) instead of torchrun's traceback.
         return [
             sys.executable,
             "-m",
-            "torch.distributed.run",
+            "evaclip.rank_launcher",
             "--standalone",
             f"--nproc_per_node={nproc_per_node}",
             *args,
@@ -52,15 +63,20 @@ def trainer_command(
 @click.option(
     "--init-from",
     metavar="PATH|s3://…",
+    callback=_weights_uri,
     help="Start the whole model from weights (official EVA-CLIP layout).",
 )
 @click.option(
     "--init-vision-from",
     metavar="PATH|s3://…",
+    callback=_weights_uri,
     help="Start the vision tower from EVA-CLIP or EVA MIM weights.",
 )
 @click.option(
-    "--init-text-from", metavar="PATH|s3://…", help="Start the text tower from EVA-CLIP or OpenCLIP weights."
+    "--init-text-from",
+    metavar="PATH|s3://…",
+    callback=_weights_uri,
+    help="Start the text tower from EVA-CLIP or OpenCLIP weights.",
 )
 @click.option(
     "--init-strict",
@@ -113,7 +129,7 @@ def command(
         rc = subprocess.call(cmd)
     except OSError as e:
         raise RuntimeFailure(f"could not start the trainer: {e}") from None
-    if rc == 2:
-        sys.exit(2)  # the trainer already printed its one-line `error:`
+    if rc == 2 or (rc == 1 and nproc_per_node > 1):
+        sys.exit(rc)  # the trainer (or its rank launcher) already printed its one-line `error:`
     if rc != 0:
         raise RuntimeFailure(f"the trainer exited with code {rc}", hint="see its output above")

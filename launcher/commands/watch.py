@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from launcher.backends.base import JobState
-from launcher.commands._options import kube_options, told_cluster
+from launcher.commands._options import kube_options, limited_float, told_cluster
 from launcher.monitor import Progress, fmt_duration, fmt_usd, watch_loop
 from launcher.service import JobService
 
@@ -15,7 +15,7 @@ from launcher.service import JobService
 @click.option(
     "--interval",
     "interval_s",
-    type=click.FloatRange(min=0.1),
+    type=limited_float("interval_s"),
     default=30.0,
     show_default=True,
     help="Seconds between checks.",

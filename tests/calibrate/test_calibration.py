@@ -289,6 +289,53 @@ def test_bad_metrics_files_are_refused_with_one_line(cli, profiles_dir, tmp_path
     assert not (profiles_dir / "calibrations").exists()
 
 
+@pytest.mark.parametrize(
+    ("event", "key", "value", "message"),
+    [
+        ("step", "step_time_s", "x", "has step_time_s 'x', not a finite number"),
+        ("step", "peak_mem_bytes", None, "has peak_mem_bytes 'None', not a finite number"),
+        ("step", "peak_mem_bytes", 10**400, "not a finite number up to 10^18"),
+        ("start", "micro_batch", "x", "has micro_batch 'x', not a whole number"),
+        ("start", "micro_batch", 10**30, "not a whole number up to 10^18"),
+        ("start", "model", 5, "has model '5', not a string"),
+        ("start", "patch_dropout", "nan", "not a finite number"),
+        ("start", "grad_ckpt", "maybe", "not true or false"),
+        ("step", "step", "[" * 5000 + "]" * 5000, "nests too deeply to be a metrics record"),
+    ],
+    ids=[
+        "str-time",
+        "null-mem",
+        "huge-mem",
+        "str-batch",
+        "huge-batch",
+        "num-model",
+        "str-nan",
+        "str-bool",
+        "deep",
+    ],
+)
+def test_a_record_of_the_wrong_type_is_one_line(
+    cli, profiles_dir, tmp_path, event, key, value, message
+) -> None:
+    """A metrics file is a file the user hands us: a value the trainer never writes (a string, null, a
+    400-digit integer, nesting past the JSON parser's recursion) is one line, exit 2 (these ended in
+    internal errors: ValueError, TypeError, OverflowError, RecursionError)."""
+    path = write_metrics(tmp_path / "m.jsonl", job="a")
+    lines = path.read_text().splitlines()
+    k = next(i for i, line in enumerate(lines) if json.loads(line)["event"] == event)
+    rec = json.loads(lines[k])
+    if key == "step" and isinstance(value, str) and value.startswith("["):
+        lines[k] = value  # the whole line
+    else:
+        rec[key] = value
+        lines[k] = json.dumps(rec)
+    path.write_text("\n".join(lines) + "\n")
+    r = cli("calibrate", str(path), "--hardware", HW)
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (profiles_dir / "calibrations").exists()
+
+
 def test_too_few_steps_are_refused(cli, profiles_dir, tmp_path) -> None:
     path = write_metrics(tmp_path / "m.jsonl", job="a", steps=3)
     r = cli("calibrate", str(path), "--hardware", HW)

@@ -15,8 +15,20 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("deepspeed")
 
+from evaclip.cpu_precision import cpu_precision_unsupported  # noqa: E402
+
 LN100 = math.log(100.0)
 CASES = [(0, "fp32"), (0, "bf16"), (1, "bf16"), (2, "fp16"), (3, "bf16")]
+# A case whose precision this CPU lacks (fp16 without oneDNN fp16, e.g. AMD EPYC) is skipped with the
+# reason, and its ZeRO stage is tested in bf16 instead, which DeepSpeed runs on every CPU.
+RUNNABLE = [c for c in CASES if not cpu_precision_unsupported(c[1])]
+RUNNABLE += [(s, "bf16") for s, p in CASES if (s, p) not in RUNNABLE and (s, "bf16") not in CASES]
+PARAMS = [
+    pytest.param(c, id=f"{c[0]}-{c[1]}", marks=pytest.mark.skip(reason=f"{c[1]}: {why}"))
+    if (why := cpu_precision_unsupported(c[1]))
+    else pytest.param(c, id=f"{c[0]}-{c[1]}")
+    for c in [*CASES, *(c for c in RUNNABLE if c not in CASES)]
+]
 
 _SCRIPT = r"""
 import json, sys, torch, deepspeed
@@ -65,11 +77,14 @@ if rank == 0:
 """
 
 
-def test_clamp_reaches_model_and_master_copies(tmp_path):
+@pytest.fixture(scope="module")
+def clamp_results(tmp_path_factory):
+    """One torchrun of 2 gloo ranks over every case this CPU runs: {"stage-precision": values}."""
     import json
 
+    tmp_path = tmp_path_factory.mktemp("clamp")
     script, out = tmp_path / "clamp.py", tmp_path / "out.json"
-    script.write_text(f"CASES = {CASES!r}\n" + _SCRIPT)
+    script.write_text(f"CASES = {RUNNABLE!r}\n" + _SCRIPT)
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -83,17 +98,32 @@ def test_clamp_reaches_model_and_master_copies(tmp_path):
         [*cmd, str(script), str(out)], env=env, capture_output=True, text=True, timeout=1800
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(out.read_text())
-    for case, r in results.items():
-        model_before, master_before = r["before"]
-        assert master_before is None or master_before == pytest.approx(5.0), case
-        assert model_before == pytest.approx(5.0, abs=0.02), case  # forward left it above the cap
-        for when in ("after", "next"):
-            model_value, master = r[when]
-            # 16-bit copies hold ln 100 to their precision (bf16: 8 significant bits).
-            assert model_value == pytest.approx(LN100, abs=0.02), (case, when)
-            if master is not None:
-                assert master == pytest.approx(LN100, abs=1e-6), (case, when)
-        # ZeRO-1..3 expose their master copy; the clamp must show there.
-        if not case.startswith("0-"):
-            assert r["after"][1] is not None, case
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("case", PARAMS)
+def test_clamp_reaches_model_and_master_copies(case, clamp_results):
+    stage, precision = case
+    r = clamp_results[f"{stage}-{precision}"]
+    model_before, master_before = r["before"]
+    assert master_before is None or master_before == pytest.approx(5.0), case
+    assert model_before == pytest.approx(5.0, abs=0.02), case  # forward left it above the cap
+    for when in ("after", "next"):
+        model_value, master = r[when]
+        # 16-bit copies hold ln 100 to their precision (bf16: 8 significant bits).
+        assert model_value == pytest.approx(LN100, abs=0.02), (case, when)
+        if master is not None:
+            assert master == pytest.approx(LN100, abs=1e-6), (case, when)
+    # ZeRO-1..3 expose their master copy; the clamp must show there.
+    if stage:
+        assert r["after"][1] is not None, case
+
+
+def test_unsupported_precision_is_named_by_deepspeed_too():
+    """Our check and DeepSpeed's CPU accelerator agree on what this CPU can train in."""
+    from deepspeed.accelerator.cpu_accelerator import CPU_Accelerator
+
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    supported = CPU_Accelerator().supported_dtypes()
+    for precision, dtype in dtypes.items():
+        assert (cpu_precision_unsupported(precision) is None) == (dtype in supported), precision

@@ -230,3 +230,43 @@ def test_legacy_torch_save_format_loads(tmp_path):
     target = _model(1)
     load_pretrained(target, target.spec, model_uri=str(path), log=lambda line: None)
     assert _same(source, target)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_release_loads_with_its_rope_tables(tmp_path, dtype):
+    """The official release files are fp16 (bf16 for some): every tensor, the RoPE tables too, is
+    rounded to the file's dtype. The tables are compared in that dtype (rounding fp32 tables to
+    fp16 moves them by up to 2.4e-4, bf16 1.9e-3); tables of another architecture are still refused."""
+    from evaclip.pretrained import load_pretrained, official_state_dict
+
+    dt = getattr(torch, dtype)
+    source = _model(0)
+    sd = {k: v.to(dt) for k, v in official_state_dict(source, source.spec).items()}
+    torch.save({"state_dict": sd}, tmp_path / "half.pt")
+    target = _model(1)
+    (report,) = load_pretrained(
+        target, target.spec, model_uri=str(tmp_path / "half.pt"), log=lambda line: None
+    )
+    assert report.clean and report.rope_tables == 2 * (1 + target.spec.vision.depth)
+    for (name, got), want in zip(target.named_parameters(), source.parameters(), strict=True):
+        assert torch.equal(got, want.to(dt).float().reshape(got.shape)), name
+    sd["visual.rope.freqs_sin"] = (sd["visual.rope.freqs_sin"].float() * 0.9).to(dt)
+    torch.save(sd, tmp_path / "other.pt")
+    with pytest.raises(EvaplanError, match="differs from the RoPE table"):
+        load_pretrained(target, target.spec, model_uri=str(tmp_path / "other.pt"), log=lambda line: None)
+
+
+def test_s3_load_errors_are_bad_input(s3_env):
+    """A weights URI that S3 cannot serve (no such key or bucket) is the user's input: exit 2, as the
+    trainer documents, in one line."""
+    import boto3
+
+    from evaclip.pretrained import load_pretrained
+
+    boto3.client("s3").create_bucket(Bucket="weights")
+    model = _model(0)
+    for uri in ("s3://weights/missing.pt", "s3://no-such-bucket/eva.pt"):
+        with pytest.raises(EvaplanError) as err:
+            load_pretrained(model, model.spec, model_uri=uri, log=lambda line: None)
+        assert err.value.exit_code == 2, err.value.line()
+        assert f"cannot download {uri}" in err.value.line() and "\n" not in err.value.line()

@@ -680,3 +680,26 @@ def test_pod_rank_in_every_flavour(labels, per_job, rank):
     from launcher.backends.kubernetes import pod_rank
 
     assert pod_rank({"metadata": {"labels": labels}}, per_job) == rank
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"apiVersion: v1\nclusters: [\n  - {name: x\n", "line 3"),  # a YAML syntax error
+        (b"\xff\xfe\x00binary", "not UTF-8"),
+        (b"just a string\n", "not a kubeconfig"),
+        (b"- a\n- list\n", "not a kubeconfig"),
+    ],
+    ids=["yaml-syntax", "binary", "scalar", "list"],
+)
+def test_a_malformed_kubeconfig_is_one_line(cli, state_dir, tmp_path, make_bundle, content, says):
+    """A kubeconfig the client cannot parse is the user's file: one line naming it, exit 2, nothing
+    recorded (was "internal error: ParserError")."""
+    bad = tmp_path / "kubeconfig.yaml"
+    bad.write_bytes(content)
+    r = cli("launch", str(make_bundle(tmp_path / "b")), "--kubeconfig", str(bad))
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2, r.output
+    assert len(lines) == 1 and str(bad) in lines[0] and says in lines[0], r.output
+    assert "internal error" not in r.output
+    assert "no jobs" in cli("list").output

@@ -126,7 +126,7 @@ def test_cli_json_and_explain(cli):
         (["--gpus", "256", "--global-batch", "1000000000000"], "out of range"),
         (["--gpus", "256", "--samples", "-5"], "out of range"),
         (["--gpus", "8", "--zero-stage", "0", "--no-grad-ckpt", "--global-batch", "512"], "does not fit"),
-        (["--gpus", "256", "--offering", "azure-nd-mi300x-v5"], "sells mi300x"),
+        (["--gpus", "256", "--offering", "azure-nd-mi300x-v5"], "runs on mi300x"),
         (["--gpus", "256", "--zero-stage", "2", "--offload-param", "cpu"], "zero_stage 3"),
     ],
 )

@@ -520,3 +520,22 @@ def test_a_run_naming_no_kernel_takes_the_model_profiles_default():
         assert training.attention == want == prof.load_model(run.model).official_attention
     _, training, _ = v.plan_for(runs["gpu-check-h100-eva02-b16"], prof.load_hardware("h100-sxm"))
     assert training.attention == "flash"
+
+
+@pytest.mark.parametrize("which", ["deep", "one-run"])
+def test_runs_files_the_fit_cannot_use_are_one_line(cli, tmp_path, which):
+    """A runs file nested past the YAML parser's recursion, or one whose fit half publishes no time
+    (a file of one run), was an internal error (RecursionError, ValueError)."""
+    import yaml
+
+    from planner.published import data_path
+
+    path = tmp_path / "runs.yaml"
+    if which == "deep":
+        path.write_text("runs: " + "[" * 5000 + "]" * 5000)
+    else:
+        runs = yaml.safe_load(data_path().read_text())["runs"]
+        path.write_text(yaml.safe_dump({"runs": runs[:1]}))
+    r = cli("validate", "--runs", str(path))
+    assert r.exit_code == 2, r.output
+    assert len(r.output.strip().splitlines()) == 1 and "internal error" not in r.output, r.output
