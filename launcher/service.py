@@ -456,7 +456,9 @@ class JobService:
         """After a failed or interrupted local launch: end whatever it started, found by its launch
         id, then put the previous record back (or forget the job). If something of it survives,
         the intent stays: `status` shows it and `stop` ends it."""
-        abort = getattr(be, "abort", None)  # the local backend's; a Slurm launch creates or fails whole
+        # The local backend ends the processes of its launch id; the slurm backend cancels what
+        # sbatch queued under the job's name and this store's owner comment.
+        abort = getattr(be, "abort", None)
         try:
             survivors = abort(intent) if abort is not None else []
         except EvaplanError:
@@ -597,8 +599,10 @@ class JobService:
             )
             return StopResult(record.name, record.backend, None, removed)
         if record.last_phase == CREATING:
-            if _started_anything(record):
-                be.stop(record)  # a local launch interrupted after its processes started
+            if _started_anything(record) or record.backend == "slurm":
+                # A local launch interrupted after its processes started; a Slurm launch killed
+                # after sbatch answered (its stop finds the job by name and owner comment).
+                be.stop(record)
             _record_stop(
                 self.store, record.with_(last_phase=STOPPED, finished_at=record.finished_at or utcnow()), []
             )

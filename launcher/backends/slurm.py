@@ -481,6 +481,17 @@ class SlurmBackend(Backend):
         return metrics_in_file(record.backend_data.get("metrics_path"), n)
 
     # ------------------------------------------------------------------ stop
+    def abort(self, record: Any) -> list[str]:
+        """After a launch cut short between sbatch and the job store (a signal, a kill, a full store):
+        cancel what it may have queued, found by the job's name and this store's owner comment, as
+        the record has no job id; returns the ids still queued (none, normally)."""
+        from launcher.service import owner_id
+
+        owner = record.backend_data.get("owner") or owner_id()
+        for job_id in _jobs_named(record.name, owner):
+            _slurm("scancel", job_id)
+        return []
+
     def stop(self, record: Any) -> None:
         """SIGTERM to the job's steps (the trainer checkpoints and exits), wait up to the script's
         signal lead for the job to end, then cancel it; only a job carrying this store's owner comment
@@ -488,6 +499,7 @@ class SlurmBackend(Backend):
         d = record.backend_data
         job_id = str(d.get("job_id", ""))
         if not job_id.isdigit():
+            self.abort(record)  # a launch that never recorded its job id: found by name and owner
             return
         info = _job_info(job_id)
         if info is None or _STATES.get(info.get("JobState", ""), UNKNOWN) in TERMINAL_PHASES:
@@ -518,6 +530,18 @@ class SlurmBackend(Backend):
                 hint="see `evaplan logs`",
             )
         _slurm("scancel", job_id)  # pending: nothing to checkpoint
+
+
+def _jobs_named(name: str, owner: str) -> list[str]:
+    """The ids of the pending or running jobs of that name that carry this owner's comment (squeue
+    lists only live jobs; %k is the comment, squeue(1))."""
+    out = _slurm("squeue", "--noheader", f"--name={name}", "--format=%i|%k")
+    ids = []
+    for line in out.splitlines():
+        job_id, _, comment = line.strip().partition("|")
+        if job_id.isdigit() and comment == f"{OWNER_COMMENT}{owner}":
+            ids.append(job_id)
+    return ids
 
 
 def _slurm_test_only(args: list[str], script: str) -> str:

@@ -212,3 +212,41 @@ def test_launch_renders_with_the_config_files_slurm_settings(slurm, cli, tmp_pat
     assert r.exit_code == 0, r.output
     assert f"in partition {slurm.partition}" in r.output
     assert f"ranks in {tmp_path / 'shared' / 'eva-clip-debug'}" in r.output
+
+
+def test_a_launch_cut_short_after_sbatch_leaves_nothing_queued(
+    slurm, cli, tmp_path, cpu_hardware, bundle_factory, monkeypatch
+):
+    """A signal between sbatch's answer and the job store's record: the launch cancels what it queued
+    (found by the job's name and this store's owner comment) and forgets the job. A launch killed
+    there (no unwinding at all) leaves its intent, and `stop` cancels the job the same way."""
+    from launcher import service
+    from launcher.backends.slurm import SlurmBackend
+
+    real = SlurmBackend.launch
+    queued: list[str] = []
+
+    def cut_short(self, *args, **kw):
+        data = real(self, *args, **kw)
+        if not kw.get("dry_run"):
+            queued.append(data["job_id"])
+            raise KeyboardInterrupt  # ^C right after sbatch answered
+        return data
+
+    monkeypatch.setattr(SlurmBackend, "launch", cut_short)
+    bundle = _bundle(tmp_path, "eva-slurm-cut", cpu_hardware, bundle_factory)
+    r = cli("launch", str(bundle), "--backend", "slurm")
+    assert r.exit_code != 0 and len(queued) == 1, r.output
+    assert "JobState=CANCELLED" in slurm.scontrol("show", "job", queued[0])
+    assert JobStore().find("eva-slurm-cut") is None
+
+    # kill -9 at the same point: nothing unwinds, the intent (no job id) stays in the store.
+    monkeypatch.setattr(service.JobService, "_undo_local", lambda *a, **kw: None)
+    bundle = _bundle(tmp_path, "eva-slurm-killed", cpu_hardware, bundle_factory)
+    r = cli("launch", str(bundle), "--backend", "slurm")
+    assert r.exit_code != 0 and len(queued) == 2, r.output
+    assert "job_id" not in JobStore().get("eva-slurm-killed").backend_data
+    assert "JobState=CANCELLED" not in slurm.scontrol("show", "job", queued[1])
+    r = cli("stop", "eva-slurm-killed")
+    assert r.exit_code == 0, r.output
+    assert "JobState=CANCELLED" in slurm.scontrol("show", "job", queued[1])
