@@ -10,7 +10,7 @@ What the script asks of Slurm (sbatch(1), srun(1) of Slurm 22.05+):
   (sbatch's command-line --time overrides the script's).
 - `--signal=TERM@<lead>`: Slurm sends SIGTERM to the job's steps <lead> seconds before the time limit
   (lead = the pod's terminationGracePeriodSeconds: the checkpoint write, twice, plus a step and a
-  margin); evaclip/train.py checkpoints on SIGTERM at the next step and exits 143 (EXIT_PREEMPTED).
+  margin); evaclip/trainer.py (Preemption) checkpoints on SIGTERM at the next step and exits 143 (EXIT_PREEMPTED).
 - `--requeue`: a node failure or preemption puts the job back in the queue; the trainer resumes from
   the newest checkpoint in <work dir>/<job>/checkpoints (run_config.json: checkpoint.resume).
 - `srun` starts one `torchrun` per node with a c10d rendezvous on the first node of the allocation

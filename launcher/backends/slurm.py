@@ -406,7 +406,7 @@ class SlurmBackend(Backend):
 
     @staticmethod
     def _trainer_end(record: Any) -> dict[str, Any] | None:
-        """The trainer's last run's `end` event when it says it stopped on SIGTERM (evaclip/train.py:
+        """The trainer's last run's `end` event when it says it stopped on SIGTERM (evaclip/trainer.py:
         status "preempted" after its checkpoint), else None."""
         where = record.backend_data.get("metrics_path")
         path = Path(where) if isinstance(where, str) else None
