@@ -89,22 +89,43 @@ def _comm_delta(before: CommTotals, after: CommTotals) -> dict[str, dict[str, in
     }
 
 
-class Preemption:
-    """SIGTERM (Kubernetes' grace period, Slurm's `--signal=TERM@lead`): the handler only remembers
-    it; after each optimizer step the ranks agree on it, and on a time-based checkpoint, through a
-    CPU group, so the agreement costs no device synchronisation."""
+# Set by evaplan's local supervisor when the job has a budget (launcher/backends/local_supervisor.py
+# STOP_AT_ENV): the epoch second at which the ranks checkpoint and exit as on SIGTERM, so the budget
+# holds even when every process above the ranks was killed.
+STOP_AT_ENV = "EVACLIP_STOP_AT_EPOCH_S"
 
-    def __init__(self, control_group: Any) -> None:
+
+def stop_at_from_env(environ: Any = os.environ) -> float | None:
+    """The ranks' own stop time, or None without one (or with a value that is not a finite number)."""
+    raw = environ.get(STOP_AT_ENV)
+    try:
+        at = float(raw) if raw else None
+    except ValueError:
+        return None
+    return at if at is not None and at == at and at != float("inf") else None
+
+
+class Preemption:
+    """SIGTERM (Kubernetes' grace period, Slurm's `--signal=TERM@lead`) or the job's own stop time
+    (STOP_AT_ENV): the handler only remembers the signal; after each optimizer step the ranks agree
+    on stopping, and on a time-based checkpoint, through a CPU group, so the agreement costs no
+    device synchronisation."""
+
+    def __init__(self, control_group: Any, stop_at: float | None = None) -> None:
         self.requested = False
         self.control_group = control_group
+        self.stop_at = stop_at
         signal.signal(signal.SIGTERM, self._handler)
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.requested = True
 
+    def stop_wanted(self, now: float) -> bool:
+        return self.requested or (self.stop_at is not None and now >= self.stop_at)
+
     def agree(self, due_by_time: bool) -> tuple[bool, bool]:
         """Collective: (stop, checkpoint due by time), true on every rank when true on any."""
-        flags = torch.tensor([float(self.requested), float(due_by_time)], dtype=torch.float64)
+        flags = torch.tensor([float(self.stop_wanted(time.time())), float(due_by_time)], dtype=torch.float64)
         dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self.control_group)
         return bool(flags[0]), bool(flags[1])
 
@@ -137,7 +158,7 @@ class Trainer:
         self.peak_tflops = run.hardware.bf16_dense_tflops.value if run.hardware else None
         self.metrics = MetricsWriter(run.metrics_path(), enabled=self.rank == 0)
         self.comms_on = bool(ds_cfg.get("comms_logger", {}).get("enabled"))
-        self.preemption = Preemption(self.control_group)
+        self.preemption = Preemption(self.control_group, stop_at_from_env())
         self._announce()
 
     # -- building --------------------------------------------------------------------------

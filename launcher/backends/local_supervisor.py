@@ -48,6 +48,12 @@ STATE_FILE = "supervisor.json"
 LOG_FILE = "job.log"
 # linux/prctl.h: PR_SET_CHILD_SUBREAPER.
 PR_SET_CHILD_SUBREAPER = 36
+# The ranks' own stop time (epoch seconds): evaclip/trainer.py STOP_AT_ENV reads it (the trainer
+# imports torch, which this process must not, so the name is written in both places; a test checks
+# they agree). The margin keeps this supervisor the one that stops the job while it lives, so its
+# record says why; 10 s is two of its polls and seconds of one node's price.
+STOP_AT_ENV = "EVACLIP_STOP_AT_EPOCH_S"
+RANK_DEADLINE_MARGIN_S = 10.0
 # linux/prctl.h: PR_SET_PDEATHSIG (the signal a child gets when its parent dies; kept across execve).
 PR_SET_PDEATHSIG = 1
 POLL_S = 0.2
@@ -160,6 +166,10 @@ class Supervisor:
         deadline_s = self.spec.get("deadline_s")
         t0 = time.monotonic()
         env = {**os.environ, **self.spec.get("env", {}), JOB_ENV: self.launch_id}
+        if deadline_s is not None:
+            # The ranks hold the budget themselves too, a little after this supervisor would stop
+            # them: should both the supervisor and torchrun be killed (-9), no one else would.
+            env[STOP_AT_ENV] = f"{time.time() + float(deadline_s) + RANK_DEADLINE_MARGIN_S:.3f}"
         me = os.getpid()
         pid = os.fork()
         if pid == 0:  # torchrun, in the supervisor's process group

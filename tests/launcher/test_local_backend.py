@@ -243,6 +243,33 @@ def test_local_ranks_get_the_bundles_env(cli, state_dir, cpu_bundle, monkeypatch
     assert spec.stat().st_mode & 0o777 == 0o600  # it holds the env values
 
 
+def test_local_ranks_get_their_own_stop_time_from_the_budget(cli, state_dir, cpu_bundle, monkeypatch, wait):
+    """With --max-cost, the ranks are told the epoch second to stop at (the supervisor's deadline
+    plus its margin): the budget holds even if the supervisor and torchrun are both killed (-9)."""
+    from launcher.backends.local_supervisor import RANK_DEADLINE_MARGIN_S, STOP_AT_ENV
+
+    monkeypatch.setattr("launcher.backends.local.TRAINER_ENTRYPOINT", (str(STANDIN),))
+    monkeypatch.setenv("STANDIN_SHOW_ENV", STOP_AT_ENV)
+    bundle = cpu_bundle("eva-stop-at", 1)
+    before = time.time()
+    r = cli("launch", str(bundle), "--backend", "local", "--max-cost", "0.5", "--force")
+    assert r.exit_code == 0, r.output
+    spec = json.loads((state_dir / "jobs" / "eva-stop-at" / "supervisor-spec.json").read_text())
+    deadline_s = spec["deadline_s"]
+
+    def said() -> list[str]:
+        return [x for x in cli("logs", "eva-stop-at").output.splitlines() if f"env {STOP_AT_ENV}=" in x]
+
+    wait(lambda: len(said()) == 2, what="both ranks' environment", stall_s=STANDIN_WAIT_S)
+    assert cli("stop", "eva-stop-at").exit_code == 0
+    stop_at = float(said()[0].split("=", 1)[1])
+    assert (
+        before + deadline_s + RANK_DEADLINE_MARGIN_S
+        <= stop_at
+        <= time.time() + deadline_s + RANK_DEADLINE_MARGIN_S
+    )
+
+
 def test_local_refuses_plans_it_cannot_run(cli, state_dir, tmp_path, bundle_factory, monkeypatch):
     import torch
 
