@@ -249,15 +249,21 @@ def option_columns(
     hw = opt.hardware
     cols = _grid_columns(grid, option_index)
     cols.update({k: figures[k] for k in (*HARDWARE_COLUMNS, *OPTION_COLUMNS)})
-    cols["hbm_limit_bytes"] = np.full(
+    cols["hbm_limit_bytes"] = same_for_all(
         n, hw.hbm_bytes * (1.0 - constraints.hbm_headroom) - constraints.hbm_headroom_gib * GIB
     )
-    cols["host_limit_bytes"] = np.full(n, opt.host_ram_bytes * (1.0 - constraints.host_headroom))
-    cols["nvme_limit_bytes"] = np.full(n, opt.nvme_bytes)
-    cols["min_group"] = np.full(n, min_dp_group(opt, constraints), dtype=np.int64)
+    cols["host_limit_bytes"] = same_for_all(n, opt.host_ram_bytes * (1.0 - constraints.host_headroom))
+    cols["nvme_limit_bytes"] = same_for_all(n, opt.nvme_bytes)
+    cols["min_group"] = same_for_all(n, min_dp_group(opt, constraints), np.int64)
     if not opt.priced:
-        cols["total_usd"] = np.full(n, np.nan)
+        cols["total_usd"] = same_for_all(n, np.nan)
     return cols
+
+
+def same_for_all(n: int, value: float, dtype: type = np.float64) -> np.ndarray:
+    """A read-only column of n equal values that allocates one (np.broadcast_to): an option's limits
+    are the same for each of its ~10^5 candidates, and only the rows it keeps are copied (`search`)."""
+    return np.broadcast_to(np.asarray(value, dtype=dtype), (n,))
 
 
 def evaluate_options(
@@ -276,9 +282,9 @@ def evaluate_options(
 def _grid_columns(grid: Grid, option_index: int) -> dict[str, np.ndarray]:
     n = len(grid)
     return {
-        "option": np.full(n, option_index, dtype=np.int64),
+        "option": same_for_all(n, option_index, np.int64),
         "nodes": grid.nodes,
-        "gpus_per_node": np.full(n, grid.gpus_per_node, dtype=np.int64),
+        "gpus_per_node": same_for_all(n, grid.gpus_per_node, np.int64),
         "zero_stage": grid.zero_stage,
         "offload_optimizer": grid.offload_optimizer,
         "offload_param": grid.offload_param,

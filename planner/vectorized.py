@@ -250,32 +250,13 @@ def option_figures(
     off = option.offering
     n = len(grid)
     out = dict(hw)
-    restart_s = off.restart_s.value if off is not None else RESTART_S_WITHOUT_OFFERING
-    stor = off.storage_usd_per_gb_month.value if off is not None else 0.0
-    usd = option.usd_per_node_hour()
-    spot = option.spot_rate()
-    common = dict(
-        nodes=grid.nodes,
-        samples=training.samples,
-        global_batch=grid.global_batch,
-        step_s=hw["step_s"],
-        restart_s=restart_s,
-        checkpoint_every_s=training.checkpoint_every_s,
-        storage_usd_per_gb_month=stor,
-        checkpoints_kept=training.checkpoints_kept,
-        dataset_tb=training.dataset_tb,
-    )
     hardware = option.hardware
-    run = ev.wall_and_cost(
-        model, hardware, usd_per_node_hour=usd, spot_interruptions_per_node_month=spot, **common
-    )
+    run = run_at_price(model, option, training, grid.nodes, grid.global_batch, hw["step_s"])
     # The wall time does not depend on the price; only spot reclaims change it.
     base = (
         run
-        if spot == 0.0
-        else ev.wall_and_cost(
-            model, hardware, usd_per_node_hour=0.0, spot_interruptions_per_node_month=0.0, **common
-        )
+        if option.spot_rate() == 0.0
+        else run_at_price(model, option, training, grid.nodes, grid.global_batch, hw["step_s"], priced=False)
     )
     if off is not None:
         # Energy as estimate() reports it: from the failure-only wall time (no spot reclaims).
@@ -301,3 +282,34 @@ def option_figures(
         v = np.asarray(v, dtype=np.float64)
         out[k] = v if v.shape == (n,) else np.full(n, v)
     return out
+
+
+def run_at_price(
+    model: ModelSpec,
+    option: Option,
+    training: TrainingSpec,
+    nodes: Any,
+    global_batch: Any,
+    step_s: Any,
+    *,
+    priced: bool = True,
+) -> dict[str, Any]:
+    """planner.evaluate.wall_and_cost of plans (arrays, or one plan's numbers) on this option: its
+    restart time and storage price, and (priced) its price and spot reclaims; estimate()'s arithmetic
+    at each price it reports (`compare` prices its best plans at every published pricing so)."""
+    off = option.offering
+    return ev.wall_and_cost(
+        model,
+        option.hardware,
+        nodes=nodes,
+        samples=training.samples,
+        global_batch=global_batch,
+        step_s=step_s,
+        restart_s=off.restart_s.value if off is not None else RESTART_S_WITHOUT_OFFERING,
+        spot_interruptions_per_node_month=option.spot_rate() if priced else 0.0,
+        checkpoint_every_s=training.checkpoint_every_s,
+        usd_per_node_hour=option.usd_per_node_hour() if priced else 0.0,
+        storage_usd_per_gb_month=off.storage_usd_per_gb_month.value if off is not None else 0.0,
+        checkpoints_kept=training.checkpoints_kept,
+        dataset_tb=training.dataset_tb,
+    )
