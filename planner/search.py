@@ -217,27 +217,32 @@ class Evaluator:
         self, model: ModelSpec, training: TrainingSpec, space: SearchSpace, constraints: Constraints
     ) -> None:
         self.model, self.training, self.space, self.constraints = model, training, space, constraints
-        self._by_hardware: list[tuple[HardwareSpec, Grid, dict[str, np.ndarray]]] = []
+        # Per hardware: its grid, its memory/step-time columns and the wall times its offerings share.
+        self._by_hardware: list[tuple[HardwareSpec, Grid, dict[str, np.ndarray], dict[Any, Any]]] = []
         self._grids: dict[int, Grid] = {}  # by GPUs per node: the candidates do not depend on more
 
     def hardware(self, hw: HardwareSpec) -> tuple[Grid, dict[str, np.ndarray]]:
         """The grid of this hardware and its memory/step-time columns (computed on first use)."""
-        for known, grid, figures in self._by_hardware:
+        grid, figures, _ = self._hardware(hw)
+        return grid, figures
+
+    def _hardware(self, hw: HardwareSpec) -> tuple[Grid, dict[str, np.ndarray], dict[Any, Any]]:
+        for known, grid, figures, walls in self._by_hardware:
             if known is hw or known == hw:
-                return grid, figures
+                return grid, figures, walls
         if hw.gpus_per_node not in self._grids:
             self._grids[hw.gpus_per_node] = build_grid(
                 self.space, hw.gpus_per_node, self.training.global_batch, self.constraints.batch_tolerance
             )
         grid = self._grids[hw.gpus_per_node]
         figures = hardware_figures(self.model, hw, self.training, grid, keys=HARDWARE_COLUMNS)
-        self._by_hardware.append((hw, grid, figures))
-        return grid, figures
+        self._by_hardware.append((hw, grid, figures, {}))
+        return self._by_hardware[-1][1:]
 
     def columns(self, opt: Option, option_index: int) -> dict[str, np.ndarray]:
         """Every candidate of one option as table columns (settings, figures, limits)."""
-        grid, hw_figures = self.hardware(opt.hardware)
-        r = option_figures(self.model, opt, self.training, grid, hw_figures)
+        grid, hw_figures, walls = self._hardware(opt.hardware)
+        r = option_figures(self.model, opt, self.training, grid, hw_figures, walls)
         return option_columns(grid, option_index, opt, r, self.constraints)
 
 
@@ -597,6 +602,16 @@ def _all(masks: dict[str, np.ndarray], n: int) -> np.ndarray:
     return out
 
 
+def broken_alone(masks: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """For each constraint, the rows that break it and satisfy every other one: from one count of the
+    constraints each row breaks, not six ANDs per constraint (called for every option)."""
+    broken = np.zeros(n, dtype=np.int8)
+    for m in masks.values():
+        broken += ~m
+    once = broken == 1
+    return {name: once & ~m for name, m in masks.items()}
+
+
 def _concat(parts: list[dict[str, np.ndarray]]) -> Table:
     """The parts one after the other; each part's column is let go once copied (peak memory)."""
     return Table({k: np.concatenate([p.pop(k) for p in parts]) for k in list(parts[0])})
@@ -638,10 +653,8 @@ def shown_rows(t: Table, constraints: Constraints, objective: str, top: int, kee
         keep[_best_per_node_count(t, objective, idx)] = True
         # ... and its first row on each node count (`compare` names the nearest count by it).
         keep[idx[np.unique(t["nodes"][idx], return_index=True)[1]]] = True
-    picks: list[int | None] = []
-    for name in CONSTRAINT_NAMES:
-        others = _all({k: m for k, m in masks.items() if k != name}, len(t))
-        picks.append(_best(t, objective, others & ~masks[name]))
+    alone = broken_alone(masks, len(t))
+    picks: list[int | None] = [_best(t, objective, alone[name]) for name in CONSTRAINT_NAMES]
     hard = masks["hbm"] & masks["host_ram"] & masks["nvme"] & masks["min_dp_group"] & masks["max_gpus"]
     picks += [
         _best(t, "time", hard & masks["budget"]),
@@ -800,12 +813,9 @@ def _binding(
     """A constraint binds when dropping it alone would give a better plan for the objective."""
     out = []
     obj = objective_column(t, objective)
+    alone = broken_alone(masks, len(t))
     for name in CONSTRAINT_NAMES:
-        others = np.ones(len(t), dtype=bool)
-        for other, m in masks.items():
-            if other != name:
-                others &= m
-        i = _best(t, objective, others & ~masks[name])
+        i = _best(t, objective, alone[name])
         if i is None or not obj[i] < chosen.objective(objective):
             continue
         c = candidate(t, i, options, masks, constraints)

@@ -243,20 +243,28 @@ def _stage_figures(
 
 
 def option_figures(
-    model: ModelSpec, option: Option, training: TrainingSpec, grid: Grid, hw: dict[str, np.ndarray]
+    model: ModelSpec,
+    option: Option,
+    training: TrainingSpec,
+    grid: Grid,
+    hw: dict[str, np.ndarray],
+    walls: dict[tuple[float, float], dict[str, Any]] | None = None,
 ) -> dict[str, np.ndarray]:
     """hardware_figures of the option's hardware plus the wall time, GPU-hours, money and energy at the
-    option's price list (restart time, spot reclaims, storage price, PUE and grid carbon)."""
+    option's price list (restart time, spot reclaims, storage price, PUE and grid carbon). walls: the
+    wall times of this hardware's grid computed so far (run_at_price), shared by its offerings."""
     off = option.offering
     n = len(grid)
     out = dict(hw)
     hardware = option.hardware
-    run = run_at_price(model, option, training, grid.nodes, grid.global_batch, hw["step_s"])
+    run = run_at_price(model, option, training, grid.nodes, grid.global_batch, hw["step_s"], walls=walls)
     # The wall time does not depend on the price; only spot reclaims change it.
     base = (
         run
         if option.spot_rate() == 0.0
-        else run_at_price(model, option, training, grid.nodes, grid.global_batch, hw["step_s"], priced=False)
+        else run_at_price(
+            model, option, training, grid.nodes, grid.global_batch, hw["step_s"], priced=False, walls=walls
+        )
     )
     if off is not None:
         # Energy as estimate() reports it: from the failure-only wall time (no spot reclaims).
@@ -293,21 +301,38 @@ def run_at_price(
     step_s: Any,
     *,
     priced: bool = True,
+    walls: dict[tuple[float, float], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """planner.evaluate.wall_and_cost of plans (arrays, or one plan's numbers) on this option: its
     restart time and storage price, and (priced) its price and spot reclaims; estimate()'s arithmetic
-    at each price it reports (`compare` prices its best plans at every published pricing so)."""
+    at each price it reports (`compare` prices its best plans at every published pricing so).
+
+    walls: wall times already computed for these same plans (one hardware's grid), by restart time and
+    reclaim rate: five H100 offerings at 900 s and no reclaims share one (the same arithmetic on the
+    same inputs, so the same figures)."""
     off = option.offering
-    return ev.wall_and_cost(
+    restart_s = off.restart_s.value if off is not None else RESTART_S_WITHOUT_OFFERING
+    spot = option.spot_rate() if priced else 0.0
+    run = walls.get((restart_s, spot)) if walls is not None else None
+    if run is None:
+        run = ev.wall_of_run(
+            model,
+            option.hardware,
+            nodes=nodes,
+            samples=training.samples,
+            global_batch=global_batch,
+            step_s=step_s,
+            restart_s=restart_s,
+            spot_interruptions_per_node_month=spot,
+            checkpoint_every_s=training.checkpoint_every_s,
+        )
+        if walls is not None:
+            walls[(restart_s, spot)] = run
+    return ev.cost_of_run(
         model,
         option.hardware,
+        run,
         nodes=nodes,
-        samples=training.samples,
-        global_batch=global_batch,
-        step_s=step_s,
-        restart_s=off.restart_s.value if off is not None else RESTART_S_WITHOUT_OFFERING,
-        spot_interruptions_per_node_month=option.spot_rate() if priced else 0.0,
-        checkpoint_every_s=training.checkpoint_every_s,
         usd_per_node_hour=option.usd_per_node_hour() if priced else 0.0,
         storage_usd_per_gb_month=off.storage_usd_per_gb_month.value if off is not None else 0.0,
         checkpoints_kept=training.checkpoints_kept,
