@@ -97,6 +97,14 @@ def test_the_import_check_sees_an_offender() -> None:
     assert got["built"]["CalibrationSpec"] is True
 
 
+def test_plan_prints_its_tables_without_tabulate() -> None:
+    """plan's tables are text and integers (planner.report.simple_table_or_none): tabulate, whose import
+    reads importlib.metadata for its own version and loads wcwidth, stays out (issue 23, one offering)."""
+    got = probe(["plan", "--model", "eva-clip-18b", "--offering", "aws-p5", "--max-nodes", "24"])
+    assert got["code"] == 0
+    assert not {"tabulate", "wcwidth", "importlib.metadata"} & set(got["modules"])
+
+
 BUNDLED = sorted(prof.bundled_dir().rglob("*.yaml"))
 
 
