@@ -271,15 +271,15 @@ def option_figures(
         en = cost.energy(
             grid.nodes,
             hardware.node_power_kw.value,
-            base["wall"].wall_s,
+            base["wall_s"],
             off.pue.value,
             off.grid_gco2_per_kwh.value,
         )
     else:
         # Unpriced: IT energy at PUE 1 and no grid figure (no CO2).
-        en = cost.energy(grid.nodes, hardware.node_power_kw.value, base["wall"].wall_s, 1.0, 0.0)
+        en = cost.energy(grid.nodes, hardware.node_power_kw.value, base["wall_s"], 1.0, 0.0)
     figures = {
-        "wall_s": run["wall"].wall_s,
+        "wall_s": run["wall_s"],
         "gpu_hours": run["money"].gpu_hours,
         "total_usd": run["money"].total_usd,
         "storage_usd": run["money"].storage_usd,
@@ -309,7 +309,8 @@ def run_at_price(
 
     walls: wall times already computed for these same plans (one hardware's grid), by restart time and
     reclaim rate: five H100 offerings at 900 s and no reclaims share one (the same arithmetic on the
-    same inputs, so the same figures)."""
+    same inputs, so the same figures). Only the wall time is kept there (peak memory), so a run taken
+    from it has wall_s and money, not the wall-time terms."""
     off = option.offering
     restart_s = off.restart_s.value if off is not None else RESTART_S_WITHOUT_OFFERING
     spot = option.spot_rate() if priced else 0.0
@@ -327,7 +328,7 @@ def run_at_price(
             checkpoint_every_s=training.checkpoint_every_s,
         )
         if walls is not None:
-            walls[(restart_s, spot)] = run
+            walls[(restart_s, spot)] = {"wall_s": run["wall_s"]}  # what is shared; the rest is let go
     return ev.cost_of_run(
         model,
         option.hardware,
