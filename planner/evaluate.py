@@ -287,35 +287,20 @@ def wall_and_cost(
     model: ModelSpec,
     hardware: HardwareSpec,
     *,
-    nodes: Num,
-    samples: Num,
-    global_batch: Num,
-    step_s: Num,
-    restart_s: float,
-    spot_interruptions_per_node_month: Num = 0.0,
-    checkpoint_every_s: Num | None = None,
     usd_per_node_hour: Num = 0.0,
     storage_usd_per_gb_month: float = 0.0,
     checkpoints_kept: Num = 3,
     dataset_tb: Num = 0.0,
+    **wall: Any,
 ) -> dict[str, Num]:
-    """Wall time (with checkpoint stalls and expected rework) and the cost at one price."""
-    run = wall_of_run(
-        model,
-        hardware,
-        nodes=nodes,
-        samples=samples,
-        global_batch=global_batch,
-        step_s=step_s,
-        restart_s=restart_s,
-        spot_interruptions_per_node_month=spot_interruptions_per_node_month,
-        checkpoint_every_s=checkpoint_every_s,
-    )
+    """Wall time (with checkpoint stalls and expected rework) and the cost at one price. wall: the
+    keywords of wall_of_run (nodes, samples, global_batch, step_s, restart_s, spot reclaims, checkpoint
+    interval)."""
     return cost_of_run(
         model,
         hardware,
-        run,
-        nodes=nodes,
+        wall_of_run(model, hardware, **wall),
+        nodes=wall["nodes"],
         usd_per_node_hour=usd_per_node_hour,
         storage_usd_per_gb_month=storage_usd_per_gb_month,
         checkpoints_kept=checkpoints_kept,
