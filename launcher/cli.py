@@ -13,15 +13,10 @@ import os
 import sys
 from typing import Any
 
-# evaplan uses no pydantic plugin, and pydantic's plugin discovery reads the entry points of every
-# installed distribution (importlib.metadata, plus the zipfile and email packages it imports) before
-# its first validator: ~20 ms of each command's start-up here (benchmarks/estimate_speed.py). Set
-# before pydantic builds anything; a user's own value, even empty (which lets plugins load), is kept.
-os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-
 import click
 from pydantic import ValidationError
 
+import launcher.pydantic_plugins  # noqa: F401  (before pydantic builds a validator)
 from planner.errors import EvaplanError
 
 # (command name, module under launcher.commands). Imported lazily so that `evaplan estimate`

@@ -287,6 +287,31 @@ def wall_and_cost(
     model: ModelSpec,
     hardware: HardwareSpec,
     *,
+    usd_per_node_hour: Num = 0.0,
+    storage_usd_per_gb_month: float = 0.0,
+    checkpoints_kept: Num = 3,
+    dataset_tb: Num = 0.0,
+    **wall: Any,
+) -> dict[str, Num]:
+    """Wall time (with checkpoint stalls and expected rework) and the cost at one price. wall: the
+    keywords of wall_of_run (nodes, samples, global_batch, step_s, restart_s, spot reclaims, checkpoint
+    interval)."""
+    return cost_of_run(
+        model,
+        hardware,
+        wall_of_run(model, hardware, **wall),
+        nodes=wall["nodes"],
+        usd_per_node_hour=usd_per_node_hour,
+        storage_usd_per_gb_month=storage_usd_per_gb_month,
+        checkpoints_kept=checkpoints_kept,
+        dataset_tb=dataset_tb,
+    )
+
+
+def wall_of_run(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    *,
     nodes: Num,
     samples: Num,
     global_batch: Num,
@@ -294,12 +319,9 @@ def wall_and_cost(
     restart_s: float,
     spot_interruptions_per_node_month: Num = 0.0,
     checkpoint_every_s: Num | None = None,
-    usd_per_node_hour: Num = 0.0,
-    storage_usd_per_gb_month: float = 0.0,
-    checkpoints_kept: Num = 3,
-    dataset_tb: Num = 0.0,
 ) -> dict[str, Num]:
-    """Wall time (with checkpoint stalls and expected rework) and the cost at one price."""
+    """The wall-time half of wall_and_cost: it does not depend on the price, so offerings of one
+    hardware with the same restart time and reclaim rate share it (planner.vectorized)."""
     psi = count_params(model).total
     write_s = cost.checkpoint_write_s(psi, nodes, hardware.nvme_write_gbps.value)
     rate = cost.interruption_rate_per_s(nodes, spot_interruptions_per_node_month)
@@ -313,6 +335,22 @@ def wall_and_cost(
         restart_s=restart_s,
         checkpoint_every_s=checkpoint_every_s,
     )
-    stor = cost.storage_usd(psi, checkpoints_kept, dataset_tb, w.wall_s, storage_usd_per_gb_month)
-    mo = cost.money(nodes, hardware.gpus_per_node, w.wall_s, usd_per_node_hour, stor)
-    return {"wall_s": w.wall_s, "write_s": write_s, "wall": w, "money": mo}
+    return {"wall_s": w.wall_s, "write_s": write_s, "wall": w}
+
+
+def cost_of_run(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    run: dict[str, Num],
+    *,
+    nodes: Num,
+    usd_per_node_hour: Num = 0.0,
+    storage_usd_per_gb_month: float = 0.0,
+    checkpoints_kept: Num = 3,
+    dataset_tb: Num = 0.0,
+) -> dict[str, Num]:
+    """The cost half of wall_and_cost: storage for the run's wall time and money at one price."""
+    psi = count_params(model).total
+    stor = cost.storage_usd(psi, checkpoints_kept, dataset_tb, run["wall_s"], storage_usd_per_gb_month)
+    mo = cost.money(nodes, hardware.gpus_per_node, run["wall_s"], usd_per_node_hour, stor)
+    return {**run, "money": mo}

@@ -217,27 +217,32 @@ class Evaluator:
         self, model: ModelSpec, training: TrainingSpec, space: SearchSpace, constraints: Constraints
     ) -> None:
         self.model, self.training, self.space, self.constraints = model, training, space, constraints
-        self._by_hardware: list[tuple[HardwareSpec, Grid, dict[str, np.ndarray]]] = []
+        # Per hardware: its grid, its memory/step-time columns and the wall times its offerings share.
+        self._by_hardware: list[tuple[HardwareSpec, Grid, dict[str, np.ndarray], dict[Any, Any]]] = []
         self._grids: dict[int, Grid] = {}  # by GPUs per node: the candidates do not depend on more
 
     def hardware(self, hw: HardwareSpec) -> tuple[Grid, dict[str, np.ndarray]]:
         """The grid of this hardware and its memory/step-time columns (computed on first use)."""
-        for known, grid, figures in self._by_hardware:
+        grid, figures, _ = self._hardware(hw)
+        return grid, figures
+
+    def _hardware(self, hw: HardwareSpec) -> tuple[Grid, dict[str, np.ndarray], dict[Any, Any]]:
+        for known, grid, figures, walls in self._by_hardware:
             if known is hw or known == hw:
-                return grid, figures
+                return grid, figures, walls
         if hw.gpus_per_node not in self._grids:
             self._grids[hw.gpus_per_node] = build_grid(
                 self.space, hw.gpus_per_node, self.training.global_batch, self.constraints.batch_tolerance
             )
         grid = self._grids[hw.gpus_per_node]
         figures = hardware_figures(self.model, hw, self.training, grid, keys=HARDWARE_COLUMNS)
-        self._by_hardware.append((hw, grid, figures))
-        return grid, figures
+        self._by_hardware.append((hw, grid, figures, {}))
+        return self._by_hardware[-1][1:]
 
     def columns(self, opt: Option, option_index: int) -> dict[str, np.ndarray]:
         """Every candidate of one option as table columns (settings, figures, limits)."""
-        grid, hw_figures = self.hardware(opt.hardware)
-        r = option_figures(self.model, opt, self.training, grid, hw_figures)
+        grid, hw_figures, walls = self._hardware(opt.hardware)
+        r = option_figures(self.model, opt, self.training, grid, hw_figures, walls)
         return option_columns(grid, option_index, opt, r, self.constraints)
 
 
@@ -249,15 +254,21 @@ def option_columns(
     hw = opt.hardware
     cols = _grid_columns(grid, option_index)
     cols.update({k: figures[k] for k in (*HARDWARE_COLUMNS, *OPTION_COLUMNS)})
-    cols["hbm_limit_bytes"] = np.full(
+    cols["hbm_limit_bytes"] = same_for_all(
         n, hw.hbm_bytes * (1.0 - constraints.hbm_headroom) - constraints.hbm_headroom_gib * GIB
     )
-    cols["host_limit_bytes"] = np.full(n, opt.host_ram_bytes * (1.0 - constraints.host_headroom))
-    cols["nvme_limit_bytes"] = np.full(n, opt.nvme_bytes)
-    cols["min_group"] = np.full(n, min_dp_group(opt, constraints), dtype=np.int64)
+    cols["host_limit_bytes"] = same_for_all(n, opt.host_ram_bytes * (1.0 - constraints.host_headroom))
+    cols["nvme_limit_bytes"] = same_for_all(n, opt.nvme_bytes)
+    cols["min_group"] = same_for_all(n, min_dp_group(opt, constraints), np.int64)
     if not opt.priced:
-        cols["total_usd"] = np.full(n, np.nan)
+        cols["total_usd"] = same_for_all(n, np.nan)
     return cols
+
+
+def same_for_all(n: int, value: float, dtype: type = np.float64) -> np.ndarray:
+    """A read-only column of n equal values that allocates one (np.broadcast_to): an option's limits
+    are the same for each of its ~10^5 candidates, and only the rows it keeps are copied (`search`)."""
+    return np.broadcast_to(np.asarray(value, dtype=dtype), (n,))
 
 
 def evaluate_options(
@@ -276,9 +287,9 @@ def evaluate_options(
 def _grid_columns(grid: Grid, option_index: int) -> dict[str, np.ndarray]:
     n = len(grid)
     return {
-        "option": np.full(n, option_index, dtype=np.int64),
+        "option": same_for_all(n, option_index, np.int64),
         "nodes": grid.nodes,
-        "gpus_per_node": np.full(n, grid.gpus_per_node, dtype=np.int64),
+        "gpus_per_node": same_for_all(n, grid.gpus_per_node, np.int64),
         "zero_stage": grid.zero_stage,
         "offload_optimizer": grid.offload_optimizer,
         "offload_param": grid.offload_param,
@@ -591,8 +602,21 @@ def _all(masks: dict[str, np.ndarray], n: int) -> np.ndarray:
     return out
 
 
+def broken_alone(masks: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """For each constraint, the rows that break it and satisfy every other one: from one count of the
+    constraints each row breaks, not six ANDs per constraint (called for every option)."""
+    broken = np.zeros(n, dtype=np.int8)
+    for m in masks.values():
+        broken += ~m
+    once = broken == 1
+    return {name: once & ~m for name, m in masks.items()}
+
+
 def _concat(parts: list[dict[str, np.ndarray]]) -> Table:
-    """The parts one after the other; each part's column is let go once copied (peak memory)."""
+    """The parts one after the other; each part's column is let go once copied (peak memory). One
+    part is taken as it is (one offering: no copy of its ~10^5 rows), its columns made writable."""
+    if len(parts) == 1:
+        return Table({k: v if v.flags.writeable else v.copy() for k, v in parts[0].items()})
     return Table({k: np.concatenate([p.pop(k) for p in parts]) for k in list(parts[0])})
 
 
@@ -632,10 +656,8 @@ def shown_rows(t: Table, constraints: Constraints, objective: str, top: int, kee
         keep[_best_per_node_count(t, objective, idx)] = True
         # ... and its first row on each node count (`compare` names the nearest count by it).
         keep[idx[np.unique(t["nodes"][idx], return_index=True)[1]]] = True
-    picks: list[int | None] = []
-    for name in CONSTRAINT_NAMES:
-        others = _all({k: m for k, m in masks.items() if k != name}, len(t))
-        picks.append(_best(t, objective, others & ~masks[name]))
+    alone = broken_alone(masks, len(t))
+    picks: list[int | None] = [_best(t, objective, alone[name]) for name in CONSTRAINT_NAMES]
     hard = masks["hbm"] & masks["host_ram"] & masks["nvme"] & masks["min_dp_group"] & masks["max_gpus"]
     picks += [
         _best(t, "time", hard & masks["budget"]),
@@ -794,12 +816,9 @@ def _binding(
     """A constraint binds when dropping it alone would give a better plan for the objective."""
     out = []
     obj = objective_column(t, objective)
+    alone = broken_alone(masks, len(t))
     for name in CONSTRAINT_NAMES:
-        others = np.ones(len(t), dtype=bool)
-        for other, m in masks.items():
-            if other != name:
-                others &= m
-        i = _best(t, objective, others & ~masks[name])
+        i = _best(t, objective, alone[name])
         if i is None or not obj[i] < chosen.objective(objective):
             continue
         c = candidate(t, i, options, masks, constraints)

@@ -243,38 +243,27 @@ def _stage_figures(
 
 
 def option_figures(
-    model: ModelSpec, option: Option, training: TrainingSpec, grid: Grid, hw: dict[str, np.ndarray]
+    model: ModelSpec,
+    option: Option,
+    training: TrainingSpec,
+    grid: Grid,
+    hw: dict[str, np.ndarray],
+    walls: dict[tuple[float, float], dict[str, Any]] | None = None,
 ) -> dict[str, np.ndarray]:
     """hardware_figures of the option's hardware plus the wall time, GPU-hours, money and energy at the
-    option's price list (restart time, spot reclaims, storage price, PUE and grid carbon)."""
+    option's price list (restart time, spot reclaims, storage price, PUE and grid carbon). walls: the
+    wall times of this hardware's grid computed so far (run_at_price), shared by its offerings."""
     off = option.offering
     n = len(grid)
     out = dict(hw)
-    restart_s = off.restart_s.value if off is not None else RESTART_S_WITHOUT_OFFERING
-    stor = off.storage_usd_per_gb_month.value if off is not None else 0.0
-    usd = option.usd_per_node_hour()
-    spot = option.spot_rate()
-    common = dict(
-        nodes=grid.nodes,
-        samples=training.samples,
-        global_batch=grid.global_batch,
-        step_s=hw["step_s"],
-        restart_s=restart_s,
-        checkpoint_every_s=training.checkpoint_every_s,
-        storage_usd_per_gb_month=stor,
-        checkpoints_kept=training.checkpoints_kept,
-        dataset_tb=training.dataset_tb,
-    )
     hardware = option.hardware
-    run = ev.wall_and_cost(
-        model, hardware, usd_per_node_hour=usd, spot_interruptions_per_node_month=spot, **common
-    )
+    run = run_at_price(model, option, training, grid.nodes, grid.global_batch, hw["step_s"], walls=walls)
     # The wall time does not depend on the price; only spot reclaims change it.
     base = (
         run
-        if spot == 0.0
-        else ev.wall_and_cost(
-            model, hardware, usd_per_node_hour=0.0, spot_interruptions_per_node_month=0.0, **common
+        if option.spot_rate() == 0.0
+        else run_at_price(
+            model, option, training, grid.nodes, grid.global_batch, hw["step_s"], priced=False, walls=walls
         )
     )
     if off is not None:
@@ -282,15 +271,15 @@ def option_figures(
         en = cost.energy(
             grid.nodes,
             hardware.node_power_kw.value,
-            base["wall"].wall_s,
+            base["wall_s"],
             off.pue.value,
             off.grid_gco2_per_kwh.value,
         )
     else:
         # Unpriced: IT energy at PUE 1 and no grid figure (no CO2).
-        en = cost.energy(grid.nodes, hardware.node_power_kw.value, base["wall"].wall_s, 1.0, 0.0)
+        en = cost.energy(grid.nodes, hardware.node_power_kw.value, base["wall_s"], 1.0, 0.0)
     figures = {
-        "wall_s": run["wall"].wall_s,
+        "wall_s": run["wall_s"],
         "gpu_hours": run["money"].gpu_hours,
         "total_usd": run["money"].total_usd,
         "storage_usd": run["money"].storage_usd,
@@ -301,3 +290,52 @@ def option_figures(
         v = np.asarray(v, dtype=np.float64)
         out[k] = v if v.shape == (n,) else np.full(n, v)
     return out
+
+
+def run_at_price(
+    model: ModelSpec,
+    option: Option,
+    training: TrainingSpec,
+    nodes: Any,
+    global_batch: Any,
+    step_s: Any,
+    *,
+    priced: bool = True,
+    walls: dict[tuple[float, float], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """planner.evaluate.wall_and_cost of plans (arrays, or one plan's numbers) on this option: its
+    restart time and storage price, and (priced) its price and spot reclaims; estimate()'s arithmetic
+    at each price it reports (`compare` prices its best plans at every published pricing so).
+
+    walls: wall times already computed for these same plans (one hardware's grid), by restart time and
+    reclaim rate: five H100 offerings at 900 s and no reclaims share one (the same arithmetic on the
+    same inputs, so the same figures). Only the wall time is kept there (peak memory), so a run taken
+    from it has wall_s and money, not the wall-time terms."""
+    off = option.offering
+    restart_s = off.restart_s.value if off is not None else RESTART_S_WITHOUT_OFFERING
+    spot = option.spot_rate() if priced else 0.0
+    run = walls.get((restart_s, spot)) if walls is not None else None
+    if run is None:
+        run = ev.wall_of_run(
+            model,
+            option.hardware,
+            nodes=nodes,
+            samples=training.samples,
+            global_batch=global_batch,
+            step_s=step_s,
+            restart_s=restart_s,
+            spot_interruptions_per_node_month=spot,
+            checkpoint_every_s=training.checkpoint_every_s,
+        )
+        if walls is not None:
+            walls[(restart_s, spot)] = {"wall_s": run["wall_s"]}  # what is shared; the rest is let go
+    return ev.cost_of_run(
+        model,
+        option.hardware,
+        run,
+        nodes=nodes,
+        usd_per_node_hour=option.usd_per_node_hour() if priced else 0.0,
+        storage_usd_per_gb_month=off.storage_usd_per_gb_month.value if off is not None else 0.0,
+        checkpoints_kept=training.checkpoints_kept,
+        dataset_tb=training.dataset_tb,
+    )

@@ -49,8 +49,18 @@ print(json.dumps({
               for c in (spec.ModelSpec, spec.VisionTower, calibration.CalibrationSpec)},
 }))
 """
-# difflib: only a mistyped command's "did you mean" needs it.
-NOT_ON_THIS_PATH = ("torch", "deepspeed", "kubernetes", "jinja2", "boto3", "numpy.ma", "difflib")
+# difflib: only a mistyped command's "did you mean" needs it. importlib.metadata: pydantic's plugin
+# loader imports it even with plugins off (launcher/pydantic_plugins.py), and tabulate for its version.
+NOT_ON_THIS_PATH = (
+    "torch",
+    "deepspeed",
+    "kubernetes",
+    "jinja2",
+    "boto3",
+    "numpy.ma",
+    "difflib",
+    "importlib.metadata",
+)
 
 
 def probe(args: list[str], preload: str = "pass") -> dict:
@@ -76,14 +86,23 @@ def test_estimate_loads_only_what_it_uses() -> None:
 
 def test_the_import_check_sees_an_offender() -> None:
     # np.unique of a 1-D array imports numpy.ma (what planner/evaluate.py no longer calls); a
-    # validated calibration builds its validator.
+    # validated calibration builds its validator, before launcher.cli: with pydantic's own plugin
+    # loader, which imports importlib.metadata.
     offender = (
         "import numpy as np; np.unique(np.arange(3)); from planner.calibration import CalibrationSpec; "
         "CalibrationSpec.model_rebuild(); import difflib"
     )
     got = probe(ARGS, offender)
-    assert unused(got) == ["numpy.ma", "difflib"]
+    assert unused(got) == ["numpy.ma", "difflib", "importlib.metadata"]
     assert got["built"]["CalibrationSpec"] is True
+
+
+def test_plan_prints_its_tables_without_tabulate() -> None:
+    """plan's tables are text and integers (planner.report.simple_table_or_none): tabulate, whose import
+    reads importlib.metadata for its own version and loads wcwidth, stays out (issue 23, one offering)."""
+    got = probe(["plan", "--model", "eva-clip-18b", "--offering", "aws-p5", "--max-nodes", "24"])
+    assert got["code"] == 0
+    assert not {"tabulate", "wcwidth", "importlib.metadata"} & set(got["modules"])
 
 
 BUNDLED = sorted(prof.bundled_dir().rglob("*.yaml"))

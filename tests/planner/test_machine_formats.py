@@ -110,3 +110,28 @@ def test_simple_table_matches_tabulate():
     table = [[r.get(h) for h in headers] for r in rows]
     table.append(["x", "  padded  ", None])
     assert simple_table(headers, table) == tabulate(table, headers=headers, tablefmt="simple")
+
+
+def test_integer_columns_match_tabulate_without_it():
+    """Tables of text and integer columns (plan's ranks, compare's GPU counts, "91,751" GPU-hours) are
+    tabulate's "simple" format to the byte without importing it; anything else goes to tabulate."""
+    tabulate = __import__("tabulate").tabulate
+    from planner.report import format_rows, simple_table_or_none
+
+    headers = ["rank", "option", "GPU-hours", "GPUs", "note"]
+    tables = [
+        [[1, "aws-p5 (on-demand)", "91,751", "18×8", None], [10, "b", "1,091,751", "250×8", "x"]],
+        [[-3, "  padded  ", "157,238", 7, "—"], [None, "c", "", "12", "≥ 2 – 3"]],
+        [[2, "1.5 d", "12", "", "a"], [3, "$631k", "9", "", "b"]],  # an all-empty column
+        [[1, "x", "1,234", "mixed", 5], [2, "y", "5", "text", 6]],  # text and ints: a text column
+    ]
+    for table in tables:
+        want = tabulate(table, headers=headers, tablefmt="simple", floatfmt=",.4g")
+        assert simple_table_or_none(headers, table) == want
+        rows = [dict(zip(headers, r, strict=True)) for r in table]
+        assert format_rows(rows, "table") == want + "\n"
+    for odd in (1.5, "2.5", "1,234.5", True, "True", "1e3", " 12", "中文", "a\nb", "e\u0301", "\x1b[1m"):
+        table = [[1, odd], [2, 3]]  # a float, numeric text, a boolean, wide, multi-line or invisible
+        got = simple_table_or_none(["a", "b"], table)
+        assert got is None or got == tabulate(table, headers=["a", "b"], tablefmt="simple"), repr(odd)
+    assert simple_table_or_none(["a"], [[1.5]]) is None and simple_table_or_none(["a"], [["中文"]]) is None
