@@ -14,9 +14,11 @@ gives the same answer is registered under that module's name before pydantic imp
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import types
+from typing import Any
 
 # The values pydantic reads as "every plugin off" (pydantic/plugin/_loader.py, get_plugins).
 PLUGINS_OFF = ("__all__", "1", "true")
@@ -28,9 +30,21 @@ def _no_plugins() -> tuple[()]:
     return ()
 
 
+def _real(name: str) -> Any:
+    """Any other name a later pydantic asks of its loader: the real module takes the stand-in's place
+    (imported then, once) and answers, so a pydantic that grew its loader still works, only without
+    the saving."""
+    if name.startswith("__"):  # the import system's own questions (__path__, __file__, ...)
+        raise AttributeError(name)
+    del sys.modules[LOADER]
+    real = importlib.import_module(LOADER)
+    return getattr(real, name)
+
+
 def stand_in_loader() -> types.ModuleType:
     loader = types.ModuleType(LOADER, "evaplan's stand-in: plugins are off (launcher/pydantic_plugins.py)")
     loader.get_plugins = _no_plugins  # type: ignore[attr-defined]
+    loader.__getattr__ = _real  # type: ignore[attr-defined]  # PEP 562: names the stand-in lacks
     return loader
 
 

@@ -140,3 +140,18 @@ def test_pydantic_plugin_discovery_is_off_unless_the_user_asks() -> None:
         r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == kept
+
+
+def test_a_name_the_plugin_stand_in_lacks_comes_from_pydantics_own_loader() -> None:
+    # launcher/pydantic_plugins.py stands in for pydantic's loader while plugins are off; a pydantic
+    # whose code asks that module for another name must still get it (the real module, then).
+    script = (
+        "import sys, launcher.cli\n"
+        "from pydantic.plugin._loader import _loading_plugins\n"
+        "from pydantic import BaseModel\n"
+        "class M(BaseModel):\n    x: int\n"
+        "print(M(x=1).x, _loading_plugins, type(sys.modules['pydantic.plugin._loader'].__spec__).__name__)"
+    )
+    r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "False", "ModuleSpec"]
