@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launcher.measure_cpu import GIB, measure
+from launcher.measure_cpu import measure
+from planner.units import GIB
 
 
 def main(argv: list[str] | None = None) -> int:

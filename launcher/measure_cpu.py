@@ -36,8 +36,9 @@ from typing import Any
 
 import yaml
 
+from planner.units import GIB
+
 MIB = 2**20
-GIB = 2**30
 BF16_SIZES = (128, 256, 512, 1024)
 FP32_SIZES = (128, 256, 512, 1024, 2048)
 COLLECTIVE_BYTES = 64 * MIB

@@ -34,6 +34,7 @@ from planner.estimate import Estimate
 from planner.params import count_params
 from planner.profiles import load_hardware, load_model, load_offering
 from planner.spec import FabricSpec, HardwareSpec, ModelSpec, ParallelPlan, TrainingSpec
+from planner.units import GIB
 
 # Sizing constants (see the module docstring); all evaplan assumptions, overridable by flags.
 SHM_COLLECTIVES_GIB_PER_GPU = 1.0  # NCCL/RCCL /dev/shm segments (proxy, SHM transport) per rank
@@ -43,7 +44,6 @@ CPU_ADAM_CORES_PER_GPU = 4  # DeepSpeedCPUAdam OpenMP threads per rank when the 
 GRACE_SAFETY = 2.0
 GRACE_MARGIN_S = 60  # SIGTERM handling, the barrier before saving, process exit
 GRACE_MIN_S = 120
-GIB = 2**30
 WEIGHT_BYTES_PER_PARAM = 2.0  # bf16/fp16 module states in a DeepSpeed checkpoint
 
 

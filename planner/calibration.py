@@ -60,11 +60,11 @@ from planner.spec import (
     StrictModel,
     TrainingSpec,
 )
+from planner.units import GIB
 
 if TYPE_CHECKING:
     from planner.estimate import Estimate
 
-GIB = 2**30
 # Steps skipped at the start of a run before timing it: the first steps pay for lazy initialisation
 # (allocator growth, DeepSpeed bucket set-up, gloo/NCCL connection set-up). At least 1, at most 10 %.
 WARMUP_STEPS_MIN = 1

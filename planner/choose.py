@@ -20,8 +20,8 @@ from planner.estimate import Estimate, estimate
 from planner.headroom import DEFAULT_HEADROOM, WHY, HbmHeadroom
 from planner.limits import check_request
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, TrainingSpec
+from planner.units import GIB
 
-GIB = 2**30
 DEFAULT_BATCH_TOLERANCE = 0.02  # the same default as `evaplan plan --batch-tolerance`
 
 

@@ -20,8 +20,7 @@ from planner.errors import InfeasibleError
 from planner.intervals import PredictionRange
 from planner.params import count_params, param_tensors, zero3_residency
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, TrainingSpec
-
-GIB = 2**30
+from planner.units import GIB
 
 
 class _Frozen(BaseModel):

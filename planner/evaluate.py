@@ -17,9 +17,9 @@ from planner import deepspeed_defaults as dsd
 from planner.offload import offload_time_s
 from planner.params import count_params, param_tensors, zero3_residency
 from planner.spec import HardwareSpec, ModelSpec, TrainingSpec
+from planner.units import GIB
 
 Num = Any
-GIB = 2**30
 
 
 def ordered_sum(terms: dict[str, Num]) -> Num:

@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass
 
 from planner.errors import EvaplanError
+from planner.units import GIB
 
-GIB = 2**30
 DEFAULT_HBM_HEADROOM_FRACTION = 0.10  # see the module docstring for the derivation
 DEFAULT_HBM_HEADROOM_TEXT = "10%"
 _HEADROOM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%|gib|gb|g)?\s*$", re.IGNORECASE)

@@ -11,8 +11,8 @@ from planner.errors import EvaplanError
 from planner.estimate import estimate
 from planner.plot_file import save_png
 from planner.search import DAY_S, Candidate, SearchResult, objective_column
+from planner.units import GIB
 
-GIB = 2**30
 # Points drawn per option: a deterministic, evenly spaced sample of the feasible candidates (a PNG of
 # a million dots says no more than one of a few thousand).
 MAX_POINTS_PER_OPTION = 4000

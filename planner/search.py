@@ -22,7 +22,8 @@ import numpy as np
 from planner.errors import InfeasibleError
 from planner.grid import OFFLOAD_DEVICES, Grid, SearchSpace, build_grid
 from planner.spec import HardwareSpec, ModelSpec, ParallelPlan, TrainingSpec
-from planner.vectorized import GIB, Option, hardware_figures, option_figures
+from planner.units import GIB
+from planner.vectorized import Option, hardware_figures, option_figures
 
 Objective = Literal["cost", "time", "energy"]
 OBJECTIVES: tuple[str, ...] = ("cost", "time", "energy")

@@ -21,11 +21,11 @@ from planner.comm import bus_bandwidth_bytes_per_s, ring_latency_s
 from planner.errors import InfeasibleError
 from planner.params import count_params
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec
+from planner.units import GIB
 
 Tower = Literal["image", "text"]
 PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "int8")
 
-GIB = 2**30
 # Bytes per weight: bf16 2; fp8 (E4M3) and int8 1 (weight-only storage; per-channel scales are
 # negligible: one scale per output row).
 WEIGHT_BYTES = {"bf16": 2.0, "fp8": 1.0, "int8": 1.0}

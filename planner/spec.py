@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from planner.limits import LIMITS
+from planner.units import GIB
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*[a-z0-9]$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=2, max_length=63)]
@@ -345,7 +346,7 @@ class HardwareSpec(StrictModel):
 
     @property
     def hbm_bytes(self) -> float:
-        return self.hbm_gib.value * 2**30
+        return self.hbm_gib.value * GIB
 
     @model_validator(mode="after")
     def _measured_below_datasheet(self) -> HardwareSpec:

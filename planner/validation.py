@@ -50,8 +50,8 @@ from planner.estimate import Estimate, estimate
 from planner.golden import minimize_log
 from planner.published import PublishedRun, load_runs
 from planner.spec import HardwareSpec, ParallelPlan, TrainingSpec
+from planner.units import GIB
 
-GIB = 2**30
 # Quantiles of the fit half's time ratios that bound the interval (10th–90th percentile: an 80 %
 # interval, the width a budget owner can plan with; docs/validation.md).
 INTERVAL_QUANTILES = (0.1, 0.9)

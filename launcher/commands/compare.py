@@ -21,10 +21,8 @@ from planner.errors import EvaplanError
 from planner.intervals import certainly_less
 from planner.report import dumps_json, format_rows
 from planner.search import Candidate, SearchResult, fmt_duration, fmt_usd, rank_order
+from planner.units import GIB
 from planner.vectorized import available_pricings, make_option, run_at_price
-
-GIB = 2**30
-
 
 PRICE_COLUMNS = (("on_demand", "on-demand"), ("spot", "spot"), ("committed", "committed"))
 

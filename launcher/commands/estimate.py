@@ -22,8 +22,7 @@ from planner.estimate import Estimate
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, parse_headroom
 from planner.intervals import TimeRange, fmt_days_range, fmt_usd_range, prediction_range, range_for
 from planner.report import dumps_json, format_rows
-
-GIB = 2**30
+from planner.units import GIB
 
 
 def _dirs(ctx: click.Context) -> list[str]:

@@ -44,9 +44,9 @@ from planner.search import (
     top_order,
 )
 from planner.spec import HardwareSpec, ModelSpec, TrainingSpec
+from planner.units import GIB
 from planner.vectorized import PRICINGS, Option, make_option
 
-GIB = 2**30
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(w|d|h|m|min|s)\s*$", re.IGNORECASE)
 _SECONDS = {"w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0}
 _MONEY = re.compile(r"^\s*\$?\s*(\d+(?:[.,]\d+)*)\s*([kmb])?\s*$", re.IGNORECASE)
