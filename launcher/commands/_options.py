@@ -21,6 +21,13 @@ if TYPE_CHECKING:
 
 from planner.limits import LIMITS
 
+
+def profiles_dirs(ctx: click.Context) -> list[str]:
+    """The extra profile folders of the root group (--profiles-dir and the config file); none when a
+    command runs without the group (a test invoking it directly)."""
+    return ctx.obj.get("profiles_dirs", []) if ctx.obj else []
+
+
 # What estimate, plan, compare and validate print: a table for people, the rest for machines.
 REPORT_FORMATS = ("table", "json", "csv", "markdown")
 

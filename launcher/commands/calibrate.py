@@ -16,16 +16,12 @@ from typing import Any
 
 import click
 
-from launcher.commands._options import format_option
+from launcher.commands._options import format_option, profiles_dirs
 from planner import calibration as cb
 from planner import profiles as prof
 from planner.errors import EvaplanError
 from planner.report import dumps_json, format_rows
 from planner.spec import HardwareSpec
-
-
-def _dirs(ctx: click.Context) -> list[str]:
-    return ctx.obj.get("profiles_dirs", []) if ctx.obj else []
 
 
 def _from_job(name: str, dirs: list[str]) -> tuple[cb.Observation, HardwareSpec]:
@@ -138,7 +134,7 @@ def command(
     Earlier runs of the same hardware's calibration are kept and refitted together (a run with the
     same job name is replaced) unless --reset.
     """
-    dirs = _dirs(ctx)
+    dirs = profiles_dirs(ctx)
     observations: list[cb.Observation] = []
     hardware: HardwareSpec | None = None
     for src in sources:

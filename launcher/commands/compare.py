@@ -8,10 +8,9 @@ from typing import Any
 import click
 import numpy as np
 
-from launcher.commands._options import REPORT_FORMATS, MultiValueCommand, format_option
+from launcher.commands._options import REPORT_FORMATS, MultiValueCommand, format_option, profiles_dirs
 from launcher.commands.plan import (
     Ranges,
-    _dirs,
     best_per_option,
     calibration_note,
     run_search,
@@ -330,7 +329,7 @@ def command(
     base_k = names.index(baseline) if baseline else 0
     gpus, how = common_gpus(res, base_k, kw["gpus"], own_gpus)
     best, notes = best_per_option(res, gpus)
-    ranges = Ranges(_dirs(ctx))
+    ranges = Ranges(profiles_dirs(ctx))
     if fmt == "json":
         doc = compare_json(res, best, base_k, kw, ranges)
         doc["gpus"] = {"common": gpus, "how": how, "notes": notes}

@@ -12,6 +12,7 @@ from launcher.commands._options import (
     hardware_and_offering,
     hardware_option,
     offering_option,
+    profiles_dirs,
 )
 from launcher.completion import profile_names
 from planner import profiles as prof
@@ -23,10 +24,6 @@ from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, parse_headroom
 from planner.intervals import TimeRange, fmt_days_range, fmt_usd_range, prediction_range, range_for
 from planner.report import dumps_json, format_rows
 from planner.units import GIB
-
-
-def _dirs(ctx: click.Context) -> list[str]:
-    return ctx.obj.get("profiles_dirs", []) if ctx.obj else []
 
 
 def _gib(x: float) -> str:
@@ -442,7 +439,7 @@ def command(
     the same --objective; the report lists each and how it was chosen. Exit code 2 when the request
     cannot be met.
     """
-    dirs = _dirs(ctx)
+    dirs = profiles_dirs(ctx)
     model = prof.load_model(model_name, dirs)
     hardware_name, offering = hardware_and_offering(ctx, hardware_name, offering_name, dirs)
     if hardware_name is None:

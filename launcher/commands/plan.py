@@ -19,6 +19,7 @@ from launcher.commands._options import (
     data_workers_option,
     format_option,
     offering_filter_options,
+    profiles_dirs,
 )
 from launcher.completion import profile_names
 from planner import profiles as prof
@@ -239,10 +240,6 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _dirs(ctx: click.Context) -> list[str]:
-    return ctx.obj.get("profiles_dirs", []) if ctx.obj else []
-
-
 def offering_names_for(
     ctx: click.Context, offering_names: list[str], hardware_names: list[str], kw: dict[str, Any]
 ) -> list[str]:
@@ -261,7 +258,7 @@ def offering_names_for(
         )
     pricing = kw.get("pricing") if sets else None
     flt = OfferingFilter(narrowing.vendor, narrowing.gpu, narrowing.provider, pricing)
-    return select_offerings(offering_names, _dirs(ctx), flt)
+    return select_offerings(offering_names, profiles_dirs(ctx), flt)
 
 
 def resolve_options(
@@ -272,7 +269,7 @@ def resolve_options(
     use_calibration: bool = True,
     filters: dict[str, Any] | None = None,
 ) -> list[Option]:
-    dirs = _dirs(ctx)
+    dirs = profiles_dirs(ctx)
 
     def load_hardware(name: str) -> HardwareSpec:
         # A calibration (`evaplan calibrate`) replaces the profile's efficiency factors; say so on stderr.
@@ -336,7 +333,7 @@ def run_search(ctx: click.Context, kw: dict[str, Any], show_progress: bool = Fal
     for name in ("samples", "global_batch", "image_size", "dataset_tb", "gpus", "checkpoint_every_s"):
         check_value(name, kw.get(name))
     check_value("gpus", kw.get("max_gpus"), "--max-gpus")
-    dirs = _dirs(ctx)
+    dirs = profiles_dirs(ctx)
     model = prof.load_model(kw["model_name"], dirs)
     options = resolve_options(
         ctx,
@@ -704,7 +701,7 @@ def render_chosen(
             "--render needs --image", hint="add --image REGISTRY/evaclip:TAG (the trainer image)"
         )
     doc = to_jsonable(result_json(res, kw))
-    est, _ = estimate_from_document(doc, None, "the plan", _dirs(ctx))
+    est, _ = estimate_from_document(doc, None, "the plan", profiles_dirs(ctx))
     defaults = {
         p.name: p.get_default(ctx)
         for p in render_cmd.command.params
@@ -713,7 +710,7 @@ def render_chosen(
         and p.name not in ("plan_file", "pick", "out_dir", "to_stdout", "env", "env_not_secret", "job_name")
     }
     defaults["image"] = image
-    render_cmd.render_estimate(est, out_dir, False, None, (), _dirs(ctx), defaults)
+    render_cmd.render_estimate(est, out_dir, False, None, (), profiles_dirs(ctx), defaults)
 
 
 @click.command("plan", cls=MultiValueCommand)
@@ -743,7 +740,7 @@ def command(
         )
     res = run_search(ctx, kw, show_progress=fmt in ("table", "markdown"))
     calibrated = (ctx.obj or {}).get("calibrated")
-    click.echo(render(res, fmt, kw, calibrated, Ranges(_dirs(ctx))), nl=False)
+    click.echo(render(res, fmt, kw, calibrated, Ranges(profiles_dirs(ctx))), nl=False)
     if render_dir:
         render_chosen(ctx, res, kw, render_dir, image)
     if plot_path:

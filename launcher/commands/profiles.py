@@ -8,13 +8,9 @@ from pathlib import Path
 import click
 import yaml
 
-from launcher.commands._options import format_option
+from launcher.commands._options import format_option, profiles_dirs
 from planner import profiles as prof
 from planner.report import FORMATS, dumps_json, format_rows, to_jsonable
-
-
-def _dirs(ctx: click.Context) -> list[str]:
-    return ctx.obj.get("profiles_dirs", []) if ctx.obj else []
 
 
 @click.group("profiles")
@@ -88,11 +84,11 @@ def list_(ctx: click.Context, kinds: tuple[str, ...], fmt: str) -> None:
     """Every profile by kind and name, with where it comes from."""
     rows = []
     for kind in kinds or tuple(prof.KINDS):
-        for name, ref in prof.index(kind, _dirs(ctx)).items():
+        for name, ref in prof.index(kind, profiles_dirs(ctx)).items():
             obj = (
                 prof.load_file(ref.path, kind)
                 if kind != "offerings"
-                else prof.load_offering(name, _dirs(ctx))
+                else prof.load_offering(name, profiles_dirs(ctx))
             )
             rows.append(
                 {
@@ -126,7 +122,7 @@ def list_(ctx: click.Context, kinds: tuple[str, ...], fmt: str) -> None:
 @click.pass_context
 def show(ctx: click.Context, name: str, kind: str | None, fmt: str) -> None:
     """One profile, fully resolved, with every source."""
-    dirs = _dirs(ctx)
+    dirs = profiles_dirs(ctx)
     # A calibration is named after its hardware: `show NAME` means the hardware unless --kind calibrations.
     kinds = [kind] if kind else [k for k in prof.KINDS if k != "calibrations" and name in prof.index(k, dirs)]
     if not kinds:
@@ -161,7 +157,7 @@ def validate(ctx: click.Context, paths: tuple[str, ...], fmt: str) -> None:
         checked = prof.validate_paths(paths)
     else:
         checked = []
-        for d in prof.search_dirs(_dirs(ctx)):
+        for d in prof.search_dirs(profiles_dirs(ctx)):
             if any((d / k).is_dir() for k in prof.KINDS):
                 checked += prof.validate_paths([d / k for k in prof.KINDS if (d / k).is_dir()])
     rows = [
@@ -196,7 +192,7 @@ def measure_cpu(ctx: click.Context, out_dir: Path | None, ranks: int, repeat: in
     Needs torch and deepspeed (the `train` extra). Takes under a minute on a 2-core machine."""
     from planner.calibration import user_profiles_dir
 
-    target_dir = out_dir if out_dir is not None else user_profiles_dir(_dirs(ctx))
+    target_dir = out_dir if out_dir is not None else user_profiles_dir(profiles_dirs(ctx))
     target = target_dir / "hardware" / "cpu.yaml"
     if target.exists() and not force:
         raise prof.ProfileError(f"{target} exists", hint="pass --force to replace it, or -o another folder")
@@ -221,7 +217,7 @@ def measure_cpu(ctx: click.Context, out_dir: Path | None, ranks: int, repeat: in
         f"{max(m['gemm_bf16_tflops'].values()):.4g} TFLOP/s, fp32 {max(m['gemm_fp32_tflops'].values()):.4g} "
         f"TFLOP/s per rank; copy {m['copy_rw_gbps']:.3g} GB/s; gloo all-reduce {c['all_reduce_busbw_gbps']:.3g} GB/s"
     )
-    read = [p.resolve() for p in prof.search_dirs(_dirs(ctx))]
+    read = [p.resolve() for p in prof.search_dirs(profiles_dirs(ctx))]
     if target_dir.resolve() not in read:
         click.echo(
             f"evaplan reads it when that folder is named: --profiles-dir {target_dir} or EVAPLAN_PROFILES_DIR={target_dir}"

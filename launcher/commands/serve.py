@@ -12,6 +12,7 @@ from launcher.commands._options import (
     format_option,
     limited_float,
     offering_filter_options,
+    profiles_dirs,
 )
 from planner import profiles as prof
 from planner.calibration import calibrated_hardware
@@ -138,7 +139,7 @@ def command(
     GPU-hours, energy and $ per million embeddings, the fleet for --rps, and the published
     zero-shot accuracy with the cost/accuracy Pareto front. Exit code 2 when a request cannot be met.
     """
-    dirs = ctx.obj.get("profiles_dirs", []) if ctx.obj else []
+    dirs = profiles_dirs(ctx)
     names = list(dict.fromkeys(models))
     from launcher.commands.plan import offering_names_for
 
