@@ -40,8 +40,6 @@ import this module.
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -339,15 +337,6 @@ def block_census(spec: ModelSpec, tower: str, **kw: Any) -> TowerCensus:
     for _ in range(d):
         rest = rest - block
     return TowerCensus(block, rest, layers)
-
-
-def per_token(census: Census, tokens: float, kinds: tuple[str, ...] = ("elementwise", "copy")) -> float:
-    """Bytes per token of the given kinds."""
-    return census.bytes(kinds) / tokens if tokens else math.nan
-
-
-def op_counts(census: Census) -> Counter[str]:
-    return Counter({n: r.count for n, r in census.ops.items()})
 
 
 @dataclass(frozen=True)

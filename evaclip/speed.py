@@ -159,9 +159,3 @@ def tower_attention_kernels(
             micro_batch, t.heads, t.context_length, t.width // t.heads, dtype, device, causal=True
         ),
     }
-
-
-def fused_adamw_available(device: torch.device) -> bool:
-    """torch.optim.AdamW(fused=True) runs on CUDA (and ROCm) tensors; on a CPU evaclip uses the
-    default (foreach) implementation."""
-    return device.type == "cuda"

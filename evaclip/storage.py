@@ -98,17 +98,6 @@ def put_bytes(uri: S3Uri, data: bytes) -> None:
         client().put_object(Bucket=uri.bucket, Key=uri.key, Body=data)
 
 
-def upload_dir(local: Path, uri: S3Uri) -> int:
-    """Upload every file under `local` to `uri/<relative path>`; returns the number of files."""
-    c = client()
-    n = 0
-    with s3_errors(f"upload to {uri}"):
-        for path in sorted(p for p in local.rglob("*") if p.is_file()):
-            c.upload_file(str(path), uri.bucket, uri.child(path.relative_to(local).as_posix()).key)
-            n += 1
-    return n
-
-
 def download_prefix(uri: S3Uri, local: Path) -> int:
     """Download every object under `uri/` into `local`, keeping relative paths; returns the count."""
     c = client()

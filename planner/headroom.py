@@ -40,9 +40,6 @@ class HbmHeadroom:
     def reserve_bytes(self, hbm_bytes: float) -> float:
         return hbm_bytes * self.fraction + self.gib * GIB
 
-    def usable_bytes(self, hbm_bytes: float) -> float:
-        return hbm_bytes - self.reserve_bytes(hbm_bytes)
-
     def describe(self) -> str:
         if self.gib:
             return f"{self.gib:g} GiB"

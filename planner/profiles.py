@@ -407,20 +407,6 @@ def load_offering(name: str, user_dirs: Sequence[str | Path] | None = None) -> O
     return off
 
 
-def offerings_for(hardware: str, user_dirs: Sequence[str | Path] | None = None) -> list[OfferingSpec]:
-    """Every offering of a hardware profile, sorted by name."""
-    out = []
-    for name in index("offerings", user_dirs):
-        off = load_offering(name, user_dirs)
-        if off.hardware == hardware:
-            out.append(off)
-    return out
-
-
-def load_all(kind: str, user_dirs: Sequence[str | Path] | None = None) -> list[BaseModel]:
-    return [_load(normalize_kind(kind), n, user_dirs) for n in index(kind, user_dirs)]
-
-
 def validate_paths(paths: Sequence[str | Path]) -> list[tuple[Path, BaseModel]]:
     """Validate files or folders (recursively); raises on the first bad file."""
     files: list[Path] = []
