@@ -78,7 +78,6 @@ __all__ = [
     "Bundle",
     "BundleReadError",
     "pod_selector",
-    "pod_templates",
     "read_bundle",
     "write_bundle",
 ]
@@ -112,18 +111,6 @@ class Bundle:
     def workload(self) -> dict[str, Any]:
         """The object that runs the pods (Job, PyTorchJob or JobSet): the last manifest."""
         return self.manifests[-1]
-
-
-def pod_templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every pod template embedded in a workload object (Job, PyTorchJob, JobSet); [] for others."""
-    kind, spec = obj.get("kind"), obj.get("spec") or {}
-    if kind == "Job":
-        return [spec["template"]]
-    if kind == "PyTorchJob":
-        return [r["template"] for r in spec["pytorchReplicaSpecs"].values()]
-    if kind == "JobSet":
-        return [rj["template"]["spec"]["template"] for rj in spec["replicatedJobs"]]
-    return []
 
 
 def _sha256(data: bytes) -> str:

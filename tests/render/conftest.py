@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from launcher.bundle import pod_templates
+from launcher.backends.kubernetes import pod_templates
 from launcher.render import PlanInputs, RenderOptions
 from planner.params import count_params
 from planner.profiles import load_hardware, load_model
@@ -114,7 +114,7 @@ def validate_object(crd_schemas):
         for version in versions:
             if crd_schemas is not None and key in crd_schemas:
                 jsonschema.Draft7Validator(crd_schemas[key]).validate(obj)
-                for tpl in pod_templates(obj):
+                for tpl, _ in pod_templates(obj):
                     kv.validate(
                         {
                             "apiVersion": "v1",

@@ -9,7 +9,7 @@ import math
 import pytest
 import yaml
 
-from launcher.bundle import pod_templates
+from launcher.backends.kubernetes import pod_templates
 from launcher.render import (
     CHECKPOINT_MOUNT,
     FLAVORS,
@@ -29,7 +29,7 @@ def _docs(rendered) -> list[dict]:
 
 
 def _containers(docs: list[dict]) -> list[dict]:
-    return [c for d in docs for t in pod_templates(d) for c in t["spec"]["containers"]]
+    return [c for d in docs for t, _ in pod_templates(d) for c in t["spec"]["containers"]]
 
 
 @pytest.mark.parametrize(("hardware", "flavor"), VARIANTS)
@@ -66,11 +66,11 @@ def test_every_object_validates(hardware, flavor, validate_object, make_inputs, 
 def test_validator_is_not_vacuous(validate_object, make_inputs, make_options):
     docs = _docs(render(make_inputs(), make_options(flavor="jobset")))
     bad = json.loads(json.dumps(docs[-1]))
-    pod_templates(bad)[0]["spec"]["containers"][0]["ports"][0]["containerPort"] = "29500"
+    pod_templates(bad)[0][0]["spec"]["containers"][0]["ports"][0]["containerPort"] = "29500"
     with pytest.raises(Exception, match="29500"):
         validate_object(bad)
     bad = json.loads(json.dumps(docs[-1]))
-    pod_templates(bad)[0]["spec"]["containerz"] = []
+    pod_templates(bad)[0][0]["spec"]["containerz"] = []
     with pytest.raises(Exception, match="containerz"):
         validate_object(bad)
     job = _docs(render(make_inputs(), make_options()))[-1]
@@ -84,7 +84,7 @@ def test_pod_carries_hardware_and_sizes(hardware, flavor, make_inputs, make_opti
     inputs = make_inputs(hardware)
     r = render(inputs, make_options(flavor=flavor, rdma_resource="rdma/ib", rdma_per_node=2))
     docs = _docs(r)
-    templates = [t for d in docs for t in pod_templates(d)]
+    templates = [t for d in docs for t, _ in pod_templates(d)]
     assert templates
     k8s = inputs.hardware.kubernetes
     for t in templates:
@@ -242,7 +242,7 @@ def test_nvme_offload_needs_a_host_path(make_inputs, make_options, validate_obje
     with pytest.raises(EvaplanError, match="--nvme-host-path"):
         render(inputs, make_options(optimizer="adamw"))
     r = render(inputs, make_options(nvme_host_path="/local_nvme", optimizer="adamw"))
-    (t,) = [t for d in _docs(r) for t in pod_templates(d)]
+    (t,) = [t for d in _docs(r) for t, _ in pod_templates(d)]
     assert {"name": "nvme", "hostPath": {"path": "/local_nvme", "type": "DirectoryOrCreate"}} in t["spec"][
         "volumes"
     ]
@@ -277,7 +277,7 @@ def test_rbac_for_a_service_account_and_pvc_checkpoints(make_inputs, make_option
     # The cluster-wide part is read-only and only what the preflight lists.
     assert cluster_role["rules"] == [{"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["list"]}]
     assert cluster_binding["metadata"]["name"] == "evaplan-preflight-ml"
-    (t,) = [t for d in _docs(r) for t in pod_templates(d)]
+    (t,) = [t for d in _docs(r) for t, _ in pod_templates(d)]
     assert {"name": "checkpoints", "persistentVolumeClaim": {"claimName": "ckpt-pvc"}} in t["spec"]["volumes"]
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "laion", "readOnly": True}} in t["spec"][
         "volumes"

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from launcher import names
-from launcher.bundle import pod_templates
+from launcher.backends.kubernetes import pod_templates
 from launcher.render import RenderOptions, render, yaml_tojson
 from planner.errors import EvaplanError
 
@@ -52,7 +52,7 @@ TRICKY_VALUES = [
 
 def _container(rendered) -> dict:
     docs = list(yaml.safe_load_all(rendered.files["manifests.yaml"]))
-    return pod_templates(docs[-1])[0]["spec"]["containers"][0]
+    return pod_templates(docs[-1])[0][0]["spec"]["containers"][0]
 
 
 @pytest.mark.parametrize("value", TRICKY_VALUES)
