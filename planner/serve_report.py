@@ -12,9 +12,9 @@ from typing import Any
 from planner.errors import EvaplanError
 from planner.plot_file import check_plot_path, save_png
 from planner.serve import Route, ServePoint
+from planner.spec import PRICINGS
 from planner.units import GIB
 
-PRICINGS = ("on_demand", "spot", "committed", "on_prem")
 SHORT = {"on_demand": "on-dem", "spot": "spot", "committed": "commit", "on_prem": "on-prem"}
 
 

@@ -397,6 +397,10 @@ class FabricSpec(StrictModel):
     observed: date
 
 
+# The prices an offering can quote, in the order tables show them (on-demand first: every cloud has it).
+PRICINGS: tuple[str, ...] = ("on_demand", "spot", "committed", "on_prem")
+
+
 class OfferingSpec(StrictModel):
     """A priced node type: where the hardware is bought and what an hour of a node costs."""
 

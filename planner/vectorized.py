@@ -19,11 +19,10 @@ from planner import cost
 from planner import evaluate as ev
 from planner.errors import InfeasibleError
 from planner.grid import Grid
-from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, TrainingSpec
+from planner.spec import PRICINGS, HardwareSpec, ModelSpec, OfferingSpec, TrainingSpec
 from planner.units import GIB
 
 Pricing = Literal["on_demand", "spot", "committed", "on_prem"]
-PRICINGS: tuple[str, ...] = ("on_demand", "spot", "committed", "on_prem")
 # What estimate() assumes without an offering: start-up / restart 900 s (planner/estimate.py).
 RESTART_S_WITHOUT_OFFERING = 900.0
 

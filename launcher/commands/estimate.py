@@ -23,6 +23,7 @@ from planner.estimate import Estimate
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, parse_headroom
 from planner.intervals import TimeRange, fmt_days_range, fmt_usd_range, prediction_range, range_for
 from planner.report import dumps_json, format_rows
+from planner.spec import PRICINGS
 from planner.units import GIB
 
 
@@ -402,7 +403,7 @@ def explain_text(e: Estimate) -> str:
 )
 @click.option(
     "--pricing",
-    type=click.Choice(["on_demand", "spot", "committed", "on_prem"]),
+    type=click.Choice(PRICINGS),
     default=None,
     help="Price the cost objective uses (default: on-demand, or on-premises cost).",
 )

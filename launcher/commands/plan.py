@@ -44,9 +44,9 @@ from planner.search import (
     thin_frontier,
     top_order,
 )
-from planner.spec import HardwareSpec, ModelSpec, TrainingSpec
+from planner.spec import PRICINGS, HardwareSpec, ModelSpec, TrainingSpec
 from planner.units import GIB
-from planner.vectorized import PRICINGS, Option, make_option
+from planner.vectorized import Option, make_option
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(w|d|h|m|min|s)\s*$", re.IGNORECASE)
 _SECONDS = {"w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0}
