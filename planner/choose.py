@@ -250,7 +250,7 @@ def _search_plan(
     memory-frugal one), and a phrase saying how it was chosen."""
     import numpy as np  # only here: a fully pinned estimate never pays for numpy
 
-    from planner.grid import OFFLOAD_DEVICES, SearchSpace
+    from planner.grid import OFFLOAD_DEVICES, SearchSpace, plan_of_row
     from planner.search import Constraints, constraint_masks, evaluate_options, top_order
     from planner.vectorized import make_option
 
@@ -313,16 +313,10 @@ def _search_plan(
             pool = np.nonzero(allowed)[0]
         i = int(pool[np.lexsort((pool, t["gpu_total_bytes"][pool]))][0])
         how = f"most memory-frugal of {len(pool):,} layouts on {n} GPUs; none fits"
-    plan = ParallelPlan(
-        nodes=int(t["nodes"][i]),
+    plan = plan_of_row(
+        t,
+        i,
         gpus_per_node=G,
-        zero_stage=int(t["zero_stage"][i]),
-        offload_optimizer=OFFLOAD_DEVICES[int(t["offload_optimizer"][i])],  # type: ignore[arg-type]
-        offload_param=OFFLOAD_DEVICES[int(t["offload_param"][i])],  # type: ignore[arg-type]
-        micro_batch=int(t["micro_batch"][i]),
-        grad_accum=int(t["grad_accum"][i]),
-        grad_ckpt=bool(t["grad_ckpt"][i]),
-        hpz_partition_size=int(t["hpz_partition_size"][i]),
         precision=training.precision,
         quantized_weights=req.quantized_weights,
         quantized_gradients=req.quantized_gradients,

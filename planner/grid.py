@@ -11,12 +11,31 @@ and evaplan does not combine hpZ with parameter offload (the secondary shard liv
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
 from planner.errors import InfeasibleError
+from planner.spec import ParallelPlan
 
 OFFLOAD_DEVICES: tuple[str, ...] = ("none", "cpu", "nvme")  # column codes 0, 1, 2
+
+
+def plan_of_row(t: dict[str, np.ndarray], i: int, **settings: Any) -> ParallelPlan:
+    """The ParallelPlan in row i of a table of grid columns; `settings` adds the fields the grid does
+    not vary (precision, quantisation) or overrides one."""
+    row: dict[str, Any] = {
+        "nodes": int(t["nodes"][i]),
+        "gpus_per_node": int(t["gpus_per_node"][i]),
+        "zero_stage": int(t["zero_stage"][i]),
+        "offload_optimizer": OFFLOAD_DEVICES[int(t["offload_optimizer"][i])],
+        "offload_param": OFFLOAD_DEVICES[int(t["offload_param"][i])],
+        "micro_batch": int(t["micro_batch"][i]),
+        "grad_accum": int(t["grad_accum"][i]),
+        "grad_ckpt": bool(t["grad_ckpt"][i]),
+        "hpz_partition_size": int(t["hpz_partition_size"][i]),
+    }
+    return ParallelPlan(**{**row, **settings})
 
 
 @dataclass(frozen=True)

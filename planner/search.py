@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from planner.errors import InfeasibleError
-from planner.grid import OFFLOAD_DEVICES, Grid, SearchSpace, build_grid
+from planner.grid import OFFLOAD_DEVICES, Grid, SearchSpace, build_grid, plan_of_row
 from planner.spec import HardwareSpec, ModelSpec, ParallelPlan, TrainingSpec
 from planner.units import GIB
 from planner.vectorized import Option, hardware_figures, option_figures
@@ -397,17 +397,7 @@ def candidate(
     constraints: Constraints | None = None,
 ) -> Candidate:
     opt = options[int(t["option"][i])]
-    plan = ParallelPlan(
-        nodes=int(t["nodes"][i]),
-        gpus_per_node=int(t["gpus_per_node"][i]),
-        zero_stage=int(t["zero_stage"][i]),
-        offload_optimizer=OFFLOAD_DEVICES[int(t["offload_optimizer"][i])],  # type: ignore[arg-type]
-        offload_param=OFFLOAD_DEVICES[int(t["offload_param"][i])],  # type: ignore[arg-type]
-        micro_batch=int(t["micro_batch"][i]),
-        grad_accum=int(t["grad_accum"][i]),
-        grad_ckpt=bool(t["grad_ckpt"][i]),
-        hpz_partition_size=int(t["hpz_partition_size"][i]),
-    )
+    plan = plan_of_row(t, i)
     usd = float(t["total_usd"][i])
     co2 = float(t["co2_kg"][i])
     c = Candidate(
