@@ -6,7 +6,8 @@ import click
 
 from launcher.backends.base import JobState
 from launcher.commands._options import kube_options, limited_float, told_cluster
-from launcher.monitor import Progress, fmt_duration, fmt_usd, snapshot, watch_loop
+from launcher.commands.watch import follow
+from launcher.monitor import Progress, fmt_duration, fmt_usd, snapshot
 from launcher.service import JobService
 from launcher.state import JobRecord
 from planner.report import dumps_json, format_rows
@@ -119,12 +120,4 @@ def command(
         for line in getattr(backend, "notices", []):
             click.echo(f"note: {line}", err=True)
         return
-    watch_loop(
-        backend,
-        record,
-        interval_s=interval_s,
-        show=show,
-        on_budget=lambda why: click.echo(f"budget guard: {why}; stopping job {record.name}", err=True),
-        on_notice=lambda line: click.echo(f"note: {line}", err=True),
-        reload=service.latest,
-    )
+    follow(service, backend, record, interval_s, show)

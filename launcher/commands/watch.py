@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
-from launcher.backends.base import JobState
+from launcher.backends.base import Backend, JobState
 from launcher.commands._options import kube_options, limited_float, told_cluster
 from launcher.monitor import Progress, fmt_duration, fmt_usd, watch_loop
 from launcher.service import JobService
+from launcher.state import JobRecord
+
+
+def follow(
+    service: JobService,
+    backend: Backend,
+    record: JobRecord,
+    interval_s: float,
+    show: Callable[[JobState, Progress], None],
+) -> JobState:
+    """watch_loop as `status --watch` and `watch` run it: the budget guard's stop and the backend's
+    notes go to stderr, so stdout keeps only what `show` prints."""
+    state, _ = watch_loop(
+        backend,
+        record,
+        interval_s=interval_s,
+        show=show,
+        on_budget=lambda why: click.echo(f"budget guard: {why}; stopping job {record.name}", err=True),
+        on_notice=lambda line: click.echo(f"note: {line}", err=True),
+        reload=service.latest,
+    )
+    return state
 
 
 @click.command("watch")
@@ -39,14 +63,6 @@ def command(job: str | None, interval_s: float, kubeconfig: str | None, context:
             click.echo(line)
             last[:] = [line]  # only the latest line matters: no growth over a long watch
 
-    state, _ = watch_loop(
-        backend,
-        record,
-        interval_s=interval_s,
-        show=show,
-        on_budget=lambda why: click.echo(f"budget guard: {why}; stopping job {record.name}", err=True),
-        on_notice=lambda line: click.echo(f"note: {line}", err=True),
-        reload=service.latest,
-    )
+    state = follow(service, backend, record, interval_s, show)
     service.remember(current[0], state)
     click.echo(f"{record.name}: {state.phase}")
