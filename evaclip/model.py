@@ -497,8 +497,3 @@ def build_model(
     model.set_patch_dropout(patch_dropout)
     model.set_grad_checkpointing(grad_ckpt)
     return model
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Elements of every parameter (under ZeRO-3, the full `ds_numel`, not the local shard)."""
-    return sum(int(getattr(p, "ds_numel", p.numel())) for p in module.parameters())

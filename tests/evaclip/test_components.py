@@ -51,8 +51,9 @@ def _png(rgb, size=(48, 32)) -> bytes:
 
 
 def test_local_shards_round_trip_and_skip(tmp_path):
-    from evaclip.data import CLIP_MEAN, CLIP_STD, ShardStream, iter_shard_samples, list_shards, write_shards
+    from evaclip.data import CLIP_MEAN, CLIP_STD, ShardStream, iter_shard_samples, list_shards
     from evaclip.tokenizer import get_tokenizer
+    from tests.evaclip.shards import write_shards
 
     pairs = [(_png((10 * i, 0, 0)), f"caption number {i}") for i in range(10)]
     write_shards(pairs, tmp_path, samples_per_shard=4)
@@ -84,8 +85,9 @@ def test_local_shards_round_trip_and_skip(tmp_path):
 
 
 def test_shards_need_one_per_rank(tmp_path):
-    from evaclip.data import ShardStream, write_shards
+    from evaclip.data import ShardStream
     from planner.errors import EvaplanError
+    from tests.evaclip.shards import write_shards
 
     write_shards([(_png((1, 2, 3)), "x")], tmp_path, samples_per_shard=4)
     with pytest.raises(EvaplanError, match=r"1 shards .* for 2 ranks"):

@@ -22,7 +22,8 @@ def _png(rgb: tuple[int, int, int], size: int = 40) -> bytes:
 def test_shards_and_checkpoints_round_trip(tmp_path, s3_env, trainer):
     import boto3
 
-    from evaclip.data import iter_shard_samples, list_shards, write_shards
+    from evaclip.data import iter_shard_samples, list_shards
+    from tests.evaclip.shards import write_shards
 
     colours = {"red": (220, 20, 20), "green": (20, 200, 40), "blue": (30, 30, 220), "yellow": (230, 220, 20)}
     pairs = [(_png(rgb), f"a photo of something {name}") for i in range(16) for name, rgb in colours.items()]
