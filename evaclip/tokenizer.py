@@ -23,7 +23,6 @@ VOCAB_PATH = Path(__file__).resolve().parent / "vocab" / "bpe_simple_vocab_16e6.
 # CLIP keeps the first 49152 − 256 − 2 merges: 256 byte tokens + 256 end-of-word byte tokens +
 # 48,894 merges + 2 special tokens = 49,408 (the text towers' vocab_size).
 NUM_MERGES = 49152 - 256 - 2
-VOCAB_SIZE = 49408
 
 
 @cache

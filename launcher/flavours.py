@@ -21,17 +21,6 @@ from planner.errors import EvaplanError
 
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 JOBSET_REPLICATED_JOB = "node"  # the one replicated Job of an evaplan JobSet
-# Conditions (type → succeeded?) each controller sets on its object: batch/v1 Job
-# (Complete/Failed/SuccessCriteriaMet/FailureTarget), kubeflow JobConditionType (Succeeded/Failed),
-# JobSet (Completed/Failed).
-DONE_CONDITIONS: dict[str, bool] = {
-    "Complete": True,
-    "SuccessCriteriaMet": True,
-    "Succeeded": True,
-    "Completed": True,
-    "Failed": False,
-    "FailureTarget": False,
-}
 
 
 @dataclass(frozen=True)

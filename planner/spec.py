@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from planner import deepspeed_defaults as dsd
 from planner.limits import LIMITS
 from planner.units import GIB
 
@@ -464,7 +465,7 @@ class ParallelPlan(StrictModel):
     grad_accum: int = Field(gt=0, description="gradient_accumulation_steps")
     grad_ckpt: bool = Field(description="activation checkpointing of every transformer block")
     precision: Precision = "bf16"
-    overlap_comm: bool = True
+    overlap_comm: bool = dsd.OVERLAP_COMM
     hpz_partition_size: int = Field(default=1, ge=1, description="ZeRO++ zero_hpz_partition_size")
     quantized_weights: bool = Field(default=False, description="ZeRO++ zero_quantized_weights")
     quantized_gradients: bool = Field(default=False, description="ZeRO++ zero_quantized_gradients")
