@@ -11,6 +11,7 @@ IsEnvVarName); images follow the distribution reference grammar
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from planner.errors import EvaplanError
 
@@ -49,6 +50,20 @@ def _refuse(what: str, value: str, rule: str, example: str) -> EvaplanError:
     return EvaplanError(f"{what} {value!r} is not valid: {rule}", hint=f"e.g. {example}")
 
 
+def _fullmatch_check(
+    pattern: re.Pattern[str], rule: str, example: str, max_len: int | None = None
+) -> Callable[[str, str], str]:
+    """A checker that returns the value when `pattern` matches all of it (and it is at most
+    `max_len` characters), else refuses it naming the rule: one shape for every name rule below."""
+
+    def check(value: str, what: str) -> str:
+        if (max_len is not None and len(value) > max_len) or not pattern.fullmatch(value):
+            raise _refuse(what, value, rule, example)
+        return value
+
+    return check
+
+
 def check_text(value: str, what: str) -> str:
     """Any free-form user string (an env value, a URI): rendered literally, so only characters
     that no YAML or JSON consumer can carry are refused: NUL (a C string ends there, so the
@@ -62,52 +77,40 @@ def check_text(value: str, what: str) -> str:
     return value
 
 
-def check_dns1123_label(value: str, what: str) -> str:
-    if len(value) > DNS1123_LABEL_MAX or not _DNS1123_LABEL.fullmatch(value):
-        raise _refuse(
-            what,
-            value,
-            "a DNS-1123 label is at most 63 characters of a-z, 0-9 and '-', "
-            "starting and ending with a letter or digit",
-            "eva-8b-run1",
-        )
-    return value
+check_dns1123_label = _fullmatch_check(
+    _DNS1123_LABEL,
+    "a DNS-1123 label is at most 63 characters of a-z, 0-9 and '-', "
+    "starting and ending with a letter or digit",
+    "eva-8b-run1",
+    max_len=DNS1123_LABEL_MAX,
+)
 
 
-def check_dns1035_label(value: str, what: str) -> str:
-    if len(value) > DNS1123_LABEL_MAX or not _DNS1035_LABEL.fullmatch(value):
-        raise _refuse(
-            what,
-            value,
-            "a DNS-1035 label is at most 63 characters of a-z, 0-9 and '-', "
-            "starting with a letter and ending with a letter or digit",
-            "eva-8b-run1",
-        )
-    return value
+check_dns1035_label = _fullmatch_check(
+    _DNS1035_LABEL,
+    "a DNS-1035 label is at most 63 characters of a-z, 0-9 and '-', "
+    "starting with a letter and ending with a letter or digit",
+    "eva-8b-run1",
+    max_len=DNS1123_LABEL_MAX,
+)
 
 
-def check_dns1123_subdomain(value: str, what: str) -> str:
-    if len(value) > DNS1123_SUBDOMAIN_MAX or not _DNS1123_SUBDOMAIN.fullmatch(value):
-        raise _refuse(
-            what,
-            value,
-            "a DNS-1123 subdomain is at most 253 characters of a-z, 0-9, '-' and '.', "
-            "each dot-separated part starting and ending with a letter or digit",
-            "s3-credentials",
-        )
-    return value
+check_dns1123_subdomain = _fullmatch_check(
+    _DNS1123_SUBDOMAIN,
+    "a DNS-1123 subdomain is at most 253 characters of a-z, 0-9, '-' and '.', "
+    "each dot-separated part starting and ending with a letter or digit",
+    "s3-credentials",
+    max_len=DNS1123_SUBDOMAIN_MAX,
+)
 
 
-def check_label_value(value: str, what: str) -> str:
-    if len(value) > LABEL_VALUE_MAX or not _LABEL_VALUE.fullmatch(value):
-        raise _refuse(
-            what,
-            value,
-            "a label value is at most 63 characters of A-Z, a-z, 0-9, '-', '_' and '.', "
-            "starting and ending with a letter or digit",
-            "team-a-queue",
-        )
-    return value
+check_label_value = _fullmatch_check(
+    _LABEL_VALUE,
+    "a label value is at most 63 characters of A-Z, a-z, 0-9, '-', '_' and '.', "
+    "starting and ending with a letter or digit",
+    "team-a-queue",
+    max_len=LABEL_VALUE_MAX,
+)
 
 
 def check_qualified_name(value: str, what: str) -> str:
@@ -127,15 +130,11 @@ def check_qualified_name(value: str, what: str) -> str:
     return value
 
 
-def check_env_name(value: str, what: str) -> str:
-    if not _ENV_VAR_NAME.fullmatch(value):
-        raise _refuse(
-            what,
-            value,
-            "an environment variable name is letters, digits, '_', '-' and '.', not starting with a digit",
-            "NCCL_NET_GDR_LEVEL",
-        )
-    return value
+check_env_name = _fullmatch_check(
+    _ENV_VAR_NAME,
+    "an environment variable name is letters, digits, '_', '-' and '.', not starting with a digit",
+    "NCCL_NET_GDR_LEVEL",
+)
 
 
 def check_image(value: str, what: str = "image") -> str:
@@ -154,28 +153,20 @@ def check_image(value: str, what: str = "image") -> str:
     return value
 
 
-def check_ifname_list(value: str, what: str) -> str:
-    if not _IFNAME_LIST.fullmatch(value):
-        raise _refuse(
-            what,
-            value,
-            "expected network interface names or prefixes, comma-separated, "
-            "optionally starting with ^ (exclude) or = (exact)",
-            "eth0",
-        )
-    return value
+check_ifname_list = _fullmatch_check(
+    _IFNAME_LIST,
+    "expected network interface names or prefixes, comma-separated, "
+    "optionally starting with ^ (exclude) or = (exact)",
+    "eth0",
+)
 
 
-def check_hca_list(value: str, what: str) -> str:
-    if not _HCA_LIST.fullmatch(value):
-        raise _refuse(
-            what,
-            value,
-            "expected HCA names with optional :port, comma-separated, optionally "
-            "starting with ^ (exclude) or = (exact)",
-            "mlx5_0,mlx5_1",
-        )
-    return value
+check_hca_list = _fullmatch_check(
+    _HCA_LIST,
+    "expected HCA names with optional :port, comma-separated, optionally "
+    "starting with ^ (exclude) or = (exact)",
+    "mlx5_0,mlx5_1",
+)
 
 
 _HOST_FOLDER = re.compile(r"(/[A-Za-z0-9._-]+)+")
