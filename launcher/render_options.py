@@ -7,6 +7,7 @@ is refused with one line naming the flag, the rule and an example.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -28,6 +29,24 @@ DEFAULT_MASTER_PORT = 29500
 # boto3 multipart upload from one node (10 threads × 8 MiB parts by default) — an evaplan
 # assumption, conservative for a 100+ Gbit NIC; calibrate with a real upload.
 S3_UPLOAD_GBPS_DEFAULT = 1.0
+# The optional options checked by one rule of launcher/names.py each, named in errors as --field-name.
+_SUBDOMAIN_FIELDS = (
+    "image_pull_secret",
+    "service_account",
+    "priority_class",
+    "s3_secret",
+    "checkpoint_pvc",
+    "data_pvc",
+)
+_NAME_RULES: dict[str, Callable[[str, str], str]] = {
+    "image": names.check_image,
+    **dict.fromkeys(_SUBDOMAIN_FIELDS, names.check_dns1123_subdomain),
+    "rdma_resource": names.check_qualified_name,
+    "queue": names.check_label_value,
+    "socket_ifname": names.check_ifname_list,
+    "ib_hca": names.check_hca_list,
+    "checkpoint_s3_uri": names.check_s3_uri,
+}
 
 
 class RenderOptions(BaseModel):
@@ -152,39 +171,12 @@ class RenderOptions(BaseModel):
     def _namespace(cls, v: str) -> str:
         return names.check_dns1123_label(v, "--namespace")
 
-    @field_validator("image")
+    @field_validator(*_NAME_RULES)
     @classmethod
-    def _image(cls, v: str | None) -> str | None:
-        return None if v is None else names.check_image(v, "--image")
-
-    @field_validator(
-        "image_pull_secret", "service_account", "priority_class", "s3_secret", "checkpoint_pvc", "data_pvc"
-    )
-    @classmethod
-    def _subdomain(cls, v: str | None, info: Any) -> str | None:
+    def _named(cls, v: str | None, info: Any) -> str | None:
         return (
-            None if v is None else names.check_dns1123_subdomain(v, f"--{info.field_name.replace('_', '-')}")
+            None if v is None else _NAME_RULES[info.field_name](v, f"--{info.field_name.replace('_', '-')}")
         )
-
-    @field_validator("rdma_resource")
-    @classmethod
-    def _rdma(cls, v: str | None) -> str | None:
-        return None if v is None else names.check_qualified_name(v, "--rdma-resource")
-
-    @field_validator("queue")
-    @classmethod
-    def _queue(cls, v: str | None) -> str | None:
-        return None if v is None else names.check_label_value(v, "--queue")
-
-    @field_validator("socket_ifname")
-    @classmethod
-    def _ifname(cls, v: str | None) -> str | None:
-        return None if v is None else names.check_ifname_list(v, "--socket-ifname")
-
-    @field_validator("ib_hca")
-    @classmethod
-    def _hca(cls, v: str | None) -> str | None:
-        return None if v is None else names.check_hca_list(v, "--ib-hca")
 
     @field_validator("network_annotation")
     @classmethod
@@ -214,11 +206,6 @@ class RenderOptions(BaseModel):
             names.check_env_name(key, "--env name")
             names.check_text(value, f"--env {key} value")
         return self
-
-    @field_validator("checkpoint_s3_uri")
-    @classmethod
-    def _s3(cls, v: str | None) -> str | None:
-        return None if v is None else names.check_s3_uri(v, "--checkpoint-s3-uri")
 
     @field_validator("data_url")
     @classmethod
