@@ -54,7 +54,6 @@ class HbmHeadroom:
         return not self.fraction and not self.gib
 
 
-NO_HEADROOM = HbmHeadroom(fraction=0.0)
 DEFAULT_HEADROOM = HbmHeadroom()
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from planner import profiles as prof
 from planner.choose import Request, choose
-from planner.headroom import NO_HEADROOM, HbmHeadroom
+from planner.headroom import HbmHeadroom, parse_headroom
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,7 +94,7 @@ def test_headroom_is_kept_and_shown():
     e = choose(m, hw, Request(gpus=256, hbm_headroom=HbmHeadroom(fraction=0.25)))
     assert e.memory.gpu_total_bytes <= 0.75 * e.memory.hbm_bytes
     assert "safety margin 20.0 GiB = 25%" in e.verdict
-    brim = choose(m, hw, Request(gpus=256, hbm_headroom=NO_HEADROOM))
+    brim = choose(m, hw, Request(gpus=256, hbm_headroom=parse_headroom("0")))
     assert "no safety margin" in brim.verdict
     # a plan that fits HBM but not HBM less the margin is refused
     tight = choose(
