@@ -20,6 +20,7 @@ from planner.errors import InfeasibleError
 from planner.intervals import PredictionRange
 from planner.params import count_params, param_tensors, zero3_residency
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, TrainingSpec
+from planner.terms import Term
 
 GIB = 2**30
 
@@ -299,6 +300,11 @@ def estimate(
             )
         )
         return v
+
+    def put(name: str, unit: str, t: Term, context: dict[str, Any] | None = None, source: str = "") -> float:
+        """A figure from a term: its value, formula and inputs from one expression (+ context inputs
+        the formula does not use, e.g. which kernel)."""
+        return fig(name, t.value, unit, t.formula, {**t.inputs, **(context or {})}, source or t.source)
 
     counts = count_params(model)
     res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
@@ -844,14 +850,7 @@ def estimate(
         rework_s=float(wt.rework_s),
         wall_s=float(wt.wall_s),
     )
-    fig(
-        "time.steps",
-        wt.steps,
-        "steps",
-        "ceil(samples / global batch)",
-        {"samples": training.samples, "B": B},
-        "",
-    )
+    put("time.steps", "steps", cost.steps_term(training.samples, B))
     fig(
         "time.checkpoint_write",
         write_s,
@@ -868,18 +867,12 @@ def estimate(
         {"node_mtbf_h": cost.NODE_MTBF_H_ON_DEMAND},
         "Llama 3 arXiv 2407.21783 §3.3.4 (interruption rate)",
     )
-    fig(
+    put(
         "time.wall",
-        wt.wall_s,
         "s",
-        "(start-up + steps × step + stalls) / (1 − rate·(τ/2 + restart))",
-        {
-            "startup_s": startup_s,
-            "train_s": wt.train_s,
-            "stalls_s": wt.checkpoint_stall_s,
-            "restart_s": restart_s,
-        },
-        "",
+        cost.wall_term(
+            startup_s, wt.train_s, wt.checkpoint_stall_s, wt.rate_per_s, wt.checkpoint_interval_s, restart_s
+        ),
     )
 
     cost_report = None
@@ -904,14 +897,7 @@ def estimate(
                     source=source,
                 )
             )
-            fig(
-                f"cost.{pricing}",
-                mo.total_usd,
-                "USD",
-                "node-hours × $/node-hour + storage",
-                {"node_hours": mo.node_hours, "usd_per_node_hour": usd, "storage_usd": s_usd},
-                source,
-            )
+            put(f"cost.{pricing}", "USD", cost.money_term(mo.node_hours, usd, s_usd), source=source)
 
         if offering.on_demand_usd_per_node_hour is not None:
             p = offering.on_demand_usd_per_node_hour
@@ -937,22 +923,10 @@ def estimate(
         en = cost.energy(
             M, hardware.node_power_kw.value, wt.wall_s, offering.pue.value, offering.grid_gco2_per_kwh.value
         )
-        fig(
-            "cost.energy_kwh",
-            en.kwh,
-            "kWh",
-            "nodes × node kW × hours × PUE",
-            {"node_power_kw": hardware.node_power_kw.value, "pue": offering.pue.value},
-            hardware.node_power_kw.source,
-        )
-        fig(
-            "cost.co2_kg",
-            en.co2_kg,
-            "kg CO2e",
-            "kWh × grid gCO2e/kWh / 1000",
-            {"grid_gco2_per_kwh": offering.grid_gco2_per_kwh.value},
-            offering.grid_gco2_per_kwh.source,
-        )
+        kwh = cost.energy_kwh_term(M, hardware.node_power_kw.value, wt.wall_s, offering.pue.value)
+        put("cost.energy_kwh", "kWh", kwh, source=hardware.node_power_kw.source)
+        co2 = cost.co2_kg_term(en.kwh, offering.grid_gco2_per_kwh.value)
+        put("cost.co2_kg", "kg CO2e", co2, source=offering.grid_gco2_per_kwh.source)
         cost_report = CostReport(
             gpu_hours=n * wt.wall_s / 3600.0,
             node_hours=M * wt.wall_s / 3600.0,
