@@ -20,7 +20,7 @@ from planner.errors import InfeasibleError
 from planner.intervals import PredictionRange
 from planner.params import count_params, param_tensors, zero3_residency
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, TrainingSpec
-from planner.terms import Term
+from planner.terms import Term, sum_term
 
 GIB = 2**30
 
@@ -413,14 +413,11 @@ def estimate(
             + "; factor fitted on measured peaks (planner/validation.py, "
             "benchmarks/results/gpu_check-h100-deepspeed.log)",
         )
-    fig(
-        "memory.activations",
-        mem.gpu_terms["activations_vision"] + mem.gpu_terms["activations_text"],
-        "B/GPU",
-        "micro_batch × (vision + text per sample)",
-        {"micro_batch": b},
-        "",
+    both = Term(
+        "micro_batch * vision_per_sample + micro_batch * text_per_sample",
+        {"micro_batch": b, "vision_per_sample": act["vision"], "text_per_sample": act["text"]},
     )
+    put("memory.activations", "B/GPU", both)
     fig(
         "memory.clip_loss",
         mem.gpu_terms["clip_loss"],
@@ -449,22 +446,14 @@ def estimate(
         {},
         hardware.memory_reserved_gib.source,
     )
-    fig("memory.gpu_total", mem.gpu_total_bytes, "B/GPU", "Σ per-GPU terms", {}, "")
-    fig(
-        "memory.gpu_headroom",
-        mem.gpu_headroom_bytes,
-        "B/GPU",
-        "HBM − total",
-        {"hbm": mem.hbm_bytes},
-        hardware.hbm_gib.source,
-    )
-    fig(
+    put("memory.gpu_total", "B/GPU", sum_term(mem.gpu_terms))
+    headroom = Term("hbm - gpu_total", {"hbm": mem.hbm_bytes, "gpu_total": mem.gpu_total_bytes})
+    put("memory.gpu_headroom", "B/GPU", headroom, source=hardware.hbm_gib.source)
+    put(
         "memory.host_per_node",
-        mem.host_per_node_bytes,
         "B/node",
-        "DeepSpeed cpu_mem (×1.5 buffer) + dataloader",
-        mem.host_terms,
-        "DeepSpeed estimators; DATALOADER_HOST_GIB_PER_GPU (evaplan assumption)",
+        sum_term(mem.host_terms),
+        source="DeepSpeed estimators (cpu_mem ×1.5 buffer); DATALOADER_HOST_GIB_PER_GPU (evaplan assumption)",
     )
 
     # -- compute
@@ -594,21 +583,28 @@ def estimate(
         "evaplan assumption per stack (planner/ops.py HOST_S_PER_KERNEL)",
     )
     if hardware.mfu_default is not None:
-        fig(
+        put(
             "time.compute_per_step",
-            compute_s,
             "s",
-            "user override: hardware FLOPs × b × gas / (peak × mfu_default)",
-            {"b": b, "gas": gas, "peak_flops": peak, "mfu_default": hardware.mfu_default.value},
+            ev.compute_term(gas, st["microbatch_compute_s"]),
+            {
+                "microbatch_compute": "user override: hardware FLOPs × b / (peak × mfu_default)",
+                "b": b,
+                "peak_flops": peak,
+                "mfu_default": hardware.mfu_default.value,
+            },
             hardware.mfu_default.source,
         )
     else:
-        fig(
+        put(
             "time.compute_per_step",
-            compute_s,
             "s",
-            "gas × max(GEMM + attention + memory-bound, host) (CPU: their sum)",
-            {"gas": gas, "device_s": st["device_s"], "host_s": st["host_s"]},
+            ev.compute_term(gas, st["microbatch_compute_s"]),
+            {
+                "microbatch_compute": "max(GEMM + attention + memory-bound, host) (CPU: their sum)",
+                "device_s": st["device_s"],
+                "host_s": st["host_s"],
+            },
             "planner/ops.py",
         )
     if hardware.microbatch_overhead_s is not None:
@@ -681,14 +677,8 @@ def estimate(
         f"{hardware.image_decode_per_core_s.source}; {data_pipeline.PIPELINE_SOURCE}; "
         f"{hardware.host_cpu_cores.source}",
     )
-    overhead_s = fig(
-        "time.overhead_per_step",
-        st["overhead_s"],
-        "s",
-        "gas × micro-batch overhead + step overhead",
-        {"gas": gas},
-        "",
-    )
+    overhead = ev.overhead_term(gas, st["microbatch_overhead_s"], st["step_overhead_s"])
+    overhead_s = put("time.overhead_per_step", "s", overhead)
 
     # -- communication
     colls = comm.collective_bytes(model, plan, training.stack)
@@ -740,23 +730,14 @@ def estimate(
             },
             "DeepSpeed 0.19.8 stage_1_and_2.py / stage3.py (planner/comm.py)",
         )
-    fig("comm.message_bytes_per_gpu", creport.message_bytes_per_gpu, "B/GPU/step", "Σ collectives", {}, "")
-    fig(
+    put("comm.message_bytes_per_gpu", "B/GPU/step", sum_term({c.name: c.message_bytes for c in creports}))
+    put(
         "comm.cluster_ring_bytes",
-        creport.cluster_ring_bytes,
         "B/step",
-        "N × Σ ring bytes per GPU",
-        {"N": n},
-        "",
+        Term("N * ring_bytes_per_gpu", {"N": n, "ring_bytes_per_gpu": ring}),
     )
-    fig(
-        "time.comm_exposed",
-        creport.exposed_s,
-        "s",
-        "total − min(overlappable, compute) (overlap_comm)",
-        {"total_s": creport.total_s, "overlappable_s": creport.overlappable_s},
-        "α-β ring; profile bus bandwidths",
-    )
+    exposed = comm.exposed_term(creport.total_s, creport.overlappable_s, compute_s, plan.overlap_comm)
+    put("time.comm_exposed", "s", exposed, source="α-β ring; profile bus bandwidths")
     offload_s = float(st["offload_s"])
     fig(
         "time.offload_per_step",
@@ -769,23 +750,10 @@ def estimate(
         },
         "ZeRO-Offload arXiv 2101.06840; docs/planner-model.md §5 (Offload)",
     )
-    step_s = fig(
-        "time.step",
-        st["step_s"],
-        "s",
-        "max(compute + overhead + exposed comm + offload, data loading)",
-        {},
-        "",
-    )
-    sps = fig("throughput.samples_per_s", B / step_s, "samples/s", "global batch / step", {"B": B}, "")
-    achieved_mfu = fig(
-        "throughput.mfu",
-        tf.model * B / n / (step_s * peak),
-        "",
-        "model FLOPs per GPU per step / (step × peak)",
-        {},
-        "",
-    )
+    step = ev.step_term(compute_s, overhead_s, creport.exposed_s, offload_s, st["data_loading_s"])
+    step_s = put("time.step", "s", step)
+    sps = put("throughput.samples_per_s", "samples/s", ev.samples_per_s_term(B, step_s))
+    achieved_mfu = put("throughput.mfu", "", ev.mfu_term(tf.model, B, n, step_s, peak))
     creport_compute = ComputeReport(
         forward_flops_per_sample={
             "vision": float(fwd.vision),

@@ -17,16 +17,67 @@ from planner import deepspeed_defaults as dsd
 from planner.offload import offload_time_s
 from planner.params import count_params, param_tensors, zero3_residency
 from planner.spec import HardwareSpec, ModelSpec, TrainingSpec
+from planner.terms import Term, sum_term
 
 Num = Any
 GIB = 2**30
 
 
 def ordered_sum(terms: dict[str, Num]) -> Num:
-    total: Num = 0.0
-    for v in terms.values():
-        total = total + v
-    return total
+    return sum_term(terms).value
+
+
+def compute_term(grad_accum: Num, microbatch_compute_s: Num) -> Term:
+    return Term(
+        "gas * microbatch_compute_s", {"gas": grad_accum, "microbatch_compute_s": microbatch_compute_s}
+    )
+
+
+def overhead_term(grad_accum: Num, microbatch_overhead_s: Num, step_overhead_s: Num) -> Term:
+    return Term(
+        "gas * microbatch_overhead_s + step_overhead_s",
+        {
+            "gas": grad_accum,
+            "microbatch_overhead_s": microbatch_overhead_s,
+            "step_overhead_s": step_overhead_s,
+        },
+    )
+
+
+def step_term(
+    compute_s: Num, overhead_s: Num, comm_exposed_s: Num, offload_s: Num, data_loading_s: Num
+) -> Term:
+    """Data loading is a floor under the step (it runs ahead in worker processes)."""
+    return Term(
+        "max(compute_s + overhead_s + comm_exposed_s + offload_s, data_loading_s)",
+        {
+            "compute_s": compute_s,
+            "overhead_s": overhead_s,
+            "comm_exposed_s": comm_exposed_s,
+            "offload_s": offload_s,
+            "data_loading_s": data_loading_s,
+        },
+    )
+
+
+def samples_per_s_term(global_batch: Num, step_s: Num) -> Term:
+    return Term("B / step_s", {"B": global_batch, "step_s": step_s})
+
+
+def mfu_term(
+    model_flops_per_sample: Num, global_batch: Num, world: Num, step_s: Num, peak_flops: Num
+) -> Term:
+    """Model FLOPs per GPU per step over the step at peak (recomputation not counted: PaLM's MFU)."""
+    return Term(
+        "model_flops_per_sample * B / N / (step_s * peak_flops)",
+        {
+            "model_flops_per_sample": model_flops_per_sample,
+            "B": global_batch,
+            "N": world,
+            "step_s": step_s,
+            "peak_flops": peak_flops,
+        },
+    )
 
 
 def activation_bytes_per_sample(
@@ -195,7 +246,7 @@ def step_terms(
         microbatch_compute_s = tf.hardware * micro_batch / (peak * hardware.mfu_default.value * scale)
     else:
         microbatch_compute_s = mb.total_s
-    compute_s = grad_accum * microbatch_compute_s
+    compute_s = compute_term(grad_accum, microbatch_compute_s).value
     # Fixed times: a calibration's fitted figures, else none per micro-batch (launches are in
     # microbatch_time) and the optimizer's memory-bound pass per step.
     mb_over = hardware.microbatch_overhead_s
@@ -216,7 +267,7 @@ def step_terms(
             hardware, float(len(param_tensors(model))), float(counts.total), zero_stage, stack, precision
         )
     )
-    overhead_s = grad_accum * microbatch_s + step_over_s
+    overhead_s = overhead_term(grad_accum, microbatch_s, step_over_s).value
     stages = np.asarray(zero_stage)
     total_s: Num = 0.0
     exposed_s: Num = 0.0
@@ -259,7 +310,7 @@ def step_terms(
         hardware.nvme_write_gbps.value,
     )
     loading_s = data_pipeline.data_loading_s(hardware, micro_batch * grad_accum, loader_workers)
-    step = np.maximum(compute_s + overhead_s + exposed_s + off, loading_s)
+    step = step_term(compute_s, overhead_s, exposed_s, off, loading_s).value
     return {
         "compute_s": compute_s,
         "overhead_s": overhead_s,

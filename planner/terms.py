@@ -9,6 +9,7 @@ element-wise functions. A test re-evaluates every printed formula with its print
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -48,3 +49,19 @@ class Term:
     @property
     def value(self) -> Any:
         return evaluate(self.formula, self.inputs)
+
+
+def identifier(name: str) -> str:
+    """A printed name as a formula input: runs of other characters become "_" ("gradient
+    reduce-scatter" → gradient_reduce_scatter)."""
+    ident = re.sub(r"\W+", "_", name).strip("_")
+    return ident if ident.isidentifier() else f"_{ident}"
+
+
+def sum_term(parts: Mapping[str, Any], source: str = "") -> Term:
+    """Σ of the parts, added left to right in their order (floating-point addition is not
+    associative, so the scalar estimate and the vectorised search add in this one order)."""
+    inputs = {identifier(k): v for k, v in parts.items()}
+    if len(inputs) != len(parts):
+        raise ValueError(f"two parts share one formula name: {list(parts)}")
+    return Term(" + ".join(inputs) or "0.0", inputs, source)
