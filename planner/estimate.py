@@ -9,6 +9,7 @@ plan.json.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -275,21 +276,34 @@ def memory_report(
 
 
 # ----------------------------------------------------------------------------------------- estimate
-def estimate(
-    model: ModelSpec,
-    hardware: HardwareSpec,
-    plan: ParallelPlan,
-    training: TrainingSpec,
-    offering: OfferingSpec | None = None,
-) -> Estimate:
-    check_inputs(model, hardware, plan, training, offering)
-    figs: list[Figure] = []
+@dataclass(frozen=True)
+class _Question:
+    """What one estimate is asked about."""
+
+    model: ModelSpec
+    hardware: HardwareSpec
+    plan: ParallelPlan
+    training: TrainingSpec
+    offering: OfferingSpec | None
+
+
+class _Derivation:
+    """The figures of one estimate, in the order `--explain` prints them."""
+
+    def __init__(self) -> None:
+        self.figs: list[Figure] = []
 
     def fig(
-        name: str, value: Any, unit: str, formula: str, inputs: dict[str, Any] | None = None, source: str = ""
+        self,
+        name: str,
+        value: Any,
+        unit: str,
+        formula: str,
+        inputs: dict[str, Any] | None = None,
+        source: str = "",
     ) -> float:
         v = float(value)
-        figs.append(
+        self.figs.append(
             Figure(
                 name=name,
                 value=v,
@@ -301,22 +315,23 @@ def estimate(
         )
         return v
 
-    def put(name: str, unit: str, t: Term, context: dict[str, Any] | None = None, source: str = "") -> float:
+    def put(
+        self, name: str, unit: str, t: Term, context: dict[str, Any] | None = None, source: str = ""
+    ) -> float:
         """A figure from a term: its value, formula and inputs from one expression (+ context inputs
         the formula does not use, e.g. which kernel)."""
-        return fig(name, t.value, unit, t.formula, {**t.inputs, **(context or {})}, source or t.source)
+        return self.fig(name, t.value, unit, t.formula, {**t.inputs, **(context or {})}, source or t.source)
 
-    counts = count_params(model)
-    res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
+
+def _param_figures(d: _Derivation, q: _Question, counts: Any) -> None:
+    """Parameter counts of both towers."""
+    model = q.model
     psi = counts.total
-    n, M = plan.world_size, plan.nodes
-    b, gas = plan.micro_batch, plan.grad_accum
-    B = plan.global_batch
     arch = f"{model.name} profile ({model.config_source})"
-    fig(
+    d.fig(
         "params.vision", counts.vision, "params", "patch embed + cls + pos + Σ blocks + norm + head", {}, arch
     )
-    fig(
+    d.fig(
         "params.text",
         counts.text,
         "params",
@@ -324,7 +339,7 @@ def estimate(
         {},
         arch,
     )
-    fig(
+    d.fig(
         "params.total",
         psi,
         "params",
@@ -332,7 +347,7 @@ def estimate(
         {"vision": counts.vision, "text": counts.text, "logit_scale": counts.logit_scale},
         arch,
     )
-    fig(
+    d.fig(
         "params.largest_layer",
         counts.largest_layer,
         "params",
@@ -340,15 +355,21 @@ def estimate(
         {"module": counts.largest_layer_module},
         "DeepSpeed 0.19.8 runtime/zero/stage3.py",
     )
+    return None
 
-    # -- memory
+
+def _memory_figures(d: _Derivation, q: _Question, counts: Any, res: Any) -> tuple[MemoryReport, float]:
+    """Bytes per GPU by term, per node on the host; also the vision tokens per sample."""
+    model, hardware, plan, training, offering = q.model, q.hardware, q.plan, q.training, q.offering
+    n, b, B = plan.world_size, plan.micro_batch, plan.global_batch
+    psi = counts.total
     mem = memory_report(model, hardware, plan, training, offering)
     src_ds = (
         "DeepSpeed 0.19.8 estimate_zero2_model_states_mem_needs / estimate_zero3_model_states_mem_needs"
         if plan.zero_stage >= 2
         else "DeepSpeed bookkeeping 2+2+4+4+8 bytes/param (no estimator for stage 0/1)"
     )
-    fig(
+    d.fig(
         "memory.model_states",
         mem.model_states_bytes,
         "B/GPU",
@@ -389,7 +410,7 @@ def estimate(
         ("vision", s_v, compute.vision_shape(model)),
         ("text", float(model.text.context_length), compute.text_shape(model)),
     ):
-        fig(
+        d.fig(
             f"memory.activations_{tower}_per_sample",
             act[tower],
             "B",
@@ -417,8 +438,8 @@ def estimate(
         "micro_batch * vision_per_sample + micro_batch * text_per_sample",
         {"micro_batch": b, "vision_per_sample": act["vision"], "text_per_sample": act["text"]},
     )
-    put("memory.activations", "B/GPU", both)
-    fig(
+    d.put("memory.activations", "B/GPU", both)
+    d.fig(
         "memory.clip_loss",
         mem.gpu_terms["clip_loss"],
         "B/GPU",
@@ -426,7 +447,7 @@ def estimate(
         {"rows": b if plan.local_loss else B, "B": B, "e": model.embed_dim},
         "docs/planner-model.md §2 (CLIP loss)",
     )
-    fig(
+    d.fig(
         "memory.zero_buffers",
         mem.gpu_terms["zero_buffers"],
         "B/GPU",
@@ -438,7 +459,7 @@ def estimate(
         },
         "planner/deepspeed_defaults.py",
     )
-    fig(
+    d.fig(
         "memory.runtime_reserved",
         mem.gpu_terms["runtime_reserved"],
         "B/GPU",
@@ -446,22 +467,29 @@ def estimate(
         {},
         hardware.memory_reserved_gib.source,
     )
-    put("memory.gpu_total", "B/GPU", sum_term(mem.gpu_terms))
+    d.put("memory.gpu_total", "B/GPU", sum_term(mem.gpu_terms))
     headroom = Term("hbm - gpu_total", {"hbm": mem.hbm_bytes, "gpu_total": mem.gpu_total_bytes})
-    put("memory.gpu_headroom", "B/GPU", headroom, source=hardware.hbm_gib.source)
-    put(
+    d.put("memory.gpu_headroom", "B/GPU", headroom, source=hardware.hbm_gib.source)
+    d.put(
         "memory.host_per_node",
         "B/node",
         sum_term(mem.host_terms),
         source="DeepSpeed estimators (cpu_mem ×1.5 buffer); DATALOADER_HOST_GIB_PER_GPU (evaplan assumption)",
     )
+    return mem, s_v
 
-    # -- compute
+
+def _compute_figures(
+    d: _Derivation, q: _Question, s_v: float
+) -> tuple[Any, Any, dict[str, Any], float, float]:
+    """FLOPs per sample and the time of one micro-batch by operation class."""
+    model, hardware, plan, training = q.model, q.hardware, q.plan, q.training
+    b, gas, B = plan.micro_batch, plan.grad_accum, plan.global_batch
     fwd = compute.forward_flops_per_sample(
         model, training.image_size, training.patch_dropout, B, 1.0 if plan.local_loss else B / b
     )
     tf = compute.train_flops_per_sample(fwd, plan.grad_ckpt)
-    fig(
+    d.fig(
         "compute.forward_flops_vision",
         fwd.vision,
         "FLOP/sample",
@@ -469,7 +497,7 @@ def estimate(
         {"s": s_v, "P": (training.image_size // model.vision.patch_size) ** 2},
         "FlopCounterMode conventions (planner/compute.py)",
     )
-    fig(
+    d.fig(
         "compute.forward_flops_text",
         fwd.text,
         "FLOP/sample",
@@ -477,7 +505,7 @@ def estimate(
         {"s": model.text.context_length},
         "FlopCounterMode conventions",
     )
-    fig(
+    d.fig(
         "compute.forward_flops_loss",
         fwd.loss,
         "FLOP/sample",
@@ -485,7 +513,7 @@ def estimate(
         {"B": B, "e": model.embed_dim},
         "",
     )
-    fig(
+    d.fig(
         "compute.model_flops_per_sample",
         tf.model,
         "FLOP/sample",
@@ -493,7 +521,7 @@ def estimate(
         {"forward": fwd.total},
         "docs/planner-model.md §3 (training ≈ 3× forward)",
     )
-    fig(
+    d.fig(
         "compute.hardware_flops_per_sample",
         tf.hardware,
         "FLOP/sample",
@@ -513,7 +541,6 @@ def estimate(
         **ev.tower_kwargs(training),
         **_plan_kwargs(plan),
     )
-    compute_s = float(st["compute_s"])
     mm = hardware.matmul
     scale = hardware.compute_scale.value if hardware.compute_scale is not None else 1.0
     scale_src = (
@@ -527,7 +554,7 @@ def estimate(
         "hbm_achieved_tbps": hardware.hbm_achieved_tbps.value,
         "compute_scale": scale,
     }
-    fig(
+    d.fig(
         "compute.gemm_per_microbatch",
         st["gemm_s"],
         "s",
@@ -539,7 +566,7 @@ def estimate(
         ),
         f"{mm.tflops.source} ({mm.tflops.observed}); {mm.compute_units.source}; {mm.tile_source}{scale_src}",
     )
-    gemm_eff = fig(
+    gemm_eff = d.fig(
         "compute.gemm_efficiency",
         st["gemm_efficiency"],
         "",
@@ -547,7 +574,7 @@ def estimate(
         {"peak_flops": peak},
         "an output of the GEMM model",
     )
-    fig(
+    d.fig(
         "compute.attention_per_microbatch",
         st["attention_s"],
         "s",
@@ -565,7 +592,7 @@ def estimate(
         f"{hardware.attention.flash_fwd_tflops.source} ({hardware.attention.flash_fwd_tflops.observed}); "
         "shape scaling and backward: FlashAttention-2, arXiv 2307.08691 (planner/ops.py)",
     )
-    fig(
+    d.fig(
         "compute.memory_bound_per_microbatch",
         st["memory_bound_s"],
         "s",
@@ -574,7 +601,7 @@ def estimate(
         {"stack": training.stack, "hbm_achieved_tbps": hardware.hbm_achieved_tbps.value},
         f"{hardware.hbm_achieved_tbps.source} ({hardware.hbm_achieved_tbps.observed})",
     )
-    fig(
+    d.fig(
         "compute.host_per_microbatch",
         st["host_s"],
         "s",
@@ -582,8 +609,18 @@ def estimate(
         {"kernels": st["kernels"], "host_s_per_kernel": ops.HOST_S_PER_KERNEL[training.stack]},
         "evaplan assumption per stack (planner/ops.py HOST_S_PER_KERNEL)",
     )
+    return fwd, tf, st, peak, gemm_eff
+
+
+def _step_time_figures(
+    d: _Derivation, q: _Question, st: dict[str, Any], peak: float, psi: float
+) -> tuple[float, float]:
+    """Compute and fixed overheads of one step, and the data-loading floor."""
+    model, hardware, plan, training = q.model, q.hardware, q.plan, q.training
+    n, b, gas = plan.world_size, plan.micro_batch, plan.grad_accum
+    compute_s = float(st["compute_s"])
     if hardware.mfu_default is not None:
-        put(
+        d.put(
             "time.compute_per_step",
             "s",
             ev.compute_term(gas, st["microbatch_compute_s"]),
@@ -596,7 +633,7 @@ def estimate(
             hardware.mfu_default.source,
         )
     else:
-        put(
+        d.put(
             "time.compute_per_step",
             "s",
             ev.compute_term(gas, st["microbatch_compute_s"]),
@@ -608,7 +645,7 @@ def estimate(
             "planner/ops.py",
         )
     if hardware.microbatch_overhead_s is not None:
-        fig(
+        d.fig(
             "time.microbatch_overhead",
             st["microbatch_overhead_s"],
             "s/micro-batch",
@@ -617,7 +654,7 @@ def estimate(
             hardware.microbatch_overhead_s.source,
         )
     else:
-        fig(
+        d.fig(
             "time.microbatch_overhead",
             st["microbatch_overhead_s"],
             "s/micro-batch",
@@ -626,7 +663,7 @@ def estimate(
             "planner/ops.py",
         )
     if hardware.step_overhead_s is not None:
-        fig(
+        d.fig(
             "time.step_overhead",
             st["step_overhead_s"],
             "s/step",
@@ -635,7 +672,7 @@ def estimate(
             hardware.step_overhead_s.source,
         )
     else:
-        fig(
+        d.fig(
             "time.step_overhead",
             st["step_overhead_s"],
             "s/step",
@@ -657,7 +694,7 @@ def estimate(
             f"optimizer memory-bound pass and DeepSpeed's wrapper counted by the op census (planner/ops.py); "
             f"{hardware.hbm_achieved_tbps.source}",
         )
-    fig(
+    d.fig(
         "time.data_loading_per_step",
         st["data_loading_s"],
         "s",
@@ -678,9 +715,14 @@ def estimate(
         f"{hardware.host_cpu_cores.source}",
     )
     overhead = ev.overhead_term(gas, st["microbatch_overhead_s"], st["step_overhead_s"])
-    overhead_s = put("time.overhead_per_step", "s", overhead)
+    overhead_s = d.put("time.overhead_per_step", "s", overhead)
+    return compute_s, overhead_s
 
-    # -- communication
+
+def _comm_figures(d: _Derivation, q: _Question, st: dict[str, Any], compute_s: float) -> CommReport:
+    """Collectives per step, their bytes and time, and the share compute does not hide."""
+    model, hardware, plan, training = q.model, q.hardware, q.plan, q.training
+    n = plan.world_size
     colls = comm.collective_bytes(model, plan, training.stack)
     creports = []
     for c in colls:
@@ -717,7 +759,7 @@ def estimate(
         exposed_s=float(st["comm_exposed_s"]),
     )
     for c in creports:
-        fig(
+        d.fig(
             f"comm.{c.name}",
             c.message_bytes,
             "B/GPU/step",
@@ -730,16 +772,35 @@ def estimate(
             },
             "DeepSpeed 0.19.8 stage_1_and_2.py / stage3.py (planner/comm.py)",
         )
-    put("comm.message_bytes_per_gpu", "B/GPU/step", sum_term({c.name: c.message_bytes for c in creports}))
-    put(
+    d.put("comm.message_bytes_per_gpu", "B/GPU/step", sum_term({c.name: c.message_bytes for c in creports}))
+    d.put(
         "comm.cluster_ring_bytes",
         "B/step",
         Term("N * ring_bytes_per_gpu", {"N": n, "ring_bytes_per_gpu": ring}),
     )
     exposed = comm.exposed_term(creport.total_s, creport.overlappable_s, compute_s, plan.overlap_comm)
-    put("time.comm_exposed", "s", exposed, source="α-β ring; profile bus bandwidths")
+    d.put("time.comm_exposed", "s", exposed, source="α-β ring; profile bus bandwidths")
+    return creport
+
+
+def _throughput_figures(
+    d: _Derivation,
+    q: _Question,
+    fwd: Any,
+    tf: Any,
+    st: dict[str, Any],
+    peak: float,
+    gemm_eff: float,
+    compute_s: float,
+    overhead_s: float,
+    creport: CommReport,
+    s_v: float,
+) -> ComputeReport:
+    """Step time, samples/s and MFU."""
+    hardware, plan = q.hardware, q.plan
+    n, B = plan.world_size, plan.global_batch
     offload_s = float(st["offload_s"])
-    fig(
+    d.fig(
         "time.offload_per_step",
         offload_s,
         "s",
@@ -751,9 +812,9 @@ def estimate(
         "ZeRO-Offload arXiv 2101.06840; docs/planner-model.md §5 (Offload)",
     )
     step = ev.step_term(compute_s, overhead_s, creport.exposed_s, offload_s, st["data_loading_s"])
-    step_s = put("time.step", "s", step)
-    sps = put("throughput.samples_per_s", "samples/s", ev.samples_per_s_term(B, step_s))
-    achieved_mfu = put("throughput.mfu", "", ev.mfu_term(tf.model, B, n, step_s, peak))
+    step_s = d.put("time.step", "s", step)
+    sps = d.put("throughput.samples_per_s", "samples/s", ev.samples_per_s_term(B, step_s))
+    achieved_mfu = d.put("throughput.mfu", "", ev.mfu_term(tf.model, B, n, step_s, peak))
     creport_compute = ComputeReport(
         forward_flops_per_sample={
             "vision": float(fwd.vision),
@@ -777,8 +838,15 @@ def estimate(
         mfu=achieved_mfu,
         vision_tokens=s_v,
     )
+    return creport_compute
 
-    # -- wall time and cost
+
+def _wall_and_cost_figures(
+    d: _Derivation, q: _Question, st: dict[str, Any], psi: float
+) -> tuple[TimeReport, CostReport | None]:
+    """Wall time with checkpoints and interruptions; cost, energy and CO2 at each price of the offering."""
+    model, hardware, plan, training, offering = q.model, q.hardware, q.plan, q.training, q.offering
+    n, M, B = plan.world_size, plan.nodes, plan.global_batch
     # Start-up is priced like a restart (scheduling, image pull, rendezvous, model init); without an
     # offering, 900 s (the bundled offerings' restart_s, an evaplan assumption).
     restart_s = offering.restart_s.value if offering is not None else 900.0
@@ -818,8 +886,8 @@ def estimate(
         rework_s=float(wt.rework_s),
         wall_s=float(wt.wall_s),
     )
-    put("time.steps", "steps", cost.steps_term(training.samples, B))
-    fig(
+    d.put("time.steps", "steps", cost.steps_term(training.samples, B))
+    d.fig(
         "time.checkpoint_write",
         write_s,
         "s",
@@ -827,7 +895,7 @@ def estimate(
         {"nvme_write_gbps": hardware.nvme_write_gbps.value},
         hardware.nvme_write_gbps.source,
     )
-    fig(
+    d.fig(
         "time.checkpoint_interval",
         wt.checkpoint_interval_s,
         "s",
@@ -835,7 +903,7 @@ def estimate(
         {"node_mtbf_h": cost.NODE_MTBF_H_ON_DEMAND},
         "Llama 3 arXiv 2407.21783 §3.3.4 (interruption rate)",
     )
-    put(
+    d.put(
         "time.wall",
         "s",
         cost.wall_term(
@@ -865,7 +933,7 @@ def estimate(
                     source=source,
                 )
             )
-            put(f"cost.{pricing}", "USD", cost.money_term(mo.node_hours, usd, s_usd), source=source)
+            d.put(f"cost.{pricing}", "USD", cost.money_term(mo.node_hours, usd, s_usd), source=source)
 
         if offering.on_demand_usd_per_node_hour is not None:
             p = offering.on_demand_usd_per_node_hour
@@ -892,9 +960,9 @@ def estimate(
             M, hardware.node_power_kw.value, wt.wall_s, offering.pue.value, offering.grid_gco2_per_kwh.value
         )
         kwh = cost.energy_kwh_term(M, hardware.node_power_kw.value, wt.wall_s, offering.pue.value)
-        put("cost.energy_kwh", "kWh", kwh, source=hardware.node_power_kw.source)
+        d.put("cost.energy_kwh", "kWh", kwh, source=hardware.node_power_kw.source)
         co2 = cost.co2_kg_term(en.kwh, offering.grid_gco2_per_kwh.value)
-        put("cost.co2_kg", "kg CO2e", co2, source=offering.grid_gco2_per_kwh.source)
+        d.put("cost.co2_kg", "kg CO2e", co2, source=offering.grid_gco2_per_kwh.source)
         cost_report = CostReport(
             gpu_hours=n * wt.wall_s / 3600.0,
             node_hours=M * wt.wall_s / 3600.0,
@@ -902,9 +970,29 @@ def estimate(
             energy_kwh=float(en.kwh),
             co2_kg=float(en.co2_kg),
         )
+    return time_report, cost_report
 
-    fits = mem.fits_gpu and mem.fits_host
-    verdict = verdict_line(mem)
+
+def estimate(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    plan: ParallelPlan,
+    training: TrainingSpec,
+    offering: OfferingSpec | None = None,
+) -> Estimate:
+    check_inputs(model, hardware, plan, training, offering)
+    d, q = _Derivation(), _Question(model, hardware, plan, training, offering)
+    counts = count_params(model)
+    res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
+    _param_figures(d, q, counts)
+    mem, s_v = _memory_figures(d, q, counts, res)
+    fwd, tf, st, peak, gemm_eff = _compute_figures(d, q, s_v)
+    compute_s, overhead_s = _step_time_figures(d, q, st, peak, counts.total)
+    creport = _comm_figures(d, q, st, compute_s)
+    compute_report = _throughput_figures(
+        d, q, fwd, tf, st, peak, gemm_eff, compute_s, overhead_s, creport, s_v
+    )
+    time_report, cost_report = _wall_and_cost_figures(d, q, st, counts.total)
     return Estimate(
         model=model.name,
         hardware=hardware.name,
@@ -915,7 +1003,7 @@ def estimate(
             vision=counts.vision,
             text=counts.text,
             logit_scale=counts.logit_scale,
-            total=psi,
+            total=counts.total,
             largest_layer=counts.largest_layer,
             largest_layer_module=counts.largest_layer_module,
             zero3_persistent=res.persistent,
@@ -924,12 +1012,12 @@ def estimate(
         ),
         memory=mem,
         comm=creport,
-        compute=creport_compute,
+        compute=compute_report,
         time=time_report,
         cost=cost_report,
-        fits=fits,
-        verdict=verdict,
-        derivation=figs,
+        fits=mem.fits_gpu and mem.fits_host,
+        verdict=verdict_line(mem),
+        derivation=d.figs,
     )
 
 
