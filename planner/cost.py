@@ -29,9 +29,37 @@ GB = 1e9
 
 
 def checkpoint_write_s(psi: Num, nodes: Num, nvme_write_gbps: float) -> Num:
+    return checkpoint_write_term(psi, nodes, nvme_write_gbps).value
+
+
+def checkpoint_write_term(psi: Num, nodes: Num, nvme_write_gbps: float) -> Term:
     """Each node writes its shard of the training state to local NVMe in parallel (upload to
     object storage continues in the background): 14Ψ / (nodes × NVMe write GB/s)."""
-    return CHECKPOINT_BYTES_PER_PARAM * psi / (nodes * nvme_write_gbps * GB)
+    return Term(
+        "bytes_per_param * psi / (nodes * nvme_write_gbps * GB)",
+        {
+            "bytes_per_param": CHECKPOINT_BYTES_PER_PARAM,
+            "psi": psi,
+            "nodes": nodes,
+            "nvme_write_gbps": nvme_write_gbps,
+            "GB": GB,
+        },
+    )
+
+
+def checkpoint_interval_term(
+    write_s: Num, rate_per_s: Num, step_s: Num, checkpoint_every_s: Num | None
+) -> Term:
+    """The given interval, else Young/Daly's optimum √(2 · write · MTBF) (MTBF = 1 / rate); at least
+    one step."""
+    if checkpoint_every_s is None:
+        return Term(
+            "max(sqrt(2.0 * write_s / rate_per_s), step_s)",
+            {"write_s": write_s, "rate_per_s": rate_per_s, "step_s": step_s},
+        )
+    return Term(
+        "max(checkpoint_every_s, step_s)", {"checkpoint_every_s": checkpoint_every_s, "step_s": step_s}
+    )
 
 
 def interruption_rate_per_s(nodes: Num, spot_interruptions_per_node_month: Num) -> Num:
@@ -100,8 +128,7 @@ def wall_time(
     """
     steps = steps_term(samples, global_batch).value
     train = steps * step_s
-    tau = young_daly_interval_s(write_s, rate_per_s) if checkpoint_every_s is None else checkpoint_every_s
-    tau = np.maximum(tau, step_s)
+    tau = checkpoint_interval_term(write_s, rate_per_s, step_s, checkpoint_every_s).value
     checkpoints = np.floor(train / tau)
     stalls = checkpoints * write_s
     base = startup_s + train + stalls

@@ -320,7 +320,10 @@ class _Derivation:
     ) -> float:
         """A figure from a term: its value, formula and inputs from one expression (+ context inputs
         the formula does not use, e.g. which kernel)."""
-        return self.fig(name, t.value, unit, t.formula, {**t.inputs, **(context or {})}, source or t.source)
+        context = context or {}
+        if clash := set(context) & set(t.inputs):
+            raise ValueError(f"{name}: context would hide the formula's inputs {sorted(clash)}")
+        return self.fig(name, t.value, unit, t.formula, {**t.inputs, **context}, source or t.source)
 
 
 def _param_figures(d: _Derivation, q: _Question, counts: Any) -> None:
@@ -459,14 +462,8 @@ def _memory_figures(d: _Derivation, q: _Question, counts: Any, res: Any) -> tupl
         },
         "planner/deepspeed_defaults.py",
     )
-    d.fig(
-        "memory.runtime_reserved",
-        mem.gpu_terms["runtime_reserved"],
-        "B/GPU",
-        "profile memory_reserved_gib × 2^30",
-        {},
-        hardware.memory_reserved_gib.source,
-    )
+    reserved = ev.runtime_reserved_term(hardware.memory_reserved_gib.value)
+    d.put("memory.runtime_reserved", "B/GPU", reserved, source=hardware.memory_reserved_gib.source)
     d.put("memory.gpu_total", "B/GPU", sum_term(mem.gpu_terms))
     headroom = Term("hbm - gpu_total", {"hbm": mem.hbm_bytes, "gpu_total": mem.gpu_total_bytes})
     d.put("memory.gpu_headroom", "B/GPU", headroom, source=hardware.hbm_gib.source)
@@ -566,13 +563,8 @@ def _compute_figures(
         ),
         f"{mm.tflops.source} ({mm.tflops.observed}); {mm.compute_units.source}; {mm.tile_source}{scale_src}",
     )
-    gemm_eff = d.fig(
-        "compute.gemm_efficiency",
-        st["gemm_efficiency"],
-        "",
-        "executed GEMM FLOPs / (GEMM time × peak)",
-        {"peak_flops": peak},
-        "an output of the GEMM model",
+    gemm_eff = d.put(
+        "compute.gemm_efficiency", "", ev.gemm_efficiency_term(st["gemm_flops"], st["gemm_s"], peak)
     )
     d.fig(
         "compute.attention_per_microbatch",
@@ -694,22 +686,21 @@ def _step_time_figures(
             f"optimizer memory-bound pass and DeepSpeed's wrapper counted by the op census (planner/ops.py); "
             f"{hardware.hbm_achieved_tbps.source}",
         )
-    d.fig(
+    cores = data_pipeline.loader_cores_per_gpu(hardware, training.loader_workers)
+    d.put(
         "time.data_loading_per_step",
-        st["data_loading_s"],
         "s",
-        "b × gas / (min(loader workers, host cores / GPUs per node) × images/s per core), images/s per "
-        "core = 1 / (1/decode + 1/random resized crop + 1/normalize): a floor under the step",
+        ev.data_loading_term(b, gas, cores, data_pipeline.pipeline_per_core_s(hardware)),
         {
+            "loader_cores_per_gpu_from": "min(loader workers, host cores / GPUs per node)",
+            "pipeline_per_core_s_from": "images/s per core = 1 / (1/decode + 1/random resized crop + 1/normalize)",
             "host_cpu_cores": hardware.host_cpu_cores.value,
             "loader_workers": training.loader_workers
             if training.loader_workers is not None
             else f"{data_pipeline.default_loader_workers(hardware)} (the default, what render gives each rank)",
-            "loader_cores_per_gpu": data_pipeline.loader_cores_per_gpu(hardware, training.loader_workers),
             "image_decode_per_core_s": hardware.image_decode_per_core_s.value,
             "random_resized_crop_per_core_s": data_pipeline.RANDOM_RESIZED_CROP_PER_CORE_S,
             "normalize_per_core_s": data_pipeline.NORMALIZE_PER_CORE_S,
-            "pipeline_per_core_s": data_pipeline.pipeline_per_core_s(hardware),
         },
         f"{hardware.image_decode_per_core_s.source}; {data_pipeline.PIPELINE_SOURCE}; "
         f"{hardware.host_cpu_cores.source}",
@@ -887,19 +878,15 @@ def _wall_and_cost_figures(
         wall_s=float(wt.wall_s),
     )
     d.put("time.steps", "steps", cost.steps_term(training.samples, B))
-    d.fig(
-        "time.checkpoint_write",
-        write_s,
-        "s",
-        "14Ψ / (nodes × NVMe write)",
-        {"nvme_write_gbps": hardware.nvme_write_gbps.value},
-        hardware.nvme_write_gbps.source,
+    write = cost.checkpoint_write_term(psi, M, hardware.nvme_write_gbps.value)
+    d.put("time.checkpoint_write", "s", write, source=hardware.nvme_write_gbps.source)
+    interval = cost.checkpoint_interval_term(
+        write_s, wt.rate_per_s, st["step_s"], training.checkpoint_every_s
     )
-    d.fig(
+    d.put(
         "time.checkpoint_interval",
-        wt.checkpoint_interval_s,
         "s",
-        "given, or Young/Daly √(2 · write · MTBF)",
+        interval,
         {"node_mtbf_h": cost.NODE_MTBF_H_ON_DEMAND},
         "Llama 3 arXiv 2407.21783 §3.3.4 (interruption rate)",
     )

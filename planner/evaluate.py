@@ -60,6 +60,33 @@ def step_term(
     )
 
 
+def runtime_reserved_term(memory_reserved_gib: float) -> Term:
+    return Term("memory_reserved_gib * GiB", {"memory_reserved_gib": memory_reserved_gib, "GiB": GIB})
+
+
+def gemm_efficiency_term(gemm_flops: Num, gemm_s: Num, peak_flops: Num) -> Term:
+    """Executed GEMM FLOPs over GEMM time at peak: an output of the GEMM model."""
+    return Term(
+        "gemm_flops / (gemm_s * peak_flops)",
+        {"gemm_flops": gemm_flops, "gemm_s": gemm_s, "peak_flops": peak_flops},
+    )
+
+
+def data_loading_term(
+    micro_batch: Num, grad_accum: Num, loader_cores_per_gpu: Num, pipeline_per_core_s: Num
+) -> Term:
+    """One GPU's samples of a step over the host's decode-and-augment rate: a floor under the step."""
+    return Term(
+        "b * gas / (loader_cores_per_gpu * pipeline_per_core_s)",
+        {
+            "b": micro_batch,
+            "gas": grad_accum,
+            "loader_cores_per_gpu": loader_cores_per_gpu,
+            "pipeline_per_core_s": pipeline_per_core_s,
+        },
+    )
+
+
 def samples_per_s_term(global_batch: Num, step_s: Num) -> Term:
     return Term("B / step_s", {"B": global_batch, "step_s": step_s})
 
@@ -171,7 +198,7 @@ def gpu_memory_terms(
         "activations_vision": micro_batch * act["vision"],
         "activations_text": micro_batch * act["text"],
         "clip_loss": loss,
-        "runtime_reserved": hardware.memory_reserved_gib.value * GIB,
+        "runtime_reserved": runtime_reserved_term(hardware.memory_reserved_gib.value).value,
     }
     return terms, ms, act
 
@@ -309,7 +336,10 @@ def step_terms(
         hardware.cpu_adam_gparams_per_s.value,
         hardware.nvme_write_gbps.value,
     )
-    loading_s = data_pipeline.data_loading_s(hardware, micro_batch * grad_accum, loader_workers)
+    cores = data_pipeline.loader_cores_per_gpu(hardware, loader_workers)
+    loading_s = data_loading_term(
+        micro_batch, grad_accum, cores, data_pipeline.pipeline_per_core_s(hardware)
+    ).value
     step = step_term(compute_s, overhead_s, exposed_s, off, loading_s).value
     return {
         "compute_s": compute_s,
@@ -327,7 +357,8 @@ def step_terms(
         "kernels": mb.kernels,
         "host_s": mb.host_s,
         "microbatch_compute_s": microbatch_compute_s,
-        "gemm_efficiency": mb.gemm_flops / (mb.gemm_s * peak),
+        "gemm_flops": mb.gemm_flops,
+        "gemm_efficiency": gemm_efficiency_term(mb.gemm_flops, mb.gemm_s, peak).value,
         "microbatch_overhead_s": microbatch_s,
         "step_overhead_s": step_over_s,
         "data_loading_s": loading_s,

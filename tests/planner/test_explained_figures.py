@@ -33,23 +33,18 @@ PROSE = {
     "memory.activations_text_per_sample",
     "memory.clip_loss",
     "memory.zero_buffers",
-    "memory.runtime_reserved",
     "compute.forward_flops_vision",
     "compute.forward_flops_text",
     "compute.forward_flops_loss",
     "compute.model_flops_per_sample",
     "compute.hardware_flops_per_sample",
     "compute.gemm_per_microbatch",
-    "compute.gemm_efficiency",
     "compute.attention_per_microbatch",
     "compute.memory_bound_per_microbatch",
     "compute.host_per_microbatch",
     "time.microbatch_overhead",
     "time.step_overhead",
-    "time.data_loading_per_step",
     "time.offload_per_step",
-    "time.checkpoint_write",
-    "time.checkpoint_interval",
 }
 
 
