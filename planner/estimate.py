@@ -372,19 +372,15 @@ def _memory_figures(d: _Derivation, q: _Question, counts: Any, res: Any) -> tupl
         if plan.zero_stage >= 2
         else "DeepSpeed bookkeeping 2+2+4+4+8 bytes/param (no estimator for stage 0/1)"
     )
-    d.fig(
+    k_repl, k_part = memory.estimator_bytes_per_param(
+        plan.zero_stage, plan.offload_optimizer != "none", plan.offload_param != "none"
+    )
+    live = 4 * counts.largest_layer if plan.zero_stage == 3 else 0.0
+    d.put(
         "memory.model_states",
-        mem.model_states_bytes,
         "B/GPU",
+        memory.model_states_term(k_repl, k_part, float(psi), float(n), live),
         {
-            0: "20Ψ",
-            1: "4Ψ + int(16Ψ/N)",
-            2: "2Ψ + int(18Ψ/N); offload: 2Ψ",
-            3: "4·L + int(18Ψ/N); offload opt: 4·L + int(2Ψ/N); + params: 4·L",
-        }[plan.zero_stage],
-        {
-            "Ψ": psi,
-            "N": n,
             "L": counts.largest_layer,
             "zero_stage": plan.zero_stage,
             "offload_optimizer": plan.offload_optimizer,
@@ -476,12 +472,10 @@ def _memory_figures(d: _Derivation, q: _Question, counts: Any, res: Any) -> tupl
     return mem, s_v
 
 
-def _compute_figures(
-    d: _Derivation, q: _Question, s_v: float
-) -> tuple[Any, Any, dict[str, Any], float, float]:
-    """FLOPs per sample and the time of one micro-batch by operation class."""
-    model, hardware, plan, training = q.model, q.hardware, q.plan, q.training
-    b, gas, B = plan.micro_batch, plan.grad_accum, plan.global_batch
+def _flops_figures(d: _Derivation, q: _Question, s_v: float) -> tuple[Any, Any]:
+    """FLOPs per sample: forward by tower and loss, training (model) and executed (hardware)."""
+    model, plan, training = q.model, q.plan, q.training
+    b, B = plan.micro_batch, plan.global_batch
     fwd = compute.forward_flops_per_sample(
         model, training.image_size, training.patch_dropout, B, 1.0 if plan.local_loss else B / b
     )
@@ -526,6 +520,13 @@ def _compute_figures(
         {"recompute": tf.recompute},
         "docs/planner-model.md §3 (≈ 4× with full recompute)",
     )
+    return fwd, tf
+
+
+def _operation_figures(d: _Derivation, q: _Question, s_v: float) -> tuple[dict[str, Any], float, float]:
+    """The time of one micro-batch by operation class (GEMM, attention, memory-bound, host)."""
+    model, hardware, plan, training = q.model, q.hardware, q.plan, q.training
+    b, gas = plan.micro_batch, plan.grad_accum
     peak = ops.peak_tflops(hardware, training.precision) * 1e12
     st = ev.step_terms(
         model,
@@ -601,7 +602,7 @@ def _compute_figures(
         {"kernels": st["kernels"], "host_s_per_kernel": ops.HOST_S_PER_KERNEL[training.stack]},
         "evaplan assumption per stack (planner/ops.py HOST_S_PER_KERNEL)",
     )
-    return fwd, tf, st, peak, gemm_eff
+    return st, peak, gemm_eff
 
 
 def _step_time_figures(
@@ -832,36 +833,40 @@ def _throughput_figures(
     return creport_compute
 
 
-def _wall_and_cost_figures(
+def _restart_s(offering: OfferingSpec | None) -> float:
+    """Start-up is priced like a restart (scheduling, image pull, rendezvous, model init); without an
+    offering, 900 s (the bundled offerings' restart_s, an evaplan assumption)."""
+    return offering.restart_s.value if offering is not None else 900.0
+
+
+def _run_at(q: _Question, st: dict[str, Any], usd_per_node_hour: float, spot_rate: float) -> dict[str, Any]:
+    """Wall time and money of the run at one price and spot reclaim rate."""
+    plan, training, offering = q.plan, q.training, q.offering
+    return ev.wall_and_cost(
+        q.model,
+        q.hardware,
+        nodes=plan.nodes,
+        samples=training.samples,
+        global_batch=plan.global_batch,
+        step_s=st["step_s"],
+        restart_s=_restart_s(offering),
+        spot_interruptions_per_node_month=spot_rate,
+        checkpoint_every_s=training.checkpoint_every_s,
+        usd_per_node_hour=usd_per_node_hour,
+        storage_usd_per_gb_month=offering.storage_usd_per_gb_month.value if offering is not None else 0.0,
+        checkpoints_kept=training.checkpoints_kept,
+        dataset_tb=training.dataset_tb,
+    )
+
+
+def _wall_figures(
     d: _Derivation, q: _Question, st: dict[str, Any], psi: float
-) -> tuple[TimeReport, CostReport | None]:
-    """Wall time with checkpoints and interruptions; cost, energy and CO2 at each price of the offering."""
-    model, hardware, plan, training, offering = q.model, q.hardware, q.plan, q.training, q.offering
-    n, M, B = plan.world_size, plan.nodes, plan.global_batch
-    # Start-up is priced like a restart (scheduling, image pull, rendezvous, model init); without an
-    # offering, 900 s (the bundled offerings' restart_s, an evaplan assumption).
-    restart_s = offering.restart_s.value if offering is not None else 900.0
-    startup_s = restart_s
-    stor = offering.storage_usd_per_gb_month.value if offering is not None else 0.0
-
-    def run_at(usd_per_node_hour: float, spot_rate: float) -> dict[str, Any]:
-        return ev.wall_and_cost(
-            model,
-            hardware,
-            nodes=M,
-            samples=training.samples,
-            global_batch=B,
-            step_s=st["step_s"],
-            restart_s=restart_s,
-            spot_interruptions_per_node_month=spot_rate,
-            checkpoint_every_s=training.checkpoint_every_s,
-            usd_per_node_hour=usd_per_node_hour,
-            storage_usd_per_gb_month=stor,
-            checkpoints_kept=training.checkpoints_kept,
-            dataset_tb=training.dataset_tb,
-        )
-
-    base_run = run_at(0.0, 0.0)
+) -> tuple[TimeReport, cost.WallTime]:
+    """Wall time with checkpoints and expected interruptions (on-demand hardware failures)."""
+    hardware, training = q.hardware, q.training
+    M, B = q.plan.nodes, q.plan.global_batch
+    restart_s = startup_s = _restart_s(q.offering)
+    base_run = _run_at(q, st, 0.0, 0.0)
     wt: cost.WallTime = base_run["wall"]
     write_s = float(base_run["write_s"])
     time_report = TimeReport(
@@ -898,12 +903,19 @@ def _wall_and_cost_figures(
         ),
     )
 
+    return time_report, wt
+
+
+def _cost_figures(d: _Derivation, q: _Question, st: dict[str, Any], wt: cost.WallTime) -> CostReport | None:
+    """Cost at each price the offering has; energy and CO2."""
+    hardware, offering = q.hardware, q.offering
+    n, M = q.plan.world_size, q.plan.nodes
     cost_report = None
     if offering is not None:
         prices: list[PriceReport] = []
 
         def price(pricing: str, usd: float, spot_rate: float, source: str) -> None:
-            r = run_at(usd, spot_rate)
+            r = _run_at(q, st, usd, spot_rate)
             w, mo = r["wall"], r["money"]
             s_usd = float(mo.storage_usd)
             prices.append(
@@ -957,7 +969,7 @@ def _wall_and_cost_figures(
             energy_kwh=float(en.kwh),
             co2_kg=float(en.co2_kg),
         )
-    return time_report, cost_report
+    return cost_report
 
 
 def estimate(
@@ -973,13 +985,15 @@ def estimate(
     res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
     _param_figures(d, q, counts)
     mem, s_v = _memory_figures(d, q, counts, res)
-    fwd, tf, st, peak, gemm_eff = _compute_figures(d, q, s_v)
+    fwd, tf = _flops_figures(d, q, s_v)
+    st, peak, gemm_eff = _operation_figures(d, q, s_v)
     compute_s, overhead_s = _step_time_figures(d, q, st, peak, counts.total)
     creport = _comm_figures(d, q, st, compute_s)
     compute_report = _throughput_figures(
         d, q, fwd, tf, st, peak, gemm_eff, compute_s, overhead_s, creport, s_v
     )
-    time_report, cost_report = _wall_and_cost_figures(d, q, st, counts.total)
+    time_report, wall = _wall_figures(d, q, st, counts.total)
+    cost_report = _cost_figures(d, q, st, wall)
     return Estimate(
         model=model.name,
         hardware=hardware.name,

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from planner import deepspeed_defaults as dsd
+from planner.terms import Term
 
 Num = Any  # a float or a numpy array of floats (one value per candidate plan)
 
@@ -111,14 +112,8 @@ def zero_model_states(
     optim_32 = np.where(off_o, 0.0, share(8, ~s0))
     live = np.where(s3, 4 * L, 0.0)
 
-    # Totals as DeepSpeed computes them: the partitioned part is int(k · Ψ / n) in one go.
-    k_part = np.where(
-        s3,
-        np.where(off_o, np.where(off_p, 0, 2), np.where(off_p, 16, 18)),
-        np.where(s2, np.where(off_o, 0, 18), np.where(s1, np.where(off_o, 0, 16), 0)),
-    )
-    k_repl = np.where(s3, 0, np.where(s2, 2, np.where(s1, 4, 20)))
-    gpu_total = k_repl * psi + np.floor(k_part * psi / n) + live
+    k_repl, k_part = estimator_bytes_per_param(zero_stage, offload_optimizer, offload_param)
+    gpu_total = model_states_term(k_repl, k_part, psi, n, live).value
 
     f = DS_HOST_BUFFER_FACTOR
     gpus_factor = 1 / M
@@ -145,6 +140,32 @@ def zero_model_states(
     margin = gpu_total - (params_16 + grads_16 + grads_32 + master_32 + optim_32 + live)
     return ModelStates(
         params_16, grads_16, grads_32, master_32, optim_32, live, margin, gpu_total, host, nvme
+    )
+
+
+def estimator_bytes_per_param(zero_stage: Num, offload_optimizer: Num, offload_param: Num) -> tuple[Num, Num]:
+    """DeepSpeed's estimator coefficients: bytes per parameter kept whole on each GPU, and bytes per
+    parameter partitioned over the N GPUs (estimate_zero{2,3}_model_states_mem_needs; stages 0/1 by
+    the same bookkeeping: 2+2+4+4+8 bytes/param)."""
+    stage = np.asarray(zero_stage)
+    s3, s2, s1 = stage == 3, stage == 2, stage == 1
+    off_o = np.asarray(offload_optimizer, dtype=bool) & ~(stage == 0)
+    off_p = np.asarray(offload_param, dtype=bool) & s3
+    k_part = np.where(
+        s3,
+        np.where(off_o, np.where(off_p, 0, 2), np.where(off_p, 16, 18)),
+        np.where(s2, np.where(off_o, 0, 18), np.where(s1, np.where(off_o, 0, 16), 0)),
+    )
+    k_repl = np.where(s3, 0, np.where(s2, 2, np.where(s1, 4, 20)))
+    return k_repl, k_part
+
+
+def model_states_term(k_replicated: Num, k_partitioned: Num, psi: Num, world: Num, live: Num) -> Term:
+    """The model states as DeepSpeed's estimator totals them: the partitioned part is int(k · Ψ / N)
+    in one go; live: ZeRO-3's 4 × largest layer (its gathered 16-bit params and grads)."""
+    return Term(
+        "k_replicated * psi + floor(k_partitioned * psi / N) + live",
+        {"k_replicated": k_replicated, "k_partitioned": k_partitioned, "psi": psi, "N": world, "live": live},
     )
 
 

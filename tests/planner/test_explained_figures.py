@@ -28,7 +28,6 @@ PROSE = {
     "params.vision",
     "params.text",
     "params.largest_layer",
-    "memory.model_states",
     "memory.activations_vision_per_sample",
     "memory.activations_text_per_sample",
     "memory.clip_loss",
