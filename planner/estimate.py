@@ -392,6 +392,49 @@ def _memory_figures(d: _Derivation, q: _Question, counts: Any, res: Any) -> tupl
     s_v = float(
         memory.vision_tokens((training.image_size // model.vision.patch_size) ** 2, training.patch_dropout)
     )
+    _activation_figures(d, q, act, s_v)
+    both = Term(
+        "micro_batch * vision_per_sample + micro_batch * text_per_sample",
+        {"micro_batch": b, "vision_per_sample": act["vision"], "text_per_sample": act["text"]},
+    )
+    d.put("memory.activations", "B/GPU", both)
+    d.fig(
+        "memory.clip_loss",
+        mem.gpu_terms["clip_loss"],
+        "B/GPU",
+        "2 logits matrices × (logits + log-softmax) × 4 B × rows × B + features 2 × 2 B × B × e × (2 with grad)",
+        {"rows": b if plan.local_loss else B, "B": B, "e": model.embed_dim},
+        "docs/planner-model.md §2 (CLIP loss)",
+    )
+    d.fig(
+        "memory.zero_buffers",
+        mem.gpu_terms["zero_buffers"],
+        "B/GPU",
+        "stage 1/2: reduce bucket × 2 B (×2 with overlap_comm); stage 3: reduce + prefetch bucket + persistent params",
+        {
+            "reduce_bucket_size": dsd.REDUCE_BUCKET_SIZE,
+            "stage3_prefetch_bucket_size": dsd.STAGE3_PREFETCH_BUCKET_SIZE,
+            "persistent_params": res.persistent,
+        },
+        "planner/deepspeed_defaults.py",
+    )
+    reserved = ev.runtime_reserved_term(hardware.memory_reserved_gib.value)
+    d.put("memory.runtime_reserved", "B/GPU", reserved, source=hardware.memory_reserved_gib.source)
+    d.put("memory.gpu_total", "B/GPU", sum_term(mem.gpu_terms))
+    headroom = Term("hbm - gpu_total", {"hbm": mem.hbm_bytes, "gpu_total": mem.gpu_total_bytes})
+    d.put("memory.gpu_headroom", "B/GPU", headroom, source=hardware.hbm_gib.source)
+    d.put(
+        "memory.host_per_node",
+        "B/node",
+        sum_term(mem.host_terms),
+        source="DeepSpeed estimators (cpu_mem ×1.5 buffer); DATALOADER_HOST_GIB_PER_GPU (evaplan assumption)",
+    )
+    return mem, s_v
+
+
+def _activation_figures(d: _Derivation, q: _Question, act: dict[str, float], s_v: float) -> None:
+    """Activations per sample of each tower: what each layer keeps, and the attention kernel's share."""
+    model, plan, training = q.model, q.plan, q.training
     ck = "layers·2hs + one layer's working set" if plan.grad_ckpt else "layers·s·(bytes/token/layer)"
     kernel_bytes = (
         f"math: {memory.MATH_SCORE_BYTES[training.stack]:g}·a·s² + "
@@ -433,43 +476,6 @@ def _memory_figures(d: _Derivation, q: _Question, counts: Any, res: Any) -> tupl
             + "; factor fitted on measured peaks (planner/validation.py, "
             "benchmarks/results/gpu_check-h100-deepspeed.log)",
         )
-    both = Term(
-        "micro_batch * vision_per_sample + micro_batch * text_per_sample",
-        {"micro_batch": b, "vision_per_sample": act["vision"], "text_per_sample": act["text"]},
-    )
-    d.put("memory.activations", "B/GPU", both)
-    d.fig(
-        "memory.clip_loss",
-        mem.gpu_terms["clip_loss"],
-        "B/GPU",
-        "2 logits matrices × (logits + log-softmax) × 4 B × rows × B + features 2 × 2 B × B × e × (2 with grad)",
-        {"rows": b if plan.local_loss else B, "B": B, "e": model.embed_dim},
-        "docs/planner-model.md §2 (CLIP loss)",
-    )
-    d.fig(
-        "memory.zero_buffers",
-        mem.gpu_terms["zero_buffers"],
-        "B/GPU",
-        "stage 1/2: reduce bucket × 2 B (×2 with overlap_comm); stage 3: reduce + prefetch bucket + persistent params",
-        {
-            "reduce_bucket_size": dsd.REDUCE_BUCKET_SIZE,
-            "stage3_prefetch_bucket_size": dsd.STAGE3_PREFETCH_BUCKET_SIZE,
-            "persistent_params": res.persistent,
-        },
-        "planner/deepspeed_defaults.py",
-    )
-    reserved = ev.runtime_reserved_term(hardware.memory_reserved_gib.value)
-    d.put("memory.runtime_reserved", "B/GPU", reserved, source=hardware.memory_reserved_gib.source)
-    d.put("memory.gpu_total", "B/GPU", sum_term(mem.gpu_terms))
-    headroom = Term("hbm - gpu_total", {"hbm": mem.hbm_bytes, "gpu_total": mem.gpu_total_bytes})
-    d.put("memory.gpu_headroom", "B/GPU", headroom, source=hardware.hbm_gib.source)
-    d.put(
-        "memory.host_per_node",
-        "B/node",
-        sum_term(mem.host_terms),
-        source="DeepSpeed estimators (cpu_mem ×1.5 buffer); DATALOADER_HOST_GIB_PER_GPU (evaplan assumption)",
-    )
-    return mem, s_v
 
 
 def _flops_figures(d: _Derivation, q: _Question, s_v: float) -> tuple[Any, Any]:
@@ -605,38 +611,10 @@ def _operation_figures(d: _Derivation, q: _Question, s_v: float) -> tuple[dict[s
     return st, peak, gemm_eff
 
 
-def _step_time_figures(
-    d: _Derivation, q: _Question, st: dict[str, Any], peak: float, psi: float
-) -> tuple[float, float]:
-    """Compute and fixed overheads of one step, and the data-loading floor."""
+def _overhead_figures(d: _Derivation, q: _Question, st: dict[str, Any], psi: float) -> None:
+    """Fixed times: per micro-batch and per optimizer step (calibrated, else modelled)."""
     model, hardware, plan, training = q.model, q.hardware, q.plan, q.training
-    n, b, gas = plan.world_size, plan.micro_batch, plan.grad_accum
-    compute_s = float(st["compute_s"])
-    if hardware.mfu_default is not None:
-        d.put(
-            "time.compute_per_step",
-            "s",
-            ev.compute_term(gas, st["microbatch_compute_s"]),
-            {
-                "microbatch_compute": "user override: hardware FLOPs × b / (peak × mfu_default)",
-                "b": b,
-                "peak_flops": peak,
-                "mfu_default": hardware.mfu_default.value,
-            },
-            hardware.mfu_default.source,
-        )
-    else:
-        d.put(
-            "time.compute_per_step",
-            "s",
-            ev.compute_term(gas, st["microbatch_compute_s"]),
-            {
-                "microbatch_compute": "max(GEMM + attention + memory-bound, host) (CPU: their sum)",
-                "device_s": st["device_s"],
-                "host_s": st["host_s"],
-            },
-            "planner/ops.py",
-        )
+    n = plan.world_size
     if hardware.microbatch_overhead_s is not None:
         d.fig(
             "time.microbatch_overhead",
@@ -687,6 +665,41 @@ def _step_time_figures(
             f"optimizer memory-bound pass and DeepSpeed's wrapper counted by the op census (planner/ops.py); "
             f"{hardware.hbm_achieved_tbps.source}",
         )
+
+
+def _step_time_figures(
+    d: _Derivation, q: _Question, st: dict[str, Any], peak: float, psi: float
+) -> tuple[float, float]:
+    """Compute and fixed overheads of one step, and the data-loading floor."""
+    hardware, plan, training = q.hardware, q.plan, q.training
+    b, gas = plan.micro_batch, plan.grad_accum
+    compute_s = float(st["compute_s"])
+    if hardware.mfu_default is not None:
+        d.put(
+            "time.compute_per_step",
+            "s",
+            ev.compute_term(gas, st["microbatch_compute_s"]),
+            {
+                "microbatch_compute": "user override: hardware FLOPs × b / (peak × mfu_default)",
+                "b": b,
+                "peak_flops": peak,
+                "mfu_default": hardware.mfu_default.value,
+            },
+            hardware.mfu_default.source,
+        )
+    else:
+        d.put(
+            "time.compute_per_step",
+            "s",
+            ev.compute_term(gas, st["microbatch_compute_s"]),
+            {
+                "microbatch_compute": "max(GEMM + attention + memory-bound, host) (CPU: their sum)",
+                "device_s": st["device_s"],
+                "host_s": st["host_s"],
+            },
+            "planner/ops.py",
+        )
+    _overhead_figures(d, q, st, psi)
     cores = data_pipeline.loader_cores_per_gpu(hardware, training.loader_workers)
     d.put(
         "time.data_loading_per_step",
