@@ -210,6 +210,87 @@ def host_memory_terms(ms: memory.ModelStates, gpus_per_node: int) -> dict[str, N
     }
 
 
+def _comm_s(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    compute_s: Num,
+    *,
+    zero_stage: Num,
+    grad_accum: Num,
+    micro_batch: Num,
+    nodes: Num,
+    comm_dtype_bytes: Num,
+    overlap_comm: Num,
+    hpz_partition_size: Num,
+    quantized_weights: Num,
+    quantized_gradients: Num,
+    gather_with_grad: Num,
+) -> tuple[Num, Num]:
+    """Time of the step's collectives and the share that compute does not hide, per ZeRO stage."""
+    counts = count_params(model)
+    res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
+    G = hardware.gpus_per_node
+    n = nodes * G
+    stages = np.asarray(zero_stage)
+    total_s: Num = 0.0
+    exposed_s: Num = 0.0
+    # A set of plain ints, not np.unique: numpy's unique imports numpy.ma on first use (start-up time).
+    for stage in sorted({int(s) for s in stages.ravel().tolist()}):
+        colls = comm.zero_collectives(
+            psi=counts.total,
+            gathered=res.gathered,
+            persistent=res.persistent,
+            regathered=res.regathered_backward,
+            gather_calls=res.modules_gathered,
+            regather_calls=res.modules_regathered,
+            world=n,
+            gpus_per_node=G,
+            zero_stage=stage,
+            grad_accum=grad_accum,
+            micro_batch=micro_batch,
+            embed_dim=model.embed_dim,
+            comm_dtype_bytes=comm_dtype_bytes,
+            hpz_partition_size=hpz_partition_size,
+            quantized_weights=quantized_weights,
+            quantized_gradients=quantized_gradients,
+            gather_with_grad=gather_with_grad,
+        )
+        ct = comm.exposed_comm_time_s(colls, hardware, compute_s, overlap_comm)
+        here = stages == stage
+        total_s = np.where(here, ct.total_s, total_s)
+        exposed_s = np.where(here, ct.exposed_s, exposed_s)
+    return total_s, exposed_s
+
+
+def _step_overhead_s(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    n: Num,
+    zero_stage: Num,
+    offload_optimizer: Num,
+    stack: str,
+    precision: str,
+) -> Num:
+    """The optimizer step: a calibration's fitted time, else its memory-bound pass and DeepSpeed's wrapper."""
+    counts = count_params(model)
+    st_over = hardware.step_overhead_s
+    return (
+        st_over.value
+        if st_over is not None
+        else ops.step_overhead_s(
+            counts.total,
+            n,
+            zero_stage,
+            offload_optimizer,
+            hardware,
+            ops.step_bytes_per_param(model.recipe.optimizer, model.recipe.grad_clip is not None, precision),
+        )
+        + ops.deepspeed_wrapper_step_s(
+            hardware, float(len(param_tensors(model))), float(counts.total), zero_stage, stack, precision
+        )
+    )
+
+
 def step_terms(
     model: ModelSpec,
     hardware: HardwareSpec,
@@ -245,7 +326,6 @@ def step_terms(
     comm_exposed_s + offload_s, data_loading_s), data_loading_s from the host's decode-and-augment rate
     and `loader_workers` per GPU (planner/data_pipeline.py). Communication overlaps compute_s only."""
     counts = count_params(model)
-    res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
     G = hardware.gpus_per_node
     n = nodes * G
     B = micro_batch * grad_accum * n
@@ -278,51 +358,23 @@ def step_terms(
     # microbatch_time) and the optimizer's memory-bound pass per step.
     mb_over = hardware.microbatch_overhead_s
     microbatch_s = mb_over.value if mb_over is not None else 0.0
-    st_over = hardware.step_overhead_s
-    step_over_s = (
-        st_over.value
-        if st_over is not None
-        else ops.step_overhead_s(
-            counts.total,
-            n,
-            zero_stage,
-            offload_optimizer,
-            hardware,
-            ops.step_bytes_per_param(model.recipe.optimizer, model.recipe.grad_clip is not None, precision),
-        )
-        + ops.deepspeed_wrapper_step_s(
-            hardware, float(len(param_tensors(model))), float(counts.total), zero_stage, stack, precision
-        )
-    )
+    step_over_s = _step_overhead_s(model, hardware, n, zero_stage, offload_optimizer, stack, precision)
     overhead_s = overhead_term(grad_accum, microbatch_s, step_over_s).value
-    stages = np.asarray(zero_stage)
-    total_s: Num = 0.0
-    exposed_s: Num = 0.0
-    # A set of plain ints, not np.unique: numpy's unique imports numpy.ma on first use (start-up time).
-    for stage in sorted({int(s) for s in stages.ravel().tolist()}):
-        colls = comm.zero_collectives(
-            psi=counts.total,
-            gathered=res.gathered,
-            persistent=res.persistent,
-            regathered=res.regathered_backward,
-            gather_calls=res.modules_gathered,
-            regather_calls=res.modules_regathered,
-            world=n,
-            gpus_per_node=G,
-            zero_stage=stage,
-            grad_accum=grad_accum,
-            micro_batch=micro_batch,
-            embed_dim=model.embed_dim,
-            comm_dtype_bytes=comm.wire_bytes(precision, stack),
-            hpz_partition_size=hpz_partition_size,
-            quantized_weights=quantized_weights,
-            quantized_gradients=quantized_gradients,
-            gather_with_grad=gather_with_grad,
-        )
-        ct = comm.exposed_comm_time_s(colls, hardware, compute_s, overlap_comm)
-        here = stages == stage
-        total_s = np.where(here, ct.total_s, total_s)
-        exposed_s = np.where(here, ct.exposed_s, exposed_s)
+    total_s, exposed_s = _comm_s(
+        model,
+        hardware,
+        compute_s,
+        zero_stage=zero_stage,
+        grad_accum=grad_accum,
+        micro_batch=micro_batch,
+        nodes=nodes,
+        comm_dtype_bytes=comm.wire_bytes(precision, stack),
+        overlap_comm=overlap_comm,
+        hpz_partition_size=hpz_partition_size,
+        quantized_weights=quantized_weights,
+        quantized_gradients=quantized_gradients,
+        gather_with_grad=gather_with_grad,
+    )
     off = offload_time_s(
         counts.total,
         n,
