@@ -364,7 +364,7 @@ def _param_figures(d: _Derivation, q: _Question, counts: Any) -> None:
 def _memory_figures(d: _Derivation, q: _Question, counts: Any, res: Any) -> tuple[MemoryReport, float]:
     """Bytes per GPU by term, per node on the host; also the vision tokens per sample."""
     model, hardware, plan, training, offering = q.model, q.hardware, q.plan, q.training, q.offering
-    n, b, B = plan.world_size, plan.micro_batch, plan.global_batch
+    n, b = plan.world_size, plan.micro_batch
     psi = counts.total
     mem = memory_report(model, hardware, plan, training, offering)
     src_ds = (
@@ -398,26 +398,10 @@ def _memory_figures(d: _Derivation, q: _Question, counts: Any, res: Any) -> tupl
         {"micro_batch": b, "vision_per_sample": act["vision"], "text_per_sample": act["text"]},
     )
     d.put("memory.activations", "B/GPU", both)
-    d.fig(
-        "memory.clip_loss",
-        mem.gpu_terms["clip_loss"],
-        "B/GPU",
-        "2 logits matrices × (logits + log-softmax) × 4 B × rows × B + features 2 × 2 B × B × e × (2 with grad)",
-        {"rows": b if plan.local_loss else B, "B": B, "e": model.embed_dim},
-        "docs/planner-model.md §2 (CLIP loss)",
-    )
-    d.fig(
-        "memory.zero_buffers",
-        mem.gpu_terms["zero_buffers"],
-        "B/GPU",
-        "stage 1/2: reduce bucket × 2 B (×2 with overlap_comm); stage 3: reduce + prefetch bucket + persistent params",
-        {
-            "reduce_bucket_size": dsd.REDUCE_BUCKET_SIZE,
-            "stage3_prefetch_bucket_size": dsd.STAGE3_PREFETCH_BUCKET_SIZE,
-            "persistent_params": res.persistent,
-        },
-        "planner/deepspeed_defaults.py",
-    )
+    loss = memory.clip_loss_term(b, n, model.embed_dim, plan.local_loss, plan.gather_with_grad)
+    d.put("memory.clip_loss", "B/GPU", loss, source="docs/planner-model.md §2 (CLIP loss)")
+    buffers = memory.zero_buffers_term(psi, plan.zero_stage, plan.overlap_comm, res.persistent)
+    d.put("memory.zero_buffers", "B/GPU", buffers, source="planner/deepspeed_defaults.py")
     reserved = ev.runtime_reserved_term(hardware.memory_reserved_gib.value)
     d.put("memory.runtime_reserved", "B/GPU", reserved, source=hardware.memory_reserved_gib.source)
     d.put("memory.gpu_total", "B/GPU", sum_term(mem.gpu_terms))

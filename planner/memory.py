@@ -305,11 +305,25 @@ def clip_loss_bytes(
     Gathered features: image and text features of the whole global batch, 16-bit, once for the
     values and (gather_with_grad) once for their gradients.
     """
+    return clip_loss_term(micro_batch, world, embed_dim, local_loss, gather_with_grad).value
+
+
+def clip_loss_term(
+    micro_batch: Num, world: Num, embed_dim: int, local_loss: Num, gather_with_grad: Num
+) -> Term:
+    """clip_loss_bytes as a formula: B is the contrast batch of one micro-step (b × N)."""
     B = micro_batch * world
-    rows = np.where(local_loss, micro_batch, B)
-    logits = 2 * 2 * BYTES_FP32 * rows * B
-    feats = 2 * BYTES_16BIT * B * embed_dim * np.where(gather_with_grad, 2.0, 1.0)
-    return logits + feats
+    return Term(
+        "2 * 2 * bytes_fp32 * rows * B + 2 * bytes_16bit * B * e * feature_copies",
+        {
+            "bytes_fp32": BYTES_FP32,
+            "rows": np.where(local_loss, micro_batch, B),
+            "B": B,
+            "bytes_16bit": BYTES_16BIT,
+            "e": embed_dim,
+            "feature_copies": np.where(gather_with_grad, 2.0, 1.0),
+        },
+    )
 
 
 # ------------------------------------------------------------------------------------- buffers
@@ -324,12 +338,26 @@ def zero_buffer_bytes(psi: Num, zero_stage: Num, overlap_comm: Num, persistent_n
     (never partitioned) params; stage 0: DeepSpeed's all-reduce bucket; these never exceed the model
     (not measured).
     """
-    stage = np.asarray(zero_stage)
-    reduce = np.minimum(dsd.REDUCE_BUCKET_SIZE, psi) * BYTES_16BIT
-    prefetch = np.minimum(dsd.STAGE3_PREFETCH_BUCKET_SIZE, psi) * BYTES_16BIT
-    s12 = dsd.REDUCE_BUCKET_SIZE * BYTES_16BIT * np.where(overlap_comm, 2.0, 1.0)
-    s3 = reduce + prefetch + persistent_numel * BYTES_16BIT
-    return np.where(stage == 3, s3, np.where(stage >= 1, s12, reduce))
+    return zero_buffers_term(psi, zero_stage, overlap_comm, persistent_numel).value
+
+
+def zero_buffers_term(psi: Num, zero_stage: Num, overlap_comm: Num, persistent_numel: Num) -> Term:
+    """zero_buffer_bytes as a formula (element counts from planner/deepspeed_defaults.py)."""
+    return Term(
+        "where(zero_stage == 3, min(reduce_bucket_size, psi) * bytes_16bit"
+        " + min(stage3_prefetch_bucket_size, psi) * bytes_16bit + persistent_params * bytes_16bit,"
+        " where(zero_stage >= 1, reduce_bucket_size * bytes_16bit * where(overlap_comm, 2.0, 1.0),"
+        " min(reduce_bucket_size, psi) * bytes_16bit))",
+        {
+            "zero_stage": np.asarray(zero_stage),
+            "reduce_bucket_size": dsd.REDUCE_BUCKET_SIZE,
+            "stage3_prefetch_bucket_size": dsd.STAGE3_PREFETCH_BUCKET_SIZE,
+            "psi": psi,
+            "bytes_16bit": BYTES_16BIT,
+            "persistent_params": persistent_numel,
+            "overlap_comm": overlap_comm,
+        },
+    )
 
 
 def hpz_secondary_bytes(psi: Num, hpz_partition_size: Num) -> Num:

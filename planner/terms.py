@@ -25,6 +25,7 @@ FUNCTIONS: dict[str, Any] = {
     "ceil": np.ceil,
     "floor": np.floor,
     "sqrt": np.sqrt,
+    "where": np.where,
 }
 
 

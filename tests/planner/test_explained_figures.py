@@ -30,8 +30,6 @@ PROSE = {
     "params.largest_layer",
     "memory.activations_vision_per_sample",
     "memory.activations_text_per_sample",
-    "memory.clip_loss",
-    "memory.zero_buffers",
     "compute.forward_flops_vision",
     "compute.forward_flops_text",
     "compute.forward_flops_loss",
