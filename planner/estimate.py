@@ -584,12 +584,11 @@ def _operation_figures(d: _Derivation, q: _Question, s_v: float) -> tuple[dict[s
         {"stack": training.stack, "hbm_achieved_tbps": hardware.hbm_achieved_tbps.value},
         f"{hardware.hbm_achieved_tbps.source} ({hardware.hbm_achieved_tbps.observed})",
     )
-    d.fig(
+    d.put(
         "compute.host_per_microbatch",
-        st["host_s"],
         "s",
-        "kernels × host time per kernel (GPU: overlaps device work; CPU: adds to it)",
-        {"kernels": st["kernels"], "host_s_per_kernel": ops.HOST_S_PER_KERNEL[training.stack]},
+        ops.host_term(st["kernels"], ops.HOST_S_PER_KERNEL[training.stack]),
+        {"overlap": "GPU: overlaps device work; CPU: adds to it"},
         "evaplan assumption per stack (planner/ops.py HOST_S_PER_KERNEL)",
     )
     return st, peak, gemm_eff

@@ -38,7 +38,6 @@ PROSE = {
     "compute.gemm_per_microbatch",
     "compute.attention_per_microbatch",
     "compute.memory_bound_per_microbatch",
-    "compute.host_per_microbatch",
     "time.microbatch_overhead",
     "time.step_overhead",
     "time.offload_per_step",
