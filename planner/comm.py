@@ -42,6 +42,7 @@ import numpy as np
 from planner import deepspeed_defaults as dsd
 from planner.params import count_params, zero3_residency
 from planner.spec import HardwareSpec, ModelSpec, ParallelPlan
+from planner.terms import Term
 
 Num = Any
 Op = Literal["all_gather", "reduce_scatter", "all_reduce", "all_to_all"]
@@ -334,5 +335,17 @@ def exposed_comm_time_s(
         total = total + t
         if c.overlappable:
             over = over + t
-    hidden = np.where(overlap_comm, np.minimum(over, compute_s), 0.0)
-    return CommTime(total, over, total - hidden)
+    return CommTime(total, over, exposed_term(total, over, compute_s, overlap_comm).value)
+
+
+def exposed_term(total_s: Num, overlappable_s: Num, compute_s: Num, overlap_comm: Num) -> Term:
+    """With overlap_comm (1/0) the overlappable collectives hide behind compute up to its length."""
+    return Term(
+        "total_s - overlap_comm * min(overlappable_s, compute_s)",
+        {
+            "total_s": total_s,
+            "overlappable_s": overlappable_s,
+            "compute_s": compute_s,
+            "overlap_comm": overlap_comm,
+        },
+    )

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from planner.terms import Term
+
 Num = Any
 
 HOURS_PER_MONTH = 730.0  # 8766 h / 12, the cloud billing month (AWS pricing pages)
@@ -27,9 +29,37 @@ GB = 1e9
 
 
 def checkpoint_write_s(psi: Num, nodes: Num, nvme_write_gbps: float) -> Num:
+    return checkpoint_write_term(psi, nodes, nvme_write_gbps).value
+
+
+def checkpoint_write_term(psi: Num, nodes: Num, nvme_write_gbps: float) -> Term:
     """Each node writes its shard of the training state to local NVMe in parallel (upload to
     object storage continues in the background): 14Ψ / (nodes × NVMe write GB/s)."""
-    return CHECKPOINT_BYTES_PER_PARAM * psi / (nodes * nvme_write_gbps * GB)
+    return Term(
+        "bytes_per_param * psi / (nodes * nvme_write_gbps * GB)",
+        {
+            "bytes_per_param": CHECKPOINT_BYTES_PER_PARAM,
+            "psi": psi,
+            "nodes": nodes,
+            "nvme_write_gbps": nvme_write_gbps,
+            "GB": GB,
+        },
+    )
+
+
+def checkpoint_interval_term(
+    write_s: Num, rate_per_s: Num, step_s: Num, checkpoint_every_s: Num | None
+) -> Term:
+    """The given interval, else Young/Daly's optimum √(2 · write · MTBF) (MTBF = 1 / rate); at least
+    one step."""
+    if checkpoint_every_s is None:
+        return Term(
+            "max(sqrt(2.0 * write_s / rate_per_s), step_s)",
+            {"write_s": write_s, "rate_per_s": rate_per_s, "step_s": step_s},
+        )
+    return Term(
+        "max(checkpoint_every_s, step_s)", {"checkpoint_every_s": checkpoint_every_s, "step_s": step_s}
+    )
 
 
 def interruption_rate_per_s(nodes: Num, spot_interruptions_per_node_month: Num) -> Num:
@@ -37,11 +67,6 @@ def interruption_rate_per_s(nodes: Num, spot_interruptions_per_node_month: Num) 
     hw = nodes / (NODE_MTBF_H_ON_DEMAND * 3600.0)
     spot = nodes * spot_interruptions_per_node_month / (HOURS_PER_MONTH * 3600.0)
     return hw + spot
-
-
-def young_daly_interval_s(write_s: Num, rate_per_s: Num) -> Num:
-    """Young/Daly optimum checkpoint interval √(2 · C · MTBF), MTBF = 1 / rate."""
-    return np.sqrt(2.0 * write_s / rate_per_s)
 
 
 @dataclass(frozen=True)
@@ -55,6 +80,29 @@ class WallTime:
     expected_interruptions: Num
     rework_s: Num  # lost work + restarts
     wall_s: Num
+    rate_per_s: Num = 0.0  # interruptions per second of the whole run (on-demand failures + spot)
+
+
+def steps_term(samples: Num, global_batch: Num) -> Term:
+    return Term("ceil(samples / B)", {"samples": samples, "B": global_batch})
+
+
+def wall_term(
+    startup_s: Num, train_s: Num, stalls_s: Num, rate_per_s: Num, tau_s: Num, restart_s: Num
+) -> Term:
+    """Each interruption loses half a checkpoint interval τ plus a restart; the lost share is capped
+    at 0.9 (10× the failure-free time: beyond that the plan is hopeless, not infinite)."""
+    return Term(
+        "(startup_s + train_s + stalls_s) / (1.0 - min(rate_per_s * (tau_s / 2.0 + restart_s), 0.9))",
+        {
+            "startup_s": startup_s,
+            "train_s": train_s,
+            "stalls_s": stalls_s,
+            "rate_per_s": rate_per_s,
+            "tau_s": tau_s,
+            "restart_s": restart_s,
+        },
+    )
 
 
 def wall_time(
@@ -73,19 +121,17 @@ def wall_time(
     Each interruption loses on average half a checkpoint interval plus a restart; with W the wall
     time, interruptions = rate · W, so W = (start-up + train + stalls) / (1 − rate · (τ/2 + R)).
     """
-    steps = np.ceil(samples / global_batch)
+    steps = steps_term(samples, global_batch).value
     train = steps * step_s
-    tau = young_daly_interval_s(write_s, rate_per_s) if checkpoint_every_s is None else checkpoint_every_s
-    tau = np.maximum(tau, step_s)
+    tau = checkpoint_interval_term(write_s, rate_per_s, step_s, checkpoint_every_s).value
     checkpoints = np.floor(train / tau)
     stalls = checkpoints * write_s
     base = startup_s + train + stalls
-    loss_per_interruption = tau / 2.0 + restart_s
-    # Capped at 10× the failure-free time: beyond that the plan is hopeless, not infinite.
-    frac = np.minimum(rate_per_s * loss_per_interruption, 0.9)
-    wall = base / (1.0 - frac)
+    wall = wall_term(startup_s, train, stalls, rate_per_s, tau, restart_s).value
     interruptions = rate_per_s * wall
-    return WallTime(steps, train, tau, checkpoints, stalls, startup_s, interruptions, wall - base, wall)
+    return WallTime(
+        steps, train, tau, checkpoints, stalls, startup_s, interruptions, wall - base, wall, rate_per_s
+    )
 
 
 @dataclass(frozen=True)
@@ -98,12 +144,18 @@ class Money:
     total_usd: Num
 
 
+def money_term(node_hours: Num, usd_per_node_hour: Num, storage_usd: Num) -> Term:
+    return Term(
+        "node_hours * usd_per_node_hour + storage_usd",
+        {"node_hours": node_hours, "usd_per_node_hour": usd_per_node_hour, "storage_usd": storage_usd},
+    )
+
+
 def money(nodes: Num, gpus_per_node: Num, wall_s: Num, usd_per_node_hour: Num, storage_usd: Num) -> Money:
     node_h = nodes * wall_s / 3600.0
     compute = node_h * usd_per_node_hour
-    return Money(
-        node_h * gpus_per_node, node_h, usd_per_node_hour, compute, storage_usd, compute + storage_usd
-    )
+    total = money_term(node_h, usd_per_node_hour, storage_usd).value
+    return Money(node_h * gpus_per_node, node_h, usd_per_node_hour, compute, storage_usd, total)
 
 
 def storage_usd(
@@ -123,5 +175,16 @@ class Energy:
 
 def energy(nodes: Num, node_power_kw: float, wall_s: Num, pue: float, grid_gco2_per_kwh: float) -> Energy:
     """kWh = nodes × node kW (at full load, host included) × hours × PUE; CO2 = kWh × grid intensity."""
-    kwh = nodes * node_power_kw * wall_s / 3600.0 * pue
-    return Energy(kwh, kwh * grid_gco2_per_kwh / 1000.0)
+    kwh = energy_kwh_term(nodes, node_power_kw, wall_s, pue).value
+    return Energy(kwh, co2_kg_term(kwh, grid_gco2_per_kwh).value)
+
+
+def energy_kwh_term(nodes: Num, node_power_kw: float, wall_s: Num, pue: float) -> Term:
+    return Term(
+        "nodes * node_power_kw * wall_s / 3600.0 * pue",
+        {"nodes": nodes, "node_power_kw": node_power_kw, "wall_s": wall_s, "pue": pue},
+    )
+
+
+def co2_kg_term(kwh: Num, grid_gco2_per_kwh: float) -> Term:
+    return Term("kwh * grid_gco2_per_kwh / 1000.0", {"kwh": kwh, "grid_gco2_per_kwh": grid_gco2_per_kwh})

@@ -9,6 +9,7 @@ plan.json.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,6 +21,7 @@ from planner.errors import InfeasibleError
 from planner.intervals import PredictionRange
 from planner.params import count_params, param_tensors, zero3_residency
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, TrainingSpec
+from planner.terms import Term, sum_term
 from planner.units import GIB
 
 
@@ -273,21 +275,34 @@ def memory_report(
 
 
 # ----------------------------------------------------------------------------------------- estimate
-def estimate(
-    model: ModelSpec,
-    hardware: HardwareSpec,
-    plan: ParallelPlan,
-    training: TrainingSpec,
-    offering: OfferingSpec | None = None,
-) -> Estimate:
-    check_inputs(model, hardware, plan, training, offering)
-    figs: list[Figure] = []
+@dataclass(frozen=True)
+class _Question:
+    """What one estimate is asked about."""
+
+    model: ModelSpec
+    hardware: HardwareSpec
+    plan: ParallelPlan
+    training: TrainingSpec
+    offering: OfferingSpec | None
+
+
+class _Derivation:
+    """The figures of one estimate, in the order `--explain` prints them."""
+
+    def __init__(self) -> None:
+        self.figs: list[Figure] = []
 
     def fig(
-        name: str, value: Any, unit: str, formula: str, inputs: dict[str, Any] | None = None, source: str = ""
+        self,
+        name: str,
+        value: Any,
+        unit: str,
+        formula: str,
+        inputs: dict[str, Any] | None = None,
+        source: str = "",
     ) -> float:
         v = float(value)
-        figs.append(
+        self.figs.append(
             Figure(
                 name=name,
                 value=v,
@@ -299,17 +314,26 @@ def estimate(
         )
         return v
 
-    counts = count_params(model)
-    res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
+    def put(
+        self, name: str, unit: str, t: Term, context: dict[str, Any] | None = None, source: str = ""
+    ) -> float:
+        """A figure from a term: its value, formula and inputs from one expression (+ context inputs
+        the formula does not use, e.g. which kernel)."""
+        context = context or {}
+        if clash := set(context) & set(t.inputs):
+            raise ValueError(f"{name}: context would hide the formula's inputs {sorted(clash)}")
+        return self.fig(name, t.value, unit, t.formula, {**t.inputs, **context}, source or t.source)
+
+
+def _param_figures(d: _Derivation, q: _Question, counts: Any) -> None:
+    """Parameter counts of both towers."""
+    model = q.model
     psi = counts.total
-    n, M = plan.world_size, plan.nodes
-    b, gas = plan.micro_batch, plan.grad_accum
-    B = plan.global_batch
     arch = f"{model.name} profile ({model.config_source})"
-    fig(
+    d.fig(
         "params.vision", counts.vision, "params", "patch embed + cls + pos + Σ blocks + norm + head", {}, arch
     )
-    fig(
+    d.fig(
         "params.text",
         counts.text,
         "params",
@@ -317,7 +341,7 @@ def estimate(
         {},
         arch,
     )
-    fig(
+    d.fig(
         "params.total",
         psi,
         "params",
@@ -325,7 +349,7 @@ def estimate(
         {"vision": counts.vision, "text": counts.text, "logit_scale": counts.logit_scale},
         arch,
     )
-    fig(
+    d.fig(
         "params.largest_layer",
         counts.largest_layer,
         "params",
@@ -333,27 +357,29 @@ def estimate(
         {"module": counts.largest_layer_module},
         "DeepSpeed 0.19.8 runtime/zero/stage3.py",
     )
+    return None
 
-    # -- memory
+
+def _memory_figures(d: _Derivation, q: _Question, counts: Any, res: Any) -> tuple[MemoryReport, float]:
+    """Bytes per GPU by term, per node on the host; also the vision tokens per sample."""
+    model, hardware, plan, training, offering = q.model, q.hardware, q.plan, q.training, q.offering
+    n, b = plan.world_size, plan.micro_batch
+    psi = counts.total
     mem = memory_report(model, hardware, plan, training, offering)
     src_ds = (
         "DeepSpeed 0.19.8 estimate_zero2_model_states_mem_needs / estimate_zero3_model_states_mem_needs"
         if plan.zero_stage >= 2
         else "DeepSpeed bookkeeping 2+2+4+4+8 bytes/param (no estimator for stage 0/1)"
     )
-    fig(
+    k_repl, k_part = memory.estimator_bytes_per_param(
+        plan.zero_stage, plan.offload_optimizer != "none", plan.offload_param != "none"
+    )
+    live = 4 * counts.largest_layer if plan.zero_stage == 3 else 0.0
+    d.put(
         "memory.model_states",
-        mem.model_states_bytes,
         "B/GPU",
+        memory.model_states_term(k_repl, k_part, float(psi), float(n), live),
         {
-            0: "20Ψ",
-            1: "4Ψ + int(16Ψ/N)",
-            2: "2Ψ + int(18Ψ/N); offload: 2Ψ",
-            3: "4·L + int(18Ψ/N); offload opt: 4·L + int(2Ψ/N); + params: 4·L",
-        }[plan.zero_stage],
-        {
-            "Ψ": psi,
-            "N": n,
             "L": counts.largest_layer,
             "zero_stage": plan.zero_stage,
             "offload_optimizer": plan.offload_optimizer,
@@ -365,6 +391,33 @@ def estimate(
     s_v = float(
         memory.vision_tokens((training.image_size // model.vision.patch_size) ** 2, training.patch_dropout)
     )
+    _activation_figures(d, q, act, s_v)
+    both = Term(
+        "micro_batch * vision_per_sample + micro_batch * text_per_sample",
+        {"micro_batch": b, "vision_per_sample": act["vision"], "text_per_sample": act["text"]},
+    )
+    d.put("memory.activations", "B/GPU", both)
+    loss = memory.clip_loss_term(b, n, model.embed_dim, plan.local_loss, plan.gather_with_grad)
+    d.put("memory.clip_loss", "B/GPU", loss, source="docs/planner-model.md §2 (CLIP loss)")
+    buffers = memory.zero_buffers_term(psi, plan.zero_stage, plan.overlap_comm, res.persistent)
+    d.put("memory.zero_buffers", "B/GPU", buffers, source="planner/deepspeed_defaults.py")
+    reserved = ev.runtime_reserved_term(hardware.memory_reserved_gib.value)
+    d.put("memory.runtime_reserved", "B/GPU", reserved, source=hardware.memory_reserved_gib.source)
+    d.put("memory.gpu_total", "B/GPU", sum_term(mem.gpu_terms))
+    headroom = Term("hbm - gpu_total", {"hbm": mem.hbm_bytes, "gpu_total": mem.gpu_total_bytes})
+    d.put("memory.gpu_headroom", "B/GPU", headroom, source=hardware.hbm_gib.source)
+    d.put(
+        "memory.host_per_node",
+        "B/node",
+        sum_term(mem.host_terms),
+        source="DeepSpeed estimators (cpu_mem ×1.5 buffer); DATALOADER_HOST_GIB_PER_GPU (evaplan assumption)",
+    )
+    return mem, s_v
+
+
+def _activation_figures(d: _Derivation, q: _Question, act: dict[str, float], s_v: float) -> None:
+    """Activations per sample of each tower: what each layer keeps, and the attention kernel's share."""
+    model, plan, training = q.model, q.plan, q.training
     ck = "layers·2hs + one layer's working set" if plan.grad_ckpt else "layers·s·(bytes/token/layer)"
     kernel_bytes = (
         f"math: {memory.MATH_SCORE_BYTES[training.stack]:g}·a·s² + "
@@ -382,7 +435,7 @@ def estimate(
         ("vision", s_v, compute.vision_shape(model)),
         ("text", float(model.text.context_length), compute.text_shape(model)),
     ):
-        fig(
+        d.fig(
             f"memory.activations_{tower}_per_sample",
             act[tower],
             "B",
@@ -406,66 +459,17 @@ def estimate(
             + "; factor fitted on measured peaks (planner/validation.py, "
             "benchmarks/results/gpu_check-h100-deepspeed.log)",
         )
-    fig(
-        "memory.activations",
-        mem.gpu_terms["activations_vision"] + mem.gpu_terms["activations_text"],
-        "B/GPU",
-        "micro_batch × (vision + text per sample)",
-        {"micro_batch": b},
-        "",
-    )
-    fig(
-        "memory.clip_loss",
-        mem.gpu_terms["clip_loss"],
-        "B/GPU",
-        "2 logits matrices × (logits + log-softmax) × 4 B × rows × B + features 2 × 2 B × B × e × (2 with grad)",
-        {"rows": b if plan.local_loss else B, "B": B, "e": model.embed_dim},
-        "docs/planner-model.md §2 (CLIP loss)",
-    )
-    fig(
-        "memory.zero_buffers",
-        mem.gpu_terms["zero_buffers"],
-        "B/GPU",
-        "stage 1/2: reduce bucket × 2 B (×2 with overlap_comm); stage 3: reduce + prefetch bucket + persistent params",
-        {
-            "reduce_bucket_size": dsd.REDUCE_BUCKET_SIZE,
-            "stage3_prefetch_bucket_size": dsd.STAGE3_PREFETCH_BUCKET_SIZE,
-            "persistent_params": res.persistent,
-        },
-        "planner/deepspeed_defaults.py",
-    )
-    fig(
-        "memory.runtime_reserved",
-        mem.gpu_terms["runtime_reserved"],
-        "B/GPU",
-        "profile memory_reserved_gib × 2^30",
-        {},
-        hardware.memory_reserved_gib.source,
-    )
-    fig("memory.gpu_total", mem.gpu_total_bytes, "B/GPU", "Σ per-GPU terms", {}, "")
-    fig(
-        "memory.gpu_headroom",
-        mem.gpu_headroom_bytes,
-        "B/GPU",
-        "HBM − total",
-        {"hbm": mem.hbm_bytes},
-        hardware.hbm_gib.source,
-    )
-    fig(
-        "memory.host_per_node",
-        mem.host_per_node_bytes,
-        "B/node",
-        "DeepSpeed cpu_mem (×1.5 buffer) + dataloader",
-        mem.host_terms,
-        "DeepSpeed estimators; DATALOADER_HOST_GIB_PER_GPU (evaplan assumption)",
-    )
 
-    # -- compute
+
+def _flops_figures(d: _Derivation, q: _Question, s_v: float) -> tuple[Any, Any]:
+    """FLOPs per sample: forward by tower and loss, training (model) and executed (hardware)."""
+    model, plan, training = q.model, q.plan, q.training
+    b, B = plan.micro_batch, plan.global_batch
     fwd = compute.forward_flops_per_sample(
         model, training.image_size, training.patch_dropout, B, 1.0 if plan.local_loss else B / b
     )
     tf = compute.train_flops_per_sample(fwd, plan.grad_ckpt)
-    fig(
+    d.fig(
         "compute.forward_flops_vision",
         fwd.vision,
         "FLOP/sample",
@@ -473,7 +477,7 @@ def estimate(
         {"s": s_v, "P": (training.image_size // model.vision.patch_size) ** 2},
         "FlopCounterMode conventions (planner/compute.py)",
     )
-    fig(
+    d.fig(
         "compute.forward_flops_text",
         fwd.text,
         "FLOP/sample",
@@ -481,7 +485,7 @@ def estimate(
         {"s": model.text.context_length},
         "FlopCounterMode conventions",
     )
-    fig(
+    d.fig(
         "compute.forward_flops_loss",
         fwd.loss,
         "FLOP/sample",
@@ -489,7 +493,7 @@ def estimate(
         {"B": B, "e": model.embed_dim},
         "",
     )
-    fig(
+    d.fig(
         "compute.model_flops_per_sample",
         tf.model,
         "FLOP/sample",
@@ -497,7 +501,7 @@ def estimate(
         {"forward": fwd.total},
         "docs/planner-model.md §3 (training ≈ 3× forward)",
     )
-    fig(
+    d.fig(
         "compute.hardware_flops_per_sample",
         tf.hardware,
         "FLOP/sample",
@@ -505,6 +509,13 @@ def estimate(
         {"recompute": tf.recompute},
         "docs/planner-model.md §3 (≈ 4× with full recompute)",
     )
+    return fwd, tf
+
+
+def _operation_figures(d: _Derivation, q: _Question, s_v: float) -> tuple[dict[str, Any], float, float]:
+    """The time of one micro-batch by operation class (GEMM, attention, memory-bound, host)."""
+    model, hardware, plan, training = q.model, q.hardware, q.plan, q.training
+    b, gas = plan.micro_batch, plan.grad_accum
     peak = ops.peak_tflops(hardware, training.precision) * 1e12
     st = ev.step_terms(
         model,
@@ -517,7 +528,6 @@ def estimate(
         **ev.tower_kwargs(training),
         **_plan_kwargs(plan),
     )
-    compute_s = float(st["compute_s"])
     mm = hardware.matmul
     scale = hardware.compute_scale.value if hardware.compute_scale is not None else 1.0
     scale_src = (
@@ -531,7 +541,7 @@ def estimate(
         "hbm_achieved_tbps": hardware.hbm_achieved_tbps.value,
         "compute_scale": scale,
     }
-    fig(
+    d.fig(
         "compute.gemm_per_microbatch",
         st["gemm_s"],
         "s",
@@ -543,15 +553,10 @@ def estimate(
         ),
         f"{mm.tflops.source} ({mm.tflops.observed}); {mm.compute_units.source}; {mm.tile_source}{scale_src}",
     )
-    gemm_eff = fig(
-        "compute.gemm_efficiency",
-        st["gemm_efficiency"],
-        "",
-        "executed GEMM FLOPs / (GEMM time × peak)",
-        {"peak_flops": peak},
-        "an output of the GEMM model",
+    gemm_eff = d.put(
+        "compute.gemm_efficiency", "", ev.gemm_efficiency_term(st["gemm_flops"], st["gemm_s"], peak)
     )
-    fig(
+    d.fig(
         "compute.attention_per_microbatch",
         st["attention_s"],
         "s",
@@ -569,7 +574,7 @@ def estimate(
         f"{hardware.attention.flash_fwd_tflops.source} ({hardware.attention.flash_fwd_tflops.observed}); "
         "shape scaling and backward: FlashAttention-2, arXiv 2307.08691 (planner/ops.py)",
     )
-    fig(
+    d.fig(
         "compute.memory_bound_per_microbatch",
         st["memory_bound_s"],
         "s",
@@ -578,34 +583,22 @@ def estimate(
         {"stack": training.stack, "hbm_achieved_tbps": hardware.hbm_achieved_tbps.value},
         f"{hardware.hbm_achieved_tbps.source} ({hardware.hbm_achieved_tbps.observed})",
     )
-    fig(
+    d.put(
         "compute.host_per_microbatch",
-        st["host_s"],
         "s",
-        "kernels × host time per kernel (GPU: overlaps device work; CPU: adds to it)",
-        {"kernels": st["kernels"], "host_s_per_kernel": ops.HOST_S_PER_KERNEL[training.stack]},
+        ops.host_term(st["kernels"], ops.HOST_S_PER_KERNEL[training.stack]),
+        {"overlap": "GPU: overlaps device work; CPU: adds to it"},
         "evaplan assumption per stack (planner/ops.py HOST_S_PER_KERNEL)",
     )
-    if hardware.mfu_default is not None:
-        fig(
-            "time.compute_per_step",
-            compute_s,
-            "s",
-            "user override: hardware FLOPs × b × gas / (peak × mfu_default)",
-            {"b": b, "gas": gas, "peak_flops": peak, "mfu_default": hardware.mfu_default.value},
-            hardware.mfu_default.source,
-        )
-    else:
-        fig(
-            "time.compute_per_step",
-            compute_s,
-            "s",
-            "gas × max(GEMM + attention + memory-bound, host) (CPU: their sum)",
-            {"gas": gas, "device_s": st["device_s"], "host_s": st["host_s"]},
-            "planner/ops.py",
-        )
+    return st, peak, gemm_eff
+
+
+def _overhead_figures(d: _Derivation, q: _Question, st: dict[str, Any], psi: float) -> None:
+    """Fixed times: per micro-batch and per optimizer step (calibrated, else modelled)."""
+    model, hardware, plan, training = q.model, q.hardware, q.plan, q.training
+    n = plan.world_size
     if hardware.microbatch_overhead_s is not None:
-        fig(
+        d.fig(
             "time.microbatch_overhead",
             st["microbatch_overhead_s"],
             "s/micro-batch",
@@ -614,7 +607,7 @@ def estimate(
             hardware.microbatch_overhead_s.source,
         )
     else:
-        fig(
+        d.fig(
             "time.microbatch_overhead",
             st["microbatch_overhead_s"],
             "s/micro-batch",
@@ -623,7 +616,7 @@ def estimate(
             "planner/ops.py",
         )
     if hardware.step_overhead_s is not None:
-        fig(
+        d.fig(
             "time.step_overhead",
             st["step_overhead_s"],
             "s/step",
@@ -632,7 +625,7 @@ def estimate(
             hardware.step_overhead_s.source,
         )
     else:
-        fig(
+        d.fig(
             "time.step_overhead",
             st["step_overhead_s"],
             "s/step",
@@ -654,36 +647,69 @@ def estimate(
             f"optimizer memory-bound pass and DeepSpeed's wrapper counted by the op census (planner/ops.py); "
             f"{hardware.hbm_achieved_tbps.source}",
         )
-    fig(
+
+
+def _step_time_figures(
+    d: _Derivation, q: _Question, st: dict[str, Any], peak: float, psi: float
+) -> tuple[float, float]:
+    """Compute and fixed overheads of one step, and the data-loading floor."""
+    hardware, plan, training = q.hardware, q.plan, q.training
+    b, gas = plan.micro_batch, plan.grad_accum
+    compute_s = float(st["compute_s"])
+    if hardware.mfu_default is not None:
+        d.put(
+            "time.compute_per_step",
+            "s",
+            ev.compute_term(gas, st["microbatch_compute_s"]),
+            {
+                "microbatch_compute": "user override: hardware FLOPs × b / (peak × mfu_default)",
+                "b": b,
+                "peak_flops": peak,
+                "mfu_default": hardware.mfu_default.value,
+            },
+            hardware.mfu_default.source,
+        )
+    else:
+        d.put(
+            "time.compute_per_step",
+            "s",
+            ev.compute_term(gas, st["microbatch_compute_s"]),
+            {
+                "microbatch_compute": "max(GEMM + attention + memory-bound, host) (CPU: their sum)",
+                "device_s": st["device_s"],
+                "host_s": st["host_s"],
+            },
+            "planner/ops.py",
+        )
+    _overhead_figures(d, q, st, psi)
+    cores = data_pipeline.loader_cores_per_gpu(hardware, training.loader_workers)
+    d.put(
         "time.data_loading_per_step",
-        st["data_loading_s"],
         "s",
-        "b × gas / (min(loader workers, host cores / GPUs per node) × images/s per core), images/s per "
-        "core = 1 / (1/decode + 1/random resized crop + 1/normalize): a floor under the step",
+        ev.data_loading_term(b, gas, cores, data_pipeline.pipeline_per_core_s(hardware)),
         {
+            "loader_cores_per_gpu_from": "min(loader workers, host cores / GPUs per node)",
+            "pipeline_per_core_s_from": "images/s per core = 1 / (1/decode + 1/random resized crop + 1/normalize)",
             "host_cpu_cores": hardware.host_cpu_cores.value,
             "loader_workers": training.loader_workers
             if training.loader_workers is not None
             else f"{data_pipeline.default_loader_workers(hardware)} (the default, what render gives each rank)",
-            "loader_cores_per_gpu": data_pipeline.loader_cores_per_gpu(hardware, training.loader_workers),
             "image_decode_per_core_s": hardware.image_decode_per_core_s.value,
             "random_resized_crop_per_core_s": data_pipeline.RANDOM_RESIZED_CROP_PER_CORE_S,
             "normalize_per_core_s": data_pipeline.NORMALIZE_PER_CORE_S,
-            "pipeline_per_core_s": data_pipeline.pipeline_per_core_s(hardware),
         },
         f"{hardware.image_decode_per_core_s.source}; {data_pipeline.PIPELINE_SOURCE}; "
         f"{hardware.host_cpu_cores.source}",
     )
-    overhead_s = fig(
-        "time.overhead_per_step",
-        st["overhead_s"],
-        "s",
-        "gas × micro-batch overhead + step overhead",
-        {"gas": gas},
-        "",
-    )
+    overhead = ev.overhead_term(gas, st["microbatch_overhead_s"], st["step_overhead_s"])
+    overhead_s = d.put("time.overhead_per_step", "s", overhead)
+    return compute_s, overhead_s
 
-    # -- communication
+
+def _comm_figures(d: _Derivation, q: _Question, st: dict[str, Any], compute_s: float) -> CommReport:
+    """Collectives per step, their bytes and time, and the share compute does not hide."""
+    model, hardware, plan, training = q.model, q.hardware, q.plan, q.training
+    n = plan.world_size
     colls = comm.collective_bytes(model, plan, training.stack)
     creports = []
     for c in colls:
@@ -720,7 +746,7 @@ def estimate(
         exposed_s=float(st["comm_exposed_s"]),
     )
     for c in creports:
-        fig(
+        d.fig(
             f"comm.{c.name}",
             c.message_bytes,
             "B/GPU/step",
@@ -733,25 +759,35 @@ def estimate(
             },
             "DeepSpeed 0.19.8 stage_1_and_2.py / stage3.py (planner/comm.py)",
         )
-    fig("comm.message_bytes_per_gpu", creport.message_bytes_per_gpu, "B/GPU/step", "Σ collectives", {}, "")
-    fig(
+    d.put("comm.message_bytes_per_gpu", "B/GPU/step", sum_term({c.name: c.message_bytes for c in creports}))
+    d.put(
         "comm.cluster_ring_bytes",
-        creport.cluster_ring_bytes,
         "B/step",
-        "N × Σ ring bytes per GPU",
-        {"N": n},
-        "",
+        Term("N * ring_bytes_per_gpu", {"N": n, "ring_bytes_per_gpu": ring}),
     )
-    fig(
-        "time.comm_exposed",
-        creport.exposed_s,
-        "s",
-        "total − min(overlappable, compute) (overlap_comm)",
-        {"total_s": creport.total_s, "overlappable_s": creport.overlappable_s},
-        "α-β ring; profile bus bandwidths",
-    )
+    exposed = comm.exposed_term(creport.total_s, creport.overlappable_s, compute_s, plan.overlap_comm)
+    d.put("time.comm_exposed", "s", exposed, source="α-β ring; profile bus bandwidths")
+    return creport
+
+
+def _throughput_figures(
+    d: _Derivation,
+    q: _Question,
+    fwd: Any,
+    tf: Any,
+    st: dict[str, Any],
+    peak: float,
+    gemm_eff: float,
+    compute_s: float,
+    overhead_s: float,
+    creport: CommReport,
+    s_v: float,
+) -> ComputeReport:
+    """Step time, samples/s and MFU."""
+    hardware, plan = q.hardware, q.plan
+    n, B = plan.world_size, plan.global_batch
     offload_s = float(st["offload_s"])
-    fig(
+    d.fig(
         "time.offload_per_step",
         offload_s,
         "s",
@@ -762,23 +798,10 @@ def estimate(
         },
         "ZeRO-Offload arXiv 2101.06840; docs/planner-model.md §5 (Offload)",
     )
-    step_s = fig(
-        "time.step",
-        st["step_s"],
-        "s",
-        "max(compute + overhead + exposed comm + offload, data loading)",
-        {},
-        "",
-    )
-    sps = fig("throughput.samples_per_s", B / step_s, "samples/s", "global batch / step", {"B": B}, "")
-    achieved_mfu = fig(
-        "throughput.mfu",
-        tf.model * B / n / (step_s * peak),
-        "",
-        "model FLOPs per GPU per step / (step × peak)",
-        {},
-        "",
-    )
+    step = ev.step_term(compute_s, overhead_s, creport.exposed_s, offload_s, st["data_loading_s"])
+    step_s = d.put("time.step", "s", step)
+    sps = d.put("throughput.samples_per_s", "samples/s", ev.samples_per_s_term(B, step_s))
+    achieved_mfu = d.put("throughput.mfu", "", ev.mfu_term(tf.model, B, n, step_s, peak))
     creport_compute = ComputeReport(
         forward_flops_per_sample={
             "vision": float(fwd.vision),
@@ -802,32 +825,43 @@ def estimate(
         mfu=achieved_mfu,
         vision_tokens=s_v,
     )
+    return creport_compute
 
-    # -- wall time and cost
-    # Start-up is priced like a restart (scheduling, image pull, rendezvous, model init); without an
-    # offering, 900 s (the bundled offerings' restart_s, an evaplan assumption).
-    restart_s = offering.restart_s.value if offering is not None else 900.0
-    startup_s = restart_s
-    stor = offering.storage_usd_per_gb_month.value if offering is not None else 0.0
 
-    def run_at(usd_per_node_hour: float, spot_rate: float) -> dict[str, Any]:
-        return ev.wall_and_cost(
-            model,
-            hardware,
-            nodes=M,
-            samples=training.samples,
-            global_batch=B,
-            step_s=st["step_s"],
-            restart_s=restart_s,
-            spot_interruptions_per_node_month=spot_rate,
-            checkpoint_every_s=training.checkpoint_every_s,
-            usd_per_node_hour=usd_per_node_hour,
-            storage_usd_per_gb_month=stor,
-            checkpoints_kept=training.checkpoints_kept,
-            dataset_tb=training.dataset_tb,
-        )
+def _restart_s(offering: OfferingSpec | None) -> float:
+    """Start-up is priced like a restart (scheduling, image pull, rendezvous, model init); without an
+    offering, 900 s (the bundled offerings' restart_s, an evaplan assumption)."""
+    return offering.restart_s.value if offering is not None else 900.0
 
-    base_run = run_at(0.0, 0.0)
+
+def _run_at(q: _Question, st: dict[str, Any], usd_per_node_hour: float, spot_rate: float) -> dict[str, Any]:
+    """Wall time and money of the run at one price and spot reclaim rate."""
+    plan, training, offering = q.plan, q.training, q.offering
+    return ev.wall_and_cost(
+        q.model,
+        q.hardware,
+        nodes=plan.nodes,
+        samples=training.samples,
+        global_batch=plan.global_batch,
+        step_s=st["step_s"],
+        restart_s=_restart_s(offering),
+        spot_interruptions_per_node_month=spot_rate,
+        checkpoint_every_s=training.checkpoint_every_s,
+        usd_per_node_hour=usd_per_node_hour,
+        storage_usd_per_gb_month=offering.storage_usd_per_gb_month.value if offering is not None else 0.0,
+        checkpoints_kept=training.checkpoints_kept,
+        dataset_tb=training.dataset_tb,
+    )
+
+
+def _wall_figures(
+    d: _Derivation, q: _Question, st: dict[str, Any], psi: float
+) -> tuple[TimeReport, cost.WallTime]:
+    """Wall time with checkpoints and expected interruptions (on-demand hardware failures)."""
+    hardware, training = q.hardware, q.training
+    M, B = q.plan.nodes, q.plan.global_batch
+    restart_s = startup_s = _restart_s(q.offering)
+    base_run = _run_at(q, st, 0.0, 0.0)
     wt: cost.WallTime = base_run["wall"]
     write_s = float(base_run["write_s"])
     time_report = TimeReport(
@@ -843,50 +877,40 @@ def estimate(
         rework_s=float(wt.rework_s),
         wall_s=float(wt.wall_s),
     )
-    fig(
-        "time.steps",
-        wt.steps,
-        "steps",
-        "ceil(samples / global batch)",
-        {"samples": training.samples, "B": B},
-        "",
+    d.put("time.steps", "steps", cost.steps_term(training.samples, B))
+    write = cost.checkpoint_write_term(psi, M, hardware.nvme_write_gbps.value)
+    d.put("time.checkpoint_write", "s", write, source=hardware.nvme_write_gbps.source)
+    interval = cost.checkpoint_interval_term(
+        write_s, wt.rate_per_s, st["step_s"], training.checkpoint_every_s
     )
-    fig(
-        "time.checkpoint_write",
-        write_s,
-        "s",
-        "14Ψ / (nodes × NVMe write)",
-        {"nvme_write_gbps": hardware.nvme_write_gbps.value},
-        hardware.nvme_write_gbps.source,
-    )
-    fig(
+    d.put(
         "time.checkpoint_interval",
-        wt.checkpoint_interval_s,
         "s",
-        "given, or Young/Daly √(2 · write · MTBF)",
+        interval,
         {"node_mtbf_h": cost.NODE_MTBF_H_ON_DEMAND},
         "Llama 3 arXiv 2407.21783 §3.3.4 (interruption rate)",
     )
-    fig(
+    d.put(
         "time.wall",
-        wt.wall_s,
         "s",
-        "(start-up + steps × step + stalls) / (1 − rate·(τ/2 + restart))",
-        {
-            "startup_s": startup_s,
-            "train_s": wt.train_s,
-            "stalls_s": wt.checkpoint_stall_s,
-            "restart_s": restart_s,
-        },
-        "",
+        cost.wall_term(
+            startup_s, wt.train_s, wt.checkpoint_stall_s, wt.rate_per_s, wt.checkpoint_interval_s, restart_s
+        ),
     )
 
+    return time_report, wt
+
+
+def _cost_figures(d: _Derivation, q: _Question, st: dict[str, Any], wt: cost.WallTime) -> CostReport | None:
+    """Cost at each price the offering has; energy and CO2."""
+    hardware, offering = q.hardware, q.offering
+    n, M = q.plan.world_size, q.plan.nodes
     cost_report = None
     if offering is not None:
         prices: list[PriceReport] = []
 
         def price(pricing: str, usd: float, spot_rate: float, source: str) -> None:
-            r = run_at(usd, spot_rate)
+            r = _run_at(q, st, usd, spot_rate)
             w, mo = r["wall"], r["money"]
             s_usd = float(mo.storage_usd)
             prices.append(
@@ -903,14 +927,7 @@ def estimate(
                     source=source,
                 )
             )
-            fig(
-                f"cost.{pricing}",
-                mo.total_usd,
-                "USD",
-                "node-hours × $/node-hour + storage",
-                {"node_hours": mo.node_hours, "usd_per_node_hour": usd, "storage_usd": s_usd},
-                source,
-            )
+            d.put(f"cost.{pricing}", "USD", cost.money_term(mo.node_hours, usd, s_usd), source=source)
 
         if offering.on_demand_usd_per_node_hour is not None:
             p = offering.on_demand_usd_per_node_hour
@@ -936,22 +953,10 @@ def estimate(
         en = cost.energy(
             M, hardware.node_power_kw.value, wt.wall_s, offering.pue.value, offering.grid_gco2_per_kwh.value
         )
-        fig(
-            "cost.energy_kwh",
-            en.kwh,
-            "kWh",
-            "nodes × node kW × hours × PUE",
-            {"node_power_kw": hardware.node_power_kw.value, "pue": offering.pue.value},
-            hardware.node_power_kw.source,
-        )
-        fig(
-            "cost.co2_kg",
-            en.co2_kg,
-            "kg CO2e",
-            "kWh × grid gCO2e/kWh / 1000",
-            {"grid_gco2_per_kwh": offering.grid_gco2_per_kwh.value},
-            offering.grid_gco2_per_kwh.source,
-        )
+        kwh = cost.energy_kwh_term(M, hardware.node_power_kw.value, wt.wall_s, offering.pue.value)
+        d.put("cost.energy_kwh", "kWh", kwh, source=hardware.node_power_kw.source)
+        co2 = cost.co2_kg_term(en.kwh, offering.grid_gco2_per_kwh.value)
+        d.put("cost.co2_kg", "kg CO2e", co2, source=offering.grid_gco2_per_kwh.source)
         cost_report = CostReport(
             gpu_hours=n * wt.wall_s / 3600.0,
             node_hours=M * wt.wall_s / 3600.0,
@@ -959,9 +964,31 @@ def estimate(
             energy_kwh=float(en.kwh),
             co2_kg=float(en.co2_kg),
         )
+    return cost_report
 
-    fits = mem.fits_gpu and mem.fits_host
-    verdict = verdict_line(mem)
+
+def estimate(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    plan: ParallelPlan,
+    training: TrainingSpec,
+    offering: OfferingSpec | None = None,
+) -> Estimate:
+    check_inputs(model, hardware, plan, training, offering)
+    d, q = _Derivation(), _Question(model, hardware, plan, training, offering)
+    counts = count_params(model)
+    res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
+    _param_figures(d, q, counts)
+    mem, s_v = _memory_figures(d, q, counts, res)
+    fwd, tf = _flops_figures(d, q, s_v)
+    st, peak, gemm_eff = _operation_figures(d, q, s_v)
+    compute_s, overhead_s = _step_time_figures(d, q, st, peak, counts.total)
+    creport = _comm_figures(d, q, st, compute_s)
+    compute_report = _throughput_figures(
+        d, q, fwd, tf, st, peak, gemm_eff, compute_s, overhead_s, creport, s_v
+    )
+    time_report, wall = _wall_figures(d, q, st, counts.total)
+    cost_report = _cost_figures(d, q, st, wall)
     return Estimate(
         model=model.name,
         hardware=hardware.name,
@@ -972,7 +999,7 @@ def estimate(
             vision=counts.vision,
             text=counts.text,
             logit_scale=counts.logit_scale,
-            total=psi,
+            total=counts.total,
             largest_layer=counts.largest_layer,
             largest_layer_module=counts.largest_layer_module,
             zero3_persistent=res.persistent,
@@ -981,12 +1008,12 @@ def estimate(
         ),
         memory=mem,
         comm=creport,
-        compute=creport_compute,
+        compute=compute_report,
         time=time_report,
         cost=cost_report,
-        fits=fits,
-        verdict=verdict,
-        derivation=figs,
+        fits=mem.fits_gpu and mem.fits_host,
+        verdict=verdict_line(mem),
+        derivation=d.figs,
     )
 
 

@@ -17,16 +17,94 @@ from planner import deepspeed_defaults as dsd
 from planner.offload import offload_time_s
 from planner.params import count_params, param_tensors, zero3_residency
 from planner.spec import HardwareSpec, ModelSpec, TrainingSpec
+from planner.terms import Term, sum_term
 from planner.units import GIB
 
 Num = Any
 
 
 def ordered_sum(terms: dict[str, Num]) -> Num:
-    total: Num = 0.0
-    for v in terms.values():
-        total = total + v
-    return total
+    return sum_term(terms).value
+
+
+def compute_term(grad_accum: Num, microbatch_compute_s: Num) -> Term:
+    return Term(
+        "gas * microbatch_compute_s", {"gas": grad_accum, "microbatch_compute_s": microbatch_compute_s}
+    )
+
+
+def overhead_term(grad_accum: Num, microbatch_overhead_s: Num, step_overhead_s: Num) -> Term:
+    return Term(
+        "gas * microbatch_overhead_s + step_overhead_s",
+        {
+            "gas": grad_accum,
+            "microbatch_overhead_s": microbatch_overhead_s,
+            "step_overhead_s": step_overhead_s,
+        },
+    )
+
+
+def step_term(
+    compute_s: Num, overhead_s: Num, comm_exposed_s: Num, offload_s: Num, data_loading_s: Num
+) -> Term:
+    """Data loading is a floor under the step (it runs ahead in worker processes)."""
+    return Term(
+        "max(compute_s + overhead_s + comm_exposed_s + offload_s, data_loading_s)",
+        {
+            "compute_s": compute_s,
+            "overhead_s": overhead_s,
+            "comm_exposed_s": comm_exposed_s,
+            "offload_s": offload_s,
+            "data_loading_s": data_loading_s,
+        },
+    )
+
+
+def runtime_reserved_term(memory_reserved_gib: float) -> Term:
+    return Term("memory_reserved_gib * GiB", {"memory_reserved_gib": memory_reserved_gib, "GiB": GIB})
+
+
+def gemm_efficiency_term(gemm_flops: Num, gemm_s: Num, peak_flops: Num) -> Term:
+    """Executed GEMM FLOPs over GEMM time at peak: an output of the GEMM model."""
+    return Term(
+        "gemm_flops / (gemm_s * peak_flops)",
+        {"gemm_flops": gemm_flops, "gemm_s": gemm_s, "peak_flops": peak_flops},
+    )
+
+
+def data_loading_term(
+    micro_batch: Num, grad_accum: Num, loader_cores_per_gpu: Num, pipeline_per_core_s: Num
+) -> Term:
+    """One GPU's samples of a step over the host's decode-and-augment rate: a floor under the step."""
+    return Term(
+        "b * gas / (loader_cores_per_gpu * pipeline_per_core_s)",
+        {
+            "b": micro_batch,
+            "gas": grad_accum,
+            "loader_cores_per_gpu": loader_cores_per_gpu,
+            "pipeline_per_core_s": pipeline_per_core_s,
+        },
+    )
+
+
+def samples_per_s_term(global_batch: Num, step_s: Num) -> Term:
+    return Term("B / step_s", {"B": global_batch, "step_s": step_s})
+
+
+def mfu_term(
+    model_flops_per_sample: Num, global_batch: Num, world: Num, step_s: Num, peak_flops: Num
+) -> Term:
+    """Model FLOPs per GPU per step over the step at peak (recomputation not counted: PaLM's MFU)."""
+    return Term(
+        "model_flops_per_sample * B / N / (step_s * peak_flops)",
+        {
+            "model_flops_per_sample": model_flops_per_sample,
+            "B": global_batch,
+            "N": world,
+            "step_s": step_s,
+            "peak_flops": peak_flops,
+        },
+    )
 
 
 def activation_bytes_per_sample(
@@ -120,7 +198,7 @@ def gpu_memory_terms(
         "activations_vision": micro_batch * act["vision"],
         "activations_text": micro_batch * act["text"],
         "clip_loss": loss,
-        "runtime_reserved": hardware.memory_reserved_gib.value * GIB,
+        "runtime_reserved": runtime_reserved_term(hardware.memory_reserved_gib.value).value,
     }
     return terms, ms, act
 
@@ -130,6 +208,87 @@ def host_memory_terms(ms: memory.ModelStates, gpus_per_node: int) -> dict[str, N
         "model_states": ms.host_per_node,
         "dataloader": memory.DATALOADER_HOST_GIB_PER_GPU * GIB * gpus_per_node,
     }
+
+
+def _comm_s(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    compute_s: Num,
+    *,
+    zero_stage: Num,
+    grad_accum: Num,
+    micro_batch: Num,
+    nodes: Num,
+    comm_dtype_bytes: Num,
+    overlap_comm: Num,
+    hpz_partition_size: Num,
+    quantized_weights: Num,
+    quantized_gradients: Num,
+    gather_with_grad: Num,
+) -> tuple[Num, Num]:
+    """Time of the step's collectives and the share that compute does not hide, per ZeRO stage."""
+    counts = count_params(model)
+    res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
+    G = hardware.gpus_per_node
+    n = nodes * G
+    stages = np.asarray(zero_stage)
+    total_s: Num = 0.0
+    exposed_s: Num = 0.0
+    # A set of plain ints, not np.unique: numpy's unique imports numpy.ma on first use (start-up time).
+    for stage in sorted({int(s) for s in stages.ravel().tolist()}):
+        colls = comm.zero_collectives(
+            psi=counts.total,
+            gathered=res.gathered,
+            persistent=res.persistent,
+            regathered=res.regathered_backward,
+            gather_calls=res.modules_gathered,
+            regather_calls=res.modules_regathered,
+            world=n,
+            gpus_per_node=G,
+            zero_stage=stage,
+            grad_accum=grad_accum,
+            micro_batch=micro_batch,
+            embed_dim=model.embed_dim,
+            comm_dtype_bytes=comm_dtype_bytes,
+            hpz_partition_size=hpz_partition_size,
+            quantized_weights=quantized_weights,
+            quantized_gradients=quantized_gradients,
+            gather_with_grad=gather_with_grad,
+        )
+        ct = comm.exposed_comm_time_s(colls, hardware, compute_s, overlap_comm)
+        here = stages == stage
+        total_s = np.where(here, ct.total_s, total_s)
+        exposed_s = np.where(here, ct.exposed_s, exposed_s)
+    return total_s, exposed_s
+
+
+def _step_overhead_s(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    n: Num,
+    zero_stage: Num,
+    offload_optimizer: Num,
+    stack: str,
+    precision: str,
+) -> Num:
+    """The optimizer step: a calibration's fitted time, else its memory-bound pass and DeepSpeed's wrapper."""
+    counts = count_params(model)
+    st_over = hardware.step_overhead_s
+    return (
+        st_over.value
+        if st_over is not None
+        else ops.step_overhead_s(
+            counts.total,
+            n,
+            zero_stage,
+            offload_optimizer,
+            hardware,
+            ops.step_bytes_per_param(model.recipe.optimizer, model.recipe.grad_clip is not None, precision),
+        )
+        + ops.deepspeed_wrapper_step_s(
+            hardware, float(len(param_tensors(model))), float(counts.total), zero_stage, stack, precision
+        )
+    )
 
 
 def step_terms(
@@ -167,7 +326,6 @@ def step_terms(
     comm_exposed_s + offload_s, data_loading_s), data_loading_s from the host's decode-and-augment rate
     and `loader_workers` per GPU (planner/data_pipeline.py). Communication overlaps compute_s only."""
     counts = count_params(model)
-    res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
     G = hardware.gpus_per_node
     n = nodes * G
     B = micro_batch * grad_accum * n
@@ -195,56 +353,28 @@ def step_terms(
         microbatch_compute_s = tf.hardware * micro_batch / (peak * hardware.mfu_default.value * scale)
     else:
         microbatch_compute_s = mb.total_s
-    compute_s = grad_accum * microbatch_compute_s
+    compute_s = compute_term(grad_accum, microbatch_compute_s).value
     # Fixed times: a calibration's fitted figures, else none per micro-batch (launches are in
     # microbatch_time) and the optimizer's memory-bound pass per step.
     mb_over = hardware.microbatch_overhead_s
     microbatch_s = mb_over.value if mb_over is not None else 0.0
-    st_over = hardware.step_overhead_s
-    step_over_s = (
-        st_over.value
-        if st_over is not None
-        else ops.step_overhead_s(
-            counts.total,
-            n,
-            zero_stage,
-            offload_optimizer,
-            hardware,
-            ops.step_bytes_per_param(model.recipe.optimizer, model.recipe.grad_clip is not None, precision),
-        )
-        + ops.deepspeed_wrapper_step_s(
-            hardware, float(len(param_tensors(model))), float(counts.total), zero_stage, stack, precision
-        )
+    step_over_s = _step_overhead_s(model, hardware, n, zero_stage, offload_optimizer, stack, precision)
+    overhead_s = overhead_term(grad_accum, microbatch_s, step_over_s).value
+    total_s, exposed_s = _comm_s(
+        model,
+        hardware,
+        compute_s,
+        zero_stage=zero_stage,
+        grad_accum=grad_accum,
+        micro_batch=micro_batch,
+        nodes=nodes,
+        comm_dtype_bytes=comm.wire_bytes(precision, stack),
+        overlap_comm=overlap_comm,
+        hpz_partition_size=hpz_partition_size,
+        quantized_weights=quantized_weights,
+        quantized_gradients=quantized_gradients,
+        gather_with_grad=gather_with_grad,
     )
-    overhead_s = grad_accum * microbatch_s + step_over_s
-    stages = np.asarray(zero_stage)
-    total_s: Num = 0.0
-    exposed_s: Num = 0.0
-    # A set of plain ints, not np.unique: numpy's unique imports numpy.ma on first use (start-up time).
-    for stage in sorted({int(s) for s in stages.ravel().tolist()}):
-        colls = comm.zero_collectives(
-            psi=counts.total,
-            gathered=res.gathered,
-            persistent=res.persistent,
-            regathered=res.regathered_backward,
-            gather_calls=res.modules_gathered,
-            regather_calls=res.modules_regathered,
-            world=n,
-            gpus_per_node=G,
-            zero_stage=stage,
-            grad_accum=grad_accum,
-            micro_batch=micro_batch,
-            embed_dim=model.embed_dim,
-            comm_dtype_bytes=comm.wire_bytes(precision, stack),
-            hpz_partition_size=hpz_partition_size,
-            quantized_weights=quantized_weights,
-            quantized_gradients=quantized_gradients,
-            gather_with_grad=gather_with_grad,
-        )
-        ct = comm.exposed_comm_time_s(colls, hardware, compute_s, overlap_comm)
-        here = stages == stage
-        total_s = np.where(here, ct.total_s, total_s)
-        exposed_s = np.where(here, ct.exposed_s, exposed_s)
     off = offload_time_s(
         counts.total,
         n,
@@ -258,8 +388,11 @@ def step_terms(
         hardware.cpu_adam_gparams_per_s.value,
         hardware.nvme_write_gbps.value,
     )
-    loading_s = data_pipeline.data_loading_s(hardware, micro_batch * grad_accum, loader_workers)
-    step = np.maximum(compute_s + overhead_s + exposed_s + off, loading_s)
+    cores = data_pipeline.loader_cores_per_gpu(hardware, loader_workers)
+    loading_s = data_loading_term(
+        micro_batch, grad_accum, cores, data_pipeline.pipeline_per_core_s(hardware)
+    ).value
+    step = step_term(compute_s, overhead_s, exposed_s, off, loading_s).value
     return {
         "compute_s": compute_s,
         "overhead_s": overhead_s,
@@ -276,7 +409,8 @@ def step_terms(
         "kernels": mb.kernels,
         "host_s": mb.host_s,
         "microbatch_compute_s": microbatch_compute_s,
-        "gemm_efficiency": mb.gemm_flops / (mb.gemm_s * peak),
+        "gemm_flops": mb.gemm_flops,
+        "gemm_efficiency": gemm_efficiency_term(mb.gemm_flops, mb.gemm_s, peak).value,
         "microbatch_overhead_s": microbatch_s,
         "step_overhead_s": step_over_s,
         "data_loading_s": loading_s,

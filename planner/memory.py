@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from planner import deepspeed_defaults as dsd
+from planner.terms import Term
 
 Num = Any  # a float or a numpy array of floats (one value per candidate plan)
 
@@ -111,14 +112,8 @@ def zero_model_states(
     optim_32 = np.where(off_o, 0.0, share(8, ~s0))
     live = np.where(s3, 4 * L, 0.0)
 
-    # Totals as DeepSpeed computes them: the partitioned part is int(k · Ψ / n) in one go.
-    k_part = np.where(
-        s3,
-        np.where(off_o, np.where(off_p, 0, 2), np.where(off_p, 16, 18)),
-        np.where(s2, np.where(off_o, 0, 18), np.where(s1, np.where(off_o, 0, 16), 0)),
-    )
-    k_repl = np.where(s3, 0, np.where(s2, 2, np.where(s1, 4, 20)))
-    gpu_total = k_repl * psi + np.floor(k_part * psi / n) + live
+    k_repl, k_part = estimator_bytes_per_param(zero_stage, offload_optimizer, offload_param)
+    gpu_total = model_states_term(k_repl, k_part, psi, n, live).value
 
     f = DS_HOST_BUFFER_FACTOR
     gpus_factor = 1 / M
@@ -145,6 +140,32 @@ def zero_model_states(
     margin = gpu_total - (params_16 + grads_16 + grads_32 + master_32 + optim_32 + live)
     return ModelStates(
         params_16, grads_16, grads_32, master_32, optim_32, live, margin, gpu_total, host, nvme
+    )
+
+
+def estimator_bytes_per_param(zero_stage: Num, offload_optimizer: Num, offload_param: Num) -> tuple[Num, Num]:
+    """DeepSpeed's estimator coefficients: bytes per parameter kept whole on each GPU, and bytes per
+    parameter partitioned over the N GPUs (estimate_zero{2,3}_model_states_mem_needs; stages 0/1 by
+    the same bookkeeping: 2+2+4+4+8 bytes/param)."""
+    stage = np.asarray(zero_stage)
+    s3, s2, s1 = stage == 3, stage == 2, stage == 1
+    off_o = np.asarray(offload_optimizer, dtype=bool) & ~(stage == 0)
+    off_p = np.asarray(offload_param, dtype=bool) & s3
+    k_part = np.where(
+        s3,
+        np.where(off_o, np.where(off_p, 0, 2), np.where(off_p, 16, 18)),
+        np.where(s2, np.where(off_o, 0, 18), np.where(s1, np.where(off_o, 0, 16), 0)),
+    )
+    k_repl = np.where(s3, 0, np.where(s2, 2, np.where(s1, 4, 20)))
+    return k_repl, k_part
+
+
+def model_states_term(k_replicated: Num, k_partitioned: Num, psi: Num, world: Num, live: Num) -> Term:
+    """The model states as DeepSpeed's estimator totals them: the partitioned part is int(k · Ψ / N)
+    in one go; live: ZeRO-3's 4 × largest layer (its gathered 16-bit params and grads)."""
+    return Term(
+        "k_replicated * psi + floor(k_partitioned * psi / N) + live",
+        {"k_replicated": k_replicated, "k_partitioned": k_partitioned, "psi": psi, "N": world, "live": live},
     )
 
 
@@ -284,11 +305,25 @@ def clip_loss_bytes(
     Gathered features: image and text features of the whole global batch, 16-bit, once for the
     values and (gather_with_grad) once for their gradients.
     """
+    return clip_loss_term(micro_batch, world, embed_dim, local_loss, gather_with_grad).value
+
+
+def clip_loss_term(
+    micro_batch: Num, world: Num, embed_dim: int, local_loss: Num, gather_with_grad: Num
+) -> Term:
+    """clip_loss_bytes as a formula: B is the contrast batch of one micro-step (b × N)."""
     B = micro_batch * world
-    rows = np.where(local_loss, micro_batch, B)
-    logits = 2 * 2 * BYTES_FP32 * rows * B
-    feats = 2 * BYTES_16BIT * B * embed_dim * np.where(gather_with_grad, 2.0, 1.0)
-    return logits + feats
+    return Term(
+        "2 * 2 * bytes_fp32 * rows * B + 2 * bytes_16bit * B * e * feature_copies",
+        {
+            "bytes_fp32": BYTES_FP32,
+            "rows": np.where(local_loss, micro_batch, B),
+            "B": B,
+            "bytes_16bit": BYTES_16BIT,
+            "e": embed_dim,
+            "feature_copies": np.where(gather_with_grad, 2.0, 1.0),
+        },
+    )
 
 
 # ------------------------------------------------------------------------------------- buffers
@@ -303,12 +338,26 @@ def zero_buffer_bytes(psi: Num, zero_stage: Num, overlap_comm: Num, persistent_n
     (never partitioned) params; stage 0: DeepSpeed's all-reduce bucket; these never exceed the model
     (not measured).
     """
-    stage = np.asarray(zero_stage)
-    reduce = np.minimum(dsd.REDUCE_BUCKET_SIZE, psi) * BYTES_16BIT
-    prefetch = np.minimum(dsd.STAGE3_PREFETCH_BUCKET_SIZE, psi) * BYTES_16BIT
-    s12 = dsd.REDUCE_BUCKET_SIZE * BYTES_16BIT * np.where(overlap_comm, 2.0, 1.0)
-    s3 = reduce + prefetch + persistent_numel * BYTES_16BIT
-    return np.where(stage == 3, s3, np.where(stage >= 1, s12, reduce))
+    return zero_buffers_term(psi, zero_stage, overlap_comm, persistent_numel).value
+
+
+def zero_buffers_term(psi: Num, zero_stage: Num, overlap_comm: Num, persistent_numel: Num) -> Term:
+    """zero_buffer_bytes as a formula (element counts from planner/deepspeed_defaults.py)."""
+    return Term(
+        "where(zero_stage == 3, min(reduce_bucket_size, psi) * bytes_16bit"
+        " + min(stage3_prefetch_bucket_size, psi) * bytes_16bit + persistent_params * bytes_16bit,"
+        " where(zero_stage >= 1, reduce_bucket_size * bytes_16bit * where(overlap_comm, 2.0, 1.0),"
+        " min(reduce_bucket_size, psi) * bytes_16bit))",
+        {
+            "zero_stage": np.asarray(zero_stage),
+            "reduce_bucket_size": dsd.REDUCE_BUCKET_SIZE,
+            "stage3_prefetch_bucket_size": dsd.STAGE3_PREFETCH_BUCKET_SIZE,
+            "psi": psi,
+            "bytes_16bit": BYTES_16BIT,
+            "persistent_params": persistent_numel,
+            "overlap_comm": overlap_comm,
+        },
+    )
 
 
 def hpz_secondary_bytes(psi: Num, hpz_partition_size: Num) -> Num:

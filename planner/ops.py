@@ -40,6 +40,7 @@ from planner.errors import InfeasibleError
 from planner.memory import TowerShape, vision_tokens
 from planner.params import param_tensors
 from planner.spec import HardwareSpec, ModelSpec
+from planner.terms import Term
 
 Num = Any
 Stack = Literal["eager", "amp", "compile", "fused"]
@@ -776,10 +777,15 @@ def microbatch_time(
     # logits, cross-entropy), forward and backward: 105 ATen ops in the op census of EVA02-B/16
     # (benchmarks/op_census.py --ops; the same code runs for every bundled model).
     kernels = kernels + STEM_OPS
-    host = kernels * HOST_S_PER_KERNEL[stack]
+    host = host_term(kernels, HOST_S_PER_KERNEL[stack]).value
     # A GPU runs ahead of its host thread; a CPU "device" is the host itself.
     total = device + host if hw.vendor == "cpu" else np.maximum(device, host)
     return MicrobatchTime(gemm, attn, memory, device, kernels, host, total, gemm_flops)
+
+
+def host_term(kernels: Num, host_s_per_kernel: float) -> Term:
+    """The host thread's time to issue a micro-batch's kernels (GPU: overlaps device work; CPU: adds)."""
+    return Term("kernels * host_s_per_kernel", {"kernels": kernels, "host_s_per_kernel": host_s_per_kernel})
 
 
 # ----------------------------------------------------------------------------------- per step

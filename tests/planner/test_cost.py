@@ -9,20 +9,25 @@ import pytest
 
 from planner.cost import (
     NODE_MTBF_H_ON_DEMAND,
+    checkpoint_interval_term,
     checkpoint_write_s,
     energy,
     interruption_rate_per_s,
     money,
     storage_usd,
     wall_time,
-    young_daly_interval_s,
 )
 
 
 def test_checkpoint_and_young_daly():
     # 18.3e9 params × 14 B over 32 nodes × 34 GB/s
     assert checkpoint_write_s(18.3e9, 32, 34.0) == pytest.approx(18.3e9 * 14 / (32 * 34e9))
-    assert young_daly_interval_s(60.0, 1 / 86400) == pytest.approx(math.sqrt(2 * 60 * 86400))
+    # Young/Daly √(2 · write · MTBF) when no interval is given; at least one step; a given one kept.
+    assert checkpoint_interval_term(60.0, 1 / 86400, 1.0, None).value == pytest.approx(
+        math.sqrt(2 * 60 * 86400)
+    )
+    assert checkpoint_interval_term(60.0, 1 / 86400, 1e6, None).value == 1e6
+    assert checkpoint_interval_term(60.0, 1 / 86400, 1.0, 600.0).value == 600.0
     # Llama 3: 419 interruptions / (16384 GPUs × 54 days) → per 8-GPU node ≈ 6,335 h MTBF (16384·54·24 / 419 / 8 = 6,334.6).
     assert NODE_MTBF_H_ON_DEMAND == pytest.approx(6334.6, rel=1e-4)
     # spot: 0.075 interruptions per node-month on 10 nodes adds 0.75 / 730 h.
