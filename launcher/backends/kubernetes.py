@@ -9,9 +9,11 @@ rendering neither need it installed nor spend start-up time importing it.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import queue
 import re
+import secrets
 import threading
 import time
 from collections import deque
@@ -36,6 +38,7 @@ from launcher.backends.base import (
     RankState,
     parse_metrics_line,
     parse_progress_line,
+    register,
 )
 from launcher.backends.interrupts import outcome_first
 from launcher.backends.kube_api import (
@@ -48,7 +51,8 @@ from launcher.backends.kube_api import (
     ResourceRef,
 )
 from launcher.flavours import RENDERED_KINDS, WORKLOADS, workload_by_kind, workload_for, workload_of
-from launcher.manifest_check import OWNER_LABEL
+from launcher.manifest_check import OWNER_LABEL, check_rendered
+from launcher.monitor import fmt_duration
 
 # JOB_LABEL: the label the renderer puts on every object and pod of a job (value: the job name).
 from launcher.render import JOB_LABEL, KUEUE_QUEUE_LABEL
@@ -248,8 +252,12 @@ def split_timestamp(line: str) -> tuple[str, str]:
     return f"{m.group(1)}.{frac}", m.group(4)
 
 
+@register
 class KubernetesBackend(Backend):
     name = "kubernetes"
+    labels_objects = True
+    cleans_up_finished = True
+    stop_says = "its objects were deleted"
 
     def __init__(
         self,
@@ -259,16 +267,12 @@ class KubernetesBackend(Backend):
         backoff: Backoff | None = None,
         delete_wait_s: float = POD_DELETE_WAIT_S,
     ) -> None:
+        super().__init__()
         self.kubeconfig, self.context = kubeconfig, context
         self.api = KubeApi(kubeconfig=kubeconfig, context=context, namespace=namespace, backoff=backoff)
         self.namespace = self.api.namespace
         self.delete_wait_s = delete_wait_s
-        self.preflight_report: list[dict[str, Any]] = []
-        # One-line notices for the user (a skipped preflight, a forbidden watch), each said once.
-        self.notices: list[str] = []
-        self.log_problems: list[str] = []  # log streams that ended early (`logs` exits 1)
         self._watch_forbidden = False
-        self.create_in_doubt = False  # a create cut short by a second signal: it may still land
 
     @classmethod
     def for_record(cls, record: Any, backoff: Backoff | None = None) -> KubernetesBackend:
@@ -278,6 +282,99 @@ class KubernetesBackend(Backend):
             context=d.get("context"),
             namespace=record.namespace,
             backoff=backoff,
+        )
+
+    @classmethod
+    def for_launch(
+        cls, *, kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None
+    ) -> KubernetesBackend:
+        return cls(kubeconfig=kubeconfig, context=context, namespace=namespace)
+
+    @classmethod
+    def from_record(
+        cls, record: Any, kubeconfig: str | None = None, context: str | None = None
+    ) -> KubernetesBackend:
+        """Configured as the job was launched (kubeconfig, context, namespace). `kubeconfig`/`context`
+        given by the user replace the recorded ones; otherwise a recorded context whose API server
+        is not the one the job was launched on is refused: acting on another cluster would report
+        a stop that stopped nothing."""
+        d = record.backend_data
+        told = kubeconfig is not None or context is not None
+        be = cls(
+            kubeconfig=kubeconfig if kubeconfig is not None else d.get("kubeconfig"),
+            # As kubectl reads them: --kubeconfig alone means that file's current context.
+            context=context if told else d.get("context"),
+            namespace=record.namespace,
+        )
+        server, now = d.get("server"), be.api.server
+        if server and not told and now != server:
+            raise EvaplanError(
+                f"job '{record.name}' was launched on the cluster at {server} (context {d.get('context')}), but "
+                f"that context of {d.get('kubeconfig') or 'the default kubeconfig'} now points at {now}",
+                hint=f"pass --kubeconfig FILE --context NAME of the cluster at {server}",
+            )
+        return be
+
+    @classmethod
+    def check_bundle(cls, bundle: Bundle, namespace: str | None) -> None:
+        """The manifests are what evaplan rendered (digests, kinds, namespace, pod policy)."""
+        check_rendered(
+            bundle.manifests,
+            bundle.object_digests,
+            job_name=bundle.job_name,
+            namespace=bundle.namespace,
+            where=str(bundle.path),
+            promise=bundle.pod_promise,
+        )
+        if namespace and bundle.namespace != namespace:
+            raise EvaplanError(
+                f"the bundle renders namespace {bundle.namespace}, not {namespace}",
+                hint=f"re-render with -n {namespace}, or drop -n",
+            )
+
+    @classmethod
+    def complete_render_flags(cls, given: dict[str, Any]) -> None:
+        if not given.get("image"):
+            raise EvaplanError(
+                "launch renders the bundle and needs the trainer image", hint="add --image REGISTRY/IMAGE:TAG"
+            )
+
+    @classmethod
+    def place(cls, record: Any) -> str:
+        return f"namespace {record.namespace}"
+
+    @classmethod
+    def budget_enforcement(cls, deadline_s: int) -> str:
+        return (
+            f"budget enforced in the cluster: the workload stops after {fmt_duration(deadline_s)} "
+            f"of running (activeDeadlineSeconds {deadline_s})"
+        )
+
+    @classmethod
+    def record_namespace(cls, data: dict[str, Any]) -> str | None:
+        return data.get("namespace")
+
+    def rank_count(self, record: Any) -> int | None:
+        n = record.backend_data.get("ranks") or (record.plan.get("cost_basis") or {}).get("nodes")
+        return int(n) if n else None
+
+    def abort(self, record: Any) -> list[Any]:
+        """After a failed launch, `submit` has deleted what it created: returns what the cluster
+        still holds of the job (or that it cannot tell: a create cut short may still land, or the
+        cluster did not answer), so that the service keeps the job's record for `stop`."""
+        if self.create_in_doubt:
+            return ["a create cut short by a second signal"]
+        try:
+            return self.labelled(
+                record.name, record.backend_data.get("owner"), record.namespace or self.namespace
+            )
+        except BaseException:
+            return ["unknown: the cluster did not answer"]
+
+    def stop_unfinished(self, record: Any) -> list[str]:
+        """Delete what an interrupted launch created, found by the job's and the owner's labels."""
+        return self.delete_labelled(
+            record.name, record.backend_data.get("owner"), record.namespace or self.namespace
         )
 
     def notice(self, line: str) -> None:
@@ -294,16 +391,30 @@ class KubernetesBackend(Backend):
         return objs
 
     def launch(
-        self, bundle: Bundle, *, job_name: str, replace: bool, resume: bool, dry_run: bool = False
+        self,
+        bundle: Bundle,
+        *,
+        job_name: str,
+        replace: bool,
+        resume: bool,
+        dry_run: bool = False,
+        before_start: Callable[[dict[str, Any]], None] | None = None,
+        owner: str | None = None,
     ) -> dict[str, Any]:
-        """Backend interface; the launcher service calls `submit` with labelled objects instead."""
+        """The bundle's objects, labelled with `owner` and a new launch id (and the workload with the
+        budget's deadline, `set_deadline`), submitted in order (`submit`); `before_start` runs after
+        every check and before the first change to the cluster."""
+        launch_id = secrets.token_hex(8)
+        objs = [label_owned(o, owner, self.deadline_s, launch_id) for o in self.objects_of(bundle)]
         return self.submit(
-            self.objects_of(bundle),
+            objs,
             job_name=job_name,
-            owner=None,
+            owner=owner,
             replace=replace,
             resume=resume,
             dry_run=dry_run,
+            before_create=before_start,
+            launch_id=None if dry_run else launch_id,
         )
 
     def submit(
@@ -902,6 +1013,24 @@ class KubernetesBackend(Backend):
                 d.get("owner") is None or _labels(found).get(OWNER_LABEL) == d.get("owner")
             ):
                 self.api.delete(r, o["metadata"]["name"], namespace)
+
+
+def label_owned(
+    obj: dict[str, Any], owner: str | None, deadline_s: float | None, launch_id: str | None = None
+) -> dict[str, Any]:
+    """The object as launch submits it: the owner label (and this launch's id, when given) on it
+    and on its pod templates, and on the workload the in-cluster deadline. Nothing else differs
+    from the rendered object."""
+    w = workload_for(obj)
+    out = (
+        w.with_deadline(obj, deadline_s) if (w is not None and deadline_s is not None) else copy.deepcopy(obj)
+    )
+    labels = {**({OWNER_LABEL: owner} if owner else {}), **({LAUNCH_LABEL: launch_id} if launch_id else {})}
+    out.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    if w is not None:
+        for template, _ in w.pod_templates(out):
+            template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    return out
 
 
 def _labels(obj: dict[str, Any]) -> dict[str, str]:
