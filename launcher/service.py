@@ -18,7 +18,6 @@ budget ÷ price at launch (flavours.py says where each flavour keeps it).
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import re
@@ -30,20 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from launcher.backends.base import (
-    LAUNCH_LABEL,
     STOPPED,
     TERMINAL_PHASES,
     Backend,
     Bundle,
     JobState,
     LogLine,
+    backend_class,
     backend_for,
-    get_backend,
+    started_anything,
 )
 from launcher.backends.interrupts import terminate_as_interrupt as _terminate_as_interrupt
 from launcher.files import create_once
-from launcher.flavours import workload_for
-from launcher.manifest_check import OWNER_LABEL, check_rendered
 from launcher.monitor import CostBasis, compute_progress, cost_basis, elapsed_s, snapshot
 from launcher.state import JobChanged, JobRecord, JobStore, StoreError, state_dir, utcnow
 from planner.errors import EvaplanError, RuntimeFailure
@@ -160,20 +157,7 @@ class JobService:
         bundle, name = req.bundle, req.bundle.job_name
         if req.replace and req.resume:
             raise EvaplanError("--replace starts over and --resume continues", hint="pass one of them")
-        if req.backend == "kubernetes":
-            check_rendered(
-                bundle.manifests,
-                bundle.object_digests,
-                job_name=name,
-                namespace=bundle.namespace,
-                where=str(bundle.path),
-                promise=bundle.pod_promise,
-            )
-            if req.namespace and bundle.namespace != req.namespace:
-                raise EvaplanError(
-                    f"the bundle renders namespace {bundle.namespace}, not {req.namespace}",
-                    hint=f"re-render with -n {req.namespace}, or drop -n",
-                )
+        backend_class(req.backend).check_bundle(bundle, req.namespace)
         basis = cost_basis(bundle, req.pricing)
         previous = self.store.find(name)
         self._check_previous(req, previous)
@@ -192,12 +176,12 @@ class JobService:
         """Validate, record the intent, create labelled objects, record the job (or, with
         `dry_run`, every check including the API server's dryRun=All, and nothing else)."""
         basis, previous, budget, deadline_s, prior_node_s = self.precheck(req)
-        be = self._backend(req)
-        if req.backend == "kubernetes":
-            return self._launch_kubernetes(
-                req, be, basis, previous, budget, deadline_s, prior_node_s, dry_run
-            )
-        return self._launch_local(req, be, basis, previous, budget, deadline_s, prior_node_s, dry_run)
+        be = backend_class(req.backend).for_launch(
+            kubeconfig=req.kubeconfig, context=req.context, namespace=req.namespace
+        )
+        if be.labels_objects:
+            return self._launch_labelled(req, be, basis, previous, budget, deadline_s, prior_node_s, dry_run)
+        return self._launch_supervised(req, be, basis, previous, budget, deadline_s, prior_node_s, dry_run)
 
     def _check_previous(self, req: LaunchRequest, previous: JobRecord | None) -> None:
         name = req.bundle.job_name
@@ -221,7 +205,7 @@ class JobService:
                 f"job '{name}' ran on the {previous.backend} backend",
                 hint=f"pass --backend {previous.backend}",
             )
-        if req.resume and (previous.last_phase != CREATING or _local_started(previous)):
+        if req.resume and (previous.last_phase != CREATING or _may_run(previous)):
             if self.backend_of(previous).state(previous).phase not in TERMINAL_PHASES:
                 raise EvaplanError(
                     f"job '{name}' is still running", hint=f"`evaplan stop {name}` first, then --resume"
@@ -269,13 +253,6 @@ class JobService:
             )
         return math.floor(left_s)
 
-    def _backend(self, req: LaunchRequest) -> Backend:
-        if req.backend == "kubernetes":
-            return get_backend(
-                "kubernetes", kubeconfig=req.kubeconfig, context=req.context, namespace=req.namespace
-            )
-        return get_backend(req.backend)
-
     def _record(
         self,
         req: LaunchRequest,
@@ -287,6 +264,7 @@ class JobService:
         phase: str,
     ) -> JobRecord:
         now = utcnow()
+        kind = backend_class(req.backend)
         return JobRecord(
             name=req.bundle.job_name,
             backend=req.backend,
@@ -296,18 +274,18 @@ class JobService:
                 "prior_elapsed_s": prior_node_s / basis.nodes if basis.nodes else 0.0,
             },
             estimate=req.bundle.plan,
-            namespace=data.get("namespace") if req.backend == "kubernetes" else None,
+            namespace=kind.record_namespace(data),
             max_cost_usd=budget,
             created_at=previous.created_at if previous is not None and req.resume else now,
-            started_at=now if req.backend == "local" else None,
+            started_at=now if kind.clock_starts_at_launch else None,
             last_phase=phase,
             backend_data=data,
         )
 
-    def _launch_kubernetes(
+    def _launch_labelled(
         self,
         req: LaunchRequest,
-        be: Any,
+        be: Backend,
         basis: CostBasis,
         previous: JobRecord | None,
         budget: float | None,
@@ -315,17 +293,19 @@ class JobService:
         prior_node_s: float,
         dry_run: bool,
     ) -> LaunchResult | DryRunResult:
+        """A backend that labels what it creates (Backend.labels_objects): the intent is recorded
+        when the first create is about to happen; a failed launch is forgotten once the backend
+        finds nothing of it left (its rollback worked)."""
         name = req.bundle.job_name
         owner = owner_id(self.store.root)
-        launch_id = secrets.token_hex(8)
-        objs = [label_owned(o, owner, deadline_s, launch_id) for o in be.objects_of(req.bundle)]
+        be.set_deadline(deadline_s)  # the workload's own deadline: the cluster enforces the budget
         if dry_run:
-            data = be.submit(
-                objs, job_name=name, owner=owner, replace=req.replace, resume=req.resume, dry_run=True
+            data = be.launch(
+                req.bundle, job_name=name, owner=owner, replace=req.replace, resume=req.resume, dry_run=True
             )
             return DryRunResult(
                 job=name,
-                backend="kubernetes",
+                backend=req.backend,
                 namespace=data.get("namespace"),
                 preflight=list(be.preflight_report),
                 accepted=data.get("dry_run_objects", []),
@@ -343,18 +323,17 @@ class JobService:
 
         try:
             with _terminate_as_interrupt():
-                data = be.submit(
-                    objs,
+                data = be.launch(
+                    req.bundle,
                     job_name=name,
                     owner=owner,
                     replace=req.replace,
                     resume=req.resume,
-                    before_create=record_intent,
-                    launch_id=launch_id,
+                    before_start=record_intent,
                 )
         except BaseException:
             if intent:
-                self._forget_intent(be, intent[0], previous)
+                self._undo(be, intent[0], previous)
             raise
         record = self._record(req, basis, previous, budget, prior_node_s, data, SUBMITTED)
         try:
@@ -372,22 +351,7 @@ class JobService:
             notices=list(be.notices),
         )
 
-    def _forget_intent(self, be: Any, intent: JobRecord, previous: JobRecord | None) -> None:
-        """After a failed launch: drop the intent record if the cluster holds nothing of the job
-        (the rollback worked); keep it otherwise, so `list` shows the job and `stop` removes it.
-        A create cut short by a second signal may still land later: its intent is kept."""
-        if getattr(be, "create_in_doubt", False):
-            return
-        try:
-            left = be.labelled(
-                intent.name, intent.backend_data.get("owner"), intent.namespace or be.namespace
-            )
-        except BaseException:
-            return
-        if not left:
-            self._restore(intent.name, previous)
-
-    def _launch_local(
+    def _launch_supervised(
         self,
         req: LaunchRequest,
         be: Backend,
@@ -398,6 +362,9 @@ class JobService:
         prior_node_s: float,
         dry_run: bool,
     ) -> LaunchResult | DryRunResult:
+        """A backend whose job is processes it supervises (local torchrun, a Slurm batch job): the
+        intent is recorded before `launch` and completed with the job's handles (`before_start`);
+        a failed launch is aborted, then forgotten when nothing of it survives."""
         name = req.bundle.job_name
         if dry_run:
             data = be.launch(req.bundle, job_name=name, replace=req.replace, resume=req.resume, dry_run=True)
@@ -429,14 +396,18 @@ class JobService:
             self.store.put_if(rec, intent[0])
             intent[0] = rec
 
-        be.set_deadline(deadline_s)  # the local supervisor enforces the budget with no monitor running
+        be.set_deadline(deadline_s)  # the backend enforces the budget with no monitor running
         with _terminate_as_interrupt():
             try:
-                # The local backend reports the job's handles before any process starts.
-                early = {"before_start": record_intent} if req.backend == "local" else {}
-                data = be.launch(req.bundle, job_name=name, replace=req.replace, resume=req.resume, **early)
+                data = be.launch(
+                    req.bundle,
+                    job_name=name,
+                    replace=req.replace,
+                    resume=req.resume,
+                    before_start=record_intent,
+                )
             except BaseException:
-                self._undo_local(be, intent[0], previous)
+                self._undo(be, intent[0], previous)
                 raise
         record = self._record(req, basis, previous, budget, prior_node_s, data, SUBMITTED)
         try:
@@ -452,15 +423,12 @@ class JobService:
             notices=list(data.get("notes", [])),
         )
 
-    def _undo_local(self, be: Any, intent: JobRecord, previous: JobRecord | None) -> None:
-        """After a failed or interrupted local launch: end whatever it started, found by its launch
-        id, then put the previous record back (or forget the job). If something of it survives,
-        the intent stays: `status` shows it and `stop` ends it."""
-        # The local backend ends the processes of its launch id; the slurm backend cancels what
-        # sbatch queued under the job's name and this store's owner comment.
-        abort = getattr(be, "abort", None)
+    def _undo(self, be: Backend, intent: JobRecord, previous: JobRecord | None) -> None:
+        """After a failed or interrupted launch: the backend ends whatever it started (Backend.abort),
+        then the previous record is put back (or the job forgotten). If something of it survives,
+        the intent stays: `list` shows it and `stop` ends it."""
         try:
-            survivors = abort(intent) if abort is not None else []
+            survivors = be.abort(intent)
         except EvaplanError:
             return
         if not survivors:
@@ -485,7 +453,7 @@ class JobService:
         """The job and its backend for status/watch; a launch interrupted before anything was
         started has nothing to watch (one line saying so)."""
         record, be = self.get(name)
-        if record.last_phase == CREATING and not _started_anything(record):
+        if record.last_phase == CREATING and not started_anything(record):
             state = "still being launched" if _launcher_alive(record) else "interrupted while launching"
             raise EvaplanError(
                 f"job '{record.name}' was {state}; nothing of it was started",
@@ -551,7 +519,7 @@ class JobService:
                     f"skipped job row {rec.name!r}: no usable cost basis ({e!r}) in {self.store.path}"
                 )
                 continue
-            if rec.last_phase == CREATING and (_launcher_alive(rec) or not _local_started(rec)):
+            if rec.last_phase == CREATING and (_launcher_alive(rec) or not _may_run(rec)):
                 phase = "creating" if _launcher_alive(rec) else "creating (interrupted)"
                 rows.append(JobRow(rec, phase, None, spent))
                 continue
@@ -573,7 +541,7 @@ class JobService:
     ) -> tuple[Backend, Iterator[LogLine]]:
         record, be = self.get(name)
         if rank is not None:
-            n = _rank_count(record)
+            n = be.rank_count(record)
             if n is not None and rank >= n:
                 raise EvaplanError(
                     f"job '{record.name}' has {n} rank{'s' if n != 1 else ''} (0-{n - 1}); there is no rank {rank}",
@@ -586,27 +554,15 @@ class JobService:
         """Stop a job and delete everything it created; a job that had ended is only cleaned up."""
         record, be = self.get(name)
         removed: list[str] = []
-        if record.last_phase == CREATING and record.backend == "kubernetes":
-            removed = be.delete_labelled(  # type: ignore[attr-defined]
-                record.name,
-                record.backend_data.get("owner"),
-                record.namespace or be.namespace,  # type: ignore[attr-defined]
-            )
+        if record.last_phase == CREATING:
+            removed = be.stop_unfinished(record)  # a launch interrupted before it was recorded
             _record_stop(
                 self.store,
+                be,
                 record.with_(last_phase=STOPPED, finished_at=record.finished_at or utcnow()),
                 removed,
             )
             return StopResult(record.name, record.backend, None, removed)
-        if record.last_phase == CREATING:
-            if _started_anything(record) or record.backend == "slurm":
-                # A local launch interrupted after its processes started; a Slurm launch killed
-                # after sbatch answered (its stop finds the job by name and owner comment).
-                be.stop(record)
-            _record_stop(
-                self.store, record.with_(last_phase=STOPPED, finished_at=record.finished_at or utcnow()), []
-            )
-            return StopResult(record.name, record.backend, None, [])
         try:
             state = be.state(record)
         except RuntimeFailure:
@@ -614,25 +570,24 @@ class JobService:
         if state is not None:
             record = self.remember(record, state)
         finished = state.phase if state is not None and state.phase in TERMINAL_PHASES else None
-        if finished is None or record.backend == "kubernetes":
+        if finished is None or be.cleans_up_finished:
             be.stop(record)
         end = record.finished_at or (state.finished_at if state else None) or utcnow()
         if finished:  # the backend's own truth, cached: a read-only store does not stop the clean-up
             self.store.remember(record.with_(last_phase=finished, finished_at=end))
         else:
-            _record_stop(self.store, record.with_(last_phase=STOPPED, finished_at=end), removed)
+            _record_stop(self.store, be, record.with_(last_phase=STOPPED, finished_at=end), removed)
         return StopResult(record.name, record.backend, finished, removed)
 
 
-def _record_stop(store: JobStore, record: JobRecord, removed: list[str]) -> None:
+def _record_stop(store: JobStore, be: Backend, record: JobRecord, removed: list[str]) -> None:
     """Record a stop that has happened: if the store cannot be written, say that the job was
     stopped all the same (exit 1), so the user does not stop it again or think it still runs."""
     try:
         store.put(record)
     except StoreError as e:
-        what = "its objects were deleted" if record.backend == "kubernetes" else "its processes were ended"
         raise RuntimeFailure(
-            f"stopped {record.name} ({what}{': ' + ', '.join(removed) if removed else ''}), "
+            f"stopped {record.name} ({be.stop_says}{': ' + ', '.join(removed) if removed else ''}), "
             f"but the job store could not record it: {e.message}",
             hint=f"{e.hint}; until then `evaplan status {record.name}` asks the backend and shows it ended",
         ) from None
@@ -649,24 +604,6 @@ def budget_deadline_s(
     return max(0.0, budget_usd / rate_usd_per_s - prior_elapsed_s)
 
 
-def label_owned(
-    obj: dict[str, Any], owner: str, deadline_s: int | None, launch_id: str | None = None
-) -> dict[str, Any]:
-    """The object as launch submits it: the owner label (and this launch's id, when given) on it
-    and on its pod templates, and on the workload the in-cluster deadline. Nothing else differs
-    from the rendered object."""
-    w = workload_for(obj)
-    out = (
-        w.with_deadline(obj, deadline_s) if (w is not None and deadline_s is not None) else copy.deepcopy(obj)
-    )
-    labels = {OWNER_LABEL: owner, **({LAUNCH_LABEL: launch_id} if launch_id else {})}
-    out.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
-    if w is not None:
-        for template, _ in w.pod_templates(out):
-            template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
-    return out
-
-
 def _usd(v: float) -> str:
     """Dollars with cents, or with two significant digits below a cent (a tiny budget is not $0.00)."""
     return f"${v:,.2f}" if v >= 0.01 else f"${v:.2g}"
@@ -676,25 +613,9 @@ def _stored_state(rec: JobRecord) -> JobState:
     return JobState(phase=rec.last_phase, started_at=rec.started_at, finished_at=rec.finished_at)
 
 
-def _rank_count(record: JobRecord) -> int | None:
-    d = record.backend_data
-    if record.backend == "kubernetes":
-        n = d.get("ranks") or (record.plan.get("cost_basis") or {}).get("nodes")
-    else:
-        n = d.get("nproc")
-    return int(n) if n else None
-
-
-def _started_anything(rec: JobRecord) -> bool:
-    """Whether a launch got as far as starting something the backend can find: a Kubernetes
-    workload recorded, or a local job's launch id (its processes carry it)."""
-    d = rec.backend_data
-    return "workload" in d or "launch_id" in d or "pid" in d
-
-
-def _local_started(rec: JobRecord) -> bool:
-    """A local launch got as far as its launch id: its processes may run, found by that label."""
-    return rec.backend == "local" and "launch_id" in rec.backend_data
+def _may_run(rec: JobRecord) -> bool:
+    """A launch interrupted before its record was complete may have started what its backend finds."""
+    return backend_class(rec.backend).may_run_while_creating(rec)
 
 
 def _launcher_pid() -> dict[str, Any]:

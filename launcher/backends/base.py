@@ -8,14 +8,17 @@ job. Nothing here imports kubernetes or torch: backends load those lazily.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
+import pkgutil
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from launcher.bundle import Bundle, read_bundle
 from planner.errors import EvaplanError
@@ -81,16 +84,112 @@ class LogLine:
 
 
 class Backend(ABC):
-    """Where jobs run. Implementations: kubernetes, slurm, local."""
+    """Where jobs run. Each implementation lives in one module of launcher/backends that
+    registers it (@register); the launcher service calls only what is declared here."""
 
-    name: str
+    name: ClassVar[str]
+    # The backend creates cluster objects that carry the job's, the owner's and the launch's
+    # labels: the service labels them, and records the launch intent when the first create is
+    # about to happen (`before_start` of `launch`); otherwise the intent is recorded before
+    # `launch` and completed by `before_start` with the job's handles.
+    labels_objects: ClassVar[bool] = False
+    # A job's record starts its clock at launch (the processes start at once), not when the
+    # backend first reports it running.
+    clock_starts_at_launch: ClassVar[bool] = False
+    # What is left of a finished job must still be removed by `stop` (Kubernetes keeps a
+    # finished workload's objects and pods until they are deleted).
+    cleans_up_finished: ClassVar[bool] = False
+    # How `stop` says what it did, for a stop the job store could not record.
+    stop_says: ClassVar[str] = "its processes were ended"
+    # A create cut short by a second signal may still land: a failed launch keeps its intent.
+    create_in_doubt: bool = False
+    # How `stop` announces a stop that waits for the checkpoint (None: it says nothing first).
+    stop_announcement: ClassVar[str | None] = None
+    # What `launch` renders for this backend: the flavour it runs (None: a Kubernetes flavour) and
+    # that flavour's evaplan.toml settings, which go into the render as they do for `render`.
+    render_flavor: ClassVar[str | None] = None
+    render_config_params: ClassVar[tuple[str, ...]] = ()
+    # The job plans on and runs on this machine: the config file's offering does not apply.
+    plans_on_this_machine: ClassVar[bool] = False
+    # --kubeconfig/--context name a cluster this backend never reaches: refused, not ignored.
+    refuses_kube_flags: ClassVar[bool] = False
+    namespace: str | None = None  # a cluster backend's namespace (the context's, or -n)
+
+    def __init__(self) -> None:
+        self.deadline_s: float | None = None
+        # One-line notices for the user (a skipped preflight, a forbidden watch), each said once,
+        # and the log streams that ended early (`logs` exits 1).
+        self.notices: list[str] = []
+        self.log_problems: list[str] = []
+        # The preflight's rows (node, resource, free/allocatable) of the last launch, when it has one.
+        self.preflight_report: list[dict[str, Any]] = []
+
+    @classmethod
+    def for_launch(
+        cls, *, kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None
+    ) -> Backend:
+        """The backend a launch uses; only a cluster backend reads `kubeconfig`/`context`/`namespace`."""
+        return cls()
+
+    @classmethod
+    def from_record(cls, record: Any, kubeconfig: str | None = None, context: str | None = None) -> Backend:
+        """The backend a stored job was launched with, configured as it was."""
+        return cls()
+
+    @classmethod
+    def check_bundle(cls, bundle: Bundle, namespace: str | None) -> None:
+        """Checks of the rendered bundle that need no change anywhere (none by default)."""
+        return None
+
+    @classmethod
+    def complete_render_flags(cls, given: dict[str, Any]) -> None:
+        """Fill in (or demand) the render flags `launch` needs for this backend."""
+        if cls.render_flavor:
+            given.setdefault("flavor", cls.render_flavor)
+
+    @classmethod
+    def place(cls, record: Any) -> str:
+        """Where the job runs, as `launch` says it (its work folder, by default)."""
+        return str(record.backend_data.get("work_dir"))
+
+    @classmethod
+    @abstractmethod
+    def budget_enforcement(cls, deadline_s: int) -> str:
+        """How the budget's deadline is enforced with no monitor running, in one line."""
+
+    @classmethod
+    def record_namespace(cls, data: dict[str, Any]) -> str | None:
+        """The namespace a job record keeps, from `launch`'s data (only a cluster has one)."""
+        return None
+
+    @classmethod
+    def may_run_while_creating(cls, record: Any) -> bool:
+        """Whether a launch interrupted before its record was complete may have started
+        processes the backend can find (so `list` asks the backend, not the record)."""
+        return False
 
     @abstractmethod
     def launch(
-        self, bundle: Bundle, *, job_name: str, replace: bool, resume: bool, dry_run: bool = False
+        self,
+        bundle: Bundle,
+        *,
+        job_name: str,
+        replace: bool,
+        resume: bool,
+        dry_run: bool = False,
+        before_start: Callable[[dict[str, Any]], None] | None = None,
+        owner: str | None = None,
     ) -> dict[str, Any]:
         """Preflight, then start the job; returns backend data to keep in the job record. With
-        `dry_run`, every check runs (Kubernetes: server-side dry run too) and nothing starts."""
+        `dry_run`, every check runs (Kubernetes: server-side dry run too) and nothing starts.
+        `before_start(data)` gets the job's handles before anything of it starts, when the
+        backend knows them then. `owner`: the job store's owner id, which what the job creates
+        carries where the backend can label it (None: the default store's)."""
+
+    @abstractmethod
+    def abort(self, record: Any) -> list[Any]:
+        """After a launch that did not finish: end what it started; returns what survives (none,
+        normally: the service then forgets the launch)."""
 
     @abstractmethod
     def state(self, record: Any) -> JobState:
@@ -108,10 +207,29 @@ class Backend(ABC):
     def stop(self, record: Any) -> None:
         """Stop the job so that the trainer checkpoints (SIGTERM), and remove what it created."""
 
+    def stop_unfinished(self, record: Any) -> list[str]:
+        """`stop` of a job whose launch never completed: end what it started, when its record says
+        it started something; returns what was removed (kind/name), when the backend can tell."""
+        if started_anything(record):
+            self.stop(record)
+        return []
+
+    def rank_count(self, record: Any) -> int | None:
+        """How many ranks the job has (for `logs --rank`), when the record says."""
+        n = record.backend_data.get("nproc")
+        return int(n) if n else None
+
     def set_deadline(self, deadline_s: float | None) -> None:
         """Have the job stop itself `deadline_s` seconds after it starts (budget ÷ price), with no
-        monitor running. Call before `launch`; backends that cannot enforce one ignore it."""
+        monitor running. Call before `launch`."""
         self.deadline_s = deadline_s
+
+
+def started_anything(rec: Any) -> bool:
+    """Whether a launch got as far as starting something the backend can find: a Kubernetes
+    workload recorded, or a local job's launch id (its processes carry it)."""
+    d = rec.backend_data
+    return "workload" in d or "launch_id" in d or "pid" in d
 
 
 def parse_metrics_line(line: str) -> dict[str, Any] | None:
@@ -154,47 +272,53 @@ def parse_progress_line(line: str, global_batch: int) -> dict[str, Any] | None:
     }
 
 
+# name -> class: each backend module registers its class with @register when it is imported;
+# `backend_class` imports launcher.backends.<name> on first use (every module of the package,
+# if that one does not register the name), so that `plan` or `render` never load a backend's
+# dependencies and a new backend joins by adding one module.
+_REGISTRY: dict[str, type[Backend]] = {}
+B = TypeVar("B", bound="type[Backend]")
+
+
+def register(cls: B) -> B:
+    """Class decorator: make a backend reachable as `--backend <cls.name>`."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def backend_names() -> list[str]:
+    """Every backend the launcher ships, as `--backend` spells them (the backends package's
+    modules that register a class)."""
+    import launcher.backends as package
+
+    for mod in pkgutil.iter_modules(package.__path__):
+        _import_backend(mod.name)
+    return sorted(_REGISTRY)
+
+
+def _import_backend(name: str) -> None:
+    if name.isidentifier() and importlib.util.find_spec(f"launcher.backends.{name}") is not None:
+        importlib.import_module(f"launcher.backends.{name}")
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class of the backend called `name`, importing its module (and dependencies) only now."""
+    if name not in _REGISTRY:
+        _import_backend(name)  # the usual case: the module is named as its backend
+    if name not in _REGISTRY:
+        names = [f"--backend {n}" for n in backend_names()]  # imports every backend module
+    if name not in _REGISTRY:
+        raise EvaplanError(
+            f"unknown backend '{name}'", hint="use " + " or ".join([", ".join(names[:-1]), names[-1]])
+        )
+    return _REGISTRY[name]
+
+
 def get_backend(name: str, **options: Any) -> Backend:
     """The backend called `name`, loading its dependencies only now."""
-    if name == "kubernetes":
-        from launcher.backends.kubernetes import KubernetesBackend
-
-        return KubernetesBackend(**options)
-    if name == "local":
-        from launcher.backends.local import LocalBackend
-
-        return LocalBackend(**options)
-    if name == "slurm":
-        from launcher.backends.slurm import SlurmBackend
-
-        return SlurmBackend(**options)
-    raise EvaplanError(
-        f"unknown backend '{name}'", hint="use --backend kubernetes, --backend slurm or --backend local"
-    )
+    return backend_class(name)(**options)
 
 
 def backend_for(record: Any, kubeconfig: str | None = None, context: str | None = None) -> Backend:
-    """The backend a stored job was launched with, configured as it was (kubeconfig, context,
-    namespace). `kubeconfig`/`context` given by the user replace the recorded ones; otherwise a
-    recorded context whose API server is not the one the job was launched on is refused: acting
-    on another cluster would report a stop that stopped nothing."""
-    if record.backend != "kubernetes":
-        return get_backend(record.backend)
-    d = record.backend_data
-    told = kubeconfig is not None or context is not None
-    be = get_backend(
-        "kubernetes",
-        kubeconfig=kubeconfig if kubeconfig is not None else d.get("kubeconfig"),
-        # As kubectl reads them: --kubeconfig alone means that file's current context.
-        context=context if told else d.get("context"),
-        namespace=record.namespace,
-    )
-    server = d.get("server")
-    now = getattr(getattr(be, "api", None), "server", None)
-    if server and not told and now != server:
-        raise EvaplanError(
-            f"job '{record.name}' was launched on the cluster at {server} (context {d.get('context')}), but "
-            f"that context of {d.get('kubeconfig') or 'the default kubeconfig'} now points at {now}",
-            hint=f"pass --kubeconfig FILE --context NAME of the cluster at {server}",
-        )
-    return be
+    """The backend a stored job was launched with, configured as it was (Backend.from_record)."""
+    return backend_class(record.backend).from_record(record, kubeconfig, context)

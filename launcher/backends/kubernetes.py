@@ -9,14 +9,15 @@ rendering neither need it installed nor spend start-up time importing it.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import queue
 import re
+import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,6 @@ from launcher.backends.base import (
     RUNNING,
     STOPPED,
     SUCCEEDED,
-    UNKNOWN,
     Backend,
     Bundle,
     JobState,
@@ -36,6 +36,7 @@ from launcher.backends.base import (
     RankState,
     parse_metrics_line,
     parse_progress_line,
+    register,
 )
 from launcher.backends.interrupts import outcome_first
 from launcher.backends.kube_api import (
@@ -47,49 +48,31 @@ from launcher.backends.kube_api import (
     OperatorMissing,
     ResourceRef,
 )
+from launcher.backends.kube_pods import (
+    CONTROLLER_LABELS,
+    DEGRADED,
+    RANK_FAILURES,
+    _quantity,
+    _restarts,
+    _run_intervals,
+    _time,
+    _utc,
+    gpu_request,
+    node_selector,
+    pod_problem,
+    pod_templates,
+    run_seconds,
+    workload_phase,
+)
+from launcher.backends.kube_pods import pod_rank as pod_rank  # re-exported: rank of a pod
 from launcher.flavours import RENDERED_KINDS, WORKLOADS, workload_by_kind, workload_for, workload_of
-from launcher.manifest_check import OWNER_LABEL
+from launcher.manifest_check import OWNER_LABEL, check_rendered
+from launcher.monitor import fmt_duration
 
 # JOB_LABEL: the label the renderer puts on every object and pod of a job (value: the job name).
 from launcher.render import JOB_LABEL, KUEUE_QUEUE_LABEL
 from planner.errors import EvaplanError, InfeasibleError
 
-# Labels the controllers put on the pods they make: the Job controller's (batch.kubernetes.io/job-name
-# and the older job-name, https://kubernetes.io/docs/reference/labels-annotations-taints/), the
-# training-operator's (JobNameLabel, https://github.com/kubeflow/training-operator/blob/release-1.9/pkg/apis/kubeflow.org/v1/common_types.go)
-# and JobSet's (https://jobset.sigs.k8s.io/docs/concepts/).
-CONTROLLER_LABELS = (
-    "batch.kubernetes.io/job-name",
-    "job-name",
-    "training.kubeflow.org/job-name",
-    "jobset.sigs.k8s.io/jobset-name",
-)
-# Waiting/terminated reasons worth naming (kubelet: pkg/kubelet/images, kuberuntime).
-WAITING_PROBLEMS = frozenset(
-    {
-        "ImagePullBackOff",
-        "ErrImagePull",
-        "CrashLoopBackOff",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-        "InvalidImageName",
-        "RunContainerError",
-    }
-)
-# DisruptionTarget condition reasons (k8s.io/api/core/v1: PodReasonPreemptionByScheduler, ...)
-# and what `status` calls them.
-DISRUPTION_REASONS = {
-    "PreemptionByScheduler": "Preempted",
-    "EvictionByEvictionAPI": "Evicted",
-    "TerminationByKubelet": "Evicted",
-    "DeletionByTaintManager": "NodeTainted",
-    "DeletionByPodGC": "NodeLost",
-}
-# A rank in one of these states is not training, whatever the pod phase says.
-RANK_FAILURES = frozenset(
-    {"OOMKilled", "Evicted", "Preempted", "NodeTainted", "NodeLost", "Error", "CrashLoopBackOff"}
-)
-DEGRADED = "Degraded"  # a job whose workload runs while some rank does not (OOMKilled, Evicted, ...)
 POD_DELETE_WAIT_S = 120.0
 LOG_METRICS_TAIL_LINES = 200
 FOLLOW_START_POLL_S = 2.0  # how often `logs -f` re-checks a pod whose container has not started
@@ -97,142 +80,6 @@ FOLLOW_START_POLL_S = 2.0  # how often `logs -f` re-checks a pod whose container
 # FOLLOW_START_POLL_S × n, at most LOG_RECONNECT_CAP_S) before it says it stopped following.
 LOG_RECONNECTS = 5
 LOG_RECONNECT_CAP_S = 10.0
-
-
-# --------------------------------------------------------------------------- manifest reading
-def pod_templates(obj: dict[str, Any]) -> list[tuple[dict[str, Any], int]]:
-    """(pod template, pods made from it) of a workload object (its flavour says where); [] otherwise."""
-    w = workload_for(obj)
-    return w.pod_templates(obj) if w is not None else []
-
-
-def gpu_request(template: dict[str, Any]) -> tuple[str | None, int]:
-    """The GPU resource (nvidia.com/gpu, amd.com/gpu) and how many one pod asks for."""
-    for c in template.get("spec", {}).get("containers", []):
-        res = c.get("resources", {})
-        for section in ("limits", "requests"):
-            for key, val in (res.get(section) or {}).items():
-                if key.endswith("/gpu"):
-                    return key, int(val)
-    return None, 0
-
-
-def node_selector(template: dict[str, Any]) -> dict[str, set[str]]:
-    """Required node labels: nodeSelector, plus required nodeAffinity `In` terms (first term)."""
-    spec = template.get("spec", {})
-    out: dict[str, set[str]] = {k: {str(v)} for k, v in (spec.get("nodeSelector") or {}).items()}
-    terms = (
-        spec.get("affinity", {})
-        .get("nodeAffinity", {})
-        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
-        .get("nodeSelectorTerms", [])
-    )
-    for expr in terms[0].get("matchExpressions", []) if terms else []:
-        if expr.get("operator") == "In":
-            out[expr["key"]] = set(expr.get("values", []))
-    return out
-
-
-def _quantity(v: Any) -> int:
-    try:
-        return int(str(v))
-    except ValueError:
-        return 0
-
-
-# --------------------------------------------------------------------------- pod status
-def pod_rank(pod: dict[str, Any], per_job: int = 1) -> int | None:
-    """The node rank of a pod from the labels its controller sets (whichever flavour made it)."""
-    for w in WORKLOADS.values():
-        labels = pod.get("metadata", {}).get("labels") or {}
-        if any(k in labels for k in w.controller_labels) or (
-            w.kind == "PyTorchJob" and "training.kubeflow.org/replica-type" in labels
-        ):
-            r = w.rank_of(pod, per_job)
-            if r is not None:
-                return r
-    return WORKLOADS["JobSet"].rank_of(pod, per_job)
-
-
-def pod_problem(pod: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(reason, message) when a pod is not running as it should, else (None, None)."""
-    status = pod.get("status", {})
-    for cond in status.get("conditions", []):
-        # Set by the scheduler, the eviction API, the kubelet and the taint manager before they
-        # end a pod (Kubernetes docs, "Pod disruption conditions"): the container's own exit
-        # (143, "Error") is only the symptom.
-        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
-            why = DISRUPTION_REASONS.get(cond.get("reason") or "", cond.get("reason") or "Disrupted")
-            return why, " ".join(x for x in (cond.get("reason"), cond.get("message")) if x) or None
-    if status.get("reason") == "Evicted":
-        return "Evicted", status.get("message")
-    for cond in status.get("conditions", []):
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-            return cond.get("reason") or "Unschedulable", cond.get("message")
-    for cs in status.get("initContainerStatuses", []) + status.get("containerStatuses", []):
-        state, last = cs.get("state", {}), cs.get("lastState", {})
-        waiting = state.get("waiting") or {}
-        term = state.get("terminated") or {}
-        last_term = last.get("terminated") or {}
-        if waiting.get("reason") in WAITING_PROBLEMS:
-            msg = waiting.get("message")
-            if last_term.get("reason"):
-                msg = f"last exit: {last_term['reason']} (exit code {last_term.get('exitCode')})" + (
-                    f"; {msg}" if msg else ""
-                )
-            return waiting["reason"], msg
-        if term.get("reason") == "OOMKilled" or (
-            last_term.get("reason") == "OOMKilled" and not state.get("running")
-        ):
-            return (
-                "OOMKilled",
-                f"container {cs.get('name')} exceeded its memory limit (exit code {(term or last_term).get('exitCode')})",
-            )
-        if term and term.get("exitCode", 0) != 0:
-            return term.get(
-                "reason"
-            ) or "Error", f"exit code {term.get('exitCode')}: {term.get('message') or ''}".strip()
-    return None, None
-
-
-def _restarts(pod: dict[str, Any]) -> int:
-    return sum(int(cs.get("restartCount", 0)) for cs in pod.get("status", {}).get("containerStatuses", []))
-
-
-def _time(s: str | None) -> datetime | None:
-    if not s:
-        return None
-    return datetime.fromisoformat(s.replace("Z", "+00:00"))
-
-
-def workload_phase(obj: dict[str, Any] | None, pods: list[dict[str, Any]]) -> tuple[str, str | None]:
-    """Job phase from the workload's status conditions, else from its pods."""
-    if obj is None:
-        return UNKNOWN, "the job's objects are gone from the cluster"
-    conds = {
-        c.get("type"): c for c in obj.get("status", {}).get("conditions", []) if c.get("status") == "True"
-    }
-    for t, phase in (
-        ("Complete", SUCCEEDED),
-        ("SuccessCriteriaMet", SUCCEEDED),
-        ("Succeeded", SUCCEEDED),
-        ("Completed", SUCCEEDED),
-        ("Failed", FAILED),
-        ("FailureTarget", FAILED),
-    ):
-        if t in conds:
-            c = conds[t]
-            return phase, " ".join(x for x in (c.get("reason"), c.get("message")) if x) or None
-    if "Suspended" in conds:
-        return PENDING, "suspended (waiting for quota or admission, e.g. Kueue)"
-    if "Restarting" in conds:
-        return RUNNING, "restarting: " + (conds["Restarting"].get("message") or "")
-    phases = [p.get("status", {}).get("phase") for p in pods]
-    if phases and all(ph == "Running" for ph in phases):
-        return RUNNING, None
-    if any(ph == "Running" for ph in phases):
-        return RUNNING, f"{phases.count('Running')}/{len(phases)} pods running"
-    return PENDING, None if pods else "no pods yet"
 
 
 # --------------------------------------------------------------------------- logs
@@ -248,8 +95,12 @@ def split_timestamp(line: str) -> tuple[str, str]:
     return f"{m.group(1)}.{frac}", m.group(4)
 
 
+@register
 class KubernetesBackend(Backend):
     name = "kubernetes"
+    labels_objects = True
+    cleans_up_finished = True
+    stop_says = "its objects were deleted"
 
     def __init__(
         self,
@@ -259,16 +110,12 @@ class KubernetesBackend(Backend):
         backoff: Backoff | None = None,
         delete_wait_s: float = POD_DELETE_WAIT_S,
     ) -> None:
+        super().__init__()
         self.kubeconfig, self.context = kubeconfig, context
         self.api = KubeApi(kubeconfig=kubeconfig, context=context, namespace=namespace, backoff=backoff)
         self.namespace = self.api.namespace
         self.delete_wait_s = delete_wait_s
-        self.preflight_report: list[dict[str, Any]] = []
-        # One-line notices for the user (a skipped preflight, a forbidden watch), each said once.
-        self.notices: list[str] = []
-        self.log_problems: list[str] = []  # log streams that ended early (`logs` exits 1)
         self._watch_forbidden = False
-        self.create_in_doubt = False  # a create cut short by a second signal: it may still land
 
     @classmethod
     def for_record(cls, record: Any, backoff: Backoff | None = None) -> KubernetesBackend:
@@ -278,6 +125,99 @@ class KubernetesBackend(Backend):
             context=d.get("context"),
             namespace=record.namespace,
             backoff=backoff,
+        )
+
+    @classmethod
+    def for_launch(
+        cls, *, kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None
+    ) -> KubernetesBackend:
+        return cls(kubeconfig=kubeconfig, context=context, namespace=namespace)
+
+    @classmethod
+    def from_record(
+        cls, record: Any, kubeconfig: str | None = None, context: str | None = None
+    ) -> KubernetesBackend:
+        """Configured as the job was launched (kubeconfig, context, namespace). `kubeconfig`/`context`
+        given by the user replace the recorded ones; otherwise a recorded context whose API server
+        is not the one the job was launched on is refused: acting on another cluster would report
+        a stop that stopped nothing."""
+        d = record.backend_data
+        told = kubeconfig is not None or context is not None
+        be = cls(
+            kubeconfig=kubeconfig if kubeconfig is not None else d.get("kubeconfig"),
+            # As kubectl reads them: --kubeconfig alone means that file's current context.
+            context=context if told else d.get("context"),
+            namespace=record.namespace,
+        )
+        server, now = d.get("server"), be.api.server
+        if server and not told and now != server:
+            raise EvaplanError(
+                f"job '{record.name}' was launched on the cluster at {server} (context {d.get('context')}), but "
+                f"that context of {d.get('kubeconfig') or 'the default kubeconfig'} now points at {now}",
+                hint=f"pass --kubeconfig FILE --context NAME of the cluster at {server}",
+            )
+        return be
+
+    @classmethod
+    def check_bundle(cls, bundle: Bundle, namespace: str | None) -> None:
+        """The manifests are what evaplan rendered (digests, kinds, namespace, pod policy)."""
+        check_rendered(
+            bundle.manifests,
+            bundle.object_digests,
+            job_name=bundle.job_name,
+            namespace=bundle.namespace,
+            where=str(bundle.path),
+            promise=bundle.pod_promise,
+        )
+        if namespace and bundle.namespace != namespace:
+            raise EvaplanError(
+                f"the bundle renders namespace {bundle.namespace}, not {namespace}",
+                hint=f"re-render with -n {namespace}, or drop -n",
+            )
+
+    @classmethod
+    def complete_render_flags(cls, given: dict[str, Any]) -> None:
+        if not given.get("image"):
+            raise EvaplanError(
+                "launch renders the bundle and needs the trainer image", hint="add --image REGISTRY/IMAGE:TAG"
+            )
+
+    @classmethod
+    def place(cls, record: Any) -> str:
+        return f"namespace {record.namespace}"
+
+    @classmethod
+    def budget_enforcement(cls, deadline_s: int) -> str:
+        return (
+            f"budget enforced in the cluster: the workload stops after {fmt_duration(deadline_s)} "
+            f"of running (activeDeadlineSeconds {deadline_s})"
+        )
+
+    @classmethod
+    def record_namespace(cls, data: dict[str, Any]) -> str | None:
+        return data.get("namespace")
+
+    def rank_count(self, record: Any) -> int | None:
+        n = record.backend_data.get("ranks") or (record.plan.get("cost_basis") or {}).get("nodes")
+        return int(n) if n else None
+
+    def abort(self, record: Any) -> list[Any]:
+        """After a failed launch, `submit` has deleted what it created: returns what the cluster
+        still holds of the job (or that it cannot tell: a create cut short may still land, or the
+        cluster did not answer), so that the service keeps the job's record for `stop`."""
+        if self.create_in_doubt:
+            return ["a create cut short by a second signal"]
+        try:
+            return self.labelled(
+                record.name, record.backend_data.get("owner"), record.namespace or self.namespace
+            )
+        except BaseException:
+            return ["unknown: the cluster did not answer"]
+
+    def stop_unfinished(self, record: Any) -> list[str]:
+        """Delete what an interrupted launch created, found by the job's and the owner's labels."""
+        return self.delete_labelled(
+            record.name, record.backend_data.get("owner"), record.namespace or self.namespace
         )
 
     def notice(self, line: str) -> None:
@@ -294,16 +234,30 @@ class KubernetesBackend(Backend):
         return objs
 
     def launch(
-        self, bundle: Bundle, *, job_name: str, replace: bool, resume: bool, dry_run: bool = False
+        self,
+        bundle: Bundle,
+        *,
+        job_name: str,
+        replace: bool,
+        resume: bool,
+        dry_run: bool = False,
+        before_start: Callable[[dict[str, Any]], None] | None = None,
+        owner: str | None = None,
     ) -> dict[str, Any]:
-        """Backend interface; the launcher service calls `submit` with labelled objects instead."""
+        """The bundle's objects, labelled with `owner` and a new launch id (and the workload with the
+        budget's deadline, `set_deadline`), submitted in order (`submit`); `before_start` runs after
+        every check and before the first change to the cluster."""
+        launch_id = secrets.token_hex(8)
+        objs = [label_owned(o, owner, self.deadline_s, launch_id) for o in self.objects_of(bundle)]
         return self.submit(
-            self.objects_of(bundle),
+            objs,
             job_name=job_name,
-            owner=None,
+            owner=owner,
             replace=replace,
             resume=resume,
             dry_run=dry_run,
+            before_create=before_start,
+            launch_id=None if dry_run else launch_id,
         )
 
     def submit(
@@ -904,6 +858,24 @@ class KubernetesBackend(Backend):
                 self.api.delete(r, o["metadata"]["name"], namespace)
 
 
+def label_owned(
+    obj: dict[str, Any], owner: str | None, deadline_s: float | None, launch_id: str | None = None
+) -> dict[str, Any]:
+    """The object as launch submits it: the owner label (and this launch's id, when given) on it
+    and on its pod templates, and on the workload the in-cluster deadline. Nothing else differs
+    from the rendered object."""
+    w = workload_for(obj)
+    out = (
+        w.with_deadline(obj, deadline_s) if (w is not None and deadline_s is not None) else copy.deepcopy(obj)
+    )
+    labels = {**({OWNER_LABEL: owner} if owner else {}), **({LAUNCH_LABEL: launch_id} if launch_id else {})}
+    out.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    if w is not None:
+        for template, _ in w.pod_templates(out):
+            template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    return out
+
+
 def _labels(obj: dict[str, Any]) -> dict[str, str]:
     return (obj.get("metadata") or {}).get("labels") or {}
 
@@ -916,49 +888,6 @@ def _one_line(e: BaseException) -> str:
 def _rfc3339(key: str) -> str:
     """A split_timestamp key back to RFC 3339 at second resolution (`sinceTime` takes seconds)."""
     return key.split(".")[0] + "Z"
-
-
-def _run_intervals(pod: dict[str, Any], now: datetime | None) -> list[tuple[datetime, datetime]]:
-    """When the pod's containers ran: each (started, finished or now); restarts counted each."""
-    out = []
-    now = now or datetime.now(timezone.utc)
-    for cs in pod.get("status", {}).get("containerStatuses", []) or []:
-        for st in (cs.get("state") or {}, cs.get("lastState") or {}):
-            if st.get("running"):
-                t0 = _time(st["running"].get("startedAt"))
-                if t0:
-                    out.append((t0, now))
-            if st.get("terminated"):
-                t0, t1 = _time(st["terminated"].get("startedAt")), _time(st["terminated"].get("finishedAt"))
-                if t0 and t1:
-                    out.append((t0, t1))
-    return out
-
-
-def _utc(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-
-
-def run_seconds(
-    pod: dict[str, Any], now: datetime | None = None, not_before: datetime | None = None
-) -> float:
-    """Seconds the pod's node was billed: the pod's containers' running time (one pod per node),
-    so time queued (Kueue-suspended, unschedulable, pulling the image) costs nothing and the count
-    stops when the containers stop. Overlapping containers are counted once (union of intervals)."""
-    spans = sorted(_run_intervals(pod, now))
-    if not_before is not None:  # clamped: nothing before the job's creation is billed
-        spans = [(max(t0, not_before), t1) for t0, t1 in spans if t1 > not_before]
-    total, cur_start, cur_end = 0.0, None, None
-    for t0, t1 in spans:
-        if cur_end is None or t0 > cur_end:
-            if cur_end is not None and cur_start is not None:
-                total += max(0.0, (cur_end - cur_start).total_seconds())
-            cur_start, cur_end = t0, t1
-        else:
-            cur_end = max(cur_end, t1)
-    if cur_end is not None and cur_start is not None:
-        total += max(0.0, (cur_end - cur_start).total_seconds())
-    return total
 
 
 def _follow_merged(streams: list[Iterator[tuple[str, int, str]]]) -> Iterator[LogLine]:

@@ -50,10 +50,12 @@ from launcher.backends.base import (
     LogLine,
     RankState,
     parse_metrics_line,
+    register,
 )
 from launcher.backends.build_lock import clear_stale_build_locks, extension_roots, working_in
 from launcher.backends.local_procs import JOB_ENV, JobProcess, end_job, job_processes, start_ticks
 from launcher.backends.local_supervisor import LOG_FILE, SPEC_FILE, STATE_FILE, rank_last_lines, read_state
+from launcher.monitor import fmt_duration
 from launcher.render import CHECKPOINT_MOUNT, OUTPUT_MOUNT
 from launcher.state import state_dir
 from planner.errors import EvaplanError, RuntimeFailure
@@ -177,8 +179,40 @@ def _building_op(procs: list[JobProcess]) -> str | None:
     return None
 
 
+# The image of a local run is never pulled (torchrun runs this checkout's evaclip): a placeholder.
+LOCAL_IMAGE = "evaclip:local"
+LOCAL_HARDWARE = (
+    "cpu"  # profiles/hardware/cpu.yaml: this kind of machine, measured by benchmarks/measure_cpu.py
+)
+LOCAL_RANKS = 2  # two CPU ranks (gloo): the smallest world that exercises every ZeRO collective
+
+
+@register
 class LocalBackend(Backend):
     name = "local"
+    clock_starts_at_launch = True
+    stop_announcement = "each of its processes"
+    plans_on_this_machine = True
+    refuses_kube_flags = True
+
+    @classmethod
+    def complete_render_flags(cls, given: dict[str, Any]) -> None:
+        if not given.get("image"):
+            given["image"] = LOCAL_IMAGE
+        if not given.get("plan_file"):
+            # On this machine the "GPUs" are CPU ranks: default to the bundled `cpu` profile with two
+            # ranks (gloo), so `evaplan launch --backend local --model eva-clip-debug` runs as it reads.
+            if not given.get("offering_name"):
+                given.setdefault("hardware_name", LOCAL_HARDWARE)
+            if not (given.get("gpus") or given.get("nodes")):
+                given["gpus"] = LOCAL_RANKS
+
+    @classmethod
+    def budget_enforcement(cls, deadline_s: int) -> str:
+        return (
+            f"budget enforced by the job's supervisor on this machine: the job stops after "
+            f"{fmt_duration(deadline_s)} of running, and at once if the supervisor dies"
+        )
 
     def __init__(
         self,
@@ -186,10 +220,15 @@ class LocalBackend(Backend):
         stop_timeout_s: float | None = None,
         entrypoint: tuple[str, ...] | None = None,
     ) -> None:
+        super().__init__()
         self.python = python or sys.executable
         self.stop_timeout_s = STOP_TIMEOUT_S if stop_timeout_s is None else stop_timeout_s
         self.entrypoint = entrypoint or TRAINER_ENTRYPOINT
-        self.deadline_s: float | None = None
+
+    @classmethod
+    def may_run_while_creating(cls, record: Any) -> bool:
+        """Its processes carry the launch id, recorded before any of them starts."""
+        return "launch_id" in record.backend_data
 
     def set_deadline(self, deadline_s: float | None) -> None:
         """The supervisor stops the job `deadline_s` seconds after it starts (budget ÷ price)."""
@@ -205,10 +244,12 @@ class LocalBackend(Backend):
         resume: bool,
         dry_run: bool = False,
         before_start: Callable[[dict[str, Any]], None] | None = None,
+        owner: str | None = None,
     ) -> dict[str, Any]:
         """Check, write the work folder, then start the supervisor. `before_start(data)` gets the
         job's handles (launch id, work folder) before any process starts: the service records them
-        first, so a launch killed while the supervisor starts leaves a job `status` and `stop` find."""
+        first, so a launch killed while the supervisor starts leaves a job `status` and `stop` find.
+        `owner` is not needed: the job's processes carry its launch id, which is this store's."""
         try:
             import torch
             import torch.distributed.run  # torchrun must be importable here

@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -44,9 +44,12 @@ from launcher.backends.base import (
     JobState,
     LogLine,
     RankState,
+    register,
 )
 from launcher.backends.local import _parse_log_line, _tail_lines, metrics_in_file, world_size_of
 from launcher.bundle import SLURM_FLAVOR
+from launcher.config import SLURM_CONFIG_PARAMS
+from launcher.monitor import fmt_duration
 from launcher.slurm_script import CONFIG_DIR_NAME, SCRIPT_FILE
 from planner.errors import EvaplanError, RuntimeFailure
 
@@ -244,11 +247,20 @@ def _script_minutes(script: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+@register
 class SlurmBackend(Backend):
     name = "slurm"
+    stop_announcement = "its Slurm job's steps (scancel --signal=TERM)"
+    render_flavor = SLURM_FLAVOR
+    # The slurm flavour's settings from evaplan.toml (partition, account, work_dir, ...).
+    render_config_params = SLURM_CONFIG_PARAMS
 
-    def __init__(self) -> None:
-        self.deadline_s: float | None = None
+    @classmethod
+    def budget_enforcement(cls, deadline_s: int) -> str:
+        return (
+            f"budget enforced by Slurm: the job's --time stops it after at most "
+            f"{fmt_duration(deadline_s)} of running"
+        )
 
     def set_deadline(self, deadline_s: float | None) -> None:
         """Slurm enforces the budget: the job's --time is lowered to the minutes it buys."""
@@ -263,8 +275,18 @@ class SlurmBackend(Backend):
 
     # ------------------------------------------------------------------ launch
     def launch(
-        self, bundle: Bundle, *, job_name: str, replace: bool, resume: bool, dry_run: bool = False
+        self,
+        bundle: Bundle,
+        *,
+        job_name: str,
+        replace: bool,
+        resume: bool,
+        dry_run: bool = False,
+        before_start: Callable[[dict[str, Any]], None] | None = None,
+        owner: str | None = None,
     ) -> dict[str, Any]:
+        """sbatch the bundle's script. `before_start` is not called: the job id comes only with
+        sbatch's answer, and `abort` finds a job queued meanwhile by its name and owner comment."""
         from launcher.service import owner_id
 
         if bundle.flavor != SLURM_FLAVOR or bundle.script is None:
@@ -279,7 +301,7 @@ class SlurmBackend(Backend):
                 f"{checkpoints} holds checkpoints of an earlier run of {job_name}",
                 hint="--resume continues from them; --replace starts over (they are moved aside)",
             )
-        owner = owner_id()
+        owner = owner or owner_id()
         args = [
             "--parsable",
             f"--job-name={job_name}",
@@ -490,6 +512,11 @@ class SlurmBackend(Backend):
         owner = record.backend_data.get("owner") or owner_id()
         for job_id in _jobs_named(record.name, owner):
             _slurm("scancel", job_id)
+        return []
+
+    def stop_unfinished(self, record: Any) -> list[str]:
+        """A launch killed after sbatch answered: its stop finds the job by name and owner comment."""
+        self.stop(record)
         return []
 
     def stop(self, record: Any) -> None:

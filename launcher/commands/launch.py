@@ -17,22 +17,15 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from launcher.backends.base import get_backend, load_bundle
+from launcher.backends.base import Backend, backend_class, load_bundle
 from launcher.bundle import SLURM_FLAVOR
 from launcher.commands import render as render_cmd
 from launcher.commands._options import hardware_and_offering, kube_options, limited_float
-from launcher.config import SLURM_CONFIG_PARAMS
-from launcher.monitor import fmt_duration, fmt_usd
+from launcher.monitor import fmt_usd
 from launcher.service import DryRunResult, JobService, LaunchRequest
 from launcher.state import state_dir
 from planner.errors import EvaplanError, RuntimeFailure
 
-# The image of a local run is never pulled (torchrun runs this checkout's evaclip): a placeholder.
-LOCAL_IMAGE = "evaclip:local"
-LOCAL_HARDWARE = (
-    "cpu"  # profiles/hardware/cpu.yaml: this kind of machine, measured by benchmarks/measure_cpu.py
-)
-LOCAL_RANKS = 2  # two CPU ranks (gloo): the smallest world that exercises every ZeRO collective
 # `evaplan render`'s flags, taken as they are except: no output flags (launch keeps the bundle in the
 # state dir), --image optional (not needed locally), -n without a default (kubectl's rule: the
 # context's namespace).
@@ -104,10 +97,11 @@ def command(
         raise EvaplanError("--replace starts over and --resume continues", hint="pass one of them")
     namespace = render_kw.get("namespace")
     given = {k: v for k, v in render_kw.items() if _given(ctx, k)}
-    if backend == "slurm" and bundle_dir is None:
-        # The slurm flavour's settings from evaplan.toml (partition, account, work_dir, ...) go into
-        # the script launch renders, as they do for `evaplan render`.
-        for key in SLURM_CONFIG_PARAMS:
+    kind = backend_class(backend)
+    if bundle_dir is None:
+        # The backend's flavour settings from evaplan.toml (Slurm: partition, account, work_dir, ...)
+        # go into the bundle launch renders, as they do for `evaplan render`.
+        for key in kind.render_config_params:
             if (
                 ctx.get_parameter_source(key) == ParameterSource.DEFAULT_MAP
                 and render_kw.get(key) is not None
@@ -115,7 +109,7 @@ def command(
                 given.setdefault(key, render_kw[key])
     if pricing is not None and bundle_dir is None:
         given["pricing"] = pricing
-    if bundle_dir is None and backend != "local" and not given.get("plan_file"):
+    if bundle_dir is None and not kind.plans_on_this_machine and not given.get("plan_file"):
         # The config file's offering (a default, so not in `given`) prices the job and names its
         # hardware, as for `render`; a local run plans on this machine's CPU ranks instead.
         if render_kw.get("offering_name") and "offering_name" not in given:
@@ -130,7 +124,7 @@ def command(
                 hint="launch the bundle as rendered, or drop BUNDLE_DIR to render from the flags",
             )
         bundle = load_bundle(bundle_dir)  # before any cluster call: a wrong path fails fast
-        if bundle.flavor == SLURM_FLAVOR and backend != "slurm":
+        if bundle.flavor == SLURM_FLAVOR and kind.render_flavor != SLURM_FLAVOR:
             raise EvaplanError(
                 f"bundle {bundle_dir} is a Slurm batch script (--flavor slurm), not for --backend {backend}",
                 hint="launch it with --backend slurm, or re-render it with a Kubernetes --flavor",
@@ -145,7 +139,7 @@ def command(
         # --hardware and --offering checked before any cluster call: a mismatch is bad input.
         dirs = ctx.obj.get("profiles_dirs", []) if ctx.obj else []
         hardware_and_offering(ctx, given.get("hardware_name"), given.get("offering_name"), dirs)
-    if backend == "local":
+    if kind.refuses_kube_flags:
         on_command_line = ctx.get_parameter_source("kubeconfig") == ParameterSource.COMMANDLINE
         for flag, value in (
             ("--kubeconfig", kubeconfig if on_command_line else None),
@@ -157,12 +151,8 @@ def command(
     service = JobService()
     rendered_tmp = None
     if bundle is None:
-        resolved_ns = None
-        if backend == "kubernetes":
-            resolved_ns = get_backend(
-                "kubernetes", kubeconfig=kubeconfig, context=context, namespace=namespace
-            ).namespace
-        rendered_tmp = _render(ctx, backend, given, resolved_ns)
+        resolved_ns = kind.for_launch(kubeconfig=kubeconfig, context=context, namespace=namespace).namespace
+        rendered_tmp = _render(ctx, kind, given, resolved_ns)
         bundle = load_bundle(rendered_tmp / "bundle")
     request = LaunchRequest(
         bundle=bundle,
@@ -210,10 +200,7 @@ def command(
             click.echo(f"  would run torchrun with {result.nproc} ranks in {result.work_dir}")
         return
     record, basis = result.record, result.basis
-    where = (
-        f"namespace {record.namespace}" if backend == "kubernetes" else record.backend_data.get("work_dir")
-    )
-    click.echo(f"launched {record.name} on {backend} ({where})")
+    click.echo(f"launched {record.name} on {backend} ({kind.place(record)})")
     for line in result.notices:
         click.echo(f"  note: {line}")
     for row in result.preflight:
@@ -223,21 +210,8 @@ def command(
         f"({basis.pricing or 'no price'}: {basis.price_source or 'the plan has no offering'}); "
         f"estimate {fmt_usd(basis.estimate_usd)}; budget {fmt_usd(record.max_cost_usd)}"
     )
-    if result.deadline_s is not None and backend == "kubernetes":
-        click.echo(
-            f"  budget enforced in the cluster: the workload stops after {fmt_duration(result.deadline_s)} "
-            f"of running (activeDeadlineSeconds {result.deadline_s})"
-        )
-    elif result.deadline_s is not None and backend == "local":
-        click.echo(
-            f"  budget enforced by the job's supervisor on this machine: the job stops after "
-            f"{fmt_duration(result.deadline_s)} of running, and at once if the supervisor dies"
-        )
-    elif result.deadline_s is not None:
-        click.echo(
-            f"  budget enforced by Slurm: the job's --time stops it after at most "
-            f"{fmt_duration(result.deadline_s)} of running"
-        )
+    if result.deadline_s is not None:
+        click.echo(f"  {kind.budget_enforcement(result.deadline_s)}")
     click.echo(
         f"  next: evaplan status {record.name} --watch | evaplan logs {record.name} -f | evaplan stop {record.name}"
     )
@@ -247,23 +221,11 @@ def _given(ctx: click.Context, name: str) -> bool:
     return ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
 
 
-def _render(ctx: click.Context, backend: str, given: dict[str, Any], resolved_namespace: str | None) -> Path:
+def _render(
+    ctx: click.Context, kind: type[Backend], given: dict[str, Any], resolved_namespace: str | None
+) -> Path:
     """`evaplan render` into a temporary folder under <state dir>/bundles (its `bundle` inside)."""
-    if backend == "slurm":
-        given.setdefault("flavor", "slurm")  # sbatch runs the slurm flavour's script
-    elif not given.get("image"):
-        if backend == "kubernetes":
-            raise EvaplanError(
-                "launch renders the bundle and needs the trainer image", hint="add --image REGISTRY/IMAGE:TAG"
-            )
-        given["image"] = LOCAL_IMAGE
-    if backend == "local" and not given.get("plan_file"):
-        # On this machine the "GPUs" are CPU ranks: default to the bundled `cpu` profile with two
-        # ranks (gloo), so `evaplan launch --backend local --model eva-clip-debug` runs as it reads.
-        if not given.get("offering_name"):
-            given.setdefault("hardware_name", LOCAL_HARDWARE)
-        if not (given.get("gpus") or given.get("nodes")):
-            given["gpus"] = LOCAL_RANKS
+    kind.complete_render_flags(given)  # e.g. the flavour it runs, the image, local CPU ranks
     given.setdefault("namespace", resolved_namespace or "default")
     bundles = state_dir() / "bundles"
     try:
@@ -275,7 +237,13 @@ def _render(ctx: click.Context, backend: str, given: dict[str, Any], resolved_na
             hint="set EVAPLAN_STATE_DIR to a writable folder with free space",
         ) from None
     try:
-        ctx.invoke(render_cmd.command, out_dir=str(tmp / "bundle"), to_stdout=False, **given)
+        options = {
+            **render_cmd.render_defaults(),
+            **given,
+            "out_dir": str(tmp / "bundle"),
+            "to_stdout": False,
+        }
+        render_cmd.render_bundle(ctx, dirs=ctx.obj.get("profiles_dirs", []) if ctx.obj else [], **options)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -39,7 +39,7 @@ def command(
     for line in lines:
         prefix = f"[rank {line.rank}] " if line.rank is not None else "[launcher] "
         click.echo(prefix + line.text)
-    problems = getattr(backend, "log_problems", [])
+    problems = backend.log_problems
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise RuntimeFailure(

@@ -9,6 +9,9 @@ Every estimate flag of `evaplan estimate` is accepted here too (the same click o
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import Any
+
 import click
 from click.core import ParameterSource
 
@@ -16,6 +19,9 @@ from launcher.commands import estimate as estimate_cmd
 from launcher.commands._options import hardware_and_offering, limited_float, slurm_options
 from planner import profiles as prof
 from planner.errors import EvaplanError, InfeasibleError
+
+# click >= 8.3 returns this marker for an option without a default (older ones return None).
+_UNSET = getattr(click.core, "UNSET", None)
 
 # The estimate command's own options, shared so both commands take exactly the same flags.
 _ESTIMATE_OPTIONS = [p for p in estimate_cmd.command.params if p.name not in ("fmt", "explain")]
@@ -187,29 +193,51 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     help="Who rbac.yaml grants launch/status/logs/stop to: User:NAME, Group:NAME or ServiceAccount:NAME.",
 )
 @click.pass_context
-def command(
+def command(ctx: click.Context, **kw: Any) -> None:
+    """Render a bundle: ds_config.json, run_config.json, manifests.yaml, plan.json, rbac.yaml.
+
+    The same inputs give the same bytes. With --stdout the manifests go to stdout (and the bundle
+    is still written when -o is given); the sizing chain goes to stderr.
+    """
+    set_flags = [
+        k for k in _ESTIMATE_NAMES if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)
+    ]
+    render_bundle(ctx, dirs=_dirs(ctx), set_flags=set_flags, **kw)
+
+
+def render_defaults() -> dict[str, Any]:
+    """Every option of `evaplan render` at its default, by name (what a caller of
+    `render_bundle` does not give)."""
+    ctx = click.Context(command)
+    out = {}
+    for p in command.params:
+        default = p.get_default(ctx)
+        # click ≥ 8.3 marks "no default" as UNSET; an option left out is None, as click passes it.
+        out[p.name] = p.type_cast_value(ctx, None if default is _UNSET else default)
+    return out
+
+
+def render_bundle(
     ctx: click.Context,
+    *,
     plan_file: str | None,
     pick: int | None,
     out_dir: str | None,
     to_stdout: bool,
     env: tuple[str, ...],
     job_name: str | None,
-    **kw,
+    dirs: list[str],
+    set_flags: Collection[str] = (),
+    **kw: Any,
 ) -> None:
-    """Render a bundle: ds_config.json, run_config.json, manifests.yaml, plan.json, rbac.yaml.
-
-    The same inputs give the same bytes. With --stdout the manifests go to stdout (and the bundle
-    is still written when -o is given); the sizing chain goes to stderr.
-    """
+    """`evaplan render` as a function (`render`, `launch`): from a plan file or the estimate
+    options in `kw`, then the render options in `kw`. `set_flags`: the estimate options the user
+    set (refused beside --plan); `ctx` only words an offering/hardware mismatch."""
     estimate_kw = {k: kw.pop(k) for k in list(kw) if k in _ESTIMATE_NAMES}
     if not out_dir and not to_stdout:
         raise EvaplanError("nowhere to write the bundle", hint="add -o DIR, --stdout, or both")
-    dirs = _dirs(ctx)
     if plan_file:
-        given = sorted(
-            k for k in estimate_kw if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)
-        )
+        given = sorted(k for k in estimate_kw if k in set_flags)
         if given:
             flags = ", ".join("--" + k.replace("_", "-").removesuffix("-name") for k in given)
             raise EvaplanError(

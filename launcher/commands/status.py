@@ -117,7 +117,7 @@ def command(
 
     if not watch:
         show(*snapshot(backend, record))
-        for line in getattr(backend, "notices", []):
+        for line in backend.notices:
             click.echo(f"note: {line}", err=True)
         return
     follow(service, backend, record, interval_s, show)

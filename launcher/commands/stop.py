@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from launcher.backends.base import TERMINAL_PHASES, backend_class
 from launcher.commands._options import kube_options, told_cluster
 from launcher.service import JobService
 
@@ -19,17 +20,13 @@ def command(job: str | None, kubeconfig: str | None, context: str | None) -> Non
     that had already ended is only cleaned up."""
     service = JobService(**told_cluster(kubeconfig, context))
     record = service.store.get(job)
-    if record.backend in ("local", "slurm") and record.last_phase not in ("Succeeded", "Failed", "Stopped"):
-        to = (
-            "each of its processes"
-            if record.backend == "local"
-            else "its Slurm job's steps (scancel --signal=TERM)"
-        )
+    to = backend_class(record.backend).stop_announcement
+    if to is not None and record.last_phase not in TERMINAL_PHASES:
         click.echo(f"stopping {record.name}: SIGTERM to {to}; waiting for the checkpoint and exit", err=True)
     result = service.stop(record.name)
     removed = f"; removed {', '.join(result.removed)}" if result.removed else ""
     if result.had_finished:
-        cleaned = "; deleted its objects" if result.backend == "kubernetes" else ""
+        cleaned = "; deleted its objects" if backend_class(result.backend).cleans_up_finished else ""
         click.echo(
             f"{result.job} had already finished ({result.had_finished}); nothing to stop{cleaned}{removed}"
         )

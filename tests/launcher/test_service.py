@@ -16,7 +16,8 @@ import yaml
 
 from launcher import bundle_key
 from launcher.backends.kube_api import Backoff
-from launcher.service import OWNER_LABEL, owner_id
+from launcher.manifest_check import OWNER_LABEL
+from launcher.service import owner_id
 from launcher.state import JobStore
 
 kmock = pytest.importorskip("kmock")
@@ -524,8 +525,8 @@ def test_launched_objects_still_match_their_schema(flavor, tmp_path, bundle_fact
     """What launch adds (owner label, deadline, JobSet rule) keeps each object valid for its CRD."""
     jsonschema = pytest.importorskip("jsonschema")
     kv = pytest.importorskip("kubernetes_validate")
+    from launcher.backends.kubernetes import label_owned
     from launcher.bundle import read_bundle
-    from launcher.service import label_owned
 
     crds = {}
     for f in (shared_dir / "k8s-crds").glob("*.yaml"):

@@ -241,7 +241,7 @@ def test_a_launch_cut_short_after_sbatch_leaves_nothing_queued(
     assert JobStore().find("eva-slurm-cut") is None
 
     # kill -9 at the same point: nothing unwinds, the intent (no job id) stays in the store.
-    monkeypatch.setattr(service.JobService, "_undo_local", lambda *a, **kw: None)
+    monkeypatch.setattr(service.JobService, "_undo", lambda *a, **kw: None)
     bundle = _bundle(tmp_path, "eva-slurm-killed", cpu_hardware, bundle_factory)
     r = cli("launch", str(bundle), "--backend", "slurm")
     assert r.exit_code != 0 and len(queued) == 2, r.output
