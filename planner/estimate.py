@@ -18,8 +18,8 @@ from planner import comm, compute, cost, data_pipeline, memory, ops
 from planner import deepspeed_defaults as dsd
 from planner import evaluate as ev
 from planner.errors import InfeasibleError
-from planner.intervals import PredictionRange
 from planner.params import count_params, param_tensors, zero3_residency
+from planner.prediction_range import PredictionRange
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, TrainingSpec
 from planner.terms import Term, sum_term
 from planner.units import GIB
@@ -174,7 +174,8 @@ class Estimate(_Frozen):
     fits: bool
     verdict: str
     derivation: list[Figure]
-    # Set by the CLI from the validation errors or the user's calibration (planner/intervals.py).
+    # Set by the CLI from the validation errors or the user's calibration (planner/intervals.py): data
+    # handed in, so the estimate never imports the code that fits it.
     range: PredictionRange | None = None
 
     def figure(self, name: str) -> Figure:

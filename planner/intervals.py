@@ -12,21 +12,17 @@ multiplicative on time; GPU-hours and dollars scale with time (the price per nod
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict
 
-from planner.errors import ProfileError
+from planner.prediction_range import PredictionRange
 
 if TYPE_CHECKING:
-    from planner.calibration import CalibrationSpec
-    from planner.spec import HardwareSpec
-    from planner.validation import Intervals
+    from planner.calibration_spec import CalibrationSpec
 
 CACHE_NAME = "validation_intervals.yaml"
 REGENERATE = "python -m planner.validation --write-intervals"
@@ -44,44 +40,6 @@ def read_cache() -> dict[str, Any]:
     # same values), else the pure-Python one.
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     return yaml.load(cache_path().read_text(encoding="utf-8"), Loader=loader)
-
-
-def cache_content(iv: Intervals, compute_scale: float | None) -> dict[str, Any]:
-    """What the cache holds: the published-runs compute scale, the fitted ratios, their quantiles and
-    the runs per hardware behind them."""
-    from planner.published import load_runs
-    from planner.validation import newest_fit_source
-
-    per_hw: dict[str, int] = {}
-    for r in load_runs().runs:
-        if r.published_samples_per_s is not None:
-            per_hw[r.hardware] = per_hw.get(r.hardware, 0) + 1
-    return {
-        "compute_scale": compute_scale,
-        # the newest source behind the fit, as the scale's `observed` date
-        "compute_scale_observed": newest_fit_source().isoformat(),
-        "ratio_low": round(iv.ratio_low, 6),
-        "ratio_high": round(iv.ratio_high, 6),
-        "quantiles": list(iv.quantiles),
-        "fit_runs": iv.n_fit,
-        "held_out_inside": iv.held_out_inside,
-        "held_out_runs": iv.n_held_out,
-        "throughput_runs_per_hardware": dict(sorted(per_hw.items())),
-    }
-
-
-def write_cache(iv: Intervals, compute_scale: float | None) -> Path:
-    p = cache_path()
-    head = (
-        "# Fitted by planner/validation.py on the fit half of profiles/published_runs.yaml: the compute\n"
-        "# scale every uncalibrated GPU prediction uses (one multiplier on the modelled device rates), and\n"
-        "# the prediction interval of time and money: published / predicted time at the 10th and 90th percentile.\n"
-        f"# Generated; do not edit. Regenerate with `{REGENERATE}` (tests/planner/test_validation.py\n"
-        "# fails when it drifts from the model).\n"
-    )
-    p.write_text(head + yaml.safe_dump(cache_content(iv, compute_scale), sort_keys=False), encoding="utf-8")
-    read_cache.cache_clear()
-    return p
 
 
 def published_compute_scale() -> float | None:
@@ -126,23 +84,6 @@ def time_range(hardware: str, calibration: CalibrationSpec | None = None) -> Tim
         f"uncalibrated: time × {c['ratio_low']:.2f}–{c['ratio_high']:.2f}, published/predicted "
         f"{q[0]:.0%}–{q[1]:.0%} over {c['fit_runs']} runs ({where}); evaplan validate",
     )
-
-
-class PredictionRange(BaseModel):
-    """Low/high of an estimate's time, GPU-hours and dollars (the first price), and what they rest on."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
-
-    time_ratio_low: float
-    time_ratio_high: float
-    calibrated: bool
-    basis: str
-    wall_days_low: float
-    wall_days_high: float
-    gpu_hours_low: float | None = None
-    gpu_hours_high: float | None = None
-    cost_usd_low: float | None = None
-    cost_usd_high: float | None = None
 
 
 def prediction_range(
@@ -190,19 +131,3 @@ def certainly_less(a: float, b: float, ra: TimeRange, rb: TimeRange, same_hardwa
     if same_hardware and ra == rb:
         return a < b
     return a * ra.high < b * rb.low
-
-
-def range_for(hardware: HardwareSpec, user_dirs: Sequence[str | Path] | None = None) -> TimeRange:
-    """The range for a hardware profile as the planner uses it: the calibration's when one was applied
-    (the profile equals the shipped one with the calibration applied), else the published runs'."""
-    from planner import calibration
-    from planner.profiles import load_hardware
-
-    cal = calibration.find_calibration(hardware.name, user_dirs)
-    applied = False
-    if cal is not None:
-        try:
-            applied = calibration.apply(load_hardware(hardware.name, user_dirs), cal) == hardware
-        except ProfileError:  # a stale calibration (the profile's peak changed) is not applied
-            applied = False
-    return time_range(hardware.name, cal if applied else None)

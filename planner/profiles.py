@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from planner.calibration import CalibrationSpec
+from planner.calibration_spec import CalibrationSpec
 from planner.errors import ProfileError
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec
 

@@ -42,12 +42,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from planner import profiles as prof
 from planner.errors import EvaplanError, ProfileError
 from planner.estimate import Estimate, estimate
 from planner.golden import minimize_log
+from planner.intervals import REGENERATE, cache_path, read_cache
 from planner.published import PublishedRun, load_runs
 from planner.spec import HardwareSpec, ParallelPlan, TrainingSpec
 from planner.units import GIB
@@ -668,15 +672,49 @@ def ratchet_text(s: Summary) -> str:
     return "\n".join([*lines, "}"])
 
 
+# ------------------------------------------------------------------ profiles/validation_intervals.yaml
+def cache_content(iv: Intervals, compute_scale: float | None) -> dict[str, Any]:
+    """What the cache holds: the published-runs compute scale, the fitted ratios, their quantiles and
+    the runs per hardware behind them."""
+    per_hw: dict[str, int] = {}
+    for r in load_runs().runs:
+        if r.published_samples_per_s is not None:
+            per_hw[r.hardware] = per_hw.get(r.hardware, 0) + 1
+    return {
+        "compute_scale": compute_scale,
+        # the newest source behind the fit, as the scale's `observed` date
+        "compute_scale_observed": newest_fit_source().isoformat(),
+        "ratio_low": round(iv.ratio_low, 6),
+        "ratio_high": round(iv.ratio_high, 6),
+        "quantiles": list(iv.quantiles),
+        "fit_runs": iv.n_fit,
+        "held_out_inside": iv.held_out_inside,
+        "held_out_runs": iv.n_held_out,
+        "throughput_runs_per_hardware": dict(sorted(per_hw.items())),
+    }
+
+
+def write_cache(iv: Intervals, compute_scale: float | None) -> Path:
+    p = cache_path()
+    head = (
+        "# Fitted by planner/validation.py on the fit half of profiles/published_runs.yaml: the compute\n"
+        "# scale every uncalibrated GPU prediction uses (one multiplier on the modelled device rates), and\n"
+        "# the prediction interval of time and money: published / predicted time at the 10th and 90th percentile.\n"
+        f"# Generated; do not edit. Regenerate with `{REGENERATE}` (tests/planner/test_validation.py\n"
+        "# fails when it drifts from the model).\n"
+    )
+    p.write_text(head + yaml.safe_dump(cache_content(iv, compute_scale), sort_keys=False), encoding="utf-8")
+    read_cache.cache_clear()
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m planner.validation --write-intervals`: refresh profiles/validation_intervals.yaml;
     `--ratchet`: print the medians that tests/planner/test_validation.py pins (to lower the pin)."""
-    from planner import intervals
-
     args = list(sys.argv[1:] if argv is None else argv)
     if args == ["--write-intervals"]:
         s = summarize(check_all())
-        path = intervals.write_cache(s.intervals, s.compute_scale)
+        path = write_cache(s.intervals, s.compute_scale)
         print(f"wrote {path}")
         return 0
     if args == ["--ratchet"]:

@@ -16,12 +16,12 @@ from launcher.commands._options import (
 )
 from launcher.completion import profile_names
 from planner import profiles as prof
-from planner.calibration import CalibrationSpec, calibrated_hardware, comparison_rows
+from planner.calibration import CalibrationSpec, calibrated_hardware, comparison_rows, range_for
 from planner.choose import DEFAULT_BATCH_TOLERANCE, Request, choose, fixes_for
 from planner.errors import EvaplanError, InfeasibleError
 from planner.estimate import Estimate
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, parse_headroom
-from planner.intervals import TimeRange, fmt_days_range, fmt_usd_range, prediction_range, range_for
+from planner.intervals import TimeRange, fmt_days_range, fmt_usd_range, prediction_range
 from planner.report import dumps_json, format_rows
 from planner.spec import PRICINGS
 from planner.units import GIB

@@ -23,11 +23,11 @@ from launcher.commands._options import (
 )
 from launcher.completion import profile_names
 from planner import profiles as prof
-from planner.calibration import calibrated_hardware, comparison_rows
+from planner.calibration import calibrated_hardware, comparison_rows, range_for
 from planner.errors import EvaplanError
 from planner.grid import SearchSpace
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, WHY, HbmHeadroom, parse_headroom
-from planner.intervals import TimeRange, fmt_days_range, fmt_usd_range, range_fields, range_for
+from planner.intervals import TimeRange, fmt_days_range, fmt_usd_range, range_fields
 from planner.limits import LIMITS, check_value
 from planner.report import dumps_json, format_rows, to_jsonable
 from planner.search import (

@@ -214,7 +214,7 @@ def test_errors_are_predicted_over_published(checks):
 
 def test_interval_cache_has_not_drifted(summary):
     cached = intervals.read_cache()
-    fresh = intervals.cache_content(summary.intervals, summary.compute_scale)
+    fresh = v.cache_content(summary.intervals, summary.compute_scale)
     assert cached == fresh, (
         f"profiles/validation_intervals.yaml is stale: run `{intervals.REGENERATE}` (cached {cached}, now {fresh})"
     )
