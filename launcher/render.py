@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-import re
-import shlex
 from dataclasses import dataclass, field, replace
-from functools import cache
 from typing import Any
 
 from evaclip.config import CheckpointConfig, DataConfig, RunConfig
@@ -35,7 +32,8 @@ from launcher.sizing import (
     inputs_from_estimate,
     size_pod,
 )
-from launcher.slurm_script import SCRIPT_FILE, job_dir, render_script, sbatch_value
+from launcher.slurm_script import SCRIPT_FILE, job_dir, render_script
+from launcher.templating import render_template
 from planner.data_pipeline import loader_workers_for
 from planner.deepspeed_config import deepspeed_config
 from planner.errors import EvaplanError
@@ -165,67 +163,6 @@ def build_ds_config(inputs: PlanInputs, opts: RenderOptions) -> dict[str, Any]:
         eps=recipe.eps,
         weight_decay=recipe.weight_decay,
     )
-
-
-# --------------------------------------------------------------------------- jinja
-_YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
-
-
-def yaml_tojson(value: Any, indent: int | None = None) -> str:
-    """JSON text that YAML 1.1 and 1.2 parsers read back as the same value.
-
-    JSON is YAML, except for characters YAML treats as line breaks or as non-printable inside a
-    double-quoted scalar (C1 controls, NEL, U+2028/2029, BOM, non-characters): those are written
-    as \\u escapes. Non-BMP characters stay literal: PyYAML would read a JSON surrogate-pair escape
-    back as two lone surrogates.
-    """
-    try:
-        text = json.dumps(value, ensure_ascii=False, sort_keys=True, indent=indent, allow_nan=False)
-    except ValueError as e:
-        raise EvaplanError(f"cannot render {value!r}: {e}", hint="use finite numbers") from None
-    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def yaml_literal(text: str, indent: int) -> str:
-    """A YAML literal block (`|`) holding `text` exactly: ASCII printable lines ending in a newline."""
-    if (
-        not text.endswith("\n")
-        or text.startswith((" ", "\n"))
-        or any(c != "\n" and not " " <= c <= "~" for c in text)
-    ):
-        raise EvaplanError(
-            "internal: a literal block must be ASCII lines ending in a newline", hint="report this as a bug"
-        )
-    pad = " " * indent
-    return "|\n" + "\n".join(pad + line if line else "" for line in text[:-1].split("\n"))
-
-
-@cache
-def _environment() -> Any:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("templates", ""),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=False,
-    )
-    env.filters["tojson"] = yaml_tojson
-    env.filters["yaml_literal"] = yaml_literal
-    env.filters["shquote"] = lambda v: shlex.quote(str(v))
-    env.filters["sbatch_value"] = sbatch_value
-    return env
-
-
-def render_template(name: str, **context: Any) -> str:
-    import jinja2
-
-    try:
-        text = _environment().get_template(name).render(**context)
-    except jinja2.UndefinedError as e:
-        raise EvaplanError(f"template {name}: {e.message}", hint="report this as a bug") from None
-    return text if text.endswith("\n") else text + "\n"
 
 
 # --------------------------------------------------------------------------- manifests

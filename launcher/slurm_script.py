@@ -23,11 +23,11 @@ names are checked in render_options.py.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from launcher.render_options import RenderOptions
 from launcher.sizing import PlanInputs, Sizing
+from launcher.templating import render_template
 from planner.errors import EvaplanError
 
 SCRIPT_FILE = "job.sbatch"
@@ -72,8 +72,6 @@ def render_script(
     run_config_file: str,
 ) -> tuple[str, list[str]]:
     """job.sbatch's text and the lines explaining its figures."""
-    from launcher.render import render_template
-
     plan, hw = inputs.plan, inputs.hardware
     minutes, why = time_limit_min(inputs, opts, sizing)
     folder = job_dir(opts)
@@ -117,15 +115,3 @@ def render_script(
     )
     lead = sizing.termination_grace_period_s
     return script, [why, f"--signal TERM@{lead}: SIGTERM {lead} s before the limit (the grace period above)"]
-
-
-_SBATCH_VALUE = re.compile(r"[A-Za-z0-9_.,:@%/&|()\[\]*+=-]+")
-
-
-def sbatch_value(value: Any) -> str:
-    """An #SBATCH option's value: plain characters only (sbatch reads the line without a shell), so
-    a value that would need quoting is refused, never passed on altered."""
-    text = str(value)
-    if not _SBATCH_VALUE.fullmatch(text):
-        raise EvaplanError(f"internal: {text!r} cannot be an #SBATCH value", hint="report this as a bug")
-    return text

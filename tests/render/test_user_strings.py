@@ -7,7 +7,8 @@ import yaml
 
 from launcher import names
 from launcher.backends.kubernetes import pod_templates
-from launcher.render import RenderOptions, render, yaml_tojson
+from launcher.render import RenderOptions, render
+from launcher.templating import yaml_tojson
 from planner.errors import EvaplanError
 
 TRICKY_VALUES = [
