@@ -18,6 +18,7 @@ from planner import comm, compute, cost, data_pipeline, memory, ops
 from planner import deepspeed_defaults as dsd
 from planner import evaluate as ev
 from planner.errors import InfeasibleError
+from planner.layout import Layout
 from planner.params import count_params, param_tensors, zero3_residency
 from planner.prediction_range import PredictionRange
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, TrainingSpec
@@ -223,24 +224,6 @@ def check_inputs(
 
 
 # ----------------------------------------------------------------------------------------- memory
-def _plan_kwargs(plan: ParallelPlan) -> dict[str, Any]:
-    """A ParallelPlan as the keyword arguments of planner.evaluate's array-friendly functions."""
-    return dict(
-        nodes=plan.nodes,
-        zero_stage=plan.zero_stage,
-        offload_optimizer=plan.offload_optimizer != "none",
-        offload_param=plan.offload_param != "none",
-        nvme_optimizer=plan.offload_optimizer == "nvme",
-        nvme_param=plan.offload_param == "nvme",
-        micro_batch=plan.micro_batch,
-        grad_ckpt=plan.grad_ckpt,
-        overlap_comm=plan.overlap_comm,
-        hpz_partition_size=plan.hpz_partition_size,
-        local_loss=plan.local_loss,
-        gather_with_grad=plan.gather_with_grad,
-    )
-
-
 def memory_report(
     model: ModelSpec,
     hardware: HardwareSpec,
@@ -248,7 +231,7 @@ def memory_report(
     training: TrainingSpec,
     offering: OfferingSpec | None = None,
 ) -> MemoryReport:
-    terms, ms, act = ev.gpu_memory_terms(model, hardware, **ev.tower_kwargs(training), **_plan_kwargs(plan))
+    terms, ms, act = ev.gpu_memory_terms(model, hardware, Layout.of(plan, training))
     gpu_terms = {k: float(v) for k, v in terms.items()}
     gpu_total = float(ev.ordered_sum(terms))
     hbm = hardware.hbm_bytes
@@ -516,19 +499,9 @@ def _flops_figures(d: _Derivation, q: _Question, s_v: float) -> tuple[Any, Any]:
 def _operation_figures(d: _Derivation, q: _Question, s_v: float) -> tuple[dict[str, Any], float, float]:
     """The time of one micro-batch by operation class (GEMM, attention, memory-bound, host)."""
     model, hardware, plan, training = q.model, q.hardware, q.plan, q.training
-    b, gas = plan.micro_batch, plan.grad_accum
+    b = plan.micro_batch
     peak = ops.peak_tflops(hardware, training.precision) * 1e12
-    st = ev.step_terms(
-        model,
-        hardware,
-        grad_accum=gas,
-        quantized_weights=plan.quantized_weights,
-        quantized_gradients=plan.quantized_gradients,
-        precision=training.precision,
-        loader_workers=training.loader_workers,
-        **ev.tower_kwargs(training),
-        **_plan_kwargs(plan),
-    )
+    st = ev.step_terms(model, hardware, Layout.of(plan, training))
     mm = hardware.matmul
     scale = hardware.compute_scale.value if hardware.compute_scale is not None else 1.0
     scale_src = (

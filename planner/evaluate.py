@@ -14,9 +14,10 @@ import numpy as np
 
 from planner import comm, compute, cost, data_pipeline, memory, ops
 from planner import deepspeed_defaults as dsd
+from planner.layout import Layout
 from planner.offload import offload_time_s
 from planner.params import count_params, param_tensors, zero3_residency
-from planner.spec import HardwareSpec, ModelSpec, TrainingSpec
+from planner.spec import HardwareSpec, ModelSpec
 from planner.terms import Term, sum_term
 from planner.units import GIB
 
@@ -131,40 +132,12 @@ def activation_bytes_per_sample(
     return {"vision": vis * k, "text": txt * k}
 
 
-def tower_kwargs(training: TrainingSpec) -> dict[str, Any]:
-    """What a run's training sets in both the memory and the time terms: resolution, patch dropout and
-    the attention kernel and software stack (which decide what attention keeps and moves)."""
-    return dict(
-        image_size=training.image_size,
-        patch_dropout=training.patch_dropout,
-        attention=training.attention,
-        stack=training.stack,
-    )
-
-
 def gpu_memory_terms(
-    model: ModelSpec,
-    hardware: HardwareSpec,
-    *,
-    nodes: Num,
-    zero_stage: Num,
-    offload_optimizer: Num,
-    offload_param: Num,
-    nvme_optimizer: Num = False,
-    nvme_param: Num = False,
-    micro_batch: Num,
-    grad_ckpt: Num,
-    image_size: Num,
-    patch_dropout: Num,
-    overlap_comm: Num = True,
-    hpz_partition_size: Num = 1,
-    local_loss: Num = True,
-    gather_with_grad: Num = True,
-    attention: str = "flash",
-    stack: str = "eager",
+    model: ModelSpec, hardware: HardwareSpec, layout: Layout
 ) -> tuple[dict[str, Num], memory.ModelStates, dict[str, Num]]:
     """Per-GPU bytes by term (in the order they are summed), the model states, activations/sample
     (with the run's attention kernel and software stack, which set what attention keeps)."""
+    lo = layout
     counts = count_params(model)
     res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
     G = hardware.gpus_per_node
@@ -172,31 +145,35 @@ def gpu_memory_terms(
         counts.total,
         counts.largest_layer,
         G,
-        nodes,
-        zero_stage,
-        offload_optimizer,
-        offload_param,
-        nvme_optimizer,
-        nvme_param,
+        lo.nodes,
+        lo.zero_stage,
+        lo.offload_optimizer,
+        lo.offload_param,
+        lo.nvme_optimizer,
+        lo.nvme_param,
     )
-    act = activation_bytes_per_sample(model, image_size, patch_dropout, grad_ckpt, attention, stack)
-    buffers = memory.zero_buffer_bytes(counts.total, zero_stage, overlap_comm, res.persistent)
-    activations = micro_batch * (act["vision"] + act["text"])
-    loss = memory.clip_loss_bytes(micro_batch, nodes * G, model.embed_dim, local_loss, gather_with_grad)
+    act = activation_bytes_per_sample(
+        model, lo.image_size, lo.patch_dropout, lo.grad_ckpt, lo.attention, lo.stack
+    )
+    buffers = memory.zero_buffer_bytes(counts.total, lo.zero_stage, lo.overlap_comm, res.persistent)
+    activations = lo.micro_batch * (act["vision"] + act["text"])
+    loss = memory.clip_loss_bytes(
+        lo.micro_batch, lo.nodes * G, model.embed_dim, lo.local_loss, lo.gather_with_grad
+    )
     terms = {
         "params_16bit": ms.params_16bit,
         "grads_16bit": ms.grads_16bit,
         "grads_fp32": memory.grads_fp32_at_peak(
-            ms.grads_fp32, zero_stage, ms.grads_16bit + buffers + activations + loss
+            ms.grads_fp32, lo.zero_stage, ms.grads_16bit + buffers + activations + loss
         ),
         "master_params_fp32": ms.master_params_fp32,
         "optimizer_states_fp32": ms.optimizer_states_fp32,
         "zero3_largest_layer": ms.zero3_largest_layer,
         "deepspeed_estimator_margin": ms.estimator_margin,
         "zero_buffers": buffers,
-        "hpz_secondary_shard": memory.hpz_secondary_bytes(counts.total, hpz_partition_size),
-        "activations_vision": micro_batch * act["vision"],
-        "activations_text": micro_batch * act["text"],
+        "hpz_secondary_shard": memory.hpz_secondary_bytes(counts.total, lo.hpz_partition_size),
+        "activations_vision": lo.micro_batch * act["vision"],
+        "activations_text": lo.micro_batch * act["text"],
         "clip_loss": loss,
         "runtime_reserved": runtime_reserved_term(hardware.memory_reserved_gib.value).value,
     }
@@ -210,28 +187,14 @@ def host_memory_terms(ms: memory.ModelStates, gpus_per_node: int) -> dict[str, N
     }
 
 
-def _comm_s(
-    model: ModelSpec,
-    hardware: HardwareSpec,
-    compute_s: Num,
-    *,
-    zero_stage: Num,
-    grad_accum: Num,
-    micro_batch: Num,
-    nodes: Num,
-    comm_dtype_bytes: Num,
-    overlap_comm: Num,
-    hpz_partition_size: Num,
-    quantized_weights: Num,
-    quantized_gradients: Num,
-    gather_with_grad: Num,
-) -> tuple[Num, Num]:
+def _comm_s(model: ModelSpec, hardware: HardwareSpec, compute_s: Num, layout: Layout) -> tuple[Num, Num]:
     """Time of the step's collectives and the share that compute does not hide, per ZeRO stage."""
+    lo = layout
     counts = count_params(model)
     res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
     G = hardware.gpus_per_node
-    n = nodes * G
-    stages = np.asarray(zero_stage)
+    n = lo.nodes * G
+    stages = np.asarray(lo.zero_stage)
     total_s: Num = 0.0
     exposed_s: Num = 0.0
     # A set of plain ints, not np.unique: numpy's unique imports numpy.ma on first use (start-up time).
@@ -246,32 +209,25 @@ def _comm_s(
             world=n,
             gpus_per_node=G,
             zero_stage=stage,
-            grad_accum=grad_accum,
-            micro_batch=micro_batch,
+            grad_accum=lo.grad_accum,
+            micro_batch=lo.micro_batch,
             embed_dim=model.embed_dim,
-            comm_dtype_bytes=comm_dtype_bytes,
-            hpz_partition_size=hpz_partition_size,
-            quantized_weights=quantized_weights,
-            quantized_gradients=quantized_gradients,
-            gather_with_grad=gather_with_grad,
+            comm_dtype_bytes=comm.wire_bytes(lo.precision, lo.stack),
+            hpz_partition_size=lo.hpz_partition_size,
+            quantized_weights=lo.quantized_weights,
+            quantized_gradients=lo.quantized_gradients,
+            gather_with_grad=lo.gather_with_grad,
         )
-        ct = comm.exposed_comm_time_s(colls, hardware, compute_s, overlap_comm)
+        ct = comm.exposed_comm_time_s(colls, hardware, compute_s, lo.overlap_comm)
         here = stages == stage
         total_s = np.where(here, ct.total_s, total_s)
         exposed_s = np.where(here, ct.exposed_s, exposed_s)
     return total_s, exposed_s
 
 
-def _step_overhead_s(
-    model: ModelSpec,
-    hardware: HardwareSpec,
-    n: Num,
-    zero_stage: Num,
-    offload_optimizer: Num,
-    stack: str,
-    precision: str,
-) -> Num:
+def _step_overhead_s(model: ModelSpec, hardware: HardwareSpec, n: Num, layout: Layout) -> Num:
     """The optimizer step: a calibration's fitted time, else its memory-bound pass and DeepSpeed's wrapper."""
+    lo = layout
     counts = count_params(model)
     st_over = hardware.step_overhead_s
     return (
@@ -280,43 +236,25 @@ def _step_overhead_s(
         else ops.step_overhead_s(
             counts.total,
             n,
-            zero_stage,
-            offload_optimizer,
+            lo.zero_stage,
+            lo.offload_optimizer,
             hardware,
-            ops.step_bytes_per_param(model.recipe.optimizer, model.recipe.grad_clip is not None, precision),
+            ops.step_bytes_per_param(
+                model.recipe.optimizer, model.recipe.grad_clip is not None, lo.precision
+            ),
         )
         + ops.deepspeed_wrapper_step_s(
-            hardware, float(len(param_tensors(model))), float(counts.total), zero_stage, stack, precision
+            hardware,
+            float(len(param_tensors(model))),
+            float(counts.total),
+            lo.zero_stage,
+            lo.stack,
+            lo.precision,
         )
     )
 
 
-def step_terms(
-    model: ModelSpec,
-    hardware: HardwareSpec,
-    *,
-    nodes: Num,
-    zero_stage: Num,
-    offload_optimizer: Num,
-    offload_param: Num,
-    nvme_optimizer: Num = False,
-    nvme_param: Num = False,
-    micro_batch: Num,
-    grad_accum: Num,
-    grad_ckpt: Num,
-    image_size: Num,
-    patch_dropout: Num,
-    overlap_comm: Num = True,
-    hpz_partition_size: Num = 1,
-    quantized_weights: Num = False,
-    quantized_gradients: Num = False,
-    local_loss: Num = True,
-    gather_with_grad: Num = True,
-    stack: str = "eager",
-    precision: str = "bf16",
-    attention: str = "flash",
-    loader_workers: int | None = None,
-) -> dict[str, Num]:
+def step_terms(model: ModelSpec, hardware: HardwareSpec, layout: Layout) -> dict[str, Num]:
     """Step-time terms of each candidate (planner/ops.py prices every operation):
 
     compute_s = grad_accum × micro-batch time (GEMMs + attention + memory-bound work, or the host's
@@ -325,73 +263,59 @@ def step_terms(
     clipping, fp16 overflow check: bytes over HBM). step_s = max(compute_s + overhead_s +
     comm_exposed_s + offload_s, data_loading_s), data_loading_s from the host's decode-and-augment rate
     and `loader_workers` per GPU (planner/data_pipeline.py). Communication overlaps compute_s only."""
+    lo = layout
     counts = count_params(model)
     G = hardware.gpus_per_node
-    n = nodes * G
-    B = micro_batch * grad_accum * n
+    n = lo.nodes * G
+    b, gas = lo.micro_batch, lo.grad_accum
+    B = b * gas * n
     fwd = compute.forward_flops_per_sample(
-        model, image_size, patch_dropout, B, np.where(local_loss, 1.0, B / micro_batch)
+        model, lo.image_size, lo.patch_dropout, B, np.where(lo.local_loss, 1.0, B / b)
     )
-    tf = compute.train_flops_per_sample(fwd, grad_ckpt)
+    tf = compute.train_flops_per_sample(fwd, lo.grad_ckpt)
     mb = ops.microbatch_time(
         model,
         hardware,
-        micro_batch=micro_batch,
-        image_size=image_size,
-        patch_dropout=patch_dropout,
-        grad_ckpt=grad_ckpt,
+        micro_batch=b,
+        image_size=lo.image_size,
+        patch_dropout=lo.patch_dropout,
+        grad_ckpt=lo.grad_ckpt,
         contrast_batch=B,
-        loss_rows=np.where(local_loss, micro_batch * 1.0, B * 1.0),
-        stack=stack,
-        precision=precision,
-        attention=attention,
+        loss_rows=np.where(lo.local_loss, b * 1.0, B * 1.0),
+        stack=lo.stack,
+        precision=lo.precision,
+        attention=lo.attention,
     )
-    peak = ops.peak_tflops(hardware, precision) * 1e12
+    peak = ops.peak_tflops(hardware, lo.precision) * 1e12
     if hardware.mfu_default is not None:
         # A user's flat MFU replaces the per-operation model (the old behaviour, kept as an override).
         scale = hardware.compute_scale.value if hardware.compute_scale is not None else 1.0
-        microbatch_compute_s = tf.hardware * micro_batch / (peak * hardware.mfu_default.value * scale)
+        microbatch_compute_s = tf.hardware * b / (peak * hardware.mfu_default.value * scale)
     else:
         microbatch_compute_s = mb.total_s
-    compute_s = compute_term(grad_accum, microbatch_compute_s).value
+    compute_s = compute_term(gas, microbatch_compute_s).value
     # Fixed times: a calibration's fitted figures, else none per micro-batch (launches are in
     # microbatch_time) and the optimizer's memory-bound pass per step.
     mb_over = hardware.microbatch_overhead_s
     microbatch_s = mb_over.value if mb_over is not None else 0.0
-    step_over_s = _step_overhead_s(model, hardware, n, zero_stage, offload_optimizer, stack, precision)
-    overhead_s = overhead_term(grad_accum, microbatch_s, step_over_s).value
-    total_s, exposed_s = _comm_s(
-        model,
-        hardware,
-        compute_s,
-        zero_stage=zero_stage,
-        grad_accum=grad_accum,
-        micro_batch=micro_batch,
-        nodes=nodes,
-        comm_dtype_bytes=comm.wire_bytes(precision, stack),
-        overlap_comm=overlap_comm,
-        hpz_partition_size=hpz_partition_size,
-        quantized_weights=quantized_weights,
-        quantized_gradients=quantized_gradients,
-        gather_with_grad=gather_with_grad,
-    )
+    step_over_s = _step_overhead_s(model, hardware, n, lo)
+    overhead_s = overhead_term(gas, microbatch_s, step_over_s).value
+    total_s, exposed_s = _comm_s(model, hardware, compute_s, lo)
     off = offload_time_s(
         counts.total,
         n,
-        nodes,
-        grad_accum,
-        offload_optimizer,
-        offload_param,
-        nvme_optimizer,
-        nvme_param,
+        lo.nodes,
+        gas,
+        lo.offload_optimizer,
+        lo.offload_param,
+        lo.nvme_optimizer,
+        lo.nvme_param,
         hardware.pcie_h2d_gbps.value,
         hardware.cpu_adam_gparams_per_s.value,
         hardware.nvme_write_gbps.value,
     )
-    cores = data_pipeline.loader_cores_per_gpu(hardware, loader_workers)
-    loading_s = data_loading_term(
-        micro_batch, grad_accum, cores, data_pipeline.pipeline_per_core_s(hardware)
-    ).value
+    cores = data_pipeline.loader_cores_per_gpu(hardware, lo.loader_workers)
+    loading_s = data_loading_term(b, gas, cores, data_pipeline.pipeline_per_core_s(hardware)).value
     step = step_term(compute_s, overhead_s, exposed_s, off, loading_s).value
     return {
         "compute_s": compute_s,

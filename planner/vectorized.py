@@ -19,6 +19,7 @@ from planner import cost
 from planner import evaluate as ev
 from planner.errors import InfeasibleError
 from planner.grid import Grid
+from planner.layout import Layout, run_settings
 from planner.spec import PRICINGS, HardwareSpec, ModelSpec, OfferingSpec, TrainingSpec
 from planner.units import GIB
 
@@ -155,45 +156,52 @@ def hardware_figures(
             def col(j: int, c: np.ndarray = c) -> np.ndarray:
                 return c[:, j].reshape(-1, 1, 1)
 
-            plan_kw = _plan_kw(
+            layout = _layout(
+                training,
                 pair["nodes"],
                 col(0),
                 col(1),
                 col(2),
                 col(3),
                 pair["micro_batch"],
+                pair["grad_accum"],
                 f.grad_ckpt.reshape(1, K, 1),
             )
-            _stage_figures(
-                model, hardware, training, plan_kw, pair["grad_accum"], idx, (len(c), K, P), put, detail
-            )
+            _stage_figures(model, hardware, layout, idx, (len(c), K, P), put, detail)
     else:
         for _stage, idx in grid.stage_slices():
             g = grid.take(idx)
-            plan_kw = _plan_kw(
+            layout = _layout(
+                training,
                 g.nodes,
                 g.zero_stage,
                 g.offload_optimizer,
                 g.offload_param,
                 g.hpz_partition_size,
                 g.micro_batch,
+                g.grad_accum,
                 g.grad_ckpt,
             )
-            _stage_figures(model, hardware, training, plan_kw, g.grad_accum, idx, (len(g),), put, detail)
+            _stage_figures(model, hardware, layout, idx, (len(g),), put, detail)
     return out
 
 
-def _plan_kw(
+def _layout(
+    training: TrainingSpec,
     nodes: np.ndarray,
     zero_stage: np.ndarray,
     offload_optimizer: np.ndarray,
     offload_param: np.ndarray,
     hpz: np.ndarray,
     micro_batch: np.ndarray,
+    grad_accum: np.ndarray,
     grad_ckpt: np.ndarray,
-) -> dict[str, Any]:
-    """The layout keywords of planner.evaluate from grid columns (offload codes into OFFLOAD_DEVICES)."""
-    return dict(
+) -> Layout:
+    """The candidates' Layout from grid columns (offload codes into OFFLOAD_DEVICES) and the run's
+    settings; ZeRO++ quantization off, overlap_comm, local loss and gather_with_grad on (as build_grid
+    plans)."""
+    return Layout(
+        **run_settings(training),
         nodes=nodes,
         zero_stage=zero_stage,
         offload_optimizer=offload_optimizer != 0,
@@ -201,42 +209,30 @@ def _plan_kw(
         nvme_optimizer=offload_optimizer == 2,
         nvme_param=offload_param == 2,
         micro_batch=micro_batch,
+        grad_accum=grad_accum,
         grad_ckpt=grad_ckpt,
-        overlap_comm=True,
         hpz_partition_size=hpz,
-        local_loss=True,
-        gather_with_grad=True,
     )
 
 
 def _stage_figures(
     model: ModelSpec,
     hw: HardwareSpec,
-    training: TrainingSpec,
-    plan_kw: dict[str, Any],
-    grad_accum: np.ndarray,
+    layout: Layout,
     idx: slice,
     shape: tuple[int, ...],
     put: Any,
     detail: bool,
 ) -> None:
     """Memory and step-time terms of one ZeRO stage's candidates, written at idx."""
-    terms, ms, _act = ev.gpu_memory_terms(model, hw, **ev.tower_kwargs(training), **plan_kw)
+    terms, ms, _act = ev.gpu_memory_terms(model, hw, layout)
     if detail:
         for k, v in terms.items():
             put(f"mem.{k}", idx, v, shape)
     put("gpu_total_bytes", idx, ev.ordered_sum(terms), shape)
     put("host_per_node_bytes", idx, ev.ordered_sum(ev.host_memory_terms(ms, hw.gpus_per_node)), shape)
     put("nvme_per_node_bytes", idx, ms.nvme_per_node, shape)
-    st = ev.step_terms(
-        model,
-        hw,
-        grad_accum=grad_accum,
-        precision=training.precision,
-        loader_workers=training.loader_workers,
-        **ev.tower_kwargs(training),
-        **plan_kw,
-    )
+    st = ev.step_terms(model, hw, layout)
     for k in ("compute_s", "overhead_s", "comm_total_s", "comm_exposed_s", "offload_s", "step_s"):
         put(k, idx, st[k], shape)
 

@@ -21,6 +21,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "deepspeed_defaults",
         "errors",
         "golden",
+        "layout",
         "limits",
         "plot_file",
         "prediction_range",

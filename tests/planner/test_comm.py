@@ -203,6 +203,7 @@ def test_estimate_and_search_price_the_same_wire_bytes():
     # the same layout's bf16-engine (eager) figures.
     from planner import evaluate as ev
     from planner.estimate import estimate
+    from planner.layout import Layout
     from planner.spec import TrainingSpec
 
     m = prof.load_model("openclip-vit-b32")
@@ -225,19 +226,21 @@ def test_estimate_and_search_price_the_same_wire_bytes():
         st = ev.step_terms(
             m,
             hw,
-            nodes=np.array([16]),
-            zero_stage=np.array([0]),
-            offload_optimizer=np.array([False]),
-            offload_param=np.array([False]),
-            micro_batch=np.array([256]),
-            grad_accum=np.array([1]),
-            grad_ckpt=np.array([False]),
-            image_size=training.image_size,
-            patch_dropout=training.patch_dropout,
-            stack=stack,
-            precision="fp16",
-            attention="math",
-            loader_workers=training.loader_workers,
+            Layout(
+                nodes=np.array([16]),
+                zero_stage=np.array([0]),
+                offload_optimizer=np.array([False]),
+                offload_param=np.array([False]),
+                micro_batch=np.array([256]),
+                grad_accum=np.array([1]),
+                grad_ckpt=np.array([False]),
+                image_size=training.image_size,
+                patch_dropout=training.patch_dropout,
+                stack=stack,
+                precision="fp16",
+                attention="math",
+                loader_workers=training.loader_workers,
+            ),
         )
         assert e.comm.exposed_s == float(st["comm_exposed_s"][0])
         assert e.compute.step_s == float(st["step_s"][0])

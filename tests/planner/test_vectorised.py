@@ -8,6 +8,7 @@ import pytest
 from planner import evaluate as ev
 from planner import profiles as prof
 from planner.estimate import estimate
+from planner.layout import Layout
 from planner.spec import ParallelPlan, TrainingSpec
 
 
@@ -32,7 +33,7 @@ def test_arrays_equal_scalar_estimates(model_name, hw_name, offering_name):
     ckpt = rng.integers(0, 2, k).astype(bool)
     img = rng.choice([224, 336], k)
     r = rng.choice([0.0, 0.5], k)
-    kw = dict(
+    layout = Layout(
         nodes=nodes,
         zero_stage=stage,
         offload_optimizer=oo_dev > 0,
@@ -43,11 +44,12 @@ def test_arrays_equal_scalar_estimates(model_name, hw_name, offering_name):
         grad_ckpt=ckpt,
         image_size=img,
         patch_dropout=r,
+        grad_accum=gas,
     )
-    terms, ms, _ = ev.gpu_memory_terms(m, hw, **kw)
+    terms, ms, _ = ev.gpu_memory_terms(m, hw, layout)
     gpu_total = ev.ordered_sum(terms)
     host_total = ev.ordered_sum(ev.host_memory_terms(ms, hw.gpus_per_node))
-    st = ev.step_terms(m, hw, grad_accum=gas, **kw)
+    st = ev.step_terms(m, hw, layout)
     G = hw.gpus_per_node
     B = b * gas * nodes * G
     wc = ev.wall_and_cost(

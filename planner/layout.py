@@ -1,0 +1,81 @@
+"""What a candidate plan sets, as one object that the scalar estimate and the vectorised search both
+pass down to the physics (DESIGN.md rule 11: batch objects over long keyword lists).
+
+Each numeric field is a Python scalar (one plan, `planner.estimate`) or a numpy array, one element per
+candidate or broadcastable (`planner.vectorized`). Adding a setting touches this definition, where it
+is read from a plan (`Layout.of`) or a grid (`planner.vectorized`), and the terms that use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from planner.spec import ParallelPlan, TrainingSpec
+
+Num = Any
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The layout of one or many candidates (DeepSpeed ZeRO data parallelism over nodes × GPUs) and
+    the run settings the memory and time terms read (resolution, patch dropout, attention kernel,
+    software stack, precision, data-loader workers)."""
+
+    nodes: Num
+    zero_stage: Num
+    micro_batch: Num
+    grad_ckpt: Num
+    image_size: Num
+    patch_dropout: Num
+    grad_accum: Num = 1
+    offload_optimizer: Num = False
+    offload_param: Num = False
+    nvme_optimizer: Num = False
+    nvme_param: Num = False
+    overlap_comm: Num = True
+    hpz_partition_size: Num = 1
+    quantized_weights: Num = False
+    quantized_gradients: Num = False
+    local_loss: Num = True
+    gather_with_grad: Num = True
+    attention: str = "flash"
+    stack: str = "eager"
+    precision: str = "bf16"
+    loader_workers: int | None = None
+
+    @classmethod
+    def of(cls, plan: ParallelPlan, training: TrainingSpec) -> Layout:
+        """One plan's layout (offload devices as flags) with its run's settings."""
+        return cls(
+            **run_settings(training),
+            nodes=plan.nodes,
+            zero_stage=plan.zero_stage,
+            offload_optimizer=plan.offload_optimizer != "none",
+            offload_param=plan.offload_param != "none",
+            nvme_optimizer=plan.offload_optimizer == "nvme",
+            nvme_param=plan.offload_param == "nvme",
+            micro_batch=plan.micro_batch,
+            grad_accum=plan.grad_accum,
+            grad_ckpt=plan.grad_ckpt,
+            overlap_comm=plan.overlap_comm,
+            hpz_partition_size=plan.hpz_partition_size,
+            quantized_weights=plan.quantized_weights,
+            quantized_gradients=plan.quantized_gradients,
+            local_loss=plan.local_loss,
+            gather_with_grad=plan.gather_with_grad,
+        )
+
+
+def run_settings(training: TrainingSpec) -> dict[str, Any]:
+    """The fields of a Layout that a run's training sets (the same for every candidate of a search):
+    resolution, patch dropout, the attention kernel and software stack (which decide what attention
+    keeps and moves), the precision and the data-loader workers per GPU."""
+    return dict(
+        image_size=training.image_size,
+        patch_dropout=training.patch_dropout,
+        attention=training.attention,
+        stack=training.stack,
+        precision=training.precision,
+        loader_workers=training.loader_workers,
+    )
