@@ -40,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 
 from planner import deepspeed_defaults as dsd
+from planner.layout import Layout
 from planner.params import count_params, zero3_residency
 from planner.spec import HardwareSpec, ModelSpec, ParallelPlan
 from planner.terms import Term
@@ -251,10 +252,16 @@ def zero_collectives(
     return out
 
 
-def collective_bytes(model: ModelSpec, plan: ParallelPlan, stack: str = "eager") -> list[Collective]:
-    """Per-GPU collectives of one optimizer step for a model and a plan (DeepSpeed 0.19.8 behaviour,
-    evaplan's rendered ZeRO settings from planner/deepspeed_defaults.py) on a software stack (the
-    bundled trainer's `eager` by default)."""
+def model_collectives(
+    model: ModelSpec,
+    gpus_per_node: Num,
+    zero_stage: int,
+    layout: Layout | ParallelPlan,
+    comm_dtype_bytes: Num,
+) -> list[Collective]:
+    """zero_collectives of a model's ZeRO-3 residency (DeepSpeed's persistence threshold and reuse
+    distance, planner/deepspeed_defaults.py) for one ZeRO stage of a layout: one plan, or a Layout
+    of many candidates (arrays) from planner.evaluate."""
     counts = count_params(model)
     thr, reuse = dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE
     res = zero3_residency(model, thr, reuse)
@@ -265,17 +272,26 @@ def collective_bytes(model: ModelSpec, plan: ParallelPlan, stack: str = "eager")
         regathered=res.regathered_backward,
         gather_calls=res.modules_gathered,
         regather_calls=res.modules_regathered,
-        world=plan.world_size,
-        gpus_per_node=plan.gpus_per_node,
-        zero_stage=plan.zero_stage,
-        grad_accum=plan.grad_accum,
-        micro_batch=plan.micro_batch,
+        world=layout.nodes * gpus_per_node,
+        gpus_per_node=gpus_per_node,
+        zero_stage=zero_stage,
+        grad_accum=layout.grad_accum,
+        micro_batch=layout.micro_batch,
         embed_dim=model.embed_dim,
-        comm_dtype_bytes=wire_bytes(plan.precision, stack),
-        hpz_partition_size=plan.hpz_partition_size,
-        quantized_weights=plan.quantized_weights,
-        quantized_gradients=plan.quantized_gradients,
-        gather_with_grad=plan.gather_with_grad,
+        comm_dtype_bytes=comm_dtype_bytes,
+        hpz_partition_size=layout.hpz_partition_size,
+        quantized_weights=layout.quantized_weights,
+        quantized_gradients=layout.quantized_gradients,
+        gather_with_grad=layout.gather_with_grad,
+    )
+
+
+def collective_bytes(model: ModelSpec, plan: ParallelPlan, stack: str = "eager") -> list[Collective]:
+    """Per-GPU collectives of one optimizer step for a model and a plan (DeepSpeed 0.19.8 behaviour,
+    evaplan's rendered ZeRO settings from planner/deepspeed_defaults.py) on a software stack (the
+    bundled trainer's `eager` by default)."""
+    return model_collectives(
+        model, plan.gpus_per_node, plan.zero_stage, plan, wire_bytes(plan.precision, stack)
     )
 
 

@@ -190,34 +190,13 @@ def host_memory_terms(ms: memory.ModelStates, gpus_per_node: int) -> dict[str, N
 def _comm_s(model: ModelSpec, hardware: HardwareSpec, compute_s: Num, layout: Layout) -> tuple[Num, Num]:
     """Time of the step's collectives and the share that compute does not hide, per ZeRO stage."""
     lo = layout
-    counts = count_params(model)
-    res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
     G = hardware.gpus_per_node
-    n = lo.nodes * G
     stages = np.asarray(lo.zero_stage)
     total_s: Num = 0.0
     exposed_s: Num = 0.0
     # A set of plain ints, not np.unique: numpy's unique imports numpy.ma on first use (start-up time).
     for stage in sorted({int(s) for s in stages.ravel().tolist()}):
-        colls = comm.zero_collectives(
-            psi=counts.total,
-            gathered=res.gathered,
-            persistent=res.persistent,
-            regathered=res.regathered_backward,
-            gather_calls=res.modules_gathered,
-            regather_calls=res.modules_regathered,
-            world=n,
-            gpus_per_node=G,
-            zero_stage=stage,
-            grad_accum=lo.grad_accum,
-            micro_batch=lo.micro_batch,
-            embed_dim=model.embed_dim,
-            comm_dtype_bytes=comm.wire_bytes(lo.precision, lo.stack),
-            hpz_partition_size=lo.hpz_partition_size,
-            quantized_weights=lo.quantized_weights,
-            quantized_gradients=lo.quantized_gradients,
-            gather_with_grad=lo.gather_with_grad,
-        )
+        colls = comm.model_collectives(model, G, stage, lo, comm.wire_bytes(lo.precision, lo.stack))
         ct = comm.exposed_comm_time_s(colls, hardware, compute_s, lo.overlap_comm)
         here = stages == stage
         total_s = np.where(here, ct.total_s, total_s)

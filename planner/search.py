@@ -21,7 +21,7 @@ import numpy as np
 
 from planner.errors import InfeasibleError
 from planner.grid import OFFLOAD_DEVICES, Grid, SearchSpace, build_grid, plan_of_row
-from planner.spec import HardwareSpec, ModelSpec, ParallelPlan, TrainingSpec
+from planner.spec import SEARCHED_PLAN_FIELDS, HardwareSpec, ModelSpec, ParallelPlan, TrainingSpec
 from planner.units import GIB
 from planner.vectorized import Option, hardware_figures, option_figures
 
@@ -66,19 +66,7 @@ LAYOUT_COLUMNS = (
     "grad_ckpt",
 )
 # Columns of the combined candidate table (all options): settings, then figures.
-SETTING_COLUMNS = (
-    "option",
-    "nodes",
-    "gpus_per_node",
-    "zero_stage",
-    "offload_optimizer",
-    "offload_param",
-    "hpz_partition_size",
-    "grad_ckpt",
-    "micro_batch",
-    "grad_accum",
-    "global_batch",
-)
+SETTING_COLUMNS = ("option", *SEARCHED_PLAN_FIELDS, "global_batch")
 FIGURE_COLUMNS = (
     "gpu_total_bytes",
     "hbm_limit_bytes",

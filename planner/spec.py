@@ -448,6 +448,21 @@ OffloadDevice = Literal["none", "cpu", "nvme"]
 Precision = Literal["bf16", "fp16", "fp32"]
 
 
+# The ParallelPlan fields a search varies, in the order the candidate table (planner/search.py) and
+# the estimate's CSV rows (launcher/commands/estimate.py) show them.
+SEARCHED_PLAN_FIELDS = (
+    "nodes",
+    "gpus_per_node",
+    "zero_stage",
+    "offload_optimizer",
+    "offload_param",
+    "hpz_partition_size",
+    "grad_ckpt",
+    "micro_batch",
+    "grad_accum",
+)
+
+
 class ParallelPlan(StrictModel):
     """How a run is laid out: data parallelism with DeepSpeed ZeRO over `nodes × gpus_per_node`.
 

@@ -23,7 +23,7 @@ from planner.estimate import Estimate
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, parse_headroom
 from planner.intervals import TimeRange, fmt_days_range, fmt_usd_range, prediction_range
 from planner.report import dumps_json, format_rows
-from planner.spec import PRICINGS
+from planner.spec import PRICINGS, SEARCHED_PLAN_FIELDS
 from planner.units import GIB
 
 
@@ -186,18 +186,7 @@ def machine_rows(e: Estimate) -> list[dict[str, object]]:
     def add(figure: str, value: object, unit: str = "", source: str = "") -> None:
         rows.append({"figure": figure, "value": value, "unit": unit, "source": source})
 
-    for key in (
-        "nodes",
-        "gpus_per_node",
-        "zero_stage",
-        "offload_optimizer",
-        "offload_param",
-        "hpz_partition_size",
-        "grad_ckpt",
-        "micro_batch",
-        "grad_accum",
-        "precision",
-    ):
+    for key in (*SEARCHED_PLAN_FIELDS, "precision"):
         add(f"plan.{key}", getattr(p, key))
     add("plan.gpus", p.world_size, "GPUs")
     add("plan.global_batch", p.global_batch, "samples")
