@@ -2,13 +2,14 @@
 pass down to the physics (DESIGN.md rule 11: batch objects over long keyword lists).
 
 Each numeric field is a Python scalar (one plan, `planner.estimate`) or a numpy array, one element per
-candidate or broadcastable (`planner.vectorized`). Adding a setting touches this definition, where it
-is read from a plan (`Layout.of`) or a grid (`planner.vectorized`), and the terms that use it.
+candidate or broadcastable (`planner.vectorized`). Adding a setting touches this definition (a field
+named as in ParallelPlan or TrainingSpec is read from it by `Layout.of` / `run_settings`) and the terms
+that use it; a setting the search varies is also a grid column (`planner.vectorized._layout`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from planner.spec import ParallelPlan, TrainingSpec
@@ -46,25 +47,16 @@ class Layout:
 
     @classmethod
     def of(cls, plan: ParallelPlan, training: TrainingSpec) -> Layout:
-        """One plan's layout (offload devices as flags) with its run's settings."""
-        return cls(
-            **run_settings(training),
-            nodes=plan.nodes,
-            zero_stage=plan.zero_stage,
+        """One plan's layout with its run's settings: every field the plan has under the same name,
+        the offload devices as flags, and the training's settings (its precision among them)."""
+        shared = {f.name: getattr(plan, f.name) for f in fields(cls) if f.name in ParallelPlan.model_fields}
+        offload = dict(
             offload_optimizer=plan.offload_optimizer != "none",
             offload_param=plan.offload_param != "none",
             nvme_optimizer=plan.offload_optimizer == "nvme",
             nvme_param=plan.offload_param == "nvme",
-            micro_batch=plan.micro_batch,
-            grad_accum=plan.grad_accum,
-            grad_ckpt=plan.grad_ckpt,
-            overlap_comm=plan.overlap_comm,
-            hpz_partition_size=plan.hpz_partition_size,
-            quantized_weights=plan.quantized_weights,
-            quantized_gradients=plan.quantized_gradients,
-            local_loss=plan.local_loss,
-            gather_with_grad=plan.gather_with_grad,
         )
+        return cls(**{**shared, **offload, **run_settings(training)})
 
 
 def run_settings(training: TrainingSpec) -> dict[str, Any]:

@@ -71,6 +71,29 @@ def test_layout_is_frozen_and_complete():
         lo.nodes = 4  # type: ignore[misc]
 
 
+def test_every_layout_field_comes_from_the_plan_or_the_run():
+    """A new Layout field named as in ParallelPlan reaches the scalar estimate with no other edit;
+    any other field must be one the run's training sets or an offload flag."""
+    from_plan = {f.name for f in dataclasses.fields(Layout)} & set(ParallelPlan.model_fields)
+    tr = TrainingSpec(samples=1e6, global_batch=64, image_size=224, patch_dropout=0.0)
+    rest = {f.name for f in dataclasses.fields(Layout)} - from_plan - set(run_settings(tr))
+    assert rest == {"nvme_optimizer", "nvme_param"}
+    plan = ParallelPlan(
+        nodes=1,
+        gpus_per_node=8,
+        zero_stage=3,
+        micro_batch=8,
+        grad_accum=1,
+        grad_ckpt=False,
+        overlap_comm=False,
+        gather_with_grad=False,
+        quantized_gradients=True,
+    )
+    lo = Layout.of(plan, tr)
+    for name in from_plan - {"offload_optimizer", "offload_param", "precision"}:
+        assert getattr(lo, name) == getattr(plan, name), name
+
+
 def test_one_layout_of_arrays_equals_scalar_layouts():
     """A struct of arrays gives, element by element, what one Layout per plan gives."""
     m, hw = prof.load_model("eva02-clip-b16"), prof.load_hardware("h100-sxm")
