@@ -15,6 +15,8 @@ from typing import Any
 from planner.spec import ParallelPlan, TrainingSpec
 
 Num = Any
+# The Layout fields a run's TrainingSpec sets, under the same names.
+RUN_SETTINGS = ("image_size", "patch_dropout", "attention", "stack", "precision", "loader_workers")
 
 
 @dataclass(frozen=True)
@@ -63,11 +65,4 @@ def run_settings(training: TrainingSpec) -> dict[str, Any]:
     """The fields of a Layout that a run's training sets (the same for every candidate of a search):
     resolution, patch dropout, the attention kernel and software stack (which decide what attention
     keeps and moves), the precision and the data-loader workers per GPU."""
-    return dict(
-        image_size=training.image_size,
-        patch_dropout=training.patch_dropout,
-        attention=training.attention,
-        stack=training.stack,
-        precision=training.precision,
-        loader_workers=training.loader_workers,
-    )
+    return {name: getattr(training, name) for name in RUN_SETTINGS}

@@ -19,6 +19,7 @@ from planner.spec import ParallelPlan, TrainingSpec
 # Entry points of the memory and step-time physics that the scalar estimate and the vectorised
 # search both call: each takes the model, the hardware and the settings object, nothing else.
 PHYSICS = (ev.gpu_memory_terms, ev.step_terms)
+ONE_NODE = dict(nodes=1, gpus_per_node=8, zero_stage=3, micro_batch=8, grad_accum=1, grad_ckpt=False)
 
 
 @pytest.mark.parametrize("fn", PHYSICS, ids=lambda f: f.__name__)
@@ -43,19 +44,10 @@ def test_no_caller_spells_out_the_settings():
 
 def test_layout_is_frozen_and_complete():
     """Every ParallelPlan setting the physics reads reaches the Layout (offload devices as flags)."""
-    plan = ParallelPlan(
-        nodes=3,
-        gpus_per_node=8,
-        zero_stage=3,
-        offload_optimizer="nvme",
-        offload_param="cpu",
-        micro_batch=7,
-        grad_accum=2,
-        grad_ckpt=True,
-        hpz_partition_size=8,
-        quantized_weights=True,
-        local_loss=False,
-    )
+    nvme_cpu = dict(offload_optimizer="nvme", offload_param="cpu", quantized_weights=True)
+    three = {"nodes": 3, "micro_batch": 7, "grad_accum": 2, "grad_ckpt": True}
+    plan = ParallelPlan(**{**ONE_NODE, **nvme_cpu, **three})
+    plan = plan.model_copy(update=dict(hpz_partition_size=8, local_loss=False))
     tr = TrainingSpec(samples=1e6, global_batch=3 * 8 * 14, image_size=336, patch_dropout=0.5, stack="amp")
     lo = Layout.of(plan, tr)
     assert (lo.nodes, lo.zero_stage, lo.micro_batch, lo.grad_accum) == (3, 3, 7, 2)
@@ -78,17 +70,7 @@ def test_every_layout_field_comes_from_the_plan_or_the_run():
     tr = TrainingSpec(samples=1e6, global_batch=64, image_size=224, patch_dropout=0.0)
     rest = {f.name for f in dataclasses.fields(Layout)} - from_plan - set(run_settings(tr))
     assert rest == {"nvme_optimizer", "nvme_param"}
-    plan = ParallelPlan(
-        nodes=1,
-        gpus_per_node=8,
-        zero_stage=3,
-        micro_batch=8,
-        grad_accum=1,
-        grad_ckpt=False,
-        overlap_comm=False,
-        gather_with_grad=False,
-        quantized_gradients=True,
-    )
+    plan = ParallelPlan(**ONE_NODE, overlap_comm=False, gather_with_grad=False, quantized_gradients=True)
     lo = Layout.of(plan, tr)
     for name in from_plan - {"offload_optimizer", "offload_param", "precision"}:
         assert getattr(lo, name) == getattr(plan, name), name
@@ -102,13 +84,7 @@ def test_one_layout_of_arrays_equals_scalar_layouts():
     many = Layout(**run_settings(tr), nodes=nodes, zero_stage=2, micro_batch=b, grad_ckpt=ckpt)
     st = ev.step_terms(m, hw, many)
     for i in range(2):
-        plan = ParallelPlan(
-            nodes=int(nodes[i]),
-            gpus_per_node=hw.gpus_per_node,
-            zero_stage=2,
-            micro_batch=int(b[i]),
-            grad_accum=1,
-            grad_ckpt=bool(ckpt[i]),
-        )
+        one = {"nodes": int(nodes[i]), "micro_batch": int(b[i]), "grad_ckpt": bool(ckpt[i])}
+        plan = ParallelPlan(**{**ONE_NODE, **one, "zero_stage": 2, "gpus_per_node": hw.gpus_per_node})
         e = estimate(m, hw, plan, tr.model_copy(update={"global_batch": plan.global_batch}))
         assert e.compute.step_s == float(st["step_s"][i])
