@@ -28,6 +28,10 @@ from launcher.manifest_check import check_rendered
 from launcher.monitor import fmt_duration
 from planner.errors import EvaplanError
 
+# `--backend kubernetes`, first in its list of choices (read by base.declared_backends without importing this module).
+BACKEND = "kubernetes"
+BACKEND_LISTED = 1
+
 POD_DELETE_WAIT_S = 120.0
 
 
@@ -36,7 +40,7 @@ class KubernetesBackend(KubeSubmit, KubePreflight, KubeState, KubeLogs, Backend)
     """The backend: its configuration (cluster, namespace) and the concerns composed from
     kube_submit, kube_preflight, kube_state and kube_logs."""
 
-    name = "kubernetes"
+    name = BACKEND
     labels_objects = True
     cleans_up_finished = True
     stop_says = "its objects were deleted"
