@@ -9,7 +9,6 @@ job. Nothing here imports kubernetes or torch: backends load those lazily.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import pkgutil
 import re
@@ -272,12 +271,15 @@ def parse_progress_line(line: str, global_batch: int) -> dict[str, Any] | None:
     }
 
 
-# name -> class: each backend module registers its class with @register when it is imported;
-# `backend_class` imports launcher.backends.<name> on first use (every module of the package,
-# if that one does not register the name), so that `plan` or `render` never load a backend's
-# dependencies and a new backend joins by adding one module.
+# name -> class: each backend module registers its class with @register when it is imported.
+# A backend module also declares its name at module level (`BACKEND = "name"` and
+# `BACKEND_LISTED = n`, its place in `--backend`'s list), which `declared_backends` reads from
+# the package's files without importing any: `--backend`'s choices cost `plan` or `render` no
+# backend's dependencies, `backend_class` imports only the module of the backend asked for, and a
+# new backend joins by adding one module.
 _REGISTRY: dict[str, type[Backend]] = {}
 B = TypeVar("B", bound="type[Backend]")
+_DECLARED = re.compile(r'^BACKEND = "([a-z][a-z0-9-]*)"\nBACKEND_LISTED = (\d+)$', re.M)
 
 
 def register(cls: B) -> B:
@@ -286,28 +288,40 @@ def register(cls: B) -> B:
     return cls
 
 
-def backend_names() -> list[str]:
-    """Every backend the launcher ships, as `--backend` spells them (the backends package's
-    modules that register a class)."""
+def declared_backends() -> dict[str, str]:
+    """Backend name -> module of launcher.backends, in `--backend`'s order (BACKEND_LISTED, then
+    name): the package's modules whose source declares `BACKEND`, read, not imported."""
     import launcher.backends as package
 
+    found: list[tuple[int, str, str]] = []
     for mod in pkgutil.iter_modules(package.__path__):
-        _import_backend(mod.name)
-    return sorted(_REGISTRY)
+        source = Path(getattr(mod.module_finder, "path", "")) / f"{mod.name}.py"
+        if mod.ispkg or not source.is_file():
+            continue
+        m = _DECLARED.search(source.read_text(encoding="utf-8"))
+        if m:
+            found.append((int(m.group(2)), m.group(1), mod.name))
+    return {name: module for _, name, module in sorted(found)}
 
 
-def _import_backend(name: str) -> None:
-    if name.isidentifier() and importlib.util.find_spec(f"launcher.backends.{name}") is not None:
-        importlib.import_module(f"launcher.backends.{name}")
+def backend_choices() -> list[str]:
+    """`--backend`'s choices, in their listed order."""
+    return list(declared_backends())
+
+
+def backend_names() -> list[str]:
+    """Every backend the launcher ships, as `--backend` spells them, by name."""
+    return sorted(declared_backends())
 
 
 def backend_class(name: str) -> type[Backend]:
     """The class of the backend called `name`, importing its module (and dependencies) only now."""
     if name not in _REGISTRY:
-        _import_backend(name)  # the usual case: the module is named as its backend
+        module = declared_backends().get(name)
+        if module is not None:
+            importlib.import_module(f"launcher.backends.{module}")
     if name not in _REGISTRY:
-        names = [f"--backend {n}" for n in backend_names()]  # imports every backend module
-    if name not in _REGISTRY:
+        names = [f"--backend {n}" for n in backend_names()]
         raise EvaplanError(
             f"unknown backend '{name}'", hint="use " + " or ".join([", ".join(names[:-1]), names[-1]])
         )

@@ -653,3 +653,9 @@ def _context_namespace(kubeconfig: str | None, context: str | None) -> str | Non
         if c.get("name") == name:
             return (c.get("context") or {}).get("namespace")
     return None
+
+
+def one_line(e: BaseException) -> str:
+    """An error in one line of at most 200 characters, for a message that goes on after it."""
+    text = e.line() if isinstance(e, EvaplanError) else (str(e) or type(e).__name__)
+    return text.splitlines()[0][:200] if text else type(e).__name__

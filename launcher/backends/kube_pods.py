@@ -11,6 +11,9 @@ from typing import Any
 from launcher.backends.base import FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN
 from launcher.flavours import WORKLOADS, workload_for
 
+# JOB_LABEL: the label the renderer puts on every object and pod of a job (value: the job name).
+from launcher.render import JOB_LABEL
+
 # Labels the controllers put on the pods they make: the Job controller's (batch.kubernetes.io/job-name
 # and the older job-name, https://kubernetes.io/docs/reference/labels-annotations-taints/), the
 # training-operator's (JobNameLabel, https://github.com/kubeflow/training-operator/blob/release-1.9/pkg/apis/kubeflow.org/v1/common_types.go)
@@ -226,3 +229,12 @@ def run_seconds(
     if cur_end is not None and cur_start is not None:
         total += max(0.0, (cur_end - cur_start).total_seconds())
     return total
+
+
+def owns_pod(pod: dict[str, Any], job_name: str, workload_name: str | None) -> bool:
+    """Whether `pod` is one of the job's: it carries the job's label, or its controller's label
+    names the job's workload."""
+    labels = pod.get("metadata", {}).get("labels", {}) or {}
+    if labels.get(JOB_LABEL) == job_name:
+        return True
+    return workload_name is not None and any(labels.get(k) == workload_name for k in CONTROLLER_LABELS)

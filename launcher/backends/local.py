@@ -60,6 +60,10 @@ from launcher.render import CHECKPOINT_MOUNT, OUTPUT_MOUNT
 from launcher.state import state_dir
 from planner.errors import EvaplanError, RuntimeFailure
 
+# `--backend local`, third in its list of choices (read by base.declared_backends without importing this module).
+BACKEND = "local"
+BACKEND_LISTED = 3
+
 # torchrun prefixes each teed line with this (torch.distributed.run reads the template from
 # TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE; ${rank} is the global rank).
 RANK_PREFIX_TEMPLATE = "[rank${rank}]:"
@@ -189,7 +193,7 @@ LOCAL_RANKS = 2  # two CPU ranks (gloo): the smallest world that exercises every
 
 @register
 class LocalBackend(Backend):
-    name = "local"
+    name = BACKEND
     clock_starts_at_launch = True
     stop_announcement = "each of its processes"
     plans_on_this_machine = True

@@ -53,6 +53,10 @@ from launcher.monitor import fmt_duration
 from launcher.slurm_script import CONFIG_DIR_NAME, SCRIPT_FILE
 from planner.errors import EvaplanError, RuntimeFailure
 
+# `--backend slurm`, second in its list of choices (read by base.declared_backends without importing this module).
+BACKEND = "slurm"
+BACKEND_LISTED = 2
+
 OWNER_COMMENT = "evaplan-owner:"
 STOP_MARKER = "stopped-"  # <job dir>/stopped-<job id>: written by `evaplan stop` before its SIGTERM
 COMMAND_TIMEOUT_S = 60.0  # one client command; the controller answers in milliseconds when up
@@ -249,7 +253,7 @@ def _script_minutes(script: str) -> int | None:
 
 @register
 class SlurmBackend(Backend):
-    name = "slurm"
+    name = BACKEND
     stop_announcement = "its Slurm job's steps (scancel --signal=TERM)"
     render_flavor = SLURM_FLAVOR
     # The slurm flavour's settings from evaplan.toml (partition, account, work_dir, ...).

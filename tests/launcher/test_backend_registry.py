@@ -5,7 +5,11 @@ into the store, stopped and recorded with no edit outside its own module."""
 from __future__ import annotations
 
 import ast
+import json
 import re
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,8 +22,10 @@ from launcher.backends.base import (
     Bundle,
     JobState,
     LogLine,
+    backend_choices,
     backend_class,
     backend_names,
+    declared_backends,
     register,
 )
 from launcher.service import JobService
@@ -99,3 +105,79 @@ def test_an_unknown_backend_is_one_line() -> None:
     with pytest.raises(EvaplanError, match="unknown backend 'nope'") as e:
         backend_class("nope")
     assert e.value.hint == "use --backend kubernetes, --backend local or --backend slurm"
+
+
+def test_the_backend_choices_come_from_the_package_unimported() -> None:
+    from launcher.commands import launch
+
+    (option,) = [p for p in launch.command.params if p.name == "backend"]
+    assert option.type.choices == tuple(backend_choices()) == ("kubernetes", "slurm", "local")
+    probe = "import json, sys; from launcher.commands import launch; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    loaded = set(json.loads(out))
+    backends = {f"launcher.backends.{module}" for module in declared_backends().values()}
+    assert not (backends | {"kubernetes"}) & loaded  # no backend (nor its client) loaded for the choices
+
+
+# A backend nobody has heard of, as a file dropped into launcher/backends: its module is not named
+# as its backend, so only its declaration says where it lives.
+_DROPPED = """
+from launcher.backends.base import Backend, JobState, LogLine, register
+
+BACKEND = "made-up"
+BACKEND_LISTED = 9
+
+CALLS = []
+
+
+@register
+class MadeUp(Backend):
+    name = BACKEND
+
+    def launch(self, bundle, **kw):
+        return {}
+
+    def abort(self, record):
+        return []
+
+    def state(self, record):
+        CALLS.append("state")
+        return JobState(phase="Running")
+
+    def logs(self, record, *, follow, tail, rank):
+        yield LogLine(0, "made-up says hello")
+
+    def recent_metrics(self, record, n=20):
+        return []
+
+    def stop(self, record):
+        CALLS.append("stop")
+
+    @classmethod
+    def budget_enforcement(cls, deadline_s):
+        return f"stops after {deadline_s} s"
+"""
+
+
+def test_a_backend_module_dropped_into_the_package_joins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import launcher.backends as package
+
+    (tmp_path / "dropped_backend.py").write_text(textwrap.dedent(_DROPPED))
+    monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))  # registered for this test only
+    monkeypatch.delitem(sys.modules, "launcher.backends.dropped_backend", raising=False)
+    assert declared_backends()["made-up"] == "dropped_backend"
+    assert backend_choices() == ["kubernetes", "slurm", "local", "made-up"]
+    assert "launcher.backends.dropped_backend" not in sys.modules  # listed without being imported
+    store = JobStore(tmp_path / "store")
+    rec = JobRecord(name="j", backend="made-up", bundle_dir=str(tmp_path), plan={}, estimate={})
+    store.put(rec)
+    service = JobService(store)
+    _, lines = service.logs("j", follow=False, tail=None, rank=None)
+    assert [line.text for line in lines] == ["made-up says hello"]
+    assert service.stop("j").backend == "made-up"
+    assert sys.modules["launcher.backends.dropped_backend"].CALLS == ["state", "stop"]
+    assert store.get("j").last_phase == "Stopped"
+    sys.modules.pop("launcher.backends.dropped_backend")

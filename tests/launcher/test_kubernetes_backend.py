@@ -327,7 +327,7 @@ def test_logs_follow_streams_until_the_streams_end(launched, cluster, cli):
 
 
 def test_logs_follow_waits_for_a_pending_pod(launched, cluster, cli, monkeypatch):
-    monkeypatch.setattr("launcher.backends.kubernetes.FOLLOW_START_POLL_S", 0.05)
+    monkeypatch.setattr("launcher.backends.kube_logs.FOLLOW_START_POLL_S", 0.05)
     cluster.put("v1/pods", NAMESPACE, "eva-test-0", _pod("eva-test-0", 0, phase="Pending"))
     path = f"/api/v1/namespaces/{NAMESPACE}/pods/eva-test-0/log"
     waiting = {

@@ -31,7 +31,7 @@ PRICE = 55.04  # aws-p5 on-demand $/node-hour (profiles/offerings/aws-p5.yaml), 
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch):
     monkeypatch.setattr("launcher.backends.kube_api.DEFAULT_BACKOFF", FAST)
-    monkeypatch.setattr("launcher.backends.kubernetes.FOLLOW_START_POLL_S", 0.01)
+    monkeypatch.setattr("launcher.backends.kube_logs.FOLLOW_START_POLL_S", 0.01)
     monkeypatch.setattr("launcher.monitor.OUTAGE_RETRY_CAP_S", 0.05)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from launcher.backends.kubernetes import pod_templates
+from launcher.backends.kube_pods import pod_templates
 from launcher.render import PlanInputs, RenderOptions
 from planner.params import count_params
 from planner.profiles import load_hardware, load_model

@@ -9,7 +9,7 @@ import math
 import pytest
 import yaml
 
-from launcher.backends.kubernetes import pod_templates
+from launcher.backends.kube_pods import pod_templates
 from launcher.render import (
     CHECKPOINT_MOUNT,
     FLAVORS,

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from launcher import names
-from launcher.backends.kubernetes import pod_templates
+from launcher.backends.kube_pods import pod_templates
 from launcher.render import RenderOptions, render
 from launcher.templating import yaml_tojson
 from planner.errors import EvaplanError
