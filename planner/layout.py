@@ -1,5 +1,5 @@
 """What a candidate plan sets, as one object that the scalar estimate and the vectorised search both
-pass down to the physics (DESIGN.md rule 11: batch objects over long keyword lists).
+pass down to the physics: one batch object instead of long keyword lists.
 
 Each numeric field is a Python scalar (one plan, `planner.estimate`) or a numpy array, one element per
 candidate or broadcastable (`planner.vectorized`). Adding a setting touches this definition (a field
