@@ -97,6 +97,10 @@ def test_train_stop_resume_time_limit(slurm, cli, tmp_path, cpu_hardware, bundle
         what="the trainer resuming from its checkpoint",
         stall_s=TRAINER_WAIT_S,
     )
+    # A step of the resumed run, so its SIGTERM handler is in place: a signal while it still starts
+    # up ends it like any process, with no checkpoint (and the test would read the first run's end).
+    before = _steps(_metrics(rec))
+    wait(lambda: _steps(_metrics(rec)) > before, what="a step of the resumed run", stall_s=TRAINER_WAIT_S)
 
     # Slurm's --signal=TERM@<lead> before the time limit: the resumed trainer checkpoints and exits,
     # and status says it was the time limit. The limit is lowered on the running job to one whose
