@@ -219,7 +219,7 @@ def test_launch_renders_with_the_config_files_slurm_settings(slurm, cli, tmp_pat
 
 
 def test_a_launch_cut_short_after_sbatch_leaves_nothing_queued(
-    slurm, cli, tmp_path, cpu_hardware, bundle_factory, monkeypatch
+    slurm, cli, tmp_path, cpu_hardware, bundle_factory, monkeypatch, wait
 ):
     """A signal between sbatch's answer and the job store's record: the launch cancels what it queued
     (found by the job's name and this store's owner comment) and forgets the job. A launch killed
@@ -241,7 +241,7 @@ def test_a_launch_cut_short_after_sbatch_leaves_nothing_queued(
     bundle = _bundle(tmp_path, "eva-slurm-cut", cpu_hardware, bundle_factory)
     r = cli("launch", str(bundle), "--backend", "slurm")
     assert r.exit_code != 0 and len(queued) == 1, r.output
-    assert "JobState=CANCELLED" in slurm.scontrol("show", "job", queued[0])
+    wait(lambda: _cancelled(slurm, queued[0]), what="the queued job cancelled", stall_s=60.0)
     assert JobStore().find("eva-slurm-cut") is None
 
     # kill -9 at the same point: nothing unwinds, the intent (no job id) stays in the store.
@@ -253,4 +253,9 @@ def test_a_launch_cut_short_after_sbatch_leaves_nothing_queued(
     assert "JobState=CANCELLED" not in slurm.scontrol("show", "job", queued[1])
     r = cli("stop", "eva-slurm-killed")
     assert r.exit_code == 0, r.output
-    assert "JobState=CANCELLED" in slurm.scontrol("show", "job", queued[1])
+    wait(lambda: _cancelled(slurm, queued[1]), what="the killed launch's job cancelled", stall_s=60.0)
+
+
+def _cancelled(slurm, job_id: str) -> bool:
+    # A running job passes through COMPLETING after scancel before scontrol shows CANCELLED.
+    return "JobState=CANCELLED" in slurm.scontrol("show", "job", job_id)
