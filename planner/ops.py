@@ -49,14 +49,21 @@ STACKS: tuple[str, ...] = ("eager", "amp", "compile", "fused")
 ATTENTION_KERNELS: tuple[str, ...] = ("flash", "cudnn", "mem_efficient", "math")
 
 # ----------------------------------------------------------------------------------- precision
-# Bytes of one activation element: bf16/fp16 2, fp32 4.
-ACT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0}
+# Bytes of one activation element: bf16/fp16 2, fp32 4. fp8 and int8 (serving) keep 16-bit activations:
+# their GEMMs quantise the inputs on the fly (Transformer Engine / torchao dynamic quantisation) and
+# write 16-bit outputs.
+ACT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0, "fp8": 2.0, "int8": 2.0}
+# Bytes of one stored weight: the activation width in training; fp8 (E4M3) and int8 weights 1 byte
+# (per-channel scales, one per output row, are negligible).
+WEIGHT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0, "fp8": 1.0, "int8": 1.0}
 
 
 def peak_tflops(hw: HardwareSpec, precision: str) -> float:
     """The dense tensor-core peak the precision runs at: bf16 and fp16 share one figure on every
     bundled GPU (NVIDIA and AMD datasheets list the same dense FP16 and BF16 rate); fp32 training
-    runs its matmuls as TF32 (open_clip and EVA enable `torch.backends.cuda.matmul.allow_tf32`)."""
+    runs its matmuls as TF32 (open_clip and EVA enable `torch.backends.cuda.matmul.allow_tf32`);
+    int8 runs at the fp8 figure (the datasheets give the same dense INT8 TOPS and FP8 TFLOPS on
+    Hopper, Blackwell and CDNA3)."""
     if precision == "fp32":
         if hw.tf32_dense_tflops is None:
             raise InfeasibleError(
@@ -64,12 +71,19 @@ def peak_tflops(hw: HardwareSpec, precision: str) -> float:
                 hint="add tf32_dense_tflops (with its source) to the profile, or use --precision bf16",
             )
         return hw.tf32_dense_tflops.value
+    if precision in ("fp8", "int8"):
+        if hw.fp8_dense_tflops is None:
+            raise InfeasibleError(
+                f"{hw.name} has no {precision} tensor-core rate in its profile (fp8_dense_tflops)",
+                hint="use --precision bf16, or hardware with fp8 (h100-sxm, h200, b200, mi300x, mi325x)",
+            )
+        return hw.fp8_dense_tflops.value
     return hw.bf16_dense_tflops.value
 
 
 def matmul_tflops(hw: HardwareSpec, precision: str) -> float:
     """Maximum achievable matmul rate at the precision: the measured bf16 MAMF, scaled by the ratio of
-    peaks for TF32 (evaplan assumption: the same share of peak is reachable)."""
+    peaks for TF32, fp8 and int8 (evaplan assumption: the same share of peak is reachable)."""
     return hw.matmul.tflops.value * peak_tflops(hw, precision) / hw.bf16_dense_tflops.value
 
 
@@ -108,12 +122,13 @@ def hbm_bytes_per_s(hw: HardwareSpec) -> float:
 
 
 def gemm_time_s(hw: HardwareSpec, m: Num, n: Num, k: Num, precision: str = "bf16", scale: float = 1.0) -> Num:
-    """One GEMM (M × K) · (K × N): max(2MNK / rate, bytes of A, B and C / HBM bandwidth), the compute
+    """One GEMM (M × K activations) · (K × N weights): max(2MNK / rate, bytes of A, B and C / HBM
+    bandwidth), the weights at the precision's stored width (1 byte for fp8/int8 serving), the compute
     part divided by `scale` (a calibration's compute_scale)."""
-    a = ACT_BYTES[precision]
+    a, w = ACT_BYTES[precision], WEIGHT_BYTES[precision]
     flops = 2.0 * m * n * k
     t_compute = flops / (gemm_rate_flops(hw, m, n, k, precision) * scale)
-    t_memory = a * (m * k + k * n + m * n) / (hbm_bytes_per_s(hw) * scale)
+    t_memory = (a * (m * k + m * n) + w * k * n) / (hbm_bytes_per_s(hw) * scale)
     return np.maximum(t_compute, t_memory)
 
 
@@ -280,15 +295,18 @@ def attention_time_s(
     precision: str,
     scale: float,
     stack: str = "eager",
+    backward: bool = True,
 ) -> Num:
     """Attention of `rows / seq` sequences of length `seq` with `heads` heads of `head_dim`, through
-    `passes` forwards and one backward. A causal fused kernel skips the masked half of the scores;
-    the math path (math_attention_time_s) computes them all."""
+    `passes` forwards and (with `backward`; not at inference) one backward. A causal fused kernel skips
+    the masked half of the scores; the math path (math_attention_time_s) computes them all."""
     a = ACT_BYTES[precision]
     bw = hbm_bytes_per_s(hw) * scale
     seqs = rows / seq
     if kernel == "math":
-        return math_attention_time_s(hw, stack, seqs, seq, heads, head_dim, passes, causal, precision, scale)
+        return math_attention_time_s(
+            hw, stack, seqs, seq, heads, head_dim, passes, causal, precision, scale, backward
+        )
     # QKᵀ and AV: 2 · 2·s²·d per head.
     fwd_flops = seqs * heads * 4.0 * seq * seq * head_dim
     executed = 0.5 if causal else 1.0
@@ -297,6 +315,8 @@ def attention_time_s(
     # HBM traffic: forward reads Q, K, V and writes O; backward reads Q, K, V, O, dO, writes dQ, dK, dV.
     tensor = seqs * heads * seq * head_dim * a
     fwd = np.maximum(executed * fwd_flops / rate_fwd, 4.0 * tensor / bw)
+    if not backward:
+        return passes * fwd
     bwd = np.maximum(executed * FUSED_BWD_FLOPS_RATIO * fwd_flops / rate_bwd, 8.0 * tensor / bw)
     return passes * fwd + bwd
 
@@ -599,12 +619,15 @@ def block_elementwise_bytes_per_token(ew: ElementwiseCost, passes: Num) -> Num:
     return ew.fwd_bytes_per_token + (passes - 1.0) * ew.recompute_bytes_per_token() + ew.bwd_bytes_per_token
 
 
-def block_kernel_count(t: TowerShape, ew: ElementwiseCost, passes: Num) -> Num:
+def block_kernel_count(t: TowerShape, ew: ElementwiseCost, passes: Num, backward: bool = True) -> Num:
     """ATen ops of one block through a micro-batch: forward GEMMs (q/k/v or qkv, proj, 2 or 3 MLP),
     the attention kernel and the memory-bound ops; the recompute without its tail (the last GEMM
-    among it); backward 2 GEMMs per weight, the attention backward, the memory-bound ops."""
+    among it); backward (not at inference) 2 GEMMs per weight, the attention backward, the
+    memory-bound ops."""
     g = (4.0 if t.subln else 2.0) + (3.0 if t.swiglu else 2.0)
     fwd = g + 1.0 + ew.fwd_kernels
+    if not backward:
+        return passes * fwd
     recompute = fwd - 1.0 - ew.tail_kernels
     return fwd + (passes - 1.0) * recompute + 2.0 * g + 1.0 + ew.bwd_kernels
 
@@ -641,6 +664,31 @@ def block_totals(
 
 
 STEM_OPS = 105.0
+# Kernels outside the blocks of one tower's forward at inference (evaclip/model.py): image: patch-embed
+# conv, CLS concat, position-embedding add, final norm, head; text: token-embedding gather, position
+# add, final norm, EOT gather, projection.
+FORWARD_STEM_KERNELS = 5.0
+
+
+def vision_stem_bytes(model: ModelSpec, b: Num, patches: Num, rows: Num, patch_dropout: Num, a: float) -> Num:
+    """Forward bytes of the vision stem: + position embedding (read 2, write 1 over the P + 1 tokens)
+    and, with patch dropout, the gather of the kept tokens (read + write)."""
+    w = float(model.vision.width)
+    stem = b * (patches + 1.0) * w * 3.0 * a
+    return stem + np.where(np.asarray(patch_dropout) > 0, rows * w * 2.0 * a, 0.0)
+
+
+def text_stem_bytes(model: ModelSpec, rows: Num, a: float) -> Num:
+    """Forward bytes of the text stem: the embedding gather (read + write) and + position embedding
+    (read 2, write 1), over every token: 5a, and the final norm's read + write: 2a, per element."""
+    w = float(model.text.width)
+    return rows * w * 5.0 * a + rows * w * 2.0 * a
+
+
+def overlap_host(hw: HardwareSpec, device: Num, host: Num) -> Num:
+    """A GPU runs ahead of its host thread (the longer of the two); a CPU "device" is the host itself
+    (their sum)."""
+    return device + host if hw.vendor == "cpu" else np.maximum(device, host)
 
 
 @dataclass(frozen=True)
@@ -741,12 +789,7 @@ def microbatch_time(
     ew_t = text_block_elementwise(model, stack, precision)
     block_bytes = v.depth * rows_v * block_elementwise_bytes_per_token(ew_v, passes)
     block_bytes = block_bytes + tx.layers * rows_t * block_elementwise_bytes_per_token(ew_t, passes)
-    # Vision stem: + position embedding (read 2, write 1 over P+1 tokens), patch-dropout gather (read
-    # + write of the kept tokens), final norm on CLS; text stem: embedding gather (read + write) and
-    # + position embedding (read 2, write 1), final norm.
-    stem = b * (patches + 1.0) * v.width * 3.0 * a
-    stem = stem + np.where(np.asarray(patch_dropout) > 0, rows_v * v.width * 2.0 * a, 0.0)
-    stem = stem + rows_t * tx.width * 5.0 * a + rows_t * tx.width * 2.0 * a
+    stem = vision_stem_bytes(model, b, patches, rows_v, patch_dropout, a) + text_stem_bytes(model, rows_t, a)
     # CLIP loss: two loss_rows × contrast_batch fp32 logits matrices: scale (read + write), log-softmax
     # (read + write) and the NLL read forward (5 accesses), softmax gradient backward (read 2, write 1,
     # and the scale's gradient read + write: 5), 4 bytes each.
@@ -778,8 +821,7 @@ def microbatch_time(
     # (benchmarks/op_census.py --ops; the same code runs for every bundled model).
     kernels = kernels + STEM_OPS
     host = host_term(kernels, HOST_S_PER_KERNEL[stack]).value
-    # A GPU runs ahead of its host thread; a CPU "device" is the host itself.
-    total = device + host if hw.vendor == "cpu" else np.maximum(device, host)
+    total = overlap_host(hw, device, host)
     return MicrobatchTime(gemm, attn, memory, device, kernels, host, total, gemm_flops)
 
 

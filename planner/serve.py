@@ -4,7 +4,7 @@ target, and what a million embeddings cost.
 Inference FLOPs are the forward FLOPs of planner.compute (FlopCounterMode's counting) of one tower on
 one input in eval mode: no patch dropout, the model's own resolution, no CLIP loss. Every batch time
 goes through one function, `inference_batch_time_s`: the per-operation time model of training
-(planner/ops.py), forward only.
+(planner/ops.py through planner/inference_time.py), forward only, with the same compute scale.
 
 Pure Python + numpy: no torch.
 """
@@ -19,6 +19,7 @@ from typing import Literal
 from planner import compute, memory, ops
 from planner.comm import bus_bandwidth_bytes_per_s, ring_latency_s
 from planner.errors import InfeasibleError
+from planner.inference_time import tower_forward_time
 from planner.params import count_params
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec
 from planner.units import GIB
@@ -26,12 +27,10 @@ from planner.units import GIB
 Tower = Literal["image", "text"]
 PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "int8")
 
-# Bytes per weight: bf16 2; fp8 (E4M3) and int8 1 (weight-only storage; per-channel scales are
-# negligible: one scale per output row).
-WEIGHT_BYTES = {"bf16": 2.0, "fp8": 1.0, "int8": 1.0}
-# Activations stay 16-bit at every precision: fp8/int8 GEMMs quantise their inputs on the fly
-# (Transformer Engine / torchao dynamic quantisation) and write 16-bit outputs.
-ACTIVATION_BYTES = 2.0
+# Bytes per weight and per activation element: the time model's (planner/ops.py WEIGHT_BYTES,
+# ACT_BYTES: fp8/int8 weights 1 byte, activations 16-bit at every serving precision).
+WEIGHT_BYTES = {p: ops.WEIGHT_BYTES[p] for p in PRECISIONS}
+ACTIVATION_BYTES = ops.ACT_BYTES["bf16"]
 # Batches searched: 1 … 65,536 (beyond that no embedding service batches; memory stops it first).
 MAX_BATCH = 65536
 # Batch reported when neither --batch nor --p99-ms is given: an evaplan default, the usual dynamic-
@@ -102,12 +101,6 @@ def activation_bytes_per_sample(
 
 
 # ----------------------------------------------------------------------------------- time model
-# Kernels outside the blocks, forward, per tower (evaclip/model.py): image — patch-embed conv,
-# CLS concat, position-embedding add, final norm, head; text — token-embedding gather, position add,
-# final norm, EOT gather, projection.
-STEM_KERNELS = 5.0
-
-
 @dataclass(frozen=True)
 class BatchTime:
     """One batch through one tower on one replica (the TP ranks work in parallel), by kind of work."""
@@ -123,56 +116,6 @@ class BatchTime:
     total_s: float
 
 
-def _precision_scale(hw: HardwareSpec, precision: str) -> float:
-    """fp8/int8 GEMMs run at the measured bf16 rate × the ratio of datasheet peaks (the per-operation
-    model's own assumption for other precisions: the same share of peak is reachable)."""
-    return peak_flops(hw, precision) / peak_flops(hw, "bf16")
-
-
-def gemm_fwd_time_s(hw: HardwareSpec, m: float, n: float, k: float, precision: str, scale: float) -> float:
-    """One inference GEMM (M × K activations) · (K × N weights): the per-operation model's roofline
-    (planner.ops.gemm_time_s) with the weights at the serving precision: max(2MNK / achieved rate,
-    (2·(MK + MN) + w·KN) bytes / achieved HBM bandwidth). In bf16 it is ops.gemm_time_s exactly."""
-    rate = min(
-        float(ops.gemm_rate_flops(hw, m, n, k, "bf16")) * _precision_scale(hw, precision),
-        peak_flops(hw, precision),
-    )
-    t_compute = 2.0 * m * n * k / (rate * scale)
-    nbytes = ACTIVATION_BYTES * (m * k + m * n) + WEIGHT_BYTES[precision] * k * n
-    return max(t_compute, nbytes / (ops.hbm_bytes_per_s(hw) * scale))
-
-
-def _attention_fwd_s(
-    hw: HardwareSpec,
-    kernel: str,
-    rows: float,
-    seq: float,
-    heads: float,
-    head_dim: int,
-    causal: bool,
-    scale: float,
-    stack: str = "eager",
-) -> float:
-    """Forward attention of rows / seq sequences (16-bit at every serving precision), as the forward
-    half of planner.ops.attention_time_s: fused kernels at their measured rate for this shape (a
-    causal flash kernel skips the masked half), at least their Q, K, V, O traffic; `math` as the
-    forward of planner.ops.math_attention_time_s (two batched GEMMs and the score matrix's passes
-    through HBM, as the stack runs them)."""
-    bw = ops.hbm_bytes_per_s(hw) * scale
-    seqs = rows / seq
-    flops = seqs * heads * 4.0 * seq * seq * head_dim
-    if kernel == "math":
-        return float(
-            ops.math_attention_time_s(
-                hw, stack, seqs, seq, heads, head_dim, 1.0, causal, "bf16", scale, backward=False
-            )
-        )
-    executed = 0.5 if causal else 1.0
-    rate = float(ops.attention_fwd_rate_flops(hw, kernel, seq, head_dim, "bf16")) * scale
-    tensor = seqs * heads * seq * head_dim * ACTIVATION_BYTES
-    return max(executed * flops / rate, 4.0 * tensor / bw)
-
-
 def inference_batch_time_s(
     model: ModelSpec,
     hw: HardwareSpec,
@@ -185,69 +128,19 @@ def inference_batch_time_s(
 ) -> BatchTime:
     """Time of one batch of `batch` images or texts: the one place serving asks the time model.
 
-    The per-operation model of training (planner/ops.py), forward only, eval mode (no patch dropout,
-    no drop path), every operation of one block split over `tp` ranks where Megatron-style TP splits it:
-    - GEMMs by shape (q, k, v or fused qkv, out-projection, MLP) at the hardware's achieved rate for
-      that shape, each a roofline against its activation and weight bytes (weights at the serving
-      precision: at small batches the weights' HBM traffic is the floor); stems: patch embedding,
-      head / text projection;
-    - attention by kernel (`attention`), heads split over TP;
-    - memory-bound work (norms, activations, residual adds, RoPE, layout copies) by the software
-      stack's bytes per token (ops.block_elementwise) over the achieved HBM bandwidth;
-    - host time: kernels × host time per kernel of the stack; a GPU runs ahead of its host
-      (max(device, host)), a CPU does both (sum);
-    - TP: 2 all-reduces per block of batch × tokens × width 16-bit values (ring latency + bytes over
-      the profile's all-reduce busbw), after the device work they follow.
-    A profile's `mfu_default` (user override) replaces the device time by FLOPs at that flat MFU, as
-    in training; a calibration's `compute_scale` scales every device rate.
+    The device and host time are training's per-operation model, forward only
+    (planner/inference_time.py calls planner/ops.py's functions: GEMM rooflines with the weights at
+    the serving precision, attention by kernel, memory-bound bytes by stack, host time per kernel by
+    stack, the compute scale of `hw`). Tensor parallelism adds 2 all-reduces per block of batch ×
+    tokens × width 16-bit values (ring latency + bytes over the profile's all-reduce busbw), after the
+    device work they follow.
     """
-    peak_flops(hw, precision)  # refuses a precision the hardware has no rate for
-    scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
-    bw = ops.hbm_bytes_per_s(hw) * scale
-    shape = compute.vision_shape(model) if tower == "image" else compute.text_shape(model)
-    seq = float(tokens(model, tower))
-    rows = batch * seq
-    h, f, t = float(shape.width), float(shape.mlp_hidden), float(tp)
-    e = float(model.embed_dim)
+    peak_flops(hw, precision)  # refuses a precision the hardware has no rate for (serve's hint)
+    fwd = tower_forward_time(model, hw, tower, batch, precision, tp, stack, attention)
     flops = batch * inference_flops_per_sample(model, tower)
-
-    # -- GEMMs of one block, split over TP: column-parallel q/k/v and MLP inputs, row-parallel outputs.
-    qkv = (
-        3.0 * gemm_fwd_time_s(hw, rows, h / t, h, precision, scale)
-        if shape.subln
-        else gemm_fwd_time_s(hw, rows, 3.0 * h / t, h, precision, scale)
-    )
-    proj = gemm_fwd_time_s(hw, rows, h, h / t, precision, scale)
-    mlp_in = (2.0 if shape.swiglu else 1.0) * gemm_fwd_time_s(hw, rows, f / t, h, precision, scale)
-    mlp_out = gemm_fwd_time_s(hw, rows, h, f / t, precision, scale)
-    gemm = shape.layers * (qkv + proj + mlp_in + mlp_out)
-    if tower == "image":
-        v = model.vision
-        patches = float(v.num_patches)
-        gemm += gemm_fwd_time_s(hw, batch * patches, h, 3.0 * v.patch_size**2, precision, scale)
-        stem_bytes = batch * (patches + 1.0) * h * 3.0 * ACTIVATION_BYTES  # + position embedding
-        norm, heads, head_dim, causal = v.norm, v.heads, v.head_width, False
-    else:
-        stem_bytes = rows * h * 7.0 * ACTIVATION_BYTES  # embedding gather + position add
-        norm, heads, head_dim, causal = "layernorm", model.text.heads, model.text.head_width, True
-    gemm += gemm_fwd_time_s(hw, batch, e, h, precision, scale)  # head / text projection
-
-    attn = shape.layers * _attention_fwd_s(
-        hw, attention, rows, seq, heads / t, head_dim, causal, scale, stack
-    )
-    ew = ops.block_elementwise(shape, norm, stack, "bf16", False)
-    memory = (shape.layers * rows * ew.bytes_per_token + stem_bytes) / bw
-    device = gemm + attn + memory
-    if hw.mfu_default is not None:
-        device = flops / t / (peak_flops(hw, precision) * hw.mfu_default.value * scale)
-
-    g = (4.0 if shape.subln else 2.0) + (3.0 if shape.swiglu else 2.0)
-    kernels = shape.layers * (g + 1.0 + ew.kernels) + STEM_KERNELS
-    host = kernels * ops.HOST_S_PER_KERNEL[stack]
-    busy = device + host if hw.vendor == "cpu" else max(device, host)
-
     tp_comm_s = 0.0
     if tp > 1:
+        shape = compute.vision_shape(model) if tower == "image" else compute.text_shape(model)
         lat = float(
             ring_latency_s(
                 "all_reduce",
@@ -258,10 +151,20 @@ def inference_batch_time_s(
             )
         )
         busbw = float(bus_bandwidth_bytes_per_s("all_reduce", tp, hw))
-        per_call = lat + 2.0 * (tp - 1) / tp * rows * h * ACTIVATION_BYTES / busbw
+        rows = batch * tokens(model, tower)
+        per_call = lat + 2.0 * (tp - 1) / tp * rows * shape.width * ACTIVATION_BYTES / busbw
         tp_comm_s = shape.layers * TP_ALLREDUCES_PER_BLOCK * per_call
-    total = busy + tp_comm_s
-    return BatchTime(flops, gemm, attn, memory, device, kernels, host, tp_comm_s, total)
+    return BatchTime(
+        flops,
+        fwd.gemm_s,
+        fwd.attention_s,
+        fwd.memory_s,
+        fwd.device_s,
+        fwd.kernels,
+        fwd.host_s,
+        tp_comm_s,
+        fwd.busy_s + tp_comm_s,
+    )
 
 
 # ----------------------------------------------------------------------------------- memory

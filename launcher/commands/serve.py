@@ -164,8 +164,9 @@ def command(
     # Everything is computed before anything is printed or written: an error leaves no half output.
     points = []
     for hw, off in targets:
-        # Training's published-runs scale is not applied: no serving run was checked (docs/serving.md).
-        hw = calibrated_hardware(hw, dirs, use=not no_calibration, published=False).hardware
+        # One time model for training and serving: the same compute scale (a calibration's, else the
+        # one fitted on the published runs) scales serving's device rates (planner/inference_time.py).
+        hw = calibrated_hardware(hw, dirs, use=not no_calibration).hardware
         for m in specs:
             points.append(
                 serve_point(

@@ -16,7 +16,6 @@ from planner.serve import (
     WEIGHT_BYTES,
     blended_gpu_s,
     choose_setting,
-    gemm_fwd_time_s,
     inference_batch_time_s,
     inference_flops_per_sample,
     mark_pareto,
@@ -184,12 +183,39 @@ def test_every_published_eva_model_carries_its_accuracy_and_a_public_source(name
         assert "2402.04252" in pub.accuracy_source
 
 
-@pytest.mark.parametrize(("m", "n", "k"), [(1, 512, 768), (257, 5120, 5120), (65_536, 1024, 4096)])
-def test_bf16_gemm_is_the_training_models_gemm(m, n, k):
-    hw = _hw()
-    assert gemm_fwd_time_s(hw, m, n, k, "bf16", 1.0) == pytest.approx(
-        float(ops.gemm_time_s(hw, m, n, k, "bf16"))
-    )
+def test_serving_prices_its_operations_with_the_training_models_functions(monkeypatch):
+    """One time model (issue 21 item 1): serving's GEMMs, attention and host time are planner/ops.py's
+    own functions, not a copy: replacing them there changes serving's figures."""
+    m, hw = prof.load_model("eva02-clip-b16"), _hw()
+    monkeypatch.setattr(ops, "gemm_time_s", lambda *a, **k: 1.0)
+    monkeypatch.setattr(ops, "attention_time_s", lambda *a, **k: 10.0)
+    monkeypatch.setitem(ops.HOST_S_PER_KERNEL, "eager", 1.0)
+    t = inference_batch_time_s(m, hw, "image", 8, "bf16")
+    # q, k, v, proj, SwiGLU w1, w2, w3 per block, + the patch embedding and the head
+    assert t.gemm_s == m.vision.depth * 7 + 2
+    assert t.attention_s == m.vision.depth * 10.0
+    assert t.host_s == t.kernels
+
+
+def test_the_compute_scale_scales_serving_as_it_scales_training():
+    m, hw = prof.load_model("eva02-clip-l14"), _hw()
+    slow = hw.model_copy(update={"compute_scale": Sourced(value=0.5, source="test", observed="2026-11-30")})
+    a, b = (inference_batch_time_s(m, h, "image", 256, "bf16") for h in (hw, slow))
+    assert b.device_s == pytest.approx(2 * a.device_s)
+    tr = [
+        ops.microbatch_time(
+            m,
+            h,
+            micro_batch=64,
+            image_size=224,
+            patch_dropout=0.0,
+            grad_ckpt=False,
+            contrast_batch=64,
+            loss_rows=64,
+        ).device_s
+        for h in (hw, slow)
+    ]
+    assert float(tr[1]) == pytest.approx(2 * float(tr[0]))
 
 
 @pytest.mark.parametrize("hardware", ["h100-sxm", "cpu"])
