@@ -402,3 +402,46 @@ def engine_step_census(
         sum(p.numel() for p in params),
         type(engine.optimizer).__name__,
     )
+
+
+def _forward_calls(spec: ModelSpec, tower: str) -> tuple[int, int]:
+    """(Python-level torch calls, kernels) of one eval-mode forward of a tower on one 16-bit input.
+    Every call from Python into torch (operators, tensor methods, views, functional ops) passes
+    through a TorchFunctionMode once; the kernels are the census's (views and allocations excluded)."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    from evaclip.model import build_model
+
+    class _Calls(TorchFunctionMode):
+        n = 0
+
+        def __torch_function__(
+            self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+        ) -> Any:
+            _Calls.n += 1
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    model = build_model(spec).eval().to(torch.bfloat16)
+    census = Census()
+    _Calls.n = 0
+    with torch.no_grad(), _Calls(), _make_mode(census):
+        if tower == "vision":
+            size = spec.vision.image_size
+            model.visual(torch.randn(1, 3, size, size, dtype=torch.bfloat16))
+        else:
+            model.text(torch.randint(1, 100, (1, spec.text.context_length)))
+    return _Calls.n, census.count()
+
+
+def forward_calls_per_kernel(spec: ModelSpec, tower: str = "vision") -> tuple[int, int]:
+    """(Python-level torch calls, kernels) of one block's eval-mode forward: the tower with d + 1
+    blocks minus d (planner/ops.py HOST_CALLS_PER_KERNEL is their ratio)."""
+    d = 2
+    if tower == "vision":
+        small, big = _with_depths(spec, d, 1), _with_depths(spec, d + 1, 1)
+    else:
+        small, big = _with_depths(spec, 1, d), _with_depths(spec, 1, d + 1)
+    (c0, k0), (c1, k1) = _forward_calls(small, tower), _forward_calls(big, tower)
+    return c1 - c0, k1 - k0

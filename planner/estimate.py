@@ -562,7 +562,7 @@ def _operation_figures(d: _Derivation, q: _Question, s_v: float) -> tuple[dict[s
         "s",
         ops.host_term(st["kernels"], ops.HOST_S_PER_KERNEL[training.stack]),
         {"overlap": "GPU: overlaps device work; CPU: adds to it"},
-        "evaplan assumption per stack (planner/ops.py HOST_S_PER_KERNEL)",
+        "planner/ops.py HOST_S_PER_KERNEL: eager 7 µs per torch call (github.com/flagos-ai/FlagGems/issues/4812, 2026-07-14) × 56/29 calls per kernel (evaclip census); compile 9.1 µs per Triton launch (github.com/meta-pytorch/tritonbench/pull/1017, 2026-04-14)",
     )
     return st, peak, gemm_eff
 
@@ -606,7 +606,10 @@ def _overhead_figures(d: _Derivation, q: _Question, st: dict[str, Any], psi: flo
             "bytes/param × Ψ/N / HBM (Ψ without ZeRO, 0 offloaded) + ZeRO-0 eager: DeepSpeed wrapper",
             {
                 "bytes_per_param": ops.step_bytes_per_param(
-                    model.recipe.optimizer, model.recipe.grad_clip is not None, training.precision
+                    model.recipe.optimizer,
+                    model.recipe.grad_clip is not None,
+                    training.precision,
+                    training.stack,
                 ),
                 "optimizer": model.recipe.optimizer,
                 "grad_clip": str(model.recipe.grad_clip is not None),

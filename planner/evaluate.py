@@ -219,7 +219,7 @@ def _step_overhead_s(model: ModelSpec, hardware: HardwareSpec, n: Num, layout: L
             lo.offload_optimizer,
             hardware,
             ops.step_bytes_per_param(
-                model.recipe.optimizer, model.recipe.grad_clip is not None, lo.precision
+                model.recipe.optimizer, model.recipe.grad_clip is not None, lo.precision, lo.stack
             ),
         )
         + ops.deepspeed_wrapper_step_s(

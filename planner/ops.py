@@ -564,12 +564,35 @@ def block_elementwise(
 # assumption; the eager stacks count theirs op by op).
 FUSED_BWD_RATIO = 2.0
 
-# Host time per kernel launch. Eager PyTorch pays Python, the dispatcher and autograd bookkeeping on
-# every op (horace.io/brrr_intro.html, "overhead"); torch.compile's generated wrapper launches
-# kernels directly; fused stacks are eager PyTorch calling fewer, larger ops. evaplan assumption:
-# 10 µs per eager op, 4 µs per compiled kernel (calibrate: `evaplan calibrate` fits the per-micro-batch
-# fixed time when runs differ in micro-batch).
-HOST_S_PER_KERNEL = {"eager": 10e-6, "amp": 10e-6, "compile": 4e-6, "fused": 10e-6}
+# Host time per kernel launch, by software stack, from public measurements:
+# - eager PyTorch pays Python argument parsing, the dispatcher, autograd recording and the launch on
+#   every call: ~7 µs per pointwise op on tiny CUDA tensors (flagos-ai/FlagGems issue #4812,
+#   https://github.com/flagos-ai/FlagGems/issues/4812, 2026-07-14: "sigmoid/relu/abs/silu/gelu all
+#   ~70 us under use_gems vs ~7 us eager"; pytorch/pytorch issue #41383,
+#   https://github.com/pytorch/pytorch/issues/41383, 2020-07-14: 6.8 s for 10⁶ `2*x` with autograd
+#   recording, 6.8 µs per op). The model's Python also calls torch between kernels (views, reshapes,
+#   functional wrappers): evaclip's EVA02-B/16 vision block makes 56 Python-level torch calls per
+#   29 kernels in its forward (evaclip/op_census.py forward_calls_per_kernel; the bundled models'
+#   blocks range 1.54–1.93 calls per kernel, tests/planner/test_op_census.py), so a kernel costs
+#   7 µs × 56 / 29 = 13.5 µs of host time. evaplan assumption: backward kernels, issued by the C++
+#   autograd engine, cost the same (the host runs ahead of the device in training, so this only
+#   matters where a micro-batch is host-bound).
+# - torch.compile's generated wrapper launches each Triton kernel through Inductor's
+#   CachingAutotuner.run: 6.8 µs (no arguments) to 9.1 µs (19 arguments) per kernel on GB200
+#   (meta-pytorch/tritonbench PR #1017, https://github.com/meta-pytorch/tritonbench/pull/1017,
+#   2026-04-14); 9.1 µs taken (a fused kernel passes its tensors, sizes and strides).
+# - fused (NeMo/Megatron, Transformer Engine): eager PyTorch calling fewer, larger ops: eager's cost
+#   per kernel.
+HOST_S_PER_TORCH_CALL = 7e-6
+HOST_CALLS_PER_KERNEL = 56.0 / 29.0
+HOST_S_PER_COMPILED_KERNEL = 9.1e-6
+_EAGER_HOST_S = HOST_S_PER_TORCH_CALL * HOST_CALLS_PER_KERNEL
+HOST_S_PER_KERNEL = {
+    "eager": _EAGER_HOST_S,
+    "amp": _EAGER_HOST_S,
+    "compile": HOST_S_PER_COMPILED_KERNEL,
+    "fused": _EAGER_HOST_S,
+}
 # Kernels per GEMM launch beyond the GEMM itself are none (bias in the epilogue); a Linear's backward
 # is 2 GEMMs plus a bias-gradient reduction where it has a bias.
 
@@ -840,19 +863,34 @@ OPTIMIZER_BYTES_PER_PARAM = {"adamw": 30.0, "lamb": 42.0}
 # Gradient clipping (DeepSpeed: norm over the fp32 gradient partition, then gradients scaled by the
 # clip coefficient): read 4 + read 4 + write 4.
 CLIP_BYTES_PER_PARAM = 12.0
-# fp16 with dynamic loss scaling: an overflow check over the gradient partition (read 4) and the
-# unscale (read 4 + write 4), which DeepSpeed folds into the clip coefficient when clipping.
+# fp16 with dynamic loss scaling, as the two trainers' code does it:
+# - DeepSpeed (stacks eager, fused; runtime/zero/stage_1_and_2.py, runtime/fp16/fused_optimizer.py):
+#   an overflow check over the gradient partition (`_has_inf_or_nan`: read 4), and the unscale
+#   (read 4 + write 4), which DeepSpeed folds into the clip coefficient when clipping
+#   (`unscale_and_clip_grads`: one multiply by loss scale × clip coefficient).
+# - torch.cuda.amp.GradScaler (stack amp: OpenCLIP's train.py calls scaler.unscale_(optimizer) before
+#   clip_grad_norm_, else scaler.step unscales): `_amp_foreach_non_finite_check_and_unscale_` checks
+#   and unscales every fp32 gradient in one pass (read 4 + write 4), whether or not it clips.
+# Both skip the optimizer step of an iteration whose gradients overflowed and lower the scale; the
+# scale grows again after 1,000 (DeepSpeed loss_scale_window) / 2,000 (GradScaler growth_interval)
+# clean steps, so after the first steps about one step in 1,000–2,000 is skipped: its samples are
+# still processed (samples/s unchanged), and the step it saves is under 0.1 % of the run. The
+# mechanism costs a few bytes per parameter per step, well under 1 % of a CLIP step: it does not
+# explain the ~30 % fp16-vs-bf16 gap one public pair of A100 runs shows (docs/planner-model.md).
 FP16_CHECK_BYTES_PER_PARAM = 4.0
 FP16_UNSCALE_BYTES_PER_PARAM = 8.0
 
 
-def step_bytes_per_param(optimizer: str, grad_clip: bool, precision: str) -> float:
+def step_bytes_per_param(optimizer: str, grad_clip: bool, precision: str, stack: str = "eager") -> float:
     """Bytes moved per parameter of this rank's partition by one optimizer step."""
     by = OPTIMIZER_BYTES_PER_PARAM[optimizer]
     if grad_clip:
         by += CLIP_BYTES_PER_PARAM
     if precision == "fp16":
-        by += FP16_CHECK_BYTES_PER_PARAM + (0.0 if grad_clip else FP16_UNSCALE_BYTES_PER_PARAM)
+        if stack == "amp":  # GradScaler: one fused check-and-unscale pass, clipping or not
+            by += FP16_UNSCALE_BYTES_PER_PARAM
+        else:  # DeepSpeed: the check; the unscale folded into clipping when it clips
+            by += FP16_CHECK_BYTES_PER_PARAM + (0.0 if grad_clip else FP16_UNSCALE_BYTES_PER_PARAM)
     return by
 
 
@@ -877,7 +915,8 @@ def deepspeed_wrapper_step_s(
     hw: HardwareSpec, tensors: float, psi: float, zero_stage: Num, stack: str, precision: str
 ) -> Num:
     """Per optimizer step, the bundled trainer's (stack `eager`) DeepSpeed wrapper at ZeRO-0: its
-    bytes over HBM plus its ops' host time, added to the step, not overlapped: the per-tensor
+    bytes over HBM plus its ops' host time (HOST_S_PER_TORCH_CALL each), added to the step, not
+    overlapped: the per-tensor
     synchronisations make the host wait for the device before it issues the next small kernel, so
     the device idles between them. Zero for the other stacks (plain PyTorch or other frameworks) and
     ZeRO stages (DeepSpeed's ZeRO optimizer works on flat buffers; not censused)."""
@@ -885,7 +924,9 @@ def deepspeed_wrapper_step_s(
         return np.where(np.asarray(zero_stage) == 0, 0.0, 0.0)
     scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
     t = ds_unfused_bytes_per_param(precision) * psi / (hbm_bytes_per_s(hw) * scale)
-    t = t + tensors * DS_UNFUSED_OPS_PER_TENSOR * HOST_S_PER_KERNEL["eager"]
+    # Each of the 18 ATen ops per tensor is at most one Python-level torch call of DeepSpeed's loop
+    # (the census counts ATen ops; several come from one call): 7 µs each (HOST_S_PER_TORCH_CALL).
+    t = t + tensors * DS_UNFUSED_OPS_PER_TENSOR * HOST_S_PER_TORCH_CALL
     return np.where(np.asarray(zero_stage) == 0, t, 0.0)
 
 

@@ -128,3 +128,15 @@ def test_deepspeed_zero0_wrapper_ops_per_tensor(monkeypatch: pytest.MonkeyPatch)
     assert wrapper_ops == pytest.approx(ops.DS_UNFUSED_OPS_PER_TENSOR * r.param_tensors, abs=2)
     wrapper_bytes = step.bytes() - sum(rec.bytes for rec in foreach.values()) - step.ops["add_"].bytes
     assert wrapper_bytes == pytest.approx(ops.ds_unfused_bytes_per_param("bf16") * r.params, rel=0.01)
+
+
+def test_host_calls_per_kernel_is_the_census_of_the_eva02_b16_block() -> None:
+    """HOST_S_PER_KERNEL's eager figure is 7 µs per Python-level torch call × the calls per kernel of
+    the real block's forward (issue 21 item 1): pinned to the census, and the text block's ratio
+    is close to it (the one ratio serves both towers)."""
+    m = prof.load_model("eva02-clip-b16")
+    calls, kernels = census.forward_calls_per_kernel(m, "vision")
+    assert calls / kernels == ops.HOST_CALLS_PER_KERNEL
+    t_calls, t_kernels = census.forward_calls_per_kernel(m, "text")
+    assert 1.5 <= t_calls / t_kernels <= 2.0
+    assert ops.HOST_S_PER_KERNEL["eager"] == ops.HOST_S_PER_TORCH_CALL * calls / kernels

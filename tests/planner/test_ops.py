@@ -199,6 +199,10 @@ def test_step_bytes_by_optimizer_clipping_and_fp16() -> None:
     assert ops.step_bytes_per_param("adamw", True, "bf16") == 42
     assert ops.step_bytes_per_param("adamw", False, "fp16") == 30 + 4 + 8  # overflow check + unscale
     assert ops.step_bytes_per_param("adamw", True, "fp16") == 30 + 12 + 4  # unscale folded into clipping
+    # GradScaler (amp: OpenCLIP): one fused check-and-unscale pass over the fp32 gradients either way
+    assert ops.step_bytes_per_param("adamw", True, "fp16", "amp") == 30 + 12 + 8
+    assert ops.step_bytes_per_param("adamw", False, "fp16", "amp") == 30 + 8
+    assert ops.step_bytes_per_param("adamw", True, "bf16", "amp") == 42
     hw = prof.load_hardware("h100-sxm")
     bw = hw.hbm_achieved_tbps.value * 1e12
     assert float(ops.step_overhead_s(1e9, 8, 1, False, hw, 30.0)) == pytest.approx(30 * 1e9 / 8 / bw)
