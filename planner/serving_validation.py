@@ -179,51 +179,41 @@ def serving_summary(checks: Sequence[ServingCheck]) -> dict[str, ErrorStats]:
     return {h: stats([c.error for c in checks if h in ("all", c.half)]) for h in HALVES}
 
 
-def _unit(figure: str) -> str:
-    return "ms" if figure == "latency_ms" else "images/s"
-
-
 def _fmt(x: float, figure: str) -> str:
     return f"{x:,.2f} ms" if figure == "latency_ms" else f"{x:,.0f} images/s"
 
 
 def table_rows(checks: Sequence[ServingCheck]) -> list[dict[str, str]]:
     """The readable per-measurement table: published → predicted in the published unit (speed error)."""
-    rows = []
-    for c in checks:
-        m = c.measurement
-        rows.append(
-            {
-                "measurement": m.name,
-                "half": c.half,
-                "model": m.model if m.image_size is None else f"{m.model} @{m.image_size}",
-                "GPU": m.hardware,
-                "batch": str(m.batch),
-                "engine": f"{m.engine} ({m.stack}, {m.attention})",
-                "published → predicted (speed error)": f"{_fmt(c.published_value, c.figure)} → "
-                f"{_fmt(c.predicted_value, c.figure)} ({c.error:+.0%})",
-            }
-        )
-    return rows
+    return [
+        {
+            "measurement": c.measurement.name,
+            "half": c.half,
+            "model": c.measurement.model
+            + (f" @{c.measurement.image_size}" if c.measurement.image_size else ""),
+            "GPU": c.measurement.hardware,
+            "batch": str(c.measurement.batch),
+            "engine": f"{c.measurement.engine} ({c.measurement.stack}, {c.measurement.attention})",
+            "published → predicted (speed error)": f"{_fmt(c.published_value, c.figure)} → "
+            f"{_fmt(c.predicted_value, c.figure)} ({c.error:+.0%})",
+        }
+        for c in checks
+    ]
+
+
+# The measurement's own fields in a JSON/CSV row, in this order.
+RUN_ROW_FIELDS = ("image_size", "hardware", "batch", "precision", "engine", "stack", "attention")
 
 
 def run_rows(checks: Sequence[ServingCheck]) -> list[dict[str, Any]]:
     """One row per measurement with raw numbers and units in the column names (JSON/CSV)."""
-    rows = []
+    out = []
     for c in checks:
         m = c.measurement
-        rows.append(
-            {
-                "measurement": m.name,
-                "half": c.half,
-                "model": m.model,
-                "image_size": m.image_size,
-                "hardware": m.hardware,
-                "batch": m.batch,
-                "precision": m.precision,
-                "engine": m.engine,
-                "stack": m.stack,
-                "attention": m.attention,
+        out.append(
+            {"measurement": m.name, "half": c.half, "model": m.model}
+            | {f: getattr(m, f) for f in RUN_ROW_FIELDS}
+            | {
                 "published_figure": c.figure,
                 "published_value": c.published_value,
                 "predicted_value": c.predicted_value,
@@ -235,34 +225,28 @@ def run_rows(checks: Sequence[ServingCheck]) -> list[dict[str, Any]]:
                 "source_date": m.source_date.isoformat(),
             }
         )
-    return rows
-
-
-def summary_rows(summary: dict[str, ErrorStats]) -> list[dict[str, str]]:
-    rows = []
-    for half in HALVES:
-        st = summary[half]
-        if st.n == 0:
-            continue
-        rows.append(
-            {
-                "measurements": half,
-                "n": str(st.n),
-                "median |error|": f"{st.median_abs:.1%}",
-                "worst |error|": f"{st.worst_abs:.1%}",
-                "median error": f"{st.median_signed:+.1%}",
-            }
-        )
-    return rows
+    return out
 
 
 def summary_json(summary: dict[str, ErrorStats]) -> dict[str, Any]:
+    """half → n, median_abs_error, worst_abs_error, median_error."""
+    keys = ("n", "median_abs_error", "worst_abs_error", "median_error")
     return {
-        half: {
-            "n": st.n,
-            "median_abs_error": st.median_abs,
-            "worst_abs_error": st.worst_abs,
-            "median_error": st.median_signed,
-        }
-        for half, st in summary.items()
+        h: dict(zip(keys, (st.n, st.median_abs, st.worst_abs, st.median_signed), strict=True))
+        for h, st in summary.items()
     }
+
+
+def summary_rows(summary: dict[str, ErrorStats]) -> list[dict[str, str]]:
+    """The readable summary: one row per half that has measurements."""
+    return [
+        {
+            "measurements": half,
+            "n": str(st.n),
+            "median |error|": f"{st.median_abs:.1%}",
+            "worst |error|": f"{st.worst_abs:.1%}",
+            "median error": f"{st.median_signed:+.1%}",
+        }
+        for half in HALVES
+        if (st := summary[half]).n
+    ]

@@ -44,21 +44,19 @@ def _lines(summary: Any) -> str:
     return "\n".join(out) + "\n"
 
 
+def _data_file_option(flag: str, dest: str, what: str, bundled: str):
+    return click.option(
+        flag,
+        dest,
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help=f"A {what} YAML file in the bundled format (default: profiles/{bundled}).",
+    )
+
+
 @click.command("validate")
-@click.option(
-    "--runs",
-    "runs_file",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="A published-runs YAML file in the bundled format (default: profiles/published_runs.yaml).",
-)
-@click.option(
-    "--serving",
-    "serving_file",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="A published-serving YAML file in the bundled format (default: profiles/published_serving.yaml).",
-)
+@_data_file_option("--runs", "runs_file", "published-runs", "published_runs.yaml")
+@_data_file_option("--serving", "serving_file", "published-serving", "published_serving.yaml")
 @format_option(*REPORT_FORMATS)
 def command(runs_file: str | None, serving_file: str | None, fmt: str) -> None:
     """Published vs predicted for every bundled published training run and inference measurement:

@@ -175,12 +175,3 @@ def test_validate_json_and_csv_carry_serving(cli, checks, fast_training):
     assert len([x for x in rows if x["run"]]) == len(v.load_runs().runs)
     first = serving_rows[0]
     assert float(first["images_per_s_error"]) == pytest.approx(checks[0].error)
-
-
-def test_a_bad_serving_file_is_one_line(cli, tmp_path):
-    bad = tmp_path / "serving.yaml"
-    bad.write_text("measurements:\n- name: x1\n  model: nope\n")
-    r = cli("validate", "--serving", str(bad))
-    assert r.exit_code == 2
-    err = (r.stderr or r.output).strip()
-    assert len(err.splitlines()) == 1 and "measurements.0" in err
