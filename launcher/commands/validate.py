@@ -11,12 +11,15 @@ published vs `evaplan serve`'s predicted latency or images/s, and the same summa
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from launcher.commands._options import REPORT_FORMATS, format_option
 from planner.report import dumps_json, format_rows
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _lines(summary: Any) -> str:
@@ -44,7 +47,8 @@ def _lines(summary: Any) -> str:
     return "\n".join(out) + "\n"
 
 
-def _data_file_option(flag: str, dest: str, what: str, bundled: str):
+def _data_file_option(flag: str, dest: str, what: str, bundled: str) -> Callable[[F], F]:
+    """`flag FILE`: a data file in the bundled format instead of profiles/`bundled`."""
     return click.option(
         flag,
         dest,
