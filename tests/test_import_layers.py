@@ -27,6 +27,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "prediction_range",
         "profiles",
         "published",
+        "published_ratios",
         "spec",
         "terms",
         "units",
