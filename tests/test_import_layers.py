@@ -27,6 +27,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "prediction_range",
         "profiles",
         "published",
+        "published_ratios",
+        "published_serving",
         "spec",
         "terms",
         "units",
@@ -53,6 +55,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "plan_file",
         "report",
         "serve_report",
+        "serving_validation",
         "validation",
     ),
 }
