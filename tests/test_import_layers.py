@@ -28,6 +28,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "profiles",
         "published",
         "published_ratios",
+        "published_serving",
         "spec",
         "terms",
         "units",
