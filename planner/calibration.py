@@ -174,8 +174,8 @@ def calibrated_hardware(
 ) -> Calibrated:
     """What `estimate`, `plan` and `compare` call after loading a hardware profile: the user's
     calibration of it when there is one (and `use`); otherwise, for a GPU, the compute scale fitted
-    on the bundled published runs (`published_default`; `published=False` leaves it out, as serving
-    does: those runs are training runs)."""
+    on the bundled published runs and serving measurements (`published_default`; `published=False`
+    leaves it out)."""
     cal = find_calibration(hardware.name, user_dirs) if use else None
     if cal is None:
         return Calibrated(published_default(hardware) if published else hardware, None)
@@ -194,8 +194,9 @@ def published_default(hardware: HardwareSpec) -> HardwareSpec:
         return hardware
     c = read_cache()
     src = (
-        f"fitted by `evaplan validate` on the fit half ({c['fit_runs']} runs) of the bundled published "
-        "training runs (profiles/published_runs.yaml; docs/validation.md): one multiplier on every "
+        f"fitted by `evaplan validate` on the fit halves of the bundled published training runs "
+        f"({c['fit_runs']} runs, profiles/published_runs.yaml) and serving measurements "
+        "(profiles/published_serving.yaml) together (docs/validation.md): one multiplier on every "
         "modelled device rate; `evaplan calibrate` on your own runs replaces it"
     )
     observed = c["compute_scale_observed"]

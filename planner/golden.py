@@ -25,3 +25,17 @@ def minimize_log(loss: Callable[[float], float], bounds: tuple[float, float], it
             b = lo + g * (hi - lo)
             fb = loss(b)
     return math.exp((lo + hi) / 2)
+
+
+def minimize_log_scanned(
+    loss: Callable[[float], float], bounds: tuple[float, float], points: int, iterations: int
+) -> float:
+    """As minimize_log, for a loss with several local minima (a median of absolute errors over rows
+    that disagree is piecewise and jagged): `points` log-spaced trial values over `bounds` first,
+    then golden-section steps inside the bracket of the best one and its two neighbours."""
+    lo, hi = math.log(bounds[0]), math.log(bounds[1])
+    grid = [lo + (hi - lo) * i / (points - 1) for i in range(points)]
+    values = [loss(x) for x in grid]
+    best = min(range(points), key=values.__getitem__)
+    a, b = grid[max(0, best - 1)], grid[min(points - 1, best + 1)]
+    return minimize_log(loss, (math.exp(a), math.exp(b)), iterations)

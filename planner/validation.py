@@ -35,7 +35,6 @@ fails on drift).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import statistics
 import sys
@@ -50,7 +49,8 @@ import yaml
 from planner import profiles as prof
 from planner.errors import EvaplanError, ProfileError
 from planner.estimate import Estimate, estimate
-from planner.golden import minimize_log
+from planner.golden import minimize_log_scanned
+from planner.halves import HALVES, SCALE_BOUNDS, ErrorStats, quantile, split_halves, stats
 from planner.intervals import REGENERATE, cache_path, read_cache
 from planner.published import PublishedRun, load_runs
 from planner.spec import HardwareSpec, ParallelPlan, TrainingSpec
@@ -133,25 +133,6 @@ def _err(pred: float | None, pub: float | None) -> float | None:
     return pred / pub - 1.0
 
 
-def _hash(name: str) -> str:
-    return hashlib.sha256(name.encode()).hexdigest()
-
-
-def split_halves(runs: Sequence[PublishedRun]) -> dict[str, str]:
-    """name → "fit" | "held-out": per kind (with a throughput figure or fit-only), sorted by the
-    SHA-256 of the name, the first ⌊n/2⌋ fitted. Deterministic, and never more than half."""
-    kinds: dict[bool, list[PublishedRun]] = {True: [], False: []}
-    for r in runs:
-        kinds[r.published_samples_per_s is not None].append(r)
-    out: dict[str, str] = {}
-    for group in kinds.values():
-        ordered = sorted(group, key=lambda r: _hash(r.name))
-        k = len(ordered) // 2
-        for i, r in enumerate(ordered):
-            out[r.name] = "fit" if i < k else "held-out"
-    return out
-
-
 def _hardware_for(run: PublishedRun, hardware: HardwareSpec) -> HardwareSpec:
     """A run on fewer GPUs than a full node (one GPU of a lent machine) is a node of that many GPUs."""
     if run.gpus < hardware.gpus_per_node:
@@ -212,14 +193,19 @@ def check_run(run: PublishedRun, half: str, compute_scale: float | None = None) 
     return RunCheck(run, half, estimate(model, hardware, plan, training), compute_scale)
 
 
-def check_all(path: str | None = None, compute_scale: float | str | None = "fitted") -> list[RunCheck]:
+def check_all(
+    path: str | None = None,
+    compute_scale: float | str | None = "fitted",
+    serving_path: str | None = None,
+) -> list[RunCheck]:
     """Every published run beside the planner's prediction. By default the prediction the product
-    makes: the per-operation model with the published-runs compute scale fitted on the fit half
-    (`fit_compute_scale`); `compute_scale=None` gives the raw model."""
+    makes: the per-operation model with the compute scale fitted once on the fit halves of the
+    training runs and the serving measurements together (`fit_compute_scale`; `serving_path`: the
+    measurements' file, default the bundled one); `compute_scale=None` gives the raw model."""
     runs = load_runs(path).runs
     halves = split_halves(runs)
     if compute_scale == "fitted":
-        compute_scale = fit_compute_scale([check_run(r, halves[r.name]) for r in runs])
+        compute_scale = fit_compute_scale([check_run(r, halves[r.name]) for r in runs], serving_path)
     assert compute_scale is None or isinstance(compute_scale, float)
     return [check_run(r, halves[r.name], compute_scale) for r in runs]
 
@@ -228,7 +214,6 @@ def check_all(path: str | None = None, compute_scale: float | str | None = "fitt
 # loaders, interconnect, framework overheads none of the bundled runs state). One global multiplier
 # on every modelled device rate, the same quantity `evaplan calibrate` fits on a user's own runs,
 # is fitted on the fit half only (never per run) and judged on the held-out half.
-SCALE_BOUNDS = (0.05, 2.0)
 
 
 def _scale_figure(value: float):  # -> Sourced
@@ -236,18 +221,22 @@ def _scale_figure(value: float):  # -> Sourced
 
     return Sourced(
         value=value,
-        source="fitted by evaplan validate on the fit half of profiles/published_runs.yaml "
-        "(median |log predicted/published samples/s|; docs/validation.md)",
+        source="fitted by evaplan validate on the fit halves of profiles/published_runs.yaml and "
+        "profiles/published_serving.yaml together (median |log predicted/published|; docs/validation.md)",
         observed=newest_fit_source(),
     )
 
 
 def newest_fit_source() -> date:
-    """The newest source date in the fit half of the bundled runs: the `observed` date of what is
-    fitted on them (a held-out run's date must not move it any more than its figures)."""
+    """The newest source date in the fit halves of the bundled runs and serving measurements: the
+    `observed` date of what is fitted on them (a held-out row's date must not move it any more than
+    its figures)."""
+    from planner.serving_validation import fit_half_measurements
+
     runs = load_runs().runs
     halves = split_halves(runs)
-    return max(r.source_date for r in runs if halves[r.name] == "fit")
+    dates = [r.source_date for r in runs if halves[r.name] == "fit"]
+    return max(dates + [m.source_date for m in fit_half_measurements()])
 
 
 def _no_fit_half() -> EvaplanError:
@@ -258,24 +247,34 @@ def _no_fit_half() -> EvaplanError:
     )
 
 
-def fit_compute_scale(raw: Sequence[RunCheck]) -> float:
-    """The compute scale that minimises the fit half's median |log(predicted / published samples/s)|
-    (a robust centre: a few data-loader-bound runs do not pull it), by golden-section search on
-    log(scale). Re-estimates each fit run at each trial scale: step time is not proportional to it
-    (host time, communication and data loading do not scale)."""
+def fit_compute_scale(raw: Sequence[RunCheck], serving_path: str | None = None) -> float:
+    """The one compute scale of the time model (issue 21 item 1): it minimises the median
+    |log(predicted / published)| over the fit half of the training runs (samples/s) and the fit half
+    of the serving measurements (images/s, planner/serving_validation.py) together, one vote per run
+    or measurement (a robust centre: a few data-loader-bound runs do not pull it), by golden-section
+    search on log(scale). No held-out figure of either enters it. Re-predicts each fit row at each
+    trial scale: step and batch times are not proportional to it (host time, communication and data
+    loading do not scale)."""
+    from planner import serving_validation as sv
+
     fit = [c for c in raw if c.half == "fit" and c.published_sps_per_gpu is not None]
     if not fit:
         raise _no_fit_half()
+    serving = sv.fit_half_measurements(serving_path)
 
     def loss(log_scale: float) -> float:
         errs = []
         for c in fit:
             chk = check_run(c.run, c.half, math.exp(log_scale))
             errs.append(abs(math.log(chk.predicted_sps_per_gpu / c.published_sps_per_gpu)))
+        checks = [sv.check_measurement(m, "fit", math.exp(log_scale)) for m in serving]
+        errs += [abs(e) for e in sv.fit_half_log_errors(checks)]
         return quantile(errs, 0.5)
 
-    # 24 steps narrow a 3.7-wide log bracket to about 0.01 % of the scale.
-    return round(minimize_log(loss, SCALE_BOUNDS, 24), 4)
+    # The pooled median is jagged (training and serving rows disagree): 25 log-spaced trials over
+    # the bounds (steps of 15 %), then 16 golden-section steps in the best trial's bracket (to about
+    # 0.01 % of the scale).
+    return round(minimize_log_scanned(loss, SCALE_BOUNDS, 25, 16), 4)
 
 
 # ------------------------------------------------------------------------ irreducible spread
@@ -355,29 +354,6 @@ def worst_error_floor(groups: Sequence[SpreadGroup]) -> float:
 
 
 # ------------------------------------------------------------------------------------------ summary
-def quantile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated quantile (numpy's default), of a non-empty list."""
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-@dataclass(frozen=True)
-class ErrorStats:
-    n: int
-    median_abs: float | None
-    worst_abs: float | None
-    median_signed: float | None
-
-
-def stats(values: Sequence[float]) -> ErrorStats:
-    if not values:
-        return ErrorStats(0, None, None, None)
-    a = [abs(v) for v in values]
-    return ErrorStats(len(values), statistics.median(a), max(a), statistics.median(values))
-
-
 @dataclass(frozen=True)
 class Intervals:
     """The fitted time interval: published/predicted time ratio quantiles over the fit half."""
@@ -657,7 +633,6 @@ def summary_json(s: Summary) -> dict[str, Any]:
 
 
 RATCHET_METRICS = ("samples_per_s_per_gpu", "wall_hours")
-HALVES = ("all", "fit", "held-out")
 
 
 def ratchet_text(s: Summary) -> str:
@@ -697,9 +672,10 @@ def cache_content(iv: Intervals, compute_scale: float | None) -> dict[str, Any]:
 def write_cache(iv: Intervals, compute_scale: float | None) -> Path:
     p = cache_path()
     head = (
-        "# Fitted by planner/validation.py on the fit half of profiles/published_runs.yaml: the compute\n"
-        "# scale every uncalibrated GPU prediction uses (one multiplier on the modelled device rates), and\n"
-        "# the prediction interval of time and money: published / predicted time at the 10th and 90th percentile.\n"
+        "# Fitted by planner/validation.py: the compute scale every uncalibrated GPU prediction uses, training\n"
+        "# and serving (one multiplier on the modelled device rates, fitted on the fit halves of\n"
+        "# profiles/published_runs.yaml and profiles/published_serving.yaml together), and the prediction\n"
+        "# interval of time and money (training fit half): published / predicted time at the 10th and 90th percentile.\n"
         f"# Generated; do not edit. Regenerate with `{REGENERATE}` (tests/planner/test_validation.py\n"
         "# fails when it drifts from the model).\n"
     )

@@ -80,7 +80,7 @@ def _files(kind: str) -> list[Path]:
     return sorted((prof.bundled_dir() / kind).glob("*.yaml"))
 
 
-# published_runs.yaml, validation_intervals.yaml: the bundled data files beside the profiles.
+# published_runs.yaml, published_ratios.yaml, validation_intervals.yaml: the bundled data files beside the profiles.
 DATA_FILES = sorted(prof.bundled_dir().glob("*.yaml"))
 
 

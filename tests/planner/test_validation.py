@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 # `python -m planner.validation --ratchet` prints (and refresh the interval cache:
 # `python -m planner.validation --write-intervals`).
 PINNED_MEDIAN_ABS_ERROR = {
-    "samples_per_s_per_gpu": {"all": 0.1576, "fit": 0.1589, "held-out": 0.1444},
-    "wall_hours": {"all": 0.0711, "fit": 0.0688, "held-out": 0.1354},
+    "samples_per_s_per_gpu": {"all": 0.2075, "fit": 0.2078, "held-out": 0.2075},
+    "wall_hours": {"all": 0.0774, "fit": 0.0218, "held-out": 0.2000},
 }
 EPS = 1e-4
 
@@ -87,13 +87,15 @@ def test_data_model_forbids_unknown_keys_and_duplicates():
         PublishedRuns.model_validate({"runs": [run, run]})
 
 
-def test_bad_runs_file_is_one_line(cli, tmp_path):
-    bad = tmp_path / "runs.yaml"
-    bad.write_text("runs:\n- name: x1\n  model: nope\n")
-    r = cli("validate", "--runs", str(bad))
+@pytest.mark.parametrize(("flag", "key"), [("--runs", "runs"), ("--serving", "measurements")])
+def test_bad_runs_file_is_one_line(cli, tmp_path, flag, key):
+    """A broken published-runs or published-serving file: one line naming the entry, exit 2."""
+    bad = tmp_path / "data.yaml"
+    bad.write_text(f"{key}:\n- name: x1\n  model: nope\n")
+    r = cli("validate", flag, str(bad))
     assert r.exit_code == 2
     err = (r.stderr or r.output).strip()
-    assert len(err.splitlines()) == 1 and "runs.0" in err
+    assert len(err.splitlines()) == 1 and f"{key}.0" in err
 
 
 # ------------------------------------------------------------------------------------------ split
@@ -266,7 +268,8 @@ def test_validate_json_and_csv(cli, checks):
     assert set(s["errors"]) == set(v.METRICS)
     assert s["errors"]["samples_per_s_per_gpu"]["held-out"]["n"] > 0
     assert s["time_interval"]["ratio_low"] < s["time_interval"]["ratio_high"]
-    rows = list(csv.DictReader(io.StringIO(cli("validate", "--format", "csv").output)))
+    # Serving measurements share the CSV (tests/planner/test_serving_validation.py): training rows fill `run`.
+    rows = [x for x in csv.DictReader(io.StringIO(cli("validate", "--format", "csv").output)) if x["run"]]
     assert len(rows) == len(checks)
     b32 = next(x for x in rows if x["run"] == "openclip-b32-laion400m")
     assert float(b32["published_gpu_hours"]) == 4600
@@ -539,3 +542,27 @@ def test_runs_files_the_fit_cannot_use_are_one_line(cli, tmp_path, which):
     r = cli("validate", "--runs", str(path))
     assert r.exit_code == 2, r.output
     assert len(r.output.strip().splitlines()) == 1 and "internal error" not in r.output, r.output
+
+
+def test_scanned_search_finds_the_lower_of_two_minima():
+    """The joint training + serving fit's loss has several local minima; the scan looks over the
+    whole range before narrowing, so a shallow minimum near one end does not capture it."""
+    from planner.golden import minimize_log_scanned
+
+    def loss(x: float) -> float:  # a shallow minimum at 0.06, the deepest at 1.5
+        return min(abs(x - math.log(0.06)) * 0.1 + 0.5, abs(x - math.log(1.5)))
+
+    assert minimize_log_scanned(loss, (0.05, 2.0), 25, 16) == pytest.approx(1.5, rel=0.01)
+
+
+def test_the_compute_scale_is_fitted_on_training_and_serving_fit_halves_together(monkeypatch):
+    """One fitted efficiency for both workloads (issue 21 item 1): the serving fit half moves the
+    scale; its held-out half does not."""
+    from planner import serving_validation as sv
+
+    runs = v.load_runs().runs
+    halves = v.split_halves(runs)
+    raw = [v.check_run(r, halves[r.name]) for r in runs]
+    joint = v.fit_compute_scale(raw)
+    monkeypatch.setattr(sv, "fit_half_measurements", lambda path=None: [])
+    assert v.fit_compute_scale(raw) != joint
