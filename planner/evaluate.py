@@ -264,6 +264,7 @@ def step_terms(model: ModelSpec, hardware: HardwareSpec, layout: Layout) -> dict
         stack=lo.stack,
         precision=lo.precision,
         attention=lo.attention,
+        nograd_forwards=ops.nograd_forwards_per_microbatch(lo.stack, gas),
     )
     peak = ops.peak_tflops(hardware, lo.precision) * 1e12
     if hardware.mfu_default is not None:

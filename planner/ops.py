@@ -765,16 +765,18 @@ def microbatch_time(
     stack: str = "eager",
     precision: str = "bf16",
     attention: str = "flash",
+    nograd_forwards: Num = 0.0,
 ) -> MicrobatchTime:
     """Forward + backward (+ recompute) of one micro-batch of `micro_batch` samples on one GPU.
 
     contrast_batch: columns of the logits (the global batch with gathered features); loss_rows: rows
-    per GPU (the micro-batch with local loss, the global batch without)."""
+    per GPU (the micro-batch with local loss, the global batch without); nograd_forwards: forwards of
+    both towers without gradients (no loss, no backward) on top (OpenCLIP's gradient accumulation:
+    `nograd_forwards_per_microbatch`)."""
     v, tx = model.vision, model.text
-    a = ACT_BYTES[precision]
     scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
-    bw = hbm_bytes_per_s(hw) * scale
     passes = np.where(grad_ckpt, 2.0, 1.0)
+    fwd_passes = passes + nograd_forwards
     b = micro_batch * 1.0
     patches = np.floor_divide(image_size, v.patch_size) ** 2
     s_v = vision_tokens(patches, patch_dropout)
@@ -783,41 +785,98 @@ def microbatch_time(
     rows_v, rows_t = b * s_v, b * s_t
     e = float(model.embed_dim)
 
-    # -- GEMMs: blocks, patch embedding (no input gradient), heads, logits.
-    gemm = _tower_gemms(hw, vs, rows_v, passes, precision, scale)
-    gemm = gemm + _tower_gemms(hw, ts, rows_t, passes, precision, scale)
+    # -- GEMMs: blocks, patch embedding (no input gradient), heads, logits (not in a no-grad forward).
+    gemm = _tower_gemms(hw, vs, rows_v, fwd_passes, precision, scale)
+    gemm = gemm + _tower_gemms(hw, ts, rows_t, fwd_passes, precision, scale)
     k_patch = 3.0 * v.patch_size**2
-    gemm = gemm + linear_train_time_s(hw, b * patches, float(v.width), k_patch, 1.0, precision, scale, False)
-    gemm = gemm + linear_train_time_s(hw, b, e, float(v.width), 1.0, precision, scale)
-    gemm = gemm + linear_train_time_s(hw, b, e, float(tx.width), 1.0, precision, scale)
+    stem_passes = 1.0 + nograd_forwards
+    gemm = gemm + linear_train_time_s(
+        hw, b * patches, float(v.width), k_patch, stem_passes, precision, scale, False
+    )
+    gemm = gemm + linear_train_time_s(hw, b, e, float(v.width), stem_passes, precision, scale)
+    gemm = gemm + linear_train_time_s(hw, b, e, float(tx.width), stem_passes, precision, scale)
     # Logits image→text and text→image: loss_rows × contrast_batch each, K = e (+ 2 backward GEMMs).
     gemm = gemm + 2.0 * linear_train_time_s(
         hw, loss_rows * 1.0, contrast_batch * 1.0, e, 1.0, precision, scale
     )
-    gemm_flops = _tower_gemm_flops(vs, rows_v, passes) + _tower_gemm_flops(ts, rows_t, passes)
-    gemm_flops = gemm_flops + 2.0 * b * patches * v.width * k_patch * 2.0
-    gemm_flops = gemm_flops + 3.0 * 2.0 * b * e * (v.width + tx.width)
+    gemm_flops = _tower_gemm_flops(vs, rows_v, fwd_passes) + _tower_gemm_flops(ts, rows_t, fwd_passes)
+    gemm_flops = gemm_flops + (1.0 + stem_passes) * b * patches * v.width * k_patch * 2.0
+    gemm_flops = gemm_flops + (2.0 + stem_passes) * 2.0 * b * e * (v.width + tx.width)
     gemm_flops = gemm_flops + 2.0 * 3.0 * 2.0 * loss_rows * contrast_batch * e
 
     # -- attention.
     attn = v.depth * attention_time_s(
-        hw, attention, rows_v, s_v, v.heads, v.head_width, passes, False, precision, scale, stack
+        hw, attention, rows_v, s_v, v.heads, v.head_width, fwd_passes, False, precision, scale, stack
     )
     attn = attn + tx.layers * attention_time_s(
-        hw, attention, rows_t, s_t, tx.heads, tx.head_width, passes, True, precision, scale, stack
+        hw, attention, rows_t, s_t, tx.heads, tx.head_width, fwd_passes, True, precision, scale, stack
     )
 
     # -- memory-bound work.
     ew_v = vision_block_elementwise(model, stack, precision, s_v)
     ew_t = text_block_elementwise(model, stack, precision)
+    mem_bytes, cast_tensors = _microbatch_memory_bytes(
+        model,
+        stack,
+        precision,
+        (ew_v, ew_t),
+        (b, patches, rows_v, rows_t),
+        passes,
+        nograd_forwards,
+        patch_dropout,
+        loss_rows * contrast_batch,
+    )
+    memory = mem_bytes / (hbm_bytes_per_s(hw) * scale)
+    device = gemm + attn + memory
+
+    # -- kernels: per block the GEMMs (forward; backward 2 per weight), the attention kernel forward
+    # and backward, and the memory-bound ops counted op by op; a no-grad forward's blocks and stems.
+    kernels = vs.layers * block_kernel_count(vs, ew_v, passes) + ts.layers * block_kernel_count(
+        ts, ew_t, passes
+    )
+    fwd_only = vs.layers * block_kernel_count(vs, ew_v, 1.0, False) + ts.layers * block_kernel_count(
+        ts, ew_t, 1.0, False
+    )
+    kernels = kernels + nograd_forwards * (fwd_only + 2.0 * FORWARD_STEM_KERNELS)
+    kernels = kernels + cast_tensors * (passes + 1.0 + nograd_forwards)
+    # Stems, heads and the loss (patch embed, cls/pos, dropout gather, final norms, heads, normalise,
+    # logits, cross-entropy), forward and backward: 105 ATen ops in the op census of EVA02-B/16
+    # (benchmarks/op_census.py --ops; the same code runs for every bundled model).
+    kernels = kernels + STEM_OPS
+    host = host_term(kernels, HOST_S_PER_KERNEL[stack]).value
+    total = overlap_host(hw, device, host)
+    return MicrobatchTime(gemm, attn, memory, device, kernels, host, total, gemm_flops)
+
+
+def _microbatch_memory_bytes(
+    model: ModelSpec,
+    stack: str,
+    precision: str,
+    ews: tuple[ElementwiseCost, ElementwiseCost],
+    sizes: tuple[Num, Num, Num, Num],
+    passes: Num,
+    nograd_forwards: Num,
+    patch_dropout: Num,
+    logits: Num,
+) -> tuple[Num, float]:
+    """Memory-bound bytes of one micro-batch (and the autocast weight casts per pass, as tensors):
+    the blocks (forward, recompute, backward, and the forwards without gradients), the stems, the
+    CLIP loss over `logits` = loss rows × contrast batch, the token embedding's gradient and, under
+    `amp`, the weight casts. sizes: (micro-batch, patches, vision rows, text rows)."""
+    v, tx = model.vision, model.text
+    a = ACT_BYTES[precision]
+    ew_v, ew_t = ews
+    b, patches, rows_v, rows_t = sizes
     block_bytes = v.depth * rows_v * block_elementwise_bytes_per_token(ew_v, passes)
     block_bytes = block_bytes + tx.layers * rows_t * block_elementwise_bytes_per_token(ew_t, passes)
+    fwd_block = v.depth * rows_v * ew_v.fwd_bytes_per_token + tx.layers * rows_t * ew_t.fwd_bytes_per_token
+    block_bytes = block_bytes + nograd_forwards * fwd_block
     stem = vision_stem_bytes(model, b, patches, rows_v, patch_dropout, a) + text_stem_bytes(model, rows_t, a)
     # CLIP loss: two loss_rows × contrast_batch fp32 logits matrices: scale (read + write), log-softmax
     # (read + write) and the NLL read forward (5 accesses), softmax gradient backward (read 2, write 1,
     # and the scale's gradient read + write: 5), 4 bytes each.
-    loss_bytes = 2.0 * loss_rows * contrast_batch * 4.0 * (5.0 + 5.0)
-    mem_bytes = block_bytes + stem * (1.0 + FUSED_BWD_RATIO) + loss_bytes
+    loss_bytes = 2.0 * logits * 4.0 * (5.0 + 5.0)
+    mem_bytes = block_bytes + stem * (1.0 + nograd_forwards + FUSED_BWD_RATIO) + loss_bytes
     # The token embedding's gradient is a dense vocabulary × width table written every micro-batch
     # (embedding_dense_backward: the largest memory-bound op outside the blocks in the census).
     mem_bytes = mem_bytes + float(tx.vocab_size) * tx.width * a
@@ -828,24 +887,21 @@ def microbatch_time(
         # casts each 16-bit weight gradient to the fp32 .grad (read a, write 4). A later micro-batch
         # of an accumulation step adds it to .grad instead (read a + 4 + 4, write 4: not modelled).
         psi_cast, cast_tensors = autocast_weights(model)
-        mem_bytes = mem_bytes + psi_cast * (4.0 + a) * (passes + 1.0)
-    memory = mem_bytes / bw
+        mem_bytes = mem_bytes + psi_cast * (4.0 + a) * (passes + 1.0 + nograd_forwards)
+    return mem_bytes, cast_tensors
 
-    device = gemm + attn + memory
 
-    # -- kernels: per block the GEMMs (forward; backward 2 per weight), the attention kernel forward
-    # and backward, and the memory-bound ops counted op by op.
-    kernels = vs.layers * block_kernel_count(vs, ew_v, passes) + ts.layers * block_kernel_count(
-        ts, ew_t, passes
-    )
-    kernels = kernels + cast_tensors * (passes + 1.0)
-    # Stems, heads and the loss (patch embed, cls/pos, dropout gather, final norms, heads, normalise,
-    # logits, cross-entropy), forward and backward: 105 ATen ops in the op census of EVA02-B/16
-    # (benchmarks/op_census.py --ops; the same code runs for every bundled model).
-    kernels = kernels + STEM_OPS
-    host = host_term(kernels, HOST_S_PER_KERNEL[stack]).value
-    total = overlap_host(hw, device, host)
-    return MicrobatchTime(gemm, attn, memory, device, kernels, host, total, gemm_flops)
+# OpenCLIP's gradient accumulation (`--accum-freq k`, mlfoundations/open_clip src/training/train.py,
+# pull request #267): for each of the k micro-batches it first computes the image and text features
+# under torch.no_grad() and caches them; then, for each micro-batch again, a forward with gradients
+# whose loss uses its fresh features with the other k − 1 cached ones, and its backward. One forward
+# of both towers without gradients per micro-batch more than ordinary accumulation. The bundled
+# trainer (DeepSpeed, stack eager) and NeMo (fused) accumulate ordinarily; `amp` is OpenCLIP's stack.
+def nograd_forwards_per_microbatch(stack: str, grad_accum: Num) -> Num:
+    """Forwards without gradients a trainer runs per micro-batch besides its forward with gradients."""
+    if stack != "amp":
+        return np.where(np.asarray(grad_accum) > 1, 0.0, 0.0)
+    return np.where(np.asarray(grad_accum) > 1, 1.0, 0.0)
 
 
 def host_term(kernels: Num, host_s_per_kernel: float) -> Term:

@@ -308,3 +308,31 @@ def test_a_measured_rate_above_its_datasheet_is_refused() -> None:
     data["matmul"]["tflops"]["value"] = 1979  # the sparse figure taken for a dense one
     with pytest.raises(ValidationError, match=r"matmul\.tflops 1979 is above bf16_dense_tflops 989"):
         type(hw).model_validate(data)
+
+
+def test_openclip_accumulation_adds_one_forward_without_gradients():
+    """OpenCLIP's --accum-freq caches every micro-batch's features under no_grad first, then reruns
+    each forward with gradients (open_clip PR #267): stack amp with accumulation pays one forward of
+    both towers more per micro-batch; DeepSpeed (eager) and NeMo (fused) accumulate ordinarily."""
+    m = prof.load_model("openclip-vit-l14")
+    hw = prof.load_hardware("a100-80gb")
+    assert ops.nograd_forwards_per_microbatch("amp", 2) == 1.0
+    assert ops.nograd_forwards_per_microbatch("amp", 1) == 0.0
+    assert ops.nograd_forwards_per_microbatch("eager", 4) == 0.0
+    kw = dict(
+        micro_batch=64,
+        image_size=224,
+        patch_dropout=0.0,
+        grad_ckpt=True,
+        contrast_batch=64,
+        loss_rows=64,
+        stack="amp",
+        precision="bf16",
+        attention="math",
+    )
+    plain = ops.microbatch_time(m, hw, **kw)
+    accum = ops.microbatch_time(m, hw, **kw, nograd_forwards=1.0)
+    fwd = ops.microbatch_time(m, hw, **{**kw, "grad_ckpt": False})
+    # one forward more: more than nothing, less than a forward + backward without recompute
+    assert 0 < float(accum.device_s - plain.device_s) < 0.5 * float(fwd.device_s)
+    assert accum.kernels > plain.kernels

@@ -86,3 +86,43 @@ def test_arrays_equal_scalar_estimates(model_name, hw_name, offering_name):
         assert e.time.wall_s == float(wc["wall_s"][i])
         od = next(p for p in e.cost.prices if p.pricing == "on_demand")
         assert od.total_usd == float(wc["money"].total_usd[i])
+
+
+def test_openclip_accumulation_agrees_in_arrays_and_scalars():
+    """The amp stack's extra forward without gradients under accumulation (ops.nograd_forwards_per_
+    microbatch) reaches the vectorised step exactly as the scalar estimate."""
+    m, hw = prof.load_model("openclip-vit-l14"), prof.load_hardware("a100-80gb")
+    gas = np.array([1, 2, 3, 1, 4])
+    b = np.array([32, 16, 8, 64, 24])
+    nodes = np.array([1, 2, 1, 4, 2])
+    layout = Layout(
+        nodes=nodes,
+        zero_stage=np.zeros(5, dtype=int),
+        offload_optimizer=np.zeros(5, dtype=bool),
+        offload_param=np.zeros(5, dtype=bool),
+        nvme_optimizer=np.zeros(5, dtype=bool),
+        nvme_param=np.zeros(5, dtype=bool),
+        micro_batch=b,
+        grad_ckpt=np.ones(5, dtype=bool),
+        image_size=np.full(5, 224),
+        patch_dropout=np.zeros(5),
+        grad_accum=gas,
+        stack="amp",
+        attention="math",
+    )
+    st = ev.step_terms(m, hw, layout)
+    G = hw.gpus_per_node
+    for i in range(5):
+        plan = ParallelPlan(
+            nodes=int(nodes[i]),
+            gpus_per_node=G,
+            zero_stage=0,
+            micro_batch=int(b[i]),
+            grad_accum=int(gas[i]),
+            grad_ckpt=True,
+        )
+        B = int(b[i] * gas[i] * nodes[i] * G)
+        tr = TrainingSpec(
+            samples=1e9, global_batch=B, image_size=224, patch_dropout=0.0, stack="amp", attention="math"
+        )
+        assert estimate(m, hw, plan, tr).compute.step_s == float(st["step_s"][i])
