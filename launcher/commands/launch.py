@@ -17,7 +17,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from launcher.backends.base import Backend, backend_choices, backend_class, load_bundle
+from launcher.backends.base import Backend, backend_choices, backend_class, backend_help, load_bundle
 from launcher.bundle import SLURM_FLAVOR
 from launcher.commands import render as render_cmd
 from launcher.commands._options import hardware_and_offering, kube_options, limited_float
@@ -43,7 +43,7 @@ _RENDER_NAMES = {p.name for p in _RENDER_OPTIONS} | {"image", "namespace"}
     type=click.Choice(backend_choices()),  # every module of launcher/backends that declares BACKEND
     default="kubernetes",
     show_default=True,
-    help="Where to run: a Kubernetes cluster, a Slurm cluster (sbatch), or torchrun on this machine.",
+    help=backend_help(),  # each backend's BACKEND_RUNS, read like its name
 )
 @kube_options
 @click.option("--image", default=None, help="Trainer image, when launch renders (required for Kubernetes).")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.backends.kube_api import Backoff
+from launcher.backends.kube_api import Backoff, KubeApi
 from launcher.backends.kubernetes import KubernetesBackend, pod_problem
 from launcher.state import JobStore
 
@@ -585,8 +585,8 @@ def test_budget_guard_waits_for_a_projection_it_can_trust():
 
 
 def test_namespace_from_context_and_flag(cluster, kubeconfig, state_dir):
-    assert KubernetesBackend(kubeconfig=str(kubeconfig)).namespace == NAMESPACE
-    assert KubernetesBackend(kubeconfig=str(kubeconfig), namespace="other").namespace == "other"
+    assert KubernetesBackend(KubeApi(kubeconfig=str(kubeconfig))).namespace == NAMESPACE
+    assert KubernetesBackend(KubeApi(kubeconfig=str(kubeconfig), namespace="other")).namespace == "other"
 
 
 def test_unknown_job_is_a_clear_error(cli, state_dir):
