@@ -499,15 +499,8 @@ def observation_from_record(r: CalibrationRun, model: ModelSpec, hardware: Hardw
             f"calibration run {r.job}: world_size {r.world_size} is not whole {hardware.name} nodes",
             hint="remove the run from the calibration file, or re-run evaplan calibrate --reset",
         )
-    plan = ParallelPlan(
-        nodes=r.world_size // G,
-        gpus_per_node=G,
-        zero_stage=r.zero_stage,
-        micro_batch=r.micro_batch,
-        grad_accum=r.grad_accum,
-        grad_ckpt=r.grad_ckpt,
-        offload_optimizer=r.offload_optimizer,
-        offload_param=r.offload_param,
+    plan = ParallelPlan.of_recorded(
+        r, r.world_size // G, G, offload_optimizer=r.offload_optimizer, offload_param=r.offload_param
     )
     training = TrainingSpec(
         samples=float(plan.global_batch),

@@ -446,15 +446,9 @@ def violations(
                 f"{t['hbm_limit_bytes'][i] / GIB:,.1f} GiB HBM{head}"
             )
         elif name == "host_ram":
-            out.append(
-                f"needs {t['host_per_node_bytes'][i] / GIB:,.0f} GiB host RAM per node > "
-                f"{t['host_limit_bytes'][i] / GIB:,.0f} GiB"
-            )
+            out.append(_needs_per_node(t, i, "host", "host RAM", GIB, "GiB", ",.0f"))
         elif name == "nvme":
-            out.append(
-                f"needs {t['nvme_per_node_bytes'][i] / 1e12:,.1f} TB NVMe per node > "
-                f"{t['nvme_limit_bytes'][i] / 1e12:,.1f} TB"
-            )
+            out.append(_needs_per_node(t, i, "nvme", "NVMe", 1e12, "TB", ",.1f"))
         elif name == "min_dp_group":
             g = int(t["min_group"][i])
             sg = opt.hardware.collective.small_group_gbps
@@ -481,6 +475,13 @@ def violations(
                 else f"costs {fmt_usd(usd)} > budget {fmt_usd(constraints.budget_usd or 0.0)}"
             )
     return out
+
+
+def _needs_per_node(t: Table, i: int, key: str, what: str, scale: float, unit: str, spec: str) -> str:
+    """`needs N <unit> <what> per node > LIMIT <unit>`, from the table's `<key>_per_node_bytes` and
+    `<key>_limit_bytes` columns."""
+    need, limit = t[f"{key}_per_node_bytes"][i] / scale, t[f"{key}_limit_bytes"][i] / scale
+    return f"needs {need:{spec}} {unit} {what} per node > {limit:{spec}} {unit}"
 
 
 def _pct(a: float, b: float) -> str:

@@ -40,7 +40,6 @@ from launcher.backends.base import (
     TERMINAL_PHASES,
     UNKNOWN,
     Backend,
-    Bundle,
     JobState,
     LaunchOptions,
     LogLine,
@@ -48,7 +47,7 @@ from launcher.backends.base import (
     register,
 )
 from launcher.backends.local import _parse_log_line, _tail_lines, metrics_in_file, world_size_of
-from launcher.bundle import SLURM_FLAVOR
+from launcher.bundle import SLURM_FLAVOR, Bundle
 from launcher.config import SLURM_CONFIG_PARAMS
 from launcher.monitor import fmt_duration
 from launcher.slurm_script import CONFIG_DIR_NAME, SCRIPT_FILE
