@@ -49,6 +49,13 @@ _NAME_RULES: dict[str, Callable[[str, str], str]] = {
 }
 
 
+def _matching(v: str | None, pattern: re.Pattern[str], flag: str, what: str, *, hint: str) -> str | None:
+    """`v` as given when it is None or all of it matches `pattern`; else one line: `FLAG 'v' is not WHAT`."""
+    if v is not None and not pattern.fullmatch(v):
+        raise EvaplanError(f"{flag} {v!r} is not {what}", hint=hint)
+    return v
+
+
 class RenderOptions(BaseModel):
     """Everything about a launch that is not in the plan: names, image, cluster specifics."""
 
@@ -131,21 +138,14 @@ class RenderOptions(BaseModel):
     @field_validator("partition", "account", "qos")
     @classmethod
     def _slurm_name(cls, v: str | None, info: Any) -> str | None:
-        if v is not None and not _SLURM_NAME.fullmatch(v):
-            raise EvaplanError(
-                f"--{info.field_name} {v!r} is not a Slurm name (letters, digits, _ . -; at most 64)",
-                hint="e.g. --partition gpu",
-            )
-        return v
+        what = "a Slurm name (letters, digits, _ . -; at most 64)"
+        return _matching(v, _SLURM_NAME, f"--{info.field_name}", what, hint="e.g. --partition gpu")
 
     @field_validator("constraint")
     @classmethod
     def _constraint(cls, v: str | None) -> str | None:
-        if v is not None and not _SLURM_CONSTRAINT.fullmatch(v):
-            raise EvaplanError(
-                f"--constraint {v!r} is not a node feature expression", hint="e.g. --constraint 'h100&ib'"
-            )
-        return v
+        what = "a node feature expression"
+        return _matching(v, _SLURM_CONSTRAINT, "--constraint", what, hint="e.g. --constraint 'h100&ib'")
 
     @field_validator("work_dir", "python")
     @classmethod
