@@ -108,6 +108,11 @@ def _count_option(flag: str, help: str | None = None) -> Decorator:
     return click.option(flag, type=click.IntRange(min=1), default=None, help=help)
 
 
+def _share_option(flag: str, most: float, default: float, help: str) -> Decorator:
+    """A share from 0 to `most`."""
+    return click.option(flag, type=FiniteFloat(0, most), default=default, show_default=True, help=help)
+
+
 def _what_and_where() -> list[Decorator]:
     """The model, the hardware or offerings it runs on, the price and what the search optimises."""
     return [
@@ -184,12 +189,11 @@ def _training_run() -> list[Decorator]:
             help="Image-text pairs to see (default: the recipe's).",
         ),
         _count_option("--global-batch", help="Global batch (default: the recipe's)."),
-        click.option(
+        _share_option(
             "--batch-tolerance",
-            type=FiniteFloat(0, 0.5),
-            default=0.02,
-            show_default=True,
-            help="Share the global batch may deviate from --global-batch (0: exact).",
+            0.5,
+            0.02,
+            "Share the global batch may deviate from --global-batch (0: exact).",
         ),
         _count_option("--image-size"),
         click.option("--patch-dropout", type=FiniteFloat(0, 1, max_open=True), default=None),
@@ -222,13 +226,7 @@ def _memory_and_more() -> list[Decorator]:
             help="HBM kept free per GPU for the memory prediction's error: a share (10%) or GiB (8GiB); "
             "0 for none.",
         ),
-        click.option(
-            "--host-headroom",
-            type=FiniteFloat(0, 0.9),
-            default=0.0,
-            show_default=True,
-            help="Share of host RAM to keep free.",
-        ),
+        _share_option("--host-headroom", 0.9, 0.0, "Share of host RAM to keep free."),
         click.option(
             "--zero-stage",
             "zero_stages",
