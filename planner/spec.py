@@ -499,10 +499,17 @@ class ParallelPlan(StrictModel):
     RECORDED_LAYOUT: ClassVar[tuple[str, ...]] = ("zero_stage", "micro_batch", "grad_accum", "grad_ckpt")
 
     @classmethod
-    def of_recorded(cls, run: Any, nodes: int, gpus_per_node: int, **settings: Any) -> ParallelPlan:
-        """The plan of a recorded run on `nodes` × `gpus_per_node`: its RECORDED_LAYOUT fields, and
-        `settings` (what that kind of record keeps besides)."""
-        layout = {k: getattr(run, k) for k in cls.RECORDED_LAYOUT}
+    def of_recorded(
+        cls,
+        run: Any,
+        nodes: int,
+        gpus_per_node: int,
+        fields: tuple[str, ...] = RECORDED_LAYOUT,
+        **settings: Any,
+    ) -> ParallelPlan:
+        """The plan of a recorded run on `nodes` × `gpus_per_node`: its layout `fields` (named as
+        here), and `settings` besides."""
+        layout = {k: getattr(run, k) for k in fields}
         return cls(nodes=nodes, gpus_per_node=gpus_per_node, **layout, **settings)
 
     @model_validator(mode="after")
