@@ -51,6 +51,26 @@ def data_workers_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     )
 
 
+def stack_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--stack NAME: the software stack the step time is modelled for (planner.ops.STACKS)."""
+    from planner.ops import STACKS
+
+    return click.option("--stack", type=click.Choice(STACKS), default="eager", show_default=True, help=help)
+
+
+def attention_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--attention NAME: the attention kernel the step time and memory are modelled for."""
+    from planner.ops import ATTENTION_KERNELS
+
+    return click.option(
+        "--attention",
+        type=click.Choice(ATTENTION_KERNELS),
+        default="flash",
+        show_default=True,
+        help="Attention kernel.",
+    )
+
+
 def hardware_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--hardware NAME (passed as `hardware_name`): optional where --offering names it."""
     return _profile_option(

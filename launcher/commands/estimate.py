@@ -7,12 +7,14 @@ import click
 from launcher.commands._options import (
     REPORT_FORMATS,
     FiniteFloat,
+    attention_option,
     data_workers_option,
     format_option,
     hardware_and_offering,
     hardware_option,
     offering_option,
     profiles_dirs,
+    stack_option,
 )
 from launcher.completion import profile_names
 from planner import profiles as prof
@@ -370,21 +372,11 @@ def explain_text(e: Estimate) -> str:
 @click.option("--image-size", type=int, default=None, help="Training resolution (default: the recipe's).")
 @click.option("--patch-dropout", type=FiniteFloat(0, 1, max_open=True), default=None)
 @click.option("--precision", type=click.Choice(["bf16", "fp16"]), default=None)
-@click.option(
-    "--stack",
-    type=click.Choice(["eager", "amp", "compile", "fused"]),
-    default="eager",
-    show_default=True,
-    help="Software stack: eager PyTorch (the bundled trainer), amp (eager under autocast, fp32 weights: "
-    "OpenCLIP), torch.compile, or fused kernels (NeMo/TE).",
+@stack_option(
+    "Software stack: eager PyTorch (the bundled trainer), amp (eager under autocast, fp32 weights: "
+    "OpenCLIP), torch.compile, or fused kernels (NeMo/TE)."
 )
-@click.option(
-    "--attention",
-    type=click.Choice(["flash", "cudnn", "mem_efficient", "math"]),
-    default="flash",
-    show_default=True,
-    help="Attention kernel.",
-)
+@attention_option()
 @data_workers_option()
 @click.option("--zero-stage", type=click.IntRange(0, 3), default=None)
 @click.option("--offload-optimizer", type=click.Choice(["none", "cpu", "nvme"]), default=None)

@@ -16,10 +16,12 @@ from launcher.commands._options import (
     REPORT_FORMATS,
     FiniteFloat,
     MultiValueCommand,
+    attention_option,
     data_workers_option,
     format_option,
     offering_filter_options,
     profiles_dirs,
+    stack_option,
 )
 from launcher.completion import profile_names
 from planner import profiles as prof
@@ -198,20 +200,10 @@ def _training_run() -> list[Decorator]:
         _count_option("--image-size"),
         click.option("--patch-dropout", type=FiniteFloat(0, 1, max_open=True), default=None),
         click.option("--precision", type=click.Choice(["bf16", "fp16"]), default=None),
-        click.option(
-            "--stack",
-            type=click.Choice(["eager", "amp", "compile", "fused"]),
-            default="eager",
-            show_default=True,
-            help="Software stack: eager PyTorch (the bundled trainer), amp (autocast, OpenCLIP), torch.compile, fused.",
+        stack_option(
+            "Software stack: eager PyTorch (the bundled trainer), amp (autocast, OpenCLIP), torch.compile, fused."
         ),
-        click.option(
-            "--attention",
-            type=click.Choice(["flash", "cudnn", "mem_efficient", "math"]),
-            default="flash",
-            show_default=True,
-            help="Attention kernel.",
-        ),
+        attention_option(),
     ]
 
 
