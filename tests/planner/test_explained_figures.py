@@ -10,8 +10,10 @@ import json
 
 import pytest
 
+from planner import evaluate as ev
 from planner import profiles as prof
 from planner.estimate import Estimate, estimate
+from planner.layout import Layout
 from planner.spec import ParallelPlan, SourcedFraction, SourcedNonNegative, TrainingSpec
 from planner.terms import FUNCTIONS, evaluate
 
@@ -92,3 +94,24 @@ def test_calibrated_and_overridden_figures_explain_themselves(update: dict) -> N
         assert e.figure("time.step_overhead").formula == "calibrated_s"
         assert e.figure("time.step_overhead").value == 0.03
         assert e.figure("time.microbatch_overhead").value == 0.004
+
+
+def test_fp32_step_terms_explain_themselves() -> None:
+    """`estimate` refuses fp32 training, but the search's step terms take it: each term, its inputs
+    printed as numbers, evaluates to its value (and the ZeRO-0 wrapper of 16-bit engines is off)."""
+    model, hw = prof.load_model("eva02-clip-b16"), prof.load_hardware("h100-sxm")
+    layout = Layout(
+        nodes=1,
+        zero_stage=0,
+        micro_batch=16,
+        grad_ckpt=True,
+        image_size=224,
+        patch_dropout=0.5,
+        precision="fp32",
+    )
+    terms = ev.step_terms(model, hw, layout)["terms"]
+    assert set(terms) >= {"gemm", "attention", "memory_bound", "step_overhead", "offload"}
+    for name, t in terms.items():
+        printed = {k: float(v) for k, v in t.inputs.items()}
+        assert float(evaluate(t.formula, printed)) == pytest.approx(float(t.value), rel=1e-12), name
+    assert float(terms["step_overhead"].inputs["deepspeed_wrapper"]) == 0.0
