@@ -12,15 +12,13 @@ compares `evaplan serve`'s prediction with these figures.
 
 from __future__ import annotations
 
-from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from planner.errors import ProfileError
-from planner.published import Attention, Stack
+from planner.published import Attention, SourcedEntry, Stack, load_data_file, refuse_repeated_names
 from planner.spec import Name, StrictModel
 
 # fp16 and bf16 run at the same tensor-core rate on every profiled GPU; fp8/int8 as `evaplan serve` has them.
@@ -50,7 +48,7 @@ class ServingFigure(StrictModel):
         return self
 
 
-class PublishedMeasurement(StrictModel):
+class PublishedMeasurement(SourcedEntry):
     """One published inference measurement: setting, figure and source."""
 
     name: Name
@@ -64,10 +62,6 @@ class PublishedMeasurement(StrictModel):
     stack: Stack = Field(description="the evaplan software stack the engine is read as")
     attention: Attention
     published: ServingFigure
-    source_url: str = Field(pattern=r"^(https://|benchmarks/)")
-    quote: str = Field(min_length=10, description="the source's words, verbatim")
-    source_date: date = Field(description="the date of the source (commit, page, paper)")
-    assumptions: list[str] = Field(default_factory=list, description="settings the source does not state")
 
     @property
     def published_images_per_s(self) -> float:
@@ -84,30 +78,20 @@ class PublishedMeasurements(StrictModel):
 
     @model_validator(mode="after")
     def _unique(self) -> PublishedMeasurements:
-        seen: set[str] = set()
-        for m in self.measurements:
-            if m.name in seen:
-                raise ValueError(f"measurement name {m.name} appears twice")
-            seen.add(m.name)
+        refuse_repeated_names([m.name for m in self.measurements], "measurement")
         return self
+
+
+BUNDLED_NAME = "published_serving.yaml"
 
 
 def data_path() -> Path:
     from planner.profiles import bundled_dir
 
-    return bundled_dir() / "published_serving.yaml"
+    return bundled_dir() / BUNDLED_NAME
 
 
 @cache
 def load_measurements(path: str | None = None) -> PublishedMeasurements:
     """The bundled measurements (or those of `path`); a broken file is one clear line (ProfileError)."""
-    from planner.profiles import _read_yaml  # the profiles' reader: size, aliases, depth, encoding
-
-    p = Path(path) if path else data_path()
-    raw = _read_yaml(p)
-    try:
-        return PublishedMeasurements.model_validate(raw)
-    except ValidationError as e:
-        from planner.profiles import format_validation_error
-
-        raise ProfileError(format_validation_error(p, e), hint="fix the entry named above") from e
+    return load_data_file(path, BUNDLED_NAME, PublishedMeasurements)

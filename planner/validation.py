@@ -39,7 +39,7 @@ import hashlib
 import math
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -137,12 +137,17 @@ def _hash(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
-def split_halves(runs: Sequence[PublishedRun]) -> dict[str, str]:
-    """name → "fit" | "held-out": per kind (with a throughput figure or fit-only), sorted by the
-    SHA-256 of the name, the first ⌊n/2⌋ fitted. Deterministic, and never more than half."""
-    kinds: dict[bool, list[PublishedRun]] = {True: [], False: []}
+def _has_throughput(run: PublishedRun) -> Hashable:
+    return run.published_samples_per_s is not None
+
+
+def split_halves(runs: Sequence[Any], kind: Callable[[Any], Hashable] = _has_throughput) -> dict[str, str]:
+    """name → "fit" | "held-out": per kind (training runs: with a throughput figure or fit-only; any
+    named entries: `kind` of each), sorted by the SHA-256 of the name, the first ⌊n/2⌋ of each kind
+    fitted. Deterministic, and never more than half."""
+    kinds: dict[Hashable, list[Any]] = {}
     for r in runs:
-        kinds[r.published_samples_per_s is not None].append(r)
+        kinds.setdefault(kind(r), []).append(r)
     out: dict[str, str] = {}
     for group in kinds.values():
         ordered = sorted(group, key=lambda r: _hash(r.name))
@@ -169,16 +174,7 @@ def plan_for(run: PublishedRun, hardware: HardwareSpec) -> tuple[ParallelPlan, T
     # A run that does not name its kernel used the official run's: the model profile's `xattn`.
     wanted = {"stack": run.stack, "attention": run.attention or model.official_attention}
     plan_extra = {k: v for k, v in wanted.items() if v is not None and k in ParallelPlan.model_fields}
-    plan = ParallelPlan(
-        nodes=max(1, run.gpus // G),
-        gpus_per_node=G,
-        zero_stage=run.zero_stage,
-        micro_batch=run.micro_batch,
-        grad_accum=run.grad_accum,
-        grad_ckpt=run.grad_ckpt,
-        precision=run.precision,
-        **plan_extra,
-    )
+    plan = ParallelPlan.of_recorded(run, max(1, run.gpus // G), G, precision=run.precision, **plan_extra)
     extra = {k: v for k, v in wanted.items() if v is not None and k in TrainingSpec.model_fields}
     # A run that does not state its DataLoader workers is read as using every core of a GPU's share
     # of the node (the optimistic reading: its loaders are never slower than that).

@@ -55,6 +55,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "plan_file",
         "report",
         "serve_report",
+        "serving_validation",
         "validation",
     ),
 }

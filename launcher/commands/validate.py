@@ -1,18 +1,25 @@
-"""`evaplan validate`: the planner against published training runs it did not see being written.
+"""`evaplan validate`: the planner against published training runs and inference measurements it did
+not see being written.
 
 Prints, for every run in profiles/published_runs.yaml (or --runs FILE), published vs predicted
 samples/s per GPU, wall time, GPU-hours, memory and whether the layout fits, with the error in %;
 then median and worst |error| over all runs, the fit half and the held-out half (planner/validation.py).
+Then serving apart: for every measurement in profiles/published_serving.yaml (or --serving FILE),
+published vs `evaplan serve`'s predicted latency or images/s, and the same summary per half
+(planner/serving_validation.py).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from launcher.commands._options import REPORT_FORMATS, format_option
 from planner.report import dumps_json, format_rows
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _lines(summary: Any) -> str:
@@ -40,27 +47,43 @@ def _lines(summary: Any) -> str:
     return "\n".join(out) + "\n"
 
 
+def _data_file_option(flag: str, dest: str, what: str, bundled: str) -> Callable[[F], F]:
+    """`flag FILE`: a data file in the bundled format instead of profiles/`bundled`."""
+    return click.option(
+        flag,
+        dest,
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help=f"A {what} YAML file in the bundled format (default: profiles/{bundled}).",
+    )
+
+
 @click.command("validate")
-@click.option(
-    "--runs",
-    "runs_file",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="A published-runs YAML file in the bundled format (default: profiles/published_runs.yaml).",
-)
+@_data_file_option("--runs", "runs_file", "published-runs", "published_runs.yaml")
+@_data_file_option("--serving", "serving_file", "published-serving", "published_serving.yaml")
 @format_option(*REPORT_FORMATS)
-def command(runs_file: str | None, fmt: str) -> None:
-    """Published vs predicted for every bundled published run: error in %, median and worst |error|,
-    fit half and held-out half reported apart. See docs/validation.md."""
+def command(runs_file: str | None, serving_file: str | None, fmt: str) -> None:
+    """Published vs predicted for every bundled published training run and inference measurement:
+    error in %, median and worst |error|, fit half and held-out half, training and serving reported
+    apart. See docs/validation.md."""
+    from planner import serving_validation as sv
     from planner import validation as v
 
+    serving = sv.serving_checks(path=serving_file)  # first: a bad --serving file fails at once
+    serving_summary = sv.serving_summary(serving)
     checks = v.check_all(runs_file)
     summary = v.summarize(checks)
     if fmt == "json":
-        click.echo(dumps_json({"runs": v.run_rows(checks), "summary": v.summary_json(summary)}), nl=False)
+        doc = {
+            "runs": v.run_rows(checks),
+            "summary": v.summary_json(summary),
+            "serving": {"measurements": sv.run_rows(serving), "summary": sv.summary_json(serving_summary)},
+        }
+        click.echo(dumps_json(doc), nl=False)
         return
     if fmt == "csv":
-        click.echo(format_rows(v.run_rows(checks), "csv"), nl=False)
+        # One header for both: a training row fills `run`, a serving row `measurement`.
+        click.echo(format_rows(v.run_rows(checks) + sv.run_rows(serving), "csv"), nl=False)
         return
     click.echo(format_rows(v.table_rows(checks), fmt), nl=False)
     click.echo("")
@@ -75,3 +98,12 @@ def command(runs_file: str | None, fmt: str) -> None:
             "prediction p for all, least worst |p/published − 1| = (max − min) / (max + min)"
         )
         click.echo(format_rows(spread, fmt), nl=False)
+    click.echo("")
+    click.echo(
+        "serving: `evaplan serve`'s prediction (hardware profiles as shipped) for published inference "
+        "measurements, one GPU each; error = predicted / published images/s − 1 (a latency row: "
+        "published ms / predicted ms − 1)"
+    )
+    click.echo(format_rows(sv.table_rows(serving), fmt), nl=False)
+    click.echo("")
+    click.echo(format_rows(sv.summary_rows(serving_summary), fmt), nl=False)

@@ -87,13 +87,15 @@ def test_data_model_forbids_unknown_keys_and_duplicates():
         PublishedRuns.model_validate({"runs": [run, run]})
 
 
-def test_bad_runs_file_is_one_line(cli, tmp_path):
-    bad = tmp_path / "runs.yaml"
-    bad.write_text("runs:\n- name: x1\n  model: nope\n")
-    r = cli("validate", "--runs", str(bad))
+@pytest.mark.parametrize(("flag", "key"), [("--runs", "runs"), ("--serving", "measurements")])
+def test_bad_runs_file_is_one_line(cli, tmp_path, flag, key):
+    """A broken published-runs or published-serving file: one line naming the entry, exit 2."""
+    bad = tmp_path / "data.yaml"
+    bad.write_text(f"{key}:\n- name: x1\n  model: nope\n")
+    r = cli("validate", flag, str(bad))
     assert r.exit_code == 2
     err = (r.stderr or r.output).strip()
-    assert len(err.splitlines()) == 1 and "runs.0" in err
+    assert len(err.splitlines()) == 1 and f"{key}.0" in err
 
 
 # ------------------------------------------------------------------------------------------ split
@@ -266,7 +268,8 @@ def test_validate_json_and_csv(cli, checks):
     assert set(s["errors"]) == set(v.METRICS)
     assert s["errors"]["samples_per_s_per_gpu"]["held-out"]["n"] > 0
     assert s["time_interval"]["ratio_low"] < s["time_interval"]["ratio_high"]
-    rows = list(csv.DictReader(io.StringIO(cli("validate", "--format", "csv").output)))
+    # Serving measurements share the CSV (tests/planner/test_serving_validation.py): training rows fill `run`.
+    rows = [x for x in csv.DictReader(io.StringIO(cli("validate", "--format", "csv").output)) if x["run"]]
     assert len(rows) == len(checks)
     b32 = next(x for x in rows if x["run"] == "openclip-b32-laion400m")
     assert float(b32["published_gpu_hours"]) == 4600
