@@ -51,14 +51,24 @@ from planner import profiles as prof
 from planner.errors import EvaplanError, ProfileError
 from planner.estimate import Estimate, estimate
 from planner.golden import minimize_log
-from planner.intervals import REGENERATE, cache_path, read_cache
+from planner.gpu_ratios import RatioCheck, layout_run, ratio_uncertainty
+from planner.intervals import (
+    BINDINGS,
+    INTERVAL_COVERAGE,
+    MIN_COMPARABLE_RUNS,
+    REGENERATE,
+    SIZE_LABELS,
+    STACKS,
+    RangeClass,
+    binding_from,
+    cache_path,
+    read_cache,
+    size_class,
+)
 from planner.published import PublishedRun, load_runs
+from planner.published_ratios import load_ratios
 from planner.spec import HardwareSpec, ParallelPlan, TrainingSpec
 from planner.units import GIB
-
-# Quantiles of the fit half's time ratios that bound the interval (10th–90th percentile: an 80 %
-# interval, the width a budget owner can plan with; docs/validation.md).
-INTERVAL_QUANTILES = (0.1, 0.9)
 
 
 @dataclass(frozen=True)
@@ -210,6 +220,19 @@ def check_run(run: PublishedRun, half: str, compute_scale: float | None = None) 
         )
     plan, training, _ = plan_for(run, hardware)
     return RunCheck(run, half, estimate(model, hardware, plan, training), compute_scale)
+
+
+def check_ratios(compute_scale: float | None, path: str | None = None) -> list[RatioCheck]:
+    """Every published GPU ratio (profiles/published_ratios.yaml) beside the model's at the row's CLIP
+    layout, each GPU predicted as a published run is (`compute_scale`: the fitted published-runs scale)."""
+    out = []
+    for row in load_ratios(path).ratios:
+        num, den = (
+            check_run(layout_run(row, hw), "ratio", compute_scale).estimate.compute.samples_per_s
+            for hw in (row.numerator, row.denominator)
+        )
+        out.append(RatioCheck(row, num, den))
+    return out
 
 
 def check_all(path: str | None = None, compute_scale: float | str | None = "fitted") -> list[RunCheck]:
@@ -378,27 +401,98 @@ def stats(values: Sequence[float]) -> ErrorStats:
     return ErrorStats(len(values), statistics.median(a), max(a), statistics.median(values))
 
 
+def prediction_interval(values: Sequence[float], coverage: float = INTERVAL_COVERAGE) -> tuple[float, float]:
+    """The j-th smallest to the j-th largest of n values, j the largest with (n + 1 − 2j)/(n + 1) ≥
+    coverage (at least 1): a later exchangeable value falls inside with that chance (order statistics)."""
+    xs = sorted(values)
+    n = len(xs)
+    j = 1
+    while (n + 1 - 2 * (j + 1)) / (n + 1) >= coverage:
+        j += 1
+    return xs[j - 1], xs[n - j]
+
+
 @dataclass(frozen=True)
-class Intervals:
-    """The fitted time interval: published/predicted time ratio quantiles over the fit half."""
+class ClassRange:
+    """The range of one class: from the fit-half runs comparable to it, and which runs those were."""
 
     ratio_low: float
     ratio_high: float
-    quantiles: tuple[float, float]
+    runs: int
+    comparable: str  # the class the runs share after any widening
+
+
+def run_class(c: RunCheck) -> RangeClass:
+    """A checked run's class, as the CLI classes a prediction (planner/intervals.py range_class)."""
+    e = c.estimate
+    return RangeClass(
+        binding_from(e.compute.data_loading_s, e.compute.step_s), size_class(e.params.total), c.run.stack
+    )
+
+
+def comparable_range(fit: Sequence[tuple[RangeClass, float]], cls: RangeClass) -> ClassRange:
+    """The range from the fit-half runs comparable to `cls`, widened until MIN_COMPARABLE_RUNS share it:
+    same binding, size class and stack; then any stack; then the size class ± 1, ± 2, …; then all runs."""
+    tries: list[tuple[str, Any]] = [
+        ("same binding, size class and stack", lambda k: k == cls),
+        (
+            "same binding and size class, any stack",
+            lambda k: (k.binding, k.size) == (cls.binding, cls.size),
+        ),
+    ]
+    for w in range(1, len(SIZE_LABELS)):
+        tries.append(
+            (
+                f"same binding, size class ±{w}, any stack",
+                lambda k, w=w: k.binding == cls.binding and abs(k.size - cls.size) <= w,
+            )
+        )
+    for how, match in tries:
+        sel = [r for k, r in fit if match(k)]
+        if len(sel) >= MIN_COMPARABLE_RUNS:
+            return ClassRange(*prediction_interval(sel), len(sel), how)
+    every = [r for _, r in fit]
+    return ClassRange(
+        *prediction_interval(every), len(every), "every fit-half run (no narrower class has enough)"
+    )
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """The fitted time intervals: one per class from the comparable fit-half runs, and the held-out
+    half's coverage (each held-out run against its own class's range)."""
+
+    all_runs: ClassRange
+    classes: dict[str, ClassRange]
     n_fit: int
     held_out_inside: int
     n_held_out: int
+    coverage: float = INTERVAL_COVERAGE
+
+    @property
+    def ratio_low(self) -> float:
+        return self.all_runs.ratio_low
+
+    @property
+    def ratio_high(self) -> float:
+        return self.all_runs.ratio_high
 
 
 def fit_intervals(checks: Sequence[RunCheck]) -> Intervals:
-    fit = [c.time_ratio for c in checks if c.half == "fit" and c.time_ratio is not None]
-    held = [c.time_ratio for c in checks if c.half == "held-out" and c.time_ratio is not None]
+    fit = [(run_class(c), c.time_ratio) for c in checks if c.half == "fit" and c.time_ratio is not None]
     if not fit:
         raise _no_fit_half()
-    qlo, qhi = INTERVAL_QUANTILES
-    lo, hi = quantile(fit, qlo), quantile(fit, qhi)
-    inside = sum(1 for r in held if lo <= r <= hi)
-    return Intervals(lo, hi, INTERVAL_QUANTILES, len(fit), inside, len(held))
+    classes = {
+        RangeClass(b, s, st).key: comparable_range(fit, RangeClass(b, s, st))
+        for b in BINDINGS
+        for s in range(len(SIZE_LABELS))
+        for st in STACKS
+    }
+    held = [(run_class(c), c.time_ratio) for c in checks if c.half == "held-out" and c.time_ratio is not None]
+    inside = sum(1 for k, r in held if classes[k.key].ratio_low <= r <= classes[k.key].ratio_high)
+    every = [r for _, r in fit]
+    all_runs = ClassRange(*prediction_interval(every), len(every), "every fit-half run")
+    return Intervals(all_runs, classes, len(fit), inside, len(held))
 
 
 def fit_activation_factor(checks: Sequence[RunCheck], half: str = "fit") -> tuple[float, int]:
@@ -441,12 +535,13 @@ class Summary:
     compute_scale: float | None = None  # fitted on the fit half; None: the raw model was checked
     spread_groups: tuple[SpreadGroup, ...] = ()  # all runs: identical inputs, different samples/s
     worst_error_floor: dict[str, float] | None = None  # half → least reachable worst |error|
+    gpu_ratios: tuple[RatioCheck, ...] = ()  # published GPU ratios beside the model's
 
 
 METRICS = ("samples_per_s_per_gpu", "wall_hours", "gpu_hours", "memory_gib")
 
 
-def summarize(checks: Sequence[RunCheck]) -> Summary:
+def summarize(checks: Sequence[RunCheck], ratios_path: str | None = None) -> Summary:
     by_metric: dict[str, dict[str, ErrorStats]] = {}
     for m in METRICS:
         by_metric[m] = {}
@@ -476,6 +571,7 @@ def summarize(checks: Sequence[RunCheck]) -> Summary:
         checks[0].compute_scale if checks else None,
         tuple(indistinguishable_groups(checks)),
         floors,
+        tuple(check_ratios(checks[0].compute_scale if checks else None, ratios_path)),
     )
 
 
@@ -632,10 +728,12 @@ def summary_json(s: Summary) -> dict[str, Any]:
         "time_interval": {
             "ratio_low": iv.ratio_low,
             "ratio_high": iv.ratio_high,
-            "quantiles": list(iv.quantiles),
+            "coverage": iv.coverage,
+            "min_comparable_runs": MIN_COMPARABLE_RUNS,
             "fit_runs": iv.n_fit,
             "held_out_inside": iv.held_out_inside,
             "held_out_runs": iv.n_held_out,
+            "classes": {k: vars(r) for k, r in iv.classes.items()},
         },
         "runtime_reserve_bound_gib": s.reserve_bound_gib,
         "runtime_reserve_bound_run": s.reserve_bound_run,
@@ -653,6 +751,11 @@ def summary_json(s: Summary) -> dict[str, Any]:
             for g in s.spread_groups
         ],
         "samples_per_s_worst_abs_error_floor": s.worst_error_floor,
+        "gpu_ratios": {
+            "rows": len(s.gpu_ratios),
+            "inside": sum(c.inside for c in s.gpu_ratios),
+            "log_uncertainty": ratio_uncertainty(s.gpu_ratios),
+        },
     }
 
 
@@ -673,37 +776,55 @@ def ratchet_text(s: Summary) -> str:
 
 
 # ------------------------------------------------------------------ profiles/validation_intervals.yaml
-def cache_content(iv: Intervals, compute_scale: float | None) -> dict[str, Any]:
-    """What the cache holds: the published-runs compute scale, the fitted ratios, their quantiles and
-    the runs per hardware behind them."""
+def cache_content(s: Summary) -> dict[str, Any]:
+    """What the cache holds: the published-runs compute scale, the time range of every class of
+    prediction (planner/intervals.py) with the runs behind it, the held-out coverage, the uncertainty
+    of a cross-GPU ratio (planner/gpu_ratios.py) and the runs per hardware."""
+    iv = s.intervals
     per_hw: dict[str, int] = {}
     for r in load_runs().runs:
         if r.published_samples_per_s is not None:
             per_hw[r.hardware] = per_hw.get(r.hardware, 0) + 1
+
+    def entry(r: ClassRange) -> dict[str, Any]:
+        return {
+            "ratio_low": round(r.ratio_low, 6),
+            "ratio_high": round(r.ratio_high, 6),
+            "runs": r.runs,
+            "comparable": r.comparable,
+        }
+
     return {
-        "compute_scale": compute_scale,
+        "compute_scale": s.compute_scale,
         # the newest source behind the fit, as the scale's `observed` date
         "compute_scale_observed": newest_fit_source().isoformat(),
-        "ratio_low": round(iv.ratio_low, 6),
-        "ratio_high": round(iv.ratio_high, 6),
-        "quantiles": list(iv.quantiles),
+        "interval_coverage": iv.coverage,
+        "min_comparable_runs": MIN_COMPARABLE_RUNS,
         "fit_runs": iv.n_fit,
         "held_out_inside": iv.held_out_inside,
         "held_out_runs": iv.n_held_out,
+        "all_runs": entry(iv.all_runs),
+        "classes": {k: entry(r) for k, r in iv.classes.items()},
+        "gpu_ratio_log_uncertainty": round(ratio_uncertainty(s.gpu_ratios), 6),
+        "gpu_ratio_rows": len(s.gpu_ratios),
+        "gpu_ratio_rows_inside": sum(c.inside for c in s.gpu_ratios),
         "throughput_runs_per_hardware": dict(sorted(per_hw.items())),
     }
 
 
-def write_cache(iv: Intervals, compute_scale: float | None) -> Path:
+def write_cache(s: Summary) -> Path:
     p = cache_path()
     head = (
         "# Fitted by planner/validation.py on the fit half of profiles/published_runs.yaml: the compute\n"
-        "# scale every uncalibrated GPU prediction uses (one multiplier on the modelled device rates), and\n"
-        "# the prediction interval of time and money: published / predicted time at the 10th and 90th percentile.\n"
+        "# scale every uncalibrated GPU prediction uses (one multiplier on the modelled device rates), the\n"
+        "# time range of each class of prediction (binding, model size class, stack: planner/intervals.py),\n"
+        "# each from the fit-half runs comparable to it, and the uncertainty of a ratio between two GPUs\n"
+        "# (the largest |log| distance of the model's ratios from profiles/published_ratios.yaml).\n"
         f"# Generated; do not edit. Regenerate with `{REGENERATE}` (tests/planner/test_validation.py\n"
         "# fails when it drifts from the model).\n"
     )
-    p.write_text(head + yaml.safe_dump(cache_content(iv, compute_scale), sort_keys=False), encoding="utf-8")
+    body = yaml.safe_dump(cache_content(s), sort_keys=False, allow_unicode=True)
+    p.write_text(head + body, encoding="utf-8")
     read_cache.cache_clear()
     return p
 
@@ -714,7 +835,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args == ["--write-intervals"]:
         s = summarize(check_all())
-        path = write_cache(s.intervals, s.compute_scale)
+        path = write_cache(s)
         print(f"wrote {path}")
         return 0
     if args == ["--ratchet"]:

@@ -50,6 +50,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "search": ("catalog", "choose", "grid", "plots", "search", "vectorized"),
     "validation, calibration and intervals": (
         "calibration",
+        "gpu_ratios",
         "intervals",
         "plan_file",
         "report",

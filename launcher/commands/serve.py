@@ -17,7 +17,9 @@ from launcher.commands._options import (
 from planner import profiles as prof
 from planner.calibration import calibrated_hardware
 from planner.errors import EvaplanError
+from planner.intervals import TimeRange, serving_range
 from planner.ops import ATTENTION_KERNELS, STACKS
+from planner.params import count_params
 from planner.report import dumps_json, format_rows
 from planner.serve import PRECISIONS, mark_pareto, route, serve_point
 from planner.serve_report import (
@@ -181,6 +183,8 @@ def command(
                 )
             )
     points = mark_pareto(points)
+    totals = {m.name: count_params(m).total for m in specs}
+    ranges = {(p.model, p.target): serving_range(totals[p.model], p.stack) for p in points}
     routes = []
     if route_large_share is not None:
         for tgt in dict.fromkeys(p.target for p in points):
@@ -190,12 +194,25 @@ def command(
     if plot_path:
         plot_cost_vs_accuracy(points, plot_path)
     if fmt == "json":
-        click.echo(dumps_json(json_doc(points, routes)), nl=False)
+        doc = json_doc(points, routes)
+        for d, p in zip(doc["points"], points, strict=True):
+            d["range"] = range_fields(ranges[(p.model, p.target)])
+        click.echo(dumps_json(doc), nl=False)
     elif fmt == "csv":
-        click.echo(format_rows(flat_rows(points), "csv"), nl=False)
+        rows = flat_rows(points)
+        for row, p in zip(rows, points, strict=True):
+            r = ranges[(p.model, p.target)]
+            row.update(
+                images_per_s_per_gpu_low=p.images_per_s_per_gpu / r.high,
+                images_per_s_per_gpu_high=p.images_per_s_per_gpu / r.low,
+                time_ratio_low=r.low,
+                time_ratio_high=r.high,
+                range_comparable_runs=r.runs,
+            )
+        click.echo(format_rows(rows, "csv"), nl=False)
     else:
         click.echo(format_table(table_rows(points)), nl=False)
-        for line in notes(points) + best_lines(points):
+        for line in notes(points) + best_lines(points) + range_lines(points, ranges):
             click.echo(f"  {line}")
         if routes:
             click.echo("")
@@ -206,3 +223,28 @@ def command(
             )
     if plot_path:
         click.echo(f"wrote {plot_path}", err=True)
+
+
+def range_fields(r: TimeRange) -> dict[str, object]:
+    """A serving point's range for JSON: time (and $ per million) × low–high, images/s ÷ high–low."""
+    return {
+        "time_ratio_low": r.low,
+        "time_ratio_high": r.high,
+        "comparable_runs": r.runs,
+        "calibrated_for_serving": False,
+        "basis": r.basis,
+    }
+
+
+def range_lines(points: list, ranges: dict[tuple[str, str], TimeRange]) -> list[str]:
+    """One line per model: its range (the same on every GPU: it depends on the model's class) and what it
+    rests on."""
+    out = []
+    for model in dict.fromkeys(p.model for p in points):
+        p = next(x for x in points if x.model == model)
+        r = ranges[(p.model, p.target)]
+        out.append(
+            f"range of {model}: batch time and $ per million × {r.low:.2f}–{r.high:.2f} (img/s ÷ the same), "
+            f"{r.basis}"
+        )
+    return out

@@ -22,9 +22,10 @@ def _lines(summary: Any) -> str:
     out = [
         f"trained layouts predicted to fit: {f_all} of {t_all} (held-out half: {f_ho} of {t_ho})"
         + (f"; not fitting: {', '.join(summary.not_fitting)}" if summary.not_fitting else ""),
-        f"time interval (fit half, {iv.n_fit} runs): published / predicted time "
-        f"{iv.ratio_low:.2f}–{iv.ratio_high:.2f} ({iv.quantiles[0]:.0%}–{iv.quantiles[1]:.0%}); "
-        f"held-out runs inside it: {iv.held_out_inside} of {iv.n_held_out}",
+        f"time interval (fit half, {iv.n_fit} runs): published / predicted time, a {iv.coverage:.0%} range "
+        f"per class of prediction (binding, model size, stack) from the comparable fit-half runs "
+        f"(all runs: {iv.ratio_low:.2f}–{iv.ratio_high:.2f}); held-out runs inside their class's range: "
+        f"{iv.held_out_inside} of {iv.n_held_out}",
         f"runtime reserve the fit half's trained layouts leave room for: {summary.reserve_bound_gib:.2f} GiB "
         f"per GPU (tightest: {summary.reserve_bound_run})",
         f"activation memory factor fitted on the fit half's measured peaks ({summary.activation_factor_runs} "
@@ -48,16 +49,45 @@ def _lines(summary: Any) -> str:
     default=None,
     help="A published-runs YAML file in the bundled format (default: profiles/published_runs.yaml).",
 )
+@click.option(
+    "--ratios",
+    "ratios_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A published GPU-ratios YAML file in the bundled format (default: profiles/published_ratios.yaml).",
+)
+@click.option(
+    "--gpu-ratios",
+    "only_ratios",
+    is_flag=True,
+    help="Print only the GPU-to-GPU ratios: published same-software ranges vs the model's (with --format csv: "
+    "their rows).",
+)
 @format_option(*REPORT_FORMATS)
-def command(runs_file: str | None, fmt: str) -> None:
+def command(runs_file: str | None, ratios_file: str | None, only_ratios: bool, fmt: str) -> None:
     """Published vs predicted for every bundled published run: error in %, median and worst |error|,
-    fit half and held-out half reported apart. See docs/validation.md."""
+    fit half and held-out half reported apart; then published GPU-to-GPU ratios vs the model's. See
+    docs/validation.md."""
+    from planner import gpu_ratios as g
     from planner import validation as v
 
     checks = v.check_all(runs_file)
-    summary = v.summarize(checks)
+    summary = v.summarize(checks, ratios_file)
+    ratios = summary.gpu_ratios
     if fmt == "json":
-        click.echo(dumps_json({"runs": v.run_rows(checks), "summary": v.summary_json(summary)}), nl=False)
+        doc = {
+            "runs": v.run_rows(checks),
+            "gpu_ratios": g.ratio_rows(ratios),
+            "summary": v.summary_json(summary),
+        }
+        click.echo(dumps_json(doc), nl=False)
+        return
+    if only_ratios:
+        if fmt == "csv":
+            click.echo(format_rows(g.ratio_rows(ratios), "csv"), nl=False)
+        else:
+            click.echo(format_rows(g.ratio_table_rows(ratios), fmt), nl=False)
+            click.echo(g.ratio_line(ratios))
         return
     if fmt == "csv":
         click.echo(format_rows(v.run_rows(checks), "csv"), nl=False)
@@ -75,3 +105,10 @@ def command(runs_file: str | None, fmt: str) -> None:
             "prediction p for all, least worst |p/published − 1| = (max − min) / (max + min)"
         )
         click.echo(format_rows(spread, fmt), nl=False)
+    click.echo("")
+    click.echo(
+        "GPU-to-GPU ratios: published same-software ranges (profiles/published_ratios.yaml) vs the model's "
+        "at a CLIP layout (the source's own, or a ViT-H/14 node for MLPerf rows)"
+    )
+    click.echo(format_rows(g.ratio_table_rows(ratios), fmt), nl=False)
+    click.echo(g.ratio_line(ratios))
