@@ -61,23 +61,15 @@ class RatioCheck:
 
 def layout_run(row: PublishedRatio, hardware: str) -> PublishedRun:
     """The row's CLIP layout on one of its GPUs, as a published run that `check_run` predicts."""
-    lay = row.clip_layout
     return PublishedRun(
         name=f"{row.name}-{hardware}",
-        model=lay.model,
         hardware=hardware,
-        gpus=lay.gpus,
-        micro_batch=lay.micro_batch,
-        zero_stage=lay.zero_stage,
-        grad_ckpt=lay.grad_ckpt,
         patch_dropout=0.0,
-        precision=lay.precision,
-        stack=lay.stack,
-        attention=lay.attention,
         published=PublishedFigures(),
         source_url=row.source_url,
         quote=row.quote,
         source_date=row.source_date,
+        **row.clip_layout.model_dump(),  # model, GPUs, micro-batch, ZeRO, checkpointing, precision, stack, kernel
     )
 
 

@@ -41,21 +41,20 @@ def _lines(summary: Any) -> str:
     return "\n".join(out) + "\n"
 
 
+def _data_file(flag: str, dest: str, what: str, bundled: str) -> Any:
+    """--runs / --ratios: a data file in the bundled format instead of the bundled one."""
+    return click.option(
+        flag,
+        dest,
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help=f"A {what} YAML file in the bundled format (default: profiles/{bundled}).",
+    )
+
+
 @click.command("validate")
-@click.option(
-    "--runs",
-    "runs_file",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="A published-runs YAML file in the bundled format (default: profiles/published_runs.yaml).",
-)
-@click.option(
-    "--ratios",
-    "ratios_file",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="A published GPU-ratios YAML file in the bundled format (default: profiles/published_ratios.yaml).",
-)
+@_data_file("--runs", "runs_file", "published-runs", "published_runs.yaml")
+@_data_file("--ratios", "ratios_file", "published GPU-ratios", "published_ratios.yaml")
 @click.option(
     "--gpu-ratios",
     "only_ratios",
