@@ -173,20 +173,20 @@ def time_range(
     )
 
 
-SERVING_NOTE = "uncalibrated for serving (no serving measurement is bundled yet)"
-
-
 def serving_range(total_params: float, stack: str) -> TimeRange:
-    """A serving prediction's range: the published training runs' range for a compute-bound prediction
-    of the model's size class and stack (serving has no data loader), marked uncalibrated for serving."""
+    """A serving prediction's range: published / predicted batch time over the published inference
+    measurements comparable to it (compute-bound, the model's size class, the stack; widened as
+    training's), from the cache's `serving` table (planner/serving_validation.py)."""
     cls = RangeClass("compute", size_class(total_params), stack)
-    e = read_cache()["classes"][cls.key]
+    s = read_cache()["serving"]
+    e = s["classes"][cls.key]
     return TimeRange(
         e["ratio_low"],
         e["ratio_high"],
         False,
-        f"{SERVING_NOTE}: the training range of its class, from {e['runs']} comparable published training "
-        f"runs ({cls.describe()}; {e['comparable']})",
+        f"range from {e['runs']} comparable published inference measurements ({cls.describe()}; the "
+        f"measurements: {e['comparable']}; {s['held_out_inside']} of {s['held_out_measurements']} held-out "
+        "measurements inside their class's range; evaplan validate)",
         e["runs"],
     )
 

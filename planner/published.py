@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import date
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -55,7 +55,17 @@ class LoaderWorkers(StrictModel):
     quote: str = Field(min_length=10, description="the source's words, verbatim")
 
 
-class PublishedRun(StrictModel):
+class SourcedEntry(StrictModel):
+    """Where a published entry's figures come from: the source, its words and date, and what it leaves
+    unstated (the fields every bundled published run and measurement carries)."""
+
+    source_url: str = Field(pattern=r"^(https://|benchmarks/)")
+    quote: str = Field(min_length=10, description="the source's words, verbatim")
+    source_date: date = Field(description="the date of the source (commit, page, paper)")
+    assumptions: list[str] = Field(default_factory=list, description="settings the source does not state")
+
+
+class PublishedRun(SourcedEntry):
     """One published run: layout, figures and source."""
 
     name: Name
@@ -83,10 +93,6 @@ class PublishedRun(StrictModel):
     )
     samples: float | None = Field(default=None, gt=0, description="samples seen, for wall time")
     published: PublishedFigures
-    source_url: str = Field(pattern=r"^(https://|benchmarks/)")
-    quote: str = Field(min_length=10, description="the source's words, verbatim")
-    source_date: date = Field(description="the date of the source (commit, page, paper)")
-    assumptions: list[str] = Field(default_factory=list, description="settings the source does not state")
 
     @property
     def global_batch(self) -> int:
@@ -115,12 +121,38 @@ class PublishedRuns(StrictModel):
 
     @model_validator(mode="after")
     def _unique(self) -> PublishedRuns:
-        seen: set[str] = set()
-        for r in self.runs:
-            if r.name in seen:
-                raise ValueError(f"run name {r.name} appears twice")
-            seen.add(r.name)
+        refuse_repeated_names([r.name for r in self.runs], "run")
         return self
+
+
+def refuse_repeated_names(names: list[str], what: str) -> None:
+    """ValueError naming the first name that appears twice (entries are found by name)."""
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"{what} name {n} appears twice")
+        seen.add(n)
+
+
+Data = TypeVar("Data", bound=StrictModel)
+
+
+def load_data_file(path: str | None, bundled_name: str, kind: type[Data]) -> Data:
+    """A bundled data file beside the profiles (or the file at `path`) as `kind`; a broken file is one
+    clear line (ProfileError)."""
+    from planner.profiles import (
+        _read_yaml,  # the profiles' reader: size, aliases, depth, encoding
+        bundled_dir,
+    )
+
+    p = Path(path) if path else bundled_dir() / bundled_name
+    raw = _read_yaml(p)
+    try:
+        return kind.model_validate(raw)
+    except ValidationError as e:
+        from planner.profiles import format_validation_error
+
+        raise ProfileError(format_validation_error(p, e), hint="fix the entry named above") from e
 
 
 def data_path() -> Path:
@@ -132,13 +164,4 @@ def data_path() -> Path:
 @cache
 def load_runs(path: str | None = None) -> PublishedRuns:
     """The bundled runs (or those of `path`); a broken file is one clear line (ProfileError)."""
-    from planner.profiles import _read_yaml  # the profiles' reader: size, aliases, depth, encoding
-
-    p = Path(path) if path else data_path()
-    raw = _read_yaml(p)
-    try:
-        return PublishedRuns.model_validate(raw)
-    except ValidationError as e:
-        from planner.profiles import format_validation_error
-
-        raise ProfileError(format_validation_error(p, e), hint="fix the entry named above") from e
+    return load_data_file(path, "published_runs.yaml", PublishedRuns)

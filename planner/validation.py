@@ -35,11 +35,10 @@ fails on drift).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -48,17 +47,27 @@ from typing import Any
 import yaml
 
 from planner import profiles as prof
+from planner import serving_validation as sv
 from planner.errors import EvaplanError, ProfileError
 from planner.estimate import Estimate, estimate
 from planner.golden import minimize_log
 from planner.gpu_ratios import RatioCheck, layout_run, ratio_uncertainty
+from planner.halves import (
+    HALVES,
+    SCALE_BOUNDS,
+    ClassRange,
+    ErrorStats,
+    Intervals,
+    _hash,  # noqa: F401  (re-exported: tests/planner/test_serving_validation.py reads it here)
+    fit_class_ranges,
+    quantile,
+    split_halves,
+    stats,
+)
 from planner.intervals import (
     BINDINGS,
-    INTERVAL_COVERAGE,
     MIN_COMPARABLE_RUNS,
     REGENERATE,
-    SIZE_LABELS,
-    STACKS,
     RangeClass,
     binding_from,
     cache_path,
@@ -141,25 +150,6 @@ def _err(pred: float | None, pub: float | None) -> float | None:
     if pred is None or pub is None:
         return None
     return pred / pub - 1.0
-
-
-def _hash(name: str) -> str:
-    return hashlib.sha256(name.encode()).hexdigest()
-
-
-def split_halves(runs: Sequence[PublishedRun]) -> dict[str, str]:
-    """name → "fit" | "held-out": per kind (with a throughput figure or fit-only), sorted by the
-    SHA-256 of the name, the first ⌊n/2⌋ fitted. Deterministic, and never more than half."""
-    kinds: dict[bool, list[PublishedRun]] = {True: [], False: []}
-    for r in runs:
-        kinds[r.published_samples_per_s is not None].append(r)
-    out: dict[str, str] = {}
-    for group in kinds.values():
-        ordered = sorted(group, key=lambda r: _hash(r.name))
-        k = len(ordered) // 2
-        for i, r in enumerate(ordered):
-            out[r.name] = "fit" if i < k else "held-out"
-    return out
 
 
 def _hardware_for(run: PublishedRun, hardware: HardwareSpec) -> HardwareSpec:
@@ -250,8 +240,8 @@ def check_all(path: str | None = None, compute_scale: float | str | None = "fitt
 # The published runs are far slower than the per-operation model's device rates predict (data
 # loaders, interconnect, framework overheads none of the bundled runs state). One global multiplier
 # on every modelled device rate, the same quantity `evaplan calibrate` fits on a user's own runs,
-# is fitted on the fit half only (never per run) and judged on the held-out half.
-SCALE_BOUNDS = (0.05, 2.0)
+# is fitted on the fit half only (never per run, SCALE_BOUNDS: planner/halves.py) and judged on the
+# held-out half.
 
 
 def _scale_figure(value: float):  # -> Sourced
@@ -378,50 +368,6 @@ def worst_error_floor(groups: Sequence[SpreadGroup]) -> float:
 
 
 # ------------------------------------------------------------------------------------------ summary
-def quantile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated quantile (numpy's default), of a non-empty list."""
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-@dataclass(frozen=True)
-class ErrorStats:
-    n: int
-    median_abs: float | None
-    worst_abs: float | None
-    median_signed: float | None
-
-
-def stats(values: Sequence[float]) -> ErrorStats:
-    if not values:
-        return ErrorStats(0, None, None, None)
-    a = [abs(v) for v in values]
-    return ErrorStats(len(values), statistics.median(a), max(a), statistics.median(values))
-
-
-def prediction_interval(values: Sequence[float], coverage: float = INTERVAL_COVERAGE) -> tuple[float, float]:
-    """The j-th smallest to the j-th largest of n values, j the largest with (n + 1 − 2j)/(n + 1) ≥
-    coverage (at least 1): a later exchangeable value falls inside with that chance (order statistics)."""
-    xs = sorted(values)
-    n = len(xs)
-    j = 1
-    while (n + 1 - 2 * (j + 1)) / (n + 1) >= coverage:
-        j += 1
-    return xs[j - 1], xs[n - j]
-
-
-@dataclass(frozen=True)
-class ClassRange:
-    """The range of one class: from the fit-half runs comparable to it, and which runs those were."""
-
-    ratio_low: float
-    ratio_high: float
-    runs: int
-    comparable: str  # the class the runs share after any widening
-
-
 def run_class(c: RunCheck) -> RangeClass:
     """A checked run's class, as the CLI classes a prediction (planner/intervals.py range_class)."""
     e = c.estimate
@@ -430,69 +376,13 @@ def run_class(c: RunCheck) -> RangeClass:
     )
 
 
-def comparable_range(fit: Sequence[tuple[RangeClass, float]], cls: RangeClass) -> ClassRange:
-    """The range from the fit-half runs comparable to `cls`, widened until MIN_COMPARABLE_RUNS share it:
-    same binding, size class and stack; then any stack; then the size class ± 1, ± 2, …; then all runs."""
-    tries: list[tuple[str, Any]] = [
-        ("same binding, size class and stack", lambda k: k == cls),
-        (
-            "same binding and size class, any stack",
-            lambda k: (k.binding, k.size) == (cls.binding, cls.size),
-        ),
-    ]
-    for w in range(1, len(SIZE_LABELS)):
-        tries.append(
-            (
-                f"same binding, size class ±{w}, any stack",
-                lambda k, w=w: k.binding == cls.binding and abs(k.size - cls.size) <= w,
-            )
-        )
-    for how, match in tries:
-        sel = [r for k, r in fit if match(k)]
-        if len(sel) >= MIN_COMPARABLE_RUNS:
-            return ClassRange(*prediction_interval(sel), len(sel), how)
-    every = [r for _, r in fit]
-    return ClassRange(
-        *prediction_interval(every), len(every), "every fit-half run (no narrower class has enough)"
-    )
-
-
-@dataclass(frozen=True)
-class Intervals:
-    """The fitted time intervals: one per class from the comparable fit-half runs, and the held-out
-    half's coverage (each held-out run against its own class's range)."""
-
-    all_runs: ClassRange
-    classes: dict[str, ClassRange]
-    n_fit: int
-    held_out_inside: int
-    n_held_out: int
-    coverage: float = INTERVAL_COVERAGE
-
-    @property
-    def ratio_low(self) -> float:
-        return self.all_runs.ratio_low
-
-    @property
-    def ratio_high(self) -> float:
-        return self.all_runs.ratio_high
-
-
 def fit_intervals(checks: Sequence[RunCheck]) -> Intervals:
+    """Every class's range from the comparable fit-half runs, and the held-out runs' coverage."""
     fit = [(run_class(c), c.time_ratio) for c in checks if c.half == "fit" and c.time_ratio is not None]
     if not fit:
         raise _no_fit_half()
-    classes = {
-        RangeClass(b, s, st).key: comparable_range(fit, RangeClass(b, s, st))
-        for b in BINDINGS
-        for s in range(len(SIZE_LABELS))
-        for st in STACKS
-    }
     held = [(run_class(c), c.time_ratio) for c in checks if c.half == "held-out" and c.time_ratio is not None]
-    inside = sum(1 for k, r in held if classes[k.key].ratio_low <= r <= classes[k.key].ratio_high)
-    every = [r for _, r in fit]
-    all_runs = ClassRange(*prediction_interval(every), len(every), "every fit-half run")
-    return Intervals(all_runs, classes, len(fit), inside, len(held))
+    return fit_class_ranges(fit, held, BINDINGS, "every fit-half run")
 
 
 def fit_activation_factor(checks: Sequence[RunCheck], half: str = "fit") -> tuple[float, int]:
@@ -536,12 +426,15 @@ class Summary:
     spread_groups: tuple[SpreadGroup, ...] = ()  # all runs: identical inputs, different samples/s
     worst_error_floor: dict[str, float] | None = None  # half → least reachable worst |error|
     gpu_ratios: tuple[RatioCheck, ...] = ()  # published GPU ratios beside the model's
+    serving_intervals: Intervals | None = None  # serve's ranges, from the published inference measurements
 
 
 METRICS = ("samples_per_s_per_gpu", "wall_hours", "gpu_hours", "memory_gib")
 
 
-def summarize(checks: Sequence[RunCheck], ratios_path: str | None = None) -> Summary:
+def summarize(
+    checks: Sequence[RunCheck], ratios_path: str | None = None, serving_path: str | None = None
+) -> Summary:
     by_metric: dict[str, dict[str, ErrorStats]] = {}
     for m in METRICS:
         by_metric[m] = {}
@@ -572,6 +465,8 @@ def summarize(checks: Sequence[RunCheck], ratios_path: str | None = None) -> Sum
         tuple(indistinguishable_groups(checks)),
         floors,
         tuple(check_ratios(checks[0].compute_scale if checks else None, ratios_path)),
+        # serve's predictions as `evaplan serve` makes them: the hardware profiles as shipped
+        sv.fit_serving_intervals(sv.serving_checks(None, serving_path)),
     )
 
 
@@ -751,6 +646,16 @@ def summary_json(s: Summary) -> dict[str, Any]:
             for g in s.spread_groups
         ],
         "samples_per_s_worst_abs_error_floor": s.worst_error_floor,
+        "serving_time_interval": None
+        if s.serving_intervals is None
+        else {
+            "ratio_low": s.serving_intervals.ratio_low,
+            "ratio_high": s.serving_intervals.ratio_high,
+            "fit_measurements": s.serving_intervals.n_fit,
+            "held_out_inside": s.serving_intervals.held_out_inside,
+            "held_out_measurements": s.serving_intervals.n_held_out,
+            "classes": {k: vars(r) for k, r in s.serving_intervals.classes.items()},
+        },
         "gpu_ratios": {
             "rows": len(s.gpu_ratios),
             "inside": sum(c.inside for c in s.gpu_ratios),
@@ -760,7 +665,6 @@ def summary_json(s: Summary) -> dict[str, Any]:
 
 
 RATCHET_METRICS = ("samples_per_s_per_gpu", "wall_hours")
-HALVES = ("all", "fit", "held-out")
 
 
 def ratchet_text(s: Summary) -> str:
@@ -805,10 +709,26 @@ def cache_content(s: Summary) -> dict[str, Any]:
         "held_out_runs": iv.n_held_out,
         "all_runs": entry(iv.all_runs),
         "classes": {k: entry(r) for k, r in iv.classes.items()},
+        "serving": serving_entry(s.serving_intervals, entry),
         "gpu_ratio_log_uncertainty": round(ratio_uncertainty(s.gpu_ratios), 6),
         "gpu_ratio_rows": len(s.gpu_ratios),
         "gpu_ratio_rows_inside": sum(c.inside for c in s.gpu_ratios),
         "throughput_runs_per_hardware": dict(sorted(per_hw.items())),
+    }
+
+
+def serving_entry(
+    iv: Intervals | None, entry: Callable[[ClassRange], dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The serving ranges as the cache holds them (None: no serving measurements were checked)."""
+    if iv is None:
+        return None
+    return {
+        "fit_measurements": iv.n_fit,
+        "held_out_inside": iv.held_out_inside,
+        "held_out_measurements": iv.n_held_out,
+        "all_measurements": entry(iv.all_runs),
+        "classes": {k: entry(r) for k, r in iv.classes.items()},
     }
 
 
@@ -819,7 +739,8 @@ def write_cache(s: Summary) -> Path:
         "# scale every uncalibrated GPU prediction uses (one multiplier on the modelled device rates), the\n"
         "# time range of each class of prediction (binding, model size class, stack: planner/intervals.py),\n"
         "# each from the fit-half runs comparable to it, and the uncertainty of a ratio between two GPUs\n"
-        "# (the largest |log| distance of the model's ratios from profiles/published_ratios.yaml).\n"
+        "# (the largest |log| distance of the model's ratios from profiles/published_ratios.yaml); `serving`:\n"
+        "# the same ranges for `evaplan serve`, from profiles/published_serving.yaml (planner/serving_validation.py).\n"
         f"# Generated; do not edit. Regenerate with `{REGENERATE}` (tests/planner/test_validation.py\n"
         "# fails when it drifts from the model).\n"
     )

@@ -28,6 +28,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "profiles",
         "published",
         "published_ratios",
+        "published_serving",
         "spec",
         "terms",
         "units",
@@ -51,10 +52,12 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "validation, calibration and intervals": (
         "calibration",
         "gpu_ratios",
+        "halves",
         "intervals",
         "plan_file",
         "report",
         "serve_report",
+        "serving_validation",
         "validation",
     ),
 }

@@ -231,7 +231,6 @@ def range_fields(r: TimeRange) -> dict[str, object]:
         "time_ratio_low": r.low,
         "time_ratio_high": r.high,
         "comparable_runs": r.runs,
-        "calibrated_for_serving": False,
         "basis": r.basis,
     }
 

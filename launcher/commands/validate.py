@@ -1,18 +1,26 @@
-"""`evaplan validate`: the planner against published training runs it did not see being written.
+"""`evaplan validate`: the planner against published training runs and inference measurements it did
+not see being written.
 
 Prints, for every run in profiles/published_runs.yaml (or --runs FILE), published vs predicted
 samples/s per GPU, wall time, GPU-hours, memory and whether the layout fits, with the error in %;
 then median and worst |error| over all runs, the fit half and the held-out half (planner/validation.py).
+Then serving apart: for every measurement in profiles/published_serving.yaml (or --serving FILE),
+published vs `evaplan serve`'s predicted latency or images/s, and the same summary per half
+(planner/serving_validation.py). Then the published same-software GPU-to-GPU ratios
+(profiles/published_ratios.yaml, or --ratios FILE) beside the model's (planner/gpu_ratios.py).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from launcher.commands._options import REPORT_FORMATS, format_option
 from planner.report import dumps_json, format_rows
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _lines(summary: Any) -> str:
@@ -41,8 +49,8 @@ def _lines(summary: Any) -> str:
     return "\n".join(out) + "\n"
 
 
-def _data_file(flag: str, dest: str, what: str, bundled: str) -> Any:
-    """--runs / --ratios: a data file in the bundled format instead of the bundled one."""
+def _data_file_option(flag: str, dest: str, what: str, bundled: str) -> Callable[[F], F]:
+    """`flag FILE`: a data file in the bundled format instead of profiles/`bundled`."""
     return click.option(
         flag,
         dest,
@@ -53,8 +61,9 @@ def _data_file(flag: str, dest: str, what: str, bundled: str) -> Any:
 
 
 @click.command("validate")
-@_data_file("--runs", "runs_file", "published-runs", "published_runs.yaml")
-@_data_file("--ratios", "ratios_file", "published GPU-ratios", "published_ratios.yaml")
+@_data_file_option("--runs", "runs_file", "published-runs", "published_runs.yaml")
+@_data_file_option("--serving", "serving_file", "published-serving", "published_serving.yaml")
+@_data_file_option("--ratios", "ratios_file", "published GPU-ratios", "published_ratios.yaml")
 @click.option(
     "--gpu-ratios",
     "only_ratios",
@@ -63,21 +72,27 @@ def _data_file(flag: str, dest: str, what: str, bundled: str) -> Any:
     "their rows).",
 )
 @format_option(*REPORT_FORMATS)
-def command(runs_file: str | None, ratios_file: str | None, only_ratios: bool, fmt: str) -> None:
-    """Published vs predicted for every bundled published run: error in %, median and worst |error|,
-    fit half and held-out half reported apart; then published GPU-to-GPU ratios vs the model's. See
-    docs/validation.md."""
+def command(
+    runs_file: str | None, serving_file: str | None, ratios_file: str | None, only_ratios: bool, fmt: str
+) -> None:
+    """Published vs predicted for every bundled published training run and inference measurement:
+    error in %, median and worst |error|, fit half and held-out half, training and serving reported
+    apart; then published GPU-to-GPU ratios vs the model's. See docs/validation.md."""
     from planner import gpu_ratios as g
+    from planner import serving_validation as sv
     from planner import validation as v
 
+    serving = sv.serving_checks(path=serving_file)  # first: a bad --serving file fails at once
+    serving_summary = sv.serving_summary(serving)
     checks = v.check_all(runs_file)
-    summary = v.summarize(checks, ratios_file)
+    summary = v.summarize(checks, ratios_file, serving_file)
     ratios = summary.gpu_ratios
     if fmt == "json":
         doc = {
             "runs": v.run_rows(checks),
-            "gpu_ratios": g.ratio_rows(ratios),
             "summary": v.summary_json(summary),
+            "serving": {"measurements": sv.run_rows(serving), "summary": sv.summary_json(serving_summary)},
+            "gpu_ratios": g.ratio_rows(ratios),
         }
         click.echo(dumps_json(doc), nl=False)
         return
@@ -89,7 +104,8 @@ def command(runs_file: str | None, ratios_file: str | None, only_ratios: bool, f
             click.echo(g.ratio_line(ratios))
         return
     if fmt == "csv":
-        click.echo(format_rows(v.run_rows(checks), "csv"), nl=False)
+        # One header for both: a training row fills `run`, a serving row `measurement`.
+        click.echo(format_rows(v.run_rows(checks) + sv.run_rows(serving), "csv"), nl=False)
         return
     click.echo(format_rows(v.table_rows(checks), fmt), nl=False)
     click.echo("")
@@ -104,6 +120,23 @@ def command(runs_file: str | None, ratios_file: str | None, only_ratios: bool, f
             "prediction p for all, least worst |p/published − 1| = (max − min) / (max + min)"
         )
         click.echo(format_rows(spread, fmt), nl=False)
+    click.echo("")
+    click.echo(
+        "serving: `evaplan serve`'s prediction (hardware profiles as shipped) for published inference "
+        "measurements, one GPU each; error = predicted / published images/s − 1 (a latency row: "
+        "published ms / predicted ms − 1)"
+    )
+    click.echo(format_rows(sv.table_rows(serving), fmt), nl=False)
+    click.echo("")
+    click.echo(format_rows(sv.summary_rows(serving_summary), fmt), nl=False)
+    siv = summary.serving_intervals
+    if siv is not None:
+        click.echo(
+            f"serve's ranges (fit half, {siv.n_fit} measurements): published / predicted batch time, a "
+            f"{siv.coverage:.0%} range per class from the comparable fit-half measurements (all: "
+            f"{siv.ratio_low:.2f}–{siv.ratio_high:.2f}); held-out measurements inside their class's range: "
+            f"{siv.held_out_inside} of {siv.n_held_out}"
+        )
     click.echo("")
     click.echo(
         "GPU-to-GPU ratios: published same-software ranges (profiles/published_ratios.yaml) vs the model's "

@@ -38,7 +38,9 @@ def test_math_over_flash_memory_and_time_against_cn_clip(
     rest is not in the planner: nvidia-smi counts what the caching allocator holds, and the math runs
     sit at the 80 GB ceiling (77–80 GB), where freed s² blocks stay reserved.
     Time: the predicted extra per step (score GEMMs and the score matrix's memory-bound passes, forward
-    and backward, at the published-runs compute scale) is 34–45 % of the measured difference. Not
+    and backward, at the published-runs compute scale) is 29–38 % of the measured difference (34–45 %
+    at the scale 0.4083 fitted before the LAION-blog and NeMo-comparison runs were bundled; the extra
+    time goes as 1 / scale). Not
     modelled: cuBLAS batched GEMMs whose leading dimensions (197, 257, 577 tokens) are not multiples of
     8 lose their vectorised tensor-core paths, and allocator retries at the memory ceiling. The bounds
     pin what the model explains, so a change that loses it fails."""
@@ -73,7 +75,7 @@ def test_math_over_flash_memory_and_time_against_cn_clip(
         return v.depth * float(t)
 
     extra_s = vision_attention_s("math") - vision_attention_s("flash")
-    assert 0.3 <= extra_s / (s_math - s_flash) <= 1.0
+    assert 0.25 <= extra_s / (s_math - s_flash) <= 1.0
 
 
 def test_sdpa_math_efficiency_is_the_measured_share_of_the_roofline():
