@@ -13,10 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launcher.backends.base import STOPPED, TERMINAL_PHASES, Backend, Bundle, JobState
 from planner.errors import EvaplanError, RuntimeFailure
+
+if TYPE_CHECKING:  # the planner loads only when a plan is read
+    from planner.estimate import Estimate
 
 SECONDS_PER_HOUR = 3600.0
 # The budget guard acts on a projection only once this many step records back the rate: the
@@ -49,21 +52,28 @@ class CostBasis:
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
 
 
-def cost_basis(bundle: Bundle, pricing: str | None = None) -> CostBasis:
-    """Nodes and the $/node-hour of `pricing` (default: the estimate's first, i.e. on-demand or
-    on-prem) from plan.json, the planner's Estimate; steps and batch from the run and DeepSpeed
-    configs, the numbers the trainer runs with."""
+def read_estimate(data: Any, problem: str, *, hint: str) -> Estimate:
+    """The planner's Estimate kept in `data` (a bundle's plan.json, a job record's copy); when it
+    is not one, one line: `problem` with the first reason, and `hint`."""
     from pydantic import ValidationError
 
     from planner.estimate import Estimate
 
     try:
-        est = Estimate.model_validate(bundle.plan)
+        return Estimate.model_validate(data)
     except ValidationError as e:
-        raise EvaplanError(
-            f"plan.json in {bundle.path} is not an evaplan estimate ({e.errors()[0].get('msg')})",
-            hint="re-render the bundle with this version of evaplan",
-        ) from None
+        raise EvaplanError(f"{problem} ({e.errors()[0].get('msg')})", hint=hint) from None
+
+
+def cost_basis(bundle: Bundle, pricing: str | None = None) -> CostBasis:
+    """Nodes and the $/node-hour of `pricing` (default: the estimate's first, i.e. on-demand or
+    on-prem) from plan.json, the planner's Estimate; steps and batch from the run and DeepSpeed
+    configs, the numbers the trainer runs with."""
+    est = read_estimate(
+        bundle.plan,
+        f"plan.json in {bundle.path} is not an evaplan estimate",
+        hint="re-render the bundle with this version of evaplan",
+    )
     prices = est.cost.prices if est.cost else []
     chosen = (
         prices[0] if prices and pricing is None else next((p for p in prices if p.pricing == pricing), None)
@@ -90,20 +100,18 @@ def cost_basis(bundle: Bundle, pricing: str | None = None) -> CostBasis:
 
 @dataclass(frozen=True)
 class Progress:
+    """Where a job is (steps, samples, rate, ETA) and what it has cost, against its cost basis."""
+
     phase: str
+    basis: CostBasis  # steps, nodes, price and estimate, fixed at launch
     step: int | None
-    total_steps: int
     samples_seen: float | None
-    total_samples: int
     samples_per_s: float | None
     eta_s: float | None
     elapsed_s: float
     spent_usd: float | None  # None without a price
     projected_usd: float | None
-    estimate_usd: float | None
     budget_usd: float | None
-    usd_per_node_hour: float | None
-    nodes: int
     window: int = 0  # step records the rate (and so ETA and projection) rests on
 
     @property
@@ -130,7 +138,7 @@ class Progress:
         ):
             return (
                 f"projected spend ${self.projected_usd:,.2f} (spent ${self.spent_usd:,.2f} + ETA "
-                f"{fmt_duration(self.eta_s)} × {self.nodes} nodes × {fmt_usd(self.usd_per_node_hour)}/node-hour) "
+                f"{fmt_duration(self.eta_s)} × {self.basis.nodes} nodes × {fmt_usd(self.basis.usd_per_node_hour)}/node-hour) "
                 f"passes the budget ${self.budget_usd:,.2f}"
             )
         return None
@@ -210,19 +218,15 @@ def compute_progress(
         )
     return Progress(
         phase=state.phase,
+        basis=basis,
         step=step,
-        total_steps=basis.total_steps,
         samples_seen=samples,
-        total_samples=basis.total_samples,
         samples_per_s=sps,
         eta_s=eta,
         elapsed_s=elapsed,
         spent_usd=spent,
         projected_usd=projected,
-        estimate_usd=basis.estimate_usd,
         budget_usd=record.max_cost_usd,
-        usd_per_node_hour=basis.usd_per_node_hour,
-        nodes=basis.nodes,
         window=len(recent),
     )
 

@@ -416,6 +416,44 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
             env_not_secret=opts.env_not_secret,
         )
 
+    job = _workload_values(inputs, opts, sizing)
+    file_texts = {"ds_config": files[DS_CONFIG_FILE], "run_config": files[RUN_CONFIG_FILE]}
+    config_bytes = sum(len(t.encode()) for t in file_texts.values())
+    if config_bytes > CONFIGMAP_MAX_BYTES:
+        raise EvaplanError(
+            f"the ConfigMap would hold {config_bytes:,} bytes, over Kubernetes' limit of "
+            f"{CONFIGMAP_MAX_BYTES:,}",
+            hint="report this: the run config should not be this large",
+        )
+    pod = _pod(inputs, opts, sizing)
+    files["manifests.yaml"] = render_template(
+        f"k8s/{opts.flavor}.yaml.j2", job=job, pod=pod, files=file_texts
+    )
+    files["rbac.yaml"] = render_template("k8s/rbac.yaml.j2", rbac=_rbac_values(opts))
+    warnings = _warnings(inputs, opts, sizing)
+    if plan.nodes > 1 and not (opts.checkpoint_s3_uri or opts.checkpoint_pvc):
+        # evaclip/checkpoint.py: across nodes the checkpoint folder must be a shared filesystem or S3.
+        warnings.append(
+            f"{plan.nodes} nodes with neither --checkpoint-s3-uri nor --checkpoint-pvc: each pod "
+            "checkpoints to its own emptyDir, which a restart loses, so the run cannot resume"
+        )
+    return Rendered(
+        files=files,
+        job_name=opts.job_name,
+        namespace=opts.namespace,
+        flavor=opts.flavor,
+        sizing=sizing,
+        warnings=tuple(warnings),
+        pod=pod,
+        env=opts.env,
+        env_not_secret=opts.env_not_secret,
+    )
+
+
+def _workload_values(inputs: PlanInputs, opts: RenderOptions, sizing: Sizing) -> dict[str, Any]:
+    """What the flavour's workload template reads of the job: names, labels, size, restarts and
+    (PyTorchJob) its replicas' pods."""
+    plan = inputs.plan
     labels = common_labels(opts)
     job = {
         "name": opts.job_name,
@@ -442,20 +480,14 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
             job["replicas"].append(
                 {"type": "Worker", "count": plan.nodes - 1, "pod": _pod(inputs, opts, sizing, "Worker")}
             )
-    file_texts = {"ds_config": files[DS_CONFIG_FILE], "run_config": files[RUN_CONFIG_FILE]}
-    config_bytes = sum(len(t.encode()) for t in file_texts.values())
-    if config_bytes > CONFIGMAP_MAX_BYTES:
-        raise EvaplanError(
-            f"the ConfigMap would hold {config_bytes:,} bytes, over Kubernetes' limit of "
-            f"{CONFIGMAP_MAX_BYTES:,}",
-            hint="report this: the run config should not be this large",
-        )
-    pod = _pod(inputs, opts, sizing)
-    files["manifests.yaml"] = render_template(
-        f"k8s/{opts.flavor}.yaml.j2", job=job, pod=pod, files=file_texts
-    )
+    return job
+
+
+def _rbac_values(opts: RenderOptions) -> dict[str, Any]:
+    """What rbac.yaml's template reads: the launcher's Role and the preflight's ClusterRole, bound
+    to --rbac-subject."""
     kind, _, subject = opts.rbac_subject.partition(":")
-    rbac = {
+    return {
         "role": "evaplan-launcher",
         # Cluster-scoped names must not collide between namespaces: the binding carries the namespace.
         "preflight_role": "evaplan-preflight",
@@ -465,25 +497,6 @@ def render(inputs: PlanInputs, opts: RenderOptions) -> Rendered:
         "subject_name": subject,
         "labels": {"app.kubernetes.io/managed-by": "evaplan", "app.kubernetes.io/name": "evaplan-launcher"},
     }
-    files["rbac.yaml"] = render_template("k8s/rbac.yaml.j2", rbac=rbac)
-    warnings = _warnings(inputs, opts, sizing)
-    if plan.nodes > 1 and not (opts.checkpoint_s3_uri or opts.checkpoint_pvc):
-        # evaclip/checkpoint.py: across nodes the checkpoint folder must be a shared filesystem or S3.
-        warnings.append(
-            f"{plan.nodes} nodes with neither --checkpoint-s3-uri nor --checkpoint-pvc: each pod "
-            "checkpoints to its own emptyDir, which a restart loses, so the run cannot resume"
-        )
-    return Rendered(
-        files=files,
-        job_name=opts.job_name,
-        namespace=opts.namespace,
-        flavor=opts.flavor,
-        sizing=sizing,
-        warnings=tuple(warnings),
-        pod=pod,
-        env=opts.env,
-        env_not_secret=opts.env_not_secret,
-    )
 
 
 def _warnings(inputs: PlanInputs, opts: RenderOptions, sizing: Sizing) -> list[str]:

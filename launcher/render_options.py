@@ -49,6 +49,13 @@ _NAME_RULES: dict[str, Callable[[str, str], str]] = {
 }
 
 
+def _matching(v: str | None, ok: Callable[[str], object], flag: str, what: str, *, hint: str) -> str | None:
+    """`v` as given when it is None or `ok(v)`; else one line: `FLAG 'v' is not WHAT`."""
+    if v is not None and not ok(v):
+        raise EvaplanError(f"{flag} {v!r} is not {what}", hint=hint)
+    return v
+
+
 class RenderOptions(BaseModel):
     """Everything about a launch that is not in the plan: names, image, cluster specifics."""
 
@@ -131,21 +138,16 @@ class RenderOptions(BaseModel):
     @field_validator("partition", "account", "qos")
     @classmethod
     def _slurm_name(cls, v: str | None, info: Any) -> str | None:
-        if v is not None and not _SLURM_NAME.fullmatch(v):
-            raise EvaplanError(
-                f"--{info.field_name} {v!r} is not a Slurm name (letters, digits, _ . -; at most 64)",
-                hint="e.g. --partition gpu",
-            )
-        return v
+        what = "a Slurm name (letters, digits, _ . -; at most 64)"
+        return _matching(v, _SLURM_NAME.fullmatch, f"--{info.field_name}", what, hint="e.g. --partition gpu")
 
     @field_validator("constraint")
     @classmethod
     def _constraint(cls, v: str | None) -> str | None:
-        if v is not None and not _SLURM_CONSTRAINT.fullmatch(v):
-            raise EvaplanError(
-                f"--constraint {v!r} is not a node feature expression", hint="e.g. --constraint 'h100&ib'"
-            )
-        return v
+        what = "a node feature expression"
+        return _matching(
+            v, _SLURM_CONSTRAINT.fullmatch, "--constraint", what, hint="e.g. --constraint 'h100&ib'"
+        )
 
     @field_validator("work_dir", "python")
     @classmethod
@@ -225,14 +227,10 @@ class RenderOptions(BaseModel):
     @field_validator("nvme_host_path")
     @classmethod
     def _nvme(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        names.check_text(v, "--nvme-host-path")
-        if not names.is_host_folder(v):
-            raise EvaplanError(
-                f"--nvme-host-path {v!r} is not an absolute path of plain names", hint="e.g. /local_nvme"
-            )
-        return v
+        if v is not None:
+            names.check_text(v, "--nvme-host-path")
+        what = "an absolute path of plain names"
+        return _matching(v, names.is_host_folder, "--nvme-host-path", what, hint="e.g. /local_nvme")
 
     @field_validator("rbac_subject")
     @classmethod

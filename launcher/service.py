@@ -24,7 +24,7 @@ import re
 import secrets
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from launcher.backends.base import (
     Backend,
     Bundle,
     JobState,
+    LaunchOptions,
     LogLine,
     backend_class,
     backend_for,
@@ -131,6 +132,47 @@ class JobRow:
     spent_usd: float | None
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """A launch that passed `precheck`: the request and what the checks found, from which the
+    backend's options and the job's record are made."""
+
+    req: LaunchRequest
+    basis: CostBasis
+    previous: JobRecord | None
+    budget: float | None
+    deadline_s: int | None
+    prior_node_s: float  # node-seconds the job's earlier runs were billed
+
+    def options(self, owner: str | None = None) -> LaunchOptions:
+        req = self.req
+        return LaunchOptions(
+            job_name=req.bundle.job_name, replace=req.replace, resume=req.resume, owner=owner
+        )
+
+    def record(self, data: dict[str, Any], phase: str) -> JobRecord:
+        """The job's record with the backend's `data`, in `phase`."""
+        req, basis, previous = self.req, self.basis, self.previous
+        now = utcnow()
+        kind = backend_class(req.backend)
+        return JobRecord(
+            name=req.bundle.job_name,
+            backend=req.backend,
+            bundle_dir=str((req.bundle_dir or req.bundle.path).resolve()),
+            plan={
+                "cost_basis": basis.to_dict(),
+                "prior_elapsed_s": self.prior_node_s / basis.nodes if basis.nodes else 0.0,
+            },
+            estimate=req.bundle.plan,
+            namespace=kind.record_namespace(data),
+            max_cost_usd=self.budget,
+            created_at=previous.created_at if previous is not None and req.resume else now,
+            started_at=now if kind.clock_starts_at_launch else None,
+            last_phase=phase,
+            backend_data=data,
+        )
+
+
 # --------------------------------------------------------------------------- the service
 class JobService:
     """Launch, list, status, logs and stop of the jobs in one job store."""
@@ -175,13 +217,13 @@ class JobService:
     def launch(self, req: LaunchRequest, *, dry_run: bool = False) -> LaunchResult | DryRunResult:
         """Validate, record the intent, create labelled objects, record the job (or, with
         `dry_run`, every check including the API server's dryRun=All, and nothing else)."""
-        basis, previous, budget, deadline_s, prior_node_s = self.precheck(req)
+        checked = _Checked(req, *self.precheck(req))
         be = backend_class(req.backend).for_launch(
             kubeconfig=req.kubeconfig, context=req.context, namespace=req.namespace
         )
         if be.labels_objects:
-            return self._launch_labelled(req, be, basis, previous, budget, deadline_s, prior_node_s, dry_run)
-        return self._launch_supervised(req, be, basis, previous, budget, deadline_s, prior_node_s, dry_run)
+            return self._launch_labelled(checked, be, dry_run)
+        return self._launch_supervised(checked, be, dry_run)
 
     def _check_previous(self, req: LaunchRequest, previous: JobRecord | None) -> None:
         name = req.bundle.job_name
@@ -253,89 +295,39 @@ class JobService:
             )
         return math.floor(left_s)
 
-    def _record(
-        self,
-        req: LaunchRequest,
-        basis: CostBasis,
-        previous: JobRecord | None,
-        budget: float | None,
-        prior_node_s: float,
-        data: dict[str, Any],
-        phase: str,
-    ) -> JobRecord:
-        now = utcnow()
-        kind = backend_class(req.backend)
-        return JobRecord(
-            name=req.bundle.job_name,
-            backend=req.backend,
-            bundle_dir=str((req.bundle_dir or req.bundle.path).resolve()),
-            plan={
-                "cost_basis": basis.to_dict(),
-                "prior_elapsed_s": prior_node_s / basis.nodes if basis.nodes else 0.0,
-            },
-            estimate=req.bundle.plan,
-            namespace=kind.record_namespace(data),
-            max_cost_usd=budget,
-            created_at=previous.created_at if previous is not None and req.resume else now,
-            started_at=now if kind.clock_starts_at_launch else None,
-            last_phase=phase,
-            backend_data=data,
-        )
-
-    def _launch_labelled(
-        self,
-        req: LaunchRequest,
-        be: Backend,
-        basis: CostBasis,
-        previous: JobRecord | None,
-        budget: float | None,
-        deadline_s: int | None,
-        prior_node_s: float,
-        dry_run: bool,
-    ) -> LaunchResult | DryRunResult:
+    def _launch_labelled(self, c: _Checked, be: Backend, dry_run: bool) -> LaunchResult | DryRunResult:
         """A backend that labels what it creates (Backend.labels_objects): the intent is recorded
         when the first create is about to happen; a failed launch is forgotten once the backend
         finds nothing of it left (its rollback worked)."""
-        name = req.bundle.job_name
-        owner = owner_id(self.store.root)
-        be.set_deadline(deadline_s)  # the workload's own deadline: the cluster enforces the budget
+        req, name = c.req, c.req.bundle.job_name
+        opts = c.options(owner=owner_id(self.store.root))
+        be.set_deadline(c.deadline_s)  # the workload's own deadline: the cluster enforces the budget
         if dry_run:
-            data = be.launch(
-                req.bundle, job_name=name, owner=owner, replace=req.replace, resume=req.resume, dry_run=True
-            )
+            data = be.launch(req.bundle, replace(opts, dry_run=True))
             return DryRunResult(
                 job=name,
                 backend=req.backend,
                 namespace=data.get("namespace"),
                 preflight=list(be.preflight_report),
                 accepted=data.get("dry_run_objects", []),
-                deadline_s=deadline_s,
+                deadline_s=c.deadline_s,
                 notices=list(be.notices),
             )
         intent: list[JobRecord] = []
 
         def record_intent(data: dict[str, Any]) -> None:
-            rec = self._record(
-                req, basis, previous, budget, prior_node_s, {**data, **_launcher_pid()}, CREATING
-            )
-            self.store.put_if(rec, previous)  # a second launch of the name is refused here
+            rec = c.record({**data, **_launcher_pid()}, CREATING)
+            self.store.put_if(rec, c.previous)  # a second launch of the name is refused here
             intent.append(rec)
 
         try:
             with _terminate_as_interrupt():
-                data = be.launch(
-                    req.bundle,
-                    job_name=name,
-                    owner=owner,
-                    replace=req.replace,
-                    resume=req.resume,
-                    before_start=record_intent,
-                )
+                data = be.launch(req.bundle, replace(opts, before_start=record_intent))
         except BaseException:
             if intent:
-                self._undo(be, intent[0], previous)
+                self._undo(be, intent[0], c.previous)
             raise
-        record = self._record(req, basis, previous, budget, prior_node_s, data, SUBMITTED)
+        record = c.record(data, SUBMITTED)
         try:
             self.store.put(record)
         except EvaplanError as e:
@@ -345,31 +337,21 @@ class JobService:
             ) from None
         return LaunchResult(
             record=record,
-            basis=basis,
+            basis=c.basis,
             preflight=list(be.preflight_report),
-            deadline_s=deadline_s,
+            deadline_s=c.deadline_s,
             notices=list(be.notices),
         )
 
-    def _launch_supervised(
-        self,
-        req: LaunchRequest,
-        be: Backend,
-        basis: CostBasis,
-        previous: JobRecord | None,
-        budget: float | None,
-        deadline_s: int | None,
-        prior_node_s: float,
-        dry_run: bool,
-    ) -> LaunchResult | DryRunResult:
+    def _launch_supervised(self, c: _Checked, be: Backend, dry_run: bool) -> LaunchResult | DryRunResult:
         """A backend whose job is processes it supervises (local torchrun, a Slurm batch job): the
         intent is recorded before `launch` and completed with the job's handles (`before_start`);
         a failed launch is aborted, then forgotten when nothing of it survives."""
-        name = req.bundle.job_name
+        req, previous, opts = c.req, c.previous, c.options()
         if dry_run:
-            data = be.launch(req.bundle, job_name=name, replace=req.replace, resume=req.resume, dry_run=True)
+            data = be.launch(req.bundle, replace(opts, dry_run=True))
             return DryRunResult(
-                job=name,
+                job=opts.job_name,
                 backend=req.backend,
                 namespace=None,
                 preflight=[],
@@ -381,35 +363,27 @@ class JobService:
             )
         # The backend's own checks (paths confined to the state dir, ranks, live processes) before
         # anything changes: a refused launch leaves the store and the previous job as they were.
-        be.launch(req.bundle, job_name=name, replace=req.replace, resume=req.resume, dry_run=True)
+        be.launch(req.bundle, replace(opts, dry_run=True))
         if previous is not None and req.replace and previous.last_phase != CREATING:
             be.stop(previous)  # its work folder is about to be removed: end the processes first
-        intent = [self._record(req, basis, previous, budget, prior_node_s, _launcher_pid(), CREATING)]
+        intent = [c.record(_launcher_pid(), CREATING)]
         self.store.put_if(intent[0], previous)  # a second launch of the name is refused here
 
         def record_intent(data: dict[str, Any]) -> None:
             # The job's launch id and folder, before any process of it starts: a launch killed
             # from here on leaves a job that `status` shows and `stop` ends by that label.
-            rec = self._record(
-                req, basis, previous, budget, prior_node_s, {**data, **_launcher_pid()}, CREATING
-            )
+            rec = c.record({**data, **_launcher_pid()}, CREATING)
             self.store.put_if(rec, intent[0])
             intent[0] = rec
 
-        be.set_deadline(deadline_s)  # the backend enforces the budget with no monitor running
+        be.set_deadline(c.deadline_s)  # the backend enforces the budget with no monitor running
         with _terminate_as_interrupt():
             try:
-                data = be.launch(
-                    req.bundle,
-                    job_name=name,
-                    replace=req.replace,
-                    resume=req.resume,
-                    before_start=record_intent,
-                )
+                data = be.launch(req.bundle, replace(opts, before_start=record_intent))
             except BaseException:
                 self._undo(be, intent[0], previous)
                 raise
-        record = self._record(req, basis, previous, budget, prior_node_s, data, SUBMITTED)
+        record = c.record(data, SUBMITTED)
         try:
             self.store.put(record)
         except EvaplanError as e:
@@ -417,9 +391,9 @@ class JobService:
             raise RuntimeFailure(f"{e.message}; the local job was stopped again", hint=e.hint) from None
         return LaunchResult(
             record=record,
-            basis=basis,
+            basis=c.basis,
             preflight=[],
-            deadline_s=deadline_s,
+            deadline_s=c.deadline_s,
             notices=list(data.get("notes", [])),
         )
 

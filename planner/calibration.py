@@ -488,6 +488,10 @@ def observe(
     )
 
 
+# The layout a calibration run keeps (calibration_spec.CalibrationRun), named as in ParallelPlan.
+_RUN_LAYOUT = (*ParallelPlan.RECORDED_LAYOUT, "offload_optimizer", "offload_param")
+
+
 def observation_from_record(r: CalibrationRun, model: ModelSpec, hardware: HardwareSpec) -> Observation:
     """An earlier run of a calibration, refitted from what the calibration file kept (its metrics file
     need not exist any more)."""
@@ -502,16 +506,7 @@ def observation_from_record(r: CalibrationRun, model: ModelSpec, hardware: Hardw
             f"calibration run {r.job}: world_size {r.world_size} is not whole {hardware.name} nodes",
             hint="remove the run from the calibration file, or re-run evaplan calibrate --reset",
         )
-    plan = ParallelPlan(
-        nodes=r.world_size // G,
-        gpus_per_node=G,
-        zero_stage=r.zero_stage,
-        micro_batch=r.micro_batch,
-        grad_accum=r.grad_accum,
-        grad_ckpt=r.grad_ckpt,
-        offload_optimizer=r.offload_optimizer,
-        offload_param=r.offload_param,
-    )
+    plan = ParallelPlan.of_recorded(r, r.world_size // G, G, fields=_RUN_LAYOUT)
     training = TrainingSpec(
         samples=float(plan.global_batch),
         global_batch=plan.global_batch,
@@ -705,12 +700,7 @@ def calibrate(
                 model=o.model.name,
                 observed=now.date(),
                 world_size=o.plan.world_size,
-                micro_batch=o.plan.micro_batch,
-                grad_accum=o.plan.grad_accum,
-                zero_stage=o.plan.zero_stage,
-                grad_ckpt=o.plan.grad_ckpt,
-                offload_optimizer=o.plan.offload_optimizer,
-                offload_param=o.plan.offload_param,
+                **{k: getattr(o.plan, k) for k in _RUN_LAYOUT},
                 image_size=o.training.image_size,
                 patch_dropout=o.training.patch_dropout,
                 steps_timed=o.steps_timed,

@@ -25,6 +25,11 @@ from planner.units import GIB
 DEFAULT_BATCH_TOLERANCE = 0.02  # the same default as `evaplan plan --batch-tolerance`
 
 
+# The request's settings that TrainingSpec takes as asked, under the same names (the recipe's
+# figures are picked instead when not asked: `pick` in choose()).
+_TRAINING_AS_ASKED = ("stack", "attention", "checkpoint_every_s", "checkpoints_kept", "dataset_tb")
+
+
 @dataclass(frozen=True)
 class Request:
     """What the user asked for; None means "choose for me"."""
@@ -136,12 +141,8 @@ def choose(
         image_size=image_size,
         patch_dropout=patch_dropout,
         precision=precision,
-        stack=req.stack,
-        attention=req.attention,
         loader_workers=req.data_workers,
-        checkpoint_every_s=req.checkpoint_every_s,
-        checkpoints_kept=req.checkpoints_kept,
-        dataset_tb=req.dataset_tb,
+        **{k: getattr(req, k) for k in _TRAINING_AS_ASKED},
     )
     _check_pinned_combination(req)
     pinned = _pinned_plan(req, nodes, hardware.gpus_per_node, precision, target, tolerance)

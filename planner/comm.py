@@ -88,6 +88,7 @@ class Collective:
     overlappable: bool  # hidden behind compute when overlap_comm (prefetch, reduction stream)
     ds_logged: bool
     cross_node: Num  # True where the group spans nodes
+    size: Term  # message_bytes as a formula over its inputs (the figure comm.<name> prints)
 
 
 def ring_factor(op: Op, n: Num) -> Num:
@@ -102,18 +103,33 @@ def _collective(
     n: Num,
     gpus_per_node: Num,
     calls: Num,
-    size: Num,
+    size: Term,
     overlappable: bool,
     ds_logged: bool = True,
 ) -> Collective:
-    ring = ring_factor(op, n) * size
+    """One collective of `calls` calls whose bytes per step (nccl-tests S) the term `size` computes."""
+    message = size.value
+    ring = ring_factor(op, n) * message
     cross = np.asarray(n) > gpus_per_node
     # A flat ring over M nodes crosses the network once per node: each node sends (n−1)/n·S over its
     # NICs, i.e. 1/G of what each GPU sends, on average, goes inter-node.
     inter = np.where(cross, ring / gpus_per_node, 0.0)
-    logged = size / n if op == "all_gather" else size
+    logged = message / n if op == "all_gather" else message
     return Collective(
-        name, op, phase, n, calls, size, ring, inter, ring - inter, logged, overlappable, ds_logged, cross
+        name,
+        op,
+        phase,
+        n,
+        calls,
+        message,
+        ring,
+        inter,
+        ring - inter,
+        logged,
+        overlappable,
+        ds_logged,
+        cross,
+        size,
     )
 
 
@@ -138,118 +154,132 @@ def zero_collectives(
     gather_with_grad: Num = True,
 ) -> list[Collective]:
     """The collectives of one optimizer step for one ZeRO stage (a Python int: the set of
-    collectives differs by stage; every other argument may be an array)."""
-    n, G, gas = world, gpus_per_node, grad_accum
-    p16 = comm_dtype_bytes  # parameters travel in the weights' dtype (wire_bytes)
-    out: list[Collective] = []
-    reduce_calls = np.ceil(psi / dsd.REDUCE_BUCKET_SIZE)
+    collectives differs by stage; every other argument may be an array). Parameters, gradients and
+    features travel at comm_dtype_bytes per element (wire_bytes)."""
+    n, G, gas, wire = world, gpus_per_node, grad_accum, comm_dtype_bytes
     if zero_stage in (0, 1, 2):
-        times = gas if zero_stage == 2 else 1
-        out.append(
-            _collective(
-                "gradient all-reduce",
-                "all_reduce",
-                "backward",
-                n,
-                G,
-                reduce_calls * times,
-                psi * comm_dtype_bytes * times,
-                True,
-            )
-        )
-        if zero_stage in (1, 2):
-            out.append(
-                _collective(
-                    "updated-parameter all-gather",
-                    "all_gather",
-                    "step",
-                    n,
-                    G,
-                    np.ceil(psi / dsd.ALLGATHER_BUCKET_SIZE),
-                    psi * p16,
-                    False,
-                )
-            )
+        out = _data_parallel_collectives(psi, n, G, zero_stage, gas, wire)
     else:
-        qw = np.where(quantized_weights, QWZ_RATIO, 1.0)
+        residency = (gathered, regathered, persistent, gather_calls, regather_calls)
+        out = _zero3_collectives(
+            psi, residency, n, G, gas, wire, hpz_partition_size, quantized_weights, quantized_gradients
+        )
+    return out + _clip_feature_collectives(n, G, gas, micro_batch, embed_dim, wire, gather_with_grad)
+
+
+def _data_parallel_collectives(
+    psi: Num, n: Num, G: Num, zero_stage: int, gas: Num, wire: Num
+) -> list[Collective]:
+    """ZeRO-0/1/2: the gradient all-reduce (every micro-batch at ZeRO-2, once per step before), and
+    from ZeRO-1 on the all-gather of the updated 16-bit parameters."""
+    times = gas if zero_stage == 2 else 1
+    reduce_calls = np.ceil(psi / dsd.REDUCE_BUCKET_SIZE)
+    grads = Term("psi * wire_bytes * reductions", {"psi": psi, "wire_bytes": wire, "reductions": times})
+    out = [
+        _collective("gradient all-reduce", "all_reduce", "backward", n, G, reduce_calls * times, grads, True)
+    ]
+    if zero_stage in (1, 2):
+        params = Term("psi * wire_bytes", {"psi": psi, "wire_bytes": wire})
+        calls = np.ceil(psi / dsd.ALLGATHER_BUCKET_SIZE)
         out.append(
-            _collective(
-                "parameter all-gather (forward)",
-                "all_gather",
-                "forward",
-                n,
-                G,
-                gather_calls * gas,
-                gathered * p16 * qw * gas,
-                True,
-            )
+            _collective("updated-parameter all-gather", "all_gather", "step", n, G, calls, params, False)
         )
-        hpz = np.asarray(hpz_partition_size)
-        bwd_group = np.where(hpz > 1, hpz, n)
-        out.append(
-            _collective(
-                "parameter all-gather (backward)",
-                "all_gather",
-                "backward",
-                bwd_group,
-                G,
-                regather_calls * gas,
-                regathered * p16 * gas,
-                True,
-            )
-        )
-        out.append(
-            _collective(
-                "persistent-parameter all-gather",
-                "all_gather",
-                "step",
-                n,
-                G,
-                np.where(persistent > 0, 1.0, 0.0),
-                persistent * p16,
-                False,
-            )
-        )
-        qg = np.asarray(quantized_gradients, dtype=bool)
-        rs = _collective(
-            "gradient reduce-scatter",
-            "reduce_scatter",
-            "backward",
-            n,
-            G,
-            reduce_calls * gas,
-            psi * comm_dtype_bytes * gas * np.where(qg, QGZ_RATIO, 1.0),
-            True,
-        )
-        out.append(rs)
-    feats = micro_batch * n * embed_dim * p16  # one tower's features, gathered
-    out.append(
-        _collective(
-            "CLIP feature all-gather",
-            "all_gather",
-            "loss",
-            n,
-            G,
-            2.0 * gas,
-            2.0 * feats * gas,
-            False,
-            ds_logged=False,
-        )
+    return out
+
+
+def _zero3_collectives(
+    psi: Num,
+    residency: tuple[Num, Num, Num, Num, Num],
+    n: Num,
+    G: Num,
+    gas: Num,
+    wire: Num,
+    hpz_partition_size: Num,
+    quantized_weights: Num,
+    quantized_gradients: Num,
+) -> list[Collective]:
+    """ZeRO-3 (with ZeRO++ qwZ, hpZ, qgZ): parameter gathers in forward and backward, the persistent
+    parameters once per step, the gradient reduce-scatter. residency: gathered, regathered and
+    persistent elements, gather and regather calls per micro-batch (planner.params.zero3_residency)."""
+    gathered, regathered, persistent, gather_calls, regather_calls = residency
+    qw = np.asarray(quantized_weights, dtype=bool)
+    fwd = Term(
+        "gathered * wire_bytes * where(quantized_weights, qwz_ratio, 1.0) * gas",
+        {
+            "gathered": gathered,
+            "wire_bytes": wire,
+            "quantized_weights": qw,
+            "qwz_ratio": QWZ_RATIO,
+            "gas": gas,
+        },
     )
-    out.append(
+    hpz = np.asarray(hpz_partition_size)
+    bwd_group = np.where(hpz > 1, hpz, n)
+    bwd = Term("regathered * wire_bytes * gas", {"regathered": regathered, "wire_bytes": wire, "gas": gas})
+    kept = Term("persistent * wire_bytes", {"persistent": persistent, "wire_bytes": wire})
+    qg = np.asarray(quantized_gradients, dtype=bool)
+    grads = Term(
+        "psi * wire_bytes * gas * where(quantized_gradients, qgz_ratio, 1.0)",
+        {"psi": psi, "wire_bytes": wire, "gas": gas, "quantized_gradients": qg, "qgz_ratio": QGZ_RATIO},
+    )
+    reduce_calls = np.ceil(psi / dsd.REDUCE_BUCKET_SIZE) * gas
+    return [
+        _collective(
+            "parameter all-gather (forward)", "all_gather", "forward", n, G, gather_calls * gas, fwd, True
+        ),
+        _collective(
+            "parameter all-gather (backward)",
+            "all_gather",
+            "backward",
+            bwd_group,
+            G,
+            regather_calls * gas,
+            bwd,
+            True,
+        ),
+        _collective(
+            "persistent-parameter all-gather",
+            "all_gather",
+            "step",
+            n,
+            G,
+            np.where(persistent > 0, 1.0, 0.0),
+            kept,
+            False,
+        ),
+        _collective("gradient reduce-scatter", "reduce_scatter", "backward", n, G, reduce_calls, grads, True),
+    ]
+
+
+def _clip_feature_collectives(
+    n: Num, G: Num, gas: Num, micro_batch: Num, embed_dim: int, wire: Num, gather_with_grad: Num
+) -> list[Collective]:
+    """The CLIP loss gathers both towers' features every micro-step, and (gather_with_grad)
+    reduce-scatters their gradients; deepspeed.comm's logger does not see them."""
+    inputs = {"b": micro_batch, "N": n, "e": embed_dim, "wire_bytes": wire, "gas": gas}
+    gather = Term("2.0 * (b * N * e * wire_bytes) * gas", inputs)
+    with_grad = np.asarray(gather_with_grad, dtype=bool)
+    scatter = Term(
+        "where(gather_with_grad, 2.0 * (b * N * e * wire_bytes) * gas, 0.0)",
+        {"gather_with_grad": with_grad, **inputs},
+    )
+    scatter_calls = np.where(with_grad, 2.0 * gas, 0.0)
+    return [
+        _collective(
+            "CLIP feature all-gather", "all_gather", "loss", n, G, 2.0 * gas, gather, False, ds_logged=False
+        ),
         _collective(
             "CLIP feature-gradient reduce-scatter",
             "reduce_scatter",
             "loss",
             n,
             G,
-            np.where(gather_with_grad, 2.0 * gas, 0.0),
-            np.where(gather_with_grad, 2.0 * feats * gas, 0.0),
+            scatter_calls,
+            scatter,
             False,
             ds_logged=False,
-        )
-    )
-    return out
+        ),
+    ]
 
 
 def model_collectives(

@@ -13,13 +13,14 @@ per candidate plan).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from planner.memory import TowerShape, vision_tokens
 from planner.spec import ModelSpec
+from planner.terms import Term, evaluate
 
 Num = Any
 
@@ -34,15 +35,21 @@ def text_shape(model: ModelSpec) -> TowerShape:
     return TowerShape(t.layers, t.width, t.heads, t.mlp_hidden, False, False, False)
 
 
+# One transformer block, one sample: q/k/v 2·s·h·3h, attention 4·s²·h, out-proj 2·s·h², MLP
+# 2·s·h·f × k (k = 2 GELU matmuls | 3 SwiGLU matmuls).
+BLOCK_FLOPS = "2.0 * s * h * 3 * h + 4.0 * s * s * h + 2.0 * s * h * h + 2.0 * s * h * f * k"
+TOWER_BLOCKS_FLOPS = f"layers * ({BLOCK_FLOPS})"
+# The patch-embed conv: 2 · P patches · h outputs · 3p² inputs each.
+PATCH_EMBED_FLOPS = "2.0 * P * h * 3 * p ** 2"
+
+
+def _block_inputs(t: TowerShape, seq: Num) -> dict[str, Num]:
+    return {"s": seq, "h": t.width, "f": t.mlp_hidden, "k": 3 if t.swiglu else 2, "layers": t.layers}
+
+
 def block_forward_flops(t: TowerShape, seq: Num) -> Num:
-    """One transformer block, one sample: q/k/v 2·s·h·3h, attention 4·s²·h, out-proj 2·s·h², MLP
-    2·s·h·f × (2 GELU matmuls | 3 SwiGLU matmuls)."""
-    h, f = t.width, t.mlp_hidden
-    qkv = 2.0 * seq * h * 3 * h
-    attn = 4.0 * seq * seq * h
-    proj = 2.0 * seq * h * h
-    mlp = 2.0 * seq * h * f * (3 if t.swiglu else 2)
-    return qkv + attn + proj + mlp
+    """One transformer block, one sample (BLOCK_FLOPS)."""
+    return Term(BLOCK_FLOPS, _block_inputs(t, seq)).value
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,7 @@ class FlopsBreakdown:
     vision_blocks: Num  # the part that activation checkpointing recomputes
     text_blocks: Num
     patch_embed: Num
+    terms: dict[str, Term] = field(default_factory=dict)  # vision, text and loss as formulas
 
 
 def forward_flops_per_sample(
@@ -78,13 +86,20 @@ def forward_flops_per_sample(
     r = model.recipe.patch_dropout if patch_dropout is None else patch_dropout
     num_patches = (np.floor_divide(img, v.patch_size)) ** 2
     s_v = vision_tokens(num_patches, r)
-    patch = 2.0 * num_patches * v.width * 3 * v.patch_size**2
-    vb = v.depth * block_forward_flops(vision_shape(model), s_v)
-    vision = patch + vb + 2.0 * v.width * e
-    tb = model.text.layers * block_forward_flops(text_shape(model), float(model.text.context_length))
-    text = tb + 2.0 * model.text.width * e
-    loss = 2 * 2.0 * e * contrast_batch * loss_rows_per_sample
-    return FlopsBreakdown(vision, text, loss, vision + text + loss, vb, tb, patch)
+    text_inputs = _block_inputs(text_shape(model), float(model.text.context_length))
+    terms = {
+        "vision": Term(
+            f"{PATCH_EMBED_FLOPS} + {TOWER_BLOCKS_FLOPS} + 2.0 * h * e",
+            {"P": num_patches, "p": v.patch_size, **_block_inputs(vision_shape(model), s_v), "e": e},
+        ),
+        "text": Term(f"{TOWER_BLOCKS_FLOPS} + 2.0 * h * e", {**text_inputs, "e": e}),
+        "loss": Term("2 * 2.0 * e * B * rows", {"e": e, "B": contrast_batch, "rows": loss_rows_per_sample}),
+    }
+    vision, text, loss = (terms[k].value for k in ("vision", "text", "loss"))
+    vi, ti = terms["vision"].inputs, terms["text"].inputs
+    patch = evaluate(PATCH_EMBED_FLOPS, vi)
+    vb, tb = evaluate(TOWER_BLOCKS_FLOPS, vi), evaluate(TOWER_BLOCKS_FLOPS, ti)
+    return FlopsBreakdown(vision, text, loss, vision + text + loss, vb, tb, patch, terms)
 
 
 @dataclass(frozen=True)
@@ -103,5 +118,27 @@ class TrainFlops:
 def train_flops_per_sample(fwd: FlopsBreakdown, grad_ckpt: Num) -> TrainFlops:
     backward = 2.0 * fwd.total - fwd.patch_embed
     recompute = np.where(grad_ckpt, fwd.vision_blocks + fwd.text_blocks, 0.0)
-    model = fwd.total + backward
-    return TrainFlops(fwd.total, backward, recompute, model, model + recompute)
+    model = model_flops_term(fwd).value
+    return TrainFlops(fwd.total, backward, recompute, model, hardware_flops_term(model, fwd, grad_ckpt).value)
+
+
+def model_flops_term(fwd: FlopsBreakdown) -> Term:
+    """Forward + backward (input and weight gradients: 2× forward, less the patch-embed conv's input
+    gradient, which nothing needs)."""
+    return Term(
+        "vision + text + loss + (2.0 * (vision + text + loss) - patch_embed)",
+        {"vision": fwd.vision, "text": fwd.text, "loss": fwd.loss, "patch_embed": fwd.patch_embed},
+    )
+
+
+def hardware_flops_term(model_flops: Num, fwd: FlopsBreakdown, grad_ckpt: Num) -> Term:
+    """Model FLOPs plus, with activation checkpointing, one more forward of every block."""
+    return Term(
+        "model + where(grad_ckpt, vision_blocks + text_blocks, 0.0)",
+        {
+            "model": model_flops,
+            "grad_ckpt": np.asarray(grad_ckpt, dtype=bool),
+            "vision_blocks": fwd.vision_blocks,
+            "text_blocks": fwd.text_blocks,
+        },
+    )

@@ -14,12 +14,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from planner import comm, compute, cost, data_pipeline, memory, ops
+from planner import comm, compute, cost, data_pipeline, memory, ops, params
 from planner import deepspeed_defaults as dsd
 from planner import evaluate as ev
 from planner.errors import InfeasibleError
 from planner.layout import Layout
-from planner.params import count_params, param_tensors, zero3_residency
+from planner.params import count_params, zero3_residency
 from planner.prediction_range import PredictionRange
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, TrainingSpec
 from planner.terms import Term, sum_term
@@ -276,72 +276,45 @@ class _Derivation:
     def __init__(self) -> None:
         self.figs: list[Figure] = []
 
-    def fig(
-        self,
-        name: str,
-        value: Any,
-        unit: str,
-        formula: str,
-        inputs: dict[str, Any] | None = None,
-        source: str = "",
+    def put(
+        self, name: str, unit: str, t: Term, context: dict[str, Any] | None = None, source: str = ""
     ) -> float:
-        v = float(value)
+        """A figure from a term: its value, formula and inputs from one expression (+ context inputs
+        the formula does not use, e.g. which kernel). Every figure is recorded here: none has a
+        formula written beside its arithmetic."""
+        context = context or {}
+        if clash := set(context) & set(t.inputs):
+            raise ValueError(f"{name}: context would hide the formula's inputs {sorted(clash)}")
+        inputs = {**t.inputs, **context}
+        v = float(t.value)
         self.figs.append(
             Figure(
                 name=name,
                 value=v,
                 unit=unit,
-                formula=formula,
-                inputs={k: (float(x) if not isinstance(x, str) else x) for k, x in (inputs or {}).items()},
-                source=source,
+                formula=t.formula,
+                inputs={k: (float(x) if not isinstance(x, str) else x) for k, x in inputs.items()},
+                source=source or t.source,
             )
         )
         return v
-
-    def put(
-        self, name: str, unit: str, t: Term, context: dict[str, Any] | None = None, source: str = ""
-    ) -> float:
-        """A figure from a term: its value, formula and inputs from one expression (+ context inputs
-        the formula does not use, e.g. which kernel)."""
-        context = context or {}
-        if clash := set(context) & set(t.inputs):
-            raise ValueError(f"{name}: context would hide the formula's inputs {sorted(clash)}")
-        return self.fig(name, t.value, unit, t.formula, {**t.inputs, **context}, source or t.source)
 
 
 def _param_figures(d: _Derivation, q: _Question, counts: Any) -> None:
     """Parameter counts of both towers."""
     model = q.model
-    psi = counts.total
     arch = f"{model.name} profile ({model.config_source})"
-    d.fig(
-        "params.vision", counts.vision, "params", "patch embed + cls + pos + Σ blocks + norm + head", {}, arch
-    )
-    d.fig(
-        "params.text",
-        counts.text,
-        "params",
-        "token + positional embedding + Σ blocks + ln_final + projection",
-        {},
-        arch,
-    )
-    d.fig(
-        "params.total",
-        psi,
-        "params",
-        "vision + text + logit_scale",
-        {"vision": counts.vision, "text": counts.text, "logit_scale": counts.logit_scale},
-        arch,
-    )
-    d.fig(
+    d.put("params.vision", "params", params.tower_params_term(model, "vision"), source=arch)
+    d.put("params.text", "params", params.tower_params_term(model, "text"), source=arch)
+    total = params.total_params_term(counts.vision, counts.text, counts.logit_scale)
+    d.put("params.total", "params", total, source=arch)
+    d.put(
         "params.largest_layer",
-        counts.largest_layer,
         "params",
-        "max over modules of their own parameters (DeepSpeed stage3.model_to_params)",
+        params.largest_layer_term(model),
         {"module": counts.largest_layer_module},
         "DeepSpeed 0.19.8 runtime/zero/stage3.py",
     )
-    return None
 
 
 def _memory_figures(d: _Derivation, q: _Question, counts: Any, res: Any) -> tuple[MemoryReport, float]:
@@ -375,7 +348,7 @@ def _memory_figures(d: _Derivation, q: _Question, counts: Any, res: Any) -> tupl
     s_v = float(
         memory.vision_tokens((training.image_size // model.vision.patch_size) ** 2, training.patch_dropout)
     )
-    _activation_figures(d, q, act, s_v)
+    _activation_figures(d, q)
     both = Term(
         "micro_batch * vision_per_sample + micro_batch * text_per_sample",
         {"micro_batch": b, "vision_per_sample": act["vision"], "text_per_sample": act["text"]},
@@ -399,99 +372,51 @@ def _memory_figures(d: _Derivation, q: _Question, counts: Any, res: Any) -> tupl
     return mem, s_v
 
 
-def _activation_figures(d: _Derivation, q: _Question, act: dict[str, float], s_v: float) -> None:
+def _activation_figures(d: _Derivation, q: _Question) -> None:
     """Activations per sample of each tower: what each layer keeps, and the attention kernel's share."""
-    model, plan, training = q.model, q.plan, q.training
-    ck = "layers·2hs + one layer's working set" if plan.grad_ckpt else "layers·s·(bytes/token/layer)"
-    kernel_bytes = (
-        f"math: {memory.MATH_SCORE_BYTES[training.stack]:g}·a·s² + "
-        f"{memory.MATH_UPCAST_QKV_BYTES_PER_WIDTH[training.stack]:g}·h·s"
-        if training.attention == "math"
-        else "4·a·⌈s/32⌉·32"
-        if training.attention == "mem_efficient"
-        else "4·a·s"
+    plan, training = q.plan, q.training
+    terms = ev.activation_terms(
+        q.model,
+        training.image_size,
+        training.patch_dropout,
+        plan.grad_ckpt,
+        training.attention,
+        training.stack,
     )
-    attn_src = (
-        "attention kept per layer by kernel and stack (planner/memory.py attention_kernel_bytes: PyTorch SDPA "
-        "math / flash / memory-efficient saved tensors, measured in tests/evaclip/test_attention_memory.py)"
+    source = (
+        "Korthikanti et al. arXiv 2205.05198 Table 2, recounted for EVA blocks (planner/memory.py); attention "
+        "kept per layer by kernel and stack (planner/memory.py attention_kernel_bytes: PyTorch SDPA math / "
+        "flash / memory-efficient saved tensors, measured in tests/evaclip/test_attention_memory.py); factor "
+        "fitted on measured peaks (planner/validation.py, benchmarks/results/gpu_check-h100-deepspeed.log)"
     )
-    for tower, s_tok, shape in (
-        ("vision", s_v, compute.vision_shape(model)),
-        ("text", float(model.text.context_length), compute.text_shape(model)),
-    ):
-        d.fig(
-            f"memory.activations_{tower}_per_sample",
-            act[tower],
-            "B",
-            f"({ck}, each layer + attention kernel [{kernel_bytes}]) × activation factor",
-            {
-                "activation_factor": memory.ACTIVATION_MEMORY_FACTOR,
-                "s": s_tok,
-                "h": shape.width,
-                "a": shape.heads,
-                "layers": shape.layers,
-                "bytes_per_token_layer": memory.layer_bytes_per_token(shape),
-                "attention_kernel_bytes_per_layer": float(
-                    memory.attention_kernel_bytes(training.attention, training.stack, shape, s_tok)
-                ),
-                "grad_ckpt": str(plan.grad_ckpt),
-                "attention": training.attention,
-                "stack": training.stack,
-            },
-            "Korthikanti et al. arXiv 2205.05198 Table 2, recounted for EVA blocks (planner/memory.py); "
-            + attn_src
-            + "; factor fitted on measured peaks (planner/validation.py, "
-            "benchmarks/results/gpu_check-h100-deepspeed.log)",
-        )
+    context = {"attention": training.attention, "stack": training.stack}
+    for tower, t in terms.items():
+        d.put(f"memory.activations_{tower}_per_sample", "B", t, context, source)
 
 
-def _flops_figures(d: _Derivation, q: _Question, s_v: float) -> tuple[Any, Any]:
+def _flops_figures(d: _Derivation, q: _Question) -> tuple[Any, Any]:
     """FLOPs per sample: forward by tower and loss, training (model) and executed (hardware)."""
     model, plan, training = q.model, q.plan, q.training
     b, B = plan.micro_batch, plan.global_batch
-    fwd = compute.forward_flops_per_sample(
-        model, training.image_size, training.patch_dropout, B, 1.0 if plan.local_loss else B / b
-    )
+    rows = 1.0 if plan.local_loss else B / b
+    fwd = compute.forward_flops_per_sample(model, training.image_size, training.patch_dropout, B, rows)
     tf = compute.train_flops_per_sample(fwd, plan.grad_ckpt)
-    d.fig(
-        "compute.forward_flops_vision",
-        fwd.vision,
-        "FLOP/sample",
-        "2·P·h·3p² + layers·(6sh² + 4s²h + 2sh² + 2sh·f·k) + 2he",
-        {"s": s_v, "P": (training.image_size // model.vision.patch_size) ** 2},
-        "FlopCounterMode conventions (planner/compute.py)",
-    )
-    d.fig(
-        "compute.forward_flops_text",
-        fwd.text,
-        "FLOP/sample",
-        "layers·(6sh² + 4s²h + 2sh² + 4sh·f) + 2he",
-        {"s": model.text.context_length},
-        "FlopCounterMode conventions",
-    )
-    d.fig(
-        "compute.forward_flops_loss",
-        fwd.loss,
-        "FLOP/sample",
-        "2 × 2·e·B (× B/b without local loss)",
-        {"B": B, "e": model.embed_dim},
-        "",
-    )
-    d.fig(
+    terms = fwd.terms
+    flop_src = "FlopCounterMode conventions (planner/compute.py)"
+    d.put("compute.forward_flops_vision", "FLOP/sample", terms["vision"], source=flop_src)
+    d.put("compute.forward_flops_text", "FLOP/sample", terms["text"], source="FlopCounterMode conventions")
+    d.put("compute.forward_flops_loss", "FLOP/sample", terms["loss"])
+    d.put(
         "compute.model_flops_per_sample",
-        tf.model,
         "FLOP/sample",
-        "3 × forward − patch-embed input grad",
-        {"forward": fwd.total},
-        "docs/planner-model.md §3 (training ≈ 3× forward)",
+        compute.model_flops_term(fwd),
+        source="docs/planner-model.md §3 (training ≈ 3× forward)",
     )
-    d.fig(
+    d.put(
         "compute.hardware_flops_per_sample",
-        tf.hardware,
         "FLOP/sample",
-        "model + recomputed block forwards",
-        {"recompute": tf.recompute},
-        "docs/planner-model.md §3 (≈ 4× with full recompute)",
+        compute.hardware_flops_term(tf.model, fwd, plan.grad_ckpt),
+        source="docs/planner-model.md §3 (≈ 4× with full recompute)",
     )
     return fwd, tf
 
@@ -515,28 +440,32 @@ def _operation_figures(d: _Derivation, q: _Question, s_v: float) -> tuple[dict[s
         "hbm_achieved_tbps": hardware.hbm_achieved_tbps.value,
         "compute_scale": scale,
     }
-    d.fig(
+    terms = st["terms"]
+    d.put(
         "compute.gemm_per_microbatch",
-        st["gemm_s"],
         "s",
-        "Σ over Linear layers of passes·fwd + dgrad + wgrad GEMMs, each max(2MNK / rate(M,N,K), bytes / HBM); "
-        "rate = MAMF × u(M,N,K) / u(measured shape), u = W/(W + units/2) · K/(K + k_overhead), "
-        "W = M·N/tile · K/64",
+        terms["gemm"],
         dict(
-            rates, rows_vision=b * s_v, rows_text=b * model.text.context_length, precision=training.precision
+            rates,
+            each_part="Σ over its Linear layers of passes·fwd + dgrad + wgrad GEMMs, each max(2MNK / rate(M,N,K), "
+            "bytes / HBM); rate = MAMF × u(M,N,K) / u(measured shape), u = W/(W + units/2) · K/(K + k_overhead), "
+            "W = M·N/tile · K/64",
+            rows_vision=b * s_v,
+            rows_text=b * model.text.context_length,
+            precision=training.precision,
         ),
         f"{mm.tflops.source} ({mm.tflops.observed}); {mm.compute_units.source}; {mm.tile_source}{scale_src}",
     )
     gemm_eff = d.put(
         "compute.gemm_efficiency", "", ev.gemm_efficiency_term(st["gemm_flops"], st["gemm_s"], peak)
     )
-    d.fig(
+    d.put(
         "compute.attention_per_microbatch",
-        st["attention_s"],
         "s",
-        "layers × (passes·fwd + bwd), each max(FLOPs / measured kernel rate scaled to (s, d), Q/K/V/O bytes / HBM); "
-        "bwd FLOPs 2.5× fwd (causal text: half)",
+        terms["attention"],
         {
+            "each_part": "layers × (passes·fwd + bwd), each max(FLOPs / measured kernel rate scaled to (s, d), "
+            "Q/K/V/O bytes / HBM); bwd FLOPs 2.5× fwd (causal text: half)",
             "kernel": training.attention,
             "s_vision": s_v,
             "s_text": model.text.context_length,
@@ -548,13 +477,17 @@ def _operation_figures(d: _Derivation, q: _Question, s_v: float) -> tuple[dict[s
         f"{hardware.attention.flash_fwd_tflops.source} ({hardware.attention.flash_fwd_tflops.observed}); "
         "shape scaling and backward: FlashAttention-2, arXiv 2307.08691 (planner/ops.py)",
     )
-    d.fig(
+    d.put(
         "compute.memory_bound_per_microbatch",
-        st["memory_bound_s"],
         "s",
-        "bytes of norms, activations, residual adds, RoPE, layout copies, stems, patch-dropout gather and CLIP loss "
-        "(fwd × passes + 2× backward) / achieved HBM bandwidth",
-        {"stack": training.stack, "hbm_achieved_tbps": hardware.hbm_achieved_tbps.value},
+        terms["memory_bound"],
+        {
+            "each_part": "bytes of norms, activations, residual adds, RoPE, layout copies, stems, patch-dropout "
+            "gather and CLIP loss (fwd × passes + 2× backward)",
+            "stack": training.stack,
+            "hbm_achieved_tbps": hardware.hbm_achieved_tbps.value,
+            "compute_scale": scale,
+        },
         f"{hardware.hbm_achieved_tbps.source} ({hardware.hbm_achieved_tbps.observed})",
     )
     d.put(
@@ -567,56 +500,33 @@ def _operation_figures(d: _Derivation, q: _Question, s_v: float) -> tuple[dict[s
     return st, peak, gemm_eff
 
 
-def _overhead_figures(d: _Derivation, q: _Question, st: dict[str, Any], psi: float) -> None:
+def _overhead_figures(d: _Derivation, q: _Question, st: dict[str, Any]) -> None:
     """Fixed times: per micro-batch and per optimizer step (calibrated, else modelled)."""
-    model, hardware, plan, training = q.model, q.hardware, q.plan, q.training
-    n = plan.world_size
+    model, hardware, training = q.model, q.hardware, q.training
+    terms = st["terms"]
     if hardware.microbatch_overhead_s is not None:
-        d.fig(
-            "time.microbatch_overhead",
-            st["microbatch_overhead_s"],
-            "s/micro-batch",
-            "calibrated",
-            {},
-            hardware.microbatch_overhead_s.source,
-        )
+        d.put("time.microbatch_overhead", "s/micro-batch", terms["microbatch_overhead"])
     else:
-        d.fig(
+        d.put(
             "time.microbatch_overhead",
-            st["microbatch_overhead_s"],
             "s/micro-batch",
-            "none beyond compute: kernel launches are priced in the micro-batch's host time",
-            {},
+            terms["microbatch_overhead"],
+            {"why": "none beyond compute: kernel launches are priced in the micro-batch's host time"},
             "planner/ops.py",
         )
     if hardware.step_overhead_s is not None:
-        d.fig(
-            "time.step_overhead",
-            st["step_overhead_s"],
-            "s/step",
-            "calibrated",
-            {},
-            hardware.step_overhead_s.source,
-        )
+        d.put("time.step_overhead", "s/step", terms["step_overhead"])
     else:
-        d.fig(
+        d.put(
             "time.step_overhead",
-            st["step_overhead_s"],
             "s/step",
-            "bytes/param × Ψ/N / HBM (Ψ without ZeRO, 0 offloaded) + ZeRO-0 eager: DeepSpeed wrapper",
+            terms["step_overhead"],
             {
-                "bytes_per_param": ops.step_bytes_per_param(
-                    model.recipe.optimizer, model.recipe.grad_clip is not None, training.precision
-                ),
+                "what": "the optimizer's bytes/param over its partition (Ψ/N from ZeRO-1, 0 offloaded) / HBM "
+                "+ DeepSpeed's unfused wrapper at ZeRO-0 (eager)",
                 "optimizer": model.recipe.optimizer,
                 "grad_clip": str(model.recipe.grad_clip is not None),
-                "Ψ": psi,
-                "N": n if plan.zero_stage >= 1 else 1,
-                "hbm_bytes_per_s": ops.hbm_bytes_per_s(hardware),
-                "ds_wrapper_ops_per_tensor": ops.DS_UNFUSED_OPS_PER_TENSOR
-                if training.stack == "eager" and plan.zero_stage == 0
-                else 0.0,
-                "param_tensors": len(param_tensors(model)),
+                "precision": training.precision,
             },
             f"optimizer memory-bound pass and DeepSpeed's wrapper counted by the op census (planner/ops.py); "
             f"{hardware.hbm_achieved_tbps.source}",
@@ -655,7 +565,7 @@ def _step_time_figures(
             },
             "planner/ops.py",
         )
-    _overhead_figures(d, q, st, psi)
+    _overhead_figures(d, q, st)
     cores = data_pipeline.loader_cores_per_gpu(hardware, training.loader_workers)
     d.put(
         "time.data_loading_per_step",
@@ -719,17 +629,16 @@ def _comm_figures(d: _Derivation, q: _Question, st: dict[str, Any], compute_s: f
         overlappable_s=float(ct.overlappable_s),
         exposed_s=float(st["comm_exposed_s"]),
     )
-    for c in creports:
-        d.fig(
-            f"comm.{c.name}",
-            c.message_bytes,
+    for c, r in zip(colls, creports, strict=True):
+        d.put(
+            f"comm.{r.name}",
             "B/GPU/step",
-            "calls × size per call (nccl-tests S)",
+            c.size,
             {
-                "calls": c.calls,
-                "ring_bytes_per_gpu": c.ring_bytes_per_gpu,
-                "group": c.group_size,
-                "time_s": c.time_s,
+                "calls": r.calls,
+                "ring_bytes_per_gpu": r.ring_bytes_per_gpu,
+                "group": r.group_size,
+                "time_s": r.time_s,
             },
             "DeepSpeed 0.19.8 stage_1_and_2.py / stage3.py (planner/comm.py)",
         )
@@ -758,20 +667,9 @@ def _throughput_figures(
     s_v: float,
 ) -> ComputeReport:
     """Step time, samples/s and MFU."""
-    hardware, plan = q.hardware, q.plan
+    plan = q.plan
     n, B = plan.world_size, plan.global_batch
-    offload_s = float(st["offload_s"])
-    d.fig(
-        "time.offload_per_step",
-        offload_s,
-        "s",
-        "max(4Ψ/N / PCIe, Ψ/M / CPU-Adam) (+ NVMe, param fetch)",
-        {
-            "pcie_gbps": hardware.pcie_h2d_gbps.value,
-            "cpu_adam_gparams_per_s": hardware.cpu_adam_gparams_per_s.value,
-        },
-        "ZeRO-Offload arXiv 2101.06840; docs/planner-model.md §5 (Offload)",
-    )
+    offload_s = d.put("time.offload_per_step", "s", st["terms"]["offload"])
     step = ev.step_term(compute_s, overhead_s, creport.exposed_s, offload_s, st["data_loading_s"])
     step_s = d.put("time.step", "s", step)
     sps = d.put("throughput.samples_per_s", "samples/s", ev.samples_per_s_term(B, step_s))
@@ -954,7 +852,7 @@ def estimate(
     res = zero3_residency(model, dsd.STAGE3_PARAM_PERSISTENCE_THRESHOLD, dsd.STAGE3_MAX_REUSE_DISTANCE)
     _param_figures(d, q, counts)
     mem, s_v = _memory_figures(d, q, counts, res)
-    fwd, tf = _flops_figures(d, q, s_v)
+    fwd, tf = _flops_figures(d, q)
     st, peak, gemm_eff = _operation_figures(d, q, s_v)
     compute_s, overhead_s = _step_time_figures(d, q, st, peak, counts.total)
     creport = _comm_figures(d, q, st, compute_s)

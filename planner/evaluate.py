@@ -15,10 +15,10 @@ import numpy as np
 from planner import comm, compute, cost, data_pipeline, memory, ops
 from planner import deepspeed_defaults as dsd
 from planner.layout import Layout
-from planner.offload import offload_time_s
+from planner.offload import offload_term
 from planner.params import count_params, param_tensors, zero3_residency
 from planner.spec import HardwareSpec, ModelSpec
-from planner.terms import Term, sum_term
+from planner.terms import Term, compose, sum_term
 from planner.units import GIB
 
 Num = Any
@@ -108,15 +108,16 @@ def mfu_term(
     )
 
 
-def activation_bytes_per_sample(
+def activation_terms(
     model: ModelSpec,
     image_size: Num,
     patch_dropout: Num,
     grad_ckpt: Num,
     attention: str = "flash",
     stack: str = "eager",
-) -> dict[str, Num]:
-    """Activations per sample of both towers, the run's attention kernel in each (planner/memory.py)."""
+) -> dict[str, Term]:
+    """Activations per sample of both towers, the run's attention kernel in each (planner/memory.py),
+    with the activation factor."""
     v, t = model.vision, model.text
     patches = np.floor_divide(image_size, v.patch_size) ** 2
     s_v = memory.vision_tokens(patches, patch_dropout)
@@ -126,10 +127,11 @@ def activation_bytes_per_sample(
     t_extra = memory.text_extra_bytes(t.context_length, t.width)
     v_attn = memory.attention_kernel_bytes(attention, stack, v_shape, s_v)
     t_attn = memory.attention_kernel_bytes(attention, stack, t_shape, s_t)
-    vis = memory.tower_activation_bytes(v_shape, s_v, grad_ckpt, v_attn, v_extra)
-    txt = memory.tower_activation_bytes(t_shape, s_t, grad_ckpt, t_attn, t_extra)
     k = memory.ACTIVATION_MEMORY_FACTOR
-    return {"vision": vis * k, "text": txt * k}
+    return {
+        "vision": memory.tower_activation_term(v_shape, s_v, grad_ckpt, v_attn, v_extra, k),
+        "text": memory.tower_activation_term(t_shape, s_t, grad_ckpt, t_attn, t_extra, k),
+    }
 
 
 def gpu_memory_terms(
@@ -152,9 +154,8 @@ def gpu_memory_terms(
         lo.nvme_optimizer,
         lo.nvme_param,
     )
-    act = activation_bytes_per_sample(
-        model, lo.image_size, lo.patch_dropout, lo.grad_ckpt, lo.attention, lo.stack
-    )
+    act_terms = activation_terms(model, lo.image_size, lo.patch_dropout, lo.grad_ckpt, lo.attention, lo.stack)
+    act = {k: t.value for k, t in act_terms.items()}
     buffers = memory.zero_buffer_bytes(counts.total, lo.zero_stage, lo.overlap_comm, res.persistent)
     activations = lo.micro_batch * (act["vision"] + act["text"])
     loss = memory.clip_loss_bytes(
@@ -204,33 +205,34 @@ def _comm_s(model: ModelSpec, hardware: HardwareSpec, compute_s: Num, layout: La
     return total_s, exposed_s
 
 
-def _step_overhead_s(model: ModelSpec, hardware: HardwareSpec, n: Num, layout: Layout) -> Num:
+def step_overhead_term(model: ModelSpec, hardware: HardwareSpec, n: Num, layout: Layout) -> Term:
     """The optimizer step: a calibration's fitted time, else its memory-bound pass and DeepSpeed's wrapper."""
     lo = layout
-    counts = count_params(model)
     st_over = hardware.step_overhead_s
-    return (
-        st_over.value
-        if st_over is not None
-        else ops.step_overhead_s(
-            counts.total,
-            n,
-            lo.zero_stage,
-            lo.offload_optimizer,
-            hardware,
-            ops.step_bytes_per_param(
-                model.recipe.optimizer, model.recipe.grad_clip is not None, lo.precision
-            ),
-        )
-        + ops.deepspeed_wrapper_step_s(
-            hardware,
-            float(len(param_tensors(model))),
-            float(counts.total),
-            lo.zero_stage,
-            lo.stack,
-            lo.precision,
-        )
+    if st_over is not None:
+        return Term("calibrated_s", {"calibrated_s": st_over.value}, st_over.source)
+    counts = count_params(model)
+    optimizer = ops.optimizer_step_term(
+        counts.total,
+        n,
+        lo.zero_stage,
+        lo.offload_optimizer,
+        hardware,
+        ops.step_bytes_per_param(model.recipe.optimizer, model.recipe.grad_clip is not None, lo.precision),
     )
+    tensors = float(len(param_tensors(model)))
+    wrapper = ops.deepspeed_wrapper_term(
+        hardware, tensors, float(counts.total), lo.zero_stage, lo.stack, lo.precision
+    )
+    return compose("{optimizer} + {wrapper}", optimizer=optimizer, wrapper=wrapper)
+
+
+def microbatch_overhead_term(hardware: HardwareSpec) -> Term:
+    """A calibration's fitted time per micro-batch, else none (launches are in microbatch_time)."""
+    mb_over = hardware.microbatch_overhead_s
+    if mb_over is not None:
+        return Term("calibrated_s", {"calibrated_s": mb_over.value}, mb_over.source)
+    return Term("0.0")
 
 
 def step_terms(model: ModelSpec, hardware: HardwareSpec, layout: Layout) -> dict[str, Num]:
@@ -275,12 +277,12 @@ def step_terms(model: ModelSpec, hardware: HardwareSpec, layout: Layout) -> dict
     compute_s = compute_term(gas, microbatch_compute_s).value
     # Fixed times: a calibration's fitted figures, else none per micro-batch (launches are in
     # microbatch_time) and the optimizer's memory-bound pass per step.
-    mb_over = hardware.microbatch_overhead_s
-    microbatch_s = mb_over.value if mb_over is not None else 0.0
-    step_over_s = _step_overhead_s(model, hardware, n, lo)
+    microbatch_over = microbatch_overhead_term(hardware)
+    step_over = step_overhead_term(model, hardware, n, lo)
+    microbatch_s, step_over_s = microbatch_over.value, step_over.value
     overhead_s = overhead_term(gas, microbatch_s, step_over_s).value
     total_s, exposed_s = _comm_s(model, hardware, compute_s, lo)
-    off = offload_time_s(
+    offload = offload_term(
         counts.total,
         n,
         lo.nodes,
@@ -293,6 +295,7 @@ def step_terms(model: ModelSpec, hardware: HardwareSpec, layout: Layout) -> dict
         hardware.cpu_adam_gparams_per_s.value,
         hardware.nvme_write_gbps.value,
     )
+    off = offload.value
     cores = data_pipeline.loader_cores_per_gpu(hardware, lo.loader_workers)
     loading_s = data_loading_term(b, gas, cores, data_pipeline.pipeline_per_core_s(hardware)).value
     step = step_term(compute_s, overhead_s, exposed_s, off, loading_s).value
@@ -317,6 +320,13 @@ def step_terms(model: ModelSpec, hardware: HardwareSpec, layout: Layout) -> dict
         "microbatch_overhead_s": microbatch_s,
         "step_overhead_s": step_over_s,
         "data_loading_s": loading_s,
+        # The terms behind the figures above that --explain prints.
+        "terms": {
+            **mb.terms,
+            "microbatch_overhead": microbatch_over,
+            "step_overhead": step_over,
+            "offload": offload,
+        },
     }
 
 

@@ -272,9 +272,29 @@ def tower_activation_bytes(
     Full recompute (activation checkpointing of every block): layers × 2·h·s for each block's input,
     plus one block's full working set (scores included) while it is recomputed in backward.
     """
-    per_layer = seq * layer_bytes_per_token(t) + attention
-    kept = np.where(grad_ckpt, t.layers * 2.0 * t.width * seq + per_layer, t.layers * per_layer)
-    return kept + extra_tokens_bytes
+    return tower_activation_term(t, seq, grad_ckpt, attention, extra_tokens_bytes, 1.0).value
+
+
+def tower_activation_term(
+    t: TowerShape, seq: Num, grad_ckpt: Num, attention: Num, extra_tokens_bytes: Num, factor: float
+) -> Term:
+    """tower_activation_bytes × `factor` (ACTIVATION_MEMORY_FACTOR) as a formula: one layer keeps
+    s · bytes_per_token_layer + the kernel's bytes; extra_bytes are kept outside the blocks."""
+    per_layer = "(s * bytes_per_token_layer + attention_kernel_bytes_per_layer)"
+    return Term(
+        f"(where(grad_ckpt, layers * 2.0 * h * s + {per_layer}, layers * {per_layer}) + extra_bytes)"
+        " * activation_factor",
+        {
+            "grad_ckpt": np.asarray(grad_ckpt, dtype=bool),
+            "layers": t.layers,
+            "h": t.width,
+            "s": seq,
+            "bytes_per_token_layer": layer_bytes_per_token(t),
+            "attention_kernel_bytes_per_layer": attention,
+            "extra_bytes": extra_tokens_bytes,
+            "activation_factor": factor,
+        },
+    )
 
 
 def vision_tokens(num_patches: Num, patch_dropout: Num) -> Num:

@@ -30,7 +30,7 @@ operations in the same order, so the vectorised search agrees to the byte with `
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -40,7 +40,7 @@ from planner.errors import InfeasibleError
 from planner.memory import TowerShape, vision_tokens
 from planner.params import param_tensors
 from planner.spec import HardwareSpec, ModelSpec
-from planner.terms import Term
+from planner.terms import Term, compose, sum_term
 
 Num = Any
 Stack = Literal["eager", "amp", "compile", "fused"]
@@ -655,6 +655,8 @@ class MicrobatchTime:
     host_s: Num
     total_s: Num
     gemm_flops: Num  # executed GEMM FLOPs (for the achieved GEMM efficiency)
+    # gemm_s, attention_s and memory_s as sums of their parts (by tower and stem), for --explain.
+    terms: dict[str, Term] = field(default_factory=dict)
 
 
 def _tower_gemms(
@@ -679,6 +681,39 @@ def _tower_gemm_flops(t: TowerShape, rows: Num, passes: Num) -> Num:
     h, f = float(t.width), float(t.mlp_hidden)
     per_row = 2.0 * h * (3.0 * h + h + (3.0 if t.swiglu else 2.0) * f)
     return t.layers * rows * per_row * (passes + 2.0)
+
+
+def _gemm_term(
+    model: ModelSpec,
+    hw: HardwareSpec,
+    b: Num,
+    patches: Num,
+    rows_v: Num,
+    rows_t: Num,
+    loss_rows: Num,
+    contrast_batch: Num,
+    passes: Num,
+    precision: str,
+    scale: float,
+) -> Term:
+    """The GEMMs of one micro-batch, summed by part: blocks, patch embedding (no input gradient),
+    heads, logits."""
+    v, tx, e = model.vision, model.text, float(model.embed_dim)
+    k_patch = 3.0 * v.patch_size**2
+    return sum_term(
+        {
+            "vision_blocks_s": _tower_gemms(hw, vision_shape(model), rows_v, passes, precision, scale),
+            "text_blocks_s": _tower_gemms(hw, text_shape(model), rows_t, passes, precision, scale),
+            "patch_embed_s": linear_train_time_s(
+                hw, b * patches, float(v.width), k_patch, 1.0, precision, scale, False
+            ),
+            "vision_head_s": linear_train_time_s(hw, b, e, float(v.width), 1.0, precision, scale),
+            "text_head_s": linear_train_time_s(hw, b, e, float(tx.width), 1.0, precision, scale),
+            # Logits image→text and text→image: loss_rows × contrast_batch each, K = e (+ 2 backward GEMMs).
+            "logits_s": 2.0
+            * linear_train_time_s(hw, loss_rows * 1.0, contrast_batch * 1.0, e, 1.0, precision, scale),
+        }
+    )
 
 
 def microbatch_time(
@@ -713,48 +748,45 @@ def microbatch_time(
     e = float(model.embed_dim)
 
     # -- GEMMs: blocks, patch embedding (no input gradient), heads, logits.
-    gemm = _tower_gemms(hw, vs, rows_v, passes, precision, scale)
-    gemm = gemm + _tower_gemms(hw, ts, rows_t, passes, precision, scale)
     k_patch = 3.0 * v.patch_size**2
-    gemm = gemm + linear_train_time_s(hw, b * patches, float(v.width), k_patch, 1.0, precision, scale, False)
-    gemm = gemm + linear_train_time_s(hw, b, e, float(v.width), 1.0, precision, scale)
-    gemm = gemm + linear_train_time_s(hw, b, e, float(tx.width), 1.0, precision, scale)
-    # Logits image→text and text→image: loss_rows × contrast_batch each, K = e (+ 2 backward GEMMs).
-    gemm = gemm + 2.0 * linear_train_time_s(
-        hw, loss_rows * 1.0, contrast_batch * 1.0, e, 1.0, precision, scale
+    gemm_t = _gemm_term(
+        model, hw, b, patches, rows_v, rows_t, loss_rows, contrast_batch, passes, precision, scale
     )
     gemm_flops = _tower_gemm_flops(vs, rows_v, passes) + _tower_gemm_flops(ts, rows_t, passes)
     gemm_flops = gemm_flops + 2.0 * b * patches * v.width * k_patch * 2.0
     gemm_flops = gemm_flops + 3.0 * 2.0 * b * e * (v.width + tx.width)
     gemm_flops = gemm_flops + 2.0 * 3.0 * 2.0 * loss_rows * contrast_batch * e
 
-    # -- attention.
-    attn = v.depth * attention_time_s(
+    # -- attention (the text tower's causal).
+    vision_attn = attention_time_s(
         hw, attention, rows_v, s_v, v.heads, v.head_width, passes, False, precision, scale, stack
     )
-    attn = attn + tx.layers * attention_time_s(
+    text_attn = attention_time_s(
         hw, attention, rows_t, s_t, tx.heads, tx.head_width, passes, True, precision, scale, stack
     )
+    attn_t = sum_term({"vision_s": v.depth * vision_attn, "text_s": tx.layers * text_attn})
 
     # -- memory-bound work.
     ew_v = vision_block_elementwise(model, stack, precision, s_v)
     ew_t = text_block_elementwise(model, stack, precision)
-    block_bytes = v.depth * rows_v * block_elementwise_bytes_per_token(ew_v, passes)
-    block_bytes = block_bytes + tx.layers * rows_t * block_elementwise_bytes_per_token(ew_t, passes)
+    mem_parts = {
+        "vision_blocks_bytes": v.depth * rows_v * block_elementwise_bytes_per_token(ew_v, passes),
+        "text_blocks_bytes": tx.layers * rows_t * block_elementwise_bytes_per_token(ew_t, passes),
+    }
     # Vision stem: + position embedding (read 2, write 1 over P+1 tokens), patch-dropout gather (read
     # + write of the kept tokens), final norm on CLS; text stem: embedding gather (read + write) and
     # + position embedding (read 2, write 1), final norm.
     stem = b * (patches + 1.0) * v.width * 3.0 * a
     stem = stem + np.where(np.asarray(patch_dropout) > 0, rows_v * v.width * 2.0 * a, 0.0)
     stem = stem + rows_t * tx.width * 5.0 * a + rows_t * tx.width * 2.0 * a
+    mem_parts["stems_bytes"] = stem * (1.0 + FUSED_BWD_RATIO)
     # CLIP loss: two loss_rows × contrast_batch fp32 logits matrices: scale (read + write), log-softmax
     # (read + write) and the NLL read forward (5 accesses), softmax gradient backward (read 2, write 1,
     # and the scale's gradient read + write: 5), 4 bytes each.
-    loss_bytes = 2.0 * loss_rows * contrast_batch * 4.0 * (5.0 + 5.0)
-    mem_bytes = block_bytes + stem * (1.0 + FUSED_BWD_RATIO) + loss_bytes
+    mem_parts["clip_loss_bytes"] = 2.0 * loss_rows * contrast_batch * 4.0 * (5.0 + 5.0)
     # The token embedding's gradient is a dense vocabulary × width table written every micro-batch
     # (embedding_dense_backward: the largest memory-bound op outside the blocks in the census).
-    mem_bytes = mem_bytes + float(tx.vocab_size) * tx.width * a
+    mem_parts["token_embedding_grad_bytes"] = float(tx.vocab_size) * tx.width * a
     cast_tensors = 0.0
     if stack == "amp":
         # autocast copies every fp32 weight a 16-bit op reads to 16 bits once per forward (read 4,
@@ -762,8 +794,10 @@ def microbatch_time(
         # casts each 16-bit weight gradient to the fp32 .grad (read a, write 4). A later micro-batch
         # of an accumulation step adds it to .grad instead (read a + 4 + 4, write 4: not modelled).
         psi_cast, cast_tensors = autocast_weights(model)
-        mem_bytes = mem_bytes + psi_cast * (4.0 + a) * (passes + 1.0)
-    memory = mem_bytes / bw
+        mem_parts["autocast_cast_bytes"] = psi_cast * (4.0 + a) * (passes + 1.0)
+    bandwidth = Term("hbm_bytes_per_s", {"hbm_bytes_per_s": bw})  # achieved HBM bandwidth × compute_scale
+    memory_t = compose("{moved} / {bandwidth}", moved=sum_term(mem_parts), bandwidth=bandwidth)
+    gemm, attn, memory = gemm_t.value, attn_t.value, memory_t.value
 
     device = gemm + attn + memory
 
@@ -780,7 +814,8 @@ def microbatch_time(
     host = host_term(kernels, HOST_S_PER_KERNEL[stack]).value
     # A GPU runs ahead of its host thread; a CPU "device" is the host itself.
     total = device + host if hw.vendor == "cpu" else np.maximum(device, host)
-    return MicrobatchTime(gemm, attn, memory, device, kernels, host, total, gemm_flops)
+    terms = {"gemm": gemm_t, "attention": attn_t, "memory_bound": memory_t}
+    return MicrobatchTime(gemm, attn, memory, device, kernels, host, total, gemm_flops, terms)
 
 
 def host_term(kernels: Num, host_s_per_kernel: float) -> Term:
@@ -831,32 +866,52 @@ def ds_unfused_bytes_per_param(precision: str) -> float:
     return 28.0 + 4.0 * ACT_BYTES[precision]
 
 
-def deepspeed_wrapper_step_s(
+def deepspeed_wrapper_term(
     hw: HardwareSpec, tensors: float, psi: float, zero_stage: Num, stack: str, precision: str
-) -> Num:
+) -> Term:
     """Per optimizer step, the bundled trainer's (stack `eager`) DeepSpeed wrapper at ZeRO-0: its
     bytes over HBM plus its ops' host time, added to the step, not overlapped: the per-tensor
     synchronisations make the host wait for the device before it issues the next small kernel, so
-    the device idles between them. Zero for the other stacks (plain PyTorch or other frameworks) and
-    ZeRO stages (DeepSpeed's ZeRO optimizer works on flat buffers; not censused)."""
-    if stack != "eager" or precision == "fp32":
-        return np.where(np.asarray(zero_stage) == 0, 0.0, 0.0)
+    the device idles between them. Zero for the other stacks (plain PyTorch or other frameworks:
+    deepspeed_wrapper 0) and ZeRO stages (DeepSpeed's ZeRO optimizer works on flat buffers; not
+    censused)."""
     scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
-    t = ds_unfused_bytes_per_param(precision) * psi / (hbm_bytes_per_s(hw) * scale)
-    t = t + tensors * DS_UNFUSED_OPS_PER_TENSOR * HOST_S_PER_KERNEL["eager"]
-    return np.where(np.asarray(zero_stage) == 0, t, 0.0)
+    return Term(
+        "where((zero_stage == 0) * deepspeed_wrapper, ds_wrapper_bytes_per_param * psi / hbm_bytes_per_s"
+        " + param_tensors * ds_wrapper_ops_per_tensor * host_s_per_kernel, 0.0)",
+        {
+            "zero_stage": np.asarray(zero_stage),
+            "deepspeed_wrapper": stack == "eager" and precision != "fp32",
+            "ds_wrapper_bytes_per_param": ds_unfused_bytes_per_param(precision),
+            "psi": psi,
+            "hbm_bytes_per_s": hbm_bytes_per_s(hw) * scale,
+            "param_tensors": tensors,
+            "ds_wrapper_ops_per_tensor": DS_UNFUSED_OPS_PER_TENSOR,
+            "host_s_per_kernel": HOST_S_PER_KERNEL["eager"],
+        },
+    )
 
 
-def step_overhead_s(
+def optimizer_step_term(
     psi: Num,
     world: Num,
     zero_stage: Num,
     offload_optimizer: Num,
     hw: HardwareSpec,
     bytes_per_param: float,
-) -> Num:
+) -> Term:
     """The optimizer's memory-bound pass over this rank's partition (Ψ/N from ZeRO-1 on, Ψ without
     ZeRO); zero with the optimizer offloaded (the CPU step is in planner.offload)."""
-    partition = np.where(np.asarray(zero_stage) >= 1, psi / world, psi * 1.0)
     scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
-    return np.where(offload_optimizer, 0.0, bytes_per_param * partition / (hbm_bytes_per_s(hw) * scale))
+    return Term(
+        "where(offload_optimizer, 0.0,"
+        " bytes_per_param * where(zero_stage >= 1, psi / N, psi * 1.0) / hbm_bytes_per_s)",
+        {
+            "offload_optimizer": np.asarray(offload_optimizer, dtype=bool),
+            "bytes_per_param": bytes_per_param,
+            "zero_stage": np.asarray(zero_stage),
+            "psi": psi,
+            "N": world,
+            "hbm_bytes_per_s": hbm_bytes_per_s(hw) * scale,
+        },
+    )

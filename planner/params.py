@@ -32,6 +32,7 @@ from functools import lru_cache
 from typing import Literal
 
 from planner.spec import ModelSpec, VisionTower
+from planner.terms import Term, identifier
 
 Tower = Literal["vision", "text", "logit_scale"]
 
@@ -169,20 +170,67 @@ def param_tensors(model: ModelSpec) -> list[ParamTensor]:
 def count_params(model: ModelSpec) -> ParamCounts:
     """Totals per tower and DeepSpeed's `largest_layer_params` (stage3.model_to_params)."""
     tensors = _tensors_cached(model)
-    by_tower = {"vision": 0, "text": 0, "logit_scale": 0}
     by_module: dict[str, int] = {}
     for p in tensors:
-        by_tower[p.tower] += p.numel
         by_module[p.module] = by_module.get(p.module, 0) + p.numel
-    module, largest = max(by_module.items(), key=lambda kv: kv[1])
+    largest = int(largest_layer_term(model).value)
+    module = next(m for m, numel in by_module.items() if numel == largest)
+    vision, text = int(tower_params_term(model, "vision").value), int(tower_params_term(model, "text").value)
+    logit_scale = sum(p.numel for p in tensors if p.tower == "logit_scale")
     return ParamCounts(
-        vision=by_tower["vision"],
-        text=by_tower["text"],
-        logit_scale=by_tower["logit_scale"],
-        total=sum(by_tower.values()),
+        vision=vision,
+        text=text,
+        logit_scale=logit_scale,
+        total=int(total_params_term(vision, text, logit_scale).value),
         largest_layer=largest,
         largest_layer_module=module,
     )
+
+
+def total_params_term(vision: int, text: int, logit_scale: int) -> Term:
+    return Term("vision + text + logit_scale", {"vision": vision, "text": text, "logit_scale": logit_scale})
+
+
+def _part(p: ParamTensor) -> str:
+    """A tensor outside the blocks by its own name without the tower ("visual.patch_embed.proj.weight"
+    → "patch_embed.proj"): the weight and bias of one module are one part."""
+    name = p.name.split(".", 1)[1]
+    return name.rsplit(".", 1)[0] if name.endswith((".weight", ".bias")) else name
+
+
+def tower_params_term(model: ModelSpec, tower: Tower) -> Term:
+    """A tower's parameters: each tensor group outside the blocks, and layers × one block's (every
+    block of a tower has the same tensors), summed in forward order."""
+    parts: dict[str, int] = {}
+    blocks: dict[int, int] = {}
+    for p in _tensors_cached(model):
+        if p.tower != tower:
+            continue
+        if p.block is None:
+            key = identifier(_part(p))
+            parts[key] = parts.get(key, 0) + p.numel
+        else:
+            parts.setdefault("layers * params_per_block", 0)
+            blocks[p.block] = blocks.get(p.block, 0) + p.numel
+    if len(set(blocks.values())) > 1:
+        raise ValueError(f"the {tower} tower's blocks differ in size: {sorted(set(blocks.values()))}")
+    inputs: dict[str, int] = {k: v for k, v in parts.items() if k != "layers * params_per_block"}
+    if blocks:
+        inputs.update(layers=len(blocks), params_per_block=blocks[0])
+    return Term(" + ".join(parts), inputs)
+
+
+def largest_layer_term(model: ModelSpec) -> Term:
+    """DeepSpeed's largest_layer_params: the most parameters one module owns directly, as the max
+    over module kinds (a block's module stands for the same module of every block: block 0's)."""
+    kinds: dict[str, int] = {}
+    for p in _tensors_cached(model):
+        if p.block not in (None, 0):
+            continue
+        module = p.module.replace(".0.", ".", 1) if p.block == 0 else p.module
+        kind = identifier(module or "logit_scale")
+        kinds[kind] = kinds.get(kind, 0) + p.numel
+    return Term(f"max({', '.join(kinds)})", kinds)
 
 
 @dataclass(frozen=True)

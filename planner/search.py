@@ -446,15 +446,9 @@ def violations(
                 f"{t['hbm_limit_bytes'][i] / GIB:,.1f} GiB HBM{head}"
             )
         elif name == "host_ram":
-            out.append(
-                f"needs {t['host_per_node_bytes'][i] / GIB:,.0f} GiB host RAM per node > "
-                f"{t['host_limit_bytes'][i] / GIB:,.0f} GiB"
-            )
+            out.append(_needs_per_node(t, i, "host", "host RAM", GIB, "GiB", ",.0f"))
         elif name == "nvme":
-            out.append(
-                f"needs {t['nvme_per_node_bytes'][i] / 1e12:,.1f} TB NVMe per node > "
-                f"{t['nvme_limit_bytes'][i] / 1e12:,.1f} TB"
-            )
+            out.append(_needs_per_node(t, i, "nvme", "NVMe", 1e12, "TB", ",.1f"))
         elif name == "min_dp_group":
             g = int(t["min_group"][i])
             sg = opt.hardware.collective.small_group_gbps
@@ -481,6 +475,13 @@ def violations(
                 else f"costs {fmt_usd(usd)} > budget {fmt_usd(constraints.budget_usd or 0.0)}"
             )
     return out
+
+
+def _needs_per_node(t: Table, i: int, key: str, what: str, scale: float, unit: str, spec: str) -> str:
+    """`needs N <unit> <what> per node > LIMIT <unit>`, from the table's `<key>_per_node_bytes` and
+    `<key>_limit_bytes` columns."""
+    need, limit = t[f"{key}_per_node_bytes"][i] / scale, t[f"{key}_limit_bytes"][i] / scale
+    return f"needs {need:{spec}} {unit} {what} per node > {limit:{spec}} {unit}"
 
 
 def _pct(a: float, b: float) -> str:
@@ -674,10 +675,11 @@ def rank_table(
     """Choose, rank, explain: the search's result from a table of candidates (every candidate, or
     the rows `search` keeps; then `counts` are how many it evaluated and how many were feasible)."""
     masks = constraint_masks(t, constraints)
+    ranking = _Ranking(t, masks, options, constraints, objective)
     feasible = _all(masks, len(t))
     idx = np.nonzero(feasible)[0]
     if not len(idx):
-        message, hint = _why_nothing(t, masks, options, constraints, objective)
+        message, hint = _why_nothing(ranking)
         raise InfeasibleError(message, hint=hint)
     ranked_idx = top_order(t, objective, idx, max(50 * top, 1000))
     distinct = _distinct(t, ranked_idx, top)
@@ -686,8 +688,8 @@ def rank_table(
     chosen = candidate(t, int(ranked_idx[0]), options)
     ranked = [candidate(t, int(i), options) for i in distinct]
     front = [candidate(t, int(i), options) for i in pareto_frontier(t, idx)]
-    binding = _binding(t, masks, options, constraints, objective, chosen)
-    alts = _alternatives(t, masks, options, constraints, objective, chosen, feasible)
+    binding = _binding(ranking, chosen)
+    alts = _alternatives(ranking, chosen, feasible)
     return SearchResult(
         model=model,
         training=training,
@@ -739,17 +741,31 @@ def _best(t: Table, objective: str, mask: np.ndarray) -> int | None:
     return int(top_order(t, objective, idx, 1)[0]) if len(idx) else None
 
 
-def _why_nothing(
-    t: Table, masks: dict[str, np.ndarray], options: list[Option], constraints: Constraints, objective: str
-) -> tuple[str, str]:
+@dataclass(frozen=True)
+class _Ranking:
+    """A table being ranked, with what every explanation of its plans needs."""
+
+    t: Table
+    masks: dict[str, np.ndarray]
+    options: list[Option]
+    constraints: Constraints
+    objective: str
+
+    def candidate(self, i: int) -> Candidate:
+        """Row `i` as a candidate, with the constraints it violates."""
+        return candidate(self.t, i, self.options, self.masks, self.constraints)
+
+
+def _why_nothing(r: _Ranking) -> tuple[str, str]:
     """Nothing is feasible: name the constraint(s) that cannot be met, the cheapest / fastest plan that
     exists without them, and by how much it misses."""
+    t, masks, options, constraints = r.t, r.masks, r.options, r.constraints
     hard = np.ones(len(t), dtype=bool)
     for name in ("hbm", "host_ram", "nvme", "min_dp_group", "max_gpus"):
         hard &= masks[name]
     if not hard.any():
         i = int(np.argmin(np.where(masks["min_dp_group"] & masks["max_gpus"], t["gpu_total_bytes"], np.inf)))
-        c = candidate(t, i, options, masks, constraints)
+        c = r.candidate(i)
         return (
             f"no plan fits: the most memory-frugal ({c.option.label}, {c.gpus} GPUs, {c.settings()}) "
             f"{'; '.join(c.violations) or 'violates the limits'}",
@@ -784,23 +800,17 @@ def _why_nothing(
     return "; ".join(parts), "relax --deadline or --budget, or add options (--offering, --max-gpus)"
 
 
-def _binding(
-    t: Table,
-    masks: dict[str, np.ndarray],
-    options: list[Option],
-    constraints: Constraints,
-    objective: str,
-    chosen: Candidate,
-) -> list[Binding]:
+def _binding(r: _Ranking, chosen: Candidate) -> list[Binding]:
     """A constraint binds when dropping it alone would give a better plan for the objective."""
+    t, objective = r.t, r.objective
     out = []
     obj = objective_column(t, objective)
-    alone = broken_alone(masks, len(t))
+    alone = broken_alone(r.masks, len(t))
     for name in CONSTRAINT_NAMES:
         i = _best(t, objective, alone[name])
         if i is None or not obj[i] < chosen.objective(objective):
             continue
-        c = candidate(t, i, options, masks, constraints)
+        c = r.candidate(i)
         out.append(
             Binding(
                 name,
@@ -812,16 +822,9 @@ def _binding(
     return out
 
 
-def _alternatives(
-    t: Table,
-    masks: dict[str, np.ndarray],
-    options: list[Option],
-    constraints: Constraints,
-    objective: str,
-    chosen: Candidate,
-    feasible: np.ndarray,
-) -> list[Alternative]:
+def _alternatives(r: _Ranking, chosen: Candidate, feasible: np.ndarray) -> list[Alternative]:
     """The chosen plan with one setting changed (the best micro-batch for it), and why each lost."""
+    t, options, objective = r.t, r.options, r.objective
     i0 = chosen.index
     sub = np.nonzero(t["option"] == t["option"][i0])[0]
     if len(options) > 1:
@@ -848,7 +851,7 @@ def _alternatives(
             if len(fe)
             else int(pick[np.lexsort((pick, t["gpu_total_bytes"][pick]))][0])
         )
-        c = candidate(t, j, options, masks, constraints)
+        c = r.candidate(j)
         reason = "; ".join(c.violations) if c.violations else compare_line(c, chosen, objective)
         out.append(Alternative(change, c, reason))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -494,6 +494,23 @@ class ParallelPlan(StrictModel):
     @property
     def global_batch(self) -> int:
         return self.micro_batch * self.grad_accum * self.world_size
+
+    # What a record of a run (a calibration run, a published run) keeps of its layout, in these names.
+    RECORDED_LAYOUT: ClassVar[tuple[str, ...]] = ("zero_stage", "micro_batch", "grad_accum", "grad_ckpt")
+
+    @classmethod
+    def of_recorded(
+        cls,
+        run: Any,
+        nodes: int,
+        gpus_per_node: int,
+        fields: tuple[str, ...] = RECORDED_LAYOUT,
+        **settings: Any,
+    ) -> ParallelPlan:
+        """The plan of a recorded run on `nodes` × `gpus_per_node`: its layout `fields` (named as
+        here), and `settings` besides."""
+        layout = {k: getattr(run, k) for k in fields}
+        return cls(nodes=nodes, gpus_per_node=gpus_per_node, **layout, **settings)
 
     @model_validator(mode="after")
     def _check_combination(self) -> ParallelPlan:

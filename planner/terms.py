@@ -10,18 +10,29 @@ element-wise functions. A test re-evaluates every printed formula with its print
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, reduce
 from types import CodeType
 from typing import Any
 
 import numpy as np
 
+
+def _folded(pairwise: Callable[[Any, Any], Any]) -> Callable[..., Any]:
+    """An element-wise function of two arguments folded over any number of them, left to right
+    (numpy's maximum takes its third positional argument as the output array)."""
+
+    def fold(first: Any, *rest: Any) -> Any:
+        return reduce(pairwise, rest, first) if rest else pairwise(first, first)
+
+    return fold
+
+
 # The functions a formula may call: element-wise, so one formula serves scalars and arrays.
 FUNCTIONS: dict[str, Any] = {
-    "max": np.maximum,
-    "min": np.minimum,
+    "max": _folded(np.maximum),
+    "min": _folded(np.minimum),
     "ceil": np.ceil,
     "floor": np.floor,
     "sqrt": np.sqrt,
@@ -66,3 +77,20 @@ def sum_term(parts: Mapping[str, Any], source: str = "") -> Term:
     if len(inputs) != len(parts):
         raise ValueError(f"two parts share one formula name: {list(parts)}")
     return Term(" + ".join(inputs) or "0.0", inputs, source)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is b or bool(np.array_equal(a, b))
+
+
+def compose(template: str, source: str = "", **parts: Term) -> Term:
+    """One term from others: the template names them ("{optimizer} + {wrapper}"), each replaced by
+    its parenthesised formula, so the whole evaluates as the parts would; their inputs merge (a name
+    two parts share must hold one value)."""
+    inputs: dict[str, Any] = {}
+    for t in parts.values():
+        for k, v in t.inputs.items():
+            if k in inputs and not _same(inputs[k], v):
+                raise ValueError(f"input {k} differs between the parts of {template!r}")
+            inputs[k] = v
+    return Term(template.format(**{k: f"({t.formula})" for k, t in parts.items()}), inputs, source)

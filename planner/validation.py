@@ -169,16 +169,7 @@ def plan_for(run: PublishedRun, hardware: HardwareSpec) -> tuple[ParallelPlan, T
     # A run that does not name its kernel used the official run's: the model profile's `xattn`.
     wanted = {"stack": run.stack, "attention": run.attention or model.official_attention}
     plan_extra = {k: v for k, v in wanted.items() if v is not None and k in ParallelPlan.model_fields}
-    plan = ParallelPlan(
-        nodes=max(1, run.gpus // G),
-        gpus_per_node=G,
-        zero_stage=run.zero_stage,
-        micro_batch=run.micro_batch,
-        grad_accum=run.grad_accum,
-        grad_ckpt=run.grad_ckpt,
-        precision=run.precision,
-        **plan_extra,
-    )
+    plan = ParallelPlan.of_recorded(run, max(1, run.gpus // G), G, precision=run.precision, **plan_extra)
     extra = {k: v for k, v in wanted.items() if v is not None and k in TrainingSpec.model_fields}
     # A run that does not state its DataLoader workers is read as using every core of a GPU's share
     # of the node (the optimistic reading: its loaders are never slower than that).

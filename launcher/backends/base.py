@@ -77,6 +77,23 @@ class JobState:
 
 
 @dataclass(frozen=True)
+class LaunchOptions:
+    """What one `launch` asks of a backend besides the bundle: one object, so that every backend
+    takes the same options and a new option touches this class and the backends that use it."""
+
+    job_name: str
+    replace: bool = False  # a job of the same name is removed first
+    resume: bool = False  # the trainer continues from the job's checkpoint
+    # Every check runs (Kubernetes: the server-side dry run too) and nothing starts.
+    dry_run: bool = False
+    # Gets the job's handles before anything of it starts, when the backend knows them then.
+    before_start: Callable[[dict[str, Any]], None] | None = None
+    # The job store's owner id, which what the job creates carries where the backend can label
+    # it (None: the default store's).
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
 class LogLine:
     rank: int | None  # None: the launcher/agent itself
     text: str
@@ -168,22 +185,9 @@ class Backend(ABC):
         return False
 
     @abstractmethod
-    def launch(
-        self,
-        bundle: Bundle,
-        *,
-        job_name: str,
-        replace: bool,
-        resume: bool,
-        dry_run: bool = False,
-        before_start: Callable[[dict[str, Any]], None] | None = None,
-        owner: str | None = None,
-    ) -> dict[str, Any]:
-        """Preflight, then start the job; returns backend data to keep in the job record. With
-        `dry_run`, every check runs (Kubernetes: server-side dry run too) and nothing starts.
-        `before_start(data)` gets the job's handles before anything of it starts, when the
-        backend knows them then. `owner`: the job store's owner id, which what the job creates
-        carries where the backend can label it (None: the default store's)."""
+    def launch(self, bundle: Bundle, opts: LaunchOptions) -> dict[str, Any]:
+        """Preflight, then start the job as `opts` asks; returns backend data to keep in the job
+        record (LaunchOptions says what each option means)."""
 
     @abstractmethod
     def abort(self, record: Any) -> list[Any]:
@@ -272,14 +276,17 @@ def parse_progress_line(line: str, global_batch: int) -> dict[str, Any] | None:
 
 
 # name -> class: each backend module registers its class with @register when it is imported.
-# A backend module also declares its name at module level (`BACKEND = "name"` and
-# `BACKEND_LISTED = n`, its place in `--backend`'s list), which `declared_backends` reads from
-# the package's files without importing any: `--backend`'s choices cost `plan` or `render` no
+# A backend module also declares its name at module level (`BACKEND = "name"`,
+# `BACKEND_LISTED = n`, its place in `--backend`'s list, and optionally `BACKEND_RUNS = "where"`
+# for `--backend`'s help), which `declared_backends` reads from the package's files without
+# importing any: `--backend`'s choices and help cost `plan` or `render` no
 # backend's dependencies, `backend_class` imports only the module of the backend asked for, and a
 # new backend joins by adding one module.
 _REGISTRY: dict[str, type[Backend]] = {}
 B = TypeVar("B", bound="type[Backend]")
-_DECLARED = re.compile(r'^BACKEND = "([a-z][a-z0-9-]*)"\nBACKEND_LISTED = (\d+)$', re.M)
+_DECLARED = re.compile(
+    r'^BACKEND = "([a-z][a-z0-9-]*)"\nBACKEND_LISTED = (\d+)(?:\nBACKEND_RUNS = "([^"\n]+)")?$', re.M
+)
 
 
 def register(cls: B) -> B:
@@ -291,17 +298,39 @@ def register(cls: B) -> B:
 def declared_backends() -> dict[str, str]:
     """Backend name -> module of launcher.backends, in `--backend`'s order (BACKEND_LISTED, then
     name): the package's modules whose source declares `BACKEND`, read, not imported."""
+    return {d.name: d.module for d in _declarations()}
+
+
+@dataclass(frozen=True)
+class _Declared:
+    listed: int
+    name: str
+    module: str
+    runs: str | None  # where the backend runs, for `--backend`'s help
+
+
+def _declarations() -> list[_Declared]:
     import launcher.backends as package
 
-    found: list[tuple[int, str, str]] = []
+    found: list[_Declared] = []
     for mod in pkgutil.iter_modules(package.__path__):
         source = Path(getattr(mod.module_finder, "path", "")) / f"{mod.name}.py"
         if mod.ispkg or not source.is_file():
             continue
         m = _DECLARED.search(source.read_text(encoding="utf-8"))
         if m:
-            found.append((int(m.group(2)), m.group(1), mod.name))
-    return {name: module for _, name, module in sorted(found)}
+            found.append(_Declared(int(m.group(2)), m.group(1), mod.name, m.group(3)))
+    return sorted(found, key=lambda d: (d.listed, d.name))
+
+
+def backend_help() -> str:
+    """`--backend`'s help: where each declared backend runs (BACKEND_RUNS, else its name), in
+    the listed order."""
+    runs = [d.runs or d.name for d in _declarations()]
+    where = (
+        runs[0] if len(runs) == 1 else f"{', '.join(runs[:-1])}{',' if len(runs) > 2 else ''} or {runs[-1]}"
+    )
+    return f"Where to run: {where}."
 
 
 def backend_choices() -> list[str]:

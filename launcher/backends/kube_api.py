@@ -196,6 +196,7 @@ class KubeApi:
         self.backoff = backoff or DEFAULT_BACKOFF
         self.request_timeout_s = request_timeout_s if request_timeout_s is not None else READ_TIMEOUT_S
         self.call_budget_s = call_budget_s if call_budget_s is not None else CALL_BUDGET_S
+        self.kubeconfig = kubeconfig  # as given (None: $KUBECONFIG or ~/.kube/config, or in-cluster)
         self._cluster_key = (kubeconfig, context)
         cfg = client.Configuration()
         try:

@@ -36,6 +36,36 @@ def split_timestamp(line: str) -> tuple[str, str]:
     return f"{m.group(1)}.{frac}", m.group(4)
 
 
+class _StreamPosition:
+    """Where a pod's log stream got to, so that a reopened stream (`sinceTime`, second resolution)
+    shows no line twice: the last kubelet timestamp shown and how many lines carried it."""
+
+    def __init__(self) -> None:
+        self.last_key, self.at_last, self.shown = "", 0, 0
+        self.drops = 0  # reopenings in a row that brought no line
+        self.replayed = self.new_lines = 0  # of the current opening
+
+    def reopen(self) -> None:
+        self.replayed = self.new_lines = 0
+
+    def is_new(self, key: str) -> bool:
+        """Whether a line with this timestamp key is one not shown yet (and so counted shown)."""
+        if self.last_key and key and key <= self.last_key:
+            if key < self.last_key:
+                return False  # before where we were
+            self.replayed += 1
+            if self.replayed <= self.at_last:
+                return False
+        if key == self.last_key:
+            self.at_last += 1
+        elif key:
+            self.last_key, self.at_last = key, 1
+        self.shown += 1
+        self.new_lines += 1
+        self.drops = 0
+        return True
+
+
 class KubeLogs:
     """Logs and metrics of a job's pods, for KubernetesBackend (launcher/backends/kubernetes.py),
     which provides `api`, `namespace`, `log_problems` and `_pods` (launcher/backends/kube_state.py)."""
@@ -68,46 +98,28 @@ class KubeLogs:
         name = pod["metadata"]["name"]
         ns = pod["metadata"].get("namespace") or self.namespace
         path = f"/api/v1/namespaces/{ns}/pods/{name}/log"
-        announced = False
-        # Where the stream got to: the last kubelet timestamp shown and how many lines carried it.
-        last_key, at_last, shown, drops, reopened = "", 0, 0, 0, False
+        announced, reopened, at = False, False, _StreamPosition()
         while True:
             query = {
                 "container": self._container(pod),
                 "follow": follow or None,
-                "tailLines": tail if not last_key else None,
+                "tailLines": tail if not at.last_key else None,
                 "timestamps": timestamps or None,
-                "sinceTime": _rfc3339(last_key) if last_key else None,
+                "sinceTime": _rfc3339(at.last_key) if at.last_key else None,
             }
-            replayed, new_lines = 0, 0
+            at.reopen()
             try:
-                for line in self.api.stream_lines(
-                    path, query, timeout_s=None if follow else 60.0, total_s=total_s
-                ):
-                    key, text = split_timestamp(line) if timestamps else ("", line)
-                    if last_key and key and key <= last_key:
-                        if key < last_key:
-                            continue  # before where we were (sinceTime has second resolution)
-                        replayed += 1
-                        if replayed <= at_last:
-                            continue
-                    if key == last_key:
-                        at_last += 1
-                    elif key:
-                        last_key, at_last = key, 1
-                    shown += 1
-                    new_lines += 1
-                    drops = 0
-                    yield key, rank, text
-                if not follow or (reopened and not new_lines):
+                for key, text in self._api_lines(path, query, follow, timestamps, total_s):
+                    if at.is_new(key):
+                        yield key, rank, text
+                if not follow or (reopened and not at.new_lines):
                     return  # the container exited (a reopened stream that ends at once says so too)
                 dropped = None  # the server ended the stream: the container exited, or a proxy cut it
             except (urllib3.exceptions.HTTPError, ConnectionError, OSError, ApiError) as e:
                 dropped = one_line(e)
             except EvaplanError as e:
                 reason, _ = pod_problem(pod)
-                phase = pod.get("status", {}).get("phase")
-                if not (follow and phase == "Pending" and reason is None):
+                if not (follow and pod.get("status", {}).get("phase") == "Pending" and reason is None):
                     yield "", rank, f"(no log from {name}: {reason or e.message})"
                     return
                 # Following a pod whose container has not started (400 "waiting to start"): wait.
@@ -123,33 +135,56 @@ class KubeLogs:
                 continue
             if dropped is not None and not follow:
                 self.log_problems.append(
-                    f"the log of rank {rank} ({name}) broke off after {shown} lines: {dropped}"
+                    f"the log of rank {rank} ({name}) broke off after {at.shown} lines: {dropped}"
                 )
-                yield "", rank, f"(log stream of {name} dropped after {shown} lines: {dropped})"
+                yield "", rank, f"(log stream of {name} dropped after {at.shown} lines: {dropped})"
                 return
             # Following: reopen while the pod still runs.
-            try:
-                fresh = self.api.get(self.api.resource("v1", "Pod"), name, ns)
-            except (ApiError, EvaplanError) as e:
-                fresh, dropped = None, dropped or one_line(e)
-            if fresh is None or fresh.get("status", {}).get("phase") != "Running":
-                if dropped is not None:
-                    self.log_problems.append(f"the log of rank {rank} ({name}) stopped: {dropped}")
-                    yield "", rank, f"(log stream of {name} dropped and the pod no longer runs: {dropped})"
-                return
-            drops += 1
-            if drops > LOG_RECONNECTS:
-                self.log_problems.append(f"the log of rank {rank} ({name}) kept dropping: {dropped}")
-                yield (
-                    "",
-                    rank,
-                    f"(log stream of {name} dropped {LOG_RECONNECTS} times in a row; stopped following)",
-                )
+            fresh, dropped = self._still_running(name, ns, dropped)
+            at.drops += 1
+            said = self._why_not_reopened(rank, name, fresh, dropped, at.drops)
+            if said is not None:
+                if said:
+                    yield "", rank, said
                 return
             if dropped is not None:
                 yield "", rank, f"(log stream of {name} dropped: {dropped}; reconnecting)"
             pod, reopened = fresh, True
-            time.sleep(min(LOG_RECONNECT_CAP_S, FOLLOW_START_POLL_S * drops))
+            time.sleep(min(LOG_RECONNECT_CAP_S, FOLLOW_START_POLL_S * at.drops))
+
+    def _api_lines(
+        self, path: str, query: dict[str, Any], follow: bool, timestamps: bool, total_s: float | None
+    ) -> Iterator[tuple[str, str]]:
+        """One opening of a pod's log stream: (kubelet timestamp key, text) per line."""
+        for line in self.api.stream_lines(path, query, timeout_s=None if follow else 60.0, total_s=total_s):
+            yield split_timestamp(line) if timestamps else ("", line)
+
+    def _still_running(
+        self, name: str, ns: str, dropped: str | None
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The pod now, when it still runs (else None), and why its stream dropped."""
+        try:
+            fresh = self.api.get(self.api.resource("v1", "Pod"), name, ns)
+        except (ApiError, EvaplanError) as e:
+            fresh, dropped = None, dropped or one_line(e)
+        if fresh is not None and fresh.get("status", {}).get("phase") != "Running":
+            fresh = None
+        return fresh, dropped
+
+    def _why_not_reopened(
+        self, rank: int, name: str, fresh: dict[str, Any] | None, dropped: str | None, drops: int
+    ) -> str | None:
+        """None: reopen the followed stream; else the line that says why not ("" for none), the
+        problem kept in `log_problems`."""
+        if fresh is None:
+            if dropped is None:
+                return ""
+            self.log_problems.append(f"the log of rank {rank} ({name}) stopped: {dropped}")
+            return f"(log stream of {name} dropped and the pod no longer runs: {dropped})"
+        if drops > LOG_RECONNECTS:
+            self.log_problems.append(f"the log of rank {rank} ({name}) kept dropping: {dropped}")
+            return f"(log stream of {name} dropped {LOG_RECONNECTS} times in a row; stopped following)"
+        return None
 
     def logs(self, record: Any, *, follow: bool, tail: int | None, rank: int | None) -> Iterator[LogLine]:
         pods = [(r, p) for r, p in self._pods(record) if rank is None or r == rank]

@@ -28,9 +28,11 @@ from launcher.manifest_check import check_rendered
 from launcher.monitor import fmt_duration
 from planner.errors import EvaplanError
 
-# `--backend kubernetes`, first in its list of choices (read by base.declared_backends without importing this module).
+# `--backend kubernetes`, first in its list of choices, and
+# where it runs, as `--backend`'s help says (read by base.declared_backends without importing this module).
 BACKEND = "kubernetes"
 BACKEND_LISTED = 1
+BACKEND_RUNS = "a Kubernetes cluster"
 
 POD_DELETE_WAIT_S = 120.0
 
@@ -45,18 +47,10 @@ class KubernetesBackend(KubeSubmit, KubePreflight, KubeState, KubeLogs, Backend)
     cleans_up_finished = True
     stop_says = "its objects were deleted"
 
-    def __init__(
-        self,
-        kubeconfig: str | None = None,
-        context: str | None = None,
-        namespace: str | None = None,
-        backoff: Backoff | None = None,
-        delete_wait_s: float = POD_DELETE_WAIT_S,
-    ) -> None:
+    def __init__(self, api: KubeApi, delete_wait_s: float = POD_DELETE_WAIT_S) -> None:
         super().__init__()
-        self.kubeconfig, self.context = kubeconfig, context
-        self.api = KubeApi(kubeconfig=kubeconfig, context=context, namespace=namespace, backoff=backoff)
-        self.namespace = self.api.namespace
+        self.api = api
+        self.namespace = api.namespace
         self.delete_wait_s = delete_wait_s
         self._watch_forbidden = False
 
@@ -64,17 +58,19 @@ class KubernetesBackend(KubeSubmit, KubePreflight, KubeState, KubeLogs, Backend)
     def for_record(cls, record: Any, backoff: Backoff | None = None) -> KubernetesBackend:
         d = record.backend_data
         return cls(
-            kubeconfig=d.get("kubeconfig"),
-            context=d.get("context"),
-            namespace=record.namespace,
-            backoff=backoff,
+            KubeApi(
+                kubeconfig=d.get("kubeconfig"),
+                context=d.get("context"),
+                namespace=record.namespace,
+                backoff=backoff,
+            )
         )
 
     @classmethod
     def for_launch(
         cls, *, kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None
     ) -> KubernetesBackend:
-        return cls(kubeconfig=kubeconfig, context=context, namespace=namespace)
+        return cls(KubeApi(kubeconfig=kubeconfig, context=context, namespace=namespace))
 
     @classmethod
     def from_record(
@@ -87,10 +83,12 @@ class KubernetesBackend(KubeSubmit, KubePreflight, KubeState, KubeLogs, Backend)
         d = record.backend_data
         told = kubeconfig is not None or context is not None
         be = cls(
-            kubeconfig=kubeconfig if kubeconfig is not None else d.get("kubeconfig"),
-            # As kubectl reads them: --kubeconfig alone means that file's current context.
-            context=context if told else d.get("context"),
-            namespace=record.namespace,
+            KubeApi(
+                kubeconfig=kubeconfig if kubeconfig is not None else d.get("kubeconfig"),
+                # As kubectl reads them: --kubeconfig alone means that file's current context.
+                context=context if told else d.get("context"),
+                namespace=record.namespace,
+            )
         )
         server, now = d.get("server"), be.api.server
         if server and not told and now != server:
@@ -159,8 +157,8 @@ class KubernetesBackend(KubeSubmit, KubePreflight, KubeState, KubeLogs, Backend)
 
     def stop_unfinished(self, record: Any) -> list[str]:
         """Delete what an interrupted launch created, found by the job's and the owner's labels."""
-        return self.delete_labelled(
-            record.name, record.backend_data.get("owner"), record.namespace or self.namespace
+        return self.delete_found(
+            self.labelled(record.name, record.backend_data.get("owner"), record.namespace or self.namespace)
         )
 
     def notice(self, line: str) -> None:

@@ -31,7 +31,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -47,6 +47,7 @@ from launcher.backends.base import (
     Backend,
     Bundle,
     JobState,
+    LaunchOptions,
     LogLine,
     RankState,
     parse_metrics_line,
@@ -60,9 +61,11 @@ from launcher.render import CHECKPOINT_MOUNT, OUTPUT_MOUNT
 from launcher.state import state_dir
 from planner.errors import EvaplanError, RuntimeFailure
 
-# `--backend local`, third in its list of choices (read by base.declared_backends without importing this module).
+# `--backend local`, third in its list of choices, and
+# where it runs, as `--backend`'s help says (read by base.declared_backends without importing this module).
 BACKEND = "local"
 BACKEND_LISTED = 3
+BACKEND_RUNS = "torchrun on this machine"
 
 # torchrun prefixes each teed line with this (torch.distributed.run reads the template from
 # TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE; ${rank} is the global rank).
@@ -191,6 +194,34 @@ LOCAL_HARDWARE = (
 LOCAL_RANKS = 2  # two CPU ranks (gloo): the smallest world that exercises every ZeRO collective
 
 
+def _ranks_on_this_machine(bundle: Bundle) -> int:
+    """The bundle's world size, once torch is importable and this machine can run that many
+    ranks on its one node (as CPU processes, or one GPU each)."""
+    try:
+        import torch
+        import torch.distributed.run  # torchrun must be importable here
+    except ImportError as e:
+        raise EvaplanError(
+            "the local backend needs torch and deepspeed",
+            hint="install the `train` extra: pip install -e '.[train]'",
+        ) from e
+    nodes = int((bundle.plan.get("plan") or {}).get("nodes", 1))
+    if nodes != 1:
+        raise EvaplanError(
+            f"the plan spans {nodes} nodes; the local backend runs one",
+            hint="plan with --nodes 1 for a local run, or use --backend kubernetes",
+        )
+    nproc = world_size_of(bundle.ds_config)
+    devices = max(os.cpu_count() or 1, torch.cuda.device_count())
+    if nproc > devices:
+        raise EvaplanError(
+            f"the plan runs {nproc} ranks on one node but this machine has {os.cpu_count()} CPUs and "
+            f"{torch.cuda.device_count()} GPUs",
+            hint="render the bundle for a hardware profile with as many GPUs per node as this machine runs ranks",
+        )
+    return nproc
+
+
 @register
 class LocalBackend(Backend):
     name = BACKEND
@@ -239,61 +270,59 @@ class LocalBackend(Backend):
         self.deadline_s = deadline_s
 
     # ------------------------------------------------------------------ launch
-    def launch(
-        self,
-        bundle: Bundle,
-        *,
-        job_name: str,
-        replace: bool,
-        resume: bool,
-        dry_run: bool = False,
-        before_start: Callable[[dict[str, Any]], None] | None = None,
-        owner: str | None = None,
-    ) -> dict[str, Any]:
-        """Check, write the work folder, then start the supervisor. `before_start(data)` gets the
-        job's handles (launch id, work folder) before any process starts: the service records them
-        first, so a launch killed while the supervisor starts leaves a job `status` and `stop` find.
-        `owner` is not needed: the job's processes carry its launch id, which is this store's."""
-        try:
-            import torch
-            import torch.distributed.run  # torchrun must be importable here
-        except ImportError as e:
-            raise EvaplanError(
-                "the local backend needs torch and deepspeed",
-                hint="install the `train` extra: pip install -e '.[train]'",
-            ) from e
-        nodes = int((bundle.plan.get("plan") or {}).get("nodes", 1))
-        if nodes != 1:
-            raise EvaplanError(
-                f"the plan spans {nodes} nodes; the local backend runs one",
-                hint="plan with --nodes 1 for a local run, or use --backend kubernetes",
-            )
-        nproc = world_size_of(bundle.ds_config)
-        devices = max(os.cpu_count() or 1, torch.cuda.device_count())
-        if nproc > devices:
-            raise EvaplanError(
-                f"the plan runs {nproc} ranks on one node but this machine has {os.cpu_count()} CPUs and "
-                f"{torch.cuda.device_count()} GPUs",
-                hint="render the bundle for a hardware profile with as many GPUs per node as this machine runs ranks",
-            )
+    def launch(self, bundle: Bundle, opts: LaunchOptions) -> dict[str, Any]:
+        """Check, write the work folder, then start the supervisor. `opts.before_start(data)` gets
+        the job's handles (launch id, work folder) before any process starts: the service records
+        them first, so a launch killed while the supervisor starts leaves a job `status` and `stop`
+        find. `opts.owner` is not needed: the job's processes carry its launch id, which is this store's."""
+        nproc = _ranks_on_this_machine(bundle)
         # Every check before anything is written or deleted.
-        work = work_dir_for(job_name)
-        run_config = local_run_config(bundle.run_config.model_dump(mode="json"), work, resume)
-        if work.exists() and not (replace or resume):
+        job_name, work = opts.job_name, work_dir_for(opts.job_name)
+        run_config = local_run_config(bundle.run_config.model_dump(mode="json"), work, opts.resume)
+        if work.exists() and not (opts.replace or opts.resume):
             raise EvaplanError(f"local job folder {work} exists", hint="pass --replace or --resume")
         earlier = read_state(work).get("launch_id") if work.is_dir() else None
         living = job_processes(earlier) if isinstance(earlier, str) else []
-        if living and not (dry_run and replace):  # --replace stops them first (commands/launch.py)
+        if living and not (opts.dry_run and opts.replace):  # --replace stops them first (commands/launch.py)
             raise EvaplanError(
                 f"{len(living)} process(es) of job '{job_name}' still run (pids "
                 f"{', '.join(str(p.pid) for p in living[:8])})",
                 hint=f"`evaplan stop {job_name}` first",
             )
-        notes = clear_stale_build_locks(dry_run=dry_run)
-        if dry_run:
+        notes = clear_stale_build_locks(dry_run=opts.dry_run)
+        if opts.dry_run:
             return {"work_dir": str(work), "nproc": nproc, "notes": notes}
+        launch_id = uuid.uuid4().hex
+        torchrun = self._write_work(bundle, opts, work, run_config, nproc, launch_id)
+        metrics = work / run_config["output_dir"] / run_config.get("metrics_file", "metrics.jsonl")
+        data: dict[str, Any] = {
+            "launch_id": launch_id,
+            "work_dir": str(work),
+            "nproc": nproc,
+            "metrics_path": str(metrics),
+            "command": torchrun,
+            "deadline_s": self.deadline_s,
+            "notes": notes,
+        }
+        if opts.before_start is not None:
+            opts.before_start(data)
+        pid = self._start_supervisor(work, launch_id)
+        # the supervisor: leader of the job's session and process group
+        return {**data, "pid": pid, "pgid": pid, "pid_start_ticks": start_ticks(pid)}
+
+    def _write_work(
+        self,
+        bundle: Bundle,
+        opts: LaunchOptions,
+        work: Path,
+        run_config: dict[str, Any],
+        nproc: int,
+        launch_id: str,
+    ) -> list[str]:
+        """The job's work folder as the supervisor reads it (configs, the spec with torchrun's
+        command line and environment, the log's header); returns that command line."""
         try:
-            if work.exists() and replace and not resume:
+            if work.exists() and opts.replace and not opts.resume:
                 _remove_work(work)
             work.mkdir(parents=True, exist_ok=True)
             for stale in ("exit_code", "stopped", STATE_FILE):
@@ -320,7 +349,6 @@ class LocalBackend(Backend):
                 "--run-config",
                 "run_config.json",
             ]
-            launch_id = uuid.uuid4().hex
             env = {"TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": RANK_PREFIX_TEMPLATE, "PYTHONUNBUFFERED": "1"}
             if "OMP_NUM_THREADS" not in os.environ:
                 env["OMP_NUM_THREADS"] = "1"
@@ -340,7 +368,7 @@ class LocalBackend(Backend):
             )
             with open(work / LOG_FILE, "ab") as log:
                 log.write(
-                    f"# evaplan: {'resume' if resume else 'launch'} {datetime.now(timezone.utc).isoformat()}: "
+                    f"# evaplan: {'resume' if opts.resume else 'launch'} {datetime.now(timezone.utc).isoformat()}: "
                     f"{shlex.join(torchrun)}\n".encode()
                 )
         except OSError as e:
@@ -348,21 +376,7 @@ class LocalBackend(Backend):
                 f"cannot write the local job folder {work}: {e.strerror}",
                 hint="set EVAPLAN_STATE_DIR to a writable folder with free space",
             ) from None
-        metrics = work / run_config["output_dir"] / run_config.get("metrics_file", "metrics.jsonl")
-        data: dict[str, Any] = {
-            "launch_id": launch_id,
-            "work_dir": str(work),
-            "nproc": nproc,
-            "metrics_path": str(metrics),
-            "command": torchrun,
-            "deadline_s": self.deadline_s,
-            "notes": notes,
-        }
-        if before_start is not None:
-            before_start(data)
-        pid = self._start_supervisor(work, launch_id)
-        # the supervisor: leader of the job's session and process group
-        return {**data, "pid": pid, "pgid": pid, "pid_start_ticks": start_ticks(pid)}
+        return torchrun
 
     def _start_supervisor(self, work: Path, launch_id: str) -> int:
         env = {**os.environ, JOB_ENV: launch_id, "PYTHONUNBUFFERED": "1"}

@@ -41,7 +41,14 @@ from pathlib import Path
 from typing import Any
 
 from launcher.backends.build_lock import clear_stale_build_locks
-from launcher.backends.local_procs import JOB_ENV, end_job, job_processes, signal_name, start_ticks
+from launcher.backends.local_procs import (
+    JOB_ENV,
+    JobProcess,
+    end_job,
+    job_processes,
+    signal_name,
+    start_ticks,
+)
 
 SPEC_FILE = "supervisor-spec.json"
 STATE_FILE = "supervisor.json"
@@ -170,6 +177,35 @@ class Supervisor:
             # The ranks hold the budget themselves too, a little after this supervisor would stop
             # them: should both the supervisor and torchrun be killed (-9), no one else would.
             env[STOP_AT_ENV] = f"{time.time() + float(deadline_s) + RANK_DEADLINE_MARGIN_S:.3f}"
+        pid = self._start_torchrun(env, libc)
+        self._record(
+            phase="Running",
+            launch_id=self.launch_id,
+            supervisor_pid=os.getpid(),
+            supervisor_start_ticks=start_ticks(os.getpid()),
+            pgid=os.getpgid(0),
+            torchrun_pid=pid,
+            torchrun_start_ticks=start_ticks(pid),
+            subreaper=subreaper,
+            started_at=now_iso(),
+            deadline_s=deadline_s,
+        )
+        self._log(f"torchrun pid {pid}; supervisor pid {os.getpid()}, process group {os.getpgid(0)}")
+        status, why_stopped = self._watch(pid, deadline_s, t0)
+        straggler_ranks, left = self._end_stragglers()
+        outcome = self._outcome(status, why_stopped, straggler_ranks, log_start)
+        if left:
+            outcome["message"] += f"; {len(left)} process(es) could not be killed: {[p.pid for p in left]}"
+        self._log(f"{outcome['phase']}: {outcome['message'] or 'done'}")
+        code = os.waitstatus_to_exitcode(status)
+        exit_code_text = str(code if code >= 0 else 128 - code)
+        self._record(**outcome, finished_at=now_iso(), alive_after=[p.pid for p in left])
+        (self.work / "exit_code.tmp").write_text(exit_code_text + "\n")
+        os.replace(self.work / "exit_code.tmp", self.work / "exit_code")
+        return 0
+
+    def _start_torchrun(self, env: dict[str, str], libc: Any) -> int:
+        """Fork torchrun into the supervisor's process group; returns its pid."""
         me = os.getpid()
         pid = os.fork()
         if pid == 0:  # torchrun, in the supervisor's process group
@@ -188,33 +224,23 @@ class Supervisor:
                 os.execvpe(argv[0], argv, env)
             finally:
                 os._exit(127)
-        self._record(
-            phase="Running",
-            launch_id=self.launch_id,
-            supervisor_pid=os.getpid(),
-            supervisor_start_ticks=start_ticks(os.getpid()),
-            pgid=os.getpgid(0),
-            torchrun_pid=pid,
-            torchrun_start_ticks=start_ticks(pid),
-            subreaper=subreaper,
-            started_at=now_iso(),
-            deadline_s=deadline_s,
-        )
-        self._log(f"torchrun pid {pid}; supervisor pid {os.getpid()}, process group {os.getpgid(0)}")
-        status: int | None = None
+        return pid
+
+    def _watch(self, pid: int, deadline_s: float | None, t0: float) -> tuple[int, str | None]:
+        """Until torchrun exits: stop it on a signal or at the deadline (SIGTERM, then kill after the
+        grace), and sweep stale build locks meanwhile. Returns its wait status and why it was stopped."""
         why_stopped: str | None = None
         grace_s = float(self.spec.get("grace_s", 300.0))
         term_sent_at: float | None = None
         roots = [Path(r) for r in self.spec.get("torch_extensions_roots") or [] if isinstance(r, str)]
         next_sweep = time.monotonic() + LOCK_SWEEP_S
-        while status is None:
+        while True:
             try:
                 got, st = os.waitpid(-1, os.WNOHANG)  # reap torchrun and any orphan re-parented to us
             except ChildProcessError:
                 got, st = 0, 0
             if got == pid:
-                status = st
-                break
+                return st, why_stopped
             if got:
                 continue
             if why_stopped is None and self.stop_requested:
@@ -231,16 +257,22 @@ class Supervisor:
                     pass
             if roots and time.monotonic() > next_sweep:
                 next_sweep = time.monotonic() + LOCK_SWEEP_S
-                try:
-                    for note in clear_stale_build_locks(roots=roots, quiet_s=self.spec.get("lock_quiet_s")):
-                        self._log(note)
-                except Exception as e:  # a lock we cannot remove must not end the supervisor
-                    self._log(f"stale lock sweep: {e}")
+                self._sweep_locks(roots)
             if term_sent_at is not None and time.monotonic() - term_sent_at > grace_s:
                 self._log(f"the job did not exit within {grace_s:.0f}s of SIGTERM; killing it")
                 end_job(self.launch_id, 0.0)
             time.sleep(POLL_S)
-        # torchrun is gone: end whatever of the job still lives (ranks orphaned by a killed torchrun).
+
+    def _sweep_locks(self, roots: list[Path]) -> None:
+        try:
+            for note in clear_stale_build_locks(roots=roots, quiet_s=self.spec.get("lock_quiet_s")):
+                self._log(note)
+        except Exception as e:  # a lock we cannot remove must not end the supervisor
+            self._log(f"stale lock sweep: {e}")
+
+    def _end_stragglers(self) -> tuple[list[int], list[JobProcess]]:
+        """torchrun is gone: end whatever of the job still lives (ranks orphaned by a killed
+        torchrun). Returns the ranks that were left and the processes that could not be killed."""
         stragglers = job_processes(self.launch_id)
         straggler_ranks = sorted({p.rank for p in stragglers if p.rank is not None})
         if stragglers:
@@ -256,16 +288,7 @@ class Supervisor:
                     break
             except ChildProcessError:
                 break
-        outcome = self._outcome(status, why_stopped, straggler_ranks, log_start)
-        if left:
-            outcome["message"] += f"; {len(left)} process(es) could not be killed: {[p.pid for p in left]}"
-        self._log(f"{outcome['phase']}: {outcome['message'] or 'done'}")
-        code = os.waitstatus_to_exitcode(status)
-        exit_code_text = str(code if code >= 0 else 128 - code)
-        self._record(**outcome, finished_at=now_iso(), alive_after=[p.pid for p in left])
-        (self.work / "exit_code.tmp").write_text(exit_code_text + "\n")
-        os.replace(self.work / "exit_code.tmp", self.work / "exit_code")
-        return 0
+        return straggler_ranks, left
 
     def _outcome(
         self, status: int, why_stopped: str | None, straggler_ranks: list[int], log_start: int

@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -40,22 +40,24 @@ from launcher.backends.base import (
     TERMINAL_PHASES,
     UNKNOWN,
     Backend,
-    Bundle,
     JobState,
+    LaunchOptions,
     LogLine,
     RankState,
     register,
 )
 from launcher.backends.local import _parse_log_line, _tail_lines, metrics_in_file, world_size_of
-from launcher.bundle import SLURM_FLAVOR
+from launcher.bundle import SLURM_FLAVOR, Bundle
 from launcher.config import SLURM_CONFIG_PARAMS
 from launcher.monitor import fmt_duration
 from launcher.slurm_script import CONFIG_DIR_NAME, SCRIPT_FILE
 from planner.errors import EvaplanError, RuntimeFailure
 
-# `--backend slurm`, second in its list of choices (read by base.declared_backends without importing this module).
+# `--backend slurm`, second in its list of choices, and
+# where it runs, as `--backend`'s help says (read by base.declared_backends without importing this module).
 BACKEND = "slurm"
 BACKEND_LISTED = 2
+BACKEND_RUNS = "a Slurm cluster (sbatch)"
 
 OWNER_COMMENT = "evaplan-owner:"
 STOP_MARKER = "stopped-"  # <job dir>/stopped-<job id>: written by `evaplan stop` before its SIGTERM
@@ -278,18 +280,8 @@ class SlurmBackend(Backend):
         return [f"--time={minutes}"] if rendered is None or minutes < rendered else []
 
     # ------------------------------------------------------------------ launch
-    def launch(
-        self,
-        bundle: Bundle,
-        *,
-        job_name: str,
-        replace: bool,
-        resume: bool,
-        dry_run: bool = False,
-        before_start: Callable[[dict[str, Any]], None] | None = None,
-        owner: str | None = None,
-    ) -> dict[str, Any]:
-        """sbatch the bundle's script. `before_start` is not called: the job id comes only with
+    def launch(self, bundle: Bundle, opts: LaunchOptions) -> dict[str, Any]:
+        """sbatch the bundle's script. `opts.before_start` is not called: the job id comes only with
         sbatch's answer, and `abort` finds a job queued meanwhile by its name and owner comment."""
         from launcher.service import owner_id
 
@@ -300,21 +292,21 @@ class SlurmBackend(Backend):
             )
         folder = job_dir_of(bundle)
         checkpoints = folder / "checkpoints"
-        if not (resume or replace) and _has_checkpoint(checkpoints):
+        if not (opts.resume or opts.replace) and _has_checkpoint(checkpoints):
             raise EvaplanError(
-                f"{checkpoints} holds checkpoints of an earlier run of {job_name}",
+                f"{checkpoints} holds checkpoints of an earlier run of {opts.job_name}",
                 hint="--resume continues from them; --replace starts over (they are moved aside)",
             )
-        owner = owner or owner_id()
+        owner = opts.owner or owner_id()
         args = [
             "--parsable",
-            f"--job-name={job_name}",
+            f"--job-name={opts.job_name}",
             f"--comment={OWNER_COMMENT}{owner}",
             *self._time_override(bundle.script),
         ]
         nodes = int((bundle.plan.get("plan") or {}).get("nodes", 1))
         nproc = world_size_of(bundle.ds_config)
-        if dry_run:
+        if opts.dry_run:
             # sbatch --test-only: the controller checks the request (partition, account, limits) and
             # says when and where it would start; nothing is queued. The script comes on stdin, so
             # the job folder need not exist yet.
@@ -322,7 +314,7 @@ class SlurmBackend(Backend):
             return {"work_dir": str(folder), "nproc": nproc, "notes": [said] if said else []}
         moved = None
         try:
-            if replace and _has_checkpoint(checkpoints):
+            if opts.replace and _has_checkpoint(checkpoints):
                 moved = checkpoints.with_name(f"checkpoints.replaced-{int(time.time())}")
                 os.rename(checkpoints, moved)
             (folder / CONFIG_DIR_NAME).mkdir(parents=True, exist_ok=True)

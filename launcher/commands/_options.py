@@ -51,25 +51,57 @@ def data_workers_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     )
 
 
+def stack_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--stack NAME: the software stack the step time is modelled for (planner.ops.STACKS)."""
+    from planner.ops import STACKS
+
+    return click.option("--stack", type=click.Choice(STACKS), default="eager", show_default=True, help=help)
+
+
+def attention_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--attention NAME: the attention kernel the step time and memory are modelled for."""
+    from planner.ops import ATTENTION_KERNELS
+
+    return click.option(
+        "--attention",
+        type=click.Choice(ATTENTION_KERNELS),
+        default="flash",
+        show_default=True,
+        help="Attention kernel.",
+    )
+
+
 def hardware_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--hardware NAME (passed as `hardware_name`): optional where --offering names it."""
-    return click.option(
-        "--hardware",
-        "hardware_name",
-        default=None,
-        help="Hardware profile, e.g. h100-sxm (default: the --offering's hardware).",
-        shell_complete=profile_names("hardware"),
+    return _profile_option(
+        "--hardware", "hardware", help="Hardware profile, e.g. h100-sxm (default: the --offering's hardware)."
     )
 
 
 def offering_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--offering NAME (passed as `offering_name`): prices the run and names its hardware."""
-    return click.option(
+    return _profile_option(
         "--offering",
-        "offering_name",
-        default=None,
+        "offerings",
         help="Priced offering for cost, e.g. aws-p5; its hardware is the default of --hardware.",
-        shell_complete=profile_names("offerings"),
+    )
+
+
+def _profile_option(flag: str, kind: str, *, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One profile of `kind` by name (passed as `<flag>_name`), completed from the profiles."""
+    dest = flag.removeprefix("--") + "_name"
+    return click.option(flag, dest, default=None, help=help, shell_complete=profile_names(kind))
+
+
+def interval_option(default_s: float, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--interval SECONDS (passed as `interval_s`) of the commands that poll a job."""
+    return click.option(
+        "--interval",
+        "interval_s",
+        type=limited_float("interval_s"),
+        default=default_s,
+        show_default=True,
+        help=help,
     )
 
 

@@ -25,19 +25,15 @@ from planner.spec import HardwareSpec
 
 
 def _from_job(name: str, dirs: list[str]) -> tuple[cb.Observation, HardwareSpec]:
-    from pydantic import ValidationError
-
+    from launcher.monitor import read_estimate
     from launcher.state import JobStore
-    from planner.estimate import Estimate
 
     record = JobStore().get(name)
-    try:
-        est = Estimate.model_validate(record.estimate)
-    except ValidationError as e:
-        raise EvaplanError(
-            f"job '{name}' has no evaplan estimate in its record ({e.errors()[0].get('msg')})",
-            hint="calibrate from its metrics.jsonl with --hardware instead",
-        ) from None
+    est = read_estimate(
+        record.estimate,
+        f"job '{name}' has no evaplan estimate in its record",
+        hint="calibrate from its metrics.jsonl with --hardware instead",
+    )
     metrics = record.backend_data.get("metrics_path")
     if not metrics:
         raise EvaplanError(

@@ -7,12 +7,14 @@ import click
 from launcher.commands._options import (
     REPORT_FORMATS,
     FiniteFloat,
+    attention_option,
     data_workers_option,
     format_option,
     hardware_and_offering,
     hardware_option,
     offering_option,
     profiles_dirs,
+    stack_option,
 )
 from launcher.completion import profile_names
 from planner import profiles as prof
@@ -50,9 +52,19 @@ def _dur(s: float) -> str:
 
 def summary_rows(e: Estimate, calibrated: bool = False) -> list[dict[str, str]]:
     """The readable report: one row per figure, grouped by section."""
-    p, m, c, t = e.plan, e.memory, e.compute, e.time
-    mfu_note = "" if calibrated else ", uncalibrated"
-    rows: list[tuple[str, str, str]] = [
+    rows = [*_plan_rows(e), *_memory_rows(e), *_comm_rows(e), *_time_rows(e, calibrated), *_cost_rows(e)]
+    rows.append(("verdict", "fit", e.verdict))
+    for ch in e.chosen:
+        rows.append(("chosen", ch.split("=", 1)[0], ch.split("=", 1)[1]))
+    return [{"section": s, "figure": f, "value": v} for s, f, v in rows]
+
+
+Row = tuple[str, str, str]  # section, figure, value
+
+
+def _plan_rows(e: Estimate) -> list[Row]:
+    p = e.plan
+    return [
         ("plan", "cluster", f"{p.nodes} nodes × {p.gpus_per_node} {e.hardware} = {p.world_size} GPUs"),
         (
             "plan",
@@ -73,6 +85,11 @@ def summary_rows(e: Estimate, calibrated: bool = False) -> list[dict[str, str]]:
         ),
         ("params", "total", f"{e.params.total:,} (vision {e.params.vision:,}, text {e.params.text:,})"),
     ]
+
+
+def _memory_rows(e: Estimate) -> list[Row]:
+    m = e.memory
+    rows: list[Row] = []
     for k, v in m.gpu_terms.items():
         if abs(v) >= 2**20:  # hide zero terms and int() rounding residues
             rows.append(("memory/GPU", k, _gib(v)))
@@ -86,6 +103,11 @@ def summary_rows(e: Estimate, calibrated: bool = False) -> list[dict[str, str]]:
     ]
     if m.nvme_per_node_bytes:
         rows.append(("memory/node", "NVMe", _bytes(m.nvme_per_node_bytes)))
+    return rows
+
+
+def _comm_rows(e: Estimate) -> list[Row]:
+    rows: list[Row] = []
     for col in e.comm.collectives:
         if col.message_bytes:
             rows.append(
@@ -107,6 +129,14 @@ def summary_rows(e: Estimate, calibrated: bool = False) -> list[dict[str, str]]:
             "cluster",
             f"{_bytes(e.comm.cluster_ring_bytes)} sent ({_bytes(e.comm.cluster_inter_node_bytes)} inter-node)",
         ),
+    ]
+    return rows
+
+
+def _time_rows(e: Estimate, calibrated: bool) -> list[Row]:
+    c, t = e.compute, e.time
+    mfu_note = "" if calibrated else ", uncalibrated"
+    rows: list[Row] = [
         (
             "time/step",
             "compute",
@@ -138,6 +168,11 @@ def summary_rows(e: Estimate, calibrated: bool = False) -> list[dict[str, str]]:
         ),
         ("time", "wall", f"{_dur(t.wall_s)} (start-up {_dur(t.startup_s)}, rework {_dur(t.rework_s)})"),
     ]
+    return rows
+
+
+def _cost_rows(e: Estimate) -> list[Row]:
+    rows: list[Row] = []
     if e.cost is not None:
         rows.append(("cost", "GPU-hours", f"{e.cost.gpu_hours:,.0f} ({e.cost.node_hours:,.0f} node-hours)"))
         for pr in e.cost.prices:
@@ -150,10 +185,7 @@ def summary_rows(e: Estimate, calibrated: bool = False) -> list[dict[str, str]]:
                 )
             )
         rows.append(("cost", "energy", f"{e.cost.energy_kwh:,.0f} kWh, {e.cost.co2_kg / 1000:,.1f} t CO2e"))
-    rows.append(("verdict", "fit", e.verdict))
-    for ch in e.chosen:
-        rows.append(("chosen", ch.split("=", 1)[0], ch.split("=", 1)[1]))
-    return [{"section": s, "figure": f, "value": v} for s, f, v in rows]
+    return rows
 
 
 def _data_loading(e: Estimate) -> str:
@@ -340,21 +372,11 @@ def explain_text(e: Estimate) -> str:
 @click.option("--image-size", type=int, default=None, help="Training resolution (default: the recipe's).")
 @click.option("--patch-dropout", type=FiniteFloat(0, 1, max_open=True), default=None)
 @click.option("--precision", type=click.Choice(["bf16", "fp16"]), default=None)
-@click.option(
-    "--stack",
-    type=click.Choice(["eager", "amp", "compile", "fused"]),
-    default="eager",
-    show_default=True,
-    help="Software stack: eager PyTorch (the bundled trainer), amp (eager under autocast, fp32 weights: "
-    "OpenCLIP), torch.compile, or fused kernels (NeMo/TE).",
+@stack_option(
+    "Software stack: eager PyTorch (the bundled trainer), amp (eager under autocast, fp32 weights: "
+    "OpenCLIP), torch.compile, or fused kernels (NeMo/TE)."
 )
-@click.option(
-    "--attention",
-    type=click.Choice(["flash", "cudnn", "mem_efficient", "math"]),
-    default="flash",
-    show_default=True,
-    help="Attention kernel.",
-)
+@attention_option()
 @data_workers_option()
 @click.option("--zero-stage", type=click.IntRange(0, 3), default=None)
 @click.option("--offload-optimizer", type=click.Choice(["none", "cpu", "nvme"]), default=None)

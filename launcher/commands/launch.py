@@ -17,12 +17,12 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from launcher.backends.base import Backend, backend_choices, backend_class, load_bundle
-from launcher.bundle import SLURM_FLAVOR
+from launcher.backends.base import Backend, backend_choices, backend_class, backend_help, load_bundle
+from launcher.bundle import SLURM_FLAVOR, Bundle
 from launcher.commands import render as render_cmd
 from launcher.commands._options import hardware_and_offering, kube_options, limited_float
 from launcher.monitor import fmt_usd
-from launcher.service import DryRunResult, JobService, LaunchRequest
+from launcher.service import DryRunResult, JobService, LaunchRequest, LaunchResult
 from launcher.state import state_dir
 from planner.errors import EvaplanError, RuntimeFailure
 
@@ -43,7 +43,7 @@ _RENDER_NAMES = {p.name for p in _RENDER_OPTIONS} | {"image", "namespace"}
     type=click.Choice(backend_choices()),  # every module of launcher/backends that declares BACKEND
     default="kubernetes",
     show_default=True,
-    help="Where to run: a Kubernetes cluster, a Slurm cluster (sbatch), or torchrun on this machine.",
+    help=backend_help(),  # each backend's BACKEND_RUNS, read like its name
 )
 @kube_options
 @click.option("--image", default=None, help="Trainer image, when launch renders (required for Kubernetes).")
@@ -96,57 +96,11 @@ def command(
     if replace and resume:
         raise EvaplanError("--replace starts over and --resume continues", hint="pass one of them")
     namespace = render_kw.get("namespace")
-    given = {k: v for k, v in render_kw.items() if _given(ctx, k)}
     kind = backend_class(backend)
-    if bundle_dir is None:
-        # The backend's flavour settings from evaplan.toml (Slurm: partition, account, work_dir, ...)
-        # go into the bundle launch renders, as they do for `evaplan render`.
-        for key in kind.render_config_params:
-            if (
-                ctx.get_parameter_source(key) == ParameterSource.DEFAULT_MAP
-                and render_kw.get(key) is not None
-            ):
-                given.setdefault(key, render_kw[key])
-    if pricing is not None and bundle_dir is None:
-        given["pricing"] = pricing
-    if bundle_dir is None and not kind.plans_on_this_machine and not given.get("plan_file"):
-        # The config file's offering (a default, so not in `given`) prices the job and names its
-        # hardware, as for `render`; a local run plans on this machine's CPU ranks instead.
-        if render_kw.get("offering_name") and "offering_name" not in given:
-            given["offering_name"] = render_kw["offering_name"]
-    bundle = None
-    if bundle_dir is not None:
-        extra = sorted(k for k in given if k != "namespace")
-        if extra:
-            flags = ", ".join("--" + k.replace("_", "-").removesuffix("-name") for k in extra)
-            raise EvaplanError(
-                f"a bundle folder and render flags ({flags}) were both given",
-                hint="launch the bundle as rendered, or drop BUNDLE_DIR to render from the flags",
-            )
-        bundle = load_bundle(bundle_dir)  # before any cluster call: a wrong path fails fast
-        if bundle.flavor == SLURM_FLAVOR and kind.render_flavor != SLURM_FLAVOR:
-            raise EvaplanError(
-                f"bundle {bundle_dir} is a Slurm batch script (--flavor slurm), not for --backend {backend}",
-                hint="launch it with --backend slurm, or re-render it with a Kubernetes --flavor",
-            )
-    elif not (given.get("model_name") or given.get("plan_file")):
-        raise EvaplanError(
-            "nothing to launch",
-            hint="give a bundle folder (`evaplan render ... -o DIR`), "
-            "or --model, --offering (or --hardware) and --gpus, or --plan to render one",
-        )
-    if bundle is None and not given.get("plan_file"):
-        # --hardware and --offering checked before any cluster call: a mismatch is bad input.
-        dirs = ctx.obj.get("profiles_dirs", []) if ctx.obj else []
-        hardware_and_offering(ctx, given.get("hardware_name"), given.get("offering_name"), dirs)
+    given = _render_flags(ctx, kind, bundle_dir, render_kw, pricing)
+    bundle = _checked_bundle(ctx, kind, backend, bundle_dir, given)
     if kind.refuses_kube_flags:
-        on_command_line = ctx.get_parameter_source("kubeconfig") == ParameterSource.COMMANDLINE
-        for flag, value in (
-            ("--kubeconfig", kubeconfig if on_command_line else None),
-            ("--context", context),
-        ):
-            if value:
-                raise EvaplanError(f"{flag} applies to --backend kubernetes only", hint="drop it")
+        _refuse_kube_flags(ctx, kubeconfig, context)
         kubeconfig = None
     service = JobService()
     rendered_tmp = None
@@ -183,28 +137,108 @@ def command(
         if rendered_tmp is not None:
             shutil.rmtree(rendered_tmp, ignore_errors=True)
     if isinstance(result, DryRunResult):
-        click.echo(
-            f"dry run of {result.job} on {result.backend}: checks passed; nothing was created or recorded"
-        )
-        for line in result.notices:
-            click.echo(f"  note: {line}")
-        for row in result.preflight:
-            click.echo(
-                f"  preflight: {row['node']}: {row['free']}/{row['allocatable']} {row['resource']} free"
+        _print_dry_run(result)
+    else:
+        _print_launched(result, kind, backend)
+
+
+def _render_flags(
+    ctx: click.Context,
+    kind: type[Backend],
+    bundle_dir: str | None,
+    render_kw: dict[str, Any],
+    pricing: str | None,
+) -> dict[str, Any]:
+    """The render flags launch passes on: those given, and (when it renders) the config file's
+    settings of the backend's flavour and its offering."""
+    given = {k: v for k, v in render_kw.items() if _given(ctx, k)}
+    if bundle_dir is None:
+        # The backend's flavour settings from evaplan.toml (Slurm: partition, account, work_dir, ...)
+        # go into the bundle launch renders, as they do for `evaplan render`.
+        for key in kind.render_config_params:
+            if (
+                ctx.get_parameter_source(key) == ParameterSource.DEFAULT_MAP
+                and render_kw.get(key) is not None
+            ):
+                given.setdefault(key, render_kw[key])
+    if pricing is not None and bundle_dir is None:
+        given["pricing"] = pricing
+    if bundle_dir is None and not kind.plans_on_this_machine and not given.get("plan_file"):
+        # The config file's offering (a default, so not in `given`) prices the job and names its
+        # hardware, as for `render`; a local run plans on this machine's CPU ranks instead.
+        if render_kw.get("offering_name") and "offering_name" not in given:
+            given["offering_name"] = render_kw["offering_name"]
+    return given
+
+
+def _checked_bundle(
+    ctx: click.Context, kind: type[Backend], backend: str, bundle_dir: str | None, given: dict[str, Any]
+) -> Bundle | None:
+    """The bundle folder read and checked, or None when launch renders one (its flags checked
+    before any cluster call: a wrong path or a mismatch is bad input)."""
+    if bundle_dir is not None:
+        extra = sorted(k for k in given if k != "namespace")
+        if extra:
+            flags = ", ".join("--" + k.replace("_", "-").removesuffix("-name") for k in extra)
+            raise EvaplanError(
+                f"a bundle folder and render flags ({flags}) were both given",
+                hint="launch the bundle as rendered, or drop BUNDLE_DIR to render from the flags",
             )
-        if result.accepted:
-            click.echo(f"  the API server accepted (dryRun=All): {', '.join(result.accepted)}")
-        if result.deadline_s is not None:
-            click.echo(f"  in-cluster deadline from the budget: activeDeadlineSeconds {result.deadline_s}")
-        if result.nproc:
-            click.echo(f"  would run torchrun with {result.nproc} ranks in {result.work_dir}")
-        return
+        bundle = load_bundle(bundle_dir)  # before any cluster call: a wrong path fails fast
+        if bundle.flavor == SLURM_FLAVOR and kind.render_flavor != SLURM_FLAVOR:
+            raise EvaplanError(
+                f"bundle {bundle_dir} is a Slurm batch script (--flavor slurm), not for --backend {backend}",
+                hint="launch it with --backend slurm, or re-render it with a Kubernetes --flavor",
+            )
+        return bundle
+    if not (given.get("model_name") or given.get("plan_file")):
+        raise EvaplanError(
+            "nothing to launch",
+            hint="give a bundle folder (`evaplan render ... -o DIR`), "
+            "or --model, --offering (or --hardware) and --gpus, or --plan to render one",
+        )
+    if not given.get("plan_file"):
+        # --hardware and --offering checked before any cluster call: a mismatch is bad input.
+        dirs = ctx.obj.get("profiles_dirs", []) if ctx.obj else []
+        hardware_and_offering(ctx, given.get("hardware_name"), given.get("offering_name"), dirs)
+    return None
+
+
+def _refuse_kube_flags(ctx: click.Context, kubeconfig: str | None, context: str | None) -> None:
+    """--kubeconfig typed (not $KUBECONFIG) or --context, for a backend that reaches no cluster."""
+    on_command_line = ctx.get_parameter_source("kubeconfig") == ParameterSource.COMMANDLINE
+    for flag, value in (
+        ("--kubeconfig", kubeconfig if on_command_line else None),
+        ("--context", context),
+    ):
+        if value:
+            raise EvaplanError(f"{flag} applies to --backend kubernetes only", hint="drop it")
+
+
+def _print_preflight(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        click.echo(f"  preflight: {row['node']}: {row['free']}/{row['allocatable']} {row['resource']} free")
+
+
+def _print_dry_run(result: DryRunResult) -> None:
+    click.echo(f"dry run of {result.job} on {result.backend}: checks passed; nothing was created or recorded")
+    for line in result.notices:
+        click.echo(f"  note: {line}")
+    _print_preflight(result.preflight)
+    if result.accepted:
+        click.echo(f"  the API server accepted (dryRun=All): {', '.join(result.accepted)}")
+    if result.deadline_s is not None:
+        click.echo(f"  in-cluster deadline from the budget: activeDeadlineSeconds {result.deadline_s}")
+    if result.nproc:
+        click.echo(f"  would run torchrun with {result.nproc} ranks in {result.work_dir}")
+
+
+def _print_launched(result: LaunchResult, kind: type[Backend], backend: str) -> None:
     record, basis = result.record, result.basis
     click.echo(f"launched {record.name} on {backend} ({kind.place(record)})")
     for line in result.notices:
         click.echo(f"  note: {line}")
-    for row in result.preflight:
-        click.echo(f"  preflight: {row['node']}: {row['free']}/{row['allocatable']} {row['resource']} free")
+    _print_preflight(result.preflight)
     click.echo(
         f"  cost basis: {basis.nodes} node(s) × {fmt_usd(basis.usd_per_node_hour)}/node-hour "
         f"({basis.pricing or 'no price'}: {basis.price_source or 'the plan has no offering'}); "

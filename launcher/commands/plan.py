@@ -16,10 +16,12 @@ from launcher.commands._options import (
     REPORT_FORMATS,
     FiniteFloat,
     MultiValueCommand,
+    attention_option,
     data_workers_option,
     format_option,
     offering_filter_options,
     profiles_dirs,
+    stack_option,
 )
 from launcher.completion import profile_names
 from planner import profiles as prof
@@ -93,8 +95,30 @@ def _split(values: tuple[str, ...]) -> list[str]:
 
 
 def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """The flags `plan` and `compare` share."""
-    opts = [
+    """The flags `plan` and `compare` share: what is planned and where, the limits of the search,
+    the training run, and what the plans must leave free or may use."""
+    f = offering_filter_options(f)  # listed after the options below
+    for o in reversed([*_what_and_where(), *_search_limits(), *_training_run(), *_memory_and_more()]):
+        f = o(f)
+    return f
+
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _count_option(flag: str, help: str | None = None) -> Decorator:
+    """A whole number of at least 1, none by default (the search or the recipe decides)."""
+    return click.option(flag, type=click.IntRange(min=1), default=None, help=help)
+
+
+def _share_option(flag: str, most: float, default: float, help: str) -> Decorator:
+    """A share from 0 to `most`."""
+    return click.option(flag, type=FiniteFloat(0, most), default=default, show_default=True, help=help)
+
+
+def _what_and_where() -> list[Decorator]:
+    """The model, the hardware or offerings it runs on, the price and what the search optimises."""
+    return [
         click.option(
             "--model",
             "model_name",
@@ -131,12 +155,15 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--budget", default=None, help="Dollar limit, e.g. 2.5M, 800k, 1200 (needs --offering)."
         ),
-        click.option("--max-gpus", type=click.IntRange(min=1), default=None, help="At most this many GPUs."),
-        click.option(
-            "--gpus",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Exactly this many GPUs (whole nodes) instead of searching the node count.",
+    ]
+
+
+def _search_limits() -> list[Decorator]:
+    """Deadline, budget and the GPU and node counts searched."""
+    return [
+        _count_option("--max-gpus", help="At most this many GPUs."),
+        _count_option(
+            "--gpus", help="Exactly this many GPUs (whole nodes) instead of searching the node count."
         ),
         click.option(
             "--max-nodes",
@@ -152,42 +179,38 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Smallest data-parallel (and hpZ) group; default: a node where the hardware profile has "
             "collective.small_group_gbps (MI300X), else 1.",
         ),
+    ]
+
+
+def _training_run() -> list[Decorator]:
+    """The run's samples, batch, resolution, precision, stack and attention (default: the recipe's)."""
+    return [
         click.option(
             "--samples",
             type=FiniteFloat(),
             default=None,
             help="Image-text pairs to see (default: the recipe's).",
         ),
-        click.option(
-            "--global-batch",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Global batch (default: the recipe's).",
-        ),
-        click.option(
+        _count_option("--global-batch", help="Global batch (default: the recipe's)."),
+        _share_option(
             "--batch-tolerance",
-            type=FiniteFloat(0, 0.5),
-            default=0.02,
-            show_default=True,
-            help="Share the global batch may deviate from --global-batch (0: exact).",
+            0.5,
+            0.02,
+            "Share the global batch may deviate from --global-batch (0: exact).",
         ),
-        click.option("--image-size", type=click.IntRange(min=1), default=None),
+        _count_option("--image-size"),
         click.option("--patch-dropout", type=FiniteFloat(0, 1, max_open=True), default=None),
         click.option("--precision", type=click.Choice(["bf16", "fp16"]), default=None),
-        click.option(
-            "--stack",
-            type=click.Choice(["eager", "amp", "compile", "fused"]),
-            default="eager",
-            show_default=True,
-            help="Software stack: eager PyTorch (the bundled trainer), amp (autocast, OpenCLIP), torch.compile, fused.",
+        stack_option(
+            "Software stack: eager PyTorch (the bundled trainer), amp (autocast, OpenCLIP), torch.compile, fused."
         ),
-        click.option(
-            "--attention",
-            type=click.Choice(["flash", "cudnn", "mem_efficient", "math"]),
-            default="flash",
-            show_default=True,
-            help="Attention kernel.",
-        ),
+        attention_option(),
+    ]
+
+
+def _memory_and_more() -> list[Decorator]:
+    """Loaders, memory headroom, the ZeRO/offload choices searched, checkpoints, storage, calibration, plot."""
+    return [
         data_workers_option(),
         click.option(
             "--hbm-headroom",
@@ -196,13 +219,7 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="HBM kept free per GPU for the memory prediction's error: a share (10%) or GiB (8GiB); "
             "0 for none.",
         ),
-        click.option(
-            "--host-headroom",
-            type=FiniteFloat(0, 0.9),
-            default=0.0,
-            show_default=True,
-            help="Share of host RAM to keep free.",
-        ),
+        _share_option("--host-headroom", 0.9, 0.0, "Share of host RAM to keep free."),
         click.option(
             "--zero-stage",
             "zero_stages",
@@ -235,10 +252,6 @@ def search_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Write a PNG: cost vs time with the Pareto frontier, and per-GPU memory of the choice.",
         ),
     ]
-    f = offering_filter_options(f)  # listed after the options above
-    for o in reversed(opts):
-        f = o(f)
-    return f
 
 
 def offering_names_for(

@@ -5,12 +5,15 @@ from __future__ import annotations
 import click
 
 from launcher.backends.base import JobState
-from launcher.commands._options import kube_options, limited_float, told_cluster
+from launcher.commands._options import interval_option, kube_options, told_cluster
 from launcher.commands.watch import follow
 from launcher.monitor import Progress, fmt_duration, fmt_usd, snapshot
 from launcher.service import JobService
 from launcher.state import JobRecord
 from planner.report import dumps_json, format_rows
+
+# The figures of `status -o json`'s progress that are the job's cost basis, fixed at launch.
+_BASIS_FIGURES = frozenset({"total_steps", "total_samples", "estimate_usd", "usd_per_node_hour", "nodes"})
 
 
 def status_dict(record: JobRecord, state: JobState, prog: Progress) -> dict:
@@ -25,7 +28,7 @@ def status_dict(record: JobRecord, state: JobState, prog: Progress) -> dict:
         "ranks": [r.__dict__ for r in state.ranks],
         "past_budget": prog.past_budget,
         "progress": {
-            k: getattr(prog, k)
+            k: getattr(prog.basis if k in _BASIS_FIGURES else prog, k)
             for k in (
                 "step",
                 "total_steps",
@@ -51,19 +54,20 @@ def render_text(record: JobRecord, state: JobState, prog: Progress) -> str:
         f"job {record.name} ({record.backend}{where}): {state.phase}"
         + (f" — {state.message}" if state.message else "")
     ]
+    basis = prog.basis
     if prog.step is not None:
-        pct = 100.0 * (prog.samples_seen or 0) / prog.total_samples if prog.total_samples else 0.0
+        pct = 100.0 * (prog.samples_seen or 0) / basis.total_samples if basis.total_samples else 0.0
         sps = f"{prog.samples_per_s:,.1f} samples/s" if prog.samples_per_s else "- samples/s"
         lines.append(
-            f"progress: step {prog.step}/{prog.total_steps}, {prog.samples_seen:,.0f}/{prog.total_samples:,} "
+            f"progress: step {prog.step}/{basis.total_steps}, {prog.samples_seen:,.0f}/{basis.total_samples:,} "
             f"samples ({pct:.1f}%), {sps}, ETA {fmt_duration(prog.eta_s)}"
         )
     else:
-        lines.append(f"progress: {state.activity or 'no metrics yet'} (0/{prog.total_steps} steps)")
+        lines.append(f"progress: {state.activity or 'no metrics yet'} (0/{basis.total_steps} steps)")
     lines.append(
         f"cost: spent {fmt_usd(prog.spent_usd)} in {fmt_duration(prog.elapsed_s)} of node time "
-        f"({prog.nodes} node(s) × {fmt_usd(prog.usd_per_node_hour)}/node-hour); projected {fmt_usd(prog.projected_usd)}; "
-        f"estimate {fmt_usd(prog.estimate_usd)}; budget {fmt_usd(prog.budget_usd)}"
+        f"({basis.nodes} node(s) × {fmt_usd(basis.usd_per_node_hour)}/node-hour); projected {fmt_usd(prog.projected_usd)}; "
+        f"estimate {fmt_usd(basis.estimate_usd)}; budget {fmt_usd(prog.budget_usd)}"
     )
     if prog.past_budget:
         lines.append(f"WARNING: {prog.past_budget}; `evaplan stop {record.name}` ends it")
@@ -87,14 +91,7 @@ def render_text(record: JobRecord, state: JobState, prog: Progress) -> str:
 @click.command("status")
 @click.argument("job", required=False)
 @click.option("--watch", "-w", "watch", is_flag=True, help="Refresh until the job ends; enforce --max-cost.")
-@click.option(
-    "--interval",
-    "interval_s",
-    type=limited_float("interval_s"),
-    default=10.0,
-    show_default=True,
-    help="Seconds between refreshes with --watch.",
-)
+@interval_option(10.0, help="Seconds between refreshes with --watch.")
 @click.option("-o", "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @kube_options
 def command(

@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -40,6 +42,11 @@ def trainer_command(
     return [sys.executable, *args]
 
 
+def _weights_option(flag: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A PATH|s3://… of weights to start from (checked by `_weights_uri`)."""
+    return click.option(flag, metavar="PATH|s3://…", callback=_weights_uri, help=help)
+
+
 @click.command("train")
 @click.option(
     "--ds-config",
@@ -60,24 +67,9 @@ def trainer_command(
     type=click.IntRange(1, 64),
     help="Processes (GPUs, or CPU ranks with gloo) on this machine.",
 )
-@click.option(
-    "--init-from",
-    metavar="PATH|s3://…",
-    callback=_weights_uri,
-    help="Start the whole model from weights (official EVA-CLIP layout).",
-)
-@click.option(
-    "--init-vision-from",
-    metavar="PATH|s3://…",
-    callback=_weights_uri,
-    help="Start the vision tower from EVA-CLIP or EVA MIM weights.",
-)
-@click.option(
-    "--init-text-from",
-    metavar="PATH|s3://…",
-    callback=_weights_uri,
-    help="Start the text tower from EVA-CLIP or OpenCLIP weights.",
-)
+@_weights_option("--init-from", "Start the whole model from weights (official EVA-CLIP layout).")
+@_weights_option("--init-vision-from", "Start the vision tower from EVA-CLIP or EVA MIM weights.")
+@_weights_option("--init-text-from", "Start the text tower from EVA-CLIP or OpenCLIP weights.")
 @click.option(
     "--init-strict",
     type=click.Choice(["true", "false"]),

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import click
 
 from launcher.backends.base import Backend, JobState
-from launcher.commands._options import kube_options, limited_float, told_cluster
+from launcher.commands._options import interval_option, kube_options, told_cluster
 from launcher.monitor import Progress, fmt_duration, fmt_usd, watch_loop
 from launcher.service import JobService
 from launcher.state import JobRecord
@@ -36,14 +36,7 @@ def follow(
 
 @click.command("watch")
 @click.argument("job", required=False)
-@click.option(
-    "--interval",
-    "interval_s",
-    type=limited_float("interval_s"),
-    default=30.0,
-    show_default=True,
-    help="Seconds between checks.",
-)
+@interval_option(30.0, help="Seconds between checks.")
 @kube_options
 def command(job: str | None, interval_s: float, kubeconfig: str | None, context: str | None) -> None:
     """Follow a job until it ends, stopping it when spend or projected spend passes its --max-cost."""
@@ -55,7 +48,7 @@ def command(job: str | None, interval_s: float, kubeconfig: str | None, context:
     def show(state: JobState, prog: Progress) -> None:
         current[0] = service.remember(current[0], state)
         line = (
-            f"{record.name}: {state.phase}, step {prog.step if prog.step is not None else '-'}/{prog.total_steps}, "
+            f"{record.name}: {state.phase}, step {prog.step if prog.step is not None else '-'}/{prog.basis.total_steps}, "
             f"spent {fmt_usd(prog.spent_usd)}, projected {fmt_usd(prog.projected_usd)}, "
             f"budget {fmt_usd(prog.budget_usd)}, ETA {fmt_duration(prog.eta_s)}"
         )

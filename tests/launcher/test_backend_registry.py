@@ -21,9 +21,11 @@ from launcher.backends.base import (
     Backend,
     Bundle,
     JobState,
+    LaunchOptions,
     LogLine,
     backend_choices,
     backend_class,
+    backend_help,
     backend_names,
     declared_backends,
     register,
@@ -61,7 +63,7 @@ class _Recorder(Backend):
     name = "recorder-test"
     calls: ClassVar[list[str]] = []
 
-    def launch(self, bundle: Bundle, **kw: Any) -> dict[str, Any]:
+    def launch(self, bundle: Bundle, opts: LaunchOptions) -> dict[str, Any]:
         self.calls.append("launch")
         return {}
 
@@ -134,7 +136,7 @@ CALLS = []
 class MadeUp(Backend):
     name = BACKEND
 
-    def launch(self, bundle, **kw):
+    def launch(self, bundle, opts):
         return {}
 
     def abort(self, record):
@@ -181,3 +183,21 @@ def test_a_backend_module_dropped_into_the_package_joins(
     assert sys.modules["launcher.backends.dropped_backend"].CALLS == ["state", "stop"]
     assert store.get("j").last_phase == "Stopped"
     sys.modules.pop("launcher.backends.dropped_backend")
+
+
+def test_the_backend_help_says_where_each_declared_backend_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from launcher.commands import launch
+
+    (option,) = [p for p in launch.command.params if p.name == "backend"]
+    shipped = "a Kubernetes cluster, a Slurm cluster (sbatch)"
+    assert option.help == backend_help() == f"Where to run: {shipped}, or torchrun on this machine."
+    import launcher.backends as package
+
+    declared = textwrap.dedent(_DROPPED).replace(
+        "BACKEND_LISTED = 9\n", 'BACKEND_LISTED = 9\nBACKEND_RUNS = "a made-up place"\n'
+    )
+    (tmp_path / "dropped_backend.py").write_text(declared)
+    monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
+    assert backend_help() == f"Where to run: {shipped}, torchrun on this machine, or a made-up place."

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.backends.kube_api import Backoff
+from launcher.backends.kube_api import Backoff, KubeApi
 from launcher.backends.kubernetes import KubernetesBackend, pod_problem
 from launcher.state import JobStore
 
@@ -560,23 +560,20 @@ def test_launch_renders_from_flags_into_the_context_namespace(cli, cluster, kube
 
 
 def test_budget_guard_waits_for_a_projection_it_can_trust():
-    from launcher.monitor import Progress
+    from launcher.monitor import CostBasis, Progress
 
+    basis = CostBasis(nodes=2, usd_per_node_hour=55.04, total_steps=100, global_batch=32, estimate_usd=10.0)
     p = Progress(
         phase="Running",
+        basis=basis,
         step=1,
-        total_steps=100,
         samples_seen=32,
-        total_samples=3200,
         samples_per_s=0.1,
         eta_s=31680.0,
         elapsed_s=10.0,
         spent_usd=0.3,
         projected_usd=969.0,
-        estimate_usd=10.0,
         budget_usd=1.0,
-        usd_per_node_hour=55.04,
-        nodes=2,
         window=1,
     )
     assert p.over_budget is None  # one warm-up step is not a projection
@@ -585,8 +582,8 @@ def test_budget_guard_waits_for_a_projection_it_can_trust():
 
 
 def test_namespace_from_context_and_flag(cluster, kubeconfig, state_dir):
-    assert KubernetesBackend(kubeconfig=str(kubeconfig)).namespace == NAMESPACE
-    assert KubernetesBackend(kubeconfig=str(kubeconfig), namespace="other").namespace == "other"
+    assert KubernetesBackend(KubeApi(kubeconfig=str(kubeconfig))).namespace == NAMESPACE
+    assert KubernetesBackend(KubeApi(kubeconfig=str(kubeconfig), namespace="other")).namespace == "other"
 
 
 def test_unknown_job_is_a_clear_error(cli, state_dir):

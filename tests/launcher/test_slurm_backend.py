@@ -230,9 +230,9 @@ def test_a_launch_cut_short_after_sbatch_leaves_nothing_queued(
     real = SlurmBackend.launch
     queued: list[str] = []
 
-    def cut_short(self, *args, **kw):
-        data = real(self, *args, **kw)
-        if not kw.get("dry_run"):
+    def cut_short(self, bundle, opts):
+        data = real(self, bundle, opts)
+        if not opts.dry_run:
             queued.append(data["job_id"])
             raise KeyboardInterrupt  # ^C right after sbatch answered
         return data

@@ -86,12 +86,12 @@ def test_money_storage_energy():
 
 
 def test_offload_time_by_hand():
-    from planner.offload import offload_time_s
+    from planner.offload import offload_term
 
     # Ψ = 1e9 on 8 GPUs of one node: PCIe 4Ψ/N / 50 GB/s = 0.01 s < CPU Adam Ψ/M / 2e9 params/s = 0.5 s.
-    t = offload_time_s(1e9, 8, 1, 2, True, False, False, False, 50.0, 2.0, 34.0)
+    t = offload_term(1e9, 8, 1, 2, True, False, False, False, 50.0, 2.0, 34.0).value
     assert float(t) == pytest.approx(0.5)
     # NVMe optimizer: + read and write 16Ψ/M at 34 GB/s; parameter offload: 2 × 2Ψ/N per micro-batch × gas 2.
-    t = offload_time_s(1e9, 8, 1, 2, True, True, True, False, 50.0, 2.0, 34.0)
+    t = offload_term(1e9, 8, 1, 2, True, True, True, False, 50.0, 2.0, 34.0).value
     assert float(t) == pytest.approx(0.5 + 2 * 16e9 / 34e9 + 2 * 2e9 / 8 / 50e9 * 2)
-    assert float(offload_time_s(1e9, 8, 1, 2, False, False, False, False, 50.0, 2.0, 34.0)) == 0.0
+    assert float(offload_term(1e9, 8, 1, 2, False, False, False, False, 50.0, 2.0, 34.0).value) == 0.0

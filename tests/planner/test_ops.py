@@ -201,10 +201,14 @@ def test_step_bytes_by_optimizer_clipping_and_fp16() -> None:
     assert ops.step_bytes_per_param("adamw", True, "fp16") == 30 + 12 + 4  # unscale folded into clipping
     hw = prof.load_hardware("h100-sxm")
     bw = hw.hbm_achieved_tbps.value * 1e12
-    assert float(ops.step_overhead_s(1e9, 8, 1, False, hw, 30.0)) == pytest.approx(30 * 1e9 / 8 / bw)
-    assert float(ops.step_overhead_s(1e9, 8, 0, False, hw, 30.0)) == pytest.approx(30 * 1e9 / bw)
-    assert float(ops.step_overhead_s(1e9, 8, 2, True, hw, 30.0)) == 0.0
-    v = ops.step_overhead_s(1e9, np.array([8, 16]), np.array([0, 3]), np.array([False, False]), hw, 30.0)
+    assert float(ops.optimizer_step_term(1e9, 8, 1, False, hw, 30.0).value) == pytest.approx(
+        30 * 1e9 / 8 / bw
+    )
+    assert float(ops.optimizer_step_term(1e9, 8, 0, False, hw, 30.0).value) == pytest.approx(30 * 1e9 / bw)
+    assert float(ops.optimizer_step_term(1e9, 8, 2, True, hw, 30.0).value) == 0.0
+    v = ops.optimizer_step_term(
+        1e9, np.array([8, 16]), np.array([0, 3]), np.array([False, False]), hw, 30.0
+    ).value
     assert list(v) == [30 * 1e9 / bw, 30 * 1e9 / 16 / bw]
 
 
