@@ -3,6 +3,8 @@ with published accuracy beside the cost and hybrid routing between a small and a
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from launcher.commands._options import (
@@ -194,22 +196,9 @@ def command(
     if plot_path:
         plot_cost_vs_accuracy(points, plot_path)
     if fmt == "json":
-        doc = json_doc(points, routes)
-        for d, p in zip(doc["points"], points, strict=True):
-            d["range"] = range_fields(ranges[(p.model, p.target)])
-        click.echo(dumps_json(doc), nl=False)
+        click.echo(dumps_json(json_with_ranges(points, routes, ranges)), nl=False)
     elif fmt == "csv":
-        rows = flat_rows(points)
-        for row, p in zip(rows, points, strict=True):
-            r = ranges[(p.model, p.target)]
-            row.update(
-                images_per_s_per_gpu_low=p.images_per_s_per_gpu / r.high,
-                images_per_s_per_gpu_high=p.images_per_s_per_gpu / r.low,
-                time_ratio_low=r.low,
-                time_ratio_high=r.high,
-                range_comparable_runs=r.runs,
-            )
-        click.echo(format_rows(rows, "csv"), nl=False)
+        click.echo(format_rows(csv_with_ranges(points, ranges), "csv"), nl=False)
     else:
         click.echo(format_table(table_rows(points)), nl=False)
         for line in notes(points) + best_lines(points) + range_lines(points, ranges):
@@ -225,6 +214,32 @@ def command(
         click.echo(f"wrote {plot_path}", err=True)
 
 
+Ranges = dict[tuple[str, str], TimeRange]  # (model, target) → its range
+
+
+def json_with_ranges(points: list, routes: list, ranges: Ranges) -> dict[str, Any]:
+    """serve's JSON document with each point's `range`."""
+    doc = json_doc(points, routes)
+    for d, p in zip(doc["points"], points, strict=True):
+        d["range"] = range_fields(ranges[(p.model, p.target)])
+    return doc
+
+
+def csv_with_ranges(points: list, ranges: Ranges) -> list[dict[str, Any]]:
+    """serve's CSV rows with images/s low/high and the time ratios of each point's range."""
+    rows = flat_rows(points)
+    for row, p in zip(rows, points, strict=True):
+        r = ranges[(p.model, p.target)]
+        row.update(
+            images_per_s_per_gpu_low=p.images_per_s_per_gpu / r.high,
+            images_per_s_per_gpu_high=p.images_per_s_per_gpu / r.low,
+            time_ratio_low=r.low,
+            time_ratio_high=r.high,
+            range_comparable_runs=r.runs,
+        )
+    return rows
+
+
 def range_fields(r: TimeRange) -> dict[str, object]:
     """A serving point's range for JSON: time (and $ per million) × low–high, images/s ÷ high–low."""
     return {
@@ -235,7 +250,7 @@ def range_fields(r: TimeRange) -> dict[str, object]:
     }
 
 
-def range_lines(points: list, ranges: dict[tuple[str, str], TimeRange]) -> list[str]:
+def range_lines(points: list, ranges: Ranges) -> list[str]:
     """One line per model: its range (the same on every GPU: it depends on the model's class) and what it
     rests on."""
     out = []
