@@ -30,6 +30,10 @@ MODEL_NAMES = [
     "openclip-vit-h14",
     "openclip-vit-g14",
     "openclip-vit-bigg14",
+    "cn-clip-vit-b16",
+    "cn-clip-vit-l14",
+    "cn-clip-vit-l14-336",
+    "cn-clip-vit-h14",
 ]
 # Unchanged copies of the official configs (tests/data/eva-model-configs/README.md: source, license).
 OFFICIAL_CONFIGS = Path(__file__).resolve().parent / "data" / "eva-model-configs"
@@ -46,6 +50,21 @@ OPENCLIP_CONFIGS = {
     "ViT-g-14.json": (1024, (224, 14, 1408, 40, 88, 4.3637), (1024, 16, 24)),
     "ViT-bigG-14.json": (1280, (224, 14, 1664, 48, 104, 4.9231), (1280, 20, 32)),
 }
+# Chinese-CLIP's model configs (github OFA-Sys/Chinese-CLIP 7d661ef, cn_clip/clip/model_configs/*.json),
+# transcribed: vision (embed_dim, image_resolution, vision_patch_size, vision_width, vision_layers,
+# vision_head_width, default 64 in cn_clip/clip/model.py) and text (text_hidden_size,
+# text_num_attention_heads, text_num_hidden_layers, text_intermediate_size / text_hidden_size, vocab_size).
+CN_CLIP_VISION = {
+    "ViT-B-16.json": (512, 224, 16, 768, 12, 64),
+    "ViT-L-14.json": (768, 224, 14, 1024, 24, 64),
+    "ViT-L-14-336.json": (768, 336, 14, 1024, 24, 64),
+    "ViT-H-14.json": (1024, 224, 14, 1280, 32, 80),
+}
+CN_CLIP_TEXT = {
+    "RoBERTa-wwm-ext-base-chinese.json": (768, 12, 12, 4.0, 21128),
+    "RoBERTa-wwm-ext-large-chinese.json": (1024, 16, 24, 4.0, 21128),
+}
+CN_CLIP_CONTEXT = 52  # cn_clip/training/params.py: --context-length default 52
 REQUIRED_OFFERINGS = ["aws-p5", "azure-nd-mi300x-v5", "oci-bm-gpu-mi300x", "coreweave-h100", "lambda-h100"]
 
 
@@ -79,6 +98,15 @@ def test_model_matches_official_config(name: str):
         assert m.embed_dim == e
         assert (v.image_size, v.patch_size, v.width, v.depth, v.head_width, v.mlp_ratio) == vis
         assert (m.text.width, m.text.heads, m.text.layers, m.text.context_length) == (*txt, 77)
+        assert (v.mlp, v.norm, v.rope, v.subln, v.postnorm) == ("gelu", "layernorm", False, False, False)
+        return
+    if m.config_source.startswith("github OFA-Sys/Chinese-CLIP"):
+        text_name = m.config_source.split(" with ")[1].split(" ")[0]
+        v, t = m.vision, m.text
+        vis = (m.embed_dim, v.image_size, v.patch_size, v.width, v.depth, v.head_width)
+        assert vis == CN_CLIP_VISION[cfg_name.rsplit("/", 1)[-1]]
+        assert (t.width, t.heads, t.layers, t.mlp_ratio, t.vocab_size) == CN_CLIP_TEXT[text_name]
+        assert t.context_length == CN_CLIP_CONTEXT
         assert (v.mlp, v.norm, v.rope, v.subln, v.postnorm) == ("gelu", "layernorm", False, False, False)
         return
     official = json.loads((OFFICIAL_CONFIGS / cfg_name).read_text())
