@@ -637,3 +637,32 @@ def test_runs_files_the_fit_cannot_use_are_one_line(cli, tmp_path, which):
     r = cli("validate", "--runs", str(path))
     assert r.exit_code == 2, r.output
     assert len(r.output.strip().splitlines()) == 1 and "internal error" not in r.output, r.output
+
+
+def test_range_classes_name_every_stack_and_agree_between_estimate_and_search():
+    from typing import get_args
+
+    from planner.calibration import published_default
+    from planner.estimate import estimate
+    from planner.params import count_params
+    from planner.published import Stack
+    from planner.spec import ParallelPlan, TrainingSpec
+
+    assert (
+        set(intervals.STACKS)
+        == set(get_args(Stack))
+        == set(get_args(TrainingSpec.model_fields["stack"].annotation))
+    )
+    model = prof.load_model("openclip-vit-b32")
+    hw = published_default(prof.load_hardware("a100-40gb"))
+    for workers in (1, 8):  # one loader worker per GPU binds a B/32 step; eight do not
+        plan = ParallelPlan(
+            nodes=1, gpus_per_node=8, zero_stage=0, micro_batch=256, grad_accum=1, grad_ckpt=False
+        )
+        training = TrainingSpec(
+            samples=2048.0, global_batch=2048, image_size=224, patch_dropout=0.0, loader_workers=workers
+        )
+        e = estimate(model, hw, plan, training)
+        from_search = intervals.range_class(count_params(model).total, hw, plan, training, e.compute.step_s)
+        assert intervals.estimate_class(e) == from_search
+        assert from_search.binding == ("loader" if workers == 1 else "compute"), workers
