@@ -49,7 +49,7 @@ import yaml
 from planner.calibration_spec import CalibrationRun, CalibrationSpec
 from planner.errors import EvaplanError, ProfileError
 from planner.golden import minimize_log
-from planner.intervals import TimeRange, published_compute_scale, read_cache, time_range
+from planner.intervals import RangeClass, TimeRange, published_compute_scale, read_cache, time_range
 from planner.spec import (
     HardwareSpec,
     ModelSpec,
@@ -142,9 +142,12 @@ def apply(hardware: HardwareSpec, cal: CalibrationSpec, *, path: str | None = No
     return hardware.model_copy(update=upd)
 
 
-def range_for(hardware: HardwareSpec, user_dirs: Sequence[str | Path] | None = None) -> TimeRange:
+def range_for(
+    hardware: HardwareSpec, user_dirs: Sequence[str | Path] | None = None, cls: RangeClass | None = None
+) -> TimeRange:
     """The range for a hardware profile as the planner uses it: the calibration's when one was applied
-    (the profile equals the shipped one with the calibration applied), else the published runs'."""
+    (the profile equals the shipped one with the calibration applied), else the published runs' for
+    the prediction's class (`cls`; planner/intervals.py)."""
     from planner.profiles import load_hardware
 
     cal = find_calibration(hardware.name, user_dirs)
@@ -154,7 +157,7 @@ def range_for(hardware: HardwareSpec, user_dirs: Sequence[str | Path] | None = N
             applied = apply(load_hardware(hardware.name, user_dirs), cal) == hardware
         except ProfileError:  # a stale calibration (the profile's peak changed) is not applied
             applied = False
-    return time_range(hardware.name, cal if applied else None)
+    return time_range(hardware.name, cal if applied else None, cls)
 
 
 @dataclass(frozen=True)

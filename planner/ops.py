@@ -230,15 +230,34 @@ class MathAttention:
 # Efficiency: PyTorch SDPA's math forward was measured at 3.367 ms for the EVA02-B/16 vision attention
 # at micro-batch 256 (256 × 12 heads × 197 tokens × head dim 64, bf16, one H100 SXM;
 # benchmarks/results/sdpa-backends-h100.log, torch 2.11.0+cu130, 2026-11-27), where the roofline above
-# gives 1.388 ms: 0.412 (tests/planner/test_attention_public.py recomputes it). The upcast runs the score
-# GEMMs in fp32 off the tensor cores, at a leading dimension (197) that is not a multiple of 8. The amp and
-# fused paths have no kernel-level measurement and stay at the roofline: 0.412 there too would move the
-# bundled OpenCLIP and NeMo throughput runs' median |error| from 13 % to 21 % (evaplan validate).
+# gives 1.388 ms: 0.412 (tests/planner/test_attention_public.py recomputes it). The share is not the
+# upcast's fp32 GEMMs: at the H100's FP32 (non-tensor) peak, 67 TFLOPS (NVIDIA H100 datasheet,
+# https://www.nvidia.com/en-us/data-center/h100/, read 2026-12-07), QKᵀ and AV take 0.456 ms where the
+# roofline already charges their bytes 0.451 ms (at the MAMF share of peak, 794.5 / 989, 0.57 ms: at most
+# 0.12 ms of the 1.98 ms the roofline misses; the test recomputes both). What is left is what every
+# unfused path over a CLIP score matrix shares: separate kernels each taking the s × s scores through HBM
+# (PyTorch's warp softmax, `softmax_warp_forward` / `_backward` in aten/src/ATen/native/cuda/
+# PersistentSoftmax.cuh for rows of at most 1024, in 1.10 as in 2.x; the elementwise casts), on rows of
+# s = 1 + grid² tokens (50, 197, 257, 577: odd), so the batched score GEMMs have a leading dimension that
+# is not a multiple of 8 and each score row starts off a 16-byte boundary, where cuBLAS's tensor-core
+# kernels lose efficiency (cuBLAS documentation, "Tensor Core Usage": best performance when m, n, k and
+# lda, ldb, ldc are multiples of 8 for 16-bit types and the pointers 16-byte aligned,
+# https://docs.nvidia.com/cuda/cublas/index.html#tensor-core-usage, read 2026-12-07; NVIDIA Matrix
+# Multiplication Background User's Guide §2.2, https://docs.nvidia.com/deeplearning/performance/
+# dl-performance-matrix-multiplication/index.html, February 2023). So the amp path (PyTorch 1.x
+# nn.MultiheadAttention under autocast, as OpenCLIP and Chinese-CLIP train: the same softmax kernel
+# family, fp16 bmm on the same odd rows) runs at the same measured share (evaplan assumption: the share
+# of each GPU's achieved bandwidth carries from H100 to A100, as the TF32 rate's share of peak does in
+# matmul_tflops). Checked, not fitted, against Chinese-CLIP's 8 × A100 batch times with and without
+# FlashAttention (tests/planner/test_attention_public.py: the predicted math-minus-flash time is 74–97 %
+# of the measured, 29–38 % at the roofline). The fused path (Megatron/NeMo FusedScaleMaskSoftmax: one
+# kernel from the fp16 scores to the probabilities) has no kernel-level measurement and stays at the
+# roofline.
 SDPA_MATH_EFFICIENCY = 1.388 / 3.367
 MATH_ATTENTION = {
     "eager": MathAttention(4.0, 22.0, 21.0, 8.0, SDPA_MATH_EFFICIENCY),
     "compile": MathAttention(4.0, 22.0, 21.0, 8.0, SDPA_MATH_EFFICIENCY),
-    "amp": MathAttention(2.0, 20.0, 24.0, 4.0),
+    "amp": MathAttention(2.0, 20.0, 24.0, 4.0, SDPA_MATH_EFFICIENCY),
     "fused": MathAttention(2.0, 4.0, 6.0, 0.0),
 }
 

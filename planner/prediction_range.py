@@ -17,6 +17,7 @@ class PredictionRange(BaseModel):
     time_ratio_high: float
     calibrated: bool
     basis: str
+    comparable_runs: int | None = None  # published runs behind an uncalibrated range
     wall_days_low: float
     wall_days_high: float
     gpu_hours_low: float | None = None

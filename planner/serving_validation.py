@@ -25,7 +25,18 @@ from typing import Any
 
 from planner import profiles as prof
 from planner.errors import ProfileError
-from planner.halves import HALVES, ErrorStats, split_halves, stats
+from planner.halves import (
+    HALVES,
+    SCALE_BOUNDS,
+    ErrorStats,
+    Intervals,
+    fit_class_ranges,
+    quantile,
+    split_halves,
+    stats,
+)
+from planner.intervals import RangeClass, size_class
+from planner.params import count_params
 from planner.published_serving import PublishedMeasurement, load_measurements
 from planner.serve import serve_point
 from planner.spec import HardwareSpec, ModelSpec, Sourced
@@ -166,7 +177,6 @@ def serving_only_scale(path: str | None = None) -> float:
     of what the serving data alone asks for; the product's scale is fitted on training and serving
     together. Re-predicts at each trial scale: batch time is not proportional to it (host time)."""
     from planner.golden import minimize_log
-    from planner.halves import SCALE_BOUNDS, quantile
 
     halves = serving_halves(path)
     fit = [m for m in load_measurements(path).measurements if halves[m.name] == "fit"]
@@ -177,6 +187,24 @@ def serving_only_scale(path: str | None = None) -> float:
 
     # 24 steps narrow the log bracket to about 0.01 % of the scale, as training's fit.
     return round(minimize_log(loss, SCALE_BOUNDS, 24), 4)
+
+
+# ------------------------------------------------------------------------------------------ ranges
+def measurement_class(c: ServingCheck) -> RangeClass:
+    """A measurement's class as `evaplan serve` classes its prediction (planner/intervals.py
+    serving_range): compute-bound, the model's size class, the stack."""
+    total = count_params(measured_model(c.measurement)).total
+    return RangeClass("compute", size_class(total), c.measurement.stack)
+
+
+def fit_serving_intervals(checks: Sequence[ServingCheck]) -> Intervals:
+    """The range of every serving class from the comparable fit-half measurements (published / predicted
+    batch time = 1 + error), widened as training's (planner/halves.py comparable_range), and the
+    held-out measurements' coverage."""
+    pairs = {
+        h: [(measurement_class(c), 1.0 + c.error) for c in checks if c.half == h] for h in ("fit", "held-out")
+    }
+    return fit_class_ranges(pairs["fit"], pairs["held-out"], ("compute",), "every fit-half measurement")
 
 
 # ------------------------------------------------------------------------------------------ summary

@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -47,18 +47,37 @@ from typing import Any
 import yaml
 
 from planner import profiles as prof
+from planner import serving_validation as sv
 from planner.errors import EvaplanError, ProfileError
 from planner.estimate import Estimate, estimate
 from planner.golden import minimize_log_scanned
-from planner.halves import HALVES, SCALE_BOUNDS, ErrorStats, quantile, split_halves, stats
-from planner.intervals import REGENERATE, cache_path, read_cache
+from planner.gpu_ratios import RatioCheck, layout_run, ratio_uncertainty
+from planner.halves import (
+    HALVES,
+    SCALE_BOUNDS,
+    ClassRange,
+    ErrorStats,
+    Intervals,
+    _hash,  # noqa: F401  (re-exported: tests/planner/test_serving_validation.py reads it here)
+    fit_class_ranges,
+    quantile,
+    split_halves,
+    stats,
+)
+from planner.intervals import (
+    BINDINGS,
+    MIN_COMPARABLE_RUNS,
+    REGENERATE,
+    RangeClass,
+    binding_from,
+    cache_path,
+    read_cache,
+    size_class,
+)
 from planner.published import PublishedRun, load_runs
+from planner.published_ratios import load_ratios
 from planner.spec import HardwareSpec, ParallelPlan, TrainingSpec
 from planner.units import GIB
-
-# Quantiles of the fit half's time ratios that bound the interval (10th–90th percentile: an 80 %
-# interval, the width a budget owner can plan with; docs/validation.md).
-INTERVAL_QUANTILES = (0.1, 0.9)
 
 
 @dataclass(frozen=True)
@@ -184,6 +203,19 @@ def check_run(run: PublishedRun, half: str, compute_scale: float | None = None) 
     return RunCheck(run, half, estimate(model, hardware, plan, training), compute_scale)
 
 
+def check_ratios(compute_scale: float | None, path: str | None = None) -> list[RatioCheck]:
+    """Every published GPU ratio (profiles/published_ratios.yaml) beside the model's at the row's CLIP
+    layout, each GPU predicted as a published run is (`compute_scale`: the fitted published-runs scale)."""
+    out = []
+    for row in load_ratios(path).ratios:
+        num, den = (
+            check_run(layout_run(row, hw), "ratio", compute_scale).estimate.compute.samples_per_s
+            for hw in (row.numerator, row.denominator)
+        )
+        out.append(RatioCheck(row, num, den))
+    return out
+
+
 def check_all(
     path: str | None = None,
     compute_scale: float | str | None = "fitted",
@@ -204,7 +236,8 @@ def check_all(
 # The published runs are far slower than the per-operation model's device rates predict (data
 # loaders, interconnect, framework overheads none of the bundled runs state). One global multiplier
 # on every modelled device rate, the same quantity `evaplan calibrate` fits on a user's own runs,
-# is fitted on the fit half only (never per run) and judged on the held-out half.
+# is fitted on the fit half only (never per run, SCALE_BOUNDS: planner/halves.py) and judged on the
+# held-out half.
 
 
 def _scale_figure(value: float):  # -> Sourced
@@ -222,12 +255,10 @@ def newest_fit_source() -> date:
     """The newest source date in the fit halves of the bundled runs and serving measurements: the
     `observed` date of what is fitted on them (a held-out row's date must not move it any more than
     its figures)."""
-    from planner.serving_validation import fit_half_measurements
-
     runs = load_runs().runs
     halves = split_halves(runs)
     dates = [r.source_date for r in runs if halves[r.name] == "fit"]
-    return max(dates + [m.source_date for m in fit_half_measurements()])
+    return max(dates + [m.source_date for m in sv.fit_half_measurements()])
 
 
 def _no_fit_half() -> EvaplanError:
@@ -246,8 +277,6 @@ def fit_compute_scale(raw: Sequence[RunCheck], serving_path: str | None = None) 
     search on log(scale). No held-out figure of either enters it. Re-predicts each fit row at each
     trial scale: step and batch times are not proportional to it (host time, communication and data
     loading do not scale)."""
-    from planner import serving_validation as sv
-
     fit = [c for c in raw if c.half == "fit" and c.published_sps_per_gpu is not None]
     if not fit:
         raise _no_fit_half()
@@ -345,27 +374,21 @@ def worst_error_floor(groups: Sequence[SpreadGroup]) -> float:
 
 
 # ------------------------------------------------------------------------------------------ summary
-@dataclass(frozen=True)
-class Intervals:
-    """The fitted time interval: published/predicted time ratio quantiles over the fit half."""
-
-    ratio_low: float
-    ratio_high: float
-    quantiles: tuple[float, float]
-    n_fit: int
-    held_out_inside: int
-    n_held_out: int
+def run_class(c: RunCheck) -> RangeClass:
+    """A checked run's class, as the CLI classes a prediction (planner/intervals.py range_class)."""
+    e = c.estimate
+    return RangeClass(
+        binding_from(e.compute.data_loading_s, e.compute.step_s), size_class(e.params.total), c.run.stack
+    )
 
 
 def fit_intervals(checks: Sequence[RunCheck]) -> Intervals:
-    fit = [c.time_ratio for c in checks if c.half == "fit" and c.time_ratio is not None]
-    held = [c.time_ratio for c in checks if c.half == "held-out" and c.time_ratio is not None]
+    """Every class's range from the comparable fit-half runs, and the held-out runs' coverage."""
+    fit = [(run_class(c), c.time_ratio) for c in checks if c.half == "fit" and c.time_ratio is not None]
     if not fit:
         raise _no_fit_half()
-    qlo, qhi = INTERVAL_QUANTILES
-    lo, hi = quantile(fit, qlo), quantile(fit, qhi)
-    inside = sum(1 for r in held if lo <= r <= hi)
-    return Intervals(lo, hi, INTERVAL_QUANTILES, len(fit), inside, len(held))
+    held = [(run_class(c), c.time_ratio) for c in checks if c.half == "held-out" and c.time_ratio is not None]
+    return fit_class_ranges(fit, held, BINDINGS, "every fit-half run")
 
 
 def fit_activation_factor(checks: Sequence[RunCheck], half: str = "fit") -> tuple[float, int]:
@@ -408,12 +431,16 @@ class Summary:
     compute_scale: float | None = None  # fitted on the fit half; None: the raw model was checked
     spread_groups: tuple[SpreadGroup, ...] = ()  # all runs: identical inputs, different samples/s
     worst_error_floor: dict[str, float] | None = None  # half → least reachable worst |error|
+    gpu_ratios: tuple[RatioCheck, ...] = ()  # published GPU ratios beside the model's
+    serving_intervals: Intervals | None = None  # serve's ranges, from the published inference measurements
 
 
 METRICS = ("samples_per_s_per_gpu", "wall_hours", "gpu_hours", "memory_gib")
 
 
-def summarize(checks: Sequence[RunCheck]) -> Summary:
+def summarize(
+    checks: Sequence[RunCheck], ratios_path: str | None = None, serving_path: str | None = None
+) -> Summary:
     by_metric: dict[str, dict[str, ErrorStats]] = {}
     for m in METRICS:
         by_metric[m] = {}
@@ -443,6 +470,11 @@ def summarize(checks: Sequence[RunCheck]) -> Summary:
         checks[0].compute_scale if checks else None,
         tuple(indistinguishable_groups(checks)),
         floors,
+        tuple(check_ratios(checks[0].compute_scale if checks else None, ratios_path)),
+        # serve's predictions as `evaplan serve` makes them: at the one compute scale of both workloads
+        sv.fit_serving_intervals(
+            sv.serving_checks(checks[0].compute_scale if checks else None, serving_path)
+        ),
     )
 
 
@@ -599,10 +631,12 @@ def summary_json(s: Summary) -> dict[str, Any]:
         "time_interval": {
             "ratio_low": iv.ratio_low,
             "ratio_high": iv.ratio_high,
-            "quantiles": list(iv.quantiles),
+            "coverage": iv.coverage,
+            "min_comparable_runs": MIN_COMPARABLE_RUNS,
             "fit_runs": iv.n_fit,
             "held_out_inside": iv.held_out_inside,
             "held_out_runs": iv.n_held_out,
+            "classes": {k: vars(r) for k, r in iv.classes.items()},
         },
         "runtime_reserve_bound_gib": s.reserve_bound_gib,
         "runtime_reserve_bound_run": s.reserve_bound_run,
@@ -620,6 +654,21 @@ def summary_json(s: Summary) -> dict[str, Any]:
             for g in s.spread_groups
         ],
         "samples_per_s_worst_abs_error_floor": s.worst_error_floor,
+        "serving_time_interval": None
+        if s.serving_intervals is None
+        else {
+            "ratio_low": s.serving_intervals.ratio_low,
+            "ratio_high": s.serving_intervals.ratio_high,
+            "fit_measurements": s.serving_intervals.n_fit,
+            "held_out_inside": s.serving_intervals.held_out_inside,
+            "held_out_measurements": s.serving_intervals.n_held_out,
+            "classes": {k: vars(r) for k, r in s.serving_intervals.classes.items()},
+        },
+        "gpu_ratios": {
+            "rows": len(s.gpu_ratios),
+            "inside": sum(c.inside for c in s.gpu_ratios),
+            "log_uncertainty": ratio_uncertainty(s.gpu_ratios),
+        },
     }
 
 
@@ -639,38 +688,73 @@ def ratchet_text(s: Summary) -> str:
 
 
 # ------------------------------------------------------------------ profiles/validation_intervals.yaml
-def cache_content(iv: Intervals, compute_scale: float | None) -> dict[str, Any]:
-    """What the cache holds: the published-runs compute scale, the fitted ratios, their quantiles and
-    the runs per hardware behind them."""
+def cache_content(s: Summary) -> dict[str, Any]:
+    """What the cache holds: the published-runs compute scale, the time range of every class of
+    prediction (planner/intervals.py) with the runs behind it, the held-out coverage, the uncertainty
+    of a cross-GPU ratio (planner/gpu_ratios.py) and the runs per hardware."""
+    iv = s.intervals
     per_hw: dict[str, int] = {}
     for r in load_runs().runs:
         if r.published_samples_per_s is not None:
             per_hw[r.hardware] = per_hw.get(r.hardware, 0) + 1
+
+    def entry(r: ClassRange) -> dict[str, Any]:
+        return {
+            "ratio_low": round(r.ratio_low, 6),
+            "ratio_high": round(r.ratio_high, 6),
+            "runs": r.runs,
+            "comparable": r.comparable,
+        }
+
     return {
-        "compute_scale": compute_scale,
+        "compute_scale": s.compute_scale,
         # the newest source behind the fit, as the scale's `observed` date
         "compute_scale_observed": newest_fit_source().isoformat(),
-        "ratio_low": round(iv.ratio_low, 6),
-        "ratio_high": round(iv.ratio_high, 6),
-        "quantiles": list(iv.quantiles),
+        "interval_coverage": iv.coverage,
+        "min_comparable_runs": MIN_COMPARABLE_RUNS,
         "fit_runs": iv.n_fit,
         "held_out_inside": iv.held_out_inside,
         "held_out_runs": iv.n_held_out,
+        "all_runs": entry(iv.all_runs),
+        "classes": {k: entry(r) for k, r in iv.classes.items()},
+        "serving": serving_entry(s.serving_intervals, entry),
+        "gpu_ratio_log_uncertainty": round(ratio_uncertainty(s.gpu_ratios), 6),
+        "gpu_ratio_rows": len(s.gpu_ratios),
+        "gpu_ratio_rows_inside": sum(c.inside for c in s.gpu_ratios),
         "throughput_runs_per_hardware": dict(sorted(per_hw.items())),
     }
 
 
-def write_cache(iv: Intervals, compute_scale: float | None) -> Path:
+def serving_entry(
+    iv: Intervals | None, entry: Callable[[ClassRange], dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The serving ranges as the cache holds them (None: no serving measurements were checked)."""
+    if iv is None:
+        return None
+    return {
+        "fit_measurements": iv.n_fit,
+        "held_out_inside": iv.held_out_inside,
+        "held_out_measurements": iv.n_held_out,
+        "all_measurements": entry(iv.all_runs),
+        "classes": {k: entry(r) for k, r in iv.classes.items()},
+    }
+
+
+def write_cache(s: Summary) -> Path:
     p = cache_path()
     head = (
         "# Fitted by planner/validation.py: the compute scale every uncalibrated GPU prediction uses, training\n"
-        "# and serving (one multiplier on the modelled device rates, fitted on the fit halves of\n"
-        "# profiles/published_runs.yaml and profiles/published_serving.yaml together), and the prediction\n"
-        "# interval of time and money (training fit half): published / predicted time at the 10th and 90th percentile.\n"
+        "# and serving (one multiplier on the modelled device rates, fitted once on the fit halves of\n"
+        "# profiles/published_runs.yaml and profiles/published_serving.yaml together), the\n"
+        "# time range of each class of prediction (binding, model size class, stack: planner/intervals.py),\n"
+        "# each from the fit-half runs comparable to it, and the uncertainty of a ratio between two GPUs\n"
+        "# (the largest |log| distance of the model's ratios from profiles/published_ratios.yaml); `serving`:\n"
+        "# the same ranges for `evaplan serve`, from profiles/published_serving.yaml (planner/serving_validation.py).\n"
         f"# Generated; do not edit. Regenerate with `{REGENERATE}` (tests/planner/test_validation.py\n"
         "# fails when it drifts from the model).\n"
     )
-    p.write_text(head + yaml.safe_dump(cache_content(iv, compute_scale), sort_keys=False), encoding="utf-8")
+    body = yaml.safe_dump(cache_content(s), sort_keys=False, allow_unicode=True)
+    p.write_text(head + body, encoding="utf-8")
     read_cache.cache_clear()
     return p
 
@@ -681,7 +765,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args == ["--write-intervals"]:
         s = summarize(check_all())
-        path = write_cache(s.intervals, s.compute_scale)
+        path = write_cache(s)
         print(f"wrote {path}")
         return 0
     if args == ["--ratchet"]:

@@ -53,6 +53,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "search": ("catalog", "choose", "grid", "plots", "search", "vectorized"),
     "validation, calibration and intervals": (
         "calibration",
+        "gpu_ratios",
+        "halves",
         "intervals",
         "plan_file",
         "report",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import click
@@ -17,7 +18,7 @@ from launcher.commands.plan import (
     search_options,
 )
 from planner.errors import EvaplanError
-from planner.intervals import certainly_less
+from planner.intervals import RatioRange, gpu_ratio_uncertainty, ratio_range
 from planner.report import dumps_json, format_rows
 from planner.search import Candidate, SearchResult, fmt_duration, fmt_usd, rank_order
 from planner.units import GIB
@@ -83,42 +84,53 @@ def _rel(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or not b else a / b - 1.0
 
 
-def certainty(c: Candidate, base: Candidate, ranges: Ranges) -> dict[str, bool]:
-    """Whether c's cost and wall time differ from the baseline's beyond the prediction ranges
-    (planner/intervals.py): on the same hardware the planner's error moves both alike."""
-    rc, rb = ranges(c), ranges(base)
+def ratios(c: Candidate, base: Candidate) -> dict[str, RatioRange]:
+    """c / baseline for cost (dollars, or GPU-hours where either is unpriced) and wall time, each with
+    its range (planner/intervals.py ratio_range): one GPU, certain; two GPUs, widened by how far the
+    model's GPU-to-GPU ratios sit from published same-software ones."""
     same = c.option.hardware.name == base.option.hardware.name
     priced = c.total_usd is not None and base.total_usd is not None
     a, b = (c.total_usd, base.total_usd) if priced else (c.gpu_hours, base.gpu_hours)
     assert a is not None and b is not None  # priced or GPU-hours, both always set
-    return {
-        "cost": certainly_less(a, b, rc, rb, same) or certainly_less(b, a, rb, rc, same),
-        "wall_time": certainly_less(c.wall_s, base.wall_s, rc, rb, same)
-        or certainly_less(base.wall_s, c.wall_s, rb, rc, same),
-    }
+    return {"cost": ratio_range(a, b, same), "wall_time": ratio_range(c.wall_s, base.wall_s, same)}
 
 
-def relation(c: Candidate, base: Candidate, ranges: Ranges | None = None) -> str:
-    """'21% cheaper, 15% slower than aws-p5' (cost in dollars, or GPU-hours where unpriced), and which
-    of the two is not certain within the prediction ranges."""
-    sure = certainty(c, base, ranges or Ranges())
+def ratio_basis() -> str:
+    """What the range of a cross-GPU ratio rests on."""
+    u = gpu_ratio_uncertainty()
+    return (
+        f"× {math.exp(-u):.2f}–{math.exp(u):.2f} of the predicted ratio: how far the model's GPU-to-GPU "
+        "ratios sit from published same-software ones (profiles/published_ratios.yaml; evaplan validate); "
+        "one GPU's options share the model's error, so only their prices differ"
+    )
+
+
+def certainty(c: Candidate, base: Candidate) -> dict[str, bool]:
+    """Whether c's cost and wall time differ from the baseline's beyond the ratio's range."""
+    return {k: r.certain for k, r in ratios(c, base).items()}
+
+
+def relation(c: Candidate, base: Candidate) -> str:
+    """'21% cheaper (certain: cost ratio 0.55–0.91), 15% slower (not certain: time ratio 0.70–1.87)
+    than aws-p5' (cost in dollars, or GPU-hours where unpriced)."""
+    rr = ratios(c, base)
     parts = []
     priced = c.total_usd is not None and base.total_usd is not None
     dc = _rel(c.total_usd, base.total_usd) if priced else _rel(c.gpu_hours, base.gpu_hours)
     what = ("cheaper", "dearer") if priced else ("fewer GPU-hours", "more GPU-hours")
-    unsure = " (not certain within the prediction ranges)"
     if dc is not None:
         if abs(dc) < 0.005:
             parts.append("as cheap")
         else:
-            parts.append(f"{abs(dc):.0%} {what[0] if dc < 0 else what[1]}" + ("" if sure["cost"] else unsure))
+            word = what[0] if dc < 0 else what[1]
+            parts.append(f"{abs(dc):.0%} {word} ({rr['cost'].describe('cost' if priced else 'GPU-hours')})")
     dt = _rel(c.wall_s, base.wall_s)
     if dt is not None:
         if abs(dt) < 0.005:
             parts.append("as fast")
         else:
             word = "faster" if dt < 0 else "slower"
-            parts.append(f"{abs(dt):.0%} {word}" + ("" if sure["wall_time"] else unsure))
+            parts.append(f"{abs(dt):.0%} {word} ({rr['wall_time'].describe('time')})")
     return (
         ", ".join(parts) + (" as " if parts and parts[-1].startswith("as ") else " than ") + base.option.label
     )
@@ -128,7 +140,7 @@ def compare_rows(
     res: SearchResult, best: list[Candidate | None], base_k: int, ranges: Ranges | None = None
 ) -> list[dict[str, Any]]:
     """Human table rows: one per option."""
-    ranges = ranges or Ranges()
+    ranges = ranges or Ranges(res=res)
     base = best[base_k]
     samples = res.training.samples
     rows = []
@@ -176,7 +188,7 @@ def compare_rows(
                 "HBM headroom": f"{(c.hbm_bytes - c.gpu_total_bytes) / GIB:.1f} GiB",
                 "vs baseline": "baseline"
                 if k == base_k
-                else (relation(c, base, ranges) if base is not None else "-"),
+                else (relation(c, base) if base is not None else "-"),
             }
         )
     return rows
@@ -216,7 +228,7 @@ def compare_json(
     kw: dict[str, Any] | None = None,
     ranges: Ranges | None = None,
 ) -> dict[str, Any]:
-    ranges = ranges or Ranges()
+    ranges = ranges or Ranges(res=res)
     base = best[base_k]
     opts = []
     for k, c in enumerate(best):
@@ -237,8 +249,12 @@ def compare_json(
                     "gpu_hours": _rel(c.gpu_hours, base.gpu_hours),
                     "wall_time": _rel(c.wall_s, base.wall_s),
                     "energy": _rel(c.energy_kwh, base.energy_kwh),
-                    "certain": certainty(c, base, ranges),
-                    "summary": relation(c, base, ranges),
+                    "certain": certainty(c, base),
+                    "ratio_range": {
+                        k: {"ratio": r.ratio, "low": r.low, "high": r.high, "same_gpu": r.same_gpu}
+                        for k, r in ratios(c, base).items()
+                    },
+                    "summary": relation(c, base),
                 }
         opts.append(entry)
     return {
@@ -329,7 +345,7 @@ def command(
     base_k = names.index(baseline) if baseline else 0
     gpus, how = common_gpus(res, base_k, kw["gpus"], own_gpus)
     best, notes = best_per_option(res, gpus)
-    ranges = Ranges(profiles_dirs(ctx))
+    ranges = Ranges(profiles_dirs(ctx), res)
     if fmt == "json":
         doc = compare_json(res, best, base_k, kw, ranges)
         doc["gpus"] = {"common": gpus, "how": how, "notes": notes}
@@ -348,7 +364,9 @@ def command(
         if base is not None:
             for k, c in enumerate(best):
                 if k != base_k and c is not None:
-                    click.echo(f"{res.options[k].label}: {relation(c, base, ranges)}")
+                    click.echo(f"{res.options[k].label}: {relation(c, base)}")
+            if len({c.option.hardware.name for c in best if c is not None}) > 1:
+                click.echo(f"ratios across GPUs: {ratio_basis()}")
             for hw in dict.fromkeys(c.option.hardware.name for c in best if c is not None):
                 c = next(x for x in best if x is not None and x.option.hardware.name == hw)
                 click.echo(f"{hw}: {ranges(c).basis}")

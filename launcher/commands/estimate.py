@@ -23,7 +23,7 @@ from planner.choose import DEFAULT_BATCH_TOLERANCE, Request, choose, fixes_for
 from planner.errors import EvaplanError, InfeasibleError
 from planner.estimate import Estimate
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, parse_headroom
-from planner.intervals import TimeRange, fmt_days_range, fmt_usd_range, prediction_range
+from planner.intervals import TimeRange, estimate_class, fmt_days_range, fmt_usd_range, prediction_range
 from planner.report import dumps_json, format_rows
 from planner.spec import PRICINGS, SEARCHED_PLAN_FIELDS
 from planner.units import GIB
@@ -460,7 +460,7 @@ def command(
         )
     cal = calibrated_hardware(prof.load_hardware(hardware_name, dirs), dirs, use=not no_calibration)
     est = choose(model, cal.hardware, request_from(kw), offering)
-    rng = range_for(cal.hardware, dirs)
+    rng = range_for(cal.hardware, dirs, estimate_class(est))
     est = with_range(est, rng)
     if fmt == "json":
         click.echo(dumps_json(est), nl=False)

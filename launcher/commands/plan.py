@@ -29,8 +29,9 @@ from planner.calibration import calibrated_hardware, comparison_rows, range_for
 from planner.errors import EvaplanError
 from planner.grid import SearchSpace
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, WHY, HbmHeadroom, parse_headroom
-from planner.intervals import TimeRange, fmt_days_range, fmt_usd_range, range_fields
+from planner.intervals import RangeClass, TimeRange, fmt_days_range, fmt_usd_range, range_class, range_fields
 from planner.limits import LIMITS, check_value
+from planner.params import count_params
 from planner.report import dumps_json, format_rows, to_jsonable
 from planner.search import (
     Candidate,
@@ -425,17 +426,28 @@ class Progress:
 
 
 class Ranges:
-    """The time/money range of each candidate's hardware (planner/intervals.py), looked up once per GPU."""
+    """The time/money range of each candidate (planner/intervals.py): its hardware's calibration, or the
+    published runs comparable to it (binding, model size class, stack: from `res`, the search it came
+    from; without one, every published run), looked up once per hardware and class."""
 
-    def __init__(self, dirs: list[str] | None = None) -> None:
+    def __init__(self, dirs: list[str] | None = None, res: SearchResult | None = None) -> None:
         self.dirs = dirs
-        self._by_hw: dict[str, TimeRange] = {}
+        self.res = res
+        self._total_params = count_params(res.model).total if res is not None else 0
+        self._seen: dict[tuple[str, str | None], TimeRange] = {}
+
+    def range_class(self, c: Candidate) -> RangeClass | None:
+        if self.res is None:
+            return None
+        return range_class(self._total_params, c.option.hardware, c.plan, self.res.training, c.step_s)
 
     def __call__(self, c: Candidate) -> TimeRange:
         hw = c.option.hardware
-        if hw.name not in self._by_hw:
-            self._by_hw[hw.name] = range_for(hw, self.dirs)
-        return self._by_hw[hw.name]
+        cls = self.range_class(c)
+        key = (hw.name, cls.key if cls is not None else None)
+        if key not in self._seen:
+            self._seen[key] = range_for(hw, self.dirs, cls)
+        return self._seen[key]
 
     def row(self, c: Candidate) -> dict[str, Any]:
         """as_dict plus wall_days_low/high, gpu_hours_low/high, cost_usd_low/high, calibrated."""
@@ -527,7 +539,7 @@ def chosen_rows(
     res: SearchResult, calibrated: set[str] | None = None, ranges: Ranges | None = None
 ) -> list[dict[str, str]]:
     c = res.chosen
-    rng = (ranges or Ranges())(c)
+    rng = (ranges or Ranges(res=res))(c)
     p = c.plan
     rows = [
         (
@@ -604,7 +616,7 @@ def margin_text(res: SearchResult, c: Candidate) -> str:
 def result_json(
     res: SearchResult, kw: dict[str, Any] | None = None, ranges: Ranges | None = None
 ) -> dict[str, Any]:
-    ranges = ranges or Ranges()
+    ranges = ranges or Ranges(res=res)
     return {
         "model": res.model.name,
         "no_calibration": bool((kw or {}).get("no_calibration", False)),
@@ -643,7 +655,7 @@ def render(
     calibrated: set[str] | None = None,
     ranges: Ranges | None = None,
 ) -> str:
-    ranges = ranges or Ranges()
+    ranges = ranges or Ranges(res=res)
     if fmt == "json":
         return dumps_json(result_json(res, kw, ranges))
     if fmt == "csv":
@@ -753,7 +765,7 @@ def command(
         )
     res = run_search(ctx, kw, show_progress=fmt in ("table", "markdown"))
     calibrated = (ctx.obj or {}).get("calibrated")
-    click.echo(render(res, fmt, kw, calibrated, Ranges(profiles_dirs(ctx))), nl=False)
+    click.echo(render(res, fmt, kw, calibrated, Ranges(profiles_dirs(ctx), res)), nl=False)
     if render_dir:
         render_chosen(ctx, res, kw, render_dir, image)
     if plot_path:

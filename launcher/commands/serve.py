@@ -3,6 +3,8 @@ with published accuracy beside the cost and hybrid routing between a small and a
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from launcher.commands._options import (
@@ -17,7 +19,9 @@ from launcher.commands._options import (
 from planner import profiles as prof
 from planner.calibration import calibrated_hardware
 from planner.errors import EvaplanError
+from planner.intervals import TimeRange, serving_range
 from planner.ops import ATTENTION_KERNELS, STACKS
+from planner.params import count_params
 from planner.report import dumps_json, format_rows
 from planner.serve import PRECISIONS, mark_pareto, route, serve_point
 from planner.serve_report import (
@@ -182,6 +186,8 @@ def command(
                 )
             )
     points = mark_pareto(points)
+    totals = {m.name: count_params(m).total for m in specs}
+    ranges = {(p.model, p.target): serving_range(totals[p.model], p.stack) for p in points}
     routes = []
     if route_large_share is not None:
         for tgt in dict.fromkeys(p.target for p in points):
@@ -191,12 +197,12 @@ def command(
     if plot_path:
         plot_cost_vs_accuracy(points, plot_path)
     if fmt == "json":
-        click.echo(dumps_json(json_doc(points, routes)), nl=False)
+        click.echo(dumps_json(json_with_ranges(points, routes, ranges)), nl=False)
     elif fmt == "csv":
-        click.echo(format_rows(flat_rows(points), "csv"), nl=False)
+        click.echo(format_rows(csv_with_ranges(points, ranges), "csv"), nl=False)
     else:
         click.echo(format_table(table_rows(points)), nl=False)
-        for line in notes(points) + best_lines(points):
+        for line in notes(points) + best_lines(points) + range_lines(points, ranges):
             click.echo(f"  {line}")
         if routes:
             click.echo("")
@@ -207,3 +213,53 @@ def command(
             )
     if plot_path:
         click.echo(f"wrote {plot_path}", err=True)
+
+
+Ranges = dict[tuple[str, str], TimeRange]  # (model, target) → its range
+
+
+def json_with_ranges(points: list, routes: list, ranges: Ranges) -> dict[str, Any]:
+    """serve's JSON document with each point's `range`."""
+    doc = json_doc(points, routes)
+    for d, p in zip(doc["points"], points, strict=True):
+        d["range"] = range_fields(ranges[(p.model, p.target)])
+    return doc
+
+
+def csv_with_ranges(points: list, ranges: Ranges) -> list[dict[str, Any]]:
+    """serve's CSV rows with images/s low/high and the time ratios of each point's range."""
+    rows = flat_rows(points)
+    for row, p in zip(rows, points, strict=True):
+        r = ranges[(p.model, p.target)]
+        row.update(
+            images_per_s_per_gpu_low=p.images_per_s_per_gpu / r.high,
+            images_per_s_per_gpu_high=p.images_per_s_per_gpu / r.low,
+            time_ratio_low=r.low,
+            time_ratio_high=r.high,
+            range_comparable_runs=r.runs,
+        )
+    return rows
+
+
+def range_fields(r: TimeRange) -> dict[str, object]:
+    """A serving point's range for JSON: time (and $ per million) × low–high, images/s ÷ high–low."""
+    return {
+        "time_ratio_low": r.low,
+        "time_ratio_high": r.high,
+        "comparable_runs": r.runs,
+        "basis": r.basis,
+    }
+
+
+def range_lines(points: list, ranges: Ranges) -> list[str]:
+    """One line per model: its range (the same on every GPU: it depends on the model's class) and what it
+    rests on."""
+    out = []
+    for model in dict.fromkeys(p.model for p in points):
+        p = next(x for x in points if x.model == model)
+        r = ranges[(p.model, p.target)]
+        out.append(
+            f"range of {model}: batch time and $ per million × {r.low:.2f}–{r.high:.2f} (img/s ÷ the same), "
+            f"{r.basis}"
+        )
+    return out

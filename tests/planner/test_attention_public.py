@@ -56,11 +56,10 @@ def test_math_over_flash_memory_and_time_against_cn_clip(stem, gb_math, gb_flash
     rest is not in the planner: nvidia-smi counts what the caching allocator holds, and the math runs
     sit at the 80 GB ceiling (77–80 GB), where freed s² blocks stay reserved.
     Time: the predicted extra per step (score GEMMs and the score matrix's memory-bound passes, forward
-    and backward, at the published-runs compute scale) is 29–38 % of the measured difference (34–45 %
-    at the scale 0.4083 fitted before the LAION-blog and NeMo-comparison runs were bundled; the extra
-    time goes as 1 / scale). Not
-    modelled: cuBLAS batched GEMMs whose leading dimensions (197, 257, 577 tokens) are not multiples of
-    8 lose their vectorised tensor-core paths, and allocator retries at the memory ceiling. The bounds
+    and backward, at the amp path's measured share of that roofline and the published-runs compute
+    scale) is 74–97 % of the measured difference (29–38 % with the amp path at the roofline, before the
+    H100 SDPA math measurement's share was carried to it; ops.py SDPA_MATH_EFFICIENCY says why). Not
+    modelled: allocator retries at the memory ceiling. The bounds
     pin what the model explains, so a change that loses it fails."""
     math_run, flash_run = _run(f"{stem}-math-8gpu"), _run(f"{stem}-flash-8gpu")
     assert (math_run.model, math_run.micro_batch) == (flash_run.model, flash_run.micro_batch)
@@ -97,7 +96,7 @@ def test_math_over_flash_memory_and_time_against_cn_clip(stem, gb_math, gb_flash
         return v.depth * float(t)
 
     extra_s = vision_attention_s("math") - vision_attention_s("flash")
-    assert 0.25 <= extra_s / (s_math - s_flash) <= 1.0
+    assert 0.7 <= extra_s / (s_math - s_flash) <= 1.0
 
 
 def test_sdpa_math_efficiency_is_the_measured_share_of_the_roofline():
@@ -116,3 +115,21 @@ def test_sdpa_math_efficiency_is_the_measured_share_of_the_roofline():
     assert fwd_s("eager") * eager.efficiency == pytest.approx(1.388e-3, rel=1e-3)
     assert fwd_s("eager") == pytest.approx(3.367e-3, rel=1e-3)
     assert ops.MATH_ATTENTION["compile"] == eager
+    assert ops.MATH_ATTENTION["amp"].efficiency == eager.efficiency
+
+
+def test_sdpa_math_share_is_not_its_fp32_gemms():
+    """The measured share carries to the 16-bit amp path only if it is not the SDPA upcast's fp32
+    GEMMs: at the H100's FP32 (non-tensor) peak, 67 TFLOPS (NVIDIA H100 datasheet), QKᵀ and AV take
+    about what the roofline already charges for their bytes, and even at the MAMF share of peak they
+    would add at most 0.12 ms of the 1.98 ms the roofline misses (ops.py SDPA_MATH_EFFICIENCY)."""
+    hw = prof.load_hardware("h100-sxm")
+    seqs, s, heads, d = 256, 197.0, 12, 64
+    m = seqs * heads * s
+    charged = 2.0 * float(ops._score_gemm_s(hw, m, s, d, 4.0, "bf16", 1.0))
+    fp32_peak_s = 2.0 * 2.0 * m * s * d / 67e12
+    assert charged == pytest.approx(0.451e-3, rel=1e-2)
+    assert fp32_peak_s == pytest.approx(0.456e-3, rel=1e-2)
+    at_mamf_share = fp32_peak_s * hw.bf16_dense_tflops.value / hw.matmul.tflops.value
+    missed = 3.367e-3 - 1.388e-3
+    assert at_mamf_share - charged <= 0.125e-3 < 0.07 * missed

@@ -106,6 +106,6 @@ def test_estimate_says_when_the_loaders_bind(cli) -> None:
     starved = cli(*q, "--data-workers", "2")
     assert starved.exit_code == 0, starved.output
     assert "(binds: the step waits for 2 loader workers per GPU; --data-workers up to 14)" in starved.output
-    fed = cli(*q)
+    fed = cli(*q, "--data-workers", "8")
     assert fed.exit_code == 0, fed.output
-    assert "(a floor under the step: 4 loader workers per GPU)" in fed.output
+    assert "(a floor under the step: 8 loader workers per GPU)" in fed.output

@@ -102,3 +102,68 @@ def test_unknown_profiles_and_duplicate_names_are_refused(tmp_path):
     doc["ratios"].append(doc["ratios"][0])
     with pytest.raises(ProfileError, match="appears twice"):
         load_ratios(_write(tmp_path, doc))
+
+
+# ------------------------------------------------------------------------- the model's ratios (validate)
+@pytest.fixture(scope="module")
+def ratio_checks():
+    from planner import intervals, validation
+
+    return validation.check_ratios(intervals.published_compute_scale())
+
+
+def test_the_model_ratio_is_the_layout_predicted_on_each_gpu(ratio_checks):
+    from planner import intervals, validation
+    from planner.gpu_ratios import layout_run
+
+    scale = intervals.published_compute_scale()
+    for c in ratio_checks:
+        num, den = (
+            validation.check_run(layout_run(c.row, hw), "ratio", scale).estimate.compute.samples_per_s
+            for hw in (c.row.numerator, c.row.denominator)
+        )
+        assert c.model_ratio == pytest.approx(num / den), c.row.name
+        assert c.inside == (c.row.ratio_low <= c.model_ratio <= c.row.ratio_high)
+        assert (c.log_error == 0) == c.inside
+        assert c.reach >= abs(c.log_error)
+
+
+def test_compare_uncertainty_is_the_farthest_published_figure(ratio_checks):
+    import math
+
+    from planner import intervals
+    from planner.gpu_ratios import ratio_uncertainty
+
+    u = ratio_uncertainty(ratio_checks)
+    assert u == max(
+        max(abs(math.log(c.model_ratio / c.row.ratio_low)), abs(math.log(c.model_ratio / c.row.ratio_high)))
+        for c in ratio_checks
+    )
+    assert intervals.gpu_ratio_uncertainty() == pytest.approx(u, abs=1e-6)  # the cache holds today's
+
+
+def test_validate_prints_the_gpu_ratio_table(cli, ratio_checks):
+    import csv
+    import io
+    import json
+
+    out = cli("validate").output
+    for c in ratio_checks:
+        line = next(x for x in out.splitlines() if x.startswith(c.row.name))
+        assert f"{c.model_ratio:.2f}×" in line and ("yes" in line) == c.inside
+    inside = sum(c.inside for c in ratio_checks)
+    assert f"GPU ratios inside their published ranges: {inside} of {len(ratio_checks)}" in out
+    doc = json.loads(cli("validate", "--format", "json").output)
+    assert [r["ratio"] for r in doc["gpu_ratios"]] == [c.row.name for c in ratio_checks]
+    assert doc["summary"]["gpu_ratios"]["inside"] == inside
+    rows = list(csv.DictReader(io.StringIO(cli("validate", "--gpu-ratios", "--format", "csv").output)))
+    assert len(rows) == len(ratio_checks) and {"model_ratio", "inside", "reach"} <= set(rows[0])
+
+
+def test_validate_with_a_bad_ratios_file_is_one_line_and_exit_2(cli, tmp_path):
+    doc = _raw()
+    doc["ratios"][0]["ratio_high"] = 9.0
+    r = cli("validate", "--gpu-ratios", "--ratios", _write(tmp_path, doc))
+    assert r.exit_code == 2
+    err = (getattr(r, "stderr", None) or r.output).strip()
+    assert len(err.splitlines()) == 1 and "ratio_high 9.0 is not what its figures give" in err

@@ -164,7 +164,7 @@ def test_validate_prints_serving_apart(cli, joint_checks, fast_training):
     assert "samples/s/GPU" in head and "openclip-b32-laion400m" in head
     for c in checks:
         assert c.measurement.name in serving and c.measurement.name not in head
-    summary = serving.split("\n\n")[-1]
+    summary = serving.split("\n\nGPU-to-GPU ratios")[0].split("\n\n")[-1]  # the GPU-ratio table follows
     assert "median |error|" in summary and "worst |error|" in summary and "median error" in summary
     for half in ("all", "fit", "held-out"):
         assert any(line.startswith(half + " ") for line in summary.splitlines()), half

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from planner import intervals
+from planner import halves, intervals
 from planner import profiles as prof
 from planner import validation as v
 from planner.published import LoaderWorkers, PublishedRuns, load_runs
@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 # `python -m planner.validation --ratchet` prints (and refresh the interval cache:
 # `python -m planner.validation --write-intervals`).
 PINNED_MEDIAN_ABS_ERROR = {
-    "samples_per_s_per_gpu": {"all": 0.2007, "fit": 0.2013, "held-out": 0.1944},
-    "wall_hours": {"all": 0.0923, "fit": 0.0276, "held-out": 0.2128},
+    "samples_per_s_per_gpu": {"all": 0.1620, "fit": 0.1634, "held-out": 0.1294},
+    "wall_hours": {"all": 0.0981, "fit": 0.0981, "held-out": 0.1803},
 }
 EPS = 1e-4
 
@@ -120,7 +120,8 @@ def fitted_values(s: v.Summary) -> dict:
     return {
         "compute_scale": s.compute_scale,
         "activation_factor": (s.activation_factor, s.activation_factor_runs),
-        "interval": (iv.ratio_low, iv.ratio_high, iv.quantiles, iv.n_fit),
+        "interval": (iv.all_runs, iv.classes, iv.n_fit),
+        "gpu_ratio_uncertainty": v.ratio_uncertainty(s.gpu_ratios),
         "reserve_bound": (s.reserve_bound_gib, s.reserve_bound_run),
         "fit_errors": {m: s.by_metric[m]["fit"] for m in v.METRICS},
         "fit_fits": s.fits["fit"],
@@ -216,18 +217,84 @@ def test_errors_are_predicted_over_published(checks):
 
 def test_interval_cache_has_not_drifted(summary):
     cached = intervals.read_cache()
-    fresh = v.cache_content(summary.intervals, summary.compute_scale)
+    fresh = v.cache_content(summary)
     assert cached == fresh, (
         f"profiles/validation_intervals.yaml is stale: run `{intervals.REGENERATE}` (cached {cached}, now {fresh})"
     )
 
 
-def test_interval_is_ordered_and_quantiles_of_the_fit_half(checks, summary):
+def test_interval_is_ordered_and_within_the_fit_half(checks, summary):
     iv = summary.intervals
     fit = sorted(c.time_ratio for c in checks if c.half == "fit" and c.time_ratio is not None)
-    assert iv.n_fit == len(fit)
+    assert iv.n_fit == len(fit) == iv.all_runs.runs
     assert fit[0] <= iv.ratio_low < iv.ratio_high <= fit[-1]
     assert 0 <= iv.held_out_inside <= iv.n_held_out
+    for key, r in iv.classes.items():
+        assert fit[0] <= r.ratio_low <= r.ratio_high <= fit[-1], key
+        assert r.runs >= intervals.MIN_COMPARABLE_RUNS, key
+
+
+@pytest.mark.parametrize(("n", "j"), [(9, 1), (10, 1), (18, 1), (19, 2), (28, 2), (29, 3)])
+def test_prediction_interval_is_the_order_statistic_that_holds_80_percent(n, j):
+    # (n + 1 − 2j)/(n + 1) ≥ 0.8 for the largest j: 9 runs give min–max (8/10), 19 the 2nd of each end (16/20).
+    xs = [float(i) for i in range(1, n + 1)]
+    assert halves.prediction_interval(list(reversed(xs))) == (xs[j - 1], xs[n - j])
+    assert (n + 1 - 2 * j) / (n + 1) >= 0.8 > (n + 1 - 2 * (j + 1)) / (n + 1)
+    assert intervals.MIN_COMPARABLE_RUNS == 9  # the fewest n with (n − 1)/(n + 1) ≥ 0.8
+
+
+def test_comparable_runs_widen_in_the_documented_order():
+    C = intervals.RangeClass
+    fit = [(C("compute", 4, "fused"), 1.0)] * 3 + [(C("compute", 3, "eager"), 2.0)] * 6
+    fit += [(C("compute", 1, "amp"), 3.0)] * 9 + [(C("loader", 0, "amp"), 9.0)] * 9
+    # Nine compute-bound runs within one size class of ≥10B (3 fused, 6 eager): any stack, size ±1.
+    r = halves.comparable_range(fit, C("compute", 4, "eager"))
+    assert (r.runs, r.ratio_low, r.ratio_high) == (9, 1.0, 2.0) and "±1" in r.comparable
+    # The same binding and size class suffices for the loader-bound <0.3B runs, whatever the stack.
+    r = halves.comparable_range(fit, C("loader", 0, "eager"))
+    assert (r.runs, r.ratio_low, r.ratio_high) == (9, 9.0, 9.0) and "any stack" in r.comparable
+    # No loader-bound run near 1-3B: widen to ±2 (the <0.3B ones), never to compute-bound runs.
+    r = halves.comparable_range(fit, C("loader", 2, "amp"))
+    assert (r.runs, r.ratio_low) == (9, 9.0) and "±2" in r.comparable
+    # Too few of a binding at any size: every run.
+    few = [(C("loader", 0, "amp"), 9.0), *fit[:18]]
+    r = halves.comparable_range(few, C("loader", 0, "amp"))
+    assert r.runs == 19 and "every fit-half run" in r.comparable
+
+
+# Held-out coverage of the class ranges may only go up (a ratchet, as the medians): the issue's target is
+# 80 %. Training is at 23 of 29 (79 %) since the Chinese-CLIP single-node rows joined the held-out half;
+# the widening order was fixed before they did, and is not re-chosen on held-out results.
+PINNED_HELD_OUT_INSIDE_SHARE = {"training": 23 / 29, "serving": 16 / 17}
+
+
+def test_held_out_coverage_of_the_class_ranges(checks, summary):
+    iv = summary.intervals
+    recount = 0
+    for c in checks:
+        if c.half == "held-out" and c.time_ratio is not None:
+            r = iv.classes[v.run_class(c).key]
+            recount += r.ratio_low <= c.time_ratio <= r.ratio_high
+    assert recount == iv.held_out_inside
+    share = {"training": iv.held_out_inside / iv.n_held_out}
+    siv = summary.serving_intervals
+    share["serving"] = siv.held_out_inside / siv.n_held_out
+    for what, pin in PINNED_HELD_OUT_INSIDE_SHARE.items():
+        assert share[what] >= pin - 1e-9, (what, share[what], pin)
+
+
+def test_an_18b_run_gets_the_range_of_its_comparable_runs(cli, summary):
+    j = json.loads(cli(*ESTIMATE, "--offering", "aws-p5", "--format", "json").output)
+    rg = j["range"]
+    big = summary.intervals.classes["compute/>=10B/eager"]
+    assert (rg["time_ratio_low"], rg["time_ratio_high"]) == pytest.approx(
+        (big.ratio_low, big.ratio_high), abs=1e-6
+    )
+    assert rg["comparable_runs"] == big.runs >= intervals.MIN_COMPARABLE_RUNS
+    assert f"range from {big.runs} comparable published runs" in rg["basis"]
+    # No run of the <0.3B class (the loader-heavy B/32 runs' tail) backs it: narrower than all runs.
+    assert big.ratio_high < summary.intervals.all_runs.ratio_high
+    assert big.ratio_high / big.ratio_low < summary.intervals.ratio_high / summary.intervals.ratio_low
 
 
 def test_calibrated_range_is_from_the_users_runs():
@@ -242,12 +309,17 @@ def test_calibrated_range_is_from_the_users_runs():
     assert cal.high / cal.low < unc.high / unc.low
 
 
-def test_certainty_of_a_comparison():
-    r = intervals.TimeRange(0.8, 1.25, False, "x")
-    assert not intervals.certainly_less(90, 100, r, r, same_hardware=False)
-    assert intervals.certainly_less(50, 100, r, r, same_hardware=False)
-    # Same GPU: the planner's error moves both alike.
-    assert intervals.certainly_less(90, 100, r, r, same_hardware=True)
+def test_a_ratio_is_certain_when_its_range_excludes_parity(monkeypatch):
+    monkeypatch.setattr(intervals, "gpu_ratio_uncertainty", lambda: math.log(1.25))
+    near = intervals.ratio_range(90, 100, same_gpu=False)
+    assert (near.low, near.high) == pytest.approx((0.72, 1.125)) and not near.certain
+    assert "not certain: cost ratio 0.72–1.12" in near.describe("cost")
+    far = intervals.ratio_range(50, 100, same_gpu=False)
+    assert far.certain and far.high == pytest.approx(0.625)
+    # One GPU: the model's error moves both alike, so only the price differs and the ratio is exact.
+    same = intervals.ratio_range(90, 100, same_gpu=True)
+    assert same.certain and same.low == same.high == pytest.approx(0.9)
+    assert not intervals.ratio_range(100, 100, same_gpu=True).certain
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -293,7 +365,7 @@ def test_plan_and_compare_carry_the_range(cli):
     plan = ["plan", "--model", "eva02-clip-l14", "--hardware", "h100-sxm", "--max-gpus", "16"]
     j = json.loads(cli(*plan, "--format", "json").output)
     ch = j["chosen"]
-    r = intervals.time_range("h100-sxm")
+    r = intervals.time_range("h100-sxm", None, intervals.RangeClass("compute", 1, "eager"))
     assert ch["wall_days_low"] == pytest.approx(ch["wall_days"] * r.low, rel=1e-3)
     assert ch["wall_days_high"] == pytest.approx(ch["wall_days"] * r.high, rel=1e-3)
     assert set(j["range_basis"]) == {"h100-sxm"}
@@ -379,12 +451,36 @@ def test_openclip_profiles_match_openclips_counts(name):
 
 
 def test_compare_says_when_a_small_difference_is_not_certain(cli):
-    r = cli("compare", "--model", "eva02-clip-b16", "--hardware", "h100-sxm", "mi300x", "--max-nodes", "8")
+    # L/14: compute-bound on both (B/16 at the fitted scale is loader-bound on both: equal times).
+    r = cli("compare", "--model", "eva02-clip-l14", "--hardware", "h100-sxm", "mi300x", "--max-nodes", "8")
     assert r.exit_code == 0
     line = next(x for x in r.output.splitlines() if x.startswith("mi300x:"))
-    # A few % apart on two GPUs whose ranges overlap: neither "cheaper" nor "faster" is certain.
-    assert "not certain within the prediction ranges" in line
+    # A few % apart on two GPUs: the ratio's range (the model's GPU-ratio evidence) spans parity.
+    assert line.count("not certain: ") == 2 and "GPU-hours ratio" in line and "time ratio" in line
     assert "h100-sxm: uncalibrated" in r.output
+    assert "ratios across GPUs: ×" in r.output
+
+
+def test_compare_judges_the_ratio_of_two_options_not_two_intervals(cli):
+    args = ["compare", "--model", "eva-clip-18b", "--offering", "aws-p5", "crusoe-mi300x", "--gpus", "256"]
+    j = json.loads(cli(*args, "--format", "json").output)
+    rel = j["options"][1]["relative_to_baseline"]
+    cost = rel["ratio_range"]["cost"]
+    u = math.exp(intervals.gpu_ratio_uncertainty())
+    assert cost["ratio"] == pytest.approx(1 + rel["cost"])
+    assert (cost["low"], cost["high"]) == pytest.approx((cost["ratio"] / u, cost["ratio"] * u))
+    assert rel["certain"]["cost"] is (cost["high"] < 1 or cost["low"] > 1) and not cost["same_gpu"]
+    line = next(x for x in cli(*args).output.splitlines() if x.startswith("crusoe-mi300x"))
+    word = "certain" if rel["certain"]["cost"] else "not certain"
+    assert f"cheaper ({word}: cost ratio {cost['low']:.2f}–{cost['high']:.2f})" in line
+
+
+def test_compare_on_one_gpu_is_certain(cli):
+    args = ["compare", "--model", "eva02-clip-l14", "--offering", "aws-p5", "lambda-h100", "--gpus", "16"]
+    j = json.loads(cli(*args, "--format", "json").output)
+    rel = j["options"][1]["relative_to_baseline"]
+    assert rel["ratio_range"]["cost"]["same_gpu"] and rel["certain"]["cost"] == (rel["cost"] != 0)
+    assert "the same GPU, so the model's error cancels" in rel["summary"]
 
 
 def test_estimate_csv_has_low_and_high(cli):
@@ -542,6 +638,35 @@ def test_runs_files_the_fit_cannot_use_are_one_line(cli, tmp_path, which):
     r = cli("validate", "--runs", str(path))
     assert r.exit_code == 2, r.output
     assert len(r.output.strip().splitlines()) == 1 and "internal error" not in r.output, r.output
+
+
+def test_range_classes_name_every_stack_and_agree_between_estimate_and_search():
+    from typing import get_args
+
+    from planner.calibration import published_default
+    from planner.estimate import estimate
+    from planner.params import count_params
+    from planner.published import Stack
+    from planner.spec import ParallelPlan, TrainingSpec
+
+    assert (
+        set(intervals.STACKS)
+        == set(get_args(Stack))
+        == set(get_args(TrainingSpec.model_fields["stack"].annotation))
+    )
+    model = prof.load_model("openclip-vit-b32")
+    hw = published_default(prof.load_hardware("a100-40gb"))
+    for workers in (1, 8):  # one loader worker per GPU binds a B/32 step; eight do not
+        plan = ParallelPlan(
+            nodes=1, gpus_per_node=8, zero_stage=0, micro_batch=256, grad_accum=1, grad_ckpt=False
+        )
+        training = TrainingSpec(
+            samples=2048.0, global_batch=2048, image_size=224, patch_dropout=0.0, loader_workers=workers
+        )
+        e = estimate(model, hw, plan, training)
+        from_search = intervals.range_class(count_params(model).total, hw, plan, training, e.compute.step_s)
+        assert intervals.estimate_class(e) == from_search
+        assert from_search.binding == ("loader" if workers == 1 else "compute"), workers
 
 
 def test_scanned_search_finds_the_lower_of_two_minima():

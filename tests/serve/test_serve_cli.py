@@ -133,3 +133,29 @@ def test_plot_is_a_png(cli, tmp_path):
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert 10_000 < len(data) < 2_000_000
+
+
+def test_serve_prints_the_range_of_its_comparable_inference_measurements(cli):
+    from planner import intervals
+    from planner.params import count_params
+
+    r = cli(*THREE, "--format", "json")
+    assert r.exit_code == 0, _err(r)
+    for p in json.loads(r.stdout)["points"]:
+        total = count_params(prof.load_model(p["model"])).total
+        want = intervals.serving_range(total, p["stack"])
+        rg = p["range"]
+        assert (rg["time_ratio_low"], rg["time_ratio_high"], rg["comparable_runs"]) == (
+            want.low,
+            want.high,
+            want.runs,
+        )
+        assert "comparable published inference measurements" in rg["basis"]
+    table = cli(*THREE).stdout
+    big = intervals.serving_range(count_params(prof.load_model("eva-clip-18b")).total, "eager")
+    line = next(x for x in table.splitlines() if "range of eva-clip-18b" in x)
+    assert f"× {big.low:.2f}–{big.high:.2f}" in line and f"from {big.runs} comparable" in line
+    rows = list(csv.DictReader(io.StringIO(cli(*THREE, "--format", "csv").stdout)))
+    for row in rows:
+        low, high = float(row["images_per_s_per_gpu_low"]), float(row["images_per_s_per_gpu_high"])
+        assert low <= float(row["images_per_s_per_gpu"]) <= high
