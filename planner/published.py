@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import date
 from functools import cache
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -116,13 +116,24 @@ class PublishedRun(SourcedEntry):
         return self
 
 
-class PublishedRuns(StrictModel):
-    runs: list[PublishedRun] = Field(min_length=1)
+class NamedEntries(StrictModel):
+    """A bundled data file: one list of entries (the field `entries_field`) that are found by name, so
+    each name stands once (`entry_kind` names an entry in the error)."""
+
+    entries_field: ClassVar[str]
+    entry_kind: ClassVar[str]
 
     @model_validator(mode="after")
-    def _unique(self) -> PublishedRuns:
-        refuse_repeated_names([r.name for r in self.runs], "run")
+    def _unique(self) -> NamedEntries:
+        refuse_repeated_names([e.name for e in getattr(self, self.entries_field)], self.entry_kind)
         return self
+
+
+class PublishedRuns(NamedEntries):
+    entries_field: ClassVar[str] = "runs"
+    entry_kind: ClassVar[str] = "run"
+
+    runs: list[PublishedRun] = Field(min_length=1)
 
 
 def refuse_repeated_names(names: list[str], what: str) -> None:

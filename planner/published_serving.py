@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from planner.published import Attention, SourcedEntry, Stack, load_data_file, refuse_repeated_names
+from planner.published import Attention, NamedEntries, SourcedEntry, Stack, load_data_file
 from planner.spec import Name, StrictModel
 
 # fp16 and bf16 run at the same tensor-core rate on every profiled GPU; fp8/int8 as `evaplan serve` has them.
@@ -73,13 +73,11 @@ class PublishedMeasurement(SourcedEntry):
         return self.batch / (p.latency_ms / 1e3)
 
 
-class PublishedMeasurements(StrictModel):
-    measurements: list[PublishedMeasurement] = Field(min_length=1)
+class PublishedMeasurements(NamedEntries):
+    entries_field: ClassVar[str] = "measurements"
+    entry_kind: ClassVar[str] = "measurement"
 
-    @model_validator(mode="after")
-    def _unique(self) -> PublishedMeasurements:
-        refuse_repeated_names([m.name for m in self.measurements], "measurement")
-        return self
+    measurements: list[PublishedMeasurement] = Field(min_length=1)
 
 
 BUNDLED_NAME = "published_serving.yaml"
