@@ -166,13 +166,16 @@ def load_data_file(path: str | None, bundled_name: str, kind: type[Data]) -> Dat
         raise ProfileError(format_validation_error(p, e), hint="fix the entry named above") from e
 
 
+BUNDLED_NAME = "published_runs.yaml"
+
+
 def data_path() -> Path:
     from planner.profiles import bundled_dir
 
-    return bundled_dir() / "published_runs.yaml"
+    return bundled_dir() / BUNDLED_NAME
 
 
 @cache
 def load_runs(path: str | None = None) -> PublishedRuns:
     """The bundled runs (or those of `path`); a broken file is one clear line (ProfileError)."""
-    return load_data_file(path, "published_runs.yaml", PublishedRuns)
+    return load_data_file(path, BUNDLED_NAME, PublishedRuns)
