@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import date
 from functools import cache
 from pathlib import Path
-from typing import ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -117,22 +117,46 @@ class PublishedRun(SourcedEntry):
 
 
 class NamedEntries(StrictModel):
-    """A bundled data file: one list of entries (the field `entries_field`) that are found by name, so
-    each name stands once (`entry_kind` names an entry in the error)."""
+    """A data file bundled beside the profiles (profiles/`bundled_name`): its one field is a list of
+    entries that are found by name, so each name stands once (`entry_kind` names an entry in the
+    error). A subclass gives both as class arguments: `class X(NamedEntries, bundled_name=..., entry_kind=...)`."""
 
-    entries_field: ClassVar[str]
+    bundled_name: ClassVar[str]
     entry_kind: ClassVar[str]
+
+    def __init_subclass__(cls, *, bundled_name: str, entry_kind: str, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        cls.bundled_name, cls.entry_kind = bundled_name, entry_kind
 
     @model_validator(mode="after")
     def _unique(self) -> NamedEntries:
-        refuse_repeated_names([e.name for e in getattr(self, self.entries_field)], self.entry_kind)
+        (entries,) = (getattr(self, f) for f in type(self).model_fields)
+        refuse_repeated_names([e.name for e in entries], self.entry_kind)
         return self
 
+    @classmethod
+    def bundled_path(cls) -> Path:
+        from planner.profiles import bundled_dir
 
-class PublishedRuns(NamedEntries):
-    entries_field: ClassVar[str] = "runs"
-    entry_kind: ClassVar[str] = "run"
+        return bundled_dir() / cls.bundled_name
 
+    @classmethod
+    def read(cls, path: str | None = None) -> Self:
+        """The bundled file (or the one at `path`); a broken file is one clear line (ProfileError)."""
+        from planner.profiles import (
+            _read_yaml,  # the profiles' reader: size, aliases, depth, encoding
+            format_validation_error,
+        )
+
+        p = Path(path) if path else cls.bundled_path()
+        raw = _read_yaml(p)
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            raise ProfileError(format_validation_error(p, e), hint="fix the entry named above") from e
+
+
+class PublishedRuns(NamedEntries, bundled_name="published_runs.yaml", entry_kind="run"):
     runs: list[PublishedRun] = Field(min_length=1)
 
 
@@ -145,37 +169,10 @@ def refuse_repeated_names(names: list[str], what: str) -> None:
         seen.add(n)
 
 
-Data = TypeVar("Data", bound=StrictModel)
-
-
-def load_data_file(path: str | None, bundled_name: str, kind: type[Data]) -> Data:
-    """A bundled data file beside the profiles (or the file at `path`) as `kind`; a broken file is one
-    clear line (ProfileError)."""
-    from planner.profiles import (
-        _read_yaml,  # the profiles' reader: size, aliases, depth, encoding
-        bundled_dir,
-    )
-
-    p = Path(path) if path else bundled_dir() / bundled_name
-    raw = _read_yaml(p)
-    try:
-        return kind.model_validate(raw)
-    except ValidationError as e:
-        from planner.profiles import format_validation_error
-
-        raise ProfileError(format_validation_error(p, e), hint="fix the entry named above") from e
-
-
-BUNDLED_NAME = "published_runs.yaml"
-
-
-def data_path() -> Path:
-    from planner.profiles import bundled_dir
-
-    return bundled_dir() / BUNDLED_NAME
+data_path = PublishedRuns.bundled_path
 
 
 @cache
 def load_runs(path: str | None = None) -> PublishedRuns:
     """The bundled runs (or those of `path`); a broken file is one clear line (ProfileError)."""
-    return load_data_file(path, BUNDLED_NAME, PublishedRuns)
+    return PublishedRuns.read(path)
