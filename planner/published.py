@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import date
 from functools import cache
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -116,13 +116,48 @@ class PublishedRun(SourcedEntry):
         return self
 
 
-class PublishedRuns(StrictModel):
-    runs: list[PublishedRun] = Field(min_length=1)
+class NamedEntries(StrictModel):
+    """A data file bundled beside the profiles (profiles/`bundled_name`): its one field is a list of
+    entries that are found by name, so each name stands once (`entry_kind` names an entry in the
+    error). A subclass gives both as class arguments: `class X(NamedEntries, bundled_name=..., entry_kind=...)`."""
+
+    bundled_name: ClassVar[str]
+    entry_kind: ClassVar[str]
+
+    def __init_subclass__(cls, *, bundled_name: str, entry_kind: str, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        cls.bundled_name, cls.entry_kind = bundled_name, entry_kind
 
     @model_validator(mode="after")
-    def _unique(self) -> PublishedRuns:
-        refuse_repeated_names([r.name for r in self.runs], "run")
+    def _unique(self) -> NamedEntries:
+        (entries,) = (getattr(self, f) for f in type(self).model_fields)
+        refuse_repeated_names([e.name for e in entries], self.entry_kind)
         return self
+
+    @classmethod
+    def bundled_path(cls) -> Path:
+        from planner.profiles import bundled_dir
+
+        return bundled_dir() / cls.bundled_name
+
+    @classmethod
+    def read(cls, path: str | None = None) -> Self:
+        """The bundled file (or the one at `path`); a broken file is one clear line (ProfileError)."""
+        from planner.profiles import (
+            _read_yaml,  # the profiles' reader: size, aliases, depth, encoding
+            format_validation_error,
+        )
+
+        p = Path(path) if path else cls.bundled_path()
+        raw = _read_yaml(p)
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            raise ProfileError(format_validation_error(p, e), hint="fix the entry named above") from e
+
+
+class PublishedRuns(NamedEntries, bundled_name="published_runs.yaml", entry_kind="run"):
+    runs: list[PublishedRun] = Field(min_length=1)
 
 
 def refuse_repeated_names(names: list[str], what: str) -> None:
@@ -134,34 +169,10 @@ def refuse_repeated_names(names: list[str], what: str) -> None:
         seen.add(n)
 
 
-Data = TypeVar("Data", bound=StrictModel)
-
-
-def load_data_file(path: str | None, bundled_name: str, kind: type[Data]) -> Data:
-    """A bundled data file beside the profiles (or the file at `path`) as `kind`; a broken file is one
-    clear line (ProfileError)."""
-    from planner.profiles import (
-        _read_yaml,  # the profiles' reader: size, aliases, depth, encoding
-        bundled_dir,
-    )
-
-    p = Path(path) if path else bundled_dir() / bundled_name
-    raw = _read_yaml(p)
-    try:
-        return kind.model_validate(raw)
-    except ValidationError as e:
-        from planner.profiles import format_validation_error
-
-        raise ProfileError(format_validation_error(p, e), hint="fix the entry named above") from e
-
-
-def data_path() -> Path:
-    from planner.profiles import bundled_dir
-
-    return bundled_dir() / "published_runs.yaml"
+data_path = PublishedRuns.bundled_path
 
 
 @cache
 def load_runs(path: str | None = None) -> PublishedRuns:
     """The bundled runs (or those of `path`); a broken file is one clear line (ProfileError)."""
-    return load_data_file(path, "published_runs.yaml", PublishedRuns)
+    return PublishedRuns.read(path)

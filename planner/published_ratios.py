@@ -17,10 +17,10 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from planner.errors import ProfileError
-from planner.published import Attention, Stack
+from planner.published import Attention, NamedEntries, Stack
 from planner.spec import Name, Precision, StrictModel
 
 # samples_per_s and global_batches_per_s: more is faster (ratio = numerator / denominator);
@@ -125,23 +125,11 @@ class PublishedRatio(StrictModel):
         return self
 
 
-class PublishedRatios(StrictModel):
+class PublishedRatios(NamedEntries, bundled_name="published_ratios.yaml", entry_kind="ratio"):
     ratios: list[PublishedRatio] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _unique(self) -> PublishedRatios:
-        seen: set[str] = set()
-        for r in self.ratios:
-            if r.name in seen:
-                raise ValueError(f"ratio name {r.name} appears twice")
-            seen.add(r.name)
-        return self
 
-
-def data_path() -> Path:
-    from planner.profiles import bundled_dir
-
-    return bundled_dir() / "published_ratios.yaml"
+data_path = PublishedRatios.bundled_path
 
 
 @cache
@@ -149,13 +137,9 @@ def load_ratios(path: str | None = None) -> PublishedRatios:
     """The bundled ratios (or those of `path`); a broken file is one clear line (ProfileError), and
     a GPU or model that names no profile too."""
     from planner import profiles as prof
-    from planner.profiles import _read_yaml, format_validation_error
 
     p = Path(path) if path else data_path()
-    try:
-        data = PublishedRatios.model_validate(_read_yaml(p))
-    except ValidationError as e:
-        raise ProfileError(format_validation_error(p, e), hint="fix the entry named above") from e
+    data = PublishedRatios.read(path)
     hardware, models = set(prof.index("hardware")), set(prof.index("models"))
     for r in data.ratios:
         for gpu in (r.numerator, r.denominator):

@@ -13,12 +13,11 @@ compares `evaplan serve`'s prediction with these figures.
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from planner.published import Attention, SourcedEntry, Stack, load_data_file, refuse_repeated_names
+from planner.published import Attention, NamedEntries, SourcedEntry, Stack
 from planner.spec import Name, StrictModel
 
 # fp16 and bf16 run at the same tensor-core rate on every profiled GPU; fp8/int8 as `evaplan serve` has them.
@@ -73,25 +72,14 @@ class PublishedMeasurement(SourcedEntry):
         return self.batch / (p.latency_ms / 1e3)
 
 
-class PublishedMeasurements(StrictModel):
+class PublishedMeasurements(NamedEntries, bundled_name="published_serving.yaml", entry_kind="measurement"):
     measurements: list[PublishedMeasurement] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _unique(self) -> PublishedMeasurements:
-        refuse_repeated_names([m.name for m in self.measurements], "measurement")
-        return self
 
-
-BUNDLED_NAME = "published_serving.yaml"
-
-
-def data_path() -> Path:
-    from planner.profiles import bundled_dir
-
-    return bundled_dir() / BUNDLED_NAME
+data_path = PublishedMeasurements.bundled_path
 
 
 @cache
 def load_measurements(path: str | None = None) -> PublishedMeasurements:
     """The bundled measurements (or those of `path`); a broken file is one clear line (ProfileError)."""
-    return load_data_file(path, BUNDLED_NAME, PublishedMeasurements)
+    return PublishedMeasurements.read(path)

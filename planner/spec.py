@@ -77,7 +77,16 @@ class SourcedNonNegative(Sourced):
 
 
 # --------------------------------------------------------------------------- models
-class VisionTower(StrictModel):
+class _MlpHidden:
+    """The MLP's hidden width of a tower (its `width` and `mlp_ratio` fields), one rule for both towers."""
+
+    @property
+    def mlp_hidden(self) -> int:
+        # The official code takes int(width * mlp_ratio): 768 × 2.6667 → 2048, 1024 × 2.6667 → 2730.
+        return int(self.width * self.mlp_ratio)  # type: ignore[attr-defined]
+
+
+class VisionTower(_MlpHidden, StrictModel):
     """EVA ViT, in the terms of the official `vision_cfg` (the model JSONs of github.com/baaivision/EVA,
     EVA-CLIP; each bundled model profile names the one it was read from in `config_source`)."""
 
@@ -103,11 +112,6 @@ class VisionTower(StrictModel):
     @property
     def heads(self) -> int:
         return self.width // self.head_width
-
-    @property
-    def mlp_hidden(self) -> int:
-        # The official code takes int(width * mlp_ratio): 768 × 2.6667 → 2048, 1024 × 2.6667 → 2730.
-        return int(self.width * self.mlp_ratio)
 
     @property
     def grid(self) -> int:
@@ -136,7 +140,7 @@ class VisionTower(StrictModel):
         return self
 
 
-class TextTower(StrictModel):
+class TextTower(_MlpHidden, StrictModel):
     """OpenCLIP causal text transformer, in the terms of the official `text_cfg`."""
 
     context_length: int = Field(gt=0, le=MAX_CONTEXT_TOKENS)
@@ -151,10 +155,6 @@ class TextTower(StrictModel):
     @property
     def head_width(self) -> int:
         return self.width // self.heads
-
-    @property
-    def mlp_hidden(self) -> int:
-        return int(self.width * self.mlp_ratio)
 
     @model_validator(mode="after")
     def _check_heads(self) -> TextTower:

@@ -71,6 +71,11 @@ def attention_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     )
 
 
+def plot_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--plot FILE (passed as `plot_path`): the PNG a command draws its figures into."""
+    return click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help=help)
+
+
 def hardware_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--hardware NAME (passed as `hardware_name`): optional where --offering names it."""
     return _profile_option(

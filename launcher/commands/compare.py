@@ -194,15 +194,8 @@ def compare_rows(
     return rows
 
 
-def compare_csv_rows(
-    res: SearchResult,
-    best: list[Candidate | None],
-    base_k: int,
-    kw: dict[str, Any] | None = None,
-    ranges: Ranges | None = None,
-) -> list[dict[str, Any]]:
-    """Machine rows: raw numbers, units in the column names."""
-    doc = compare_json(res, best, base_k, kw, ranges)
+def compare_csv_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Machine rows of `compare_json`'s document: raw numbers, units in the column names."""
     rows = []
     for entry in doc["options"]:
         rel = entry.get("relative_to_baseline") or {}
@@ -351,7 +344,7 @@ def command(
         doc["gpus"] = {"common": gpus, "how": how, "notes": notes}
         click.echo(dumps_json(doc), nl=False)
     elif fmt == "csv":
-        click.echo(format_rows(compare_csv_rows(res, best, base_k, kw, ranges), fmt), nl=False)
+        click.echo(format_rows(compare_csv_rows(compare_json(res, best, base_k, kw, ranges)), fmt), nl=False)
     else:
         click.echo(format_rows(compare_rows(res, best, base_k, ranges), fmt), nl=False)
         base = best[base_k]

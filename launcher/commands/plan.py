@@ -20,6 +20,7 @@ from launcher.commands._options import (
     data_workers_option,
     format_option,
     offering_filter_options,
+    plot_option,
     profiles_dirs,
     stack_option,
 )
@@ -244,13 +245,7 @@ def _memory_and_more() -> list[Decorator]:
             is_flag=True,
             help="Ignore hardware calibrations (`evaplan calibrate`); use the profiles as shipped.",
         ),
-        click.option(
-            "--plot",
-            "plot_path",
-            type=click.Path(dir_okay=False),
-            default=None,
-            help="Write a PNG: cost vs time with the Pareto frontier, and per-GPU memory of the choice.",
-        ),
+        plot_option("Write a PNG: cost vs time with the Pareto frontier, and per-GPU memory of the choice."),
     ]
 
 

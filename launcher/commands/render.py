@@ -9,7 +9,7 @@ Every estimate flag of `evaplan estimate` is accepted here too (the same click o
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import click
@@ -42,6 +42,38 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
             )
         out.append((key, value))
     return tuple(out)
+
+
+# Where the run's data and checkpoints live: names of things on the cluster, each a text option
+# without a default (none: synthetic data, checkpoints on an emptyDir), in --help order.
+_STORAGE_OPTIONS = (
+    (
+        "--s3-secret",
+        "Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY [, AWS_ENDPOINT_URL_S3], as envFrom.",
+    ),
+    ("--checkpoint-s3-uri", "s3://bucket/prefix to upload checkpoints to and resume from."),
+    (
+        "--checkpoint-pvc",
+        "PersistentVolumeClaim for /checkpoints, ReadWriteMany when several nodes share it (default: emptyDir).",
+    ),
+    (
+        "--data-url",
+        "WebDataset shards: s3://bucket/prefix, or a path in the image or under /data "
+        "(--data-pvc); default: synthetic data.",
+    ),
+    (
+        "--data-pvc",
+        "PersistentVolumeClaim with the shards, mounted read-only at /data (then --data-url /data/...).",
+    ),
+    ("--nvme-host-path", "Host folder on local NVMe for offload to nvme."),
+)
+
+
+def storage_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The _STORAGE_OPTIONS of render (and launch, which takes render's flags)."""
+    for flag, help in reversed(_STORAGE_OPTIONS):
+        f = click.option(flag, default=None, help=help)(f)
+    return f
 
 
 @click.command("render")
@@ -124,31 +156,7 @@ def _env_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     metavar="NAME",
     help="Write --env NAME as given although it looks like a secret (a false positive); repeatable.",
 )
-@click.option(
-    "--s3-secret",
-    default=None,
-    help="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY [, AWS_ENDPOINT_URL_S3], as envFrom.",
-)
-@click.option(
-    "--checkpoint-s3-uri", default=None, help="s3://bucket/prefix to upload checkpoints to and resume from."
-)
-@click.option(
-    "--checkpoint-pvc",
-    default=None,
-    help="PersistentVolumeClaim for /checkpoints, ReadWriteMany when several nodes share it (default: emptyDir).",
-)
-@click.option(
-    "--data-url",
-    default=None,
-    help="WebDataset shards: s3://bucket/prefix, or a path in the image or under /data "
-    "(--data-pvc); default: synthetic data.",
-)
-@click.option(
-    "--data-pvc",
-    default=None,
-    help="PersistentVolumeClaim with the shards, mounted read-only at /data (then --data-url /data/...).",
-)
-@click.option("--nvme-host-path", default=None, help="Host folder on local NVMe for offload to nvme.")
+@storage_options
 @click.option(
     "--optimizer",
     type=click.Choice(["lamb", "adamw"]),

@@ -11,16 +11,18 @@ from launcher.commands._options import (
     OFFERING_SET_HELP,
     FiniteFloat,
     MultiValueCommand,
+    attention_option,
     format_option,
     limited_float,
     offering_filter_options,
+    plot_option,
     profiles_dirs,
+    stack_option,
 )
 from planner import profiles as prof
 from planner.calibration import calibrated_hardware
 from planner.errors import EvaplanError
 from planner.intervals import TimeRange, serving_range
-from planner.ops import ATTENTION_KERNELS, STACKS
 from planner.params import count_params
 from planner.report import dumps_json, format_rows
 from planner.serve import PRECISIONS, mark_pareto, route, serve_point
@@ -76,20 +78,10 @@ class _ServeCommand(MultiValueCommand):
     help="Images per second to serve: sizes the fleet.",
 )
 @click.option("--precision", type=click.Choice(PRECISIONS), default="bf16", show_default=True)
-@click.option(
-    "--stack",
-    type=click.Choice(STACKS),
-    default="eager",
-    show_default=True,
-    help="Software stack: eager PyTorch, eager under autocast with fp32 weights (amp), torch.compile, fused kernels.",
+@stack_option(
+    "Software stack: eager PyTorch, eager under autocast with fp32 weights (amp), torch.compile, fused kernels."
 )
-@click.option(
-    "--attention",
-    type=click.Choice(ATTENTION_KERNELS),
-    default="flash",
-    show_default=True,
-    help="Attention kernel.",
-)
+@attention_option()
 @click.option(
     "--route-large-share",
     type=FiniteFloat(0, 1),
@@ -105,13 +97,7 @@ class _ServeCommand(MultiValueCommand):
     "split: the share goes to the large encoder only.",
 )
 @format_option("table", "json", "csv")
-@click.option(
-    "--plot",
-    "plot_path",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="PNG: cost per million images vs accuracy.",
-)
+@plot_option("PNG: cost per million images vs accuracy.")
 @click.option(
     "--no-calibration", is_flag=True, help="Ignore the hardware's calibration (`evaplan calibrate`)."
 )
