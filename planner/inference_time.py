@@ -55,6 +55,7 @@ def tower_forward_time(
     hw: HardwareSpec,
     tower: str,
     batch: int,
+    *,
     precision: str,
     tp: int = 1,
     stack: str = "eager",

@@ -136,7 +136,9 @@ def inference_batch_time_s(
     device work they follow.
     """
     peak_flops(hw, precision)  # refuses a precision the hardware has no rate for (serve's hint)
-    fwd = tower_forward_time(model, hw, tower, batch, precision, tp, stack, attention)
+    fwd = tower_forward_time(
+        model, hw, tower, batch, precision=precision, tp=tp, stack=stack, attention=attention
+    )
     flops = batch * inference_flops_per_sample(model, tower)
     tp_comm_s = 0.0
     if tp > 1:

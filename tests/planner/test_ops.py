@@ -323,17 +323,8 @@ def test_openclip_accumulation_adds_one_forward_without_gradients():
     assert ops.nograd_forwards_per_microbatch("amp", 2) == 1.0
     assert ops.nograd_forwards_per_microbatch("amp", 1) == 0.0
     assert ops.nograd_forwards_per_microbatch("eager", 4) == 0.0
-    kw = dict(
-        micro_batch=64,
-        image_size=224,
-        patch_dropout=0.0,
-        grad_ckpt=True,
-        contrast_batch=64,
-        loss_rows=64,
-        stack="amp",
-        precision="bf16",
-        attention="math",
-    )
+    kw = {"micro_batch": 64, "image_size": 224, "patch_dropout": 0.0, "grad_ckpt": True}
+    kw |= {"contrast_batch": 64, "loss_rows": 64, "stack": "amp", "precision": "bf16", "attention": "math"}
     plain = ops.microbatch_time(m, hw, **kw)
     accum = ops.microbatch_time(m, hw, **kw, nograd_forwards=1.0)
     fwd = ops.microbatch_time(m, hw, **{**kw, "grad_ckpt": False})

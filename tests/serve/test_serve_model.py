@@ -202,19 +202,9 @@ def test_the_compute_scale_scales_serving_as_it_scales_training():
     slow = hw.model_copy(update={"compute_scale": Sourced(value=0.5, source="test", observed="2026-11-30")})
     a, b = (inference_batch_time_s(m, h, "image", 256, "bf16") for h in (hw, slow))
     assert b.device_s == pytest.approx(2 * a.device_s)
-    tr = [
-        ops.microbatch_time(
-            m,
-            h,
-            micro_batch=64,
-            image_size=224,
-            patch_dropout=0.0,
-            grad_ckpt=False,
-            contrast_batch=64,
-            loss_rows=64,
-        ).device_s
-        for h in (hw, slow)
-    ]
+    kw = {"micro_batch": 64, "image_size": 224, "patch_dropout": 0.0, "grad_ckpt": False}
+    kw |= {"contrast_batch": 64, "loss_rows": 64}
+    tr = [ops.microbatch_time(m, h, **kw).device_s for h in (hw, slow)]
     assert float(tr[1]) == pytest.approx(2 * float(tr[0]))
 
 
