@@ -14,9 +14,10 @@ A block is a fenced code block between two HTML comments; the first names the co
 A block whose body is not fenced (a command run with `--format markdown`) holds the output as is,
 so that a table renders as a table.
 
-Each command is an `evaplan ...` command line (no shell: no pipes, globs or variables). It runs with
-this venv's `evaplan`, from the repository root, in a clean environment so that nothing of the
-person running it leaks in: HOME is an empty temporary folder (no user calibration, config or job
+Each command is an `evaplan ...` command line, or `python benchmarks/SCRIPT.py ...` for a figure that
+only a benchmarks/ script prints (no shell: no pipes, globs or variables). It runs with this venv's
+`evaplan` (or its python; the scripts import this checkout's packages), from the repository root, in a
+clean environment so that nothing of the person running it leaks in: HOME is an empty temporary folder (no user calibration, config or job
 store), no EVAPLAN_* variable is passed, COLUMNS and the locale are fixed. Distinct commands run in
 parallel. tests/test_docs_in_sync.py runs `check()` and fails on drift.
 """
@@ -97,14 +98,34 @@ def clean_env(home: str) -> dict[str, str]:
     }
 
 
+def is_benchmark_script(argv: list[str]) -> bool:
+    """`python benchmarks/NAME.py ...`: a script of this repository's benchmarks/ folder."""
+    return (
+        len(argv) >= 2
+        and argv[0] == "python"
+        and argv[1].startswith("benchmarks/")
+        and argv[1].endswith(".py")
+        and ".." not in argv[1]
+    )
+
+
+def command_argv(cmd: str) -> list[str]:
+    """The argv a block's command runs as: this venv's evaplan, or its python on a benchmarks/ script."""
+    argv = shlex.split(cmd)
+    if argv and argv[0] == "evaplan":
+        return [_evaplan(), *argv[1:]]
+    if is_benchmark_script(argv):
+        return [sys.executable, *argv[1:]]
+    raise ValueError(
+        f"`{cmd}` is neither an evaplan command nor `python benchmarks/SCRIPT.py` (what a block may run)"
+    )
+
+
 def run_command(cmd: str) -> str:
     """What `cmd` prints, stdout then stderr, as the block shows it (ends with one newline)."""
-    argv = shlex.split(cmd)
-    if not argv or argv[0] != "evaplan":
-        raise ValueError(f"`{cmd}` is not an evaplan command (a block runs `evaplan ...` only)")
     with tempfile.TemporaryDirectory(prefix="evaplan-docs-home-") as home:
         proc = subprocess.run(
-            [_evaplan(), *argv[1:]],
+            command_argv(cmd),
             cwd=REPO,
             env=clean_env(home),
             capture_output=True,

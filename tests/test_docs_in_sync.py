@@ -46,7 +46,7 @@ def test_the_docs_have_blocks_and_only_evaplan_commands() -> None:
     blocks = [b for f in regen.doc_files() for b in regen.find_blocks(f)]
     files = {b.path.name for b in blocks}
     assert "plan-and-compare.md" in files and "README.md" in files
-    assert all(b.cmd.startswith("evaplan ") for b in blocks)
+    assert all(b.cmd.startswith(("evaplan ", "python benchmarks/")) for b in blocks)
     # A marker without its closing comment would silently stop being checked.
     for f in regen.doc_files():
         text = f.read_text(encoding="utf-8")
@@ -67,6 +67,13 @@ def test_a_changed_number_in_plan_and_compare_is_caught(outputs, tmp_path: Path)
     assert len(drifts) == 1
     assert "plan-and-compare.md" in drifts[0].line() and block.cmd in drifts[0].line()
     assert "committed" in drifts[0].message and "command prints" in drifts[0].message
+
+
+def test_a_block_runs_evaplan_or_a_benchmarks_script_only() -> None:
+    assert regen.command_argv("python benchmarks/serving_targets.py")[1:] == ["benchmarks/serving_targets.py"]
+    for cmd in ("python -c 1", "python ../x.py", "python benchmarks/../x.py", "ls", ""):
+        with pytest.raises(ValueError, match="neither an evaplan command"):
+            regen.command_argv(cmd)
 
 
 def test_commands_run_without_the_callers_environment(monkeypatch, tmp_path: Path) -> None:

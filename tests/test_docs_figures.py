@@ -1,0 +1,254 @@
+"""Figures that the prose of README.md and docs/*.md quotes by hand are what the code computes today.
+
+The example outputs between `<!-- evaplan-output -->` comments are rewritten by docs/regen.py and
+checked by tests/test_docs_in_sync.py; a figure quoted in a sentence around them is not. Each case
+below recomputes one quoted passage from the code (the planner, the published runs and measurements,
+the interval cache) and asserts the doc says it, rounded as quoted: a model or data change that moves
+a figure fails here, naming the file and the quote to write. Fix a failure by putting today's figure
+in the prose (or by replacing the sentence with a generated block).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pytest
+
+from planner import data_pipeline, intervals
+from planner import serving_validation as sv
+from planner import validation as v
+from planner.profiles import load_hardware
+from planner.published import load_runs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def doc_text(name: str) -> str:
+    """The doc with every run of whitespace as one space (quotes may wrap anywhere)."""
+    return " ".join((REPO / name).read_text(encoding="utf-8").split())
+
+
+def off_range(log_error: float) -> str:
+    """How far outside its range a ratio is, as a percentage (`validate`'s "+5% off the range")."""
+    return f"{abs(math.exp(log_error) - 1):.0%}"
+
+
+class Facts:
+    """What `evaplan validate` computes, each part computed once for all cases."""
+
+    @cached_property
+    def checks(self) -> list[v.RunCheck]:
+        return v.check_all()
+
+    @cached_property
+    def summary(self) -> v.Summary:
+        return v.summarize(self.checks)
+
+    @cached_property
+    def raw_time_ratio(self) -> float:
+        raw = v.check_all(compute_scale=None)
+        return v.quantile([c.time_ratio for c in raw if c.time_ratio is not None], 0.5)
+
+    @cached_property
+    def ratios(self) -> dict[str, v.RatioCheck]:
+        return {r.row.name: r for r in self.summary.gpu_ratios}
+
+    def sps_error(self, name: str) -> float:
+        (c,) = [c for c in self.checks if c.run.name == name]
+        return c.predicted_sps_per_gpu / c.published_sps_per_gpu - 1
+
+    def max_sps_error(self, prefix: str) -> float:
+        return max(
+            self.sps_error(c.run.name)
+            for c in self.checks
+            if c.run.name.startswith(prefix) and c.published_sps_per_gpu
+        )
+
+
+@dataclass(frozen=True)
+class Quote:
+    doc: str
+    quotes: Callable[[Facts], list[str]]
+
+
+def _raw_model(f: Facts) -> list[str]:
+    return [f"The raw per-operation model is about {f.raw_time_ratio:.1f}× too fast on these runs"]
+
+
+def _coverage(f: Facts) -> list[str]:
+    i, s = f.summary.intervals, f.summary.serving_intervals
+    assert s is not None
+    return [
+        f"Held-out coverage today: {i.held_out_inside} of {i.n_held_out} training runs "
+        f"({i.held_out_inside / i.n_held_out:.0%};",
+        f"results) and {s.held_out_inside} of {s.n_held_out} inference measurements.",
+    ]
+
+
+def _eighteen_b_range(f: Facts) -> list[str]:
+    # An 18B eager run's class; its comparable runs as the interval cache (kept equal to the model
+    # by tests/planner/test_validation.py) holds them.
+    entry = intervals.read_cache()["classes"]["compute/>=10B/eager"]
+    assert entry["comparable"].endswith("size class ±3, any stack"), entry["comparable"]  # 0.3 B and up
+    return [
+        f"its range comes from the {entry['runs']} compute-bound fit-half runs of 0.3 B and up",
+        f'("range from {entry["runs"]} comparable published runs")',
+    ]
+
+
+def _result_today(f: Facts) -> list[str]:
+    held = f.summary.by_metric["samples_per_s_per_gpu"]["held-out"]
+    return [
+        f"With the compute scale fitted on both workloads ({f.summary.compute_scale:g}), the held-out "
+        f"half's median samples/s error is {held.median_abs:.0%} (|error|)",
+        f"the LAION B/32 runs (predicted up to {f.max_sps_error('scaling-b-32-'):+.0%})",
+        f"a short L/14 run ({f.sps_error('scaling-l-14-80m-s13b-lr1e-3-b88k'):+.0%})",
+        f"NeMo's g/14 on H100 (up to {f.max_sps_error('nemo-g14-h100-'):+.0%})",
+    ]
+
+
+def _loader_ceiling(f: Facts) -> list[str]:
+    hw = load_hardware("a100-40gb")  # the LAION runs' hosts
+    per_core = data_pipeline.pipeline_per_core_s(hw)
+    per_gpu = 1 / data_pipeline.data_loading_s(hw, 1, 8)  # the B/32 run's `--workers=8`
+    b32 = [
+        r.published_samples_per_s / r.gpus
+        for r in load_runs().runs
+        if r.model == "openclip-vit-b32" and r.hardware == "a100-40gb" and r.published_samples_per_s
+    ]
+    return [
+        f"(about {per_core:.0f} images/s on the A100 hosts' profile)",
+        f"about {round(per_gpu, -2):,.0f} samples/s per GPU, well above the "
+        f"{round(min(b32), -1):.0f}–{round(max(b32), -1):.0f} published",
+    ]
+
+
+def _floor(f: Facts) -> list[str]:
+    assert f.summary.worst_error_floor is not None
+    floor = f.summary.worst_error_floor["all"]
+    return [
+        f"Today that floor is {floor:.0%} over all runs",
+        f"no model of these inputs gets under {floor:.0%}.",
+    ]
+
+
+def _serving_range(f: Facts) -> list[str]:
+    s = intervals.read_cache()["serving"]
+    every = s["all_measurements"]
+    return [
+        f"With {s['fit_measurements']} fit-half measurements no class has "
+        f"{intervals.read_cache()['min_comparable_runs']} of its own",
+        f"the range of all of them ({every['ratio_low']:.2f}–{every['ratio_high']:.2f}:",
+    ]
+
+
+def _ratios_validation(f: Facts) -> list[str]:
+    r = f.ratios
+    h100_a100 = {round(r[n].model_ratio, 1) for n in r if n.startswith("nemo-clip-")}
+    assert len(h100_a100) == 1, h100_a100  # "about X×" stands for both NeMo rows
+    b200 = [
+        off_range(e)
+        for e in sorted(r[n].log_error for n in ("mlperf-b200-vs-h100-nvidia", "mlperf-b200-vs-h200-nvidia"))
+    ]
+    return [
+        f"Today the model is inside {sum(c.inside for c in r.values())} of the {len(r)} ranges",
+        f"its H100/A100 ratio (about {h100_a100.pop():.1f}×) sits in the NeMo comparison table's range and "
+        f"{off_range(r['nemo-clip-g14-scaling-h100-vs-a100'].log_error)} above the NeMo scaling table's",
+        f"B200 is {b200[0].removesuffix('%')}–{b200[1]} too fast against H100 and H200",
+        f"MI325X/MI300X {off_range(r['mlperf-mi325x-vs-mi300x-amd'].log_error)} too slow",
+    ]
+
+
+def _ratios_planner_model(f: Facts) -> list[str]:
+    r = f.ratios
+
+    def model(name: str) -> str:
+        return f"{r[name].model_ratio:.2f}"
+
+    def published(name: str) -> str:
+        return f"{r[name].row.ratio_low:.2f}–{r[name].row.ratio_high:.2f}"
+
+    inside = {n: c.inside for n, c in r.items()}
+    assert inside == {
+        "nemo-clip-g14-scaling-h100-vs-a100": False,
+        "nemo-clip-comparison-h100-vs-a100": True,
+        "mlperf-h200-vs-h100-nvidia": True,
+        "mlperf-b200-vs-h100-nvidia": False,
+        "mlperf-b200-vs-h200-nvidia": False,
+        "mlperf-mi325x-vs-mi300x-amd": False,
+    }, f"docs/planner-model.md says which ratios are inside their ranges: {inside}"
+    b200_h100, b200_h200 = "mlperf-b200-vs-h100-nvidia", "mlperf-b200-vs-h200-nvidia"
+    return [
+        f"comes out {model('nemo-clip-comparison-h100-vs-a100')} at the layout of NVIDIA's comparison table, "
+        f"inside it ({published('nemo-clip-comparison-h100-vs-a100')}), and "
+        f"{model('nemo-clip-g14-scaling-h100-vs-a100')} at that of its scaling table, outside it "
+        f"({published('nemo-clip-g14-scaling-h100-vs-a100')};",
+        f"H200/H100 {model('mlperf-h200-vs-h100-nvidia')} is inside MLPerf's "
+        f"{published('mlperf-h200-vs-h100-nvidia')}",
+        f"B200/H100 {model(b200_h100)} and B200/H200 {model(b200_h200)} are above MLPerf's "
+        f"{published(b200_h100)} and {published(b200_h200)}",
+        f"MI325X/MI300X {model('mlperf-mi325x-vs-mi300x-amd')} is below AMD's "
+        f"{published('mlperf-mi325x-vs-mi300x-amd')}",
+    ]
+
+
+def _scales_planner_model(f: Facts) -> list[str]:
+    return [
+        f"The raw model below is about {f.raw_time_ratio:.1f}× too fast on the training runs",
+        f"their fit half alone asks for a scale of {sv.serving_only_scale():g} where both together ask for "
+        f"{f.summary.compute_scale:g}",
+    ]
+
+
+def _fp16_rows(f: Facts) -> list[str]:
+    e = f.sps_error
+    return [
+        f"LAION's H/14 and g/14 fp16 rows are predicted {e('laion-blog-h14-fp16-824gpu'):+.0%} and "
+        f"{e('laion-blog-g14-fp16-800gpu'):+.0%} where the bf16 ones are "
+        f"{e('scaling-h-14-2b-s34b-lr5e-4-b79k'):+.0%} and {e('scaling-g-14-2b-s13b-lr5e-4-b64k'):+.0%}"
+    ]
+
+
+CASES = {
+    "validation-raw-model": Quote("docs/validation.md", _raw_model),
+    "validation-coverage": Quote("docs/validation.md", _coverage),
+    "validation-18b-range": Quote("docs/validation.md", _eighteen_b_range),
+    "validation-result-today": Quote("docs/validation.md", _result_today),
+    "validation-loader-ceiling": Quote("docs/validation.md", _loader_ceiling),
+    "validation-worst-error-floor": Quote("docs/validation.md", _floor),
+    "validation-serving-range": Quote("docs/validation.md", _serving_range),
+    "validation-gpu-ratios": Quote("docs/validation.md", _ratios_validation),
+    "planner-model-gpu-ratios": Quote("docs/planner-model.md", _ratios_planner_model),
+    "planner-model-scales": Quote("docs/planner-model.md", _scales_planner_model),
+    "planner-model-fp16-rows": Quote("docs/planner-model.md", _fp16_rows),
+}
+
+
+@pytest.fixture(scope="module")
+def facts() -> Facts:
+    return Facts()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_doc_quotes_todays_figure(case: str, facts: Facts) -> None:
+    q = CASES[case]
+    text = doc_text(q.doc)
+    missing = [s for s in q.quotes(facts) if s not in text]
+    assert not missing, f"{q.doc} should quote what the code computes today: " + " | ".join(
+        f"`{s}`" for s in missing
+    )
+
+
+def test_a_changed_figure_is_caught(facts: Facts, monkeypatch) -> None:
+    """The check can fail: the worst-error floor quoted one point off is reported."""
+    floor = facts.summary.worst_error_floor["all"]
+    real = doc_text("docs/validation.md")
+    wrong = real.replace(f"Today that floor is {floor:.0%}", f"Today that floor is {floor + 0.01:.0%}")
+    assert wrong != real
+    monkeypatch.setattr(f"{__name__}.doc_text", lambda name: wrong)
+    with pytest.raises(AssertionError, match="Today that floor is"):
+        test_doc_quotes_todays_figure("validation-worst-error-floor", facts)
