@@ -10,14 +10,18 @@ in the prose (or by replacing the sentence with a generated block).
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from launcher.cli import main as evaplan_cli
 from planner import data_pipeline, intervals
 from planner import serving_validation as sv
 from planner import validation as v
@@ -35,6 +39,48 @@ def doc_text(name: str) -> str:
 def off_range(log_error: float) -> str:
     """How far outside its range a ratio is, as a percentage (`validate`'s "+5% off the range")."""
     return f"{abs(math.exp(log_error) - 1):.0%}"
+
+
+def block(doc: str, cmd: str) -> str:
+    """The output a doc's generated block shows for `cmd` (docs/regen.py keeps it what `cmd` prints,
+    tests/test_docs_in_sync.py checks that): prose that quotes a block is checked against it."""
+    text = (REPO / doc).read_text(encoding="utf-8")
+    m = re.search(
+        r"<!-- evaplan-output: " + re.escape(cmd) + r" -->\n(?P<body>.*?)<!-- /evaplan-output -->", text, re.S
+    )
+    assert m, f"{doc} has no block for `{cmd}`"
+    return m.group("body")
+
+
+def field(output: str, section: str, key: str) -> str:
+    """The value of an `estimate` report line `<section>  <key>  <value>`."""
+    m = re.search(rf"^{re.escape(section)}\s+{re.escape(key)}\s+(.+)$", output, re.M)
+    assert m, f"no `{section} {key}` line"
+    return m.group(1)
+
+
+def first_number(value: str) -> float:
+    return float(re.search(r"[0-9][0-9,]*\.?[0-9]*", value).group(0).replace(",", ""))
+
+
+def serve_column(output: str, column: str) -> dict[str, str]:
+    """model → one column of a `serve` table (columns are separated by two or more spaces)."""
+    lines = output.removeprefix("```text\n").splitlines()
+    header = re.split(r"\s{2,}", lines[0].strip())
+    rows = {}
+    for line in lines[2:]:
+        if not line or line.startswith(" "):
+            break
+        cells = re.split(r"\s{2,}", line.strip())
+        rows[cells[0]] = cells[header.index(column)]
+    return rows
+
+
+def evaplan(*args: str) -> str:
+    """What `evaplan ARGS` prints, run in this process (the docs' commands, for a figure no block shows)."""
+    r = CliRunner().invoke(evaplan_cli, list(args))
+    assert r.exit_code == 0, r.output
+    return r.output
 
 
 class Facts:
@@ -213,6 +259,167 @@ def _fp16_rows(f: Facts) -> list[str]:
     ]
 
 
+SEED = "docs/seed-figures.md"
+H100_P5 = "evaplan estimate --model eva-clip-18b --offering aws-p5 --gpus 256"
+MI300X = "evaplan estimate --model eva-clip-18b --offering azure-nd-mi300x-v5 --gpus 256"
+PUBLISHED_LAYOUT = (
+    "--model eva-clip-18b --hardware a100-80gb --gpus 360 --micro-batch 25 --grad-accum 12 --zero-stage 3"
+)
+SERVE_ALL = (
+    "evaplan serve --model eva02-clip-b16 eva02-clip-l14 eva01-clip-g14 eva02-clip-e14-plus eva-clip-8b "
+    "eva-clip-18b --offering aws-p5 --batch 64"
+)
+SERVE_COMPILE = "evaplan serve --model eva02-clip-b16 eva02-clip-l14 eva-clip-18b --offering aws-p5 --batch 64 --stack compile"
+SERVE_FP8 = "evaplan serve --model eva-clip-18b --offering aws-p5 --batch 64 --precision fp8"
+SERVE_ROUTE = (
+    "evaplan serve --model eva02-clip-l14 eva-clip-18b --offering aws-p5 --batch 64 --route-large-share 0.1"
+)
+
+
+def _seed_mi300x(f: Facts) -> list[str]:
+    h, m = block(SEED, H100_P5), block(SEED, MI300X)
+    h_step, m_step = field(h, "time/step", "step").split()[0], field(m, "time/step", "step").split()[0]
+    h_usd, m_usd = field(h, "cost", "on_demand").split()[0], field(m, "cost", "on_demand").split()[0]
+    h_node_h = re.search(r"\(\$([0-9.]+)/node-h", field(h, "cost", "on_demand")).group(1)
+    slower = float(m_step) / float(h_step) - 1
+    cheaper = 1 - first_number(m_usd) / first_number(h_usd)
+    needed = 0.79 * float(h_node_h) * float(h_step) / float(m_step)  # the seed's 21 % savings
+    return [
+        f"give a {m_step} s step against {h_step} s ({slower:.0%} slower) and {m_usd} against {h_usd} "
+        f"on-demand ({cheaper:.0%} cheaper",
+        f"near 0.79 × ${h_node_h} × {h_step} / {m_step} ≈ ${needed:.1f} per node-hour",
+    ]
+
+
+def _seed_zero_stages(f: Facts) -> list[str]:
+    z = {
+        s: block(
+            SEED, f"evaplan estimate --model eva-clip-18b --hardware h100-sxm --gpus 256 --zero-stage {s}"
+        )
+        for s in (2, 1, 0)
+    }
+    eight = block(
+        SEED,
+        "evaplan estimate --model eva-clip-8b --hardware a100-80gb --gpus 384 --zero-stage 1 --global-batch 178176",
+    )
+
+    def layout(out: str) -> str:
+        return f"micro-batch {field(out, 'chosen', 'micro_batch').split()[0]} × gas {field(out, 'chosen', 'grad_accum').split()[0]}"
+
+    def total(out: str) -> str:
+        return " ".join(field(out, "memory/GPU", "total").split()[:2])
+
+    ckpt = field(eight, "chosen", "grad_ckpt").split()[0] == "True"
+    one = re.search(r"does not fit: (.+? usable of \d+ GiB HBM)", field(z[1], "verdict", "fit")).group(1)
+    return [
+        f"18B, ZeRO-2 on 80 GB GPUs: fits, {total(z[2])} at {layout(z[2])}",
+        f"18B, ZeRO-1: does not fit even at {layout(z[1])} ({one}",
+        f"18B, ZeRO-0: {first_number(field(z[0], 'memory/GPU', 'total')):.0f} GiB per GPU",
+        f"8B, ZeRO-1 on 80 GB: fits ({total(eight)} at {layout(eight)}, {'with' if ckpt else 'without'} checkpointing)",
+    ]
+
+
+def _seed_network(f: Facts) -> list[str]:
+    h, pub = block(SEED, H100_P5), block(SEED, f"evaplan estimate {PUBLISHED_LAYOUT}")
+    inter = re.search(r"([0-9.]+ GB) inter-node", field(h, "comm/step", "per GPU")).group(1)
+    step = field(h, "time/step", "step").split()[0]
+    gb_s = float(inter.split()[0]) / float(step)
+    gpus_per_node = 8  # AWS p5
+    overlappable = field(h, "time/step", "exposed comm").split(" of ")[1]
+    return [
+        f"each GPU sends {inter} inter-node per {step} s step ({gb_s:.1f} GB/s ≈ {gb_s * 8:.0f} Gbit/s per GPU, "
+        f"{gb_s * 8 * gpus_per_node:.0f} Gbit/s per node), and all overlappable communication ({overlappable} "
+        f"at the profile's bus bandwidths) hides behind {field(h, 'time/step', 'compute').split(' (')[0]} of compute",
+        f"{re.search(r'([0-9.]+ GB) inter-node', field(pub, 'comm/step', 'per GPU')).group(1)} per GPU per step must "
+        f"move in ≈ {field(pub, 'time/step', 'compute').split(' (')[0]}",
+        f"(exposed {field(h, 'time/step', 'exposed comm')} for the `make estimate` plan); without it the whole "
+        f"{overlappable} adds to every step",
+    ]
+
+
+def _seed_other_layouts(f: Facts) -> list[str]:
+    a40 = evaplan("estimate", *PUBLISHED_LAYOUT.replace("a100-80gb", "a100-40gb").split())
+    gas1 = evaplan(
+        "estimate",
+        "--model",
+        "eva-clip-18b",
+        "--hardware",
+        "h100-sxm",
+        "--gpus",
+        "256",
+        "--micro-batch",
+        "422",
+        "--grad-accum",
+        "1",
+    )
+    fits = re.search(r"fits: ([0-9.]+ of \d+) GiB", field(a40, "verdict", "fit")).group(1)
+    return [
+        f"the same plan also moves {field(a40, 'comm/step', 'per GPU').split(' (')[0]} per GPU per step, fits in {fits} GiB, "
+        f"and the whole 360-GPU step sends {field(a40, 'comm/step', 'cluster').split(' sent')[0]} (ring bytes)",
+        f"the same model moves {field(gas1, 'comm/step', 'per GPU').split(' (')[0]} per GPU per step",
+    ]
+
+
+def _seed_serving(f: Facts) -> list[str]:
+    eager = {
+        m: float(v.replace(",", "")) for m, v in serve_column(block(SEED, SERVE_ALL), "$/M on-dem").items()
+    }
+    comp = {
+        m: float(v.replace(",", ""))
+        for m, v in serve_column(block(SEED, SERVE_COMPILE), "$/M on-dem").items()
+    }
+    big = "eva-clip-18b"
+
+    def ratio(costs: dict[str, float], small: str) -> str:
+        return f"{costs[big] / costs[small]:.1f}×"
+
+    fp8 = serve_column(block(SEED, SERVE_FP8), "$/M on-dem")[big]
+    route = block(SEED, SERVE_ROUTE)
+    shares = re.search(r"cascade .*?([0-9.]+%) / ([0-9.]+%)\s*$", route, re.M)
+    return [
+        f"ratio to EVA-CLIP-18B's {eager[big]:g};",
+        f"| EVA02-CLIP-B/16 (CLIP-B class) | {ratio(eager, 'eva02-clip-b16')} | {ratio(comp, 'eva02-clip-b16')} |",
+        f"| EVA02-CLIP-L/14 (ViT-L class) | {ratio(eager, 'eva02-clip-l14')} | {ratio(comp, 'eva02-clip-l14')} |",
+        f"| EVA01-CLIP-g/14 | {ratio(eager, 'eva01-clip-g14')} |",
+        f"| EVA02-CLIP-E/14+ | {ratio(eager, 'eva02-clip-e14-plus')} |",
+        f"widens the ratio to {comp[big] / comp['eva02-clip-l14']:.0f}×",
+        f"In fp8 the 18B costs ${fp8} per million images",
+        f"PyTorch ({eager[big] / eager['eva02-clip-l14']:.0f}×; {comp[big] / comp['eva02-clip-l14']:.0f}× compiled)",
+        f"the ratio is ~{5 * round(eager[big] / eager['eva02-clip-b16'] / 5):.0f}× for +9.1",  # to 5×
+        f"when {shares.group(1)} / {shares.group(2)} of images go to 18B",
+    ]
+
+
+def _seed_serving_terms(f: Facts) -> list[str]:
+    out = json.loads(
+        evaplan(
+            "serve",
+            "--model",
+            "eva02-clip-b16",
+            "eva02-clip-l14",
+            "eva-clip-18b",
+            "--offering",
+            "aws-p5",
+            "--batch",
+            "64",
+            "--format",
+            "json",
+        )
+    )
+    img = {p["model"]: p["image"] for p in out["points"]}
+    batch = 64
+    per_image = {m: i["flops"] / batch for m, i in img.items()}
+    l14, big = img["eva02-clip-l14"], img["eva-clip-18b"]
+    return [
+        f"(18B {per_image['eva-clip-18b'] / 1e12:.2f} TFLOP, L/14 {per_image['eva02-clip-l14'] / 1e9:.0f} GFLOP, "
+        f"B/16 {per_image['eva02-clip-b16'] / 1e9:.1f} GFLOP",
+        f"{per_image['eva-clip-18b'] / per_image['eva02-clip-l14']:.0f}× and "
+        f"{round(per_image['eva-clip-18b'] / per_image['eva02-clip-b16'], -1):.0f}×",
+        f"SwiGLU: {l14['memory_s'] * 1e3:.1f} ms) as on its GEMMs ({l14['gemm_s'] * 1e3:.1f} ms)",
+        f"GEMM-bound ({big['gemm_s'] * 1e3:,.0f} ms of {big['total_s'] * 1e3:,.0f} ms;",
+    ]
+
+
 CASES = {
     "validation-raw-model": Quote("docs/validation.md", _raw_model),
     "validation-coverage": Quote("docs/validation.md", _coverage),
@@ -225,6 +432,12 @@ CASES = {
     "planner-model-gpu-ratios": Quote("docs/planner-model.md", _ratios_planner_model),
     "planner-model-scales": Quote("docs/planner-model.md", _scales_planner_model),
     "planner-model-fp16-rows": Quote("docs/planner-model.md", _fp16_rows),
+    "seed-mi300x-vs-h100": Quote(SEED, _seed_mi300x),
+    "seed-zero-stages": Quote(SEED, _seed_zero_stages),
+    "seed-network": Quote(SEED, _seed_network),
+    "seed-other-layouts": Quote(SEED, _seed_other_layouts),
+    "seed-serving-costs": Quote(SEED, _seed_serving),
+    "seed-serving-terms": Quote(SEED, _seed_serving_terms),
 }
 
 
