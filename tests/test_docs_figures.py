@@ -420,6 +420,15 @@ def _seed_serving_terms(f: Facts) -> list[str]:
     ]
 
 
+def _how_chosen(f: Facts) -> list[str]:
+    """README's command table and docs/plan-and-compare.md quote how `make estimate`'s settings were
+    chosen, as README's block of that command prints it."""
+    how = re.search(r"\((cheapest of \d+ feasible layouts on 256 GPUs)\)", block("README.md", H100_P5)).group(
+        1
+    )
+    return [f'("{how}")']
+
+
 CASES = {
     "validation-raw-model": Quote("docs/validation.md", _raw_model),
     "validation-coverage": Quote("docs/validation.md", _coverage),
@@ -432,6 +441,8 @@ CASES = {
     "planner-model-gpu-ratios": Quote("docs/planner-model.md", _ratios_planner_model),
     "planner-model-scales": Quote("docs/planner-model.md", _scales_planner_model),
     "planner-model-fp16-rows": Quote("docs/planner-model.md", _fp16_rows),
+    "readme-how-chosen": Quote("README.md", _how_chosen),
+    "plan-and-compare-how-chosen": Quote("docs/plan-and-compare.md", _how_chosen),
     "seed-mi300x-vs-h100": Quote(SEED, _seed_mi300x),
     "seed-zero-stages": Quote(SEED, _seed_zero_stages),
     "seed-network": Quote(SEED, _seed_network),
