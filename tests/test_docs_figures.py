@@ -265,6 +265,7 @@ MI300X = "evaplan estimate --model eva-clip-18b --offering azure-nd-mi300x-v5 --
 PUBLISHED_LAYOUT = (
     "--model eva-clip-18b --hardware a100-80gb --gpus 360 --micro-batch 25 --grad-accum 12 --zero-stage 3"
 )
+GAS_1 = "--model eva-clip-18b --hardware h100-sxm --gpus 256 --micro-batch 422 --grad-accum 1"
 SERVE_ALL = (
     "evaplan serve --model eva02-clip-b16 eva02-clip-l14 eva01-clip-g14 eva02-clip-e14-plus eva-clip-8b "
     "eva-clip-18b --offering aws-p5 --batch 64"
@@ -339,19 +340,7 @@ def _seed_network(f: Facts) -> list[str]:
 
 def _seed_other_layouts(f: Facts) -> list[str]:
     a40 = evaplan("estimate", *PUBLISHED_LAYOUT.replace("a100-80gb", "a100-40gb").split())
-    gas1 = evaplan(
-        "estimate",
-        "--model",
-        "eva-clip-18b",
-        "--hardware",
-        "h100-sxm",
-        "--gpus",
-        "256",
-        "--micro-batch",
-        "422",
-        "--grad-accum",
-        "1",
-    )
+    gas1 = evaplan("estimate", *GAS_1.split())
     fits = re.search(r"fits: ([0-9.]+ of \d+) GiB", field(a40, "verdict", "fit")).group(1)
     return [
         f"the same plan also moves {field(a40, 'comm/step', 'per GPU').split(' (')[0]} per GPU per step, fits in {fits} GiB, "
@@ -360,14 +349,13 @@ def _seed_other_layouts(f: Facts) -> list[str]:
     ]
 
 
+def on_demand_per_m(cmd: str) -> dict[str, float]:
+    """model → on-demand $ per million images in seed-figures.md's block of a `serve` command."""
+    return {m: first_number(v) for m, v in serve_column(block(SEED, cmd), "$/M on-dem").items()}
+
+
 def _seed_serving(f: Facts) -> list[str]:
-    eager = {
-        m: float(v.replace(",", "")) for m, v in serve_column(block(SEED, SERVE_ALL), "$/M on-dem").items()
-    }
-    comp = {
-        m: float(v.replace(",", ""))
-        for m, v in serve_column(block(SEED, SERVE_COMPILE), "$/M on-dem").items()
-    }
+    eager, comp = on_demand_per_m(SERVE_ALL), on_demand_per_m(SERVE_COMPILE)
     big = "eva-clip-18b"
 
     def ratio(costs: dict[str, float], small: str) -> str:
