@@ -19,8 +19,8 @@ issue #755, 2023-12-06, about 2 % of a sample's CPU time here) and batch collati
 the worker to the training process (ternaus/imread_benchmark's Pillow DataLoader rows on an EPYC 9B14,
 2026-05-20: 844.47 img/s with 2 workers against 517.71 in one loop, 0.82 per worker). Priced on
 ImageNet-sized decode, those two would push the one loader-bound H100 run (nemo-b32-h100-4node,
-2,630 samples/s per GPU published on 8 workers, 2,290 predicted) further below its figure, so they
-wait for the dataset's own image size.
+2,630 samples/s per GPU published on 8 workers, already predicted below that) further below its
+figure, so they wait for the dataset's own image size.
 
 The workers that run this: the run's DataLoader worker processes per GPU (`--data-workers`; a
 published run's `--workers` or NeMo `model.data.num_workers`), by default what `evaplan render` gives
