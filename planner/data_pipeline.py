@@ -7,11 +7,20 @@ stages' single-core times, so one core sustains
 
     images/s per core = 1 / (1/decode + 1/random_resized_crop + 1/normalize)
 
-The decode rate is CPU-specific and comes from the hardware profile (`image_decode_per_core_s`); the
-two augmentation rates are single-thread measurements on ImageNet validation images from one public
+The decode rate is CPU-specific and comes from the hardware profile (`image_decode_per_core_s`: a
+measurement on the profile's host CPU generation, clock-scaled to its part where the source says how);
+the two augmentation rates are single-thread measurements on ImageNet validation images from one public
 benchmark (below), applied to every CPU: no public table measures them on each profile's host CPU.
-Left out, so the ceiling stays optimistic: tar/shard reading and storage I/O, caption tokenisation,
-batch collation and the copy from the worker to the training process.
+Left out, so the ceiling stays optimistic: tar/shard reading and storage I/O; the size of the dataset's
+own JPEGs (decode is priced on ImageNet validation images, and LAION shards written by img2dataset at
+`--image_size 256` would decode faster, but no source here says which shards a published run read);
+caption tokenisation (80.1 µs per caption for Hugging Face's CLIPTokenizerFast, mlfoundations/open_clip
+issue #755, 2023-12-06, about 2 % of a sample's CPU time here) and batch collation plus the copy from
+the worker to the training process (ternaus/imread_benchmark's Pillow DataLoader rows on an EPYC 9B14,
+2026-05-20: 844.47 img/s with 2 workers against 517.71 in one loop, 0.82 per worker). Priced on
+ImageNet-sized decode, those two would push the one loader-bound H100 run (nemo-b32-h100-4node,
+2,630 samples/s per GPU published on 8 workers, already predicted below that) further below its
+figure, so they wait for the dataset's own image size.
 
 The workers that run this: the run's DataLoader worker processes per GPU (`--data-workers`; a
 published run's `--workers` or NeMo `model.data.num_workers`), by default what `evaplan render` gives
