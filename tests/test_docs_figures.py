@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from launcher.cli import main as evaplan_cli
-from planner import data_pipeline, intervals
+from planner import data_pipeline, intervals, ops
 from planner import serving_validation as sv
 from planner import validation as v
 from planner.profiles import load_hardware
@@ -276,6 +276,25 @@ def _patch_dropout_pair(f: Facts) -> list[str]:
     ]
 
 
+def _rates_planner_model(f: Facts) -> list[str]:
+    """The measured matmul ratios and the A100 flash rate at EVA02-B/16's vision shape (197 tokens,
+    head dim 64) against the H100 measurement there."""
+    hw = {n: load_hardware(n) for n in ("a100-80gb", "h100-sxm", "b200", "mi300x", "mi325x")}
+
+    def mamf(a: str, b: str, digits: int) -> str:
+        return f"{hw[a].matmul.tflops.value / hw[b].matmul.tflops.value:.{digits}f}"
+
+    a100 = hw["a100-80gb"].attention
+    at_b16 = ops.attention_fwd_rate_flops(hw["a100-80gb"], "flash", 197.0, 64, "bf16") / 1e12
+    return [
+        f"(MAMF: H100 {mamf('h100-sxm', 'a100-80gb', 1)}× A100, B200 {mamf('b200', 'h100-sxm', 1)}× H100, "
+        f"MI325X {mamf('mi325x', 'mi300x', 2)}× MI300X)",
+        f"({a100.flash_fwd_tflops.value:.0f} TFLOP/s at {a100.seq / 1024:.0f}k tokens, head dim {a100.head_dim})",
+        f"puts it at {at_b16:.0f} TFLOP/s at EVA02-B/16's shape, above the "
+        f"{hw['h100-sxm'].attention.flash_fwd_tflops.value:g} measured there on an H100",
+    ]
+
+
 SEED = "docs/seed-figures.md"
 H100_P5 = "evaplan estimate --model eva-clip-18b --offering aws-p5 --gpus 256"
 MI300X = "evaplan estimate --model eva-clip-18b --offering azure-nd-mi300x-v5 --gpus 256"
@@ -447,6 +466,7 @@ CASES = {
     "planner-model-scales": Quote("docs/planner-model.md", _scales_planner_model),
     "planner-model-fp16-rows": Quote("docs/planner-model.md", _fp16_rows),
     "planner-model-patch-dropout": Quote("docs/planner-model.md", _patch_dropout_pair),
+    "planner-model-rates": Quote("docs/planner-model.md", _rates_planner_model),
     "readme-how-chosen": Quote("README.md", _how_chosen),
     "plan-and-compare-how-chosen": Quote("docs/plan-and-compare.md", _how_chosen),
     "seed-mi300x-vs-h100": Quote(SEED, _seed_mi300x),
