@@ -22,10 +22,10 @@ import pytest
 from click.testing import CliRunner
 
 from launcher.cli import main as evaplan_cli
-from planner import data_pipeline, intervals, ops
+from planner import data_pipeline, intervals, memory, ops, params
 from planner import serving_validation as sv
 from planner import validation as v
-from planner.profiles import load_hardware
+from planner.profiles import load_hardware, load_model
 from planner.published import load_runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -295,6 +295,19 @@ def _rates_planner_model(f: Facts) -> list[str]:
     ]
 
 
+def _constants_planner_model(f: Facts) -> list[str]:
+    """Figures docs/planner-model.md derives from planner constants (the fitted activation factor,
+    the math-SDPA share, DeepSpeed's unfused optimizer loop on EVA02-B/16)."""
+    tensors = len(params.param_tensors(load_model("eva02-clip-b16")))
+    n_ops = tensors * ops.DS_UNFUSED_OPS_PER_TENSOR
+    return [
+        f"`ACTIVATION_MEMORY_FACTOR` ({memory.ACTIVATION_MEMORY_FACTOR:g})",
+        f"share ({ops.SDPA_MATH_EFFICIENCY:.3f}) of their roofline",
+        f"EVA02-B/16 has {tensors} parameter tensors, {n_ops:,.0f} ops, "
+        f"{n_ops * ops.HOST_S_PER_TORCH_CALL * 1e3:.0f} ms at {ops.HOST_S_PER_TORCH_CALL * 1e6:.0f} µs per op",
+    ]
+
+
 SEED = "docs/seed-figures.md"
 H100_P5 = "evaplan estimate --model eva-clip-18b --offering aws-p5 --gpus 256"
 MI300X = "evaplan estimate --model eva-clip-18b --offering azure-nd-mi300x-v5 --gpus 256"
@@ -467,6 +480,7 @@ CASES = {
     "planner-model-fp16-rows": Quote("docs/planner-model.md", _fp16_rows),
     "planner-model-patch-dropout": Quote("docs/planner-model.md", _patch_dropout_pair),
     "planner-model-rates": Quote("docs/planner-model.md", _rates_planner_model),
+    "planner-model-constants": Quote("docs/planner-model.md", _constants_planner_model),
     "readme-how-chosen": Quote("README.md", _how_chosen),
     "plan-and-compare-how-chosen": Quote("docs/plan-and-compare.md", _how_chosen),
     "seed-mi300x-vs-h100": Quote(SEED, _seed_mi300x),
