@@ -5,9 +5,9 @@ inference measurements (profiles/published_serving.yaml), beside the issue-21 ta
 
 Prints n, median |error|, worst |error| and median error for all measurements, the fit half and the
 held-out half (planner/serving_validation.py; error = predicted / published images/s − 1), at:
-- the hardware profiles as shipped (what `evaplan serve` prints today);
-- the compute scale fitted on the published training runs (profiles/validation_intervals.yaml), which
-  `serve` does not apply today;
+- the hardware profiles as shipped (the raw per-operation model, scale 1);
+- the one compute scale fitted on the fit halves of the training runs and the serving measurements
+  together (profiles/validation_intervals.yaml): what `evaplan serve`, `estimate` and `plan` apply;
 - the scale the serving fit half alone asks for (a diagnostic, not a product value);
 - `--compute-scale X`, when given.
 Then one line per setting says whether the held-out median |error| meets the target. A target, not a
