@@ -223,37 +223,81 @@ def layer_bytes_per_token(t: TowerShape) -> float:
 # aten/src/ATen/native/transformers/cuda/attention.cu) and recompute the scores in backward.
 LSE_BYTES = 4.0
 MEM_EFFICIENT_LSE_ALIGN = 32.0
-# The math path keeps the softmax output, one value per score (batch × heads × seq²), in the dtype its
-# stack computes the softmax in:
-# - eager / compile: PyTorch ≥ 2.5 SDPA math upcasts 16-bit q, k, v to fp32
-#   (`_scaled_dot_product_attention_math`, unless allow_fp16_bf16_reduction_math_sdp): the fp32
-#   probabilities, 4 bytes, and fp32 copies of q·√scale, k·√scale and v (12h per token) in place of
-#   the 16-bit q, k, v (6h) — measured with saved_tensors_hooks on evaclip's attention
+# Two kernels materialise the batch × heads × s × s score matrix: `math`, PyTorch SDPA's math backend
+# (F.scaled_dot_product_attention), and `explicit`, attention written out in the model's code as
+# q @ kᵀ · scale, softmax, @ v (timm's Attention before 0.9, ViT-pytorch, Hugging Face models before
+# SDPA). Which unfused path runs depends on the kernel and the stack (math_path):
+# - "sdpa_math" (math on eager / compile): PyTorch ≥ 2.5 SDPA math upcasts 16-bit q, k, v to fp32
+#   (`_scaled_dot_product_attention_math`, unless allow_fp16_bf16_reduction_math_sdp);
+# - "autocast" (math or explicit under amp): OpenCLIP's nn.MultiheadAttention math under torch.autocast
+#   (PyTorch 1.x F.multi_head_attention_forward: bmm → softmax → bmm), and any written-out attention
+#   there: autocast's op list runs softmax in fp32 whoever calls it;
+# - "fused_softmax" (either on the fused stack): Megatron/NeMo FusedScaleMaskSoftmax, one 16-bit kernel;
+# - "explicit_16bit" (explicit on eager / compile): every op in the model's 16-bit dtype (a `.half()`
+#   model): the GEMM writes 16-bit scores, the scale multiply and the softmax read and write 16 bits.
+MATH_PATHS = {
+    ("math", "eager"): "sdpa_math",
+    ("math", "compile"): "sdpa_math",
+    ("math", "amp"): "autocast",
+    ("math", "fused"): "fused_softmax",
+    ("explicit", "eager"): "explicit_16bit",
+    ("explicit", "compile"): "explicit_16bit",
+    ("explicit", "amp"): "autocast",
+    ("explicit", "fused"): "fused_softmax",
+}
+
+
+def math_path(kernel: str, stack: str) -> str:
+    """The unfused attention path a score-matrix kernel (`math`, `explicit`) takes on `stack`."""
+    try:
+        return MATH_PATHS[(kernel, stack)]
+    except KeyError:
+        raise ValueError(f"no score-matrix attention path for kernel {kernel!r} on stack {stack!r}") from None
+
+
+# Each path keeps the softmax output for backward, one value per score, in the dtype it computes the
+# softmax in:
+# - sdpa_math: the fp32 probabilities, 4 bytes, and fp32 copies of q·√scale, k·√scale and v (12h per
+#   token) in place of the 16-bit q, k, v (6h) — measured with saved_tensors_hooks on evaclip's attention
 #   (tests/evaclip/test_attention_memory.py);
-# - amp: OpenCLIP's nn.MultiheadAttention math under torch.autocast (PyTorch 1.x
-#   F.multi_head_attention_forward: bmm → softmax → bmm): autocast runs softmax in fp32 (4 bytes kept by
-#   softmax's backward) and casts its output to fp16 for the AV bmm (2 bytes kept by the bmm): 6;
-# - fused (Megatron/NeMo FusedScaleMaskSoftmax): 16-bit in and out, kept once for softmax and AV: 2.
+# - autocast: softmax in fp32 (4 bytes kept by softmax's backward) and its output cast to fp16 for the
+#   AV bmm (2 bytes kept by the bmm): 6;
+# - fused_softmax: 16-bit in and out, kept once for softmax and AV: 2;
+# - explicit_16bit: the 16-bit probabilities, kept once for softmax's backward and the AV matmul (the
+#   scale multiply by a Python float keeps nothing): 2.
 # With attention dropout (Korthikanti et al. arXiv 2205.05198: + a 1-byte mask and the 2-byte dropped
 # output) more; EVA-CLIP and OpenCLIP train with attention dropout 0, so no bundled model has it.
-MATH_SCORE_BYTES = {"eager": 4.0, "compile": 4.0, "amp": 6.0, "fused": 2.0}
-MATH_UPCAST_QKV_BYTES_PER_WIDTH = {"eager": 6.0, "compile": 6.0, "amp": 0.0, "fused": 0.0}
-# At inference nothing is kept, but the math path's score matrices are live at once inside one layer:
-# eager / compile (SDPA math, fp32): the scores, the softmax output and _safe_softmax's where() output,
-# 3 × 4; amp (PyTorch 1.x MHA): the fp16 scores, their fp32 cast and the fp32 softmax output, 2 + 4 + 4;
-# fused: the 16-bit scores and probabilities, 2 + 2.
-MATH_INFERENCE_SCORE_BYTES = {"eager": 12.0, "compile": 12.0, "amp": 10.0, "fused": 4.0}
+MATH_SCORE_BYTES = {"sdpa_math": 4.0, "autocast": 6.0, "fused_softmax": 2.0, "explicit_16bit": 2.0}
+MATH_UPCAST_QKV_BYTES_PER_WIDTH = {
+    "sdpa_math": 6.0,
+    "autocast": 0.0,
+    "fused_softmax": 0.0,
+    "explicit_16bit": 0.0,
+}
+# At inference nothing is kept, but the path's score matrices are live at once inside one layer:
+# sdpa_math (fp32): the scores, the softmax output and _safe_softmax's where() output, 3 × 4; autocast
+# (PyTorch 1.x MHA): the fp16 scores, their fp32 cast and the fp32 softmax output, 2 + 4 + 4;
+# fused_softmax: the 16-bit scores and probabilities, 2 + 2; explicit_16bit: two 16-bit matrices at a
+# time (the GEMM's scores and their scaled copy, then the scaled copy and the probabilities), 2 + 2.
+MATH_INFERENCE_SCORE_BYTES = {
+    "sdpa_math": 12.0,
+    "autocast": 10.0,
+    "fused_softmax": 4.0,
+    "explicit_16bit": 4.0,
+}
 FUSED_KERNELS = ("flash", "cudnn", "mem_efficient")
 
 
 def attention_kernel_bytes(kernel: str, stack: str, t: TowerShape, seq: Num) -> Num:
     """Bytes per sample one layer's attention kernel keeps for backward beyond the 16-bit q, k, v:
-    math: score bytes × heads × s² (+ the fp32 q, k, v copies' extra 6h·s where the stack upcasts);
+    math / explicit: score bytes × heads × s² by math_path (+ the fp32 q, k, v copies' extra 6h·s where
+    the path upcasts);
     flash / cudnn: 4 × heads × s (log-sum-exp); mem_efficient: 4 × heads × ⌈s/32⌉·32."""
-    if kernel == "math":
+    if (kernel, stack) in MATH_PATHS:
+        path = MATH_PATHS[(kernel, stack)]
         return (
-            MATH_SCORE_BYTES[stack] * t.heads * seq * seq
-            + MATH_UPCAST_QKV_BYTES_PER_WIDTH[stack] * t.width * seq
+            MATH_SCORE_BYTES[path] * t.heads * seq * seq
+            + MATH_UPCAST_QKV_BYTES_PER_WIDTH[path] * t.width * seq
         )
     if kernel == "mem_efficient":
         rows = np.ceil(seq / MEM_EFFICIENT_LSE_ALIGN) * MEM_EFFICIENT_LSE_ALIGN

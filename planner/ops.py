@@ -11,9 +11,10 @@ executes, each priced by what limits it (docs/planner-model.md derives every ter
   SMs/CUs busy (`gemm_utilisation`: work balance over the units and each tile's pipeline fill),
   relative to the measured shape. The rate rises monotonically with M, N and K and never exceeds
   the datasheet peak.
-- Attention by kernel (`flash`, `cudnn`, `mem_efficient`, `math`), forward and backward at the
+- Attention by kernel (`flash`, `cudnn`, `mem_efficient`, `math`, `explicit`), forward and backward at the
   kernel's own rate by head dimension and sequence length, also bounded by HBM traffic (short
-  sequences are memory-bound); `math` materialises the score matrix and pays for it in bytes.
+  sequences are memory-bound); `math` (SDPA's math backend) and `explicit` (attention written out as
+  q @ kᵀ, softmax, @ v in the model's code) materialise the score matrix and pay for it in bytes.
 - Memory-bound work by bytes over the achieved HBM bandwidth: norms, activation functions, residual
   adds, RoPE, layout copies, patch-dropout gather, the CLIP loss, and (per step) the optimizer, the
   gradient clipping and the fp16 overflow check. How many bytes an elementwise chain moves depends on
@@ -37,16 +38,18 @@ import numpy as np
 
 from planner.compute import text_shape, vision_shape
 from planner.errors import InfeasibleError
-from planner.memory import TowerShape, vision_tokens
+from planner.memory import TowerShape, math_path, vision_tokens
 from planner.params import param_tensors
 from planner.spec import HardwareSpec, ModelSpec
 from planner.terms import Term, compose, sum_term
 
 Num = Any
 Stack = Literal["eager", "amp", "compile", "fused"]
-AttentionKernel = Literal["flash", "cudnn", "mem_efficient", "math"]
+AttentionKernel = Literal["flash", "cudnn", "mem_efficient", "math", "explicit"]
 STACKS: tuple[str, ...] = ("eager", "amp", "compile", "fused")
-ATTENTION_KERNELS: tuple[str, ...] = ("flash", "cudnn", "mem_efficient", "math")
+ATTENTION_KERNELS: tuple[str, ...] = ("flash", "cudnn", "mem_efficient", "math", "explicit")
+# The kernels that materialise the batch × heads × s × s score matrix (planner/memory.py math_path).
+SCORE_MATRIX_KERNELS: tuple[str, ...] = ("math", "explicit")
 
 # ----------------------------------------------------------------------------------- precision
 # Bytes of one activation element: bf16/fp16 2, fp32 4. fp8 and int8 (serving) keep 16-bit activations:
@@ -214,19 +217,26 @@ class MathAttention:
     efficiency: float = 1.0  # the measured share of this roofline the stack's math path achieves
 
 
-# By software stack (planner/memory.py MATH_SCORE_BYTES keeps the same sources):
-# - eager / compile: PyTorch ≥ 2.5 SDPA math (aten `_scaled_dot_product_attention_math`) upcasts 16-bit
+# By unfused path (planner/memory.py math_path: which one a kernel takes on a stack; MATH_SCORE_BYTES
+# keeps the same sources):
+# - sdpa_math: PyTorch ≥ 2.5 SDPA math (aten `_scaled_dot_product_attention_math`) upcasts 16-bit
 #   q, k, v to fp32, so the scores are 4 bytes; forward `_safe_softmax`: softmax (read 4, write 4), the
 #   fully-masked-row test eq(−inf) (read 4, write 1) and its all() (read 1), where() (read 4, write 4):
 #   22; causal: the −inf bias add (read 4, write 4): 8; backward: where's gradient (read 4 + 1, write 4)
 #   and softmax backward (read 4 + 4, write 4): 21.
-# - amp: nn.MultiheadAttention's math under torch.autocast (PyTorch 1.x F.multi_head_attention_forward:
+# - autocast: nn.MultiheadAttention's math under torch.autocast (PyTorch 1.x F.multi_head_attention_forward:
 #   bmm in fp16, softmax in fp32 by autocast's op list, bmm in fp16): forward cast to fp32 (read 2,
 #   write 4), softmax (read 4, write 4), cast back for the AV bmm (read 4, write 2): 20; causal: the mask
 #   add in fp16 before the softmax (read 2, write 2): 4; backward the two casts' gradients (read 2,
 #   write 4; read 4, write 2) and softmax backward (read 4 + 4, write 4): 24; scores 2 bytes.
-# - fused (Megatron/NeMo FusedScaleMaskSoftmax): scale, mask and softmax in one 16-bit kernel (read 2,
-#   write 2), its backward (read 2 + 2, write 2): 4 and 6; scores 2 bytes.
+# - fused_softmax (Megatron/NeMo FusedScaleMaskSoftmax): scale, mask and softmax in one 16-bit kernel
+#   (read 2, write 2), its backward (read 2 + 2, write 2): 4 and 6; scores 2 bytes.
+# - explicit_16bit (timm 0.6 `attn = (q @ k.transpose(-2, -1)) * self.scale; attn = attn.softmax(dim=-1)`
+#   on a `.half()` model, https://github.com/huggingface/pytorch-image-models/blob/v0.6.7/timm/models/
+#   vision_transformer.py, Attention.forward; ViT-pytorch's Attention the same with a division): the scale
+#   multiply (read 2, write 2) and the softmax (read 2, write 2): 8; causal: a 16-bit mask add (read 2,
+#   write 2): 4; backward: softmax backward (read 2 + 2, write 2) and the multiply's (read 2, write 2):
+#   10; scores 2 bytes.
 # Efficiency: PyTorch SDPA's math forward was measured at 3.367 ms for the EVA02-B/16 vision attention
 # at micro-batch 256 (256 × 12 heads × 197 tokens × head dim 64, bf16, one H100 SXM;
 # benchmarks/results/sdpa-backends-h100.log, torch 2.11.0+cu130, 2026-11-27), where the roofline above
@@ -245,8 +255,9 @@ class MathAttention:
 # https://docs.nvidia.com/cuda/cublas/index.html#tensor-core-usage, read 2026-12-07; NVIDIA Matrix
 # Multiplication Background User's Guide §2.2, https://docs.nvidia.com/deeplearning/performance/
 # dl-performance-matrix-multiplication/index.html, February 2023). So the amp path (PyTorch 1.x
-# nn.MultiheadAttention under autocast, as OpenCLIP and Chinese-CLIP train: the same softmax kernel
-# family, fp16 bmm on the same odd rows) runs at the same measured share (evaplan assumption: the share
+# nn.MultiheadAttention under autocast, as OpenCLIP and Chinese-CLIP train) and the explicit 16-bit path
+# (timm 0.6 / ViT-pytorch on a `.half()` model) — the same softmax kernel family, fp16 bmm on the same
+# odd rows — run at the same measured share (evaplan assumption: the share
 # of each GPU's achieved bandwidth carries from H100 to A100, as the TF32 rate's share of peak does in
 # matmul_tflops). Checked, not fitted, against Chinese-CLIP's 8 × A100 batch times with and without
 # FlashAttention (tests/planner/test_attention_public.py: the predicted math-minus-flash time is 74–97 %
@@ -255,10 +266,10 @@ class MathAttention:
 # roofline.
 SDPA_MATH_EFFICIENCY = 1.388 / 3.367
 MATH_ATTENTION = {
-    "eager": MathAttention(4.0, 22.0, 21.0, 8.0, SDPA_MATH_EFFICIENCY),
-    "compile": MathAttention(4.0, 22.0, 21.0, 8.0, SDPA_MATH_EFFICIENCY),
-    "amp": MathAttention(2.0, 20.0, 24.0, 4.0, SDPA_MATH_EFFICIENCY),
-    "fused": MathAttention(2.0, 4.0, 6.0, 0.0),
+    "sdpa_math": MathAttention(4.0, 22.0, 21.0, 8.0, SDPA_MATH_EFFICIENCY),
+    "autocast": MathAttention(2.0, 20.0, 24.0, 4.0, SDPA_MATH_EFFICIENCY),
+    "fused_softmax": MathAttention(2.0, 4.0, 6.0, 0.0),
+    "explicit_16bit": MathAttention(2.0, 8.0, 10.0, 4.0, SDPA_MATH_EFFICIENCY),
 }
 
 
@@ -273,7 +284,7 @@ def _score_gemm_s(
 
 def math_attention_time_s(
     hw: HardwareSpec,
-    stack: str,
+    path: str,
     seqs: Num,
     seq: Num,
     heads: float,
@@ -287,9 +298,10 @@ def math_attention_time_s(
     """The math path through `passes` forwards and (with `backward`) one backward: the QKᵀ and AV
     GEMMs (s × d)·(d × s) and (s × s)·(s × d) per head, stacked as seqs·heads·s rows, and in backward
     the four GEMMs dV, dP, dQ, dK (twice the forward's), each a roofline at the stack's score bytes;
-    plus the memory-bound passes over the score matrix (MATH_ATTENTION); all of it at the math path's
-    measured share of that roofline (MathAttention.efficiency)."""
-    ma = MATH_ATTENTION[stack]
+    plus the memory-bound passes over the score matrix (MATH_ATTENTION[path], path from
+    planner/memory.py math_path); all of it at the path's measured share of that roofline
+    (MathAttention.efficiency)."""
+    ma = MATH_ATTENTION[path]
     bw = hbm_bytes_per_s(hw) * scale
     m = seqs * heads * seq
     qk = _score_gemm_s(hw, m, seq, head_dim, ma.gemm_score_bytes, precision, scale)
@@ -318,13 +330,15 @@ def attention_time_s(
 ) -> Num:
     """Attention of `rows / seq` sequences of length `seq` with `heads` heads of `head_dim`, through
     `passes` forwards and (with `backward`; not at inference) one backward. A causal fused kernel skips
-    the masked half of the scores; the math path (math_attention_time_s) computes them all."""
+    the masked half of the scores; the score-matrix kernels (math, explicit: math_attention_time_s)
+    compute them all."""
     a = ACT_BYTES[precision]
     bw = hbm_bytes_per_s(hw) * scale
     seqs = rows / seq
-    if kernel == "math":
+    if kernel in SCORE_MATRIX_KERNELS:
+        path = math_path(kernel, stack)
         return math_attention_time_s(
-            hw, stack, seqs, seq, heads, head_dim, passes, causal, precision, scale, backward
+            hw, path, seqs, seq, heads, head_dim, passes, causal, precision, scale, backward
         )
     # QKᵀ and AV: 2 · 2·s²·d per head.
     fwd_flops = seqs * heads * 4.0 * seq * seq * head_dim

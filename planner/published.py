@@ -23,7 +23,7 @@ from planner.errors import ProfileError
 from planner.spec import Name, Precision, StrictModel
 
 Stack = Literal["eager", "amp", "compile", "fused"]
-Attention = Literal["flash", "cudnn", "mem_efficient", "math"]
+Attention = Literal["flash", "cudnn", "mem_efficient", "math", "explicit"]
 MemoryKind = Literal["allocated", "device_total"]
 
 

@@ -93,8 +93,8 @@ def activation_bytes_per_sample(
     _, h, f, heads, swiglu = _tower_dims(model, tower)
     seq = tokens(model, tower)
     attn = 4 * h / tp * seq * ACTIVATION_BYTES
-    if attention == "math":
-        attn += memory.MATH_INFERENCE_SCORE_BYTES[stack] * heads / tp * seq * seq
+    if attention in ("math", "explicit"):
+        attn += memory.MATH_INFERENCE_SCORE_BYTES[memory.math_path(attention, stack)] * heads / tp * seq * seq
     mlp = (3 * f if swiglu else 2 * f) / tp * seq * ACTIVATION_BYTES
     pixels = 3 * model.vision.image_size**2 * ACTIVATION_BYTES if tower == "image" else 0.0
     return seq * 2 * h * ACTIVATION_BYTES + max(attn, mlp) + pixels

@@ -551,8 +551,10 @@ class TrainingSpec(StrictModel):
         "under torch.autocast with fp32 weights (OpenCLIP), torch.compile, or fused kernels (NeMo / "
         "Transformer Engine)",
     )
-    attention: Literal["flash", "cudnn", "mem_efficient", "math"] = Field(
-        default="flash", description="attention kernel (the bundled trainer: flash-attn or SDPA's flash)"
+    attention: Literal["flash", "cudnn", "mem_efficient", "math", "explicit"] = Field(
+        default="flash",
+        description="attention kernel (the bundled trainer: flash-attn or SDPA's flash; `explicit`: q @ kᵀ, "
+        "softmax, @ v written out in the model's code)",
     )
     loader_workers: int | None = Field(
         default=None,

@@ -16,6 +16,7 @@ from planner import ops
 from planner import profiles as prof
 from planner.estimate import memory_report
 from planner.intervals import published_compute_scale
+from planner.memory import math_path
 from planner.published import PublishedRun, load_runs
 from planner.spec import ParallelPlan, TrainingSpec
 
@@ -106,16 +107,19 @@ def test_sdpa_math_efficiency_is_the_measured_share_of_the_roofline():
     hw = prof.load_hardware("h100-sxm")
     seqs, s, heads, d = 256, 197.0, 12, 64
 
-    def fwd_s(stack: str) -> float:
+    def fwd_s(path: str) -> float:
         return float(
-            ops.math_attention_time_s(hw, stack, seqs, s, heads, d, 1.0, False, "bf16", 1.0, backward=False)
+            ops.math_attention_time_s(hw, path, seqs, s, heads, d, 1.0, False, "bf16", 1.0, backward=False)
         )
 
-    eager = ops.MATH_ATTENTION["eager"]
-    assert fwd_s("eager") * eager.efficiency == pytest.approx(1.388e-3, rel=1e-3)
-    assert fwd_s("eager") == pytest.approx(3.367e-3, rel=1e-3)
-    assert ops.MATH_ATTENTION["compile"] == eager
-    assert ops.MATH_ATTENTION["amp"].efficiency == eager.efficiency
+    # SDPA's math backend is the path `math` takes on the eager and compile stacks.
+    assert math_path("math", "eager") == math_path("math", "compile") == "sdpa_math"
+    sdpa = ops.MATH_ATTENTION["sdpa_math"]
+    assert fwd_s("sdpa_math") * sdpa.efficiency == pytest.approx(1.388e-3, rel=1e-3)
+    assert fwd_s("sdpa_math") == pytest.approx(3.367e-3, rel=1e-3)
+    # The 16-bit unfused paths (autocast's and the written-out one) run at the same measured share.
+    assert ops.MATH_ATTENTION[math_path("math", "amp")].efficiency == sdpa.efficiency
+    assert ops.MATH_ATTENTION[math_path("explicit", "eager")].efficiency == sdpa.efficiency
 
 
 def test_sdpa_math_share_is_not_its_fp32_gemms():
@@ -133,3 +137,31 @@ def test_sdpa_math_share_is_not_its_fp32_gemms():
     at_mamf_share = fp32_peak_s * hw.bf16_dense_tflops.value / hw.matmul.tflops.value
     missed = 3.367e-3 - 1.388e-3
     assert at_mamf_share - charged <= 0.125e-3 < 0.07 * missed
+
+
+def test_explicit_attention_is_the_written_out_16bit_path():
+    """`explicit` (q @ kᵀ · scale, softmax, @ v written out on a 16-bit model: timm 0.6, ViT-pytorch)
+    moves 2-byte scores: the GEMMs write and read them, the scale multiply and the softmax read and write
+    them (8 bytes per score forward), at the unfused share; under autocast it is autocast's path."""
+    hw = prof.load_hardware("a100-40gb")
+    seqs, s, heads, d = 32.0, 577.0, 16, 64
+    assert math_path("explicit", "amp") == math_path("math", "amp")
+    assert math_path("explicit", "fused") == math_path("math", "fused")
+    explicit = float(
+        ops.attention_time_s(
+            hw, "explicit", seqs * s, s, heads, d, 1.0, False, "fp16", 1.0, "eager", backward=False
+        )
+    )
+    sdpa = float(
+        ops.attention_time_s(
+            hw, "math", seqs * s, s, heads, d, 1.0, False, "fp16", 1.0, "eager", backward=False
+        )
+    )
+    m = seqs * heads * s
+    gemms = ops._score_gemm_s(hw, m, s, d, 2.0, "fp16", 1.0) + ops._score_gemm_s(
+        hw, m, d, s, 2.0, "fp16", 1.0
+    )
+    by_hand = (gemms + seqs * heads * s * s * 8.0 / ops.hbm_bytes_per_s(hw)) / ops.SDPA_MATH_EFFICIENCY
+    assert explicit == pytest.approx(by_hand, rel=1e-12)
+    # SDPA's fp32 math moves 4-byte scores and 22 bytes per score forward: well over twice the time.
+    assert sdpa > 2.0 * explicit

@@ -17,6 +17,7 @@ from planner.memory import (
     clip_loss_bytes,
     hpz_secondary_bytes,
     layer_bytes_per_token,
+    math_path,
     tower_activation_bytes,
     vision_tokens,
     zero_buffer_bytes,
@@ -98,6 +99,11 @@ def test_activation_bytes_per_token_by_hand():
     assert math == 4 * 4 * s * s + 6 * 100 * s
     assert float(attention_kernel_bytes("math", "amp", gelu, s)) == 6 * 4 * s * s
     assert float(attention_kernel_bytes("math", "fused", gelu, s)) == 2 * 4 * s * s
+    # Written out on a 16-bit model: the 16-bit probabilities only; under autocast, autocast's path.
+    assert float(attention_kernel_bytes("explicit", "eager", gelu, s)) == 2 * 4 * s * s
+    assert attention_kernel_bytes("explicit", "amp", gelu, s) == attention_kernel_bytes(
+        "math", "amp", gelu, s
+    )
     assert float(attention_kernel_bytes("flash", "eager", gelu, s)) == 4 * 4 * s
     assert float(attention_kernel_bytes("mem_efficient", "eager", gelu, s)) == 4 * 4 * 32
     assert float(tower_activation_bytes(gelu, s, False, math)) == s * 3200 + math
@@ -132,9 +138,10 @@ def test_activation_memory_by_kernel_math_over_mem_efficient_over_flash(stack, g
     # fitted activation factor); 24 layers without recompute, one with.
     layers = 1 if grad_ckpt else 24
     extra = r["math"].gpu_terms["activations_vision"] - r["flash"].gpu_terms["activations_vision"]
+    path = math_path("math", stack)
     per_layer = 128 * (
-        MATH_SCORE_BYTES[stack] * 16 * 257**2
-        + MATH_UPCAST_QKV_BYTES_PER_WIDTH[stack] * 1024 * 257
+        MATH_SCORE_BYTES[path] * 16 * 257**2
+        + MATH_UPCAST_QKV_BYTES_PER_WIDTH[path] * 1024 * 257
         - 4 * 16 * 257
     )
     assert extra == pytest.approx(layers * per_layer * ACTIVATION_MEMORY_FACTOR, rel=1e-12)
