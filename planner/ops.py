@@ -406,6 +406,163 @@ NORM_STATS_BYTES = 8.0
 F32 = 4.0
 
 
+class _EagerBlock(_Ops):
+    """One pre-norm block under eager PyTorch, ATen op by ATen op, as evaclip/op_census.py records them
+    for evaclip/model.py (tests/planner/test_op_census.py checks every total). h width, f MLP hidden,
+    a bytes of a 16-bit (or fp32) activation, n = h × the share of tokens RoPE rotates (the patch
+    tokens, not CLS). Under `amp` (torch.autocast, fp32 weights) every Linear casts its input to 16
+    bits (autocast caches only the weights' casts), LayerNorm runs in fp32 (CUDA's autocast fp32
+    list) after casting a 16-bit input up, the vision residual stream stays 16-bit (the trainer casts
+    the CLS and position embeddings to the patch embedding's dtype) and the text stream is fp32 (the
+    token embedding is): its residual adds read 4 + a and write 4. Every cast's backward casts the
+    gradient back; gradients meeting in an fp32 tensor are summed in fp32."""
+
+    def __init__(self, t: TowerShape, norm: str, amp: bool, a: float, text: bool) -> None:
+        super().__init__()
+        self.t, self.norm, self.amp, self.a, self.text = t, norm, amp, a, text
+        self.h, self.f = float(t.width), float(t.mlp_hidden)
+        self.stream = F32 if (amp and text) else a  # bytes of the residual stream
+
+    def norm_op(self, dim: float, x_bytes: float) -> float:
+        """A norm over `dim` of an input of `x_bytes`; returns its output's bytes."""
+        a = self.a
+        if self.norm == "rmsnorm":
+            # evaclip RMSNorm in eager ops (x.float(), pow, mean, + eps, rsqrt, x · r, .to(dtype),
+            # · weight), per element of `dim` as the op census of the module records it (bf16 input):
+            # forward 28 + 4a bytes in 8 ops, backward (autograd through every op, in fp32) 84 + 4a
+            # bytes in 16 ops; under autocast the weight product promotes to fp32 (forward + 2,
+            # output fp32) and the backward adds a cast (+ 16 bytes, 17 ops).
+            if self.amp:
+                self.fwd((30.0 + 4.0 * a) * dim, 8.0)
+                self.bwd((100.0 + 4.0 * a) * dim, 17.0)
+                return F32
+            self.fwd((28.0 + 4.0 * a) * dim, 8.0)
+            self.bwd((84.0 + 4.0 * a) * dim, 16.0)
+            return a
+        y = a
+        if self.amp:  # layer_norm in fp32: cast a 16-bit input up, forward and (the gradient) backward
+            if x_bytes != F32:
+                self.fwd((x_bytes + F32) * dim)
+                self.bwd((F32 + x_bytes) * dim)
+            y = F32
+        self.fwd(2.0 * y * dim + NORM_STATS_BYTES)
+        self.bwd(3.0 * y * dim + NORM_STATS_BYTES)
+        return y
+
+    def linear_inputs(self, dim: float, consumers: float, x_bytes: float) -> None:
+        """`consumers` Linears read one tensor of `dim`: under autocast an fp32 input is cast for each
+        (and each gradient cast back); the consumers' input gradients are summed in the input's dtype."""
+        a = self.a
+        if self.amp and x_bytes == F32:
+            self.fwd(consumers * (F32 + a) * dim, consumers)
+            self.bwd(consumers * (a + F32) * dim, consumers)
+        self.bwd((consumers - 1.0) * 3.0 * x_bytes * dim, consumers - 1.0)
+
+    def bias_grads(self, width: float) -> None:
+        """Bias gradients: one row reduction per bias over the output gradient (read a per element)."""
+        self.bwd(self.a * width, 1.0)
+
+    def residual_add(self) -> None:
+        """stream + the 16-bit branch output; backward under a promotion casts the gradient to 16
+        bits, and the stream's gradient sums the branch's and the skip's."""
+        stream, a, h = self.stream, self.a, self.h
+        self.fwd((stream + a + stream) * h)
+        if stream != a:
+            self.bwd((stream + a) * h)
+        self.bwd(3.0 * stream * h)
+
+    def qkv(self, y: float, qkv_bias: bool) -> None:
+        """norm1's output into the q/k/v projections, by the tower's layout."""
+        a, h = self.a, self.h
+        if self.t.subln:  # separate q, k, v (bias on q and v)
+            self.linear_inputs(h, 3.0, y)
+            if qkv_bias:
+                self.bias_grads(h)
+                self.bias_grads(h)
+        elif not self.text:
+            # fused qkv of EVA01: the bias is cat(q_bias, zeros, v_bias) each forward (per block, not
+            # per token); the q, k, v gradients are concatenated back (2a·3h) and reduced for the bias
+            self.linear_inputs(h, 1.0, y)
+            self.bwd(2.0 * a * 3.0 * h)
+            if qkv_bias:
+                self.bias_grads(3.0 * h)
+                self.fwd(0.0, 2.0)  # zeros_like(v_bias) and the cat: per block, not per token
+        else:  # OpenCLIP text: in_proj with bias; q, k, v are views of its output
+            self.linear_inputs(h, 1.0, y)
+            self.bias_grads(3.0 * h)
+            # backward: unbind → stack the three gradients, and the permuted stack copied back to rows
+            self.bwd(2.0 * a * 3.0 * h + 2.0 * a * 3.0 * h, 2.0)
+
+    def rope(self, rope_share: float) -> None:
+        """RoPE on q and k (patch tokens): forward t·cos (2a·n; the cos and sin tables are (patches ×
+        head_dim), read once per op: not per token, left out), rotate-half: neg (a·n) and stack (2a·n),
+        ·sin (2a·n), add (3a·n), cat with the CLS token (2a·h); backward: ·sin (2a·n), neg (a·n), stack
+        (2a·n), ·cos (2a·n), add (3a·n), the two slices' gradients scattered back into full tensors
+        (a·n + a·h, a·h) and summed (3a·h); then the q and k gradients, laid out by head, are copied
+        back to rows (2a·h each). Under autocast the fp32 tables are cast to 16 bits on every call (4
+        small kernels)."""
+        a, h = self.a, self.h
+        n = rope_share * h
+        for _ in range(2):
+            self.fwd(2.0 * a * n + a * n + 2.0 * a * n + 2.0 * a * n + 3.0 * a * n + 2.0 * a * h, 6.0)
+            self.bwd(2.0 * a * n + a * n + 2.0 * a * n + 2.0 * a * n + 3.0 * a * n, 5.0)
+            self.bwd(a * n + a * h + a * h + 3.0 * a * h, 3.0)
+            self.bwd(2.0 * a * h, 1.0)
+        if self.amp:
+            self.fwd(0.0, 4.0)
+        # q from the cat is laid out (batch, heads, seq, head_dim); the fused kernels write their output
+        # like q, so the (batch, seq, width) view after attention is a copy.
+        self.fwd(2.0 * a * h)
+
+    def attention_half(self, qkv_bias: bool, rope_share: float, drop_path: bool) -> None:
+        """norm1, q/k/v, RoPE, the output projection (after sub-LN), the residual add, drop path."""
+        a, h = self.a, self.h
+        self.qkv(self.norm_op(h, self.stream), qkv_bias)
+        if self.t.rope:
+            self.rope(rope_share)
+        y2 = self.norm_op(h, a) if self.t.subln else a  # inner_attn_ln on the attention output
+        self.linear_inputs(h, 1.0, y2)
+        self.bias_grads(h)  # proj / out_proj
+        self.residual_add()
+        if drop_path:
+            # DropPath: bernoulli_ mask per sample, x · mask (2a·h), / keep (2a·h); backward the same two.
+            self.fwd(4.0 * a * h, 3.0)
+            self.bwd(4.0 * a * h, 2.0)
+
+    def mlp_half(self) -> None:
+        """norm2, fc1 (two projections under SwiGLU), the activation, sub-LN, fc2 (the residual add and
+        drop path after it are the block's tail: `tail`)."""
+        a, h, f = self.a, self.h, self.f
+        self.linear_inputs(h, 2.0 if self.t.swiglu else 1.0, self.norm_op(h, self.stream))
+        if self.t.swiglu:
+            self.bias_grads(f)
+            self.bias_grads(f)
+            # silu (2a·f) and the product (3a·f); backward: the product's two gradients (3a·f each) and
+            # silu_backward (3a·f).
+            self.fwd(2.0 * a * f + 3.0 * a * f, 2.0)
+            self.bwd(3.0 * 3.0 * a * f, 3.0)
+        else:
+            self.bias_grads(f)
+            self.fwd(2.0 * a * f)  # gelu
+            self.bwd(3.0 * a * f)  # gelu_backward
+        y3 = self.norm_op(f, a) if self.t.subln else a
+        self.linear_inputs(f, 1.0, y3)
+        self.bias_grads(h)
+
+    def tail(self, drop_path: bool) -> tuple[Num, float]:
+        """The last residual add and drop path, whose outputs backward does not read (a recompute stops
+        before them): returns their forward bytes and kernels (the bernoulli_ draw is redrawn by a
+        recompute, so it is not tail)."""
+        fb0, fk0 = self.fb, self.fk
+        self.residual_add()
+        if drop_path:
+            self.fwd(4.0 * self.a * self.h, 2.0)
+            self.fwd(0.0, 1.0)  # the bernoulli_ draw of the mask (per sample), redrawn by a recompute
+            fk0 -= 1.0
+            self.bwd(4.0 * self.a * self.h, 2.0)
+        return self.fb - fb0, self.fk - fk0
+
+
 def _eager_block(
     t: TowerShape,
     norm: str,
@@ -416,142 +573,12 @@ def _eager_block(
     qkv_bias: bool,
     text: bool,
 ) -> ElementwiseCost:
-    """One pre-norm block under eager PyTorch, ATen op by ATen op, as evaclip/op_census.py records them
-    for evaclip/model.py (tests/planner/test_op_census.py checks every total). h width, f MLP hidden,
-    a bytes of a 16-bit (or fp32) activation, n = h × the share of tokens RoPE rotates (the patch
-    tokens, not CLS). Under `amp` (torch.autocast, fp32 weights) every Linear casts its input to 16
-    bits (autocast caches only the weights' casts), LayerNorm runs in fp32 (CUDA's autocast fp32
-    list) after casting a 16-bit input up, the vision residual stream stays 16-bit (the trainer casts
-    the CLS and position embeddings to the patch embedding's dtype) and the text stream is fp32 (the
-    token embedding is): its residual adds read 4 + a and write 4. Every cast's backward casts the
-    gradient back; gradients meeting in an fp32 tensor are summed in fp32."""
-    h, f = float(t.width), float(t.mlp_hidden)
-    o = _Ops()
-    stream = F32 if (amp and text) else a  # bytes of the residual stream
-
-    def norm_op(dim: float, x_bytes: float) -> float:
-        """A norm over `dim` of an input of `x_bytes`; returns its output's bytes."""
-        if norm == "rmsnorm":
-            # evaclip RMSNorm in eager ops (x.float(), pow, mean, + eps, rsqrt, x · r, .to(dtype),
-            # · weight), per element of `dim` as the op census of the module records it (bf16 input):
-            # forward 28 + 4a bytes in 8 ops, backward (autograd through every op, in fp32) 84 + 4a
-            # bytes in 16 ops; under autocast the weight product promotes to fp32 (forward + 2,
-            # output fp32) and the backward adds a cast (+ 16 bytes, 17 ops).
-            if amp:
-                o.fwd((30.0 + 4.0 * a) * dim, 8.0)
-                o.bwd((100.0 + 4.0 * a) * dim, 17.0)
-                return F32
-            o.fwd((28.0 + 4.0 * a) * dim, 8.0)
-            o.bwd((84.0 + 4.0 * a) * dim, 16.0)
-            return a
-        y = a
-        if amp:  # layer_norm in fp32: cast a 16-bit input up, forward and (the gradient) backward
-            if x_bytes != F32:
-                o.fwd((x_bytes + F32) * dim)
-                o.bwd((F32 + x_bytes) * dim)
-            y = F32
-        o.fwd(2.0 * y * dim + NORM_STATS_BYTES)
-        o.bwd(3.0 * y * dim + NORM_STATS_BYTES)
-        return y
-
-    def linear_inputs(dim: float, consumers: float, x_bytes: float) -> None:
-        """`consumers` Linears read one tensor of `dim`: under autocast an fp32 input is cast for each
-        (and each gradient cast back); the consumers' input gradients are summed in the input's dtype."""
-        g = x_bytes
-        if amp and x_bytes == F32:
-            o.fwd(consumers * (F32 + a) * dim, consumers)
-            o.bwd(consumers * (a + F32) * dim, consumers)
-        o.bwd((consumers - 1.0) * 3.0 * g * dim, consumers - 1.0)
-
-    def bias_grads(width: float) -> None:
-        """Bias gradients: one row reduction per bias over the output gradient (read a per element)."""
-        o.bwd(a * width, 1.0)
-
-    def residual_add() -> None:
-        """stream + the 16-bit branch output; backward under a promotion casts the gradient to 16
-        bits, and the stream's gradient sums the branch's and the skip's."""
-        o.fwd((stream + a + stream) * h)
-        if stream != a:
-            o.bwd((stream + a) * h)
-        o.bwd(3.0 * stream * h)
-
-    # -- attention half: norm1, q/k/v projections.
-    y = norm_op(h, stream)
-    if t.subln or not text:
-        if t.subln:  # separate q, k, v (bias on q and v)
-            linear_inputs(h, 3.0, y)
-            if qkv_bias:
-                bias_grads(h)
-                bias_grads(h)
-        else:
-            # fused qkv of EVA01: the bias is cat(q_bias, zeros, v_bias) each forward (per block, not
-            # per token); the q, k, v gradients are concatenated back (2a·3h) and reduced for the bias
-            linear_inputs(h, 1.0, y)
-            o.bwd(2.0 * a * 3.0 * h)
-            if qkv_bias:
-                bias_grads(3.0 * h)
-                o.fwd(0.0, 2.0)  # zeros_like(v_bias) and the cat: per block, not per token
-    else:  # OpenCLIP text: in_proj with bias; q, k, v are views of its output
-        linear_inputs(h, 1.0, y)
-        bias_grads(3.0 * h)
-        # backward: unbind → stack the three gradients, and the permuted stack copied back to rows
-        o.bwd(2.0 * a * 3.0 * h + 2.0 * a * 3.0 * h, 2.0)
-    n = rope_share * h
-    if t.rope:
-        # RoPE on q and k (patch tokens): forward t·cos (2a·n; the cos and sin tables are
-        # (patches × head_dim), read once per op: not per token, left out), rotate-half: neg (a·n)
-        # and stack (2a·n), ·sin (2a·n), add (3a·n), cat with the CLS token (2a·h); backward: ·sin
-        # (2a·n), neg (a·n), stack (2a·n), ·cos (2a·n), add (3a·n), the two slices' gradients
-        # scattered back into full tensors (a·n + a·h, a·h) and summed (3a·h); then the q and k
-        # gradients, laid out by head, are copied back to rows (2a·h each). Under autocast the fp32
-        # tables are cast to 16 bits on every call (4 small kernels).
-        for _ in range(2):
-            o.fwd(2.0 * a * n + a * n + 2.0 * a * n + 2.0 * a * n + 3.0 * a * n + 2.0 * a * h, 6.0)
-            o.bwd(2.0 * a * n + a * n + 2.0 * a * n + 2.0 * a * n + 3.0 * a * n, 5.0)
-            o.bwd(a * n + a * h + a * h + 3.0 * a * h, 3.0)
-            o.bwd(2.0 * a * h, 1.0)
-        if amp:
-            o.fwd(0.0, 4.0)
-        # q from the cat is laid out (batch, heads, seq, head_dim); the fused kernels write their output
-        # like q, so the (batch, seq, width) view after attention is a copy.
-        o.fwd(2.0 * a * h)
-    if t.subln:
-        y2 = norm_op(h, a)  # inner_attn_ln on the attention output
-    else:
-        y2 = a
-    linear_inputs(h, 1.0, y2)
-    bias_grads(h)  # proj / out_proj
-    residual_add()
-    if drop_path:
-        # DropPath: bernoulli_ mask per sample, x · mask (2a·h), / keep (2a·h); backward the same two.
-        o.fwd(4.0 * a * h, 3.0)
-        o.bwd(4.0 * a * h, 2.0)
-
-    # -- MLP half.
-    y = norm_op(h, stream)
-    linear_inputs(h, 2.0 if t.swiglu else 1.0, y)
-    if t.swiglu:
-        bias_grads(f)
-        bias_grads(f)
-        # silu (2a·f) and the product (3a·f); backward: the product's two gradients (3a·f each) and
-        # silu_backward (3a·f).
-        o.fwd(2.0 * a * f + 3.0 * a * f, 2.0)
-        o.bwd(3.0 * 3.0 * a * f, 3.0)
-    else:
-        bias_grads(f)
-        o.fwd(2.0 * a * f)  # gelu
-        o.bwd(3.0 * a * f)  # gelu_backward
-    y3 = norm_op(f, a) if t.subln else a
-    linear_inputs(f, 1.0, y3)
-    bias_grads(h)
-    fb0, fk0 = o.fb, o.fk
-    residual_add()
-    if drop_path:
-        o.fwd(4.0 * a * h, 2.0)
-        o.fwd(0.0, 1.0)  # the bernoulli_ draw of the mask (per sample), redrawn by a recompute
-        fk0 -= 1.0
-        o.bwd(4.0 * a * h, 2.0)
-    return ElementwiseCost(o.fb, o.bb, o.fk, o.bk, o.fb - fb0, o.fk - fk0)
+    """One pre-norm block's memory-bound ops under eager PyTorch (`_EagerBlock` prices each)."""
+    block = _EagerBlock(t, norm, amp, a, text)
+    block.attention_half(qkv_bias, rope_share, drop_path)
+    block.mlp_half()
+    tail_bytes, tail_kernels = block.tail(drop_path)
+    return ElementwiseCost(block.fb, block.bb, block.fk, block.bk, tail_bytes, tail_kernels)
 
 
 def block_elementwise(
@@ -905,8 +932,24 @@ def microbatch_time(
     gemm, attn, memory = gemm_t.value, attn_t.value, memory_t.value
     device = gemm + attn + memory
 
-    # -- kernels: per block the GEMMs (forward; backward 2 per weight), the attention kernel forward
-    # and backward, and the memory-bound ops counted op by op; a no-grad forward's blocks and stems.
+    kernels = _microbatch_kernels((vs, ts), (ew_v, ew_t), passes, nograd_forwards, cast_tensors)
+    host = host_term(kernels, HOST_S_PER_KERNEL[stack]).value
+    total = overlap_host(hw, device, host)
+    terms = {"gemm": gemm_t, "attention": attn_t, "memory_bound": memory_t}
+    return MicrobatchTime(gemm, attn, memory, device, kernels, host, total, gemm_flops, terms)
+
+
+def _microbatch_kernels(
+    shapes: tuple[TowerShape, TowerShape],
+    elementwise: tuple[ElementwiseCost, ElementwiseCost],
+    passes: Num,
+    nograd_forwards: Num,
+    cast_tensors: Num,
+) -> Num:
+    """Kernels of one micro-batch: per block the GEMMs (forward; backward 2 per weight), the attention
+    kernel forward and backward, and the memory-bound ops counted op by op; a no-grad forward's blocks
+    and stems; the weight casts of every pass; and the stems, heads and loss (STEM_OPS)."""
+    (vs, ts), (ew_v, ew_t) = shapes, elementwise
     kernels = vs.layers * block_kernel_count(vs, ew_v, passes) + ts.layers * block_kernel_count(
         ts, ew_t, passes
     )
@@ -918,11 +961,7 @@ def microbatch_time(
     # Stems, heads and the loss (patch embed, cls/pos, dropout gather, final norms, heads, normalise,
     # logits, cross-entropy), forward and backward: 105 ATen ops in the op census of EVA02-B/16
     # (benchmarks/op_census.py --ops; the same code runs for every bundled model).
-    kernels = kernels + STEM_OPS
-    host = host_term(kernels, HOST_S_PER_KERNEL[stack]).value
-    total = overlap_host(hw, device, host)
-    terms = {"gemm": gemm_t, "attention": attn_t, "memory_bound": memory_t}
-    return MicrobatchTime(gemm, attn, memory, device, kernels, host, total, gemm_flops, terms)
+    return kernels + STEM_OPS
 
 
 def _microbatch_memory_parts(
