@@ -21,7 +21,7 @@ from planner.errors import InfeasibleError
 from planner.layout import Layout
 from planner.params import count_params, zero3_residency
 from planner.prediction_range import PredictionRange
-from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, TrainingSpec
+from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, SourcedNonNegative, TrainingSpec
 from planner.terms import Term, sum_term
 from planner.units import GIB
 
@@ -504,23 +504,20 @@ def _overhead_figures(d: _Derivation, q: _Question, st: dict[str, Any]) -> None:
     """Fixed times: per micro-batch and per optimizer step (calibrated, else modelled)."""
     model, hardware, training = q.model, q.hardware, q.training
     terms = st["terms"]
-    if hardware.microbatch_overhead_s is not None:
-        d.put("time.microbatch_overhead", "s/micro-batch", terms["microbatch_overhead"])
-    else:
-        d.put(
-            "time.microbatch_overhead",
+    # Each fixed time: its term, unit, calibrated value (None: modelled), and what the modelled one
+    # counts and where it comes from (a calibrated one is shown as its term alone).
+    overheads: tuple[tuple[str, str, SourcedNonNegative | None, dict[str, Any], str], ...] = (
+        (
+            "microbatch_overhead",
             "s/micro-batch",
-            terms["microbatch_overhead"],
+            hardware.microbatch_overhead_s,
             {"why": "none beyond compute: kernel launches are priced in the micro-batch's host time"},
             "planner/ops.py",
-        )
-    if hardware.step_overhead_s is not None:
-        d.put("time.step_overhead", "s/step", terms["step_overhead"])
-    else:
-        d.put(
-            "time.step_overhead",
+        ),
+        (
+            "step_overhead",
             "s/step",
-            terms["step_overhead"],
+            hardware.step_overhead_s,
             {
                 "what": "the optimizer's bytes/param over its partition (Ψ/N from ZeRO-1, 0 offloaded) / HBM "
                 "+ DeepSpeed's unfused wrapper at ZeRO-0 (eager)",
@@ -530,7 +527,13 @@ def _overhead_figures(d: _Derivation, q: _Question, st: dict[str, Any]) -> None:
             },
             f"optimizer memory-bound pass and DeepSpeed's wrapper counted by the op census (planner/ops.py); "
             f"{hardware.hbm_achieved_tbps.source}",
-        )
+        ),
+    )
+    for term, unit, calibrated, context, source in overheads:
+        if calibrated is not None:
+            d.put(f"time.{term}", unit, terms[term])
+        else:
+            d.put(f"time.{term}", unit, terms[term], context, source)
 
 
 def _step_time_figures(
