@@ -10,6 +10,7 @@ import pytest
 from planner import compute, ops
 from planner import profiles as prof
 from planner.errors import InfeasibleError
+from planner.inference_time import inference_flops_per_sample
 from planner.params import count_params
 from planner.serve import (
     GIB,
@@ -17,7 +18,6 @@ from planner.serve import (
     blended_gpu_s,
     choose_setting,
     inference_batch_time_s,
-    inference_flops_per_sample,
     mark_pareto,
     max_batch_that_fits,
     replica_memory,
