@@ -110,17 +110,11 @@ def replica_memory(
     return ReplicaMemory(weights, act, reserved, weights + act + reserved, hw.hbm_bytes)
 
 
-def max_batch_that_fits(
-    model: ModelSpec,
-    hw: HardwareSpec,
-    precision: str,
-    tp: int,
-    attention: str = "flash",
-    stack: str = "eager",
-) -> int:
-    """Largest batch whose replica memory fits (memory is linear in the batch); 0 if none."""
-    m0 = replica_memory(model, hw, 0, precision, tp, attention, stack)
-    per = replica_memory(model, hw, 1, precision, tp, attention, stack).total_bytes - m0.total_bytes
+def max_batch_that_fits(model: ModelSpec, hw: HardwareSpec, precision: str, tp: int, **mem_kw: str) -> int:
+    """Largest batch whose replica memory fits (memory is linear in the batch); 0 if none. `mem_kw`
+    (attention, stack) goes to replica_memory, whose defaults they keep."""
+    m0 = replica_memory(model, hw, 0, precision, tp, **mem_kw)
+    per = replica_memory(model, hw, 1, precision, tp, **mem_kw).total_bytes - m0.total_bytes
     room = m0.hbm_bytes - m0.total_bytes
     if room < per:
         return 0

@@ -281,7 +281,9 @@ def test_math_kernel_holds_its_score_matrices_at_inference():
     mlp = 256 * 2 * v.mlp_hidden * s * 2.0
     assert math_.activations_bytes - flash.activations_bytes == pytest.approx(attn + scores - max(attn, mlp))
     assert replica_memory(m, hw, 256, "bf16", 1, "mem_efficient").total_bytes == flash.total_bytes
-    assert max_batch_that_fits(m, hw, "bf16", 1, "math", "eager") < max_batch_that_fits(m, hw, "bf16", 1)
+    assert max_batch_that_fits(m, hw, "bf16", 1, attention="math", stack="eager") < max_batch_that_fits(
+        m, hw, "bf16", 1
+    )
     assert (
         serve_point(m, hw, None, batch=64, attention="math").memory.activations_bytes
         > serve_point(m, hw, None, batch=64).memory.activations_bytes
