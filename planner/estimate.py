@@ -9,7 +9,7 @@ plan.json.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -593,6 +593,33 @@ def _step_time_figures(
     return compute_s, overhead_s
 
 
+# The fields a report copies from the model's own objects, as plain floats (the model's figures may
+# be numpy scalars): a collective's volumes (comm.Collective), the wall-time terms (cost.WallTime).
+_COLLECTIVE_VOLUMES = (
+    "calls",
+    "message_bytes",
+    "ring_bytes_per_gpu",
+    "inter_node_bytes_per_gpu",
+    "intra_node_bytes_per_gpu",
+    "logged_bytes",
+)
+_WALL_TIMES = (
+    "steps",
+    "train_s",
+    "startup_s",
+    "checkpoint_interval_s",
+    "checkpoints",
+    "checkpoint_stall_s",
+    "expected_interruptions",
+    "rework_s",
+    "wall_s",
+)
+
+
+def _floats(source: object, names: tuple[str, ...]) -> dict[str, float]:
+    return {n: float(getattr(source, n)) for n in names}
+
+
 def _comm_figures(d: _Derivation, q: _Question, st: dict[str, Any], compute_s: float) -> CommReport:
     """Collectives per step, their bytes and time, and the share compute does not hide."""
     model, hardware, plan, training = q.model, q.hardware, q.plan, q.training
@@ -606,12 +633,7 @@ def _comm_figures(d: _Derivation, q: _Question, st: dict[str, Any], compute_s: f
                 op=c.op,
                 phase=c.phase,
                 group_size=int(c.group_size),
-                calls=float(c.calls),
-                message_bytes=float(c.message_bytes),
-                ring_bytes_per_gpu=float(c.ring_bytes_per_gpu),
-                inter_node_bytes_per_gpu=float(c.inter_node_bytes_per_gpu),
-                intra_node_bytes_per_gpu=float(c.intra_node_bytes_per_gpu),
-                logged_bytes=float(c.logged_bytes),
+                **_floats(c, _COLLECTIVE_VOLUMES),
                 time_s=float(comm.collective_time_s(c, hardware)),
                 overlappable=c.overlappable,
                 ds_logged=c.ds_logged,
@@ -740,17 +762,9 @@ def _wall_figures(
     wt: cost.WallTime = base_run["wall"]
     write_s = float(base_run["write_s"])
     time_report = TimeReport(
-        steps=float(wt.steps),
-        train_s=float(wt.train_s),
-        startup_s=float(wt.startup_s),
+        **_floats(wt, _WALL_TIMES),
         checkpoint_bytes=cost.CHECKPOINT_BYTES_PER_PARAM * psi,
         checkpoint_write_s=write_s,
-        checkpoint_interval_s=float(wt.checkpoint_interval_s),
-        checkpoints=float(wt.checkpoints),
-        checkpoint_stall_s=float(wt.checkpoint_stall_s),
-        expected_interruptions=float(wt.expected_interruptions),
-        rework_s=float(wt.rework_s),
-        wall_s=float(wt.wall_s),
     )
     d.put("time.steps", "steps", cost.steps_term(training.samples, B))
     write = cost.checkpoint_write_term(psi, M, hardware.nvme_write_gbps.value)
@@ -871,12 +885,7 @@ def estimate(
         plan=plan,
         training=training,
         params=ParamReport(
-            vision=counts.vision,
-            text=counts.text,
-            logit_scale=counts.logit_scale,
-            total=counts.total,
-            largest_layer=counts.largest_layer,
-            largest_layer_module=counts.largest_layer_module,
+            **asdict(counts),  # ParamReport is params.py's ParamCounts and the ZeRO-3 residency
             zero3_persistent=res.persistent,
             zero3_gathered=res.gathered,
             zero3_regathered_backward=res.regathered_backward,
