@@ -725,29 +725,21 @@ def _throughput_figures(
     return creport_compute
 
 
-def _restart_s(offering: OfferingSpec | None) -> float:
-    """Start-up is priced like a restart (scheduling, image pull, rendezvous, model init); without an
-    offering, 900 s (the bundled offerings' restart_s, an evaplan assumption)."""
-    return offering.restart_s.value if offering is not None else 900.0
-
-
 def _run_at(q: _Question, st: dict[str, Any], usd_per_node_hour: float, spot_rate: float) -> dict[str, Any]:
     """Wall time and money of the run at one price and spot reclaim rate."""
-    plan, training, offering = q.plan, q.training, q.offering
-    return ev.wall_and_cost(
+    plan, nodes = q.plan, q.plan.nodes
+    wall = ev.training_wall(
         q.model,
         q.hardware,
-        nodes=plan.nodes,
-        samples=training.samples,
+        q.training,
+        q.offering,
+        nodes=nodes,
         global_batch=plan.global_batch,
         step_s=st["step_s"],
-        restart_s=_restart_s(offering),
-        spot_interruptions_per_node_month=spot_rate,
-        checkpoint_every_s=training.checkpoint_every_s,
-        usd_per_node_hour=usd_per_node_hour,
-        storage_usd_per_gb_month=offering.storage_usd_per_gb_month.value if offering is not None else 0.0,
-        checkpoints_kept=training.checkpoints_kept,
-        dataset_tb=training.dataset_tb,
+        spot=spot_rate,
+    )
+    return ev.training_cost(
+        q.model, q.hardware, q.training, q.offering, wall, nodes=nodes, usd_per_node_hour=usd_per_node_hour
     )
 
 
@@ -757,7 +749,7 @@ def _wall_figures(
     """Wall time with checkpoints and expected interruptions (on-demand hardware failures)."""
     hardware, training = q.hardware, q.training
     M, B = q.plan.nodes, q.plan.global_batch
-    restart_s = startup_s = _restart_s(q.offering)
+    restart_s = startup_s = ev.restart_s_of(q.offering)
     base_run = _run_at(q, st, 0.0, 0.0)
     wt: cost.WallTime = base_run["wall"]
     write_s = float(base_run["write_s"])
