@@ -228,6 +228,10 @@ def trainer_env(inputs: PlanInputs, opts: RenderOptions, sizing: Sizing) -> list
     return list(env.items())
 
 
+# The user's fabric flags that launcher/fabric.py resolve takes under their own names.
+_FABRIC_FLAGS = ("rdma_resource", "rdma_per_node", "ib_hca", "roce")
+
+
 def fabric_for(inputs: PlanInputs, opts: RenderOptions) -> FabricRequest:
     """The inter-node network this bundle requests (launcher/fabric.py)."""
     hw = inputs.hardware
@@ -235,10 +239,7 @@ def fabric_for(inputs: PlanInputs, opts: RenderOptions) -> FabricRequest:
         inputs.fabric,
         inputs.offering,
         use_fabric=opts.fabric,
-        rdma_resource=opts.rdma_resource,
-        rdma_per_node=opts.rdma_per_node,
-        ib_hca=opts.ib_hca,
-        roce=opts.roce,
+        **{k: getattr(opts, k) for k in _FABRIC_FLAGS},
         vendor=hw.vendor,
         nodes=inputs.plan.nodes,
         inter_node_gbps=hw.collective.inter_node_gbps.value,

@@ -282,6 +282,18 @@ def _clip_feature_collectives(
     ]
 
 
+# The settings zero_collectives takes from a layout under their own names (a Layout and a
+# ParallelPlan name them alike).
+_LAYOUT_AS_NAMED = (
+    "grad_accum",
+    "micro_batch",
+    "hpz_partition_size",
+    "quantized_weights",
+    "quantized_gradients",
+    "gather_with_grad",
+)
+
+
 def model_collectives(
     model: ModelSpec,
     gpus_per_node: Num,
@@ -305,14 +317,9 @@ def model_collectives(
         world=layout.nodes * gpus_per_node,
         gpus_per_node=gpus_per_node,
         zero_stage=zero_stage,
-        grad_accum=layout.grad_accum,
-        micro_batch=layout.micro_batch,
         embed_dim=model.embed_dim,
         comm_dtype_bytes=comm_dtype_bytes,
-        hpz_partition_size=layout.hpz_partition_size,
-        quantized_weights=layout.quantized_weights,
-        quantized_gradients=layout.quantized_gradients,
-        gather_with_grad=layout.gather_with_grad,
+        **{k: getattr(layout, k) for k in _LAYOUT_AS_NAMED},
     )
 
 

@@ -9,7 +9,7 @@ plan.json.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,7 +21,7 @@ from planner.errors import InfeasibleError
 from planner.layout import Layout
 from planner.params import count_params, zero3_residency
 from planner.prediction_range import PredictionRange
-from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, TrainingSpec
+from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, SourcedNonNegative, TrainingSpec
 from planner.terms import Term, sum_term
 from planner.units import GIB
 
@@ -504,23 +504,20 @@ def _overhead_figures(d: _Derivation, q: _Question, st: dict[str, Any]) -> None:
     """Fixed times: per micro-batch and per optimizer step (calibrated, else modelled)."""
     model, hardware, training = q.model, q.hardware, q.training
     terms = st["terms"]
-    if hardware.microbatch_overhead_s is not None:
-        d.put("time.microbatch_overhead", "s/micro-batch", terms["microbatch_overhead"])
-    else:
-        d.put(
-            "time.microbatch_overhead",
+    # Each fixed time: its term, unit, calibrated value (None: modelled), and what the modelled one
+    # counts and where it comes from (a calibrated one is shown as its term alone).
+    overheads: tuple[tuple[str, str, SourcedNonNegative | None, dict[str, Any], str], ...] = (
+        (
+            "microbatch_overhead",
             "s/micro-batch",
-            terms["microbatch_overhead"],
+            hardware.microbatch_overhead_s,
             {"why": "none beyond compute: kernel launches are priced in the micro-batch's host time"},
             "planner/ops.py",
-        )
-    if hardware.step_overhead_s is not None:
-        d.put("time.step_overhead", "s/step", terms["step_overhead"])
-    else:
-        d.put(
-            "time.step_overhead",
+        ),
+        (
+            "step_overhead",
             "s/step",
-            terms["step_overhead"],
+            hardware.step_overhead_s,
             {
                 "what": "the optimizer's bytes/param over its partition (Ψ/N from ZeRO-1, 0 offloaded) / HBM "
                 "+ DeepSpeed's unfused wrapper at ZeRO-0 (eager)",
@@ -530,7 +527,13 @@ def _overhead_figures(d: _Derivation, q: _Question, st: dict[str, Any]) -> None:
             },
             f"optimizer memory-bound pass and DeepSpeed's wrapper counted by the op census (planner/ops.py); "
             f"{hardware.hbm_achieved_tbps.source}",
-        )
+        ),
+    )
+    for term, unit, calibrated, context, source in overheads:
+        if calibrated is not None:
+            d.put(f"time.{term}", unit, terms[term])
+        else:
+            d.put(f"time.{term}", unit, terms[term], context, source)
 
 
 def _step_time_figures(
@@ -590,6 +593,33 @@ def _step_time_figures(
     return compute_s, overhead_s
 
 
+# The fields a report copies from the model's own objects, as plain floats (the model's figures may
+# be numpy scalars): a collective's volumes (comm.Collective), the wall-time terms (cost.WallTime).
+_COLLECTIVE_VOLUMES = (
+    "calls",
+    "message_bytes",
+    "ring_bytes_per_gpu",
+    "inter_node_bytes_per_gpu",
+    "intra_node_bytes_per_gpu",
+    "logged_bytes",
+)
+_WALL_TIMES = (
+    "steps",
+    "train_s",
+    "startup_s",
+    "checkpoint_interval_s",
+    "checkpoints",
+    "checkpoint_stall_s",
+    "expected_interruptions",
+    "rework_s",
+    "wall_s",
+)
+
+
+def _floats(source: object, names: tuple[str, ...]) -> dict[str, float]:
+    return {n: float(getattr(source, n)) for n in names}
+
+
 def _comm_figures(d: _Derivation, q: _Question, st: dict[str, Any], compute_s: float) -> CommReport:
     """Collectives per step, their bytes and time, and the share compute does not hide."""
     model, hardware, plan, training = q.model, q.hardware, q.plan, q.training
@@ -603,12 +633,7 @@ def _comm_figures(d: _Derivation, q: _Question, st: dict[str, Any], compute_s: f
                 op=c.op,
                 phase=c.phase,
                 group_size=int(c.group_size),
-                calls=float(c.calls),
-                message_bytes=float(c.message_bytes),
-                ring_bytes_per_gpu=float(c.ring_bytes_per_gpu),
-                inter_node_bytes_per_gpu=float(c.inter_node_bytes_per_gpu),
-                intra_node_bytes_per_gpu=float(c.intra_node_bytes_per_gpu),
-                logged_bytes=float(c.logged_bytes),
+                **_floats(c, _COLLECTIVE_VOLUMES),
                 time_s=float(comm.collective_time_s(c, hardware)),
                 overlappable=c.overlappable,
                 ds_logged=c.ds_logged,
@@ -700,29 +725,21 @@ def _throughput_figures(
     return creport_compute
 
 
-def _restart_s(offering: OfferingSpec | None) -> float:
-    """Start-up is priced like a restart (scheduling, image pull, rendezvous, model init); without an
-    offering, 900 s (the bundled offerings' restart_s, an evaplan assumption)."""
-    return offering.restart_s.value if offering is not None else 900.0
-
-
 def _run_at(q: _Question, st: dict[str, Any], usd_per_node_hour: float, spot_rate: float) -> dict[str, Any]:
     """Wall time and money of the run at one price and spot reclaim rate."""
-    plan, training, offering = q.plan, q.training, q.offering
-    return ev.wall_and_cost(
+    plan, nodes = q.plan, q.plan.nodes
+    wall = ev.training_wall(
         q.model,
         q.hardware,
-        nodes=plan.nodes,
-        samples=training.samples,
+        q.training,
+        q.offering,
+        nodes=nodes,
         global_batch=plan.global_batch,
         step_s=st["step_s"],
-        restart_s=_restart_s(offering),
-        spot_interruptions_per_node_month=spot_rate,
-        checkpoint_every_s=training.checkpoint_every_s,
-        usd_per_node_hour=usd_per_node_hour,
-        storage_usd_per_gb_month=offering.storage_usd_per_gb_month.value if offering is not None else 0.0,
-        checkpoints_kept=training.checkpoints_kept,
-        dataset_tb=training.dataset_tb,
+        spot=spot_rate,
+    )
+    return ev.training_cost(
+        q.model, q.hardware, q.training, q.offering, wall, nodes=nodes, usd_per_node_hour=usd_per_node_hour
     )
 
 
@@ -732,22 +749,14 @@ def _wall_figures(
     """Wall time with checkpoints and expected interruptions (on-demand hardware failures)."""
     hardware, training = q.hardware, q.training
     M, B = q.plan.nodes, q.plan.global_batch
-    restart_s = startup_s = _restart_s(q.offering)
+    restart_s = startup_s = ev.restart_s_of(q.offering)
     base_run = _run_at(q, st, 0.0, 0.0)
     wt: cost.WallTime = base_run["wall"]
     write_s = float(base_run["write_s"])
     time_report = TimeReport(
-        steps=float(wt.steps),
-        train_s=float(wt.train_s),
-        startup_s=float(wt.startup_s),
+        **_floats(wt, _WALL_TIMES),
         checkpoint_bytes=cost.CHECKPOINT_BYTES_PER_PARAM * psi,
         checkpoint_write_s=write_s,
-        checkpoint_interval_s=float(wt.checkpoint_interval_s),
-        checkpoints=float(wt.checkpoints),
-        checkpoint_stall_s=float(wt.checkpoint_stall_s),
-        expected_interruptions=float(wt.expected_interruptions),
-        rework_s=float(wt.rework_s),
-        wall_s=float(wt.wall_s),
     )
     d.put("time.steps", "steps", cost.steps_term(training.samples, B))
     write = cost.checkpoint_write_term(psi, M, hardware.nvme_write_gbps.value)
@@ -868,12 +877,7 @@ def estimate(
         plan=plan,
         training=training,
         params=ParamReport(
-            vision=counts.vision,
-            text=counts.text,
-            logit_scale=counts.logit_scale,
-            total=counts.total,
-            largest_layer=counts.largest_layer,
-            largest_layer_module=counts.largest_layer_module,
+            **asdict(counts),  # ParamReport is params.py's ParamCounts and the ZeRO-3 residency
             zero3_persistent=res.persistent,
             zero3_gathered=res.gathered,
             zero3_regathered_backward=res.regathered_backward,

@@ -17,7 +17,7 @@ from planner import deepspeed_defaults as dsd
 from planner.layout import Layout
 from planner.offload import offload_term
 from planner.params import count_params, param_tensors, zero3_residency
-from planner.spec import HardwareSpec, ModelSpec
+from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, TrainingSpec
 from planner.terms import Term, compose, sum_term
 from planner.units import GIB
 
@@ -331,6 +331,65 @@ def step_terms(model: ModelSpec, hardware: HardwareSpec, layout: Layout) -> dict
             "offload": offload,
         },
     }
+
+
+# Start-up and restarts without an offering: the bundled offerings' restart_s (an evaplan assumption).
+RESTART_S_WITHOUT_OFFERING = 900.0
+
+
+def restart_s_of(offering: OfferingSpec | None) -> float:
+    """Start-up is priced like a restart (scheduling, image pull, rendezvous, model init): the
+    offering's restart_s, else RESTART_S_WITHOUT_OFFERING."""
+    return offering.restart_s.value if offering is not None else RESTART_S_WITHOUT_OFFERING
+
+
+def training_wall(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    training: TrainingSpec,
+    offering: OfferingSpec | None,
+    *,
+    nodes: Num,
+    global_batch: Num,
+    step_s: Num,
+    spot: Num,
+) -> dict[str, Num]:
+    """wall_of_run of a training on an offering (its restart time) at a spot reclaim rate: estimate()
+    and the search (planner.vectorized) price runs through this one mapping."""
+    return wall_of_run(
+        model,
+        hardware,
+        nodes=nodes,
+        samples=training.samples,
+        global_batch=global_batch,
+        step_s=step_s,
+        restart_s=restart_s_of(offering),
+        spot_interruptions_per_node_month=spot,
+        checkpoint_every_s=training.checkpoint_every_s,
+    )
+
+
+def training_cost(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    training: TrainingSpec,
+    offering: OfferingSpec | None,
+    run: dict[str, Num],
+    *,
+    nodes: Num,
+    usd_per_node_hour: Num,
+) -> dict[str, Num]:
+    """cost_of_run of a training's run (training_wall) at one price, with the offering's storage."""
+    return cost_of_run(
+        model,
+        hardware,
+        run,
+        nodes=nodes,
+        usd_per_node_hour=usd_per_node_hour,
+        storage_usd_per_gb_month=offering.storage_usd_per_gb_month.value if offering is not None else 0.0,
+        checkpoints_kept=training.checkpoints_kept,
+        dataset_tb=training.dataset_tb,
+    )
 
 
 def wall_and_cost(

@@ -6,33 +6,46 @@ same precision handling and the same compute scale (hw.compute_scale: a calibrat
 backward, no recompute, no optimizer, no CLIP loss, no patch dropout or drop path (eval mode).
 
 Megatron-style tensor parallelism splits every GEMM of a block (column-parallel q/k/v and MLP
-inputs, row-parallel outputs) and the attention heads over `tp` ranks; its all-reduces are priced by
-planner/serve.py with the collectives model.
+inputs, row-parallel outputs) and the attention heads over `tp` ranks; its all-reduces are priced
+here with the collectives model (planner/comm.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from planner import compute, ops
+from planner.comm import bus_bandwidth_bytes_per_s, ring_latency_s
+from planner.errors import InfeasibleError
 from planner.memory import TowerShape
 from planner.spec import HardwareSpec, ModelSpec
 
+Tower = Literal["image", "text"]
+
 # Attention runs on 16-bit q, k, v at every serving precision (fp8/int8 quantise the GEMMs only).
 ATTENTION_PRECISION = {"fp8": "bf16", "int8": "bf16"}
+# Tensor-parallel all-reduces per transformer block in a Megatron-style split: one after the
+# attention out-projection, one after the MLP down-projection (arXiv 1909.08053 §3).
+TP_ALLREDUCES_PER_BLOCK = 2
+# Bytes per activation element: 16-bit at every serving precision (planner/ops.py ACT_BYTES), the
+# values the TP all-reduces carry and planner/serve.py's activation memory counts.
+ACTIVATION_BYTES = ops.ACT_BYTES["bf16"]
 
 
 @dataclass(frozen=True)
-class ForwardTime:
-    """One batch through one tower on one TP rank, by kind of work (seconds)."""
+class BatchTime:
+    """One batch through one tower on one replica (the TP ranks work in parallel), by kind of work."""
 
+    flops: float  # the whole batch (FlopCounterMode's count)
     gemm_s: float
     attention_s: float
     memory_s: float
     device_s: float
     kernels: float
     host_s: float
-    busy_s: float  # device and host overlapped (GPU) or added (CPU): ops.overlap_host
+    tp_comm_s: float
+    total_s: float  # device and host overlapped (GPU) or added (CPU): ops.overlap_host, + TP comm
 
 
 def _block_gemms_s(
@@ -50,27 +63,78 @@ def _block_gemms_s(
     return float(qkv + proj + mlp_in + mlp_out)
 
 
-def tower_forward_time(
+def peak_flops(hw: HardwareSpec, precision: str) -> float:
+    """Dense tensor-core peak for the precision. int8 uses the fp8 figure: the datasheets give the
+    same dense rate for INT8 TOPS and FP8 TFLOPS on Hopper (H100/H200 1,979), Blackwell (B200 4,500)
+    and CDNA3 (MI300X/MI325X 2,615)."""
+    if precision == "bf16":
+        return hw.bf16_dense_tflops.value * 1e12
+    if hw.fp8_dense_tflops is None:
+        raise InfeasibleError(
+            f"{hw.name} has no {precision} tensor-core rate in its profile (fp8_dense_tflops)",
+            hint="use --precision bf16, or hardware with fp8 (h100-sxm, h200, b200, mi300x, mi325x)",
+        )
+    return hw.fp8_dense_tflops.value * 1e12
+
+
+def inference_flops_per_sample(model: ModelSpec, tower: Tower) -> float:
+    """Forward FLOPs of one image (at the model's resolution, no patch dropout) or one text."""
+    f = compute.forward_flops_per_sample(model, model.vision.image_size, 0.0)
+    return float(f.vision if tower == "image" else f.text)
+
+
+def tokens(model: ModelSpec, tower: Tower) -> int:
+    """Tokens through the blocks: CLS + all patches, or the text context length."""
+    return model.vision.seq_len if tower == "image" else model.text.context_length
+
+
+def _tp_comm_s(hw: HardwareSpec, shape: TowerShape, rows: float, tp: int) -> float:
+    """The TP all-reduces of one batch: per block, TP_ALLREDUCES_PER_BLOCK of rows × width values,
+    each ring latency + bytes over the profile's all-reduce busbw."""
+    if tp <= 1:
+        return 0.0
+    lat = float(
+        ring_latency_s(
+            "all_reduce",
+            tp,
+            hw.gpus_per_node,
+            hw.collective.alpha_intra_us.value,
+            hw.collective.alpha_inter_us.value,
+        )
+    )
+    busbw = float(bus_bandwidth_bytes_per_s("all_reduce", tp, hw))
+    per_call = lat + 2.0 * (tp - 1) / tp * rows * shape.width * ACTIVATION_BYTES / busbw
+    return shape.layers * TP_ALLREDUCES_PER_BLOCK * per_call
+
+
+def inference_batch_time_s(
     model: ModelSpec,
     hw: HardwareSpec,
-    tower: str,
+    tower: Tower,
     batch: int,
-    *,
     precision: str,
     tp: int = 1,
     stack: str = "eager",
     attention: str = "flash",
-) -> ForwardTime:
-    """Forward of `batch` images (tower "image") or texts ("text") at the model's own resolution and
-    context length. A profile's `mfu_default` (user override) replaces the device time by forward
-    FLOPs at that flat MFU, as in training."""
-    ops.peak_tflops(hw, precision)  # refuses a precision the hardware has no rate for
+) -> BatchTime:
+    """Time of one batch of `batch` images (tower "image") or texts ("text") at the model's own
+    resolution and context length: the one place serving asks the time model.
+
+    The device and host time are training's per-operation model, forward only (planner/ops.py's
+    functions: GEMM rooflines with the weights at the serving precision, attention by kernel,
+    memory-bound bytes by stack, host time per kernel by stack, the compute scale of `hw`). A
+    profile's `mfu_default` (user override) replaces the device time by forward FLOPs at that flat
+    MFU, as in training. Tensor parallelism adds 2 all-reduces per block of batch × tokens × width
+    16-bit values (ring latency + bytes over the profile's all-reduce busbw), after the device work
+    they follow.
+    """
+    peak_flops(hw, precision)  # refuses a precision the hardware has no rate for (serve's hint)
     scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
     a = ops.ACT_BYTES[precision]
     t = float(tp)
     image = tower == "image"
     shape = compute.vision_shape(model) if image else compute.text_shape(model)
-    seq = float(model.vision.seq_len if image else model.text.context_length)
+    seq = float(tokens(model, tower))
     rows = batch * seq
     h, e = float(shape.width), float(model.embed_dim)
 
@@ -99,13 +163,13 @@ def tower_forward_time(
     )
     memory = float(shape.layers * rows * ew.fwd_bytes_per_token + stem) / (ops.hbm_bytes_per_s(hw) * scale)
     device = gemm + attn + memory
+    flops = batch * inference_flops_per_sample(model, tower)
     if hw.mfu_default is not None:
-        f = compute.forward_flops_per_sample(model, model.vision.image_size, 0.0)
-        flops = batch * float(f.vision if image else f.text)
         device = flops / t / (ops.peak_tflops(hw, precision) * 1e12 * hw.mfu_default.value * scale)
 
     kernels = shape.layers * float(ops.block_kernel_count(shape, ew, 1.0, backward=False))
     kernels += ops.FORWARD_STEM_KERNELS
     host = float(ops.host_term(kernels, ops.HOST_S_PER_KERNEL[stack]).value)
     busy = float(ops.overlap_host(hw, device, host))
-    return ForwardTime(gemm, attn, memory, device, kernels, host, busy)
+    tp_comm_s = _tp_comm_s(hw, shape, rows, tp)
+    return BatchTime(flops, gemm, attn, memory, device, kernels, host, tp_comm_s, busy + tp_comm_s)

@@ -194,15 +194,12 @@ def serving_range(total_params: float, stack: str) -> TimeRange:
 def prediction_range(
     r: TimeRange, wall_s: float, gpu_hours: float | None, cost_usd: float | None
 ) -> PredictionRange:
-    f = range_fields(r, wall_s, gpu_hours, cost_usd)
-    f.pop("calibrated")
     return PredictionRange(
         time_ratio_low=r.low,
         time_ratio_high=r.high,
-        calibrated=r.calibrated,
         basis=r.basis,
         comparable_runs=r.runs,
-        **f,
+        **range_fields(r, wall_s, gpu_hours, cost_usd),  # with `calibrated`
     )
 
 

@@ -3,8 +3,8 @@ target, and what a million embeddings cost.
 
 Inference FLOPs are the forward FLOPs of planner.compute (FlopCounterMode's counting) of one tower on
 one input in eval mode: no patch dropout, the model's own resolution, no CLIP loss. Every batch time
-goes through one function, `inference_batch_time_s`: the per-operation time model of training
-(planner/ops.py through planner/inference_time.py), forward only, with the same compute scale.
+goes through one function, planner/inference_time.py `inference_batch_time_s`: the per-operation time
+model of training (planner/ops.py), forward only, with the same compute scale.
 
 Pure Python + numpy: no torch.
 """
@@ -16,60 +16,36 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from planner import compute, memory, ops
-from planner.comm import bus_bandwidth_bytes_per_s, ring_latency_s
+from planner import memory, ops
 from planner.errors import InfeasibleError
-from planner.inference_time import tower_forward_time
+from planner.inference_time import (
+    ACTIVATION_BYTES,
+    BatchTime,
+    Tower,
+    inference_batch_time_s,
+    peak_flops,
+    tokens,
+)
 from planner.params import count_params
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec
 from planner.units import GIB
 
-Tower = Literal["image", "text"]
 PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "int8")
 
-# Bytes per weight and per activation element: the time model's (planner/ops.py WEIGHT_BYTES,
-# ACT_BYTES: fp8/int8 weights 1 byte, activations 16-bit at every serving precision).
+# Bytes per weight: the time model's (planner/ops.py WEIGHT_BYTES: fp8/int8 weights 1 byte); per
+# activation element 16-bit at every serving precision (planner/inference_time.py ACTIVATION_BYTES).
 WEIGHT_BYTES = {p: ops.WEIGHT_BYTES[p] for p in PRECISIONS}
-ACTIVATION_BYTES = ops.ACT_BYTES["bf16"]
 # Batches searched: 1 … 65,536 (beyond that no embedding service batches; memory stops it first).
 MAX_BATCH = 65536
 # Batch reported when neither --batch nor --p99-ms is given: an evaplan default, the usual dynamic-
 # batching cap of embedding servers (Triton / TorchServe examples use 8-64), clipped to what fits.
 DEFAULT_BATCH = 32
-# Tensor-parallel all-reduces per transformer block in a Megatron-style split: one after the
-# attention out-projection, one after the MLP down-projection (arXiv 1909.08053 §3).
-TP_ALLREDUCES_PER_BLOCK = 2
 
 
 # ----------------------------------------------------------------------------------- per tower
-def peak_flops(hw: HardwareSpec, precision: str) -> float:
-    """Dense tensor-core peak for the precision. int8 uses the fp8 figure: the datasheets give the
-    same dense rate for INT8 TOPS and FP8 TFLOPS on Hopper (H100/H200 1,979), Blackwell (B200 4,500)
-    and CDNA3 (MI300X/MI325X 2,615)."""
-    if precision == "bf16":
-        return hw.bf16_dense_tflops.value * 1e12
-    if hw.fp8_dense_tflops is None:
-        raise InfeasibleError(
-            f"{hw.name} has no {precision} tensor-core rate in its profile (fp8_dense_tflops)",
-            hint="use --precision bf16, or hardware with fp8 (h100-sxm, h200, b200, mi300x, mi325x)",
-        )
-    return hw.fp8_dense_tflops.value * 1e12
-
-
 def _precisions_of(hw: HardwareSpec) -> list[str]:
     """The precisions the profile has a tensor-core rate for."""
     return [p for p in PRECISIONS if p == "bf16" or hw.fp8_dense_tflops is not None]
-
-
-def inference_flops_per_sample(model: ModelSpec, tower: Tower) -> float:
-    """Forward FLOPs of one image (at the model's resolution, no patch dropout) or one text."""
-    f = compute.forward_flops_per_sample(model, model.vision.image_size, 0.0)
-    return float(f.vision if tower == "image" else f.text)
-
-
-def tokens(model: ModelSpec, tower: Tower) -> int:
-    """Tokens through the blocks: CLS + all patches, or the text context length."""
-    return model.vision.seq_len if tower == "image" else model.text.context_length
 
 
 def _tower_dims(model: ModelSpec, tower: Tower) -> tuple[int, int, int, int, bool]:
@@ -98,75 +74,6 @@ def activation_bytes_per_sample(
     mlp = (3 * f if swiglu else 2 * f) / tp * seq * ACTIVATION_BYTES
     pixels = 3 * model.vision.image_size**2 * ACTIVATION_BYTES if tower == "image" else 0.0
     return seq * 2 * h * ACTIVATION_BYTES + max(attn, mlp) + pixels
-
-
-# ----------------------------------------------------------------------------------- time model
-@dataclass(frozen=True)
-class BatchTime:
-    """One batch through one tower on one replica (the TP ranks work in parallel), by kind of work."""
-
-    flops: float  # the whole batch (FlopCounterMode's count)
-    gemm_s: float
-    attention_s: float
-    memory_s: float
-    device_s: float
-    kernels: float
-    host_s: float
-    tp_comm_s: float
-    total_s: float
-
-
-def inference_batch_time_s(
-    model: ModelSpec,
-    hw: HardwareSpec,
-    tower: Tower,
-    batch: int,
-    precision: str,
-    tp: int = 1,
-    stack: str = "eager",
-    attention: str = "flash",
-) -> BatchTime:
-    """Time of one batch of `batch` images or texts: the one place serving asks the time model.
-
-    The device and host time are training's per-operation model, forward only
-    (planner/inference_time.py calls planner/ops.py's functions: GEMM rooflines with the weights at
-    the serving precision, attention by kernel, memory-bound bytes by stack, host time per kernel by
-    stack, the compute scale of `hw`). Tensor parallelism adds 2 all-reduces per block of batch ×
-    tokens × width 16-bit values (ring latency + bytes over the profile's all-reduce busbw), after the
-    device work they follow.
-    """
-    peak_flops(hw, precision)  # refuses a precision the hardware has no rate for (serve's hint)
-    fwd = tower_forward_time(
-        model, hw, tower, batch, precision=precision, tp=tp, stack=stack, attention=attention
-    )
-    flops = batch * inference_flops_per_sample(model, tower)
-    tp_comm_s = 0.0
-    if tp > 1:
-        shape = compute.vision_shape(model) if tower == "image" else compute.text_shape(model)
-        lat = float(
-            ring_latency_s(
-                "all_reduce",
-                tp,
-                hw.gpus_per_node,
-                hw.collective.alpha_intra_us.value,
-                hw.collective.alpha_inter_us.value,
-            )
-        )
-        busbw = float(bus_bandwidth_bytes_per_s("all_reduce", tp, hw))
-        rows = batch * tokens(model, tower)
-        per_call = lat + 2.0 * (tp - 1) / tp * rows * shape.width * ACTIVATION_BYTES / busbw
-        tp_comm_s = shape.layers * TP_ALLREDUCES_PER_BLOCK * per_call
-    return BatchTime(
-        flops,
-        fwd.gemm_s,
-        fwd.attention_s,
-        fwd.memory_s,
-        fwd.device_s,
-        fwd.kernels,
-        fwd.host_s,
-        tp_comm_s,
-        fwd.busy_s + tp_comm_s,
-    )
 
 
 # ----------------------------------------------------------------------------------- memory
@@ -203,17 +110,11 @@ def replica_memory(
     return ReplicaMemory(weights, act, reserved, weights + act + reserved, hw.hbm_bytes)
 
 
-def max_batch_that_fits(
-    model: ModelSpec,
-    hw: HardwareSpec,
-    precision: str,
-    tp: int,
-    attention: str = "flash",
-    stack: str = "eager",
-) -> int:
-    """Largest batch whose replica memory fits (memory is linear in the batch); 0 if none."""
-    m0 = replica_memory(model, hw, 0, precision, tp, attention, stack)
-    per = replica_memory(model, hw, 1, precision, tp, attention, stack).total_bytes - m0.total_bytes
+def max_batch_that_fits(model: ModelSpec, hw: HardwareSpec, precision: str, tp: int, **mem_kw: str) -> int:
+    """Largest batch whose replica memory fits (memory is linear in the batch); 0 if none. `mem_kw`
+    (attention, stack) goes to replica_memory, whose defaults they keep."""
+    m0 = replica_memory(model, hw, 0, precision, tp, **mem_kw)
+    per = replica_memory(model, hw, 1, precision, tp, **mem_kw).total_bytes - m0.total_bytes
     room = m0.hbm_bytes - m0.total_bytes
     if room < per:
         return 0

@@ -24,8 +24,6 @@ from planner.spec import PRICINGS, HardwareSpec, ModelSpec, OfferingSpec, Traini
 from planner.units import GIB
 
 Pricing = Literal["on_demand", "spot", "committed", "on_prem"]
-# What estimate() assumes without an offering: start-up / restart 900 s (planner/estimate.py).
-RESTART_S_WITHOUT_OFFERING = 900.0
 
 
 @dataclass(frozen=True)
@@ -307,30 +305,21 @@ def run_at_price(
     same inputs, so the same figures). Only the wall time is kept there (peak memory), so a run taken
     from it has wall_s and money, not the wall-time terms."""
     off = option.offering
-    restart_s = off.restart_s.value if off is not None else RESTART_S_WITHOUT_OFFERING
     spot = option.spot_rate() if priced else 0.0
-    run = walls.get((restart_s, spot)) if walls is not None else None
+    key = (ev.restart_s_of(off), spot)
+    run = walls.get(key) if walls is not None else None
     if run is None:
-        run = ev.wall_of_run(
+        run = ev.training_wall(
             model,
             option.hardware,
+            training,
+            off,
             nodes=nodes,
-            samples=training.samples,
             global_batch=global_batch,
             step_s=step_s,
-            restart_s=restart_s,
-            spot_interruptions_per_node_month=spot,
-            checkpoint_every_s=training.checkpoint_every_s,
+            spot=spot,
         )
         if walls is not None:
-            walls[(restart_s, spot)] = {"wall_s": run["wall_s"]}  # what is shared; the rest is let go
-    return ev.cost_of_run(
-        model,
-        option.hardware,
-        run,
-        nodes=nodes,
-        usd_per_node_hour=option.usd_per_node_hour() if priced else 0.0,
-        storage_usd_per_gb_month=off.storage_usd_per_gb_month.value if off is not None else 0.0,
-        checkpoints_kept=training.checkpoints_kept,
-        dataset_tb=training.dataset_tb,
-    )
+            walls[key] = {"wall_s": run["wall_s"]}  # what is shared; the rest is let go
+    usd = option.usd_per_node_hour() if priced else 0.0
+    return ev.training_cost(model, option.hardware, training, off, run, nodes=nodes, usd_per_node_hour=usd)

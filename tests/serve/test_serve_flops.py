@@ -7,8 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from planner.inference_time import inference_flops_per_sample  # noqa: E402
 from planner.profiles import index, load_model  # noqa: E402
-from planner.serve import inference_flops_per_sample  # noqa: E402
 
 BATCH = 3
 

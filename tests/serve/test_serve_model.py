@@ -10,6 +10,7 @@ import pytest
 from planner import compute, ops
 from planner import profiles as prof
 from planner.errors import InfeasibleError
+from planner.inference_time import inference_flops_per_sample
 from planner.params import count_params
 from planner.serve import (
     GIB,
@@ -17,7 +18,6 @@ from planner.serve import (
     blended_gpu_s,
     choose_setting,
     inference_batch_time_s,
-    inference_flops_per_sample,
     mark_pareto,
     max_batch_that_fits,
     replica_memory,
@@ -281,7 +281,9 @@ def test_math_kernel_holds_its_score_matrices_at_inference():
     mlp = 256 * 2 * v.mlp_hidden * s * 2.0
     assert math_.activations_bytes - flash.activations_bytes == pytest.approx(attn + scores - max(attn, mlp))
     assert replica_memory(m, hw, 256, "bf16", 1, "mem_efficient").total_bytes == flash.total_bytes
-    assert max_batch_that_fits(m, hw, "bf16", 1, "math", "eager") < max_batch_that_fits(m, hw, "bf16", 1)
+    assert max_batch_that_fits(m, hw, "bf16", 1, attention="math", stack="eager") < max_batch_that_fits(
+        m, hw, "bf16", 1
+    )
     assert (
         serve_point(m, hw, None, batch=64, attention="math").memory.activations_bytes
         > serve_point(m, hw, None, batch=64).memory.activations_bytes
