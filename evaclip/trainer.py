@@ -447,9 +447,15 @@ class Trainer:
             print(progress_line(rec, self.run.total_steps), flush=True)
 
     def close(self, status: str) -> None:
-        """The `end` record, DeepSpeed's comms summary, and a barrier so no rank leaves early."""
+        """The `end` record, DeepSpeed's comms summary, a barrier so no rank leaves early, and the
+        process groups shut down before the interpreter exits."""
         self.metrics.write("end", step=self.step, status=status, time_s=round(time.time() - self.t_start, 3))
         self.metrics.close()
         if self.comms_on:
             ds_comm.log_summary()
         dist.barrier()
+        # Left to interpreter exit, a gloo group's background threads can be torn down still joinable:
+        # a rank then aborts with "terminate called without an active exception" (exit -6) after a run
+        # that completed (seen here in CI). PyTorch asks for destroy_process_group() before exit
+        # (https://pytorch.org/docs/stable/distributed.html#shutdown).
+        dist.destroy_process_group()
