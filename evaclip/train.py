@@ -161,10 +161,15 @@ def load_configs(ds_path: str, run_path: str) -> tuple[dict[str, Any], RunConfig
 
 
 def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
-    """Run the loop (evaclip.trainer.Trainer); returns the exit code."""
-    from evaclip.trainer import Trainer  # torch and DeepSpeed load once the configs are good
+    """Run the loop (evaclip.trainer.Trainer); returns the exit code. The process groups are shut
+    down on every way out, a completed run's or an error's."""
+    # torch and DeepSpeed load once the configs are good
+    from evaclip.trainer import Trainer, shutdown_distributed
 
-    return Trainer(ds_cfg, run).train()
+    try:
+        return Trainer(ds_cfg, run).train()
+    finally:
+        shutdown_distributed()
 
 
 def main(argv: list[str] | None = None) -> int:
