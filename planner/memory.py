@@ -235,6 +235,7 @@ MEM_EFFICIENT_LSE_ALIGN = 32.0
 # - "fused_softmax" (either on the fused stack): Megatron/NeMo FusedScaleMaskSoftmax, one 16-bit kernel;
 # - "explicit_16bit" (explicit on eager / compile): every op in the model's 16-bit dtype (a `.half()`
 #   model): the GEMM writes 16-bit scores, the scale multiply and the softmax read and write 16 bits.
+SCORE_MATRIX_KERNELS: tuple[str, ...] = ("math", "explicit")
 MATH_PATHS = {
     ("math", "eager"): "sdpa_math",
     ("math", "compile"): "sdpa_math",
@@ -293,8 +294,8 @@ def attention_kernel_bytes(kernel: str, stack: str, t: TowerShape, seq: Num) -> 
     math / explicit: score bytes × heads × s² by math_path (+ the fp32 q, k, v copies' extra 6h·s where
     the path upcasts);
     flash / cudnn: 4 × heads × s (log-sum-exp); mem_efficient: 4 × heads × ⌈s/32⌉·32."""
-    if (kernel, stack) in MATH_PATHS:
-        path = MATH_PATHS[(kernel, stack)]
+    if kernel in SCORE_MATRIX_KERNELS:
+        path = math_path(kernel, stack)
         return (
             MATH_SCORE_BYTES[path] * t.heads * seq * seq
             + MATH_UPCAST_QKV_BYTES_PER_WIDTH[path] * t.width * seq

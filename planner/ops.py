@@ -32,24 +32,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, get_args
 
 import numpy as np
 
 from planner.compute import text_shape, vision_shape
 from planner.errors import InfeasibleError
-from planner.memory import TowerShape, math_path, vision_tokens
+from planner.memory import SCORE_MATRIX_KERNELS, TowerShape, math_path, vision_tokens
 from planner.params import param_tensors
-from planner.spec import HardwareSpec, ModelSpec
+from planner.spec import AttentionKernel, HardwareSpec, ModelSpec, Stack
 from planner.terms import Term, compose, sum_term
 
 Num = Any
-Stack = Literal["eager", "amp", "compile", "fused"]
-AttentionKernel = Literal["flash", "cudnn", "mem_efficient", "math", "explicit"]
-STACKS: tuple[str, ...] = ("eager", "amp", "compile", "fused")
-ATTENTION_KERNELS: tuple[str, ...] = ("flash", "cudnn", "mem_efficient", "math", "explicit")
-# The kernels that materialise the batch × heads × s × s score matrix (planner/memory.py math_path).
-SCORE_MATRIX_KERNELS: tuple[str, ...] = ("math", "explicit")
+STACKS: tuple[str, ...] = get_args(Stack)
+ATTENTION_KERNELS: tuple[str, ...] = get_args(AttentionKernel)
 
 # ----------------------------------------------------------------------------------- precision
 # Bytes of one activation element: bf16/fp16 2, fp32 4. fp8 and int8 (serving) keep 16-bit activations:

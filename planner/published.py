@@ -20,10 +20,9 @@ from typing import Any, ClassVar, Literal, Self
 from pydantic import Field, ValidationError, model_validator
 
 from planner.errors import ProfileError
-from planner.spec import Name, Precision, StrictModel
+from planner.spec import AttentionKernel as Attention
+from planner.spec import Name, Precision, Stack, StrictModel
 
-Stack = Literal["eager", "amp", "compile", "fused"]
-Attention = Literal["flash", "cudnn", "mem_efficient", "math", "explicit"]
 MemoryKind = Literal["allocated", "device_total"]
 
 

@@ -69,7 +69,7 @@ def activation_bytes_per_sample(
     _, h, f, heads, swiglu = _tower_dims(model, tower)
     seq = tokens(model, tower)
     attn = 4 * h / tp * seq * ACTIVATION_BYTES
-    if attention in ("math", "explicit"):
+    if attention in memory.SCORE_MATRIX_KERNELS:
         attn += memory.MATH_INFERENCE_SCORE_BYTES[memory.math_path(attention, stack)] * heads / tp * seq * seq
     mlp = (3 * f if swiglu else 2 * f) / tp * seq * ACTIVATION_BYTES
     pixels = 3 * model.vision.image_size**2 * ACTIVATION_BYTES if tower == "image" else 0.0

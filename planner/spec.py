@@ -537,6 +537,12 @@ class ParallelPlan(StrictModel):
         return self
 
 
+# The software stacks and attention kernels the time and memory models know (planner/ops.py prices
+# each; planner/memory.py math_path names the unfused path a score-matrix kernel takes on a stack).
+Stack = Literal["eager", "amp", "compile", "fused"]
+AttentionKernel = Literal["flash", "cudnn", "mem_efficient", "math", "explicit"]
+
+
 class TrainingSpec(StrictModel):
     """What is to be trained: how many samples, at what batch and resolution."""
 
@@ -545,13 +551,13 @@ class TrainingSpec(StrictModel):
     image_size: int = Field(gt=0)
     patch_dropout: float = Field(ge=0, lt=1)
     precision: Precision = "bf16"
-    stack: Literal["eager", "amp", "compile", "fused"] = Field(
+    stack: Stack = Field(
         default="eager",
         description="software stack: eager PyTorch on 16-bit weights (the bundled DeepSpeed trainer), eager "
         "under torch.autocast with fp32 weights (OpenCLIP), torch.compile, or fused kernels (NeMo / "
         "Transformer Engine)",
     )
-    attention: Literal["flash", "cudnn", "mem_efficient", "math", "explicit"] = Field(
+    attention: AttentionKernel = Field(
         default="flash",
         description="attention kernel (the bundled trainer: flash-attn or SDPA's flash; `explicit`: q @ kᵀ, "
         "softmax, @ v written out in the model's code)",
