@@ -392,31 +392,6 @@ def training_cost(
     )
 
 
-def wall_and_cost(
-    model: ModelSpec,
-    hardware: HardwareSpec,
-    *,
-    usd_per_node_hour: Num = 0.0,
-    storage_usd_per_gb_month: float = 0.0,
-    checkpoints_kept: Num = 3,
-    dataset_tb: Num = 0.0,
-    **wall: Any,
-) -> dict[str, Num]:
-    """Wall time (with checkpoint stalls and expected rework) and the cost at one price. wall: the
-    keywords of wall_of_run (nodes, samples, global_batch, step_s, restart_s, spot reclaims, checkpoint
-    interval)."""
-    return cost_of_run(
-        model,
-        hardware,
-        wall_of_run(model, hardware, **wall),
-        nodes=wall["nodes"],
-        usd_per_node_hour=usd_per_node_hour,
-        storage_usd_per_gb_month=storage_usd_per_gb_month,
-        checkpoints_kept=checkpoints_kept,
-        dataset_tb=dataset_tb,
-    )
-
-
 def wall_of_run(
     model: ModelSpec,
     hardware: HardwareSpec,
@@ -429,8 +404,8 @@ def wall_of_run(
     spot_interruptions_per_node_month: Num = 0.0,
     checkpoint_every_s: Num | None = None,
 ) -> dict[str, Num]:
-    """The wall-time half of wall_and_cost: it does not depend on the price, so offerings of one
-    hardware with the same restart time and reclaim rate share it (planner.vectorized)."""
+    """Wall time with checkpoint stalls and expected rework: it does not depend on the price, so
+    offerings of one hardware with the same restart time and reclaim rate share it (planner.vectorized)."""
     psi = count_params(model).total
     write_s = cost.checkpoint_write_s(psi, nodes, hardware.nvme_write_gbps.value)
     rate = cost.interruption_rate_per_s(nodes, spot_interruptions_per_node_month)
@@ -458,7 +433,7 @@ def cost_of_run(
     checkpoints_kept: Num = 3,
     dataset_tb: Num = 0.0,
 ) -> dict[str, Num]:
-    """The cost half of wall_and_cost: storage for the run's wall time and money at one price."""
+    """The cost of a run (wall_of_run): storage for the run's wall time and money at one price."""
     psi = count_params(model).total
     stor = cost.storage_usd(psi, checkpoints_kept, dataset_tb, run["wall_s"], storage_usd_per_gb_month)
     mo = cost.money(nodes, hardware.gpus_per_node, run["wall_s"], usd_per_node_hour, stor)

@@ -296,8 +296,8 @@ def run_at_price(
     priced: bool = True,
     walls: dict[tuple[float, float], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """planner.evaluate.wall_and_cost of plans (arrays, or one plan's numbers) on this option: its
-    restart time and storage price, and (priced) its price and spot reclaims; estimate()'s arithmetic
+    """planner.evaluate.training_wall and training_cost of plans (arrays, or one plan's numbers) on this
+    option: its restart time and storage price, and (priced) its price and spot reclaims; estimate()'s arithmetic
     at each price it reports (`compare` prices its best plans at every published pricing so).
 
     walls: wall times already computed for these same plans (one hardware's grid), by restart time and

@@ -52,14 +52,14 @@ def test_arrays_equal_scalar_estimates(model_name, hw_name, offering_name):
     st = ev.step_terms(m, hw, layout)
     G = hw.gpus_per_node
     B = b * gas * nodes * G
-    wc = ev.wall_and_cost(
+    run = ev.wall_of_run(
+        m, hw, nodes=nodes, samples=1e9, global_batch=B, step_s=st["step_s"], restart_s=off.restart_s.value
+    )
+    wc = ev.cost_of_run(
         m,
         hw,
+        run,
         nodes=nodes,
-        samples=1e9,
-        global_batch=B,
-        step_s=st["step_s"],
-        restart_s=off.restart_s.value,
         usd_per_node_hour=off.on_demand_usd_per_node_hour.value,
         storage_usd_per_gb_month=off.storage_usd_per_gb_month.value,
     )
