@@ -30,9 +30,14 @@ REPO = Path(__file__).resolve().parents[2]
 # `--attention explicit` (December 2026) took serving's held-out median from 26.2 % to 20.8 % and moved
 # the scale from 0.5487 to 0.5432, raising the training fit half's medians (samples/s 0.1634 → 0.1693,
 # wall 0.0981 → 0.1091) with the held-out half's no worse; those two pins were raised with it.
+# Bundling the bundled trainer's three plain-torch H100 measurements (gpu-check-h100-eva02-*-torch and
+# -compile, benchmarks/results, the only rows on today's PyTorch; December 2026) moved the scale to
+# 0.5487: the samples/s fit half went 0.1693 → 0.1803 (two of the new rows fall in it, predicted 26 %
+# and 33 % too slow) and the wall-time held-out half (2 runs, no new one) 0.1722 → 0.1803; those two
+# pins were raised with it, every other one went down.
 PINNED_MEDIAN_ABS_ERROR = {
-    "samples_per_s_per_gpu": {"all": 0.1657, "fit": 0.1693, "held-out": 0.1294},
-    "wall_hours": {"all": 0.1091, "fit": 0.1091, "held-out": 0.1722},
+    "samples_per_s_per_gpu": {"all": 0.1634, "fit": 0.1803, "held-out": 0.1283},
+    "wall_hours": {"all": 0.0981, "fit": 0.0981, "held-out": 0.1803},
 }
 EPS = 1e-4
 
