@@ -26,11 +26,12 @@ import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import yaml
 
 from planner.prediction_range import PredictionRange
+from planner.spec import Stack
 
 if TYPE_CHECKING:
     from planner.calibration_spec import CalibrationSpec
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 # The classes a range is fitted per (planner/validation.py writes one range for every combination).
 BINDINGS = ("compute", "loader")
-STACKS = ("eager", "amp", "compile", "fused")  # planner/published.py Stack, TrainingSpec.stack
+STACKS: tuple[str, ...] = get_args(Stack)  # the software stacks (planner/spec.py), one range class each
 # Model size classes: total parameters on a 1-3-10 grid (half-decades), fixed before looking at any run.
 SIZE_EDGES_PARAMS = (0.3e9, 1e9, 3e9, 10e9)
 SIZE_LABELS = ("<0.3B", "0.3-1B", "1-3B", "3-10B", ">=10B")
