@@ -159,8 +159,12 @@ def timed(setup: Setup, fn: Callable[[], Any], n: int) -> float:
 
 
 def free_memory(setup: Setup) -> None:
+    """Release the last row's model: Dynamo's cache of a compiled row can keep its graphs (and what
+    they reference) alive until reset; every compiled row compiles afresh anyway (static shapes)."""
     import torch
 
+    if "torch._dynamo" in sys.modules:
+        sys.modules["torch._dynamo"].reset()
     gc.collect()
     if setup.cuda:
         torch.cuda.empty_cache()
@@ -229,7 +233,9 @@ def write_json(setup: Setup) -> None:
     tmp.replace(setup.json_out)
 
 
-def ratios(measured: dict[str, Any], predicted: dict[str, Any], pairs: dict[str, str]) -> dict[str, Any]:
+def ratios(
+    measured: dict[str, Any], predicted: dict[str, Any], pairs: dict[str, tuple[str, str]]
+) -> dict[str, Any]:
     """measured[m] / predicted[p] for each ratio name → (m, p); None where either is missing or 0."""
     out: dict[str, Any] = {}
     for name, (m, p) in pairs.items():
@@ -749,7 +755,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    parts = sorted({int(x) for x in args.parts.split(",") if x.strip()}, key=RUN_ORDER.index)
+    parts = sorted(
+        {int(x) for x in args.parts.split(",") if x.strip()},
+        key=lambda x: RUN_ORDER.index(x) if x in RUN_ORDER else -1,
+    )
+    if not parts or not set(parts) <= set(PARTS):
+        print(f"error: --parts takes some of {sorted(PARTS)}, got {args.parts!r}", file=sys.stderr)
+        return 2
     import torch
 
     if not args.smoke and not torch.cuda.is_available():
