@@ -46,7 +46,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))  # gpu_check, beside this script
 
-from gpu_check import DEFAULT_MICRO_BATCH, DEVICE_PROFILES, MODELS, load_model_spec  # noqa: E402
+from gpu_check import (  # noqa: E402
+    DEFAULT_MICRO_BATCH,
+    DEVICE_PROFILES,
+    MODELS,
+    load_model_spec,
+    plain_torch_step,
+)
 
 STACKS = ("amp", "eager", "compile")
 SERVE_BATCHES = (1, 8, 32, 128)
@@ -299,8 +305,6 @@ def train_step_fn(setup: Setup, spec: Any, micro_batch: int, stack: str) -> tupl
     state (evaclip.speed.CompileState; None uncompiled)."""
     import torch
 
-    from evaclip.logit_scale import clamp_logit_scale
-    from evaclip.loss import clip_loss
     from evaclip.model import build_model
     from evaclip.speed import compile_blocks
 
@@ -318,21 +322,7 @@ def train_step_fn(setup: Setup, spec: Any, micro_batch: int, stack: str) -> tupl
         state = compile_blocks(
             model, backend=setup.compile_backend, warn=lambda line: print(f"  warning: {line}")
         )
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05, fused=True
-    )
-
-    def step() -> None:
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=stack != "eager"):
-            img, txt, scale = model(images, tokens)
-            loss = clip_loss(img, txt, scale)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        clamp_logit_scale(model.logit_scale)
-
-    return step, state
+    return plain_torch_step(model, images, tokens, autocast=stack != "eager"), state
 
 
 def profile_kernels(setup: Setup, fn: Callable[[], Any], n: int) -> list[tuple[str, float]]:

@@ -29,6 +29,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,6 +264,34 @@ def _deepspeed_available() -> bool:
     return True
 
 
+def plain_torch_step(model: Any, images: Any, tokens: Any, autocast: bool) -> Callable[[], Any]:
+    """One training step of the bundled trainer without DeepSpeed, as a closure over its optimizer:
+    forward (under bf16 autocast when `autocast`: fp32 weights; else in the weights' own dtype), CLIP
+    loss, backward, gradient clipping at 5, fused AdamW, the logit scale clamped; returns the loss.
+    Shared by this script and benchmarks/gpu_breakdown.py, so both time the same step."""
+    import torch
+
+    from evaclip.logit_scale import clamp_logit_scale
+    from evaclip.loss import clip_loss
+
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05, fused=True
+    )
+
+    def step() -> Any:
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast):
+            img, txt, scale = model(images, tokens)
+            loss = clip_loss(img, txt, scale)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        clamp_logit_scale(model.logit_scale)
+        return loss
+
+    return step
+
+
 def run_one(
     spec: Any, micro_batch: int, steps: int, backend: str, use_deepspeed: bool, compile_model: bool = True
 ) -> dict[str, Any]:
@@ -318,21 +347,7 @@ def run_one(
             clamp_logit_scale(engine.module.logit_scale, engine.optimizer)
             return loss
     else:
-        model = model.to(device)
-        opt = torch.optim.AdamW(
-            model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05, fused=True
-        )
-
-        def step() -> torch.Tensor:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                img, txt, scale = model(images, tokens)
-                loss = clip_loss(img, txt, scale)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            clamp_logit_scale(model.logit_scale)
-            return loss
+        step = plain_torch_step(model.to(device), images, tokens, autocast=True)
 
     for _ in range(WARMUP_STEPS):
         step()

@@ -240,3 +240,19 @@ def trainer():
         run_torchrun=run_torchrun,
         wait_for_step=wait_for_step,
     )
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """Load a script of benchmarks/ by its path (benchmarks/ is no package), registered under its name
+    so the dataclasses it defines can look their module up."""
+    import importlib.util
+
+    def load(name: str) -> Any:
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

@@ -3,9 +3,7 @@ must build exactly the model the profiles describe, and its stored predictions c
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,21 +13,13 @@ torch = pytest.importorskip("torch")
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.parametrize("name", ["eva02-clip-b16", "eva02-clip-l14"])
-def test_lite_spec_builds_the_profile_model(name):
+def test_lite_spec_builds_the_profile_model(benchmark_script, name):
     from evaclip.flops import forward_flops_per_sample
     from evaclip.model import build_model
     from planner.profiles import load_model
 
-    gc = _load()
+    gc = benchmark_script("gpu_check")
     lite, full = gc.lite_model_spec(name), load_model(name)
     with torch.device("meta"):
         a, b = build_model(lite), build_model(full)
@@ -38,12 +28,12 @@ def test_lite_spec_builds_the_profile_model(name):
     assert forward_flops_per_sample(lite, size, 0.0) == forward_flops_per_sample(full, size, 0.0)
 
 
-def test_stored_predictions_are_todays_planner():
+def test_stored_predictions_are_todays_planner(benchmark_script):
     """The file a bare GPU machine falls back to (the planner needs pydantic) is exactly what the
     planner predicts today for every model × hardware the script looks up (it was once 2.5× off
     behind a range-only test). Refresh with `python benchmarks/gpu_check.py --predict-only
     --write-predictions` after planner changes."""
-    gc = _load()
+    gc = benchmark_script("gpu_check")
     stored = json.loads(gc.PREDICTIONS_FILE.read_text())
     assert stored["generated"] == gc.GENERATED_BY
     fresh = json.loads(json.dumps(gc.all_predictions()))  # the file's JSON round trip
@@ -54,11 +44,11 @@ def test_stored_predictions_are_todays_planner():
 DOCS_QUOTING_MEMORY_RATIOS = ("README.md", "docs/plan-and-compare.md")
 
 
-def test_docs_quote_todays_memory_ratios():
+def test_docs_quote_todays_memory_ratios(benchmark_script):
     """README.md and docs/plan-and-compare.md quote the measured-over-predicted memory range that
     `python benchmarks/gpu_check.py --memory-ratios` prints from benchmarks/results and the stored
     predictions (kept equal to the planner's above): a planner change that moves it fails here."""
-    gc = _load()
+    gc = benchmark_script("gpu_check")
     rows = gc.memory_ratios()
     assert {r["log"] for r in rows} == {p.name for p in gc.RESULT_LOGS} and len(rows) >= 4
     line = gc.memory_ratio_text(rows).splitlines()[-1]
