@@ -12,7 +12,9 @@ the JSON is rewritten after every row, so a run cut short keeps what it measured
 
 1. Training step by device-time class, EVA02-CLIP-B/16 (micro-batch 256) and L/14 (128), stacks
    `amp` (fp32 weights under bf16 autocast, fused AdamW), `eager` (the model cast to bf16, no
-   autocast, fused AdamW, no DeepSpeed) and `compile` (amp + evaclip.speed.compile_blocks): wall per
+   autocast, fused AdamW, no DeepSpeed), `deepspeed` (what `evaplan launch` runs: DeepSpeed ZeRO-0
+   bf16, benchmarks/gpu_check.py deepspeed_step; on a CUDA device with deepspeed importable; beside
+   `eager` it isolates DeepSpeed's per-step work) and `compile` (amp + evaclip.speed.compile_blocks): wall per
    step from CUDA events over unprofiled steps, then torch.profiler (CUDA activity) over
    PROFILED_STEPS steps; kernel time summed by class from kernel names (`classify_kernel`), idle =
    wall − kernel time; beside planner.evaluate.step_terms for the same one-GPU layout.
@@ -50,11 +52,16 @@ from gpu_check import (  # noqa: E402
     DEFAULT_MICRO_BATCH,
     DEVICE_PROFILES,
     MODELS,
+    deepspeed_step,
     load_model_spec,
     plain_torch_step,
 )
 
-STACKS = ("amp", "eager", "compile")
+STACKS = ("amp", "eager", "deepspeed", "compile")
+# `deepspeed`: what `evaplan launch` runs (gpu_check.deepspeed_step), priced by the planner as its
+# `eager` stack with DeepSpeed's unfused optimizer wrapper; beside the `eager` row (the same bf16
+# model on plain torch) it isolates what DeepSpeed adds per step. On a CUDA device only.
+PLANNER_STACK = {"deepspeed": "eager"}
 SERVE_BATCHES = (1, 8, 32, 128)
 WARMUP_STEPS = 3  # the compile stack compiles on the first; the caching allocator settles after
 TIMED_STEPS = 5
@@ -274,7 +281,7 @@ def planner_train(setup: Setup, model_name: str, micro_batch: int, stack: str) -
         image_size=model.vision.image_size,  # the measured images' size
         patch_dropout=0.0,
         precision="bf16",
-        stack=stack,
+        stack=PLANNER_STACK.get(stack, stack),
         attention="flash",
         loader_workers=max(1, int(hw.host_cpu_cores.value)),
     )
@@ -287,10 +294,10 @@ def planner_train(setup: Setup, model_name: str, micro_batch: int, stack: str) -
         step_s=float(st["step_s"]),
         kernels=float(st["kernels"]),
     )
-    # The eager stack's step overhead includes DeepSpeed's unfused wrapper, which this measurement
-    # (plain torch) does not run: the optimizer alone is the same term with that flag off.
+    # The eager stack's step overhead includes DeepSpeed's unfused wrapper, which the plain-torch
+    # `eager` row does not run: its optimizer alone is the same term with that flag off.
     t = st["terms"]["step_overhead"]
-    if "deepspeed_wrapper" in t.inputs:
+    if "deepspeed_wrapper" in t.inputs and stack != "deepspeed":
         out["optimizer_s"] = float(
             np.asarray(Term(t.formula, {**t.inputs, "deepspeed_wrapper": False}).value)
         )
@@ -314,6 +321,8 @@ def train_step_fn(setup: Setup, spec: Any, micro_batch: int, stack: str) -> tupl
     tokens = torch.randint(1, 49406, (micro_batch, spec.text.context_length), device=dev)
     tokens[:, -1] = 49407  # end-of-text, where the text tower pools
     model = build_model(spec).to(dev)
+    if stack == "deepspeed":
+        return deepspeed_step(model, images, tokens, micro_batch), None  # casts the model to bf16
     if stack == "eager":
         model = model.to(torch.bfloat16)  # 16-bit weights, the bundled trainer's layout without DeepSpeed
     state = None
@@ -392,6 +401,8 @@ def train_rows(setup: Setup) -> None:
 
     # Stacks outer: the two compiled rows, which spend most of their time compiling, come last.
     for stack in STACKS:
+        if stack == "deepspeed" and not setup.cuda:
+            continue  # DeepSpeed's CPU accelerator needs a process group; the smoke run skips it
         for name in setup.models:
             spec, mb = load_model_spec(name), setup.micro_batch[name]
 
@@ -467,7 +478,7 @@ def planner_serve(setup: Setup, model_name: str, batch: int, stack: str) -> dict
         None,
         precision="bf16",
         batch=batch,
-        stack=stack,
+        stack=PLANNER_STACK.get(stack, stack),
         attention="flash",
     )
     img = point.image

@@ -292,14 +292,51 @@ def plain_torch_step(model: Any, images: Any, tokens: Any, autocast: bool) -> Ca
     return step
 
 
+def deepspeed_step(model: Any, images: Any, tokens: Any, micro_batch: int) -> Callable[[], Any]:
+    """One training step of the bundled trainer as `evaplan launch` runs it on one GPU: DeepSpeed
+    ZeRO-0 bf16 with the config planner.deepspeed_config writes (gradient clipping at 5), fused AdamW
+    as the client optimizer, the logit scale clamped; returns the loss. Shared by this script and
+    benchmarks/gpu_breakdown.py."""
+    import deepspeed
+    import torch
+
+    from evaclip.logit_scale import clamp_logit_scale
+    from evaclip.loss import clip_loss
+    from planner.deepspeed_config import deepspeed_config
+    from planner.spec import ParallelPlan
+
+    # A single process is its own rank 0 of 1 (DeepSpeed reads the torchrun variables).
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29513")
+    plan = ParallelPlan(
+        nodes=1, gpus_per_node=1, zero_stage=0, micro_batch=micro_batch, grad_accum=1, grad_ckpt=False
+    )
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05, fused=True
+    )
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=opt, config=deepspeed_config(plan, grad_clip=5.0)
+    )
+
+    def step() -> Any:
+        img, txt, scale = engine(images, tokens)
+        loss = clip_loss(img, txt, scale)
+        engine.backward(loss)
+        engine.step()
+        clamp_logit_scale(engine.module.logit_scale, engine.optimizer)
+        return loss
+
+    return step
+
+
 def run_one(
     spec: Any, micro_batch: int, steps: int, backend: str, use_deepspeed: bool, compile_model: bool = True
 ) -> dict[str, Any]:
     import torch
 
     from evaclip.flops import train_flops_per_sample
-    from evaclip.logit_scale import clamp_logit_scale
-    from evaclip.loss import clip_loss
     from evaclip.model import build_model, last_attention_backend, set_attention_backend
     from evaclip.speed import compile_blocks, tower_attention_kernels
 
@@ -320,32 +357,7 @@ def run_one(
         else None
     )
     if use_deepspeed:
-        import deepspeed
-
-        from planner.deepspeed_config import deepspeed_config
-        from planner.spec import ParallelPlan
-
-        os.environ.setdefault("RANK", "0")
-        os.environ.setdefault("LOCAL_RANK", "0")
-        os.environ.setdefault("WORLD_SIZE", "1")
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29513")
-        plan = ParallelPlan(
-            nodes=1, gpus_per_node=1, zero_stage=0, micro_batch=micro_batch, grad_accum=1, grad_ckpt=False
-        )
-        cfg = deepspeed_config(plan, grad_clip=5.0)
-        opt = torch.optim.AdamW(
-            model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05, fused=True
-        )
-        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=cfg)
-
-        def step() -> torch.Tensor:
-            img, txt, scale = engine(images, tokens)
-            loss = clip_loss(img, txt, scale)
-            engine.backward(loss)
-            engine.step()
-            clamp_logit_scale(engine.module.logit_scale, engine.optimizer)
-            return loss
+        step = deepspeed_step(model, images, tokens, micro_batch)
     else:
         step = plain_torch_step(model.to(device), images, tokens, autocast=True)
 
