@@ -171,6 +171,14 @@ def timed(setup: Setup, fn: Callable[[], Any], n: int) -> float:
     return start.elapsed_time(end) / 1e3 / n
 
 
+def timed_for(setup: Setup, fn: Callable[[], Any], seconds: float, most: int, least: int) -> float:
+    """Seconds per call of `fn`, timed over about `seconds` of calls (between `least` and `most`,
+    one in a smoke run): enough calls that launch jitter averages out, few enough for the budget."""
+    once = timed(setup, fn, 1)
+    n = 1 if setup.smoke else int(min(most, max(least, seconds / max(once, 1e-7))))
+    return timed(setup, fn, n)
+
+
 def free_memory(setup: Setup) -> None:
     """Release the last row's model: Dynamo's cache of a compiled row can keep its graphs (and what
     they reference) alive until reset; every compiled row compiles afresh anyway (static shapes)."""
@@ -255,6 +263,14 @@ def ratios(
         a, b = measured.get(m), predicted.get(p)
         out[name] = a / b if a is not None and b else None
     return out
+
+
+def compared(
+    measured: dict[str, Any], predicted: dict[str, Any], pairs: dict[str, tuple[str, str]], **what: Any
+) -> dict[str, Any]:
+    """One row of any part: what was measured (`what`: model, stack, batch, shape ...), the
+    measurement, the planner's prediction and their ratios."""
+    return {**what, "measured": measured, "predicted": predicted, "ratio": ratios(measured, predicted, pairs)}
 
 
 # --------------------------------------------------------------------------- part 1: training
@@ -411,14 +427,7 @@ def train_rows(setup: Setup) -> None:
                     torch.cuda.reset_peak_memory_stats()
                 measured = measure_train(setup, spec, mb, stack)
                 predicted = planner_train(setup, name, mb, stack)
-                return {
-                    "model": name,
-                    "stack": stack,
-                    "micro_batch": mb,
-                    "measured": measured,
-                    "predicted": predicted,
-                    "ratio": ratios(measured, predicted, TRAIN_RATIOS),
-                }
+                return compared(measured, predicted, TRAIN_RATIOS, model=name, stack=stack, micro_batch=mb)
 
             r = run_row(setup, "train", f"{name} {stack} mb {mb}", row)
             if "measured" in r:
@@ -513,10 +522,7 @@ def serve_model(setup: Setup, spec: Any, compiled: bool) -> Callable[[int], floa
         with torch.inference_mode():
             for _ in range(1 if setup.smoke else WARMUP_STEPS):  # the first compiles this shape
                 model.visual(images)
-            once = timed(setup, lambda: model.visual(images), 1)
-            # About half a second of forwards: enough calls that launch jitter averages out.
-            n = 1 if setup.smoke else int(min(200, max(3, 0.5 / max(once, 1e-6))))
-            return timed(setup, lambda: model.visual(images), n)
+            return timed_for(setup, lambda: model.visual(images), 0.5, most=200, least=3)
 
     return measure
 
@@ -550,14 +556,8 @@ def serve_group(setup: Setup, name: str, compiled: bool) -> None:
             s = measure(b)
             measured = {"batch_s": s, "images_per_s": b / s}
             predicted = planner_serve(setup, name, b, stack)
-            return {
-                "model": name,
-                "stack": stack,
-                "batch": b,
-                "measured": measured,
-                "predicted": predicted,
-                "ratio": ratios(measured, predicted, {"images_per_s": ("images_per_s", "images_per_s")}),
-            }
+            pairs = {"images_per_s": ("images_per_s", "images_per_s")}
+            return compared(measured, predicted, pairs, model=name, stack=stack, batch=b)
 
         r = run_row(setup, "serve", label, row)
         if "measured" in r:
@@ -623,12 +623,7 @@ def host_rows(setup: Setup) -> None:
             pairs = {"per_kernel": ("host_s_per_call", "host_s_per_kernel")}
             if not is_compiled:
                 pairs["per_torch_call"] = ("host_s_per_call", "host_s_per_torch_call")
-            return {
-                "case": label,
-                "measured": measured,
-                "predicted": predicted,
-                "ratio": ratios(measured, predicted, pairs),
-            }
+            return compared(measured, predicted, pairs, case=label)
 
         r = run_row(setup, "host", f"host {label}", row)
         if "measured" in r:
@@ -648,28 +643,29 @@ def host_rows(setup: Setup) -> None:
 
 # --------------------------------------------------------------------------- part 4: GEMM rates
 def gemm_shapes(spec: Any, micro_batch: int) -> list[tuple[str, int, int, int, int]]:
-    """(label, M, N, K, count per micro-batch forward) of every Linear of one micro-batch, as
-    planner/ops.py _tower_gemms lists them: EVA's sub-LN attention projects q, k and v separately,
-    SwiGLU has two input projections; plus the patch embedding (a GEMM over 3·p² inputs)."""
-    v, t = spec.vision, spec.text
+    """(label, M, N, K, count per micro-batch forward) of every Linear of one micro-batch, from the
+    tower shapes planner/ops.py _tower_gemms prices (planner.compute.vision_shape / text_shape):
+    with sub-LN q, k and v are projected separately, SwiGLU has two input projections; plus the patch
+    embedding (a GEMM over 3·p² inputs)."""
+    from planner.compute import text_shape, vision_shape
+    from planner.memory import vision_tokens
+
+    v = spec.vision
     patches = (v.image_size // v.patch_size) ** 2
-    mv, mt = micro_batch * (patches + 1), micro_batch * t.context_length
-    h, f = v.width, v.mlp_hidden
-    shapes = [("vision patch embed", micro_batch * patches, h, 3 * v.patch_size**2, 1)]
-    if v.subln:
-        shapes.append(("vision q/k/v", mv, h, h, 3 * v.depth))
-    else:
-        shapes.append(("vision qkv", mv, 3 * h, h, v.depth))
-    shapes.append(("vision attn out", mv, h, h, v.depth))
-    shapes.append(("vision mlp in", mv, f, h, (2 if v.mlp == "swiglu" else 1) * v.depth))
-    shapes.append(("vision mlp out", mv, h, f, v.depth))
-    th, tf = t.width, t.mlp_hidden
-    shapes += [
-        ("text qkv", mt, 3 * th, th, t.layers),
-        ("text attn out", mt, th, th, t.layers),
-        ("text mlp in", mt, tf, th, t.layers),
-        ("text mlp out", mt, th, tf, t.layers),
-    ]
+    rows = {
+        "vision": micro_batch * int(vision_tokens(patches, 0.0)),
+        "text": micro_batch * spec.text.context_length,
+    }
+    shapes = [("vision patch embed", micro_batch * patches, v.width, 3 * v.patch_size**2, 1)]
+    for tower, t in (("vision", vision_shape(spec)), ("text", text_shape(spec))):
+        m, h, f = rows[tower], t.width, t.mlp_hidden
+        if t.subln:
+            shapes.append((f"{tower} q/k/v", m, h, h, 3 * t.layers))
+        else:
+            shapes.append((f"{tower} qkv", m, 3 * h, h, t.layers))
+        shapes.append((f"{tower} attn out", m, h, h, t.layers))
+        shapes.append((f"{tower} mlp in", m, f, h, (2 if t.swiglu else 1) * t.layers))
+        shapes.append((f"{tower} mlp out", m, h, f, t.layers))
     return shapes
 
 
@@ -682,9 +678,7 @@ def measure_gemm(setup: Setup, m: int, n: int, k: int) -> float:
     w = torch.randn(n, k, device=setup.device, dtype=torch.bfloat16)
     for _ in range(3):  # cuBLAS picks its algorithm, the clocks ramp
         F.linear(a, w)
-    once = timed(setup, lambda: F.linear(a, w), 1)
-    n_calls = 1 if setup.smoke else int(min(500, max(5, 0.1 / max(once, 1e-7))))
-    return timed(setup, lambda: F.linear(a, w), n_calls)
+    return timed_for(setup, lambda: F.linear(a, w), 0.1, most=500, least=5)
 
 
 def gemm_rows(setup: Setup) -> None:
@@ -706,17 +700,8 @@ def gemm_rows(setup: Setup) -> None:
                     # gemm_time_s: the same rate, or the bytes over HBM where those take longer
                     "seconds": float(ops.gemm_time_s(hw, m, n, k)),
                 }
-                return {
-                    "model": name,
-                    "gemm": label,
-                    "m": m,
-                    "n": n,
-                    "k": k,
-                    "count_per_forward": count,
-                    "measured": measured,
-                    "predicted": predicted,
-                    "ratio": ratios(measured, predicted, {"tflops": ("tflops", "tflops")}),
-                }
+                shape = {"gemm": label, "m": m, "n": n, "k": k, "count_per_forward": count}
+                return compared(measured, predicted, {"tflops": ("tflops", "tflops")}, model=name, **shape)
 
             r = run_row(setup, "gemm", f"{name} {label} {m}x{n}x{k}", row)
             if "measured" in r:
@@ -756,10 +741,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    parts = sorted(
-        {int(x) for x in args.parts.split(",") if x.strip()},
-        key=lambda x: RUN_ORDER.index(x) if x in RUN_ORDER else -1,
-    )
+    try:
+        wanted = {int(x) for x in args.parts.split(",") if x.strip()}
+    except ValueError:
+        wanted = set()  # not numbers: refused below with the same line
+    parts = sorted(wanted, key=lambda x: RUN_ORDER.index(x) if x in RUN_ORDER else -1)
     if not parts or not set(parts) <= set(PARTS):
         print(f"error: --parts takes some of {sorted(PARTS)}, got {args.parts!r}", file=sys.stderr)
         return 2

@@ -264,6 +264,16 @@ def _deepspeed_available() -> bool:
     return True
 
 
+def _adamw(model: Any) -> Any:
+    """The optimizer both steps below use, so the plain-torch and DeepSpeed rows differ only in
+    DeepSpeed: fused AdamW with the bundled trainer's betas, eps and weight decay."""
+    import torch
+
+    return torch.optim.AdamW(
+        model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05, fused=True
+    )
+
+
 def plain_torch_step(model: Any, images: Any, tokens: Any, autocast: bool) -> Callable[[], Any]:
     """One training step of the bundled trainer without DeepSpeed, as a closure over its optimizer:
     forward (under bf16 autocast when `autocast`: fp32 weights; else in the weights' own dtype), CLIP
@@ -274,9 +284,7 @@ def plain_torch_step(model: Any, images: Any, tokens: Any, autocast: bool) -> Ca
     from evaclip.logit_scale import clamp_logit_scale
     from evaclip.loss import clip_loss
 
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05, fused=True
-    )
+    opt = _adamw(model)
 
     def step() -> Any:
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -298,7 +306,6 @@ def deepspeed_step(model: Any, images: Any, tokens: Any, micro_batch: int) -> Ca
     as the client optimizer, the logit scale clamped; returns the loss. Shared by this script and
     benchmarks/gpu_breakdown.py."""
     import deepspeed
-    import torch
 
     from evaclip.logit_scale import clamp_logit_scale
     from evaclip.loss import clip_loss
@@ -306,16 +313,18 @@ def deepspeed_step(model: Any, images: Any, tokens: Any, micro_batch: int) -> Ca
     from planner.spec import ParallelPlan
 
     # A single process is its own rank 0 of 1 (DeepSpeed reads the torchrun variables).
-    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
+    for key, value in (
+        ("RANK", "0"),
+        ("LOCAL_RANK", "0"),
+        ("WORLD_SIZE", "1"),
+        ("MASTER_ADDR", "127.0.0.1"),
+        ("MASTER_PORT", "29513"),
+    ):
         os.environ.setdefault(key, value)
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29513")
     plan = ParallelPlan(
         nodes=1, gpus_per_node=1, zero_stage=0, micro_batch=micro_batch, grad_accum=1, grad_ckpt=False
     )
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05, fused=True
-    )
+    opt = _adamw(model)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=opt, config=deepspeed_config(plan, grad_clip=5.0)
     )
