@@ -163,3 +163,17 @@ def test_a_plot_that_cannot_be_written_is_one_line(cli, args: list[str]) -> None
     last = r.output.strip().splitlines()[-1]
     assert last.startswith("error: --plot /proc/evaplan.png: cannot write it"), r.output
     assert "internal error" not in r.output
+
+
+def test_help_never_prints_a_missing_bound(cli) -> None:
+    """A float flag without bounds (FiniteFloat()) reads FLOAT in --help, not "FLOAT RANGE [x<=None]"."""
+    import click
+
+    from launcher.cli import main
+
+    names = main.list_commands(click.Context(main))  # the group loads its commands lazily
+    assert "estimate" in names and "plan" in names
+    for name in names:
+        r = cli(name, "--help")
+        assert r.exit_code == 0, (name, r.output)
+        assert "None" not in r.output, (name, [ln for ln in r.output.splitlines() if "None" in ln])

@@ -226,6 +226,8 @@ class FiniteFloat(click.FloatRange):
     ) -> None:
         super().__init__(min, max, min_open=min_open, max_open=max_open)
         self.why = why
+        if min is None and max is None:
+            self.name = "float"  # --help's metavar: FLOAT, not FLOAT RANGE
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         number = click.FLOAT.convert(value, param, ctx)
@@ -234,6 +236,13 @@ class FiniteFloat(click.FloatRange):
         if self.why and self.max is not None and number > self.max:
             self.fail(f"{number:g} is above {self.max:g} ({self.why})", param, ctx)
         return super().convert(number, param, ctx)
+
+    def _describe_range(self) -> str:
+        # click writes an unbounded range as "x<=None" in --help; the bounds such an option has are
+        # the planner's (planner.limits), which its error line names.
+        if self.min is None and self.max is None:
+            return ""
+        return super()._describe_range()
 
 
 def limited_float(name: str, *, min_open: bool = False) -> FiniteFloat:
