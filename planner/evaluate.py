@@ -224,7 +224,7 @@ def step_overhead_term(model: ModelSpec, hardware: HardwareSpec, n: Num, layout:
     )
     tensors = float(len(param_tensors(model)))
     wrapper = ops.deepspeed_wrapper_term(
-        hardware, tensors, float(counts.total), lo.zero_stage, lo.stack, lo.precision
+        hardware, tensors, float(counts.total), lo.zero_stage, lo.stack, lo.precision, n
     )
     return compose("{optimizer} + {wrapper}", optimizer=optimizer, wrapper=wrapper)
 

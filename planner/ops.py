@@ -1083,22 +1083,47 @@ def ds_unfused_bytes_per_param(precision: str) -> float:
     return 28.0 + 4.0 * ACT_BYTES[precision]
 
 
+# DeepSpeed's ZeRO-1/2 optimizer (runtime/zero/stage_1_and_2.py DeepSpeedZeroOptimizer, 0.19.8) steps the
+# fp32 master partition as one flat tensor, but two loops before it still go over this rank's gradient
+# partition tensor by tensor: the overflow check (`has_overflow_partitioned_grads_serial`: `has_inf_or_nan`
+# per gradient, isfinite, amax, amin and the logical ops) and the gradient norm for clipping
+# (`get_grad_norm_direct`: a cast, a detach and `torch.linalg.vector_norm` per gradient). The op census
+# of the real engine (evaclip/op_census.engine_step_census, pinned in tests/planner/test_op_census.py)
+# counts 15 ATen ops per gradient tensor of the partition, on one rank as on two (the partition holds
+# about 1/N of the tensors). Backward ends in a device synchronisation (`independent_gradient_partition_
+# epilogue` with overlap_comm), so the device is idle while the host issues these small kernels: their
+# host time is added to the step, as the ZeRO-0 loop's is. Their bytes (a few reads of each 16-bit
+# gradient of the partition) are under the step's modelled optimizer pass (step_bytes_per_param) and
+# left out. ZeRO-3 is not censused here: its per-module parameter hooks run in forward and backward.
+DS_ZERO12_OPS_PER_PARTITION_TENSOR = 15.0
+
+
 def deepspeed_wrapper_term(
-    hw: HardwareSpec, tensors: float, psi: float, zero_stage: Num, stack: str, precision: str
+    hw: HardwareSpec,
+    tensors: float,
+    psi: float,
+    zero_stage: Num,
+    stack: str,
+    precision: str,
+    world: Num = 1.0,
 ) -> Term:
-    """Per optimizer step, the bundled trainer's (stack `eager`) DeepSpeed wrapper at ZeRO-0: its
-    bytes over HBM plus its ops' host time (HOST_S_PER_TORCH_CALL each), added to the step, not
-    overlapped: the per-tensor
-    synchronisations make the host wait for the device before it issues the next small kernel, so
-    the device idles between them. Zero for the other stacks (plain PyTorch or other frameworks:
-    deepspeed_wrapper 0) and ZeRO stages (DeepSpeed's ZeRO optimizer works on flat buffers; not
-    censused)."""
+    """Per optimizer step, the bundled trainer's (stack `eager`) DeepSpeed work around the optimizer
+    that goes tensor by tensor (16-bit engines only):
+    - ZeRO-0: the unfused wrapper, its bytes over HBM plus its ops' host time (HOST_S_PER_TORCH_CALL
+      each), added to the step, not overlapped: the per-tensor synchronisations make the host wait for
+      the device before it issues the next small kernel, so the device idles between them;
+    - ZeRO-1/2: the overflow check and gradient norm over this rank's `tensors / world` gradient
+      tensors (DS_ZERO12_OPS_PER_PARTITION_TENSOR ops each), host time issued after backward's
+      synchronisation, added likewise;
+    - ZeRO-3 and the other stacks (plain PyTorch or other frameworks: deepspeed_wrapper 0): none."""
     scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
-    # Each of the 18 ATen ops per tensor is at most one Python-level torch call of DeepSpeed's loop
-    # (the census counts ATen ops; several come from one call): HOST_S_PER_TORCH_CALL each.
+    # Each ATen op is at most one Python-level torch call of DeepSpeed's loops (the census counts ATen
+    # ops; several come from one call): HOST_S_PER_TORCH_CALL each.
     return Term(
-        "where((zero_stage == 0) * deepspeed_wrapper, ds_wrapper_bytes_per_param * psi / hbm_bytes_per_s"
-        " + param_tensors * ds_wrapper_ops_per_tensor * host_s_per_torch_call, 0.0)",
+        "deepspeed_wrapper * where(zero_stage == 0, ds_wrapper_bytes_per_param * psi / hbm_bytes_per_s"
+        " + param_tensors * ds_wrapper_ops_per_tensor * host_s_per_torch_call,"
+        " where(zero_stage <= 2, param_tensors / N * ds_zero_ops_per_partition_tensor * host_s_per_torch_call,"
+        " 0.0))",
         {
             "zero_stage": np.asarray(zero_stage),
             "deepspeed_wrapper": stack == "eager" and precision != "fp32",
@@ -1107,6 +1132,8 @@ def deepspeed_wrapper_term(
             "hbm_bytes_per_s": hbm_bytes_per_s(hw) * scale,
             "param_tensors": tensors,
             "ds_wrapper_ops_per_tensor": DS_UNFUSED_OPS_PER_TENSOR,
+            "ds_zero_ops_per_partition_tensor": DS_ZERO12_OPS_PER_PARTITION_TENSOR,
+            "N": world,
             "host_s_per_torch_call": HOST_S_PER_TORCH_CALL,
         },
     )

@@ -305,6 +305,8 @@ def _constants_planner_model(f: Facts) -> list[str]:
         f"share ({ops.SDPA_MATH_EFFICIENCY:.3f}) of their roofline",
         f"EVA02-B/16 has {tensors} parameter tensors, {n_ops:,.0f} ops, "
         f"{n_ops * ops.HOST_S_PER_TORCH_CALL * 1e3:.0f} ms at {ops.HOST_S_PER_TORCH_CALL * 1e6:.0f} µs per op",
+        f"for EVA02-B/16 on 8 GPUs "
+        f"{tensors / 8 * ops.DS_ZERO12_OPS_PER_PARTITION_TENSOR * ops.HOST_S_PER_TORCH_CALL * 1e3:.1f} ms",
     ]
 
 

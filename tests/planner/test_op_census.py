@@ -92,17 +92,14 @@ def test_census_kinds_by_hand() -> None:
     assert set(c.ops) == {"mm", "native_layer_norm"}
 
 
-@pytest.mark.train
-def test_deepspeed_zero0_wrapper_ops_per_tensor(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real DeepSpeed engine (ZeRO-0, bf16, torch AdamW with foreach as on CUDA) on one CPU
-    rank: its step runs DS_UNFUSED_OPS_PER_TENSOR ops per parameter tensor besides AdamW's own
-    (foreach: a fixed handful; its per-tensor step counters live on the CPU), moving 28 + 4a bytes
-    per parameter besides AdamW's."""
+@pytest.fixture
+def one_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The single-process environment DeepSpeed's engine reads (a world of one on a free local port).
+    TORCH_EXTENSIONS_DIR is left as the caller has it: DeepSpeed then loads the CPU communication op
+    that `make ds-ops` (python -m evaclip.build_ops) built there instead of JIT-building its own copy
+    (~90 s idle, minutes loaded)."""
     pytest.importorskip("deepspeed")
     import socket
-
-    from planner.deepspeed_config import deepspeed_config
-    from planner.spec import ParallelPlan
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,12 +109,25 @@ def test_deepspeed_zero0_wrapper_ops_per_tensor(monkeypatch: pytest.MonkeyPatch)
     ).items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("MASTER_PORT", str(port))
-    # TORCH_EXTENSIONS_DIR is left as the caller has it: DeepSpeed then loads the CPU communication
-    # op that `make ds-ops` (python -m evaclip.build_ops) built there instead of JIT-building its own
-    # copy (~90 s idle, minutes loaded).
-    m = prof.load_model("eva-clip-debug")
-    plan = ParallelPlan(nodes=1, gpus_per_node=1, zero_stage=0, micro_batch=2, grad_accum=1, grad_ckpt=False)
-    r = census.engine_step_census(m, micro_batch=2, ds_config=deepspeed_config(plan, grad_clip=5.0))
+
+
+def _engine_step(m, zero_stage: int):
+    from planner.deepspeed_config import deepspeed_config
+    from planner.spec import ParallelPlan
+
+    plan = ParallelPlan(
+        nodes=1, gpus_per_node=1, zero_stage=zero_stage, micro_batch=2, grad_accum=1, grad_ckpt=False
+    )
+    return census.engine_step_census(m, micro_batch=2, ds_config=deepspeed_config(plan, grad_clip=5.0))
+
+
+@pytest.mark.train
+def test_deepspeed_zero0_wrapper_ops_per_tensor(one_rank: None) -> None:
+    """The real DeepSpeed engine (ZeRO-0, bf16, torch AdamW with foreach as on CUDA) on one CPU
+    rank: its step runs DS_UNFUSED_OPS_PER_TENSOR ops per parameter tensor besides AdamW's own
+    (foreach: a fixed handful; its per-tensor step counters live on the CPU), moving 28 + 4a bytes
+    per parameter besides AdamW's."""
+    r = _engine_step(prof.load_model("eva-clip-debug"), 0)
     assert r.optimizer == "FP16_UnfusedOptimizer"
     step = r.step
     foreach = {n: rec for n, rec in step.ops.items() if n.startswith("_foreach_")}
@@ -128,6 +138,23 @@ def test_deepspeed_zero0_wrapper_ops_per_tensor(monkeypatch: pytest.MonkeyPatch)
     assert wrapper_ops == pytest.approx(ops.DS_UNFUSED_OPS_PER_TENSOR * r.param_tensors, abs=2)
     wrapper_bytes = step.bytes() - sum(rec.bytes for rec in foreach.values()) - step.ops["add_"].bytes
     assert wrapper_bytes == pytest.approx(ops.ds_unfused_bytes_per_param("bf16") * r.params, rel=0.01)
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("zero_stage", [1, 2])
+def test_deepspeed_zero12_step_ops_per_gradient_tensor(one_rank: None, zero_stage: int) -> None:
+    """ZeRO-1/2 (DeepSpeedZeroOptimizer, bf16, clipping) on one CPU rank: each parameter tensor more
+    adds DS_ZERO12_OPS_PER_PARTITION_TENSOR ops to the step (its overflow check and norm; the
+    optimizer itself steps one flat partition), read as the difference between the debug model and
+    the same model with one text layer more. A world of one holds every tensor in its partition."""
+    m = prof.load_model("eva-clip-debug")
+    small = _engine_step(m, zero_stage)
+    big = _engine_step(census._with_depths(m, None, m.text.layers + 1), zero_stage)
+    assert small.optimizer == big.optimizer == "DeepSpeedZeroOptimizer"
+    added_tensors = big.param_tensors - small.param_tensors
+    assert added_tensors > 0
+    per_tensor = (big.step.count() - small.step.count()) / added_tensors
+    assert per_tensor == ops.DS_ZERO12_OPS_PER_PARTITION_TENSOR
 
 
 def test_host_calls_per_kernel_is_the_census_of_the_eva02_b16_block() -> None:
