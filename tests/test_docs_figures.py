@@ -192,20 +192,41 @@ def _serving_range(f: Facts) -> list[str]:
     ]
 
 
+def _cudnn_b200_ratios(f: Facts) -> tuple[float, float]:
+    """The two B200 MLPerf ratios with cuDNN attention in place of FlashAttention-2 in their layout (the
+    sensitivity docs/planner-model.md and docs/validation.md state)."""
+    from planner.gpu_ratios import layout_run
+
+    out = []
+    for name in ("mlperf-b200-vs-h100-nvidia", "mlperf-b200-vs-h200-nvidia"):
+        row = f.ratios[name].row
+        cudnn = row.model_copy(
+            update={"clip_layout": row.clip_layout.model_copy(update={"attention": "cudnn"})}
+        )
+        num, den = (
+            v.check_run(
+                layout_run(cudnn, hw), "ratio", f.summary.compute_scale
+            ).estimate.compute.samples_per_s
+            for hw in (row.numerator, row.denominator)
+        )
+        out.append(num / den)
+    return out[0], out[1]
+
+
 def _ratios_validation(f: Facts) -> list[str]:
     r = f.ratios
     h100_a100 = {round(r[n].model_ratio, 1) for n in r if n.startswith("nemo-clip-")}
     assert len(h100_a100) == 1, h100_a100  # "about X×" stands for both NeMo rows
-    b200 = [
-        off_range(e)
-        for e in sorted(r[n].log_error for n in ("mlperf-b200-vs-h100-nvidia", "mlperf-b200-vs-h200-nvidia"))
-    ]
+    b200 = ("mlperf-b200-vs-h100-nvidia", "mlperf-b200-vs-h200-nvidia")
+    assert all(r[n].inside for n in b200), "docs/validation.md says both B200 ratios are inside"
+    logs = sorted(math.log(m / r[n].row.ratio_high) for m, n in zip(_cudnn_b200_ratios(f), b200, strict=True))
+    off = [off_range(x) for x in logs]
     return [
         f"Today the model is inside {sum(c.inside for c in r.values())} of the {len(r)} ranges",
         f"its H100/A100 ratio (about {h100_a100.pop():.1f}×) sits in the NeMo comparison table's range and "
         f"{off_range(r['nemo-clip-g14-scaling-h100-vs-a100'].log_error)} above the NeMo scaling table's",
-        f"B200 is {b200[0].removesuffix('%')}–{b200[1]} too fast against H100 and H200",
-        f"MI325X/MI300X {off_range(r['mlperf-mi325x-vs-mi300x-amd'].log_error)} too slow",
+        f"attention in the layout they would be {off[0].removesuffix('%')}–{off[1]} above)",
+        f"MI325X/MI300X is {off_range(r['mlperf-mi325x-vs-mi300x-amd'].log_error)} too slow",
     ]
 
 
@@ -223,11 +244,14 @@ def _ratios_planner_model(f: Facts) -> list[str]:
         "nemo-clip-g14-scaling-h100-vs-a100": False,
         "nemo-clip-comparison-h100-vs-a100": True,
         "mlperf-h200-vs-h100-nvidia": True,
-        "mlperf-b200-vs-h100-nvidia": False,
-        "mlperf-b200-vs-h200-nvidia": False,
+        "mlperf-b200-vs-h100-nvidia": True,
+        "mlperf-b200-vs-h200-nvidia": True,
         "mlperf-mi325x-vs-mi300x-amd": False,
     }, f"docs/planner-model.md says which ratios are inside their ranges: {inside}"
     b200_h100, b200_h200 = "mlperf-b200-vs-h100-nvidia", "mlperf-b200-vs-h200-nvidia"
+    cudnn = _cudnn_b200_ratios(f)
+    b200_rate = load_hardware("b200").attention.flash_fwd_tflops.value
+    h100_rate = load_hardware("h100-sxm").attention.flash_fwd_tflops.value
     return [
         f"comes out {model('nemo-clip-comparison-h100-vs-a100')} at the layout of NVIDIA's comparison table, "
         f"inside it ({published('nemo-clip-comparison-h100-vs-a100')}), and "
@@ -235,10 +259,13 @@ def _ratios_planner_model(f: Facts) -> list[str]:
         f"({published('nemo-clip-g14-scaling-h100-vs-a100')};",
         f"H200/H100 {model('mlperf-h200-vs-h100-nvidia')} is inside MLPerf's "
         f"{published('mlperf-h200-vs-h100-nvidia')}",
-        f"B200/H100 {model(b200_h100)} and B200/H200 {model(b200_h200)} are above MLPerf's "
+        f"B200/H100 {model(b200_h100)} and B200/H200 {model(b200_h200)} are inside MLPerf's "
         f"{published(b200_h100)} and {published(b200_h200)}",
         f"MI325X/MI300X {model('mlperf-mi325x-vs-mi300x-amd')} is below AMD's "
         f"{published('mlperf-mi325x-vs-mi300x-amd')}",
+        f"B200's new tensor-core path, so public measurements put it at about an H100's rate on a B200 "
+        f"({b200_rate / h100_rate:.3f}× at head dim 128, 8,192 tokens;",
+        f"the two B200 ratios would be {cudnn[0]:.2f} and {cudnn[1]:.2f}, above the ranges",
     ]
 
 
