@@ -164,10 +164,16 @@ def test_local_end_to_end_with_the_real_trainer(cli, state_dir, cpu_hardware, wa
     log = work / "job.log"
     seen: dict[int, float] = {}
 
-    def progress() -> tuple[int, int]:
+    def step_now() -> int:
+        """The job's step, remembering when each was first seen (by the waits' predicates too: the
+        status may move from step 0 past 3 between two polls, and the start-up time below needs the
+        first step seen)."""
         step = steps_done()
         seen.setdefault(step, time.monotonic())
-        return (log.stat().st_size if log.exists() else 0, step)
+        return step
+
+    def progress() -> tuple[int, int]:
+        return (log.stat().st_size if log.exists() else 0, step_now())
 
     def step_interval_s() -> float | None:
         steps = sorted(k for k in seen if k >= 1)
@@ -179,7 +185,7 @@ def test_local_end_to_end_with_the_real_trainer(cli, state_dir, cpu_hardware, wa
         interval = step_interval_s()
         return 1200.0 if interval is None else max(180.0, 40 * interval)
 
-    wait(lambda: steps_done() >= 3, what="3 trained steps", progress=progress, stall_s=window)
+    wait(lambda: step_now() >= 3, what="3 trained steps", progress=progress, stall_s=window)
     doc = json.loads(cli("status", "eva-e2e", "-o", "json").output)
     assert doc["progress"]["samples_per_s"] > 0 and doc["progress"]["eta_s"] > 0
     logs = cli("logs", "eva-e2e").output
@@ -205,9 +211,7 @@ def test_local_end_to_end_with_the_real_trainer(cli, state_dir, cpu_hardware, wa
         stall_s=max(300.0, 5 * startup_s),
     )
     seen.clear()
-    wait(
-        lambda: steps_done() > stopped_step, what="a step after the resume", progress=progress, stall_s=window
-    )
+    wait(lambda: step_now() > stopped_step, what="a step after the resume", progress=progress, stall_s=window)
     stopped = cli("stop", "eva-e2e")
     assert stopped.exit_code == 0, stopped.output
 
