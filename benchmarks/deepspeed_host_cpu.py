@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import time
@@ -33,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from evaclip.world import single_process_env
 from launcher.measure_cpu import cpu_model
 from planner import ops
 
@@ -41,14 +41,8 @@ SYNC_CALLS = ("item", "__bool__", "__float__", "__int__", "tolist")
 
 
 def _one_rank() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for key, value in dict(
-        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1"
-    ).items():
+    for key, value in single_process_env().items():
         os.environ.setdefault(key, value)
-    os.environ.setdefault("MASTER_PORT", str(port))
 
 
 def op_time_s(repeat: int = 20000) -> float:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import resource
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from evaclip.optim import build_optimizer, lr_factor, param_groups, set_lr
 from evaclip.pretrained import load_pretrained
 from evaclip.rank_launcher import EXIT_PREEMPTED
 from evaclip.speed import compile_blocks, should_compile, tower_attention_kernels
+from evaclip.world import single_process_env
 from planner.errors import EvaplanError
 
 CommTotals = dict[str, tuple[int, int]]
@@ -46,17 +46,7 @@ def _ensure_single_process_env() -> None:
     """`python -m evaclip.train` without a launcher: a world of one on a free local port."""
     if "RANK" in os.environ:
         return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update(
-        RANK="0",
-        LOCAL_RANK="0",
-        WORLD_SIZE="1",
-        LOCAL_WORLD_SIZE="1",
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+    os.environ.update(single_process_env())
 
 
 def _peak_mem(device: torch.device) -> tuple[int, str]:

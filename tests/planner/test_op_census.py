@@ -99,16 +99,10 @@ def one_rank(monkeypatch: pytest.MonkeyPatch) -> None:
     that `make ds-ops` (python -m evaclip.build_ops) built there instead of JIT-building its own copy
     (~90 s idle, minutes loaded)."""
     pytest.importorskip("deepspeed")
-    import socket
+    from evaclip.world import single_process_env
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for k, v in dict(
-        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1"
-    ).items():
+    for k, v in single_process_env().items():
         monkeypatch.setenv(k, v)
-    monkeypatch.setenv("MASTER_PORT", str(port))
 
 
 def _engine_step(m, zero_stage: int):
