@@ -192,6 +192,12 @@ def attention_fwd_rate_flops(hw: HardwareSpec, kernel: str, seq: Num, head_dim: 
         raise InfeasibleError(
             f"unknown attention kernel '{kernel}'", hint=f"use one of: {', '.join(ATTENTION_KERNELS)}"
         )
+    if kernel == "cudnn" and hw.vendor != "nvidia":
+        # cuDNN is NVIDIA's library; torch SDPA has no cuDNN backend on ROCm or the CPU.
+        raise InfeasibleError(
+            f"attention kernel 'cudnn' runs on NVIDIA GPUs only, and {hw.name} is {hw.vendor}",
+            hint="use --attention flash (on ROCm: CK or Triton FlashAttention), mem_efficient or math",
+        )
     shape = _attn_shape(seq, float(head_dim)) / _attn_shape(float(at.seq), float(at.head_dim))
     peak = peak_tflops(hw, precision)
     rate = measured[kernel] * 1e12 * shape * peak / hw.bf16_dense_tflops.value

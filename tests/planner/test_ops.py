@@ -123,6 +123,18 @@ def test_attention_rates_by_hand() -> None:
     )
     with pytest.raises(InfeasibleError, match="unknown attention kernel"):
         ops.attention_time_s(hw, "xformers", 1.0, 1.0, 1, 64, 1.0, False, "bf16", 1.0)
+    # cuDNN is NVIDIA's: an AMD GPU or the CPU refuses it instead of pricing it at their flash rate.
+    for other in ("mi300x", "cpu"):
+        with pytest.raises(InfeasibleError, match="runs on NVIDIA GPUs only"):
+            ops.attention_fwd_rate_flops(prof.load_hardware(other), "cudnn", 197.0, 64, "bf16")
+
+
+def test_cudnn_on_amd_is_one_line_and_exit_2(cli) -> None:
+    r = cli(
+        "estimate", "--model", "eva02-clip-b16", "--hardware", "mi300x", "--gpus", "8", "--attention", "cudnn"
+    )
+    assert r.exit_code == 2
+    assert len(r.output.strip().splitlines()) == 1 and "NVIDIA GPUs only" in r.output
 
 
 def test_elementwise_bytes_and_kernels_by_stack() -> None:
