@@ -419,6 +419,10 @@ class LocalBackend(Backend):
         nproc = int(d.get("nproc", 1))
         sup = read_state(work)
         live = self._live(record)
+        if sup.get("finished_at"):
+            # The supervisor records the outcome after torchrun and every rank have ended, then exits: in
+            # that last moment it alone still runs, and the job is over (anything else alive still counts).
+            live = [p for p in live if p.pid != int(d.get("pid", -1))]
         node = os.uname().nodename
         activity = None
         if live:

@@ -421,3 +421,40 @@ def test_stop_ends_the_job_when_its_folder_cannot_be_written(cli, bundle):
     r = cli("stop", "eva-sup")
     assert r.exit_code == 0 and "stopped eva-sup" in r.output, r.output
     assert job_processes(rec.backend_data["launch_id"]) == []
+
+
+def test_a_recorded_outcome_holds_while_the_supervisor_exits(tmp_path, monkeypatch):
+    """Once the supervisor has recorded the outcome (finished_at), torchrun and every rank have ended; in
+    the moment before the supervisor itself exits, status reports that outcome, not Running. A process
+    of the job other than the supervisor still means Running."""
+    from launcher.backends.local import LocalBackend
+    from launcher.backends.local_procs import JobProcess
+    from launcher.backends.local_supervisor import STATE_FILE
+    from launcher.state import JobRecord
+
+    (tmp_path / STATE_FILE).write_text(
+        json.dumps(
+            {
+                "phase": "Stopped",
+                "message": "budget: the deadline of 3s",
+                "finished_at": "2026-12-07T12:00:00+00:00",
+                "started_at": "2026-12-07T11:59:57+00:00",
+            }
+        )
+    )
+    record = JobRecord(
+        name="eva-sup",
+        backend="local",
+        bundle_dir=str(tmp_path),
+        plan={},
+        estimate={},
+        backend_data={"work_dir": str(tmp_path), "pid": 4242, "launch_id": "x", "nproc": 2},
+    )
+    backend = LocalBackend()
+    supervisor = JobProcess(pid=4242, start_ticks=None, rank=None, cwd=None)
+    monkeypatch.setattr(backend, "_live", lambda _record: [supervisor])
+    state = backend.state(record)
+    assert state.phase == "Stopped" and state.message == "budget: the deadline of 3s"
+    rank = JobProcess(pid=4243, start_ticks=None, rank=0, cwd=None)
+    monkeypatch.setattr(backend, "_live", lambda _record: [supervisor, rank])
+    assert backend.state(record).phase == "Running"
