@@ -21,28 +21,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
-from collections import Counter
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaclip.world import single_process_env
+from evaclip.op_census import counting_calls
+from evaclip.world import ensure_single_process_env
 from launcher.measure_cpu import cpu_model
 from planner import ops
 
 # Synchronising calls: each waits for the device on a GPU.
 SYNC_CALLS = ("item", "__bool__", "__float__", "__int__", "tolist")
-
-
-def _one_rank() -> None:
-    for key, value in single_process_env().items():
-        os.environ.setdefault(key, value)
 
 
 def op_time_s(repeat: int = 20000) -> float:
@@ -61,7 +55,6 @@ def op_time_s(repeat: int = 20000) -> float:
 def measure_stage(zero_stage: int, tensors: int, steps: int) -> dict[str, Any]:
     import deepspeed
     import torch
-    from torch.overrides import TorchFunctionMode
 
     from planner.deepspeed_config import deepspeed_config
     from planner.spec import ParallelPlan
@@ -95,21 +88,14 @@ def measure_stage(zero_stage: int, tensors: int, steps: int) -> dict[str, Any]:
 
     opt.step = timed_step  # type: ignore[method-assign]
 
-    counts: Counter[str] = Counter()
-
-    class Calls(TorchFunctionMode):
-        def __torch_function__(
-            self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
-        ) -> Any:
-            counts[getattr(func, "__name__", str(func))] += 1
-            return func(*args, **(kwargs or {}))
+    calls, counts = counting_calls()
 
     wall, own = [], []
     for i in range(steps + 3):  # 3 warm-up steps: the first builds the optimizer states
         engine.backward(engine(x))
         inner[0] = 0.0
         if i == steps + 2:
-            with Calls():
+            with calls:
                 engine.step()
             continue
         t0 = time.perf_counter()
@@ -139,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.tensors < 1 or a.steps < 1:
         ap.error("--tensors and --steps must be at least 1")
-    _one_rank()
+    ensure_single_process_env()
     import torch
 
     unit = op_time_s()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -309,18 +308,12 @@ def deepspeed_step(model: Any, images: Any, tokens: Any, micro_batch: int) -> Ca
 
     from evaclip.logit_scale import clamp_logit_scale
     from evaclip.loss import clip_loss
+    from evaclip.world import ensure_single_process_env
     from planner.deepspeed_config import deepspeed_config
     from planner.spec import ParallelPlan
 
     # A single process is its own rank 0 of 1 (DeepSpeed reads the torchrun variables).
-    for key, value in (
-        ("RANK", "0"),
-        ("LOCAL_RANK", "0"),
-        ("WORLD_SIZE", "1"),
-        ("MASTER_ADDR", "127.0.0.1"),
-        ("MASTER_PORT", "29513"),
-    ):
-        os.environ.setdefault(key, value)
+    ensure_single_process_env()
     plan = ParallelPlan(
         nodes=1, gpus_per_node=1, zero_stage=0, micro_batch=micro_batch, grad_accum=1, grad_ckpt=False
     )

@@ -40,6 +40,7 @@ import this module.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -404,35 +405,42 @@ def engine_step_census(
     )
 
 
-def _forward_calls(spec: ModelSpec, tower: str) -> tuple[int, int]:
-    """(Python-level torch calls, kernels) of one eval-mode forward of a tower on one 16-bit input.
-    Every call from Python into torch (operators, tensor methods, views, functional ops) passes
-    through a TorchFunctionMode once; the kernels are the census's (views and allocations excluded)."""
-    import torch
+def counting_calls() -> tuple[Any, Counter[str]]:
+    """A TorchFunctionMode that counts every call from Python into torch (operators, tensor methods,
+    views, functional ops, attribute access) by name, and the Counter it fills."""
     from torch.overrides import TorchFunctionMode
 
-    from evaclip.model import build_model
+    counts: Counter[str] = Counter()
 
     class _Calls(TorchFunctionMode):
-        n = 0
-
         def __torch_function__(
             self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
         ) -> Any:
-            _Calls.n += 1
+            counts[getattr(func, "__name__", str(func))] += 1
             return func(*args, **(kwargs or {}))
+
+    return _Calls(), counts
+
+
+def _forward_calls(spec: ModelSpec, tower: str) -> tuple[int, int]:
+    """(Python-level torch calls, kernels) of one eval-mode forward of a tower on one 16-bit input.
+    Every call from Python into torch passes through a TorchFunctionMode once (counting_calls); the
+    kernels are the census's (views and allocations excluded)."""
+    import torch
+
+    from evaclip.model import build_model
 
     torch.manual_seed(0)
     model = build_model(spec).eval().to(torch.bfloat16)
     census = Census()
-    _Calls.n = 0
-    with torch.no_grad(), _Calls(), _make_mode(census):
+    calls, counts = counting_calls()
+    with torch.no_grad(), calls, _make_mode(census):
         if tower == "vision":
             size = spec.vision.image_size
             model.visual(torch.randn(1, 3, size, size, dtype=torch.bfloat16))
         else:
             model.text(torch.randint(1, 100, (1, spec.text.context_length)))
-    return _Calls.n, census.count()
+    return sum(counts.values()), census.count()
 
 
 def forward_calls_per_kernel(spec: ModelSpec, tower: str = "vision") -> tuple[int, int]:

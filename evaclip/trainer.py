@@ -36,17 +36,10 @@ from evaclip.optim import build_optimizer, lr_factor, param_groups, set_lr
 from evaclip.pretrained import load_pretrained
 from evaclip.rank_launcher import EXIT_PREEMPTED
 from evaclip.speed import compile_blocks, should_compile, tower_attention_kernels
-from evaclip.world import single_process_env
+from evaclip.world import ensure_single_process_env
 from planner.errors import EvaplanError
 
 CommTotals = dict[str, tuple[int, int]]
-
-
-def _ensure_single_process_env() -> None:
-    """`python -m evaclip.train` without a launcher: a world of one on a free local port."""
-    if "RANK" in os.environ:
-        return
-    os.environ.update(single_process_env())
 
 
 def _peak_mem(device: torch.device) -> tuple[int, str]:
@@ -164,7 +157,7 @@ class Trainer:
     # -- building --------------------------------------------------------------------------
 
     def _init_distributed(self) -> None:
-        _ensure_single_process_env()
+        ensure_single_process_env()  # `python -m evaclip.train` without a launcher
         deepspeed.init_distributed()
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -27,7 +27,7 @@ def test_deepspeed_host_benchmark_runs_the_real_loops() -> None:
             sys.executable,
             str(REPO / "benchmarks" / "deepspeed_host_cpu.py"),
             "--tensors",
-            "24",
+            str(TENSORS),
             "--steps",
             "3",
             "--stages",
