@@ -75,7 +75,7 @@ from planner.intervals import (
     size_class,
 )
 from planner.published import PublishedRun, load_runs
-from planner.published_ratios import load_ratios
+from planner.published_ratios import PublishedRatio, load_ratios
 from planner.spec import HardwareSpec, ParallelPlan, TrainingSpec
 from planner.units import GIB
 
@@ -206,14 +206,17 @@ def check_run(run: PublishedRun, half: str, compute_scale: float | None = None) 
 def check_ratios(compute_scale: float | None, path: str | None = None) -> list[RatioCheck]:
     """Every published GPU ratio (profiles/published_ratios.yaml) beside the model's at the row's CLIP
     layout, each GPU predicted as a published run is (`compute_scale`: the fitted published-runs scale)."""
-    out = []
-    for row in load_ratios(path).ratios:
-        num, den = (
-            check_run(layout_run(row, hw), "ratio", compute_scale).estimate.compute.samples_per_s
-            for hw in (row.numerator, row.denominator)
-        )
-        out.append(RatioCheck(row, num, den))
-    return out
+    return [check_ratio(row, compute_scale) for row in load_ratios(path).ratios]
+
+
+def check_ratio(row: PublishedRatio, compute_scale: float | None) -> RatioCheck:
+    """One published GPU ratio beside the model's at the row's CLIP layout, each GPU predicted as a
+    published run is."""
+    num, den = (
+        check_run(layout_run(row, hw), "ratio", compute_scale).estimate.compute.samples_per_s
+        for hw in (row.numerator, row.denominator)
+    )
+    return RatioCheck(row, num, den)
 
 
 def check_all(

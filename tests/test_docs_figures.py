@@ -195,21 +195,13 @@ def _serving_range(f: Facts) -> list[str]:
 def _cudnn_b200_ratios(f: Facts) -> tuple[float, float]:
     """The two B200 MLPerf ratios with cuDNN attention in place of FlashAttention-2 in their layout (the
     sensitivity docs/planner-model.md and docs/validation.md state)."""
-    from planner.gpu_ratios import layout_run
-
     out = []
     for name in ("mlperf-b200-vs-h100-nvidia", "mlperf-b200-vs-h200-nvidia"):
         row = f.ratios[name].row
         cudnn = row.model_copy(
             update={"clip_layout": row.clip_layout.model_copy(update={"attention": "cudnn"})}
         )
-        num, den = (
-            v.check_run(
-                layout_run(cudnn, hw), "ratio", f.summary.compute_scale
-            ).estimate.compute.samples_per_s
-            for hw in (row.numerator, row.denominator)
-        )
-        out.append(num / den)
+        out.append(v.check_ratio(cudnn, f.summary.compute_scale).model_ratio)
     return out[0], out[1]
 
 
