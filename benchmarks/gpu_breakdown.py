@@ -10,7 +10,8 @@ Needs torch, a CUDA device and the planner's dependencies (pydantic); designed t
 4 minutes on one H100 (`--budget-s`, default 150: a row not started by then is skipped and says so;
 the JSON is rewritten after every row, so a run cut short keeps what it measured). Parts:
 
-1. Training step by device-time class, EVA02-CLIP-B/16 (micro-batch 256) and L/14 (128), stacks
+1. Training step by device-time class, EVA02-CLIP-B/16 (micro-batch 256) and L/14 (128), and
+   OpenCLIP's ViT-B/32 (256) on `amp` only (PROBES), stacks
    `amp` (fp32 weights under bf16 autocast, fused AdamW), `eager` (the model cast to bf16, no
    autocast, fused AdamW, no DeepSpeed), `deepspeed` (what `evaplan launch` runs: DeepSpeed ZeRO-0
    bf16, benchmarks/gpu_check.py deepspeed_step; on a CUDA device with deepspeed importable; beside
@@ -58,6 +59,13 @@ from gpu_check import (  # noqa: E402
 )
 
 STACKS = ("amp", "eager", "deepspeed", "compile")
+# Part 1 also times OpenCLIP's ViT-B/32 on the `amp` stack (OpenCLIP's own layout: fp32 weights under
+# autocast) at micro-batch 256, as LAION's B/32 runs used (profiles/published_runs.yaml scaling-b-32-*):
+# the bundled B/32 runs on A100 and H100 (LAION's, NeMo's) take about twice the device time the planner
+# prices while its B/16 and larger runs are close (docs/validation.md), and a narrow model (text width
+# 512, vision 768, 50 vision tokens) is where a per-kernel class the planner misprices shows most. One
+# row (about 10 s on an H100), after the two main models' amp rows.
+PROBES = {"amp": (("openclip-vit-b32", 256),)}
 # `deepspeed`: what `evaplan launch` runs (gpu_check.deepspeed_step), priced by the planner as its
 # `eager` stack with DeepSpeed's unfused optimizer wrapper; beside the `eager` row (the same bf16
 # model on plain torch) it isolates what DeepSpeed adds per step. On a CUDA device only.
@@ -115,6 +123,7 @@ class Setup:
     smoke: bool
     models: tuple[str, ...]
     micro_batch: dict[str, int]
+    probes: dict[str, tuple[tuple[str, int], ...]]  # stack → (model, micro-batch) timed on it besides `models`
     serve_batches: tuple[int, ...]
     compile_backend: str
     deadline: float
@@ -135,13 +144,16 @@ def make_setup(args: argparse.Namespace) -> Setup:
     if args.smoke:
         device, name = torch.device("cpu"), "cpu (smoke)"
         models, mb, batches, backend = ("eva-clip-debug",), {"eva-clip-debug": 2}, (1, 2), "aot_eager"
+        # The probe's code path with the tiny model at batch 1 (what a probe row runs, not its size).
+        probes = {stack: tuple(("eva-clip-debug", 1) for _ in rows) for stack, rows in PROBES.items()}
     else:
         device, name = torch.device("cuda"), torch.cuda.get_device_name(0)
         models, mb, batches, backend = MODELS, dict(DEFAULT_MICRO_BATCH), SERVE_BATCHES, "inductor"
+        probes = dict(PROBES)
     # A GPU's profile from its name as benchmarks/gpu_check.py maps it; the smoke run predicts an H100.
     hardware = args.hardware or next((p for key, p in DEVICE_PROFILES if key in name), "h100-sxm")
     out = Path(args.json_out) if args.json_out else None
-    return Setup(device, name, hardware, args.smoke, models, mb, batches, backend, 0.0, out)
+    return Setup(device, name, hardware, args.smoke, models, mb, probes, batches, backend, 0.0, out)
 
 
 def sync(setup: Setup) -> None:
@@ -419,8 +431,9 @@ def train_rows(setup: Setup) -> None:
     for stack in STACKS:
         if stack == "deepspeed" and not setup.cuda:
             continue  # DeepSpeed's CPU accelerator needs a process group; the smoke run skips it
-        for name in setup.models:
-            spec, mb = load_model_spec(name), setup.micro_batch[name]
+        rows = [(name, setup.micro_batch[name]) for name in setup.models] + list(setup.probes.get(stack, ()))
+        for name, mb in rows:
+            spec = load_model_spec(name)
 
             def row(name: str = name, spec: Any = spec, mb: int = mb, stack: str = stack) -> dict[str, Any]:
                 if setup.cuda:

@@ -42,7 +42,8 @@ def smoke(tmp_path_factory) -> dict:
 def test_smoke_writes_every_part_with_predictions(smoke):
     assert smoke["smoke"] is True and smoke["torch"] and smoke["date"] and smoke["device"]
     parts = smoke["parts"]
-    expected_rows = {"train": 3, "serve": 4, "host": 4, "gemm": 9}  # eva-clip-debug, serving batches 1, 2
+    # eva-clip-debug (and again as the amp probe), serving batches 1, 2
+    expected_rows = {"train": 4, "serve": 4, "host": 4, "gemm": 9}
     assert {k: len(v) for k, v in parts.items()} == expected_rows
     for part, rows in parts.items():
         for row in rows:
@@ -52,7 +53,12 @@ def test_smoke_writes_every_part_with_predictions(smoke):
 
 def test_smoke_rows_hold_the_figures_the_tables_compare(smoke):
     parts = smoke["parts"]
-    assert [r["stack"] for r in parts["train"]] == ["amp", "eager", "compile"]
+    assert [(r["stack"], r["micro_batch"]) for r in parts["train"]] == [
+        ("amp", 2),
+        ("amp", 1),  # the B/32 probe's row, with the tiny model
+        ("eager", 2),
+        ("compile", 2),
+    ]
     for r in parts["train"]:
         for key in ("gemm_s", "attention_s", "memory_bound_s", "host_s", "step_s", "optimizer_s"):
             assert r["predicted"][key] >= 0, (r["label"], key)
@@ -101,6 +107,16 @@ def test_class_totals_sum_by_class(benchmark_script):
     assert totals["seconds"]["copy"] == 0.0 and totals["counts"]["optimizer"] == 0
 
 
+def test_the_b32_probe_is_an_amp_row_of_a_bundled_model(benchmark_script):
+    """The probe names a model profile the planner and the trainer both build, at OpenCLIP's stack."""
+    gb = benchmark_script("gpu_breakdown")
+    assert set(gb.PROBES) <= set(gb.STACKS)
+    for rows in gb.PROBES.values():
+        for name, mb in rows:
+            spec = gb.load_model_spec(name)
+            assert spec.text.width == 512 and spec.vision.patch_size == 32 and mb > 0
+
+
 def test_gemm_shapes_follow_the_planner_linears(benchmark_script):
     """B/16 at micro-batch 256: 197 tokens per image, q/k/v projected separately (sub-LN), SwiGLU."""
     gb = benchmark_script("gpu_breakdown")
@@ -116,4 +132,4 @@ def test_rows_past_the_budget_are_skipped_and_say_so(tmp_path):
     """On a lent GPU the budget cuts the run short rather than the tool's timeout: every row not
     started in time is in the JSON as skipped, and the run still succeeds."""
     rows = [r for part in _smoke(tmp_path / "b.json", "0")["parts"].values() for r in part]
-    assert len(rows) == 20 and all("skipped" in r and "measured" not in r for r in rows)
+    assert len(rows) == 21 and all("skipped" in r and "measured" not in r for r in rows)
