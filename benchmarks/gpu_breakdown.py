@@ -123,7 +123,8 @@ class Setup:
     smoke: bool
     models: tuple[str, ...]
     micro_batch: dict[str, int]
-    probes: dict[str, tuple[tuple[str, int], ...]]  # stack → (model, micro-batch) timed on it besides `models`
+    # stack → (model, micro-batch) rows timed on that stack besides `models`
+    probes: dict[str, tuple[tuple[str, int], ...]]
     serve_batches: tuple[int, ...]
     compile_backend: str
     deadline: float
