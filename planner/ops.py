@@ -176,6 +176,17 @@ def _attn_shape(seq: Num, head_dim: float) -> Num:
     return seq / (seq + ATTN_QUERY_BLOCK / 2.0) * (head_dim / (head_dim + ATTN_HEAD_DIM_OVERHEAD))
 
 
+def attention_refusal(hw: HardwareSpec, kernel: str) -> InfeasibleError | None:
+    """Why this hardware cannot run the attention kernel at all (None: it can). cuDNN is NVIDIA's
+    library; torch SDPA has no cuDNN backend on ROCm or the CPU."""
+    if kernel == "cudnn" and hw.vendor != "nvidia":
+        return InfeasibleError(
+            f"attention kernel 'cudnn' runs on NVIDIA GPUs only, and {hw.name} is {hw.vendor}",
+            hint="use --attention flash (on ROCm: CK or Triton FlashAttention), mem_efficient or math",
+        )
+    return None
+
+
 def attention_fwd_rate_flops(hw: HardwareSpec, kernel: str, seq: Num, head_dim: int, precision: str) -> Num:
     """Forward FLOP/s of a fused attention kernel: the profile's measured rate scaled from its shape
     to this one (and by the precision's peak), at most the peak."""
@@ -192,12 +203,9 @@ def attention_fwd_rate_flops(hw: HardwareSpec, kernel: str, seq: Num, head_dim: 
         raise InfeasibleError(
             f"unknown attention kernel '{kernel}'", hint=f"use one of: {', '.join(ATTENTION_KERNELS)}"
         )
-    if kernel == "cudnn" and hw.vendor != "nvidia":
-        # cuDNN is NVIDIA's library; torch SDPA has no cuDNN backend on ROCm or the CPU.
-        raise InfeasibleError(
-            f"attention kernel 'cudnn' runs on NVIDIA GPUs only, and {hw.name} is {hw.vendor}",
-            hint="use --attention flash (on ROCm: CK or Triton FlashAttention), mem_efficient or math",
-        )
+    refusal = attention_refusal(hw, kernel)
+    if refusal is not None:
+        raise refusal
     shape = _attn_shape(seq, float(head_dim)) / _attn_shape(float(at.seq), float(at.head_dim))
     peak = peak_tflops(hw, precision)
     rate = measured[kernel] * 1e12 * shape * peak / hw.bf16_dense_tflops.value

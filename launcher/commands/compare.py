@@ -14,6 +14,7 @@ from launcher.commands.plan import (
     Ranges,
     best_per_option,
     calibration_note,
+    excluded_rows,
     run_search,
     search_options,
 )
@@ -342,6 +343,8 @@ def command(
     if fmt == "json":
         doc = compare_json(res, best, base_k, kw, ranges)
         doc["gpus"] = {"common": gpus, "how": how, "notes": notes}
+        if res.excluded:
+            doc["excluded"] = excluded_rows(res)
         click.echo(dumps_json(doc), nl=False)
     elif fmt == "csv":
         click.echo(format_rows(compare_csv_rows(compare_json(res, best, base_k, kw, ranges)), fmt), nl=False)
@@ -353,6 +356,8 @@ def command(
             click.echo(best_line(res, best))
         for note in notes:
             click.echo(f"note: {note}")
+        for label, why in res.excluded:
+            click.echo(f"left out: {label}: {why}")
         click.echo(f"calibration: {calibration_note(res, (ctx.obj or {}).get('calibrated'))}")
         if base is not None:
             for k, c in enumerate(best):

@@ -3,6 +3,7 @@ cost-vs-time Pareto frontier, the binding constraints and why the plans next to 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from collections.abc import Callable
@@ -27,11 +28,12 @@ from launcher.commands._options import (
 from launcher.completion import profile_names
 from planner import profiles as prof
 from planner.calibration import calibrated_hardware, comparison_rows, range_for
-from planner.errors import EvaplanError
+from planner.errors import EvaplanError, InfeasibleError
 from planner.grid import SearchSpace
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, WHY, HbmHeadroom, parse_headroom
 from planner.intervals import RangeClass, TimeRange, fmt_days_range, fmt_usd_range, range_class, range_fields
 from planner.limits import LIMITS, check_value
+from planner.ops import attention_refusal
 from planner.params import count_params
 from planner.report import dumps_json, format_rows, to_jsonable
 from planner.search import (
@@ -377,12 +379,14 @@ def run_search(ctx: click.Context, kw: dict[str, Any], show_progress: bool = Fal
         host_headroom=kw["host_headroom"],
         min_dp_group=kw["min_dp_group"],
     )
+    training = training_for(model, kw)
+    options, excluded = runnable_options(options, training.attention)
     progress = Progress(sys.stderr) if show_progress else None
     try:
-        return search(
+        res = search(
             model,
             options,
-            training_for(model, kw),
+            training,
             objective=kw["objective"],
             space=space,
             constraints=constraints,
@@ -392,6 +396,28 @@ def run_search(ctx: click.Context, kw: dict[str, Any], show_progress: bool = Fal
     finally:
         if progress is not None:
             progress.close()
+    return dataclasses.replace(res, excluded=excluded) if excluded else res
+
+
+def runnable_options(
+    options: list[Option], attention: str
+) -> tuple[list[Option], tuple[tuple[str, str], ...]]:
+    """The options whose hardware can run the attention kernel, and (label, why) for each left out
+    (`--attention cudnn` over NVIDIA and AMD offerings: the AMD ones). None runnable: the refusal of the
+    first, as a single option's estimate gives it (exit 2)."""
+    keep: list[Option] = []
+    left: list[tuple[str, str]] = []
+    first: InfeasibleError | None = None
+    for opt in options:
+        refusal = attention_refusal(opt.hardware, attention)
+        if refusal is None:
+            keep.append(opt)
+        else:
+            first = first or refusal
+            left.append((opt.label, refusal.message))
+    if not keep and first is not None:
+        raise first
+    return keep, tuple(left)
 
 
 class Progress:
@@ -608,6 +634,11 @@ def margin_text(res: SearchResult, c: Candidate) -> str:
     return f"safety margin {h.reserve_bytes(c.hbm_bytes) / GIB:.1f} GiB = {h.describe()} for {WHY}"
 
 
+def excluded_rows(res: SearchResult) -> list[dict[str, str]]:
+    """The options asked for and not searched, each with why (SearchResult.excluded)."""
+    return [{"option": label, "why": why} for label, why in res.excluded]
+
+
 def result_json(
     res: SearchResult, kw: dict[str, Any] | None = None, ranges: Ranges | None = None
 ) -> dict[str, Any]:
@@ -629,6 +660,7 @@ def result_json(
             "host_headroom": res.constraints.host_headroom,
         },
         "chosen": ranges.row(res.chosen),
+        **({"excluded": excluded_rows(res)} if res.excluded else {}),
         **({"runners_up": [ranges.row(c) for c in runners_up(res)]} if len(res.options) > 1 else {}),
         "ranked": [ranges.row(c) for c in res.ranked],
         "pareto": [ranges.row(c) for c in res.frontier],
@@ -659,6 +691,8 @@ def render(
         return format_rows(rows, "csv")
     head = (lambda s: f"\n### {s}\n\n") if fmt == "markdown" else (lambda s: f"\n{s}\n")
     out = [head("chosen plan").lstrip("\n"), format_rows(chosen_rows(res, calibrated, ranges), fmt)]
+    if res.excluded:
+        out += [head("options left out"), format_rows(excluded_rows(res), fmt)]
     if len(res.options) > 1:
         out += [
             head("runners-up: the best plan of each other option"),

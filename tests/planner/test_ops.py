@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -135,6 +137,33 @@ def test_cudnn_on_amd_is_one_line_and_exit_2(cli) -> None:
     )
     assert r.exit_code == 2
     assert len(r.output.strip().splitlines()) == 1 and "NVIDIA GPUs only" in r.output
+
+
+def test_cudnn_over_mixed_vendors_leaves_the_amd_options_out(cli) -> None:
+    """`compare` and `plan` over NVIDIA and AMD offerings with --attention cudnn rank the NVIDIA ones and
+    say which were left out and why, in the table and the JSON; with only AMD ones, the one-line refusal."""
+    base = ("--model", "openclip-vit-b16", "--gpus", "8", "--attention", "cudnn")
+    offerings = ("--offering", "aws-p5", "azure-nd-mi300x-v5", "coreweave-h100")
+    r = cli("compare", *base, *offerings)
+    assert r.exit_code == 0, r.output
+    assert (
+        "left out: azure-nd-mi300x-v5 (on-demand): attention kernel 'cudnn' runs on NVIDIA GPUs only"
+        in r.output
+    )
+    assert "coreweave-h100 (on-demand)" in r.output
+    doc = json.loads(cli("compare", *base, *offerings, "--format", "json").output)
+    assert [o["option"] for o in doc["options"]] == ["aws-p5", "coreweave-h100"]
+    assert [e["option"] for e in doc["excluded"]] == ["azure-nd-mi300x-v5 (on-demand)"]
+    r = cli("plan", *base, *offerings)
+    assert r.exit_code == 0 and "options left out" in r.output and "NVIDIA GPUs only" in r.output
+    plan_doc = json.loads(cli("plan", *base, *offerings, "--format", "json").output)
+    assert plan_doc["excluded"] == doc["excluded"]
+    # Without cuDNN nothing is left out, and the key is absent.
+    assert "excluded" not in json.loads(cli("plan", *base[:-2], *offerings, "--format", "json").output)
+    for cmd in ("compare", "plan"):
+        r = cli(cmd, *base, "--offering", "azure-nd-mi300x-v5", "tensorwave-mi300x")
+        assert r.exit_code == 2
+        assert len(r.output.strip().splitlines()) == 1 and "NVIDIA GPUs only" in r.output
 
 
 def test_elementwise_bytes_and_kernels_by_stack() -> None:
