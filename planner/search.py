@@ -488,11 +488,21 @@ def _needs_per_node(t: Table, i: int, key: str, what: str, scale: float, unit: s
 
 
 def _pct(a: float, b: float) -> str:
-    """a relative to b, as '+12.3%'."""
+    """a relative to b, as '+12.3%'; from ten times b on as a multiple ('×46,907'), which a percentage
+    with seven digits hides."""
     if not b:
         return "n/a"
+    if a / b >= 10:
+        return f"×{a / b:,.0f}"
     d = (a / b - 1) * 100
     return f"{d:+.2f}%" if abs(d) < 1 else f"{d:+.1f}%"
+
+
+def _over(cost: float, budget: float) -> str:
+    """How far a cost exceeds a budget: '$12.3k, +4.1% over', or from ten times on '×46,907 the budget'."""
+    if cost / budget >= 10:
+        return f"{_pct(cost, budget)} the budget"
+    return f"{fmt_usd(cost - budget)}, {_pct(cost, budget)} over"
 
 
 def compare_line(c: Candidate, chosen: Candidate, objective: str) -> str:
@@ -794,9 +804,8 @@ def _why_nothing(r: _Ranking) -> tuple[str, str]:
             within = " within the deadline" if best_c is not None else ""
             parts.append(
                 f"budget {fmt_usd(constraints.budget_usd)} is too small: the cheapest plan{within} costs "
-                f"{fmt_usd(c.total_usd)} ({fmt_usd(c.total_usd - constraints.budget_usd)}, "
-                f"{_pct(c.total_usd, constraints.budget_usd)} over; {c.option.label}, {c.gpus} GPUs, "
-                f"{fmt_duration(c.wall_s)})"
+                f"{fmt_usd(c.total_usd)} ({_over(c.total_usd, constraints.budget_usd)}; {c.option.label}, "
+                f"{c.gpus} GPUs, {fmt_duration(c.wall_s)})"
             )
     if not parts:
         parts.append("no plan meets the deadline and the budget together")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,16 @@ def test_budget_too_small_names_cheapest_plan_and_gap(cli) -> None:
         "plan", "--model", "eva02-clip-l14", "--offering", "aws-p5", "--max-nodes", "16", "--budget", "1k"
     )
     assert r.exit_code == 2
-    assert "budget $1.0k is too small: the cheapest plan costs" in r.stderr and "over" in r.stderr
+    assert "budget $1.0k is too small: the cheapest plan costs" in r.stderr
+    # Ten times the budget or more reads as a multiple, not a seven-digit percentage.
+    assert re.search(r"\(×[\d,]+ the budget; aws-p5", r.stderr) and "%" not in r.stderr, r.stderr
+    # Under ten times: the dollars and the percentage over.
+    cheapest = float(re.search(r"costs \$([\d.]+)k", r.stderr).group(1))
+    r = cli(
+        "plan", "--model", "eva02-clip-l14", "--offering", "aws-p5", "--max-nodes", "16",
+        "--budget", f"{cheapest * 0.9:.1f}k",
+    )  # fmt: skip
+    assert r.exit_code == 2 and re.search(r"\(\$[\d.]+k?, \+\d+\.\d% over; aws-p5", r.stderr), r.stderr
 
 
 def test_impossible_deadline_names_fastest_plan(cli) -> None:
