@@ -101,6 +101,9 @@ def choose(
 ) -> Estimate:
     """The estimate of the best plan for the request; `chosen` lists what evaplan picked, and how."""
     check_request(req)
+    refusal = req.hbm_headroom.refusal(hardware.hbm_bytes, hardware.name)
+    if refusal is not None:
+        raise refusal
     r = model.recipe
     chosen: list[str] = []
     nodes = resolve_nodes(req, hardware)

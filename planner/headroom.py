@@ -26,6 +26,8 @@ from planner.units import GIB
 
 DEFAULT_HBM_HEADROOM_FRACTION = 0.10  # see the module docstring for the derivation
 DEFAULT_HBM_HEADROOM_TEXT = "10%"
+# A margin keeping this share of HBM or more free leaves a plan almost nothing: refused as bad input.
+MOST_KEPT_FREE = 0.9
 _HEADROOM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%|gib|gb|g)?\s*$", re.IGNORECASE)
 WHY = "memory-prediction error"
 
@@ -53,6 +55,18 @@ class HbmHeadroom:
     def none(self) -> bool:
         return not self.fraction and not self.gib
 
+    def refusal(self, hbm_bytes: float, gpu: str, flag: str = "--hbm-headroom") -> EvaplanError | None:
+        """Why this margin is refused on this GPU (None: it leaves room): it keeps MOST_KEPT_FREE or
+        more of the HBM free. A share is refused when it is parsed, a number of GiB once the GPU is
+        known."""
+        if self.reserve_bytes(hbm_bytes) < MOST_KEPT_FREE * hbm_bytes:
+            return None
+        return EvaplanError(
+            f"{flag} {self.describe()} keeps {self.reserve_bytes(hbm_bytes) / GIB:,.1f} of the "
+            f"{hbm_bytes / GIB:,.1f} GiB of HBM per {gpu} GPU free, leaving almost none",
+            hint=f"keep less free, e.g. {DEFAULT_HBM_HEADROOM_TEXT} (of HBM) or a few GiB; 0 keeps nothing free",
+        )
+
 
 DEFAULT_HEADROOM = HbmHeadroom()
 
@@ -72,7 +86,7 @@ def parse_headroom(text: str | float | None, flag: str = "--hbm-headroom") -> Hb
     value, unit = float(m.group(1)), (m.group(2) or "").lower()
     if unit == "%" or (not unit and 0 < value < 1):
         fraction = value / 100 if unit == "%" else value
-        if fraction >= 0.9:
+        if fraction >= MOST_KEPT_FREE:
             raise EvaplanError(
                 f"{flag} {text} keeps {fraction:.0%} of HBM free, leaving almost none", hint=hint
             )

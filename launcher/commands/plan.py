@@ -28,7 +28,7 @@ from launcher.commands._options import (
 from launcher.completion import profile_names
 from planner import profiles as prof
 from planner.calibration import calibrated_hardware, comparison_rows, range_for
-from planner.errors import EvaplanError, InfeasibleError
+from planner.errors import EvaplanError
 from planner.grid import SearchSpace
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, WHY, HbmHeadroom, parse_headroom
 from planner.intervals import RangeClass, TimeRange, fmt_days_range, fmt_usd_range, range_class, range_fields
@@ -380,7 +380,7 @@ def run_search(ctx: click.Context, kw: dict[str, Any], show_progress: bool = Fal
         min_dp_group=kw["min_dp_group"],
     )
     training = training_for(model, kw)
-    options, excluded = runnable_options(options, training.attention)
+    options, excluded = runnable_options(options, training.attention, headroom)
     progress = Progress(sys.stderr) if show_progress else None
     try:
         res = search(
@@ -400,16 +400,18 @@ def run_search(ctx: click.Context, kw: dict[str, Any], show_progress: bool = Fal
 
 
 def runnable_options(
-    options: list[Option], attention: str
+    options: list[Option], attention: str, headroom: HbmHeadroom
 ) -> tuple[list[Option], tuple[tuple[str, str], ...]]:
-    """The options whose hardware can run the attention kernel, and (label, why) for each left out
-    (`--attention cudnn` over NVIDIA and AMD offerings: the AMD ones). None runnable: the refusal of the
+    """The options whose GPU can run the attention kernel and leaves room under the HBM margin, and
+    (label, why) for each left out (`--attention cudnn` over NVIDIA and AMD offerings: the AMD ones;
+    `--hbm-headroom 75GiB` over 80 GB and 192 GB GPUs: the 80 GB ones). None left: the refusal of the
     first, as a single option's estimate gives it (exit 2)."""
     keep: list[Option] = []
     left: list[tuple[str, str]] = []
-    first: InfeasibleError | None = None
+    first: EvaplanError | None = None
     for opt in options:
-        refusal = attention_refusal(opt.hardware, attention)
+        hw = opt.hardware
+        refusal = attention_refusal(hw, attention) or headroom.refusal(hw.hbm_bytes, hw.name)
         if refusal is None:
             keep.append(opt)
         else:
