@@ -27,7 +27,14 @@ DEFAULT_BATCH_TOLERANCE = 0.02  # the same default as `evaplan plan --batch-tole
 
 # The request's settings that TrainingSpec takes as asked, under the same names (the recipe's
 # figures are picked instead when not asked: `pick` in choose()).
-_TRAINING_AS_ASKED = ("stack", "attention", "checkpoint_every_s", "checkpoints_kept", "dataset_tb")
+_TRAINING_AS_ASKED = (
+    "stack",
+    "attention",
+    "optimizer_impl",
+    "checkpoint_every_s",
+    "checkpoints_kept",
+    "dataset_tb",
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class Request:
     precision: str | None = None
     stack: str = "eager"
     attention: str = "flash"
+    optimizer_impl: str | None = None  # the amp stack's AdamW; None: ops.DEFAULT_OPTIMIZER_IMPL
     data_workers: int | None = None  # None: data_pipeline.default_loader_workers (4)
     zero_stage: int | None = None
     offload_optimizer: str | None = None

@@ -212,21 +212,27 @@ def step_overhead_term(model: ModelSpec, hardware: HardwareSpec, n: Num, layout:
     if st_over is not None:
         return Term("calibrated_s", {"calibrated_s": st_over.value}, st_over.source)
     counts = count_params(model)
+    bytes_per_param = ops.step_bytes_per_param(
+        model.recipe.optimizer, model.recipe.grad_clip is not None, lo.precision, lo.stack, lo.optimizer_impl
+    )
     optimizer = ops.optimizer_step_term(
-        counts.total,
-        n,
-        lo.zero_stage,
-        lo.offload_optimizer,
-        hardware,
-        ops.step_bytes_per_param(
-            model.recipe.optimizer, model.recipe.grad_clip is not None, lo.precision, lo.stack
-        ),
+        counts.total, n, lo.zero_stage, lo.offload_optimizer, hardware, bytes_per_param
     )
-    tensors = float(len(param_tensors(model)))
+    tensors = param_tensors(model)
     wrapper = ops.deepspeed_wrapper_term(
-        hardware, tensors, float(counts.total), lo.zero_stage, lo.stack, lo.precision, n
+        hardware, float(len(tensors)), float(counts.total), lo.zero_stage, lo.stack, lo.precision, n
     )
-    return compose("{optimizer} + {wrapper}", optimizer=optimizer, wrapper=wrapper)
+    loop = ops.torch_optimizer_loop_term(
+        hardware,
+        [float(t.numel) for t in tensors],
+        bytes_per_param,
+        lo.zero_stage,
+        n,
+        lo.stack,
+        lo.precision,
+        lo.optimizer_impl,
+    )
+    return compose("{optimizer} + {wrapper} + {loop}", optimizer=optimizer, wrapper=wrapper, loop=loop)
 
 
 def microbatch_overhead_term(hardware: HardwareSpec) -> Term:

@@ -16,7 +16,15 @@ from planner.spec import ParallelPlan, TrainingSpec
 
 Num = Any
 # The Layout fields a run's TrainingSpec sets, under the same names.
-RUN_SETTINGS = ("image_size", "patch_dropout", "attention", "stack", "precision", "loader_workers")
+RUN_SETTINGS = (
+    "image_size",
+    "patch_dropout",
+    "attention",
+    "stack",
+    "precision",
+    "optimizer_impl",
+    "loader_workers",
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class Layout:
     attention: str = "flash"
     stack: str = "eager"
     precision: str = "bf16"
+    optimizer_impl: str | None = None  # TrainingSpec.optimizer_impl: the amp stack's AdamW
     loader_workers: int | None = None
 
     @classmethod

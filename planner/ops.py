@@ -31,6 +31,7 @@ operations in the same order, so the vectorised search agrees to the byte with `
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
@@ -270,8 +271,8 @@ class MathAttention:
 # odd rows — run at the same measured share (evaplan assumption: the share
 # of each GPU's achieved bandwidth carries from H100 to A100, as the TF32 rate's share of peak does in
 # matmul_tflops). Checked, not fitted, against Chinese-CLIP's 8 × A100 batch times with and without
-# FlashAttention (tests/planner/test_attention_public.py: the predicted math-minus-flash time is 74–97 %
-# of the measured, 29–38 % at the roofline). The fused path (Megatron/NeMo FusedScaleMaskSoftmax: one
+# FlashAttention (tests/planner/test_attention_public.py: the predicted math-minus-flash time is 68–89 %
+# of the measured, 25–33 % at the roofline). The fused path (Megatron/NeMo FusedScaleMaskSoftmax: one
 # kernel from the fp16 scores to the probabilities) has no kernel-level measurement and stays at the
 # roofline.
 SDPA_MATH_EFFICIENCY = 1.388 / 3.367
@@ -1067,9 +1068,49 @@ FP16_CHECK_BYTES_PER_PARAM = 4.0
 FP16_UNSCALE_BYTES_PER_PARAM = 8.0
 
 
-def step_bytes_per_param(optimizer: str, grad_clip: bool, precision: str, stack: str = "eager") -> float:
+# A plain-PyTorch trainer's torch.optim.AdamW (stack `amp`: OpenCLIP's and Chinese-CLIP's
+# `optim.AdamW(param_groups, lr, betas, eps)`, which name no implementation) in fp32 states, bytes per
+# parameter by how it runs (TrainingSpec.optimizer_impl):
+# - fused (`fused=True`, one kernel reading parameter, gradient and both moments and writing parameter
+#   and moments): OPTIMIZER_BYTES_PER_PARAM;
+# - foreach, torch ≥ 2.0's default on CUDA (torch/optim/adamw.py `adamw`: `_default_to_fused_or_foreach`
+#   picks foreach, not fused; `_multi_tensor_adamw`): one pass per operation, read + write 4 bytes each
+#   unless stated: weight decay `_foreach_mul_` 8, `_foreach_lerp_` of the first moment toward the
+#   gradient 12, `_foreach_mul_` of the second 8, `_foreach_addcmul_` (moment and the gradient twice) 16,
+#   `_foreach_sqrt` 8, `_foreach_div_` 8, `_foreach_add_` of eps 8, `_foreach_addcdiv_` (parameter, moment,
+#   denominator) 16: 84;
+# - single_tensor, torch ≤ 1.13's default (https://github.com/pytorch/pytorch/blob/v1.13.1/torch/optim/
+#   adamw.py `adamw`: "if foreach is None: [...] foreach = False"; `_single_tensor_adamw`): the same
+#   passes tensor by tensor, with the first moment's update written `exp_avg.mul_(beta1).add_(grad,
+#   alpha=1 - beta1)` (8 + 12 where lerp_ moves 12): 92. tests/planner/test_op_census.py counts torch's
+#   own single-tensor and foreach steps op by op on the CPU.
+ADAMW_BYTES_PER_PARAM_BY_IMPL = {
+    "fused": OPTIMIZER_BYTES_PER_PARAM["adamw"],
+    "foreach": 84.0,
+    "single_tensor": 92.0,
+}
+# The amp stack's AdamW when a run does not say: torch ≥ 2.0's default.
+DEFAULT_OPTIMIZER_IMPL = "foreach"
+# torch ≤ 1.13's `_single_tensor_adamw` issues 11 ATen ops per parameter tensor: `step_t += 1` and
+# `step_t.item()` on the CPU step counter, then mul_ (weight decay), mul_ and add_ (first moment),
+# mul_ and addcmul_ (second moment), sqrt, div, add_ (eps) and addcdiv_ on the device.
+SINGLE_TENSOR_ADAMW_OPS_PER_TENSOR = 11.0
+
+
+def optimizer_impl_of(stack: str, impl: str | None) -> str:
+    """The AdamW implementation a stack runs: the amp stack's plain torch optimizer as the run says
+    (DEFAULT_OPTIMIZER_IMPL when it does not); the others step fused optimizers of their own (DeepSpeed,
+    Apex DistributedFusedAdam, the bundled trainer's fused AdamW under compile)."""
+    return (impl or DEFAULT_OPTIMIZER_IMPL) if stack == "amp" else "fused"
+
+
+def step_bytes_per_param(
+    optimizer: str, grad_clip: bool, precision: str, stack: str = "eager", impl: str | None = None
+) -> float:
     """Bytes moved per parameter of this rank's partition by one optimizer step."""
     by = OPTIMIZER_BYTES_PER_PARAM[optimizer]
+    if optimizer == "adamw":
+        by = ADAMW_BYTES_PER_PARAM_BY_IMPL[optimizer_impl_of(stack, impl)]
     if grad_clip:
         by += CLIP_BYTES_PER_PARAM
     if precision == "fp16":
@@ -1149,6 +1190,52 @@ def deepspeed_wrapper_term(
             "ds_zero_ops_per_partition_tensor": DS_ZERO12_OPS_PER_PARTITION_TENSOR,
             "N": world,
             "host_s_per_torch_call": HOST_S_PER_TORCH_CALL,
+        },
+    )
+
+
+# A single-tensor AdamW step (torch ≤ 1.13, above) issues its small kernels one tensor at a time from
+# Python. Where the host reaches the step with the device idle, each tensor takes the longer of the
+# host's time to issue its ops (SINGLE_TENSOR_ADAMW_OPS_PER_TENSOR × HOST_S_PER_TORCH_CALL, the
+# convention of DeepSpeed's per-tensor loops above) and the device's time for its bytes; the step term
+# (optimizer_step_term) already has the bytes, so what the host adds is the excess. The host reaches
+# the step with the device idle under fp16: torch.cuda.amp.GradScaler.step skips the step of an
+# overflowed iteration and to know it waits for the device, `sum(v.item() for v in
+# optimizer_state["found_inf_per_device"].values())` before `optimizer.step()` (torch/cuda/amp/
+# grad_scaler.py `_maybe_opt_step`, https://github.com/pytorch/pytorch/blob/v1.13.1/torch/cuda/amp/
+# grad_scaler.py). Under bf16 (no scaler) nothing waits: the host issues the loop while the device
+# still runs the backward, and the step costs its bytes only. Foreach and fused steps issue a handful
+# of launches per step: none added.
+def torch_optimizer_loop_term(
+    hw: HardwareSpec,
+    numels: Sequence[float],
+    bytes_per_param: float,
+    zero_stage: Num,
+    world: Num,
+    stack: str,
+    precision: str,
+    impl: str | None,
+) -> Term:
+    """Per optimizer step, the host time a single-tensor AdamW step adds beyond its bytes when fp16's
+    loss scaler has made the host wait for the device (stack amp; 0 otherwise): Σ over the parameter
+    tensors of max(0, ops × host time per op − bytes_per_param × numel / HBM), over this rank's share
+    of the tensors (1/N of them from ZeRO-1 on)."""
+    scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
+    hbm = hbm_bytes_per_s(hw) * scale
+    exposed = optimizer_impl_of(stack, impl) == "single_tensor" and precision == "fp16"
+    host = SINGLE_TENSOR_ADAMW_OPS_PER_TENSOR * HOST_S_PER_TORCH_CALL
+    excess = float(np.sum(np.maximum(0.0, host - bytes_per_param * np.asarray(numels, dtype=float) / hbm)))
+    return Term(
+        "single_tensor_fp16 * excess_s * where(zero_stage >= 1, 1.0 / N, 1.0)",
+        {
+            "single_tensor_fp16": exposed,
+            "excess_s": excess,
+            "zero_stage": np.asarray(zero_stage),
+            "N": world,
+            "ops_per_tensor": SINGLE_TENSOR_ADAMW_OPS_PER_TENSOR,
+            "host_s_per_torch_call": HOST_S_PER_TORCH_CALL,
+            "bytes_per_param": bytes_per_param,
+            "hbm_bytes_per_s": hbm,
         },
     )
 

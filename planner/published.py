@@ -21,7 +21,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from planner.errors import ProfileError
 from planner.spec import AttentionKernel as Attention
-from planner.spec import Name, Precision, Stack, StrictModel
+from planner.spec import Name, OptimizerImpl, Precision, Stack, StrictModel
 
 MemoryKind = Literal["allocated", "device_total"]
 
@@ -50,6 +50,14 @@ class LoaderWorkers(StrictModel):
     """DataLoader worker processes per GPU as the run's own command line or config states them."""
 
     value: int = Field(gt=0)
+    source_url: str = Field(pattern=r"^https://")
+    quote: str = Field(min_length=10, description="the source's words, verbatim")
+
+
+class OptimizerImplementation(StrictModel):
+    """How a plain-PyTorch run's AdamW ran (stack amp), as its trainer and torch version give it."""
+
+    value: OptimizerImpl
     source_url: str = Field(pattern=r"^https://")
     quote: str = Field(min_length=10, description="the source's words, verbatim")
 
@@ -86,6 +94,11 @@ class PublishedRun(SourcedEntry):
         description="attention kernel; default: the model profile's (xattn: mem_efficient, else math)",
     )
     image_size: int | None = Field(default=None, gt=0, description="default: the model's recipe")
+    optimizer_impl: OptimizerImplementation | None = Field(
+        default=None,
+        description="how a stack-amp run's torch AdamW ran (fused, foreach, single_tensor); default: the planner's "
+        "(torch ≥ 2.0's foreach)",
+    )
     loader_workers: LoaderWorkers | None = Field(
         default=None,
         description="stated DataLoader workers per GPU; default: every host core of a GPU's share",

@@ -541,6 +541,10 @@ class ParallelPlan(StrictModel):
 # each; planner/memory.py math_path names the unfused path a score-matrix kernel takes on a stack).
 Stack = Literal["eager", "amp", "compile", "fused"]
 AttentionKernel = Literal["flash", "cudnn", "mem_efficient", "math", "explicit"]
+# How a plain-PyTorch trainer's torch.optim.AdamW runs (stack `amp`; planner/ops.py prices each): one
+# fused kernel, torch ≥ 2.0's default on CUDA tensors (foreach: one pass per operation over all tensors),
+# or torch ≤ 1.13's default (single_tensor: one pass per operation per tensor).
+OptimizerImpl = Literal["fused", "foreach", "single_tensor"]
 
 
 class TrainingSpec(StrictModel):
@@ -561,6 +565,11 @@ class TrainingSpec(StrictModel):
         default="flash",
         description="attention kernel (the bundled trainer: flash-attn or SDPA's flash; `explicit`: q @ kᵀ, "
         "softmax, @ v written out in the model's code)",
+    )
+    optimizer_impl: OptimizerImpl | None = Field(
+        default=None,
+        description="how the stack-`amp` trainer's torch AdamW runs: fused, foreach or single_tensor; None: "
+        "foreach, torch ≥ 2.0's default (the other stacks step their own fused optimizers)",
     )
     loader_workers: int | None = Field(
         default=None,

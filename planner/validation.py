@@ -181,6 +181,7 @@ def plan_for(run: PublishedRun, hardware: HardwareSpec) -> tuple[ParallelPlan, T
         patch_dropout=run.patch_dropout,
         precision=run.precision,
         loader_workers=run.loader_workers.value if run.loader_workers is not None else every_core,
+        optimizer_impl=run.optimizer_impl.value if run.optimizer_impl is not None else None,
         **extra,
     )
     return plan, training, {**plan_extra, **extra}
@@ -318,6 +319,7 @@ def model_inputs(run: PublishedRun) -> tuple[Any, ...]:
         run.precision,
         run.stack,
         run.attention,
+        run.optimizer_impl.value if run.optimizer_impl is not None else None,
         workers,
         image_size,
     )
@@ -527,6 +529,7 @@ def run_rows(checks: Sequence[RunCheck]) -> list[dict[str, Any]]:
                 "trained": r.published.trained,
                 "predicted_fits": c.fits,
                 "loader_workers": r.loader_workers.value if r.loader_workers is not None else None,
+                "optimizer_impl": r.optimizer_impl.value if r.optimizer_impl is not None else None,
                 "same_inputs_group": grp[0] if grp else None,
                 "same_inputs_min_worst_abs_error": grp[1].min_worst_abs_error if grp else None,
                 "source_url": r.source_url,

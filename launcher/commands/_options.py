@@ -71,6 +71,20 @@ def attention_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     )
 
 
+def optimizer_impl_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--optimizer-impl NAME: how the amp stack's torch AdamW runs (planner.ops prices each)."""
+    from planner.ops import ADAMW_BYTES_PER_PARAM_BY_IMPL, DEFAULT_OPTIMIZER_IMPL
+
+    return click.option(
+        "--optimizer-impl",
+        type=click.Choice(list(ADAMW_BYTES_PER_PARAM_BY_IMPL)),
+        default=None,
+        help="How the amp stack's torch AdamW runs: fused (fused=True), foreach (torch >= 2.0's default) "
+        f"or single_tensor (torch <= 1.13's per-tensor loop) (default: {DEFAULT_OPTIMIZER_IMPL}; the other "
+        "stacks step their own fused optimizers).",
+    )
+
+
 def plot_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--plot FILE (passed as `plot_path`): the PNG a command draws its figures into."""
     return click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help=help)

@@ -13,6 +13,7 @@ from launcher.commands._options import (
     hardware_and_offering,
     hardware_option,
     offering_option,
+    optimizer_impl_option,
     profiles_dirs,
     stack_option,
 )
@@ -377,6 +378,7 @@ def explain_text(e: Estimate) -> str:
     "OpenCLIP), torch.compile, or fused kernels (NeMo/TE)."
 )
 @attention_option()
+@optimizer_impl_option()
 @data_workers_option()
 @click.option("--zero-stage", type=click.IntRange(0, 3), default=None)
 @click.option("--offload-optimizer", type=click.Choice(["none", "cpu", "nvme"]), default=None)

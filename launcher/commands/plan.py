@@ -21,6 +21,7 @@ from launcher.commands._options import (
     data_workers_option,
     format_option,
     offering_filter_options,
+    optimizer_impl_option,
     plot_option,
     profiles_dirs,
     stack_option,
@@ -208,6 +209,7 @@ def _training_run() -> list[Decorator]:
             "Software stack: eager PyTorch (the bundled trainer), amp (autocast, OpenCLIP), torch.compile, fused."
         ),
         attention_option(),
+        optimizer_impl_option(),
     ]
 
 
@@ -332,6 +334,7 @@ def training_for(model: ModelSpec, kw: dict[str, Any]) -> TrainingSpec:
         precision=kw.get("precision") or (r.precision if r.precision != "fp32" else "bf16"),
         stack=kw.get("stack") or "eager",
         attention=kw.get("attention") or "flash",
+        optimizer_impl=kw.get("optimizer_impl"),
         loader_workers=kw.get("data_workers"),
         checkpoint_every_s=kw["checkpoint_every_s"],
         dataset_tb=kw["dataset_tb"],

@@ -161,3 +161,28 @@ def test_host_calls_per_kernel_is_the_census_of_the_eva02_b16_block() -> None:
     t_calls, t_kernels = census.forward_calls_per_kernel(m, "text")
     assert 1.5 <= t_calls / t_kernels <= 2.0
     assert ops.HOST_S_PER_KERNEL["eager"] == ops.HOST_S_PER_TORCH_CALL * calls / kernels
+
+
+def test_torch_adamw_step_bytes_and_ops_per_tensor() -> None:
+    """planner/ops.py's AdamW bytes per parameter by implementation, against torch's own step on the CPU.
+    This torch's single-tensor loop (foreach=False) moves 84 bytes per fp32 parameter in 10 ATen ops per
+    tensor (8 kernels, the step counter's add_ and its .item()), the foreach step's figure; torch ≤ 1.13
+    wrote the first moment's update as mul_ then add_ where lerp_ stands now: one op and 8 bytes more
+    (ADAMW_BYTES_PER_PARAM_BY_IMPL["single_tensor"], SINGLE_TENSOR_ADAMW_OPS_PER_TENSOR). The foreach
+    ops return nothing, so the census would miss their writes: the single-tensor step is the one counted."""
+    n, tensors = 100_000, 4
+    params = [torch.nn.Parameter(torch.randn(n)) for _ in range(tensors)]
+    for p in params:
+        p.grad = torch.randn(n)
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1, foreach=False)
+    opt.step()  # the states exist from here on
+    c = census.Census()
+    with census._make_mode(c):
+        opt.step()
+    per_param = c.bytes() / (n * tensors)
+    assert per_param == pytest.approx(ops.ADAMW_BYTES_PER_PARAM_BY_IMPL["foreach"], rel=1e-4)
+    assert (
+        ops.ADAMW_BYTES_PER_PARAM_BY_IMPL["single_tensor"] == ops.ADAMW_BYTES_PER_PARAM_BY_IMPL["foreach"] + 8
+    )
+    assert (c.count() + c.syncs) / tensors == ops.SINGLE_TENSOR_ADAMW_OPS_PER_TENSOR - 1
+    assert c.ops["lerp_"].count == tensors

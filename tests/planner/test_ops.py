@@ -241,9 +241,43 @@ def test_step_bytes_by_optimizer_clipping_and_fp16() -> None:
     assert ops.step_bytes_per_param("adamw", False, "fp16") == 30 + 4 + 8  # overflow check + unscale
     assert ops.step_bytes_per_param("adamw", True, "fp16") == 30 + 12 + 4  # unscale folded into clipping
     # GradScaler (amp: OpenCLIP): one fused check-and-unscale pass over the fp32 gradients either way
-    assert ops.step_bytes_per_param("adamw", True, "fp16", "amp") == 30 + 12 + 8
-    assert ops.step_bytes_per_param("adamw", False, "fp16", "amp") == 30 + 8
-    assert ops.step_bytes_per_param("adamw", True, "bf16", "amp") == 42
+    assert ops.step_bytes_per_param("adamw", True, "fp16", "amp", "fused") == 30 + 12 + 8
+    assert ops.step_bytes_per_param("adamw", False, "fp16", "amp", "fused") == 30 + 8
+    assert ops.step_bytes_per_param("adamw", True, "bf16", "amp", "fused") == 42
+    # amp's torch AdamW by implementation: foreach (torch ≥ 2.0's default, also when unstated) and
+    # torch ≤ 1.13's single-tensor loop pass over memory once per operation (by hand in planner/ops.py;
+    # test_op_census.py counts torch's own step).
+    assert ops.step_bytes_per_param("adamw", False, "bf16", "amp") == 84
+    assert ops.step_bytes_per_param("adamw", False, "bf16", "amp", "foreach") == 84
+    assert ops.step_bytes_per_param("adamw", True, "fp16", "amp", "single_tensor") == 92 + 12 + 8
+    # The other stacks step fused optimizers of their own, whatever optimizer_impl says.
+    assert ops.step_bytes_per_param("adamw", False, "bf16", "eager", "single_tensor") == 30
+    assert ops.step_bytes_per_param("lamb", False, "bf16", "amp", "single_tensor") == 42
+
+
+def test_single_tensor_adamw_host_time_shows_under_fp16_only() -> None:
+    """torch ≤ 1.13's per-tensor AdamW loop adds host time beyond its bytes only where GradScaler's
+    found-inf check has made the host wait (fp16): per tensor max(0, 11 ops × 7 µs − bytes / HBM)."""
+    hw = prof.load_hardware("a100-40gb")
+    bw = float(ops.hbm_bytes_per_s(hw))
+    numels = [768.0, 1e6, 1e8]  # a bias, a block weight, a tensor whose bytes outlast the host
+    host = 11 * ops.HOST_S_PER_TORCH_CALL
+
+    def term(precision: str, impl: str | None, stack: str = "amp", zero: int = 0, n: int = 8) -> float:
+        return float(ops.torch_optimizer_loop_term(hw, numels, 92.0, zero, n, stack, precision, impl).value)
+
+    expected = sum(max(0.0, host - 92.0 * x / bw) for x in numels)
+    assert expected > 0 and term("fp16", "single_tensor") == pytest.approx(expected, rel=1e-12)
+    assert 92.0 * 1e8 / bw > host  # the big tensor adds nothing: the device is the longer
+    assert term("fp16", "single_tensor", zero=1) == pytest.approx(expected / 8, rel=1e-12)
+    for precision, impl, stack in [
+        ("bf16", "single_tensor", "amp"),  # no loss scaler: the host runs ahead of the backward
+        ("fp16", "foreach", "amp"),
+        ("fp16", None, "amp"),
+        ("fp16", "fused", "amp"),
+        ("fp16", "single_tensor", "eager"),  # DeepSpeed's own loops are priced apart
+    ]:
+        assert term(precision, impl, stack) == 0.0, (precision, impl, stack)
     hw = prof.load_hardware("h100-sxm")
     bw = hw.hbm_achieved_tbps.value * 1e12
     assert float(ops.optimizer_step_term(1e9, 8, 1, False, hw, 30.0).value) == pytest.approx(
