@@ -271,8 +271,8 @@ class MathAttention:
 # odd rows — run at the same measured share (evaplan assumption: the share
 # of each GPU's achieved bandwidth carries from H100 to A100, as the TF32 rate's share of peak does in
 # matmul_tflops). Checked, not fitted, against Chinese-CLIP's 8 × A100 batch times with and without
-# FlashAttention (tests/planner/test_attention_public.py: the predicted math-minus-flash time is 68–89 %
-# of the measured, 25–33 % at the roofline). The fused path (Megatron/NeMo FusedScaleMaskSoftmax: one
+# FlashAttention (tests/planner/test_attention_public.py: the predicted math-minus-flash time is 73–91 %
+# of the measured, 26–33 % at the roofline). The fused path (Megatron/NeMo FusedScaleMaskSoftmax: one
 # kernel from the fp16 scores to the probabilities) has no kernel-level measurement and stays at the
 # roofline.
 SDPA_MATH_EFFICIENCY = 1.388 / 3.367
