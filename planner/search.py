@@ -181,7 +181,7 @@ class SearchResult:
     feasible_count: int  # of all candidates evaluated (`table` may keep only those it can show)
     # Options asked for and not searched, each with why (the hardware cannot run the requested
     # attention kernel: launcher.commands.plan.runnable_options).
-    excluded: tuple[tuple[str, str], ...] = ()
+    excluded: tuple[tuple[Option, str], ...] = ()
 
     @property
     def frontier_by_option(self) -> dict[str, list[Candidate]]:

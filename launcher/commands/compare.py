@@ -331,6 +331,12 @@ def command(
     """
     res = run_search(ctx, kw, show_progress=fmt in ("table", "markdown"))
     names = [o.name for o in res.options]
+    left_out = {opt.name: why for opt, why in res.excluded}
+    if baseline in left_out:
+        raise EvaplanError(
+            f"--baseline {baseline} was left out: {left_out[baseline]}",
+            hint=f"choose another baseline: one of {', '.join(names)}",
+        )
     if baseline is not None and baseline not in names:
         raise EvaplanError(
             f"--baseline {baseline} is not one of the options compared",
@@ -356,8 +362,8 @@ def command(
             click.echo(best_line(res, best))
         for note in notes:
             click.echo(f"note: {note}")
-        for label, why in res.excluded:
-            click.echo(f"left out: {label}: {why}")
+        for opt, why in res.excluded:
+            click.echo(f"left out: {opt.label}: {why}")
         click.echo(f"calibration: {calibration_note(res, (ctx.obj or {}).get('calibrated'))}")
         if base is not None:
             for k, c in enumerate(best):

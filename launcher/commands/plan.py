@@ -404,13 +404,13 @@ def run_search(ctx: click.Context, kw: dict[str, Any], show_progress: bool = Fal
 
 def runnable_options(
     options: list[Option], attention: str, headroom: HbmHeadroom
-) -> tuple[list[Option], tuple[tuple[str, str], ...]]:
+) -> tuple[list[Option], tuple[tuple[Option, str], ...]]:
     """The options whose GPU can run the attention kernel and leaves room under the HBM margin, and
-    (label, why) for each left out (`--attention cudnn` over NVIDIA and AMD offerings: the AMD ones;
+    (option, why) for each left out (`--attention cudnn` over NVIDIA and AMD offerings: the AMD ones;
     `--hbm-headroom 75GiB` over 80 GB and 192 GB GPUs: the 80 GB ones). None left: the refusal of the
     first, as a single option's estimate gives it (exit 2)."""
     keep: list[Option] = []
-    left: list[tuple[str, str]] = []
+    left: list[tuple[Option, str]] = []
     first: EvaplanError | None = None
     for opt in options:
         hw = opt.hardware
@@ -419,7 +419,7 @@ def runnable_options(
             keep.append(opt)
         else:
             first = first or refusal
-            left.append((opt.label, refusal.message))
+            left.append((opt, refusal.message))
     if not keep and first is not None:
         raise first
     return keep, tuple(left)
@@ -641,7 +641,7 @@ def margin_text(res: SearchResult, c: Candidate) -> str:
 
 def excluded_rows(res: SearchResult) -> list[dict[str, str]]:
     """The options asked for and not searched, each with why (SearchResult.excluded)."""
-    return [{"option": label, "why": why} for label, why in res.excluded]
+    return [{"option": opt.name, "label": opt.label, "why": why} for opt, why in res.excluded]
 
 
 def result_json(

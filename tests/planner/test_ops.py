@@ -153,7 +153,12 @@ def test_cudnn_over_mixed_vendors_leaves_the_amd_options_out(cli) -> None:
     assert "coreweave-h100 (on-demand)" in r.output
     doc = json.loads(cli("compare", *base, *offerings, "--format", "json").output)
     assert [o["option"] for o in doc["options"]] == ["aws-p5", "coreweave-h100"]
-    assert [e["option"] for e in doc["excluded"]] == ["azure-nd-mi300x-v5 (on-demand)"]
+    assert [(e["option"], e["label"]) for e in doc["excluded"]] == [
+        ("azure-nd-mi300x-v5", "azure-nd-mi300x-v5 (on-demand)")
+    ]
+    r = cli("compare", *base, *offerings, "--baseline", "azure-nd-mi300x-v5")
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+    assert "--baseline azure-nd-mi300x-v5 was left out: attention kernel 'cudnn'" in r.output
     r = cli("plan", *base, *offerings)
     assert r.exit_code == 0 and "options left out" in r.output and "NVIDIA GPUs only" in r.output
     plan_doc = json.loads(cli("plan", *base, *offerings, "--format", "json").output)
