@@ -159,6 +159,7 @@ def node_estimate(model_name: str, hardware: str, micro_batch: int, stack: str =
         patch_dropout=0.0,
         precision="bf16",
         stack=stack,
+        optimizer_impl="fused",  # what _adamw runs on the plain-torch rows (fused=True)
     )
     return estimate(model, hw, plan, training)
 

@@ -58,7 +58,7 @@ class OptimizerImplementation(StrictModel):
     """How a plain-PyTorch run's AdamW ran (stack amp), as its trainer and torch version give it."""
 
     value: OptimizerImpl
-    source_url: str = Field(pattern=r"^https://")
+    source_url: str = Field(pattern=r"^(https://|benchmarks/)")
     quote: str = Field(min_length=10, description="the source's words, verbatim")
 
 
