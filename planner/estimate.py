@@ -520,12 +520,15 @@ def _overhead_figures(d: _Derivation, q: _Question, st: dict[str, Any]) -> None:
             hardware.step_overhead_s,
             {
                 "what": "the optimizer's bytes/param over its partition (Ψ/N from ZeRO-1, 0 offloaded) / HBM "
-                "+ DeepSpeed's unfused wrapper at ZeRO-0 (eager)",
+                "+ DeepSpeed's per-tensor loops (eager) + a torch ≤ 1.13 single-tensor AdamW's host time under "
+                "fp16 (amp)",
                 "optimizer": model.recipe.optimizer,
+                "optimizer_impl": ops.optimizer_impl_of(training.stack, training.optimizer_impl),
                 "grad_clip": str(model.recipe.grad_clip is not None),
                 "precision": training.precision,
             },
-            f"optimizer memory-bound pass and DeepSpeed's wrapper counted by the op census (planner/ops.py); "
+            f"optimizer memory-bound pass, DeepSpeed's loops and torch's AdamW counted by the op census, "
+            f"GradScaler's wait before the step from torch/cuda/amp/grad_scaler.py (planner/ops.py); "
             f"{hardware.hbm_achieved_tbps.source}",
         ),
     )
