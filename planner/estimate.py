@@ -428,7 +428,7 @@ def _operation_figures(d: _Derivation, q: _Question, s_v: float) -> tuple[dict[s
     peak = ops.peak_tflops(hardware, training.precision) * 1e12
     st = ev.step_terms(model, hardware, Layout.of(plan, training))
     mm = hardware.matmul
-    scale = hardware.compute_scale.value if hardware.compute_scale is not None else 1.0
+    scale = ops.compute_scale_of(hardware)
     scale_src = (
         f"; compute_scale {scale:.4g}: {hardware.compute_scale.source}" if hardware.compute_scale else ""
     )

@@ -279,7 +279,7 @@ def step_terms(model: ModelSpec, hardware: HardwareSpec, layout: Layout) -> dict
     peak = ops.peak_tflops(hardware, lo.precision) * 1e12
     if hardware.mfu_default is not None:
         # A user's flat MFU replaces the per-operation model (the old behaviour, kept as an override).
-        scale = hardware.compute_scale.value if hardware.compute_scale is not None else 1.0
+        scale = ops.compute_scale_of(hardware)
         microbatch_compute_s = tf.hardware * b / (peak * hardware.mfu_default.value * scale)
     else:
         microbatch_compute_s = mb.total_s

@@ -129,7 +129,7 @@ def inference_batch_time_s(
     they follow.
     """
     peak_flops(hw, precision)  # refuses a precision the hardware has no rate for (serve's hint)
-    scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
+    scale = ops.compute_scale_of(hw)
     a = ops.ACT_BYTES[precision]
     t = float(tp)
     image = tower == "image"

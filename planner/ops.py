@@ -41,12 +41,13 @@ from planner.compute import text_shape, vision_shape
 from planner.errors import InfeasibleError
 from planner.memory import SCORE_MATRIX_KERNELS, TowerShape, math_path, vision_tokens
 from planner.params import param_tensors
-from planner.spec import AttentionKernel, HardwareSpec, ModelSpec, Stack
+from planner.spec import AttentionKernel, HardwareSpec, ModelSpec, OptimizerImpl, Stack
 from planner.terms import Term, compose, sum_term
 
 Num = Any
 STACKS: tuple[str, ...] = get_args(Stack)
 ATTENTION_KERNELS: tuple[str, ...] = get_args(AttentionKernel)
+OPTIMIZER_IMPLS: tuple[str, ...] = get_args(OptimizerImpl)
 
 # ----------------------------------------------------------------------------------- precision
 # Bytes of one activation element: bf16/fp16 2, fp32 4. fp8 and int8 (serving) keep 16-bit activations:
@@ -119,6 +120,12 @@ def gemm_rate_flops(hw: HardwareSpec, m: Num, n: Num, k: Num, precision: str = "
 
 def hbm_bytes_per_s(hw: HardwareSpec) -> float:
     return hw.hbm_achieved_tbps.value * 1e12
+
+
+def compute_scale_of(hw: HardwareSpec) -> float:
+    """The multiplier on every modelled device rate: a calibration's or the published runs' fitted
+    compute_scale, 1 for the profile as shipped without one."""
+    return hw.compute_scale.value if hw.compute_scale is not None else 1.0
 
 
 def gemm_time_s(hw: HardwareSpec, m: Num, n: Num, k: Num, precision: str = "bf16", scale: float = 1.0) -> Num:
@@ -881,7 +888,7 @@ def microbatch_time(
     both towers without gradients (no loss, no backward) on top (OpenCLIP's gradient accumulation:
     `nograd_forwards_per_microbatch`)."""
     v, tx = model.vision, model.text
-    scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
+    scale = compute_scale_of(hw)
     passes = np.where(grad_ckpt, 2.0, 1.0)
     fwd_passes = passes + nograd_forwards
     b = micro_batch * 1.0
@@ -1171,7 +1178,7 @@ def deepspeed_wrapper_term(
       tensors (DS_ZERO12_OPS_PER_PARTITION_TENSOR ops each), host time issued after backward's
       synchronisation, added likewise;
     - ZeRO-3 and the other stacks (plain PyTorch or other frameworks: deepspeed_wrapper 0): none."""
-    scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
+    scale = compute_scale_of(hw)
     # Each ATen op is at most one Python-level torch call of DeepSpeed's loops (the census counts ATen
     # ops; several come from one call): HOST_S_PER_TORCH_CALL each.
     return Term(
@@ -1220,7 +1227,7 @@ def torch_optimizer_loop_term(
     loss scaler has made the host wait for the device (stack amp; 0 otherwise): Σ over the parameter
     tensors of max(0, ops × host time per op − bytes_per_param × numel / HBM), over this rank's share
     of the tensors (1/N of them from ZeRO-1 on)."""
-    scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
+    scale = compute_scale_of(hw)
     hbm = hbm_bytes_per_s(hw) * scale
     exposed = optimizer_impl_of(stack, impl) == "single_tensor" and precision == "fp16"
     host = SINGLE_TENSOR_ADAMW_OPS_PER_TENSOR * HOST_S_PER_TORCH_CALL
@@ -1250,7 +1257,7 @@ def optimizer_step_term(
 ) -> Term:
     """The optimizer's memory-bound pass over this rank's partition (Ψ/N from ZeRO-1 on, Ψ without
     ZeRO); zero with the optimizer offloaded (the CPU step is in planner.offload)."""
-    scale = hw.compute_scale.value if hw.compute_scale is not None else 1.0
+    scale = compute_scale_of(hw)
     return Term(
         "where(offload_optimizer, 0.0,"
         " bytes_per_param * where(zero_stage >= 1, psi / N, psi * 1.0) / hbm_bytes_per_s)",

@@ -73,11 +73,11 @@ def attention_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 def optimizer_impl_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--optimizer-impl NAME: how the amp stack's torch AdamW runs (planner.ops prices each)."""
-    from planner.ops import ADAMW_BYTES_PER_PARAM_BY_IMPL, DEFAULT_OPTIMIZER_IMPL
+    from planner.ops import DEFAULT_OPTIMIZER_IMPL, OPTIMIZER_IMPLS
 
     return click.option(
         "--optimizer-impl",
-        type=click.Choice(list(ADAMW_BYTES_PER_PARAM_BY_IMPL)),
+        type=click.Choice(OPTIMIZER_IMPLS),
         default=None,
         help="How the amp stack's torch AdamW runs: fused (fused=True), foreach (torch >= 2.0's default) "
         f"or single_tensor (torch <= 1.13's per-tensor loop) (default: {DEFAULT_OPTIMIZER_IMPL}; the other "
