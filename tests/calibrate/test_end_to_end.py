@@ -8,10 +8,10 @@ index (evaclip/data.py), the layouts and step counts are constants, and the held
 exactly twice, never "until it passes". What the computation cannot fix is the wall clock: the step
 times are measured on a shared machine. So the test asserts, once:
 - what holds for any measured times: the calibration fits its own runs at least as well as the
-  uncalibrated profile (least squares over its factors includes the uncalibrated point), and it
-  predicts the held-out layout better than the uncalibrated profile;
-- the goal of issue 8, the calibrated prediction within ±15 % of the held-out run (the mean of its two
-  runs), whenever identical runs agree within half the goal: the two of C, and A before and after C
+  uncalibrated profile (least squares over its factors includes the uncalibrated point);
+- that it predicts the held-out layout better than the uncalibrated profile, and the goal of issue 8,
+  the calibrated prediction within ±15 % of the held-out run (the mean of its two runs), whenever
+  identical runs agree within half the goal: the two of C, and A before and after C
   (the load did not change between calibrating and checking). Each pair's spread sets a floor no
   prediction of both can beat (planner.validation.min_worst_abs_error: (b − a)/(b + a) for step times
   a ≤ b), and the two floors add: the prediction carries A's run-to-run spread (A is one of the two
@@ -22,7 +22,9 @@ times are measured on a shared machine. So the test asserts, once:
   (micro-batch 16) was faster per step than A (micro-batch 4) in two of the three: contention, not
   the layout, set the step times, so no model meets ±15 % deterministically there. A fresh-clone CI
   run with both cores held busy (2026-12-07) failed at -16.3 % when each floor alone was 5.6 % and
-  5.5 %: 11.1 % together.
+  5.5 %: 11.1 % together. Another (2026-12-07) measured A at 0.122 s/step while calibrating and 0.067
+  after C (floors together 35 %): the fit carried the first load into the prediction (+94 %), so the
+  "closer than uncalibrated" verdict is decided under the same rule as the goal.
 
 No wall-clock limit is a constant: a run may take as long as it needs while it makes progress; it
 fails only when nothing moves (no new step, no state change) for a window derived from the step
@@ -226,20 +228,19 @@ def test_measure_calibrate_and_predict_a_held_out_layout(cli, env) -> None:
         f"({err_cal:+.1%} of their mean; goal within ±{GOAL:.0%}), uncalibrated {uncal['C']:.4f} s "
         f"({err_uncal:+.1%})"
     )
-    assert abs(err_cal) < abs(err_uncal), (
-        f"calibrated {err_cal:+.1%} is not closer than uncalibrated {err_uncal:+.1%} on the held-out layout"
-    )
-
-    # All runs refit together; estimate then names them.
+    # All runs refit together; estimate then names them. This holds whatever the clock measured.
     refit = cli("calibrate", *C_JOBS)
     _skip_if_the_machine_changed_speed(refit)
     assert refit.exit_code == 0, refit.output
     assert "calib-c" in cli("estimate", *_flags(**C)).stdout
 
-    # Decided when identical runs agree within half the goal, C's two and A's before and after C
+    # Both verdicts on the held-out prediction, "closer than uncalibrated" and "within ±15 %", are
+    # decided when identical runs agree within half the goal, C's two and A's before and after C
     # together (their floors summed ≤ 7.5 %; the load did not change between calibrating and
     # checking): then the noise is small beside ±15 % and C's mean is the measurement. Otherwise no
-    # verdict is honest.
+    # verdict is honest: a fit on runs measured under another load extrapolates that load (a CI run,
+    # 2026-12-07: A measured 0.1221 s/step while calibrating and 0.0674 after C, floors together 35 %,
+    # calibrated +93.7 % against uncalibrated -58.3 %).
     if floor > GOAL / 2:
         pytest.skip(
             f"the ±{GOAL:.0%} goal is undecidable on this machine now: identical runs measured "
@@ -247,6 +248,9 @@ def test_measure_calibrate_and_predict_a_held_out_layout(cli, env) -> None:
             f"{a_again[1]:.4f} (run A before and after), floors together {floor:.1%} > {GOAL / 2:.1%}; calibrated "
             f"{err_cal:+.1%} of the held-out mean"
         )
+    assert abs(err_cal) < abs(err_uncal), (
+        f"calibrated {err_cal:+.1%} is not closer than uncalibrated {err_uncal:+.1%} on the held-out layout"
+    )
     assert abs(err_cal) <= GOAL, (
         f"calibrated prediction {calibrated_c:.4f} s/step is {err_cal:+.1%} off the held-out runs' mean "
         f"{c_step:.4f} s, beyond the ±{GOAL:.0%} goal (identical-run floors together {floor:.1%})"
