@@ -312,7 +312,8 @@ def planner_train(setup: Setup, model_name: str, micro_batch: int, stack: str) -
         precision="bf16",
         stack=PLANNER_STACK.get(stack, stack),
         attention="flash",
-        optimizer_impl="fused",  # gpu_check's torch.optim.AdamW(fused=True) on every plain-torch row
+        # gpu_check's torch.optim.AdamW(fused=True) on the plain-torch (amp) rows; the others step their own
+        optimizer_impl="fused" if PLANNER_STACK.get(stack, stack) == "amp" else None,
         loader_workers=max(1, int(hw.host_cpu_cores.value)),
     )
     st = ev.step_terms(model, hw, Layout.of(plan, training))

@@ -159,7 +159,8 @@ def node_estimate(model_name: str, hardware: str, micro_batch: int, stack: str =
         patch_dropout=0.0,
         precision="bf16",
         stack=stack,
-        optimizer_impl="fused",  # what _adamw runs on the plain-torch rows (fused=True)
+        # what _adamw runs on the plain-torch rows (fused=True); the other stacks step their own
+        optimizer_impl="fused" if stack == "amp" else None,
     )
     return estimate(model, hw, plan, training)
 

@@ -19,6 +19,7 @@ from planner.errors import InfeasibleError
 from planner.estimate import Estimate, estimate
 from planner.headroom import DEFAULT_HEADROOM, WHY, HbmHeadroom
 from planner.limits import check_request
+from planner.ops import optimizer_impl_refusal
 from planner.spec import HardwareSpec, ModelSpec, OfferingSpec, ParallelPlan, TrainingSpec
 from planner.units import GIB
 
@@ -109,6 +110,9 @@ def choose(
 ) -> Estimate:
     """The estimate of the best plan for the request; `chosen` lists what evaplan picked, and how."""
     check_request(req)
+    impl_refusal = optimizer_impl_refusal(req.stack, req.optimizer_impl, model.recipe.optimizer)
+    if impl_refusal is not None:
+        raise impl_refusal
     refusal = req.hbm_headroom.refusal(hardware.hbm_bytes, hardware.name)
     if refusal is not None:
         raise refusal

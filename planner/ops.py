@@ -1111,6 +1111,25 @@ def optimizer_impl_of(stack: str, impl: str | None) -> str:
     return (impl or DEFAULT_OPTIMIZER_IMPL) if stack == "amp" else "fused"
 
 
+def optimizer_impl_refusal(stack: str, impl: str | None, optimizer: str) -> InfeasibleError | None:
+    """An AdamW implementation named where none is read (another stack, whose own fused optimizer
+    optimizer_impl_of reports, or a model whose recipe steps another optimizer): one clear line
+    instead of a silently different optimizer."""
+    if impl is None:
+        return None
+    if stack != "amp":
+        return InfeasibleError(
+            f"--optimizer-impl {impl} applies to --stack amp only (--stack {stack} steps its own fused optimizer)",
+            hint="drop --optimizer-impl or add --stack amp",
+        )
+    if optimizer != "adamw":
+        return InfeasibleError(
+            f"--optimizer-impl {impl} chooses how torch's AdamW runs, and this model's recipe steps {optimizer}",
+            hint="drop --optimizer-impl",
+        )
+    return None
+
+
 def step_bytes_per_param(
     optimizer: str, grad_clip: bool, precision: str, stack: str = "eager", impl: str | None = None
 ) -> float:

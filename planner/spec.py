@@ -590,6 +590,18 @@ class TrainingSpec(StrictModel):
             raise ValueError("samples must be finite")
         return v
 
+    @model_validator(mode="after")
+    def _optimizer_impl_on_amp(self) -> TrainingSpec:
+        # Only the amp stack runs torch's own AdamW; the others step their own fused optimizer
+        # (planner/ops.py optimizer_impl_of), so an implementation named for them would be ignored
+        # and the report would name another one than the user asked for.
+        if self.optimizer_impl is not None and self.stack != "amp":
+            raise ValueError(
+                f"optimizer_impl {self.optimizer_impl} applies to stack amp only (stack {self.stack} steps "
+                "its own fused optimizer)"
+            )
+        return self
+
     @classmethod
     def from_recipe(cls, recipe: Recipe, **overrides: Any) -> TrainingSpec:
         """The training of a model's published recipe (samples, batch, resolution, patch dropout),

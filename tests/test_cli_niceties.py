@@ -3,6 +3,7 @@ the subcommand, a config file for defaults, and shell completion of profile name
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -207,3 +208,47 @@ def test_a_headroom_too_big_for_one_option_leaves_that_option_out(cli) -> None:
     assert r.exit_code == 0, r.output
     assert "left out: aws-p5 (on-demand): --hbm-headroom 75 GiB keeps 75.0 of the 80.0 GiB" in r.output
     assert any(line.startswith("azure-nd-mi300x-v5 (on-demand)  mi300x") for line in r.output.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        ([*EST, "--stack", "eager", "--optimizer-impl", "single_tensor"], "applies to --stack amp only"),
+        (["render", "--model", "eva02-clip-b16", "--offering", "aws-p5", "--nodes", "1", "--stdout",
+          "--optimizer-impl", "foreach"], "applies to --stack amp only"),
+        ([*PLAN, "--stack", "fused", "--optimizer-impl", "fused"], "applies to --stack amp only"),
+        (["compare", "--model", "eva02-clip-b16", "--offering", "aws-p5", "lambda-h100", "--optimizer-impl", "fused"],
+         "applies to --stack amp only"),
+        ([*EST, "--stack", "amp", "--optimizer-impl", "fused"], "this model's recipe steps lamb"),
+        ([*PLAN, "--stack", "amp", "--optimizer-impl", "foreach"], "this model's recipe steps lamb"),
+    ],
+    ids=["estimate", "render", "plan", "compare", "estimate-lamb", "plan-lamb"],
+)  # fmt: skip
+def test_an_optimizer_implementation_where_none_is_read_is_refused_in_one_line(
+    cli, args: list[str], why: str
+) -> None:
+    """--optimizer-impl prices the amp stack's torch AdamW; the other stacks step their own fused
+    optimizer and the EVA recipes step LAMB, so naming one there would be ignored and reported as
+    another: one line, exit 2, nothing printed or written before it."""
+    r = cli(*args)
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and "--optimizer-impl" in lines[0] and why in lines[0], r.output
+
+
+OPENCLIP_EST = ["estimate", "--model", "openclip-vit-b16", "--hardware", "a100-80gb", "--gpus", "8"]
+
+
+def test_an_optimizer_implementation_on_the_amp_stack_prices_that_implementation(cli) -> None:
+    """On the amp stack an AdamW recipe (OpenCLIP's) is priced with the named implementation: torch
+    <= 1.13's single-tensor loop reads more bytes per parameter than the fused kernel, so its step is
+    longer, and --explain names it."""
+
+    def step_s(impl: str) -> float:
+        r = cli(*OPENCLIP_EST, "--stack", "amp", "--optimizer-impl", impl, "--format", "json")
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout)["compute"]["step_s"]
+
+    assert step_s("single_tensor") > step_s("foreach") > step_s("fused")
+    r = cli(*OPENCLIP_EST, "--stack", "amp", "--optimizer-impl", "single_tensor", "--explain")
+    assert r.exit_code == 0 and "single_tensor" in r.output, r.output

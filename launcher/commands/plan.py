@@ -34,7 +34,7 @@ from planner.grid import SearchSpace
 from planner.headroom import DEFAULT_HBM_HEADROOM_TEXT, WHY, HbmHeadroom, parse_headroom
 from planner.intervals import RangeClass, TimeRange, fmt_days_range, fmt_usd_range, range_class, range_fields
 from planner.limits import LIMITS, check_value
-from planner.ops import attention_refusal
+from planner.ops import attention_refusal, optimizer_impl_refusal
 from planner.params import count_params
 from planner.report import dumps_json, format_rows, to_jsonable
 from planner.search import (
@@ -326,15 +326,19 @@ def resolve_options(
 
 def training_for(model: ModelSpec, kw: dict[str, Any]) -> TrainingSpec:
     r = model.recipe
+    stack, impl = kw.get("stack") or "eager", kw.get("optimizer_impl")
+    refusal = optimizer_impl_refusal(stack, impl, r.optimizer)
+    if refusal is not None:  # TrainingSpec refuses it too; this says it in the flags' words
+        raise refusal
     return TrainingSpec(
         samples=kw["samples"] if kw["samples"] is not None else r.samples_seen,
         global_batch=kw["global_batch"] if kw["global_batch"] is not None else r.global_batch,
         image_size=kw["image_size"] if kw["image_size"] is not None else r.image_size,
         patch_dropout=kw["patch_dropout"] if kw["patch_dropout"] is not None else r.patch_dropout,
         precision=kw.get("precision") or (r.precision if r.precision != "fp32" else "bf16"),
-        stack=kw.get("stack") or "eager",
+        stack=stack,
         attention=kw.get("attention") or "flash",
-        optimizer_impl=kw.get("optimizer_impl"),
+        optimizer_impl=impl,
         loader_workers=kw.get("data_workers"),
         checkpoint_every_s=kw["checkpoint_every_s"],
         dataset_tb=kw["dataset_tb"],
