@@ -110,10 +110,9 @@ def choose(
 ) -> Estimate:
     """The estimate of the best plan for the request; `chosen` lists what evaplan picked, and how."""
     check_request(req)
-    impl_refusal = optimizer_impl_refusal(req.stack, req.optimizer_impl, model.recipe.optimizer)
-    if impl_refusal is not None:
-        raise impl_refusal
-    refusal = req.hbm_headroom.refusal(hardware.hbm_bytes, hardware.name)
+    refusal = optimizer_impl_refusal(
+        req.stack, req.optimizer_impl, model.recipe.optimizer
+    ) or req.hbm_headroom.refusal(hardware.hbm_bytes, hardware.name)
     if refusal is not None:
         raise refusal
     r = model.recipe

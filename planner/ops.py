@@ -41,7 +41,7 @@ from planner.compute import text_shape, vision_shape
 from planner.errors import InfeasibleError
 from planner.memory import SCORE_MATRIX_KERNELS, TowerShape, math_path, vision_tokens
 from planner.params import param_tensors
-from planner.spec import AttentionKernel, HardwareSpec, ModelSpec, OptimizerImpl, Stack
+from planner.spec import AttentionKernel, HardwareSpec, ModelSpec, OptimizerImpl, Stack, optimizer_impl_unread
 from planner.terms import Term, compose, sum_term
 
 Num = Any
@@ -1115,14 +1115,13 @@ def optimizer_impl_refusal(stack: str, impl: str | None, optimizer: str) -> Infe
     """An AdamW implementation named where none is read (another stack, whose own fused optimizer
     optimizer_impl_of reports, or a model whose recipe steps another optimizer): one clear line
     instead of a silently different optimizer."""
-    if impl is None:
-        return None
-    if stack != "amp":
+    why = optimizer_impl_unread(stack, impl)
+    if why is not None:
         return InfeasibleError(
-            f"--optimizer-impl {impl} applies to --stack amp only (--stack {stack} steps its own fused optimizer)",
+            f"--optimizer-impl {impl} applies to --stack amp only (--{why})",
             hint="drop --optimizer-impl or add --stack amp",
         )
-    if optimizer != "adamw":
+    if impl is not None and optimizer != "adamw":
         return InfeasibleError(
             f"--optimizer-impl {impl} chooses how torch's AdamW runs, and this model's recipe steps {optimizer}",
             hint="drop --optimizer-impl",

@@ -21,7 +21,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from planner.errors import ProfileError
 from planner.spec import AttentionKernel as Attention
-from planner.spec import Name, OptimizerImpl, Precision, Stack, StrictModel
+from planner.spec import Name, OptimizerImpl, Precision, Stack, StrictModel, optimizer_impl_unread
 
 MemoryKind = Literal["allocated", "device_total"]
 
@@ -125,6 +125,10 @@ class PublishedRun(SourcedEntry):
         p = self.published
         if p.wall_hours is not None and self.samples is None:
             raise ValueError(f"run {self.name}: a published wall time needs `samples`")
+        impl = self.optimizer_impl.value if self.optimizer_impl is not None else None
+        why = optimizer_impl_unread(self.stack, impl)
+        if why is not None:
+            raise ValueError(f"run {self.name}: optimizer_impl {impl} applies to stack amp only ({why})")
         return self
 
 

@@ -547,6 +547,15 @@ AttentionKernel = Literal["flash", "cudnn", "mem_efficient", "math", "explicit"]
 OptimizerImpl = Literal["fused", "foreach", "single_tensor"]
 
 
+def optimizer_impl_unread(stack: str, impl: str | None) -> str | None:
+    """Why a named AdamW implementation would not be read on this stack (None: it is, or none is
+    named): only the amp stack runs torch's own AdamW; the others step their own fused optimizer
+    (planner/ops.py optimizer_impl_of), which a report would then name instead of the one asked for."""
+    if impl is None or stack == "amp":
+        return None
+    return f"stack {stack} steps its own fused optimizer"
+
+
 class TrainingSpec(StrictModel):
     """What is to be trained: how many samples, at what batch and resolution."""
 
@@ -592,14 +601,9 @@ class TrainingSpec(StrictModel):
 
     @model_validator(mode="after")
     def _optimizer_impl_on_amp(self) -> TrainingSpec:
-        # Only the amp stack runs torch's own AdamW; the others step their own fused optimizer
-        # (planner/ops.py optimizer_impl_of), so an implementation named for them would be ignored
-        # and the report would name another one than the user asked for.
-        if self.optimizer_impl is not None and self.stack != "amp":
-            raise ValueError(
-                f"optimizer_impl {self.optimizer_impl} applies to stack amp only (stack {self.stack} steps "
-                "its own fused optimizer)"
-            )
+        why = optimizer_impl_unread(self.stack, self.optimizer_impl)
+        if why is not None:
+            raise ValueError(f"optimizer_impl {self.optimizer_impl} applies to stack amp only ({why})")
         return self
 
     @classmethod

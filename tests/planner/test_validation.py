@@ -106,6 +106,14 @@ def test_data_model_forbids_unknown_keys_and_duplicates():
         PublishedRuns.model_validate({"runs": [run, run]})
 
 
+def test_an_optimizer_implementation_off_the_amp_stack_is_refused_at_load():
+    """A run that names how its torch AdamW ran on a stack that steps its own fused optimizer is refused
+    when the file is read, naming the run (the planner would price another optimizer than it says)."""
+    run = next(r for r in load_runs().runs if r.optimizer_impl is not None).model_dump(mode="json")
+    with pytest.raises(ValueError, match=f"run {run['name']}: optimizer_impl .* applies to stack amp only"):
+        PublishedRuns.model_validate({"runs": [{**run, "stack": "eager"}]})
+
+
 @pytest.mark.parametrize(("flag", "key"), [("--runs", "runs"), ("--serving", "measurements")])
 def test_bad_runs_file_is_one_line(cli, tmp_path, flag, key):
     """A broken published-runs or published-serving file: one line naming the entry, exit 2."""
