@@ -416,7 +416,9 @@ def fmt_duration(s: float) -> str:
         return f"{s / DAY_S:,.1f} d"
     if s >= 3600:
         return f"{s / 3600:,.1f} h"
-    return f"{s / 60:,.0f} min"
+    if s >= 60:
+        return f"{s / 60:,.0f} min"
+    return f"{s:,.0f} s"  # a deadline under a minute would otherwise read "0 min"
 
 
 def fmt_usd(x: float) -> str:

@@ -252,3 +252,20 @@ def test_an_optimizer_implementation_on_the_amp_stack_prices_that_implementation
     assert step_s("single_tensor") > step_s("foreach") > step_s("fused")
     r = cli(*OPENCLIP_EST, "--stack", "amp", "--optimizer-impl", "single_tensor", "--explain")
     assert r.exit_code == 0 and "single_tensor" in r.output, r.output
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(1.0, "1 s"), (59.0, "59 s"), (60.0, "1 min"), (7200.0, "2.0 h"), (172800.0, "2.0 d")],
+)
+def test_a_duration_reads_in_its_own_unit(seconds: float, text: str) -> None:
+    """A deadline under a minute once read "0 min" in the refusal that quotes it."""
+    from planner.search import fmt_duration
+
+    assert fmt_duration(seconds) == text
+
+
+def test_an_impossible_deadline_under_a_minute_is_quoted_as_given(cli) -> None:
+    r = cli("plan", "--model", "eva02-clip-b16", "--hardware", "h100-sxm", "--deadline", "30s")
+    assert r.exit_code == 2
+    assert "deadline 30 s is impossible" in r.output
