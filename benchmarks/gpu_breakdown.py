@@ -300,7 +300,8 @@ def planner_train(setup: Setup, model_name: str, micro_batch: int, stack: str) -
     from planner.spec import ParallelPlan, TrainingSpec
     from planner.terms import Term
 
-    model, hw = load_model(model_name), raw_hardware(setup.hardware)
+    # priced stepping what gpu_check._adamw runs on every row, whatever the model's recipe steps
+    model, hw = load_model(model_name).stepping("adamw"), raw_hardware(setup.hardware)
     plan = ParallelPlan(
         nodes=1, gpus_per_node=1, zero_stage=0, micro_batch=micro_batch, grad_accum=1, grad_ckpt=False
     )

@@ -142,7 +142,8 @@ def node_estimate(model_name: str, hardware: str, micro_batch: int, stack: str =
     from planner.profiles import load_hardware, load_model
     from planner.spec import ParallelPlan, TrainingSpec
 
-    model, hw = load_model(model_name), load_hardware(hardware)
+    # priced stepping what _adamw runs on every row, whatever the model's recipe steps
+    model, hw = load_model(model_name).stepping("adamw"), load_hardware(hardware)
     plan = ParallelPlan(
         nodes=1,
         gpus_per_node=hw.gpus_per_node,

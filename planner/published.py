@@ -21,7 +21,15 @@ from pydantic import Field, ValidationError, model_validator
 
 from planner.errors import ProfileError
 from planner.spec import AttentionKernel as Attention
-from planner.spec import Name, OptimizerImpl, Precision, Stack, StrictModel, optimizer_impl_unread
+from planner.spec import (
+    Name,
+    OptimizerImpl,
+    OptimizerName,
+    Precision,
+    Stack,
+    StrictModel,
+    optimizer_impl_unread,
+)
 
 MemoryKind = Literal["allocated", "device_total"]
 
@@ -62,6 +70,15 @@ class OptimizerImplementation(StrictModel):
     quote: str = Field(min_length=10, description="the source's words, verbatim")
 
 
+class StatedOptimizer(StrictModel):
+    """The optimizer a run stepped where it is not its model recipe's (a measurement that swapped it),
+    as the run's own code gives it."""
+
+    value: OptimizerName
+    source_url: str = Field(pattern=r"^(https://|benchmarks/)")
+    quote: str = Field(min_length=10, description="the source's words, verbatim")
+
+
 class SourcedEntry(StrictModel):
     """Where a published entry's figures come from: the source, its words and date, and what it leaves
     unstated (the fields every bundled published run and measurement carries)."""
@@ -94,6 +111,9 @@ class PublishedRun(SourcedEntry):
         description="attention kernel; default: the model profile's (xattn: mem_efficient, else math)",
     )
     image_size: int | None = Field(default=None, gt=0, description="default: the model's recipe")
+    optimizer: StatedOptimizer | None = Field(
+        default=None, description="the optimizer the run stepped; default: its model recipe's"
+    )
     optimizer_impl: OptimizerImplementation | None = Field(
         default=None,
         description="how a stack-amp run's torch AdamW ran (fused, foreach, single_tensor); default: the planner's "

@@ -166,6 +166,10 @@ class TextTower(_MlpHidden, StrictModel):
         return self
 
 
+# The optimizers a recipe steps (evaclip/optim.py builds both; DeepSpeed runs them fused on the GPU).
+OptimizerName = Literal["lamb", "adamw"]
+
+
 class Recipe(StrictModel):
     """The published training run of a model (profiles/published_runs.yaml, with each run's public source)."""
 
@@ -174,7 +178,7 @@ class Recipe(StrictModel):
     image_size: int = Field(gt=0, le=MAX_IMAGE_PX)
     patch_dropout: float = Field(ge=0, lt=1, description="share of patch tokens dropped")
     precision: Literal["bf16", "fp16", "fp32"]
-    optimizer: Literal["lamb", "adamw"]
+    optimizer: OptimizerName
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = Field(default=1e-6, gt=0)
     weight_decay: float = Field(default=0.05, ge=0)
@@ -224,6 +228,13 @@ class ModelSpec(StrictModel):
         """The kernel of the official run by the vision tower's `xattn` (EVA-CLIP's xformers
         memory-efficient attention, else the math path): the default of a published run naming none."""
         return "mem_efficient" if self.vision.xattn else "math"
+
+    def stepping(self, optimizer: OptimizerName) -> ModelSpec:
+        """This model with its recipe stepping `optimizer`: what a run or measurement that swapped the
+        recipe's optimizer is priced with (the optimizer step's bytes per parameter)."""
+        if optimizer == self.recipe.optimizer:
+            return self
+        return self.model_copy(update={"recipe": self.recipe.model_copy(update={"optimizer": optimizer})})
 
     @model_validator(mode="after")
     def _check_recipe(self) -> ModelSpec:

@@ -76,7 +76,7 @@ from planner.intervals import (
 )
 from planner.published import PublishedRun, load_runs
 from planner.published_ratios import PublishedRatio, load_ratios
-from planner.spec import HardwareSpec, ParallelPlan, TrainingSpec
+from planner.spec import HardwareSpec, ModelSpec, ParallelPlan, TrainingSpec
 from planner.units import GIB
 
 
@@ -159,10 +159,27 @@ def _hardware_for(run: PublishedRun, hardware: HardwareSpec) -> HardwareSpec:
     return hardware
 
 
+def run_model(run: PublishedRun) -> ModelSpec:
+    """The run's model profile stepping the optimizer the run stepped: its stated `optimizer`, else the
+    recipe's. An AdamW implementation (`optimizer_impl`) on a run that steps another optimizer is
+    refused naming the run, as `--optimizer-impl` is on such a model (ops.optimizer_impl_refusal)."""
+    model = prof.load_model(run.model)
+    if run.optimizer is not None:
+        model = model.stepping(run.optimizer.value)
+    if run.optimizer_impl is not None and model.recipe.optimizer != "adamw":
+        raise ProfileError(
+            f"published run {run.name}: optimizer_impl {run.optimizer_impl.value} says how torch's AdamW ran, "
+            f"but the run steps {model.recipe.optimizer} "
+            + ("(its `optimizer`)" if run.optimizer is not None else f"(model {run.model}'s recipe)"),
+            hint="state the optimizer the run stepped (`optimizer: {value: adamw, ...}`) or drop optimizer_impl",
+        )
+    return model
+
+
 def plan_for(run: PublishedRun, hardware: HardwareSpec) -> tuple[ParallelPlan, TrainingSpec, dict[str, Any]]:
     """The run's layout in the planner's terms; the software stack and attention kernel are passed to
     whichever of ParallelPlan and TrainingSpec has the field, so the data file serves any planner version."""
-    model = prof.load_model(run.model)
+    model = run_model(run)
     image_size = run.image_size or model.recipe.image_size
     G = hardware.gpus_per_node
     # The software stack and attention kernel go to whichever spec has the field (planner versions differ).
@@ -190,7 +207,7 @@ def plan_for(run: PublishedRun, hardware: HardwareSpec) -> tuple[ParallelPlan, T
 def check_run(run: PublishedRun, half: str, compute_scale: float | None = None) -> RunCheck:
     """The planner's prediction for a published run: the raw per-operation model (`compute_scale`
     None), or with the device rates scaled by `compute_scale` (the published-runs default)."""
-    model = prof.load_model(run.model)
+    model = run_model(run)
     hardware = _hardware_for(run, prof.load_hardware(run.hardware))
     if compute_scale is not None:
         hardware = hardware.model_copy(update={"compute_scale": _scale_figure(compute_scale)})
@@ -319,6 +336,7 @@ def model_inputs(run: PublishedRun) -> tuple[Any, ...]:
         run.precision,
         run.stack,
         run.attention,
+        run_model(run).recipe.optimizer,
         run.optimizer_impl.value if run.optimizer_impl is not None else None,
         workers,
         image_size,
