@@ -254,6 +254,43 @@ def test_an_optimizer_implementation_on_the_amp_stack_prices_that_implementation
     assert r.exit_code == 0 and "single_tensor" in r.output, r.output
 
 
+def test_render_prices_the_optimizer_it_renders(cli, tmp_path: Path) -> None:
+    """`render --optimizer adamw` on an EVA model (recipe LAMB) writes a plan priced stepping AdamW (30
+    bytes per parameter against LAMB's 42 in the step), and then reads --optimizer-impl on the amp stack
+    instead of refusing it."""
+    base = [
+        "render",
+        "--model",
+        "eva02-clip-b16",
+        "--hardware",
+        "h100-sxm",
+        "--gpus",
+        "8",
+        "--image",
+        "r/i:1",
+    ]
+
+    def overhead_s(*extra: str) -> float:
+        out = tmp_path / "-".join(extra or ("recipe",))
+        r = cli(*base, *extra, "-o", str(out))
+        assert r.exit_code == 0, r.output
+        return json.loads((out / "plan.json").read_text())["compute"]["overhead_s"]
+
+    assert overhead_s("--optimizer", "adamw") < overhead_s()
+    r = cli(
+        *base,
+        "--stack",
+        "amp",
+        "--optimizer",
+        "adamw",
+        "--optimizer-impl",
+        "single_tensor",
+        "-o",
+        str(tmp_path / "x"),
+    )
+    assert r.exit_code == 0, r.output
+
+
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [(1.0, "1 s"), (59.0, "59 s"), (60.0, "1 min"), (7200.0, "2.0 h"), (172800.0, "2.0 d")],

@@ -272,6 +272,8 @@ def render_bundle(
         from planner.calibration import calibrated_hardware
 
         model = prof.load_model(estimate_kw.pop("model_name"), dirs)
+        if kw.get("optimizer"):  # priced stepping what the bundle runs (render.py resolve_optimizer)
+            model = model.stepping(kw["optimizer"])
         use_calibration = not estimate_kw.pop("no_calibration", False)
         hardware = calibrated_hardware(
             prof.load_hardware(hardware_name, dirs), dirs, use=use_calibration
