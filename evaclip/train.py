@@ -161,15 +161,16 @@ def load_configs(ds_path: str, run_path: str) -> tuple[dict[str, Any], RunConfig
 
 
 def train(ds_cfg: dict[str, Any], run: RunConfig) -> int:
-    """Run the loop (evaclip.trainer.Trainer); returns the exit code. The process groups are shut
-    down on every way out, a completed run's or an error's."""
+    """Run the loop (evaclip.trainer.Trainer); returns the exit code. main() shuts the process groups
+    down afterwards, on every way out."""
     # torch and DeepSpeed load once the configs are good
-    from evaclip.trainer import Trainer, shutdown_distributed
+    from evaclip.trainer import Trainer
 
+    trainer = Trainer(ds_cfg, run)
     try:
-        return Trainer(ds_cfg, run).train()
+        return trainer.train()
     finally:
-        shutdown_distributed()
+        trainer.release()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     except EvaplanError as e:
         report_rank_error(e.line())  # under evaplan's rank launcher, it prints the line once
         return e.exit_code
+    finally:
+        # Here, after the error (and its traceback, which holds the trainer) is let go, so the engine
+        # and the groups its parameters hold are freed now, not at interpreter exit.
+        _shutdown_distributed()
+
+
+def _shutdown_distributed() -> None:
+    """evaclip.trainer.shutdown_distributed where the trainer's modules were loaded (not after a bad
+    config, which exits before torch is imported)."""
+    trainer = sys.modules.get("evaclip.trainer")
+    if trainer is not None:
+        trainer.shutdown_distributed()
 
 
 if __name__ == "__main__":

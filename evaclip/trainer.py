@@ -9,6 +9,7 @@ evaluation: the run config defines none.
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import signal
@@ -89,13 +90,36 @@ def stop_at_from_env(environ: Any = os.environ) -> float | None:
 
 
 def shutdown_distributed() -> None:
-    """Destroy the process groups, if any. Left to interpreter exit, a gloo group's threads can be torn
-    down still joinable and the rank aborts ("terminate called without an active exception", SIGABRT)
-    after a run that completed or stopped with its one error line: 6 of 18 two-rank runs of
-    tests/evaclip/test_train_cli.py's failing load did here. PyTorch asks for destroy_process_group()
-    before exit (https://pytorch.org/docs/stable/distributed.html#shutdown)."""
+    """Free the run's process groups while the interpreter is whole. Left to interpreter exit, a gloo
+    group's threads can be torn down still joinable and the rank aborts ("terminate called without an
+    active exception", SIGABRT) after a run that completed or stopped with its one error line: 6 of 18
+    two-rank runs of tests/evaclip/test_train_cli.py's failing load did here. PyTorch asks for
+    destroy_process_group() before exit (https://pytorch.org/docs/stable/distributed.html#shutdown),
+    but that only drops c10d's own references: under ZeRO-3 every parameter keeps its
+    `ds_process_group`, and DeepSpeed keeps the top module (so its parameters, hooks and engine) in the
+    module-global `deepspeed.runtime.zero.parameter_offload.FWD_MODULE_STACK` for the life of the
+    process (DeepSpeed 0.19.8; `engine.destroy()`, Trainer.release, removes the engine's hooks, not that
+    entry). So the engine, model and parameters were freed only during interpreter finalization, where
+    one 2-rank ZeRO-3 run of tests/evaclip/test_train_init.py aborted in a loaded CI run (after its
+    final checkpoint; not reproduced in 21 loaded reruns, so this is the likely cause, not a proven
+    one). So: drop that stack, collect the engine's reference cycles, then destroy the groups
+    (tests/evaclip/test_train_teardown.py checks that nothing of the engine is left). The group objects
+    themselves stay referenced from outside Python's view (`deepspeed.initialize` adds 10 references
+    that neither `engine.destroy()` nor destroy_process_group removes, DeepSpeed 0.19.8, torch 2.13);
+    destroy_process_group shuts each one's backend down (ProcessGroup.shutdown) before exit."""
+    _release_zero3_module_stack()
+    gc.collect()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    gc.collect()
+
+
+def _release_zero3_module_stack() -> None:
+    """Empty DeepSpeed ZeRO-3's forward module stack (see shutdown_distributed); the run is over."""
+    offload = sys.modules.get("deepspeed.runtime.zero.parameter_offload")
+    stack = getattr(offload, "FWD_MODULE_STACK", None)
+    if isinstance(stack, list):
+        stack.clear()
 
 
 class Preemption:
@@ -438,6 +462,25 @@ class Trainer:
         self.metrics.write("step", **rec)
         if self.rank == 0:
             print(progress_line(rec, self.run.total_steps), flush=True)
+
+    def release(self) -> None:
+        """DeepSpeed's own teardown of the engine (`DeepSpeedEngine.destroy`): it removes the ZeRO-3
+        gradient-accumulation hooks, which reach the optimizer and parameters through the C++ autograd
+        graph, a cycle Python's collector cannot see, so without this the engine and the process groups
+        its parameters hold live until interpreter exit (shutdown_distributed). A failure here is one
+        warning line: the run's own outcome stands."""
+        engine = getattr(self, "engine", None)
+        if engine is None:
+            return
+        try:
+            engine.destroy()
+        except Exception as e:  # teardown only: the exit code stays the run's
+            print(
+                f"warning: DeepSpeed engine teardown failed: {type(e).__name__}: {e}",
+                file=sys.stderr,
+                flush=True,
+            )
+        self.engine = None
 
     def close(self, status: str) -> None:
         """The `end` record, DeepSpeed's comms summary, and a barrier so no rank leaves early."""
