@@ -16,7 +16,11 @@ times are measured on a shared machine. So the test asserts, once:
   prediction of both can beat (planner.validation.min_worst_abs_error: (b − a)/(b + a) for step times
   a ≤ b), and the two floors add: the prediction carries A's run-to-run spread (A is one of the two
   runs it is fitted on), the comparison C's. Above 7.5 % together the machine's noise is comparable
-  to the goal, and the test says so and skips with the figures (pytest -rs) instead of passing quietly. On the shared 2-core machine (load 5.5–7.5,
+  to the goal, and the test says so and skips with the figures (pytest -rs) instead of passing quietly.
+  Both verdicts also need a machine that was not oversubscribed while C and A ran (1-minute load
+  average at most its cores): contention slows the layouts unequally (below, in the test), so there
+  a calibration on other layouts cannot be judged either. Run alone on an idle machine (2026-12-07,
+  load 1.5-1.6 on 2 cores) the calibrated prediction was +3.7 % off C. On the shared 2-core machine (load 5.5–7.5,
   2026-12-07), three tries: two identical runs of C measured 0.131 and 0.201 s/step (floor 21 %);
   0.180 and 0.135 (14 %); 0.273 and 0.323 (8 %) while A had measured 0.126 before them. B
   (micro-batch 16) was faster per step than A (micro-batch 4) in two of the three: contention, not
@@ -35,6 +39,7 @@ start-up, and DeepSpeed's one-time op build when `make dev` has not done it).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -205,12 +210,15 @@ def test_measure_calibrate_and_predict_a_held_out_layout(cli, env) -> None:
     )
 
     calibrated_c = _step_s(cli, C)
-    c_measured = []
+    c_measured, loads = [], []
     for job in C_JOBS:
         _run(cli, job, C)
         c_measured.append(_measured_step_s(cli, job))
+        loads.append(os.getloadavg()[0])
     # A once more, after C: the machine's load must not have changed between calibrating and checking.
     _run(cli, "calib-a2", A)
+    loads.append(os.getloadavg()[0])
+    cores = os.cpu_count() or 1
     a_again = [measured["calib-a"], _measured_step_s(cli, "calib-a2")]
     c_step = statistics.fmean(c_measured)
     err_cal, err_uncal = _rel(calibrated_c, c_step), _rel(uncal["C"], c_step)
@@ -226,7 +234,9 @@ def test_measure_calibrate_and_predict_a_held_out_layout(cli, env) -> None:
         + f" s/step; A before and after: {a_again[0]:.4f}, {a_again[1]:.4f}; identical-run floors together "
         f"{floor:.1%}): calibrated on A+B {calibrated_c:.4f} s "
         f"({err_cal:+.1%} of their mean; goal within ±{GOAL:.0%}), uncalibrated {uncal['C']:.4f} s "
-        f"({err_uncal:+.1%})"
+        f"({err_uncal:+.1%}); 1-minute load average after each of C's runs and A's: "
+        + ", ".join(f"{x:.1f}" for x in loads)
+        + f" on {cores} cores"
     )
     # All runs refit together; estimate then names them. This holds whatever the clock measured.
     refit = cli("calibrate", *C_JOBS)
@@ -247,6 +257,19 @@ def test_measure_calibrate_and_predict_a_held_out_layout(cli, env) -> None:
             f"{c_measured[0]:.4f} and {c_measured[1]:.4f} s/step (held-out layout), {a_again[0]:.4f} and "
             f"{a_again[1]:.4f} (run A before and after), floors together {floor:.1%} > {GOAL / 2:.1%}; calibrated "
             f"{err_cal:+.1%} of the held-out mean"
+        )
+    # ... and when the machine was not oversubscribed while C and A ran: its 1-minute load average at
+    # most its cores (the test's own two ranks and nothing else beside them). Contention does not slow
+    # every layout alike, so identical runs can agree and still say nothing about the model: in a
+    # fresh-clone CI run with both cores held busy (2026-12-07) A measured 0.0746 and 0.0767 s/step, as
+    # on the idle machine (0.0746), while C measured 0.1417 and 0.1292 against 0.0700 and 0.0716 idle:
+    # its ZeRO-2 collectives wait on the scheduler, which a fit on the two ZeRO-1 runs cannot carry
+    # (calibrated -43.2 % with floors together 6.0 %; on the idle machine the same test gave +3.7 %).
+    if max(loads) > cores:
+        pytest.skip(
+            f"the ±{GOAL:.0%} goal is undecidable on this machine now: it was oversubscribed while the "
+            f"held-out layout ran (1-minute load average up to {max(loads):.1f} on {cores} cores); "
+            f"calibrated {err_cal:+.1%} of the held-out mean (floors together {floor:.1%})"
         )
     assert abs(err_cal) < abs(err_uncal), (
         f"calibrated {err_cal:+.1%} is not closer than uncalibrated {err_uncal:+.1%} on the held-out layout"
