@@ -101,7 +101,7 @@ def shutdown_distributed() -> None:
     process (DeepSpeed 0.19.8; `engine.destroy()`, Trainer.release, removes the engine's hooks, not that
     entry). So the engine, model and parameters were freed only during interpreter finalization, where
     one 2-rank ZeRO-3 run of tests/evaclip/test_train_init.py aborted in a loaded CI run (after its
-    final checkpoint; not reproduced in 21 loaded reruns, so this is the likely cause, not a proven
+    final checkpoint; not reproduced in 30 loaded reruns, so this is the likely cause, not a proven
     one). So: drop that stack, collect the engine's reference cycles, then destroy the groups
     (tests/evaclip/test_train_teardown.py checks that nothing of the engine is left). The group objects
     themselves stay referenced from outside Python's view (`deepspeed.initialize` adds 10 references

@@ -322,7 +322,8 @@ def fit_compute_scale(raw: Sequence[RunCheck], serving_path: str | None = None) 
 def model_inputs(run: PublishedRun) -> tuple[Any, ...]:
     """Everything the estimator sees of a run that bears on its samples/s: two runs with equal keys get
     the same prediction. `samples` is left out: it sets the wall time, not samples/s (a test checks)."""
-    image_size = run.image_size or prof.load_model(run.model).recipe.image_size
+    model = run_model(run)
+    image_size = run.image_size or model.recipe.image_size
     workers = run.loader_workers.value if run.loader_workers is not None else None
     return (
         run.model,
@@ -336,7 +337,7 @@ def model_inputs(run: PublishedRun) -> tuple[Any, ...]:
         run.precision,
         run.stack,
         run.attention,
-        run_model(run).recipe.optimizer,
+        model.recipe.optimizer,
         run.optimizer_impl.value if run.optimizer_impl is not None else None,
         workers,
         image_size,

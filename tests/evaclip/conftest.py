@@ -233,6 +233,7 @@ def trainer():
     from types import SimpleNamespace
 
     return SimpleNamespace(
+        env=_env,
         debug_run_config=debug_run_config,
         ds_config_for=ds_config_for,
         start_torchrun=start_torchrun,

@@ -10,16 +10,12 @@ process (a world of one) runs one ZeRO-3 step through `evaclip.train.main` and t
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
-
-REPO = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import gc, json, sys
@@ -44,14 +40,8 @@ def test_a_finished_run_leaves_no_engine_model_or_group_behind(tmp_path, trainer
     ds, run = tmp_path / "ds.json", tmp_path / "run.json"
     ds.write_text(json.dumps(ds_cfg))
     run.write_text(json.dumps(cfg))
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        "PYTHONWARNINGS": "ignore",
-    }
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+    env = trainer.env(None)  # one thread per process, no GPU, this checkout on the path
+    for var in ("WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):  # a world of one
         env.pop(var, None)
     res = subprocess.run(
         [sys.executable, "-c", PROBE, str(ds), str(run)],
