@@ -253,8 +253,8 @@ def _ratios_planner_model(f: Facts) -> list[str]:
         f"{published('mlperf-h200-vs-h100-nvidia')}",
         f"B200/H100 {model(b200_h100)} and B200/H200 {model(b200_h200)} are inside MLPerf's "
         f"{published(b200_h100)} and {published(b200_h200)}",
-        f"MI325X/MI300X {model('mlperf-mi325x-vs-mi300x-amd')} is below AMD's "
-        f"{published('mlperf-mi325x-vs-mi300x-amd')}",
+        f"MI325X/MI300X {model('mlperf-mi325x-vs-mi300x-amd')} is below the "
+        f"{published('mlperf-mi325x-vs-mi300x-amd')} of AMD's and MangoBoost's submissions",
         f"B200's new tensor-core path, so public measurements put it at about an H100's rate on a B200 "
         f"({b200_rate / h100_rate:.3f}× at head dim 128, 8,192 tokens;",
         f"the two B200 ratios would be {cudnn[0]:.2f} and {cudnn[1]:.2f}, above the ranges",
