@@ -290,6 +290,27 @@ def _no_fit_half() -> EvaplanError:
     )
 
 
+# fit_compute_scale re-predicts every fit row at about 40 trial scales: seconds of work, repeated whenever
+# one process fits the same inputs again (validate's table, JSON and CSV in one session; the test
+# suite's many in-process `evaplan validate` calls). The result is kept per key of everything the fit
+# reads: every row it is given with its half (held-out rows too, so a changed held-out figure is a
+# fresh fit and never a kept answer), the serving fit half, and which profile files the rows' names
+# resolve to (a profile file is read once per process by path, planner/profiles.py `_load_cached`).
+_FITTED_SCALES: dict[tuple[Any, ...], float] = {}
+
+
+def _fit_key(raw: Sequence[RunCheck], serving: Sequence[Any]) -> tuple[Any, ...]:
+    profiles = tuple(
+        (kind, tuple((name, str(ref.path)) for name, ref in prof.index(kind).items()))
+        for kind in ("models", "hardware", "calibrations")
+    )
+    return (
+        tuple((c.half, c.run.model_dump_json()) for c in raw),
+        tuple(m.model_dump_json() for m in serving),
+        profiles,
+    )
+
+
 def fit_compute_scale(raw: Sequence[RunCheck], serving_path: str | None = None) -> float:
     """The one compute scale of the time model (issue 21 item 1): it minimises the median
     |log(predicted / published)| over the fit half of the training runs (samples/s) and the fit half
@@ -302,6 +323,9 @@ def fit_compute_scale(raw: Sequence[RunCheck], serving_path: str | None = None) 
     if not fit:
         raise _no_fit_half()
     serving = sv.fit_half_measurements(serving_path)
+    key = _fit_key(raw, serving)
+    if key in _FITTED_SCALES:
+        return _FITTED_SCALES[key]
 
     def loss(log_scale: float) -> float:
         errs = []
@@ -315,7 +339,8 @@ def fit_compute_scale(raw: Sequence[RunCheck], serving_path: str | None = None) 
     # The pooled median is jagged (training and serving rows disagree): 25 log-spaced trials over
     # the bounds (steps of 15 %), then 16 golden-section steps in the best trial's bracket (to about
     # 0.01 % of the scale).
-    return round(minimize_log_scanned(loss, SCALE_BOUNDS, 25, 16), 4)
+    _FITTED_SCALES[key] = round(minimize_log_scanned(loss, SCALE_BOUNDS, 25, 16), 4)
+    return _FITTED_SCALES[key]
 
 
 # ------------------------------------------------------------------------ irreducible spread

@@ -747,3 +747,25 @@ def test_the_compute_scale_is_fitted_on_training_and_serving_fit_halves_together
     joint = v.fit_compute_scale(raw)
     monkeypatch.setattr(sv, "fit_half_measurements", lambda path=None: [])
     assert v.fit_compute_scale(raw) != joint
+
+
+def test_a_kept_fit_is_never_returned_for_other_fit_rows():
+    """The fit is kept per process for the inputs it read (validation._FITTED_SCALES): the same rows
+    give the same scale, and fit-half figures twice as fast give a larger one, fitted afresh."""
+    runs = v.load_runs().runs
+    halves = v.split_halves(runs)
+    raw = [v.check_run(r, halves[r.name]) for r in runs]
+    first = v.fit_compute_scale(raw)
+    assert v.fit_compute_scale([v.check_run(r, halves[r.name]) for r in runs]) == first
+
+    def faster(r):
+        if halves[r.name] != "fit" or r.published.samples_per_s is None:
+            return r
+        return r.model_copy(
+            update={
+                "published": r.published.model_copy(update={"samples_per_s": 2 * r.published.samples_per_s})
+            }
+        )
+
+    doubled = [v.check_run(faster(r), halves[r.name]) for r in runs]
+    assert v.fit_compute_scale(doubled) > first
