@@ -133,17 +133,26 @@ class _TooManyAliases(Exception):
 
 
 # libyaml's parser when PyYAML was built with it (the wheels are): several times faster than the
-# pure-Python one, with the same SafeConstructor and resolver, so the same values. A text without
-# '*' holds no alias (every alias starts with it), so it cannot be an alias bomb: only such texts take
-# the fast path; any other, and any text libyaml rejects, is read by _LimitedLoader, whose count and
-# error messages are the ones users see.
+# pure-Python one, with the same SafeConstructor and resolver, so the same values (published_runs.yaml:
+# 0.29 s against 0.02 s here). A text takes the fast path when it holds at most MAX_YAML_ALIASES
+# aliases: none when it has no '*' (every alias starts with it), else as libyaml's own event stream
+# counts them (a quote's '*' is no alias); any other text, and any text libyaml rejects, is read by
+# _LimitedLoader, whose count and error messages are the ones users see.
 _FastLoader: type | None = getattr(yaml, "CSafeLoader", None)
 
 
+def _aliases_within_limit(text: str) -> bool:
+    if "*" not in text:
+        return True
+    aliases = sum(isinstance(e, yaml.events.AliasEvent) for e in yaml.parse(text, Loader=_FastLoader))
+    return aliases <= MAX_YAML_ALIASES
+
+
 def _load_yaml(text: str) -> Any:
-    if _FastLoader is not None and "*" not in text:
+    if _FastLoader is not None:
         try:
-            return yaml.load(text, Loader=_FastLoader)
+            if _aliases_within_limit(text):
+                return yaml.load(text, Loader=_FastLoader)
         except yaml.YAMLError:
             pass  # read again below for the pure-Python parser's message
     return yaml.load(text, Loader=_LimitedLoader)
